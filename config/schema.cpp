@@ -1,0 +1,392 @@
+#include "config/schema.hpp"
+
+#include "config/suggest.hpp"
+
+#include <algorithm>
+#include <charconv>
+
+namespace troupe::config {
+
+namespace {
+
+using vk = value_kind;
+
+constexpr int64_t kib = 1024;
+constexpr int64_t mib = 1024 * kib;
+constexpr int64_t ms_per_hour = 3'600'000;
+
+// The one table of keys. Defaults are text so they go through the same parser
+// and limit checks as user input (a unit test checks every default).
+const std::vector<key_spec>& table() {
+  static const std::vector<key_spec> keys = {
+    // -- node ---------------------------------------------------------------
+    {"node", "name", vk::string, "node-1",
+     "Name of this node in logs, metrics and the cluster."},
+    {"node", "data_dir", vk::path, "data",
+     "Folder holding the node's RocksDB store; created if missing."},
+    // -- storage ------------------------------------------------------------
+    {"storage",
+     "durability",
+     vk::choice,
+     "process",
+     "process: survive kill -9 of the node (WAL, no fsync); machine: fsync "
+     "before a change counts as durable (survive power loss).",
+     0,
+     0,
+     {"process", "machine"}},
+    {"storage", "group_commit_max_batch", vk::integer, "512",
+     "Most journal events one group commit writes (and fsyncs) together.", 1,
+     65536},
+    {"storage", "group_commit_max_delay", vk::duration, "0ms",
+     "How long a group commit may wait for more events before writing.", 0,
+     1000},
+    {"storage", "block_cache_mb", vk::integer, "8",
+     "RocksDB block cache size in MiB.", 0, 65536},
+    // -- log ----------------------------------------------------------------
+    {"log",
+     "level",
+     vk::choice,
+     "info",
+     "Least severe level that is logged.",
+     0,
+     0,
+     {"trace", "debug", "info", "warn", "error", "off"}},
+    {"log",
+     "format",
+     vk::choice,
+     "text",
+     "text for people, json for one JSON object per line.",
+     0,
+     0,
+     {"text", "json"}},
+    {"log",
+     "file",
+     vk::path,
+     "",
+     "File to log to; empty logs to standard error.",
+     0,
+     0,
+     {},
+     true},
+    // -- control ------------------------------------------------------------
+    {"control",
+     "listen",
+     vk::address,
+     "127.0.0.1:7400",
+     "HOST:PORT of the control protocol (CLI and shell).",
+     0,
+     0,
+     {},
+     true},
+    {"control", "max_frame_bytes", vk::integer, "4194304",
+     "Largest control-protocol frame accepted.", 1 * kib, 256 * mib},
+    {"control", "max_connections", vk::integer, "1024",
+     "Most control connections served at once.", 1, 100'000},
+    {"control", "idle_timeout", vk::duration, "5m",
+     "A control connection silent this long is closed.", 1000,
+     24 * ms_per_hour},
+    {"control", "read_timeout", vk::duration, "30s",
+     "A frame must arrive whole within this span once it has begun.", 100,
+     ms_per_hour},
+    // -- http ---------------------------------------------------------------
+    {"http",
+     "listen",
+     vk::address,
+     "127.0.0.1:7401",
+     "HOST:PORT of the HTTP endpoint (health, metrics); empty turns it off.",
+     0,
+     0,
+     {},
+     true},
+    // -- auth ---------------------------------------------------------------
+    {"auth", "enabled", vk::boolean, "true",
+     "Whether requests need a signed token; turning it off is explicit."},
+    {"auth", "secret", vk::string, "",
+     "HS256 key that signs and checks tokens (TROUPE_AUTH_SECRET)."},
+    {"auth", "token_ttl", vk::duration, "24h",
+     "Lifetime of tokens minted by `troupe token issue`.", 1000,
+     24 * 366 * ms_per_hour},
+    // -- tls ----------------------------------------------------------------
+    {"tls",
+     "cert",
+     vk::path,
+     "",
+     "PEM certificate for the control and HTTP listeners; empty: plain TCP.",
+     0,
+     0,
+     {},
+     true},
+    {"tls",
+     "key",
+     vk::path,
+     "",
+     "PEM private key matching tls.cert.",
+     0,
+     0,
+     {},
+     true},
+    // -- cluster ------------------------------------------------------------
+    {"cluster",
+     "listen",
+     vk::address,
+     "",
+     "HOST:PORT for cluster peers; empty runs the node alone.",
+     0,
+     0,
+     {},
+     true},
+    {"cluster", "seeds", vk::string_list, "",
+     "HOST:PORT of peers to join at start."},
+    {"cluster", "heartbeat_interval", vk::duration, "1s",
+     "How often peers exchange heartbeats.", 50, 60'000},
+    {"cluster", "connection_timeout", vk::duration, "5s",
+     "A peer silent this long is declared down; must exceed the heartbeat "
+     "interval.",
+     100, 600'000},
+  };
+  return keys;
+}
+
+bool parse_int(std::string_view text, int64_t& out) {
+  auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), out);
+  return ec == std::errc{} && ptr == text.data() + text.size();
+}
+
+std::string check_address(std::string_view text) {
+  auto colon = text.rfind(':');
+  if (colon == std::string_view::npos || colon == 0)
+    return "expected HOST:PORT, e.g. 127.0.0.1:7400";
+  auto host = text.substr(0, colon);
+  if (host.front() == '[' && host.back() != ']')
+    return "unbalanced brackets around an IPv6 host";
+  if (host.front() != '[' && host.find(':') != std::string_view::npos)
+    return "write an IPv6 host in brackets, e.g. [::1]:7400";
+  int64_t port = 0;
+  if (!parse_int(text.substr(colon + 1), port) || port < 0 || port > 65535)
+    return "port must be a number from 0 to 65535";
+  return {};
+}
+
+} // namespace
+
+std::string_view describe(value_kind kind) {
+  switch (kind) {
+  case vk::string: return "a string";
+  case vk::path: return "a path string";
+  case vk::integer: return "an integer";
+  case vk::boolean: return "a boolean (true or false)";
+  case vk::duration: return "a duration string such as \"10s\"";
+  case vk::choice: return "a string";
+  case vk::address: return "a \"HOST:PORT\" string";
+  case vk::string_list: return "a list of strings";
+  }
+  return "a value";
+}
+
+std::string key_spec::name() const {
+  return std::string{section} + "." + std::string{key};
+}
+
+bool key_spec::is_secret() const {
+  for (auto word : {"secret", "token", "password"})
+    if (key.find(word) != std::string_view::npos && key != "token_ttl")
+      return true;
+  return false;
+}
+
+std::span<const key_spec> all_keys() {
+  return table();
+}
+
+const std::vector<std::string>& all_sections() {
+  static const std::vector<std::string> sections = [] {
+    std::vector<std::string> out;
+    for (auto& k : table())
+      if (std::find(out.begin(), out.end(), k.section) == out.end())
+        out.emplace_back(k.section);
+    return out;
+  }();
+  return sections;
+}
+
+const key_spec* find_key(std::string_view section, std::string_view key) {
+  for (auto& k : table())
+    if (k.section == section && k.key == key)
+      return &k;
+  return nullptr;
+}
+
+std::vector<std::string> keys_of(std::string_view section) {
+  std::vector<std::string> out;
+  for (auto& k : table())
+    if (k.section == section)
+      out.emplace_back(k.key);
+  return out;
+}
+
+std::optional<value> parse_text(const key_spec& spec, std::string_view text,
+                                std::string& error) {
+  value result;
+  switch (spec.kind) {
+  case vk::string:
+  case vk::path:
+  case vk::choice:
+  case vk::address: result = std::string{text}; break;
+  case vk::integer: {
+    int64_t n = 0;
+    if (!parse_int(text, n)) {
+      error = "expected an integer";
+      return std::nullopt;
+    }
+    result = n;
+    break;
+  }
+  case vk::boolean:
+    if (text == "true" || text == "1")
+      result = true;
+    else if (text == "false" || text == "0")
+      result = false;
+    else {
+      error = "expected true or false";
+      return std::nullopt;
+    }
+    break;
+  case vk::duration: {
+    auto d = parse_duration(text, &error);
+    if (!d)
+      return std::nullopt;
+    result = *d;
+    break;
+  }
+  case vk::string_list: {
+    std::vector<std::string> items;
+    size_t start = 0;
+    while (start <= text.size() && !text.empty()) {
+      auto comma = text.find(',', start);
+      auto item = text.substr(start, comma == std::string_view::npos
+                                       ? std::string_view::npos
+                                       : comma - start);
+      if (!item.empty())
+        items.emplace_back(item);
+      if (comma == std::string_view::npos)
+        break;
+      start = comma + 1;
+    }
+    result = std::move(items);
+    break;
+  }
+  }
+  error = check_limits(spec, result);
+  if (!error.empty())
+    return std::nullopt;
+  return result;
+}
+
+std::string check_limits(const key_spec& spec, const value& v) {
+  switch (spec.kind) {
+  case vk::integer: {
+    auto n = std::get<int64_t>(v);
+    if (n < spec.min || n > spec.max)
+      return "must be from " + std::to_string(spec.min) + " to "
+             + std::to_string(spec.max);
+    return {};
+  }
+  case vk::duration: {
+    auto d = std::get<duration>(v);
+    auto lo = std::chrono::milliseconds{spec.min};
+    auto hi = std::chrono::milliseconds{spec.max};
+    if (d < lo || d > hi)
+      return "must be from " + format_duration(lo) + " to "
+             + format_duration(hi);
+    return {};
+  }
+  case vk::choice: {
+    auto& s = std::get<std::string>(v);
+    for (auto c : spec.choices)
+      if (c == s)
+        return {};
+    std::vector<std::string> names(spec.choices.begin(), spec.choices.end());
+    return "must be one of " + join(names) + did_you_mean(s, names);
+  }
+  case vk::address: {
+    auto& s = std::get<std::string>(v);
+    if (s.empty())
+      return spec.optional ? std::string{} : "must not be empty";
+    return check_address(s);
+  }
+  case vk::path:
+  case vk::string: {
+    auto& s = std::get<std::string>(v);
+    if (s.empty() && spec.kind == vk::path && !spec.optional)
+      return "must not be empty";
+    if (s.find('\0') != std::string::npos)
+      return "must not contain a NUL character";
+    return {};
+  }
+  case vk::string_list: {
+    for (auto& item : std::get<std::vector<std::string>>(v))
+      if (item.empty())
+        return "list items must not be empty";
+    return {};
+  }
+  case vk::boolean: return {};
+  }
+  return {};
+}
+
+namespace {
+
+std::string quote(const std::string& s) {
+  std::string out = "\"";
+  for (char c : s) {
+    switch (c) {
+    case '"': out += "\\\""; break;
+    case '\\': out += "\\\\"; break;
+    case '\n': out += "\\n"; break;
+    case '\t': out += "\\t"; break;
+    default:
+      if (static_cast<unsigned char>(c) < 0x20) {
+        static const char* hex = "0123456789abcdef";
+        out += "\\u00";
+        out += hex[(c >> 4) & 0xf];
+        out += hex[c & 0xf];
+      } else {
+        out += c;
+      }
+    }
+  }
+  return out + "\"";
+}
+
+} // namespace
+
+std::string to_toml(const value& v) {
+  struct visitor {
+    std::string operator()(const std::string& s) { return quote(s); }
+    std::string operator()(int64_t n) { return std::to_string(n); }
+    std::string operator()(bool b) { return b ? "true" : "false"; }
+    std::string operator()(duration d) { return quote(format_duration(d)); }
+    std::string operator()(const std::vector<std::string>& xs) {
+      std::vector<std::string> quoted;
+      for (auto& x : xs)
+        quoted.push_back(quote(x));
+      return "[" + join(quoted) + "]";
+    }
+  };
+  return std::visit(visitor{}, v);
+}
+
+std::string to_text(const value& v) {
+  struct visitor {
+    std::string operator()(const std::string& s) { return s; }
+    std::string operator()(int64_t n) { return std::to_string(n); }
+    std::string operator()(bool b) { return b ? "true" : "false"; }
+    std::string operator()(duration d) { return format_duration(d); }
+    std::string operator()(const std::vector<std::string>& xs) {
+      return join(xs, ",");
+    }
+  };
+  return std::visit(visitor{}, v);
+}
+
+} // namespace troupe::config

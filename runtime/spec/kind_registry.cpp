@@ -1,0 +1,99 @@
+#include "runtime/spec/kind_registry.hpp"
+
+namespace troupe::runtime {
+
+kind_registry& kind_registry::global() {
+  static kind_registry* instance = [] {
+    auto* r = new kind_registry;
+    register_builtin_kinds(*r);
+    return r;
+  }();
+  return *instance;
+}
+
+bool kind_registry::add(kind_spec kind) {
+  std::lock_guard guard{mtx_};
+  auto name = kind.name;
+  return kinds_.emplace(std::move(name), std::move(kind)).second;
+}
+
+const kind_spec* kind_registry::find(const std::string& name) const {
+  std::lock_guard guard{mtx_};
+  auto i = kinds_.find(name);
+  // Kinds are never removed, so the pointer stays valid.
+  return i == kinds_.end() ? nullptr : &i->second;
+}
+
+std::vector<std::string> kind_registry::names() const {
+  std::lock_guard guard{mtx_};
+  std::vector<std::string> out;
+  for (auto& [name, _] : kinds_)
+    out.push_back(name);
+  return out;
+}
+
+void register_builtin_kinds(kind_registry& registry) {
+  using pt = param_type;
+  registry.add({"noop",
+                "Does nothing; its output is its parameters, resolved.",
+                {},
+                true,
+                nullptr});
+  registry.add({"sleep",
+                "Waits for `duration` on a durable timer that survives "
+                "restarts.",
+                {{"duration", pt::duration, true, "How long to wait."}},
+                false,
+                nullptr});
+  registry.add(
+    {"fail",
+     "Fails on purpose, for tests and demos: its first `times` attempts, or "
+     "each attempt with `probability`.",
+     {{"times", pt::integer, false, "Attempts that fail before one succeeds.",
+       0, 1e9},
+      {"probability", pt::number, false, "Chance that an attempt fails.", 0, 1},
+      {"seed", pt::integer, false, "Seed for `probability`, so runs repeat.", 0,
+       9.007199254740992e15},
+      {"error_kind", pt::string, false,
+       "Error kind of the failure (see retry.non_retryable)."},
+      {"message", pt::string, false, "Error message of the failure."}},
+     false,
+     [](const nlohmann::json& node, kind_check_context& ctx) {
+       bool times = node.contains("times");
+       bool probability = node.contains("probability");
+       if (times == probability)
+         ctx.error("", "missing_field",
+                   "a fail node needs exactly one of 'times' or "
+                   "'probability'");
+       if (node.contains("seed") && !probability)
+         ctx.error("seed", "bad_value",
+                   "'seed' only applies with "
+                   "'probability'");
+     }});
+  registry.add(
+    {"exec",
+     "Runs a program (argv, no shell); its output is its stdout parsed as a "
+     "JSON object, else {stdout, stderr, exit_code}.",
+     {{"command", pt::string_list, true,
+       "Program and arguments, e.g. [\"/bin/echo\", \"hi\"]."},
+      {"env", pt::string_map, false, "Extra environment variables."},
+      {"cwd", pt::string, false, "Working folder."},
+      {"stdin", pt::string, false,
+       "Standard input; default: the node's inputs as JSON."},
+      {"max_output_bytes", pt::integer, false,
+       "Cap on captured stdout and stderr each; default 1 MiB.", 1024,
+       1073741824.0}},
+     false,
+     [](const nlohmann::json& node, kind_check_context& ctx) {
+       auto i = node.find("command");
+       if (i == node.end() || !i->is_array())
+         return;
+       if (i->empty())
+         ctx.error("command", "bad_value",
+                   "must name a program: an empty list runs nothing");
+       else if (i->front().is_string() && i->front().get<std::string>().empty())
+         ctx.error("command", "bad_value", "the program name is empty");
+     }});
+}
+
+} // namespace troupe::runtime

@@ -1,0 +1,880 @@
+#include "runtime/spec/workflow_loader.hpp"
+
+#include "config/suggest.hpp"
+#include "runtime/spec/document.hpp"
+#include "runtime/spec/template.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <fstream>
+#include <set>
+#include <unordered_map>
+#include <unordered_set>
+
+namespace troupe::runtime {
+
+using json = nlohmann::json;
+using config::did_you_mean;
+using config::join;
+
+const node_spec* workflow_spec::find_node(std::string_view id) const {
+  for (auto& n : nodes)
+    if (n.id == id)
+      return &n;
+  return nullptr;
+}
+
+namespace {
+
+// Fields every node has, whatever its kind.
+const std::vector<std::string> node_fields
+  = {"kind", "after", "description", "retry", "timeout"};
+
+const std::vector<std::string> top_fields
+  = {"name",     "version", "description",     "inputs",
+     "defaults", "nodes",   "max_concurrency", "outputs"};
+
+const std::vector<std::string> retry_fields
+  = {"max_attempts", "initial_backoff", "multiplier",
+     "max_backoff",  "jitter",          "non_retryable"};
+
+const std::vector<std::string> input_fields
+  = {"type", "default", "required", "description"};
+
+const std::vector<std::string> input_types
+  = {"any", "string", "integer", "number", "boolean", "object", "array"};
+
+constexpr size_t max_id_length = 128;
+
+std::string type_name(const json& v) {
+  switch (v.type()) {
+  case json::value_t::null: return "null";
+  case json::value_t::boolean: return "a boolean";
+  case json::value_t::number_integer:
+  case json::value_t::number_unsigned: return "an integer";
+  case json::value_t::number_float: return "a number";
+  case json::value_t::string: return "a string";
+  case json::value_t::array: return "a list";
+  case json::value_t::object: return "a mapping";
+  default: return "a value";
+  }
+}
+
+std::string show(const json& v) {
+  auto s = v.dump(-1, ' ', false, json::error_handler_t::replace);
+  if (s.size() > 60)
+    s = s.substr(0, 57) + "...";
+  return s;
+}
+
+bool is_identifier(const std::string& s) {
+  if (s.empty() || s.size() > max_id_length)
+    return false;
+  if (!(std::isalpha(static_cast<unsigned char>(s[0])) || s[0] == '_'))
+    return false;
+  return std::all_of(s.begin(), s.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-';
+  });
+}
+
+bool is_whole_template(const json& v) {
+  if (!v.is_string())
+    return false;
+  template_error err;
+  auto t = parse_template(v.get<std::string>(), err);
+  return t && t->is_single_expression();
+}
+
+class validator : public kind_check_context {
+ public:
+  validator(const document& doc, const kind_registry& kinds,
+            diagnostics& errors)
+      : doc_(doc), kinds_(kinds), errors_(errors) {}
+
+  std::optional<workflow_spec> run() {
+    auto& root = doc_.root;
+    if (!root.is_object()) {
+      report("", "type",
+             "expected a mapping with name and nodes, found "
+               + type_name(root));
+      return std::nullopt;
+    }
+    check_fields(root, "", top_fields, "the top level");
+    check_name(root);
+    check_version(root);
+    check_string_field(root, "description", "");
+    check_inputs(root);
+    check_defaults(root);
+    check_max_concurrency(root);
+    check_nodes(root);
+    check_outputs(root);
+    if (!errors_.empty())
+      return std::nullopt;
+    return std::move(wf_);
+  }
+
+  // -- kind_check_context -----------------------------------------------------
+
+  void error(const std::string& param, const std::string& code,
+             const std::string& message) override {
+    report(param.empty() ? current_node_path_
+                         : join_path(current_node_path_, param),
+           code, message);
+  }
+
+ private:
+  void report(const std::string& path, std::string code, std::string message) {
+    auto m = doc_.find_mark(path);
+    errors_.push_back(
+      diagnostic{path, m.line, m.column, std::move(code), std::move(message)});
+  }
+
+  /// Reports fields of `obj` not in `allowed`.
+  void check_fields(const json& obj, const std::string& path,
+                    const std::vector<std::string>& allowed,
+                    const std::string& where) {
+    for (auto& [key, _] : obj.items())
+      if (std::find(allowed.begin(), allowed.end(), key) == allowed.end())
+        report(join_path(path, key), "unknown_field",
+               "unknown field '" + key + "' in " + where
+                 + "; allowed: " + join(allowed) + did_you_mean(key, allowed));
+  }
+
+  bool expect(const json& v, const std::string& path, bool ok,
+              const std::string& wanted) {
+    if (!ok)
+      report(path, "type",
+             "expected " + wanted + ", found " + type_name(v) + " " + show(v));
+    return ok;
+  }
+
+  void check_string_field(const json& obj, const std::string& key,
+                          const std::string& path) {
+    if (auto i = obj.find(key); i != obj.end())
+      expect(*i, join_path(path, key), i->is_string(), "a string");
+  }
+
+  // -- top level --------------------------------------------------------------
+
+  void check_name(const json& root) {
+    auto i = root.find("name");
+    if (i == root.end()) {
+      report("", "missing_field", "missing field 'name' (the workflow's name)");
+      return;
+    }
+    if (!expect(*i, "name", i->is_string(), "a string"))
+      return;
+    auto name = i->get<std::string>();
+    bool ok = !name.empty() && name.size() <= max_id_length
+              && std::all_of(name.begin(), name.end(), [](char c) {
+                   return std::isalnum(static_cast<unsigned char>(c))
+                          || c == '_' || c == '-' || c == '.';
+                 });
+    if (!ok)
+      report("name", "bad_value",
+             "workflow name " + show(*i)
+               + " must be 1 to 128 letters, digits, '_', '-' or '.'");
+    wf_.name = name;
+  }
+
+  void check_version(const json& root) {
+    auto i = root.find("version");
+    if (i == root.end())
+      return;
+    if (i->is_string())
+      wf_.version = i->get<std::string>();
+    else if (i->is_number())
+      wf_.version = i->dump();
+    else
+      expect(*i, "version", false, "a string or number");
+  }
+
+  void check_max_concurrency(const json& root) {
+    auto i = root.find("max_concurrency");
+    if (i == root.end())
+      return;
+    if (!expect(*i, "max_concurrency", i->is_number_integer(), "an integer"))
+      return;
+    auto n = i->get<int64_t>();
+    if (n < 1 || n > 100'000) {
+      report("max_concurrency", "out_of_range",
+             "max_concurrency " + std::to_string(n)
+               + " is out of range; allowed: 1 to 100000");
+      return;
+    }
+    wf_.max_concurrency = static_cast<int32_t>(n);
+  }
+
+  // -- inputs -----------------------------------------------------------------
+
+  void check_inputs(const json& root) {
+    auto i = root.find("inputs");
+    if (i == root.end() || i->is_null())
+      return;
+    if (!expect(*i, "inputs", i->is_object(), "a mapping of input names"))
+      return;
+    for (auto& [name, body] : i->items()) {
+      auto path = join_path("inputs", name);
+      if (!is_identifier(name))
+        report(path, "bad_value",
+               "input name '" + name
+                 + "' must start with a letter or '_' and hold only "
+                   "letters, digits, '_' and '-'");
+      input_spec in;
+      in.name = name;
+      declared_inputs_.insert(name);
+      if (body.is_null()) {
+        wf_.inputs.push_back(std::move(in));
+        continue;
+      }
+      if (!expect(body, path, body.is_object(),
+                  "a mapping {type, default, required}"))
+        continue;
+      check_fields(body, path, input_fields, "input '" + name + "'");
+      check_string_field(body, "description", path);
+      if (auto t = body.find("type"); t != body.end()) {
+        auto tpath = join_path(path, "type");
+        if (expect(*t, tpath, t->is_string(), "a string")) {
+          auto s = t->get<std::string>();
+          auto pos = std::find(input_types.begin(), input_types.end(), s);
+          if (pos == input_types.end())
+            report(tpath, "bad_value",
+                   "unknown input type '" + s + "'; allowed: "
+                     + join(input_types) + did_you_mean(s, input_types));
+          else
+            in.type = static_cast<input_type>(pos - input_types.begin());
+        }
+      }
+      if (auto r = body.find("required"); r != body.end())
+        if (expect(*r, join_path(path, "required"), r->is_boolean(),
+                   "true or false"))
+          in.required = r->get<bool>();
+      if (auto d = body.find("default"); d != body.end()) {
+        auto dpath = join_path(path, "default");
+        if (in.required)
+          report(dpath, "conflict",
+                 "input '" + name
+                   + "' is required and has a default; keep one of them");
+        if (!matches(in.type, *d))
+          report(dpath, "type",
+                 "default " + show(*d) + " is not of the input's type '"
+                   + input_types[static_cast<size_t>(in.type)] + "'");
+        in.default_value = *d;
+      }
+      wf_.inputs.push_back(std::move(in));
+    }
+  }
+
+  static bool matches(input_type t, const json& v) {
+    switch (t) {
+    case input_type::any: return true;
+    case input_type::string: return v.is_string();
+    case input_type::integer: return v.is_number_integer();
+    case input_type::number: return v.is_number();
+    case input_type::boolean: return v.is_boolean();
+    case input_type::object: return v.is_object();
+    case input_type::array: return v.is_array();
+    }
+    return false;
+  }
+
+  // -- durations and retry ----------------------------------------------------
+
+  std::optional<duration> parse_duration_at(const json& v,
+                                            const std::string& path) {
+    if (v.is_number()) {
+      auto n = v.dump();
+      report(path, "bad_duration",
+             "duration " + n + " has no unit; write e.g. \"" + n + "s\" or \""
+               + n + "ms\"");
+      return std::nullopt;
+    }
+    if (!v.is_string()) {
+      report(path, "bad_duration",
+             "expected a duration string such as \"250ms\", \"10s\", \"5m\" "
+             "or \"1h\", found "
+               + type_name(v) + " " + show(v));
+      return std::nullopt;
+    }
+    std::string err;
+    auto d = config::parse_duration(v.get<std::string>(), &err);
+    if (!d)
+      report(path, "bad_duration", err);
+    return d;
+  }
+
+  std::optional<duration> check_timeout(const json& obj,
+                                        const std::string& path) {
+    auto i = obj.find("timeout");
+    if (i == obj.end() || i->is_null())
+      return std::nullopt;
+    auto tpath = join_path(path, "timeout");
+    auto d = parse_duration_at(*i, tpath);
+    if (d && d->count() == 0) {
+      report(tpath, "out_of_range", "timeout must be longer than 0s");
+      return std::nullopt;
+    }
+    return d;
+  }
+
+  /// Reads a retry policy over `base`; fields not given keep base's value.
+  retry_policy check_retry(const json& v, const std::string& path,
+                           retry_policy base) {
+    if (v.is_null())
+      return base;
+    if (!expect(v, path, v.is_object(), "a retry mapping"))
+      return base;
+    check_fields(v, path, retry_fields, "retry");
+    auto r = base;
+    if (auto i = v.find("max_attempts"); i != v.end()) {
+      auto p = join_path(path, "max_attempts");
+      if (expect(*i, p, i->is_number_integer(), "an integer")) {
+        auto n = i->get<int64_t>();
+        if (n < 1 || n > 10'000)
+          report(p, "out_of_range",
+                 "max_attempts " + std::to_string(n)
+                   + " is out of range; allowed: 1 to 10000 (1 means no "
+                     "retries)");
+        else
+          r.max_attempts = static_cast<int32_t>(n);
+      }
+    }
+    auto backoff = [&](const char* key, duration& out) {
+      auto i = v.find(key);
+      if (i == v.end())
+        return;
+      auto p = join_path(path, key);
+      if (auto d = parse_duration_at(*i, p)) {
+        if (*d > std::chrono::hours{24 * 7})
+          report(p, "out_of_range",
+                 std::string{key} + " " + show(*i)
+                   + " is out of range; allowed: 0s to 7d");
+        else
+          out = *d;
+      }
+    };
+    backoff("initial_backoff", r.initial_backoff);
+    backoff("max_backoff", r.max_backoff);
+    if (auto i = v.find("multiplier"); i != v.end()) {
+      auto p = join_path(path, "multiplier");
+      if (expect(*i, p, i->is_number(), "a number")) {
+        auto m = i->get<double>();
+        if (!(m >= 1.0 && m <= 100.0))
+          report(p, "out_of_range",
+                 "multiplier " + show(*i)
+                   + " is out of range; allowed: 1 to 100");
+        else
+          r.multiplier = m;
+      }
+    }
+    if (auto i = v.find("jitter"); i != v.end()) {
+      auto p = join_path(path, "jitter");
+      static const std::vector<std::string> modes = {"none", "full", "equal"};
+      if (expect(*i, p, i->is_string(), "a string")) {
+        auto s = i->get<std::string>();
+        auto pos = std::find(modes.begin(), modes.end(), s);
+        if (pos == modes.end())
+          report(p, "bad_value",
+                 "unknown jitter '" + s + "'; allowed: " + join(modes)
+                   + did_you_mean(s, modes));
+        else
+          r.jitter = static_cast<jitter_mode>(pos - modes.begin());
+      }
+    }
+    if (auto i = v.find("non_retryable"); i != v.end()) {
+      auto p = join_path(path, "non_retryable");
+      if (expect(*i, p, i->is_array(), "a list of error kinds")) {
+        r.non_retryable.clear();
+        size_t k = 0;
+        for (auto& item : *i) {
+          if (expect(item, index_path(p, k), item.is_string(), "a string"))
+            r.non_retryable.push_back(item.get<std::string>());
+          ++k;
+        }
+      }
+    }
+    if (r.max_backoff < r.initial_backoff)
+      report(join_path(path, v.contains("max_backoff") ? "max_backoff"
+                                                       : "initial_backoff"),
+             "out_of_range",
+             "max_backoff (" + config::format_duration(r.max_backoff)
+               + ") is shorter than initial_backoff ("
+               + config::format_duration(r.initial_backoff) + ")");
+    return r;
+  }
+
+  void check_defaults(const json& root) {
+    auto i = root.find("defaults");
+    if (i == root.end() || i->is_null())
+      return;
+    if (!expect(*i, "defaults", i->is_object(), "a mapping {retry, timeout}"))
+      return;
+    check_fields(*i, "defaults", {"retry", "timeout"}, "defaults");
+    if (auto r = i->find("retry"); r != i->end())
+      default_retry_ = check_retry(*r, "defaults.retry", retry_policy{});
+    default_timeout_ = check_timeout(*i, "defaults");
+  }
+
+  // -- nodes ------------------------------------------------------------------
+
+  void check_nodes(const json& root) {
+    auto i = root.find("nodes");
+    if (i == root.end()) {
+      report("", "missing_field",
+             "missing field 'nodes' (a mapping from node id to node)");
+      return;
+    }
+    if (!expect(*i, "nodes", i->is_object(), "a mapping from node id to node"))
+      return;
+    if (i->empty()) {
+      report("nodes", "bad_value", "a workflow needs at least one node");
+      return;
+    }
+    if (i->size() > max_workflow_nodes) {
+      report("nodes", "too_large",
+             std::to_string(i->size()) + " nodes; the limit is "
+               + std::to_string(max_workflow_nodes));
+      return;
+    }
+    // nlohmann's object keeps keys sorted; file order comes from the marks.
+    std::vector<std::string> ids;
+    for (auto& [id, _] : i->items())
+      ids.push_back(id);
+    std::stable_sort(
+      ids.begin(), ids.end(), [&](const std::string& a, const std::string& b) {
+        auto ma = doc_.find_mark(join_path("nodes", a));
+        auto mb = doc_.find_mark(join_path("nodes", b));
+        return std::tie(ma.line, ma.column) < std::tie(mb.line, mb.column);
+      });
+    for (auto& id : ids)
+      check_node(id, (*i)[id]);
+    check_references();
+    check_cycles();
+    // Templates need the DAG: `nodes.x` must be upstream.
+    for (auto& n : wf_.nodes)
+      check_templates_in(n.params, join_path("nodes", n.id), &n);
+  }
+
+  void check_node(const std::string& id, const json& body) {
+    auto path = join_path("nodes", id);
+    current_node_path_ = path;
+    if (!is_identifier(id))
+      report(path, "bad_value",
+             "node id '" + id
+               + "' must start with a letter or '_' and hold only letters, "
+                 "digits, '_' and '-' (at most 128)");
+    if (!expect(body, path, body.is_object(), "a node mapping with a kind"))
+      return;
+    node_spec n;
+    n.id = id;
+    n.retry = default_retry_;
+    n.timeout = default_timeout_;
+    const kind_spec* kind = nullptr;
+    if (auto k = body.find("kind"); k == body.end()) {
+      report(path, "missing_field",
+             "node '" + id + "' has no 'kind'; kinds: " + join(kinds_.names()));
+    } else if (expect(*k, join_path(path, "kind"), k->is_string(),
+                      "a string")) {
+      n.kind = k->get<std::string>();
+      kind = kinds_.find(n.kind);
+      if (!kind) {
+        auto names = kinds_.names();
+        report(join_path(path, "kind"), "unknown_kind",
+               "unknown node kind '" + n.kind + "'; kinds: " + join(names)
+                 + did_you_mean(n.kind, names));
+      }
+    }
+    if (auto a = body.find("after"); a != body.end() && !a->is_null()) {
+      auto apath = join_path(path, "after");
+      if (a->is_string()) {
+        n.after.push_back(a->get<std::string>());
+      } else if (expect(*a, apath, a->is_array(), "a list of node ids")) {
+        size_t k = 0;
+        for (auto& item : *a) {
+          auto ipath = index_path(apath, k++);
+          if (expect(item, ipath, item.is_string(), "a node id"))
+            n.after.push_back(item.get<std::string>());
+        }
+      }
+    }
+    if (auto d = body.find("description"); d != body.end())
+      if (expect(*d, join_path(path, "description"), d->is_string(),
+                 "a string"))
+        n.description = d->get<std::string>();
+    if (auto r = body.find("retry"); r != body.end())
+      n.retry = check_retry(*r, join_path(path, "retry"), default_retry_);
+    if (body.contains("timeout"))
+      n.timeout = check_timeout(body, path);
+    // Everything else is the kind's parameters.
+    n.params = json::object();
+    for (auto& [key, v] : body.items())
+      if (std::find(node_fields.begin(), node_fields.end(), key)
+          == node_fields.end())
+        n.params[key] = v;
+    if (kind)
+      check_params(*kind, n.params, path);
+    wf_.nodes.push_back(std::move(n));
+  }
+
+  void check_params(const kind_spec& kind, const json& params,
+                    const std::string& path) {
+    size_t before = errors_.size();
+    for (auto& item : params.items()) {
+      const std::string& key = item.key();
+      auto& v = item.value();
+      auto ppath = join_path(path, key);
+      auto spec = std::find_if(kind.params.begin(), kind.params.end(),
+                               [&](auto& p) { return p.name == key; });
+      if (spec == kind.params.end()) {
+        if (kind.open_params)
+          continue;
+        std::vector<std::string> allowed = node_fields;
+        for (auto& p : kind.params)
+          allowed.push_back(p.name);
+        report(ppath, "unknown_field",
+               "unknown field '" + key + "' for kind '" + kind.name
+                 + "'; allowed: " + join(allowed) + did_you_mean(key, allowed));
+        continue;
+      }
+      check_param(*spec, v, ppath);
+    }
+    for (auto& p : kind.params)
+      if (p.required && !params.contains(p.name))
+        report(path, "missing_field",
+               "kind '" + kind.name + "' needs '" + p.name + "' (" + p.doc
+                 + ")");
+    // The kind's own check assumes each parameter is well-typed.
+    if (kind.check && errors_.size() == before)
+      kind.check(params, *this);
+  }
+
+  void check_param(const param_spec& p, const json& v,
+                   const std::string& path) {
+    // A whole-value template is resolved at run time, to any type.
+    if (p.type != param_type::string && is_whole_template(v))
+      return;
+    auto range = [&](double x) {
+      if (x < p.min || x > p.max)
+        report(path, "out_of_range",
+               "'" + p.name + "' " + show(v) + " is out of range; allowed: "
+                 + show_number(p.min) + " to " + show_number(p.max));
+    };
+    switch (p.type) {
+    case param_type::string: expect(v, path, v.is_string(), "a string"); return;
+    case param_type::integer:
+      if (expect(v, path, v.is_number_integer(), "an integer"))
+        range(v.get<double>());
+      return;
+    case param_type::number:
+      if (expect(v, path, v.is_number(), "a number"))
+        range(v.get<double>());
+      return;
+    case param_type::boolean:
+      expect(v, path, v.is_boolean(), "true or false");
+      return;
+    case param_type::duration: parse_duration_at(v, path); return;
+    case param_type::string_list:
+      if (expect(v, path, v.is_array(), "a list of strings")) {
+        size_t k = 0;
+        for (auto& item : v) {
+          expect(item, index_path(path, k), item.is_string(), "a string");
+          ++k;
+        }
+      }
+      return;
+    case param_type::string_map:
+      if (expect(v, path, v.is_object(), "a mapping of strings"))
+        for (auto& [key, item] : v.items())
+          expect(item, join_path(path, key), item.is_string(), "a string");
+      return;
+    case param_type::choice:
+      if (expect(v, path, v.is_string(), "a string")) {
+        auto s = v.get<std::string>();
+        if (std::find(p.choices.begin(), p.choices.end(), s) == p.choices.end())
+          report(path, "bad_value",
+                 "'" + s + "' is not one of " + join(p.choices)
+                   + did_you_mean(s, p.choices));
+      }
+      return;
+    case param_type::any: return;
+    }
+  }
+
+  static std::string show_number(double d) {
+    if (std::isinf(d))
+      return d < 0 ? "-inf" : "inf";
+    if (d == std::floor(d) && std::fabs(d) < 1e15)
+      return std::to_string(static_cast<int64_t>(d));
+    return json(d).dump();
+  }
+
+  // -- the DAG ----------------------------------------------------------------
+
+  void check_references() {
+    for (auto& n : wf_.nodes)
+      index_.emplace(n.id, &n);
+    std::vector<std::string> ids;
+    for (auto& n : wf_.nodes)
+      ids.push_back(n.id);
+    for (auto& n : wf_.nodes) {
+      std::set<std::string> seen;
+      for (size_t k = 0; k < n.after.size(); ++k) {
+        auto& dep = n.after[k];
+        auto path = index_path(join_path(join_path("nodes", n.id), "after"), k);
+        if (dep == n.id)
+          report(path, "cycle", "node '" + n.id + "' runs after itself");
+        else if (!index_.count(dep))
+          report(path, "unknown_reference",
+                 "node '" + n.id + "' runs after unknown node '" + dep + "'"
+                   + did_you_mean(dep, ids));
+        else if (!seen.insert(dep).second)
+          report(path, "duplicate", "node '" + dep + "' is listed twice");
+      }
+    }
+  }
+
+  /// Finds cycles by depth-first search and names each one found.
+  void check_cycles() {
+    enum color : uint8_t { white, grey, black };
+    std::unordered_map<std::string, color> colors;
+    std::set<std::set<std::string>> reported;
+    for (auto& start : wf_.nodes) {
+      if (colors[start.id] != white)
+        continue;
+      // Stack of (node, next dependency index).
+      std::vector<std::pair<const node_spec*, size_t>> stack;
+      stack.emplace_back(&start, 0);
+      colors[start.id] = grey;
+      while (!stack.empty()) {
+        auto& [node, next] = stack.back();
+        if (next == node->after.size()) {
+          colors[node->id] = black;
+          stack.pop_back();
+          continue;
+        }
+        auto& dep = node->after[next++];
+        auto it = index_.find(dep);
+        if (it == index_.end() || dep == node->id)
+          continue;
+        auto c = colors[dep];
+        if (c == white) {
+          colors[dep] = grey;
+          stack.emplace_back(it->second, 0);
+        } else if (c == grey) {
+          // The stack from `dep` to the top is a cycle of `after` edges.
+          std::vector<std::string> cycle;
+          bool in = false;
+          for (auto& [n, _] : stack) {
+            in = in || n->id == dep;
+            if (in)
+              cycle.push_back(n->id);
+          }
+          std::set<std::string> members(cycle.begin(), cycle.end());
+          if (reported.size() < 10 && reported.insert(members).second) {
+            // Show it in run order, from the node first in the file.
+            std::reverse(cycle.begin(), cycle.end());
+            auto first = std::min_element(
+              cycle.begin(), cycle.end(),
+              [&](auto& a, auto& b) { return index_.at(a) < index_.at(b); });
+            std::rotate(cycle.begin(), first, cycle.end());
+            cycle.push_back(cycle.front());
+            report(join_path(join_path("nodes", cycle.front()), "after"),
+                   "cycle",
+                   "nodes form a cycle: " + join(cycle, " -> ")
+                     + " (each runs after the one before it, so none can "
+                       "start)");
+          }
+        }
+      }
+    }
+  }
+
+  /// Returns the nodes `id` transitively runs after.
+  const std::unordered_set<std::string>& upstream_of(const std::string& id) {
+    auto [it, fresh] = upstream_.try_emplace(id);
+    if (!fresh)
+      return it->second;
+    std::vector<std::string> todo{id};
+    auto& seen = it->second;
+    while (!todo.empty()) {
+      auto cur = std::move(todo.back());
+      todo.pop_back();
+      auto n = index_.find(cur);
+      if (n == index_.end())
+        continue;
+      for (auto& dep : n->second->after)
+        if (seen.insert(dep).second)
+          todo.push_back(dep);
+    }
+    return it->second;
+  }
+
+  // -- templates --------------------------------------------------------------
+
+  void check_templates_in(const json& v, const std::string& path,
+                          const node_spec* node) {
+    if (v.is_string()) {
+      check_template(v.get<std::string>(), path, node);
+    } else if (v.is_array()) {
+      size_t k = 0;
+      for (auto& item : v)
+        check_templates_in(item, index_path(path, k++), node);
+    } else if (v.is_object()) {
+      for (auto& [key, item] : v.items())
+        check_templates_in(item, join_path(path, key), node);
+    }
+  }
+
+  void check_template(const std::string& text, const std::string& path,
+                      const node_spec* node) {
+    if (text.find("{{") == std::string::npos)
+      return;
+    template_error err;
+    auto t = parse_template(text, err);
+    if (!t) {
+      report(path, "bad_template",
+             "bad template at character " + std::to_string(err.offset + 1)
+               + ": " + err.message);
+      return;
+    }
+    for (auto& seg : t->segments)
+      if (seg.is_expression())
+        check_reference(seg, path, node);
+  }
+
+  void check_reference(const template_segment& seg, const std::string& path,
+                       const node_spec* node) {
+    auto& p = seg.path;
+    auto bad = [&](const std::string& why) {
+      report(path, "unknown_reference",
+             "template '{{ " + seg.text + " }}': " + why);
+    };
+    auto& root = p[0];
+    if (root == "inputs") {
+      if (p.size() >= 2 && !declared_inputs_.count(p[1])) {
+        std::vector<std::string> names(declared_inputs_.begin(),
+                                       declared_inputs_.end());
+        bad("no input '" + p[1] + "' is declared"
+            + (names.empty() ? std::string{" (the workflow has no inputs)"}
+                             : "; inputs: " + join(names))
+            + did_you_mean(p[1], names));
+      }
+    } else if (root == "nodes") {
+      if (p.size() < 3 || p[2] != "output") {
+        bad("write nodes.<id>.output[.field...]");
+        return;
+      }
+      if (!index_.count(p[1])) {
+        std::vector<std::string> ids;
+        for (auto& [id, _] : index_)
+          ids.push_back(id);
+        std::sort(ids.begin(), ids.end());
+        bad("no node '" + p[1] + "'" + did_you_mean(p[1], ids));
+        return;
+      }
+      if (node && !upstream_of(node->id).count(p[1]))
+        bad("node '" + p[1] + "' is not upstream of '" + node->id
+            + "'; add it to 'after' (directly or through another node)");
+    } else if (root == "run") {
+      if (p.size() != 2 || (p[1] != "id" && p[1] != "workflow"))
+        bad("run has id and workflow");
+    } else if (root == "node") {
+      if (!node)
+        bad("'node' is only defined inside a node");
+      else if (p.size() != 2 || (p[1] != "id" && p[1] != "attempt"))
+        bad("node has id and attempt");
+    } else {
+      static const std::vector<std::string> roots
+        = {"inputs", "nodes", "run", "node"};
+      bad("unknown name '" + root
+          + "'; templates start with inputs, nodes, run or node"
+          + did_you_mean(root, roots));
+    }
+  }
+
+  // -- outputs ----------------------------------------------------------------
+
+  void check_outputs(const json& root) {
+    auto i = root.find("outputs");
+    if (i == root.end() || i->is_null())
+      return;
+    if (!expect(*i, "outputs", i->is_object(),
+                "a mapping from output name to template"))
+      return;
+    for (auto& [name, v] : i->items()) {
+      auto path = join_path("outputs", name);
+      if (!is_identifier(name))
+        report(path, "bad_value",
+               "output name '" + name
+                 + "' must start with a letter or '_' and hold only "
+                   "letters, digits, '_' and '-'");
+      check_templates_in(v, path, nullptr);
+      wf_.outputs.emplace_back(name, v);
+    }
+  }
+
+  const document& doc_;
+  const kind_registry& kinds_;
+  diagnostics& errors_;
+  workflow_spec wf_;
+  retry_policy default_retry_;
+  std::optional<duration> default_timeout_;
+  std::set<std::string> declared_inputs_;
+  std::unordered_map<std::string, const node_spec*> index_;
+  std::unordered_map<std::string, std::unordered_set<std::string>> upstream_;
+  std::string current_node_path_;
+};
+
+} // namespace
+
+load_outcome parse_workflow(std::string_view text, const kind_registry& kinds) {
+  load_outcome out;
+  auto doc = parse_document(text, out.errors);
+  if (!doc)
+    return out;
+  validator v{*doc, kinds, out.errors};
+  out.workflow = v.run();
+  // Errors in file order; those without a line (whole-file) first.
+  std::stable_sort(out.errors.begin(), out.errors.end(),
+                   [](const diagnostic& a, const diagnostic& b) {
+                     return std::tie(a.line, a.column)
+                            < std::tie(b.line, b.column);
+                   });
+  return out;
+}
+
+load_outcome load_workflow_file(const std::filesystem::path& file,
+                                const kind_registry& kinds) {
+  load_outcome out;
+  auto fail = [&](std::string code, std::string message) {
+    out.errors.push_back(
+      diagnostic{"", 0, 0, std::move(code), std::move(message)});
+    return out;
+  };
+  std::error_code ec;
+  auto status = std::filesystem::status(file, ec);
+  if (ec || !std::filesystem::exists(status))
+    return fail("unreadable", "no such file");
+  if (std::filesystem::is_directory(status))
+    return fail("unreadable", "is a folder, not a workflow file");
+  std::ifstream in{file, std::ios::binary};
+  if (!in)
+    return fail("unreadable", "cannot open the file for reading");
+  // Read at most one byte past the limit, so a huge file is refused without
+  // being read whole (and special files such as pipes are bounded too).
+  std::string text;
+  text.resize(max_workflow_bytes + 1);
+  in.read(text.data(), static_cast<std::streamsize>(text.size()));
+  text.resize(static_cast<size_t>(in.gcount()));
+  if (in.bad())
+    return fail("unreadable", "read error");
+  if (text.size() > max_workflow_bytes) {
+    auto size = std::filesystem::file_size(file, ec);
+    return fail("too_large", (ec ? std::string{"more than 10 MiB"}
+                                 : std::to_string(size) + " bytes")
+                               + "; workflow files are limited to 10 MiB");
+  }
+  return parse_workflow(text, kinds);
+}
+
+} // namespace troupe::runtime

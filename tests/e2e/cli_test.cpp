@@ -1,0 +1,224 @@
+// Runs the real `troupe` binary as a child process and checks its exit codes
+// and messages.
+
+#include "tests/support/process.hpp"
+#include "tests/support/temp_dir.hpp"
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+using troupe::test::process_options;
+using troupe::test::process_result;
+using troupe::test::run_process;
+using troupe::test::temp_dir;
+
+namespace {
+
+const std::string examples = std::string{TROUPE_SOURCE_DIR} + "/examples/";
+
+struct Cli : ::testing::Test {
+  temp_dir dir;
+
+  /// Runs troupe in the temp folder with a config dir of its own and none of
+  /// the caller's TROUPE_* variables.
+  process_result troupe(std::vector<std::string> args,
+                        std::map<std::string, std::optional<std::string>> env
+                        = {}) {
+    args.insert(args.begin(), TROUPE_BINARY);
+    process_options opts;
+    opts.cwd = dir.path().string();
+    opts.env = {{"TROUPE_CONFIG_DIR", (dir.path() / "config").string()},
+                {"TROUPE_ENV", std::nullopt},
+                {"TROUPE_AUTH_SECRET", std::nullopt}};
+    for (auto& [k, v] : env)
+      opts.env[k] = v;
+    auto r = run_process(args, opts);
+    EXPECT_FALSE(r.timed_out);
+    return r;
+  }
+};
+
+bool contains(const std::string& haystack, const std::string& needle) {
+  return haystack.find(needle) != std::string::npos;
+}
+
+} // namespace
+
+TEST_F(Cli, ValidatesTheExamples) {
+  auto r = troupe({"validate", examples + "hello.yaml",
+                   examples + "retries.yaml", examples + "fanout.json"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(contains(r.out, "hello.yaml: valid (workflow 'hello', 3 nodes)"))
+    << r.out;
+  EXPECT_TRUE(contains(r.out, "fanout.json: valid")) << r.out;
+}
+
+TEST_F(Cli, ReportsEveryErrorWithFileLinePathAndExitsTwo) {
+  auto bad = dir.write("bad.yaml", "name: bad\nnodes:\n  a:\n    kind: sleep\n"
+                                   "    duration: 10\n  b:\n    kind: noop\n"
+                                   "    after: [c]\n");
+  auto r = troupe({"validate", bad.string()});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_TRUE(contains(r.err, bad.string() + ":5:15: nodes.a.duration: "))
+    << r.err;
+  EXPECT_TRUE(contains(r.err, bad.string()
+                                + ":8:13: nodes.b.after[0]: node "
+                                  "'b' runs after unknown node 'c'"))
+    << r.err;
+  EXPECT_TRUE(contains(r.err, "bad.yaml: 2 errors")) << r.err;
+  // One good and one bad file: still 2, and the good one is reported valid.
+  r = troupe({"validate", examples + "hello.yaml", bad.string()});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_TRUE(contains(r.out, "hello.yaml: valid"));
+}
+
+TEST_F(Cli, JsonOutputIsMachineReadable) {
+  auto bad = dir.write("bad.json", "{\"name\": \"x\", \"nodes\": {\"a\": "
+                                   "{\"kind\": \"nop\"}}}");
+  auto r
+    = troupe({"validate", "--json", bad.string(), examples + "hello.yaml"});
+  EXPECT_EQ(r.exit_code, 2);
+  auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["valid"], false);
+  ASSERT_EQ(j["files"].size(), 2u);
+  auto& e = j["files"][0]["errors"][0];
+  EXPECT_EQ(e["path"], "nodes.a.kind");
+  EXPECT_EQ(e["code"], "unknown_kind");
+  EXPECT_EQ(e["line"], 1);
+  EXPECT_TRUE(contains(e["message"], "did you mean 'noop'?"));
+  EXPECT_EQ(j["files"][1]["valid"], true);
+  EXPECT_EQ(j["files"][1]["nodes"], 3);
+}
+
+TEST_F(Cli, HostileFilesGetAClearMessageNotACrash) {
+  std::string hello_text;
+  {
+    std::ifstream in{examples + "hello.yaml"};
+    hello_text.assign(std::istreambuf_iterator<char>{in}, {});
+  }
+  struct hostile {
+    std::string name;
+    std::string content;
+    std::string message;
+  };
+  std::vector<hostile> files = {
+    {"truncated.yaml", hello_text.substr(0, hello_text.find("Hello, {{") + 8),
+     "syntax error"},
+    {"truncated.json", "{\"name\": \"x\", \"nodes\": {\"a\": {\"ki",
+     "syntax error"},
+    {"binary.yaml",
+     std::string("\x7f"
+                 "ELF\x02\x01\x01\0\0\0",
+                 10),
+     "binary data"},
+    {"latin1.yaml", "name: caf\xe9\n", "invalid UTF-8"},
+    {"huge.yaml", "name: x\n" + std::string(11 << 20, '#'),
+     "limited to 10 MiB"},
+    {"empty.yaml", "", "the file is empty"},
+    {"scalar.yaml", "42", "expected a mapping"},
+  };
+  for (auto& h : files) {
+    auto path = dir.write(h.name, h.content);
+    auto r = troupe({"validate", path.string()});
+    EXPECT_EQ(r.exit_code, 2) << h.name << ": " << r.err;
+    EXPECT_TRUE(contains(r.err, path.string() + ":"))
+      << h.name << ": " << r.err;
+    EXPECT_TRUE(contains(r.err, h.message)) << h.name << ": " << r.err;
+    EXPECT_FALSE(contains(r.err, "terminate")) << r.err;
+  }
+  auto r = troupe({"validate", (dir.path() / "nope.yaml").string()});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_TRUE(contains(r.err, "nope.yaml: no such file")) << r.err;
+}
+
+TEST_F(Cli, BadFlagsExitTwoWithUsageHint) {
+  auto r = troupe({"validate", "--frobnicate", examples + "hello.yaml"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_TRUE(contains(r.err, "--frobnicate")) << r.err;
+  EXPECT_TRUE(contains(r.err, "troupe --help")) << r.err;
+  r = troupe({});
+  EXPECT_EQ(r.exit_code, 2);
+  r = troupe({"fly"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_TRUE(contains(r.err, "fly")) << r.err;
+  r = troupe({"validate"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_TRUE(contains(r.err, "files")) << r.err;
+  r = troupe({"--help"});
+  EXPECT_EQ(r.exit_code, 0);
+  EXPECT_TRUE(contains(r.out, "validate")) << r.out;
+}
+
+TEST_F(Cli, ConfigShowPrintsValuesSourcesAndMasksSecrets) {
+  dir.write("config/default.toml", "[node]\nname = \"alpha\"\n");
+  dir.write("config/development.toml", "[log]\nlevel = \"debug\"\n");
+  auto extra = dir.write("extra.toml", "[storage]\ndurability = \"machine\"\n");
+  auto r = troupe(
+    {"config", "show", "--config", extra.string(), "--set", "log.format=json"},
+    {{"TROUPE_AUTH_SECRET", "hunter2"},
+     {"TROUPE_CONTROL_LISTEN", "127.0.0.1:9000"}});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_FALSE(contains(r.out, "hunter2"));
+  EXPECT_TRUE(contains(r.out, "# environment: development")) << r.out;
+  EXPECT_TRUE(contains(r.out, "name = \"alpha\"")) << r.out;
+  EXPECT_TRUE(contains(r.out, "default.toml:2")) << r.out;
+  EXPECT_TRUE(contains(r.out, "level = \"debug\"")) << r.out;
+  EXPECT_TRUE(contains(r.out, "development.toml:2")) << r.out;
+  EXPECT_TRUE(contains(r.out, "durability = \"machine\"")) << r.out;
+  EXPECT_TRUE(contains(r.out, "extra.toml:2")) << r.out;
+  EXPECT_TRUE(contains(r.out, "listen = \"127.0.0.1:9000\"")) << r.out;
+  EXPECT_TRUE(contains(r.out, "# env TROUPE_CONTROL_LISTEN")) << r.out;
+  EXPECT_TRUE(contains(r.out, "format = \"json\"")) << r.out;
+  EXPECT_TRUE(contains(r.out, "# flag --set")) << r.out;
+  EXPECT_TRUE(contains(r.out, "secret = \"********\"")) << r.out;
+  r = troupe({"config", "show", "--json"}, {{"TROUPE_AUTH_SECRET", "hunter2"}});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["settings"]["auth.secret"]["value"], "********");
+  EXPECT_EQ(j["settings"]["auth.secret"]["source"], "env TROUPE_AUTH_SECRET");
+  EXPECT_EQ(j["settings"]["node.data_dir"]["value"], "data");
+}
+
+TEST_F(Cli, BadConfigExitsTwoNamingEachProblem) {
+  dir.write("config/default.toml", "[storage]\ndurability = \"fast\"\n"
+                                   "[node]\nnmae = 1\n");
+  auto r = troupe({"config", "show", "--set", "log.level=loud"},
+                  {{"TROUPE_CONTROL_MAX_CONNECTIONS", "0"}});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_TRUE(contains(r.err, "default.toml:2: storage.durability = \"fast\": "
+                              "must be one of process, machine"))
+    << r.err;
+  EXPECT_TRUE(contains(r.err, "default.toml:4: node.nmae: unknown key"))
+    << r.err;
+  EXPECT_TRUE(contains(r.err, "environment TROUPE_CONTROL_MAX_CONNECTIONS: "
+                              "control.max_connections = \"0\": must be from "
+                              "1 to 100000"))
+    << r.err;
+  EXPECT_TRUE(contains(r.err, "flag --set: log.level = \"loud\": must be one "
+                              "of"))
+    << r.err;
+  EXPECT_EQ(r.out, "");
+  dir.write("config/default.toml", "[node\n");
+  r = troupe({"config", "show"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_TRUE(contains(r.err, "default.toml: syntax error: line 1")) << r.err;
+  r = troupe({"config", "show"}, {{"TROUPE_ENV", "staging"}});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_TRUE(contains(r.err, "staging.toml: file does not exist")) << r.err;
+  r = troupe({"config", "show", "--set", "novalue"});
+  EXPECT_EQ(r.exit_code, 2);
+}
+
+TEST_F(Cli, ListsKindsAndConfigKeys) {
+  auto r = troupe({"kinds", "--json"});
+  ASSERT_EQ(r.exit_code, 0);
+  auto j = nlohmann::json::parse(r.out);
+  std::vector<std::string> names;
+  for (auto& k : j)
+    names.push_back(k["kind"]);
+  EXPECT_EQ(names, (std::vector<std::string>{"exec", "fail", "noop", "sleep"}));
+  r = troupe({"config", "keys"});
+  ASSERT_EQ(r.exit_code, 0);
+  EXPECT_TRUE(contains(r.out, "storage.durability")) << r.out;
+  EXPECT_TRUE(contains(r.out, "process | machine")) << r.out;
+}

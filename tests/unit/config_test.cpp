@@ -1,0 +1,273 @@
+#include "config/loader.hpp"
+#include "tests/support/temp_dir.hpp"
+
+#include <gtest/gtest.h>
+
+using namespace troupe::config;
+using namespace std::chrono_literals;
+using troupe::test::temp_dir;
+
+namespace {
+
+/// Loads with config_dir pointing at a temp folder and no process env.
+struct ConfigTest : ::testing::Test {
+  temp_dir dir;
+  load_options opts;
+
+  ConfigTest() { opts.config_dir = dir.path(); }
+
+  load_result load_now() { return load(opts); }
+
+  /// Returns all problems joined, for assertion messages.
+  static std::string all(const load_result& r) {
+    std::string s;
+    for (auto& p : r.problems)
+      s += p.to_string() + "\n";
+    return s;
+  }
+};
+
+} // namespace
+
+TEST_F(ConfigTest, EveryBuiltInDefaultParsesAndIsWithinLimits) {
+  for (auto& k : all_keys()) {
+    std::string err;
+    EXPECT_TRUE(parse_text(k, k.default_text, err)) << k.name() << ": " << err;
+  }
+  auto r = load_now();
+  ASSERT_TRUE(r.ok()) << all(r);
+  EXPECT_EQ(r.effective.get_string("node.data_dir"), "data");
+  EXPECT_EQ(r.effective.at("node.data_dir").source, "default");
+  EXPECT_EQ(r.effective.get_string("storage.durability"), "process");
+}
+
+TEST_F(ConfigTest, LayersApplyLowestFirst) {
+  dir.write("default.toml", "[node]\nname = \"from-default\"\n"
+                            "data_dir = \"d1\"\n[log]\nlevel = \"warn\"\n");
+  dir.write("staging.toml", "[node]\nname = \"from-env-file\"\n");
+  auto extra = dir.write("extra.toml", "[node]\ndata_dir = \"d2\"\n"
+                                       "[storage]\ndurability = \"machine\"\n");
+  opts.env_name = "staging";
+  opts.env_explicit = true;
+  opts.config_file = extra;
+  opts.environment
+    = {{"TROUPE_STORAGE_DURABILITY", "process"}, {"TROUPE_LOG_FORMAT", "json"}};
+  opts.flags = {{"--set", "log.format", "text"}};
+  auto r = load_now();
+  ASSERT_TRUE(r.ok()) << all(r);
+  auto& s = r.effective;
+  EXPECT_EQ(s.get_string("log.level"), "warn");
+  EXPECT_EQ(s.at("log.level").source,
+            (dir.path() / "default.toml").string() + ":5");
+  EXPECT_EQ(s.get_string("node.name"), "from-env-file");
+  EXPECT_EQ(s.get_string("node.data_dir"), "d2");
+  EXPECT_EQ(s.get_string("storage.durability"), "process");
+  EXPECT_EQ(s.at("storage.durability").source, "env TROUPE_STORAGE_DURABILITY");
+  EXPECT_EQ(s.get_string("log.format"), "text");
+  EXPECT_EQ(s.at("log.format").source, "flag --set");
+  EXPECT_EQ(s.env_name(), "staging");
+  EXPECT_EQ(s.layers().size(), 6u);
+}
+
+TEST_F(ConfigTest, MissingDefaultEnvFileIsFineButExplicitOneIsNot) {
+  EXPECT_TRUE(load_now().ok());
+  opts.env_name = "prodution";
+  opts.env_explicit = true;
+  auto r = load_now();
+  ASSERT_EQ(r.problems.size(), 1u);
+  EXPECT_NE(r.problems[0].where.find("prodution.toml"), std::string::npos);
+  EXPECT_NE(r.problems[0].message.find("does not exist"), std::string::npos);
+}
+
+TEST_F(ConfigTest, RejectsBadEnvName) {
+  opts.env_name = "../etc";
+  opts.env_explicit = true;
+  auto r = load_now();
+  ASSERT_EQ(r.problems.size(), 1u);
+  EXPECT_EQ(r.problems[0].where, "environment TROUPE_ENV");
+}
+
+TEST_F(ConfigTest, ReportsEveryProblemInAFileWithFileKeyValueAndAllowed) {
+  dir.write("default.toml", R"([node]
+nmae = "x"
+[storage]
+durability = "fast"
+group_commit_max_batch = 0
+[log]
+level = 3
+[control]
+idle_timeout = "10"
+listen = "localhost"
+[bogus]
+a = 1
+[http]
+listen = "127.0.0.1:99999"
+)");
+  auto r = load_now();
+  ASSERT_EQ(r.problems.size(), 8u) << all(r);
+  auto text = all(r);
+  auto file = (dir.path() / "default.toml").string();
+  // Each problem names the file and line, the key, the value, what is allowed.
+  EXPECT_NE(text.find(file
+                      + ":2: node.nmae: unknown key; [node] has name, "
+                        "data_dir (did you mean 'name'?)"),
+            std::string::npos)
+    << text;
+  EXPECT_NE(text.find(file
+                      + ":4: storage.durability = \"fast\": must be one "
+                        "of process, machine"),
+            std::string::npos)
+    << text;
+  EXPECT_NE(text.find("storage.group_commit_max_batch = 0: must be from 1 to "
+                      "65536"),
+            std::string::npos)
+    << text;
+  EXPECT_NE(text.find("log.level = 3: expected a string"), std::string::npos)
+    << text;
+  EXPECT_NE(text.find("control.idle_timeout = \"10\": duration '10' has no "
+                      "unit"),
+            std::string::npos)
+    << text;
+  EXPECT_NE(text.find("control.listen = \"localhost\": expected HOST:PORT"),
+            std::string::npos)
+    << text;
+  EXPECT_NE(text.find(":11: bogus: unknown section"), std::string::npos)
+    << text;
+  EXPECT_NE(text.find("http.listen = \"127.0.0.1:99999\": port must be"),
+            std::string::npos)
+    << text;
+}
+
+TEST_F(ConfigTest, SyntaxErrorNamesFileAndLine) {
+  dir.write("default.toml", "[node]\nname = \"a\"\nbroken line\n");
+  auto r = load_now();
+  ASSERT_EQ(r.problems.size(), 1u);
+  EXPECT_EQ(r.problems[0].where, (dir.path() / "default.toml").string());
+  EXPECT_NE(r.problems[0].message.find("syntax error: line 3"),
+            std::string::npos)
+    << r.problems[0].message;
+}
+
+TEST_F(ConfigTest, UnreadableFilesAreReported) {
+  opts.config_file = dir.path() / "nope.toml";
+  auto r = load_now();
+  ASSERT_EQ(r.problems.size(), 1u);
+  EXPECT_NE(r.problems[0].to_string().find("nope.toml: file does not exist"),
+            std::string::npos);
+  opts.config_file = dir.path();
+  r = load_now();
+  ASSERT_EQ(r.problems.size(), 1u);
+  EXPECT_NE(r.problems[0].message.find("not a regular file"),
+            std::string::npos);
+  opts.config_file = dir.write("big.toml", std::string(2 << 20, '#'));
+  r = load_now();
+  ASSERT_EQ(r.problems.size(), 1u);
+  EXPECT_NE(r.problems[0].message.find("the limit is"), std::string::npos);
+  opts.config_file = dir.write("bin.toml", std::string("\x00\x01\xff\xfe", 4));
+  r = load_now();
+  ASSERT_EQ(r.problems.size(), 1u);
+  EXPECT_NE(r.problems[0].message.find("syntax error"), std::string::npos);
+}
+
+TEST_F(ConfigTest, EnvironmentVariablesAreTypedAndChecked) {
+  opts.environment = {{"TROUPE_STORAGE_GROUP_COMMIT_MAX_BATCH", "12x"},
+                      {"TROUPE_AUTH_ENABLED", "maybe"},
+                      {"TROUPE_NODE_DATADIR", "x"},
+                      {"TROUPE_CLUSTER_SEEDS", "a:1,b:2"},
+                      {"TROUPE_AUTH_SECRET", "s3cret"},
+                      // Not configuration: CLI variables and unknown sections.
+                      {"TROUPE_NODE", "127.0.0.1:7400"},
+                      {"TROUPE_TOKEN", "abc"},
+                      {"TROUPE_WHATEVER_X", "1"}};
+  auto r = load_now();
+  ASSERT_EQ(r.problems.size(), 3u) << all(r);
+  auto text = all(r);
+  EXPECT_NE(text.find("environment TROUPE_STORAGE_GROUP_COMMIT_MAX_BATCH: "
+                      "storage.group_commit_max_batch = \"12x\": expected an "
+                      "integer"),
+            std::string::npos)
+    << text;
+  EXPECT_NE(text.find("TROUPE_AUTH_ENABLED: auth.enabled = \"maybe\": "
+                      "expected true or false"),
+            std::string::npos)
+    << text;
+  EXPECT_NE(text.find("did you mean 'TROUPE_NODE_DATA_DIR'?"),
+            std::string::npos)
+    << text;
+  opts.environment.resize(2);
+  opts.environment
+    = {{"TROUPE_CLUSTER_SEEDS", "a:1,b:2"}, {"TROUPE_AUTH_SECRET", "s3cret"}};
+  r = load_now();
+  ASSERT_TRUE(r.ok()) << all(r);
+  EXPECT_EQ(r.effective.get_list("cluster.seeds"),
+            (std::vector<std::string>{"a:1", "b:2"}));
+}
+
+TEST_F(ConfigTest, FlagsAreCheckedAndUnknownKeysSuggested) {
+  opts.flags = {{"--set", "storage.durabilty", "machine"},
+                {"--data-dir", "node.data_dir", ""},
+                {"--set", "nodot", "1"}};
+  auto r = load_now();
+  ASSERT_EQ(r.problems.size(), 3u) << all(r);
+  auto text = all(r);
+  EXPECT_NE(text.find("did you mean 'storage.durability'?"), std::string::npos)
+    << text;
+  EXPECT_NE(text.find("flag --data-dir: node.data_dir = \"\": must not be "
+                      "empty"),
+            std::string::npos)
+    << text;
+}
+
+TEST_F(ConfigTest, CrossKeyChecks) {
+  opts.flags = {{"--set", "cluster.heartbeat_interval", "2s"},
+                {"--set", "cluster.connection_timeout", "1s"},
+                {"--set", "tls.cert", "c.pem"}};
+  auto r = load_now();
+  ASSERT_EQ(r.problems.size(), 2u) << all(r);
+  EXPECT_NE(all(r).find("must exceed cluster.heartbeat_interval (2s)"),
+            std::string::npos);
+  EXPECT_NE(all(r).find("set both tls.cert and tls.key"), std::string::npos);
+}
+
+TEST_F(ConfigTest, ShowMasksSecretsAndNamesSources) {
+  opts.environment = {{"TROUPE_AUTH_SECRET", "hunter2"}};
+  auto r = load_now();
+  ASSERT_TRUE(r.ok()) << all(r);
+  auto toml = render_toml(r.effective);
+  EXPECT_EQ(toml.find("hunter2"), std::string::npos);
+  EXPECT_NE(toml.find("secret = \"********\""), std::string::npos) << toml;
+  EXPECT_NE(toml.find("# env TROUPE_AUTH_SECRET"), std::string::npos) << toml;
+  EXPECT_NE(toml.find("durability = \"process\""), std::string::npos);
+  auto json = render_json(r.effective);
+  EXPECT_EQ(json.find("hunter2"), std::string::npos);
+  EXPECT_NE(json.find("\"********\""), std::string::npos);
+  // Secret values are masked in problems too.
+  opts.flags = {{"--set", "auth.secret", std::string("a\0b", 3)}};
+  r = load_now();
+  ASSERT_EQ(r.problems.size(), 1u);
+  EXPECT_NE(r.problems[0].value.find("(secret)"), std::string::npos);
+}
+
+TEST(ConfigSchema, SecretsAreRecognisedByName) {
+  EXPECT_TRUE(find_key("auth", "secret")->is_secret());
+  EXPECT_FALSE(find_key("auth", "token_ttl")->is_secret());
+  EXPECT_FALSE(find_key("node", "name")->is_secret());
+}
+
+TEST(ConfigSchema, RenderedTomlLoadsBackUnchanged) {
+  temp_dir dir;
+  load_options opts;
+  opts.config_dir = dir.path();
+  opts.flags = {{"--set", "cluster.seeds", "a:1,b:2"},
+                {"--set", "node.name", "q\"uote"}};
+  auto first = load(opts);
+  ASSERT_TRUE(first.ok());
+  opts.flags.clear();
+  opts.config_file = dir.write("round.toml", render_toml(first.effective));
+  auto second = load(opts);
+  ASSERT_TRUE(second.ok()) << second.problems[0].to_string();
+  for (auto& k : all_keys())
+    EXPECT_EQ(to_text(first.effective.at(k.name()).v),
+              to_text(second.effective.at(k.name()).v))
+      << k.name();
+}

@@ -1,0 +1,465 @@
+#include "runtime/spec/document.hpp"
+#include "runtime/spec/workflow_loader.hpp"
+#include "tests/support/temp_dir.hpp"
+
+#include <gtest/gtest.h>
+
+using namespace troupe::runtime;
+using namespace std::chrono_literals;
+
+namespace {
+
+/// All errors of `text` as "line:col path [code] message" lines.
+std::string dump(const diagnostics& ds) {
+  std::string s;
+  for (auto& d : ds)
+    s += std::to_string(d.line) + ":" + std::to_string(d.column) + " " + d.path
+         + " [" + d.code + "] " + d.message + "\n";
+  return s;
+}
+
+/// Returns the first error at `path` with `code` whose message holds
+/// `fragment`, or null.
+const diagnostic* find(const diagnostics& ds, const std::string& path,
+                       const std::string& code,
+                       const std::string& fragment = "") {
+  for (auto& d : ds)
+    if (d.path == path && d.code == code
+        && d.message.find(fragment) != std::string::npos)
+      return &d;
+  return nullptr;
+}
+
+#define EXPECT_ERROR(outcome, path, code, fragment)                   \
+  EXPECT_NE(find((outcome).errors, path, code, fragment), nullptr)    \
+    << "no [" << code << "] at '" << path << "' saying '" << fragment \
+    << "' in:\n"                                                      \
+    << dump((outcome).errors)
+
+const char* valid_yaml = R"(name: orders
+version: 2
+inputs:
+  order_id: {type: string, required: true}
+  qty: {type: integer, default: 1}
+defaults:
+  retry: {max_attempts: 4, initial_backoff: 100ms, max_backoff: 2s}
+  timeout: 30s
+max_concurrency: 4
+nodes:
+  reserve:
+    kind: exec
+    command: ["/bin/echo", "{{ inputs.order_id }}"]
+    env: {QTY: "{{ inputs.qty }}"}
+  charge:
+    kind: fail
+    after: [reserve]
+    times: 1
+    retry: {max_attempts: 2, jitter: none, non_retryable: [card_declined]}
+    timeout: 5s
+  ship:
+    kind: sleep
+    after: charge
+    duration: 250ms
+  done:
+    kind: noop
+    after: [ship]
+    order: "{{ nodes.reserve.output.stdout }}"
+    run: "{{ run.id }}/{{ node.id }}/{{ node.attempt }}"
+outputs:
+  order: "{{ nodes.done.output.order }}"
+)";
+
+} // namespace
+
+TEST(WorkflowSpec, ParsesAValidWorkflow) {
+  auto r = parse_workflow(valid_yaml);
+  ASSERT_TRUE(r.ok()) << dump(r.errors);
+  auto& wf = *r.workflow;
+  EXPECT_EQ(wf.name, "orders");
+  EXPECT_EQ(wf.version, "2");
+  EXPECT_EQ(wf.max_concurrency, 4);
+  ASSERT_EQ(wf.nodes.size(), 4u);
+  // File order, not alphabetical.
+  EXPECT_EQ(wf.nodes[0].id, "reserve");
+  EXPECT_EQ(wf.nodes[3].id, "done");
+  ASSERT_EQ(wf.inputs.size(), 2u);
+  EXPECT_TRUE(wf.inputs[0].required || wf.inputs[1].required);
+  auto* reserve = wf.find_node("reserve");
+  EXPECT_EQ(reserve->retry.max_attempts, 4);
+  EXPECT_EQ(reserve->retry.initial_backoff, 100ms);
+  EXPECT_EQ(reserve->timeout, 30s);
+  EXPECT_EQ(reserve->params["command"][0], "/bin/echo");
+  // A node's retry overrides the defaults field by field.
+  auto* charge = wf.find_node("charge");
+  EXPECT_EQ(charge->retry.max_attempts, 2);
+  EXPECT_EQ(charge->retry.initial_backoff, 100ms);
+  EXPECT_EQ(charge->retry.max_backoff, 2s);
+  EXPECT_EQ(charge->retry.jitter, jitter_mode::none);
+  EXPECT_EQ(charge->retry.non_retryable,
+            std::vector<std::string>{"card_declined"});
+  EXPECT_EQ(charge->timeout, 5s);
+  EXPECT_EQ(charge->params, nlohmann::json({{"times", 1}}));
+  EXPECT_EQ(wf.find_node("ship")->after, std::vector<std::string>{"charge"});
+  ASSERT_EQ(wf.outputs.size(), 1u);
+}
+
+TEST(WorkflowSpec, JsonAndYamlReadTheSame) {
+  auto json_text = R"({"name": "j", "inputs": {"n": {"type": "integer",
+    "default": 3}}, "nodes": {"a": {"kind": "noop", "v": "{{ inputs.n }}",
+    "flag": true, "count": 7, "ratio": 0.5, "none": null, "s": "007"}}})";
+  auto r = parse_workflow(json_text);
+  ASSERT_TRUE(r.ok()) << dump(r.errors);
+  auto& p = r.workflow->nodes[0].params;
+  EXPECT_EQ(p["flag"], true);
+  EXPECT_EQ(p["count"], 7);
+  EXPECT_EQ(p["ratio"], 0.5);
+  EXPECT_TRUE(p["none"].is_null());
+  EXPECT_EQ(p["s"], "007"); // quoted stays a string
+  auto yaml = parse_workflow("name: j\nnodes:\n  a: {kind: noop, s: '007', "
+                             "n: 007, t: yes}\n");
+  ASSERT_TRUE(yaml.ok()) << dump(yaml.errors);
+  EXPECT_EQ(yaml.workflow->nodes[0].params["s"], "007");
+  EXPECT_EQ(yaml.workflow->nodes[0].params["n"], 7);
+  // YAML 1.2 core schema: "yes" is a string, not a boolean.
+  EXPECT_EQ(yaml.workflow->nodes[0].params["t"], "yes");
+}
+
+TEST(WorkflowSpec, SyntaxErrorsHaveLineAndColumn) {
+  auto r = parse_workflow("name: x\nnodes:\n  a: {kind: noop\n  b: 1\n");
+  ASSERT_EQ(r.errors.size(), 1u) << dump(r.errors);
+  EXPECT_EQ(r.errors[0].code, "syntax");
+  EXPECT_GT(r.errors[0].line, 2);
+  auto j = parse_workflow("{\"name\": \"x\",\n \"nodes\": {\"a\": [}}");
+  ASSERT_EQ(j.errors.size(), 1u);
+  EXPECT_EQ(j.errors[0].code, "syntax");
+  EXPECT_EQ(j.errors[0].line, 2);
+}
+
+TEST(WorkflowSpec, RejectsEmptyBinaryHugeAndNonUtf8Text) {
+  EXPECT_EQ(parse_workflow("").errors.at(0).code, "empty");
+  EXPECT_EQ(parse_workflow("# only a comment\n").errors.at(0).code, "empty");
+  auto bin = parse_workflow(std::string("name: x\n\0\1\2", 11));
+  EXPECT_EQ(bin.errors.at(0).code, "not_text");
+  EXPECT_EQ(bin.errors.at(0).line, 2);
+  EXPECT_EQ(parse_workflow("name: \xff\xfe\n").errors.at(0).code, "not_text");
+  EXPECT_EQ(parse_workflow("name: \xed\xa0\x80\n").errors.at(0).code,
+            "not_text"); // a UTF-16 surrogate
+  std::string huge(max_workflow_bytes + 1, '#');
+  auto h = parse_workflow(huge);
+  EXPECT_EQ(h.errors.at(0).code, "too_large");
+  EXPECT_NE(h.errors[0].message.find("10 MiB"), std::string::npos);
+}
+
+TEST(WorkflowSpec, RejectsHostileStructure) {
+  // Deep nesting, alias blow-up ("billion laughs"), many documents,
+  // duplicate and non-string keys.
+  std::string deep = "name: x\nnodes: {a: {kind: noop, v: "
+                     + std::string(500, '[') + std::string(500, ']') + "}}\n";
+  auto d = parse_workflow(deep);
+  ASSERT_FALSE(d.ok());
+  EXPECT_EQ(d.errors[0].code, "too_deep") << dump(d.errors);
+  deep = "name: x\nnodes: {a: {kind: noop, v: " + std::string(5000, '[')
+         + std::string(5000, ']') + "}}\n";
+  d = parse_workflow(deep);
+  ASSERT_FALSE(d.ok());
+  EXPECT_EQ(d.errors[0].code, "too_deep") << dump(d.errors);
+  std::string laughs = "a: &a [x, x, x, x, x, x, x, x, x, x]\n";
+  for (char c = 'b'; c <= 'j'; ++c) {
+    std::string prev(1, static_cast<char>(c - 1));
+    laughs += std::string(1, c) + ": &" + c + " [*" + prev + ", *" + prev
+              + ", *" + prev + ", *" + prev + ", *" + prev + ", *" + prev
+              + ", *" + prev + ", *" + prev + ", *" + prev + ", *" + prev
+              + "]\n";
+  }
+  auto l = parse_workflow(laughs);
+  ASSERT_FALSE(l.ok());
+  EXPECT_EQ(l.errors[0].code, "too_large") << dump(l.errors);
+  auto m = parse_workflow("name: x\n---\nname: y\n");
+  EXPECT_EQ(m.errors.at(0).code, "syntax");
+  EXPECT_NE(m.errors[0].message.find("more than one"), std::string::npos);
+  auto dup = parse_workflow("name: x\nname: y\nnodes: {a: {kind: noop}}\n");
+  EXPECT_EQ(dup.errors.at(0).code, "duplicate_key");
+  EXPECT_EQ(dup.errors[0].line, 2);
+  auto key = parse_workflow("? [a, b]\n: 1\n");
+  EXPECT_EQ(key.errors.at(0).code, "bad_key");
+}
+
+TEST(WorkflowSpec, ReportsTopLevelProblems) {
+  auto r = parse_workflow("[1, 2]");
+  EXPECT_EQ(r.errors.at(0).code, "type");
+  r = parse_workflow("version: 1\nnmae: x\n");
+  EXPECT_ERROR(r, "", "missing_field", "'name'");
+  EXPECT_ERROR(r, "", "missing_field", "'nodes'");
+  EXPECT_ERROR(r, "nmae", "unknown_field", "did you mean 'name'?");
+  r = parse_workflow("name: 'bad name!'\nnodes: {}\nmax_concurrency: 0\n");
+  EXPECT_ERROR(r, "name", "bad_value", "must be 1 to 128");
+  EXPECT_ERROR(r, "nodes", "bad_value", "at least one node");
+  EXPECT_ERROR(r, "max_concurrency", "out_of_range", "1 to 100000");
+  r = parse_workflow("name: x\nnodes: [a]\nversion: [1]\n");
+  EXPECT_ERROR(r, "nodes", "type", "expected a mapping from node id");
+  EXPECT_ERROR(r, "version", "type", "a string or number");
+}
+
+TEST(WorkflowSpec, ReportsEveryErrorAtOnceWithPathsAndLines) {
+  auto r = parse_workflow(R"(name: multi
+nodes:
+  a:
+    kind: nope
+  b:
+    kind: sleep
+    duration: 5x
+    after: [a, ghost]
+  c:
+    kind: exec
+    comand: ["/bin/true"]
+    retry:
+      max_attempts: 0
+      initial_backoff: 10s
+      max_backoff: 1s
+      multiplier: 0.5
+      jitter: partial
+      bogus: 1
+)");
+  ASSERT_FALSE(r.ok());
+  EXPECT_ERROR(r, "nodes.a.kind", "unknown_kind", "unknown node kind 'nope'");
+  EXPECT_ERROR(r, "nodes.b.duration", "bad_duration", "unknown unit 'x'");
+  EXPECT_ERROR(r, "nodes.b.after[1]", "unknown_reference",
+               "unknown node 'ghost'");
+  EXPECT_ERROR(r, "nodes.c.comand", "unknown_field", "did you mean 'command'?");
+  EXPECT_ERROR(r, "nodes.c", "missing_field", "needs 'command'");
+  EXPECT_ERROR(r, "nodes.c.retry.max_attempts", "out_of_range", "1 to 10000");
+  EXPECT_ERROR(r, "nodes.c.retry.max_backoff", "out_of_range",
+               "shorter than initial_backoff");
+  EXPECT_ERROR(r, "nodes.c.retry.multiplier", "out_of_range", "1 to 100");
+  EXPECT_ERROR(r, "nodes.c.retry.jitter", "bad_value", "none, full, equal");
+  EXPECT_ERROR(r, "nodes.c.retry.bogus", "unknown_field", "in retry");
+  // Lines point at the offending value, errors come in file order.
+  auto* kind = find(r.errors, "nodes.a.kind", "unknown_kind");
+  EXPECT_EQ(kind->line, 4);
+  EXPECT_EQ(kind->column, 11);
+  EXPECT_EQ(find(r.errors, "nodes.c.retry.max_backoff", "out_of_range")->line,
+            15);
+  for (size_t i = 1; i < r.errors.size(); ++i)
+    EXPECT_LE(r.errors[i - 1].line, r.errors[i].line);
+}
+
+TEST(WorkflowSpec, NamesCycles) {
+  auto r = parse_workflow(R"(name: cyc
+nodes:
+  a: {kind: noop, after: [c]}
+  b: {kind: noop, after: [a]}
+  c: {kind: noop, after: [b]}
+  d: {kind: noop, after: [d]}
+  e: {kind: noop}
+)");
+  ASSERT_FALSE(r.ok());
+  auto text = dump(r.errors);
+  EXPECT_NE(text.find("a -> b -> c -> a"), std::string::npos) << text;
+  EXPECT_ERROR(r, "nodes.d.after[0]", "cycle", "runs after itself");
+  size_t cycles = 0;
+  for (auto& d : r.errors)
+    cycles += d.code == "cycle";
+  EXPECT_EQ(cycles, 2u) << text;
+}
+
+TEST(WorkflowSpec, ChecksTemplateReferences) {
+  auto r = parse_workflow(R"(name: t
+inputs:
+  who: {type: string}
+nodes:
+  a: {kind: noop, v: "{{ inputs.whom }}"}
+  b: {kind: noop, v: "{{ nodes.c.output.x }}"}
+  c: {kind: noop, after: [a], v: "{{ nodes.a.output }}"}
+  d: {kind: noop, v: "{{ nodes.zz.output }}", w: "{{ nodes.a.result }}"}
+  e: {kind: noop, v: "{{ run.start }}", w: ["ok", "{{ node.name }}"]}
+  f: {kind: noop, v: "{{ secrets.x }}", w: {deep: "{{ inputs.who "}}
+outputs:
+  x: "{{ node.id }}"
+  y: "{{ nodes.c.output.v }}"
+)");
+  ASSERT_FALSE(r.ok());
+  EXPECT_ERROR(r, "nodes.a.v", "unknown_reference",
+               "no input 'whom' is declared; inputs: who");
+  EXPECT_ERROR(r, "nodes.b.v", "unknown_reference",
+               "node 'c' is not upstream of 'b'");
+  EXPECT_ERROR(r, "nodes.d.v", "unknown_reference", "no node 'zz'");
+  EXPECT_ERROR(r, "nodes.d.w", "unknown_reference", "nodes.<id>.output");
+  EXPECT_ERROR(r, "nodes.e.v", "unknown_reference", "run has id and workflow");
+  EXPECT_ERROR(r, "nodes.e.w[1]", "unknown_reference",
+               "node has id and attempt");
+  EXPECT_ERROR(r, "nodes.f.v", "unknown_reference", "unknown name 'secrets'");
+  EXPECT_ERROR(r, "nodes.f.w.deep", "bad_template",
+               "at character 1: '{{' is never closed");
+  EXPECT_ERROR(r, "outputs.x", "unknown_reference", "only defined inside");
+  EXPECT_EQ(find(r.errors, "nodes.c.v", "unknown_reference"), nullptr);
+  EXPECT_EQ(find(r.errors, "outputs.y", "unknown_reference"), nullptr);
+  // Transitive upstream counts.
+  auto ok = parse_workflow(R"(name: t
+nodes:
+  a: {kind: noop}
+  b: {kind: noop, after: [a]}
+  c: {kind: noop, after: [b], v: "{{ nodes.a.output }}"}
+)");
+  EXPECT_TRUE(ok.ok()) << dump(ok.errors);
+}
+
+TEST(WorkflowSpec, ChecksInputs) {
+  auto r = parse_workflow(R"(name: i
+inputs:
+  a: {type: strng}
+  b: {type: integer, default: "x"}
+  c: {type: string, required: true, default: "x"}
+  d: {typ: string}
+  1bad: {}
+  e:
+nodes:
+  n: {kind: noop}
+)");
+  EXPECT_ERROR(r, "inputs.a.type", "bad_value", "did you mean 'string'?");
+  EXPECT_ERROR(r, "inputs.b.default", "type", "not of the input's type");
+  EXPECT_ERROR(r, "inputs.c.default", "conflict", "required and has a default");
+  EXPECT_ERROR(r, "inputs.d.typ", "unknown_field", "did you mean 'type'?");
+  EXPECT_ERROR(r, "inputs.1bad", "bad_value", "must start with a letter");
+  EXPECT_EQ(r.errors.size(), 5u) << dump(r.errors);
+}
+
+TEST(WorkflowSpec, ChecksKindParameters) {
+  auto r = parse_workflow(R"(name: k
+nodes:
+  f1: {kind: fail}
+  f2: {kind: fail, times: 1, probability: 0.5}
+  f3: {kind: fail, probability: 1.5}
+  f4: {kind: fail, times: 1, seed: 3}
+  f5: {kind: fail, times: "two"}
+  e1: {kind: exec, command: []}
+  e2: {kind: exec, command: "/bin/true"}
+  e3: {kind: exec, command: ["/bin/true", 3], env: {A: 1}}
+  s1: {kind: sleep}
+  s2: {kind: sleep, duration: 10}
+  s3: {kind: sleep, duration: "{{ inputs.d }}"}
+  n1: {timeout: 0s, kind: noop}
+inputs:
+  d: {type: string}
+)");
+  EXPECT_ERROR(r, "nodes.f1", "missing_field", "exactly one of 'times'");
+  EXPECT_ERROR(r, "nodes.f2", "missing_field", "exactly one of 'times'");
+  EXPECT_ERROR(r, "nodes.f3.probability", "out_of_range", "0 to 1");
+  EXPECT_ERROR(r, "nodes.f4.seed", "bad_value", "only applies with");
+  EXPECT_ERROR(r, "nodes.f5.times", "type", "expected an integer");
+  EXPECT_ERROR(r, "nodes.e1.command", "bad_value", "empty list");
+  EXPECT_ERROR(r, "nodes.e2.command", "type", "a list of strings");
+  EXPECT_ERROR(r, "nodes.e3.command[1]", "type", "a string");
+  EXPECT_ERROR(r, "nodes.e3.env.A", "type", "a string");
+  EXPECT_ERROR(r, "nodes.s1", "missing_field", "needs 'duration'");
+  EXPECT_ERROR(r, "nodes.s2.duration", "bad_duration",
+               "has no unit; write e.g. \"10s\"");
+  EXPECT_ERROR(r, "nodes.n1.timeout", "out_of_range", "longer than 0s");
+  EXPECT_EQ(find(r.errors, "nodes.s3.duration", "bad_duration"), nullptr);
+  EXPECT_EQ(r.errors.size(), 12u) << dump(r.errors);
+}
+
+TEST(WorkflowSpec, BadNodeIdsAndNodesThatAreNotMappings) {
+  auto r = parse_workflow("name: x\nnodes:\n  a.b: {kind: noop}\n  c: 3\n"
+                          "  d: {after: {x: 1}}\n");
+  EXPECT_ERROR(r, "nodes.a.b", "bad_value", "node id 'a.b'");
+  EXPECT_ERROR(r, "nodes.c", "type", "expected a node mapping");
+  EXPECT_ERROR(r, "nodes.d", "missing_field", "has no 'kind'");
+  EXPECT_ERROR(r, "nodes.d.after", "type", "a list of node ids");
+}
+
+TEST(WorkflowSpec, PluginKindsAreValidatedLikeBuiltIns) {
+  kind_registry registry;
+  register_builtin_kinds(registry);
+  EXPECT_FALSE(registry.add({"noop", "", {}, true, nullptr}));
+  ASSERT_TRUE(registry.add(
+    {"greet",
+     "A plugin kind.",
+     {{"who", param_type::string, true, "Whom to greet."},
+      {"loud", param_type::boolean, false, "Shout."},
+      {"tone", param_type::choice, false, "How.", 0, 0, {"warm", "cold"}}},
+     false,
+     [](const nlohmann::json& node, kind_check_context& ctx) {
+       if (node.value("who", "") == "nobody")
+         ctx.error("who", "bad_value", "greet someone");
+     }}));
+  auto ok
+    = parse_workflow("name: p\nnodes:\n  g: {kind: greet, who: x}\n", registry);
+  EXPECT_TRUE(ok.ok()) << dump(ok.errors);
+  auto r = parse_workflow("name: p\nnodes:\n  g: {kind: greet, loud: 1, "
+                          "tone: warn, whom: x}\n  h: {kind: greet, who: "
+                          "nobody}\n",
+                          registry);
+  EXPECT_ERROR(r, "nodes.g", "missing_field", "needs 'who'");
+  EXPECT_ERROR(r, "nodes.g.loud", "type", "true or false");
+  EXPECT_ERROR(r, "nodes.g.tone", "bad_value", "did you mean 'warm'?");
+  EXPECT_ERROR(r, "nodes.g.whom", "unknown_field", "did you mean 'who'?");
+  EXPECT_ERROR(r, "nodes.h.who", "bad_value", "greet someone");
+  // The global registry does not know the plugin's kind.
+  auto global = parse_workflow("name: p\nnodes:\n  g: {kind: greet}\n");
+  EXPECT_ERROR(global, "nodes.g.kind", "unknown_kind", "kinds: exec, fail");
+}
+
+TEST(WorkflowSpec, LoadsFilesAndRefusesOthers) {
+  troupe::test::temp_dir dir;
+  auto good = dir.write("ok.yaml", "name: x\nnodes: {a: {kind: noop}}\n");
+  EXPECT_TRUE(load_workflow_file(good).ok());
+  EXPECT_EQ(load_workflow_file(dir.path() / "missing.yaml").errors.at(0).code,
+            "unreadable");
+  EXPECT_NE(load_workflow_file(dir.path()).errors.at(0).message.find("folder"),
+            std::string::npos);
+  auto big = dir.write("big.yaml", std::string(max_workflow_bytes + 10, ' '));
+  auto r = load_workflow_file(big);
+  EXPECT_EQ(r.errors.at(0).code, "too_large");
+  EXPECT_NE(r.errors[0].message.find(std::to_string(max_workflow_bytes + 10)),
+            std::string::npos);
+}
+
+TEST(WorkflowSpec, AcceptsTheLimitOfNodes) {
+  std::string text = "name: many\nnodes:\n";
+  for (size_t i = 0; i < max_workflow_nodes; ++i)
+    text += "  n" + std::to_string(i) + ": {kind: noop}\n";
+  EXPECT_TRUE(parse_workflow(text).ok());
+  text += "  one_more: {kind: noop}\n";
+  auto r = parse_workflow(text);
+  EXPECT_ERROR(r, "nodes", "too_large", "the limit is 10000");
+}
+
+TEST(WorkflowSpec, AnchorsAliasesAndMergeKeys) {
+  auto r = parse_workflow(R"(name: m
+defaults:
+  retry: &base {max_attempts: 5, initial_backoff: 1s, max_backoff: 8s}
+nodes:
+  a:
+    kind: fail
+    times: 1
+    retry:
+      <<: *base
+      max_attempts: 2
+  b: &b {kind: noop, after: [a], tag: x}
+  c:
+    <<: *b
+    tag: y
+)");
+  ASSERT_TRUE(r.ok()) << dump(r.errors);
+  auto* a = r.workflow->find_node("a");
+  EXPECT_EQ(a->retry.max_attempts, 2);
+  EXPECT_EQ(a->retry.max_backoff, 8s);
+  auto* c = r.workflow->find_node("c");
+  EXPECT_EQ(c->kind, "noop");
+  EXPECT_EQ(c->after, std::vector<std::string>{"a"});
+  EXPECT_EQ(c->params["tag"], "y");
+  auto bad = parse_workflow("name: m\nnodes:\n  a: {<<: 3, kind: noop}\n");
+  EXPECT_EQ(bad.errors.at(0).code, "syntax") << dump(bad.errors);
+  auto unknown = parse_workflow("name: m\nnodes:\n  a: *nope\n");
+  EXPECT_NE(unknown.errors.at(0).message.find("nope"), std::string::npos)
+    << dump(unknown.errors);
+}
+
+TEST(WorkflowSpec, MalformedFlowCollectionsFailFast) {
+  // Found by fuzzing: a parser once looped on this, allocating without end.
+  auto r = parse_workflow("{\n  \"name\": \"f\",\n  \"description\": \"x\" },\n"
+                          "    \"b\": { \"kind\": \"sleep\" },\n");
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.errors.at(0).code, "syntax");
+  EXPECT_EQ(r.errors[0].line, 3);
+}

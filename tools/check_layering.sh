@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Checks the dependency direction between Troupe's folders:
+#   config <- persistence <- runtime <- actors <- cluster <- tools
+# A folder may include only itself and the folders to its left (tests/ and
+# bench/ may include anything). Also keeps RocksDB and msgpack types inside
+# persistence/rocksdb and persistence/codec.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+layers=(config persistence runtime actors cluster tools)
+status=0
+
+for i in "${!layers[@]}"; do
+  folder=${layers[$i]}
+  allowed=("${layers[@]:0:$((i + 1))}")
+  pattern=$(IFS='|'; echo "${allowed[*]}")
+  # Every quoted Troupe include in this folder that names a folder not allowed.
+  while IFS= read -r hit; do
+    [ -z "$hit" ] && continue
+    echo "layering: $hit (${folder}/ may include only: ${allowed[*]})"
+    status=1
+  done < <(grep -rnE '^\s*#\s*include\s+"[a-z_]+/' "$folder" \
+             --include='*.hpp' --include='*.cpp' 2>/dev/null \
+           | grep -vE "#\s*include\s+\"(${pattern})/" || true)
+done
+
+while IFS= read -r hit; do
+  [ -z "$hit" ] && continue
+  echo "layering: $hit (RocksDB and msgpack only in persistence/rocksdb and persistence/codec)"
+  status=1
+done < <(grep -rnE '^\s*#\s*include\s+<(rocksdb|msgpack)' \
+           config persistence runtime actors cluster tools \
+           --include='*.hpp' --include='*.cpp' 2>/dev/null \
+         | grep -vE '^persistence/(rocksdb|codec)/' || true)
+
+[ $status -eq 0 ] && echo "layering: ok"
+exit $status

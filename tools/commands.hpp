@@ -1,0 +1,44 @@
+#pragma once
+
+#include "config/loader.hpp"
+
+#include <string>
+#include <vector>
+
+namespace troupe::tools {
+
+/// Exit codes shared by every command.
+enum exit_code : int {
+  exit_ok = 0,
+  exit_failed = 1,    ///< The command ran and its subject failed.
+  exit_bad_input = 2, ///< Bad flags, config or workflow files.
+};
+
+/// Options every command accepts.
+struct global_options {
+  std::string config_file;
+  /// `--set section.key=value` in order.
+  std::vector<std::string> sets;
+  bool json = false;
+};
+
+/// Loads configuration for `g`; prints every problem and returns false when
+/// there is one.
+bool load_config(const global_options& g,
+                 std::vector<config::flag_override> extra,
+                 config::settings& out);
+
+/// `troupe validate FILE...`
+int run_validate(const global_options& g,
+                 const std::vector<std::string>& files);
+
+/// `troupe config show`
+int run_config_show(const global_options& g);
+
+/// `troupe config keys`
+int run_config_keys(const global_options& g);
+
+/// `troupe kinds`
+int run_kinds(const global_options& g);
+
+} // namespace troupe::tools
