@@ -1,0 +1,90 @@
+#pragma once
+
+#include "persistence/records.hpp"
+
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace troupe::persistence {
+
+/// The journal of every run and the run index, in one RocksDB database.
+///
+/// Writes go through one writer thread that commits everything queued since
+/// its last write in one WriteBatch (and, with `sync`, one fsync): group
+/// commit, so concurrent runs share writes. Callers never block on a write;
+/// they are called back on the writer thread once it is durable.
+class journal_store {
+ public:
+  struct options {
+    /// The database folder; created if missing.
+    std::string path;
+    /// fsync each group commit (storage.durability = machine). Default: off.
+    bool sync = false;
+    /// Most appends committed in one batch. Default: 512.
+    size_t max_batch = 512;
+    /// RocksDB block cache. Default: 8 MiB.
+    size_t block_cache_mb = 8;
+  };
+
+  /// Opens (or creates) the store. On failure returns null and sets `error`
+  /// to a clear reason naming the path (not a folder, in use by another
+  /// process, corrupt, permission denied, ...).
+  static std::unique_ptr<journal_store> open(const options& opts,
+                                             std::string& error);
+
+  /// Commits what is queued, calls the pending callbacks, closes the DB.
+  virtual ~journal_store() = default;
+
+  /// Appends to the journal of one run, and optionally replaces its index
+  /// entry, atomically.
+  struct append_op {
+    std::string run_id;
+    std::vector<event_record> events;
+    std::optional<run_index_entry> index;
+  };
+
+  /// Queues `op`. The store numbers the run's events itself, in order. `done`
+  /// is called on the writer thread with an empty string once the batch that
+  /// holds `op` is durable, or with the reason it failed.
+  virtual void append(append_op op, std::function<void(std::string)> done) = 0;
+
+  /// Blocks until everything queued before the call is durable.
+  virtual void flush() = 0;
+
+  // -- reads: blocking, for start-up and command-line tools ------------------
+
+  /// Returns the index entry of `run_id`, or nothing.
+  virtual std::optional<run_index_entry> find_run(const std::string& run_id)
+    = 0;
+
+  /// Returns index entries in run-id order, starting after `after` (empty:
+  /// from the first), at most `limit`.
+  virtual std::vector<run_index_entry> list_runs(const std::string& after,
+                                                 size_t limit)
+    = 0;
+
+  /// Reads the journal of `run_id` in order. On a corrupt record returns the
+  /// events before it and sets `error` naming the run and the record number.
+  virtual std::vector<event_record> read_journal(const std::string& run_id,
+                                                 std::string& error)
+    = 0;
+
+  /// Calls `visit` for every run whose index state is running, with its
+  /// journal (or the error that stopped reading it), in one pass.
+  virtual void
+  scan_unfinished(const std::function<void(const run_index_entry&,
+                                           std::vector<event_record> events,
+                                           const std::string& error)>& visit)
+    = 0;
+
+  /// Reads the journal of `run_id` on a reader thread and calls `done` there.
+  virtual void read_journal_async(
+    std::string run_id,
+    std::function<void(std::vector<event_record>, std::string error)> done)
+    = 0;
+};
+
+} // namespace troupe::persistence

@@ -1,0 +1,684 @@
+// The RocksDB implementation of journal_store. Key layout: key_layout.hpp.
+//
+// Threads: callers queue appends; one writer thread turns everything queued
+// (up to max_batch appends) into one WriteBatch and one Write (group commit),
+// then calls the appends' callbacks in order. It alone numbers journal
+// records, so it keeps each active run's next sequence number in memory,
+// loading it lazily with a reverse seek. A reader thread serves
+// read_journal_async. Blocking reads run on the caller's thread.
+
+#include "persistence/codec/codec.hpp"
+#include "persistence/journal_store.hpp"
+#include "persistence/rocksdb/key_layout.hpp"
+
+#include <rocksdb/cache.h>
+#include <rocksdb/db.h>
+#include <rocksdb/options.h>
+#include <rocksdb/snapshot.h>
+#include <rocksdb/table.h>
+#include <rocksdb/write_batch.h>
+
+#include <algorithm>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <exception>
+#include <filesystem>
+#include <limits>
+#include <mutex>
+#include <thread>
+#include <unistd.h>
+#include <unordered_map>
+
+namespace troupe::persistence {
+
+namespace {
+
+namespace fs = std::filesystem;
+namespace kl = key_layout;
+
+bool contains(std::string_view text, std::string_view part) {
+  return text.find(part) != std::string_view::npos;
+}
+
+std::string quoted(const std::string& path) {
+  return "'" + path + "'";
+}
+
+/// Turns a failed DB::Open (or ListColumnFamilies) into a reason naming the
+/// path.
+std::string describe_open_failure(const std::string& path,
+                                  const rocksdb::Status& s) {
+  std::string msg = s.ToString();
+  if (contains(msg, "lock hold by current process"))
+    return "journal store at " + quoted(path)
+           + " is already open in this process (RocksDB lock held)";
+  if (s.IsIOError() && contains(msg, "LOCK")
+      && (contains(msg, "Resource temporarily unavailable")
+          || contains(msg, "No locks available")
+          || contains(msg, "While lock file")))
+    return "journal store at " + quoted(path)
+           + " is in use by another troupe process (RocksDB lock held)";
+  if (contains(msg, "Permission denied"))
+    return "cannot open journal store at " + quoted(path)
+           + ": permission denied (" + msg + ")";
+  if (s.IsCorruption())
+    return "journal store at " + quoted(path) + " is corrupt: " + msg;
+  return "cannot open journal store at " + quoted(path) + ": " + msg;
+}
+
+/// Decodes the index entry stored under `key`; an entry naming another run
+/// counts as corrupt.
+std::optional<run_index_entry> decode_index_at(std::string_view key,
+                                               std::string_view value,
+                                               std::string& error) {
+  auto entry = decode_index(value, error);
+  if (entry && entry->run_id != key) {
+    error = "index entry names run '" + entry->run_id + "'";
+    return std::nullopt;
+  }
+  return entry;
+}
+
+/// Calls `f`, swallowing whatever it throws: a callback must not take down
+/// the thread that runs it.
+template<class F>
+void call_quietly(F&& f) noexcept {
+  try {
+    f();
+  } catch (...) {
+    // Nothing sensible to do on a store thread.
+  }
+}
+
+class rocksdb_journal_store final : public journal_store {
+ public:
+  rocksdb_journal_store(options opts, rocksdb::DB* db,
+                        std::vector<rocksdb::ColumnFamilyHandle*> handles,
+                        rocksdb::ColumnFamilyHandle* journal,
+                        rocksdb::ColumnFamilyHandle* runs)
+      : opts_(std::move(opts)), db_(db), handles_(std::move(handles)),
+        journal_(journal), runs_(runs) {
+    max_batch_ = std::max<size_t>(1, opts_.max_batch);
+    write_options_.sync = opts_.sync;
+    writer_ = std::thread{[this] { writer_loop(); }};
+    try {
+      reader_ = std::thread{[this] { reader_loop(); }};
+    } catch (...) {
+      {
+        std::lock_guard<std::mutex> lk{mu_};
+        stopping_ = true;
+      }
+      work_cv_.notify_all();
+      writer_.join();
+      throw;
+    }
+  }
+
+  ~rocksdb_journal_store() override {
+    {
+      std::lock_guard<std::mutex> lk{mu_};
+      stopping_ = true;
+    }
+    work_cv_.notify_all();
+    if (writer_.joinable())
+      writer_.join();
+    {
+      std::lock_guard<std::mutex> lk{read_mu_};
+      read_stopping_ = true;
+    }
+    read_cv_.notify_all();
+    if (reader_.joinable())
+      reader_.join();
+    close_db(db_, handles_);
+  }
+
+  /// Destroys the column family handles and closes `db` cleanly.
+  static void close_db(rocksdb::DB* db,
+                       std::vector<rocksdb::ColumnFamilyHandle*>& handles) {
+    if (!db)
+      return;
+    for (auto* h : handles)
+      db->DestroyColumnFamilyHandle(h).PermitUncheckedError();
+    handles.clear();
+    // Without sync the last writes sit in the OS page cache; a clean close
+    // makes them durable anyway.
+    db->SyncWAL().PermitUncheckedError();
+    db->Close().PermitUncheckedError();
+    delete db;
+  }
+
+  // -- writes -----------------------------------------------------------------
+
+  void append(append_op op, std::function<void(std::string)> done) override {
+    pending p;
+    p.done = std::move(done);
+    try {
+      p.run_id = std::move(op.run_id);
+      if (p.run_id.empty())
+        p.invalid = "cannot append: empty run id";
+      else if (contains(p.run_id, std::string_view{"\0", 1}))
+        p.invalid = "cannot append to run '" + p.run_id
+                    + "': a run id must not contain NUL";
+      else if (op.index && !op.index->run_id.empty()
+               && op.index->run_id != p.run_id)
+        p.invalid = "cannot append to run '" + p.run_id
+                    + "': its index entry names run '" + op.index->run_id + "'";
+      if (p.invalid.empty()) {
+        // Encode on the caller's thread: the writer only assembles.
+        p.values.reserve(op.events.size());
+        for (const auto& e : op.events)
+          p.values.push_back(encode(e));
+        if (op.index) {
+          op.index->run_id = p.run_id;
+          p.index_value = encode(*op.index);
+          p.terminal = is_terminal(op.index->state);
+        }
+      }
+    } catch (const std::exception& e) {
+      p.invalid = "cannot append to run '" + p.run_id + "': " + e.what();
+    }
+    {
+      std::lock_guard<std::mutex> lk{mu_};
+      queue_.push_back(std::move(p));
+      ++enqueued_;
+    }
+    work_cv_.notify_one();
+  }
+
+  void flush() override {
+    // From a callback, on the writer thread itself, waiting could only
+    // deadlock: return at once.
+    if (std::this_thread::get_id() == writer_.get_id())
+      return;
+    std::unique_lock<std::mutex> lk{mu_};
+    uint64_t target = enqueued_;
+    done_cv_.wait(lk, [&] { return completed_ >= target; });
+  }
+
+  // -- reads ------------------------------------------------------------------
+
+  std::optional<run_index_entry> find_run(const std::string& run_id) override {
+    try {
+      std::string value;
+      auto s = db_->Get(rocksdb::ReadOptions{}, runs_, run_id, &value);
+      if (!s.ok())
+        return std::nullopt;
+      std::string error;
+      return decode_index_at(run_id, value, error);
+    } catch (...) {
+      return std::nullopt;
+    }
+  }
+
+  std::vector<run_index_entry> list_runs(const std::string& after,
+                                         size_t limit) override {
+    std::vector<run_index_entry> out;
+    try {
+      std::unique_ptr<rocksdb::Iterator> it{
+        db_->NewIterator(rocksdb::ReadOptions{}, runs_)};
+      if (after.empty()) {
+        it->SeekToFirst();
+      } else {
+        // The smallest key greater than `after`.
+        std::string start = after;
+        start.push_back('\0');
+        it->Seek(start);
+      }
+      for (; it->Valid() && out.size() < limit; it->Next()) {
+        std::string error;
+        auto key = it->key().ToStringView();
+        if (auto e = decode_index_at(key, it->value().ToStringView(), error))
+          out.push_back(std::move(*e));
+        // A corrupt entry is skipped here; scan_unfinished reports it.
+      }
+    } catch (...) {
+      // Out of memory: return what we have.
+    }
+    return out;
+  }
+
+  std::vector<event_record> read_journal(const std::string& run_id,
+                                         std::string& error) override {
+    error.clear();
+    try {
+      return read_journal_at(run_id, rocksdb::ReadOptions{}, error);
+    } catch (const std::exception& e) {
+      error = "run " + run_id + ": cannot read the journal: " + e.what();
+      return {};
+    }
+  }
+
+  void scan_unfinished(
+    const std::function<void(const run_index_entry&,
+                             std::vector<event_record> events,
+                             const std::string& error)>& visit) override {
+    // One snapshot: the index and the journals as of one moment.
+    rocksdb::ManagedSnapshot snapshot{db_};
+    rocksdb::ReadOptions ro;
+    ro.snapshot = snapshot.snapshot();
+    std::unique_ptr<rocksdb::Iterator> it{db_->NewIterator(ro, runs_)};
+    for (it->SeekToFirst(); it->Valid(); it->Next()) {
+      std::string key = it->key().ToString();
+      std::string error;
+      auto entry = decode_index_at(key, it->value().ToStringView(), error);
+      if (!entry) {
+        run_index_entry placeholder;
+        placeholder.run_id = key;
+        visit(placeholder, {},
+              "run " + key + ": index entry is corrupt: " + error);
+        continue;
+      }
+      if (entry->state != run_state::running)
+        continue;
+      auto events = read_journal_at(key, ro, error);
+      visit(*entry, std::move(events), error);
+    }
+    if (!it->status().ok()) {
+      run_index_entry placeholder;
+      visit(placeholder, {},
+            "cannot scan the run index: " + it->status().ToString());
+    }
+  }
+
+  void read_journal_async(
+    std::string run_id,
+    std::function<void(std::vector<event_record>, std::string error)> done)
+    override {
+    {
+      std::lock_guard<std::mutex> lk{read_mu_};
+      reads_.push_back({std::move(run_id), std::move(done)});
+    }
+    read_cv_.notify_one();
+  }
+
+ private:
+  /// One queued append, encoded.
+  struct pending {
+    std::string run_id;
+    std::vector<std::string> values;
+    std::optional<std::string> index_value;
+    /// Whether the new index entry puts the run in a terminal state.
+    bool terminal = false;
+    /// Why the append is refused before reaching the database.
+    std::string invalid;
+    std::function<void(std::string)> done;
+  };
+
+  struct read_request {
+    std::string run_id;
+    std::function<void(std::vector<event_record>, std::string)> done;
+  };
+
+  std::vector<event_record> read_journal_at(const std::string& run_id,
+                                            rocksdb::ReadOptions ro,
+                                            std::string& error) {
+    std::vector<event_record> out;
+    error.clear();
+    const std::string prefix = kl::journal_prefix(run_id);
+    const std::string upper = kl::journal_upper_bound(run_id);
+    rocksdb::Slice upper_slice{upper};
+    ro.iterate_upper_bound = &upper_slice;
+    std::unique_ptr<rocksdb::Iterator> it{db_->NewIterator(ro, journal_)};
+    uint32_t expected = 1;
+    for (it->Seek(prefix); it->Valid(); it->Next()) {
+      auto key = it->key().ToStringView();
+      auto seq = kl::journal_seq(key, prefix);
+      if (!seq) {
+        error = "run " + run_id + ": malformed journal key after record "
+                + std::to_string(expected - 1);
+        return out;
+      }
+      if (*seq != expected) {
+        error = "run " + run_id + ": journal record " + std::to_string(expected)
+                + " is missing (next is " + std::to_string(*seq) + ")";
+        return out;
+      }
+      std::string reason;
+      auto event = decode_event(it->value().ToStringView(), reason);
+      if (!event) {
+        error = "run " + run_id + ": journal record " + std::to_string(*seq)
+                + " is corrupt: " + reason;
+        return out;
+      }
+      out.push_back(std::move(*event));
+      ++expected;
+    }
+    if (!it->status().ok())
+      error = "run " + run_id
+              + ": cannot read the journal: " + it->status().ToString();
+    return out;
+  }
+
+  /// The next sequence number of `run_id`, loaded on first use. Writer thread
+  /// only.
+  std::optional<uint32_t> next_seq(const std::string& run_id,
+                                   std::string& error) {
+    if (auto it = next_seq_.find(run_id); it != next_seq_.end())
+      return it->second;
+    const std::string prefix = kl::journal_prefix(run_id);
+    rocksdb::ReadOptions ro;
+    rocksdb::Slice lower{prefix};
+    ro.iterate_lower_bound = &lower;
+    std::unique_ptr<rocksdb::Iterator> it{db_->NewIterator(ro, journal_)};
+    it->SeekForPrev(kl::journal_key(run_id, ~uint32_t{0}));
+    uint32_t next = 1;
+    if (it->Valid()) {
+      auto seq = kl::journal_seq(it->key().ToStringView(), prefix);
+      if (!seq) {
+        error = "run " + run_id + ": malformed last journal key";
+        return std::nullopt;
+      }
+      if (*seq == ~uint32_t{0}) {
+        error = "run " + run_id + ": journal is full";
+        return std::nullopt;
+      }
+      next = *seq + 1;
+    } else if (!it->status().ok()) {
+      error = "run " + run_id
+              + ": cannot find the journal's end: " + it->status().ToString();
+      return std::nullopt;
+    }
+    next_seq_.emplace(run_id, next);
+    return next;
+  }
+
+  void writer_loop() {
+    std::vector<pending> batch;
+    for (;;) {
+      {
+        std::unique_lock<std::mutex> lk{mu_};
+        work_cv_.wait(lk, [&] { return !queue_.empty() || stopping_; });
+        if (queue_.empty())
+          return; // Stopping, and everything is committed.
+        size_t n = std::min(max_batch_, queue_.size());
+        batch.reserve(n);
+        for (size_t i = 0; i < n; ++i) {
+          batch.push_back(std::move(queue_.front()));
+          queue_.pop_front();
+        }
+      }
+      commit(batch);
+      {
+        std::lock_guard<std::mutex> lk{mu_};
+        completed_ += batch.size();
+      }
+      done_cv_.notify_all();
+      batch.clear();
+    }
+  }
+
+  /// Writes `batch` in one WriteBatch and calls its callbacks in order.
+  void commit(std::vector<pending>& batch) noexcept {
+    std::vector<std::string> errors(batch.size());
+    // Runs this batch touched -> whether its last index entry is terminal.
+    std::unordered_map<std::string, bool> touched;
+    rocksdb::WriteBatch wb;
+    try {
+      for (size_t i = 0; i < batch.size(); ++i) {
+        auto& p = batch[i];
+        if (!p.invalid.empty()) {
+          errors[i] = p.invalid;
+          continue;
+        }
+        // An index-only append needs no sequence number.
+        std::optional<uint32_t> first{0};
+        if (!p.values.empty()) {
+          first = next_seq(p.run_id, errors[i]);
+          if (!first)
+            continue;
+          if (p.values.size() > uint64_t{~uint32_t{0} - *first}) {
+            errors[i] = "run " + p.run_id + ": journal is full";
+            continue;
+          }
+        }
+        wb.SetSavePoint();
+        rocksdb::Status s;
+        uint32_t seq = *first;
+        for (const auto& v : p.values) {
+          s = wb.Put(journal_, kl::journal_key(p.run_id, seq), v);
+          if (!s.ok())
+            break;
+          ++seq;
+        }
+        if (s.ok() && p.index_value)
+          s = wb.Put(runs_, p.run_id, *p.index_value);
+        if (!s.ok()) {
+          wb.RollbackToSavePoint().PermitUncheckedError();
+          errors[i] = "run " + p.run_id + ": " + s.ToString();
+          continue;
+        }
+        wb.PopSavePoint().PermitUncheckedError();
+        if (!p.values.empty())
+          next_seq_[p.run_id] = seq;
+        auto& terminal = touched[p.run_id];
+        if (p.index_value)
+          terminal = p.terminal;
+      }
+      if (wb.Count() > 0) {
+        auto s = db_->Write(write_options_, &wb);
+        if (!s.ok()) {
+          for (size_t i = 0; i < batch.size(); ++i)
+            if (errors[i].empty())
+              errors[i] = "writing the journal of run " + batch[i].run_id
+                          + " failed: " + s.ToString();
+          // The numbers handed out were not stored: reload them next time.
+          for (const auto& [run, terminal] : touched)
+            next_seq_.erase(run);
+          touched.clear();
+        }
+      }
+      for (const auto& [run, terminal] : touched)
+        if (terminal)
+          next_seq_.erase(run);
+    } catch (const std::exception& e) {
+      for (size_t i = 0; i < batch.size(); ++i)
+        if (errors[i].empty())
+          errors[i] = std::string{"writing the journal failed: "} + e.what();
+      next_seq_.clear();
+    }
+    for (size_t i = 0; i < batch.size(); ++i)
+      if (batch[i].done)
+        call_quietly([&] { batch[i].done(std::move(errors[i])); });
+  }
+
+  void reader_loop() {
+    for (;;) {
+      read_request r;
+      {
+        std::unique_lock<std::mutex> lk{read_mu_};
+        read_cv_.wait(lk, [&] { return !reads_.empty() || read_stopping_; });
+        if (reads_.empty())
+          return;
+        r = std::move(reads_.front());
+        reads_.pop_front();
+      }
+      std::string error;
+      auto events = read_journal(r.run_id, error);
+      if (r.done)
+        call_quietly([&] { r.done(std::move(events), std::move(error)); });
+    }
+  }
+
+  options opts_;
+  size_t max_batch_ = 512;
+  rocksdb::WriteOptions write_options_;
+  rocksdb::DB* db_;
+  std::vector<rocksdb::ColumnFamilyHandle*> handles_;
+  rocksdb::ColumnFamilyHandle* journal_;
+  rocksdb::ColumnFamilyHandle* runs_;
+
+  // Writer state; mu_ guards the queue, the counters and stopping_.
+  std::mutex mu_;
+  std::condition_variable work_cv_;
+  std::condition_variable done_cv_;
+  std::deque<pending> queue_;
+  uint64_t enqueued_ = 0;
+  uint64_t completed_ = 0;
+  bool stopping_ = false;
+  /// Next sequence number of each active run; writer thread only.
+  std::unordered_map<std::string, uint32_t> next_seq_;
+  std::thread writer_;
+
+  // Reader state.
+  std::mutex read_mu_;
+  std::condition_variable read_cv_;
+  std::deque<read_request> reads_;
+  bool read_stopping_ = false;
+  std::thread reader_;
+};
+
+/// Checks (or, in a new store, writes) the format version.
+bool check_format(rocksdb::DB* db, const std::string& path,
+                  std::string& error) {
+  std::string value;
+  auto s = db->Get(rocksdb::ReadOptions{}, db->DefaultColumnFamily(),
+                   kl::format_key, &value);
+  if (s.IsNotFound()) {
+    rocksdb::WriteOptions wo;
+    wo.sync = true;
+    s = db->Put(wo, db->DefaultColumnFamily(), kl::format_key,
+                std::to_string(format_version));
+    if (!s.ok()) {
+      error = "cannot initialise journal store at " + quoted(path) + ": "
+              + s.ToString();
+      return false;
+    }
+    return true;
+  }
+  if (!s.ok()) {
+    error = "cannot read the format version of journal store at " + quoted(path)
+            + ": " + s.ToString();
+    return false;
+  }
+  bool digits = !value.empty() && value.size() <= 3
+                && std::all_of(value.begin(), value.end(),
+                               [](char c) { return c >= '0' && c <= '9'; });
+  int version = digits ? std::stoi(value) : 0;
+  if (version == 0) {
+    error = "journal store at " + quoted(path)
+            + " is corrupt: unreadable format version";
+    return false;
+  }
+  if (version > format_version) {
+    error = "journal store at " + quoted(path)
+            + " was written by a newer troupe (format version "
+            + std::to_string(version) + "; this build reads up to "
+            + std::to_string(format_version) + ")";
+    return false;
+  }
+  return true;
+}
+
+std::unique_ptr<journal_store> open_store(const journal_store::options& opts,
+                                          std::string& error) {
+  const std::string& path = opts.path;
+  if (path.empty()) {
+    error = "cannot open journal store: no path given";
+    return nullptr;
+  }
+  std::error_code ec;
+  auto st = fs::status(path, ec);
+  if (ec && st.type() != fs::file_type::not_found) {
+    error
+      = "cannot open journal store at " + quoted(path) + ": " + ec.message();
+    return nullptr;
+  }
+  if (fs::exists(st) && !fs::is_directory(st)) {
+    error = "cannot open journal store at " + quoted(path)
+            + ": the path exists but is not a folder";
+    return nullptr;
+  }
+  if (!fs::exists(st)) {
+    fs::create_directories(path, ec);
+    if (ec) {
+      error = "cannot create journal store folder " + quoted(path) + ": "
+              + ec.message();
+      return nullptr;
+    }
+  }
+  if (::access(path.c_str(), R_OK | W_OK | X_OK) != 0) {
+    error
+      = "cannot open journal store at " + quoted(path) + ": permission denied";
+    return nullptr;
+  }
+
+  rocksdb::Options o;
+  o.create_if_missing = true;
+  o.create_missing_column_families = true;
+  o.max_open_files = 256;
+  o.keep_log_file_num = 4;
+  rocksdb::BlockBasedTableOptions table;
+  table.block_cache
+    = rocksdb::NewLRUCache(std::max<size_t>(1, opts.block_cache_mb) << 20);
+  o.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
+
+  // An existing store must be opened with all its column families.
+  std::vector<std::string> names;
+  if (fs::exists(fs::path{path} / "CURRENT", ec)) {
+    auto s = rocksdb::DB::ListColumnFamilies(o, path, &names);
+    if (!s.ok()) {
+      error = describe_open_failure(path, s);
+      return nullptr;
+    }
+  }
+  for (std::string_view name :
+       {std::string_view{rocksdb::kDefaultColumnFamilyName}, kl::journal_cf,
+        kl::runs_cf})
+    if (std::find(names.begin(), names.end(), name) == names.end())
+      names.emplace_back(name);
+  std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
+  rocksdb::ColumnFamilyOptions cf_options{o};
+  for (const auto& name : names)
+    descriptors.emplace_back(name, cf_options);
+
+  std::vector<rocksdb::ColumnFamilyHandle*> handles;
+  rocksdb::DB* db = nullptr;
+  auto s = rocksdb::DB::Open(o, path, descriptors, &handles, &db);
+  if (!s.ok()) {
+    delete db;
+    error = describe_open_failure(path, s);
+    return nullptr;
+  }
+  rocksdb::ColumnFamilyHandle* journal = nullptr;
+  rocksdb::ColumnFamilyHandle* runs = nullptr;
+  for (size_t i = 0; i < names.size() && i < handles.size(); ++i) {
+    if (names[i] == kl::journal_cf)
+      journal = handles[i];
+    else if (names[i] == kl::runs_cf)
+      runs = handles[i];
+  }
+  if (!journal || !runs) {
+    rocksdb_journal_store::close_db(db, handles);
+    error = "cannot open journal store at " + quoted(path)
+            + ": column families missing after open";
+    return nullptr;
+  }
+  if (!check_format(db, path, error)) {
+    rocksdb_journal_store::close_db(db, handles);
+    return nullptr;
+  }
+  try {
+    return std::make_unique<rocksdb_journal_store>(opts, db, handles, journal,
+                                                   runs);
+  } catch (const std::exception& e) {
+    rocksdb_journal_store::close_db(db, handles);
+    error = "cannot open journal store at " + quoted(path) + ": " + e.what();
+    return nullptr;
+  }
+}
+
+} // namespace
+
+std::unique_ptr<journal_store> journal_store::open(const options& opts,
+                                                   std::string& error) {
+  try {
+    return open_store(opts, error);
+  } catch (const std::exception& e) {
+    error
+      = "cannot open journal store at " + quoted(opts.path) + ": " + e.what();
+    return nullptr;
+  }
+}
+
+} // namespace troupe::persistence

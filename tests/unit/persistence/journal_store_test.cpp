@@ -1,0 +1,723 @@
+#include "persistence/codec/codec.hpp"
+#include "persistence/journal_store.hpp"
+#include "persistence/rocksdb/key_layout.hpp"
+#include "tests/support/temp_dir.hpp"
+
+#include <gtest/gtest.h>
+#include <rocksdb/db.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdlib>
+#include <fcntl.h>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <future>
+#include <map>
+#include <mutex>
+#include <spawn.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <thread>
+#include <unistd.h>
+
+extern char** environ;
+
+using namespace troupe::persistence;
+using namespace std::chrono_literals;
+using troupe::test::temp_dir;
+namespace fs = std::filesystem;
+
+namespace {
+
+event_record make_event(event_type type, int32_t attempt,
+                        std::string node = "n") {
+  event_record e;
+  e.type = type;
+  e.at_ns = 1'000 + attempt;
+  e.node = std::move(node);
+  e.attempt = attempt;
+  e.message = "m" + std::to_string(attempt);
+  e.data = std::string{"{\"bytes\":\"\0\xff\"}", 15};
+  return e;
+}
+
+run_index_entry make_index(const std::string& run_id, run_state state,
+                           int64_t updated = 1) {
+  run_index_entry e;
+  e.run_id = run_id;
+  e.workflow = "wf";
+  e.state = state;
+  e.created_at_ns = 1;
+  e.updated_at_ns = updated;
+  if (state == run_state::failed)
+    e.reason = "boom";
+  return e;
+}
+
+struct StoreTest : ::testing::Test {
+  temp_dir dir;
+
+  std::string path() const { return (dir.path() / "db").string(); }
+
+  std::unique_ptr<journal_store> open(bool sync = false,
+                                      size_t max_batch = 512) {
+    journal_store::options opts;
+    opts.path = path();
+    opts.sync = sync;
+    opts.max_batch = max_batch;
+    std::string error;
+    auto store = journal_store::open(opts, error);
+    EXPECT_TRUE(store) << error;
+    EXPECT_TRUE(error.empty()) << error;
+    return store;
+  }
+
+  std::string open_error(const std::string& p) {
+    journal_store::options opts;
+    opts.path = p;
+    std::string error;
+    auto store = journal_store::open(opts, error);
+    EXPECT_FALSE(store);
+    return error;
+  }
+
+  /// Appends and waits for the acknowledgement; returns its error.
+  static std::string append_wait(journal_store& store, std::string run_id,
+                                 std::vector<event_record> events,
+                                 std::optional<run_index_entry> index = {}) {
+    std::promise<std::string> p;
+    auto f = p.get_future();
+    store.append({std::move(run_id), std::move(events), std::move(index)},
+                 [&p](std::string err) { p.set_value(std::move(err)); });
+    return f.get();
+  }
+
+  /// Runs `f` on the raw database: for corrupting records in tests.
+  void with_raw_db(
+    const std::function<void(
+      rocksdb::DB&, std::map<std::string, rocksdb::ColumnFamilyHandle*>&)>& f) {
+    rocksdb::Options o;
+    std::vector<std::string> names;
+    ASSERT_TRUE(rocksdb::DB::ListColumnFamilies(o, path(), &names).ok());
+    std::vector<rocksdb::ColumnFamilyDescriptor> descs;
+    for (auto& n : names)
+      descs.emplace_back(n, rocksdb::ColumnFamilyOptions{});
+    std::vector<rocksdb::ColumnFamilyHandle*> handles;
+    rocksdb::DB* db = nullptr;
+    auto s = rocksdb::DB::Open(o, path(), descs, &handles, &db);
+    ASSERT_TRUE(s.ok()) << s.ToString();
+    std::map<std::string, rocksdb::ColumnFamilyHandle*> by_name;
+    for (size_t i = 0; i < names.size(); ++i)
+      by_name[names[i]] = handles[i];
+    f(*db, by_name);
+    for (auto* h : handles)
+      ASSERT_TRUE(db->DestroyColumnFamilyHandle(h).ok());
+    ASSERT_TRUE(db->Close().ok());
+    delete db;
+  }
+
+  static std::vector<int32_t> attempts(const std::vector<event_record>& es) {
+    std::vector<int32_t> out;
+    for (auto& e : es)
+      out.push_back(e.attempt);
+    return out;
+  }
+
+  static std::vector<int32_t> iota(int32_t from, int32_t to) {
+    std::vector<int32_t> out;
+    for (int32_t i = from; i < to; ++i)
+      out.push_back(i);
+    return out;
+  }
+};
+
+} // namespace
+
+TEST_F(StoreTest, AppendsAndReadsBackInOrderAcrossReopen) {
+  std::vector<event_record> written;
+  {
+    auto store = open();
+    ASSERT_TRUE(store);
+    for (int i = 0; i < 5; ++i)
+      written.push_back(make_event(event_type::attempt_started, i));
+    written[0].type = event_type::run_submitted;
+    ASSERT_EQ(append_wait(*store, "run-1", {written[0], written[1]},
+                          make_index("run-1", run_state::running)),
+              "");
+    ASSERT_EQ(
+      append_wait(*store, "run-1", {written[2], written[3], written[4]}), "");
+    ASSERT_EQ(append_wait(*store, "run-10",
+                          {make_event(event_type::run_submitted, 99)}),
+              "");
+    std::string error;
+    EXPECT_EQ(store->read_journal("run-1", error), written);
+    EXPECT_EQ(error, "");
+  }
+  auto store = open();
+  ASSERT_TRUE(store);
+  std::string error = "stale";
+  EXPECT_EQ(store->read_journal("run-1", error), written);
+  EXPECT_EQ(error, "");
+  // "run-10" shares a prefix with "run-1" but is a different journal.
+  EXPECT_EQ(attempts(store->read_journal("run-10", error)),
+            std::vector<int32_t>{99});
+  EXPECT_TRUE(store->read_journal("run-2", error).empty());
+  EXPECT_EQ(error, "");
+  auto entry = store->find_run("run-1");
+  ASSERT_TRUE(entry);
+  EXPECT_EQ(*entry, make_index("run-1", run_state::running));
+  EXPECT_FALSE(store->find_run("run-10"));
+}
+
+TEST_F(StoreTest, SequenceContinuesAfterReopen) {
+  {
+    auto store = open();
+    ASSERT_TRUE(store);
+    ASSERT_EQ(append_wait(*store, "r",
+                          {make_event(event_type::run_submitted, 0),
+                           make_event(event_type::attempt_started, 1),
+                           make_event(event_type::attempt_failed, 2)}),
+              "");
+  }
+  {
+    auto store = open();
+    ASSERT_TRUE(store);
+    ASSERT_EQ(append_wait(*store, "r",
+                          {make_event(event_type::attempt_started, 3),
+                           make_event(event_type::node_completed, 4)}),
+              "");
+  }
+  // The records are numbered 1..5 under the documented keys.
+  with_raw_db([&](rocksdb::DB& db, auto& cfs) {
+    for (uint32_t seq = 1; seq <= 5; ++seq) {
+      std::string value;
+      ASSERT_TRUE(
+        db.Get({}, cfs.at("journal"), key_layout::journal_key("r", seq), &value)
+          .ok())
+        << seq;
+      std::string error;
+      auto e = decode_event(value, error);
+      ASSERT_TRUE(e) << error;
+      EXPECT_EQ(e->attempt, static_cast<int32_t>(seq - 1));
+    }
+    std::string format;
+    ASSERT_TRUE(db.Get({}, "format", &format).ok());
+    EXPECT_EQ(format, "1");
+  });
+  auto store = open();
+  ASSERT_TRUE(store);
+  std::string error;
+  EXPECT_EQ(attempts(store->read_journal("r", error)), iota(0, 5));
+  EXPECT_EQ(error, "");
+}
+
+TEST_F(StoreTest, AppendAfterTerminalIndexContinuesSequence) {
+  auto store = open();
+  ASSERT_TRUE(store);
+  ASSERT_EQ(append_wait(*store, "r", {make_event(event_type::run_submitted, 0)},
+                        make_index("r", run_state::running)),
+            "");
+  ASSERT_EQ(append_wait(*store, "r", {make_event(event_type::run_failed, 1)},
+                        make_index("r", run_state::failed)),
+            "");
+  // The run was forgotten by the writer; a restart finds its end again.
+  ASSERT_EQ(append_wait(*store, "r", {make_event(event_type::run_restarted, 2)},
+                        make_index("r", run_state::running)),
+            "");
+  // Index-only update.
+  ASSERT_EQ(
+    append_wait(*store, "r", {}, make_index("r", run_state::running, 7)), "");
+  std::string error;
+  EXPECT_EQ(attempts(store->read_journal("r", error)), iota(0, 3));
+  EXPECT_EQ(store->find_run("r")->updated_at_ns, 7);
+}
+
+TEST_F(StoreTest, RejectsIndexEntryOfAnotherRun) {
+  auto store = open();
+  ASSERT_TRUE(store);
+  auto err
+    = append_wait(*store, "a", {make_event(event_type::run_submitted, 0)},
+                  make_index("b", run_state::running));
+  EXPECT_NE(err.find("'b'"), std::string::npos) << err;
+  EXPECT_NE(append_wait(*store, "", {make_event(event_type::run_submitted, 0)}),
+            "");
+  // An empty run id in the index entry is filled in.
+  EXPECT_EQ(append_wait(*store, "c", {}, make_index("", run_state::running)),
+            "");
+  ASSERT_TRUE(store->find_run("c"));
+  EXPECT_EQ(store->find_run("c")->run_id, "c");
+  std::string error;
+  EXPECT_TRUE(store->read_journal("a", error).empty());
+  EXPECT_FALSE(store->find_run("a"));
+}
+
+TEST_F(StoreTest, ReplacesIndexEntryAndPagesListRuns) {
+  auto store = open();
+  ASSERT_TRUE(store);
+  for (int i = 0; i < 25; ++i) {
+    char id[16];
+    std::snprintf(id, sizeof id, "r-%02d", i);
+    store->append({id, {}, make_index(id, run_state::running)}, nullptr);
+  }
+  store->flush();
+  ASSERT_EQ(append_wait(*store, "r-03", {},
+                        make_index("r-03", run_state::completed, 99)),
+            "");
+  auto r3 = store->find_run("r-03");
+  ASSERT_TRUE(r3);
+  EXPECT_EQ(r3->state, run_state::completed);
+  EXPECT_EQ(r3->updated_at_ns, 99);
+
+  std::vector<std::string> seen;
+  std::string after;
+  for (;;) {
+    auto page = store->list_runs(after, 10);
+    if (page.empty())
+      break;
+    EXPECT_LE(page.size(), 10u);
+    for (auto& e : page)
+      seen.push_back(e.run_id);
+    after = page.back().run_id;
+  }
+  ASSERT_EQ(seen.size(), 25u);
+  for (int i = 0; i < 25; ++i) {
+    char id[16];
+    std::snprintf(id, sizeof id, "r-%02d", i);
+    EXPECT_EQ(seen[static_cast<size_t>(i)], id);
+  }
+  EXPECT_EQ(store->list_runs("r-20", 100).size(), 4u);
+  EXPECT_EQ(store->list_runs("r-1", 1).front().run_id, "r-10");
+  EXPECT_TRUE(store->list_runs("", 0).empty());
+  EXPECT_TRUE(store->list_runs("r-24", 10).empty());
+}
+
+TEST_F(StoreTest, ScanUnfinishedVisitsOnlyRunningRunsWithJournals) {
+  auto store = open();
+  ASSERT_TRUE(store);
+  const std::map<std::string, run_state> states{{"a", run_state::running},
+                                                {"b", run_state::completed},
+                                                {"c", run_state::failed},
+                                                {"d", run_state::running},
+                                                {"e", run_state::cancelled}};
+  int n = 1;
+  for (auto& [id, state] : states) {
+    std::vector<event_record> events;
+    for (int i = 0; i < n; ++i)
+      events.push_back(make_event(event_type::attempt_started, i, id));
+    ++n;
+    ASSERT_EQ(append_wait(*store, id, events, make_index(id, state)), "");
+  }
+  std::map<std::string, std::vector<event_record>> visited;
+  store->scan_unfinished([&](const run_index_entry& entry,
+                             std::vector<event_record> events,
+                             const std::string& error) {
+    EXPECT_EQ(error, "") << entry.run_id;
+    EXPECT_EQ(entry.state, run_state::running);
+    visited[entry.run_id] = std::move(events);
+  });
+  ASSERT_EQ(visited.size(), 2u);
+  EXPECT_EQ(attempts(visited.at("a")), iota(0, 1));
+  EXPECT_EQ(attempts(visited.at("d")), iota(0, 4));
+  EXPECT_EQ(visited.at("d")[2].node, "d");
+}
+
+TEST_F(StoreTest, GroupCommitFromEightThreads) {
+  auto store = open();
+  ASSERT_TRUE(store);
+  constexpr int threads = 8;
+  constexpr int per_thread = 500;
+  std::atomic<int> acked{0};
+  std::atomic<int> failed{0};
+  std::vector<std::thread> producers;
+  for (int t = 0; t < threads; ++t)
+    producers.emplace_back([&, t] {
+      std::string run = "run-" + std::to_string(t);
+      for (int i = 0; i < per_thread; ++i) {
+        std::optional<run_index_entry> index;
+        if (i == 0)
+          index = make_index(run, run_state::running);
+        store->append(
+          {run, {make_event(event_type::attempt_started, i)}, index},
+          [&](std::string err) {
+            (err.empty() ? acked : failed).fetch_add(1);
+          });
+      }
+    });
+  for (auto& p : producers)
+    p.join();
+  store->flush();
+  EXPECT_EQ(acked.load(), threads * per_thread);
+  EXPECT_EQ(failed.load(), 0);
+  for (int t = 0; t < threads; ++t) {
+    std::string error;
+    auto events = store->read_journal("run-" + std::to_string(t), error);
+    EXPECT_EQ(error, "");
+    EXPECT_EQ(attempts(events), iota(0, per_thread)) << t;
+  }
+  int unfinished = 0;
+  store->scan_unfinished([&](const run_index_entry&,
+                             std::vector<event_record> events,
+                             const std::string&) {
+    EXPECT_EQ(events.size(), static_cast<size_t>(per_thread));
+    ++unfinished;
+  });
+  EXPECT_EQ(unfinished, threads);
+}
+
+TEST_F(StoreTest, SmallBatchesKeepOrder) {
+  auto store = open(false, 3);
+  ASSERT_TRUE(store);
+  std::vector<int> order;
+  std::mutex mu;
+  for (int i = 0; i < 100; ++i)
+    store->append({"r", {make_event(event_type::attempt_started, i)}, {}},
+                  [&, i](std::string err) {
+                    EXPECT_EQ(err, "");
+                    std::lock_guard<std::mutex> lk{mu};
+                    order.push_back(i);
+                  });
+  store->flush();
+  std::vector<int> expected;
+  for (int i = 0; i < 100; ++i)
+    expected.push_back(i);
+  EXPECT_EQ(order, expected);
+  std::string error;
+  EXPECT_EQ(attempts(store->read_journal("r", error)), iota(0, 100));
+}
+
+TEST_F(StoreTest, SyncModeWorks) {
+  {
+    auto store = open(/*sync=*/true);
+    ASSERT_TRUE(store);
+    std::vector<std::thread> producers;
+    std::atomic<int> acked{0};
+    for (int t = 0; t < 4; ++t)
+      producers.emplace_back([&, t] {
+        for (int i = 0; i < 50; ++i)
+          store->append({"s-" + std::to_string(t),
+                         {make_event(event_type::attempt_started, i)},
+                         {}},
+                        [&](std::string err) {
+                          EXPECT_EQ(err, "");
+                          ++acked;
+                        });
+      });
+    for (auto& p : producers)
+      p.join();
+    store->flush();
+    EXPECT_EQ(acked.load(), 200);
+  }
+  auto store = open(true);
+  ASSERT_TRUE(store);
+  for (int t = 0; t < 4; ++t) {
+    std::string error;
+    EXPECT_EQ(attempts(store->read_journal("s-" + std::to_string(t), error)),
+              iota(0, 50));
+  }
+}
+
+TEST_F(StoreTest, FlushWaitsForCallbacks) {
+  auto store = open();
+  ASSERT_TRUE(store);
+  std::atomic<int> acked{0};
+  for (int i = 0; i < 300; ++i)
+    store->append({"f", {make_event(event_type::attempt_started, i)}, {}},
+                  [&](std::string) {
+                    std::this_thread::sleep_for(10us);
+                    ++acked;
+                  });
+  store->flush();
+  EXPECT_EQ(acked.load(), 300);
+  store->flush(); // nothing queued: returns at once
+  // flush() from a callback must not deadlock.
+  std::promise<void> p;
+  store->append({"f", {}, {}}, [&](std::string) {
+    store->flush();
+    p.set_value();
+  });
+  EXPECT_EQ(p.get_future().wait_for(10s), std::future_status::ready);
+}
+
+TEST_F(StoreTest, DestructorDrainsPendingAppends) {
+  std::atomic<int> acked{0};
+  {
+    auto store = open();
+    ASSERT_TRUE(store);
+    for (int i = 0; i < 1000; ++i)
+      store->append({"d", {make_event(event_type::attempt_started, i)}, {}},
+                    [&](std::string err) {
+                      EXPECT_EQ(err, "");
+                      ++acked;
+                    });
+  }
+  EXPECT_EQ(acked.load(), 1000);
+  auto store = open();
+  ASSERT_TRUE(store);
+  std::string error;
+  EXPECT_EQ(attempts(store->read_journal("d", error)), iota(0, 1000));
+  EXPECT_EQ(error, "");
+}
+
+TEST_F(StoreTest, CorruptRecordStopsJournalAndNamesIt) {
+  {
+    auto store = open();
+    ASSERT_TRUE(store);
+    std::vector<event_record> a, b;
+    for (int i = 0; i < 5; ++i)
+      a.push_back(make_event(event_type::attempt_started, i));
+    for (int i = 0; i < 3; ++i)
+      b.push_back(make_event(event_type::attempt_started, i));
+    ASSERT_EQ(
+      append_wait(*store, "run-a", a, make_index("run-a", run_state::running)),
+      "");
+    ASSERT_EQ(
+      append_wait(*store, "run-b", b, make_index("run-b", run_state::running)),
+      "");
+  }
+  with_raw_db([](rocksdb::DB& db, auto& cfs) {
+    ASSERT_TRUE(db.Put({}, cfs.at("journal"),
+                       key_layout::journal_key("run-a", 3), "\x01garbage")
+                  .ok());
+  });
+  auto store = open();
+  ASSERT_TRUE(store);
+  std::string error;
+  auto events = store->read_journal("run-a", error);
+  EXPECT_EQ(attempts(events), iota(0, 2));
+  EXPECT_NE(error.find("run run-a: journal record 3 is corrupt: "),
+            std::string::npos)
+    << error;
+  EXPECT_EQ(error.find('\n'), std::string::npos);
+
+  std::map<std::string, std::pair<size_t, std::string>> visited;
+  store->scan_unfinished([&](const run_index_entry& entry,
+                             std::vector<event_record> events,
+                             const std::string& error) {
+    visited[entry.run_id] = {events.size(), error};
+  });
+  ASSERT_EQ(visited.size(), 2u);
+  EXPECT_EQ(visited["run-a"].first, 2u);
+  EXPECT_NE(visited["run-a"].second.find("journal record 3"),
+            std::string::npos);
+  EXPECT_EQ(visited["run-b"].first, 3u);
+  EXPECT_EQ(visited["run-b"].second, "");
+
+  // The async read reports the same.
+  std::promise<std::pair<size_t, std::string>> p;
+  store->read_journal_async("run-a",
+                            [&](std::vector<event_record> es, std::string err) {
+                              p.set_value({es.size(), std::move(err)});
+                            });
+  auto [count, err] = p.get_future().get();
+  EXPECT_EQ(count, 2u);
+  EXPECT_NE(err.find("journal record 3 is corrupt"), std::string::npos);
+}
+
+TEST_F(StoreTest, MissingRecordIsReported) {
+  {
+    auto store = open();
+    ASSERT_TRUE(store);
+    std::vector<event_record> a;
+    for (int i = 0; i < 4; ++i)
+      a.push_back(make_event(event_type::attempt_started, i));
+    ASSERT_EQ(append_wait(*store, "g", a), "");
+  }
+  with_raw_db([](rocksdb::DB& db, auto& cfs) {
+    ASSERT_TRUE(
+      db.Delete({}, cfs.at("journal"), key_layout::journal_key("g", 2)).ok());
+  });
+  auto store = open();
+  ASSERT_TRUE(store);
+  std::string error;
+  EXPECT_EQ(attempts(store->read_journal("g", error)), iota(0, 1));
+  EXPECT_NE(error.find("run g: journal record 2 is missing"), std::string::npos)
+    << error;
+}
+
+TEST_F(StoreTest, CorruptIndexEntryIsReportedNotThrown) {
+  {
+    auto store = open();
+    ASSERT_TRUE(store);
+    ASSERT_EQ(append_wait(*store, "ok",
+                          {make_event(event_type::run_submitted, 0)},
+                          make_index("ok", run_state::running)),
+              "");
+  }
+  with_raw_db([](rocksdb::DB& db, auto& cfs) {
+    ASSERT_TRUE(db.Put({}, cfs.at("runs"), "bad", "\x01\x96junk").ok());
+  });
+  auto store = open();
+  ASSERT_TRUE(store);
+  std::map<std::string, std::string> visited;
+  size_t ok_events = 0;
+  store->scan_unfinished([&](const run_index_entry& entry,
+                             std::vector<event_record> events,
+                             const std::string& error) {
+    visited[entry.run_id] = error;
+    if (entry.run_id == "bad") {
+      EXPECT_EQ(entry.workflow, "");
+    } else {
+      ok_events = events.size();
+    }
+  });
+  ASSERT_EQ(visited.size(), 2u);
+  EXPECT_NE(visited["bad"].find("run bad: index entry is corrupt"),
+            std::string::npos)
+    << visited["bad"];
+  EXPECT_EQ(visited["ok"], "");
+  EXPECT_EQ(ok_events, 1u);
+  EXPECT_FALSE(store->find_run("bad"));
+  // Listing skips the unreadable entry.
+  auto runs = store->list_runs("", 10);
+  ASSERT_EQ(runs.size(), 1u);
+  EXPECT_EQ(runs[0].run_id, "ok");
+}
+
+TEST_F(StoreTest, RefusesNewerFormatVersion) {
+  { ASSERT_TRUE(open()); }
+  with_raw_db([](rocksdb::DB& db, auto&) {
+    ASSERT_TRUE(db.Put({}, "format", "2").ok());
+  });
+  auto error = open_error(path());
+  EXPECT_NE(error.find(path()), std::string::npos) << error;
+  EXPECT_NE(error.find("newer"), std::string::npos) << error;
+  EXPECT_NE(error.find("format version 2"), std::string::npos) << error;
+}
+
+TEST_F(StoreTest, OpeningARegularFileFailsClearly) {
+  auto file = dir.write("not-a-db", "hello");
+  auto error = open_error(file.string());
+  EXPECT_NE(error.find(file.string()), std::string::npos) << error;
+  EXPECT_NE(error.find("not a folder"), std::string::npos) << error;
+}
+
+TEST_F(StoreTest, CreatesMissingFolders) {
+  journal_store::options opts;
+  opts.path = (dir.path() / "a" / "b" / "c").string();
+  std::string error;
+  auto store = journal_store::open(opts, error);
+  ASSERT_TRUE(store) << error;
+  EXPECT_TRUE(fs::is_directory(opts.path));
+}
+
+TEST_F(StoreTest, CorruptDatabaseFailsClearly) {
+  dir.write("db/CURRENT", "garbage-without-newline");
+  auto error = open_error(path());
+  EXPECT_NE(error.find(path()), std::string::npos) << error;
+  EXPECT_NE(error.find("corrupt"), std::string::npos) << error;
+}
+
+TEST_F(StoreTest, PermissionDeniedFailsClearly) {
+  if (::geteuid() == 0)
+    GTEST_SKIP() << "root ignores folder permissions";
+  fs::create_directories(dir.path() / "locked");
+  ::chmod((dir.path() / "locked").c_str(), 0500);
+  auto p = (dir.path() / "locked" / "db").string();
+  auto error = open_error(p);
+  EXPECT_NE(error.find(p), std::string::npos) << error;
+  EXPECT_NE(error.find("ermission denied"), std::string::npos) << error;
+  ::chmod((dir.path() / "locked").c_str(), 0700);
+}
+
+TEST_F(StoreTest, SecondOpenInOneProcessFailsWithLockError) {
+  auto store = open();
+  ASSERT_TRUE(store);
+  auto error = open_error(path());
+  EXPECT_NE(error.find(path()), std::string::npos) << error;
+  EXPECT_NE(error.find("RocksDB lock held"), std::string::npos) << error;
+  // The first store still works.
+  EXPECT_EQ(
+    append_wait(*store, "x", {make_event(event_type::run_submitted, 0)}), "");
+}
+
+// Run only by the next test, in a child process: holds the store open until
+// told to let go.
+TEST(StoreHelper, DISABLED_HoldStoreOpen) {
+  const char* p = std::getenv("TROUPE_TEST_HOLD_STORE");
+  ASSERT_TRUE(p);
+  journal_store::options opts;
+  opts.path = p;
+  std::string error;
+  auto store = journal_store::open(opts, error);
+  ASSERT_TRUE(store) << error;
+  std::ofstream{std::string{p} + ".ready"} << "ready";
+  auto until = std::chrono::steady_clock::now() + 30s;
+  while (!fs::exists(std::string{p} + ".release")
+         && std::chrono::steady_clock::now() < until)
+    std::this_thread::sleep_for(10ms);
+}
+
+TEST_F(StoreTest, OpenHeldByAnotherProcessFailsWithLockError) {
+  std::string env = "TROUPE_TEST_HOLD_STORE=" + path();
+  std::vector<char*> envp;
+  for (char** e = environ; *e; ++e)
+    envp.push_back(*e);
+  envp.push_back(env.data());
+  envp.push_back(nullptr);
+  std::string exe = fs::read_symlink("/proc/self/exe").string();
+  std::string a1 = "--gtest_also_run_disabled_tests";
+  std::string a2 = "--gtest_filter=StoreHelper.DISABLED_HoldStoreOpen";
+  char* argv[] = {exe.data(), a1.data(), a2.data(), nullptr};
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0);
+  pid_t pid = 0;
+  int rc = posix_spawn(&pid, exe.c_str(), &actions, nullptr, argv, envp.data());
+  posix_spawn_file_actions_destroy(&actions);
+  ASSERT_EQ(rc, 0);
+  auto until = std::chrono::steady_clock::now() + 30s;
+  while (!fs::exists(path() + ".ready")
+         && std::chrono::steady_clock::now() < until)
+    std::this_thread::sleep_for(10ms);
+  ASSERT_TRUE(fs::exists(path() + ".ready"));
+  auto error = open_error(path());
+  EXPECT_NE(error.find(path()), std::string::npos) << error;
+  EXPECT_NE(error.find("in use by another troupe process (RocksDB lock held)"),
+            std::string::npos)
+    << error;
+  std::ofstream{path() + ".release"} << "go";
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  // Released: opens now.
+  EXPECT_TRUE(open());
+}
+
+TEST_F(StoreTest, ReadJournalAsyncRunsOnReaderThread) {
+  auto store = open();
+  ASSERT_TRUE(store);
+  std::vector<event_record> events;
+  for (int i = 0; i < 10; ++i)
+    events.push_back(make_event(event_type::attempt_started, i));
+  ASSERT_EQ(append_wait(*store, "async", events), "");
+  std::vector<std::future<void>> done;
+  std::atomic<int> calls{0};
+  for (int k = 0; k < 5; ++k) {
+    auto p = std::make_shared<std::promise<void>>();
+    done.push_back(p->get_future());
+    store->read_journal_async(
+      "async", [&, p, caller = std::this_thread::get_id()](
+                 std::vector<event_record> got, std::string error) {
+        EXPECT_NE(std::this_thread::get_id(), caller);
+        EXPECT_EQ(got, events);
+        EXPECT_EQ(error, "");
+        ++calls;
+        p->set_value();
+      });
+  }
+  for (auto& f : done)
+    ASSERT_EQ(f.wait_for(10s), std::future_status::ready);
+  EXPECT_EQ(calls.load(), 5);
+  // Pending reads are still answered when the store goes away.
+  std::atomic<int> late{0};
+  for (int k = 0; k < 20; ++k)
+    store->read_journal_async("async",
+                              [&](std::vector<event_record> got, std::string) {
+                                EXPECT_EQ(got.size(), 10u);
+                                ++late;
+                              });
+  store.reset();
+  EXPECT_EQ(late.load(), 20);
+}
