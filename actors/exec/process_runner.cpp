@@ -1,0 +1,422 @@
+#include "actors/exec/process_runner.hpp"
+
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/write.hpp>
+
+#include <array>
+#include <atomic>
+#include <cerrno>
+#include <csignal>
+#include <cstring>
+#include <fcntl.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <thread>
+#include <unistd.h>
+#include <unordered_map>
+#include <utility>
+
+extern char** environ;
+
+namespace troupe::actors {
+
+namespace asio = boost::asio;
+
+namespace {
+
+/// Time the pipes get to reach end-of-file after the child has exited (a
+/// grandchild that left the process group may still hold them).
+constexpr auto drain_limit = std::chrono::seconds{2};
+
+int pidfd_open(pid_t pid) {
+  return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+}
+
+/// A file descriptor closed on destruction.
+struct fd_guard {
+  int fd = -1;
+  fd_guard() = default;
+  explicit fd_guard(int f) : fd(f) {}
+  fd_guard(const fd_guard&) = delete;
+  fd_guard& operator=(const fd_guard&) = delete;
+  ~fd_guard() { reset(); }
+  void reset() {
+    if (fd >= 0)
+      ::close(fd);
+    fd = -1;
+  }
+  int release() { return std::exchange(fd, -1); }
+};
+
+/// argv and envp as the C arrays execvpe wants, built before the fork so
+/// that the child only calls async-signal-safe functions.
+struct exec_image {
+  std::vector<std::string> strings;
+  std::vector<char*> argv;
+  std::vector<char*> envp;
+
+  explicit exec_image(const process_spec& spec) {
+    std::vector<std::string> env_entries;
+    for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
+      std::string entry{*e};
+      auto eq = entry.find('=');
+      auto name = entry.substr(0, eq);
+      if (spec.env.count(name) == 0)
+        env_entries.push_back(std::move(entry));
+    }
+    for (const auto& [name, value] : spec.env)
+      env_entries.push_back(name + "=" + value);
+    strings.reserve(spec.argv.size() + env_entries.size());
+    for (const auto& a : spec.argv)
+      strings.push_back(a);
+    for (auto& e : env_entries)
+      strings.push_back(std::move(e));
+    for (size_t i = 0; i < spec.argv.size(); ++i)
+      argv.push_back(strings[i].data());
+    argv.push_back(nullptr);
+    for (size_t i = spec.argv.size(); i < strings.size(); ++i)
+      envp.push_back(strings[i].data());
+    envp.push_back(nullptr);
+  }
+};
+
+/// Writes errno to `fd` and ends the child. Async-signal-safe.
+[[noreturn]] void child_fail(int fd) {
+  int e = errno;
+  [[maybe_unused]] auto n = ::write(fd, &e, sizeof(e));
+  ::_exit(127);
+}
+
+/// What the child does between vfork and exec, prepared by the parent.
+struct child_setup {
+  char** argv;
+  char** envp;
+  const char* cwd;
+  int in, out, err, status;
+  pid_t parent;
+};
+
+/// The child side of spawn_child: only async-signal-safe calls, no writes to
+/// the memory it shares with the parent.
+[[noreturn]] void exec_child(const child_setup& s) {
+  for (int sig = 1; sig < NSIG; ++sig)
+    if (sig != SIGKILL && sig != SIGSTOP)
+      ::signal(sig, SIG_DFL);
+  // The child dies with the thread that started it, so a node killed with
+  // SIGKILL leaves no exec children behind.
+  ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (::getppid() != s.parent)
+    ::_exit(127);
+  if (::setpgid(0, 0) != 0)
+    child_fail(s.status);
+  if (::dup2(s.in, 0) < 0 || ::dup2(s.out, 1) < 0 || ::dup2(s.err, 2) < 0)
+    child_fail(s.status);
+  if (s.cwd != nullptr && ::chdir(s.cwd) != 0)
+    child_fail(s.status);
+  sigset_t none;
+  sigemptyset(&none);
+  ::sigprocmask(SIG_SETMASK, &none, nullptr);
+  ::execvpe(s.argv[0], s.argv, s.envp);
+  child_fail(s.status);
+}
+
+/// Starts the child with vfork (cheap even for a large node) and returns its
+/// pid, or -1 with `error` set. Every signal is blocked around vfork so that
+/// no handler of ours runs in the child while it shares our memory.
+__attribute__((noinline)) pid_t spawn_child(const child_setup& s, int& error) {
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  pid_t pid = ::vfork();
+  if (pid == 0)
+    exec_child(s);
+  error = errno;
+  pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  return pid;
+}
+
+} // namespace
+
+struct process_runner::impl {
+  struct child {
+    handle id = 0;
+    pid_t pid = -1;
+    process_spec spec;
+    std::function<void(process_outcome)> done;
+    process_outcome outcome;
+    asio::posix::stream_descriptor in;
+    asio::posix::stream_descriptor out;
+    asio::posix::stream_descriptor err;
+    asio::posix::stream_descriptor pidfd;
+    asio::steady_timer kill_timer;
+    asio::steady_timer drain_timer;
+    std::array<char, 65536> out_buf;
+    std::array<char, 65536> err_buf;
+    bool exited = false;
+    bool out_open = true;
+    bool err_open = true;
+
+    explicit child(asio::io_context& io)
+        : in(io), out(io), err(io), pidfd(io), kill_timer(io), drain_timer(io) {
+    }
+  };
+
+  asio::io_context io;
+  asio::executor_work_guard<asio::io_context::executor_type> work;
+  std::vector<std::thread> threads;
+  std::atomic<uint64_t> next_id{1};
+  std::atomic<size_t> active{0};
+  // Touched on the io thread only.
+  std::unordered_map<handle, std::shared_ptr<child>> children;
+
+  impl() : work(io.get_executor()) {}
+
+  void spawn(std::shared_ptr<child> c);
+  void read(std::shared_ptr<child> c, bool is_out);
+  void wait_exit(std::shared_ptr<child> c);
+  void maybe_finish(const std::shared_ptr<child>& c);
+  void finish(const std::shared_ptr<child>& c);
+  void terminate(handle h);
+};
+
+void process_runner::impl::spawn(std::shared_ptr<child> c) {
+  const auto& spec = c->spec;
+  if (spec.argv.empty()) {
+    c->outcome.spawn_error = "empty command";
+    finish(c);
+    return;
+  }
+  exec_image image{spec};
+  // Pipes for stdin, stdout, stderr, and the child's exec errno.
+  fd_guard in_r, in_w, out_r, out_w, err_r, err_w, status_r, status_w;
+  for (auto [r, w] : {std::pair{&in_r, &in_w},
+                      {&out_r, &out_w},
+                      {&err_r, &err_w},
+                      {&status_r, &status_w}}) {
+    int fds[2];
+    if (::pipe2(fds, O_CLOEXEC) != 0) {
+      c->outcome.spawn_error = std::string{"pipe: "} + std::strerror(errno);
+      finish(c);
+      return;
+    }
+    r->fd = fds[0];
+    w->fd = fds[1];
+  }
+  const char* cwd = spec.cwd.empty() ? nullptr : spec.cwd.c_str();
+  child_setup setup{image.argv.data(), image.envp.data(), cwd,
+                    in_r.fd,           out_w.fd,          err_w.fd,
+                    status_w.fd,       ::getpid()};
+  int spawn_errno = 0;
+  pid_t pid = spawn_child(setup, spawn_errno);
+  if (pid < 0) {
+    c->outcome.spawn_error = std::string{"fork: "} + std::strerror(spawn_errno);
+    finish(c);
+    return;
+  }
+  // The child has exec'd or exited: the status pipe holds its errno, if any.
+  status_w.reset();
+  int child_errno = 0;
+  auto n = ::read(status_r.fd, &child_errno, sizeof(child_errno));
+  if (n == static_cast<ssize_t>(sizeof(child_errno))) {
+    ::waitpid(pid, nullptr, 0);
+    std::string what = std::strerror(child_errno);
+    if (cwd != nullptr && child_errno == ENOENT)
+      what += " (program '" + spec.argv[0] + "' or folder '" + spec.cwd + "')";
+    else
+      what += " (program '" + spec.argv[0] + "')";
+    c->outcome.spawn_error = what;
+    finish(c);
+    return;
+  }
+  c->pid = pid;
+  int pfd = pidfd_open(pid);
+  if (pfd < 0) {
+    // Without a pidfd we cannot wait asynchronously: refuse to run it.
+    ::kill(-pid, SIGKILL);
+    ::waitpid(pid, nullptr, 0);
+    c->outcome.spawn_error = std::string{"pidfd_open: "} + std::strerror(errno);
+    finish(c);
+    return;
+  }
+  for (int fd : {in_w.fd, out_r.fd, err_r.fd})
+    ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
+  c->pidfd.assign(pfd);
+  c->out.assign(out_r.release());
+  c->err.assign(err_r.release());
+  c->in.assign(in_w.release());
+  children.emplace(c->id, c);
+  read(c, true);
+  read(c, false);
+  wait_exit(c);
+  if (spec.stdin_data.empty()) {
+    boost::system::error_code ignored;
+    c->in.close(ignored);
+  } else {
+    asio::async_write(c->in, asio::buffer(c->spec.stdin_data),
+                      [c](boost::system::error_code, size_t) {
+                        // A child that does not read its input is its own
+                        // business; EPIPE is not an error of ours.
+                        boost::system::error_code ignored;
+                        c->in.close(ignored);
+                      });
+  }
+}
+
+void process_runner::impl::read(std::shared_ptr<child> c, bool is_out) {
+  auto& stream = is_out ? c->out : c->err;
+  auto& buf = is_out ? c->out_buf : c->err_buf;
+  stream.async_read_some(
+    asio::buffer(buf),
+    [this, c, is_out](boost::system::error_code ec, size_t n) {
+      auto& text = is_out ? c->outcome.out : c->outcome.err;
+      auto& truncated
+        = is_out ? c->outcome.out_truncated : c->outcome.err_truncated;
+      auto& buf = is_out ? c->out_buf : c->err_buf;
+      auto cap = c->spec.max_output_bytes;
+      if (n > 0) {
+        auto room = text.size() < cap ? cap - text.size() : 0;
+        text.append(buf.data(), std::min(n, room));
+        if (n > room)
+          truncated = true;
+      }
+      if (ec) {
+        (is_out ? c->out_open : c->err_open) = false;
+        boost::system::error_code ignored;
+        (is_out ? c->out : c->err).close(ignored);
+        maybe_finish(c);
+        return;
+      }
+      read(c, is_out);
+    });
+}
+
+void process_runner::impl::wait_exit(std::shared_ptr<child> c) {
+  c->pidfd.async_wait(asio::posix::stream_descriptor::wait_read,
+                      [this, c](boost::system::error_code ec) {
+                        if (ec == asio::error::operation_aborted)
+                          return;
+                        // The child is a zombie: its pid (and so its process
+                        // group id) cannot be reused until we reap it, so this
+                        // reaches exactly its group.
+                        ::kill(-c->pid, SIGKILL);
+                        int status = 0;
+                        if (::waitpid(c->pid, &status, 0) == c->pid) {
+                          if (WIFEXITED(status)) {
+                            c->outcome.exit_code = WEXITSTATUS(status);
+                          } else if (WIFSIGNALED(status)) {
+                            c->outcome.signal = WTERMSIG(status);
+                          }
+                        }
+                        c->exited = true;
+                        boost::system::error_code ignored;
+                        c->pidfd.close(ignored);
+                        c->kill_timer.cancel();
+                        c->drain_timer.expires_after(drain_limit);
+                        c->drain_timer.async_wait(
+                          [this, c](boost::system::error_code ec) {
+                            if (ec)
+                              return;
+                            boost::system::error_code ignored;
+                            c->out.close(ignored);
+                            c->err.close(ignored);
+                          });
+                        maybe_finish(c);
+                      });
+}
+
+void process_runner::impl::maybe_finish(const std::shared_ptr<child>& c) {
+  if (c->exited && !c->out_open && !c->err_open)
+    finish(c);
+}
+
+void process_runner::impl::finish(const std::shared_ptr<child>& c) {
+  if (!c->done)
+    return;
+  c->drain_timer.cancel();
+  c->kill_timer.cancel();
+  boost::system::error_code ignored;
+  c->in.close(ignored);
+  children.erase(c->id);
+  auto done = std::move(c->done);
+  c->done = nullptr;
+  --active;
+  done(std::move(c->outcome));
+}
+
+void process_runner::impl::terminate(handle h) {
+  auto i = children.find(h);
+  if (i == children.end())
+    return;
+  auto c = i->second;
+  if (c->exited || c->outcome.killed)
+    return;
+  c->outcome.killed = true;
+  ::kill(-c->pid, SIGTERM);
+  c->kill_timer.expires_after(c->spec.kill_grace);
+  c->kill_timer.async_wait([c](boost::system::error_code ec) {
+    if (!ec && !c->exited)
+      ::kill(-c->pid, SIGKILL);
+  });
+}
+
+process_runner::process_runner(size_t threads)
+    : impl_(std::make_unique<impl>()) {
+  // Writing to a child that closed its stdin must fail with EPIPE, not end
+  // the node. Children get the default disposition back before exec.
+  ::signal(SIGPIPE, SIG_IGN);
+  // One thread keeps all per-child state on one strand; more would need one.
+  (void)threads;
+  impl_->threads.emplace_back([this] { impl_->io.run(); });
+}
+
+process_runner::~process_runner() {
+  asio::post(impl_->io, [this] {
+    for (auto& [id, c] : impl_->children) {
+      if (!c->exited) {
+        c->outcome.killed = true;
+        ::kill(-c->pid, SIGKILL);
+      }
+    }
+  });
+  // Killed children end promptly; their callbacks run as usual. Bounded wait.
+  for (int i = 0; i < 500 && impl_->active.load() > 0; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds{10});
+  impl_->work.reset();
+  impl_->io.stop();
+  for (auto& t : impl_->threads)
+    t.join();
+  for (auto& [id, c] : impl_->children) {
+    if (c->done) {
+      c->outcome.killed = true;
+      auto done = std::move(c->done);
+      done(std::move(c->outcome));
+    }
+  }
+}
+
+process_runner::handle
+process_runner::start(process_spec spec,
+                      std::function<void(process_outcome)> done) {
+  auto c = std::make_shared<impl::child>(impl_->io);
+  c->id = impl_->next_id++;
+  c->spec = std::move(spec);
+  c->done = std::move(done);
+  ++impl_->active;
+  asio::post(impl_->io, [this, c] { impl_->spawn(c); });
+  return c->id;
+}
+
+void process_runner::kill(handle h) {
+  asio::post(impl_->io, [this, h] { impl_->terminate(h); });
+}
+
+size_t process_runner::running() const {
+  return impl_->active.load();
+}
+
+} // namespace troupe::actors

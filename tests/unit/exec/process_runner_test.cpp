@@ -1,0 +1,188 @@
+#include "actors/exec/process_runner.hpp"
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <csignal>
+#include <filesystem>
+#include <fstream>
+#include <future>
+#include <thread>
+#include <unistd.h>
+
+using namespace troupe::actors;
+using namespace std::chrono_literals;
+
+namespace {
+
+/// Runs `spec` and waits (bounded) for its outcome.
+process_outcome run(process_runner& r, process_spec spec,
+                    std::chrono::seconds limit = 20s) {
+  std::promise<process_outcome> p;
+  auto f = p.get_future();
+  r.start(std::move(spec),
+          [&p](process_outcome o) { p.set_value(std::move(o)); });
+  if (f.wait_for(limit) != std::future_status::ready) {
+    ADD_FAILURE() << "process did not finish within " << limit.count() << "s";
+    std::abort();
+  }
+  return f.get();
+}
+
+process_spec sh(const std::string& script) {
+  process_spec s;
+  s.argv = {"/bin/sh", "-c", script};
+  return s;
+}
+
+bool alive(pid_t pid) {
+  return ::kill(pid, 0) == 0;
+}
+
+} // namespace
+
+TEST(ProcessRunner, CapturesOutputAndExitCode) {
+  process_runner r;
+  auto o = run(r, sh("echo out; echo err >&2; exit 3"));
+  EXPECT_EQ(o.exit_code, 3);
+  EXPECT_EQ(o.signal, 0);
+  EXPECT_EQ(o.out, "out\n");
+  EXPECT_EQ(o.err, "err\n");
+  EXPECT_FALSE(o.killed);
+  EXPECT_TRUE(o.spawn_error.empty());
+  EXPECT_EQ(r.running(), 0u);
+}
+
+TEST(ProcessRunner, FeedsStdinAndPassesEnvAndCwd) {
+  process_runner r;
+  auto dir = std::filesystem::temp_directory_path();
+  auto s = sh("cat; printf ' %s ' \"$TROUPE_X\"; pwd");
+  s.stdin_data = "{\"a\":1}";
+  s.env = {{"TROUPE_X", "42"}};
+  s.cwd = dir.string();
+  auto o = run(r, s);
+  EXPECT_EQ(o.exit_code, 0);
+  EXPECT_EQ(o.out,
+            "{\"a\":1} 42 " + std::filesystem::canonical(dir).string() + "\n");
+}
+
+TEST(ProcessRunner, LooksUpProgramsInPath) {
+  process_runner r;
+  process_spec s;
+  s.argv = {"echo", "hi"};
+  EXPECT_EQ(run(r, s).out, "hi\n");
+}
+
+TEST(ProcessRunner, ReportsProgramsThatCannotStart) {
+  process_runner r;
+  process_spec s;
+  s.argv = {"/no/such/program"};
+  auto o = run(r, s);
+  EXPECT_NE(o.spawn_error.find("No such file"), std::string::npos)
+    << o.spawn_error;
+  EXPECT_NE(o.spawn_error.find("/no/such/program"), std::string::npos);
+  s.argv = {"true"};
+  s.cwd = "/no/such/folder";
+  EXPECT_FALSE(run(r, s).spawn_error.empty());
+  s.argv.clear();
+  EXPECT_EQ(run(r, s).spawn_error, "empty command");
+}
+
+TEST(ProcessRunner, CapsOutputAndKeepsDraining) {
+  process_runner r;
+  // 8 MiB on each stream against a 64 KiB cap: the child must not block.
+  auto s = sh("head -c 8388608 /dev/zero; head -c 8388608 /dev/zero >&2");
+  s.max_output_bytes = 65536;
+  auto o = run(r, s);
+  EXPECT_EQ(o.exit_code, 0);
+  EXPECT_EQ(o.out.size(), 65536u);
+  EXPECT_EQ(o.err.size(), 65536u);
+  EXPECT_TRUE(o.out_truncated);
+  EXPECT_TRUE(o.err_truncated);
+}
+
+TEST(ProcessRunner, ChildIgnoringStdinDoesNotHurt) {
+  process_runner r;
+  auto s = sh("exit 0");
+  s.stdin_data = std::string(4 << 20, 'x');
+  EXPECT_EQ(run(r, s).exit_code, 0);
+}
+
+TEST(ProcessRunner, KillReachesTheWholeGroup) {
+  process_runner r;
+  auto pidfile = std::filesystem::temp_directory_path()
+                 / ("troupe-pr-" + std::to_string(::getpid()));
+  std::filesystem::remove(pidfile);
+  std::promise<process_outcome> p;
+  auto f = p.get_future();
+  auto h = r.start(sh("sleep 60 & echo $! > " + pidfile.string() + "; wait"),
+                   [&p](process_outcome o) { p.set_value(std::move(o)); });
+  pid_t grandchild = 0;
+  for (int i = 0; i < 500 && grandchild == 0; ++i) {
+    std::ifstream in{pidfile};
+    in >> grandchild;
+    if (grandchild == 0)
+      std::this_thread::sleep_for(10ms);
+  }
+  ASSERT_GT(grandchild, 0);
+  ASSERT_TRUE(alive(grandchild));
+  r.kill(h);
+  ASSERT_EQ(f.wait_for(20s), std::future_status::ready);
+  auto o = f.get();
+  EXPECT_TRUE(o.killed);
+  EXPECT_EQ(o.signal, SIGTERM);
+  // The grandchild got the same signal; it is reaped by init, so allow it a
+  // moment to disappear.
+  for (int i = 0; i < 200 && alive(grandchild); ++i)
+    std::this_thread::sleep_for(10ms);
+  EXPECT_FALSE(alive(grandchild));
+  std::filesystem::remove(pidfile);
+}
+
+TEST(ProcessRunner, SigkillsAChildIgnoringSigterm) {
+  process_runner r;
+  std::promise<process_outcome> p;
+  auto f = p.get_future();
+  auto s = sh("trap '' TERM; echo ready; while :; do sleep 0.05; done");
+  s.kill_grace = 200ms;
+  auto h = r.start(s, [&p](process_outcome o) { p.set_value(std::move(o)); });
+  std::this_thread::sleep_for(300ms);
+  r.kill(h);
+  ASSERT_EQ(f.wait_for(20s), std::future_status::ready);
+  auto o = f.get();
+  EXPECT_TRUE(o.killed);
+  EXPECT_EQ(o.signal, SIGKILL);
+}
+
+TEST(ProcessRunner, RunsManyConcurrently) {
+  process_runner r;
+  constexpr int n = 50;
+  std::vector<std::promise<process_outcome>> ps(n);
+  for (int i = 0; i < n; ++i)
+    r.start(sh("echo " + std::to_string(i)),
+            [&ps, i](process_outcome o) { ps[i].set_value(std::move(o)); });
+  for (int i = 0; i < n; ++i) {
+    auto f = ps[i].get_future();
+    ASSERT_EQ(f.wait_for(20s), std::future_status::ready);
+    EXPECT_EQ(f.get().out, std::to_string(i) + "\n");
+  }
+}
+
+TEST(ProcessRunner, DestructorKillsWhatIsLeft) {
+  std::promise<process_outcome> p;
+  auto f = p.get_future();
+  {
+    process_runner r;
+    r.start(sh("sleep 60"),
+            [&p](process_outcome o) { p.set_value(std::move(o)); });
+    std::this_thread::sleep_for(100ms);
+  }
+  ASSERT_EQ(f.wait_for(0s), std::future_status::ready);
+  EXPECT_TRUE(f.get().killed);
+}
+
+TEST(ProcessRunner, UnknownHandleIsIgnored) {
+  process_runner r;
+  r.kill(12345);
+  EXPECT_EQ(run(r, sh("true")).exit_code, 0);
+}
