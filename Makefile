@@ -16,9 +16,10 @@ configure: bootstrap
 build: configure
 	@cmake --build --preset $(PRESET)
 
-# The main job: until the engine lands, validate every example workflow.
+# The main job: run examples/hello.yaml on an embedded node (one node,
+# RocksDB in ./data), printing its outputs.
 run: build
-	$(TROUPE) validate examples/*.yaml examples/*.json
+	$(TROUPE) run examples/hello.yaml
 
 test: build
 	@ctest --preset $(PRESET)

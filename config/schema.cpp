@@ -42,6 +42,27 @@ const std::vector<key_spec>& table() {
      1000},
     {"storage", "block_cache_mb", vk::integer, "8",
      "RocksDB block cache size in MiB.", 0, 65536},
+    // -- engine -------------------------------------------------------------
+    {"engine", "scheduler_threads", vk::integer, "0",
+     "Actor scheduler threads; 0 uses one per core (at least 2).", 0, 256},
+    {"engine", "max_restarts", vk::integer, "5",
+     "Restarts of one crashed run actor allowed within restart_window before "
+     "the run is failed.",
+     0, 1000},
+    {"engine", "restart_window", vk::duration, "60s",
+     "The window in which max_restarts counts restarts.", 1000,
+     24 * ms_per_hour},
+    {"engine", "restart_backoff", vk::duration, "100ms",
+     "Delay before the first restart of a crashed run actor; doubles after "
+     "each.",
+     1, 600'000},
+    // -- exec ---------------------------------------------------------------
+    {"exec", "max_output_bytes", vk::integer, "1048576",
+     "Cap on an exec node's captured stdout and stderr, each.", 1 * kib,
+     1024 * mib},
+    {"exec", "kill_grace", vk::duration, "2s",
+     "Between SIGTERM and SIGKILL when an exec attempt is stopped.", 0,
+     600'000},
     // -- log ----------------------------------------------------------------
     {"log",
      "level",

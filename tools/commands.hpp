@@ -28,6 +28,23 @@ bool load_config(const global_options& g,
                  std::vector<config::flag_override> extra,
                  config::settings& out);
 
+/// Options of `troupe run`.
+struct run_options {
+  std::string file;
+  std::vector<std::string> inputs;
+  std::string inputs_file;
+  std::string data_dir;
+  std::string durability;
+  bool resume = false;
+};
+
+/// `troupe run FILE` / `troupe run --resume`
+int run_run(const global_options& g, const run_options& r);
+
+/// `troupe history RUN`
+int run_history(const global_options& g, const std::string& run_id,
+                const std::string& data_dir);
+
 /// `troupe validate FILE...`
 int run_validate(const global_options& g,
                  const std::vector<std::string>& files);

@@ -68,6 +68,27 @@ int main(int argc, char** argv) {
   auto* config_keys = config->add_subcommand(
     "keys", "List every configuration key with its type, default and limits");
 
+  run_options run;
+  auto* run_cmd = app.add_subcommand(
+    "run", "Run a workflow on an embedded node and print its outputs");
+  run_cmd->add_option("file", run.file, "Workflow file (YAML or JSON)");
+  run_cmd->add_option("--input", run.inputs,
+                      "An input: --input name=value (repeatable)");
+  run_cmd->add_option("--inputs-file", run.inputs_file,
+                      "Inputs as a JSON or YAML mapping");
+  run_cmd->add_option("--data-dir", run.data_dir,
+                      "Where runs are journaled (node.data_dir)");
+  run_cmd->add_option("--durability", run.durability,
+                      "process or machine (storage.durability)");
+  run_cmd->add_flag("--resume", run.resume,
+                    "Only finish the unfinished runs of the data dir");
+
+  std::string history_run, history_dir;
+  auto* history = app.add_subcommand("history", "Print a run's journal");
+  history->add_option("run", history_run, "Run id")->required();
+  history->add_option("--data-dir", history_dir,
+                      "Where runs are journaled (node.data_dir)");
+
   auto* kinds
     = app.add_subcommand("kinds", "List the node kinds and their parameters");
 
@@ -83,6 +104,10 @@ int main(int argc, char** argv) {
   }
 
   try {
+    if (*run_cmd)
+      return run_run(g, run);
+    if (*history)
+      return run_history(g, history_run, history_dir);
     if (*validate)
       return run_validate(g, files);
     if (*config_show)

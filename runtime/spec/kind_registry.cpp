@@ -56,11 +56,16 @@ void register_builtin_kinds(kind_registry& registry) {
        9.007199254740992e15},
       {"error_kind", pt::string, false,
        "Error kind of the failure (see retry.non_retryable)."},
-      {"message", pt::string, false, "Error message of the failure."}},
+      {"message", pt::string, false, "Error message of the failure."},
+      {"exception", pt::boolean, false,
+       "Throw from the attempt instead of failing it (to exercise "
+       "supervision)."}},
      false,
      [](const nlohmann::json& node, kind_check_context& ctx) {
        bool times = node.contains("times");
        bool probability = node.contains("probability");
+       if (node.value("exception", false) && !times && !probability)
+         return;
        if (times == probability)
          ctx.error("", "missing_field",
                    "a fail node needs exactly one of 'times' or "

@@ -2,6 +2,7 @@
 
 #include "config/suggest.hpp"
 #include "runtime/spec/document.hpp"
+#include "runtime/spec/inputs.hpp"
 #include "runtime/spec/template.hpp"
 
 #include <algorithm>
@@ -255,7 +256,7 @@ class validator : public kind_check_context {
           report(dpath, "conflict",
                  "input '" + name
                    + "' is required and has a default; keep one of them");
-        if (!matches(in.type, *d))
+        if (!input_matches(in.type, *d))
           report(dpath, "type",
                  "default " + show(*d) + " is not of the input's type '"
                    + input_types[static_cast<size_t>(in.type)] + "'");
@@ -263,19 +264,6 @@ class validator : public kind_check_context {
       }
       wf_.inputs.push_back(std::move(in));
     }
-  }
-
-  static bool matches(input_type t, const json& v) {
-    switch (t) {
-    case input_type::any: return true;
-    case input_type::string: return v.is_string();
-    case input_type::integer: return v.is_number_integer();
-    case input_type::number: return v.is_number();
-    case input_type::boolean: return v.is_boolean();
-    case input_type::object: return v.is_object();
-    case input_type::array: return v.is_array();
-    }
-    return false;
   }
 
   // -- durations and retry ----------------------------------------------------

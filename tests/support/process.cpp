@@ -4,9 +4,11 @@
 #include <csignal>
 #include <cstring>
 #include <fcntl.h>
+#include <fstream>
 #include <poll.h>
 #include <stdexcept>
 #include <sys/wait.h>
+#include <thread>
 #include <unistd.h>
 
 extern char** environ;
@@ -14,6 +16,39 @@ extern char** environ;
 namespace troupe::test {
 
 namespace {
+
+/// argv and envp (the parent's environment changed by `opts.env`) as the
+/// C arrays execve wants.
+struct exec_args {
+  std::vector<std::string> strings;
+  std::vector<char*> args;
+  std::vector<char*> envp;
+
+  exec_args(const std::vector<std::string>& argv, const process_options& opts)
+      : strings(argv) {
+    std::map<std::string, std::string> env;
+    for (char** e = environ; *e; ++e) {
+      std::string kv{*e};
+      auto eq = kv.find('=');
+      if (eq != std::string::npos)
+        env[kv.substr(0, eq)] = kv.substr(eq + 1);
+    }
+    for (auto& [k, v] : opts.env) {
+      if (v)
+        env[k] = *v;
+      else
+        env.erase(k);
+    }
+    for (auto& [k, v] : env)
+      strings.push_back(k + "=" + v);
+    for (size_t i = 0; i < argv.size(); ++i)
+      args.push_back(strings[i].data());
+    args.push_back(nullptr);
+    for (size_t i = argv.size(); i < strings.size(); ++i)
+      envp.push_back(strings[i].data());
+    envp.push_back(nullptr);
+  }
+};
 
 void write_all(int fd, const std::string& data) {
   size_t done = 0;
@@ -35,31 +70,10 @@ process_result run_process(const std::vector<std::string>& argv,
   if (pipe2(out_pipe, O_CLOEXEC) || pipe2(err_pipe, O_CLOEXEC)
       || pipe2(in_pipe, O_CLOEXEC))
     throw std::runtime_error("pipe failed");
-  // Build the environment before fork: only async-signal-safe calls after.
-  std::map<std::string, std::string> env;
-  for (char** e = environ; *e; ++e) {
-    std::string kv{*e};
-    auto eq = kv.find('=');
-    if (eq != std::string::npos)
-      env[kv.substr(0, eq)] = kv.substr(eq + 1);
-  }
-  for (auto& [k, v] : opts.env) {
-    if (v)
-      env[k] = *v;
-    else
-      env.erase(k);
-  }
-  std::vector<std::string> env_strings;
-  for (auto& [k, v] : env)
-    env_strings.push_back(k + "=" + v);
-  std::vector<char*> envp, args;
-  for (auto& s : env_strings)
-    envp.push_back(s.data());
-  envp.push_back(nullptr);
-  std::vector<std::string> argv_copy = argv;
-  for (auto& a : argv_copy)
-    args.push_back(a.data());
-  args.push_back(nullptr);
+  // Built before fork: only async-signal-safe calls after.
+  exec_args ea{argv, opts};
+  auto& args = ea.args;
+  auto& envp = ea.envp;
 
   pid_t pid = fork();
   if (pid < 0)
@@ -117,6 +131,92 @@ process_result run_process(const std::vector<std::string>& argv,
   result.exit_code
     = WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
   return result;
+}
+
+namespace {
+
+std::string slurp(const std::string& path) {
+  std::ifstream in{path, std::ios::binary};
+  return {std::istreambuf_iterator<char>{in}, {}};
+}
+
+} // namespace
+
+background_process::background_process(const std::vector<std::string>& argv,
+                                       const process_options& opts,
+                                       std::string out_file,
+                                       std::string err_file)
+    : out_file_(std::move(out_file)), err_file_(std::move(err_file)) {
+  // Built before fork: only async-signal-safe calls after.
+  exec_args ea{argv, opts};
+  auto& args = ea.args;
+  auto& envp = ea.envp;
+  pid_ = fork();
+  if (pid_ < 0)
+    throw std::runtime_error("fork failed");
+  if (pid_ == 0) {
+    int in = open("/dev/null", O_RDONLY);
+    int out = open(out_file_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    int err = open(err_file_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (in < 0 || out < 0 || err < 0)
+      _exit(125);
+    dup2(in, 0);
+    dup2(out, 1);
+    dup2(err, 2);
+    if (!opts.cwd.empty() && chdir(opts.cwd.c_str()) != 0)
+      _exit(126);
+    execve(args[0], args.data(), envp.data());
+    _exit(127);
+  }
+}
+
+background_process::~background_process() {
+  if (!status_) {
+    ::kill(pid_, SIGKILL);
+    wait(std::chrono::milliseconds{10'000});
+  }
+}
+
+void background_process::signal(int sig) {
+  if (!status_)
+    ::kill(pid_, sig);
+}
+
+std::optional<int> background_process::wait(std::chrono::milliseconds limit) {
+  if (status_)
+    return status_;
+  auto deadline = std::chrono::steady_clock::now() + limit;
+  do {
+    int st = 0;
+    auto r = waitpid(pid_, &st, WNOHANG);
+    if (r == pid_) {
+      status_ = WIFEXITED(st) ? WEXITSTATUS(st) : -WTERMSIG(st);
+      return status_;
+    }
+    if (r < 0 && errno != EINTR)
+      return std::nullopt;
+    std::this_thread::sleep_for(std::chrono::milliseconds{10});
+  } while (std::chrono::steady_clock::now() < deadline);
+  return std::nullopt;
+}
+
+std::string background_process::out() const {
+  return slurp(out_file_);
+}
+
+std::string background_process::err() const {
+  return slurp(err_file_);
+}
+
+bool wait_until(const std::function<bool()>& pred,
+                std::chrono::milliseconds limit) {
+  auto deadline = std::chrono::steady_clock::now() + limit;
+  while (!pred()) {
+    if (std::chrono::steady_clock::now() >= deadline)
+      return pred();
+    std::this_thread::sleep_for(std::chrono::milliseconds{20});
+  }
+  return true;
 }
 
 } // namespace troupe::test

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -26,6 +27,41 @@ struct process_options {
   std::string stdin_data;
   std::chrono::milliseconds time_limit{30'000};
 };
+
+/// A child process running in the background, its stdout and stderr going
+/// to files. The destructor kills it (SIGKILL) if it still runs.
+class background_process {
+ public:
+  background_process(const std::vector<std::string>& argv,
+                     const process_options& opts, std::string out_file,
+                     std::string err_file);
+  ~background_process();
+
+  background_process(const background_process&) = delete;
+  background_process& operator=(const background_process&) = delete;
+
+  int pid() const noexcept { return pid_; }
+
+  /// Sends `sig` to the child.
+  void signal(int sig);
+
+  /// Waits at most `limit` for the child to end; returns its exit code
+  /// (-N for signal N), or nothing if it still runs.
+  std::optional<int> wait(std::chrono::milliseconds limit);
+
+  std::string out() const;
+  std::string err() const;
+
+ private:
+  int pid_ = -1;
+  std::optional<int> status_;
+  std::string out_file_;
+  std::string err_file_;
+};
+
+/// Polls `pred` every 20 ms until it holds or `limit` passes; returns it.
+bool wait_until(const std::function<bool()>& pred,
+                std::chrono::milliseconds limit);
 
 /// Runs argv[0] with its arguments, waits for it (killing it with SIGKILL
 /// past the time limit) and returns what it printed and its exit code.

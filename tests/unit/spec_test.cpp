@@ -331,6 +331,8 @@ nodes:
   f3: {kind: fail, probability: 1.5}
   f4: {kind: fail, times: 1, seed: 3}
   f5: {kind: fail, times: "two"}
+  f6: {kind: fail, exception: true}
+  f7: {kind: fail, exception: "yes", times: 1}
   e1: {kind: exec, command: []}
   e2: {kind: exec, command: "/bin/true"}
   e3: {kind: exec, command: ["/bin/true", 3], env: {A: 1}}
@@ -346,6 +348,8 @@ inputs:
   EXPECT_ERROR(r, "nodes.f3.probability", "out_of_range", "0 to 1");
   EXPECT_ERROR(r, "nodes.f4.seed", "bad_value", "only applies with");
   EXPECT_ERROR(r, "nodes.f5.times", "type", "expected an integer");
+  EXPECT_EQ(find(r.errors, "nodes.f6", "missing_field"), nullptr);
+  EXPECT_ERROR(r, "nodes.f7.exception", "type", "expected true or false");
   EXPECT_ERROR(r, "nodes.e1.command", "bad_value", "empty list");
   EXPECT_ERROR(r, "nodes.e2.command", "type", "a list of strings");
   EXPECT_ERROR(r, "nodes.e3.command[1]", "type", "a string");
@@ -355,7 +359,7 @@ inputs:
                "has no unit; write e.g. \"10s\"");
   EXPECT_ERROR(r, "nodes.n1.timeout", "out_of_range", "longer than 0s");
   EXPECT_EQ(find(r.errors, "nodes.s3.duration", "bad_duration"), nullptr);
-  EXPECT_EQ(r.errors.size(), 12u) << dump(r.errors);
+  EXPECT_EQ(r.errors.size(), 13u) << dump(r.errors);
 }
 
 TEST(WorkflowSpec, BadNodeIdsAndNodesThatAreNotMappings) {

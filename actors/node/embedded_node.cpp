@@ -1,0 +1,175 @@
+#include "actors/node/embedded_node.hpp"
+
+#include "actors/supervisor/run_supervisor.hpp"
+#include "runtime/protocol/messages.hpp"
+
+#include <caf/all.hpp>
+
+#include <cstdio>
+#include <future>
+#include <random>
+#include <thread>
+
+namespace troupe::actors {
+
+using json = nlohmann::json;
+using persistence::event_record;
+using persistence::event_type;
+
+std::unique_ptr<embedded_node> embedded_node::open(const options& opts,
+                                                   std::string& error) {
+  std::unique_ptr<embedded_node> node{new embedded_node};
+  node->opts_ = opts;
+  persistence::journal_store::options so;
+  so.path = opts.data_dir;
+  so.sync = opts.sync;
+  so.max_batch = opts.max_batch;
+  so.block_cache_mb = opts.block_cache_mb;
+  node->store_ = persistence::journal_store::open(so, error);
+  if (!node->store_)
+    return nullptr;
+  node->runner_ = std::make_unique<process_runner>(1);
+  node->svc_ = std::make_shared<services>();
+  node->svc_->store = node->store_.get();
+  node->svc_->runner = node->runner_.get();
+  node->svc_->options = opts.engine;
+  auto& cfg = *(node->cfg_ = std::make_unique<caf::actor_system_config>());
+  // `sharing` avoids the work-stealing scheduler's quadratic cost when one
+  // actor spawns many (recovery spawns a run actor per unfinished run).
+  cfg.set("scheduler.policy", caf::atom("sharing"));
+  auto threads = opts.scheduler_threads;
+  if (threads == 0)
+    threads = std::max(2u, std::thread::hardware_concurrency());
+  cfg.set("scheduler.max-threads", threads);
+  runtime::register_message_types(cfg);
+  node->system_ = std::make_unique<caf::actor_system>(cfg);
+  for (size_t i = 0; i < std::max<size_t>(1, opts.supervisors); ++i)
+    node->supervisors_.push_back(
+      node->system_->spawn(run_supervisor_impl, node->svc_));
+  return node;
+}
+
+embedded_node::~embedded_node() {
+  stop();
+  // The system's destructor waits for every actor; then no callback can
+  // reach an actor, and the runner and the store can go.
+  system_.reset();
+  runner_.reset();
+  store_.reset();
+}
+
+void embedded_node::stop() {
+  if (stopped_ || !system_)
+    return;
+  stopped_ = true;
+  for (auto& s : supervisors_)
+    caf::anon_send_exit(s, caf::exit_reason::user_shutdown);
+  supervisors_.clear();
+  system_->await_all_actors_done();
+}
+
+caf::actor_system& embedded_node::system() {
+  return *system_;
+}
+
+persistence::journal_store& embedded_node::store() {
+  return *store_;
+}
+
+const caf::actor& embedded_node::supervisor_for(const std::string& id) const {
+  return supervisors_[std::hash<std::string>{}(id) % supervisors_.size()];
+}
+
+std::string embedded_node::new_run_id() {
+  static std::mt19937_64 rng{std::random_device{}()};
+  static std::mutex mtx;
+  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+              std::chrono::system_clock::now().time_since_epoch())
+              .count();
+  uint32_t r;
+  {
+    std::lock_guard guard{mtx};
+    r = static_cast<uint32_t>(rng());
+  }
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%012llx-%08x",
+                static_cast<unsigned long long>(ms), r);
+  return buf;
+}
+
+embedded_node::recovery embedded_node::recover(const caf::actor& observer) {
+  recovery out;
+  store_->scan_unfinished([&](const persistence::run_index_entry& entry,
+                              std::vector<event_record> events,
+                              const std::string& error) {
+    if (!error.empty()) {
+      // Journal unreadable: fail this run, keep its records as they are,
+      // and go on with the others.
+      out.problems.push_back(error);
+      auto at = now_ns();
+      persistence::journal_store::append_op op;
+      op.run_id = entry.run_id;
+      op.events.push_back(event_record{event_type::run_failed, at, "", 0, 0,
+                                       "corrupt_journal", error});
+      op.index = persistence::run_index_entry{entry.run_id,
+                                              entry.workflow,
+                                              persistence::run_state::failed,
+                                              entry.created_at_ns,
+                                              at,
+                                              error};
+      store_->append(std::move(op), [](const std::string&) {});
+      return;
+    }
+    out.resumed.push_back(entry.run_id);
+    caf::anon_send(
+      supervisor_for(entry.run_id),
+      runtime::start_run{entry.run_id, std::move(events), observer, 0, ""});
+  });
+  store_->flush();
+  return out;
+}
+
+std::string embedded_node::submit(const std::string& source,
+                                  const runtime::workflow_spec& spec,
+                                  const json& inputs,
+                                  const caf::actor& observer,
+                                  std::string& error) {
+  auto id = new_run_id();
+  auto at = now_ns();
+  event_record submitted{
+    event_type::run_submitted,
+    at,
+    "",
+    0,
+    0,
+    "",
+    "",
+    source,
+    inputs.dump(-1, ' ', false, json::error_handler_t::replace)};
+  persistence::journal_store::append_op op;
+  op.run_id = id;
+  op.events.push_back(submitted);
+  op.index = persistence::run_index_entry{
+    id, spec.name, persistence::run_state::running, at, at, ""};
+  std::promise<std::string> done;
+  auto result = done.get_future();
+  store_->append(std::move(op),
+                 [&done](std::string e) { done.set_value(std::move(e)); });
+  error = result.get();
+  if (!error.empty())
+    return {};
+  caf::anon_send(supervisor_for(id),
+                 runtime::start_run{id, {submitted}, observer, 0, ""});
+  return id;
+}
+
+void embedded_node::cancel(const std::string& run_id,
+                           const std::string& reason) {
+  caf::anon_send(supervisor_for(run_id), runtime::cancel_run{run_id, reason});
+}
+
+void embedded_node::crash(const std::string& run_id) {
+  caf::anon_send(supervisor_for(run_id), runtime::crash_run{run_id});
+}
+
+} // namespace troupe::actors

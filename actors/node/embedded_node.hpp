@@ -1,0 +1,100 @@
+#pragma once
+
+#include "actors/services.hpp"
+#include "runtime/model/workflow.hpp"
+
+#include <caf/actor.hpp>
+#include <caf/fwd.hpp>
+#include <nlohmann/json.hpp>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace troupe::actors {
+
+/// One Troupe node inside this process: the journal store, the actor system
+/// with its run supervisors, and the process runner for exec nodes.
+class embedded_node {
+ public:
+  struct options {
+    /// The RocksDB folder; created if missing.
+    std::string data_dir = "data";
+    /// fsync before a change counts as durable (durability = machine).
+    bool sync = false;
+    size_t max_batch = 512;
+    size_t block_cache_mb = 8;
+    /// Actor scheduler threads; 0: one per core, at least 2.
+    size_t scheduler_threads = 0;
+    /// Run supervisors; runs are spread over them by id.
+    size_t supervisors = 4;
+    engine_options engine;
+  };
+
+  /// What recovery found.
+  struct recovery {
+    /// Runs resumed, in id order.
+    std::vector<std::string> resumed;
+    /// Runs that could not be resumed (e.g. a corrupt journal), each named
+    /// in one message; they are marked failed.
+    std::vector<std::string> problems;
+  };
+
+  /// Opens the store and starts the actors. On failure returns null and sets
+  /// `error` to a clear reason.
+  static std::unique_ptr<embedded_node> open(const options& opts,
+                                             std::string& error);
+
+  /// Stops every actor (run state is already journaled), kills remaining
+  /// child processes and closes the store.
+  ~embedded_node();
+
+  embedded_node(const embedded_node&) = delete;
+  embedded_node& operator=(const embedded_node&) = delete;
+
+  caf::actor_system& system();
+
+  persistence::journal_store& store();
+
+  /// Resumes every unfinished run in the store; `observer` (may be invalid)
+  /// receives their progress. Call once, from a thread that is not a CAF
+  /// worker.
+  recovery recover(const caf::actor& observer);
+
+  /// Journals a new run of `spec` (parsed from `source`, which the run is
+  /// pinned to) with `inputs`, then starts it. Blocks until the submission is
+  /// durable: call from a thread that is not a CAF worker. Returns the run
+  /// id, or an empty string with `error` set.
+  std::string submit(const std::string& source,
+                     const runtime::workflow_spec& spec,
+                     const nlohmann::json& inputs, const caf::actor& observer,
+                     std::string& error);
+
+  /// Cancels a run.
+  void cancel(const std::string& run_id, const std::string& reason);
+
+  /// Crashes a run's actor on purpose (supervision tests and chaos).
+  void crash(const std::string& run_id);
+
+  /// Stops the actors; later calls do nothing.
+  void stop();
+
+  /// Returns a new run id: time-ordered, 21 characters of [0-9a-f-].
+  static std::string new_run_id();
+
+ private:
+  embedded_node() = default;
+
+  const caf::actor& supervisor_for(const std::string& run_id) const;
+
+  options opts_;
+  std::unique_ptr<persistence::journal_store> store_;
+  std::unique_ptr<process_runner> runner_;
+  services_ptr svc_;
+  std::unique_ptr<caf::actor_system_config> cfg_;
+  std::unique_ptr<caf::actor_system> system_;
+  std::vector<caf::actor> supervisors_;
+  bool stopped_ = false;
+};
+
+} // namespace troupe::actors

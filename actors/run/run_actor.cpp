@@ -1,0 +1,312 @@
+#include "actors/run/run_actor.hpp"
+
+#include "actors/attempt/attempt_actor.hpp"
+
+#include <caf/all.hpp>
+
+namespace troupe::actors {
+
+using json = nlohmann::json;
+using persistence::event_record;
+using persistence::event_type;
+using runtime::node_state;
+
+namespace {
+
+using self_ptr = caf::stateful_actor<run_state>*;
+
+std::chrono::nanoseconds until(int64_t deadline_ns) {
+  return std::chrono::nanoseconds{std::max<int64_t>(0, deadline_ns - now_ns())};
+}
+
+void notify(self_ptr self, const event_record& e) {
+  auto& st = self->state;
+  if (!st.observer)
+    return;
+  self->send(st.observer,
+             runtime::run_progress{
+               st.engine->run_id(), e.node,
+               std::string{persistence::to_string(e.type)}, e.attempt,
+               e.deadline_ns, e.message.empty() ? e.error_kind : e.message});
+}
+
+void launch(self_ptr self, const std::string& node);
+void act_on(self_ptr self, const std::vector<event_record>& events);
+
+/// Journals `events` (already applied to the engine); their effects follow
+/// once the store has made them durable.
+void persist(self_ptr self, std::vector<event_record> events) {
+  auto& st = self->state;
+  if (events.empty())
+    return;
+  auto tag = st.next_tag++;
+  persistence::journal_store::append_op op;
+  op.run_id = st.engine->run_id();
+  op.events = events;
+  if (st.engine->is_finished()) {
+    auto& e = *st.engine;
+    op.index = persistence::run_index_entry{e.run_id(), e.spec().name,
+                                            e.state(),  st.created_at_ns,
+                                            now_ns(),   e.reason()};
+  }
+  st.unacked.emplace(tag, std::move(events));
+  auto me = caf::actor{self};
+  st.svc->store->append(std::move(op), [me, tag](std::string error) {
+    caf::anon_send(me, runtime::store_ack{tag, std::move(error)});
+  });
+}
+
+void step(self_ptr self) {
+  persist(self, self->state.engine->decide(now_ns()));
+}
+
+void on_failure(self_ptr self, const std::string& node, int32_t attempt,
+                const std::string& kind, const std::string& message) {
+  auto& st = self->state;
+  std::uniform_real_distribution<double> dist{0.0, 1.0};
+  persist(self, st.engine->on_attempt_failed(node, attempt, kind, message,
+                                             now_ns(), dist(st.rng)));
+}
+
+/// Stops the attempt actor of `node`, if any, without waiting for it.
+void stop_attempt(self_ptr self, const std::string& node) {
+  auto& st = self->state;
+  auto i = st.attempts.find(node);
+  if (i == st.attempts.end())
+    return;
+  st.attempt_nodes.erase(i->second.address());
+  self->unlink_from(i->second);
+  self->send_exit(i->second, caf::exit_reason::user_shutdown);
+  st.attempts.erase(i);
+}
+
+/// The JSON an exec node reads on stdin by default: the run's inputs and the
+/// outputs of the nodes it runs after.
+std::string node_context(const runtime::run_engine& e,
+                         const runtime::node_spec& n) {
+  json nodes = json::object();
+  for (auto& dep : n.after)
+    nodes[dep] = e.status(dep).output;
+  return json{{"inputs", e.inputs()}, {"nodes", nodes}}.dump(
+    -1, ' ', false, json::error_handler_t::replace);
+}
+
+/// Spawns the attempt actor for the running attempt of `node`.
+void launch(self_ptr self, const std::string& node) {
+  auto& st = self->state;
+  auto& e = *st.engine;
+  auto& status = e.status(node);
+  if (status.state != node_state::running || st.attempts.count(node))
+    return;
+  auto* spec = e.spec().find_node(node);
+  std::string error;
+  auto params = e.resolve_params(*spec, error);
+  if (!params) {
+    on_failure(self, node, status.attempt, "bad_template", error);
+    return;
+  }
+  runtime::attempt_spec a;
+  a.run_id = e.run_id();
+  a.node = node;
+  a.kind = spec->kind;
+  a.attempt = status.attempt;
+  a.params = params->dump(-1, ' ', false, json::error_handler_t::replace);
+  a.context = node_context(e, *spec);
+  a.timer_deadline_ns = status.timer_deadline_ns;
+  a.max_output_bytes = st.svc->options.max_output_bytes;
+  a.kill_grace_ms = st.svc->options.kill_grace.count();
+  auto child = self->spawn<caf::linked>(attempt_actor_impl, std::move(a),
+                                        caf::actor{self}, st.svc);
+  st.attempts.emplace(node, child);
+  st.attempt_nodes.emplace(child.address(), node);
+  if (status.attempt_deadline_ns != 0)
+    self->delayed_send(self, until(status.attempt_deadline_ns),
+                       runtime::attempt_timeout{node, status.attempt});
+}
+
+void finish(self_ptr self) {
+  auto& st = self->state;
+  auto& e = *st.engine;
+  if (st.observer)
+    self->send(st.observer, runtime::run_finished{
+                              e.run_id(), e.spec().name, e.state(),
+                              e.outputs().dump(-1, ' ', false,
+                                               json::error_handler_t::replace),
+                              e.reason(), e.failed_node()});
+  self->quit();
+}
+
+/// Carries out what durable events call for.
+void act_on(self_ptr self, const std::vector<event_record>& events) {
+  auto& st = self->state;
+  for (auto& e : events) {
+    notify(self, e);
+    switch (e.type) {
+    case event_type::attempt_started: launch(self, e.node); break;
+    case event_type::attempt_failed:
+      if (e.deadline_ns != 0)
+        self->delayed_send(self, until(e.deadline_ns),
+                           runtime::retry_due{e.node, e.attempt});
+      break;
+    case event_type::node_cancelled: stop_attempt(self, e.node); break;
+    default: break;
+    }
+  }
+  if (st.engine->is_finished() && st.unacked.empty())
+    finish(self);
+}
+
+} // namespace
+
+caf::behavior run_actor_impl(caf::stateful_actor<run_state>* self,
+                             runtime::start_run start, services_ptr svc) {
+  // A bug in here must not take the node down: the actor dies with the
+  // exception's text, and its supervisor restarts it from the journal.
+  self->set_exception_handler(
+    [](caf::scheduled_actor*, std::exception_ptr& eptr) -> caf::error {
+      try {
+        std::rethrow_exception(eptr);
+      } catch (const std::exception& e) {
+        return caf::make_error(caf::sec::runtime_error, e.what());
+      } catch (...) {
+        return caf::make_error(caf::sec::runtime_error, "unknown exception");
+      }
+    });
+  auto& st = self->state;
+  st.self = self;
+  st.svc = std::move(svc);
+  st.observer = std::move(start.observer);
+  // Rebuild the run from its journal.
+  auto& journal = start.journal;
+  if (journal.empty() || journal.front().type != event_type::run_submitted)
+    throw std::runtime_error("run " + start.run_id
+                             + ": journal does not begin with run_submitted");
+  std::string error;
+  auto spec = st.svc->specs.get(journal.front().data, error);
+  if (!spec)
+    throw std::runtime_error("run " + start.run_id
+                             + ": its workflow no longer parses: " + error);
+  st.created_at_ns = journal.front().at_ns;
+  st.rng.seed(std::hash<std::string>{}(start.run_id)
+              ^ static_cast<uint64_t>(now_ns()));
+  auto inputs = json::parse(journal.front().data2, nullptr, false);
+  st.engine = std::make_unique<runtime::run_engine>(
+    start.run_id, std::move(spec),
+    inputs.is_discarded() ? json::object() : std::move(inputs));
+  for (auto& e : journal)
+    st.engine->apply(e);
+  self->set_exit_handler([self](caf::exit_msg& msg) {
+    auto& st = self->state;
+    auto i = st.attempt_nodes.find(msg.source);
+    if (i == st.attempt_nodes.end()) {
+      // A normal exit is an attempt that already reported (its exit_msg may
+      // trail its result). Anything else is the node stopping us.
+      if (msg.reason != caf::exit_reason::normal)
+        self->quit(msg.reason);
+      return;
+    }
+    auto node = i->second;
+    st.attempt_nodes.erase(i);
+    // An attempt ends normally only after sending its result, which may still
+    // be on its way (exit messages can overtake it): keep the attempt for it.
+    if (msg.reason == caf::exit_reason::normal)
+      return;
+    st.attempts.erase(node);
+    auto& status = st.engine->status(node);
+    if (status.state == node_state::running)
+      on_failure(self, node, status.attempt, "crash",
+                 "the attempt died: " + describe_exit(msg.reason));
+  });
+  // Resume: journal the restart, re-run attempts that were in flight (at
+  // least once), re-arm retry timers, then decide what comes next.
+  std::vector<event_record> resumed;
+  if (start.restarts > 0) {
+    event_record r{
+      event_type::run_restarted, now_ns(), "", start.restarts, 0, "",
+      start.restart_reason};
+    st.engine->apply(r);
+    resumed.push_back(std::move(r));
+  }
+  if (!st.engine->is_finished()) {
+    for (auto& n : st.engine->spec().nodes) {
+      auto& status = st.engine->status(n.id);
+      if (status.state == node_state::running)
+        launch(self, n.id);
+      else if (status.state == node_state::waiting_retry
+               && status.next_retry_ns != 0)
+        self->delayed_send(self, until(status.next_retry_ns),
+                           runtime::retry_due{n.id, status.attempt});
+    }
+  }
+  auto next = st.engine->decide(now_ns());
+  resumed.insert(resumed.end(), next.begin(), next.end());
+  if (resumed.empty() && st.engine->is_finished())
+    self->send(self, runtime::store_ack{0, ""});
+  else
+    persist(self, std::move(resumed));
+  return {
+    [self](runtime::store_ack& ack) {
+      auto& st = self->state;
+      if (!ack.error.empty())
+        throw std::runtime_error("journal write failed: " + ack.error);
+      auto i = st.unacked.find(ack.tag);
+      if (i == st.unacked.end()) {
+        if (st.engine->is_finished() && st.unacked.empty())
+          finish(self);
+        return;
+      }
+      auto events = std::move(i->second);
+      st.unacked.erase(i);
+      act_on(self, events);
+    },
+    [self](runtime::attempt_result& r) {
+      auto& st = self->state;
+      auto i = st.attempts.find(r.node);
+      if (i == st.attempts.end()
+          || self->current_sender() != i->second.address())
+        return; // stale: from an attempt that was stopped
+      st.attempt_nodes.erase(i->second.address());
+      self->unlink_from(i->second);
+      st.attempts.erase(i);
+      if (r.ok) {
+        auto output = json::parse(r.output, nullptr, false);
+        if (output.is_discarded())
+          output = r.output;
+        persist(self, st.engine->on_attempt_succeeded(r.node, r.attempt, output,
+                                                      now_ns()));
+      } else {
+        on_failure(self, r.node, r.attempt, r.error_kind, r.message);
+      }
+    },
+    [self](runtime::retry_due& r) {
+      auto& st = self->state;
+      step(self);
+      auto& status = st.engine->status(r.node);
+      // Timers may fire a little before the wall clock reaches the retry
+      // time; wait for the rest.
+      if (status.state == node_state::waiting_retry
+          && status.next_retry_ns != 0)
+        self->delayed_send(self, until(status.next_retry_ns), r);
+    },
+    [self](runtime::attempt_timeout& t) {
+      auto& st = self->state;
+      auto& status = st.engine->status(t.node);
+      if (status.state != node_state::running || status.attempt != t.attempt)
+        return;
+      stop_attempt(self, t.node);
+      auto* spec = st.engine->spec().find_node(t.node);
+      on_failure(self, t.node, t.attempt, "timeout",
+                 "attempt timed out after "
+                   + config::format_duration(
+                     spec->timeout.value_or(config::duration{0})));
+    },
+    [self](runtime::cancel_run& c) {
+      persist(self, self->state.engine->cancel(c.reason, now_ns()));
+    },
+    [self](runtime::crash_run&) {
+      throw std::runtime_error("crash injected by request");
+    },
+  };
+}
+
+} // namespace troupe::actors

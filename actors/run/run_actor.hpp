@@ -1,0 +1,44 @@
+#pragma once
+
+#include "actors/services.hpp"
+#include "runtime/engine/run_engine.hpp"
+#include "runtime/protocol/messages.hpp"
+
+#include <caf/behavior.hpp>
+#include <caf/stateful_actor.hpp>
+
+#include <map>
+#include <random>
+#include <unordered_map>
+
+namespace troupe::actors {
+
+/// The state of one run actor: the run's engine plus the attempts it has
+/// spawned. Every decision of the engine is journaled before it is acted on:
+/// events go to the store, and their effects (spawning attempts, arming
+/// timers, telling observers) wait for the store's acknowledgement.
+struct run_state {
+  static inline const char* name = "troupe.run";
+
+  caf::event_based_actor* self = nullptr;
+  services_ptr svc;
+  std::unique_ptr<runtime::run_engine> engine;
+  caf::actor observer;
+  /// Attempt actors by node, and back.
+  std::unordered_map<std::string, caf::actor> attempts;
+  std::unordered_map<caf::actor_addr, std::string> attempt_nodes;
+  /// Events written but not yet durable, by store tag.
+  std::map<uint64_t, std::vector<persistence::event_record>> unacked;
+  uint64_t next_tag = 1;
+  /// When the run was submitted (its first event), for the index entry.
+  int64_t created_at_ns = 0;
+  /// Jitter source; seeded from the run id and the clock.
+  std::mt19937_64 rng;
+};
+
+/// Runs one workflow run, starting from its journal (`start.journal`, whose
+/// first event is run_submitted). Quits when the run ends.
+caf::behavior run_actor_impl(caf::stateful_actor<run_state>* self,
+                             runtime::start_run start, services_ptr svc);
+
+} // namespace troupe::actors

@@ -1,0 +1,39 @@
+#include "actors/services.hpp"
+
+#include "runtime/spec/workflow_loader.hpp"
+
+#include <caf/message.hpp>
+
+namespace troupe::actors {
+
+std::shared_ptr<const runtime::workflow_spec>
+spec_cache::get(const std::string& source, std::string& error) {
+  std::lock_guard guard{mtx_};
+  if (auto i = specs_.find(source); i != specs_.end())
+    return i->second;
+  auto outcome = runtime::parse_workflow(source);
+  if (!outcome.ok()) {
+    error = outcome.errors.empty() ? "invalid workflow"
+                                   : outcome.errors.front().to_string("spec");
+    return nullptr;
+  }
+  auto spec = std::make_shared<const runtime::workflow_spec>(
+    std::move(*outcome.workflow));
+  specs_.emplace(source, spec);
+  return spec;
+}
+
+int64_t now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+           std::chrono::system_clock::now().time_since_epoch())
+    .count();
+}
+
+std::string describe_exit(const caf::error& reason) {
+  const auto& ctx = reason.context();
+  if (ctx.size() == 1 && ctx.match_element<std::string>(0))
+    return ctx.get_as<std::string>(0);
+  return caf::to_string(reason);
+}
+
+} // namespace troupe::actors

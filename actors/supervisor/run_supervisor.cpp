@@ -1,0 +1,152 @@
+#include "actors/supervisor/run_supervisor.hpp"
+
+#include "actors/run/run_actor.hpp"
+
+#include <caf/all.hpp>
+
+namespace troupe::actors {
+
+using persistence::event_record;
+using persistence::event_type;
+
+namespace {
+
+using self_ptr = caf::stateful_actor<run_supervisor_state>*;
+
+void spawn_run(self_ptr self, runtime::start_run start) {
+  auto& st = self->state;
+  auto id = start.run_id;
+  auto& c = st.runs[id];
+  c.observer = start.observer;
+  if (c.workflow.empty() && !start.journal.empty()) {
+    // Parsed specs are cached: this costs a lookup, not a parse.
+    std::string error;
+    if (auto spec = st.svc->specs.get(start.journal.front().data, error))
+      c.workflow = spec->name;
+    c.created_at_ns = start.journal.front().at_ns;
+  }
+  c.actor
+    = self->spawn<caf::monitored>(run_actor_impl, std::move(start), st.svc);
+  st.by_addr[c.actor.address()] = id;
+}
+
+/// Ends a run that cannot be run any more: journals run_failed and marks
+/// the index, then tells the observer.
+void give_up(self_ptr self, const std::string& run_id, std::string reason) {
+  auto& st = self->state;
+  auto observer = st.runs[run_id].observer;
+  auto workflow = st.runs[run_id].workflow;
+  auto created_at = st.runs[run_id].created_at_ns;
+  st.runs.erase(run_id);
+  auto at = now_ns();
+  persistence::journal_store::append_op op;
+  op.run_id = run_id;
+  op.events.push_back(
+    event_record{event_type::run_failed, at, "", 0, 0, "supervision", reason});
+  op.index = persistence::run_index_entry{
+    run_id, workflow, persistence::run_state::failed, created_at, at, reason};
+  // The observer hears of it once it is durable, like any other change.
+  runtime::run_finished finished{
+    run_id, workflow, persistence::run_state::failed, "null", reason, ""};
+  st.svc->store->append(std::move(op),
+                        [observer, finished](const std::string&) {
+                          if (observer)
+                            caf::anon_send(observer, finished);
+                        });
+}
+
+} // namespace
+
+caf::behavior run_supervisor_impl(self_ptr self, services_ptr svc) {
+  self->state.svc = std::move(svc);
+  self->set_down_handler([self](caf::down_msg& msg) {
+    auto& st = self->state;
+    auto i = st.by_addr.find(msg.source);
+    if (i == st.by_addr.end())
+      return;
+    auto id = i->second;
+    st.by_addr.erase(i);
+    if (msg.reason == caf::exit_reason::normal || st.stopping) {
+      st.runs.erase(id);
+      return;
+    }
+    auto& c = st.runs[id];
+    auto reason = describe_exit(msg.reason);
+    auto now = now_ns();
+    auto window = std::chrono::nanoseconds{st.svc->options.restart_window};
+    while (!c.restarts.empty() && c.restarts.front() < now - window.count())
+      c.restarts.pop_front();
+    if (static_cast<int32_t>(c.restarts.size())
+        >= st.svc->options.max_restarts) {
+      give_up(self, id,
+              "the run actor crashed " + std::to_string(c.restarts.size() + 1)
+                + " times within "
+                + config::format_duration(st.svc->options.restart_window)
+                + "; last: " + reason);
+      return;
+    }
+    c.restarts.push_back(now);
+    ++c.total_restarts;
+    auto backoff = st.svc->options.restart_backoff
+                   * (1 << std::min<size_t>(c.restarts.size() - 1, 10));
+    self->delayed_send(self, backoff, runtime::restart_run{id, reason});
+  });
+  self->set_exit_handler([self](caf::exit_msg& msg) {
+    auto& st = self->state;
+    st.stopping = true;
+    for (auto& [_, c] : st.runs)
+      if (c.actor)
+        self->send_exit(c.actor, msg.reason);
+    self->quit(msg.reason);
+  });
+  return {
+    [self](runtime::start_run& start) { spawn_run(self, std::move(start)); },
+    [self](runtime::restart_run& r) {
+      auto& st = self->state;
+      if (st.stopping || !st.runs.count(r.run_id))
+        return;
+      // An empty append completes after every earlier write of this run, so
+      // the journal read that follows sees them all.
+      auto me = caf::actor{self};
+      auto* store = st.svc->store;
+      auto id = r.run_id;
+      auto reason = r.reason;
+      store->append({id, {}, std::nullopt}, [me, store, id,
+                                             reason](const std::string&) {
+        store->read_journal_async(id, [me, id,
+                                       reason](std::vector<event_record> events,
+                                               std::string error) {
+          caf::anon_send(me, runtime::journal_loaded{id, std::move(events),
+                                                     std::move(error), reason});
+        });
+      });
+    },
+    [self](runtime::journal_loaded& j) {
+      auto& st = self->state;
+      auto i = st.runs.find(j.run_id);
+      if (st.stopping || i == st.runs.end())
+        return;
+      if (!j.error.empty()) {
+        give_up(self, j.run_id, "cannot restart: " + j.error);
+        return;
+      }
+      spawn_run(self, runtime::start_run{j.run_id, std::move(j.journal),
+                                         i->second.observer,
+                                         i->second.total_restarts, j.reason});
+    },
+    [self](runtime::cancel_run& c) {
+      auto& st = self->state;
+      if (auto i = st.runs.find(c.run_id);
+          i != st.runs.end() && i->second.actor)
+        self->send(i->second.actor, c);
+    },
+    [self](runtime::crash_run& c) {
+      auto& st = self->state;
+      if (auto i = st.runs.find(c.run_id);
+          i != st.runs.end() && i->second.actor)
+        self->send(i->second.actor, c);
+    },
+  };
+}
+
+} // namespace troupe::actors

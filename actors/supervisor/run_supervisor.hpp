@@ -1,0 +1,44 @@
+#pragma once
+
+#include "actors/services.hpp"
+#include "runtime/protocol/messages.hpp"
+
+#include <caf/behavior.hpp>
+#include <caf/stateful_actor.hpp>
+
+#include <deque>
+#include <unordered_map>
+
+namespace troupe::actors {
+
+/// The state of a run supervisor: the run actors it owns and when each was
+/// restarted.
+struct run_supervisor_state {
+  static inline const char* name = "troupe.run_supervisor";
+
+  struct child {
+    caf::actor actor;
+    caf::actor observer;
+    /// The workflow's name, for the index entry when the run is given up.
+    std::string workflow;
+    int64_t created_at_ns = 0;
+    /// Restart times (ns) inside the current window.
+    std::deque<int64_t> restarts;
+    int32_t total_restarts = 0;
+  };
+
+  services_ptr svc;
+  std::unordered_map<std::string, child> runs;
+  std::unordered_map<caf::actor_addr, std::string> by_addr;
+  bool stopping = false;
+};
+
+/// Owns run actors: starts them (start_run), forwards cancel_run and
+/// crash_run, and restarts a run actor that dies abnormally from its journal,
+/// with exponential backoff. After more than max_restarts restarts within
+/// restart_window (the OTP intensity limit) the run is failed instead.
+caf::behavior
+run_supervisor_impl(caf::stateful_actor<run_supervisor_state>* self,
+                    services_ptr svc);
+
+} // namespace troupe::actors

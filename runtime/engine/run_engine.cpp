@@ -1,0 +1,291 @@
+#include "runtime/engine/run_engine.hpp"
+
+#include "config/duration.hpp"
+#include "runtime/engine/backoff.hpp"
+#include "runtime/engine/resolve.hpp"
+
+namespace troupe::runtime {
+
+using json = nlohmann::json;
+
+std::string_view to_string(node_state s) {
+  switch (s) {
+  case node_state::pending: return "pending";
+  case node_state::running: return "running";
+  case node_state::waiting_retry: return "waiting_retry";
+  case node_state::completed: return "completed";
+  case node_state::failed: return "failed";
+  case node_state::cancelled: return "cancelled";
+  }
+  return "unknown";
+}
+
+run_engine::run_engine(std::string run_id,
+                       std::shared_ptr<const workflow_spec> spec, json inputs)
+    : run_id_(std::move(run_id)), spec_(std::move(spec)),
+      inputs_(std::move(inputs)) {
+  for (auto& n : spec_->nodes)
+    nodes_.emplace(n.id, node_status{});
+}
+
+namespace {
+
+json parse_or_string(const std::string& text) {
+  auto v = json::parse(text, nullptr, false);
+  return v.is_discarded() ? json(text) : v;
+}
+
+} // namespace
+
+void run_engine::apply(const event_record& e) {
+  auto node = nodes_.find(e.node);
+  auto* n = node == nodes_.end() ? nullptr : &node->second;
+  auto leave_running = [&] {
+    if (n && n->state == node_state::running)
+      --running_;
+  };
+  switch (e.type) {
+  case event_type::run_submitted: break;
+  case event_type::attempt_started:
+    if (!n)
+      break;
+    if (n->state != node_state::running)
+      ++running_;
+    n->state = node_state::running;
+    n->attempt = e.attempt;
+    n->started_at_ns = e.at_ns;
+    n->attempt_deadline_ns = e.deadline_ns;
+    n->next_retry_ns = 0;
+    break;
+  case event_type::timer_set:
+    if (n && n->timer_deadline_ns == 0)
+      n->timer_deadline_ns = e.deadline_ns;
+    break;
+  case event_type::attempt_failed:
+    if (!n)
+      break;
+    leave_running();
+    n->last_error_kind = e.error_kind;
+    n->last_error = e.message;
+    n->next_retry_ns = e.deadline_ns;
+    // Without a retry time the node_failed event follows.
+    n->state = node_state::waiting_retry;
+    break;
+  case event_type::node_completed:
+    if (!n)
+      break;
+    leave_running();
+    n->state = node_state::completed;
+    n->output = parse_or_string(e.data);
+    node_outputs_[e.node] = n->output;
+    ++completed_;
+    break;
+  case event_type::node_failed:
+    if (!n)
+      break;
+    leave_running();
+    n->state = node_state::failed;
+    n->last_error_kind = e.error_kind;
+    n->last_error = e.message;
+    break;
+  case event_type::node_cancelled:
+    if (!n)
+      break;
+    leave_running();
+    n->state = node_state::cancelled;
+    break;
+  case event_type::run_completed:
+    state_ = run_state::completed;
+    outputs_ = parse_or_string(e.data);
+    break;
+  case event_type::run_failed:
+    state_ = run_state::failed;
+    reason_ = e.message;
+    failed_node_ = e.node;
+    break;
+  case event_type::run_cancelled:
+    state_ = run_state::cancelled;
+    reason_ = e.message;
+    break;
+  case event_type::run_restarted: restarts_ = e.attempt; break;
+  }
+}
+
+void run_engine::emit(std::vector<event_record>& out, event_record e) {
+  apply(e);
+  out.push_back(std::move(e));
+}
+
+bool run_engine::dependencies_done(const node_spec& n) const {
+  for (auto& dep : n.after)
+    if (nodes_.at(dep).state != node_state::completed)
+      return false;
+  return true;
+}
+
+std::optional<json> run_engine::resolve_params(const node_spec& node,
+                                               std::string& error) const {
+  template_scope scope{&inputs_,    &node_outputs_, run_id_,
+                       spec_->name, node.id,        nodes_.at(node.id).attempt};
+  return resolve_templates(node.params, scope, error);
+}
+
+std::vector<event_record> run_engine::decide(int64_t now_ns) {
+  std::vector<event_record> out;
+  if (is_finished())
+    return out;
+  if (completed_ == nodes_.size()) {
+    template_scope scope{&inputs_, &node_outputs_, run_id_, spec_->name, "", 0};
+    json outputs = json::object();
+    for (auto& [name, value] : spec_->outputs) {
+      std::string error;
+      auto v = resolve_templates(value, scope, error);
+      if (!v)
+        return fail_node_and_run("", 0, "bad_template",
+                                 "output '" + name + "': " + error, now_ns);
+      outputs[name] = std::move(*v);
+    }
+    emit(out, {event_type::run_completed, now_ns, "", 0, 0, "", "",
+               outputs.dump(-1, ' ', false, json::error_handler_t::replace)});
+    return out;
+  }
+  auto limit = static_cast<size_t>(spec_->max_concurrency);
+  for (auto& n : spec_->nodes) {
+    if (running_ >= limit)
+      break;
+    auto& st = nodes_.at(n.id);
+    bool start = (st.state == node_state::pending && dependencies_done(n))
+                 || (st.state == node_state::waiting_retry
+                     && st.next_retry_ns != 0 && st.next_retry_ns <= now_ns);
+    if (!start)
+      continue;
+    int32_t attempt = st.attempt + 1;
+    int64_t deadline = n.timeout ? now_ns + n.timeout->count() : 0;
+    if (n.kind == "sleep" && st.timer_deadline_ns == 0) {
+      // The timer's deadline is fixed once, so restarts keep it.
+      std::string error;
+      auto params = resolve_params(n, error);
+      std::optional<config::duration> d;
+      if (params) {
+        auto& v = (*params)["duration"];
+        if (v.is_string())
+          d = config::parse_duration(v.get<std::string>(), &error);
+        else
+          error = "duration resolved to " + v.dump() + ", not a duration";
+      }
+      if (!d) {
+        auto failed = fail_node_and_run(n.id, attempt, "bad_params",
+                                        "sleep: " + error, now_ns);
+        out.insert(out.end(), failed.begin(), failed.end());
+        return out;
+      }
+      emit(out,
+           {event_type::timer_set, now_ns, n.id, attempt, now_ns + d->count()});
+    }
+    emit(out, {event_type::attempt_started, now_ns, n.id, attempt, deadline});
+  }
+  return out;
+}
+
+std::vector<event_record>
+run_engine::on_attempt_succeeded(const std::string& node, int32_t attempt,
+                                 const json& output, int64_t now_ns) {
+  std::vector<event_record> out;
+  auto it = nodes_.find(node);
+  if (is_finished() || it == nodes_.end()
+      || it->second.state != node_state::running
+      || it->second.attempt != attempt)
+    return out;
+  emit(out, {event_type::node_completed, now_ns, node, attempt, 0, "", "",
+             output.dump(-1, ' ', false, json::error_handler_t::replace)});
+  auto next = decide(now_ns);
+  out.insert(out.end(), next.begin(), next.end());
+  return out;
+}
+
+std::vector<event_record> run_engine::on_attempt_failed(
+  const std::string& node, int32_t attempt, const std::string& error_kind,
+  const std::string& message, int64_t now_ns, double u) {
+  std::vector<event_record> out;
+  auto it = nodes_.find(node);
+  if (is_finished() || it == nodes_.end()
+      || it->second.state != node_state::running
+      || it->second.attempt != attempt)
+    return out;
+  auto* spec = spec_->find_node(node);
+  auto& policy = spec->retry;
+  if (is_retryable(policy, error_kind) && attempt < policy.max_attempts) {
+    auto delay = backoff_delay(policy, attempt, u);
+    emit(out,
+         {event_type::attempt_failed, now_ns, node, attempt,
+          now_ns + std::max<int64_t>(1, delay.count()), error_kind, message});
+    auto next = decide(now_ns);
+    out.insert(out.end(), next.begin(), next.end());
+    return out;
+  }
+  emit(out, {event_type::attempt_failed, now_ns, node, attempt, 0, error_kind,
+             message});
+  auto why = attempt >= policy.max_attempts && is_retryable(policy, error_kind)
+               ? "gave up after " + std::to_string(attempt) + " attempt"
+                   + (attempt == 1 ? "" : "s") + ": "
+               : "not retryable (" + error_kind + "): ";
+  auto failed
+    = fail_node_and_run(node, attempt, error_kind, why + message, now_ns);
+  out.insert(out.end(), failed.begin(), failed.end());
+  return out;
+}
+
+std::vector<event_record>
+run_engine::fail_node_and_run(const std::string& node, int32_t attempt,
+                              const std::string& kind,
+                              const std::string& message, int64_t now_ns) {
+  std::vector<event_record> out;
+  if (!node.empty())
+    emit(out,
+         {event_type::node_failed, now_ns, node, attempt, 0, kind, message});
+  for (auto& n : spec_->nodes) {
+    auto& st = nodes_.at(n.id);
+    if (st.state == node_state::running
+        || st.state == node_state::waiting_retry)
+      emit(out, {event_type::node_cancelled, now_ns, n.id, st.attempt, 0, "",
+                 "run failed: node '" + node + "' failed"});
+  }
+  auto text = node.empty() ? message : "node '" + node + "': " + message;
+  emit(out, {event_type::run_failed, now_ns, node, attempt, 0, kind, text});
+  return out;
+}
+
+std::vector<event_record> run_engine::cancel(const std::string& reason,
+                                             int64_t now_ns) {
+  std::vector<event_record> out;
+  if (is_finished())
+    return out;
+  for (auto& n : spec_->nodes) {
+    auto& st = nodes_.at(n.id);
+    if (st.state == node_state::running
+        || st.state == node_state::waiting_retry)
+      emit(out, {event_type::node_cancelled, now_ns, n.id, st.attempt, 0, "",
+                 reason});
+  }
+  emit(out, {event_type::run_cancelled, now_ns, "", 0, 0, "", reason});
+  return out;
+}
+
+std::vector<event_record> run_engine::fail_run(const std::string& error_kind,
+                                               const std::string& message,
+                                               int64_t now_ns) {
+  if (is_finished())
+    return {};
+  return fail_node_and_run("", 0, error_kind, message, now_ns);
+}
+
+int64_t run_engine::next_wakeup_ns() const {
+  int64_t best = 0;
+  for (auto& [_, st] : nodes_)
+    if (st.state == node_state::waiting_retry && st.next_retry_ns != 0
+        && (best == 0 || st.next_retry_ns < best))
+      best = st.next_retry_ns;
+  return best;
+}
+
+} // namespace troupe::runtime

@@ -1,0 +1,144 @@
+#pragma once
+
+#include "persistence/records.hpp"
+#include "runtime/model/workflow.hpp"
+
+#include <nlohmann/json.hpp>
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+namespace troupe::runtime {
+
+using persistence::event_record;
+using persistence::event_type;
+using persistence::run_state;
+
+/// Where one node of a run stands.
+enum class node_state : uint8_t {
+  pending,       ///< Waiting for its `after` nodes.
+  running,       ///< An attempt is executing.
+  waiting_retry, ///< The last attempt failed; the next waits for its time.
+  completed,
+  failed,
+  cancelled,
+};
+
+/// Returns the state's name, e.g. "waiting_retry".
+std::string_view to_string(node_state s);
+
+/// Everything the engine knows about one node of a run.
+struct node_status {
+  node_state state = node_state::pending;
+  /// The current (or last) attempt, 1-based; 0 before the first.
+  int32_t attempt = 0;
+  int64_t started_at_ns = 0;
+  /// When the running attempt times out; 0 for never.
+  int64_t attempt_deadline_ns = 0;
+  /// When the next attempt may start (waiting_retry).
+  int64_t next_retry_ns = 0;
+  /// When a sleep node's durable timer fires; 0 before it is set.
+  int64_t timer_deadline_ns = 0;
+  std::string last_error_kind;
+  std::string last_error;
+  nlohmann::json output;
+};
+
+/// The deterministic state machine of one run: events in, events out. It
+/// never reads a clock or does I/O: callers pass the time and persist the
+/// events it returns before acting on them. Replaying a run's journal through
+/// `apply` rebuilds exactly the state the run had.
+class run_engine {
+ public:
+  run_engine(std::string run_id, std::shared_ptr<const workflow_spec> spec,
+             nlohmann::json inputs);
+
+  // -- replay -----------------------------------------------------------------
+
+  /// Applies one journal event to the state.
+  void apply(const event_record& e);
+
+  // -- decisions: each returns the events it applied, in order ----------------
+
+  /// Starts what can start at `now_ns`: nodes whose `after` nodes completed
+  /// and retries whose time has come, up to max_concurrency; completes the
+  /// run when every node completed.
+  std::vector<event_record> decide(int64_t now_ns);
+
+  /// Records a successful attempt.
+  std::vector<event_record> on_attempt_succeeded(const std::string& node,
+                                                 int32_t attempt,
+                                                 const nlohmann::json& output,
+                                                 int64_t now_ns);
+
+  /// Records a failed attempt: schedules the next one by the node's retry
+  /// policy (`u` is a uniform draw in [0, 1) for the jitter), or fails the
+  /// node and then the run, cancelling the nodes still running.
+  std::vector<event_record> on_attempt_failed(const std::string& node,
+                                              int32_t attempt,
+                                              const std::string& error_kind,
+                                              const std::string& message,
+                                              int64_t now_ns, double u);
+
+  /// Cancels the run: running nodes are cancelled, the run ends cancelled.
+  std::vector<event_record> cancel(const std::string& reason, int64_t now_ns);
+
+  /// Fails the run from outside the DAG (e.g. too many restarts).
+  std::vector<event_record> fail_run(const std::string& error_kind,
+                                     const std::string& message,
+                                     int64_t now_ns);
+
+  // -- queries ----------------------------------------------------------------
+
+  /// Resolves the templates in a node's parameters for its current attempt.
+  std::optional<nlohmann::json> resolve_params(const node_spec& node,
+                                               std::string& error) const;
+
+  /// Returns the earliest time a waiting retry may start, or 0.
+  int64_t next_wakeup_ns() const;
+
+  const std::string& run_id() const noexcept { return run_id_; }
+  const workflow_spec& spec() const noexcept { return *spec_; }
+  const nlohmann::json& inputs() const noexcept { return inputs_; }
+  run_state state() const noexcept { return state_; }
+  bool is_finished() const noexcept { return persistence::is_terminal(state_); }
+  const node_status& status(const std::string& node) const {
+    return nodes_.at(node);
+  }
+  /// The run's outputs once completed.
+  const nlohmann::json& outputs() const noexcept { return outputs_; }
+  /// Why the run failed or was cancelled, and the node that failed it.
+  const std::string& reason() const noexcept { return reason_; }
+  const std::string& failed_node() const noexcept { return failed_node_; }
+  int32_t restarts() const noexcept { return restarts_; }
+  /// Number of nodes with an attempt executing.
+  size_t running() const noexcept { return running_; }
+
+ private:
+  std::vector<event_record> fail_node_and_run(const std::string& node,
+                                              int32_t attempt,
+                                              const std::string& kind,
+                                              const std::string& message,
+                                              int64_t now_ns);
+  void emit(std::vector<event_record>& out, event_record e);
+  bool dependencies_done(const node_spec& n) const;
+
+  std::string run_id_;
+  std::shared_ptr<const workflow_spec> spec_;
+  nlohmann::json inputs_;
+  std::unordered_map<std::string, node_status> nodes_;
+  /// Outputs of completed nodes, by node id (the scope of templates).
+  nlohmann::json node_outputs_ = nlohmann::json::object();
+  run_state state_ = run_state::running;
+  nlohmann::json outputs_;
+  std::string reason_;
+  std::string failed_node_;
+  int32_t restarts_ = 0;
+  size_t running_ = 0;
+  size_t completed_ = 0;
+};
+
+} // namespace troupe::runtime

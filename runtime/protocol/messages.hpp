@@ -1,0 +1,202 @@
+#pragma once
+
+// Every message Troupe's actors exchange, and the one type-ID block that
+// registers them with CAF (so that the same actors can talk across nodes).
+// Only append to the block: never reorder or delete entries, since the IDs
+// go on the wire.
+
+#include "persistence/records.hpp"
+
+#include <caf/actor.hpp>
+#include <caf/actor_system_config.hpp>
+#include <caf/meta/type_name.hpp>
+#include <caf/type_id.hpp>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace troupe::persistence {
+
+template<class Inspector>
+typename Inspector::result_type inspect(Inspector& f, event_record& x) {
+  return f(caf::meta::type_name("troupe.event_record"), x.type, x.at_ns, x.node,
+           x.attempt, x.deadline_ns, x.error_kind, x.message, x.data, x.data2);
+}
+
+} // namespace troupe::persistence
+
+namespace troupe::runtime {
+
+/// Starts (or restarts) a run actor from the run's journal.
+struct start_run {
+  std::string run_id;
+  std::vector<persistence::event_record> journal;
+  /// Receives run_progress and run_finished; may be invalid.
+  caf::actor observer;
+  /// How often the run actor was restarted, and why the last time.
+  int32_t restarts = 0;
+  std::string restart_reason;
+};
+
+/// What one attempt of one node executes.
+struct attempt_spec {
+  std::string run_id;
+  std::string node;
+  std::string kind;
+  int32_t attempt = 0;
+  /// The node's parameters with templates resolved (JSON).
+  std::string params;
+  /// The node's context (JSON {inputs, nodes}): exec's default stdin.
+  std::string context;
+  /// When a sleep node's durable timer fires (ns since epoch).
+  int64_t timer_deadline_ns = 0;
+  uint64_t max_output_bytes = 0;
+  int64_t kill_grace_ms = 0;
+};
+
+/// How an attempt ended; sent by the attempt actor to its run actor.
+struct attempt_result {
+  std::string node;
+  int32_t attempt = 0;
+  bool ok = false;
+  /// Output (JSON) when ok.
+  std::string output;
+  std::string error_kind;
+  std::string message;
+};
+
+/// A child process of an exec attempt ended.
+struct exec_finished {
+  int32_t exit_code = -1;
+  int32_t signal = 0;
+  std::string out;
+  std::string err;
+  bool out_truncated = false;
+  bool err_truncated = false;
+  std::string spawn_error;
+  bool killed = false;
+};
+
+/// The journal store made a batch durable (error empty) or failed.
+struct store_ack {
+  uint64_t tag = 0;
+  std::string error;
+};
+
+/// A node's retry time has come.
+struct retry_due {
+  std::string node;
+  int32_t attempt = 0;
+};
+
+/// A node's attempt ran past its timeout.
+struct attempt_timeout {
+  std::string node;
+  int32_t attempt = 0;
+};
+
+/// Something happened to a node of a run; for observers.
+struct run_progress {
+  std::string run_id;
+  std::string node;
+  std::string event;
+  int32_t attempt = 0;
+  int64_t next_retry_ns = 0;
+  std::string message;
+};
+
+/// A run ended; for observers.
+struct run_finished {
+  std::string run_id;
+  std::string workflow;
+  persistence::run_state state = persistence::run_state::running;
+  /// Outputs (JSON) when completed.
+  std::string outputs;
+  std::string reason;
+  std::string failed_node;
+};
+
+/// A supervisor read a crashed run's journal to restart it.
+struct journal_loaded {
+  std::string run_id;
+  std::vector<persistence::event_record> journal;
+  /// Why the journal could not be read whole; empty when it could.
+  std::string error;
+  /// Why the run actor died.
+  std::string reason;
+};
+
+/// Asks a run to stop, ending cancelled.
+struct cancel_run {
+  std::string run_id;
+  std::string reason;
+};
+
+/// Makes a run actor fail as if it had a bug (supervision tests, chaos).
+struct crash_run {
+  std::string run_id;
+};
+
+/// A supervisor restarts a crashed run once its backoff has passed and its
+/// journal is durable.
+struct restart_run {
+  std::string run_id;
+  std::string reason;
+};
+
+#define TROUPE_INSPECT(type, ...)                                  \
+  template<class Inspector>                                        \
+  typename Inspector::result_type inspect(Inspector& f, type& x) { \
+    return f(caf::meta::type_name("troupe." #type), __VA_ARGS__);  \
+  }
+
+TROUPE_INSPECT(start_run, x.run_id, x.journal, x.observer, x.restarts,
+               x.restart_reason)
+TROUPE_INSPECT(attempt_spec, x.run_id, x.node, x.kind, x.attempt, x.params,
+               x.context, x.timer_deadline_ns, x.max_output_bytes,
+               x.kill_grace_ms)
+TROUPE_INSPECT(attempt_result, x.node, x.attempt, x.ok, x.output, x.error_kind,
+               x.message)
+TROUPE_INSPECT(exec_finished, x.exit_code, x.signal, x.out, x.err,
+               x.out_truncated, x.err_truncated, x.spawn_error, x.killed)
+TROUPE_INSPECT(store_ack, x.tag, x.error)
+TROUPE_INSPECT(retry_due, x.node, x.attempt)
+TROUPE_INSPECT(attempt_timeout, x.node, x.attempt)
+TROUPE_INSPECT(run_progress, x.run_id, x.node, x.event, x.attempt,
+               x.next_retry_ns, x.message)
+TROUPE_INSPECT(run_finished, x.run_id, x.workflow, x.state, x.outputs, x.reason,
+               x.failed_node)
+TROUPE_INSPECT(cancel_run, x.run_id, x.reason)
+TROUPE_INSPECT(crash_run, x.run_id)
+TROUPE_INSPECT(restart_run, x.run_id, x.reason)
+TROUPE_INSPECT(journal_loaded, x.run_id, x.journal, x.error, x.reason)
+
+#undef TROUPE_INSPECT
+
+/// Registers every Troupe message type with `cfg`. Every node calls this
+/// one function, so that all nodes agree on the types.
+void register_message_types(caf::actor_system_config& cfg);
+
+} // namespace troupe::runtime
+
+// clang-format off
+CAF_BEGIN_TYPE_ID_BLOCK(troupe, caf::first_custom_type_id)
+  CAF_ADD_TYPE_ID(troupe, (troupe::persistence::event_record))
+  CAF_ADD_TYPE_ID(troupe, (std::vector<troupe::persistence::event_record>))
+  CAF_ADD_TYPE_ID(troupe, (troupe::runtime::start_run))
+  CAF_ADD_TYPE_ID(troupe, (troupe::runtime::attempt_spec))
+  CAF_ADD_TYPE_ID(troupe, (troupe::runtime::attempt_result))
+  CAF_ADD_TYPE_ID(troupe, (troupe::runtime::exec_finished))
+  CAF_ADD_TYPE_ID(troupe, (troupe::runtime::store_ack))
+  CAF_ADD_TYPE_ID(troupe, (troupe::runtime::retry_due))
+  CAF_ADD_TYPE_ID(troupe, (troupe::runtime::attempt_timeout))
+  CAF_ADD_TYPE_ID(troupe, (troupe::runtime::run_progress))
+  CAF_ADD_TYPE_ID(troupe, (troupe::runtime::run_finished))
+  CAF_ADD_TYPE_ID(troupe, (troupe::runtime::cancel_run))
+  CAF_ADD_TYPE_ID(troupe, (troupe::runtime::crash_run))
+  CAF_ADD_TYPE_ID(troupe, (troupe::runtime::restart_run))
+  CAF_ADD_TYPE_ID(troupe, (troupe::runtime::journal_loaded))
+  CAF_ADD_ATOM(troupe, troupe::atom, fire, "fire")
+CAF_END_TYPE_ID_BLOCK(troupe)
+// clang-format on

@@ -1,0 +1,429 @@
+// `troupe run` as a child process: runs, failures, bad input, and kill -9 at
+// chosen moments followed by a restart on the same data dir. Side effects are
+// counted as lines that exec nodes append to files.
+
+#include "tests/support/process.hpp"
+#include "tests/support/store_surgery.hpp"
+#include "tests/support/temp_dir.hpp"
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <csignal>
+#include <fstream>
+#include <thread>
+#include <unistd.h>
+
+using namespace std::chrono_literals;
+using troupe::test::background_process;
+using troupe::test::process_options;
+using troupe::test::process_result;
+using troupe::test::run_process;
+using troupe::test::temp_dir;
+using troupe::test::wait_until;
+using json = nlohmann::json;
+
+namespace {
+
+const std::string examples = std::string{TROUPE_SOURCE_DIR} + "/examples/";
+
+bool contains(const std::string& haystack, const std::string& needle) {
+  return haystack.find(needle) != std::string::npos;
+}
+
+/// Counts lines equal to `line` in `path`.
+int count_lines(const std::filesystem::path& path, const std::string& line) {
+  std::ifstream in{path};
+  std::string l;
+  int n = 0;
+  while (std::getline(in, l))
+    n += l == line;
+  return n;
+}
+
+struct Run : ::testing::Test {
+  temp_dir dir;
+  std::string data = (dir.path() / "data").string();
+  std::string marks = (dir.path() / "marks.txt").string();
+  int spawned = 0;
+
+  process_options opts() {
+    process_options o;
+    o.cwd = dir.path().string();
+    o.env = {{"TROUPE_CONFIG_DIR", (dir.path() / "config").string()},
+             {"TROUPE_ENV", std::nullopt}};
+    o.time_limit = 60s;
+    return o;
+  }
+
+  std::vector<std::string> args(std::vector<std::string> rest) {
+    rest.insert(rest.begin(), TROUPE_BINARY);
+    return rest;
+  }
+
+  /// Runs troupe to completion.
+  process_result troupe(std::vector<std::string> rest) {
+    auto r = run_process(args(std::move(rest)), opts());
+    EXPECT_FALSE(r.timed_out);
+    return r;
+  }
+
+  /// Starts troupe in the background.
+  std::unique_ptr<background_process> start(std::vector<std::string> rest) {
+    auto n = std::to_string(spawned++);
+    return std::make_unique<background_process>(
+      args(std::move(rest)), opts(), (dir.path() / ("out" + n)).string(),
+      (dir.path() / ("err" + n)).string());
+  }
+
+  /// A node that appends `name` to the marks file, then sleeps `secs`.
+  std::string mark_node(const std::string& name, const std::string& after,
+                        const std::string& secs = "0") {
+    std::string s = "  " + name + ":\n    kind: exec\n";
+    if (!after.empty())
+      s += "    after: [" + after + "]\n";
+    s += "    command: [\"/bin/sh\", \"-c\", \"echo " + name + " >> " + marks
+         + "; sleep " + secs + "; echo '{\\\"" + name + "\\\": true}'\"]\n";
+    return s;
+  }
+
+  /// Kills the background run with SIGKILL once `ready` holds, restarts with
+  /// --resume, and returns the resumed process's result.
+  process_result kill_and_resume(background_process& p,
+                                 const std::function<bool()>& ready) {
+    EXPECT_TRUE(wait_until(ready, 30s)) << p.err();
+    p.signal(SIGKILL);
+    EXPECT_EQ(p.wait(10s), -SIGKILL);
+    auto r = troupe({"run", "--resume", "--data-dir", data});
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    return r;
+  }
+};
+
+/// Returns the one JSON report line --resume prints for a completed run.
+json resumed_report(const process_result& r) {
+  auto line = r.out.substr(0, r.out.find('\n'));
+  return json::parse(line, nullptr, false);
+}
+
+} // namespace
+
+TEST_F(Run, RunsHelloAndPrintsItsOutputs) {
+  auto r = troupe(
+    {"run", examples + "hello.yaml", "--data-dir", data, "--input", "who=Ada"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto out = json::parse(r.out);
+  EXPECT_EQ(out["greeting"], "Hello, Ada!");
+  EXPECT_EQ(out["farewell"], "goodbye, Ada");
+}
+
+TEST_F(Run, RunsTheExamples) {
+  auto r = troupe({"run", examples + "pipeline.yaml", "--data-dir", data});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto out = json::parse(r.out);
+  EXPECT_EQ(out["doubled"], 42);
+  EXPECT_EQ(out["seen_by_last_step"], (json{{"doubled", 42}}));
+  r = troupe({"run", examples + "flaky.yaml", "--data-dir", data});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(json::parse(r.out)["attempt"], 3);
+  r = troupe({"run", examples + "fanout.json", "--data-dir", data, "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto report = json::parse(r.out);
+  EXPECT_EQ(report["state"], "completed");
+  EXPECT_EQ(report["outputs"]["n"], 3);
+}
+
+TEST_F(Run, FailedRunExitsOneNamingTheNodeAndItsAttempts) {
+  auto wf = dir.write("f.yaml", R"(name: f
+nodes:
+  a: {kind: noop}
+  charge:
+    kind: fail
+    after: [a]
+    times: 9
+    message: card service down
+    retry: {max_attempts: 3, initial_backoff: 10ms, jitter: none}
+)");
+  auto r = troupe({"run", wf.string(), "--data-dir", data});
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_TRUE(contains(r.err, "node 'charge': gave up after 3 attempts: card "
+                              "service down"))
+    << r.err;
+  // The journal tells the same story.
+  auto id_start = r.err.find("run ") + 4;
+  auto id = r.err.substr(id_start, r.err.find(' ', id_start) - id_start);
+  auto h = troupe({"history", id, "--data-dir", data});
+  ASSERT_EQ(h.exit_code, 0) << h.err;
+  EXPECT_TRUE(contains(h.out, "charge: attempt 2 failed (injected): card "
+                              "service down; retry in"))
+    << h.out;
+  EXPECT_TRUE(contains(h.out, "run FAILED")) << h.out;
+  auto hj = troupe({"history", id, "--data-dir", data, "--json"});
+  auto events = json::parse(hj.out)["events"];
+  EXPECT_EQ(events.front()["type"], "run_submitted");
+  EXPECT_EQ(events.back()["type"], "run_failed");
+}
+
+TEST_F(Run, BadInputExitsTwo) {
+  auto r = troupe(
+    {"run", examples + "hello.yaml", "--data-dir", data, "--input", "whom=x"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_TRUE(contains(r.err, "unknown input 'whom'")) << r.err;
+  EXPECT_TRUE(contains(r.err, "did you mean 'who'?")) << r.err;
+  auto typed = dir.write("t.yaml", "name: t\ninputs: {n: {type: integer, "
+                                   "required: true}}\nnodes: {a: {kind: "
+                                   "noop}}\n");
+  r = troupe({"run", typed.string(), "--data-dir", data});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_TRUE(contains(r.err, "missing required input 'n'")) << r.err;
+  r = troupe({"run", typed.string(), "--data-dir", data, "--input", "n=x"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_TRUE(contains(r.err, "must be of type integer")) << r.err;
+  r = troupe(
+    {"run", typed.string(), "--data-dir", data, "--durability", "fast"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_TRUE(contains(r.err, "storage.durability")) << r.err;
+  r = troupe({"run", "--data-dir", data});
+  EXPECT_EQ(r.exit_code, 2);
+  // A data dir that is a file.
+  auto file = dir.write("not-a-dir", "x");
+  r = troupe({"run", examples + "hello.yaml", "--data-dir", file.string()});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_TRUE(contains(r.err, file.string())) << r.err;
+}
+
+TEST_F(Run, RuntimeProblemsEndAsReadableNodeErrors) {
+  auto wf = dir.write("p.yaml", R"(name: p
+nodes:
+  chatty:
+    kind: exec
+    command: ["/bin/sh", "-c", "head -c 50000000 /dev/zero; printf '\\377\\376 not utf8' >&2"]
+    max_output_bytes: 1024
+  thrower:
+    kind: fail
+    times: 1
+    exception: true
+    retry: {initial_backoff: 10ms}
+  deaf:
+    kind: exec
+    after: [chatty, thrower]
+    command: ["/bin/sh", "-c", "trap '' TERM; sleep 30"]
+    timeout: 300ms
+    retry: {max_attempts: 2, initial_backoff: 10ms}
+)");
+  auto r = troupe({"run", wf.string(), "--data-dir", data, "--set",
+                   "exec.kill_grace=100ms", "--json"});
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  auto report = json::parse(r.out);
+  EXPECT_TRUE(contains(report["error"], "node 'deaf': gave up after 2 "
+                                        "attempts: attempt timed out after "
+                                        "300ms"))
+    << report.dump();
+  auto h = troupe({"history", report["run_id"], "--data-dir", data, "--json"});
+  ASSERT_EQ(h.exit_code, 0) << h.err;
+  bool chatty_capped = false, thrower_crashed = false, thrower_retried = false;
+  auto history = json::parse(h.out);
+  for (auto& e : history["events"]) {
+    if (e["node"] == "chatty" && e["type"] == "node_completed") {
+      auto out = json::parse(e["data"].get<std::string>());
+      chatty_capped = out["stdout"].get<std::string>().size() == 1024
+                      && out["stdout_truncated"] == true;
+    }
+    if (e["node"] == "thrower" && e["type"] == "attempt_failed")
+      thrower_crashed = e["error_kind"] == "crash"
+                        && contains(e["message"], "threw on purpose");
+    if (e["node"] == "thrower" && e["type"] == "node_completed")
+      thrower_retried = true;
+  }
+  EXPECT_TRUE(chatty_capped) << h.out.substr(0, 2000);
+  EXPECT_TRUE(thrower_crashed) << h.out.substr(0, 2000);
+  EXPECT_TRUE(thrower_retried) << h.out.substr(0, 2000);
+}
+
+TEST_F(Run, TemplateThatResolvesToNothingFailsTheNode) {
+  auto wf = dir.write("t.yaml", R"(name: t
+nodes:
+  a: {kind: noop, x: 1}
+  b: {kind: noop, after: [a], y: "{{ nodes.a.output.nope }}"}
+)");
+  auto r = troupe({"run", wf.string(), "--data-dir", data});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_TRUE(contains(r.err, "node 'b': not retryable (bad_template): "
+                              "template '{{ nodes.a.output.nope }}' resolved "
+                              "to nothing: the output of node 'a' has no "
+                              "field 'nope'"))
+    << r.err;
+}
+
+TEST_F(Run, KillDuringSleepResumesAtTheDeadlineWithoutRedoingWork) {
+  auto wf = dir.write("s.yaml", "name: s\nnodes:\n" + mark_node("a", "")
+                                  + "  nap: {kind: sleep, after: [a], "
+                                    "duration: 1500ms}\n"
+                                  + mark_node("b", "nap"));
+  auto p = start({"run", wf.string(), "--data-dir", data});
+  // The progress line of the timer comes once it is journaled: `a` has
+  // completed and the run is parked in its sleep.
+  auto r = kill_and_resume(
+    *p, [&] { return contains(p->err(), " nap  timer_set"); });
+  auto report = resumed_report(r);
+  EXPECT_EQ(report["state"], "completed") << r.out << r.err;
+  EXPECT_EQ(count_lines(marks, "a"), 1);
+  EXPECT_EQ(count_lines(marks, "b"), 1);
+}
+
+TEST_F(Run, KillDuringExecRunsTheInFlightNodeAtMostTwice) {
+  auto wf = dir.write("e.yaml", "name: e\nnodes:\n" + mark_node("a", "", "1")
+                                  + mark_node("b", "a"));
+  auto p = start({"run", wf.string(), "--data-dir", data});
+  kill_and_resume(*p, [&] { return count_lines(marks, "a") == 1; });
+  EXPECT_GE(count_lines(marks, "a"), 1);
+  EXPECT_LE(count_lines(marks, "a"), 2);
+  EXPECT_EQ(count_lines(marks, "b"), 1);
+}
+
+TEST_F(Run, KillBetweenNodesNeverRedoesCompletedOnes) {
+  std::string wf_text = "name: chain\nnodes:\n" + mark_node("n1", "");
+  for (int i = 2; i <= 6; ++i)
+    wf_text
+      += mark_node("n" + std::to_string(i), "n" + std::to_string(i - 1), "0.1");
+  auto wf = dir.write("c.yaml", wf_text);
+  auto p = start({"run", wf.string(), "--data-dir", data});
+  kill_and_resume(*p, [&] { return count_lines(marks, "n3") == 1; });
+  // n1 and n2 completed before the kill (n3 had started): exactly once.
+  EXPECT_EQ(count_lines(marks, "n1"), 1);
+  EXPECT_EQ(count_lines(marks, "n2"), 1);
+  for (int i = 3; i <= 6; ++i) {
+    auto n = count_lines(marks, "n" + std::to_string(i));
+    EXPECT_GE(n, 1) << i;
+    EXPECT_LE(n, 2) << i;
+  }
+  EXPECT_EQ(count_lines(marks, "n6"), 1);
+}
+
+TEST_F(Run, KillInTheMiddleOfAFanOut) {
+  std::string wf_text = "name: fan\nnodes:\n" + mark_node("start", "");
+  for (int i = 1; i <= 6; ++i)
+    wf_text
+      += mark_node("w" + std::to_string(i), "start", std::to_string(0.2 * i));
+  wf_text += mark_node("join", "w1, w2, w3, w4, w5, w6");
+  auto wf = dir.write("f.yaml", wf_text);
+  auto p = start({"run", wf.string(), "--data-dir", data});
+  kill_and_resume(*p, [&] { return count_lines(marks, "w6") == 1; });
+  EXPECT_EQ(count_lines(marks, "start"), 1);
+  for (int i = 1; i <= 6; ++i) {
+    auto n = count_lines(marks, "w" + std::to_string(i));
+    EXPECT_GE(n, 1) << i;
+    EXPECT_LE(n, 2) << i;
+  }
+  EXPECT_EQ(count_lines(marks, "join"), 1);
+}
+
+TEST_F(Run, SigtermStopsCleanlyAndTheNextRunResumes) {
+  auto wf = dir.write("s.yaml", "name: s\nnodes:\n" + mark_node("a", "")
+                                  + "  nap: {kind: sleep, after: [a], "
+                                    "duration: 800ms}\n");
+  auto p = start({"run", wf.string(), "--data-dir", data});
+  ASSERT_TRUE(wait_until([&] { return count_lines(marks, "a") == 1; }, 30s));
+  p->signal(SIGTERM);
+  EXPECT_EQ(p->wait(10s), 128 + SIGTERM) << p->err();
+  EXPECT_TRUE(contains(p->err(), "resume with 'troupe run --resume"))
+    << p->err();
+  // A new `troupe run` finishes the interrupted run as well as its own.
+  auto r = troupe({"run", examples + "hello.yaml", "--data-dir", data});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(contains(r.err, "resuming 1 unfinished run")) << r.err;
+  EXPECT_TRUE(contains(r.err, "(s) completed")) << r.err;
+  EXPECT_EQ(count_lines(marks, "a"), 1);
+  // Nothing left to resume.
+  r = troupe({"run", "--resume", "--data-dir", data});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "");
+}
+
+TEST_F(Run, UnreadableDataDirIsAClearErrorNotACrash) {
+  // Run a first time so the folder holds a real store.
+  ASSERT_EQ(
+    troupe({"run", examples + "hello.yaml", "--data-dir", data}).exit_code, 0);
+  std::filesystem::permissions(data, std::filesystem::perms::owner_all,
+                               std::filesystem::perm_options::replace);
+  auto cmd = args({"run", examples + "hello.yaml", "--data-dir", data});
+  if (::geteuid() == 0) {
+    // Root reads every folder: run as nobody, from copies nobody can reach
+    // (the build tree may sit in a folder closed to others).
+    namespace fs = std::filesystem;
+    auto bin = dir.path() / "troupe";
+    auto hello = dir.path() / "hello.yaml";
+    fs::copy_file(TROUPE_BINARY, bin);
+    fs::copy_file(examples + "hello.yaml", hello);
+    fs::permissions(dir.path(), fs::perms::owner_all | fs::perms::others_exec,
+                    fs::perm_options::replace);
+    fs::permissions(bin,
+                    fs::perms::owner_all | fs::perms::others_read
+                      | fs::perms::others_exec,
+                    fs::perm_options::replace);
+    fs::permissions(hello, fs::perms::owner_all | fs::perms::others_read,
+                    fs::perm_options::replace);
+    cmd = {"/usr/bin/setpriv",
+           "--reuid=65534",
+           "--regid=65534",
+           "--clear-groups",
+           "--",
+           bin.string(),
+           "run",
+           hello.string(),
+           "--data-dir",
+           data};
+  } else {
+    std::filesystem::permissions(data, std::filesystem::perms::none,
+                                 std::filesystem::perm_options::replace);
+  }
+  auto o = opts();
+  o.cwd = "/";
+  auto r = run_process(cmd, o);
+  std::filesystem::permissions(data, std::filesystem::perms::owner_all,
+                               std::filesystem::perm_options::replace);
+  EXPECT_EQ(r.exit_code, 2) << r.out << r.err;
+  EXPECT_TRUE(contains(r.err, data)) << r.err;
+  EXPECT_TRUE(contains(r.err, "ermission denied")) << r.err;
+  // The store is intact: the owner can still use it.
+  EXPECT_EQ(troupe({"run", "--resume", "--data-dir", data}).exit_code, 0);
+}
+
+TEST_F(Run, CorruptJournalFailsThatRunAndOthersStillRecover) {
+  auto wf = [&](const std::string& name, const std::string& nap) {
+    return dir.write(name + ".yaml", "name: " + name + "\nnodes:\n"
+                                       + mark_node(name, "")
+                                       + "  nap: {kind: sleep, after: [" + name
+                                       + "], duration: " + nap + "}\n");
+  };
+  // Two runs, each killed while parked in its sleep.
+  for (auto [name, nap] : {std::pair{"first", "1s"}, {"second", "1s"}}) {
+    auto p = start({"run", wf(name, nap).string(), "--data-dir", data});
+    ASSERT_TRUE(wait_until(
+      [&, n = std::string{name}] { return count_lines(marks, n) == 1; }, 30s))
+      << p->err();
+    std::this_thread::sleep_for(100ms);
+    p->signal(SIGKILL);
+    ASSERT_EQ(p->wait(10s), -SIGKILL);
+  }
+  // Damage record 3 of the first run's journal, behind the node's back.
+  auto ids = troupe::test::corrupt_journal_record(data, 0, 3);
+  ASSERT_EQ(ids.size(), 2u);
+  auto r = troupe({"run", "--resume", "--data-dir", data});
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_TRUE(contains(r.err, "not resumed: run " + ids[0]
+                                + ": journal record 3 is corrupt"))
+    << r.err;
+  // The other run finished; its report is the only line on stdout.
+  auto report = resumed_report(r);
+  EXPECT_EQ(report["run_id"], ids[1]) << r.out;
+  EXPECT_EQ(report["state"], "completed") << r.out;
+  // The damaged run is marked failed with the reason: no crash loop, and
+  // its history says why.
+  r = troupe({"run", "--resume", "--data-dir", data});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "");
+  auto h = troupe({"history", ids[0], "--data-dir", data});
+  EXPECT_TRUE(contains(h.out + h.err, "journal record 3 is corrupt"))
+    << h.out << h.err;
+}

@@ -1,0 +1,114 @@
+// The run supervisor: a crashed run actor restarts from its journal; too many
+// crashes within the window fail the run instead of restarting it forever.
+
+#include "actors/node/embedded_node.hpp"
+#include "runtime/protocol/messages.hpp"
+#include "runtime/spec/workflow_loader.hpp"
+#include "tests/support/temp_dir.hpp"
+
+#include <caf/all.hpp>
+#include <gtest/gtest.h>
+
+#include <thread>
+
+using namespace std::chrono_literals;
+using namespace troupe;
+using json = nlohmann::json;
+
+namespace {
+
+struct Supervision : ::testing::Test {
+  test::temp_dir dir;
+
+  std::unique_ptr<actors::embedded_node> open(int32_t max_restarts) {
+    actors::embedded_node::options o;
+    o.data_dir = (dir.path() / "data").string();
+    o.engine.max_restarts = max_restarts;
+    o.engine.restart_backoff = 10ms;
+    o.engine.restart_window = 60s;
+    std::string error;
+    auto node = actors::embedded_node::open(o, error);
+    EXPECT_TRUE(node) << error;
+    return node;
+  }
+
+  static std::string submit(actors::embedded_node& node, caf::actor observer,
+                            const std::string& source) {
+    auto outcome = runtime::parse_workflow(source);
+    EXPECT_TRUE(outcome.ok());
+    std::string error;
+    auto id
+      = node.submit(source, *outcome.workflow, json::object(), observer, error);
+    EXPECT_FALSE(id.empty()) << error;
+    return id;
+  }
+
+  /// Waits (bounded) for the run to finish and returns how it ended.
+  static runtime::run_finished wait_finished(caf::scoped_actor& self) {
+    runtime::run_finished result;
+    bool done = false;
+    for (int i = 0; i < 300 && !done; ++i)
+      self->receive([&](runtime::run_finished& f) { result = f, done = true; },
+                    [](runtime::run_progress&) {}, caf::after(100ms) >> [] {});
+    EXPECT_TRUE(done);
+    return result;
+  }
+
+  static int count(const std::vector<persistence::event_record>& events,
+                   persistence::event_type t) {
+    int n = 0;
+    for (auto& e : events)
+      n += e.type == t;
+    return n;
+  }
+};
+
+const char* sleepy = "name: sleepy\nnodes:\n  a: {kind: noop}\n  nap: {kind: "
+                     "sleep, after: [a], duration: 600ms}\n  b: {kind: noop, "
+                     "after: [nap]}\n";
+
+} // namespace
+
+TEST_F(Supervision, CrashedRunRestartsFromItsJournal) {
+  auto node = open(5);
+  std::string id;
+  {
+    caf::scoped_actor self{node->system()};
+    id = submit(*node, self, sleepy);
+    std::this_thread::sleep_for(150ms);
+    node->crash(id);
+    auto f = wait_finished(self);
+    EXPECT_EQ(f.state, persistence::run_state::completed) << f.reason;
+  }
+  std::string error;
+  auto events = node->store().read_journal(id, error);
+  ASSERT_TRUE(error.empty()) << error;
+  EXPECT_EQ(count(events, persistence::event_type::run_restarted), 1);
+  // Restarting did not redo finished nodes, nor set the timer twice.
+  EXPECT_EQ(count(events, persistence::event_type::node_completed), 3);
+  EXPECT_EQ(count(events, persistence::event_type::timer_set), 1);
+  auto entry = node->store().find_run(id);
+  ASSERT_TRUE(entry);
+  EXPECT_EQ(entry->state, persistence::run_state::completed);
+}
+
+TEST_F(Supervision, TooManyCrashesFailTheRun) {
+  auto node = open(2);
+  std::string id;
+  {
+    caf::scoped_actor self{node->system()};
+    id = submit(*node, self,
+                "name: long\nnodes:\n  nap: {kind: sleep, duration: 1h}\n");
+    for (int i = 0; i < 3; ++i) {
+      std::this_thread::sleep_for(200ms);
+      node->crash(id);
+    }
+    auto f = wait_finished(self);
+    EXPECT_EQ(f.state, persistence::run_state::failed);
+    EXPECT_NE(f.reason.find("crashed 3 times within 1m"), std::string::npos)
+      << f.reason;
+  }
+  auto entry = node->store().find_run(id);
+  ASSERT_TRUE(entry);
+  EXPECT_EQ(entry->state, persistence::run_state::failed);
+}

@@ -1,0 +1,55 @@
+#include "tests/support/store_surgery.hpp"
+
+#include "persistence/rocksdb/key_layout.hpp"
+
+#include <rocksdb/db.h>
+
+#include <memory>
+#include <stdexcept>
+
+namespace troupe::test {
+
+namespace kl = persistence::key_layout;
+
+std::vector<std::string> corrupt_journal_record(const std::string& path,
+                                                size_t nth, uint32_t seq) {
+  std::vector<std::string> names;
+  auto s = rocksdb::DB::ListColumnFamilies(rocksdb::DBOptions{}, path, &names);
+  if (!s.ok())
+    throw std::runtime_error(s.ToString());
+  std::vector<rocksdb::ColumnFamilyDescriptor> cfs;
+  for (auto& n : names)
+    cfs.emplace_back(n, rocksdb::ColumnFamilyOptions{});
+  std::vector<rocksdb::ColumnFamilyHandle*> handles;
+  rocksdb::DB* raw = nullptr;
+  s = rocksdb::DB::Open(rocksdb::DBOptions{}, path, cfs, &handles, &raw);
+  if (!s.ok())
+    throw std::runtime_error(s.ToString());
+  std::unique_ptr<rocksdb::DB> db{raw};
+  rocksdb::ColumnFamilyHandle* journal = nullptr;
+  rocksdb::ColumnFamilyHandle* runs = nullptr;
+  for (auto* h : handles) {
+    if (h->GetName() == kl::journal_cf)
+      journal = h;
+    if (h->GetName() == kl::runs_cf)
+      runs = h;
+  }
+  std::vector<std::string> ids;
+  {
+    std::unique_ptr<rocksdb::Iterator> it{
+      db->NewIterator(rocksdb::ReadOptions{}, runs)};
+    for (it->SeekToFirst(); it->Valid(); it->Next())
+      ids.push_back(it->key().ToString());
+  }
+  if (nth < ids.size())
+    s = db->Put(rocksdb::WriteOptions{}, journal,
+                kl::journal_key(ids[nth], seq), "\x01\xc1garbage");
+  for (auto* h : handles)
+    db->DestroyColumnFamilyHandle(h);
+  if (!s.ok())
+    throw std::runtime_error(s.ToString());
+  db->Close();
+  return ids;
+}
+
+} // namespace troupe::test

@@ -1,0 +1,289 @@
+#include "runtime/engine/backoff.hpp"
+#include "runtime/engine/resolve.hpp"
+#include "runtime/engine/run_engine.hpp"
+#include "runtime/spec/workflow_loader.hpp"
+
+#include <gtest/gtest.h>
+
+using namespace troupe::runtime;
+using namespace std::chrono_literals;
+using json = nlohmann::json;
+
+namespace {
+
+constexpr int64_t ms = 1'000'000;
+
+std::shared_ptr<const workflow_spec> spec_of(const std::string& yaml) {
+  auto r = parse_workflow(yaml);
+  EXPECT_TRUE(r.ok()) << (r.errors.empty() ? "" : r.errors[0].message);
+  return std::make_shared<const workflow_spec>(*r.workflow);
+}
+
+/// Returns "type:node" for each event, for compact assertions.
+std::vector<std::string> kinds(const std::vector<event_record>& events) {
+  std::vector<std::string> out;
+  for (auto& e : events)
+    out.push_back(std::string{troupe::persistence::to_string(e.type)}
+                  + (e.node.empty() ? "" : ":" + e.node));
+  return out;
+}
+
+using strings = std::vector<std::string>;
+
+} // namespace
+
+TEST(Backoff, GrowsByTheMultiplierAndCaps) {
+  retry_policy p;
+  p.initial_backoff = 100ms;
+  p.multiplier = 2;
+  p.max_backoff = 1s;
+  p.jitter = jitter_mode::none;
+  EXPECT_EQ(backoff_delay(p, 1, 0.3), 100ms);
+  EXPECT_EQ(backoff_delay(p, 2, 0.3), 200ms);
+  EXPECT_EQ(backoff_delay(p, 4, 0.3), 800ms);
+  EXPECT_EQ(backoff_delay(p, 5, 0.3), 1s);
+  EXPECT_EQ(backoff_delay(p, 10'000, 0.3), 1s); // no overflow
+}
+
+TEST(Backoff, JitterModes) {
+  retry_policy p;
+  p.initial_backoff = 1s;
+  p.max_backoff = 1s;
+  p.jitter = jitter_mode::full;
+  EXPECT_EQ(backoff_delay(p, 1, 0.0), 0s);
+  EXPECT_EQ(backoff_delay(p, 1, 0.25), 250ms);
+  p.jitter = jitter_mode::equal;
+  EXPECT_EQ(backoff_delay(p, 1, 0.0), 500ms);
+  EXPECT_EQ(backoff_delay(p, 1, 0.5), 750ms);
+  EXPECT_EQ(backoff_delay(p, 1, 1.0), 1s);
+}
+
+TEST(Backoff, RetryableKinds) {
+  retry_policy p;
+  p.non_retryable = {"card_declined"};
+  EXPECT_TRUE(is_retryable(p, "exit_code"));
+  EXPECT_TRUE(is_retryable(p, "timeout"));
+  EXPECT_FALSE(is_retryable(p, "card_declined"));
+  EXPECT_FALSE(is_retryable(p, "bad_template"));
+  EXPECT_FALSE(is_retryable(p, "cancelled"));
+}
+
+TEST(Backoff, UnitIntervalIsUniformEnough) {
+  double sum = 0;
+  for (uint64_t i = 0; i < 10'000; ++i) {
+    auto u = unit_interval(i);
+    ASSERT_GE(u, 0.0);
+    ASSERT_LT(u, 1.0);
+    sum += u;
+  }
+  EXPECT_NEAR(sum / 10'000, 0.5, 0.02);
+}
+
+TEST(RunEngine, RunsAChainInOrderAndResolvesOutputs) {
+  run_engine e{"r1", spec_of(R"(name: chain
+inputs: {who: {type: string}}
+nodes:
+  a: {kind: noop, v: "{{ inputs.who }}"}
+  b: {kind: noop, after: [a], v: "{{ nodes.a.output.v }}!"}
+outputs: {greeting: "{{ nodes.b.output.v }}", n: "{{ nodes.a.output.n }}"}
+)"),
+               json{{"who", "ann"}}};
+  EXPECT_EQ(kinds(e.decide(0)), (strings{"attempt_started:a"}));
+  EXPECT_EQ(kinds(e.decide(0)), strings{}); // a is running
+  std::string err;
+  auto pa = e.resolve_params(*e.spec().find_node("a"), err);
+  ASSERT_TRUE(pa) << err;
+  EXPECT_EQ((*pa)["v"], "ann");
+  EXPECT_EQ(kinds(e.on_attempt_succeeded("a", 1, {{"v", "ann"}, {"n", 7}}, 1)),
+            (strings{"node_completed:a", "attempt_started:b"}));
+  auto pb = e.resolve_params(*e.spec().find_node("b"), err);
+  EXPECT_EQ((*pb)["v"], "ann!");
+  EXPECT_EQ(kinds(e.on_attempt_succeeded("b", 1, {{"v", "ann!"}}, 2)),
+            (strings{"node_completed:b", "run_completed"}));
+  EXPECT_EQ(e.state(), run_state::completed);
+  EXPECT_EQ(e.outputs(), (json{{"greeting", "ann!"}, {"n", 7}}));
+}
+
+TEST(RunEngine, RespectsMaxConcurrency) {
+  run_engine e{"r", spec_of(R"(name: fan
+max_concurrency: 2
+nodes:
+  a: {kind: noop}
+  b: {kind: noop}
+  c: {kind: noop}
+  j: {kind: noop, after: [a, b, c]}
+)"),
+               json::object()};
+  EXPECT_EQ(kinds(e.decide(0)),
+            (strings{"attempt_started:a", "attempt_started:b"}));
+  EXPECT_EQ(e.running(), 2u);
+  EXPECT_EQ(kinds(e.on_attempt_succeeded("b", 1, {}, 1)),
+            (strings{"node_completed:b", "attempt_started:c"}));
+  e.on_attempt_succeeded("a", 1, {}, 2);
+  EXPECT_EQ(kinds(e.on_attempt_succeeded("c", 1, {}, 3)),
+            (strings{"node_completed:c", "attempt_started:j"}));
+}
+
+TEST(RunEngine, RetriesWithBackoffThenGivesUp) {
+  run_engine e{"r", spec_of(R"(name: retry
+nodes:
+  a:
+    kind: noop
+    retry: {max_attempts: 3, initial_backoff: 100ms, multiplier: 2,
+            max_backoff: 1s, jitter: none}
+  b: {kind: sleep, duration: 1h}
+)"),
+               json::object()};
+  e.decide(0);
+  auto f1 = e.on_attempt_failed("a", 1, "exit_code", "boom", 10 * ms, 0.9);
+  ASSERT_EQ(kinds(f1), (strings{"attempt_failed:a"}));
+  EXPECT_EQ(f1[0].deadline_ns, 110 * ms);
+  EXPECT_EQ(e.status("a").state, node_state::waiting_retry);
+  EXPECT_EQ(e.next_wakeup_ns(), 110 * ms);
+  EXPECT_TRUE(e.decide(109 * ms).empty());
+  auto s2 = e.decide(110 * ms);
+  ASSERT_EQ(kinds(s2), (strings{"attempt_started:a"}));
+  EXPECT_EQ(s2[0].attempt, 2);
+  auto f2 = e.on_attempt_failed("a", 2, "exit_code", "boom", 120 * ms, 0.9);
+  EXPECT_EQ(f2[0].deadline_ns, 320 * ms); // 200ms: doubled
+  e.decide(320 * ms);
+  auto f3 = e.on_attempt_failed("a", 3, "exit_code", "boom again", 400 * ms, 0);
+  EXPECT_EQ(kinds(f3), (strings{"attempt_failed:a", "node_failed:a",
+                                "node_cancelled:b", "run_failed:a"}));
+  EXPECT_EQ(e.state(), run_state::failed);
+  EXPECT_EQ(e.failed_node(), "a");
+  EXPECT_NE(e.reason().find("gave up after 3 attempts: boom again"),
+            std::string::npos)
+    << e.reason();
+  EXPECT_EQ(e.status("b").state, node_state::cancelled);
+}
+
+TEST(RunEngine, NonRetryableErrorsFailAtOnce) {
+  run_engine e{"r", spec_of(R"(name: nr
+nodes:
+  a: {kind: noop, retry: {max_attempts: 5, non_retryable: [declined]}}
+)"),
+               json::object()};
+  e.decide(0);
+  auto f = e.on_attempt_failed("a", 1, "declined", "card declined", 1, 0.5);
+  EXPECT_EQ(kinds(f),
+            (strings{"attempt_failed:a", "node_failed:a", "run_failed:a"}));
+  EXPECT_NE(e.reason().find("not retryable (declined)"), std::string::npos);
+}
+
+TEST(RunEngine, StaleResultsAreIgnored) {
+  run_engine e{"r", spec_of("name: s\nnodes: {a: {kind: noop}}\n"),
+               json::object()};
+  e.decide(0);
+  EXPECT_TRUE(e.on_attempt_succeeded("a", 2, {}, 1).empty());
+  EXPECT_TRUE(e.on_attempt_failed("zz", 1, "x", "y", 1, 0).empty());
+  EXPECT_FALSE(e.on_attempt_succeeded("a", 1, {}, 1).empty());
+  EXPECT_TRUE(e.on_attempt_succeeded("a", 1, {}, 1).empty());
+}
+
+TEST(RunEngine, SleepSetsItsTimerOnceAndTimeoutsGiveDeadlines) {
+  auto spec = spec_of(R"(name: t
+nodes:
+  nap: {kind: sleep, duration: 2s, timeout: 10s}
+)");
+  run_engine e{"r", spec, json::object()};
+  auto first = e.decide(5 * ms);
+  ASSERT_EQ(kinds(first), (strings{"timer_set:nap", "attempt_started:nap"}));
+  EXPECT_EQ(first[0].deadline_ns, 5 * ms + 2'000 * ms);
+  EXPECT_EQ(first[1].deadline_ns, 5 * ms + 10'000 * ms);
+  // A retry after a timeout keeps the original timer.
+  e.on_attempt_failed("nap", 1, "timeout", "t", 20 * ms, 0.0);
+  auto again = e.decide(30'000 * ms);
+  ASSERT_EQ(kinds(again), (strings{"attempt_started:nap"}));
+  EXPECT_EQ(e.status("nap").timer_deadline_ns, 5 * ms + 2'000 * ms);
+}
+
+TEST(RunEngine, ReplayRebuildsTheSameState) {
+  auto spec = spec_of(R"(name: replay
+nodes:
+  a: {kind: noop, retry: {jitter: none, initial_backoff: 1s}}
+  b: {kind: sleep, duration: 1m}
+  c: {kind: noop, after: [a]}
+)");
+  run_engine live{"r", spec, json{{"k", 1}}};
+  std::vector<event_record> journal;
+  auto take = [&](std::vector<event_record> events) {
+    journal.insert(journal.end(), events.begin(), events.end());
+  };
+  take(live.decide(0));
+  take(live.on_attempt_failed("a", 1, "exit_code", "x", 1 * ms, 0.5));
+  take(live.decide(1'001 * ms));
+  take(live.on_attempt_succeeded("a", 2, {{"ok", true}}, 1'100 * ms));
+  run_engine replayed{"r", spec, json{{"k", 1}}};
+  for (auto& e : journal)
+    replayed.apply(e);
+  for (auto id : {"a", "b", "c"}) {
+    auto& x = live.status(id);
+    auto& y = replayed.status(id);
+    EXPECT_EQ(x.state, y.state) << id;
+    EXPECT_EQ(x.attempt, y.attempt) << id;
+    EXPECT_EQ(x.timer_deadline_ns, y.timer_deadline_ns) << id;
+    EXPECT_EQ(x.output, y.output) << id;
+  }
+  EXPECT_EQ(replayed.running(), live.running());
+  // Nothing new to start after replay: c is running already.
+  EXPECT_TRUE(replayed.decide(1'200 * ms).empty());
+}
+
+TEST(RunEngine, CancelStopsRunningNodes) {
+  run_engine e{"r",
+               spec_of("name: c\nnodes: {a: {kind: sleep, duration: "
+                       "1h}, b: {kind: noop, after: [a]}}\n"),
+               json::object()};
+  e.decide(0);
+  EXPECT_EQ(kinds(e.cancel("user asked", 1)),
+            (strings{"node_cancelled:a", "run_cancelled"}));
+  EXPECT_EQ(e.state(), run_state::cancelled);
+  EXPECT_TRUE(e.decide(2).empty());
+}
+
+TEST(RunEngine, BadOutputTemplateFailsTheRun) {
+  run_engine e{"r", spec_of(R"(name: o
+nodes: {a: {kind: noop}}
+outputs: {x: "{{ nodes.a.output.missing }}"}
+)"),
+               json::object()};
+  e.decide(0);
+  auto done = e.on_attempt_succeeded("a", 1, {{"present", 1}}, 1);
+  EXPECT_EQ(kinds(done), (strings{"node_completed:a", "run_failed"}));
+  EXPECT_NE(e.reason().find("has no field 'missing'"), std::string::npos)
+    << e.reason();
+}
+
+TEST(Resolve, KeepsTypesOfWholeExpressionsAndWritesTextOtherwise) {
+  json inputs = {{"n", 3}, {"list", {10, 20}}, {"s", "x"}};
+  json outputs = {{"a", {{"obj", {{"k", true}}}}}};
+  template_scope scope{&inputs, &outputs, "run-1", "wf", "node-1", 2};
+  std::string err;
+  auto v = resolve_templates(
+    json{{"n", "{{ inputs.n }}"},
+         {"text", "n={{ inputs.n }} obj={{ nodes.a.output.obj }}"},
+         {"item", "{{ inputs.list.1 }}"},
+         {"ids", {"{{ run.id }}", "{{ node.id }}#{{ node.attempt }}"}},
+         {"plain", 5}},
+    scope, err);
+  ASSERT_TRUE(v) << err;
+  EXPECT_EQ((*v)["n"], 3);
+  EXPECT_EQ((*v)["text"], "n=3 obj={\"k\":true}");
+  EXPECT_EQ((*v)["item"], 20);
+  EXPECT_EQ((*v)["ids"], (json{"run-1", "node-1#2"}));
+  EXPECT_EQ((*v)["plain"], 5);
+}
+
+TEST(Resolve, ExplainsWhatIsMissing) {
+  json inputs = {{"list", {1}}};
+  json outputs = json::object();
+  template_scope scope{&inputs, &outputs, "r", "w", "n", 1};
+  std::string err;
+  EXPECT_FALSE(resolve_templates("{{ inputs.list.5 }}", scope, err));
+  EXPECT_NE(err.find("has no item 5 (it holds 1)"), std::string::npos) << err;
+  EXPECT_FALSE(resolve_templates("{{ nodes.b.output.x }}", scope, err));
+  EXPECT_NE(err.find("node 'b' has not completed"), std::string::npos) << err;
+  EXPECT_FALSE(resolve_templates("{{ inputs.list.x }}", scope, err));
+  EXPECT_NE(err.find("is a list"), std::string::npos) << err;
+}

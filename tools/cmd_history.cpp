@@ -1,0 +1,145 @@
+#include "config/duration.hpp"
+#include "persistence/journal_store.hpp"
+#include "tools/commands.hpp"
+
+#include <nlohmann/json.hpp>
+
+#include <ctime>
+#include <iomanip>
+#include <iostream>
+#include <sstream>
+
+namespace troupe::tools {
+
+using json = nlohmann::json;
+using persistence::event_record;
+using persistence::event_type;
+
+namespace {
+
+/// Returns `ns` since the epoch as local "HH:MM:SS.mmm".
+std::string clock_time(int64_t ns) {
+  auto secs = static_cast<std::time_t>(ns / 1'000'000'000);
+  std::tm tm{};
+  localtime_r(&secs, &tm);
+  std::ostringstream out;
+  out << std::put_time(&tm, "%H:%M:%S") << '.' << std::setw(3)
+      << std::setfill('0') << (ns / 1'000'000) % 1000;
+  return out.str();
+}
+
+std::string short_json(const std::string& text, size_t limit = 100) {
+  return text.size() > limit ? text.substr(0, limit) + "..." : text;
+}
+
+/// One readable line for an event.
+std::string describe(const event_record& e, int64_t start_ns) {
+  std::string what;
+  auto in = [&](int64_t at) {
+    // Rounded to milliseconds: "9ms", not "9469101ns".
+    auto ns = std::chrono::nanoseconds{std::max<int64_t>(0, at - e.at_ns)};
+    return config::format_duration(
+      std::chrono::round<std::chrono::milliseconds>(ns));
+  };
+  switch (e.type) {
+  case event_type::run_submitted:
+    what = "run submitted, inputs " + short_json(e.data2);
+    break;
+  case event_type::attempt_started:
+    what = e.node + ": attempt " + std::to_string(e.attempt) + " started"
+           + (e.deadline_ns ? ", times out in " + in(e.deadline_ns) : "");
+    break;
+  case event_type::timer_set:
+    what = e.node + ": timer set, fires in " + in(e.deadline_ns);
+    break;
+  case event_type::attempt_failed:
+    what = e.node + ": attempt " + std::to_string(e.attempt) + " failed ("
+           + e.error_kind + "): " + e.message
+           + (e.deadline_ns ? "; retry in " + in(e.deadline_ns) : "; no retry");
+    break;
+  case event_type::node_completed:
+    what = e.node + ": completed, output " + short_json(e.data);
+    break;
+  case event_type::node_failed:
+    what = e.node + ": FAILED (" + e.error_kind + "): " + e.message;
+    break;
+  case event_type::node_cancelled:
+    what = e.node + ": cancelled: " + e.message;
+    break;
+  case event_type::run_completed:
+    what = "run completed, outputs " + short_json(e.data);
+    break;
+  case event_type::run_failed: what = "run FAILED: " + e.message; break;
+  case event_type::run_cancelled: what = "run cancelled: " + e.message; break;
+  case event_type::run_restarted:
+    what = "run actor restarted (restart " + std::to_string(e.attempt)
+           + "): " + e.message;
+    break;
+  }
+  auto offset = static_cast<double>(e.at_ns - start_ns) / 1e9;
+  std::ostringstream line;
+  line << clock_time(e.at_ns) << "  +" << std::fixed << std::setprecision(3)
+       << offset << "s  " << what;
+  return line.str();
+}
+
+} // namespace
+
+int run_history(const global_options& g, const std::string& run_id,
+                const std::string& data_dir) {
+  std::vector<config::flag_override> flags;
+  if (!data_dir.empty())
+    flags.push_back({"--data-dir", "node.data_dir", data_dir});
+  config::settings settings;
+  if (!load_config(g, flags, settings))
+    return exit_bad_input;
+  persistence::journal_store::options so;
+  so.path = settings.get_string("node.data_dir");
+  std::string error;
+  auto store = persistence::journal_store::open(so, error);
+  if (!store) {
+    std::cerr << "troupe: history: " << error << "\n";
+    return exit_bad_input;
+  }
+  auto entry = store->find_run(run_id);
+  if (!entry) {
+    std::cerr << "troupe: history: no run '" << run_id << "' in " << so.path
+              << "\n";
+    return exit_failed;
+  }
+  auto events = store->read_journal(run_id, error);
+  if (g.json) {
+    json out = json::array();
+    for (auto& e : events)
+      out.push_back({{"type", persistence::to_string(e.type)},
+                     {"at_ns", e.at_ns},
+                     {"node", e.node},
+                     {"attempt", e.attempt},
+                     {"deadline_ns", e.deadline_ns},
+                     {"error_kind", e.error_kind},
+                     {"message", e.message},
+                     {"data", e.data},
+                     {"data2", e.data2}});
+    json report = {{"run_id", run_id},
+                   {"workflow", entry->workflow},
+                   {"state", persistence::to_string(entry->state)},
+                   {"events", out}};
+    if (!error.empty())
+      report["error"] = error;
+    std::cout << report.dump(2, ' ', false, json::error_handler_t::replace)
+              << "\n";
+  } else {
+    std::cout << "run " << run_id << " of workflow '" << entry->workflow
+              << "': " << persistence::to_string(entry->state) << "\n";
+    int64_t start = events.empty() ? 0 : events.front().at_ns;
+    for (auto& e : events)
+      std::cout << "  " << describe(e, start) << "\n";
+  }
+  if (!error.empty()) {
+    std::cerr << "troupe: history: " << error << "\n";
+    return exit_failed;
+  }
+  return exit_ok;
+}
+
+} // namespace troupe::tools
