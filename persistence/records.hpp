@@ -22,7 +22,12 @@ enum class event_type : uint8_t {
   run_cancelled = 9,   ///< message: why.
   run_restarted = 10,  ///< attempt: restart count; message: why.
   node_cancelled = 11, ///< node, attempt; message: why.
+  node_fell_back = 12, ///< node (the one that failed), attempt, error_kind,
+                       ///< message; data: the fallback node now standing in.
 };
+
+/// The highest event type this build knows.
+inline constexpr event_type last_event_type = event_type::node_fell_back;
 
 /// Returns the event type's name, e.g. "attempt_failed".
 std::string_view to_string(event_type t);

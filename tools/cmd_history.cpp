@@ -58,7 +58,13 @@ std::string describe(const event_record& e, int64_t start_ns) {
            + (e.deadline_ns ? "; retry in " + in(e.deadline_ns) : "; no retry");
     break;
   case event_type::node_completed:
-    what = e.node + ": completed, output " + short_json(e.data);
+    what = e.node + ": completed"
+           + (e.message.empty() ? "" : " with the " + e.message) + ", output "
+           + short_json(e.data);
+    break;
+  case event_type::node_fell_back:
+    what = e.node + ": FAILED (" + e.error_kind + "): " + e.message
+           + "; falling back to '" + e.data + "'";
     break;
   case event_type::node_failed:
     what = e.node + ": FAILED (" + e.error_kind + "): " + e.message;

@@ -251,8 +251,8 @@ std::optional<event_record> decode_event(std::string_view bytes,
     field_reader r{handle->get().via.array.ptr, error};
     event_record e;
     uint8_t type = 0;
-    r.u8(0, "type", 1, static_cast<uint8_t>(event_type::node_cancelled),
-         "event type", type);
+    r.u8(0, "type", 1, static_cast<uint8_t>(last_event_type), "event type",
+         type);
     r.i64(1, "at_ns", e.at_ns);
     r.str(2, "node", e.node);
     r.i32(3, "attempt", e.attempt);

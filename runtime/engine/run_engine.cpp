@@ -16,6 +16,7 @@ std::string_view to_string(node_state s) {
   case node_state::completed: return "completed";
   case node_state::failed: return "failed";
   case node_state::cancelled: return "cancelled";
+  case node_state::fell_back: return "fell_back";
   }
   return "unknown";
 }
@@ -26,6 +27,9 @@ run_engine::run_engine(std::string run_id,
       inputs_(std::move(inputs)) {
   for (auto& n : spec_->nodes)
     nodes_.emplace(n.id, node_status{});
+  for (auto& n : spec_->nodes)
+    if (!spec_->primary_of(n.id))
+      ++required_;
 }
 
 namespace {
@@ -78,7 +82,8 @@ void run_engine::apply(const event_record& e) {
     n->state = node_state::completed;
     n->output = parse_or_string(e.data);
     node_outputs_[e.node] = n->output;
-    ++completed_;
+    if (!spec_->primary_of(e.node))
+      ++completed_;
     break;
   case event_type::node_failed:
     if (!n)
@@ -108,6 +113,16 @@ void run_engine::apply(const event_record& e) {
     reason_ = e.message;
     break;
   case event_type::run_restarted: restarts_ = e.attempt; break;
+  case event_type::node_fell_back:
+    if (!n)
+      break;
+    leave_running();
+    n->state = node_state::fell_back;
+    n->last_error_kind = e.error_kind;
+    n->last_error = e.message;
+    if (auto f = nodes_.find(e.data); f != nodes_.end())
+      f->second.triggered = true;
+    break;
   }
 }
 
@@ -134,7 +149,25 @@ std::vector<event_record> run_engine::decide(int64_t now_ns) {
   std::vector<event_record> out;
   if (is_finished())
     return out;
-  if (completed_ == nodes_.size()) {
+  // A node whose fallback completed completes with the fallback's output
+  // (innermost first along a chain, so one pass settles it).
+  for (bool settled = false; !settled;) {
+    settled = true;
+    for (auto& n : spec_->nodes) {
+      auto& st = nodes_.at(n.id);
+      if (st.state != node_state::fell_back)
+        continue;
+      auto& fb = nodes_.at(n.fallback);
+      if (fb.state != node_state::completed)
+        continue;
+      emit(out,
+           {event_type::node_completed, now_ns, n.id, st.attempt, 0, "",
+            "output of fallback '" + n.fallback + "'",
+            fb.output.dump(-1, ' ', false, json::error_handler_t::replace)});
+      settled = false;
+    }
+  }
+  if (completed_ == required_) {
     template_scope scope{&inputs_, &node_outputs_, run_id_, spec_->name, "", 0};
     json outputs = json::object();
     for (auto& [name, value] : spec_->outputs) {
@@ -154,7 +187,8 @@ std::vector<event_record> run_engine::decide(int64_t now_ns) {
     if (running_ >= limit)
       break;
     auto& st = nodes_.at(n.id);
-    bool start = (st.state == node_state::pending && dependencies_done(n))
+    bool start = (st.state == node_state::pending && dependencies_done(n)
+                  && (st.triggered || !spec_->primary_of(n.id)))
                  || (st.state == node_state::waiting_retry
                      && st.next_retry_ns != 0 && st.next_retry_ns <= now_ns);
     if (!start)
@@ -174,8 +208,8 @@ std::vector<event_record> run_engine::decide(int64_t now_ns) {
           error = "duration resolved to " + v.dump() + ", not a duration";
       }
       if (!d) {
-        auto failed = fail_node_and_run(n.id, attempt, "bad_params",
-                                        "sleep: " + error, now_ns);
+        auto failed = give_up_node(n.id, attempt, "bad_params",
+                                   "sleep: " + error, now_ns);
         out.insert(out.end(), failed.begin(), failed.end());
         return out;
       }
@@ -229,10 +263,30 @@ std::vector<event_record> run_engine::on_attempt_failed(
                ? "gave up after " + std::to_string(attempt) + " attempt"
                    + (attempt == 1 ? "" : "s") + ": "
                : "not retryable (" + error_kind + "): ";
-  auto failed
-    = fail_node_and_run(node, attempt, error_kind, why + message, now_ns);
+  auto failed = give_up_node(node, attempt, error_kind, why + message, now_ns);
   out.insert(out.end(), failed.begin(), failed.end());
   return out;
+}
+
+std::vector<event_record> run_engine::give_up_node(const std::string& node,
+                                                   int32_t attempt,
+                                                   const std::string& kind,
+                                                   const std::string& message,
+                                                   int64_t now_ns) {
+  auto* spec = spec_->find_node(node);
+  if (!spec->fallback.empty()) {
+    std::vector<event_record> out;
+    emit(out, {event_type::node_fell_back, now_ns, node, attempt, 0, kind,
+               message, spec->fallback});
+    auto next = decide(now_ns);
+    out.insert(out.end(), next.begin(), next.end());
+    return out;
+  }
+  // The end of a fallback chain names the node it stood in for.
+  auto text = message;
+  for (auto* p = spec_->primary_of(node); p; p = spec_->primary_of(p->id))
+    text += "; it was the fallback of '" + p->id + "'";
+  return fail_node_and_run(node, attempt, kind, text, now_ns);
 }
 
 std::vector<event_record>

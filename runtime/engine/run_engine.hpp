@@ -25,6 +25,7 @@ enum class node_state : uint8_t {
   completed,
   failed,
   cancelled,
+  fell_back, ///< Failed for good; its fallback runs in its place.
 };
 
 /// Returns the state's name, e.g. "waiting_retry".
@@ -45,6 +46,9 @@ struct node_status {
   std::string last_error_kind;
   std::string last_error;
   nlohmann::json output;
+  /// For a fallback node: whether the node it stands in for has failed, so
+  /// that it runs.
+  bool triggered = false;
 };
 
 /// The deterministic state machine of one run: events in, events out. It
@@ -118,6 +122,13 @@ class run_engine {
   size_t running() const noexcept { return running_; }
 
  private:
+  /// Ends `node` for good: its fallback takes over if it has one, else the
+  /// node and the run fail.
+  std::vector<event_record> give_up_node(const std::string& node,
+                                         int32_t attempt,
+                                         const std::string& kind,
+                                         const std::string& message,
+                                         int64_t now_ns);
   std::vector<event_record> fail_node_and_run(const std::string& node,
                                               int32_t attempt,
                                               const std::string& kind,
@@ -138,6 +149,9 @@ class run_engine {
   std::string failed_node_;
   int32_t restarts_ = 0;
   size_t running_ = 0;
+  /// Nodes that must complete for the run to complete (all but fallbacks),
+  /// and how many have.
+  size_t required_ = 0;
   size_t completed_ = 0;
 };
 

@@ -40,6 +40,10 @@ struct node_spec {
   retry_policy retry;
   /// Per-attempt timeout; none means no limit.
   std::optional<duration> timeout;
+  /// The node that runs in this one's place when it fails for good (retries
+  /// exhausted or a non-retryable error); its output stands in for this
+  /// node's. Empty: none.
+  std::string fallback;
   /// The kind's parameters as written (strings may hold templates).
   nlohmann::json params = nlohmann::json::object();
 };
@@ -60,6 +64,10 @@ struct workflow_spec {
 
   /// Returns the node with `id`, or null.
   const node_spec* find_node(std::string_view id) const;
+
+  /// Returns the node whose fallback `id` is, or null when `id` is not a
+  /// fallback (a fallback runs only in place of that node).
+  const node_spec* primary_of(std::string_view id) const;
 };
 
 } // namespace troupe::runtime

@@ -25,11 +25,18 @@ const node_spec* workflow_spec::find_node(std::string_view id) const {
   return nullptr;
 }
 
+const node_spec* workflow_spec::primary_of(std::string_view id) const {
+  for (auto& n : nodes)
+    if (n.fallback == id)
+      return &n;
+  return nullptr;
+}
+
 namespace {
 
 // Fields every node has, whatever its kind.
 const std::vector<std::string> node_fields
-  = {"kind", "after", "description", "retry", "timeout"};
+  = {"kind", "after", "description", "retry", "timeout", "fallback"};
 
 const std::vector<std::string> top_fields
   = {"name",     "version", "description",     "inputs",
@@ -438,6 +445,7 @@ class validator : public kind_check_context {
       check_node(id, (*i)[id]);
     check_references();
     check_cycles();
+    check_fallbacks();
     // Templates need the DAG: `nodes.x` must be upstream.
     for (auto& n : wf_.nodes)
       check_templates_in(n.params, join_path("nodes", n.id), &n);
@@ -493,6 +501,9 @@ class validator : public kind_check_context {
       n.retry = check_retry(*r, join_path(path, "retry"), default_retry_);
     if (body.contains("timeout"))
       n.timeout = check_timeout(body, path);
+    if (auto f = body.find("fallback"); f != body.end() && !f->is_null())
+      if (expect(*f, join_path(path, "fallback"), f->is_string(), "a node id"))
+        n.fallback = f->get<std::string>();
     // Everything else is the kind's parameters.
     n.params = json::object();
     for (auto& [key, v] : body.items())
@@ -673,6 +684,76 @@ class validator : public kind_check_context {
                        "start)");
           }
         }
+      }
+    }
+  }
+
+  /// A fallback names a node that exists, stands in for one node only, is
+  /// not waited on by others (it may never run), waits only on nodes its
+  /// primary waits on, and chains of fallbacks end.
+  void check_fallbacks() {
+    std::unordered_map<std::string, std::string> primary; // fallback -> node
+    std::vector<std::string> ids;
+    for (auto& n : wf_.nodes)
+      ids.push_back(n.id);
+    for (auto& n : wf_.nodes) {
+      if (n.fallback.empty())
+        continue;
+      auto path = join_path(join_path("nodes", n.id), "fallback");
+      if (n.fallback == n.id) {
+        report(path, "cycle", "node '" + n.id + "' is its own fallback");
+      } else if (!index_.count(n.fallback)) {
+        report(path, "unknown_reference",
+               "node '" + n.id + "' falls back to unknown node '" + n.fallback
+                 + "'" + did_you_mean(n.fallback, ids));
+      } else if (auto [it, fresh] = primary.emplace(n.fallback, n.id); !fresh) {
+        report(path, "conflict",
+               "node '" + n.fallback + "' is already the fallback of '"
+                 + it->second + "'; a node stands in for one node only");
+      }
+    }
+    for (auto& n : wf_.nodes) {
+      for (size_t k = 0; k < n.after.size(); ++k) {
+        auto p = primary.find(n.after[k]);
+        if (p != primary.end())
+          report(index_path(join_path(join_path("nodes", n.id), "after"), k),
+                 "bad_reference",
+                 "node '" + n.id + "' runs after '" + p->first
+                   + "', which runs only as the fallback of '" + p->second
+                   + "'; run after '" + p->second + "' instead");
+      }
+      auto p = primary.find(n.id);
+      if (p == primary.end())
+        continue;
+      auto& allowed = upstream_of(p->second);
+      for (size_t k = 0; k < n.after.size(); ++k)
+        if (!allowed.count(n.after[k]) && !primary.count(n.after[k]))
+          report(index_path(join_path(join_path("nodes", n.id), "after"), k),
+                 "bad_reference",
+                 "fallback '" + n.id + "' runs after '" + n.after[k]
+                   + "', which is not upstream of '" + p->second
+                   + "' (the node it stands in for)");
+    }
+    // Chains: a -> b -> ... must not come back.
+    std::set<std::string> reported;
+    for (auto& n : wf_.nodes) {
+      std::vector<std::string> chain{n.id};
+      const node_spec* cur = &n;
+      while (!cur->fallback.empty() && index_.count(cur->fallback)
+             && cur->fallback != cur->id) {
+        auto next = cur->fallback;
+        if (std::find(chain.begin(), chain.end(), next) != chain.end()) {
+          if (next == n.id && reported.insert(n.id).second) {
+            for (auto& c : chain)
+              reported.insert(c);
+            chain.push_back(next);
+            report(join_path(join_path("nodes", n.id), "fallback"), "cycle",
+                   "fallback cycle: " + join(chain, " -> "));
+          }
+          break;
+        }
+        chain.push_back(next);
+        cur = index_.at(next);
       }
     }
   }

@@ -427,3 +427,35 @@ TEST_F(Run, CorruptJournalFailsThatRunAndOthersStillRecover) {
   EXPECT_TRUE(contains(h.out + h.err, "journal record 3 is corrupt"))
     << h.out << h.err;
 }
+
+TEST_F(Run, FallbackRunsInPlaceOfAFailedNodeAndHistoryShowsThePath) {
+  auto r
+    = troupe({"run", examples + "fallback.yaml", "--data-dir", data, "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto report = json::parse(r.out);
+  EXPECT_EQ(report["outputs"]["paid_via"], "backup") << r.out;
+  auto h = troupe({"history", report["run_id"], "--data-dir", data});
+  EXPECT_TRUE(contains(h.out, "charge_primary: FAILED (gateway_down): gave up "
+                              "after 2 attempts: primary gateway is down; "
+                              "falling back to 'charge_backup'"))
+    << h.out;
+  EXPECT_TRUE(contains(h.out, "charge_primary: completed with the output of "
+                              "fallback 'charge_backup'"))
+    << h.out;
+}
+
+TEST_F(Run, KillDuringAFallbackResumesIt) {
+  auto wf = dir.write("fb.yaml", "name: fb\nnodes:\n"
+                                 "  primary: {kind: fail, times: 9, "
+                                 "error_kind: fatal, retry: {non_retryable: "
+                                 "[fatal]}, fallback: backup}\n"
+                                   + mark_node("backup", "", "1")
+                                   + mark_node("after_it", "primary"));
+  auto p = start({"run", wf.string(), "--data-dir", data});
+  auto r
+    = kill_and_resume(*p, [&] { return count_lines(marks, "backup") == 1; });
+  EXPECT_EQ(resumed_report(r)["state"], "completed") << r.out << r.err;
+  EXPECT_GE(count_lines(marks, "backup"), 1);
+  EXPECT_LE(count_lines(marks, "backup"), 2);
+  EXPECT_EQ(count_lines(marks, "after_it"), 1);
+}

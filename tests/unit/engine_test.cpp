@@ -287,3 +287,94 @@ TEST(Resolve, ExplainsWhatIsMissing) {
   EXPECT_FALSE(resolve_templates("{{ inputs.list.x }}", scope, err));
   EXPECT_NE(err.find("is a list"), std::string::npos) << err;
 }
+
+TEST(RunEngine, FallbackStandsInForAFailedNode) {
+  run_engine e{"r", spec_of(R"(name: fb
+nodes:
+  charge: {kind: noop, retry: {max_attempts: 2, initial_backoff: 10ms,
+           jitter: none}, fallback: invoice}
+  invoice: {kind: noop, fallback: manual, retry: {max_attempts: 1}}
+  manual: {kind: noop}
+  ship: {kind: noop, after: [charge], what: "{{ nodes.charge.output }}"}
+)"),
+               json::object()};
+  // Fallbacks do not run on their own.
+  EXPECT_EQ(kinds(e.decide(0)), (strings{"attempt_started:charge"}));
+  e.on_attempt_failed("charge", 1, "exit_code", "boom", 1 * ms, 0);
+  EXPECT_EQ(kinds(e.decide(100 * ms)), (strings{"attempt_started:charge"}));
+  auto f = e.on_attempt_failed("charge", 2, "exit_code", "boom", 20 * ms, 0);
+  EXPECT_EQ(kinds(f), (strings{"attempt_failed:charge", "node_fell_back:charge",
+                               "attempt_started:invoice"}));
+  EXPECT_EQ(f[1].data, "invoice");
+  EXPECT_NE(f[1].message.find("gave up after 2 attempts"), std::string::npos);
+  EXPECT_EQ(e.status("charge").state, node_state::fell_back);
+  // The fallback fails too: its own fallback takes over (a chain).
+  f = e.on_attempt_failed("invoice", 1, "declined", "no", 30 * ms, 0);
+  EXPECT_EQ(kinds(f),
+            (strings{"attempt_failed:invoice", "node_fell_back:invoice",
+                     "attempt_started:manual"}));
+  EXPECT_EQ(e.status("invoice").state, node_state::fell_back);
+  EXPECT_EQ(e.status("manual").state, node_state::running);
+  // The end of the chain completes; the nodes it stood in for complete with
+  // its output, and downstream sees it as charge's output.
+  f = e.on_attempt_succeeded("manual", 1, json{{"by", "hand"}}, 1'000'000 * ms);
+  EXPECT_EQ(kinds(f),
+            (strings{"node_completed:manual", "node_completed:invoice",
+                     "node_completed:charge", "attempt_started:ship"}));
+  EXPECT_EQ(f[2].message, "output of fallback 'invoice'");
+  EXPECT_EQ(json::parse(f[2].data), (json{{"by", "hand"}}));
+  std::string error;
+  auto params = e.resolve_params(*e.spec().find_node("ship"), error);
+  ASSERT_TRUE(params) << error;
+  EXPECT_EQ((*params)["what"], (json{{"by", "hand"}}));
+  f = e.on_attempt_succeeded("ship", 1, json::object(), 1'000'001 * ms);
+  EXPECT_EQ(kinds(f), (strings{"node_completed:ship", "run_completed"}));
+}
+
+TEST(RunEngine, RunWithUnusedFallbacksCompletesAndFailedChainNamesThePrimary) {
+  auto spec = spec_of(R"(name: fb
+nodes:
+  a: {kind: noop, fallback: b, retry: {non_retryable: [x]}}
+  b: {kind: noop, retry: {non_retryable: [x]}}
+)");
+  run_engine ok{"r", spec, json::object()};
+  ok.decide(0);
+  EXPECT_EQ(kinds(ok.on_attempt_succeeded("a", 1, json::object(), 1)),
+            (strings{"node_completed:a", "run_completed"}));
+  run_engine bad{"r", spec, json::object()};
+  bad.decide(0);
+  bad.on_attempt_failed("a", 1, "x", "first", 1, 0);
+  auto f = bad.on_attempt_failed("b", 1, "x", "second", 2, 0);
+  EXPECT_EQ(kinds(f),
+            (strings{"attempt_failed:b", "node_failed:b", "run_failed:b"}));
+  EXPECT_NE(bad.reason().find("node 'b': not retryable (x): second; it was "
+                              "the fallback of 'a'"),
+            std::string::npos)
+    << bad.reason();
+}
+
+TEST(RunEngine, FallbackSurvivesReplay) {
+  auto spec = spec_of(R"(name: fb
+nodes:
+  a: {kind: noop, fallback: b, retry: {max_attempts: 1}}
+  b: {kind: noop}
+  c: {kind: noop, after: [a]}
+)");
+  run_engine live{"r", spec, json::object()};
+  std::vector<event_record> journal;
+  auto keep = [&](std::vector<event_record> es) {
+    journal.insert(journal.end(), es.begin(), es.end());
+  };
+  keep(live.decide(0));
+  keep(live.on_attempt_failed("a", 1, "exit_code", "boom", 1, 0));
+  // The node restarts here: replay, then the in-flight fallback finishes.
+  run_engine replayed{"r", spec, json::object()};
+  for (auto& ev : journal)
+    replayed.apply(ev);
+  EXPECT_EQ(replayed.status("a").state, node_state::fell_back);
+  EXPECT_EQ(replayed.status("b").state, node_state::running);
+  EXPECT_TRUE(replayed.decide(2).empty());
+  EXPECT_EQ(
+    kinds(replayed.on_attempt_succeeded("b", 1, json{{"v", 1}}, 3)),
+    (strings{"node_completed:b", "node_completed:a", "attempt_started:c"}));
+}

@@ -467,3 +467,42 @@ TEST(WorkflowSpec, MalformedFlowCollectionsFailFast) {
   EXPECT_EQ(r.errors.at(0).code, "syntax");
   EXPECT_EQ(r.errors[0].line, 3);
 }
+
+TEST(WorkflowSpec, ChecksFallbacks) {
+  auto r = parse_workflow(R"(name: f
+nodes:
+  a: {kind: noop, fallback: a}
+  b: {kind: noop, fallback: nope}
+  c: {kind: noop, fallback: d}
+  d: {kind: noop, fallback: e}
+  e: {kind: noop, fallback: c}
+  f: {kind: noop, fallback: g}
+  g: {kind: noop, after: [h]}
+  h: {kind: noop}
+  i: {kind: noop, after: [g]}
+  j: {kind: noop, fallback: g}
+  k: {kind: noop, fallback: 3}
+)");
+  EXPECT_ERROR(r, "nodes.a.fallback", "cycle", "its own fallback");
+  EXPECT_ERROR(r, "nodes.b.fallback", "unknown_reference",
+               "falls back to unknown node 'nope'");
+  EXPECT_ERROR(r, "nodes.c.fallback", "cycle",
+               "fallback cycle: c -> d -> e -> c");
+  EXPECT_ERROR(r, "nodes.g.after[0]", "bad_reference",
+               "'h', which is not upstream of 'f'");
+  EXPECT_ERROR(r, "nodes.i.after[0]", "bad_reference",
+               "runs only as the fallback of 'f'; run after 'f' instead");
+  EXPECT_ERROR(r, "nodes.j.fallback", "conflict",
+               "already the fallback of 'f'");
+  EXPECT_ERROR(r, "nodes.k.fallback", "type", "a node id");
+  EXPECT_EQ(r.errors.size(), 7u) << dump(r.errors);
+  auto ok = parse_workflow(R"(name: f
+nodes:
+  up: {kind: noop}
+  a: {kind: noop, after: [up], fallback: b}
+  b: {kind: noop, after: [up], x: "{{ nodes.up.output }}"}
+)");
+  EXPECT_TRUE(ok.ok()) << dump(ok.errors);
+  EXPECT_EQ(ok.workflow->primary_of("b")->id, "a");
+  EXPECT_EQ(ok.workflow->primary_of("a"), nullptr);
+}

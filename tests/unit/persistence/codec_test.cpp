@@ -17,7 +17,7 @@ const std::string binaryish{"a\0b\xff\xfe\x01\x80 \xc1\xd9\n", 11};
 
 std::vector<event_type> all_event_types() {
   std::vector<event_type> out;
-  for (int t = 1; t <= 11; ++t)
+  for (int t = 1; t <= static_cast<int>(last_event_type); ++t)
     out.push_back(static_cast<event_type>(t));
   return out;
 }
@@ -223,7 +223,7 @@ TEST(Codec, RejectsWrongFieldTypes) {
 TEST(Codec, RejectsUnknownEnumValues) {
   std::string error;
   auto bytes = minimal_event_bytes();
-  for (char t : {'\x00', '\x0c', '\x7f'}) {
+  for (char t : {'\x00', '\x0d', '\x7f'}) {
     bytes[2] = t;
     EXPECT_FALSE(decode_event(bytes, error));
     EXPECT_NE(error.find("unknown event type"), std::string::npos) << error;
@@ -297,6 +297,7 @@ TEST(Records, ToStringNamesEveryValue) {
   EXPECT_EQ(to_string(event_type::run_submitted), "run_submitted");
   EXPECT_EQ(to_string(event_type::attempt_failed), "attempt_failed");
   EXPECT_EQ(to_string(event_type::node_cancelled), "node_cancelled");
+  EXPECT_EQ(to_string(event_type::node_fell_back), "node_fell_back");
   for (auto t : all_event_types())
     EXPECT_NE(to_string(t), "unknown");
   EXPECT_EQ(to_string(run_state::running), "running");
