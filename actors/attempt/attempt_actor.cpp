@@ -1,5 +1,6 @@
 #include "actors/attempt/attempt_actor.hpp"
 
+#include "config/duration.hpp"
 #include "runtime/engine/backoff.hpp"
 
 #include <caf/all.hpp>
@@ -13,7 +14,6 @@ namespace troupe::actors {
 
 using json = nlohmann::json;
 using runtime::attempt_result;
-using runtime::exec_finished;
 
 namespace {
 
@@ -101,13 +101,24 @@ process_spec make_process(const runtime::attempt_spec& spec, const json& p) {
                           ? p["max_output_bytes"].get<uint64_t>()
                           : spec.max_output_bytes;
   ps.kill_grace = std::chrono::milliseconds{spec.kill_grace_ms};
+  if (auto h = p.find("heartbeat_timeout"); h != p.end() && h->is_string())
+    if (auto d = config::parse_duration(h->get<std::string>()))
+      ps.heartbeat_timeout
+        = std::max(std::chrono::milliseconds{1},
+                   std::chrono::duration_cast<std::chrono::milliseconds>(*d));
   return ps;
 }
 
 attempt_result exec_result(const runtime::attempt_spec& spec,
-                           const exec_finished& r) {
+                           const process_outcome& r,
+                           std::chrono::milliseconds heartbeat) {
   if (!r.spawn_error.empty())
     return failure(spec, "spawn_error", r.spawn_error);
+  if (r.heartbeat_lost)
+    return failure(
+      spec, "heartbeat_timeout",
+      "no heartbeat on fd 3 within " + config::format_duration(heartbeat)
+        + (r.err.empty() ? "" : "; stderr: " + tail_lines(r.err, 5)));
   if (r.signal != 0)
     return failure(
       spec, "signal",
@@ -170,13 +181,13 @@ caf::behavior attempt_actor_impl(caf::event_based_actor* self,
       } else if (spec.kind == "exec") {
         auto actor = caf::actor{self};
         auto* runner = svc->runner;
+        auto process = make_process(spec, params);
+        auto heartbeat = process.heartbeat_timeout;
+        // The outcome becomes a result on the runner's thread and comes back
+        // to this actor as a message.
         auto h = runner->start(
-          make_process(spec, params), [actor](process_outcome o) {
-            caf::anon_send(actor,
-                           exec_finished{o.exit_code, o.signal,
-                                         std::move(o.out), std::move(o.err),
-                                         o.out_truncated, o.err_truncated,
-                                         std::move(o.spawn_error), o.killed});
+          std::move(process), [actor, spec, heartbeat](process_outcome o) {
+            caf::anon_send(actor, exec_result(spec, o, heartbeat));
           });
         // Stopping this actor (timeout, cancel, shutdown) kills the child.
         self->attach_functor([runner, h] { runner->kill(h); });
@@ -188,7 +199,7 @@ caf::behavior attempt_actor_impl(caf::event_based_actor* self,
     [=](troupe::atom::fire) mutable {
       finish(success(spec, {{"deadline_ns", spec.timer_deadline_ns}}));
     },
-    [=](exec_finished& r) mutable { finish(exec_result(spec, r)); },
+    [=](attempt_result& r) mutable { finish(std::move(r)); },
   };
 }
 

@@ -66,9 +66,12 @@ struct exec_image {
       std::string entry{*e};
       auto eq = entry.find('=');
       auto name = entry.substr(0, eq);
-      if (spec.env.count(name) == 0)
+      // An inherited heartbeat descriptor would name the wrong file.
+      if (spec.env.count(name) == 0 && name != "TROUPE_HEARTBEAT_FD")
         env_entries.push_back(std::move(entry));
     }
+    if (spec.heartbeat_timeout.count() > 0)
+      env_entries.push_back("TROUPE_HEARTBEAT_FD=3");
     for (const auto& [name, value] : spec.env)
       env_entries.push_back(name + "=" + value);
     strings.reserve(spec.argv.size() + env_entries.size());
@@ -98,6 +101,8 @@ struct child_setup {
   char** envp;
   const char* cwd;
   int in, out, err, status;
+  /// Write end of the heartbeat pipe, moved to fd 3; -1 for none.
+  int heartbeat;
   pid_t parent;
 };
 
@@ -115,6 +120,10 @@ struct child_setup {
   if (::setpgid(0, 0) != 0)
     child_fail(s.status);
   if (::dup2(s.in, 0) < 0 || ::dup2(s.out, 1) < 0 || ::dup2(s.err, 2) < 0)
+    child_fail(s.status);
+  if (s.heartbeat == 3)
+    ::fcntl(3, F_SETFD, 0); // dup2 onto itself would keep FD_CLOEXEC
+  else if (s.heartbeat >= 0 && ::dup2(s.heartbeat, 3) < 0)
     child_fail(s.status);
   if (s.cwd != nullptr && ::chdir(s.cwd) != 0)
     child_fail(s.status);
@@ -153,17 +162,20 @@ struct process_runner::impl {
     asio::posix::stream_descriptor out;
     asio::posix::stream_descriptor err;
     asio::posix::stream_descriptor pidfd;
+    asio::posix::stream_descriptor heartbeat;
     asio::steady_timer kill_timer;
     asio::steady_timer drain_timer;
+    asio::steady_timer heartbeat_timer;
     std::array<char, 65536> out_buf;
     std::array<char, 65536> err_buf;
+    std::array<char, 512> heartbeat_buf;
     bool exited = false;
     bool out_open = true;
     bool err_open = true;
 
     explicit child(asio::io_context& io)
-        : in(io), out(io), err(io), pidfd(io), kill_timer(io), drain_timer(io) {
-    }
+        : in(io), out(io), err(io), pidfd(io), heartbeat(io), kill_timer(io),
+          drain_timer(io), heartbeat_timer(io) {}
   };
 
   asio::io_context io;
@@ -179,6 +191,8 @@ struct process_runner::impl {
   void spawn(std::shared_ptr<child> c);
   void read(std::shared_ptr<child> c, bool is_out);
   void wait_exit(std::shared_ptr<child> c);
+  void watch_heartbeat(std::shared_ptr<child> c);
+  void arm_heartbeat(std::shared_ptr<child> c);
   void maybe_finish(const std::shared_ptr<child>& c);
   void finish(const std::shared_ptr<child>& c);
   void terminate(handle h);
@@ -192,12 +206,17 @@ void process_runner::impl::spawn(std::shared_ptr<child> c) {
     return;
   }
   exec_image image{spec};
-  // Pipes for stdin, stdout, stderr, and the child's exec errno.
-  fd_guard in_r, in_w, out_r, out_w, err_r, err_w, status_r, status_w;
+  // Pipes for stdin, stdout, stderr, the child's exec errno and heartbeats.
+  fd_guard in_r, in_w, out_r, out_w, err_r, err_w, status_r, status_w, hb_r,
+    hb_w;
+  bool heartbeat = spec.heartbeat_timeout.count() > 0;
   for (auto [r, w] : {std::pair{&in_r, &in_w},
                       {&out_r, &out_w},
                       {&err_r, &err_w},
-                      {&status_r, &status_w}}) {
+                      {&status_r, &status_w},
+                      {&hb_r, &hb_w}}) {
+    if (r == &hb_r && !heartbeat)
+      break;
     int fds[2];
     if (::pipe2(fds, O_CLOEXEC) != 0) {
       c->outcome.spawn_error = std::string{"pipe: "} + std::strerror(errno);
@@ -210,7 +229,7 @@ void process_runner::impl::spawn(std::shared_ptr<child> c) {
   const char* cwd = spec.cwd.empty() ? nullptr : spec.cwd.c_str();
   child_setup setup{image.argv.data(), image.envp.data(), cwd,
                     in_r.fd,           out_w.fd,          err_w.fd,
-                    status_w.fd,       ::getpid()};
+                    status_w.fd,       hb_w.fd,           ::getpid()};
   int spawn_errno = 0;
   pid_t pid = spawn_child(setup, spawn_errno);
   if (pid < 0) {
@@ -253,6 +272,12 @@ void process_runner::impl::spawn(std::shared_ptr<child> c) {
   read(c, true);
   read(c, false);
   wait_exit(c);
+  if (heartbeat) {
+    ::fcntl(hb_r.fd, F_SETFL, ::fcntl(hb_r.fd, F_GETFL) | O_NONBLOCK);
+    c->heartbeat.assign(hb_r.release());
+    arm_heartbeat(c);
+    watch_heartbeat(c);
+  }
   if (spec.stdin_data.empty()) {
     boost::system::error_code ignored;
     c->in.close(ignored);
@@ -329,6 +354,29 @@ void process_runner::impl::wait_exit(std::shared_ptr<child> c) {
                       });
 }
 
+void process_runner::impl::arm_heartbeat(std::shared_ptr<child> c) {
+  c->heartbeat_timer.expires_after(c->spec.heartbeat_timeout);
+  c->heartbeat_timer.async_wait([this, c](boost::system::error_code ec) {
+    if (ec || c->exited || c->outcome.killed)
+      return;
+    c->outcome.heartbeat_lost = true;
+    terminate(c->id);
+  });
+}
+
+void process_runner::impl::watch_heartbeat(std::shared_ptr<child> c) {
+  c->heartbeat.async_read_some(asio::buffer(c->heartbeat_buf),
+                               [this, c](boost::system::error_code ec, size_t) {
+                                 // End of file (the child closed it) just stops
+                                 // the watching: the timer still runs, so
+                                 // closing the descriptor is no way out.
+                                 if (ec)
+                                   return;
+                                 arm_heartbeat(c);
+                                 watch_heartbeat(c);
+                               });
+}
+
 void process_runner::impl::maybe_finish(const std::shared_ptr<child>& c) {
   if (c->exited && !c->out_open && !c->err_open)
     finish(c);
@@ -339,8 +387,10 @@ void process_runner::impl::finish(const std::shared_ptr<child>& c) {
     return;
   c->drain_timer.cancel();
   c->kill_timer.cancel();
+  c->heartbeat_timer.cancel();
   boost::system::error_code ignored;
   c->in.close(ignored);
+  c->heartbeat.close(ignored);
   children.erase(c->id);
   auto done = std::move(c->done);
   c->done = nullptr;

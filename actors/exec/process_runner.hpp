@@ -26,6 +26,10 @@ struct process_spec {
   /// After kill(): time between SIGTERM and SIGKILL to the process group.
   /// Default: 2s.
   std::chrono::milliseconds kill_grace{2000};
+  /// When non-zero, the child must prove it is alive by writing to file
+  /// descriptor 3 (named in TROUPE_HEARTBEAT_FD) at least this often; a
+  /// silent child is killed like kill() does. 0: no heartbeat.
+  std::chrono::milliseconds heartbeat_timeout{0};
 };
 
 /// How a child process ended.
@@ -42,6 +46,8 @@ struct process_outcome {
   std::string spawn_error;
   /// Whether it ended because kill() was called.
   bool killed = false;
+  /// Whether it was killed for missing its heartbeat.
+  bool heartbeat_lost = false;
 };
 
 /// Runs child processes asynchronously on its own Asio thread(s): no thread

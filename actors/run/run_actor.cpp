@@ -240,6 +240,8 @@ caf::behavior run_actor_impl(caf::stateful_actor<run_state>* self,
   }
   auto next = st.engine->decide(now_ns());
   resumed.insert(resumed.end(), next.begin(), next.end());
+  if (auto deadline = st.engine->run_deadline_ns(); deadline != 0)
+    self->delayed_send(self, until(deadline), troupe::atom::run_deadline_v);
   if (resumed.empty() && st.engine->is_finished())
     self->send(self, runtime::store_ack{0, ""});
   else
@@ -299,6 +301,14 @@ caf::behavior run_actor_impl(caf::stateful_actor<run_state>* self,
                  "attempt timed out after "
                    + config::format_duration(
                      spec->timeout.value_or(config::duration{0})));
+    },
+    [self](troupe::atom::run_deadline) {
+      auto& st = self->state;
+      persist(self, st.engine->time_out(now_ns()));
+      // Timers may fire a little before the wall clock reaches the deadline.
+      if (!st.engine->is_finished())
+        self->delayed_send(self, until(st.engine->run_deadline_ns()),
+                           troupe::atom::run_deadline_v);
     },
     [self](runtime::cancel_run& c) {
       persist(self, self->state.engine->cancel(c.reason, now_ns()));

@@ -49,13 +49,19 @@ void run_engine::apply(const event_record& e) {
       --running_;
   };
   switch (e.type) {
-  case event_type::run_submitted: break;
+  case event_type::run_submitted:
+    if (spec_->timeout)
+      run_deadline_ns_ = e.at_ns + spec_->timeout->count();
+    break;
   case event_type::attempt_started:
     if (!n)
       break;
     if (n->state != node_state::running)
       ++running_;
     n->state = node_state::running;
+    if (n->close_deadline_ns == 0)
+      if (auto* s = spec_->find_node(e.node); s && s->schedule_to_close)
+        n->close_deadline_ns = e.at_ns + s->schedule_to_close->count();
     n->attempt = e.attempt;
     n->started_at_ns = e.at_ns;
     n->attempt_deadline_ns = e.deadline_ns;
@@ -194,7 +200,14 @@ std::vector<event_record> run_engine::decide(int64_t now_ns) {
     if (!start)
       continue;
     int32_t attempt = st.attempt + 1;
+    // The attempt ends at its timeout or when schedule_to_close passes,
+    // whichever comes first.
     int64_t deadline = n.timeout ? now_ns + n.timeout->count() : 0;
+    int64_t close = st.close_deadline_ns;
+    if (close == 0 && n.schedule_to_close)
+      close = now_ns + n.schedule_to_close->count();
+    if (close != 0 && (deadline == 0 || close < deadline))
+      deadline = close;
     if (n.kind == "sleep" && st.timer_deadline_ns == 0) {
       // The timer's deadline is fixed once, so restarts keep it.
       std::string error;
@@ -248,11 +261,32 @@ std::vector<event_record> run_engine::on_attempt_failed(
     return out;
   auto* spec = spec_->find_node(node);
   auto& policy = spec->retry;
+  auto close = it->second.close_deadline_ns;
+  auto closed = [&](const std::string& why) {
+    emit(out, {event_type::attempt_failed, now_ns, node, attempt, 0, error_kind,
+               message});
+    auto failed
+      = give_up_node(node, attempt, "schedule_to_close",
+                     why + " schedule_to_close of "
+                       + config::format_duration(*spec->schedule_to_close)
+                       + "; last attempt: " + error_kind + ": " + message,
+                     now_ns);
+    out.insert(out.end(), failed.begin(), failed.end());
+    return out;
+  };
+  if (close != 0 && now_ns >= close)
+    return closed("gave up after " + std::to_string(attempt) + " attempt"
+                  + (attempt == 1 ? "" : "s") + " at the end of its");
   if (is_retryable(policy, error_kind) && attempt < policy.max_attempts) {
-    auto delay = backoff_delay(policy, attempt, u);
-    emit(out,
-         {event_type::attempt_failed, now_ns, node, attempt,
-          now_ns + std::max<int64_t>(1, delay.count()), error_kind, message});
+    auto retry_at
+      = now_ns
+        + std::max<int64_t>(1, backoff_delay(policy, attempt, u).count());
+    if (close != 0 && retry_at >= close)
+      return closed("gave up after " + std::to_string(attempt) + " attempt"
+                    + (attempt == 1 ? "" : "s")
+                    + ": the next would start after its");
+    emit(out, {event_type::attempt_failed, now_ns, node, attempt, retry_at,
+               error_kind, message});
     auto next = decide(now_ns);
     out.insert(out.end(), next.begin(), next.end());
     return out;
@@ -302,7 +336,8 @@ run_engine::fail_node_and_run(const std::string& node, int32_t attempt,
     if (st.state == node_state::running
         || st.state == node_state::waiting_retry)
       emit(out, {event_type::node_cancelled, now_ns, n.id, st.attempt, 0, "",
-                 "run failed: node '" + node + "' failed"});
+                 "run failed: "
+                   + (node.empty() ? message : "node '" + node + "' failed")});
   }
   auto text = node.empty() ? message : "node '" + node + "': " + message;
   emit(out, {event_type::run_failed, now_ns, node, attempt, 0, kind, text});
@@ -323,6 +358,15 @@ std::vector<event_record> run_engine::cancel(const std::string& reason,
   }
   emit(out, {event_type::run_cancelled, now_ns, "", 0, 0, "", reason});
   return out;
+}
+
+std::vector<event_record> run_engine::time_out(int64_t now_ns) {
+  if (is_finished() || run_deadline_ns_ == 0 || now_ns < run_deadline_ns_)
+    return {};
+  return fail_node_and_run("", 0, "run_timeout",
+                           "the run timed out after "
+                             + config::format_duration(*spec_->timeout),
+                           now_ns);
 }
 
 std::vector<event_record> run_engine::fail_run(const std::string& error_kind,

@@ -43,6 +43,9 @@ struct node_status {
   int64_t next_retry_ns = 0;
   /// When a sleep node's durable timer fires; 0 before it is set.
   int64_t timer_deadline_ns = 0;
+  /// When schedule_to_close ends the node (set by its first attempt); 0 for
+  /// never.
+  int64_t close_deadline_ns = 0;
   std::string last_error_kind;
   std::string last_error;
   nlohmann::json output;
@@ -90,6 +93,9 @@ class run_engine {
   /// Cancels the run: running nodes are cancelled, the run ends cancelled.
   std::vector<event_record> cancel(const std::string& reason, int64_t now_ns);
 
+  /// Fails the run when its timeout has passed at `now_ns`; else nothing.
+  std::vector<event_record> time_out(int64_t now_ns);
+
   /// Fails the run from outside the DAG (e.g. too many restarts).
   std::vector<event_record> fail_run(const std::string& error_kind,
                                      const std::string& message,
@@ -103,6 +109,9 @@ class run_engine {
 
   /// Returns the earliest time a waiting retry may start, or 0.
   int64_t next_wakeup_ns() const;
+
+  /// When the run's timeout ends it; 0 for never.
+  int64_t run_deadline_ns() const noexcept { return run_deadline_ns_; }
 
   const std::string& run_id() const noexcept { return run_id_; }
   const workflow_spec& spec() const noexcept { return *spec_; }
@@ -148,6 +157,7 @@ class run_engine {
   std::string reason_;
   std::string failed_node_;
   int32_t restarts_ = 0;
+  int64_t run_deadline_ns_ = 0;
   size_t running_ = 0;
   /// Nodes that must complete for the run to complete (all but fallbacks),
   /// and how many have.

@@ -40,6 +40,9 @@ struct node_spec {
   retry_policy retry;
   /// Per-attempt timeout; none means no limit.
   std::optional<duration> timeout;
+  /// Limit on the node as a whole, from its first attempt's start across all
+  /// attempts and backoffs; when it passes the node fails for good.
+  std::optional<duration> schedule_to_close;
   /// The node that runs in this one's place when it fails for good (retries
   /// exhausted or a non-retryable error); its output stands in for this
   /// node's. Empty: none.
@@ -56,6 +59,8 @@ struct workflow_spec {
   std::vector<input_spec> inputs;
   /// Most nodes of one run executing at once. Default: 16.
   int32_t max_concurrency = 16;
+  /// Limit on the whole run from its submission; none means no limit.
+  std::optional<duration> timeout;
   /// Nodes in file order.
   std::vector<node_spec> nodes;
   /// Workflow outputs: name and value (strings may hold templates), in file

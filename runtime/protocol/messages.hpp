@@ -66,18 +66,6 @@ struct attempt_result {
   std::string message;
 };
 
-/// A child process of an exec attempt ended.
-struct exec_finished {
-  int32_t exit_code = -1;
-  int32_t signal = 0;
-  std::string out;
-  std::string err;
-  bool out_truncated = false;
-  bool err_truncated = false;
-  std::string spawn_error;
-  bool killed = false;
-};
-
 /// The journal store made a batch durable (error empty) or failed.
 struct store_ack {
   uint64_t tag = 0;
@@ -158,8 +146,6 @@ TROUPE_INSPECT(attempt_spec, x.run_id, x.node, x.kind, x.attempt, x.params,
                x.kill_grace_ms)
 TROUPE_INSPECT(attempt_result, x.node, x.attempt, x.ok, x.output, x.error_kind,
                x.message)
-TROUPE_INSPECT(exec_finished, x.exit_code, x.signal, x.out, x.err,
-               x.out_truncated, x.err_truncated, x.spawn_error, x.killed)
 TROUPE_INSPECT(store_ack, x.tag, x.error)
 TROUPE_INSPECT(retry_due, x.node, x.attempt)
 TROUPE_INSPECT(attempt_timeout, x.node, x.attempt)
@@ -187,7 +173,6 @@ CAF_BEGIN_TYPE_ID_BLOCK(troupe, caf::first_custom_type_id)
   CAF_ADD_TYPE_ID(troupe, (troupe::runtime::start_run))
   CAF_ADD_TYPE_ID(troupe, (troupe::runtime::attempt_spec))
   CAF_ADD_TYPE_ID(troupe, (troupe::runtime::attempt_result))
-  CAF_ADD_TYPE_ID(troupe, (troupe::runtime::exec_finished))
   CAF_ADD_TYPE_ID(troupe, (troupe::runtime::store_ack))
   CAF_ADD_TYPE_ID(troupe, (troupe::runtime::retry_due))
   CAF_ADD_TYPE_ID(troupe, (troupe::runtime::attempt_timeout))
@@ -198,5 +183,6 @@ CAF_BEGIN_TYPE_ID_BLOCK(troupe, caf::first_custom_type_id)
   CAF_ADD_TYPE_ID(troupe, (troupe::runtime::restart_run))
   CAF_ADD_TYPE_ID(troupe, (troupe::runtime::journal_loaded))
   CAF_ADD_ATOM(troupe, troupe::atom, fire, "fire")
+  CAF_ADD_ATOM(troupe, troupe::atom, run_deadline, "rundeadl")
 CAF_END_TYPE_ID_BLOCK(troupe)
 // clang-format on

@@ -87,7 +87,10 @@ void register_builtin_kinds(kind_registry& registry) {
        "Standard input; default: the node's inputs as JSON."},
       {"max_output_bytes", pt::integer, false,
        "Cap on captured stdout and stderr each; default 1 MiB.", 1024,
-       1073741824.0}},
+       1073741824.0},
+      {"heartbeat_timeout", pt::duration, false,
+       "The program must write to fd 3 (TROUPE_HEARTBEAT_FD) at least this "
+       "often, or it is killed and the attempt fails (retryable)."}},
      false,
      [](const nlohmann::json& node, kind_check_context& ctx) {
        auto i = node.find("command");

@@ -36,10 +36,11 @@ namespace {
 
 // Fields every node has, whatever its kind.
 const std::vector<std::string> node_fields
-  = {"kind", "after", "description", "retry", "timeout", "fallback"};
+  = {"kind",    "after",    "description",      "retry",
+     "timeout", "fallback", "schedule_to_close"};
 
 const std::vector<std::string> top_fields
-  = {"name",     "version", "description",     "inputs",
+  = {"name",     "version", "description",     "inputs", "timeout",
      "defaults", "nodes",   "max_concurrency", "outputs"};
 
 const std::vector<std::string> retry_fields
@@ -114,6 +115,7 @@ class validator : public kind_check_context {
     check_inputs(root);
     check_defaults(root);
     check_max_concurrency(root);
+    wf_.timeout = check_timeout(root, "");
     check_nodes(root);
     check_outputs(root);
     if (!errors_.empty())
@@ -298,15 +300,18 @@ class validator : public kind_check_context {
     return d;
   }
 
+  /// Reads the duration `field` of `obj` (default: "timeout"), which must be
+  /// longer than zero.
   std::optional<duration> check_timeout(const json& obj,
-                                        const std::string& path) {
-    auto i = obj.find("timeout");
+                                        const std::string& path,
+                                        const std::string& field = "timeout") {
+    auto i = obj.find(field);
     if (i == obj.end() || i->is_null())
       return std::nullopt;
-    auto tpath = join_path(path, "timeout");
+    auto tpath = join_path(path, field);
     auto d = parse_duration_at(*i, tpath);
     if (d && d->count() == 0) {
-      report(tpath, "out_of_range", "timeout must be longer than 0s");
+      report(tpath, "out_of_range", field + " must be longer than 0s");
       return std::nullopt;
     }
     return d;
@@ -501,6 +506,7 @@ class validator : public kind_check_context {
       n.retry = check_retry(*r, join_path(path, "retry"), default_retry_);
     if (body.contains("timeout"))
       n.timeout = check_timeout(body, path);
+    n.schedule_to_close = check_timeout(body, path, "schedule_to_close");
     if (auto f = body.find("fallback"); f != body.end() && !f->is_null())
       if (expect(*f, join_path(path, "fallback"), f->is_string(), "a node id"))
         n.fallback = f->get<std::string>();

@@ -459,3 +459,63 @@ TEST_F(Run, KillDuringAFallbackResumesIt) {
   EXPECT_LE(count_lines(marks, "backup"), 2);
   EXPECT_EQ(count_lines(marks, "after_it"), 1);
 }
+
+TEST_F(Run, RunTimeoutKeepsItsDeadlineAcrossKill9) {
+  auto wf = dir.write("rt.yaml", "name: rt\ntimeout: 1500ms\nnodes:\n"
+                                   + mark_node("a", "")
+                                   + "  nap: {kind: sleep, after: [a], "
+                                     "duration: 1h}\n");
+  auto p = start({"run", wf.string(), "--data-dir", data});
+  ASSERT_TRUE(
+    wait_until([&] { return contains(p->err(), " nap  timer_set"); }, 30s))
+    << p->err();
+  p->signal(SIGKILL);
+  ASSERT_EQ(p->wait(10s), -SIGKILL);
+  auto r = troupe({"run", "--resume", "--data-dir", data});
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  auto report = resumed_report(r);
+  EXPECT_EQ(report["state"], "failed") << r.out;
+  EXPECT_EQ(report["error"], "the run timed out after 1500ms") << r.out;
+  // It ended at the deadline set at submission, not one restarted later.
+  auto h = troupe({"history", report["run_id"], "--data-dir", data, "--json"});
+  auto events = json::parse(h.out)["events"];
+  auto span = events.back()["at_ns"].get<int64_t>()
+              - events.front()["at_ns"].get<int64_t>();
+  EXPECT_GE(span, 1'500'000'000);
+  EXPECT_EQ(count_lines(marks, "a"), 1);
+}
+
+TEST_F(Run, ScheduleToCloseEndsANodeAcrossItsAttempts) {
+  auto wf = dir.write("stc.yaml", R"(name: stc
+nodes:
+  slow:
+    kind: exec
+    command: ["/bin/sh", "-c", "sleep 5"]
+    timeout: 300ms
+    schedule_to_close: 800ms
+    retry: {max_attempts: 100, initial_backoff: 10ms, jitter: none}
+)");
+  auto r = troupe({"run", wf.string(), "--data-dir", data});
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_TRUE(contains(r.err, "node 'slow': gave up after")) << r.err;
+  EXPECT_TRUE(contains(r.err, "schedule_to_close of 800ms; last attempt: "
+                              "timeout: attempt timed out after"))
+    << r.err;
+}
+
+TEST_F(Run, SilentExecMissingItsHeartbeatIsKilledAndRetried) {
+  auto wf = dir.write("hb.yaml", R"(name: hb
+nodes:
+  quiet:
+    kind: exec
+    command: ["/bin/sh", "-c", "echo . >&3; sleep 30"]
+    heartbeat_timeout: 200ms
+    retry: {max_attempts: 2, initial_backoff: 10ms}
+)");
+  auto r = troupe(
+    {"run", wf.string(), "--data-dir", data, "--set", "exec.kill_grace=100ms"});
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_TRUE(contains(r.err, "node 'quiet': gave up after 2 attempts: no "
+                              "heartbeat on fd 3 within 200ms"))
+    << r.err;
+}

@@ -378,3 +378,70 @@ nodes:
     kinds(replayed.on_attempt_succeeded("b", 1, json{{"v", 1}}, 3)),
     (strings{"node_completed:b", "node_completed:a", "attempt_started:c"}));
 }
+
+TEST(RunEngine, ScheduleToCloseBoundsTheNodeAcrossAttempts) {
+  run_engine e{"r", spec_of(R"(name: stc
+nodes:
+  a: {kind: noop, timeout: 10s, schedule_to_close: 1s, fallback: b,
+      retry: {max_attempts: 10, initial_backoff: 300ms, multiplier: 1,
+              jitter: none}}
+  b: {kind: noop}
+)"),
+               json::object()};
+  // The first attempt's deadline is the nearer of timeout and the close.
+  auto s = e.decide(0);
+  ASSERT_EQ(kinds(s), (strings{"attempt_started:a"}));
+  EXPECT_EQ(s[0].deadline_ns, 1000 * ms);
+  EXPECT_EQ(e.status("a").close_deadline_ns, 1000 * ms);
+  EXPECT_EQ(kinds(e.on_attempt_failed("a", 1, "exit_code", "x", 100 * ms, 0)),
+            (strings{"attempt_failed:a"}));
+  // Later attempts keep the first attempt's close deadline.
+  s = e.decide(400 * ms);
+  EXPECT_EQ(s[0].deadline_ns, 1000 * ms);
+  // A retry that would start after the close gives up now (here: 500 + 300
+  // is before 1s, so it retries; 800 + 300 is not).
+  EXPECT_EQ(kinds(e.on_attempt_failed("a", 2, "exit_code", "x", 500 * ms, 0)),
+            (strings{"attempt_failed:a"}));
+  e.decide(800 * ms);
+  auto f = e.on_attempt_failed("a", 3, "exit_code", "boom", 800 * ms, 0);
+  EXPECT_EQ(kinds(f), (strings{"attempt_failed:a", "node_fell_back:a",
+                               "attempt_started:b"}));
+  EXPECT_EQ(f[1].error_kind, "schedule_to_close");
+  EXPECT_NE(f[1].message.find("gave up after 3 attempts: the next would start "
+                              "after its schedule_to_close of 1s; last "
+                              "attempt: exit_code: boom"),
+            std::string::npos)
+    << f[1].message;
+}
+
+TEST(RunEngine, AnAttemptEndingAtTheCloseFailsTheNode) {
+  run_engine e{"r", spec_of(R"(name: stc
+nodes:
+  a: {kind: noop, schedule_to_close: 1s, retry: {max_attempts: 5}}
+)"),
+               json::object()};
+  e.decide(0);
+  auto f
+    = e.on_attempt_failed("a", 1, "timeout", "attempt timed out", 1000 * ms, 0);
+  EXPECT_EQ(kinds(f),
+            (strings{"attempt_failed:a", "node_failed:a", "run_failed:a"}));
+  EXPECT_EQ(e.status("a").last_error_kind, "schedule_to_close");
+}
+
+TEST(RunEngine, RunTimeoutFailsTheRunAndCancelsWhatRuns) {
+  auto spec = spec_of(R"(name: rt
+timeout: 2s
+nodes:
+  a: {kind: sleep, duration: 1h}
+)");
+  run_engine e{"r", spec, json::object()};
+  e.apply({event_type::run_submitted, 5 * ms});
+  EXPECT_EQ(e.run_deadline_ns(), 2005 * ms);
+  e.decide(10 * ms);
+  EXPECT_TRUE(e.time_out(2004 * ms).empty());
+  auto f = e.time_out(2005 * ms);
+  EXPECT_EQ(kinds(f), (strings{"node_cancelled:a", "run_failed"}));
+  EXPECT_EQ(e.reason(), "the run timed out after 2s");
+  EXPECT_EQ(f[0].message, "run failed: the run timed out after 2s");
+  EXPECT_TRUE(e.time_out(3000 * ms).empty());
+}

@@ -506,3 +506,23 @@ nodes:
   EXPECT_EQ(ok.workflow->primary_of("b")->id, "a");
   EXPECT_EQ(ok.workflow->primary_of("a"), nullptr);
 }
+
+TEST(WorkflowSpec, ChecksTimeouts) {
+  auto r = parse_workflow(R"(name: t
+timeout: 0s
+nodes:
+  a: {kind: noop, schedule_to_close: 5}
+  b: {kind: noop, schedule_to_close: 0ms}
+  c: {kind: noop, schedule_to_close: 90s, timeout: 10s}
+)");
+  EXPECT_ERROR(r, "timeout", "out_of_range", "timeout must be longer than 0s");
+  EXPECT_ERROR(r, "nodes.a.schedule_to_close", "bad_duration", "has no unit");
+  EXPECT_ERROR(r, "nodes.b.schedule_to_close", "out_of_range",
+               "schedule_to_close must be longer than 0s");
+  EXPECT_EQ(r.errors.size(), 3u) << dump(r.errors);
+  auto ok = parse_workflow("name: t\ntimeout: 1h\nnodes:\n  c: {kind: noop, "
+                           "schedule_to_close: 90s}\n");
+  ASSERT_TRUE(ok.ok()) << dump(ok.errors);
+  EXPECT_EQ(ok.workflow->timeout, std::chrono::hours{1});
+  EXPECT_EQ(ok.workflow->nodes[0].schedule_to_close, std::chrono::seconds{90});
+}

@@ -186,3 +186,32 @@ TEST(ProcessRunner, UnknownHandleIsIgnored) {
   r.kill(12345);
   EXPECT_EQ(run(r, sh("true")).exit_code, 0);
 }
+
+TEST(ProcessRunner, HeartbeatKeepsAChildAliveAndSilenceKillsIt) {
+  process_runner r;
+  // Beats every 50ms for 0.5s against a 300ms limit: lives.
+  auto s
+    = sh("for i in 1 2 3 4 5 6 7 8 9 10; do echo . >&$TROUPE_HEARTBEAT_FD; "
+         "sleep 0.05; done; echo done");
+  s.heartbeat_timeout = 300ms;
+  auto o = run(r, s);
+  EXPECT_EQ(o.exit_code, 0);
+  EXPECT_FALSE(o.heartbeat_lost);
+  EXPECT_EQ(o.out, "done\n");
+  // Beats once, then goes quiet: killed.
+  s = sh("echo . >&3; sleep 30");
+  s.heartbeat_timeout = 200ms;
+  s.kill_grace = 100ms;
+  o = run(r, s);
+  EXPECT_TRUE(o.heartbeat_lost);
+  EXPECT_TRUE(o.killed);
+  EXPECT_NE(o.signal, 0);
+  // Closing the descriptor does not escape the watch.
+  s = sh("exec 3>&-; sleep 30");
+  s.heartbeat_timeout = 200ms;
+  s.kill_grace = 100ms;
+  EXPECT_TRUE(run(r, s).heartbeat_lost);
+  // Without a heartbeat timeout there is no descriptor 3.
+  EXPECT_EQ(
+    run(r, sh("test -z \"$TROUPE_HEARTBEAT_FD\" && ! true >&3")).exit_code, 0);
+}
