@@ -24,10 +24,11 @@ enum class event_type : uint8_t {
   node_cancelled = 11, ///< node, attempt; message: why.
   node_fell_back = 12, ///< node (the one that failed), attempt, error_kind,
                        ///< message; data: the fallback node now standing in.
+  node_skipped = 13,   ///< node; message: why (a branch not taken, ...).
 };
 
 /// The highest event type this build knows.
-inline constexpr event_type last_event_type = event_type::node_fell_back;
+inline constexpr event_type last_event_type = event_type::node_skipped;
 
 /// Returns the event type's name, e.g. "attempt_failed".
 std::string_view to_string(event_type t);

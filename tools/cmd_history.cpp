@@ -62,6 +62,9 @@ std::string describe(const event_record& e, int64_t start_ns) {
            + (e.message.empty() ? "" : " with the " + e.message) + ", output "
            + short_json(e.data);
     break;
+  case event_type::node_skipped:
+    what = e.node + ": skipped: " + e.message;
+    break;
   case event_type::node_fell_back:
     what = e.node + ": FAILED (" + e.error_kind + "): " + e.message
            + "; falling back to '" + e.data + "'";

@@ -145,4 +145,18 @@ std::optional<json> resolve_templates(const json& value,
   return value;
 }
 
+std::optional<json> resolve_path(const std::vector<std::string>& path,
+                                 const template_scope& scope,
+                                 std::string& error) {
+  if (path.empty()) {
+    error = "empty path";
+    return std::nullopt;
+  }
+  template_segment seg;
+  for (auto& p : path)
+    seg.text += (seg.text.empty() ? "" : ".") + p;
+  seg.path = path;
+  return lookup(seg, scope, error);
+}
+
 } // namespace troupe::runtime

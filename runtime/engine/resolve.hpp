@@ -4,6 +4,7 @@
 
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace troupe::runtime {
 
@@ -26,5 +27,11 @@ struct template_scope {
 std::optional<nlohmann::json> resolve_templates(const nlohmann::json& value,
                                                 const template_scope& scope,
                                                 std::string& error);
+
+/// Resolves one dotted path (`{"nodes", "a", "output", "x"}`) as a template
+/// naming it would; on failure returns nothing with `error` set.
+std::optional<nlohmann::json> resolve_path(const std::vector<std::string>& path,
+                                           const template_scope& scope,
+                                           std::string& error);
 
 } // namespace troupe::runtime

@@ -4,6 +4,8 @@
 #include "runtime/engine/backoff.hpp"
 #include "runtime/engine/resolve.hpp"
 
+#include <algorithm>
+
 namespace troupe::runtime {
 
 using json = nlohmann::json;
@@ -17,6 +19,7 @@ std::string_view to_string(node_state s) {
   case node_state::failed: return "failed";
   case node_state::cancelled: return "cancelled";
   case node_state::fell_back: return "fell_back";
+  case node_state::skipped: return "skipped";
   }
   return "unknown";
 }
@@ -119,6 +122,17 @@ void run_engine::apply(const event_record& e) {
     reason_ = e.message;
     break;
   case event_type::run_restarted: restarts_ = e.attempt; break;
+  case event_type::node_skipped:
+    if (!n)
+      break;
+    leave_running();
+    n->state = node_state::skipped;
+    n->last_error = e.message;
+    // Templates naming a skipped node's output see null.
+    node_outputs_[e.node] = nullptr;
+    if (!spec_->primary_of(e.node))
+      ++completed_;
+    break;
   case event_type::node_fell_back:
     if (!n)
       break;
@@ -138,10 +152,114 @@ void run_engine::emit(std::vector<event_record>& out, event_record e) {
 }
 
 bool run_engine::dependencies_done(const node_spec& n) const {
-  for (auto& dep : n.after)
-    if (nodes_.at(dep).state != node_state::completed)
-      return false;
-  return true;
+  std::string why;
+  return ready(n, why) == readiness::ready;
+}
+
+run_engine::readiness run_engine::ready(const node_spec& n,
+                                        std::string& why) const {
+  size_t ok = 0, skipped = 0;
+  for (auto& dep : n.after) {
+    auto s = nodes_.at(dep).state;
+    if (s == node_state::completed) {
+      ++ok;
+    } else if (s == node_state::skipped) {
+      if (skipped++ == 0)
+        why = "upstream '" + dep + "' was skipped";
+    }
+  }
+  auto all = n.after.size();
+  switch (n.trigger) {
+  case trigger_rule::all_success:
+    if (skipped > 0)
+      return readiness::skip;
+    return ok == all ? readiness::ready : readiness::wait;
+  case trigger_rule::all_done:
+    return ok + skipped == all ? readiness::ready : readiness::wait;
+  case trigger_rule::one_success:
+    if (ok > 0 || all == 0)
+      return readiness::ready;
+    if (skipped == all) {
+      why = "every upstream node was skipped";
+      return readiness::skip;
+    }
+    return readiness::wait;
+  }
+  return readiness::wait;
+}
+
+void run_engine::take_branch(const node_spec& sw,
+                             std::vector<event_record>& out, int64_t now_ns) {
+  template_scope scope{&inputs_,    &node_outputs_, run_id_,
+                       spec_->name, sw.id,          1};
+  std::string detail;
+  expression_lookup lookup
+    = [&](const std::vector<std::string>& path) -> std::optional<json> {
+    return resolve_path(path, scope, detail);
+  };
+  const std::vector<std::string>* taken = &sw.default_goto;
+  json which = "default";
+  for (size_t k = 0; k < sw.cases.size(); ++k) {
+    std::string error;
+    detail.clear();
+    auto holds = evaluate(*sw.cases[k].condition, lookup, error);
+    if (!holds) {
+      auto failed = give_up_node(sw.id, 1, "bad_expression",
+                                 "case " + std::to_string(k + 1) + " ('"
+                                   + sw.cases[k].when
+                                   + "'): " + (detail.empty() ? error : detail),
+                                 now_ns);
+      out.insert(out.end(), failed.begin(), failed.end());
+      return;
+    }
+    if (*holds) {
+      taken = &sw.cases[k].go_to;
+      which = k + 1;
+      break;
+    }
+  }
+  json output = {{"case", which}, {"goto", *taken}};
+  emit(out, {event_type::node_completed, now_ns, sw.id, 1, 0, "", "",
+             output.dump(-1, ' ', false, json::error_handler_t::replace)});
+  auto skip = [&](const std::string& target) {
+    if (std::find(taken->begin(), taken->end(), target) != taken->end())
+      return;
+    auto& st = nodes_.at(target);
+    if (st.state != node_state::pending)
+      return;
+    emit(out, {event_type::node_skipped, now_ns, target, 0, 0, "",
+               "branch not taken by switch '" + sw.id + "'"});
+  };
+  for (auto& c : sw.cases)
+    for (auto& t : c.go_to)
+      skip(t);
+  for (auto& t : sw.default_goto)
+    skip(t);
+}
+
+bool run_engine::settle_branches(std::vector<event_record>& out,
+                                 int64_t now_ns) {
+  for (bool changed = true; changed && !is_finished();) {
+    changed = false;
+    for (auto& n : spec_->nodes) {
+      auto& st = nodes_.at(n.id);
+      if (st.state != node_state::pending
+          || (spec_->primary_of(n.id) && !st.triggered))
+        continue;
+      std::string why;
+      auto r = ready(n, why);
+      if (r == readiness::skip) {
+        emit(out, {event_type::node_skipped, now_ns, n.id, 0, 0, "", why});
+        changed = true;
+      } else if (r == readiness::ready && n.kind == "switch") {
+        take_branch(n, out, now_ns);
+        changed = true;
+      }
+      if (is_finished())
+        return false;
+    }
+  }
+  return !is_finished();
 }
 
 std::optional<json> run_engine::resolve_params(const node_spec& node,
@@ -173,6 +291,8 @@ std::vector<event_record> run_engine::decide(int64_t now_ns) {
       settled = false;
     }
   }
+  if (!settle_branches(out, now_ns))
+    return out;
   if (completed_ == required_) {
     template_scope scope{&inputs_, &node_outputs_, run_id_, spec_->name, "", 0};
     json outputs = json::object();

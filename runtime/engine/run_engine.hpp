@@ -26,6 +26,7 @@ enum class node_state : uint8_t {
   failed,
   cancelled,
   fell_back, ///< Failed for good; its fallback runs in its place.
+  skipped,   ///< On a branch not taken, or its trigger rule said so.
 };
 
 /// Returns the state's name, e.g. "waiting_retry".
@@ -144,6 +145,18 @@ class run_engine {
                                               const std::string& message,
                                               int64_t now_ns);
   void emit(std::vector<event_record>& out, event_record e);
+  /// Skips what its trigger rule or an untaken branch skips and takes the
+  /// branches of switch nodes that are ready, until nothing changes. Returns
+  /// false when that ended the run.
+  bool settle_branches(std::vector<event_record>& out, int64_t now_ns);
+  /// Evaluates a ready switch node: completes it and skips the targets of
+  /// the branches not taken (or gives it up on a bad expression).
+  void take_branch(const node_spec& sw, std::vector<event_record>& out,
+                   int64_t now_ns);
+  enum class readiness { wait, ready, skip };
+  /// Whether a pending node may start, given its `after` nodes and trigger
+  /// rule; for skip, `why` says which upstream node made it so.
+  readiness ready(const node_spec& n, std::string& why) const;
   bool dependencies_done(const node_spec& n) const;
 
   std::string run_id_;

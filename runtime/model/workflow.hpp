@@ -1,6 +1,7 @@
 #pragma once
 
 #include "runtime/model/retry_policy.hpp"
+#include "runtime/spec/expression.hpp"
 
 #include <nlohmann/json.hpp>
 
@@ -29,6 +30,20 @@ struct input_spec {
   std::optional<nlohmann::json> default_value;
 };
 
+/// When a node with several `after` nodes runs, given how they ended.
+enum class trigger_rule : uint8_t {
+  all_success, ///< All completed; skipped if any was skipped. The default.
+  all_done,    ///< All completed or skipped.
+  one_success, ///< One completed (at once); skipped if all were skipped.
+};
+
+/// One case of a switch node: when `condition` holds, the `go_to` nodes run.
+struct switch_case {
+  std::string when;
+  std::shared_ptr<const expression> condition;
+  std::vector<std::string> go_to;
+};
+
 /// One node of a workflow's DAG, with its policies resolved against the
 /// workflow's defaults.
 struct node_spec {
@@ -37,6 +52,12 @@ struct node_spec {
   std::string description;
   /// Nodes that must finish before this one starts.
   std::vector<std::string> after;
+  trigger_rule trigger = trigger_rule::all_success;
+  /// A switch node's cases, in order (the first that holds is taken), and
+  /// the nodes that run when none holds. Every node named in them runs after
+  /// the switch; those of the cases not taken are skipped.
+  std::vector<switch_case> cases;
+  std::vector<std::string> default_goto;
   retry_policy retry;
   /// Per-attempt timeout; none means no limit.
   std::optional<duration> timeout;

@@ -34,6 +34,19 @@ std::vector<std::string> kind_registry::names() const {
 
 void register_builtin_kinds(kind_registry& registry) {
   using pt = param_type;
+  registry.add(
+    {"switch",
+     "Branches: the first of `cases` ({when: expression, goto: [node ids]}) "
+     "whose expression holds sends the run to its nodes; `default` names "
+     "the nodes for when none holds. Nodes of branches not taken are "
+     "skipped. Output: {case, goto}.",
+     {{"cases", pt::any, true,
+       "A list of {when: expression, goto: [node ids]}, tried in order."},
+      {"default", pt::any, false,
+       "Node (or list of nodes) to run when no case holds; without it, none "
+       "run."}},
+     false,
+     nullptr});
   registry.add({"noop",
                 "Does nothing; its output is its parameters, resolved.",
                 {},

@@ -36,8 +36,11 @@ namespace {
 
 // Fields every node has, whatever its kind.
 const std::vector<std::string> node_fields
-  = {"kind",    "after",    "description",      "retry",
-     "timeout", "fallback", "schedule_to_close"};
+  = {"kind",    "after",    "description", "retry",
+     "timeout", "fallback", "trigger",     "schedule_to_close"};
+
+const std::vector<std::string> trigger_rules
+  = {"all_success", "all_done", "one_success"};
 
 const std::vector<std::string> top_fields
   = {"name",     "version", "description",     "inputs", "timeout",
@@ -448,12 +451,18 @@ class validator : public kind_check_context {
       });
     for (auto& id : ids)
       check_node(id, (*i)[id]);
+    link_switch_targets();
     check_references();
     check_cycles();
     check_fallbacks();
     // Templates need the DAG: `nodes.x` must be upstream.
-    for (auto& n : wf_.nodes)
+    for (auto& n : wf_.nodes) {
+      if (n.kind == "switch") {
+        check_switch_references(n);
+        continue;
+      }
       check_templates_in(n.params, join_path("nodes", n.id), &n);
+    }
   }
 
   void check_node(const std::string& id, const json& body) {
@@ -507,6 +516,19 @@ class validator : public kind_check_context {
     if (body.contains("timeout"))
       n.timeout = check_timeout(body, path);
     n.schedule_to_close = check_timeout(body, path, "schedule_to_close");
+    if (auto t = body.find("trigger"); t != body.end() && !t->is_null()) {
+      auto tpath = join_path(path, "trigger");
+      if (expect(*t, tpath, t->is_string(), "one of " + join(trigger_rules))) {
+        auto rule = t->get<std::string>();
+        auto i = std::find(trigger_rules.begin(), trigger_rules.end(), rule);
+        if (i == trigger_rules.end())
+          report(tpath, "bad_value",
+                 "unknown trigger '" + rule + "'; allowed: "
+                   + join(trigger_rules) + did_you_mean(rule, trigger_rules));
+        else
+          n.trigger = static_cast<trigger_rule>(i - trigger_rules.begin());
+      }
+    }
     if (auto f = body.find("fallback"); f != body.end() && !f->is_null())
       if (expect(*f, join_path(path, "fallback"), f->is_string(), "a node id"))
         n.fallback = f->get<std::string>();
@@ -518,7 +540,97 @@ class validator : public kind_check_context {
         n.params[key] = v;
     if (kind)
       check_params(*kind, n.params, path);
+    if (n.kind == "switch")
+      check_switch(n, path);
     wf_.nodes.push_back(std::move(n));
+  }
+
+  /// Reads a switch node's cases: each a {when, goto} mapping whose
+  /// expression parses and whose goto names nodes (checked with the DAG).
+  void check_switch(node_spec& n, const std::string& path) {
+    auto ids = [&](const json& v, const std::string& p) {
+      std::vector<std::string> out;
+      if (v.is_string())
+        out.push_back(v.get<std::string>());
+      else if (expect(v, p, v.is_array() && !v.empty(),
+                      "a non-empty list of node ids"))
+        for (size_t k = 0; k < v.size(); ++k)
+          if (expect(v[k], index_path(p, k), v[k].is_string(), "a node id"))
+            out.push_back(v[k].get<std::string>());
+      return out;
+    };
+    auto cases = n.params.find("cases");
+    if (cases == n.params.end())
+      return; // reported as a missing parameter
+    auto cpath = join_path(path, "cases");
+    if (!expect(*cases, cpath, cases->is_array() && !cases->empty(),
+                "a non-empty list of {when, goto} mappings"))
+      return;
+    for (size_t k = 0; k < cases->size(); ++k) {
+      auto& c = (*cases)[k];
+      auto p = index_path(cpath, k);
+      if (!expect(c, p, c.is_object(), "a mapping {when, goto}"))
+        continue;
+      check_fields(c, p, {"when", "goto"}, "a switch case");
+      switch_case sc;
+      auto w = c.find("when");
+      auto g = c.find("goto");
+      if (w == c.end() || g == c.end()) {
+        report(p, "missing_field", "a switch case needs 'when' and 'goto'");
+        continue;
+      }
+      if (expect(*w, join_path(p, "when"), w->is_string(),
+                 "an expression string")) {
+        sc.when = w->get<std::string>();
+        expression_error err;
+        sc.condition = parse_expression(sc.when, err);
+        if (!sc.condition)
+          report(join_path(p, "when"), "bad_expression",
+                 "bad expression at character " + std::to_string(err.offset + 1)
+                   + ": " + err.message);
+      }
+      sc.go_to = ids(*g, join_path(p, "goto"));
+      n.cases.push_back(std::move(sc));
+    }
+    if (auto d = n.params.find("default"); d != n.params.end())
+      n.default_goto = ids(*d, join_path(path, "default"));
+  }
+
+  /// Makes every node a switch can send the run to run after that switch;
+  /// reports targets that don't exist or are the switch itself.
+  void link_switch_targets() {
+    std::vector<std::string> ids;
+    for (auto& n : wf_.nodes)
+      ids.push_back(n.id);
+    for (auto& sw : wf_.nodes) {
+      auto link = [&](const std::string& target, const std::string& path) {
+        if (target == sw.id) {
+          report(path, "cycle",
+                 "switch '" + sw.id + "' sends the run to itself");
+          return;
+        }
+        auto t = std::find_if(wf_.nodes.begin(), wf_.nodes.end(),
+                              [&](auto& n) { return n.id == target; });
+        if (t == wf_.nodes.end()) {
+          report(path, "unknown_reference",
+                 "switch '" + sw.id + "' sends the run to unknown node '"
+                   + target + "'" + did_you_mean(target, ids));
+          return;
+        }
+        if (std::find(t->after.begin(), t->after.end(), sw.id)
+            == t->after.end())
+          t->after.push_back(sw.id);
+      };
+      auto base = join_path("nodes", sw.id);
+      for (size_t k = 0; k < sw.cases.size(); ++k)
+        for (size_t j = 0; j < sw.cases[k].go_to.size(); ++j)
+          link(
+            sw.cases[k].go_to[j],
+            index_path(
+              join_path(index_path(join_path(base, "cases"), k), "goto"), j));
+      for (size_t j = 0; j < sw.default_goto.size(); ++j)
+        link(sw.default_goto[j], index_path(join_path(base, "default"), j));
+    }
   }
 
   void check_params(const kind_spec& kind, const json& params,
@@ -815,6 +927,23 @@ class validator : public kind_check_context {
     for (auto& seg : t->segments)
       if (seg.is_expression())
         check_reference(seg, path, node);
+  }
+
+  /// The paths in a switch's expressions follow the rules of templates.
+  void check_switch_references(const node_spec& n) {
+    for (size_t k = 0; k < n.cases.size(); ++k) {
+      if (!n.cases[k].condition)
+        continue;
+      auto path = join_path(
+        index_path(join_path(join_path("nodes", n.id), "cases"), k), "when");
+      for (auto& p : expression_paths(*n.cases[k].condition)) {
+        template_segment seg;
+        seg.text = join(p.segments, ".");
+        seg.path = p.segments;
+        seg.offset = p.offset;
+        check_reference(seg, path, &n);
+      }
+    }
   }
 
   void check_reference(const template_segment& seg, const std::string& path,

@@ -12,6 +12,7 @@
 #include <csignal>
 #include <fstream>
 #include <thread>
+#include <tuple>
 #include <unistd.h>
 
 using namespace std::chrono_literals;
@@ -517,5 +518,33 @@ nodes:
   EXPECT_EQ(r.exit_code, 1) << r.err;
   EXPECT_TRUE(contains(r.err, "node 'quiet': gave up after 2 attempts: no "
                               "heartbeat on fd 3 within 200ms"))
+    << r.err;
+}
+
+TEST_F(Run, SwitchBranchesAndTheMergeRuns) {
+  for (auto [total, country, by] : {std::tuple{"250", "FR", "freight"},
+                                    {"250", "US", "courier"},
+                                    {"40", "DE", "post"}}) {
+    auto r = troupe({"run", examples + "branching.yaml", "--data-dir", data,
+                     "--json", "--input", std::string{"total="} + total,
+                     "--input", std::string{"country="} + country});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    auto report = json::parse(r.out);
+    EXPECT_EQ(report["outputs"]["shipped_by"], json::array({by})) << r.out;
+    auto h = troupe({"history", report["run_id"], "--data-dir", data});
+    EXPECT_TRUE(contains(h.out, "skipped: branch not taken by switch 'route'"))
+      << h.out;
+  }
+  // A comparison that cannot be made at run time fails the switch node.
+  auto wf = dir.write("b.yaml", R"(name: b
+inputs: {v: {type: any}}
+nodes:
+  s: {kind: switch, cases: [{when: "inputs.v > 3", goto: [x]}]}
+  x: {kind: noop}
+)");
+  auto r = troupe({"run", wf.string(), "--data-dir", data, "--input", "v=[1]"});
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_TRUE(
+    contains(r.err, "node 's': case 1 ('inputs.v > 3'): cannot order"))
     << r.err;
 }

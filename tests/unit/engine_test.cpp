@@ -445,3 +445,77 @@ nodes:
   EXPECT_EQ(f[0].message, "run failed: the run timed out after 2s");
   EXPECT_TRUE(e.time_out(3000 * ms).empty());
 }
+
+namespace {
+
+const char* branching = R"(name: br
+inputs: {n: {type: integer}}
+nodes:
+  route:
+    kind: switch
+    cases:
+      - {when: "inputs.n > 100", goto: [big]}
+      - {when: "inputs.n in [1, 2, 3]", goto: [tiny, tiny2]}
+    default: [normal]
+  big: {kind: noop}
+  tiny: {kind: noop}
+  tiny2: {kind: noop}
+  normal: {kind: noop}
+  after_big: {kind: noop, after: [big]}
+  any: {kind: noop, after: [big, normal], trigger: one_success}
+  all: {kind: noop, after: [big, tiny, normal], trigger: all_done}
+)";
+
+} // namespace
+
+TEST(RunEngine, SwitchTakesTheFirstCaseThatHoldsAndSkipsTheRest) {
+  auto spec = spec_of(branching);
+  run_engine e{"r", spec, json{{"n", 500}}};
+  auto d = e.decide(0);
+  EXPECT_EQ(kinds(d), (strings{"node_completed:route", "node_skipped:tiny",
+                               "node_skipped:tiny2", "node_skipped:normal",
+                               "attempt_started:big"}));
+  EXPECT_EQ(json::parse(d[0].data), (json{{"case", 1}, {"goto", {"big"}}}));
+  EXPECT_EQ(d[1].message, "branch not taken by switch 'route'");
+  auto f = e.on_attempt_succeeded("big", 1, json::object(), 1);
+  // one_success starts as soon as big is done; all_done waits for nothing
+  // more (tiny and normal were skipped).
+  EXPECT_EQ(kinds(f),
+            (strings{"node_completed:big", "attempt_started:after_big",
+                     "attempt_started:any", "attempt_started:all"}));
+}
+
+TEST(RunEngine, SkippingPropagatesByTriggerRule) {
+  auto spec = spec_of(branching);
+  run_engine e{"r", spec, json{{"n", 2}}};
+  auto d = e.decide(0);
+  // big is skipped, so after_big (all_success) is skipped too; `any`
+  // (one_success) waits for normal, which is skipped: skipped as well.
+  EXPECT_EQ(kinds(d), (strings{"node_completed:route", "node_skipped:big",
+                               "node_skipped:normal", "node_skipped:after_big",
+                               "node_skipped:any", "attempt_started:tiny",
+                               "attempt_started:tiny2"}));
+  EXPECT_EQ(d[3].message, "upstream 'big' was skipped");
+  EXPECT_EQ(d[4].message, "every upstream node was skipped");
+  // all_done: big and normal were skipped, tiny completes: done.
+  auto f = e.on_attempt_succeeded("tiny", 1, json::object(), 1);
+  EXPECT_EQ(kinds(f), (strings{"node_completed:tiny", "attempt_started:all"}));
+  e.on_attempt_succeeded("tiny2", 1, json::object(), 2);
+  f = e.on_attempt_succeeded("all", 1, json::object(), 3);
+  EXPECT_EQ(kinds(f), (strings{"node_completed:all", "run_completed"}));
+}
+
+TEST(RunEngine, DefaultBranchAndBadExpressionsAtRunTime) {
+  auto spec = spec_of(branching);
+  run_engine e{"r", spec, json{{"n", 50}}};
+  auto d = e.decide(0);
+  EXPECT_EQ(json::parse(d[0].data),
+            (json{{"case", "default"}, {"goto", {"normal"}}}));
+  // A comparison that cannot be made fails the switch, not the node.
+  run_engine bad{"r", spec, json{{"n", "text"}}};
+  d = bad.decide(0);
+  EXPECT_EQ(kinds(d), (strings{"node_failed:route", "run_failed:route"}));
+  EXPECT_EQ(d[0].error_kind, "bad_expression");
+  EXPECT_NE(d[0].message.find("case 1 ('inputs.n > 100')"), std::string::npos)
+    << d[0].message;
+}

@@ -526,3 +526,61 @@ nodes:
   EXPECT_EQ(ok.workflow->timeout, std::chrono::hours{1});
   EXPECT_EQ(ok.workflow->nodes[0].schedule_to_close, std::chrono::seconds{90});
 }
+
+TEST(WorkflowSpec, ChecksSwitchesAndTriggers) {
+  auto r = parse_workflow(R"(name: s
+inputs: {n: {type: integer}}
+nodes:
+  s1:
+    kind: switch
+    cases:
+      - {when: "inputs.n > ", goto: [a]}
+      - {when: "inputs.m == 1", goto: [nope]}
+      - {when: "nodes.a.output == 1", goto: s1}
+      - {goto: [a]}
+      - {when: true, goto: [a], extra: 1}
+    default: [b]
+  s2: {kind: switch, cases: []}
+  a: {kind: noop}
+  b: {kind: noop, trigger: any_success}
+  c: {kind: noop, after: [a, b], trigger: 3}
+)");
+  EXPECT_ERROR(r, "nodes.s1.cases[0].when", "bad_expression",
+               "bad expression at character 12: expected an operand");
+  EXPECT_ERROR(r, "nodes.s1.cases[1].when", "unknown_reference",
+               "no input 'm' is declared");
+  EXPECT_ERROR(r, "nodes.s1.cases[1].goto[0]", "unknown_reference",
+               "sends the run to unknown node 'nope'");
+  EXPECT_ERROR(r, "nodes.s1.cases[2].goto[0]", "cycle",
+               "switch 's1' sends the run to itself");
+  EXPECT_ERROR(r, "nodes.s1.cases[2].when", "unknown_reference",
+               "node 'a' is not upstream of 's1'");
+  EXPECT_ERROR(r, "nodes.s1.cases[3]", "missing_field",
+               "needs 'when' and 'goto'");
+  EXPECT_ERROR(r, "nodes.s1.cases[4].extra", "unknown_field", "");
+  EXPECT_ERROR(r, "nodes.s1.cases[4].when", "type", "an expression string");
+  EXPECT_ERROR(r, "nodes.s2.cases", "type", "a non-empty list");
+  EXPECT_ERROR(r, "nodes.b.trigger", "bad_value",
+               "unknown trigger 'any_success'; allowed: all_success, "
+               "all_done, one_success");
+  EXPECT_ERROR(r, "nodes.c.trigger", "type", "one of all_success");
+  auto ok = parse_workflow(R"(name: s
+nodes:
+  check: {kind: noop, total: 3}
+  route:
+    kind: switch
+    after: [check]
+    cases: [{when: "nodes.check.output.total > 2", goto: [big]}]
+    default: small
+  big: {kind: noop}
+  small: {kind: noop}
+  join: {kind: noop, after: [big, small], trigger: one_success}
+)");
+  ASSERT_TRUE(ok.ok()) << dump(ok.errors);
+  // Targets run after their switch without saying so.
+  EXPECT_EQ(ok.workflow->find_node("big")->after,
+            std::vector<std::string>{"route"});
+  EXPECT_EQ(ok.workflow->find_node("small")->after,
+            std::vector<std::string>{"route"});
+  EXPECT_EQ(ok.workflow->find_node("join")->trigger, trigger_rule::one_success);
+}
