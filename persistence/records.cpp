@@ -17,6 +17,7 @@ std::string_view to_string(event_type t) {
   case event_type::node_cancelled: return "node_cancelled";
   case event_type::node_fell_back: return "node_fell_back";
   case event_type::node_skipped: return "node_skipped";
+  case event_type::run_compensating: return "run_compensating";
   }
   return "unknown";
 }

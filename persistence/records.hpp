@@ -9,26 +9,29 @@ namespace troupe::persistence {
 /// What happened to a run. Journal records are append-only; the numbers are
 /// stored on disk: never renumber, only append (retired numbers stay taken).
 enum class event_type : uint8_t {
-  run_submitted = 1,   ///< data: spec source text; data2: inputs (JSON).
-  attempt_started = 2, ///< node, attempt; deadline_ns: attempt timeout.
-  attempt_failed = 3,  ///< node, attempt, error_kind, message;
-                       ///< deadline_ns: next retry time, 0 when none.
-  node_completed = 4,  ///< node, attempt; data: output (JSON).
-  node_failed = 5,     ///< node, attempt, error_kind, message.
-  timer_set = 6,       ///< node; deadline_ns: when the timer fires.
-  run_completed = 7,   ///< data: outputs (JSON).
-  run_failed = 8,      ///< node (the failing node, if any), error_kind,
-                       ///< message.
-  run_cancelled = 9,   ///< message: why.
-  run_restarted = 10,  ///< attempt: restart count; message: why.
-  node_cancelled = 11, ///< node, attempt; message: why.
-  node_fell_back = 12, ///< node (the one that failed), attempt, error_kind,
-                       ///< message; data: the fallback node now standing in.
-  node_skipped = 13,   ///< node; message: why (a branch not taken, ...).
+  run_submitted = 1,     ///< data: spec source text; data2: inputs (JSON).
+  attempt_started = 2,   ///< node, attempt; deadline_ns: attempt timeout.
+  attempt_failed = 3,    ///< node, attempt, error_kind, message;
+                         ///< deadline_ns: next retry time, 0 when none.
+  node_completed = 4,    ///< node, attempt; data: output (JSON).
+  node_failed = 5,       ///< node, attempt, error_kind, message.
+  timer_set = 6,         ///< node; deadline_ns: when the timer fires.
+  run_completed = 7,     ///< data: outputs (JSON).
+  run_failed = 8,        ///< node (the failing node, if any), error_kind,
+                         ///< message.
+  run_cancelled = 9,     ///< message: why.
+  run_restarted = 10,    ///< attempt: restart count; message: why.
+  node_cancelled = 11,   ///< node, attempt; message: why.
+  node_fell_back = 12,   ///< node (the one that failed), attempt, error_kind,
+                         ///< message; data: the fallback node now standing in.
+  node_skipped = 13,     ///< node; message: why (a branch not taken, ...).
+  run_compensating = 14, ///< node (the failing node, if any), error_kind,
+                         ///< message: why the run fails; its compensations
+                         ///< run next, then run_failed follows.
 };
 
 /// The highest event type this build knows.
-inline constexpr event_type last_event_type = event_type::node_skipped;
+inline constexpr event_type last_event_type = event_type::run_compensating;
 
 /// Returns the event type's name, e.g. "attempt_failed".
 std::string_view to_string(event_type t);

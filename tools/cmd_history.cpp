@@ -62,6 +62,10 @@ std::string describe(const event_record& e, int64_t start_ns) {
            + (e.message.empty() ? "" : " with the " + e.message) + ", output "
            + short_json(e.data);
     break;
+  case event_type::run_compensating:
+    what = "run failing (" + e.error_kind + "): " + e.message
+           + "; compensating completed nodes";
+    break;
   case event_type::node_skipped:
     what = e.node + ": skipped: " + e.message;
     break;

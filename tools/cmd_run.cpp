@@ -228,42 +228,45 @@ int run_run(const global_options& g, const run_options& r) {
     progress_view view{g.json};
     bool running = true;
     while (running && !waiting.empty()) {
-      self->receive([&](runtime::run_progress& p) { view.on(p); },
-                    [&](runtime::run_finished& f) {
-                      waiting.erase(f.run_id);
-                      auto outputs = json::parse(f.outputs, nullptr, false);
-                      bool ok = f.state == run_state::completed;
-                      if (f.run_id == new_run || r.resume) {
-                        if (!ok)
-                          rc = exit_failed;
-                        if (g.json || r.resume) {
-                          json report
-                            = {{"run_id", f.run_id},
-                               {"workflow", f.workflow},
-                               {"state", persistence::to_string(f.state)}};
-                          if (ok)
-                            report["outputs"] = outputs;
-                          else
-                            report["error"] = f.reason;
-                          std::cout << dump(report, r.resume ? -1 : 2) << "\n";
-                        } else if (ok) {
-                          view.end();
-                          std::cout << dump(outputs, 2) << "\n";
-                        }
-                      }
-                      if (!ok)
-                        std::cerr << "run " << f.run_id << " (" << f.workflow
-                                  << ") " << persistence::to_string(f.state)
-                                  << ": " << f.reason << "\n";
-                      else if (f.run_id != new_run && !r.resume && !g.json)
-                        std::cerr << "resumed run " << f.run_id << " ("
-                                  << f.workflow << ") completed\n";
-                    },
-                    caf::after(std::chrono::milliseconds(100)) >>
-                      [&] {
-                        if (stop_signal.load() != 0)
-                          running = false;
-                      });
+      self->receive(
+        [&](runtime::run_progress& p) { view.on(p); },
+        [&](runtime::run_finished& f) {
+          waiting.erase(f.run_id);
+          auto outputs = json::parse(f.outputs, nullptr, false);
+          bool ok = f.state == run_state::completed;
+          if (f.run_id == new_run || r.resume) {
+            if (!ok)
+              rc = exit_failed;
+            if (g.json || r.resume) {
+              json report = {{"run_id", f.run_id},
+                             {"workflow", f.workflow},
+                             {"state", persistence::to_string(f.state)}};
+              if (ok) {
+                report["outputs"] = outputs;
+              } else {
+                report["error"] = f.reason;
+                if (outputs.is_object() && outputs.contains("compensated"))
+                  report["compensation"] = outputs;
+              }
+              std::cout << dump(report, r.resume ? -1 : 2) << "\n";
+            } else if (ok) {
+              view.end();
+              std::cout << dump(outputs, 2) << "\n";
+            }
+          }
+          if (!ok)
+            std::cerr << "run " << f.run_id << " (" << f.workflow << ") "
+                      << persistence::to_string(f.state) << ": " << f.reason
+                      << "\n";
+          else if (f.run_id != new_run && !r.resume && !g.json)
+            std::cerr << "resumed run " << f.run_id << " (" << f.workflow
+                      << ") completed\n";
+        },
+        caf::after(std::chrono::milliseconds(100)) >>
+          [&] {
+            if (stop_signal.load() != 0)
+              running = false;
+          });
     }
     view.end();
   }

@@ -1,6 +1,7 @@
 #include "runtime/engine/run_engine.hpp"
 
 #include "config/duration.hpp"
+#include "config/suggest.hpp"
 #include "runtime/engine/backoff.hpp"
 #include "runtime/engine/resolve.hpp"
 
@@ -31,8 +32,9 @@ run_engine::run_engine(std::string run_id,
   for (auto& n : spec_->nodes)
     nodes_.emplace(n.id, node_status{});
   for (auto& n : spec_->nodes)
-    if (!spec_->primary_of(n.id))
-      ++required_;
+    if (spec_->is_standby(n.id))
+      standby_.insert(n.id);
+  required_ = spec_->nodes.size() - standby_.size();
 }
 
 namespace {
@@ -91,8 +93,10 @@ void run_engine::apply(const event_record& e) {
     n->state = node_state::completed;
     n->output = parse_or_string(e.data);
     node_outputs_[e.node] = n->output;
-    if (!spec_->primary_of(e.node))
+    if (!is_standby(e.node)) {
       ++completed_;
+      completion_order_.push_back(e.node);
+    }
     break;
   case event_type::node_failed:
     if (!n)
@@ -116,6 +120,14 @@ void run_engine::apply(const event_record& e) {
     state_ = run_state::failed;
     reason_ = e.message;
     failed_node_ = e.node;
+    if (!e.data.empty())
+      outputs_ = parse_or_string(e.data); // how compensation went
+    break;
+  case event_type::run_compensating:
+    compensating_ = true;
+    reason_ = e.message;
+    failed_node_ = e.node;
+    fail_kind_ = e.error_kind;
     break;
   case event_type::run_cancelled:
     state_ = run_state::cancelled;
@@ -130,7 +142,7 @@ void run_engine::apply(const event_record& e) {
     n->last_error = e.message;
     // Templates naming a skipped node's output see null.
     node_outputs_[e.node] = nullptr;
-    if (!spec_->primary_of(e.node))
+    if (!is_standby(e.node))
       ++completed_;
     break;
   case event_type::node_fell_back:
@@ -244,7 +256,7 @@ bool run_engine::settle_branches(std::vector<event_record>& out,
     for (auto& n : spec_->nodes) {
       auto& st = nodes_.at(n.id);
       if (st.state != node_state::pending
-          || (spec_->primary_of(n.id) && !st.triggered))
+          || (is_standby(n.id) && !st.triggered))
         continue;
       std::string why;
       auto r = ready(n, why);
@@ -273,6 +285,10 @@ std::vector<event_record> run_engine::decide(int64_t now_ns) {
   std::vector<event_record> out;
   if (is_finished())
     return out;
+  if (compensating_) {
+    compensate_step(out, now_ns);
+    return out;
+  }
   // A node whose fallback completed completes with the fallback's output
   // (innermost first along a chain, so one pass settles it).
   for (bool settled = false; !settled;) {
@@ -314,44 +330,94 @@ std::vector<event_record> run_engine::decide(int64_t now_ns) {
       break;
     auto& st = nodes_.at(n.id);
     bool start = (st.state == node_state::pending && dependencies_done(n)
-                  && (st.triggered || !spec_->primary_of(n.id)))
+                  && (st.triggered || !is_standby(n.id)))
                  || (st.state == node_state::waiting_retry
                      && st.next_retry_ns != 0 && st.next_retry_ns <= now_ns);
     if (!start)
       continue;
-    int32_t attempt = st.attempt + 1;
-    // The attempt ends at its timeout or when schedule_to_close passes,
-    // whichever comes first.
-    int64_t deadline = n.timeout ? now_ns + n.timeout->count() : 0;
-    int64_t close = st.close_deadline_ns;
-    if (close == 0 && n.schedule_to_close)
-      close = now_ns + n.schedule_to_close->count();
-    if (close != 0 && (deadline == 0 || close < deadline))
-      deadline = close;
-    if (n.kind == "sleep" && st.timer_deadline_ns == 0) {
-      // The timer's deadline is fixed once, so restarts keep it.
-      std::string error;
-      auto params = resolve_params(n, error);
-      std::optional<config::duration> d;
-      if (params) {
-        auto& v = (*params)["duration"];
-        if (v.is_string())
-          d = config::parse_duration(v.get<std::string>(), &error);
-        else
-          error = "duration resolved to " + v.dump() + ", not a duration";
-      }
-      if (!d) {
-        auto failed = give_up_node(n.id, attempt, "bad_params",
-                                   "sleep: " + error, now_ns);
-        out.insert(out.end(), failed.begin(), failed.end());
-        return out;
-      }
-      emit(out,
-           {event_type::timer_set, now_ns, n.id, attempt, now_ns + d->count()});
-    }
-    emit(out, {event_type::attempt_started, now_ns, n.id, attempt, deadline});
+    if (!start_attempt(n, out, now_ns))
+      return out;
   }
   return out;
+}
+
+bool run_engine::start_attempt(const node_spec& n,
+                               std::vector<event_record>& out, int64_t now_ns) {
+  auto& st = nodes_.at(n.id);
+  int32_t attempt = st.attempt + 1;
+  // The attempt ends at its timeout or when schedule_to_close passes,
+  // whichever comes first.
+  int64_t deadline = n.timeout ? now_ns + n.timeout->count() : 0;
+  int64_t close = st.close_deadline_ns;
+  if (close == 0 && n.schedule_to_close)
+    close = now_ns + n.schedule_to_close->count();
+  if (close != 0 && (deadline == 0 || close < deadline))
+    deadline = close;
+  if (n.kind == "sleep" && st.timer_deadline_ns == 0) {
+    // The timer's deadline is fixed once, so restarts keep it.
+    std::string error;
+    auto params = resolve_params(n, error);
+    std::optional<config::duration> d;
+    if (params) {
+      auto& v = (*params)["duration"];
+      if (v.is_string())
+        d = config::parse_duration(v.get<std::string>(), &error);
+      else
+        error = "duration resolved to " + v.dump() + ", not a duration";
+    }
+    if (!d) {
+      auto failed
+        = give_up_node(n.id, attempt, "bad_params", "sleep: " + error, now_ns);
+      out.insert(out.end(), failed.begin(), failed.end());
+      return false;
+    }
+    emit(out,
+         {event_type::timer_set, now_ns, n.id, attempt, now_ns + d->count()});
+  }
+  emit(out, {event_type::attempt_started, now_ns, n.id, attempt, deadline});
+  return true;
+}
+
+void run_engine::compensate_step(std::vector<event_record>& out,
+                                 int64_t now_ns) {
+  // One at a time, the last completed node's compensation first.
+  for (auto it = completion_order_.rbegin(); it != completion_order_.rend();
+       ++it) {
+    auto& c = spec_->find_node(*it)->compensate;
+    if (c.empty())
+      continue;
+    auto& st = nodes_.at(c);
+    if (st.state == node_state::completed || st.state == node_state::failed)
+      continue;
+    if (st.state == node_state::pending
+        || (st.state == node_state::waiting_retry && st.next_retry_ns != 0
+            && st.next_retry_ns <= now_ns))
+      start_attempt(*spec_->find_node(c), out, now_ns);
+    return; // it runs, or waits for its retry
+  }
+  json report = json::object();
+  std::vector<std::string> done, failed;
+  for (auto it = completion_order_.rbegin(); it != completion_order_.rend();
+       ++it) {
+    auto& c = spec_->find_node(*it)->compensate;
+    if (c.empty())
+      continue;
+    auto& st = nodes_.at(c);
+    if (st.state == node_state::completed) {
+      report[c] = "completed";
+      done.push_back(c);
+    } else {
+      report[c] = "failed: " + st.last_error;
+      failed.push_back(c + " (" + st.last_error + ")");
+    }
+  }
+  auto text = reason_
+              + (failed.empty()
+                   ? "; compensated by " + config::join(done)
+                   : "; compensation failed: " + config::join(failed, "; "));
+  json data = {{"compensated", failed.empty()}, {"compensations", report}};
+  emit(out, {event_type::run_failed, now_ns, failed_node_, 0, 0, fail_kind_,
+             text, data.dump(-1, ' ', false, json::error_handler_t::replace)});
 }
 
 std::vector<event_record>
@@ -372,7 +438,7 @@ run_engine::on_attempt_succeeded(const std::string& node, int32_t attempt,
 
 std::vector<event_record> run_engine::on_attempt_failed(
   const std::string& node, int32_t attempt, const std::string& error_kind,
-  const std::string& message, int64_t now_ns, double u) {
+  const std::string& message, int64_t now_ns, double u, int64_t min_delay_ns) {
   std::vector<event_record> out;
   auto it = nodes_.find(node);
   if (is_finished() || it == nodes_.end()
@@ -400,7 +466,8 @@ std::vector<event_record> run_engine::on_attempt_failed(
   if (is_retryable(policy, error_kind) && attempt < policy.max_attempts) {
     auto retry_at
       = now_ns
-        + std::max<int64_t>(1, backoff_delay(policy, attempt, u).count());
+        + std::max<int64_t>(
+          {1, backoff_delay(policy, attempt, u).count(), min_delay_ns});
     if (close != 0 && retry_at >= close)
       return closed("gave up after " + std::to_string(attempt) + " attempt"
                     + (attempt == 1 ? "" : "s")
@@ -428,6 +495,14 @@ std::vector<event_record> run_engine::give_up_node(const std::string& node,
                                                    const std::string& message,
                                                    int64_t now_ns) {
   auto* spec = spec_->find_node(node);
+  if (compensating_ && spec_->compensated_by(node)) {
+    // A compensation that fails for good is reported; the others go on.
+    std::vector<event_record> out;
+    emit(out,
+         {event_type::node_failed, now_ns, node, attempt, 0, kind, message});
+    compensate_step(out, now_ns);
+    return out;
+  }
   if (!spec->fallback.empty()) {
     std::vector<event_record> out;
     emit(out, {event_type::node_fell_back, now_ns, node, attempt, 0, kind,
@@ -451,6 +526,10 @@ run_engine::fail_node_and_run(const std::string& node, int32_t attempt,
   if (!node.empty())
     emit(out,
          {event_type::node_failed, now_ns, node, attempt, 0, kind, message});
+  bool compensate = false;
+  if (!compensating_)
+    for (auto& id : completion_order_)
+      compensate = compensate || !spec_->find_node(id)->compensate.empty();
   for (auto& n : spec_->nodes) {
     auto& st = nodes_.at(n.id);
     if (st.state == node_state::running
@@ -460,6 +539,13 @@ run_engine::fail_node_and_run(const std::string& node, int32_t attempt,
                    + (node.empty() ? message : "node '" + node + "' failed")});
   }
   auto text = node.empty() ? message : "node '" + node + "': " + message;
+  if (compensate) {
+    // The run fails once the compensations of what completed have run.
+    emit(out,
+         {event_type::run_compensating, now_ns, node, attempt, 0, kind, text});
+    compensate_step(out, now_ns);
+    return out;
+  }
   emit(out, {event_type::run_failed, now_ns, node, attempt, 0, kind, text});
   return out;
 }

@@ -9,6 +9,7 @@
 #include <optional>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 namespace troupe::runtime {
@@ -83,13 +84,13 @@ class run_engine {
                                                  int64_t now_ns);
 
   /// Records a failed attempt: schedules the next one by the node's retry
-  /// policy (`u` is a uniform draw in [0, 1) for the jitter), or fails the
-  /// node and then the run, cancelling the nodes still running.
-  std::vector<event_record> on_attempt_failed(const std::string& node,
-                                              int32_t attempt,
-                                              const std::string& error_kind,
-                                              const std::string& message,
-                                              int64_t now_ns, double u);
+  /// policy (`u` is a uniform draw in [0, 1) for the jitter), waiting at
+  /// least `min_delay_ns` (a Retry-After), or fails the node and then the
+  /// run, cancelling the nodes still running.
+  std::vector<event_record>
+  on_attempt_failed(const std::string& node, int32_t attempt,
+                    const std::string& error_kind, const std::string& message,
+                    int64_t now_ns, double u, int64_t min_delay_ns = 0);
 
   /// Cancels the run: running nodes are cancelled, the run ends cancelled.
   std::vector<event_record> cancel(const std::string& reason, int64_t now_ns);
@@ -124,6 +125,8 @@ class run_engine {
   }
   /// The run's outputs once completed.
   const nlohmann::json& outputs() const noexcept { return outputs_; }
+  /// Whether the run is running its compensations before it fails.
+  bool compensating() const noexcept { return compensating_; }
   /// Why the run failed or was cancelled, and the node that failed it.
   const std::string& reason() const noexcept { return reason_; }
   const std::string& failed_node() const noexcept { return failed_node_; }
@@ -154,6 +157,14 @@ class run_engine {
   void take_branch(const node_spec& sw, std::vector<event_record>& out,
                    int64_t now_ns);
   enum class readiness { wait, ready, skip };
+  /// Starts the next compensation (in reverse completion order) or, when
+  /// all have ended, fails the run reporting how they went.
+  void compensate_step(std::vector<event_record>& out, int64_t now_ns);
+  /// Emits the start of `n`'s next attempt (and a sleep's timer); returns
+  /// false when that failed the node (a bad sleep duration).
+  bool start_attempt(const node_spec& n, std::vector<event_record>& out,
+                     int64_t now_ns);
+  bool is_standby(const std::string& id) const { return standby_.count(id); }
   /// Whether a pending node may start, given its `after` nodes and trigger
   /// rule; for skip, `why` says which upstream node made it so.
   readiness ready(const node_spec& n, std::string& why) const;
@@ -169,6 +180,13 @@ class run_engine {
   nlohmann::json outputs_;
   std::string reason_;
   std::string failed_node_;
+  std::string fail_kind_;
+  /// Fallbacks and compensations: they run only when called on.
+  std::unordered_set<std::string> standby_;
+  /// Nodes in the order they completed, for compensating in reverse.
+  std::vector<std::string> completion_order_;
+  /// Set once the run fails with compensations to run.
+  bool compensating_ = false;
   int32_t restarts_ = 0;
   int64_t run_deadline_ns_ = 0;
   size_t running_ = 0;

@@ -68,6 +68,9 @@ struct node_spec {
   /// exhausted or a non-retryable error); its output stands in for this
   /// node's. Empty: none.
   std::string fallback;
+  /// The node that undoes this one's effect when the run fails after this
+  /// node completed (a saga). Empty: none.
+  std::string compensate;
   /// The kind's parameters as written (strings may hold templates).
   nlohmann::json params = nlohmann::json::object();
 };
@@ -94,6 +97,15 @@ struct workflow_spec {
   /// Returns the node whose fallback `id` is, or null when `id` is not a
   /// fallback (a fallback runs only in place of that node).
   const node_spec* primary_of(std::string_view id) const;
+
+  /// Returns the node that `id` compensates, or null.
+  const node_spec* compensated_by(std::string_view id) const;
+
+  /// Returns whether `id` runs only when called on (a fallback or a
+  /// compensation), never by its place in the DAG.
+  bool is_standby(std::string_view id) const {
+    return primary_of(id) || compensated_by(id);
+  }
 };
 
 } // namespace troupe::runtime

@@ -32,12 +32,19 @@ const node_spec* workflow_spec::primary_of(std::string_view id) const {
   return nullptr;
 }
 
+const node_spec* workflow_spec::compensated_by(std::string_view id) const {
+  for (auto& n : nodes)
+    if (n.compensate == id)
+      return &n;
+  return nullptr;
+}
+
 namespace {
 
 // Fields every node has, whatever its kind.
 const std::vector<std::string> node_fields
-  = {"kind",    "after",    "description", "retry",
-     "timeout", "fallback", "trigger",     "schedule_to_close"};
+  = {"kind",     "after",   "description",       "retry",     "timeout",
+     "fallback", "trigger", "schedule_to_close", "compensate"};
 
 const std::vector<std::string> trigger_rules
   = {"all_success", "all_done", "one_success"};
@@ -455,6 +462,7 @@ class validator : public kind_check_context {
     check_references();
     check_cycles();
     check_fallbacks();
+    check_compensations();
     // Templates need the DAG: `nodes.x` must be upstream.
     for (auto& n : wf_.nodes) {
       if (n.kind == "switch") {
@@ -532,6 +540,10 @@ class validator : public kind_check_context {
     if (auto f = body.find("fallback"); f != body.end() && !f->is_null())
       if (expect(*f, join_path(path, "fallback"), f->is_string(), "a node id"))
         n.fallback = f->get<std::string>();
+    if (auto c = body.find("compensate"); c != body.end() && !c->is_null())
+      if (expect(*c, join_path(path, "compensate"), c->is_string(),
+                 "a node id"))
+        n.compensate = c->get<std::string>();
     // Everything else is the kind's parameters.
     n.params = json::object();
     for (auto& [key, v] : body.items())
@@ -873,6 +885,65 @@ class validator : public kind_check_context {
         chain.push_back(next);
         cur = index_.at(next);
       }
+    }
+  }
+
+  /// A compensation names a node that exists, undoes one node only, is
+  /// nobody's fallback, is not waited on by other nodes, and waits only on
+  /// its node or what its node waits on.
+  void check_compensations() {
+    std::unordered_map<std::string, std::string> owner; // compensation -> node
+    std::vector<std::string> ids;
+    for (auto& n : wf_.nodes)
+      ids.push_back(n.id);
+    for (auto& n : wf_.nodes) {
+      if (n.compensate.empty())
+        continue;
+      auto path = join_path(join_path("nodes", n.id), "compensate");
+      if (n.compensate == n.id) {
+        report(path, "cycle", "node '" + n.id + "' compensates itself");
+      } else if (!index_.count(n.compensate)) {
+        report(path, "unknown_reference",
+               "node '" + n.id + "' is compensated by unknown node '"
+                 + n.compensate + "'" + did_you_mean(n.compensate, ids));
+      } else if (auto [it, fresh] = owner.emplace(n.compensate, n.id); !fresh) {
+        report(path, "conflict",
+               "node '" + n.compensate + "' already compensates '" + it->second
+                 + "'; a compensation undoes one node only");
+      } else if (wf_.primary_of(n.compensate)) {
+        report(path, "conflict",
+               "node '" + n.compensate + "' is the fallback of '"
+                 + wf_.primary_of(n.compensate)->id
+                 + "'; a compensation must be a node of its own");
+      } else if (!index_.at(n.compensate)->compensate.empty()
+                 || !index_.at(n.compensate)->fallback.empty()) {
+        report(path, "conflict",
+               "compensation '" + n.compensate
+                 + "' has a compensation or fallback of its own; give it "
+                   "retries instead");
+      }
+    }
+    for (auto& n : wf_.nodes) {
+      for (size_t k = 0; k < n.after.size(); ++k) {
+        auto o = owner.find(n.after[k]);
+        if (o != owner.end())
+          report(index_path(join_path(join_path("nodes", n.id), "after"), k),
+                 "bad_reference",
+                 "node '" + n.id + "' runs after '" + o->first
+                   + "', which runs only to compensate '" + o->second + "'");
+      }
+      auto o = owner.find(n.id);
+      if (o == owner.end())
+        continue;
+      auto& allowed = upstream_of(o->second);
+      for (size_t k = 0; k < n.after.size(); ++k)
+        if (n.after[k] != o->second && !allowed.count(n.after[k])
+            && !owner.count(n.after[k]))
+          report(index_path(join_path(join_path("nodes", n.id), "after"), k),
+                 "bad_reference",
+                 "compensation '" + n.id + "' runs after '" + n.after[k]
+                   + "', which is neither '" + o->second
+                   + "' nor upstream of it");
     }
   }
 

@@ -548,3 +548,46 @@ nodes:
     contains(r.err, "node 's': case 1 ('inputs.v > 3'): cannot order"))
     << r.err;
 }
+
+TEST_F(Run, OrderSagaReleasesTheInventoryWhenTheChargeFails) {
+  auto r = troupe(
+    {"run", examples + "order-saga.yaml", "--data-dir", data, "--json"});
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  auto report = json::parse(r.out);
+  EXPECT_EQ(report["state"], "failed");
+  EXPECT_EQ(report["compensation"],
+            (json{{"compensated", true},
+                  {"compensations", {{"release", "completed"}}}}))
+    << r.out;
+  EXPECT_TRUE(contains(report["error"], "node 'charge': not retryable "
+                                        "(card_declined): card declined; "
+                                        "compensated by release"))
+    << r.out;
+  auto h = troupe({"history", report["run_id"], "--data-dir", data});
+  EXPECT_TRUE(contains(h.out, "run failing (card_declined)")) << h.out;
+  EXPECT_TRUE(contains(h.out, "release: completed, output")) << h.out;
+  EXPECT_FALSE(contains(h.out, "ship: attempt")) << h.out;
+}
+
+TEST_F(Run, KillDuringCompensationFinishesIt) {
+  auto wf
+    = dir.write("saga.yaml", "name: saga\nnodes:\n" + mark_node("book", "")
+                               + "    compensate: unbook\n"
+                               + "  pay: {kind: fail, after: [book], "
+                                 "times: 9, retry: {max_attempts: 1}}\n"
+                               + mark_node("unbook", "book", "1"));
+  auto p = start({"run", wf.string(), "--data-dir", data});
+  ASSERT_TRUE(
+    wait_until([&] { return count_lines(marks, "unbook") == 1; }, 30s))
+    << p->err();
+  p->signal(SIGKILL);
+  ASSERT_EQ(p->wait(10s), -SIGKILL);
+  auto r = troupe({"run", "--resume", "--data-dir", data});
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  auto report = resumed_report(r);
+  EXPECT_EQ(report["state"], "failed") << r.out;
+  EXPECT_EQ(report["compensation"]["compensated"], true) << r.out;
+  EXPECT_EQ(count_lines(marks, "book"), 1);
+  EXPECT_GE(count_lines(marks, "unbook"), 1);
+  EXPECT_LE(count_lines(marks, "unbook"), 2);
+}

@@ -519,3 +519,104 @@ TEST(RunEngine, DefaultBranchAndBadExpressionsAtRunTime) {
   EXPECT_NE(d[0].message.find("case 1 ('inputs.n > 100')"), std::string::npos)
     << d[0].message;
 }
+
+TEST(RunEngine, FailedRunCompensatesCompletedNodesInReverseOrder) {
+  auto spec = spec_of(R"(name: saga
+nodes:
+  reserve: {kind: noop, compensate: release}
+  charge: {kind: noop, after: [reserve], compensate: refund,
+           retry: {non_retryable: [declined]}}
+  email: {kind: noop, after: [reserve]}
+  ship: {kind: noop, after: [charge]}
+  release: {kind: noop, after: [reserve], id: "{{ nodes.reserve.output }}"}
+  refund: {kind: noop, retry: {max_attempts: 2, initial_backoff: 10ms, jitter: none}}
+)");
+  run_engine e{"r", spec, json::object()};
+  EXPECT_EQ(kinds(e.decide(0)), (strings{"attempt_started:reserve"}));
+  e.on_attempt_succeeded("reserve", 1, json{{"slot", 7}}, 1);
+  e.on_attempt_succeeded("charge", 1, json::object(), 2);
+  // ship fails for good while email still runs: email is cancelled, then
+  // compensations run newest first: refund (charge), then release.
+  auto f = e.on_attempt_failed("ship", 1, "declined", "no", 3, 0);
+  EXPECT_EQ(kinds(f), (strings{"attempt_failed:ship"}))
+    << "declined is only non-retryable for charge";
+  e.decide(10'000 * ms);
+  f = e.on_attempt_failed("ship", 2, "x", "no", 20'000 * ms, 0);
+  e.decide(30'000 * ms);
+  f = e.on_attempt_failed("ship", 3, "x", "truck on fire", 40'000 * ms, 0);
+  EXPECT_EQ(kinds(f), (strings{"attempt_failed:ship", "node_failed:ship",
+                               "node_cancelled:email", "run_compensating:ship",
+                               "attempt_started:refund"}));
+  EXPECT_TRUE(e.compensating());
+  EXPECT_FALSE(e.is_finished());
+  // refund fails once, is retried by its own policy, then completes.
+  f = e.on_attempt_failed("refund", 1, "io", "flaky", 41'000 * ms, 0);
+  EXPECT_EQ(kinds(f), (strings{"attempt_failed:refund"}));
+  EXPECT_EQ(kinds(e.decide(42'000 * ms)), (strings{"attempt_started:refund"}));
+  f = e.on_attempt_succeeded("refund", 2, json::object(), 43'000 * ms);
+  EXPECT_EQ(kinds(f),
+            (strings{"node_completed:refund", "attempt_started:release"}));
+  std::string error;
+  auto params = e.resolve_params(*e.spec().find_node("release"), error);
+  EXPECT_EQ((*params)["id"], (json{{"slot", 7}}));
+  f = e.on_attempt_succeeded("release", 1, json::object(), 44'000 * ms);
+  EXPECT_EQ(kinds(f), (strings{"node_completed:release", "run_failed:ship"}));
+  EXPECT_EQ(e.state(), run_state::failed);
+  EXPECT_EQ(e.reason(), "node 'ship': gave up after 3 attempts: truck on fire; "
+                        "compensated by refund, release");
+  EXPECT_EQ(e.outputs(),
+            (json{{"compensated", true},
+                  {"compensations",
+                   {{"refund", "completed"}, {"release", "completed"}}}}));
+}
+
+TEST(RunEngine, FailedCompensationIsReportedAndTheOthersStillRun) {
+  auto spec = spec_of(R"(name: saga
+nodes:
+  a: {kind: noop, compensate: undo_a}
+  b: {kind: noop, after: [a], compensate: undo_b}
+  c: {kind: noop, after: [b], retry: {max_attempts: 1}}
+  undo_a: {kind: noop}
+  undo_b: {kind: noop, retry: {max_attempts: 1}}
+)");
+  run_engine e{"r", spec, json::object()};
+  e.decide(0);
+  e.on_attempt_succeeded("a", 1, json::object(), 1);
+  e.on_attempt_succeeded("b", 1, json::object(), 2);
+  e.on_attempt_failed("c", 1, "x", "boom", 3, 0);
+  auto f = e.on_attempt_failed("undo_b", 1, "x", "cannot undo", 4, 0);
+  EXPECT_EQ(kinds(f), (strings{"attempt_failed:undo_b", "node_failed:undo_b",
+                               "attempt_started:undo_a"}));
+  f = e.on_attempt_succeeded("undo_a", 1, json::object(), 5);
+  EXPECT_EQ(kinds(f), (strings{"node_completed:undo_a", "run_failed:c"}));
+  EXPECT_NE(e.reason().find("; compensation failed: undo_b (gave up after 1 "
+                            "attempt: cannot undo)"),
+            std::string::npos)
+    << e.reason();
+  EXPECT_EQ(e.outputs()["compensated"], false);
+}
+
+TEST(RunEngine, CompensationResumesAfterReplay) {
+  auto spec = spec_of(R"(name: saga
+nodes:
+  a: {kind: noop, compensate: undo_a}
+  b: {kind: noop, after: [a], retry: {max_attempts: 1}}
+  undo_a: {kind: noop}
+)");
+  run_engine live{"r", spec, json::object()};
+  std::vector<event_record> journal;
+  auto keep = [&](std::vector<event_record> es) {
+    journal.insert(journal.end(), es.begin(), es.end());
+  };
+  keep(live.decide(0));
+  keep(live.on_attempt_succeeded("a", 1, json::object(), 1));
+  keep(live.on_attempt_failed("b", 1, "x", "boom", 2, 0));
+  run_engine again{"r", spec, json::object()};
+  for (auto& ev : journal)
+    again.apply(ev);
+  EXPECT_TRUE(again.compensating());
+  EXPECT_EQ(again.status("undo_a").state, node_state::running);
+  EXPECT_TRUE(again.decide(3).empty());
+  EXPECT_EQ(kinds(again.on_attempt_succeeded("undo_a", 1, json::object(), 4)),
+            (strings{"node_completed:undo_a", "run_failed:b"}));
+}

@@ -584,3 +584,34 @@ nodes:
             std::vector<std::string>{"route"});
   EXPECT_EQ(ok.workflow->find_node("join")->trigger, trigger_rule::one_success);
 }
+
+TEST(WorkflowSpec, ChecksCompensations) {
+  auto r = parse_workflow(R"(name: c
+nodes:
+  a: {kind: noop, compensate: a}
+  b: {kind: noop, compensate: nope}
+  c: {kind: noop, compensate: u}
+  d: {kind: noop, compensate: u}
+  e: {kind: noop, compensate: f, fallback: f}
+  f: {kind: noop}
+  g: {kind: noop, after: [u]}
+  h: {kind: noop, compensate: v}
+  v: {kind: noop, after: [g]}
+  u: {kind: noop}
+  w: {kind: noop, compensate: x}
+  x: {kind: noop, retry: {max_attempts: 2}, fallback: f2}
+  f2: {kind: noop}
+)");
+  EXPECT_ERROR(r, "nodes.a.compensate", "cycle", "compensates itself");
+  EXPECT_ERROR(r, "nodes.b.compensate", "unknown_reference",
+               "compensated by unknown node 'nope'");
+  EXPECT_ERROR(r, "nodes.d.compensate", "conflict", "already compensates 'c'");
+  EXPECT_ERROR(r, "nodes.e.compensate", "conflict", "is the fallback of 'e'");
+  EXPECT_ERROR(r, "nodes.g.after[0]", "bad_reference",
+               "runs only to compensate 'c'");
+  EXPECT_ERROR(r, "nodes.v.after[0]", "bad_reference",
+               "neither 'h' nor upstream of it");
+  EXPECT_ERROR(r, "nodes.w.compensate", "conflict",
+               "has a compensation or fallback of its own");
+  EXPECT_EQ(r.errors.size(), 7u) << dump(r.errors);
+}

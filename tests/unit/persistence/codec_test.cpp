@@ -223,7 +223,7 @@ TEST(Codec, RejectsWrongFieldTypes) {
 TEST(Codec, RejectsUnknownEnumValues) {
   std::string error;
   auto bytes = minimal_event_bytes();
-  for (char t : {'\x00', '\x0e', '\x7f'}) {
+  for (char t : {'\x00', '\x0f', '\x7f'}) {
     bytes[2] = t;
     EXPECT_FALSE(decode_event(bytes, error));
     EXPECT_NE(error.find("unknown event type"), std::string::npos) << error;
@@ -299,6 +299,7 @@ TEST(Records, ToStringNamesEveryValue) {
   EXPECT_EQ(to_string(event_type::node_cancelled), "node_cancelled");
   EXPECT_EQ(to_string(event_type::node_fell_back), "node_fell_back");
   EXPECT_EQ(to_string(event_type::node_skipped), "node_skipped");
+  EXPECT_EQ(to_string(event_type::run_compensating), "run_compensating");
   for (auto t : all_event_types())
     EXPECT_NE(to_string(t), "unknown");
   EXPECT_EQ(to_string(run_state::running), "running");
