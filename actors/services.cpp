@@ -1,7 +1,9 @@
 #include "actors/services.hpp"
 
+#include "actors/breaker/breaker_actor.hpp"
 #include "runtime/spec/workflow_loader.hpp"
 
+#include <caf/all.hpp>
 #include <caf/message.hpp>
 
 namespace troupe::actors {
@@ -34,6 +36,23 @@ std::string describe_exit(const caf::error& reason) {
   if (ctx.size() == 1 && ctx.match_element<std::string>(0))
     return ctx.get_as<std::string>(0);
   return caf::to_string(reason);
+}
+
+caf::actor breaker_registry::get(caf::actor_system& sys,
+                                 const runtime::circuit_breaker_spec& spec,
+                                 const std::shared_ptr<services>& svc) {
+  std::lock_guard guard{mtx_};
+  auto& b = breakers_[spec.key];
+  if (!b)
+    b = sys.spawn(breaker_actor_impl, spec, svc);
+  return b;
+}
+
+void breaker_registry::stop_all() {
+  std::lock_guard guard{mtx_};
+  for (auto& [_, b] : breakers_)
+    caf::anon_send_exit(b, caf::exit_reason::user_shutdown);
+  breakers_.clear();
 }
 
 } // namespace troupe::actors

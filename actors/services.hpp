@@ -1,12 +1,16 @@
 #pragma once
 
 #include "actors/exec/process_runner.hpp"
+#include "actors/http/http_client.hpp"
 #include "persistence/journal_store.hpp"
 #include "runtime/model/workflow.hpp"
 
+#include <caf/actor.hpp>
 #include <caf/error.hpp>
+#include <caf/fwd.hpp>
 
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -41,13 +45,35 @@ class spec_cache {
     specs_;
 };
 
+struct services;
+
+/// The node's circuit breakers, one actor per key, spawned on first use.
+class breaker_registry {
+ public:
+  /// Returns the breaker for `spec.key`, spawning it with `spec` if new.
+  caf::actor get(caf::actor_system& sys,
+                 const runtime::circuit_breaker_spec& spec,
+                 const std::shared_ptr<services>& svc);
+
+  /// Stops every breaker (node shutdown).
+  void stop_all();
+
+ private:
+  std::mutex mtx_;
+  std::unordered_map<std::string, caf::actor> breakers_;
+};
+
 /// What every actor of a node shares. Owned by the node, which outlives its
 /// actors.
 struct services {
   persistence::journal_store* store = nullptr;
   process_runner* runner = nullptr;
+  http_client* http = nullptr;
   spec_cache specs;
+  breaker_registry breakers;
   engine_options options;
+  /// Where node-wide notices go (breaker state changes, ...); may be empty.
+  std::function<void(const std::string&)> log;
 };
 
 using services_ptr = std::shared_ptr<services>;

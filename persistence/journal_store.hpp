@@ -44,6 +44,10 @@ class journal_store {
     std::string run_id;
     std::vector<event_record> events;
     std::optional<run_index_entry> index;
+    /// When not empty, the append claims this idempotency key for the run,
+    /// atomically with its events; a key another run holds refuses the
+    /// append with an error naming that run (see find_idempotency_key).
+    std::string idempotency_key = {};
   };
 
   /// Queues `op`. The store numbers the run's events itself, in order. `done`
@@ -59,6 +63,10 @@ class journal_store {
   /// Returns the index entry of `run_id`, or nothing.
   virtual std::optional<run_index_entry> find_run(const std::string& run_id)
     = 0;
+
+  /// Returns the run that holds idempotency key `key`, or nothing.
+  virtual std::optional<std::string>
+  find_idempotency_key(const std::string& key) = 0;
 
   /// Returns index entries in run-id order, starting after `after` (empty:
   /// from the first), at most `limit`.

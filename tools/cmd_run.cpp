@@ -12,6 +12,7 @@
 #include <fstream>
 #include <iostream>
 #include <map>
+#include <mutex>
 #include <set>
 #include <unistd.h>
 
@@ -128,6 +129,11 @@ actors::embedded_node::options node_options(const config::settings& s) {
     = static_cast<int32_t>(s.get_int("engine.max_restarts"));
   o.engine.restart_window = ms("engine.restart_window");
   o.engine.restart_backoff = ms("engine.restart_backoff");
+  o.log = [](const std::string& line) {
+    static std::mutex mtx;
+    std::lock_guard guard{mtx};
+    std::cerr << "troupe: " << line << "\n";
+  };
   return o;
 }
 
@@ -145,6 +151,17 @@ int run_run(const global_options& g, const run_options& r) {
   if (r.resume != r.file.empty()) {
     std::cerr << "troupe: run: give a workflow FILE, or --resume to finish "
                  "the unfinished runs of the data dir\n";
+    return exit_bad_input;
+  }
+  if (r.resume && !r.idempotency_key.empty()) {
+    std::cerr << "troupe: run: --idempotency-key applies to a new run: give "
+                 "a workflow FILE, not --resume\n";
+    return exit_bad_input;
+  }
+  if (r.idempotency_key.size() > 1024
+      || r.idempotency_key.find('\0') != std::string::npos) {
+    std::cerr << "troupe: run: --idempotency-key must be at most 1024 "
+                 "characters, without NUL\n";
     return exit_bad_input;
   }
 
@@ -215,15 +232,27 @@ int run_run(const global_options& g, const run_options& r) {
                 << " unfinished run(s) from "
                 << settings.get_string("node.data_dir") << "\n";
     if (spec) {
-      new_run = node->submit(source, *spec, inputs, self, error);
+      bool existing = false;
+      new_run = node->submit(source, *spec, inputs, self, error,
+                             r.idempotency_key, &existing);
       if (new_run.empty()) {
         std::cerr << "troupe: run: cannot journal the run: " << error << "\n";
         return exit_failed;
       }
       waiting.insert(new_run);
-      if (!g.json)
-        std::cerr << "run " << new_run << " of workflow '" << spec->name
-                  << "' started\n";
+      if (!existing) {
+        if (!g.json)
+          std::cerr << "run " << new_run << " of workflow '" << spec->name
+                    << "' started\n";
+      } else {
+        if (!g.json)
+          std::cerr << "idempotency key '" << r.idempotency_key << "' is run "
+                    << new_run << "; no new run started\n";
+        // A finished run reports at once; an unfinished one was resumed
+        // above and reports when it ends.
+        if (auto f = node->finished_run(new_run))
+          self->send(self, std::move(*f));
+      }
     }
     progress_view view{g.json};
     bool running = true;

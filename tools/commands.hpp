@@ -35,6 +35,7 @@ struct run_options {
   std::string inputs_file;
   std::string data_dir;
   std::string durability;
+  std::string idempotency_key;
   bool resume = false;
 };
 

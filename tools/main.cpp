@@ -82,6 +82,9 @@ int main(int argc, char** argv) {
                       "process or machine (storage.durability)");
   run_cmd->add_flag("--resume", run.resume,
                     "Only finish the unfinished runs of the data dir");
+  run_cmd->add_option("--idempotency-key", run.idempotency_key,
+                      "Submit at most once per key: a key already used "
+                      "gives that run's result instead of a new run");
 
   std::string history_run, history_dir;
   auto* history = app.add_subcommand("history", "Print a run's journal");

@@ -6,9 +6,13 @@
 #include <caf/all.hpp>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
+#include <cctype>
 #include <csignal>
 #include <cstring>
+#include <ctime>
 #include <functional>
+#include <strings.h>
 
 namespace troupe::actors {
 
@@ -141,6 +145,125 @@ attempt_result exec_result(const runtime::attempt_spec& spec,
   return success(spec, out);
 }
 
+/// Percent-encodes `s` for a URL query (RFC 3986 unreserved kept).
+std::string url_encode(const std::string& s) {
+  static const char* hex = "0123456789ABCDEF";
+  std::string out;
+  for (unsigned char c : s) {
+    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
+      out.push_back(static_cast<char>(c));
+    } else {
+      out.push_back('%');
+      out.push_back(hex[c >> 4]);
+      out.push_back(hex[c & 15]);
+    }
+  }
+  return out;
+}
+
+bool has_header(const http_request& r, std::string_view name) {
+  for (auto& [k, v] : r.headers)
+    if (k.size() == name.size()
+        && std::equal(k.begin(), k.end(), name.begin(), [](char a, char b) {
+             return std::tolower(static_cast<unsigned char>(a))
+                    == std::tolower(static_cast<unsigned char>(b));
+           }))
+      return true;
+  return false;
+}
+
+http_request make_request(const runtime::attempt_spec& spec, const json& p) {
+  http_request r;
+  r.method = p.value("method", std::string{"GET"});
+  r.url = as_text(p["url"]);
+  if (auto q = p.find("query"); q != p.end() && q->is_object() && !q->empty()) {
+    auto sep = r.url.find('?') == std::string::npos ? '?' : '&';
+    for (auto& [k, v] : q->items()) {
+      r.url += sep + url_encode(k) + "=" + url_encode(as_text(v));
+      sep = '&';
+    }
+  }
+  if (auto h = p.find("headers"); h != p.end() && h->is_object())
+    for (auto& [k, v] : h->items())
+      r.headers.emplace_back(k, as_text(v));
+  if (auto b = p.find("body"); b != p.end() && !b->is_null()) {
+    r.body = as_text(*b);
+    if (!has_header(r, "Content-Type"))
+      r.headers.emplace_back("Content-Type", b->is_string()
+                                               ? "text/plain; charset=utf-8"
+                                               : "application/json");
+  }
+  if (!has_header(r, "Idempotency-Key"))
+    r.headers.emplace_back("Idempotency-Key",
+                           p.contains("idempotency_key")
+                             ? as_text(p["idempotency_key"])
+                             : spec.run_id + "-" + spec.node);
+  if (auto t = p.find("request_timeout"); t != p.end() && t->is_string())
+    if (auto d = config::parse_duration(t->get<std::string>()))
+      r.timeout
+        = std::max(std::chrono::milliseconds{1},
+                   std::chrono::duration_cast<std::chrono::milliseconds>(*d));
+  if (auto m = p.find("max_response_bytes"); m != p.end() && m->is_number())
+    r.max_response_bytes = m->get<uint64_t>();
+  r.verify_tls = p.value("verify_tls", true);
+  return r;
+}
+
+/// Seconds of a Retry-After header (delta-seconds or an HTTP date), in ms.
+int64_t retry_after_ms(const http_outcome& o) {
+  for (auto& [k, v] : o.headers) {
+    if (k.size() != 11 || strncasecmp(k.c_str(), "Retry-After", 11) != 0)
+      continue;
+    char* end = nullptr;
+    auto secs = std::strtoll(v.c_str(), &end, 10);
+    if (end != v.c_str() && *end == '\0' && secs >= 0)
+      return std::min<int64_t>(secs, 86'400) * 1000;
+    std::tm tm{};
+    if (strptime(v.c_str(), "%a, %d %b %Y %H:%M:%S GMT", &tm)) {
+      auto at = static_cast<int64_t>(timegm(&tm)) * 1000;
+      auto now = now_ns() / 1'000'000;
+      return std::clamp<int64_t>(at - now, 0, 86'400'000);
+    }
+  }
+  return 0;
+}
+
+attempt_result http_result(const runtime::attempt_spec& spec,
+                           const http_request& req, const http_outcome& o) {
+  if (!o.error_kind.empty())
+    return failure(
+      spec, o.error_kind == "bad_url" ? "bad_params" : o.error_kind, o.error);
+  json headers = json::object();
+  std::string content_type;
+  for (auto& [k, v] : o.headers) {
+    std::string name = k;
+    for (auto& c : name)
+      c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    if (name == "content-type")
+      content_type = v;
+    headers[name] = v;
+  }
+  json body = o.body;
+  if (content_type.find("json") != std::string::npos) {
+    auto parsed = json::parse(o.body, nullptr, false);
+    if (!parsed.is_discarded())
+      body = std::move(parsed);
+  }
+  if (o.status >= 200 && o.status < 400)
+    return success(
+      spec, {{"status", o.status}, {"headers", headers}, {"body", body}});
+  auto what = "HTTP " + std::to_string(o.status) + " from " + req.method + " "
+              + req.url.substr(0, req.url.find('?'))
+              + (o.body.empty() ? "" : ": " + o.body.substr(0, 200));
+  std::string kind = o.status == 429   ? "http_429"
+                     : o.status >= 500 ? "http_5xx"
+                                       : "http_4xx";
+  auto r = failure(spec, kind, what);
+  if (o.status == 429 || o.status == 503)
+    r.retry_after_ms = retry_after_ms(o);
+  return r;
+}
+
 } // namespace
 
 caf::behavior attempt_actor_impl(caf::event_based_actor* self,
@@ -191,6 +314,15 @@ caf::behavior attempt_actor_impl(caf::event_based_actor* self,
           });
         // Stopping this actor (timeout, cancel, shutdown) kills the child.
         self->attach_functor([runner, h] { runner->kill(h); });
+      } else if (spec.kind == "http") {
+        auto actor = caf::actor{self};
+        auto* client = svc->http;
+        auto req = make_request(spec, params);
+        auto h = client->start(req, [actor, spec, req](http_outcome o) {
+          caf::anon_send(actor, http_result(spec, req, o));
+        });
+        // Stopping this actor (timeout, cancel, shutdown) aborts the request.
+        self->attach_functor([client, h] { client->cancel(h); });
       } else {
         finish(failure(spec, "bad_params",
                        "no executor for kind '" + spec.kind + "'"));

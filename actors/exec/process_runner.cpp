@@ -13,6 +13,7 @@
 #include <csignal>
 #include <cstring>
 #include <fcntl.h>
+#include <linux/close_range.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -125,6 +126,10 @@ struct child_setup {
     ::fcntl(3, F_SETFD, 0); // dup2 onto itself would keep FD_CLOEXEC
   else if (s.heartbeat >= 0 && ::dup2(s.heartbeat, 3) < 0)
     child_fail(s.status);
+  // Descriptors the node inherited without close-on-exec must not leak
+  // into the program (the status pipe stays usable until exec).
+  ::syscall(SYS_close_range, s.heartbeat >= 0 ? 4u : 3u, ~0u,
+            CLOSE_RANGE_CLOEXEC);
   if (s.cwd != nullptr && ::chdir(s.cwd) != 0)
     child_fail(s.status);
   sigset_t none;

@@ -32,7 +32,10 @@ std::unique_ptr<embedded_node> embedded_node::open(const options& opts,
   node->svc_ = std::make_shared<services>();
   node->svc_->store = node->store_.get();
   node->svc_->runner = node->runner_.get();
+  node->http_ = std::make_unique<http_client>();
+  node->svc_->http = node->http_.get();
   node->svc_->options = opts.engine;
+  node->svc_->log = opts.log;
   auto& cfg = *(node->cfg_ = std::make_unique<caf::actor_system_config>());
   // `sharing` avoids the work-stealing scheduler's quadratic cost when one
   // actor spawns many (recovery spawns a run actor per unfinished run).
@@ -54,6 +57,7 @@ embedded_node::~embedded_node() {
   // The system's destructor waits for every actor; then no callback can
   // reach an actor, and the runner and the store can go.
   system_.reset();
+  http_.reset();
   runner_.reset();
   store_.reset();
 }
@@ -65,6 +69,7 @@ void embedded_node::stop() {
   for (auto& s : supervisors_)
     caf::anon_send_exit(s, caf::exit_reason::user_shutdown);
   supervisors_.clear();
+  svc_->breakers.stop_all();
   system_->await_all_actors_done();
 }
 
@@ -129,11 +134,23 @@ embedded_node::recovery embedded_node::recover(const caf::actor& observer) {
   return out;
 }
 
-std::string embedded_node::submit(const std::string& source,
-                                  const runtime::workflow_spec& spec,
-                                  const json& inputs,
-                                  const caf::actor& observer,
-                                  std::string& error) {
+std::string
+embedded_node::submit(const std::string& source,
+                      const runtime::workflow_spec& spec, const json& inputs,
+                      const caf::actor& observer, std::string& error,
+                      const std::string& idempotency_key, bool* existing) {
+  if (existing)
+    *existing = false;
+  auto held = [&]() -> std::optional<std::string> {
+    if (idempotency_key.empty())
+      return std::nullopt;
+    return store_->find_idempotency_key(idempotency_key);
+  };
+  if (auto id = held()) {
+    if (existing)
+      *existing = true;
+    return *id;
+  }
   auto id = new_run_id();
   auto at = now_ns();
   event_record submitted{
@@ -151,13 +168,22 @@ std::string embedded_node::submit(const std::string& source,
   op.events.push_back(submitted);
   op.index = persistence::run_index_entry{
     id, spec.name, persistence::run_state::running, at, at, ""};
+  op.idempotency_key = idempotency_key;
   std::promise<std::string> done;
   auto result = done.get_future();
   store_->append(std::move(op),
                  [&done](std::string e) { done.set_value(std::move(e)); });
   error = result.get();
-  if (!error.empty())
+  if (!error.empty()) {
+    // Another submission with the same key won the race.
+    if (auto other = held()) {
+      error.clear();
+      if (existing)
+        *existing = true;
+      return *other;
+    }
     return {};
+  }
   caf::anon_send(supervisor_for(id),
                  runtime::start_run{id, {submitted}, observer, 0, ""});
   return id;
@@ -170,6 +196,29 @@ void embedded_node::cancel(const std::string& run_id,
 
 void embedded_node::crash(const std::string& run_id) {
   caf::anon_send(supervisor_for(run_id), runtime::crash_run{run_id});
+}
+
+std::optional<runtime::run_finished>
+embedded_node::finished_run(const std::string& run_id) {
+  auto entry = store_->find_run(run_id);
+  if (!entry || !persistence::is_terminal(entry->state))
+    return std::nullopt;
+  std::string error;
+  auto events = store_->read_journal(run_id, error);
+  runtime::run_finished f{run_id, entry->workflow, entry->state,
+                          "null", entry->reason,   ""};
+  for (auto i = events.rbegin(); i != events.rend(); ++i) {
+    if (i->type == event_type::run_completed
+        || i->type == event_type::run_failed
+        || i->type == event_type::run_cancelled) {
+      if (!i->data.empty())
+        f.outputs = i->data;
+      if (i->type != event_type::run_completed)
+        f.reason = i->message, f.failed_node = i->node;
+      break;
+    }
+  }
+  return f;
 }
 
 } // namespace troupe::actors

@@ -2,6 +2,7 @@
 
 #include "actors/services.hpp"
 #include "runtime/model/workflow.hpp"
+#include "runtime/protocol/messages.hpp"
 
 #include <caf/actor.hpp>
 #include <caf/fwd.hpp>
@@ -29,6 +30,8 @@ class embedded_node {
     /// Run supervisors; runs are spread over them by id.
     size_t supervisors = 4;
     engine_options engine;
+    /// Node-wide notices (breaker state changes, ...); empty: dropped.
+    std::function<void(const std::string&)> log;
   };
 
   /// What recovery found.
@@ -65,10 +68,20 @@ class embedded_node {
   /// pinned to) with `inputs`, then starts it. Blocks until the submission is
   /// durable: call from a thread that is not a CAF worker. Returns the run
   /// id, or an empty string with `error` set.
+  ///
+  /// With an `idempotency_key` that a run already holds, nothing new is
+  /// journaled or started: returns that run's id and sets `*existing`.
   std::string submit(const std::string& source,
                      const runtime::workflow_spec& spec,
                      const nlohmann::json& inputs, const caf::actor& observer,
-                     std::string& error);
+                     std::string& error,
+                     const std::string& idempotency_key = {},
+                     bool* existing = nullptr);
+
+  /// Returns how a finished run ended, read from the store (its outputs, or
+  /// for a failed run how compensation went); nothing while it runs or when
+  /// it is unknown. Blocking: not from a CAF worker.
+  std::optional<runtime::run_finished> finished_run(const std::string& run_id);
 
   /// Cancels a run.
   void cancel(const std::string& run_id, const std::string& reason);
@@ -90,6 +103,7 @@ class embedded_node {
   options opts_;
   std::unique_ptr<persistence::journal_store> store_;
   std::unique_ptr<process_runner> runner_;
+  std::unique_ptr<http_client> http_;
   services_ptr svc_;
   std::unique_ptr<caf::actor_system_config> cfg_;
   std::unique_ptr<caf::actor_system> system_;

@@ -60,17 +60,37 @@ void step(self_ptr self) {
   persist(self, self->state.engine->decide(now_ns()));
 }
 
-void on_failure(self_ptr self, const std::string& node, int32_t attempt,
-                const std::string& kind, const std::string& message) {
+/// Tells the circuit breaker that let `node`'s call through how it ended.
+void report_breaker(self_ptr self, const std::string& node, bool ok,
+                    bool counted) {
   auto& st = self->state;
+  auto i = st.breaker_calls.find(node);
+  if (i == st.breaker_calls.end())
+    return;
+  if (i->second.first)
+    self->send(i->second.first,
+               runtime::breaker_report{ok, counted, i->second.second});
+  st.breaker_calls.erase(i);
+}
+
+void on_failure(self_ptr self, const std::string& node, int32_t attempt,
+                const std::string& kind, const std::string& message,
+                int64_t retry_after_ms = 0) {
+  auto& st = self->state;
+  // Failures of our own making say nothing about the service.
+  report_breaker(self, node, false,
+                 kind != "bad_template" && kind != "bad_params"
+                   && kind != "crash");
   std::uniform_real_distribution<double> dist{0.0, 1.0};
   persist(self, st.engine->on_attempt_failed(node, attempt, kind, message,
-                                             now_ns(), dist(st.rng)));
+                                             now_ns(), dist(st.rng),
+                                             retry_after_ms * 1'000'000));
 }
 
 /// Stops the attempt actor of `node`, if any, without waiting for it.
 void stop_attempt(self_ptr self, const std::string& node) {
   auto& st = self->state;
+  report_breaker(self, node, false, false);
   auto i = st.attempts.find(node);
   if (i == st.attempts.end())
     return;
@@ -96,9 +116,52 @@ void launch(self_ptr self, const std::string& node) {
   auto& st = self->state;
   auto& e = *st.engine;
   auto& status = e.status(node);
-  if (status.state != node_state::running || st.attempts.count(node))
+  if (status.state != node_state::running || st.attempts.count(node)
+      || st.awaiting_breaker.count(node))
     return;
   auto* spec = e.spec().find_node(node);
+  if (spec->circuit_breaker && !st.breaker_calls.count(node)) {
+    // Ask the breaker first; the attempt starts once it lets the call
+    // through, or fails at once with circuit_open (not using up an attempt).
+    auto breaker
+      = st.svc->breakers.get(self->system(), *spec->circuit_breaker, st.svc);
+    auto attempt = status.attempt;
+    auto key = spec->circuit_breaker->key;
+    st.awaiting_breaker.insert(node);
+    self
+      ->request(breaker, std::chrono::seconds{10},
+                runtime::breaker_acquire{e.run_id(), node})
+      .then(
+        [self, node, attempt, breaker, key](bool allowed, int64_t retry_at,
+                                            bool probe) {
+          auto& st = self->state;
+          st.awaiting_breaker.erase(node);
+          auto& status = st.engine->status(node);
+          if (status.state != node_state::running || status.attempt != attempt
+              || st.attempts.count(node)) {
+            if (allowed)
+              self->send(breaker, runtime::breaker_report{false, false, probe});
+            return;
+          }
+          if (!allowed) {
+            auto wait_ms = (retry_at - now_ns() + 999'999) / 1'000'000;
+            on_failure(self, node, attempt, "circuit_open",
+                       "circuit breaker '" + key + "' is open",
+                       std::max<int64_t>(1, wait_ms));
+            return;
+          }
+          st.breaker_calls[node] = {breaker, probe};
+          launch(self, node);
+        },
+        [self, node](caf::error&) {
+          // A breaker that does not answer must not stall the run.
+          auto& st = self->state;
+          st.awaiting_breaker.erase(node);
+          st.breaker_calls[node] = {caf::actor{}, false};
+          launch(self, node);
+        });
+    return;
+  }
   std::string error;
   auto params = e.resolve_params(*spec, error);
   if (!params) {
@@ -271,13 +334,15 @@ caf::behavior run_actor_impl(caf::stateful_actor<run_state>* self,
       self->unlink_from(i->second);
       st.attempts.erase(i);
       if (r.ok) {
+        report_breaker(self, r.node, true, true);
         auto output = json::parse(r.output, nullptr, false);
         if (output.is_discarded())
           output = r.output;
         persist(self, st.engine->on_attempt_succeeded(r.node, r.attempt, output,
                                                       now_ns()));
       } else {
-        on_failure(self, r.node, r.attempt, r.error_kind, r.message);
+        on_failure(self, r.node, r.attempt, r.error_kind, r.message,
+                   r.retry_after_ms);
       }
     },
     [self](runtime::retry_due& r) {

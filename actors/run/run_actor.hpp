@@ -10,6 +10,7 @@
 #include <map>
 #include <random>
 #include <unordered_map>
+#include <unordered_set>
 
 namespace troupe::actors {
 
@@ -32,6 +33,11 @@ struct run_state {
   uint64_t next_tag = 1;
   /// When the run was submitted (its first event), for the index entry.
   int64_t created_at_ns = 0;
+  /// Calls let through by a circuit breaker, by node: the breaker (invalid
+  /// when it did not answer) and whether the call is a half-open trial.
+  std::unordered_map<std::string, std::pair<caf::actor, bool>> breaker_calls;
+  /// Nodes whose breaker has been asked and has not answered yet.
+  std::unordered_set<std::string> awaiting_breaker;
   /// Jitter source; seeded from the run id and the clock.
   std::mt19937_64 rng;
 };

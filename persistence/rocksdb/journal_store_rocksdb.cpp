@@ -153,6 +153,7 @@ class rocksdb_journal_store final : public journal_store {
   void append(append_op op, std::function<void(std::string)> done) override {
     pending p;
     p.done = std::move(done);
+    p.idempotency_key = std::move(op.idempotency_key);
     try {
       p.run_id = std::move(op.run_id);
       if (p.run_id.empty())
@@ -197,6 +198,16 @@ class rocksdb_journal_store final : public journal_store {
   }
 
   // -- reads ------------------------------------------------------------------
+
+  std::optional<std::string>
+  find_idempotency_key(const std::string& key) override {
+    std::string value;
+    auto s = db_->Get(rocksdb::ReadOptions{}, db_->DefaultColumnFamily(),
+                      kl::idempotency_key(key), &value);
+    if (!s.ok())
+      return std::nullopt;
+    return value;
+  }
 
   std::optional<run_index_entry> find_run(const std::string& run_id) override {
     try {
@@ -298,6 +309,7 @@ class rocksdb_journal_store final : public journal_store {
     std::string run_id;
     std::vector<std::string> values;
     std::optional<std::string> index_value;
+    std::string idempotency_key;
     /// Whether the new index entry puts the run in a terminal state.
     bool terminal = false;
     /// Why the append is refused before reaching the database.
@@ -413,6 +425,8 @@ class rocksdb_journal_store final : public journal_store {
     std::vector<std::string> errors(batch.size());
     // Runs this batch touched -> whether its last index entry is terminal.
     std::unordered_map<std::string, bool> touched;
+    // Idempotency keys claimed earlier in this batch.
+    std::unordered_map<std::string, std::string> claimed;
     rocksdb::WriteBatch wb;
     try {
       for (size_t i = 0; i < batch.size(); ++i) {
@@ -420,6 +434,16 @@ class rocksdb_journal_store final : public journal_store {
         if (!p.invalid.empty()) {
           errors[i] = p.invalid;
           continue;
+        }
+        if (!p.idempotency_key.empty()) {
+          auto holder = claimed.count(p.idempotency_key)
+                          ? std::optional{claimed[p.idempotency_key]}
+                          : find_idempotency_key(p.idempotency_key);
+          if (holder && *holder != p.run_id) {
+            errors[i] = "idempotency key '" + p.idempotency_key
+                        + "' is already used by run " + *holder;
+            continue;
+          }
         }
         // An index-only append needs no sequence number.
         std::optional<uint32_t> first{0};
@@ -443,12 +467,17 @@ class rocksdb_journal_store final : public journal_store {
         }
         if (s.ok() && p.index_value)
           s = wb.Put(runs_, p.run_id, *p.index_value);
+        if (s.ok() && !p.idempotency_key.empty())
+          s = wb.Put(db_->DefaultColumnFamily(),
+                     kl::idempotency_key(p.idempotency_key), p.run_id);
         if (!s.ok()) {
           wb.RollbackToSavePoint().PermitUncheckedError();
           errors[i] = "run " + p.run_id + ": " + s.ToString();
           continue;
         }
         wb.PopSavePoint().PermitUncheckedError();
+        if (!p.idempotency_key.empty())
+          claimed[p.idempotency_key] = p.run_id;
         if (!p.values.empty())
           next_seq_[p.run_id] = seq;
         auto& terminal = touched[p.run_id];

@@ -34,6 +34,14 @@ inline constexpr std::string_view runs_cf = "runs";
 /// Key of the format version, in the default column family.
 inline constexpr std::string_view format_key = "format";
 
+/// Key, in the default column family, of the run holding idempotency key
+/// `key`: "idem/" + key -> run id.
+inline std::string idempotency_key(std::string_view key) {
+  std::string out{"idem/"};
+  out.append(key);
+  return out;
+}
+
 /// Size of the sequence number suffix of a journal key.
 inline constexpr size_t seq_size = 4;
 

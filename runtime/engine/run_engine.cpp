@@ -83,6 +83,10 @@ void run_engine::apply(const event_record& e) {
     n->last_error_kind = e.error_kind;
     n->last_error = e.message;
     n->next_retry_ns = e.deadline_ns;
+    // Refused by an open circuit breaker: the attempt never ran, so it
+    // does not count against max_attempts.
+    if (e.error_kind == "circuit_open")
+      n->attempt = e.attempt - 1;
     // Without a retry time the node_failed event follows.
     n->state = node_state::waiting_retry;
     break;
@@ -463,6 +467,17 @@ std::vector<event_record> run_engine::on_attempt_failed(
   if (close != 0 && now_ns >= close)
     return closed("gave up after " + std::to_string(attempt) + " attempt"
                   + (attempt == 1 ? "" : "s") + " at the end of its");
+  if (error_kind == "circuit_open") {
+    // Wait for the breaker (min_delay_ns: until it lets calls through).
+    auto retry_at = now_ns + std::max<int64_t>(1, min_delay_ns);
+    if (close != 0 && retry_at >= close)
+      return closed("gave up: its circuit stays open past its");
+    emit(out, {event_type::attempt_failed, now_ns, node, attempt, retry_at,
+               error_kind, message});
+    auto next = decide(now_ns);
+    out.insert(out.end(), next.begin(), next.end());
+    return out;
+  }
   if (is_retryable(policy, error_kind) && attempt < policy.max_attempts) {
     auto retry_at
       = now_ns

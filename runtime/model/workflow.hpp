@@ -37,6 +37,25 @@ enum class trigger_rule : uint8_t {
   one_success, ///< One completed (at once); skipped if all were skipped.
 };
 
+/// A circuit breaker on a node. Nodes with the same key (in any run on the
+/// node) share one breaker; the first to use a key sets its parameters.
+struct circuit_breaker_spec {
+  std::string key;
+  /// Opens after this many failures within `window`. Default: 5.
+  int32_t failure_threshold = 5;
+  /// Or when at least `min_calls` calls in `window` failed at this rate
+  /// (0 to 1); none: only the threshold counts.
+  std::optional<double> error_rate;
+  /// Default: 10.
+  int32_t min_calls = 10;
+  /// Default: 60s.
+  duration window = std::chrono::seconds{60};
+  /// How long it stays open before letting calls try again. Default: 30s.
+  duration reset_timeout = std::chrono::seconds{30};
+  /// Calls let through while half-open. Default: 1.
+  int32_t half_open_max_calls = 1;
+};
+
 /// One case of a switch node: when `condition` holds, the `go_to` nodes run.
 struct switch_case {
   std::string when;
@@ -61,6 +80,7 @@ struct node_spec {
   retry_policy retry;
   /// Per-attempt timeout; none means no limit.
   std::optional<duration> timeout;
+  std::optional<circuit_breaker_spec> circuit_breaker;
   /// Limit on the node as a whole, from its first attempt's start across all
   /// attempts and backoffs; when it passes the node fails for good.
   std::optional<duration> schedule_to_close;

@@ -64,6 +64,9 @@ struct attempt_result {
   std::string output;
   std::string error_kind;
   std::string message;
+  /// The least wait before a retry the failure asks for (an HTTP 429 or 503
+  /// with Retry-After), in milliseconds; 0: none.
+  int64_t retry_after_ms = 0;
 };
 
 /// The journal store made a batch durable (error empty) or failed.
@@ -133,6 +136,23 @@ struct restart_run {
   std::string reason;
 };
 
+/// Asks a circuit breaker whether a call may go through. The reply is
+/// (bool allowed, int64_t retry_at_ns: when to ask again if not, bool probe:
+/// whether the call is one of the half-open state's trial calls).
+struct breaker_acquire {
+  std::string run_id;
+  std::string node;
+};
+
+/// Tells a circuit breaker how a call it let through ended. `counted` is
+/// false for calls that ended without reaching the service (cancelled, bad
+/// parameters): they only release a half-open slot.
+struct breaker_report {
+  bool ok = false;
+  bool counted = true;
+  bool probe = false;
+};
+
 #define TROUPE_INSPECT(type, ...)                                  \
   template<class Inspector>                                        \
   typename Inspector::result_type inspect(Inspector& f, type& x) { \
@@ -145,7 +165,7 @@ TROUPE_INSPECT(attempt_spec, x.run_id, x.node, x.kind, x.attempt, x.params,
                x.context, x.timer_deadline_ns, x.max_output_bytes,
                x.kill_grace_ms)
 TROUPE_INSPECT(attempt_result, x.node, x.attempt, x.ok, x.output, x.error_kind,
-               x.message)
+               x.message, x.retry_after_ms)
 TROUPE_INSPECT(store_ack, x.tag, x.error)
 TROUPE_INSPECT(retry_due, x.node, x.attempt)
 TROUPE_INSPECT(attempt_timeout, x.node, x.attempt)
@@ -157,6 +177,8 @@ TROUPE_INSPECT(cancel_run, x.run_id, x.reason)
 TROUPE_INSPECT(crash_run, x.run_id)
 TROUPE_INSPECT(restart_run, x.run_id, x.reason)
 TROUPE_INSPECT(journal_loaded, x.run_id, x.journal, x.error, x.reason)
+TROUPE_INSPECT(breaker_acquire, x.run_id, x.node)
+TROUPE_INSPECT(breaker_report, x.ok, x.counted, x.probe)
 
 #undef TROUPE_INSPECT
 
@@ -182,6 +204,8 @@ CAF_BEGIN_TYPE_ID_BLOCK(troupe, caf::first_custom_type_id)
   CAF_ADD_TYPE_ID(troupe, (troupe::runtime::crash_run))
   CAF_ADD_TYPE_ID(troupe, (troupe::runtime::restart_run))
   CAF_ADD_TYPE_ID(troupe, (troupe::runtime::journal_loaded))
+  CAF_ADD_TYPE_ID(troupe, (troupe::runtime::breaker_acquire))
+  CAF_ADD_TYPE_ID(troupe, (troupe::runtime::breaker_report))
   CAF_ADD_ATOM(troupe, troupe::atom, fire, "fire")
   CAF_ADD_ATOM(troupe, troupe::atom, run_deadline, "rundeadl")
 CAF_END_TYPE_ID_BLOCK(troupe)

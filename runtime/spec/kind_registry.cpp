@@ -47,6 +47,45 @@ void register_builtin_kinds(kind_registry& registry) {
        "run."}},
      false,
      nullptr});
+  registry.add(
+    {"http",
+     "Calls an HTTP(S) service. Output: {status, headers, body} (a JSON body "
+     "parsed). Connection errors, timeouts, 5xx and 429 are retried "
+     "(honouring Retry-After); other 4xx are not.",
+     {{"url", pt::string, true, "http:// or https:// URL."},
+      {"method",
+       pt::choice,
+       false,
+       "Default: GET.",
+       0,
+       0,
+       {"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"}},
+      {"headers", pt::string_map, false, "Request headers."},
+      {"query", pt::string_map, false,
+       "Query parameters, added to the URL (encoded)."},
+      {"body", pt::any, false,
+       "A string is sent as text; anything else as JSON."},
+      {"idempotency_key", pt::string, false,
+       "Sent as Idempotency-Key on every attempt; default "
+       "'{{ run.id }}-{{ node.id }}'."},
+      {"request_timeout", pt::duration, false,
+       "Limit on one request; default 30s (the node's timeout also ends "
+       "it)."},
+      {"max_response_bytes", pt::integer, false,
+       "Largest response body; default 1 MiB.", 1, 1073741824.0},
+      {"verify_tls", pt::boolean, false,
+       "Check the server's certificate; default true."}},
+     false,
+     [](const nlohmann::json& node, kind_check_context& ctx) {
+       auto u = node.find("url");
+       if (u == node.end() || !u->is_string())
+         return;
+       auto url = u->get<std::string>();
+       if (url.find("{{") == std::string::npos && url.rfind("http://", 0) != 0
+           && url.rfind("https://", 0) != 0)
+         ctx.error("url", "bad_value",
+                   "'" + url + "' must start with http:// or https://");
+     }});
   registry.add({"noop",
                 "Does nothing; its output is its parameters, resolved.",
                 {},

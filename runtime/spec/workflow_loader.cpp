@@ -42,9 +42,9 @@ const node_spec* workflow_spec::compensated_by(std::string_view id) const {
 namespace {
 
 // Fields every node has, whatever its kind.
-const std::vector<std::string> node_fields
-  = {"kind",     "after",   "description",       "retry",     "timeout",
-     "fallback", "trigger", "schedule_to_close", "compensate"};
+const std::vector<std::string> node_fields = {
+  "kind",     "after",   "description",       "retry",      "timeout",
+  "fallback", "trigger", "schedule_to_close", "compensate", "circuit_breaker"};
 
 const std::vector<std::string> trigger_rules
   = {"all_success", "all_done", "one_success"};
@@ -327,6 +327,66 @@ class validator : public kind_check_context {
     return d;
   }
 
+  /// Reads a circuit breaker: a key and limits that make sense.
+  std::optional<circuit_breaker_spec> check_breaker(const json& v,
+                                                    const std::string& path) {
+    static const std::vector<std::string> fields
+      = {"key",    "failure_threshold", "error_rate",         "min_calls",
+         "window", "reset_timeout",     "half_open_max_calls"};
+    if (!expect(v, path, v.is_object(), "a circuit breaker mapping with a key"))
+      return std::nullopt;
+    check_fields(v, path, fields, "circuit_breaker");
+    size_t before = errors_.size();
+    circuit_breaker_spec b;
+    if (auto k = v.find("key"); k == v.end())
+      report(path, "missing_field",
+             "a circuit breaker needs a 'key' (nodes with the same key share "
+             "one breaker)");
+    else if (expect(*k, join_path(path, "key"),
+                    k->is_string() && !k->get<std::string>().empty(),
+                    "a non-empty string"))
+      b.key = k->get<std::string>();
+    auto count = [&](const char* key, int32_t& out, int64_t lo, int64_t hi) {
+      auto i = v.find(key);
+      if (i == v.end())
+        return;
+      auto p = join_path(path, key);
+      if (!expect(*i, p, i->is_number_integer(), "an integer"))
+        return;
+      auto n = i->get<int64_t>();
+      if (n < lo || n > hi)
+        report(p, "out_of_range",
+               std::string{key} + " " + std::to_string(n)
+                 + " is out of range; allowed: " + std::to_string(lo) + " to "
+                 + std::to_string(hi));
+      else
+        out = static_cast<int32_t>(n);
+    };
+    count("failure_threshold", b.failure_threshold, 1, 1'000'000);
+    count("min_calls", b.min_calls, 1, 1'000'000);
+    count("half_open_max_calls", b.half_open_max_calls, 1, 10'000);
+    if (auto i = v.find("error_rate"); i != v.end()) {
+      auto p = join_path(path, "error_rate");
+      if (expect(*i, p, i->is_number(), "a number from 0 to 1")) {
+        auto r = i->get<double>();
+        if (!(r > 0.0 && r <= 1.0))
+          report(p, "out_of_range",
+                 "error_rate " + show(*i)
+                   + " is out of range; allowed: more than 0, at most 1");
+        else
+          b.error_rate = r;
+      }
+    }
+    for (auto [key, out] : {std::pair{"window", &b.window},
+                            {"reset_timeout", &b.reset_timeout}}) {
+      if (auto d = check_timeout(v, path, key))
+        *out = *d;
+    }
+    if (errors_.size() != before)
+      return std::nullopt;
+    return b;
+  }
+
   /// Reads a retry policy over `base`; fields not given keep base's value.
   retry_policy check_retry(const json& v, const std::string& path,
                            retry_policy base) {
@@ -540,6 +600,8 @@ class validator : public kind_check_context {
     if (auto f = body.find("fallback"); f != body.end() && !f->is_null())
       if (expect(*f, join_path(path, "fallback"), f->is_string(), "a node id"))
         n.fallback = f->get<std::string>();
+    if (auto b = body.find("circuit_breaker"); b != body.end() && !b->is_null())
+      n.circuit_breaker = check_breaker(*b, join_path(path, "circuit_breaker"));
     if (auto c = body.find("compensate"); c != body.end() && !c->is_null())
       if (expect(*c, join_path(path, "compensate"), c->is_string(),
                  "a node id"))

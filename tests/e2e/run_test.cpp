@@ -5,6 +5,7 @@
 #include "tests/support/process.hpp"
 #include "tests/support/store_surgery.hpp"
 #include "tests/support/temp_dir.hpp"
+#include "tests/support/troupe_fixture.hpp"
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -42,40 +43,8 @@ int count_lines(const std::filesystem::path& path, const std::string& line) {
   return n;
 }
 
-struct Run : ::testing::Test {
-  temp_dir dir;
-  std::string data = (dir.path() / "data").string();
+struct Run : troupe::test::troupe_fixture {
   std::string marks = (dir.path() / "marks.txt").string();
-  int spawned = 0;
-
-  process_options opts() {
-    process_options o;
-    o.cwd = dir.path().string();
-    o.env = {{"TROUPE_CONFIG_DIR", (dir.path() / "config").string()},
-             {"TROUPE_ENV", std::nullopt}};
-    o.time_limit = 60s;
-    return o;
-  }
-
-  std::vector<std::string> args(std::vector<std::string> rest) {
-    rest.insert(rest.begin(), TROUPE_BINARY);
-    return rest;
-  }
-
-  /// Runs troupe to completion.
-  process_result troupe(std::vector<std::string> rest) {
-    auto r = run_process(args(std::move(rest)), opts());
-    EXPECT_FALSE(r.timed_out);
-    return r;
-  }
-
-  /// Starts troupe in the background.
-  std::unique_ptr<background_process> start(std::vector<std::string> rest) {
-    auto n = std::to_string(spawned++);
-    return std::make_unique<background_process>(
-      args(std::move(rest)), opts(), (dir.path() / ("out" + n)).string(),
-      (dir.path() / ("err" + n)).string());
-  }
 
   /// A node that appends `name` to the marks file, then sleeps `secs`.
   std::string mark_node(const std::string& name, const std::string& after,
@@ -590,4 +559,98 @@ TEST_F(Run, KillDuringCompensationFinishesIt) {
   EXPECT_EQ(count_lines(marks, "book"), 1);
   EXPECT_GE(count_lines(marks, "unbook"), 1);
   EXPECT_LE(count_lines(marks, "unbook"), 2);
+}
+
+TEST_F(Run, CircuitBreakerOpensAndRefusedCallsDoNotUseUpAttempts) {
+  auto wf = dir.write("cb.yaml", R"(name: cb
+nodes:
+  call:
+    kind: fail
+    times: 4
+    error_kind: unavailable
+    retry: {max_attempts: 5, initial_backoff: 10ms, jitter: none}
+    circuit_breaker: {key: svc, failure_threshold: 2, reset_timeout: 300ms}
+)");
+  auto r = troupe({"run", wf.string(), "--data-dir", data, "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto report = json::parse(r.out);
+  EXPECT_EQ(report["state"], "completed");
+  EXPECT_TRUE(contains(r.err, "circuit breaker 'svc': closed -> open (2 "
+                              "failures within 1m)"))
+    << r.err;
+  EXPECT_TRUE(contains(r.err, "circuit breaker 'svc': half-open -> closed"))
+    << r.err;
+  auto h = troupe({"history", report["run_id"], "--data-dir", data, "--json"});
+  auto history = json::parse(h.out);
+  int refused = 0, failed = 0;
+  for (auto& e : history["events"]) {
+    if (e["type"] != "attempt_failed")
+      continue;
+    if (e["error_kind"] == "circuit_open")
+      ++refused;
+    else
+      ++failed;
+  }
+  // Four real failures (attempts 1-4) and some refusals in between; the
+  // fifth attempt succeeded although there were more than five tries.
+  EXPECT_EQ(failed, 4);
+  EXPECT_GE(refused, 1);
+}
+
+TEST_F(Run, KillDuringACircuitOpenWaitResumes) {
+  auto wf = dir.write("cb.yaml", R"(name: cb
+nodes:
+  call:
+    kind: fail
+    times: 2
+    retry: {max_attempts: 5, initial_backoff: 10ms, jitter: none}
+    circuit_breaker: {key: svc, failure_threshold: 2, reset_timeout: 1s}
+)");
+  auto p = start({"run", wf.string(), "--data-dir", data});
+  ASSERT_TRUE(wait_until(
+    [&] { return contains(p->err(), "call  attempt_failed  attempt 3"); }, 30s))
+    << p->err();
+  p->signal(SIGKILL);
+  ASSERT_EQ(p->wait(10s), -SIGKILL);
+  auto r = troupe({"run", "--resume", "--data-dir", data});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(resumed_report(r)["state"], "completed") << r.out;
+}
+
+TEST_F(Run, IdempotencyKeyGivesTheSameRunInsteadOfANewOne) {
+  auto wf = dir.write("i.yaml",
+                      "name: i\nnodes:\n" + mark_node("once", "")
+                        + "outputs: {ok: \"{{ nodes.once.output.once }}\"}\n");
+  auto first = troupe({"run", wf.string(), "--data-dir", data, "--json",
+                       "--idempotency-key", "order-42"});
+  ASSERT_EQ(first.exit_code, 0) << first.err;
+  auto again = troupe({"run", wf.string(), "--data-dir", data, "--json",
+                       "--idempotency-key", "order-42"});
+  ASSERT_EQ(again.exit_code, 0) << again.err;
+  EXPECT_EQ(json::parse(again.out)["run_id"], json::parse(first.out)["run_id"]);
+  EXPECT_EQ(json::parse(again.out)["outputs"], (json{{"ok", true}}));
+  EXPECT_EQ(count_lines(marks, "once"), 1);
+  // Another key is another run.
+  auto other = troupe({"run", wf.string(), "--data-dir", data, "--json",
+                       "--idempotency-key", "order-43"});
+  EXPECT_NE(json::parse(other.out)["run_id"], json::parse(first.out)["run_id"]);
+  EXPECT_EQ(count_lines(marks, "once"), 2);
+  // A key whose run was interrupted waits for that run, resumed.
+  auto slow
+    = dir.write("s.yaml", "name: s\nnodes:\n" + mark_node("slow", "", "1"));
+  auto p = start(
+    {"run", slow.string(), "--data-dir", data, "--idempotency-key", "slow-1"});
+  ASSERT_TRUE(wait_until([&] { return count_lines(marks, "slow") == 1; }, 30s));
+  p->signal(SIGKILL);
+  ASSERT_EQ(p->wait(10s), -SIGKILL);
+  auto r = troupe({"run", slow.string(), "--data-dir", data, "--json",
+                   "--idempotency-key", "slow-1"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(json::parse(r.out)["state"], "completed") << r.out;
+  EXPECT_LE(count_lines(marks, "slow"), 2);
+  // Bad use.
+  EXPECT_EQ(
+    troupe({"run", "--resume", "--data-dir", data, "--idempotency-key", "k"})
+      .exit_code,
+    2);
 }

@@ -620,3 +620,44 @@ nodes:
   EXPECT_EQ(kinds(again.on_attempt_succeeded("undo_a", 1, json::object(), 4)),
             (strings{"node_completed:undo_a", "run_failed:b"}));
 }
+
+TEST(RunEngine, CircuitOpenWaitsWithoutUsingUpAttempts) {
+  run_engine e{"r", spec_of(R"(name: co
+nodes:
+  a: {kind: noop, retry: {max_attempts: 2, initial_backoff: 10ms, jitter: none}}
+)"),
+               json::object()};
+  e.decide(0);
+  // Refused three times by the breaker: each waits for the breaker's reset,
+  // and the attempt number stays 1.
+  for (int i = 0; i < 3; ++i) {
+    auto f = e.on_attempt_failed("a", 1, "circuit_open", "open", i * 1000 * ms,
+                                 0, 500 * ms);
+    ASSERT_EQ(kinds(f), (strings{"attempt_failed:a"}));
+    EXPECT_EQ(f[0].deadline_ns, i * 1000 * ms + 500 * ms);
+    auto s = e.decide(i * 1000 * ms + 500 * ms);
+    ASSERT_EQ(kinds(s), (strings{"attempt_started:a"}));
+    EXPECT_EQ(s[0].attempt, 1);
+  }
+  // Real failures still count: attempt 1 fails, attempt 2 is the last.
+  e.on_attempt_failed("a", 1, "exit_code", "x", 5000 * ms, 0);
+  e.decide(6000 * ms);
+  EXPECT_EQ(e.status("a").attempt, 2);
+  // A Retry-After longer than the backoff wins.
+  auto f = e.on_attempt_failed("a", 2, "http_429", "slow down", 7000 * ms, 0,
+                               3000 * ms);
+  EXPECT_EQ(kinds(f),
+            (strings{"attempt_failed:a", "node_failed:a", "run_failed:a"}));
+}
+
+TEST(RunEngine, RetryAfterStretchesTheBackoff) {
+  run_engine e{"r", spec_of(R"(name: ra
+nodes:
+  a: {kind: noop, retry: {max_attempts: 3, initial_backoff: 10ms, jitter: none}}
+)"),
+               json::object()};
+  e.decide(0);
+  auto f
+    = e.on_attempt_failed("a", 1, "http_429", "slow down", 0, 0, 2000 * ms);
+  EXPECT_EQ(f[0].deadline_ns, 2000 * ms);
+}

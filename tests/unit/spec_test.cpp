@@ -615,3 +615,39 @@ nodes:
                "has a compensation or fallback of its own");
   EXPECT_EQ(r.errors.size(), 7u) << dump(r.errors);
 }
+
+TEST(WorkflowSpec, ChecksCircuitBreakers) {
+  auto r = parse_workflow(R"(name: cb
+nodes:
+  a: {kind: noop, circuit_breaker: {failure_threshold: 0, key: k}}
+  b: {kind: noop, circuit_breaker: {window: 10s}}
+  c: {kind: noop, circuit_breaker: {key: k, error_rate: 1.5, reset: 1s}}
+  d: {kind: noop, circuit_breaker: {key: k, reset_timeout: 0s, min_calls: -1}}
+  e: {kind: noop, circuit_breaker: on}
+)");
+  EXPECT_ERROR(r, "nodes.a.circuit_breaker.failure_threshold", "out_of_range",
+               "failure_threshold 0 is out of range; allowed: 1 to 1000000");
+  EXPECT_ERROR(r, "nodes.b.circuit_breaker", "missing_field", "needs a 'key'");
+  EXPECT_ERROR(r, "nodes.c.circuit_breaker.error_rate", "out_of_range",
+               "more than 0, at most 1");
+  EXPECT_ERROR(r, "nodes.c.circuit_breaker.reset", "unknown_field",
+               "allowed: key, failure_threshold");
+  EXPECT_ERROR(r, "nodes.d.circuit_breaker.reset_timeout", "out_of_range",
+               "longer than 0s");
+  EXPECT_ERROR(r, "nodes.d.circuit_breaker.min_calls", "out_of_range", "");
+  EXPECT_ERROR(r, "nodes.e.circuit_breaker", "type",
+               "a circuit breaker mapping");
+  auto ok = parse_workflow(R"(name: cb
+nodes:
+  a: {kind: noop, circuit_breaker: {key: pay, failure_threshold: 3,
+      error_rate: 0.5, min_calls: 4, window: 30s, reset_timeout: 5s,
+      half_open_max_calls: 2}}
+)");
+  ASSERT_TRUE(ok.ok()) << dump(ok.errors);
+  auto& b = *ok.workflow->nodes[0].circuit_breaker;
+  EXPECT_EQ(b.key, "pay");
+  EXPECT_EQ(b.failure_threshold, 3);
+  EXPECT_EQ(b.error_rate, 0.5);
+  EXPECT_EQ(b.reset_timeout, std::chrono::seconds{5});
+  EXPECT_EQ(b.half_open_max_calls, 2);
+}

@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <csignal>
+#include <fcntl.h>
 #include <filesystem>
 #include <fstream>
 #include <future>
@@ -214,4 +215,15 @@ TEST(ProcessRunner, HeartbeatKeepsAChildAliveAndSilenceKillsIt) {
   // Without a heartbeat timeout there is no descriptor 3.
   EXPECT_EQ(
     run(r, sh("test -z \"$TROUPE_HEARTBEAT_FD\" && ! true >&3")).exit_code, 0);
+}
+
+TEST(ProcessRunner, ChildrenInheritNoStrayDescriptors) {
+  // A descriptor this process holds without close-on-exec.
+  int fd = ::open("/dev/null", O_RDONLY);
+  ASSERT_GE(fd, 0);
+  process_runner r;
+  auto o = run(r, sh("test -e /proc/self/fd/" + std::to_string(fd)
+                     + " && echo leaked || echo clean"));
+  ::close(fd);
+  EXPECT_EQ(o.out, "clean\n");
 }

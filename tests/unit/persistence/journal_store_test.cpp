@@ -721,3 +721,26 @@ TEST_F(StoreTest, ReadJournalAsyncRunsOnReaderThread) {
   store.reset();
   EXPECT_EQ(late.load(), 20);
 }
+
+TEST_F(StoreTest, IdempotencyKeysAreClaimedOnceAtomically) {
+  auto store = open();
+  auto op = [](std::string run, std::string key) {
+    journal_store::append_op o;
+    o.run_id = std::move(run);
+    o.events.push_back(event_record{event_type::run_submitted, 1});
+    o.idempotency_key = std::move(key);
+    return o;
+  };
+  // Two runs race for one key in the same batch: the first wins.
+  std::promise<std::string> a, b;
+  store->append(op("run-a", "k1"), [&](std::string e) { a.set_value(e); });
+  store->append(op("run-b", "k1"), [&](std::string e) { b.set_value(e); });
+  EXPECT_EQ(a.get_future().get(), "");
+  EXPECT_EQ(b.get_future().get(),
+            "idempotency key 'k1' is already used by run run-a");
+  EXPECT_EQ(store->find_idempotency_key("k1"), "run-a");
+  EXPECT_EQ(store->find_idempotency_key("k2"), std::nullopt);
+  // The refused append wrote nothing.
+  std::string error;
+  EXPECT_TRUE(store->read_journal("run-b", error).empty());
+}

@@ -1,0 +1,54 @@
+#pragma once
+
+// A test fixture for end-to-end tests of the `troupe` binary: a temp dir
+// (its data dir, config dir and working folder) and ways to run troupe to
+// completion or in the background. The target defines TROUPE_BINARY.
+
+#include "tests/support/process.hpp"
+#include "tests/support/temp_dir.hpp"
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace troupe::test {
+
+struct troupe_fixture : ::testing::Test {
+  temp_dir dir;
+  std::string data = (dir.path() / "data").string();
+  int spawned = 0;
+
+  process_options opts() {
+    process_options o;
+    o.cwd = dir.path().string();
+    o.env = {{"TROUPE_CONFIG_DIR", (dir.path() / "config").string()},
+             {"TROUPE_ENV", std::nullopt}};
+    o.time_limit = std::chrono::seconds{60};
+    return o;
+  }
+
+  std::vector<std::string> args(std::vector<std::string> rest) {
+    rest.insert(rest.begin(), TROUPE_BINARY);
+    return rest;
+  }
+
+  /// Runs troupe to completion.
+  process_result troupe(std::vector<std::string> rest) {
+    auto r = run_process(args(std::move(rest)), opts());
+    EXPECT_FALSE(r.timed_out);
+    return r;
+  }
+
+  /// Starts troupe in the background; its output goes to files in the dir.
+  std::unique_ptr<background_process> start(std::vector<std::string> rest) {
+    auto n = std::to_string(spawned++);
+    return std::make_unique<background_process>(
+      args(std::move(rest)), opts(), (dir.path() / ("out" + n)).string(),
+      (dir.path() / ("err" + n)).string());
+  }
+};
+
+} // namespace troupe::test
