@@ -136,6 +136,8 @@ void run_engine::apply(const event_record& e) {
   case event_type::run_cancelled:
     state_ = run_state::cancelled;
     reason_ = e.message;
+    if (!e.data.empty())
+      outputs_ = parse_or_string(e.data); // how compensation went
     break;
   case event_type::run_restarted: restarts_ = e.attempt; break;
   case event_type::node_skipped:
@@ -420,8 +422,11 @@ void run_engine::compensate_step(std::vector<event_record>& out,
                    ? "; compensated by " + config::join(done)
                    : "; compensation failed: " + config::join(failed, "; "));
   json data = {{"compensated", failed.empty()}, {"compensations", report}};
-  emit(out, {event_type::run_failed, now_ns, failed_node_, 0, 0, fail_kind_,
-             text, data.dump(-1, ' ', false, json::error_handler_t::replace)});
+  // A cancelled run ends cancelled once compensated; others end failed.
+  auto type = fail_kind_ == "cancelled" ? event_type::run_cancelled
+                                        : event_type::run_failed;
+  emit(out, {type, now_ns, failed_node_, 0, 0, fail_kind_, text,
+             data.dump(-1, ' ', false, json::error_handler_t::replace)});
 }
 
 std::vector<event_record>
@@ -541,10 +546,7 @@ run_engine::fail_node_and_run(const std::string& node, int32_t attempt,
   if (!node.empty())
     emit(out,
          {event_type::node_failed, now_ns, node, attempt, 0, kind, message});
-  bool compensate = false;
-  if (!compensating_)
-    for (auto& id : completion_order_)
-      compensate = compensate || !spec_->find_node(id)->compensate.empty();
+  bool compensate = !compensating_ && has_compensations();
   for (auto& n : spec_->nodes) {
     auto& st = nodes_.at(n.id);
     if (st.state == node_state::running
@@ -568,7 +570,8 @@ run_engine::fail_node_and_run(const std::string& node, int32_t attempt,
 std::vector<event_record> run_engine::cancel(const std::string& reason,
                                              int64_t now_ns) {
   std::vector<event_record> out;
-  if (is_finished())
+  // A run that is already compensating finishes that and fails.
+  if (is_finished() || compensating_)
     return out;
   for (auto& n : spec_->nodes) {
     auto& st = nodes_.at(n.id);
@@ -577,8 +580,22 @@ std::vector<event_record> run_engine::cancel(const std::string& reason,
       emit(out, {event_type::node_cancelled, now_ns, n.id, st.attempt, 0, "",
                  reason});
   }
+  if (has_compensations()) {
+    // Undo what completed, then end cancelled.
+    emit(out,
+         {event_type::run_compensating, now_ns, "", 0, 0, "cancelled", reason});
+    compensate_step(out, now_ns);
+    return out;
+  }
   emit(out, {event_type::run_cancelled, now_ns, "", 0, 0, "", reason});
   return out;
+}
+
+bool run_engine::has_compensations() const {
+  for (auto& id : completion_order_)
+    if (!spec_->find_node(id)->compensate.empty())
+      return true;
+  return false;
 }
 
 std::vector<event_record> run_engine::time_out(int64_t now_ns) {

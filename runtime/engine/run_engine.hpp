@@ -92,7 +92,8 @@ class run_engine {
                     const std::string& error_kind, const std::string& message,
                     int64_t now_ns, double u, int64_t min_delay_ns = 0);
 
-  /// Cancels the run: running nodes are cancelled, the run ends cancelled.
+  /// Cancels the run: running nodes are cancelled; completed nodes'
+  /// compensations run (newest first); the run ends cancelled.
   std::vector<event_record> cancel(const std::string& reason, int64_t now_ns);
 
   /// Fails the run when its timeout has passed at `now_ns`; else nothing.
@@ -165,6 +166,8 @@ class run_engine {
   bool start_attempt(const node_spec& n, std::vector<event_record>& out,
                      int64_t now_ns);
   bool is_standby(const std::string& id) const { return standby_.count(id); }
+  /// Whether a completed node has a compensation to run.
+  bool has_compensations() const;
   /// Whether a pending node may start, given its `after` nodes and trigger
   /// rule; for skip, `why` says which upstream node made it so.
   readiness ready(const node_spec& n, std::string& why) const;

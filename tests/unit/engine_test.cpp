@@ -661,3 +661,33 @@ nodes:
     = e.on_attempt_failed("a", 1, "http_429", "slow down", 0, 0, 2000 * ms);
   EXPECT_EQ(f[0].deadline_ns, 2000 * ms);
 }
+
+TEST(RunEngine, CancelRunsCompensationsThenEndsCancelled) {
+  auto spec = spec_of(R"(name: saga
+nodes:
+  a: {kind: noop, compensate: undo_a}
+  b: {kind: sleep, after: [a], duration: 1h}
+  undo_a: {kind: noop}
+)");
+  run_engine e{"r", spec, json::object()};
+  e.decide(0);
+  e.on_attempt_succeeded("a", 1, json::object(), 1);
+  auto c = e.cancel("no longer needed", 2);
+  EXPECT_EQ(kinds(c), (strings{"node_cancelled:b", "run_compensating",
+                               "attempt_started:undo_a"}));
+  EXPECT_FALSE(e.is_finished());
+  // A second cancel while compensating changes nothing.
+  EXPECT_TRUE(e.cancel("again", 3).empty());
+  auto f = e.on_attempt_succeeded("undo_a", 1, json::object(), 4);
+  EXPECT_EQ(kinds(f), (strings{"node_completed:undo_a", "run_cancelled"}));
+  EXPECT_EQ(e.state(), run_state::cancelled);
+  EXPECT_EQ(e.reason(), "no longer needed; compensated by undo_a");
+  EXPECT_EQ(e.outputs()["compensated"], true);
+  // Without compensations a cancel ends the run at once.
+  run_engine plain{
+    "r", spec_of("name: p\nnodes: {s: {kind: sleep, duration: 1h}}\n"),
+    json::object()};
+  plain.decide(0);
+  EXPECT_EQ(kinds(plain.cancel("stop", 1)),
+            (strings{"node_cancelled:s", "run_cancelled"}));
+}
