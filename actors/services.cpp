@@ -38,21 +38,20 @@ std::string describe_exit(const caf::error& reason) {
   return caf::to_string(reason);
 }
 
-caf::actor breaker_registry::get(caf::actor_system& sys,
-                                 const runtime::circuit_breaker_spec& spec,
-                                 const std::shared_ptr<services>& svc) {
+caf::actor keyed_actors::get(const std::string& key,
+                             const std::function<caf::actor()>& spawn) {
   std::lock_guard guard{mtx_};
-  auto& b = breakers_[spec.key];
-  if (!b)
-    b = sys.spawn(breaker_actor_impl, spec, svc);
-  return b;
+  auto& a = actors_[key];
+  if (!a)
+    a = spawn();
+  return a;
 }
 
-void breaker_registry::stop_all() {
+void keyed_actors::stop_all() {
   std::lock_guard guard{mtx_};
-  for (auto& [_, b] : breakers_)
-    caf::anon_send_exit(b, caf::exit_reason::user_shutdown);
-  breakers_.clear();
+  for (auto& [_, a] : actors_)
+    caf::anon_send_exit(a, caf::exit_reason::user_shutdown);
+  actors_.clear();
 }
 
 } // namespace troupe::actors

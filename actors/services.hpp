@@ -47,20 +47,20 @@ class spec_cache {
 
 struct services;
 
-/// The node's circuit breakers, one actor per key, spawned on first use.
-class breaker_registry {
+/// Node-wide actors by key (circuit breakers, concurrency limiters), each
+/// spawned on first use.
+class keyed_actors {
  public:
-  /// Returns the breaker for `spec.key`, spawning it with `spec` if new.
-  caf::actor get(caf::actor_system& sys,
-                 const runtime::circuit_breaker_spec& spec,
-                 const std::shared_ptr<services>& svc);
+  /// Returns the actor for `key`, calling `spawn` to make it if new.
+  caf::actor get(const std::string& key,
+                 const std::function<caf::actor()>& spawn);
 
-  /// Stops every breaker (node shutdown).
+  /// Stops them all (node shutdown).
   void stop_all();
 
  private:
   std::mutex mtx_;
-  std::unordered_map<std::string, caf::actor> breakers_;
+  std::unordered_map<std::string, caf::actor> actors_;
 };
 
 /// What every actor of a node shares. Owned by the node, which outlives its
@@ -70,7 +70,8 @@ struct services {
   process_runner* runner = nullptr;
   http_client* http = nullptr;
   spec_cache specs;
-  breaker_registry breakers;
+  keyed_actors breakers;
+  keyed_actors limiters;
   engine_options options;
   /// Where node-wide notices go (breaker state changes, ...); may be empty.
   std::function<void(const std::string&)> log;

@@ -70,6 +70,7 @@ void embedded_node::stop() {
     caf::anon_send_exit(s, caf::exit_reason::user_shutdown);
   supervisors_.clear();
   svc_->breakers.stop_all();
+  svc_->limiters.stop_all();
   system_->await_all_actors_done();
 }
 

@@ -1,6 +1,8 @@
 #include "actors/run/run_actor.hpp"
 
 #include "actors/attempt/attempt_actor.hpp"
+#include "actors/breaker/breaker_actor.hpp"
+#include "actors/limiter/limiter_actor.hpp"
 
 #include <caf/all.hpp>
 
@@ -73,10 +75,22 @@ void report_breaker(self_ptr self, const std::string& node, bool ok,
   st.breaker_calls.erase(i);
 }
 
+/// Gives back `node`'s concurrency slot, or its place in the queue.
+void release_slot(self_ptr self, const std::string& node) {
+  auto& st = self->state;
+  auto i = st.slots.find(node);
+  if (i == st.slots.end())
+    return;
+  if (i->second.limiter)
+    self->send(i->second.limiter, runtime::limit_release{i->second.holder});
+  st.slots.erase(i);
+}
+
 void on_failure(self_ptr self, const std::string& node, int32_t attempt,
                 const std::string& kind, const std::string& message,
                 int64_t retry_after_ms = 0) {
   auto& st = self->state;
+  release_slot(self, node);
   // Failures of our own making say nothing about the service.
   report_breaker(self, node, false,
                  kind != "bad_template" && kind != "bad_params"
@@ -91,6 +105,7 @@ void on_failure(self_ptr self, const std::string& node, int32_t attempt,
 void stop_attempt(self_ptr self, const std::string& node) {
   auto& st = self->state;
   report_breaker(self, node, false, false);
+  release_slot(self, node);
   auto i = st.attempts.find(node);
   if (i == st.attempts.end())
     return;
@@ -120,11 +135,58 @@ void launch(self_ptr self, const std::string& node) {
       || st.awaiting_breaker.count(node))
     return;
   auto* spec = e.spec().find_node(node);
+  if (spec->concurrency) {
+    auto i = st.slots.find(node);
+    if (i != st.slots.end() && !i->second.granted)
+      return; // waiting in the limiter's queue
+    if (i == st.slots.end()) {
+      // Wait for a slot first (in order, across all runs on the node).
+      std::string error;
+      auto key = e.resolve_text(*spec, spec->concurrency->key, error);
+      if (!key) {
+        on_failure(self, node, status.attempt, "bad_template",
+                   "concurrency key: " + error);
+        return;
+      }
+      auto limit = spec->concurrency->limit;
+      auto limiter = st.svc->limiters.get(*key, [&] {
+        return self->system().spawn(limiter_actor_impl, *key, limit);
+      });
+      auto holder = e.run_id() + "/" + node;
+      st.slots[node] = {limiter, holder, false};
+      auto attempt = status.attempt;
+      self->request(limiter, caf::infinite, runtime::limit_acquire{holder})
+        .then(
+          [self, node, attempt, holder](bool granted) {
+            auto& st = self->state;
+            auto i = st.slots.find(node);
+            if (!granted || i == st.slots.end() || i->second.holder != holder)
+              return; // given back meanwhile
+            auto& status = st.engine->status(node);
+            if (status.state != node_state::running
+                || status.attempt != attempt) {
+              release_slot(self, node);
+              return;
+            }
+            i->second.granted = true;
+            launch(self, node);
+          },
+          [self, node](caf::error&) {
+            // A limiter that cannot answer must not stall the run.
+            auto& st = self->state;
+            st.slots[node] = {caf::actor{}, "", true};
+            launch(self, node);
+          });
+      return;
+    }
+  }
   if (spec->circuit_breaker && !st.breaker_calls.count(node)) {
     // Ask the breaker first; the attempt starts once it lets the call
     // through, or fails at once with circuit_open (not using up an attempt).
-    auto breaker
-      = st.svc->breakers.get(self->system(), *spec->circuit_breaker, st.svc);
+    auto& cb = *spec->circuit_breaker;
+    auto breaker = st.svc->breakers.get(cb.key, [&] {
+      return self->system().spawn(breaker_actor_impl, cb, st.svc);
+    });
     auto attempt = status.attempt;
     auto key = spec->circuit_breaker->key;
     st.awaiting_breaker.insert(node);
@@ -335,6 +397,7 @@ caf::behavior run_actor_impl(caf::stateful_actor<run_state>* self,
       st.attempts.erase(i);
       if (r.ok) {
         report_breaker(self, r.node, true, true);
+        release_slot(self, r.node);
         auto output = json::parse(r.output, nullptr, false);
         if (output.is_discarded())
           output = r.output;

@@ -36,6 +36,14 @@ struct run_state {
   /// Calls let through by a circuit breaker, by node: the breaker (invalid
   /// when it did not answer) and whether the call is a half-open trial.
   std::unordered_map<std::string, std::pair<caf::actor, bool>> breaker_calls;
+  /// Concurrency slots by node: the limiter, the holder name, and whether
+  /// the slot is granted (else the node waits in the limiter's queue).
+  struct slot {
+    caf::actor limiter;
+    std::string holder;
+    bool granted = false;
+  };
+  std::unordered_map<std::string, slot> slots;
   /// Nodes whose breaker has been asked and has not answered yet.
   std::unordered_set<std::string> awaiting_breaker;
   /// Jitter source; seeded from the run id and the clock.

@@ -287,6 +287,19 @@ std::optional<json> run_engine::resolve_params(const node_spec& node,
   return resolve_templates(node.params, scope, error);
 }
 
+std::optional<std::string> run_engine::resolve_text(const node_spec& node,
+                                                    const std::string& text,
+                                                    std::string& error) const {
+  template_scope scope{&inputs_,    &node_outputs_, run_id_,
+                       spec_->name, node.id,        nodes_.at(node.id).attempt};
+  auto v = resolve_templates(json(text), scope, error);
+  if (!v)
+    return std::nullopt;
+  return v->is_string()
+           ? v->get<std::string>()
+           : v->dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
 std::vector<event_record> run_engine::decide(int64_t now_ns) {
   std::vector<event_record> out;
   if (is_finished())

@@ -110,6 +110,12 @@ class run_engine {
   std::optional<nlohmann::json> resolve_params(const node_spec& node,
                                                std::string& error) const;
 
+  /// Resolves the templates in one string for a node's current attempt, as
+  /// text.
+  std::optional<std::string> resolve_text(const node_spec& node,
+                                          const std::string& text,
+                                          std::string& error) const;
+
   /// Returns the earliest time a waiting retry may start, or 0.
   int64_t next_wakeup_ns() const;
 

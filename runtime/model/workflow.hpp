@@ -56,6 +56,14 @@ struct circuit_breaker_spec {
   int32_t half_open_max_calls = 1;
 };
 
+/// A limit on how many executions with the same key run at once across
+/// all runs on the node.
+struct concurrency_spec {
+  /// A template (e.g. "{{ inputs.customer }}"), resolved per attempt.
+  std::string key;
+  int32_t limit = 1;
+};
+
 /// One case of a switch node: when `condition` holds, the `go_to` nodes run.
 struct switch_case {
   std::string when;
@@ -81,6 +89,7 @@ struct node_spec {
   /// Per-attempt timeout; none means no limit.
   std::optional<duration> timeout;
   std::optional<circuit_breaker_spec> circuit_breaker;
+  std::optional<concurrency_spec> concurrency;
   /// Limit on the node as a whole, from its first attempt's start across all
   /// attempts and backoffs; when it passes the node fails for good.
   std::optional<duration> schedule_to_close;

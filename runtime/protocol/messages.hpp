@@ -153,6 +153,18 @@ struct breaker_report {
   bool probe = false;
 };
 
+/// Asks a concurrency limiter for a slot for `holder` (run id and node). The
+/// reply (bool, always true) comes once a slot is free: callers wait in
+/// order.
+struct limit_acquire {
+  std::string holder;
+};
+
+/// Gives back `holder`'s slot, or its place in the queue.
+struct limit_release {
+  std::string holder;
+};
+
 #define TROUPE_INSPECT(type, ...)                                  \
   template<class Inspector>                                        \
   typename Inspector::result_type inspect(Inspector& f, type& x) { \
@@ -179,6 +191,8 @@ TROUPE_INSPECT(restart_run, x.run_id, x.reason)
 TROUPE_INSPECT(journal_loaded, x.run_id, x.journal, x.error, x.reason)
 TROUPE_INSPECT(breaker_acquire, x.run_id, x.node)
 TROUPE_INSPECT(breaker_report, x.ok, x.counted, x.probe)
+TROUPE_INSPECT(limit_acquire, x.holder)
+TROUPE_INSPECT(limit_release, x.holder)
 
 #undef TROUPE_INSPECT
 
@@ -206,6 +220,8 @@ CAF_BEGIN_TYPE_ID_BLOCK(troupe, caf::first_custom_type_id)
   CAF_ADD_TYPE_ID(troupe, (troupe::runtime::journal_loaded))
   CAF_ADD_TYPE_ID(troupe, (troupe::runtime::breaker_acquire))
   CAF_ADD_TYPE_ID(troupe, (troupe::runtime::breaker_report))
+  CAF_ADD_TYPE_ID(troupe, (troupe::runtime::limit_acquire))
+  CAF_ADD_TYPE_ID(troupe, (troupe::runtime::limit_release))
   CAF_ADD_ATOM(troupe, troupe::atom, fire, "fire")
   CAF_ADD_ATOM(troupe, troupe::atom, run_deadline, "rundeadl")
 CAF_END_TYPE_ID_BLOCK(troupe)

@@ -42,9 +42,10 @@ const node_spec* workflow_spec::compensated_by(std::string_view id) const {
 namespace {
 
 // Fields every node has, whatever its kind.
-const std::vector<std::string> node_fields = {
-  "kind",     "after",   "description",       "retry",      "timeout",
-  "fallback", "trigger", "schedule_to_close", "compensate", "circuit_breaker"};
+const std::vector<std::string> node_fields
+  = {"kind",       "after",           "description", "retry",
+     "timeout",    "fallback",        "trigger",     "schedule_to_close",
+     "compensate", "circuit_breaker", "concurrency"};
 
 const std::vector<std::string> trigger_rules
   = {"all_success", "all_done", "one_success"};
@@ -327,6 +328,50 @@ class validator : public kind_check_context {
     return d;
   }
 
+  /// Reads a per-key concurrency limit: {key: template, limit: N}.
+  std::optional<concurrency_spec> check_concurrency(const json& v,
+                                                    const std::string& path) {
+    if (!expect(v, path, v.is_object(), "a mapping {key, limit}"))
+      return std::nullopt;
+    check_fields(v, path, {"key", "limit"}, "concurrency");
+    concurrency_spec c;
+    bool ok = true;
+    auto k = v.find("key");
+    if (k == v.end()) {
+      report(path, "missing_field",
+             "a concurrency limit needs a 'key' (executions with the same key "
+             "share the limit)");
+      ok = false;
+    } else if (expect(*k, join_path(path, "key"),
+                      k->is_string() && !k->get<std::string>().empty(),
+                      "a non-empty string")) {
+      c.key = k->get<std::string>();
+    } else {
+      ok = false;
+    }
+    auto l = v.find("limit");
+    if (l == v.end()) {
+      report(path, "missing_field", "a concurrency limit needs a 'limit'");
+      ok = false;
+    } else if (expect(*l, join_path(path, "limit"), l->is_number_integer(),
+                      "an integer")) {
+      auto n = l->get<int64_t>();
+      if (n < 1 || n > 100'000) {
+        report(join_path(path, "limit"), "out_of_range",
+               "limit " + std::to_string(n)
+                 + " is out of range; allowed: 1 to 100000");
+        ok = false;
+      } else {
+        c.limit = static_cast<int32_t>(n);
+      }
+    } else {
+      ok = false;
+    }
+    if (!ok)
+      return std::nullopt;
+    return c;
+  }
+
   /// Reads a circuit breaker: a key and limits that make sense.
   std::optional<circuit_breaker_spec> check_breaker(const json& v,
                                                     const std::string& path) {
@@ -530,6 +575,11 @@ class validator : public kind_check_context {
         continue;
       }
       check_templates_in(n.params, join_path("nodes", n.id), &n);
+      if (n.concurrency)
+        check_template(
+          n.concurrency->key,
+          join_path(join_path(join_path("nodes", n.id), "concurrency"), "key"),
+          &n);
     }
   }
 
@@ -602,6 +652,8 @@ class validator : public kind_check_context {
         n.fallback = f->get<std::string>();
     if (auto b = body.find("circuit_breaker"); b != body.end() && !b->is_null())
       n.circuit_breaker = check_breaker(*b, join_path(path, "circuit_breaker"));
+    if (auto c = body.find("concurrency"); c != body.end() && !c->is_null())
+      n.concurrency = check_concurrency(*c, join_path(path, "concurrency"));
     if (auto c = body.find("compensate"); c != body.end() && !c->is_null())
       if (expect(*c, join_path(path, "compensate"), c->is_string(),
                  "a node id"))

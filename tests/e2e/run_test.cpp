@@ -654,3 +654,30 @@ TEST_F(Run, IdempotencyKeyGivesTheSameRunInsteadOfANewOne) {
       .exit_code,
     2);
 }
+
+TEST_F(Run, ConcurrencyLimitBoundsExecutionsWithTheSameKey) {
+  // Six parallel nodes, keyed by an input, at most two at once.
+  std::string text = "name: lim\ninputs: {customer: {type: string}}\nnodes:\n";
+  for (int i = 1; i <= 6; ++i) {
+    auto n = "w" + std::to_string(i);
+    text
+      += "  " + n + ":\n    kind: exec\n"
+         + "    concurrency: {key: \"cust-{{ inputs.customer }}\", limit: 2}\n"
+         + "    command: [\"/bin/sh\", \"-c\", \"echo start >> " + marks
+         + "; sleep 0.3; echo end >> " + marks + "\"]\n";
+  }
+  auto wf = dir.write("lim.yaml", text);
+  auto r = troupe(
+    {"run", wf.string(), "--data-dir", data, "--input", "customer=acme"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::ifstream in{marks};
+  std::string line;
+  int running = 0, most = 0, starts = 0;
+  while (std::getline(in, line)) {
+    running += line == "start" ? 1 : -1;
+    starts += line == "start";
+    most = std::max(most, running);
+  }
+  EXPECT_EQ(starts, 6);
+  EXPECT_EQ(most, 2);
+}

@@ -30,6 +30,12 @@ struct Breaker : ::testing::Test {
     };
   }
 
+  caf::actor breaker(const runtime::circuit_breaker_spec& spec) {
+    return svc->breakers.get(spec.key, [&] {
+      return sys->spawn(actors::breaker_actor_impl, spec, svc);
+    });
+  }
+
   void TearDown() override { svc->breakers.stop_all(); }
 
   struct answer {
@@ -67,9 +73,9 @@ TEST_F(Breaker, OpensAtTheThresholdAndRecoversThroughHalfOpen) {
   spec.key = "payments";
   spec.failure_threshold = 2;
   spec.reset_timeout = 300ms;
-  auto b = svc->breakers.get(*sys, spec, svc);
+  auto b = breaker(spec);
   // The same key gives the same breaker.
-  EXPECT_EQ(svc->breakers.get(*sys, spec, svc), b);
+  EXPECT_EQ(breaker(spec), b);
   EXPECT_TRUE(acquire(b).allowed);
   report(b, false);
   EXPECT_TRUE(acquire(b).allowed);
@@ -112,7 +118,7 @@ TEST_F(Breaker, OpensOnTheErrorRateOnceThereAreEnoughCalls) {
   spec.failure_threshold = 1000;
   spec.error_rate = 0.5;
   spec.min_calls = 4;
-  auto b = svc->breakers.get(*sys, spec, svc);
+  auto b = breaker(spec);
   for (bool ok : {false, false, true}) {
     ASSERT_TRUE(acquire(b).allowed);
     report(b, ok);
@@ -131,7 +137,7 @@ TEST_F(Breaker, UncountedReportsOnlyReleaseTrialSlots) {
   spec.key = "slots";
   spec.failure_threshold = 1;
   spec.reset_timeout = 100ms;
-  auto b = svc->breakers.get(*sys, spec, svc);
+  auto b = breaker(spec);
   acquire(b);
   report(b, false);
   std::this_thread::sleep_for(150ms);

@@ -651,3 +651,21 @@ nodes:
   EXPECT_EQ(b.reset_timeout, std::chrono::seconds{5});
   EXPECT_EQ(b.half_open_max_calls, 2);
 }
+
+TEST(WorkflowSpec, ChecksConcurrencyLimits) {
+  auto r = parse_workflow(R"(name: c
+inputs: {customer: {type: string}}
+nodes:
+  a: {kind: noop, concurrency: {key: "{{ inputs.customr }}", limit: 2}}
+  b: {kind: noop, concurrency: {key: k, limit: 0}}
+  c: {kind: noop, concurrency: {limit: 1}}
+  d: {kind: noop, concurrency: 3}
+)");
+  EXPECT_ERROR(r, "nodes.a.concurrency.key", "unknown_reference",
+               "did you mean 'customer'?");
+  EXPECT_ERROR(r, "nodes.b.concurrency.limit", "out_of_range",
+               "limit 0 is out of range; allowed: 1 to 100000");
+  EXPECT_ERROR(r, "nodes.c.concurrency", "missing_field", "needs a 'key'");
+  EXPECT_ERROR(r, "nodes.d.concurrency", "type", "a mapping {key, limit}");
+  EXPECT_EQ(r.errors.size(), 4u) << dump(r.errors);
+}

@@ -1,0 +1,38 @@
+#pragma once
+
+#include <caf/behavior.hpp>
+#include <caf/response_promise.hpp>
+#include <caf/stateful_actor.hpp>
+
+#include <deque>
+#include <string>
+#include <unordered_map>
+
+namespace troupe::actors {
+
+/// The state of one per-key concurrency limiter: who holds a slot, and who
+/// waits, in order.
+struct limiter_state {
+  static inline const char* name = "troupe.limiter";
+
+  struct waiter {
+    std::string holder;
+    caf::actor_addr owner;
+    caf::response_promise reply;
+  };
+
+  std::string key;
+  int32_t limit = 1;
+  /// Holder -> the actor that asked for it.
+  std::unordered_map<std::string, caf::actor_addr> holders;
+  std::deque<waiter> queue;
+};
+
+/// A concurrency limiter for the nodes whose concurrency key resolves to
+/// `key`: at most `limit` holders at once; limit_acquire is answered when a
+/// slot is free (first come, first served), limit_release frees it. Slots
+/// and places of an actor that dies are freed.
+caf::behavior limiter_actor_impl(caf::stateful_actor<limiter_state>* self,
+                                 std::string key, int32_t limit);
+
+} // namespace troupe::actors
