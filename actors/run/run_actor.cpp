@@ -118,12 +118,17 @@ void stop_attempt(self_ptr self, const std::string& node) {
 /// The JSON an exec node reads on stdin by default: the run's inputs and the
 /// outputs of the nodes it runs after.
 std::string node_context(const runtime::run_engine& e,
-                         const runtime::node_spec& n) {
+                         const runtime::node_spec& n, const std::string& id) {
   json nodes = json::object();
   for (auto& dep : n.after)
     nodes[dep] = e.status(dep).output;
-  return json{{"inputs", e.inputs()}, {"nodes", nodes}}.dump(
-    -1, ' ', false, json::error_handler_t::replace);
+  json context = {{"inputs", e.inputs()}, {"nodes", nodes}};
+  // A map item also gets its item.
+  if (auto* item = e.item_of(id)) {
+    context["item"] = *item;
+    context["item_index"] = runtime::run_engine::split_item(id)->second;
+  }
+  return context.dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
 /// Spawns the attempt actor for the running attempt of `node`.
@@ -134,7 +139,14 @@ void launch(self_ptr self, const std::string& node) {
   if (status.state != node_state::running || st.attempts.count(node)
       || st.awaiting_breaker.count(node))
     return;
-  auto* spec = e.spec().find_node(node);
+  auto* spec = e.node_spec_of(node);
+  if (spec->map_node) {
+    // A map runs as its items; its own attempt only has a deadline.
+    if (status.attempt_deadline_ns != 0)
+      self->delayed_send(self, until(status.attempt_deadline_ns),
+                         runtime::attempt_timeout{node, status.attempt});
+    return;
+  }
   if (spec->concurrency) {
     auto i = st.slots.find(node);
     if (i != st.slots.end() && !i->second.granted)
@@ -225,7 +237,7 @@ void launch(self_ptr self, const std::string& node) {
     return;
   }
   std::string error;
-  auto params = e.resolve_params(*spec, error);
+  auto params = e.resolve_params_for(node, error);
   if (!params) {
     on_failure(self, node, status.attempt, "bad_template", error);
     return;
@@ -236,7 +248,7 @@ void launch(self_ptr self, const std::string& node) {
   a.kind = spec->kind;
   a.attempt = status.attempt;
   a.params = params->dump(-1, ' ', false, json::error_handler_t::replace);
-  a.context = node_context(e, *spec);
+  a.context = node_context(e, *spec, node);
   a.timer_deadline_ns = status.timer_deadline_ns;
   a.max_output_bytes = st.svc->options.max_output_bytes;
   a.kill_grace_ms = st.svc->options.kill_grace.count();
@@ -353,14 +365,20 @@ caf::behavior run_actor_impl(caf::stateful_actor<run_state>* self,
     resumed.push_back(std::move(r));
   }
   if (!st.engine->is_finished()) {
-    for (auto& n : st.engine->spec().nodes) {
-      auto& status = st.engine->status(n.id);
+    auto resume = [&](const std::string& id) {
+      auto& status = st.engine->status(id);
       if (status.state == node_state::running)
-        launch(self, n.id);
+        launch(self, id);
       else if (status.state == node_state::waiting_retry
                && status.next_retry_ns != 0)
         self->delayed_send(self, until(status.next_retry_ns),
-                           runtime::retry_due{n.id, status.attempt});
+                           runtime::retry_due{id, status.attempt});
+    };
+    for (auto& n : st.engine->spec().nodes) {
+      resume(n.id);
+      // The items of a map in flight.
+      for (size_t i = 0; i < st.engine->map_items(n.id); ++i)
+        resume(n.id + "[" + std::to_string(i) + "]");
     }
   }
   auto next = st.engine->decide(now_ns());
@@ -424,7 +442,7 @@ caf::behavior run_actor_impl(caf::stateful_actor<run_state>* self,
       if (status.state != node_state::running || status.attempt != t.attempt)
         return;
       stop_attempt(self, t.node);
-      auto* spec = st.engine->spec().find_node(t.node);
+      auto* spec = st.engine->node_spec_of(t.node);
       on_failure(self, t.node, t.attempt, "timeout",
                  "attempt timed out after "
                    + config::format_duration(

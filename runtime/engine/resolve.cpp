@@ -76,6 +76,14 @@ std::optional<json> lookup(const template_segment& seg,
     if (p[1] == "workflow")
       return scope.workflow;
   }
+  if (p[0] == "item" && scope.item) {
+    auto* v = walk(scope.item, p, 1, why);
+    if (!v)
+      return fail("the item " + why);
+    return *v;
+  }
+  if (p[0] == "item_index" && p.size() == 1 && scope.item_index >= 0)
+    return scope.item_index;
   if (p[0] == "node" && p.size() == 2) {
     if (p[1] == "id")
       return scope.node_id;

@@ -17,6 +17,9 @@ struct template_scope {
   std::string workflow;
   std::string node_id;
   int32_t attempt = 0;
+  /// Inside a map's node: the item and its index.
+  const nlohmann::json* item = nullptr;
+  int64_t item_index = -1;
 };
 
 /// Resolves every template in `value` (strings, recursively in lists and

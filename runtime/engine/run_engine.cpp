@@ -49,9 +49,16 @@ json parse_or_string(const std::string& text) {
 void run_engine::apply(const event_record& e) {
   auto node = nodes_.find(e.node);
   auto* n = node == nodes_.end() ? nullptr : &node->second;
+  // A map item counts against its map, not against the run.
+  auto item = n ? split_item(e.node) : std::nullopt;
+  map_state* ms = nullptr;
+  if (item)
+    if (auto m = maps_.find(item->first); m != maps_.end())
+      ms = &m->second;
+  auto& running = ms ? ms->running : running_;
   auto leave_running = [&] {
     if (n && n->state == node_state::running)
-      --running_;
+      --running;
   };
   switch (e.type) {
   case event_type::run_submitted:
@@ -62,11 +69,24 @@ void run_engine::apply(const event_record& e) {
     if (!n)
       break;
     if (n->state != node_state::running)
-      ++running_;
+      ++running;
     n->state = node_state::running;
+    if (ms) {
+      ms->retrying.erase(item->second);
+      ms->next = std::max(ms->next, item->second + 1);
+    }
     if (n->close_deadline_ns == 0)
-      if (auto* s = spec_->find_node(e.node); s && s->schedule_to_close)
+      if (auto* s = node_spec_of(e.node); s && s->schedule_to_close)
         n->close_deadline_ns = e.at_ns + s->schedule_to_close->count();
+    // A map's first attempt carries its items: each becomes a node.
+    if (!item && !e.data.empty() && !maps_.count(e.node)) {
+      auto& m = maps_[e.node];
+      m.items = parse_or_string(e.data);
+      if (!m.items.is_array())
+        m.items = nlohmann::json::array();
+      for (size_t i = 0; i < m.items.size(); ++i)
+        nodes_.emplace(e.node + "[" + std::to_string(i) + "]", node_status{});
+    }
     n->attempt = e.attempt;
     n->started_at_ns = e.at_ns;
     n->attempt_deadline_ns = e.deadline_ns;
@@ -87,6 +107,8 @@ void run_engine::apply(const event_record& e) {
     // does not count against max_attempts.
     if (e.error_kind == "circuit_open")
       n->attempt = e.attempt - 1;
+    if (ms && e.deadline_ns != 0)
+      ms->retrying.insert(item->second);
     // Without a retry time the node_failed event follows.
     n->state = node_state::waiting_retry;
     break;
@@ -96,6 +118,11 @@ void run_engine::apply(const event_record& e) {
     leave_running();
     n->state = node_state::completed;
     n->output = parse_or_string(e.data);
+    if (item) {
+      if (ms)
+        ++ms->done;
+      break;
+    }
     node_outputs_[e.node] = n->output;
     if (!is_standby(e.node)) {
       ++completed_;
@@ -105,6 +132,8 @@ void run_engine::apply(const event_record& e) {
   case event_type::node_failed:
     if (!n)
       break;
+    if (ms)
+      ms->retrying.erase(item->second);
     leave_running();
     n->state = node_state::failed;
     n->last_error_kind = e.error_kind;
@@ -113,6 +142,8 @@ void run_engine::apply(const event_record& e) {
   case event_type::node_cancelled:
     if (!n)
       break;
+    if (ms)
+      ms->retrying.erase(item->second);
     leave_running();
     n->state = node_state::cancelled;
     break;
@@ -300,6 +331,123 @@ std::optional<std::string> run_engine::resolve_text(const node_spec& node,
            : v->dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
+std::optional<std::pair<std::string, size_t>>
+run_engine::split_item(const std::string& id) {
+  if (id.size() < 4 || id.back() != ']')
+    return std::nullopt;
+  auto open = id.rfind('[');
+  if (open == std::string::npos || open == 0 || open + 2 > id.size() - 1 + 1)
+    return std::nullopt;
+  size_t index = 0;
+  auto digits = std::string_view{id}.substr(open + 1, id.size() - open - 2);
+  if (digits.empty())
+    return std::nullopt;
+  for (char c : digits) {
+    if (c < '0' || c > '9')
+      return std::nullopt;
+    index = index * 10 + static_cast<size_t>(c - '0');
+  }
+  return std::pair{id.substr(0, open), index};
+}
+
+const node_spec* run_engine::node_spec_of(const std::string& id) const {
+  if (auto* n = spec_->find_node(id))
+    return n;
+  if (auto item = split_item(id))
+    if (auto* m = spec_->find_node(item->first); m && m->map_node)
+      return m->map_node.get();
+  return nullptr;
+}
+
+const json* run_engine::item_of(const std::string& id) const {
+  auto item = split_item(id);
+  if (!item)
+    return nullptr;
+  auto m = maps_.find(item->first);
+  if (m == maps_.end() || item->second >= m->second.items.size())
+    return nullptr;
+  return &m->second.items[item->second];
+}
+
+std::optional<json> run_engine::resolve_params_for(const std::string& id,
+                                                   std::string& error) const {
+  auto* spec = node_spec_of(id);
+  if (!spec) {
+    error = "unknown node '" + id + "'";
+    return std::nullopt;
+  }
+  template_scope scope{&inputs_, &node_outputs_,       run_id_, spec_->name,
+                       id,       nodes_.at(id).attempt};
+  if (auto* item = item_of(id)) {
+    scope.item = item;
+    scope.item_index = static_cast<int64_t>(split_item(id)->second);
+  }
+  return resolve_templates(spec->params, scope, error);
+}
+
+void run_engine::settle_maps(std::vector<event_record>& out, int64_t now_ns) {
+  for (auto& n : spec_->nodes) {
+    if (!n.map_node)
+      continue;
+    auto m = maps_.find(n.id);
+    auto& st = nodes_.at(n.id);
+    if (m == maps_.end() || st.state != node_state::running
+        || m->second.done < m->second.items.size())
+      continue;
+    json outputs = json::array();
+    for (size_t i = 0; i < m->second.items.size(); ++i)
+      outputs.push_back(nodes_.at(n.id + "[" + std::to_string(i) + "]").output);
+    emit(out, {event_type::node_completed, now_ns, n.id, st.attempt, 0, "", "",
+               outputs.dump(-1, ' ', false, json::error_handler_t::replace)});
+  }
+}
+
+void run_engine::start_items(std::vector<event_record>& out, int64_t now_ns) {
+  for (auto& n : spec_->nodes) {
+    if (!n.map_node || nodes_.at(n.id).state != node_state::running)
+      continue;
+    auto m = maps_.find(n.id);
+    if (m == maps_.end())
+      continue;
+    auto& ms = m->second;
+    auto limit = static_cast<size_t>(std::max(1, n.map_concurrency));
+    // Due retries first, then items never started, in order.
+    std::vector<size_t> due;
+    for (auto i : ms.retrying) {
+      auto& st = nodes_.at(n.id + "[" + std::to_string(i) + "]");
+      if (st.next_retry_ns != 0 && st.next_retry_ns <= now_ns)
+        due.push_back(i);
+    }
+    for (auto i : due) {
+      if (ms.running >= limit || is_finished())
+        return;
+      if (!start_attempt(*n.map_node, out, now_ns,
+                         n.id + "[" + std::to_string(i) + "]"))
+        return;
+    }
+    while (ms.running < limit && ms.next < ms.items.size() && !is_finished()) {
+      auto id = n.id + "[" + std::to_string(ms.next++) + "]";
+      if (!start_attempt(*n.map_node, out, now_ns, id))
+        return;
+    }
+  }
+}
+
+void run_engine::cancel_items(const std::string& id, const std::string& why,
+                              std::vector<event_record>& out, int64_t now_ns) {
+  auto m = maps_.find(id);
+  if (m == maps_.end())
+    return;
+  for (size_t i = 0; i < m->second.items.size(); ++i) {
+    auto item = id + "[" + std::to_string(i) + "]";
+    auto& st = nodes_.at(item);
+    if (st.state == node_state::running
+        || st.state == node_state::waiting_retry)
+      emit(out,
+           {event_type::node_cancelled, now_ns, item, st.attempt, 0, "", why});
+  }
+}
+
 std::vector<event_record> run_engine::decide(int64_t now_ns) {
   std::vector<event_record> out;
   if (is_finished())
@@ -326,6 +474,7 @@ std::vector<event_record> run_engine::decide(int64_t now_ns) {
       settled = false;
     }
   }
+  settle_maps(out, now_ns);
   if (!settle_branches(out, now_ns))
     return out;
   if (completed_ == required_) {
@@ -357,12 +506,22 @@ std::vector<event_record> run_engine::decide(int64_t now_ns) {
     if (!start_attempt(n, out, now_ns))
       return out;
   }
+  start_items(out, now_ns);
+  // A map over no items is done as soon as it starts.
+  auto before = out.size();
+  settle_maps(out, now_ns);
+  if (out.size() != before) {
+    auto next = decide(now_ns);
+    out.insert(out.end(), next.begin(), next.end());
+  }
   return out;
 }
 
 bool run_engine::start_attempt(const node_spec& n,
-                               std::vector<event_record>& out, int64_t now_ns) {
-  auto& st = nodes_.at(n.id);
+                               std::vector<event_record>& out, int64_t now_ns,
+                               const std::string& node_id) {
+  const auto& id = node_id.empty() ? n.id : node_id;
+  auto& st = nodes_.at(id);
   int32_t attempt = st.attempt + 1;
   // The attempt ends at its timeout or when schedule_to_close passes,
   // whichever comes first.
@@ -375,7 +534,7 @@ bool run_engine::start_attempt(const node_spec& n,
   if (n.kind == "sleep" && st.timer_deadline_ns == 0) {
     // The timer's deadline is fixed once, so restarts keep it.
     std::string error;
-    auto params = resolve_params(n, error);
+    auto params = resolve_params_for(id, error);
     std::optional<config::duration> d;
     if (params) {
       auto& v = (*params)["duration"];
@@ -386,14 +545,40 @@ bool run_engine::start_attempt(const node_spec& n,
     }
     if (!d) {
       auto failed
-        = give_up_node(n.id, attempt, "bad_params", "sleep: " + error, now_ns);
+        = give_up_node(id, attempt, "bad_params", "sleep: " + error, now_ns);
       out.insert(out.end(), failed.begin(), failed.end());
       return false;
     }
     emit(out,
-         {event_type::timer_set, now_ns, n.id, attempt, now_ns + d->count()});
+         {event_type::timer_set, now_ns, id, attempt, now_ns + d->count()});
   }
-  emit(out, {event_type::attempt_started, now_ns, n.id, attempt, deadline});
+  if (n.kind == "map" && !maps_.count(id)) {
+    // The items are fixed (and journaled) when the map starts.
+    std::string error;
+    std::optional<json> items = n.map_items;
+    if (n.map_items.is_string()) {
+      template_scope scope{&inputs_, &node_outputs_, run_id_, spec_->name,
+                           id,       attempt};
+      items = resolve_templates(n.map_items, scope, error);
+    }
+    if (items && !items->is_array())
+      error = "items resolved to " + std::string{items->type_name()}
+              + ", not a list";
+    else if (items && items->size() > 100'000)
+      error = "items holds " + std::to_string(items->size())
+              + " values; the limit is 100000";
+    if (!error.empty()) {
+      auto failed
+        = give_up_node(id, attempt, "bad_params", "map: " + error, now_ns);
+      out.insert(out.end(), failed.begin(), failed.end());
+      return false;
+    }
+    emit(out,
+         {event_type::attempt_started, now_ns, id, attempt, deadline, "", "",
+          items->dump(-1, ' ', false, json::error_handler_t::replace)});
+    return true;
+  }
+  emit(out, {event_type::attempt_started, now_ns, id, attempt, deadline});
   return true;
 }
 
@@ -467,8 +652,18 @@ std::vector<event_record> run_engine::on_attempt_failed(
       || it->second.state != node_state::running
       || it->second.attempt != attempt)
     return out;
-  auto* spec = spec_->find_node(node);
+  auto* spec = node_spec_of(node);
   auto& policy = spec->retry;
+  if (spec->map_node) {
+    // A map's own attempt ends only by its timeout: its items have their
+    // retries; the map as a whole does not start over.
+    emit(out, {event_type::attempt_failed, now_ns, node, attempt, 0, error_kind,
+               message});
+    cancel_items(node, "map '" + node + "' failed", out, now_ns);
+    auto failed = give_up_node(node, attempt, error_kind, message, now_ns);
+    out.insert(out.end(), failed.begin(), failed.end());
+    return out;
+  }
   auto close = it->second.close_deadline_ns;
   auto closed = [&](const std::string& why) {
     emit(out, {event_type::attempt_failed, now_ns, node, attempt, 0, error_kind,
@@ -527,7 +722,23 @@ std::vector<event_record> run_engine::give_up_node(const std::string& node,
                                                    const std::string& kind,
                                                    const std::string& message,
                                                    int64_t now_ns) {
-  auto* spec = spec_->find_node(node);
+  auto* spec = node_spec_of(node);
+  if (auto item = split_item(node); item && spec_->find_node(item->first)) {
+    // A failed item fails its map (which may fall back, ...).
+    std::vector<event_record> out;
+    emit(out,
+         {event_type::node_failed, now_ns, node, attempt, 0, kind, message});
+    auto& map = item->first;
+    cancel_items(map,
+                 "item " + std::to_string(item->second) + " of map '" + map
+                   + "' failed",
+                 out, now_ns);
+    auto failed = give_up_node(
+      map, nodes_.at(map).attempt, kind,
+      "item " + std::to_string(item->second) + ": " + message, now_ns);
+    out.insert(out.end(), failed.begin(), failed.end());
+    return out;
+  }
   if (compensating_ && spec_->compensated_by(node)) {
     // A compensation that fails for good is reported; the others go on.
     std::vector<event_record> out;
@@ -560,6 +771,12 @@ run_engine::fail_node_and_run(const std::string& node, int32_t attempt,
     emit(out,
          {event_type::node_failed, now_ns, node, attempt, 0, kind, message});
   bool compensate = !compensating_ && has_compensations();
+  for (auto& n : spec_->nodes)
+    if (n.map_node)
+      cancel_items(n.id,
+                   "run failed: "
+                     + (node.empty() ? message : "node '" + node + "' failed"),
+                   out, now_ns);
   for (auto& n : spec_->nodes) {
     auto& st = nodes_.at(n.id);
     if (st.state == node_state::running
@@ -586,6 +803,9 @@ std::vector<event_record> run_engine::cancel(const std::string& reason,
   // A run that is already compensating finishes that and fails.
   if (is_finished() || compensating_)
     return out;
+  for (auto& n : spec_->nodes)
+    if (n.map_node)
+      cancel_items(n.id, reason, out, now_ns);
   for (auto& n : spec_->nodes) {
     auto& st = nodes_.at(n.id);
     if (st.state == node_state::running

@@ -7,6 +7,7 @@
 
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <unordered_map>
 #include <unordered_set>
@@ -116,6 +117,28 @@ class run_engine {
                                           const std::string& text,
                                           std::string& error) const;
 
+  /// Returns the spec of node `id`: a workflow node, or for an item of a map
+  /// ("m[3]") the map's inner node. Null for unknown ids.
+  const node_spec* node_spec_of(const std::string& id) const;
+
+  /// Resolves the parameters of node `id` (a map item included) for its
+  /// current attempt.
+  std::optional<nlohmann::json> resolve_params_for(const std::string& id,
+                                                   std::string& error) const;
+
+  /// For a map item id ("m[3]"): the map and the index.
+  static std::optional<std::pair<std::string, size_t>>
+  split_item(const std::string& id);
+
+  /// Returns how many items map `id` runs over (0 before it starts).
+  size_t map_items(const std::string& id) const {
+    auto m = maps_.find(id);
+    return m == maps_.end() ? 0 : m->second.items.size();
+  }
+
+  /// Returns the item of a map item id, or null.
+  const nlohmann::json* item_of(const std::string& id) const;
+
   /// Returns the earliest time a waiting retry may start, or 0.
   int64_t next_wakeup_ns() const;
 
@@ -170,8 +193,15 @@ class run_engine {
   /// Emits the start of `n`'s next attempt (and a sleep's timer); returns
   /// false when that failed the node (a bad sleep duration).
   bool start_attempt(const node_spec& n, std::vector<event_record>& out,
-                     int64_t now_ns);
+                     int64_t now_ns, const std::string& id = {});
   bool is_standby(const std::string& id) const { return standby_.count(id); }
+  /// Completes maps whose items all completed.
+  void settle_maps(std::vector<event_record>& out, int64_t now_ns);
+  /// Starts pending items and due retries of running maps.
+  void start_items(std::vector<event_record>& out, int64_t now_ns);
+  /// Cancels the running and waiting items of map `id`.
+  void cancel_items(const std::string& id, const std::string& why,
+                    std::vector<event_record>& out, int64_t now_ns);
   /// Whether a completed node has a compensation to run.
   bool has_compensations() const;
   /// Whether a pending node may start, given its `after` nodes and trigger
@@ -194,6 +224,15 @@ class run_engine {
   std::unordered_set<std::string> standby_;
   /// Nodes in the order they completed, for compensating in reverse.
   std::vector<std::string> completion_order_;
+  /// The items of each started map and how far along they are.
+  struct map_state {
+    nlohmann::json items;
+    size_t next = 0;    ///< Next item never started.
+    size_t done = 0;    ///< Items completed.
+    size_t running = 0; ///< Items with an attempt executing.
+    std::set<size_t> retrying;
+  };
+  std::unordered_map<std::string, map_state> maps_;
   /// Set once the run fails with compensations to run.
   bool compensating_ = false;
   int32_t restarts_ = 0;

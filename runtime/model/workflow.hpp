@@ -90,6 +90,11 @@ struct node_spec {
   std::optional<duration> timeout;
   std::optional<circuit_breaker_spec> circuit_breaker;
   std::optional<concurrency_spec> concurrency;
+  /// A map node: the list to run over (a template or a list), the node run
+  /// once per item, and how many items run at once.
+  nlohmann::json map_items;
+  std::shared_ptr<const node_spec> map_node;
+  int32_t map_concurrency = 16;
   /// Limit on the node as a whole, from its first attempt's start across all
   /// attempts and backoffs; when it passes the node fails for good.
   std::optional<duration> schedule_to_close;

@@ -86,6 +86,19 @@ void register_builtin_kinds(kind_registry& registry) {
          ctx.error("url", "bad_value",
                    "'" + url + "' must start with http:// or https://");
      }});
+  registry.add(
+    {"map",
+     "Runs `node` once per item of `items` (each item its own journaled, "
+     "retried execution; `{{ item }}` and `{{ item_index }}` in its "
+     "parameters), at most `max_concurrency` at once. Output: the list of "
+     "the items' outputs, in item order.",
+     {{"items", pt::any, true,
+       "A list, or a template giving one (e.g. \"{{ nodes.a.output.ids }}\")."},
+      {"node", pt::any, true, "The node definition to run per item."},
+      {"max_concurrency", pt::integer, false,
+       "Items running at once; default 16.", 1, 10000}},
+     false,
+     nullptr});
   registry.add({"noop",
                 "Does nothing; its output is its parameters, resolved.",
                 {},

@@ -574,6 +574,18 @@ class validator : public kind_check_context {
         check_switch_references(n);
         continue;
       }
+      if (n.kind == "map") {
+        auto path = join_path("nodes", n.id);
+        if (n.map_items.is_string())
+          check_template(n.map_items.get<std::string>(),
+                         join_path(path, "items"), &n);
+        if (n.map_node) {
+          in_map_node_ = true;
+          check_templates_in(n.map_node->params, join_path(path, "node"), &n);
+          in_map_node_ = false;
+        }
+        continue;
+      }
       check_templates_in(n.params, join_path("nodes", n.id), &n);
       if (n.concurrency)
         check_template(
@@ -591,8 +603,15 @@ class validator : public kind_check_context {
              "node id '" + id
                + "' must start with a letter or '_' and hold only letters, "
                  "digits, '_' and '-' (at most 128)");
+    if (auto n = parse_node(id, body, path))
+      wf_.nodes.push_back(std::move(*n));
+  }
+
+  /// Reads one node definition (a workflow's, or the inner node of a map).
+  std::optional<node_spec> parse_node(const std::string& id, const json& body,
+                                      const std::string& path) {
     if (!expect(body, path, body.is_object(), "a node mapping with a kind"))
-      return;
+      return std::nullopt;
     node_spec n;
     n.id = id;
     n.retry = default_retry_;
@@ -668,7 +687,45 @@ class validator : public kind_check_context {
       check_params(*kind, n.params, path);
     if (n.kind == "switch")
       check_switch(n, path);
-    wf_.nodes.push_back(std::move(n));
+    if (n.kind == "map")
+      check_map(n, path);
+    return n;
+  }
+
+  /// Reads a map node: `items` (a template or a list), the inner `node` it
+  /// runs once per item, and `max_concurrency`.
+  void check_map(node_spec& n, const std::string& path) {
+    if (auto i = n.params.find("items"); i != n.params.end()) {
+      n.map_items = *i;
+      if (!i->is_array()
+          && !(i->is_string()
+               && i->get<std::string>().find("{{") != std::string::npos))
+        report(join_path(path, "items"), "type",
+               "expected a list, or a template such as "
+               "\"{{ nodes.a.output.list }}\" that gives one");
+    }
+    if (auto c = n.params.find("max_concurrency");
+        c != n.params.end() && c->is_number_integer())
+      n.map_concurrency = static_cast<int32_t>(c->get<int64_t>());
+    auto inner_body = n.params.find("node");
+    if (inner_body == n.params.end())
+      return; // reported as a missing parameter
+    auto ipath = join_path(path, "node");
+    auto inner = parse_node(n.id + "[]", *inner_body, ipath);
+    if (!inner)
+      return;
+    static const std::vector<std::string> outer_only
+      = {"after", "fallback", "compensate", "trigger"};
+    for (auto& f : outer_only)
+      if (inner_body->contains(f))
+        report(join_path(ipath, f), "bad_value",
+               "'" + f + "' belongs on the map node '" + n.id
+                 + "', not on the node it runs per item");
+    if (inner->kind == "map" || inner->kind == "switch")
+      report(join_path(ipath, "kind"), "bad_value",
+             "a map runs a node per item; kind '" + inner->kind
+               + "' cannot be that node");
+    n.map_node = std::make_shared<node_spec>(std::move(*inner));
   }
 
   /// Reads a switch node's cases: each a {when, goto} mapping whose
@@ -1167,6 +1224,11 @@ class validator : public kind_check_context {
     } else if (root == "run") {
       if (p.size() != 2 || (p[1] != "id" && p[1] != "workflow"))
         bad("run has id and workflow");
+    } else if (root == "item" || root == "item_index") {
+      if (!in_map_node_)
+        bad("'" + root + "' is only defined inside a map's node");
+      else if (root == "item_index" && p.size() != 1)
+        bad("item_index is a number");
     } else if (root == "node") {
       if (!node)
         bad("'node' is only defined inside a node");
@@ -1207,6 +1269,9 @@ class validator : public kind_check_context {
   diagnostics& errors_;
   workflow_spec wf_;
   retry_policy default_retry_;
+  /// Whether templates being checked belong to a map's inner node (where
+  /// `item` and `item_index` are defined).
+  bool in_map_node_ = false;
   std::optional<duration> default_timeout_;
   std::set<std::string> declared_inputs_;
   std::unordered_map<std::string, const node_spec*> index_;

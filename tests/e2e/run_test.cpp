@@ -681,3 +681,60 @@ TEST_F(Run, ConcurrencyLimitBoundsExecutionsWithTheSameKey) {
   EXPECT_EQ(starts, 6);
   EXPECT_EQ(most, 2);
 }
+
+TEST_F(Run, MapRunsTenThousandItemsInOrder) {
+  auto r = troupe({"run", examples + "map.yaml", "--data-dir", data, "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(json::parse(r.out)["outputs"]["greeted"][3],
+            (json{{"city", "Kyiv"}, {"n", 3}}))
+    << r.out;
+  json items = json::array();
+  for (int i = 0; i < 10'000; ++i)
+    items.push_back(i);
+  auto inputs = dir.write("in.json", json{{"xs", items}}.dump());
+  auto wf = dir.write("big.yaml", R"(name: big
+inputs: {xs: {type: array}}
+nodes:
+  each:
+    kind: map
+    items: "{{ inputs.xs }}"
+    max_concurrency: 64
+    node: {kind: noop, twice: "{{ item }}"}
+outputs:
+  out: "{{ nodes.each.output }}"
+)");
+  r = troupe({"run", wf.string(), "--data-dir", data, "--json", "--inputs-file",
+              inputs.string()});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto out = json::parse(r.out)["outputs"]["out"];
+  ASSERT_EQ(out.size(), 10'000u);
+  EXPECT_EQ(out[9'999], (json{{"twice", 9'999}}));
+  // Not a list: a recorded error on the map node.
+  auto bad = dir.write("bad.json", R"({"xs": {"not": "a list"}})");
+  r = troupe(
+    {"run", wf.string(), "--data-dir", data, "--inputs-file", bad.string()});
+  EXPECT_EQ(r.exit_code, 2) << r.err; // the input is typed: array
+}
+
+TEST_F(Run, KillDuringAMapResumesWithoutRedoingFinishedItems) {
+  std::string text = "name: m\nnodes:\n  each:\n    kind: map\n"
+                     "    items: [0, 1, 2, 3, 4, 5]\n    max_concurrency: 2\n"
+                     "    node:\n      kind: exec\n"
+                     "      command: [\"/bin/sh\", \"-c\", \"echo item$1 >> "
+                     + marks
+                     + "; sleep 0.4; echo '{}'\", \"sh\", \"{{ item }}\"]\n";
+  auto wf = dir.write("m.yaml", text);
+  auto p = start({"run", wf.string(), "--data-dir", data});
+  auto r
+    = kill_and_resume(*p, [&] { return count_lines(marks, "item3") == 1; });
+  EXPECT_EQ(resumed_report(r)["state"], "completed") << r.out << r.err;
+  // Items 0 and 1 finished before item 3 started (two at a time).
+  EXPECT_EQ(count_lines(marks, "item0"), 1);
+  EXPECT_EQ(count_lines(marks, "item1"), 1);
+  for (int i = 2; i < 6; ++i) {
+    auto n = count_lines(marks, "item" + std::to_string(i));
+    EXPECT_GE(n, 1) << i;
+    EXPECT_LE(n, 2) << i;
+  }
+  EXPECT_EQ(count_lines(marks, "item5"), 1);
+}

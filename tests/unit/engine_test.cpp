@@ -691,3 +691,101 @@ nodes:
   EXPECT_EQ(kinds(plain.cancel("stop", 1)),
             (strings{"node_cancelled:s", "run_cancelled"}));
 }
+
+TEST(RunEngine, MapRunsItsNodePerItemWithinItsConcurrency) {
+  auto spec = spec_of(R"(name: m
+nodes:
+  each:
+    kind: map
+    items: [10, 20, 30]
+    max_concurrency: 2
+    node: {kind: noop, v: "{{ item }}", i: "{{ item_index }}",
+           retry: {max_attempts: 2, initial_backoff: 10ms, jitter: none}}
+  after_it: {kind: noop, after: [each], all: "{{ nodes.each.output }}"}
+)");
+  run_engine e{"r", spec, json::object()};
+  auto d = e.decide(0);
+  EXPECT_EQ(kinds(d),
+            (strings{"attempt_started:each", "attempt_started:each[0]",
+                     "attempt_started:each[1]"}));
+  EXPECT_EQ(json::parse(d[0].data), (json{10, 20, 30}));
+  std::string error;
+  auto p = e.resolve_params_for("each[1]", error);
+  ASSERT_TRUE(p) << error;
+  EXPECT_EQ(*p, (json{{"v", 20}, {"i", 1}}));
+  // An item fails and is retried by the inner policy; the third starts in
+  // the freed slot.
+  auto f = e.on_attempt_failed("each[0]", 1, "x", "boom", 1 * ms, 0);
+  EXPECT_EQ(kinds(f),
+            (strings{"attempt_failed:each[0]", "attempt_started:each[2]"}));
+  e.on_attempt_succeeded("each[1]", 1, json{"b"}, 2 * ms);
+  EXPECT_EQ(kinds(e.decide(20 * ms)), (strings{"attempt_started:each[0]"}));
+  e.on_attempt_succeeded("each[2]", 1, json{"c"}, 21 * ms);
+  f = e.on_attempt_succeeded("each[0]", 2, json{"a"}, 22 * ms);
+  EXPECT_EQ(kinds(f), (strings{"node_completed:each[0]", "node_completed:each",
+                               "attempt_started:after_it"}));
+  EXPECT_EQ(json::parse(f[1].data), (json{{"a"}, {"b"}, {"c"}}));
+  // Replaying the journal rebuilds the map.
+}
+
+TEST(RunEngine, AFailedItemFailsTheMapAndCancelsTheOthers) {
+  auto spec = spec_of(R"(name: m
+nodes:
+  each:
+    kind: map
+    items: [1, 2, 3]
+    node: {kind: noop, retry: {max_attempts: 1}}
+    fallback: instead
+  instead: {kind: noop, ok: true}
+)");
+  run_engine e{"r", spec, json::object()};
+  e.decide(0);
+  e.on_attempt_succeeded("each[0]", 1, json::object(), 1);
+  auto f = e.on_attempt_failed("each[1]", 1, "x", "bad item", 2, 0);
+  EXPECT_EQ(kinds(f), (strings{"attempt_failed:each[1]", "node_failed:each[1]",
+                               "node_cancelled:each[2]", "node_fell_back:each",
+                               "attempt_started:instead"}));
+  EXPECT_EQ(f[3].message, "item 1: gave up after 1 attempt: bad item");
+}
+
+TEST(RunEngine, MapItemsMustBeAListAndEmptyListsComplete) {
+  auto spec = spec_of(R"(name: m
+inputs: {xs: {type: any}}
+nodes:
+  each: {kind: map, items: "{{ inputs.xs }}", node: {kind: noop}}
+)");
+  run_engine bad{"r", spec, json{{"xs", "nope"}}};
+  auto d = bad.decide(0);
+  EXPECT_EQ(kinds(d), (strings{"node_failed:each", "run_failed:each"}));
+  EXPECT_NE(d[0].message.find("map: items resolved to string, not a list"),
+            std::string::npos);
+  run_engine empty{"r", spec, json{{"xs", json::array()}}};
+  EXPECT_EQ(
+    kinds(empty.decide(0)),
+    (strings{"attempt_started:each", "node_completed:each", "run_completed"}));
+}
+
+TEST(RunEngine, MapSurvivesReplay) {
+  auto spec = spec_of(R"(name: m
+nodes:
+  each: {kind: map, items: [1, 2, 3], max_concurrency: 1, node: {kind: noop}}
+)");
+  run_engine live{"r", spec, json::object()};
+  std::vector<event_record> journal;
+  auto keep = [&](std::vector<event_record> es) {
+    journal.insert(journal.end(), es.begin(), es.end());
+  };
+  keep(live.decide(0));
+  keep(live.on_attempt_succeeded("each[0]", 1, json{1}, 1));
+  run_engine again{"r", spec, json::object()};
+  for (auto& ev : journal)
+    again.apply(ev);
+  EXPECT_EQ(again.map_items("each"), 3u);
+  EXPECT_EQ(again.status("each[0]").state, node_state::completed);
+  EXPECT_EQ(again.status("each[1]").state, node_state::running);
+  EXPECT_TRUE(again.decide(2).empty());
+  again.on_attempt_succeeded("each[1]", 1, json{2}, 3);
+  auto f = again.on_attempt_succeeded("each[2]", 1, json{3}, 4);
+  EXPECT_EQ(kinds(f), (strings{"node_completed:each[2]", "node_completed:each",
+                               "run_completed"}));
+}

@@ -669,3 +669,46 @@ nodes:
   EXPECT_ERROR(r, "nodes.d.concurrency", "type", "a mapping {key, limit}");
   EXPECT_EQ(r.errors.size(), 4u) << dump(r.errors);
 }
+
+TEST(WorkflowSpec, ChecksMaps) {
+  auto r = parse_workflow(R"(name: m
+nodes:
+  list: {kind: noop, ids: [1, 2]}
+  a: {kind: map, after: [list], items: 5, node: {kind: noop}}
+  b:
+    kind: map
+    after: [list]
+    items: "{{ nodes.list.output.ids }}"
+    node: {kind: exec, command: ["echo", "{{ item.x }}", "{{ itm }}"], after: [list]}
+  c: {kind: map, items: [1], node: {kind: map, items: [], node: {kind: noop}}}
+  d: {kind: map, items: [1]}
+  e: {kind: noop, v: "{{ item }}"}
+  f: {kind: map, items: [1], node: {kind: sleep}}
+)");
+  EXPECT_ERROR(r, "nodes.a.items", "type", "expected a list, or a template");
+  EXPECT_ERROR(r, "nodes.b.node.after", "bad_value",
+               "'after' belongs on the map node 'b'");
+  EXPECT_ERROR(r, "nodes.b.node.command[2]", "unknown_reference",
+               "unknown name 'itm'");
+  EXPECT_ERROR(r, "nodes.c.node.kind", "bad_value", "kind 'map' cannot be");
+  EXPECT_ERROR(r, "nodes.d", "missing_field", "node");
+  EXPECT_ERROR(r, "nodes.e.v", "unknown_reference",
+               "'item' is only defined inside a map's node");
+  EXPECT_ERROR(r, "nodes.f.node", "missing_field", "needs 'duration'");
+  auto ok = parse_workflow(R"(name: m
+nodes:
+  list: {kind: noop, ids: [1, 2]}
+  each:
+    kind: map
+    after: [list]
+    items: "{{ nodes.list.output.ids }}"
+    max_concurrency: 3
+    node: {kind: noop, v: "{{ item }}", i: "{{ item_index }}",
+           from: "{{ nodes.list.output.ids }}", retry: {max_attempts: 2}}
+)");
+  ASSERT_TRUE(ok.ok()) << dump(ok.errors);
+  auto& m = *ok.workflow->find_node("each");
+  EXPECT_EQ(m.map_concurrency, 3);
+  ASSERT_TRUE(m.map_node);
+  EXPECT_EQ(m.map_node->retry.max_attempts, 2);
+}
