@@ -1,5 +1,6 @@
 #include "actors/attempt/attempt_actor.hpp"
 
+#include "actors/plugin/plugin_attempt.hpp"
 #include "config/duration.hpp"
 #include "runtime/engine/backoff.hpp"
 
@@ -323,6 +324,11 @@ caf::behavior attempt_actor_impl(caf::event_based_actor* self,
         });
         // Stopping this actor (timeout, cancel, shutdown) aborts the request.
         self->attach_functor([client, h] { client->cancel(h); });
+      } else if (auto custom
+                 = plugin::executor_registry::global().find(spec.kind)) {
+        // A kind added through the plugin API: its result comes back as an
+        // attempt_result, and stopping this actor cancels it.
+        start_plugin_attempt(self, *custom, spec, params, *svc);
       } else {
         finish(failure(spec, "bad_params",
                        "no executor for kind '" + spec.kind + "'"));

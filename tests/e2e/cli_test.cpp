@@ -216,8 +216,8 @@ TEST_F(Cli, ListsKindsAndConfigKeys) {
   std::vector<std::string> names;
   for (auto& k : j)
     names.push_back(k["kind"]);
-  EXPECT_EQ(names, (std::vector<std::string>{"exec", "fail", "http", "noop",
-                                             "sleep", "switch"}));
+  EXPECT_EQ(names, (std::vector<std::string>{"exec", "fail", "http", "map",
+                                             "noop", "sleep", "switch"}));
   r = troupe({"config", "keys"});
   ASSERT_EQ(r.exit_code, 0);
   EXPECT_TRUE(contains(r.out, "storage.durability")) << r.out;
