@@ -48,6 +48,10 @@ class journal_store {
     /// atomically with its events; a key another run holds refuses the
     /// append with an error naming that run (see find_idempotency_key).
     std::string idempotency_key = {};
+    /// Node notes to store or replace along with it (e.g. the last state of
+    /// a circuit breaker), by name. An append of notes only may leave
+    /// run_id empty.
+    std::vector<std::pair<std::string, std::string>> notes = {};
   };
 
   /// Queues `op`. The store numbers the run's events itself, in order. `done`
@@ -63,6 +67,10 @@ class journal_store {
   /// Returns the index entry of `run_id`, or nothing.
   virtual std::optional<run_index_entry> find_run(const std::string& run_id)
     = 0;
+
+  /// Returns the notes whose names start with `prefix`, in name order.
+  virtual std::vector<std::pair<std::string, std::string>>
+  read_notes(const std::string& prefix) = 0;
 
   /// Returns the run that holds idempotency key `key`, or nothing.
   virtual std::optional<std::string>

@@ -155,4 +155,99 @@ int run_history(const global_options& g, const std::string& run_id,
   return exit_ok;
 }
 
+namespace {
+
+/// Opens the store of the data dir for a read-only command; on failure says
+/// why (exit code 3 when another troupe process holds it).
+std::unique_ptr<persistence::journal_store>
+open_for(const char* command, const config::settings& settings, int& rc) {
+  persistence::journal_store::options so;
+  so.path = settings.get_string("node.data_dir");
+  std::string error;
+  auto store = persistence::journal_store::open(so, error);
+  if (!store) {
+    std::cerr << "troupe: " << command << ": " << error << "\n";
+    rc = error.find("in use by another troupe process") != std::string::npos
+           ? exit_unreachable
+           : exit_bad_input;
+  }
+  return store;
+}
+
+} // namespace
+
+int run_breakers(const global_options& g, const std::string& data_dir) {
+  std::vector<config::flag_override> flags;
+  if (!data_dir.empty())
+    flags.push_back({"--data-dir", "node.data_dir", data_dir});
+  config::settings settings;
+  if (!load_config(g, flags, settings))
+    return exit_bad_input;
+  int rc = exit_ok;
+  auto store = open_for("breakers", settings, rc);
+  if (!store)
+    return rc;
+  json all = json::array();
+  for (auto& [name, value] : store->read_notes("breaker/")) {
+    auto v = json::parse(value, nullptr, false);
+    if (!v.is_discarded())
+      all.push_back(std::move(v));
+  }
+  if (g.json) {
+    std::cout << all.dump(2) << "\n";
+    return exit_ok;
+  }
+  if (all.empty()) {
+    std::cout << "no circuit breaker has changed state in "
+              << settings.get_string("node.data_dir") << "\n";
+    return exit_ok;
+  }
+  for (auto& b : all)
+    std::cout << b.value("key", "?") << "  " << b.value("state", "?")
+              << "  since " << clock_time(b.value("since_ns", int64_t{0}))
+              << "  (" << b.value("reason", "") << ")\n";
+  return exit_ok;
+}
+
+int run_cancel(const global_options& g, const std::string& run_id,
+               const std::string& data_dir) {
+  std::vector<config::flag_override> flags;
+  if (!data_dir.empty())
+    flags.push_back({"--data-dir", "node.data_dir", data_dir});
+  config::settings settings;
+  if (!load_config(g, flags, settings))
+    return exit_bad_input;
+  auto dir = settings.get_string("node.data_dir");
+  persistence::journal_store::options so;
+  so.path = dir;
+  std::string error;
+  auto store = persistence::journal_store::open(so, error);
+  if (!store) {
+    if (error.find("in use by another troupe process") != std::string::npos) {
+      std::cerr << "troupe: cancel: the troupe process using " << dir
+                << " runs an embedded node, which takes no commands; stop it "
+                   "with Ctrl-C (its runs resume later). Cancelling a run in "
+                   "a running node needs a node daemon with a control port.\n";
+      return exit_unreachable;
+    }
+    std::cerr << "troupe: cancel: " << error << "\n";
+    return exit_bad_input;
+  }
+  auto entry = store->find_run(run_id);
+  if (!entry) {
+    std::cerr << "troupe: cancel: no run '" << run_id << "' in " << dir << "\n";
+    return exit_failed;
+  }
+  if (persistence::is_terminal(entry->state)) {
+    std::cerr << "troupe: cancel: run " << run_id << " already ended "
+              << persistence::to_string(entry->state) << "\n";
+    return exit_failed;
+  }
+  std::cerr << "troupe: cancel: no node is running on " << dir
+            << ", so nothing can carry out the cancellation (its "
+               "compensations, stopping its children). Cancelling needs a "
+               "running node; an embedded `troupe run` takes no commands.\n";
+  return exit_unreachable;
+}
+
 } // namespace troupe::tools

@@ -10,8 +10,9 @@ namespace troupe::tools {
 /// Exit codes shared by every command.
 enum exit_code : int {
   exit_ok = 0,
-  exit_failed = 1,    ///< The command ran and its subject failed.
-  exit_bad_input = 2, ///< Bad flags, config or workflow files.
+  exit_failed = 1,      ///< The command ran and its subject failed.
+  exit_bad_input = 2,   ///< Bad flags, config or workflow files.
+  exit_unreachable = 3, ///< No node to carry out the command.
 };
 
 /// Options every command accepts.
@@ -41,6 +42,14 @@ struct run_options {
 
 /// `troupe run FILE` / `troupe run --resume`
 int run_run(const global_options& g, const run_options& r);
+
+/// `troupe breakers`: the last known state of each circuit breaker.
+int run_breakers(const global_options& g, const std::string& data_dir);
+
+/// `troupe cancel RUN`: needs a running node; embedded nodes take no
+/// commands, so for now it says why it cannot.
+int run_cancel(const global_options& g, const std::string& run_id,
+               const std::string& data_dir);
 
 /// `troupe history RUN`
 int run_history(const global_options& g, const std::string& run_id,

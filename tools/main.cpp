@@ -92,6 +92,19 @@ int main(int argc, char** argv) {
   history->add_option("--data-dir", history_dir,
                       "Where runs are journaled (node.data_dir)");
 
+  std::string breakers_dir;
+  auto* breakers = app.add_subcommand(
+    "breakers", "Show the last known state of each circuit breaker");
+  breakers->add_option("--data-dir", breakers_dir,
+                       "Where runs are journaled (node.data_dir)");
+
+  std::string cancel_run, cancel_dir;
+  auto* cancel
+    = app.add_subcommand("cancel", "Cancel a run (needs a running node)");
+  cancel->add_option("run", cancel_run, "Run id")->required();
+  cancel->add_option("--data-dir", cancel_dir,
+                     "Where runs are journaled (node.data_dir)");
+
   auto* kinds
     = app.add_subcommand("kinds", "List the node kinds and their parameters");
 
@@ -111,6 +124,10 @@ int main(int argc, char** argv) {
       return run_run(g, run);
     if (*history)
       return run_history(g, history_run, history_dir);
+    if (*breakers)
+      return run_breakers(g, breakers_dir);
+    if (*cancel)
+      return run_cancel(g, cancel_run, cancel_dir);
     if (*validate)
       return run_validate(g, files);
     if (*config_show)

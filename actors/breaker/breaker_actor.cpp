@@ -4,6 +4,7 @@
 #include "runtime/protocol/messages.hpp"
 
 #include <caf/all.hpp>
+#include <nlohmann/json.hpp>
 
 #include <algorithm>
 
@@ -31,6 +32,21 @@ void change(self_ptr self, mode to, const std::string& why, int64_t now) {
   st.state = to;
   if (to == mode::open)
     st.opened_at_ns = now;
+  // The last state is kept in the store, for `troupe breakers`.
+  if (st.svc->store) {
+    nlohmann::json note
+      = {{"key", st.spec.key},
+         {"state", to_string(to)},
+         {"since_ns", now},
+         {"reason", why},
+         {"failure_threshold", st.spec.failure_threshold},
+         {"reset_timeout", config::format_duration(st.spec.reset_timeout)}};
+    persistence::journal_store::append_op op;
+    op.notes.emplace_back(
+      "breaker/" + st.spec.key,
+      note.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+    st.svc->store->append(std::move(op), [](const std::string&) {});
+  }
   if (to != mode::closed)
     st.calls.clear();
 }

@@ -154,9 +154,12 @@ class rocksdb_journal_store final : public journal_store {
     pending p;
     p.done = std::move(done);
     p.idempotency_key = std::move(op.idempotency_key);
+    p.notes = std::move(op.notes);
     try {
       p.run_id = std::move(op.run_id);
-      if (p.run_id.empty())
+      bool notes_only = op.events.empty() && !op.index
+                        && p.idempotency_key.empty() && !p.notes.empty();
+      if (p.run_id.empty() && !notes_only)
         p.invalid = "cannot append: empty run id";
       else if (contains(p.run_id, std::string_view{"\0", 1}))
         p.invalid = "cannot append to run '" + p.run_id
@@ -198,6 +201,18 @@ class rocksdb_journal_store final : public journal_store {
   }
 
   // -- reads ------------------------------------------------------------------
+
+  std::vector<std::pair<std::string, std::string>>
+  read_notes(const std::string& prefix) override {
+    std::vector<std::pair<std::string, std::string>> out;
+    auto start = kl::note_key(prefix);
+    std::unique_ptr<rocksdb::Iterator> it{
+      db_->NewIterator(rocksdb::ReadOptions{}, db_->DefaultColumnFamily())};
+    for (it->Seek(start); it->Valid() && it->key().starts_with(start);
+         it->Next())
+      out.emplace_back(it->key().ToString().substr(5), it->value().ToString());
+    return out;
+  }
 
   std::optional<std::string>
   find_idempotency_key(const std::string& key) override {
@@ -310,6 +325,7 @@ class rocksdb_journal_store final : public journal_store {
     std::vector<std::string> values;
     std::optional<std::string> index_value;
     std::string idempotency_key;
+    std::vector<std::pair<std::string, std::string>> notes;
     /// Whether the new index entry puts the run in a terminal state.
     bool terminal = false;
     /// Why the append is refused before reaching the database.
@@ -435,6 +451,11 @@ class rocksdb_journal_store final : public journal_store {
           errors[i] = p.invalid;
           continue;
         }
+        for (auto& [name, value] : p.notes)
+          wb.Put(db_->DefaultColumnFamily(), kl::note_key(name), value)
+            .PermitUncheckedError();
+        if (p.run_id.empty())
+          continue; // notes only
         if (!p.idempotency_key.empty()) {
           auto holder = claimed.count(p.idempotency_key)
                           ? std::optional{claimed[p.idempotency_key]}

@@ -42,6 +42,13 @@ inline std::string idempotency_key(std::string_view key) {
   return out;
 }
 
+/// Key, in the default column family, of the node note `name`.
+inline std::string note_key(std::string_view name) {
+  std::string out{"note/"};
+  out.append(name);
+  return out;
+}
+
 /// Size of the sequence number suffix of a journal key.
 inline constexpr size_t seq_size = 4;
 

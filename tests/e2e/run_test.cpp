@@ -738,3 +738,38 @@ TEST_F(Run, KillDuringAMapResumesWithoutRedoingFinishedItems) {
   }
   EXPECT_EQ(count_lines(marks, "item5"), 1);
 }
+
+TEST_F(Run, BreakersShowsTheLastStatesAndCancelNeedsARunningNode) {
+  auto r = troupe({"breakers", "--data-dir", data});
+  // No store yet: an empty one is made; nothing has changed state.
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(contains(r.out, "no circuit breaker has changed state")) << r.out;
+  auto wf = dir.write("cb.yaml", R"(name: cb
+nodes:
+  call:
+    kind: fail
+    times: 1
+    retry: {max_attempts: 1}
+    circuit_breaker: {key: payments, failure_threshold: 1}
+)");
+  EXPECT_EQ(troupe({"run", wf.string(), "--data-dir", data}).exit_code, 1);
+  r = troupe({"breakers", "--data-dir", data, "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto all = json::parse(r.out);
+  ASSERT_EQ(all.size(), 1u) << r.out;
+  EXPECT_EQ(all[0]["key"], "payments");
+  EXPECT_EQ(all[0]["state"], "open");
+  // cancel: unknown run, finished run, and an unfinished run with no node.
+  EXPECT_EQ(troupe({"cancel", "nope", "--data-dir", data}).exit_code, 1);
+  auto slow = dir.write("s.yaml", "name: s\nnodes:\n" + mark_node("a", "")
+                                    + "  nap: {kind: sleep, after: [a], "
+                                      "duration: 1h}\n");
+  auto p = start({"run", slow.string(), "--data-dir", data, "--json"});
+  ASSERT_TRUE(wait_until([&] { return count_lines(marks, "a") == 1; }, 30s));
+  // While troupe run holds the data dir: it takes no commands.
+  r = troupe({"cancel", "x", "--data-dir", data});
+  EXPECT_EQ(r.exit_code, 3) << r.err;
+  EXPECT_TRUE(contains(r.err, "takes no commands")) << r.err;
+  p->signal(SIGKILL);
+  ASSERT_EQ(p->wait(10s), -SIGKILL);
+}
