@@ -96,15 +96,21 @@ std::string describe(const event_record& e, int64_t start_ns) {
   return line.str();
 }
 
+/// Loads the configuration with `--data-dir` (when given) on top.
+bool load_data_dir_config(const global_options& g, const std::string& data_dir,
+                          config::settings& settings) {
+  std::vector<config::flag_override> flags;
+  if (!data_dir.empty())
+    flags.push_back({"--data-dir", "node.data_dir", data_dir});
+  return load_config(g, flags, settings);
+}
+
 } // namespace
 
 int run_history(const global_options& g, const std::string& run_id,
                 const std::string& data_dir) {
-  std::vector<config::flag_override> flags;
-  if (!data_dir.empty())
-    flags.push_back({"--data-dir", "node.data_dir", data_dir});
   config::settings settings;
-  if (!load_config(g, flags, settings))
+  if (!load_data_dir_config(g, data_dir, settings))
     return exit_bad_input;
   persistence::journal_store::options so;
   so.path = settings.get_string("node.data_dir");
@@ -177,11 +183,8 @@ open_for(const char* command, const config::settings& settings, int& rc) {
 } // namespace
 
 int run_breakers(const global_options& g, const std::string& data_dir) {
-  std::vector<config::flag_override> flags;
-  if (!data_dir.empty())
-    flags.push_back({"--data-dir", "node.data_dir", data_dir});
   config::settings settings;
-  if (!load_config(g, flags, settings))
+  if (!load_data_dir_config(g, data_dir, settings))
     return exit_bad_input;
   int rc = exit_ok;
   auto store = open_for("breakers", settings, rc);
@@ -211,11 +214,8 @@ int run_breakers(const global_options& g, const std::string& data_dir) {
 
 int run_cancel(const global_options& g, const std::string& run_id,
                const std::string& data_dir) {
-  std::vector<config::flag_override> flags;
-  if (!data_dir.empty())
-    flags.push_back({"--data-dir", "node.data_dir", data_dir});
   config::settings settings;
-  if (!load_config(g, flags, settings))
+  if (!load_data_dir_config(g, data_dir, settings))
     return exit_bad_input;
   auto dir = settings.get_string("node.data_dir");
   persistence::journal_store::options so;
