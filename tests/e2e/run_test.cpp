@@ -366,8 +366,9 @@ TEST_F(Run, CorruptJournalFailsThatRunAndOthersStillRecover) {
                                        + "  nap: {kind: sleep, after: [" + name
                                        + "], duration: " + nap + "}\n");
   };
-  // Two runs, each killed while parked in its sleep.
-  for (auto [name, nap] : {std::pair{"first", "1s"}, {"second", "1s"}}) {
+  // Two runs, each killed while parked in its sleep (long enough for slow
+  // builds, e.g. with sanitizers, to get there first).
+  for (auto [name, nap] : {std::pair{"first", "4s"}, {"second", "4s"}}) {
     auto p = start({"run", wf(name, nap).string(), "--data-dir", data});
     ASSERT_TRUE(wait_until(
       [&, n = std::string{name}] { return count_lines(marks, n) == 1; }, 30s))
