@@ -123,10 +123,18 @@ const std::vector<key_spec>& table() {
     {"auth", "enabled", vk::boolean, "true",
      "Whether requests need a signed token; turning it off is explicit."},
     {"auth", "secret", vk::string, "",
-     "HS256 key that signs and checks tokens (TROUPE_AUTH_SECRET)."},
+     "HS256 key that signs and checks tokens (TROUPE_AUTH_SECRET); use at "
+     "least 32 random bytes, shorter ones get a warning."},
     {"auth", "token_ttl", vk::duration, "24h",
      "Lifetime of tokens minted by `troupe token issue`.", 1000,
      24 * 366 * ms_per_hour},
+    {"auth", "submit_rate", vk::integer, "50",
+     "Run submissions per second allowed to one token subject, sustained.", 1,
+     100'000},
+    {"auth", "submit_burst", vk::integer, "100",
+     "Run submissions one token subject may make at once before submit_rate "
+     "applies.",
+     1, 1'000'000},
     // -- tls ----------------------------------------------------------------
     {"tls",
      "cert",
