@@ -89,6 +89,15 @@ const std::vector<key_spec>& table() {
      0,
      {},
      true},
+    {"log",
+     "levels",
+     vk::string_list,
+     "",
+     "Per-logger levels over log.level, as LOGGER=LEVEL entries such as "
+     "control=debug (loggers: node, run, control, http, store, auth).",
+     0,
+     0,
+     {"trace", "debug", "info", "warn", "error", "off"}},
     // -- control ------------------------------------------------------------
     {"control",
      "listen",
@@ -353,9 +362,21 @@ std::string check_limits(const key_spec& spec, const value& v) {
     return {};
   }
   case vk::string_list: {
-    for (auto& item : std::get<std::vector<std::string>>(v))
+    std::vector<std::string> names(spec.choices.begin(), spec.choices.end());
+    for (auto& item : std::get<std::vector<std::string>>(v)) {
       if (item.empty())
         return "list items must not be empty";
+      if (names.empty())
+        continue;
+      // With choices, each item is NAME=CHOICE.
+      auto eq = item.find('=');
+      if (eq == 0 || eq == std::string::npos)
+        return "entry \"" + item + "\": expected NAME=" + join(names, "|");
+      auto choice = item.substr(eq + 1);
+      if (std::find(names.begin(), names.end(), choice) == names.end())
+        return "entry \"" + item + "\": \"" + choice + "\" must be one of "
+               + join(names) + did_you_mean(choice, names);
+    }
     return {};
   }
   case vk::boolean: return {};
