@@ -89,6 +89,15 @@ const std::vector<key_spec>& table() {
      0,
      {},
      true},
+    {"log",
+     "levels",
+     vk::string_list,
+     "",
+     "Per-logger levels over log.level, as LOGGER=LEVEL entries such as "
+     "control=debug (loggers: node, run, control, http, store, auth).",
+     0,
+     0,
+     {"trace", "debug", "info", "warn", "error", "off"}},
     // -- control ------------------------------------------------------------
     {"control",
      "listen",
@@ -123,10 +132,18 @@ const std::vector<key_spec>& table() {
     {"auth", "enabled", vk::boolean, "true",
      "Whether requests need a signed token; turning it off is explicit."},
     {"auth", "secret", vk::string, "",
-     "HS256 key that signs and checks tokens (TROUPE_AUTH_SECRET)."},
+     "HS256 key that signs and checks tokens (TROUPE_AUTH_SECRET); use at "
+     "least 32 random bytes, shorter ones get a warning."},
     {"auth", "token_ttl", vk::duration, "24h",
      "Lifetime of tokens minted by `troupe token issue`.", 1000,
      24 * 366 * ms_per_hour},
+    {"auth", "submit_rate", vk::integer, "50",
+     "Run submissions per second allowed to one token subject, sustained.", 1,
+     100'000},
+    {"auth", "submit_burst", vk::integer, "100",
+     "Run submissions one token subject may make at once before submit_rate "
+     "applies.",
+     1, 1'000'000},
     // -- tls ----------------------------------------------------------------
     {"tls",
      "cert",
@@ -345,9 +362,21 @@ std::string check_limits(const key_spec& spec, const value& v) {
     return {};
   }
   case vk::string_list: {
-    for (auto& item : std::get<std::vector<std::string>>(v))
+    std::vector<std::string> names(spec.choices.begin(), spec.choices.end());
+    for (auto& item : std::get<std::vector<std::string>>(v)) {
       if (item.empty())
         return "list items must not be empty";
+      if (names.empty())
+        continue;
+      // With choices, each item is NAME=CHOICE.
+      auto eq = item.find('=');
+      if (eq == 0 || eq == std::string::npos)
+        return "entry \"" + item + "\": expected NAME=" + join(names, "|");
+      auto choice = item.substr(eq + 1);
+      if (std::find(names.begin(), names.end(), choice) == names.end())
+        return "entry \"" + item + "\": \"" + choice + "\" must be one of "
+               + join(names) + did_you_mean(choice, names);
+    }
     return {};
   }
   case vk::boolean: return {};

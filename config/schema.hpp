@@ -43,6 +43,8 @@ struct key_spec {
   /// Limits for integers, or milliseconds for durations.
   int64_t min = 0;
   int64_t max = 0;
+  /// The values a choice key allows. On a string_list key, each item must be
+  /// NAME=CHOICE instead (log.levels: `control=debug`).
   std::vector<std::string_view> choices = {};
   /// Whether an empty string is allowed (paths, addresses).
   bool optional = false;

@@ -68,4 +68,10 @@ int run_config_keys(const global_options& g);
 /// `troupe kinds`
 int run_kinds(const global_options& g);
 
+/// `troupe token issue --role R --subject S [--ttl D]`: prints a signed
+/// bearer token (with --json, also its subject, role and expiry). The secret
+/// is auth.secret; an empty `ttl` means auth.token_ttl.
+int run_token_issue(const global_options& g, const std::string& role,
+                    const std::string& subject, const std::string& ttl);
+
 } // namespace troupe::tools

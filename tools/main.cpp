@@ -108,6 +108,20 @@ int main(int argc, char** argv) {
   auto* kinds
     = app.add_subcommand("kinds", "List the node kinds and their parameters");
 
+  std::string token_role, token_subject, token_ttl;
+  auto* token = app.add_subcommand("token", "Mint bearer tokens");
+  token->require_subcommand(1);
+  auto* token_issue = token->add_subcommand(
+    "issue", "Print a token signed with auth.secret (TROUPE_AUTH_SECRET)");
+  token_issue->add_option("--role", token_role, "viewer, operator or admin")
+    ->required();
+  token_issue
+    ->add_option("--subject", token_subject,
+                 "Who holds the token, e.g. ci@example.org")
+    ->required();
+  token_issue->add_option("--ttl", token_ttl,
+                          "Lifetime such as 1h or 30d (auth.token_ttl)");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -136,6 +150,8 @@ int main(int argc, char** argv) {
       return run_config_keys(g);
     if (*kinds)
       return run_kinds(g);
+    if (*token_issue)
+      return run_token_issue(g, token_role, token_subject, token_ttl);
   } catch (const std::exception& e) {
     std::cerr << "troupe: internal error: " << e.what() << "\n";
     return exit_failed;
