@@ -12,8 +12,8 @@ packages=(
   libcaf-dev librocksdb-dev libmsgpack-cxx-dev libspdlog-dev libfmt-dev
   libboost-dev libssl-dev libtoml11-dev libcli11-dev nlohmann-json3-dev
   libcpp-jwt-dev libyaml-dev libedit-dev
-  # tests and benchmarks
-  libgtest-dev libgmock-dev libbenchmark-dev
+  # tests and benchmarks (prometheus for promtool, which lints /metrics)
+  libgtest-dev libgmock-dev libbenchmark-dev prometheus
   # test helpers: processes, ptys, network namespaces
   procps tmux iproute2 util-linux
 )
@@ -36,6 +36,15 @@ if [ "$(id -u)" -ne 0 ]; then
   sudo="sudo"
 fi
 export DEBIAN_FRONTEND=noninteractive
+# Only promtool is wanted from prometheus: its postinst must not start the
+# server. Without a policy-rc.d (Docker images ship one), deny service starts
+# for the length of the install.
+policy=/usr/sbin/policy-rc.d
+if [ ! -e "$policy" ]; then
+  printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null
+  $sudo chmod 755 "$policy"
+  trap '$sudo rm -f "$policy"' EXIT
+fi
 $sudo apt-get update -qq
 $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 echo "bootstrap: done"
