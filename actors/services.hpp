@@ -46,6 +46,7 @@ class spec_cache {
 };
 
 struct services;
+struct node_metrics;
 
 /// Node-wide actors by key (circuit breakers, concurrency limiters), each
 /// spawned on first use.
@@ -75,6 +76,8 @@ struct services {
   engine_options options;
   /// Where node-wide notices go (breaker state changes, ...); may be empty.
   std::function<void(const std::string&)> log;
+  /// The node's metrics; null when nobody scrapes them.
+  std::shared_ptr<node_metrics> metrics;
 };
 
 using services_ptr = std::shared_ptr<services>;

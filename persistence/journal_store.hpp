@@ -2,6 +2,7 @@
 
 #include "persistence/records.hpp"
 
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -27,6 +28,11 @@ class journal_store {
     size_t max_batch = 512;
     /// RocksDB block cache. Default: 8 MiB.
     size_t block_cache_mb = 8;
+    /// Called on the writer thread after each group commit with the number
+    /// of appends it held and how long the write took (its fsync included
+    /// when `sync`), for metrics; must be quick. May be empty.
+    std::function<void(size_t appends, std::chrono::nanoseconds took)> on_commit
+      = {};
   };
 
   /// Opens (or creates) the store. On failure returns null and sets `error`
@@ -88,7 +94,7 @@ class journal_store {
                                                  std::string& error)
     = 0;
 
-  /// Calls `visit` for every run whose index state is running, with its
+  /// Calls `visit` for every unfinished run (running or paused), with its
   /// journal (or the error that stopped reading it), in one pass.
   virtual void
   scan_unfinished(const std::function<void(const run_index_entry&,

@@ -18,6 +18,8 @@ std::string_view to_string(event_type t) {
   case event_type::node_fell_back: return "node_fell_back";
   case event_type::node_skipped: return "node_skipped";
   case event_type::run_compensating: return "run_compensating";
+  case event_type::run_paused: return "run_paused";
+  case event_type::run_resumed: return "run_resumed";
   }
   return "unknown";
 }
@@ -28,6 +30,7 @@ std::string_view to_string(run_state s) {
   case run_state::completed: return "completed";
   case run_state::failed: return "failed";
   case run_state::cancelled: return "cancelled";
+  case run_state::paused: return "paused";
   }
   return "unknown";
 }

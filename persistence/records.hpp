@@ -12,8 +12,10 @@ enum class event_type : uint8_t {
   run_submitted = 1,     ///< data: spec source text; data2: inputs (JSON).
   attempt_started = 2,   ///< node, attempt; deadline_ns: attempt timeout.
   attempt_failed = 3,    ///< node, attempt, error_kind, message;
-                         ///< deadline_ns: next retry time, 0 when none.
-  node_completed = 4,    ///< node, attempt; data: output (JSON).
+                         ///< deadline_ns: next retry time, 0 when none;
+                         ///< data2: JSON {stdout, stderr} tails, if any.
+  node_completed = 4,    ///< node, attempt; data: output (JSON); data2:
+                         ///< JSON {stdout, stderr} tails, if any.
   node_failed = 5,       ///< node, attempt, error_kind, message.
   timer_set = 6,         ///< node; deadline_ns: when the timer fires.
   run_completed = 7,     ///< data: outputs (JSON).
@@ -28,10 +30,13 @@ enum class event_type : uint8_t {
   run_compensating = 14, ///< node (the failing node, if any), error_kind,
                          ///< message: why the run fails; its compensations
                          ///< run next, then run_failed follows.
+  run_paused = 15,       ///< message: why (and who). No attempt starts until
+                         ///< run_resumed; running ones finish.
+  run_resumed = 16,      ///< message: who resumed it.
 };
 
 /// The highest event type this build knows.
-inline constexpr event_type last_event_type = event_type::run_compensating;
+inline constexpr event_type last_event_type = event_type::run_resumed;
 
 /// Returns the event type's name, e.g. "attempt_failed".
 std::string_view to_string(event_type t);
@@ -61,6 +66,7 @@ enum class run_state : uint8_t {
   completed = 2,
   failed = 3,
   cancelled = 4,
+  paused = 5, ///< Unfinished, but starting no attempts.
 };
 
 /// Returns the state's name, e.g. "running".
@@ -68,7 +74,7 @@ std::string_view to_string(run_state s);
 
 /// Returns whether no further event can change a run in state `s`.
 inline bool is_terminal(run_state s) {
-  return s != run_state::running;
+  return s != run_state::running && s != run_state::paused;
 }
 
 /// One entry of the run index, for listing and for finding unfinished runs.

@@ -15,9 +15,6 @@ using json = nlohmann::json;
 using persistence::event_record;
 using persistence::event_type;
 
-namespace {
-
-/// Returns `ns` since the epoch as local "HH:MM:SS.mmm".
 std::string clock_time(int64_t ns) {
   auto secs = static_cast<std::time_t>(ns / 1'000'000'000);
   std::tm tm{};
@@ -28,12 +25,15 @@ std::string clock_time(int64_t ns) {
   return out.str();
 }
 
+namespace {
+
 std::string short_json(const std::string& text, size_t limit = 100) {
   return text.size() > limit ? text.substr(0, limit) + "..." : text;
 }
 
-/// One readable line for an event.
-std::string describe(const event_record& e, int64_t start_ns) {
+} // namespace
+
+std::string describe_event(const event_record& e, int64_t start_ns) {
   std::string what;
   auto in = [&](int64_t at) {
     // Rounded to milliseconds: "9ms", not "9469101ns".
@@ -84,6 +84,8 @@ std::string describe(const event_record& e, int64_t start_ns) {
     break;
   case event_type::run_failed: what = "run FAILED: " + e.message; break;
   case event_type::run_cancelled: what = "run cancelled: " + e.message; break;
+  case event_type::run_paused: what = "run paused: " + e.message; break;
+  case event_type::run_resumed: what = "run resumed: " + e.message; break;
   case event_type::run_restarted:
     what = "run actor restarted (restart " + std::to_string(e.attempt)
            + "): " + e.message;
@@ -95,6 +97,37 @@ std::string describe(const event_record& e, int64_t start_ns) {
        << offset << "s  " << what;
   return line.str();
 }
+
+json event_to_json(const event_record& e) {
+  return json{{"type", persistence::to_string(e.type)},
+              {"at_ns", e.at_ns},
+              {"node", e.node},
+              {"attempt", e.attempt},
+              {"deadline_ns", e.deadline_ns},
+              {"error_kind", e.error_kind},
+              {"message", e.message},
+              {"data", e.data},
+              {"data2", e.data2}};
+}
+
+event_record event_from_json(const json& j) {
+  event_record e;
+  auto type = j.value("type", std::string{});
+  for (int t = 1; t <= static_cast<int>(persistence::last_event_type); ++t)
+    if (persistence::to_string(static_cast<event_type>(t)) == type)
+      e.type = static_cast<event_type>(t);
+  e.at_ns = j.value("at_ns", int64_t{0});
+  e.node = j.value("node", std::string{});
+  e.attempt = j.value("attempt", int32_t{0});
+  e.deadline_ns = j.value("deadline_ns", int64_t{0});
+  e.error_kind = j.value("error_kind", std::string{});
+  e.message = j.value("message", std::string{});
+  e.data = j.value("data", std::string{});
+  e.data2 = j.value("data2", std::string{});
+  return e;
+}
+
+namespace {
 
 /// Loads the configuration with `--data-dir` (when given) on top.
 bool load_data_dir_config(const global_options& g, const std::string& data_dir,
@@ -130,15 +163,7 @@ int run_history(const global_options& g, const std::string& run_id,
   if (g.json) {
     json out = json::array();
     for (auto& e : events)
-      out.push_back({{"type", persistence::to_string(e.type)},
-                     {"at_ns", e.at_ns},
-                     {"node", e.node},
-                     {"attempt", e.attempt},
-                     {"deadline_ns", e.deadline_ns},
-                     {"error_kind", e.error_kind},
-                     {"message", e.message},
-                     {"data", e.data},
-                     {"data2", e.data2}});
+      out.push_back(event_to_json(e));
     json report = {{"run_id", run_id},
                    {"workflow", entry->workflow},
                    {"state", persistence::to_string(entry->state)},
@@ -152,7 +177,7 @@ int run_history(const global_options& g, const std::string& run_id,
               << "': " << persistence::to_string(entry->state) << "\n";
     int64_t start = events.empty() ? 0 : events.front().at_ns;
     for (auto& e : events)
-      std::cout << "  " << describe(e, start) << "\n";
+      std::cout << "  " << describe_event(e, start) << "\n";
   }
   if (!error.empty()) {
     std::cerr << "troupe: history: " << error << "\n";

@@ -114,9 +114,39 @@ process_spec make_process(const runtime::attempt_spec& spec, const json& p) {
   return ps;
 }
 
+/// The last `limit` bytes of `s`, cut at a line start where one is near.
+std::string tail_bytes(const std::string& s, size_t limit) {
+  if (s.size() <= limit)
+    return s;
+  auto from = s.size() - limit;
+  if (auto nl = s.find('\n', from);
+      nl != std::string::npos && nl + 1 < s.size() && nl - from < limit / 4)
+    from = nl + 1;
+  return s.substr(from);
+}
+
+attempt_result exec_result_of(const runtime::attempt_spec& spec,
+                              const process_outcome& r,
+                              std::chrono::milliseconds heartbeat);
+
+/// An exec attempt's result, with the tails of its output for `troupe logs`.
 attempt_result exec_result(const runtime::attempt_spec& spec,
                            const process_outcome& r,
                            std::chrono::milliseconds heartbeat) {
+  auto result = exec_result_of(spec, r, heartbeat);
+  if (r.spawn_error.empty()) {
+    constexpr size_t log_tail = 8 << 10;
+    result.logs = dump(json{{"stdout", tail_bytes(r.out, log_tail)},
+                            {"stderr", tail_bytes(r.err, log_tail)},
+                            {"exit_code", r.exit_code},
+                            {"signal", r.signal}});
+  }
+  return result;
+}
+
+attempt_result exec_result_of(const runtime::attempt_spec& spec,
+                              const process_outcome& r,
+                              std::chrono::milliseconds heartbeat) {
   if (!r.spawn_error.empty())
     return failure(spec, "spawn_error", r.spawn_error);
   if (r.heartbeat_lost)

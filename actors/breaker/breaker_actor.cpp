@@ -1,5 +1,6 @@
 #include "actors/breaker/breaker_actor.hpp"
 
+#include "actors/node_metrics.hpp"
 #include "config/duration.hpp"
 #include "runtime/protocol/messages.hpp"
 
@@ -30,6 +31,11 @@ void change(self_ptr self, mode to, const std::string& why, int64_t now) {
     st.svc->log("circuit breaker '" + st.spec.key + "': " + to_string(st.state)
                 + " -> " + to_string(to) + " (" + why + ")");
   st.state = to;
+  if (auto* m = st.svc->metrics.get())
+    m->breaker_state.with({{"key", st.spec.key}})
+      .set(to == mode::closed      ? 0
+           : to == mode::half_open ? 1
+                                   : 2);
   if (to == mode::open)
     st.opened_at_ns = now;
   // The last state is kept in the store, for `troupe breakers`.

@@ -25,6 +25,15 @@ std::unique_ptr<embedded_node> embedded_node::open(const options& opts,
   so.sync = opts.sync;
   so.max_batch = opts.max_batch;
   so.block_cache_mb = opts.block_cache_mb;
+  std::shared_ptr<node_metrics> metrics;
+  if (opts.metrics) {
+    metrics = std::make_shared<node_metrics>(*opts.metrics);
+    so.on_commit
+      = [m = metrics.get()](size_t appends, std::chrono::nanoseconds took) {
+          m->commit_seconds.observe(took);
+          m->commit_appends.observe(static_cast<double>(appends));
+        };
+  }
   node->store_ = persistence::journal_store::open(so, error);
   if (!node->store_)
     return nullptr;
@@ -36,6 +45,7 @@ std::unique_ptr<embedded_node> embedded_node::open(const options& opts,
   node->svc_->http = node->http_.get();
   node->svc_->options = opts.engine;
   node->svc_->log = opts.log;
+  node->svc_->metrics = metrics;
   auto& cfg = *(node->cfg_ = std::make_unique<caf::actor_system_config>());
   // `sharing` avoids the work-stealing scheduler's quadratic cost when one
   // actor spawns many (recovery spawns a run actor per unfinished run).
@@ -46,6 +56,12 @@ std::unique_ptr<embedded_node> embedded_node::open(const options& opts,
   cfg.set("scheduler.max-threads", threads);
   runtime::register_message_types(cfg);
   node->system_ = std::make_unique<caf::actor_system>(cfg);
+  if (opts.metrics)
+    opts.metrics->add_gauge_callback(
+      "troupe_actors_running", "Actors alive in the node's actor system.",
+      [sys = node->system_.get()] {
+        return static_cast<double>(sys->registry().running());
+      });
   for (size_t i = 0; i < std::max<size_t>(1, opts.supervisors); ++i)
     node->supervisors_.push_back(
       node->system_->spawn(run_supervisor_impl, node->svc_));
@@ -193,6 +209,19 @@ embedded_node::submit(const std::string& source,
 void embedded_node::cancel(const std::string& run_id,
                            const std::string& reason) {
   caf::anon_send(supervisor_for(run_id), runtime::cancel_run{run_id, reason});
+}
+
+void embedded_node::pause(const std::string& run_id,
+                          const std::string& reason) {
+  caf::anon_send(supervisor_for(run_id), runtime::pause_run{run_id, reason});
+}
+
+void embedded_node::resume(const std::string& run_id, const std::string& who) {
+  caf::anon_send(supervisor_for(run_id), runtime::resume_run{run_id, who});
+}
+
+spec_cache& embedded_node::specs() {
+  return svc_->specs;
 }
 
 void embedded_node::crash(const std::string& run_id) {

@@ -1,5 +1,6 @@
 #pragma once
 
+#include "actors/node_metrics.hpp"
 #include "actors/services.hpp"
 #include "runtime/model/workflow.hpp"
 #include "runtime/protocol/messages.hpp"
@@ -32,6 +33,9 @@ class embedded_node {
     engine_options engine;
     /// Node-wide notices (breaker state changes, ...); empty: dropped.
     std::function<void(const std::string&)> log;
+    /// Where the node keeps its metrics; null: none kept. Must outlive the
+    /// node.
+    runtime::metrics::registry* metrics = nullptr;
   };
 
   /// What recovery found.
@@ -85,6 +89,15 @@ class embedded_node {
 
   /// Cancels a run.
   void cancel(const std::string& run_id, const std::string& reason);
+
+  /// Pauses a run: no attempt starts until `resume`; running ones finish.
+  void pause(const std::string& run_id, const std::string& reason);
+
+  /// Resumes a paused run.
+  void resume(const std::string& run_id, const std::string& who);
+
+  /// Parsed workflows by source text, shared with the runs.
+  spec_cache& specs();
 
   /// Crashes a run's actor on purpose (supervision tests and chaos).
   void crash(const std::string& run_id);

@@ -3,6 +3,7 @@
 #include "actors/attempt/attempt_actor.hpp"
 #include "actors/breaker/breaker_actor.hpp"
 #include "actors/limiter/limiter_actor.hpp"
+#include "actors/node_metrics.hpp"
 
 #include <caf/all.hpp>
 
@@ -21,19 +22,39 @@ std::chrono::nanoseconds until(int64_t deadline_ns) {
   return std::chrono::nanoseconds{std::max<int64_t>(0, deadline_ns - now_ns())};
 }
 
-void notify(self_ptr self, const event_record& e) {
+void notify(self_ptr self, const event_record& e, int64_t seq) {
   auto& st = self->state;
   if (!st.observer)
     return;
   self->send(st.observer,
-             runtime::run_progress{
-               st.engine->run_id(), e.node,
-               std::string{persistence::to_string(e.type)}, e.attempt,
-               e.deadline_ns, e.message.empty() ? e.error_kind : e.message});
+             runtime::run_progress{st.engine->run_id(), e.node,
+                                   std::string{persistence::to_string(e.type)},
+                                   e.attempt, e.deadline_ns,
+                                   e.message.empty() ? e.error_kind : e.message,
+                                   seq, e.at_ns, e.error_kind});
+}
+
+/// Counts an ended attempt in the node's metrics.
+void record_attempt(self_ptr self, const runtime::attempt_result& r) {
+  auto& st = self->state;
+  auto* m = st.svc->metrics.get();
+  if (!m)
+    return;
+  auto* spec = st.engine->node_spec_of(r.node);
+  if (!spec)
+    return;
+  auto& status = st.engine->status(r.node);
+  m->attempts.with({{"kind", spec->kind}, {"outcome", r.ok ? "ok" : "failed"}})
+    .inc();
+  if (status.started_at_ns != 0)
+    m->attempt_seconds.with({{"kind", spec->kind}})
+      .observe(static_cast<double>(now_ns() - status.started_at_ns) / 1e9);
+  m->mailbox_depth.observe(static_cast<double>(self->mailbox().size()));
 }
 
 void launch(self_ptr self, const std::string& node);
-void act_on(self_ptr self, const std::vector<event_record>& events);
+void act_on(self_ptr self, const std::vector<event_record>& events,
+            int64_t first_seq);
 
 /// Journals `events` (already applied to the engine); their effects follow
 /// once the store has made them durable.
@@ -45,13 +66,19 @@ void persist(self_ptr self, std::vector<event_record> events) {
   persistence::journal_store::append_op op;
   op.run_id = st.engine->run_id();
   op.events = events;
-  if (st.engine->is_finished()) {
+  bool pause_changed = false;
+  for (auto& e : events)
+    pause_changed
+      |= e.type == event_type::run_paused || e.type == event_type::run_resumed;
+  if (st.engine->is_finished() || pause_changed) {
     auto& e = *st.engine;
-    op.index = persistence::run_index_entry{e.run_id(), e.spec().name,
-                                            e.state(),  st.created_at_ns,
-                                            now_ns(),   e.reason()};
+    op.index = persistence::run_index_entry{e.run_id(),      e.spec().name,
+                                            e.index_state(), st.created_at_ns,
+                                            now_ns(),        e.reason()};
   }
-  st.unacked.emplace(tag, std::move(events));
+  auto first_seq = st.journal_size + 1;
+  st.journal_size += static_cast<int64_t>(events.size());
+  st.unacked.emplace(tag, std::make_pair(first_seq, std::move(events)));
   auto me = caf::actor{self};
   st.svc->store->append(std::move(op), [me, tag](std::string error) {
     caf::anon_send(me, runtime::store_ack{tag, std::move(error)});
@@ -88,7 +115,7 @@ void release_slot(self_ptr self, const std::string& node) {
 
 void on_failure(self_ptr self, const std::string& node, int32_t attempt,
                 const std::string& kind, const std::string& message,
-                int64_t retry_after_ms = 0) {
+                int64_t retry_after_ms = 0, const std::string& logs = {}) {
   auto& st = self->state;
   release_slot(self, node);
   // Failures of our own making say nothing about the service.
@@ -98,7 +125,7 @@ void on_failure(self_ptr self, const std::string& node, int32_t attempt,
   std::uniform_real_distribution<double> dist{0.0, 1.0};
   persist(self, st.engine->on_attempt_failed(node, attempt, kind, message,
                                              now_ns(), dist(st.rng),
-                                             retry_after_ms * 1'000'000));
+                                             retry_after_ms * 1'000'000, logs));
 }
 
 /// Stops the attempt actor of `node`, if any, without waiting for it.
@@ -274,12 +301,18 @@ void finish(self_ptr self) {
 }
 
 /// Carries out what durable events call for.
-void act_on(self_ptr self, const std::vector<event_record>& events) {
+void act_on(self_ptr self, const std::vector<event_record>& events,
+            int64_t first_seq) {
   auto& st = self->state;
   for (auto& e : events) {
-    notify(self, e);
+    notify(self, e, first_seq++);
     switch (e.type) {
-    case event_type::attempt_started: launch(self, e.node); break;
+    case event_type::attempt_started:
+      if (e.attempt > 1 && st.svc->metrics)
+        if (auto* spec = st.engine->node_spec_of(e.node))
+          st.svc->metrics->retries.with({{"kind", spec->kind}}).inc();
+      launch(self, e.node);
+      break;
     case event_type::attempt_failed:
       if (e.deadline_ns != 0)
         self->delayed_send(self, until(e.deadline_ns),
@@ -324,6 +357,7 @@ caf::behavior run_actor_impl(caf::stateful_actor<run_state>* self,
     throw std::runtime_error("run " + start.run_id
                              + ": its workflow no longer parses: " + error);
   st.created_at_ns = journal.front().at_ns;
+  st.journal_size = static_cast<int64_t>(journal.size());
   st.rng.seed(std::hash<std::string>{}(start.run_id)
               ^ static_cast<uint64_t>(now_ns()));
   auto inputs = json::parse(journal.front().data2, nullptr, false);
@@ -400,9 +434,9 @@ caf::behavior run_actor_impl(caf::stateful_actor<run_state>* self,
           finish(self);
         return;
       }
-      auto events = std::move(i->second);
+      auto [first_seq, events] = std::move(i->second);
       st.unacked.erase(i);
-      act_on(self, events);
+      act_on(self, events, first_seq);
     },
     [self](runtime::attempt_result& r) {
       auto& st = self->state;
@@ -410,6 +444,7 @@ caf::behavior run_actor_impl(caf::stateful_actor<run_state>* self,
       if (i == st.attempts.end()
           || self->current_sender() != i->second.address())
         return; // stale: from an attempt that was stopped
+      record_attempt(self, r);
       st.attempt_nodes.erase(i->second.address());
       self->unlink_from(i->second);
       st.attempts.erase(i);
@@ -420,10 +455,10 @@ caf::behavior run_actor_impl(caf::stateful_actor<run_state>* self,
         if (output.is_discarded())
           output = r.output;
         persist(self, st.engine->on_attempt_succeeded(r.node, r.attempt, output,
-                                                      now_ns()));
+                                                      now_ns(), r.logs));
       } else {
         on_failure(self, r.node, r.attempt, r.error_kind, r.message,
-                   r.retry_after_ms);
+                   r.retry_after_ms, r.logs);
       }
     },
     [self](runtime::retry_due& r) {
@@ -431,8 +466,8 @@ caf::behavior run_actor_impl(caf::stateful_actor<run_state>* self,
       step(self);
       auto& status = st.engine->status(r.node);
       // Timers may fire a little before the wall clock reaches the retry
-      // time; wait for the rest.
-      if (status.state == node_state::waiting_retry
+      // time; wait for the rest. A paused run starts it on resume.
+      if (!st.engine->paused() && status.state == node_state::waiting_retry
           && status.next_retry_ns != 0)
         self->delayed_send(self, until(status.next_retry_ns), r);
     },
@@ -458,6 +493,12 @@ caf::behavior run_actor_impl(caf::stateful_actor<run_state>* self,
     },
     [self](runtime::cancel_run& c) {
       persist(self, self->state.engine->cancel(c.reason, now_ns()));
+    },
+    [self](runtime::pause_run& p) {
+      persist(self, self->state.engine->pause(p.reason, now_ns()));
+    },
+    [self](runtime::resume_run& r) {
+      persist(self, self->state.engine->resume(r.who, now_ns()));
     },
     [self](runtime::crash_run&) {
       throw std::runtime_error("crash injected by request");

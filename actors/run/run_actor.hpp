@@ -28,9 +28,14 @@ struct run_state {
   /// Attempt actors by node, and back.
   std::unordered_map<std::string, caf::actor> attempts;
   std::unordered_map<caf::actor_addr, std::string> attempt_nodes;
-  /// Events written but not yet durable, by store tag.
-  std::map<uint64_t, std::vector<persistence::event_record>> unacked;
+  /// Events written but not yet durable, by store tag, with the seq of the
+  /// first.
+  std::map<uint64_t, std::pair<int64_t, std::vector<persistence::event_record>>>
+    unacked;
   uint64_t next_tag = 1;
+  /// Events in the journal, durable or queued: the next one's seq is one
+  /// more.
+  int64_t journal_size = 0;
   /// When the run was submitted (its first event), for the index entry.
   int64_t created_at_ns = 0;
   /// Calls let through by a circuit breaker, by node: the breaker (invalid

@@ -140,6 +140,18 @@ caf::behavior run_supervisor_impl(self_ptr self, services_ptr svc) {
           i != st.runs.end() && i->second.actor)
         self->send(i->second.actor, c);
     },
+    [self](runtime::pause_run& c) {
+      auto& st = self->state;
+      if (auto i = st.runs.find(c.run_id);
+          i != st.runs.end() && i->second.actor)
+        self->send(i->second.actor, c);
+    },
+    [self](runtime::resume_run& c) {
+      auto& st = self->state;
+      if (auto i = st.runs.find(c.run_id);
+          i != st.runs.end() && i->second.actor)
+        self->send(i->second.actor, c);
+    },
     [self](runtime::crash_run& c) {
       auto& st = self->state;
       if (auto i = st.runs.find(c.run_id);

@@ -299,7 +299,7 @@ std::optional<run_index_entry> decode_index(std::string_view bytes,
     uint8_t state = 0;
     r.str(0, "run_id", e.run_id);
     r.str(1, "workflow", e.workflow);
-    r.u8(2, "state", 1, static_cast<uint8_t>(run_state::cancelled), "run state",
+    r.u8(2, "state", 1, static_cast<uint8_t>(run_state::paused), "run state",
          state);
     r.i64(3, "created_at_ns", e.created_at_ns);
     r.i64(4, "updated_at_ns", e.updated_at_ns);

@@ -295,7 +295,7 @@ class rocksdb_journal_store final : public journal_store {
               "run " + key + ": index entry is corrupt: " + error);
         continue;
       }
-      if (entry->state != run_state::running)
+      if (is_terminal(entry->state))
         continue;
       auto events = read_journal_at(key, ro, error);
       visit(*entry, std::move(events), error);
@@ -506,7 +506,13 @@ class rocksdb_journal_store final : public journal_store {
           terminal = p.terminal;
       }
       if (wb.Count() > 0) {
+        auto began = std::chrono::steady_clock::now();
         auto s = db_->Write(write_options_, &wb);
+        if (opts_.on_commit)
+          call_quietly([&] {
+            opts_.on_commit(batch.size(),
+                            std::chrono::steady_clock::now() - began);
+          });
         if (!s.ok()) {
           for (size_t i = 0; i < batch.size(); ++i)
             if (errors[i].empty())

@@ -159,6 +159,8 @@ void run_engine::apply(const event_record& e) {
       outputs_ = parse_or_string(e.data); // how compensation went
     break;
   case event_type::run_compensating:
+    // Compensations must run: failing or cancelling overrides a pause.
+    paused_ = false;
     compensating_ = true;
     reason_ = e.message;
     failed_node_ = e.node;
@@ -171,6 +173,8 @@ void run_engine::apply(const event_record& e) {
       outputs_ = parse_or_string(e.data); // how compensation went
     break;
   case event_type::run_restarted: restarts_ = e.attempt; break;
+  case event_type::run_paused: paused_ = true; break;
+  case event_type::run_resumed: paused_ = false; break;
   case event_type::node_skipped:
     if (!n)
       break;
@@ -492,6 +496,8 @@ std::vector<event_record> run_engine::decide(int64_t now_ns) {
                outputs.dump(-1, ' ', false, json::error_handler_t::replace)});
     return out;
   }
+  if (paused_)
+    return out;
   auto limit = static_cast<size_t>(spec_->max_concurrency);
   for (auto& n : spec_->nodes) {
     if (running_ >= limit)
@@ -629,21 +635,38 @@ void run_engine::compensate_step(std::vector<event_record>& out,
 
 std::vector<event_record>
 run_engine::on_attempt_succeeded(const std::string& node, int32_t attempt,
-                                 const json& output, int64_t now_ns) {
+                                 const json& output, int64_t now_ns,
+                                 const std::string& logs) {
   std::vector<event_record> out;
   auto it = nodes_.find(node);
   if (is_finished() || it == nodes_.end()
       || it->second.state != node_state::running
       || it->second.attempt != attempt)
     return out;
-  emit(out, {event_type::node_completed, now_ns, node, attempt, 0, "", "",
-             output.dump(-1, ' ', false, json::error_handler_t::replace)});
+  emit(out,
+       {event_type::node_completed, now_ns, node, attempt, 0, "", "",
+        output.dump(-1, ' ', false, json::error_handler_t::replace), logs});
   auto next = decide(now_ns);
   out.insert(out.end(), next.begin(), next.end());
   return out;
 }
 
 std::vector<event_record> run_engine::on_attempt_failed(
+  const std::string& node, int32_t attempt, const std::string& error_kind,
+  const std::string& message, int64_t now_ns, double u, int64_t min_delay_ns,
+  const std::string& logs) {
+  auto out = attempt_failed(node, attempt, error_kind, message, now_ns, u,
+                            min_delay_ns);
+  if (!logs.empty())
+    for (auto& e : out)
+      if (e.type == event_type::attempt_failed && e.node == node) {
+        e.data2 = logs;
+        break;
+      }
+  return out;
+}
+
+std::vector<event_record> run_engine::attempt_failed(
   const std::string& node, int32_t attempt, const std::string& error_kind,
   const std::string& message, int64_t now_ns, double u, int64_t min_delay_ns) {
   std::vector<event_record> out;
@@ -829,6 +852,26 @@ bool run_engine::has_compensations() const {
     if (!spec_->find_node(id)->compensate.empty())
       return true;
   return false;
+}
+
+std::vector<event_record> run_engine::pause(const std::string& why,
+                                            int64_t now_ns) {
+  std::vector<event_record> out;
+  if (is_finished() || paused_ || compensating_)
+    return out;
+  emit(out, {event_type::run_paused, now_ns, "", 0, 0, "", why});
+  return out;
+}
+
+std::vector<event_record> run_engine::resume(const std::string& who,
+                                             int64_t now_ns) {
+  std::vector<event_record> out;
+  if (is_finished() || !paused_)
+    return out;
+  emit(out, {event_type::run_resumed, now_ns, "", 0, 0, "", who});
+  auto next = decide(now_ns);
+  out.insert(out.end(), next.begin(), next.end());
+  return out;
 }
 
 std::vector<event_record> run_engine::time_out(int64_t now_ns) {

@@ -78,11 +78,13 @@ class run_engine {
   /// run when every node completed.
   std::vector<event_record> decide(int64_t now_ns);
 
-  /// Records a successful attempt.
+  /// Records a successful attempt; `logs` (JSON {stdout, stderr} tails of
+  /// an exec node, or empty) is kept in the event for `troupe logs`.
   std::vector<event_record> on_attempt_succeeded(const std::string& node,
                                                  int32_t attempt,
                                                  const nlohmann::json& output,
-                                                 int64_t now_ns);
+                                                 int64_t now_ns,
+                                                 const std::string& logs = {});
 
   /// Records a failed attempt: schedules the next one by the node's retry
   /// policy (`u` is a uniform draw in [0, 1) for the jitter), waiting at
@@ -91,11 +93,20 @@ class run_engine {
   std::vector<event_record>
   on_attempt_failed(const std::string& node, int32_t attempt,
                     const std::string& error_kind, const std::string& message,
-                    int64_t now_ns, double u, int64_t min_delay_ns = 0);
+                    int64_t now_ns, double u, int64_t min_delay_ns = 0,
+                    const std::string& logs = {});
 
   /// Cancels the run: running nodes are cancelled; completed nodes'
   /// compensations run (newest first); the run ends cancelled.
   std::vector<event_record> cancel(const std::string& reason, int64_t now_ns);
+
+  /// Pauses the run: running attempts finish, but none starts (retries and
+  /// compensations included) until `resume`. Nothing when it is finished or
+  /// already paused.
+  std::vector<event_record> pause(const std::string& why, int64_t now_ns);
+
+  /// Resumes a paused run and starts what is due. Nothing when not paused.
+  std::vector<event_record> resume(const std::string& who, int64_t now_ns);
 
   /// Fails the run when its timeout has passed at `now_ns`; else nothing.
   std::vector<event_record> time_out(int64_t now_ns);
@@ -149,6 +160,12 @@ class run_engine {
   const workflow_spec& spec() const noexcept { return *spec_; }
   const nlohmann::json& inputs() const noexcept { return inputs_; }
   run_state state() const noexcept { return state_; }
+  /// Whether the run is paused (and unfinished).
+  bool paused() const noexcept { return paused_; }
+  /// The state for the run index: paused for a paused unfinished run.
+  run_state index_state() const noexcept {
+    return paused_ && !is_finished() ? run_state::paused : state_;
+  }
   bool is_finished() const noexcept { return persistence::is_terminal(state_); }
   const node_status& status(const std::string& node) const {
     return nodes_.at(node);
@@ -165,6 +182,10 @@ class run_engine {
   size_t running() const noexcept { return running_; }
 
  private:
+  std::vector<event_record>
+  attempt_failed(const std::string& node, int32_t attempt,
+                 const std::string& error_kind, const std::string& message,
+                 int64_t now_ns, double u, int64_t min_delay_ns);
   /// Ends `node` for good: its fallback takes over if it has one, else the
   /// node and the run fail.
   std::vector<event_record> give_up_node(const std::string& node,
@@ -235,6 +256,7 @@ class run_engine {
   std::unordered_map<std::string, map_state> maps_;
   /// Set once the run fails with compensations to run.
   bool compensating_ = false;
+  bool paused_ = false;
   int32_t restarts_ = 0;
   int64_t run_deadline_ns_ = 0;
   size_t running_ = 0;

@@ -67,6 +67,9 @@ struct attempt_result {
   /// The least wait before a retry the failure asks for (an HTTP 429 or 503
   /// with Retry-After), in milliseconds; 0: none.
   int64_t retry_after_ms = 0;
+  /// JSON {stdout, stderr}: the tails of an exec attempt's output; empty
+  /// for other kinds.
+  std::string logs;
 };
 
 /// The journal store made a batch durable (error empty) or failed.
@@ -87,7 +90,7 @@ struct attempt_timeout {
   int32_t attempt = 0;
 };
 
-/// Something happened to a node of a run; for observers.
+/// A journal event of a run became durable; for observers.
 struct run_progress {
   std::string run_id;
   std::string node;
@@ -95,6 +98,11 @@ struct run_progress {
   int32_t attempt = 0;
   int64_t next_retry_ns = 0;
   std::string message;
+  /// The event's position in the run's journal (1 for run_submitted), so
+  /// that a watcher can join a journal it read with the events that follow.
+  int64_t seq = 0;
+  int64_t at_ns = 0;
+  std::string error_kind;
 };
 
 /// A run ended; for observers.
@@ -122,6 +130,18 @@ struct journal_loaded {
 struct cancel_run {
   std::string run_id;
   std::string reason;
+};
+
+/// Asks a run to start no attempts until resumed; `reason` says why and who.
+struct pause_run {
+  std::string run_id;
+  std::string reason;
+};
+
+/// Asks a paused run to go on; `who` is journaled.
+struct resume_run {
+  std::string run_id;
+  std::string who;
 };
 
 /// Makes a run actor fail as if it had a bug (supervision tests, chaos).
@@ -177,12 +197,12 @@ TROUPE_INSPECT(attempt_spec, x.run_id, x.node, x.kind, x.attempt, x.params,
                x.context, x.timer_deadline_ns, x.max_output_bytes,
                x.kill_grace_ms)
 TROUPE_INSPECT(attempt_result, x.node, x.attempt, x.ok, x.output, x.error_kind,
-               x.message, x.retry_after_ms)
+               x.message, x.retry_after_ms, x.logs)
 TROUPE_INSPECT(store_ack, x.tag, x.error)
 TROUPE_INSPECT(retry_due, x.node, x.attempt)
 TROUPE_INSPECT(attempt_timeout, x.node, x.attempt)
 TROUPE_INSPECT(run_progress, x.run_id, x.node, x.event, x.attempt,
-               x.next_retry_ns, x.message)
+               x.next_retry_ns, x.message, x.seq, x.at_ns, x.error_kind)
 TROUPE_INSPECT(run_finished, x.run_id, x.workflow, x.state, x.outputs, x.reason,
                x.failed_node)
 TROUPE_INSPECT(cancel_run, x.run_id, x.reason)
@@ -193,6 +213,8 @@ TROUPE_INSPECT(breaker_acquire, x.run_id, x.node)
 TROUPE_INSPECT(breaker_report, x.ok, x.counted, x.probe)
 TROUPE_INSPECT(limit_acquire, x.holder)
 TROUPE_INSPECT(limit_release, x.holder)
+TROUPE_INSPECT(pause_run, x.run_id, x.reason)
+TROUPE_INSPECT(resume_run, x.run_id, x.who)
 
 #undef TROUPE_INSPECT
 
@@ -224,5 +246,7 @@ CAF_BEGIN_TYPE_ID_BLOCK(troupe, caf::first_custom_type_id)
   CAF_ADD_TYPE_ID(troupe, (troupe::runtime::limit_release))
   CAF_ADD_ATOM(troupe, troupe::atom, fire, "fire")
   CAF_ADD_ATOM(troupe, troupe::atom, run_deadline, "rundeadl")
+  CAF_ADD_TYPE_ID(troupe, (troupe::runtime::pause_run))
+  CAF_ADD_TYPE_ID(troupe, (troupe::runtime::resume_run))
 CAF_END_TYPE_ID_BLOCK(troupe)
 // clang-format on

@@ -789,3 +789,59 @@ nodes:
   EXPECT_EQ(kinds(f), (strings{"node_completed:each[2]", "node_completed:each",
                                "run_completed"}));
 }
+
+TEST(RunEngine, PausedRunStartsNoAttemptsUntilResumed) {
+  auto spec = spec_of(R"(name: pausing
+nodes:
+  a:
+    kind: noop
+    retry: {max_attempts: 3, initial_backoff: 100ms, jitter: none}
+  b: {kind: noop, after: [a]}
+)");
+  run_engine e{"r", spec, json::object()};
+  e.decide(0);
+  auto p = e.pause("paused by ops", 5 * ms);
+  ASSERT_EQ(kinds(p), (strings{"run_paused"}));
+  EXPECT_TRUE(e.paused());
+  EXPECT_EQ(e.index_state(), run_state::paused);
+  EXPECT_TRUE(e.pause("again", 6 * ms).empty()); // already paused
+  // The running attempt finishes, but neither its retry nor b starts.
+  auto f = e.on_attempt_failed("a", 1, "exit_code", "boom", 10 * ms, 0);
+  ASSERT_EQ(kinds(f), (strings{"attempt_failed:a"}));
+  EXPECT_TRUE(e.decide(500 * ms).empty());
+  // Resuming starts the retry that came due meanwhile.
+  auto r = e.resume("by ops", 600 * ms);
+  ASSERT_EQ(kinds(r), (strings{"run_resumed", "attempt_started:a"}));
+  EXPECT_FALSE(e.paused());
+  EXPECT_EQ(e.index_state(), run_state::running);
+  EXPECT_TRUE(e.resume("twice", 601 * ms).empty());
+  auto ok = e.on_attempt_succeeded("a", 2, json::object(), 700 * ms);
+  EXPECT_EQ(kinds(ok), (strings{"node_completed:a", "attempt_started:b"}));
+
+  // Replaying the journal rebuilds the paused state.
+  run_engine replay{"r", spec, json::object()};
+  std::vector<event_record> journal;
+  for (auto& ev : p)
+    journal.push_back(ev);
+  for (auto& ev : journal)
+    replay.apply(ev);
+  EXPECT_TRUE(replay.paused());
+}
+
+TEST(RunEngine, CancellingAPausedRunRunsItsCompensations) {
+  run_engine e{"r", spec_of(R"(name: saga
+nodes:
+  reserve: {kind: noop, compensate: release}
+  release: {kind: noop}
+  charge: {kind: noop, after: [reserve]}
+)"),
+               json::object()};
+  e.decide(0);
+  e.on_attempt_succeeded("reserve", 1, json::object(), 1 * ms);
+  e.pause("hold", 2 * ms);
+  auto c = e.cancel("stop", 3 * ms);
+  EXPECT_EQ(kinds(c), (strings{"node_cancelled:charge", "run_compensating",
+                               "attempt_started:release"}));
+  EXPECT_FALSE(e.paused());
+  EXPECT_TRUE(e.pause("too late", 4 * ms).empty());
+}

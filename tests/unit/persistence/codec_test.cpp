@@ -223,7 +223,7 @@ TEST(Codec, RejectsWrongFieldTypes) {
 TEST(Codec, RejectsUnknownEnumValues) {
   std::string error;
   auto bytes = minimal_event_bytes();
-  for (char t : {'\x00', '\x0f', '\x7f'}) {
+  for (char t : {'\x00', '\x11', '\x7f'}) {
     bytes[2] = t;
     EXPECT_FALSE(decode_event(bytes, error));
     EXPECT_NE(error.find("unknown event type"), std::string::npos) << error;
@@ -233,7 +233,7 @@ TEST(Codec, RejectsUnknownEnumValues) {
   auto index = encode(run_index_entry{});
   // 01 96 a0 a0 <state> ...
   ASSERT_EQ(index[4], '\x01');
-  for (char s : {'\x00', '\x05'}) {
+  for (char s : {'\x00', '\x06'}) {
     index[4] = s;
     EXPECT_FALSE(decode_index(index, error));
     EXPECT_NE(error.find("unknown run state"), std::string::npos) << error;

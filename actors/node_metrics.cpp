@@ -1,0 +1,37 @@
+#include "actors/node_metrics.hpp"
+
+#include "runtime/metrics/buckets.hpp"
+
+namespace troupe::actors {
+
+namespace m = runtime::metrics;
+
+node_metrics::node_metrics(m::registry& r)
+    : registry(r),
+      attempts(r.add_counter("troupe_attempts_total",
+                             "Attempts that ended, by node kind and outcome.")),
+      retries(r.add_counter("troupe_retries_total",
+                            "Attempts after a node's first, by node kind.")),
+      attempt_seconds(
+        r.add_histogram("troupe_attempt_duration_seconds",
+                        "Time from an attempt's start to its result.")),
+      breaker_state(r.add_gauge("troupe_circuit_breaker_state",
+                                "Circuit breaker state by key: 0 closed, 1 "
+                                "half-open, 2 open.")),
+      mailbox_depth(
+        r.add_histogram("troupe_run_mailbox_depth",
+                        "Messages waiting in a run actor's mailbox when it "
+                        "takes an attempt's result.",
+                        m::exponential_buckets(1, 4, 8))
+          .with({})),
+      commit_seconds(r.add_histogram("troupe_journal_commit_seconds",
+                                     "Duration of one group commit's write, "
+                                     "its fsync included under durability "
+                                     "machine.")
+                       .with({})),
+      commit_appends(r.add_histogram("troupe_journal_commit_appends",
+                                     "Appends written by one group commit.",
+                                     m::exponential_buckets(1, 2, 11))
+                       .with({})) {}
+
+} // namespace troupe::actors

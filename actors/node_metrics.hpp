@@ -1,0 +1,29 @@
+#pragma once
+
+#include "runtime/metrics/registry.hpp"
+
+namespace troupe::actors {
+
+/// The metrics the actors of a node keep, registered once per node.
+struct node_metrics {
+  explicit node_metrics(runtime::metrics::registry& r);
+
+  runtime::metrics::registry& registry;
+  /// troupe_attempts_total{kind, outcome}: ended attempts by node kind.
+  runtime::metrics::family<runtime::metrics::counter>& attempts;
+  /// troupe_retries_total{kind}: attempts after the first.
+  runtime::metrics::family<runtime::metrics::counter>& retries;
+  /// troupe_attempt_duration_seconds{kind}: start to result.
+  runtime::metrics::family<runtime::metrics::histogram>& attempt_seconds;
+  /// troupe_circuit_breaker_state{key}: 0 closed, 1 half-open, 2 open.
+  runtime::metrics::family<runtime::metrics::gauge>& breaker_state;
+  /// troupe_run_mailbox_depth: a run actor's mailbox when it takes a result.
+  runtime::metrics::histogram& mailbox_depth;
+  /// troupe_journal_commit_seconds and troupe_journal_commit_appends: each
+  /// group commit's write (with its fsync under durability = machine) and
+  /// size.
+  runtime::metrics::histogram& commit_seconds;
+  runtime::metrics::histogram& commit_appends;
+};
+
+} // namespace troupe::actors
