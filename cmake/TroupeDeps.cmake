@@ -15,6 +15,7 @@ set_target_properties(libyaml::libyaml PROPERTIES
   INTERFACE_INCLUDE_DIRECTORIES ${LIBYAML_INCLUDE_DIR})
 find_package(fmt REQUIRED)
 find_package(spdlog REQUIRED)
+find_package(msgpack CONFIG REQUIRED)
 
 if(TROUPE_FUZZ_ONLY)
   return()
@@ -22,7 +23,6 @@ endif()
 
 find_package(CLI11 REQUIRED)
 find_package(RocksDB CONFIG REQUIRED)
-find_package(msgpack CONFIG REQUIRED)
 find_package(Boost 1.74 REQUIRED)
 find_package(OpenSSL REQUIRED)
 

@@ -3,7 +3,7 @@
 #   config <- persistence <- runtime <- actors <- cluster <- tools
 # A folder may include only itself and the folders to its left (tests/ and
 # bench/ may include anything). Also keeps RocksDB and msgpack types inside
-# persistence/rocksdb and persistence/codec.
+# persistence/rocksdb, persistence/codec and runtime/control (frames).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,12 +26,12 @@ done
 
 while IFS= read -r hit; do
   [ -z "$hit" ] && continue
-  echo "layering: $hit (RocksDB and msgpack only in persistence/rocksdb and persistence/codec)"
+  echo "layering: $hit (RocksDB and msgpack only in persistence/rocksdb, persistence/codec and runtime/control)"
   status=1
 done < <(grep -rnE '^\s*#\s*include\s+<(rocksdb|msgpack)' \
            config persistence runtime actors cluster tools \
            --include='*.hpp' --include='*.cpp' 2>/dev/null \
-         | grep -vE '^persistence/(rocksdb|codec)/' || true)
+         | grep -vE '^(persistence/(rocksdb|codec)|runtime/control)/' || true)
 
 [ $status -eq 0 ] && echo "layering: ok"
 exit $status
