@@ -24,6 +24,10 @@ const std::vector<key_spec>& table() {
      "Name of this node in logs, metrics and the cluster."},
     {"node", "data_dir", vk::path, "data",
      "Folder holding the node's RocksDB store; created if missing."},
+    {"node", "shutdown_grace", vk::duration, "10s",
+     "On SIGTERM, how long a node may take to stop its attempts and close "
+     "its store before it exits anyway.",
+     100, 600'000},
     // -- storage ------------------------------------------------------------
     {"storage",
      "durability",

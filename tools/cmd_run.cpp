@@ -4,6 +4,7 @@
 #include "runtime/spec/inputs.hpp"
 #include "runtime/spec/workflow_loader.hpp"
 #include "tools/commands.hpp"
+#include "tools/node_setup.hpp"
 
 #include <caf/all.hpp>
 
@@ -31,29 +32,6 @@ extern "C" void on_stop_signal(int sig) {
 
 std::string dump(const json& v, int indent = -1) {
   return v.dump(indent, ' ', false, json::error_handler_t::replace);
-}
-
-/// Reads `--inputs-file` (JSON or YAML); appends problems to `errors`.
-json read_inputs_file(const std::string& path,
-                      std::vector<std::string>& errors) {
-  std::ifstream in{path, std::ios::binary};
-  if (!in) {
-    errors.push_back(path + ": cannot open the inputs file");
-    return json::object();
-  }
-  std::string text{std::istreambuf_iterator<char>{in}, {}};
-  runtime::diagnostics diags;
-  auto doc = runtime::parse_document(text, diags);
-  if (!doc) {
-    for (auto& d : diags)
-      errors.push_back(d.to_string(path));
-    return json::object();
-  }
-  if (!doc->root.is_object()) {
-    errors.push_back(path + ": expected a mapping of input names to values");
-    return json::object();
-  }
-  return doc->root;
 }
 
 /// Shows the progress of runs: a table of nodes redrawn in place on a
@@ -109,34 +87,6 @@ class progress_view {
   size_t drawn_ = 0;
 };
 
-actors::embedded_node::options node_options(const config::settings& s) {
-  actors::embedded_node::options o;
-  o.data_dir = s.get_string("node.data_dir");
-  o.sync = s.get_string("storage.durability") == "machine";
-  o.max_batch
-    = static_cast<size_t>(s.get_int("storage.group_commit_max_batch"));
-  o.block_cache_mb = static_cast<size_t>(s.get_int("storage.block_cache_mb"));
-  o.scheduler_threads
-    = static_cast<size_t>(s.get_int("engine.scheduler_threads"));
-  o.engine.max_output_bytes
-    = static_cast<size_t>(s.get_int("exec.max_output_bytes"));
-  auto ms = [&](const char* key) {
-    return std::chrono::duration_cast<std::chrono::milliseconds>(
-      s.get_duration(key));
-  };
-  o.engine.kill_grace = ms("exec.kill_grace");
-  o.engine.max_restarts
-    = static_cast<int32_t>(s.get_int("engine.max_restarts"));
-  o.engine.restart_window = ms("engine.restart_window");
-  o.engine.restart_backoff = ms("engine.restart_backoff");
-  o.log = [](const std::string& line) {
-    static std::mutex mtx;
-    std::lock_guard guard{mtx};
-    std::cerr << "troupe: " << line << "\n";
-  };
-  return o;
-}
-
 } // namespace
 
 int run_run(const global_options& g, const run_options& r) {
@@ -180,24 +130,7 @@ int run_run(const global_options& g, const run_options& r) {
     std::ifstream in{r.file, std::ios::binary};
     source.assign(std::istreambuf_iterator<char>{in}, {});
     std::vector<std::string> errors;
-    json given = r.inputs_file.empty()
-                   ? json::object()
-                   : read_inputs_file(r.inputs_file, errors);
-    for (auto& kv : r.inputs) {
-      auto eq = kv.find('=');
-      if (eq == std::string::npos || eq == 0) {
-        errors.push_back("--input " + kv + ": expected name=value");
-        continue;
-      }
-      auto name = kv.substr(0, eq);
-      const runtime::input_spec* decl = nullptr;
-      for (auto& in : spec->inputs)
-        if (in.name == name)
-          decl = &in;
-      given[name] = runtime::parse_input_text(decl, kv.substr(eq + 1));
-    }
-    auto bound = errors.empty() ? runtime::bind_inputs(*spec, given, errors)
-                                : std::nullopt;
+    auto bound = bind_cli_inputs(*spec, r.inputs, r.inputs_file, errors);
     if (!bound) {
       for (auto& e : errors)
         std::cerr << "troupe: run: " << e << "\n";

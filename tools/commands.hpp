@@ -1,6 +1,9 @@
 #pragma once
 
 #include "config/loader.hpp"
+#include "persistence/records.hpp"
+
+#include <nlohmann/json.hpp>
 
 #include <string>
 #include <vector>
@@ -13,6 +16,7 @@ enum exit_code : int {
   exit_failed = 1,      ///< The command ran and its subject failed.
   exit_bad_input = 2,   ///< Bad flags, config or workflow files.
   exit_unreachable = 3, ///< No node to carry out the command.
+  exit_auth = 4,        ///< The node refused the token.
 };
 
 /// Options every command accepts.
@@ -21,6 +25,12 @@ struct global_options {
   /// `--set section.key=value` in order.
   std::vector<std::string> sets;
   bool json = false;
+  /// The node to talk to (`--node`, else TROUPE_NODE, else control.listen).
+  std::string node;
+  /// `--token`, else TROUPE_TOKEN.
+  std::string token;
+  /// `--ca`: the CA of a TLS node's certificate.
+  std::string ca_file;
 };
 
 /// Loads configuration for `g`; prints every problem and returns false when
@@ -51,9 +61,59 @@ int run_breakers(const global_options& g, const std::string& data_dir);
 int run_cancel(const global_options& g, const std::string& run_id,
                const std::string& data_dir);
 
-/// `troupe history RUN`
+/// `troupe history RUN --data-dir D`: read from the store.
 int run_history(const global_options& g, const std::string& run_id,
                 const std::string& data_dir);
+
+/// Options of `troupe node start`.
+struct node_start_options {
+  std::string data_dir;
+  std::string listen;
+  std::string http;
+  std::string name;
+};
+
+/// `troupe node start`: a node in the foreground until SIGTERM or SIGINT.
+int run_node_start(const global_options& g, const node_start_options& o);
+
+/// Options of the commands that talk to a node.
+struct remote_options {
+  std::string run_id;
+  /// submit
+  std::string file;
+  std::vector<std::string> inputs;
+  std::string inputs_file;
+  std::string idempotency_key;
+  bool wait = false;
+  /// list, cancel --workflow
+  std::string state;
+  std::string workflow;
+  size_t limit = 50;
+  std::string after;
+  /// logs
+  std::string node_id;
+  /// cancel in bulk: skip the confirmation
+  bool yes = false;
+  std::string reason;
+  /// status, list, history: read this data dir instead of asking a node.
+  std::string data_dir;
+};
+
+/// `troupe submit|status|list|watch|result|history|cancel|pause|resume|logs`
+/// against a node; `command` names which.
+int run_remote(const global_options& g, const std::string& command,
+               const remote_options& o);
+
+/// Returns `ns` since the epoch as local "HH:MM:SS.mmm".
+std::string clock_time(int64_t ns);
+
+/// One readable line for a journal event of a run that began at `start_ns`.
+std::string describe_event(const persistence::event_record& e,
+                           int64_t start_ns);
+
+/// A journal event as `troupe history --json` prints it, and back.
+nlohmann::json event_to_json(const persistence::event_record& e);
+persistence::event_record event_from_json(const nlohmann::json& j);
 
 /// `troupe validate FILE...`
 int run_validate(const global_options& g,

@@ -6,6 +6,7 @@
 #include <CLI/CLI.hpp>
 
 #include <iostream>
+#include <map>
 
 using namespace troupe::tools;
 
@@ -19,7 +20,9 @@ std::string find_unknown_command(CLI::App& app, int argc, char** argv) {
     std::string arg = argv[i];
     if (arg.starts_with("-")) {
       // Skip the value of options that take one.
-      if ((arg == "--config" || arg == "--set") && i + 1 < argc)
+      if ((arg == "--config" || arg == "--set" || arg == "--node"
+           || arg == "--token" || arg == "--ca")
+          && i + 1 < argc)
         ++i;
       continue;
     }
@@ -86,24 +89,94 @@ int main(int argc, char** argv) {
                       "Submit at most once per key: a key already used "
                       "gives that run's result instead of a new run");
 
-  std::string history_run, history_dir;
-  auto* history = app.add_subcommand("history", "Print a run's journal");
-  history->add_option("run", history_run, "Run id")->required();
-  history->add_option("--data-dir", history_dir,
-                      "Where runs are journaled (node.data_dir)");
-
   std::string breakers_dir;
   auto* breakers = app.add_subcommand(
     "breakers", "Show the last known state of each circuit breaker");
   breakers->add_option("--data-dir", breakers_dir,
                        "Where runs are journaled (node.data_dir)");
 
-  std::string cancel_run, cancel_dir;
-  auto* cancel
-    = app.add_subcommand("cancel", "Cancel a run (needs a running node)");
-  cancel->add_option("run", cancel_run, "Run id")->required();
-  cancel->add_option("--data-dir", cancel_dir,
+  // -- a node and the commands that drive it ---------------------------------
+  app.add_option("--node", g.node,
+                 "HOST:PORT (or tls://HOST:PORT) of the node to talk to "
+                 "(TROUPE_NODE; default control.listen)");
+  app.add_option("--token", g.token, "Bearer token (TROUPE_TOKEN)");
+  app.add_option("--ca", g.ca_file, "CA certificate of a TLS node (PEM)");
+
+  node_start_options node_start;
+  auto* node = app.add_subcommand("node", "Run a node");
+  node->require_subcommand(1);
+  auto* node_start_cmd = node->add_subcommand(
+    "start", "Run a node in the foreground until SIGTERM or SIGINT");
+  node_start_cmd->add_option("--data-dir", node_start.data_dir,
+                             "Where runs are journaled (node.data_dir)");
+  node_start_cmd->add_option("--listen", node_start.listen,
+                             "HOST:PORT of the control protocol "
+                             "(control.listen)");
+  node_start_cmd->add_option("--http", node_start.http,
+                             "HOST:PORT of health and metrics (http.listen)");
+  node_start_cmd->add_option("--name", node_start.name,
+                             "The node's name (node.name)");
+
+  remote_options ro;
+  std::map<std::string, CLI::App*> remote_cmds;
+  auto add_remote = [&](const char* name, const char* help) {
+    auto* c = app.add_subcommand(name, help);
+    remote_cmds[name] = c;
+    return c;
+  };
+  auto run_arg = [&](CLI::App* c, bool required = true) {
+    auto* opt = c->add_option("run", ro.run_id, "Run id");
+    if (required)
+      opt->required();
+  };
+  auto data_dir_arg = [&](CLI::App* c) {
+    c->add_option("--data-dir", ro.data_dir,
+                  "Read this data dir instead of asking a node");
+  };
+  auto* submit = add_remote("submit", "Submit a workflow run to a node");
+  submit->add_option("file", ro.file, "Workflow file (YAML or JSON)")
+    ->required();
+  submit->add_option("--input", ro.inputs,
+                     "An input: --input name=value (repeatable)");
+  submit->add_option("--inputs-file", ro.inputs_file,
+                     "Inputs as a JSON or YAML mapping");
+  submit->add_option("--idempotency-key", ro.idempotency_key,
+                     "Submit at most once per key");
+  submit->add_flag("--wait", ro.wait, "Follow the run and print its outputs");
+  auto* status = add_remote("status", "Show a run and its nodes");
+  run_arg(status);
+  data_dir_arg(status);
+  auto* list = add_remote("list", "List runs, oldest first, a page at a time");
+  list->add_option("--state", ro.state,
+                   "running, paused, completed, failed or cancelled");
+  list->add_option("--workflow", ro.workflow, "Only runs of this workflow");
+  list->add_option("--limit", ro.limit, "Runs per page (1 to 1000)");
+  list->add_option("--after", ro.after, "Continue after this run id");
+  data_dir_arg(list);
+  run_arg(add_remote("watch", "Follow a run until it ends"));
+  run_arg(add_remote("result", "Print a finished run's outputs"));
+  auto* history = add_remote("history", "Print a run's journal as a timeline");
+  run_arg(history);
+  data_dir_arg(history);
+  auto* cancel = add_remote(
+    "cancel", "Cancel a run, or in bulk with --workflow and --state");
+  run_arg(cancel, false);
+  cancel->add_option("--workflow", ro.workflow, "Cancel this workflow's runs");
+  cancel->add_option("--state", ro.state, "running or paused");
+  cancel->add_flag("--yes", ro.yes, "Cancel in bulk without asking");
+  cancel->add_option("--reason", ro.reason, "Recorded with the cancellation");
+  cancel->add_option("--data-dir", ro.data_dir,
                      "Where runs are journaled (node.data_dir)");
+  auto* pause
+    = add_remote("pause", "Start no new attempts of a run until resumed");
+  run_arg(pause);
+  pause->add_option("--reason", ro.reason, "Recorded with the pause");
+  run_arg(add_remote("resume", "Resume a paused run"));
+  auto* logs
+    = add_remote("logs", "Show the captured output of a run's attempts");
+  run_arg(logs);
+  logs->add_option("--node", ro.node_id, "Only this node's attempts");
+  data_dir_arg(logs);
 
   auto* kinds
     = app.add_subcommand("kinds", "List the node kinds and their parameters");
@@ -136,12 +209,13 @@ int main(int argc, char** argv) {
   try {
     if (*run_cmd)
       return run_run(g, run);
-    if (*history)
-      return run_history(g, history_run, history_dir);
     if (*breakers)
       return run_breakers(g, breakers_dir);
-    if (*cancel)
-      return run_cancel(g, cancel_run, cancel_dir);
+    if (*node_start_cmd)
+      return run_node_start(g, node_start);
+    for (auto& [name, cmd] : remote_cmds)
+      if (*cmd)
+        return run_remote(g, name, ro);
     if (*validate)
       return run_validate(g, files);
     if (*config_show)

@@ -110,7 +110,7 @@ listen = "127.0.0.1:99999"
   // Each problem names the file and line, the key, the value, what is allowed.
   EXPECT_NE(text.find(file
                       + ":2: node.nmae: unknown key; [node] has name, "
-                        "data_dir (did you mean 'name'?)"),
+                        "data_dir, shutdown_grace (did you mean 'name'?)"),
             std::string::npos)
     << text;
   EXPECT_NE(text.find(file

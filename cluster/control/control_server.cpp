@@ -1,0 +1,598 @@
+#include "cluster/control/control_server.hpp"
+
+#include "config/suggest.hpp"
+#include "runtime/log/log.hpp"
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/read.hpp>
+#include <boost/asio/ssl/context.hpp>
+#include <boost/asio/ssl/stream.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/write.hpp>
+
+#include <array>
+#include <atomic>
+#include <deque>
+#include <mutex>
+#include <unordered_map>
+#include <utility> // before Asio: Boost 1.74 with C++20 needs std::exchange
+
+namespace troupe::cluster {
+
+namespace asio = boost::asio;
+using tcp = asio::ip::tcp;
+using json = nlohmann::json;
+using control::error_code;
+using steady = std::chrono::steady_clock;
+
+namespace {
+
+struct request_type {
+  std::string_view name;
+  role need;
+};
+
+constexpr std::array request_types{
+  request_type{"ping", role::viewer},   request_type{"status", role::viewer},
+  request_type{"list", role::viewer},   request_type{"watch", role::viewer},
+  request_type{"result", role::viewer}, request_type{"history", role::viewer},
+  request_type{"logs", role::viewer},   request_type{"submit", role::op},
+  request_type{"cancel", role::op},     request_type{"cancel_many", role::op},
+  request_type{"pause", role::op},      request_type{"resume", role::op},
+};
+
+int64_t unix_seconds() {
+  return std::chrono::duration_cast<std::chrono::seconds>(
+           std::chrono::system_clock::now().time_since_epoch())
+    .count();
+}
+
+} // namespace
+
+std::optional<role> required_role(std::string_view type) {
+  for (auto& t : request_types)
+    if (t.name == type)
+      return t.need;
+  return std::nullopt;
+}
+
+// -- connections
+// ----------------------------------------------------------------
+
+/// What request contexts need of a connection, whatever its stream type.
+class session_base : public std::enable_shared_from_this<session_base> {
+ public:
+  virtual ~session_base() = default;
+  /// On the io thread.
+  virtual void send(std::string frame) = 0;
+  virtual void close() = 0;
+  virtual void add_close_callback(std::function<void()> f) = 0;
+  std::atomic<bool> closed{false};
+};
+
+namespace {
+
+class context final : public request_context {
+ public:
+  context(asio::io_context& io, std::weak_ptr<session_base> s, uint64_t id,
+          principal who)
+      : io_(io), session_(std::move(s)), id_(id), who_(std::move(who)) {}
+
+  uint64_t id() const override { return id_; }
+  const principal& who() const override { return who_; }
+
+  void reply(json body) override {
+    push(json{{"t", "reply"}, {"id", id_}, {"body", std::move(body)}});
+  }
+
+  void fail(error_code code, const std::string& message, json extra) override {
+    auto msg = control::make_error(id_, code, message);
+    for (auto& [k, v] : extra.items())
+      msg[k] = v;
+    push(std::move(msg));
+  }
+
+  void event(json body) override {
+    push(json{{"t", "event"}, {"id", id_}, {"body", std::move(body)}});
+  }
+
+  void end(json body) override {
+    push(json{{"t", "end"}, {"id", id_}, {"body", std::move(body)}});
+  }
+
+  bool closed() const override {
+    auto s = session_.lock();
+    return !s || s->closed.load();
+  }
+
+  void on_close(std::function<void()> f) override {
+    asio::post(io_, [s = session_, f = std::move(f)]() mutable {
+      auto p = s.lock();
+      if (!p || p->closed.load())
+        f();
+      else
+        p->add_close_callback(std::move(f));
+    });
+  }
+
+ private:
+  void push(const json& msg) {
+    auto s = session_.lock();
+    if (!s || s->closed.load())
+      return;
+    asio::post(io_, [s = session_, frame = control::encode_frame(msg)] {
+      if (auto p = s.lock())
+        p->send(std::move(frame));
+    });
+  }
+
+  asio::io_context& io_;
+  std::weak_ptr<session_base> session_;
+  uint64_t id_;
+  principal who_;
+};
+
+} // namespace
+
+struct control_server::impl : std::enable_shared_from_this<impl> {
+  impl(asio::io_context& io, options o, authenticator a, control_handler& h)
+      : io(io), opts(std::move(o)), auth(std::move(a)), handler(h),
+        acceptor(io) {}
+
+  /// Notable connection events (refused tokens, bad frames, timeouts).
+  void log(const std::string& line) const {
+    runtime::log::info("control", line);
+  }
+
+  void accept();
+  void forget(session_base* s) {
+    std::lock_guard guard{mtx};
+    sessions.erase(s);
+  }
+
+  asio::io_context& io;
+  options opts;
+  authenticator auth;
+  control_handler& handler;
+  tcp::acceptor acceptor;
+  std::optional<asio::ssl::context> tls;
+  std::atomic<uint16_t> bound_port{0};
+  std::atomic<size_t> open{0};
+  std::atomic<bool> stopped{false};
+  std::mutex mtx;
+  std::unordered_map<session_base*, std::weak_ptr<session_base>> sessions;
+};
+
+namespace {
+
+template<class Stream>
+class session final : public session_base {
+ public:
+  using server_ptr = std::shared_ptr<control_server::impl>;
+
+  session(Stream stream, server_ptr server, std::string peer)
+      : stream_(std::move(stream)), timer_(server->io),
+        server_(std::move(server)), peer_(std::move(peer)) {}
+
+  void start() {
+    if constexpr (std::is_same_v<Stream, asio::ssl::stream<tcp::socket>>) {
+      arm(server_->opts.read_timeout);
+      stream_.async_handshake(
+        asio::ssl::stream_base::server,
+        [self = me()](const boost::system::error_code& ec) {
+          if (ec) {
+            self->server_->log("control: TLS handshake with " + self->peer_
+                               + " failed: " + ec.message());
+            self->close();
+            return;
+          }
+          self->wait_frame();
+        });
+    } else {
+      wait_frame();
+    }
+  }
+
+  void send(std::string frame) override {
+    if (closed.load())
+      return;
+    pending_ += frame.size();
+    if (pending_ > server_->opts.max_pending_bytes) {
+      server_->log("control: closing " + peer_
+                   + ": it reads too slowly (unsent answers over "
+                   + std::to_string(server_->opts.max_pending_bytes)
+                   + " bytes)");
+      close();
+      return;
+    }
+    out_.push_back(std::move(frame));
+    if (!writing_)
+      write_next();
+  }
+
+  void add_close_callback(std::function<void()> f) override {
+    on_close_.push_back(std::move(f));
+  }
+
+  void close() override {
+    if (closed.exchange(true))
+      return;
+    timer_.cancel();
+    boost::system::error_code ignored;
+    lowest().shutdown(tcp::socket::shutdown_both, ignored);
+    lowest().close(ignored);
+    server_->open.fetch_sub(1);
+    server_->forget(this);
+    auto callbacks = std::move(on_close_);
+    for (auto& f : callbacks)
+      f();
+  }
+
+ private:
+  std::shared_ptr<session> me() {
+    return std::static_pointer_cast<session>(shared_from_this());
+  }
+
+  tcp::socket::lowest_layer_type& lowest() { return stream_.lowest_layer(); }
+
+  /// Closes the connection once `span` has passed, unless re-armed.
+  void arm(std::chrono::milliseconds span) {
+    timer_.expires_after(span);
+    timer_.async_wait([self = me()](const boost::system::error_code& ec) {
+      if (ec || self->closed.load())
+        return;
+      self->server_->log("control: closing " + self->peer_ + ": "
+                         + (self->mid_frame_
+                              ? "a frame took longer than "
+                                "control.read_timeout"
+                              : "idle past control.idle_timeout"));
+      self->close();
+    });
+  }
+
+  /// Waits for the first bytes of the next frame, within the idle timeout;
+  /// the rest of the frame must follow within the read timeout.
+  void wait_frame() {
+    if (closed.load() || closing_)
+      return;
+    mid_frame_ = false;
+    arm(server_->opts.idle_timeout);
+    stream_.async_read_some(
+      asio::buffer(header_),
+      [self = me()](const boost::system::error_code& ec, size_t n) {
+        if (ec)
+          return self->close();
+        self->mid_frame_ = true;
+        self->arm(self->server_->opts.read_timeout);
+        if (n == control::header_size)
+          return self->on_header();
+        asio::async_read(
+          self->stream_,
+          asio::buffer(self->header_.data() + n, control::header_size - n),
+          [self](const boost::system::error_code& ec, size_t) {
+            if (ec)
+              return self->close();
+            self->on_header();
+          });
+      });
+  }
+
+  void on_header() {
+    auto n = control::read_length(header_.data());
+    auto limit = hello_done_ ? server_->opts.max_frame_bytes
+                             : server_->opts.max_hello_bytes;
+    if (n == 0)
+      return refuse(0, error_code::bad_frame, "an empty frame");
+    if (n > limit)
+      // The stream cannot be trusted to hold frames after this one.
+      return refuse(
+        0, error_code::frame_too_large,
+        "a frame of " + std::to_string(n)
+          + " bytes exceeds this node's maximum of " + std::to_string(limit)
+          + (hello_done_ ? " (control.max_frame_bytes)" : " before the hello"));
+    body_.resize(n);
+    asio::async_read(
+      stream_, asio::buffer(body_),
+      [self = me()](const boost::system::error_code& ec, size_t) {
+        if (ec)
+          return self->close();
+        self->on_body();
+      });
+  }
+
+  void on_body() {
+    std::string error;
+    auto msg = control::decode_body(body_, error);
+    body_.clear();
+    if (body_.capacity() > (64u << 10))
+      body_.shrink_to_fit();
+    if (!msg) {
+      // The length was sound, so the next frame can still be read.
+      ++bad_frames_;
+      server_->log("control: bad frame from " + peer_ + ": " + error);
+      if (bad_frames_ > 16)
+        return refuse(0, error_code::bad_frame,
+                      "too many bad frames: " + error);
+      send_msg(
+        control::make_error(0, error_code::bad_frame, "bad frame: " + error));
+    } else {
+      dispatch(*msg);
+    }
+    wait_frame();
+  }
+
+  void dispatch(const json& msg) {
+    uint64_t id = 0;
+    if (auto i = msg.find("id"); i != msg.end()) {
+      if (!i->is_number_unsigned() && !(i->is_number_integer() && *i >= 0))
+        return send_msg(control::make_error(
+          0, error_code::bad_request,
+          "field 'id' must be a whole number from 0 to 2^64-1"));
+      id = i->get<uint64_t>();
+    }
+    auto t = msg.find("t");
+    if (t == msg.end() || !t->is_string())
+      return send_msg(
+        control::make_error(id, error_code::bad_request,
+                            "field 't' (the message type) must be a string"));
+    const auto& type = t->get_ref<const std::string&>();
+    if (!hello_done_) {
+      if (type != "hello")
+        return refuse(id, error_code::hello_required,
+                      "the first message must be a hello, not '"
+                        + type.substr(0, 64) + "'");
+      return hello(id, msg);
+    }
+    if (type == "hello")
+      return send_msg(control::make_error(
+        id, error_code::bad_request, "this connection already said hello"));
+    auto need = required_role(type);
+    if (!need) {
+      std::vector<std::string> names;
+      for (auto& r : request_types)
+        names.emplace_back(r.name);
+      return send_msg(
+        control::make_error(id, error_code::unknown_type,
+                            "unknown message type '" + type.substr(0, 64) + "'"
+                              + config::did_you_mean(type, names)));
+    }
+    if (who_.expires_at_s != 0 && unix_seconds() >= who_.expires_at_s)
+      return send_msg(
+        control::make_error(id, error_code::token_expired,
+                            "the token of '" + who_.subject + "' has expired"));
+    if (!runtime::auth::allows(who_.grants, *need)) {
+      server_->log("control: refused '" + type + "' to " + who_.subject
+                   + " (role "
+                   + std::string{runtime::auth::to_string(who_.grants)} + ")");
+      return send_msg(control::make_error(
+        id, error_code::forbidden,
+        "role " + std::string{runtime::auth::to_string(who_.grants)}
+          + " may not " + type + " (needs "
+          + std::string{runtime::auth::to_string(*need)} + ")"));
+    }
+    request_ptr ctx
+      = std::make_shared<context>(server_->io, weak_from_this(), id, who_);
+    try {
+      server_->handler.handle(ctx, type, msg);
+    } catch (const std::exception& e) {
+      server_->log("control: '" + type + "' failed: " + e.what());
+      ctx->fail(error_code::internal,
+                std::string{"the node failed: "} + e.what());
+    }
+  }
+
+  void hello(uint64_t id, const json& msg) {
+    control::fields f{msg};
+    auto version = f.count("version", 0, UINT32_MAX);
+    auto token = f.text("token", false, 16 << 10);
+    if (!f.ok())
+      return refuse(id, error_code::bad_request, "hello: " + f.error());
+    if (version != static_cast<uint64_t>(control::protocol_version))
+      return refuse(id, error_code::unsupported_version,
+                    "this node speaks control protocol version "
+                      + std::to_string(control::protocol_version) + ", not "
+                      + std::to_string(version));
+    auto result = server_->auth(token);
+    if (auto* failure = std::get_if<auth_failure>(&result)) {
+      server_->log("control: refused a hello from " + peer_ + ": "
+                   + failure->message);
+      return refuse(id, failure->code, failure->message);
+    }
+    who_ = std::get<principal>(result);
+    hello_done_ = true;
+    send_msg(
+      json{{"t", "welcome"},
+           {"id", id},
+           {"version", control::protocol_version},
+           {"node", server_->opts.node_name},
+           {"subject", who_.subject},
+           {"role", std::string{runtime::auth::to_string(who_.grants)}}});
+  }
+
+  /// Sends an error, then closes once it is written.
+  void refuse(uint64_t id, error_code code, const std::string& message) {
+    send_msg(control::make_error(id, code, message));
+    closing_ = true;
+    if (!writing_)
+      close();
+    else
+      arm(std::chrono::milliseconds{1000});
+  }
+
+  void send_msg(const json& msg) { send(control::encode_frame(msg)); }
+
+  void write_next() {
+    writing_ = true;
+    asio::async_write(
+      stream_, asio::buffer(out_.front()),
+      [self = me()](const boost::system::error_code& ec, size_t) {
+        if (ec)
+          return self->close();
+        self->pending_ -= self->out_.front().size();
+        self->out_.pop_front();
+        if (!self->out_.empty())
+          return self->write_next();
+        self->writing_ = false;
+        if (self->closing_)
+          self->close();
+      });
+  }
+
+  Stream stream_;
+  asio::steady_timer timer_;
+  server_ptr server_;
+  std::string peer_;
+  std::array<unsigned char, control::header_size> header_{};
+  std::string body_;
+  std::deque<std::string> out_;
+  size_t pending_ = 0;
+  bool writing_ = false;
+  bool closing_ = false;
+  bool mid_frame_ = false;
+  bool hello_done_ = false;
+  int bad_frames_ = 0;
+  principal who_;
+  std::vector<std::function<void()>> on_close_;
+};
+
+} // namespace
+
+void control_server::impl::accept() {
+  acceptor.async_accept([self = shared_from_this()](
+                          const boost::system::error_code& ec,
+                          tcp::socket socket) {
+    if (self->stopped.load())
+      return;
+    if (ec) {
+      // Out of descriptors and the like: keep serving the open connections.
+      self->log("control: accept failed: " + ec.message());
+      self->accept();
+      return;
+    }
+    boost::system::error_code pe;
+    auto ep = socket.remote_endpoint(pe);
+    auto peer = pe ? std::string{"a client"}
+                   : ep.address().to_string() + ":" + std::to_string(ep.port());
+    if (self->open.load() >= self->opts.max_connections) {
+      self->log("control: refused " + peer + ": "
+                + std::to_string(self->opts.max_connections)
+                + " connections are open (control.max_connections)");
+      boost::system::error_code ignored;
+      socket.close(ignored);
+      self->accept();
+      return;
+    }
+    socket.set_option(tcp::no_delay{true}, pe);
+    self->open.fetch_add(1);
+    std::shared_ptr<session_base> s;
+    if (self->tls) {
+      auto ts = std::make_shared<session<asio::ssl::stream<tcp::socket>>>(
+        asio::ssl::stream<tcp::socket>{std::move(socket), *self->tls}, self,
+        peer);
+      s = ts;
+      {
+        std::lock_guard guard{self->mtx};
+        self->sessions.emplace(s.get(), s);
+      }
+      ts->start();
+    } else {
+      auto ps
+        = std::make_shared<session<tcp::socket>>(std::move(socket), self, peer);
+      s = ps;
+      {
+        std::lock_guard guard{self->mtx};
+        self->sessions.emplace(s.get(), s);
+      }
+      ps->start();
+    }
+    self->accept();
+  });
+}
+
+control_server::control_server(asio::io_context& io, options opts,
+                               authenticator auth, control_handler& handler)
+    : impl_(
+      std::make_shared<impl>(io, std::move(opts), std::move(auth), handler)) {}
+
+control_server::~control_server() {
+  stop();
+}
+
+std::string control_server::start() {
+  auto& o = impl_->opts;
+  auto where = o.host + ":" + std::to_string(o.port);
+  if (!o.tls_cert.empty() || !o.tls_key.empty()) {
+    if (o.tls_cert.empty() || o.tls_key.empty())
+      return "TLS needs both tls.cert and tls.key";
+    try {
+      asio::ssl::context ctx{asio::ssl::context::tls_server};
+      ctx.set_options(
+        asio::ssl::context::default_workarounds | asio::ssl::context::no_sslv2
+        | asio::ssl::context::no_sslv3 | asio::ssl::context::no_tlsv1
+        | asio::ssl::context::no_tlsv1_1);
+      ctx.use_certificate_chain_file(o.tls_cert);
+      ctx.use_private_key_file(o.tls_key, asio::ssl::context::pem);
+      impl_->tls.emplace(std::move(ctx));
+    } catch (const std::exception& e) {
+      return "cannot load TLS certificate '" + o.tls_cert + "' and key '"
+             + o.tls_key + "': " + e.what();
+    }
+  }
+  boost::system::error_code ec;
+  tcp::endpoint endpoint;
+  auto address = asio::ip::make_address(o.host, ec);
+  if (ec) {
+    tcp::resolver resolver{impl_->io};
+    auto found = resolver.resolve(o.host, std::to_string(o.port), ec);
+    if (ec || found.empty())
+      return "cannot listen on " + where + ": unknown host '" + o.host + "'";
+    endpoint = found.begin()->endpoint();
+  } else {
+    endpoint = tcp::endpoint{address, o.port};
+  }
+  auto& a = impl_->acceptor;
+  if (a.open(endpoint.protocol(), ec); !ec)
+    a.set_option(tcp::acceptor::reuse_address(true), ec);
+  if (!ec)
+    a.bind(endpoint, ec);
+  if (!ec)
+    a.listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) {
+    boost::system::error_code ignored;
+    a.close(ignored);
+    return "cannot listen on " + where + ": " + ec.message();
+  }
+  impl_->bound_port = a.local_endpoint(ec).port();
+  impl_->accept();
+  return {};
+}
+
+uint16_t control_server::port() const {
+  return impl_->bound_port.load();
+}
+
+void control_server::stop() {
+  if (impl_->stopped.exchange(true))
+    return;
+  asio::post(impl_->io, [self = impl_] {
+    boost::system::error_code ignored;
+    self->acceptor.close(ignored);
+    std::vector<std::shared_ptr<session_base>> open;
+    {
+      std::lock_guard guard{self->mtx};
+      for (auto& [_, w] : self->sessions)
+        if (auto s = w.lock())
+          open.push_back(std::move(s));
+    }
+    for (auto& s : open)
+      s->close();
+  });
+}
+
+size_t control_server::connections() const {
+  return impl_->open.load();
+}
+
+} // namespace troupe::cluster

@@ -1,0 +1,620 @@
+#include "cluster/node/node_service.hpp"
+
+#include "cluster/node/run_views.hpp"
+#include "runtime/auth/rate_limiter.hpp"
+#include "runtime/engine/run_engine.hpp"
+#include "runtime/log/log.hpp"
+#include "runtime/protocol/messages.hpp"
+#include "runtime/spec/inputs.hpp"
+#include "runtime/spec/workflow_loader.hpp"
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/thread_pool.hpp>
+#include <caf/all.hpp>
+
+#include <chrono>
+#include <deque>
+#include <mutex>
+#include <unordered_map>
+#include <utility> // before Asio: Boost 1.74 with C++20 needs std::exchange
+
+namespace troupe::cluster {
+
+namespace asio = boost::asio;
+using json = nlohmann::json;
+using control::error_code;
+using persistence::event_record;
+using persistence::event_type;
+using persistence::run_state;
+
+namespace {
+
+json progress_json(const runtime::run_progress& p) {
+  json out = {{"seq", p.seq},
+              {"type", p.event},
+              {"at_ns", p.at_ns},
+              {"run_id", p.run_id}};
+  if (!p.node.empty())
+    out["node"] = p.node;
+  if (p.attempt != 0)
+    out["attempt"] = p.attempt;
+  if (p.next_retry_ns != 0)
+    out["deadline_ns"] = p.next_retry_ns;
+  if (!p.error_kind.empty())
+    out["error_kind"] = p.error_kind;
+  if (!p.message.empty())
+    out["message"] = p.message;
+  return out;
+}
+
+json finished_json(const runtime::run_finished& f) {
+  json out = {{"run_id", f.run_id},
+              {"workflow", f.workflow},
+              {"state", persistence::to_string(f.state)}};
+  if (f.state == run_state::completed) {
+    out["outputs"] = parse_or_text(f.outputs);
+  } else {
+    out["reason"] = f.reason;
+    if (!f.failed_node.empty())
+      out["failed_node"] = f.failed_node;
+    auto how = parse_or_text(f.outputs);
+    if (how.is_object() && how.contains("compensated"))
+      out["compensation"] = how;
+  }
+  return out;
+}
+
+} // namespace
+
+/// One open watch: the journal is read after subscribing, and live events
+/// that overtake it wait until it is sent. Touched on the io thread only.
+struct watch_state {
+  request_ptr req;
+  bool loaded = false;
+  bool ended = false;
+  int64_t last_seq = 0;
+  std::vector<runtime::run_progress> early;
+  std::optional<runtime::run_finished> early_end;
+};
+
+struct node_service::impl : std::enable_shared_from_this<impl> {
+  impl(actors::embedded_node& n, asio::io_context& i, options o,
+       node_service& s)
+      : node(n), io(i), opts(std::move(o)), pool(opts.workers), outer(s) {
+    if (auto* r = opts.metrics) {
+      submitted = &r->add_counter("troupe_runs_submitted_total",
+                                  "Runs submitted, by workflow.");
+      finished = &r->add_counter("troupe_runs_finished_total",
+                                 "Runs that ended, by workflow and state.");
+      r->add_gauge_callback(
+        "troupe_watches_open", "Watches of runs open on the control port.",
+        [this] { return static_cast<double>(open_watches); });
+    }
+    if (opts.submit_rate > 0)
+      limiter = std::make_unique<runtime::auth::rate_limiter>(
+        opts.submit_rate, std::max(1.0, opts.submit_burst));
+  }
+
+  void log(const std::string& line) const {
+    runtime::log::info("control", line);
+  }
+
+  /// Runs `f` on the worker pool; an exception becomes an `internal` error.
+  template<class F>
+  void work(const request_ptr& req, F f) {
+    asio::post(pool, [self = shared_from_this(), req, f = std::move(f)] {
+      if (req->closed())
+        return;
+      try {
+        f();
+      } catch (const std::exception& e) {
+        self->log(std::string{"control: request failed: "} + e.what());
+        req->fail(error_code::internal,
+                  std::string{"the node failed: "} + e.what());
+      }
+    });
+  }
+
+  // -- events from the runs (any thread) --------------------------------------
+
+  void on_progress(runtime::run_progress p) {
+    if (p.event == "attempt_failed" || p.event == "node_failed")
+      runtime::log::warn("run", p.event,
+                         {{"run_id", p.run_id},
+                          {"node_id", p.node},
+                          {"attempt", p.attempt},
+                          {"error_kind", p.error_kind},
+                          {"message", p.message.substr(0, 512)}});
+    else if (runtime::log::enabled("run", runtime::log::level::debug))
+      runtime::log::debug(
+        "run", p.event,
+        {{"run_id", p.run_id}, {"node_id", p.node}, {"attempt", p.attempt}});
+    asio::post(io, [self = shared_from_this(), p = std::move(p)]() mutable {
+      auto i = self->watches.find(p.run_id);
+      if (i == self->watches.end())
+        return;
+      for (auto& w : i->second)
+        self->deliver(*w, p);
+    });
+  }
+
+  void on_finished(runtime::run_finished f) {
+    if (finished)
+      finished
+        ->with({{"workflow", f.workflow},
+                {"state", std::string{persistence::to_string(f.state)}}})
+        .inc();
+    if (f.state == run_state::completed)
+      runtime::log::info("run", "run completed",
+                         {{"run_id", f.run_id}, {"workflow", f.workflow}});
+    else
+      runtime::log::warn("run",
+                         "run " + std::string{persistence::to_string(f.state)},
+                         {{"run_id", f.run_id},
+                          {"workflow", f.workflow},
+                          {"node_id", f.failed_node},
+                          {"reason", f.reason.substr(0, 512)}});
+    asio::post(io, [self = shared_from_this(), f = std::move(f)]() mutable {
+      auto i = self->watches.find(f.run_id);
+      if (i == self->watches.end())
+        return;
+      auto list = std::move(i->second);
+      self->watches.erase(i);
+      for (auto& w : list) {
+        if (!w->loaded) {
+          w->early_end = f;
+          // Keep it listed until its journal arrives.
+          self->watches[f.run_id].push_back(w);
+          continue;
+        }
+        self->end_watch(*w, f);
+      }
+    });
+  }
+
+  // -- watches (io thread)
+  // ------------------------------------------------------
+
+  void deliver(watch_state& w, const runtime::run_progress& p) {
+    if (w.ended)
+      return;
+    if (!w.loaded) {
+      w.early.push_back(p);
+      return;
+    }
+    if (p.seq <= w.last_seq)
+      return;
+    w.last_seq = p.seq;
+    w.req->event(progress_json(p));
+  }
+
+  void end_watch(watch_state& w, const runtime::run_finished& f) {
+    if (w.ended)
+      return;
+    w.ended = true;
+    w.req->end(finished_json(f));
+  }
+
+  void forget_watch(const std::string& run_id, const watch_state* w) {
+    auto i = watches.find(run_id);
+    if (i == watches.end())
+      return;
+    std::erase_if(i->second, [&](auto& x) { return x.get() == w; });
+    if (i->second.empty())
+      watches.erase(i);
+  }
+
+  void watch(const request_ptr& req, const std::string& run_id) {
+    auto w = std::make_shared<watch_state>();
+    w->req = req;
+    watches[run_id].push_back(w);
+    ++open_watches;
+    req->on_close([self = shared_from_this(), run_id, raw = w.get()] {
+      --self->open_watches;
+      self->forget_watch(run_id, raw);
+    });
+    // Read the journal after subscribing, so nothing falls in between.
+    work(req, [self = shared_from_this(), req, run_id, w] {
+      auto& store = self->node.store();
+      auto entry = store.find_run(run_id);
+      std::string error;
+      std::vector<event_record> events;
+      std::optional<runtime::run_finished> finished;
+      if (entry) {
+        events = store.read_journal(run_id, error);
+        if (persistence::is_terminal(entry->state))
+          finished = self->node.finished_run(run_id);
+      }
+      asio::post(self->io, [self, req, run_id, w, entry = std::move(entry),
+                            events = std::move(events),
+                            error = std::move(error),
+                            finished = std::move(finished)]() mutable {
+        if (!entry) {
+          self->forget_watch(run_id, w.get());
+          req->fail(error_code::not_found, "no run '" + run_id + "'");
+          return;
+        }
+        req->event(json{{"seq", 0},
+                        {"type", "watching"},
+                        {"run_id", run_id},
+                        {"workflow", entry->workflow},
+                        {"state", persistence::to_string(entry->state)}});
+        int64_t seq = 0;
+        for (auto& e : events) {
+          ++seq;
+          req->event(event_json(e, seq, 4 << 10));
+        }
+        w->last_seq = seq;
+        w->loaded = true;
+        if (!error.empty())
+          req->event(
+            json{{"seq", 0}, {"type", "journal_error"}, {"message", error}});
+        for (auto& p : w->early)
+          self->deliver(*w, p);
+        w->early.clear();
+        if (finished)
+          w->early_end = std::move(finished);
+        if (w->early_end) {
+          self->end_watch(*w, *w->early_end);
+          self->forget_watch(run_id, w.get());
+        }
+      });
+    });
+  }
+
+  // -- requests ---------------------------------------------------------------
+
+  void submit(const request_ptr& req, const json& msg);
+  void status(const request_ptr& req, const json& msg);
+  void list(const request_ptr& req, const json& msg);
+  void result(const request_ptr& req, const json& msg);
+  void history(const request_ptr& req, const json& msg);
+  void logs(const request_ptr& req, const json& msg);
+  void change(const request_ptr& req, const std::string& type, const json& msg);
+  void cancel_many(const request_ptr& req, const json& msg);
+
+  /// Returns 0, or how long `subject` must wait to submit.
+  int64_t throttle(const std::string& subject) {
+    if (!limiter)
+      return 0;
+    return limiter->acquire(subject, std::chrono::steady_clock::now()).count();
+  }
+
+  actors::embedded_node& node;
+  asio::io_context& io;
+  options opts;
+  asio::thread_pool pool;
+  node_service& outer;
+  caf::actor hub;
+  std::unordered_map<std::string, std::vector<std::shared_ptr<watch_state>>>
+    watches;
+  std::unique_ptr<runtime::auth::rate_limiter> limiter;
+  runtime::metrics::family<runtime::metrics::counter>* submitted = nullptr;
+  runtime::metrics::family<runtime::metrics::counter>* finished = nullptr;
+  std::atomic<size_t> open_watches{0};
+};
+
+void node_service::impl::submit(const request_ptr& req, const json& msg) {
+  control::fields f{msg};
+  auto source = f.text("workflow", true, 10 << 20);
+  auto file = f.text("file", false, 4096);
+  auto inputs = f.object("inputs");
+  auto key = f.text("idempotency_key", false, 1024);
+  if (!f.ok())
+    return req->fail(error_code::bad_request, "submit: " + f.error());
+  if (key.find('\0') != std::string::npos)
+    return req->fail(error_code::bad_request,
+                     "submit: field 'idempotency_key' must not hold NUL");
+  if (outer.draining_)
+    return req->fail(error_code::draining,
+                     "the node is shutting down and takes no submissions");
+  if (auto wait = throttle(req->who().subject); wait > 0)
+    return req->fail(error_code::rate_limited,
+                     "too many submissions from '" + req->who().subject
+                       + "'; retry in " + std::to_string(wait) + "ms",
+                     json{{"retry_after_ms", wait}});
+  work(req, [self = shared_from_this(), req, source = std::move(source),
+             file = file.empty() ? std::string{"workflow"} : file,
+             inputs = std::move(inputs), key = std::move(key)] {
+    auto outcome = runtime::parse_workflow(source);
+    if (!outcome.ok()) {
+      json errors = json::array();
+      std::string text;
+      for (auto& d : outcome.errors) {
+        errors.push_back(d.to_string(file));
+        text += (text.empty() ? "" : "\n") + d.to_string(file);
+      }
+      return req->fail(error_code::invalid_workflow, text,
+                       json{{"errors", errors}});
+    }
+    std::vector<std::string> problems;
+    auto bound = runtime::bind_inputs(*outcome.workflow, inputs, problems);
+    if (!bound) {
+      std::string text;
+      for (auto& p : problems)
+        text += (text.empty() ? "" : "\n") + p;
+      return req->fail(error_code::invalid_workflow, text,
+                       json{{"errors", problems}});
+    }
+    std::string error;
+    bool existing = false;
+    auto id = self->node.submit(source, *outcome.workflow, *bound, self->hub,
+                                error, key, &existing);
+    if (id.empty())
+      return req->fail(error_code::internal,
+                       "cannot journal the run: " + error);
+    if (!existing) {
+      if (self->submitted)
+        self->submitted->with({{"workflow", outcome.workflow->name}}).inc();
+      runtime::log::info("run", "run submitted",
+                         {{"run_id", id},
+                          {"workflow", outcome.workflow->name},
+                          {"subject", req->who().subject}});
+    }
+    req->reply(json{{"run_id", id},
+                    {"workflow", outcome.workflow->name},
+                    {"existing", existing}});
+  });
+}
+
+void node_service::impl::status(const request_ptr& req, const json& msg) {
+  control::fields f{msg};
+  auto run_id = f.text("run_id", true, 256);
+  if (!f.ok())
+    return req->fail(error_code::bad_request, "status: " + f.error());
+  work(req, [self = shared_from_this(), req, run_id] {
+    auto out = status_view(self->node.store(), self->node.specs(), run_id);
+    if (!out)
+      return req->fail(error_code::not_found, "no run '" + run_id + "'");
+    req->reply(std::move(*out));
+  });
+}
+
+void node_service::impl::list(const request_ptr& req, const json& msg) {
+  control::fields f{msg};
+  auto state = f.text("state", false, 32);
+  list_filter filter;
+  filter.workflow = f.text("workflow", false, 1024);
+  filter.after = f.text("after", false, 256);
+  filter.limit = f.count("limit", 50, 1000);
+  filter.max_scan = opts.max_list_scan;
+  if (!f.ok())
+    return req->fail(error_code::bad_request, "list: " + f.error());
+  if (!state.empty() && !(filter.state = parse_run_state(state)))
+    return req->fail(error_code::bad_request,
+                     "list: unknown state '" + state
+                       + "'; states: running, paused, completed, failed, "
+                         "cancelled");
+  if (filter.limit == 0)
+    filter.limit = 50;
+  work(req, [self = shared_from_this(), req, filter] {
+    req->reply(list_view(self->node.store(), filter));
+  });
+}
+
+void node_service::impl::result(const request_ptr& req, const json& msg) {
+  control::fields f{msg};
+  auto run_id = f.text("run_id", true, 256);
+  if (!f.ok())
+    return req->fail(error_code::bad_request, "result: " + f.error());
+  work(req, [self = shared_from_this(), req, run_id] {
+    auto entry = self->node.store().find_run(run_id);
+    if (!entry)
+      return req->fail(error_code::not_found, "no run '" + run_id + "'");
+    if (!persistence::is_terminal(entry->state))
+      return req->fail(error_code::conflict,
+                       "run " + run_id + " is still "
+                         + std::string{persistence::to_string(entry->state)},
+                       json{{"state", persistence::to_string(entry->state)}});
+    auto f = self->node.finished_run(run_id);
+    if (!f)
+      return req->fail(error_code::not_found, "no run '" + run_id + "'");
+    req->reply(finished_json(*f));
+  });
+}
+
+void node_service::impl::history(const request_ptr& req, const json& msg) {
+  control::fields f{msg};
+  auto run_id = f.text("run_id", true, 256);
+  auto after = f.count("after", 0, INT64_MAX);
+  auto limit = f.count("limit", 1000, 100'000);
+  if (!f.ok())
+    return req->fail(error_code::bad_request, "history: " + f.error());
+  work(req, [self = shared_from_this(), req, run_id, after, limit] {
+    auto out = history_view(self->node.store(), run_id, after, limit,
+                            self->opts.max_reply_bytes);
+    if (!out)
+      return req->fail(error_code::not_found, "no run '" + run_id + "'");
+    req->reply(std::move(*out));
+  });
+}
+
+void node_service::impl::logs(const request_ptr& req, const json& msg) {
+  control::fields f{msg};
+  auto run_id = f.text("run_id", true, 256);
+  auto node_id = f.text("node", false, 1024);
+  if (!f.ok())
+    return req->fail(error_code::bad_request, "logs: " + f.error());
+  work(req, [self = shared_from_this(), req, run_id, node_id] {
+    std::string error;
+    auto out = logs_view(self->node.store(), run_id, node_id,
+                         self->opts.max_reply_bytes, error);
+    if (!out)
+      return req->fail(error_code::not_found,
+                       error.empty() ? "no run '" + run_id + "'" : error);
+    req->reply(std::move(*out));
+  });
+}
+
+void node_service::impl::change(const request_ptr& req, const std::string& type,
+                                const json& msg) {
+  control::fields f{msg};
+  auto run_id = f.text("run_id", true, 256);
+  auto reason = f.text("reason", false, 4096);
+  if (!f.ok())
+    return req->fail(error_code::bad_request, type + ": " + f.error());
+  work(req, [self = shared_from_this(), req, type, run_id, reason] {
+    auto entry = self->node.store().find_run(run_id);
+    if (!entry)
+      return req->fail(error_code::not_found, "no run '" + run_id + "'");
+    auto state = entry->state;
+    auto state_name = std::string{persistence::to_string(state)};
+    if (persistence::is_terminal(state))
+      return req->fail(error_code::conflict,
+                       "run " + run_id + " already ended " + state_name,
+                       json{{"state", state_name}});
+    auto who = type + "d by " + req->who().subject
+               + (reason.empty() ? "" : ": " + reason);
+    if (type == "pause" && state == run_state::paused)
+      return req->fail(error_code::conflict,
+                       "run " + run_id + " is paused already",
+                       json{{"state", state_name}});
+    if (type == "resume" && state != run_state::paused)
+      return req->fail(error_code::conflict, "run " + run_id + " is not paused",
+                       json{{"state", state_name}});
+    if (type == "cancel")
+      self->node.cancel(run_id, "cancelled by " + req->who().subject
+                                  + (reason.empty() ? "" : ": " + reason));
+    else if (type == "pause")
+      self->node.pause(run_id, who);
+    else
+      self->node.resume(run_id, who);
+    runtime::log::info("run", type + " requested",
+                       {{"run_id", run_id}, {"subject", req->who().subject}});
+    req->reply(json{{"run_id", run_id}, {"requested", type}});
+  });
+}
+
+void node_service::impl::cancel_many(const request_ptr& req, const json& msg) {
+  control::fields f{msg};
+  auto workflow = f.text("workflow", false, 1024);
+  auto state_text = f.text("state", false, 32);
+  auto dry_run = f.flag("dry_run");
+  auto reason = f.text("reason", false, 4096);
+  if (!f.ok())
+    return req->fail(error_code::bad_request, "cancel_many: " + f.error());
+  std::optional<run_state> state;
+  if (!state_text.empty()) {
+    state = parse_run_state(state_text);
+    if (!state || persistence::is_terminal(*state))
+      return req->fail(error_code::bad_request,
+                       "cancel_many: state must be running or paused, not '"
+                         + state_text + "'");
+  }
+  if (workflow.empty() && !state)
+    return req->fail(error_code::bad_request,
+                     "cancel_many: name a workflow or a state (refusing to "
+                     "cancel every run at once)");
+  work(req, [self = shared_from_this(), req, workflow, state, dry_run, reason] {
+    auto& store = self->node.store();
+    std::vector<std::string> ids;
+    std::string cursor;
+    while (true) {
+      auto batch = store.list_runs(cursor, 1000);
+      for (auto& e : batch) {
+        cursor = e.run_id;
+        if (persistence::is_terminal(e.state) || (state && e.state != *state)
+            || (!workflow.empty() && e.workflow != workflow))
+          continue;
+        ids.push_back(e.run_id);
+      }
+      if (batch.size() < 1000)
+        break;
+    }
+    if (!dry_run) {
+      auto why = "cancelled by " + req->who().subject
+                 + (reason.empty() ? " (bulk)" : ": " + reason);
+      for (auto& id : ids)
+        self->node.cancel(id, why);
+      runtime::log::info(
+        "run", std::to_string(ids.size()) + " run(s) cancelled in bulk",
+        {{"subject", req->who().subject}});
+    }
+    json sample = json::array();
+    for (size_t i = 0; i < ids.size() && i < 100; ++i)
+      sample.push_back(ids[i]);
+    req->reply(json{{"count", ids.size()},
+                    {"run_ids", std::move(sample)},
+                    {"dry_run", dry_run}});
+  });
+}
+
+// -- node_service
+// ---------------------------------------------------------------
+
+namespace {
+
+/// Receives every run's progress and hands it to the service.
+caf::behavior hub_impl(caf::event_based_actor*,
+                       std::weak_ptr<node_service::impl> svc) {
+  return {
+    [svc](runtime::run_progress& p) {
+      if (auto s = svc.lock())
+        s->on_progress(std::move(p));
+    },
+    [svc](runtime::run_finished& f) {
+      if (auto s = svc.lock())
+        s->on_finished(std::move(f));
+    },
+  };
+}
+
+} // namespace
+
+node_service::node_service(actors::embedded_node& node, asio::io_context& io,
+                           options opts)
+    : impl_(std::make_shared<impl>(node, io, std::move(opts), *this)) {
+  impl_->hub = node.system().spawn(hub_impl, std::weak_ptr<impl>{impl_});
+}
+
+node_service::~node_service() {
+  stop();
+}
+
+void node_service::stop() {
+  impl_->pool.join();
+  if (impl_->hub) {
+    caf::anon_send_exit(impl_->hub, caf::exit_reason::user_shutdown);
+    impl_->hub = nullptr;
+  }
+}
+
+actors::embedded_node::recovery node_service::recover() {
+  auto r = impl_->node.recover(impl_->hub);
+  ready_ = true;
+  return r;
+}
+
+void node_service::handle(const request_ptr& req, const std::string& type,
+                          const json& msg) {
+  auto& i = *impl_;
+  if (type == "ping")
+    return req->reply(json{{"ready", ready()}});
+  if (type == "submit")
+    return i.submit(req, msg);
+  if (type == "status")
+    return i.status(req, msg);
+  if (type == "list")
+    return i.list(req, msg);
+  if (type == "result")
+    return i.result(req, msg);
+  if (type == "history")
+    return i.history(req, msg);
+  if (type == "logs")
+    return i.logs(req, msg);
+  if (type == "cancel" || type == "pause" || type == "resume")
+    return i.change(req, type, msg);
+  if (type == "cancel_many")
+    return i.cancel_many(req, msg);
+  if (type == "watch") {
+    control::fields f{msg};
+    auto run_id = f.text("run_id", true, 256);
+    if (!f.ok())
+      return req->fail(error_code::bad_request, "watch: " + f.error());
+    return i.watch(req, run_id);
+  }
+  req->fail(error_code::unknown_type, "unknown message type '" + type + "'");
+}
+
+} // namespace troupe::cluster

@@ -1,0 +1,70 @@
+#pragma once
+
+#include "actors/node/embedded_node.hpp"
+#include "cluster/control/control_server.hpp"
+#include "runtime/metrics/registry.hpp"
+
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <string>
+
+namespace boost::asio {
+class io_context;
+} // namespace boost::asio
+
+namespace troupe::cluster {
+
+/// A long-lived node's answers to the control protocol: submissions, run
+/// state, history, watches, cancellation, pause and resume, over an embedded
+/// node. Store reads and submissions run on a small worker pool, never on
+/// the io_context thread or a CAF scheduler thread.
+class node_service final : public control_handler {
+ public:
+  struct options {
+    /// Threads for store reads and submissions.
+    size_t workers = 2;
+    /// Submissions per second per subject, and the burst allowed; 0: no
+    /// limit.
+    double submit_rate = 0;
+    double submit_burst = 0;
+    /// Most index entries one `list` request scans.
+    size_t max_list_scan = 100'000;
+    /// Largest answer (bytes, roughly) of `history` and `logs`.
+    size_t max_reply_bytes = 2 << 20;
+    /// Where runs submitted and finished are counted; may be null.
+    runtime::metrics::registry* metrics = nullptr;
+  };
+
+  node_service(actors::embedded_node& node, boost::asio::io_context& io,
+               options opts);
+  ~node_service() override;
+
+  node_service(const node_service&) = delete;
+  node_service& operator=(const node_service&) = delete;
+
+  /// Resumes the store's unfinished runs; blocking, before serving.
+  actors::embedded_node::recovery recover();
+
+  /// Whether recovery has finished.
+  bool ready() const { return ready_.load(); }
+
+  /// Refuses new submissions from now on (shutdown).
+  void drain() { draining_ = true; }
+
+  /// Waits for the worker pool's jobs; call before destroying the node.
+  void stop();
+
+  void handle(const request_ptr& req, const std::string& type,
+              const nlohmann::json& msg) override;
+
+  /// The service's state, shared with its jobs and the progress hub.
+  struct impl;
+
+ private:
+  std::shared_ptr<impl> impl_;
+  std::atomic<bool> ready_{false};
+  std::atomic<bool> draining_{false};
+};
+
+} // namespace troupe::cluster

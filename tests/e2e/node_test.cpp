@@ -1,0 +1,544 @@
+// A real `troupe node start` on 127.0.0.1, driven by the real CLI and by raw
+// clients: submit, watch, list, cancel, pause, resume, logs, the auth matrix,
+// kill -9 during a watch, SIGTERM drains, bad frames, health and metrics.
+
+#include "runtime/auth/token.hpp"
+#include "tests/support/frame_client.hpp"
+#include "tests/support/process.hpp"
+#include "tests/support/troupe_fixture.hpp"
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <arpa/inet.h>
+#include <csignal>
+#include <netinet/in.h>
+#include <poll.h>
+#include <regex>
+#include <sys/socket.h>
+#include <unistd.h>
+
+using namespace std::chrono_literals;
+using troupe::test::background_process;
+using troupe::test::frame_client;
+using troupe::test::process_result;
+using troupe::test::wait_until;
+using json = nlohmann::json;
+namespace auth = troupe::runtime::auth;
+
+namespace {
+
+const std::string secret = "test-secret-0123456789abcdef-0123456789";
+
+bool contains(const std::string& haystack, const std::string& needle) {
+  return haystack.find(needle) != std::string::npos;
+}
+
+/// GET `path` over plain HTTP; returns the status line and body.
+std::pair<std::string, std::string> http_get(uint16_t port,
+                                             const std::string& path) {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(port);
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    ::close(fd);
+    return {};
+  }
+  std::string req = "GET " + path + " HTTP/1.0\r\nHost: localhost\r\n\r\n";
+  (void)!::send(fd, req.data(), req.size(), MSG_NOSIGNAL);
+  std::string all;
+  char buf[8192];
+  for (int i = 0; i < 10'000; ++i) {
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, 5000) <= 0)
+      break;
+    auto n = ::recv(fd, buf, sizeof buf, 0);
+    if (n <= 0)
+      break;
+    all.append(buf, static_cast<size_t>(n));
+  }
+  ::close(fd);
+  auto eol = all.find("\r\n");
+  auto body = all.find("\r\n\r\n");
+  if (eol == std::string::npos || body == std::string::npos)
+    return {all, ""};
+  return {all.substr(0, eol), all.substr(body + 4)};
+}
+
+struct Node : troupe::test::troupe_fixture {
+  std::unique_ptr<background_process> node;
+  uint16_t control_port = 0;
+  uint16_t http_port = 0;
+
+  std::string token(const std::string& role,
+                    const std::string& subject = "tester") {
+    return auth::issue_token(secret, *auth::parse_role(role), subject, 1h,
+                             auth::token_clock::now());
+  }
+
+  troupe::test::process_options opts() {
+    auto o = troupe_fixture::opts();
+    o.env["TROUPE_AUTH_SECRET"] = secret;
+    o.env["TROUPE_NODE"] = std::nullopt;
+    o.env["TROUPE_TOKEN"] = std::nullopt;
+    return o;
+  }
+
+  /// Starts a node (port 0 unless given) and waits until it is ready.
+  void start_node(std::vector<std::string> extra = {}, uint16_t port = 0) {
+    std::vector<std::string> a
+      = {"node",   "start",      "--data-dir",
+         data,     "--listen",   "127.0.0.1:" + std::to_string(port),
+         "--http", "127.0.0.1:0"};
+    a.insert(a.end(), extra.begin(), extra.end());
+    auto n = std::to_string(spawned++);
+    node = std::make_unique<background_process>(
+      args(a), opts(), (dir.path() / ("node-out" + n)).string(),
+      (dir.path() / ("node-err" + n)).string());
+    ASSERT_TRUE(
+      wait_until([&] { return contains(node->err(), "ready: resumed"); }, 30s))
+      << node->err();
+    std::smatch m;
+    auto err = node->err();
+    ASSERT_TRUE(
+      std::regex_search(err, m, std::regex{"listening on 127.0.0.1:(\\d+)"}));
+    control_port = static_cast<uint16_t>(std::stoi(m[1]));
+    ASSERT_TRUE(
+      std::regex_search(err, m, std::regex{"http://127.0.0.1:(\\d+)/metrics"}));
+    http_port = static_cast<uint16_t>(std::stoi(m[1]));
+  }
+
+  std::string address() const {
+    return "127.0.0.1:" + std::to_string(control_port);
+  }
+
+  /// Runs a CLI command against the node with `tok`.
+  process_result cli(std::vector<std::string> rest,
+                     const std::string& tok = "") {
+    auto o = opts();
+    o.env["TROUPE_NODE"] = address();
+    o.env["TROUPE_TOKEN"] = tok.empty() ? token("admin") : tok;
+    rest.insert(rest.begin(), TROUPE_BINARY);
+    auto r = troupe::test::run_process(rest, o);
+    EXPECT_FALSE(r.timed_out);
+    return r;
+  }
+
+  std::string workflow(const std::string& name, const std::string& body) {
+    return dir.write(name + ".yaml", "name: " + name + "\n" + body).string();
+  }
+
+  std::string sleeper(const std::string& nap = "30s") {
+    return workflow("sleeper", "nodes:\n  a: {kind: noop}\n  nap: {kind: "
+                               "sleep, duration: "
+                                 + nap
+                                 + ", after: [a]}\n  b: {kind: noop, after: "
+                                   "[nap]}\noutputs:\n  done: yes\n");
+  }
+
+  std::string submit(const std::string& file) {
+    auto r = cli({"submit", file});
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    auto id = r.out.substr(0, r.out.find('\n'));
+    EXPECT_EQ(id.size(), 21u) << r.out;
+    return id;
+  }
+
+  std::string state_of(const std::string& run) {
+    auto r = cli({"status", run, "--json"}, token("viewer"));
+    auto j = json::parse(r.out, nullptr, false);
+    return j.is_discarded() ? std::string{"?"} : j.value("state", "?");
+  }
+
+  void TearDown() override {
+    if (node) {
+      node->signal(SIGTERM);
+      node->wait(15s);
+    }
+  }
+};
+
+} // namespace
+
+TEST_F(Node, SubmitWaitPrintsOutputsAndStatusListHistoryAgree) {
+  start_node();
+  auto hello
+    = (std::filesystem::path{TROUPE_SOURCE_DIR} / "examples" / "hello.yaml")
+        .string();
+  auto r = cli({"submit", hello, "--wait"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto lines = r.out.substr(r.out.find('\n') + 1);
+  auto outputs = json::parse(lines);
+  EXPECT_EQ(outputs["greeting"], "Hello, world!");
+  auto id = r.out.substr(0, 21);
+  EXPECT_TRUE(contains(r.err, "node_completed")) << r.err;
+
+  auto s = cli({"status", id, "--json"}, token("viewer"));
+  ASSERT_EQ(s.exit_code, 0) << s.err;
+  auto st = json::parse(s.out);
+  EXPECT_EQ(st["state"], "completed");
+  EXPECT_EQ(st["nodes"].size(), 3u);
+  EXPECT_EQ(st["nodes"][0]["state"], "completed");
+
+  auto res = cli({"result", id, "--json"}, token("viewer"));
+  ASSERT_EQ(res.exit_code, 0) << res.err;
+  EXPECT_EQ(json::parse(res.out)["outputs"]["farewell"], "goodbye, world");
+
+  auto h = cli({"history", id}, token("viewer"));
+  ASSERT_EQ(h.exit_code, 0) << h.err;
+  EXPECT_TRUE(contains(h.out, "run completed")) << h.out;
+  auto hj = json::parse(cli({"history", id, "--json"}, token("viewer")).out);
+  EXPECT_EQ(hj["events"].front()["type"], "run_submitted");
+  EXPECT_EQ(hj["events"].back()["type"], "run_completed");
+
+  auto l = cli({"list", "--json"}, token("viewer"));
+  ASSERT_EQ(l.exit_code, 0) << l.err;
+  auto page = json::parse(l.out);
+  ASSERT_EQ(page["runs"].size(), 1u);
+  EXPECT_EQ(page["runs"][0]["run_id"], id);
+
+  // The same views from the data dir once the node is gone.
+  node->signal(SIGTERM);
+  ASSERT_EQ(node->wait(15s), 0) << node->err();
+  node.reset();
+  auto local = troupe({"status", id, "--data-dir", data, "--json"});
+  ASSERT_EQ(local.exit_code, 0) << local.err;
+  EXPECT_EQ(json::parse(local.out)["nodes"], st["nodes"]);
+  auto local_list = troupe({"list", "--data-dir", data});
+  EXPECT_TRUE(contains(local_list.out, id)) << local_list.out;
+}
+
+TEST_F(Node, ListPagesWithACursorAndFilters) {
+  start_node();
+  auto quick = workflow("quick", "nodes:\n  a: {kind: noop}\n");
+  std::vector<std::string> ids;
+  for (int i = 0; i < 5; ++i) {
+    auto r = cli({"submit", quick, "--wait"});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    ids.push_back(r.out.substr(0, 21));
+  }
+  auto parked = submit(sleeper());
+  std::vector<std::string> seen;
+  std::string after;
+  for (int page = 0; page < 10; ++page) {
+    std::vector<std::string> a
+      = {"list", "--json", "--limit", "2", "--workflow", "quick"};
+    if (!after.empty()) {
+      a.push_back("--after");
+      a.push_back(after);
+    }
+    auto r = cli(a, token("viewer"));
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    auto p = json::parse(r.out);
+    for (auto& run : p["runs"])
+      seen.push_back(run["run_id"]);
+    EXPECT_LE(p["runs"].size(), 2u);
+    after = p["next"];
+    if (after.empty())
+      break;
+  }
+  EXPECT_EQ(seen, ids);
+  auto running = json::parse(
+    cli({"list", "--json", "--state", "running"}, token("viewer")).out);
+  ASSERT_EQ(running["runs"].size(), 1u);
+  EXPECT_EQ(running["runs"][0]["run_id"], parked);
+  auto bad = cli({"list", "--state", "sleeping"}, token("viewer"));
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_TRUE(contains(bad.err, "--state sleeping")) << bad.err;
+  // Text output says how to get the next page.
+  auto text = cli({"list", "--limit", "2"}, token("viewer"));
+  EXPECT_TRUE(contains(text.err, "troupe list --after ")) << text.err;
+}
+
+TEST_F(Node, PauseResumeAndCancelOneRunAndInBulk) {
+  start_node();
+  auto id = submit(sleeper());
+  ASSERT_TRUE(wait_until([&] { return state_of(id) == "running"; }, 10s));
+  auto p = cli({"pause", id, "--reason", "maintenance"}, token("operator"));
+  ASSERT_EQ(p.exit_code, 0) << p.err;
+  ASSERT_TRUE(wait_until([&] { return state_of(id) == "paused"; }, 10s));
+  // Pausing twice is a conflict: exit 1, saying why.
+  auto again = cli({"pause", id}, token("operator"));
+  EXPECT_EQ(again.exit_code, 1);
+  EXPECT_TRUE(contains(again.err, "is paused already")) << again.err;
+  auto list = json::parse(
+    cli({"list", "--json", "--state", "paused"}, token("viewer")).out);
+  EXPECT_EQ(list["runs"].size(), 1u);
+  ASSERT_EQ(cli({"resume", id}, token("operator")).exit_code, 0);
+  ASSERT_TRUE(wait_until([&] { return state_of(id) == "running"; }, 10s));
+  ASSERT_EQ(cli({"cancel", id}, token("operator")).exit_code, 0);
+  ASSERT_TRUE(wait_until([&] { return state_of(id) == "cancelled"; }, 10s));
+  auto res = cli({"result", id}, token("viewer"));
+  EXPECT_EQ(res.exit_code, 1);
+  EXPECT_TRUE(contains(res.err, "cancelled by tester")) << res.err;
+  auto h = cli({"history", id}, token("viewer"));
+  EXPECT_TRUE(contains(h.out, "run paused: paused by tester: maintenance"))
+    << h.out;
+  // A finished run cannot be cancelled again.
+  auto twice = cli({"cancel", id}, token("operator"));
+  EXPECT_EQ(twice.exit_code, 1);
+  EXPECT_TRUE(contains(twice.err, "already ended cancelled")) << twice.err;
+
+  // Bulk: without a terminal, --yes is needed.
+  auto a = submit(sleeper());
+  auto b = submit(sleeper());
+  auto refused = cli({"cancel", "--workflow", "sleeper", "--state", "running"},
+                     token("operator"));
+  EXPECT_EQ(refused.exit_code, 2);
+  EXPECT_TRUE(contains(refused.err, "2 run(s) match")) << refused.err;
+  auto bulk
+    = cli({"cancel", "--workflow", "sleeper", "--yes"}, token("operator"));
+  ASSERT_EQ(bulk.exit_code, 0) << bulk.err;
+  EXPECT_TRUE(contains(bulk.out, "cancelling 2 run(s)")) << bulk.out;
+  ASSERT_TRUE(wait_until(
+    [&] { return state_of(a) == "cancelled" && state_of(b) == "cancelled"; },
+    10s));
+}
+
+TEST_F(Node, AuthMatrix) {
+  start_node();
+  auto parked = submit(sleeper());
+  auto quick = workflow("quick", "nodes:\n  a: {kind: noop}\n");
+  struct command {
+    std::vector<std::string> argv;
+    std::string needs;
+  };
+  std::vector<command> commands = {
+    {{"status", parked}, "viewer"},
+    {{"list"}, "viewer"},
+    {{"history", parked}, "viewer"},
+    {{"logs", parked}, "viewer"},
+    {{"submit", quick}, "operator"},
+    {{"pause", "no-such-run"}, "operator"},
+    {{"resume", "no-such-run"}, "operator"},
+    {{"cancel", "no-such-run"}, "operator"},
+  };
+  auto rank = [](const std::string& r) {
+    return r == "viewer" ? 0 : r == "operator" ? 1 : 2;
+  };
+  for (auto role : {"viewer", "operator", "admin"}) {
+    for (auto& c : commands) {
+      auto r = cli(c.argv, token(role));
+      bool allowed = rank(role) >= rank(c.needs);
+      if (allowed) {
+        EXPECT_NE(r.exit_code, 4) << role << " " << c.argv[0] << ": " << r.err;
+      } else {
+        EXPECT_EQ(r.exit_code, 4) << role << " " << c.argv[0] << ": " << r.err;
+        EXPECT_TRUE(contains(r.err, "may not " + c.argv[0])) << r.err;
+      }
+    }
+  }
+  // Missing, expired and forged tokens are refused with distinct messages.
+  auto o = opts();
+  o.env["TROUPE_NODE"] = address();
+  auto none = troupe::test::run_process(args({"list"}), o);
+  EXPECT_EQ(none.exit_code, 4);
+  EXPECT_TRUE(contains(none.err, "needs a token")) << none.err;
+  auto expired = auth::issue_token(secret, auth::role::admin, "old", 1s,
+                                   auth::token_clock::now() - 1h);
+  auto e = cli({"list"}, expired);
+  EXPECT_EQ(e.exit_code, 4);
+  EXPECT_TRUE(contains(e.err, "expired")) << e.err;
+  auto forged = auth::issue_token("another-secret-0123456789abcdef-xyz",
+                                  auth::role::admin, "mallory", 1h,
+                                  auth::token_clock::now());
+  auto f = cli({"list"}, forged);
+  EXPECT_EQ(f.exit_code, 4);
+  EXPECT_TRUE(contains(f.err, "signature")) << f.err;
+  // Refusals are logged with the subject, never the token.
+  EXPECT_FALSE(contains(node->err(), forged));
+  EXPECT_FALSE(contains(node->err(), secret));
+}
+
+TEST_F(Node, KillDuringWatchReportsTheLostNodeAndWatchResumesAfterRestart) {
+  start_node();
+  auto id = submit(sleeper("3s"));
+  auto o = opts();
+  o.env["TROUPE_NODE"] = address();
+  o.env["TROUPE_TOKEN"] = token("viewer");
+  auto n = std::to_string(spawned++);
+  background_process watch{args({"watch", id}), o,
+                           (dir.path() / ("w-out" + n)).string(),
+                           (dir.path() / ("w-err" + n)).string()};
+  ASSERT_TRUE(
+    wait_until([&] { return contains(watch.err(), "timer_set"); }, 10s))
+    << watch.err();
+  auto port = control_port;
+  node->signal(SIGKILL);
+  ASSERT_EQ(node->wait(10s), -SIGKILL);
+  node.reset();
+  ASSERT_EQ(watch.wait(10s), 3) << watch.err();
+  EXPECT_TRUE(contains(watch.err(), "lost the connection")) << watch.err();
+  EXPECT_TRUE(contains(watch.err(), "troupe watch " + id)) << watch.err();
+  // Restart on the same port: the run resumes and a new watch follows it to
+  // its end.
+  start_node({}, port);
+  auto again = cli({"watch", id}, token("viewer"));
+  ASSERT_EQ(again.exit_code, 0) << again.err;
+  EXPECT_EQ(json::parse(again.out)["done"], "yes");
+}
+
+TEST_F(Node, SigtermDrainsAndTheNextStartResumes) {
+  start_node();
+  auto id = submit(sleeper("2s"));
+  ASSERT_TRUE(wait_until([&] { return state_of(id) == "running"; }, 10s));
+  node->signal(SIGTERM);
+  ASSERT_EQ(node->wait(15s), 0) << node->err();
+  EXPECT_TRUE(contains(node->err(), "draining")) << node->err();
+  node.reset();
+  start_node();
+  EXPECT_TRUE(contains(node->err(), "resumed 1 unfinished run")) << node->err();
+  auto r = cli({"watch", id}, token("viewer"));
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+}
+
+TEST_F(Node, LogsShowEachAttemptsOutput) {
+  start_node();
+  auto wf = workflow("noisy", R"(nodes:
+  say:
+    kind: exec
+    command: ["/bin/sh", "-c", "echo out-$(cat $0 2>/dev/null || echo 1); echo err-line >&2; test -f $0 || { echo 2 > $0; exit 3; }", ")"
+                                + (dir.path() / "marker").string() + R"("]
+    retry: {max_attempts: 3, initial_backoff: 10ms}
+)");
+  auto r = cli({"submit", wf, "--wait"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto id = r.out.substr(0, 21);
+  auto logs = cli({"logs", id, "--node", "say"}, token("viewer"));
+  ASSERT_EQ(logs.exit_code, 0) << logs.err;
+  EXPECT_TRUE(contains(logs.out, "say, attempt 1: failed (exit_code)"))
+    << logs.out;
+  EXPECT_TRUE(contains(logs.out, "say, attempt 2: completed")) << logs.out;
+  EXPECT_TRUE(contains(logs.out, "out-1")) << logs.out;
+  EXPECT_TRUE(contains(logs.out, "out-2")) << logs.out;
+  EXPECT_TRUE(contains(logs.out, "err-line")) << logs.out;
+  auto unknown = cli({"logs", id, "--node", "nope"}, token("viewer"));
+  EXPECT_EQ(unknown.exit_code, 1);
+  EXPECT_TRUE(contains(unknown.err, "has no node 'nope'")) << unknown.err;
+}
+
+TEST_F(Node, BadFramesLeaveTheNodeServingOthers) {
+  start_node({"--set", "control.read_timeout=500ms"});
+  {
+    frame_client c{control_port};
+    std::string junk;
+    uint32_t x = 7;
+    for (int i = 0; i < 2048; ++i) {
+      x = x * 1103515245u + 12345u;
+      junk.push_back(static_cast<char>(x >> 16));
+    }
+    c.send_raw(junk);
+    EXPECT_TRUE(c.closed_within(3s));
+  }
+  {
+    frame_client c{control_port};
+    ASSERT_TRUE(c.hello(token("viewer")));
+    c.send_raw(std::string{"\xff\xff\xff\xff", 4});
+    auto r = c.receive();
+    ASSERT_TRUE(r);
+    EXPECT_EQ((*r)["code"], "frame_too_large");
+    EXPECT_TRUE(c.closed_within(3s));
+  }
+  frame_client truncated{control_port};
+  truncated.send_raw(std::string{"\x00\x00\x00\x40", 4} + "partial");
+  frame_client slow{control_port};
+  slow.send_raw(std::string(2, '\0'));
+  EXPECT_EQ(cli({"list"}, token("viewer")).exit_code, 0);
+  EXPECT_TRUE(truncated.closed_within(5s));
+  EXPECT_TRUE(slow.closed_within(5s));
+  {
+    frame_client c{control_port};
+    ASSERT_TRUE(c.hello(token("operator")));
+    auto r = c.call({{"t", "submit"}, {"workflow", "name: x\nnodes: 3\n"}}, 2);
+    ASSERT_TRUE(r);
+    EXPECT_EQ((*r)["code"], "invalid_workflow");
+    r = c.call({{"t", "status"}, {"run_id", 42}}, 3);
+    ASSERT_TRUE(r);
+    EXPECT_EQ((*r)["code"], "bad_request");
+    EXPECT_EQ((*r)["message"], "status: field 'run_id' must be a string");
+  }
+  EXPECT_EQ(cli({"list"}, token("viewer")).exit_code, 0);
+}
+
+TEST_F(Node, HealthReadinessAndMetricsPassPromtool) {
+  start_node();
+  auto quick = workflow("quick", "nodes:\n  a: {kind: noop}\n");
+  ASSERT_EQ(cli({"submit", quick, "--wait"}).exit_code, 0);
+  EXPECT_EQ(http_get(http_port, "/health").first, "HTTP/1.0 200 OK");
+  auto ready = http_get(http_port, "/ready");
+  EXPECT_EQ(ready.first, "HTTP/1.0 200 OK");
+  auto [status, body] = http_get(http_port, "/metrics");
+  ASSERT_EQ(status, "HTTP/1.0 200 OK");
+  EXPECT_TRUE(
+    contains(body, "troupe_runs_submitted_total{workflow=\"quick\"} 1"))
+    << body;
+  EXPECT_TRUE(contains(
+    body,
+    "troupe_runs_finished_total{state=\"completed\",workflow=\"quick\"} 1"))
+    << body;
+  EXPECT_TRUE(
+    contains(body, "troupe_attempts_total{kind=\"noop\",outcome=\"ok\"}"))
+    << body;
+  EXPECT_TRUE(contains(body, "troupe_journal_commit_seconds_bucket")) << body;
+  EXPECT_TRUE(contains(body, "troupe_recovery_duration_seconds")) << body;
+  auto file = dir.write("metrics.prom", body);
+  auto check = troupe::test::run_process(
+    {"/bin/sh", "-c", "promtool check metrics < '" + file.string() + "'"});
+  EXPECT_EQ(check.exit_code, 0) << check.out << check.err;
+}
+
+TEST_F(Node, SubmissionsAreRateLimitedPerSubject) {
+  start_node({"--set", "auth.submit_rate=1", "--set", "auth.submit_burst=1"});
+  auto quick = workflow("quick", "nodes:\n  a: {kind: noop}\n");
+  EXPECT_EQ(cli({"submit", quick}, token("operator", "alice")).exit_code, 0);
+  auto r = cli({"submit", quick}, token("operator", "alice"));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_TRUE(contains(r.err, "too many submissions from 'alice'")) << r.err;
+  EXPECT_TRUE(contains(r.err, "retry after")) << r.err;
+  // Another subject has its own bucket.
+  EXPECT_EQ(cli({"submit", quick}, token("operator", "bob")).exit_code, 0);
+}
+
+TEST_F(Node, BadInputExitsTwoAndNoNodeExitsThree) {
+  auto bad = workflow("bad", "nodes:\n  a: {kind: noop, after: [ghost]}\n");
+  auto o = opts();
+  o.env["TROUPE_NODE"] = "127.0.0.1:1";
+  o.env["TROUPE_TOKEN"] = "x";
+  auto r = troupe::test::run_process(args({"submit", bad}), o);
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_TRUE(contains(r.err, "ghost")) << r.err;
+  auto hello
+    = (std::filesystem::path{TROUPE_SOURCE_DIR} / "examples" / "hello.yaml")
+        .string();
+  r = troupe::test::run_process(args({"submit", hello}), o);
+  EXPECT_EQ(r.exit_code, 3);
+  EXPECT_TRUE(contains(r.err, "cannot reach a node at 127.0.0.1:1")) << r.err;
+  o.env["TROUPE_NODE"] = "no-port";
+  r = troupe::test::run_process(args({"list"}), o);
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_TRUE(contains(r.err, "is not HOST:PORT")) << r.err;
+  // A node with auth on and no secret refuses to start.
+  auto no_secret = opts();
+  no_secret.env["TROUPE_AUTH_SECRET"] = std::nullopt;
+  r = troupe::test::run_process(
+    args({"node", "start", "--data-dir", data, "--listen", "127.0.0.1:0"}),
+    no_secret);
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_TRUE(contains(r.err, "TROUPE_AUTH_SECRET")) << r.err;
+}
+
+TEST_F(Node, AuthOffOnANonLoopbackAddressWarnsLoudly) {
+  auto o = opts();
+  auto n = std::to_string(spawned++);
+  background_process p{
+    args({"node", "start", "--data-dir", data, "--listen", "0.0.0.0:0",
+          "--http", "", "--set", "auth.enabled=false"}),
+    o, (dir.path() / ("o" + n)).string(), (dir.path() / ("e" + n)).string()};
+  ASSERT_TRUE(wait_until([&] { return contains(p.err(), "ready"); }, 30s))
+    << p.err();
+  EXPECT_TRUE(contains(p.err(), "IS NOT A LOOPBACK ADDRESS")) << p.err();
+  p.signal(SIGTERM);
+  EXPECT_EQ(p.wait(15s), 0);
+}

@@ -1,0 +1,301 @@
+// The control listener against raw clients on 127.0.0.1: the hello, roles,
+// and every kind of bad input a client can send, while other clients go on
+// being served.
+
+#include "cluster/control/control_server.hpp"
+#include "tests/support/frame_client.hpp"
+#include "tests/support/process.hpp"
+
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <gtest/gtest.h>
+
+#include <memory>
+#include <thread>
+#include <utility>
+
+using namespace troupe::cluster;
+using troupe::test::frame_client;
+using json = nlohmann::json;
+using namespace std::chrono_literals;
+
+namespace {
+
+/// Answers ping and echoes submit; counts what it saw.
+class echo_handler : public control_handler {
+ public:
+  void handle(const request_ptr& req, const std::string& type,
+              const json& msg) override {
+    ++calls;
+    if (type == "submit")
+      return req->reply(json{{"echo", msg.value("workflow", "")},
+                             {"subject", req->who().subject}});
+    if (type == "watch") {
+      req->event(json{{"n", 1}});
+      req->event(json{{"n", 2}});
+      return req->end(json{{"state", "completed"}});
+    }
+    req->reply(json{{"pong", true}});
+  }
+  std::atomic<int> calls{0};
+};
+
+/// Tokens are "<role>:<subject>", or "expired".
+authenticator test_auth() {
+  return [](const std::string& token) -> std::variant<principal, auth_failure> {
+    if (token.empty())
+      return auth_failure{troupe::runtime::control::error_code::unauthenticated,
+                          "no token"};
+    if (token == "expired")
+      return auth_failure{troupe::runtime::control::error_code::token_expired,
+                          "expired"};
+    auto colon = token.find(':');
+    auto r = troupe::runtime::auth::parse_role(token.substr(0, colon));
+    if (!r || colon == std::string::npos)
+      return auth_failure{troupe::runtime::control::error_code::token_invalid,
+                          "bad token"};
+    return principal{token.substr(colon + 1), *r, 0};
+  };
+}
+
+struct ControlServer : ::testing::Test {
+  boost::asio::io_context io;
+  boost::asio::executor_work_guard<boost::asio::io_context::executor_type> guard
+    = boost::asio::make_work_guard(io);
+  std::thread thread;
+  echo_handler handler;
+  std::unique_ptr<control_server> server;
+
+  void start(control_server::options o = {}) {
+    o.host = "127.0.0.1";
+    o.port = 0;
+    if (o.read_timeout == std::chrono::milliseconds{30'000})
+      o.read_timeout = 400ms;
+    if (o.idle_timeout == std::chrono::milliseconds{300'000})
+      o.idle_timeout = 5s;
+    server = std::make_unique<control_server>(io, o, test_auth(), handler);
+    ASSERT_EQ(server->start(), "");
+    thread = std::thread{[this] { io.run(); }};
+  }
+
+  void TearDown() override {
+    if (server)
+      server->stop();
+    guard.reset();
+    if (thread.joinable())
+      thread.join();
+  }
+
+  uint16_t port() const { return server->port(); }
+
+  /// A client past its hello with role `role`.
+  std::unique_ptr<frame_client> client(const std::string& token
+                                       = "operator:alice") {
+    auto c = std::make_unique<frame_client>(port());
+    EXPECT_TRUE(c->connected());
+    auto w = c->hello(token);
+    EXPECT_TRUE(w);
+    if (w) {
+      EXPECT_EQ((*w)["t"], "welcome") << w->dump();
+    }
+    return c;
+  }
+
+  /// Whether a fresh client is served (ping answered).
+  bool serves_others() {
+    auto c = client();
+    auto r = c->call({{"t", "ping"}}, 9);
+    return r && (*r)["t"] == "reply";
+  }
+};
+
+std::string frame_header(uint32_t n) {
+  std::string h(4, '\0');
+  h[0] = static_cast<char>(n >> 24);
+  h[1] = static_cast<char>(n >> 16);
+  h[2] = static_cast<char>(n >> 8);
+  h[3] = static_cast<char>(n);
+  return h;
+}
+
+} // namespace
+
+TEST_F(ControlServer, HelloThenRequestsWithIds) {
+  start();
+  frame_client c{port()};
+  auto w = c.hello("viewer:bob");
+  ASSERT_TRUE(w);
+  EXPECT_EQ((*w)["t"], "welcome");
+  EXPECT_EQ((*w)["version"], 1);
+  EXPECT_EQ((*w)["subject"], "bob");
+  EXPECT_EQ((*w)["role"], "viewer");
+  auto r = c.call({{"t", "ping"}}, 42);
+  ASSERT_TRUE(r);
+  EXPECT_EQ((*r)["t"], "reply");
+  EXPECT_EQ((*r)["id"], 42);
+  // A stream: events then an end, all with the request's id.
+  auto e1 = c.call({{"t", "watch"}, {"run_id", "x"}}, 43);
+  ASSERT_TRUE(e1);
+  EXPECT_EQ((*e1)["t"], "event");
+  EXPECT_EQ((*e1)["body"]["n"], 1);
+  auto e2 = c.receive();
+  auto end = c.receive();
+  ASSERT_TRUE(e2 && end);
+  EXPECT_EQ((*end)["t"], "end");
+  EXPECT_EQ((*end)["id"], 43);
+}
+
+TEST_F(ControlServer, RolesAreCheckedPerRequest) {
+  start();
+  auto viewer = client("viewer:bob");
+  auto r = viewer->call({{"t", "submit"}, {"workflow", "w"}}, 2);
+  ASSERT_TRUE(r);
+  EXPECT_EQ((*r)["code"], "forbidden");
+  EXPECT_EQ((*r)["message"], "role viewer may not submit (needs operator)");
+  auto op = client("operator:alice");
+  r = op->call({{"t", "submit"}, {"workflow", "w"}}, 3);
+  ASSERT_TRUE(r);
+  EXPECT_EQ((*r)["body"]["subject"], "alice");
+  EXPECT_EQ(handler.calls.load(), 1);
+}
+
+TEST_F(ControlServer, RefusedTokensCloseTheConnection) {
+  start();
+  for (auto [token, code] : {std::pair{"", "unauthenticated"},
+                             {"expired", "token_expired"},
+                             {"forged", "token_invalid"}}) {
+    frame_client c{port()};
+    auto w = c.hello(token);
+    ASSERT_TRUE(w) << token;
+    EXPECT_EQ((*w)["t"], "error");
+    EXPECT_EQ((*w)["code"], code);
+    EXPECT_TRUE(c.closed_within(2s)) << token;
+  }
+  EXPECT_TRUE(serves_others());
+}
+
+TEST_F(ControlServer, RequestBeforeHelloAndWrongVersionAreRefused) {
+  start();
+  {
+    frame_client c{port()};
+    auto r = c.call({{"t", "ping"}}, 5);
+    ASSERT_TRUE(r);
+    EXPECT_EQ((*r)["code"], "hello_required");
+    EXPECT_TRUE(c.closed_within(2s));
+  }
+  {
+    frame_client c{port()};
+    c.send({{"t", "hello"}, {"id", 1}, {"version", 7}, {"token", "admin:x"}});
+    auto r = c.receive();
+    ASSERT_TRUE(r);
+    EXPECT_EQ((*r)["code"], "unsupported_version");
+    EXPECT_EQ((*r)["message"],
+              "this node speaks control protocol version 1, not 7");
+    EXPECT_TRUE(c.closed_within(2s));
+  }
+}
+
+TEST_F(ControlServer, UnknownTypesAndBadFieldsKeepTheConnection) {
+  start();
+  auto c = client();
+  auto r = c->call({{"t", "sumbit"}}, 2);
+  ASSERT_TRUE(r);
+  EXPECT_EQ((*r)["code"], "unknown_type");
+  EXPECT_NE((*r)["message"].get<std::string>().find("did you mean 'submit'"),
+            std::string::npos)
+    << r->dump();
+  c->send({{"id", 3}, {"no_type", true}});
+  r = c->receive();
+  ASSERT_TRUE(r);
+  EXPECT_EQ((*r)["code"], "bad_request");
+  r = c->call({{"t", "ping"}}, 4);
+  ASSERT_TRUE(r);
+  EXPECT_EQ((*r)["t"], "reply");
+}
+
+TEST_F(ControlServer, MalformedBodyGetsATypedErrorAndTheStreamGoesOn) {
+  start();
+  auto c = client();
+  // A sound length around bytes that are not MessagePack.
+  c->send_raw(frame_header(3) + "\xc1\xc1\xc1");
+  auto r = c->receive();
+  ASSERT_TRUE(r);
+  EXPECT_EQ((*r)["t"], "error");
+  EXPECT_EQ((*r)["code"], "bad_frame");
+  r = c->call({{"t", "ping"}}, 2);
+  ASSERT_TRUE(r);
+  EXPECT_EQ((*r)["t"], "reply");
+}
+
+TEST_F(ControlServer, FrameClaimingFourGibibytesIsRefusedAndClosed) {
+  start();
+  auto c = client();
+  c->send_raw(frame_header(0xFFFFFFFFu));
+  auto r = c->receive();
+  ASSERT_TRUE(r);
+  EXPECT_EQ((*r)["code"], "frame_too_large");
+  EXPECT_TRUE(c->closed_within(2s));
+  EXPECT_TRUE(serves_others());
+}
+
+TEST_F(ControlServer, RandomBytesDoNotHurtTheNode) {
+  start();
+  std::string junk;
+  uint32_t x = 0x12345678;
+  for (int i = 0; i < 4096; ++i) {
+    x = x * 1664525u + 1013904223u;
+    junk.push_back(static_cast<char>(x >> 24));
+  }
+  for (int round = 0; round < 5; ++round) {
+    frame_client c{port()};
+    c.send_raw(junk);
+    EXPECT_TRUE(c.closed_within(3s));
+  }
+  EXPECT_TRUE(serves_others());
+}
+
+TEST_F(ControlServer, TruncatedAndSlowFramesAreDroppedAfterTheReadTimeout) {
+  start();
+  auto truncated = client();
+  truncated->send_raw(frame_header(100) + "0123456789");
+  frame_client slow{port()};
+  slow.send_raw(std::string(1, '\0')); // one byte of a header, then nothing
+  // Others are served meanwhile.
+  EXPECT_TRUE(serves_others());
+  EXPECT_TRUE(truncated->closed_within(3s));
+  EXPECT_TRUE(slow.closed_within(3s));
+}
+
+TEST_F(ControlServer, IdleConnectionsAreClosed) {
+  control_server::options o;
+  o.idle_timeout = 300ms;
+  start(o);
+  auto c = client();
+  EXPECT_TRUE(c->closed_within(3s));
+}
+
+TEST_F(ControlServer, ConnectionsBeyondTheLimitAreClosedAtOnce) {
+  control_server::options o;
+  o.max_connections = 2;
+  start(o);
+  auto a = client();
+  auto b = client();
+  frame_client third{port()};
+  EXPECT_TRUE(third.closed_within(3s));
+  // Once one closes, there is room again.
+  a.reset();
+  EXPECT_TRUE(
+    troupe::test::wait_until([&] { return server->connections() < 2; }, 3s));
+  EXPECT_TRUE(serves_others());
+}
+
+TEST_F(ControlServer, BigFramesBeforeTheHelloAreRefused) {
+  start();
+  frame_client c{port()};
+  c.send_raw(frame_header(1 << 20));
+  auto r = c.receive();
+  ASSERT_TRUE(r);
+  EXPECT_EQ((*r)["code"], "frame_too_large");
+  EXPECT_NE((*r)["message"].get<std::string>().find("before the hello"),
+            std::string::npos);
+}

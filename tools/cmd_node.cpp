@@ -1,0 +1,236 @@
+// `troupe node start`: a long-lived node serving the control protocol.
+
+#include "cluster/control/control_server.hpp"
+#include "cluster/endpoint/http_endpoint.hpp"
+#include "cluster/node/node_service.hpp"
+#include "runtime/auth/token.hpp"
+#include "runtime/log/log.hpp"
+#include "runtime/log/log_options.hpp"
+#include "runtime/metrics/registry.hpp"
+#include "tools/commands.hpp"
+#include "tools/node_auth.hpp"
+#include "tools/node_setup.hpp"
+
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/address.hpp>
+
+#include <chrono>
+#include <csignal>
+#include <cstdlib>
+#include <iostream>
+#include <pthread.h>
+#include <thread>
+#include <utility> // before Asio: Boost 1.74 with C++20 needs std::exchange
+
+namespace troupe::tools {
+
+namespace asio = boost::asio;
+
+namespace {
+
+void log_line(const std::string& line) {
+  runtime::log::info("node", line);
+}
+
+/// Splits HOST:PORT (validated by the configuration already).
+std::pair<std::string, uint16_t> split_address(const std::string& a) {
+  auto colon = a.rfind(':');
+  auto host = a.substr(0, colon);
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']')
+    host = host.substr(1, host.size() - 2);
+  return {host, static_cast<uint16_t>(std::stoi(a.substr(colon + 1)))};
+}
+
+bool is_loopback(const std::string& host) {
+  if (host == "localhost")
+    return true;
+  boost::system::error_code ec;
+  auto a = asio::ip::make_address(host, ec);
+  return !ec && a.is_loopback();
+}
+
+} // namespace
+
+int run_node_start(const global_options& g, const node_start_options& o) {
+  std::vector<config::flag_override> flags;
+  if (!o.data_dir.empty())
+    flags.push_back({"--data-dir", "node.data_dir", o.data_dir});
+  if (!o.listen.empty())
+    flags.push_back({"--listen", "control.listen", o.listen});
+  if (!o.http.empty())
+    flags.push_back({"--http", "http.listen", o.http});
+  if (!o.name.empty())
+    flags.push_back({"--name", "node.name", o.name});
+  config::settings settings;
+  if (!load_config(g, flags, settings))
+    return exit_bad_input;
+  auto listen = settings.get_string("control.listen");
+  if (listen.empty()) {
+    std::cerr << "troupe: node start: control.listen is empty: a node needs "
+                 "a control address (--listen HOST:PORT)\n";
+    return exit_bad_input;
+  }
+  std::string error;
+  auto log_opts = runtime::log::options_from(settings, error);
+  if (!log_opts) {
+    std::cerr << "troupe: node start: " << error << "\n";
+    return exit_bad_input;
+  }
+  if (auto e = runtime::log::setup(*log_opts); !e.empty()) {
+    std::cerr << "troupe: node start: " << e << " (log.file)\n";
+    return exit_bad_input;
+  }
+  auto auth = make_authenticator(settings, error);
+  if (!auth) {
+    std::cerr << "troupe: node start: " << error << "\n";
+    return exit_bad_input;
+  }
+  auto [host, port] = split_address(listen);
+  auto name = settings.get_string("node.name");
+  if (settings.get_bool("auth.enabled")
+      && runtime::auth::is_weak_secret(settings.get_string("auth.secret")))
+    runtime::log::warn("auth", "auth.secret is shorter than 32 bytes: tokens "
+                               "signed with it are easier to forge");
+  if (!settings.get_bool("auth.enabled"))
+    runtime::log::warn(
+      "auth",
+      std::string{"auth.enabled = false: anyone who can reach "} + listen
+        + " may submit, cancel and read every run"
+        + (is_loopback(host) ? std::string{}
+                             : "; " + host + " IS NOT A LOOPBACK ADDRESS"));
+
+  // Signals are taken by this thread alone (sigwait below); every thread
+  // started from here on inherits the mask. Children reset it.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+
+  auto started = std::chrono::steady_clock::now();
+  runtime::metrics::registry metrics;
+  auto opts = node_options(settings);
+  opts.log = [](const std::string& line) { log_line(line); };
+  opts.metrics = &metrics;
+  auto node = actors::embedded_node::open(opts, error);
+  if (!node) {
+    std::cerr << "troupe: node start: " << error << "\n";
+    return error.find("in use by another troupe process") != std::string::npos
+             ? exit_unreachable
+             : exit_bad_input;
+  }
+
+  asio::io_context io{1};
+  auto guard = asio::make_work_guard(io);
+  std::thread io_thread{[&] { io.run(); }};
+
+  cluster::node_service::options so;
+  so.metrics = &metrics;
+  so.submit_rate = static_cast<double>(settings.get_int("auth.submit_rate"));
+  so.submit_burst = static_cast<double>(settings.get_int("auth.submit_burst"));
+  cluster::node_service service{*node, io, so};
+
+  cluster::control_server::options co;
+  co.host = host;
+  co.port = port;
+  co.node_name = name;
+  co.max_frame_bytes
+    = static_cast<size_t>(settings.get_int("control.max_frame_bytes"));
+  co.max_connections
+    = static_cast<size_t>(settings.get_int("control.max_connections"));
+  co.idle_timeout = std::chrono::duration_cast<std::chrono::milliseconds>(
+    settings.get_duration("control.idle_timeout"));
+  co.read_timeout = std::chrono::duration_cast<std::chrono::milliseconds>(
+    settings.get_duration("control.read_timeout"));
+  co.tls_cert = settings.get_string("tls.cert");
+  co.tls_key = settings.get_string("tls.key");
+  cluster::control_server server{io, co, *auth, service};
+
+  std::unique_ptr<cluster::http_endpoint> http;
+  if (auto address = settings.get_string("http.listen"); !address.empty()) {
+    cluster::endpoint_options eo;
+    std::tie(eo.host, eo.port) = split_address(address);
+    eo.tls_cert_file = co.tls_cert;
+    eo.tls_key_file = co.tls_key;
+    cluster::endpoint_handlers handlers;
+    handlers.ready = [&service] { return service.ready(); };
+    handlers.metrics = [&metrics] { return metrics.render(); };
+    http = std::make_unique<cluster::http_endpoint>(io, eo, handlers);
+  }
+  auto& recovery_seconds
+    = metrics
+        .add_gauge("troupe_recovery_duration_seconds",
+                   "Time from the node's start until its unfinished runs were "
+                   "resumed.")
+        .with({});
+
+  auto shut_down = [&] {
+    if (http)
+      http->stop();
+    server.stop();
+    service.drain();
+    // The service's jobs and its progress hub end before the node's
+    // actors, which the node then stops (and with them their children).
+    service.stop();
+    node->stop();
+    guard.reset();
+    io.stop();
+    io_thread.join();
+    node.reset();
+  };
+
+  if (auto e = server.start(); !e.empty()) {
+    std::cerr << "troupe: node start: " << e << " (control.listen)\n";
+    shut_down();
+    return exit_failed;
+  }
+  if (http) {
+    if (auto e = http->start(); !e.empty()) {
+      std::cerr << "troupe: node start: " << e << " (http.listen)\n";
+      shut_down();
+      return exit_failed;
+    }
+    log_line("health and metrics on http"
+             + std::string{co.tls_cert.empty() ? "" : "s"} + "://"
+             + split_address(settings.get_string("http.listen")).first + ":"
+             + std::to_string(http->port()) + "/metrics");
+  }
+  log_line("node '" + name + "' listening on " + host + ":"
+           + std::to_string(server.port())
+           + (co.tls_cert.empty() ? "" : " (TLS)") + ", data dir "
+           + settings.get_string("node.data_dir") + ", durability "
+           + settings.get_string("storage.durability"));
+
+  auto recovered = service.recover();
+  for (auto& p : recovered.problems)
+    log_line("not resumed: " + p);
+  auto took = std::chrono::duration_cast<std::chrono::milliseconds>(
+    std::chrono::steady_clock::now() - started);
+  recovery_seconds.set(static_cast<double>(took.count()) / 1000.0);
+  log_line("ready: resumed " + std::to_string(recovered.resumed.size())
+           + " unfinished run(s) in " + std::to_string(took.count()) + "ms");
+
+  int sig = 0;
+  sigwait(&stop_signals, &sig);
+  auto grace = std::chrono::duration_cast<std::chrono::milliseconds>(
+    settings.get_duration("node.shutdown_grace"));
+  log_line(std::string{"received "} + (sig == SIGTERM ? "SIGTERM" : "SIGINT")
+           + ": draining (no new submissions; attempts stopped; runs resume "
+             "on the next start), within "
+           + std::to_string(grace.count()) + "ms");
+  // A drain that hangs must not keep the node alive: everything it would
+  // finish is journaled already.
+  std::thread watchdog{[grace] {
+    std::this_thread::sleep_for(grace);
+    log_line("shutdown grace period passed; exiting now");
+    std::_Exit(exit_ok);
+  }};
+  watchdog.detach();
+  shut_down();
+  log_line("stopped");
+  runtime::log::shutdown();
+  return exit_ok;
+}
+
+} // namespace troupe::tools

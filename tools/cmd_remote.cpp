@@ -1,0 +1,577 @@
+// The commands that drive a node over the control protocol: submit, status,
+// list, watch, result, history, cancel, pause, resume, logs. status, list,
+// history and logs also read a data dir directly (--data-dir), for a node
+// that is not running.
+
+#include "cluster/node/run_views.hpp"
+#include "persistence/journal_store.hpp"
+#include "runtime/spec/workflow_loader.hpp"
+#include "tools/commands.hpp"
+#include "tools/control_client.hpp"
+#include "tools/node_setup.hpp"
+
+#include <chrono>
+#include <cstdlib>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <iomanip>
+#include <iostream>
+#include <map>
+#include <sstream>
+#include <unistd.h>
+
+namespace troupe::tools {
+
+using json = nlohmann::json;
+using namespace std::chrono_literals;
+
+namespace {
+
+std::string dump(const json& v, int indent = -1) {
+  return v.dump(indent, ' ', false, json::error_handler_t::replace);
+}
+
+int64_t wall_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+           std::chrono::system_clock::now().time_since_epoch())
+    .count();
+}
+
+/// Local "YYYY-MM-DD HH:MM:SS".
+std::string date_time(int64_t ns) {
+  auto secs = static_cast<std::time_t>(ns / 1'000'000'000);
+  std::tm tm{};
+  localtime_r(&secs, &tm);
+  std::ostringstream out;
+  out << std::put_time(&tm, "%Y-%m-%d %H:%M:%S");
+  return out.str();
+}
+
+/// "in 1.5s" / "1.5s ago" for a point in time.
+std::string relative(int64_t at_ns) {
+  auto d = at_ns - wall_ns();
+  std::ostringstream out;
+  out << std::fixed << std::setprecision(1)
+      << static_cast<double>(d < 0 ? -d : d) / 1e9 << "s";
+  return d >= 0 ? "in " + out.str() : out.str() + " ago";
+}
+
+std::string pad(std::string s, size_t width) {
+  if (s.size() < width)
+    s.append(width - s.size(), ' ');
+  return s;
+}
+
+/// The node to talk to: --node, TROUPE_NODE, then control.listen.
+std::string node_address(const global_options& g,
+                         const config::settings& settings) {
+  if (!g.node.empty())
+    return g.node;
+  if (auto* env = std::getenv("TROUPE_NODE"); env && *env)
+    return env;
+  return settings.get_string("control.listen");
+}
+
+std::string token_of(const global_options& g) {
+  if (!g.token.empty())
+    return g.token;
+  if (auto* env = std::getenv("TROUPE_TOKEN"); env && *env)
+    return env;
+  return {};
+}
+
+// -- printing
+// ------------------------------------------------------------------
+
+void print_status(const json& s) {
+  std::cout << "run " << s.value("run_id", "") << " of workflow '"
+            << s.value("workflow", "") << "': " << s.value("state", "") << "\n";
+  std::cout << "  created " << date_time(s.value("created_at_ns", int64_t{0}))
+            << ", updated " << date_time(s.value("updated_at_ns", int64_t{0}))
+            << ", " << s.value("events", 0) << " journal events\n";
+  if (auto r = s.value("reason", std::string{}); !r.empty())
+    std::cout << "  reason: " << r << "\n";
+  auto& nodes = s["nodes"];
+  if (!nodes.is_array() || nodes.empty())
+    return;
+  size_t w = 4;
+  for (auto& n : nodes)
+    w = std::max(w, n.value("id", std::string{}).size());
+  std::cout << "  " << pad("NODE", w + 2) << pad("KIND", 10) << pad("STATE", 15)
+            << pad("ATTEMPT", 9) << "NOTE\n";
+  for (auto& n : nodes) {
+    std::string note;
+    if (n.contains("next_retry_ns"))
+      note = "next attempt " + relative(n["next_retry_ns"].get<int64_t>());
+    if (n.contains("timer_deadline_ns"))
+      note = "timer fires " + relative(n["timer_deadline_ns"].get<int64_t>());
+    if (n.contains("items"))
+      note += (note.empty() ? "" : "; ")
+              + std::to_string(n["items"].get<size_t>()) + " items";
+    if (n.contains("last_error"))
+      note += (note.empty() ? "" : "; ") + std::string{"last error "}
+              + n.value("last_error_kind", "") + ": "
+              + n.value("last_error", "").substr(0, 100);
+    std::cout << "  " << pad(n.value("id", ""), w + 2)
+              << pad(n.value("kind", ""), 10) << pad(n.value("state", ""), 15)
+              << pad(std::to_string(n.value("attempt", 0)), 9) << note << "\n";
+  }
+}
+
+void print_list(const json& page) {
+  auto& runs = page["runs"];
+  if (runs.empty()) {
+    std::cout << "no runs\n";
+  } else {
+    size_t w = 8;
+    for (auto& r : runs)
+      w = std::max(w, r.value("workflow", std::string{}).size());
+    std::cout << pad("RUN", 23) << pad("WORKFLOW", w + 2) << pad("STATE", 11)
+              << "CREATED\n";
+    for (auto& r : runs)
+      std::cout << pad(r.value("run_id", ""), 23)
+                << pad(r.value("workflow", ""), w + 2)
+                << pad(r.value("state", ""), 11)
+                << date_time(r.value("created_at_ns", int64_t{0})) << "\n";
+  }
+  if (auto next = page.value("next", std::string{}); !next.empty())
+    std::cerr << "more runs: troupe list --after " << next << "\n";
+}
+
+void print_logs(const json& body) {
+  auto& attempts = body["attempts"];
+  if (attempts.empty()) {
+    std::cout << "no attempt has ended yet\n";
+    return;
+  }
+  for (auto& a : attempts) {
+    std::cout << "== " << a.value("node", "") << ", attempt "
+              << a.value("attempt", 0) << ": " << a.value("outcome", "")
+              << " at " << clock_time(a.value("at_ns", int64_t{0})) << "\n";
+    if (a.contains("message"))
+      std::cout << a["message"].get<std::string>() << "\n";
+    for (auto stream : {"stdout", "stderr"}) {
+      auto text = a.value(stream, std::string{});
+      if (text.empty())
+        continue;
+      std::cout << "-- " << stream << ":\n" << text;
+      if (text.back() != '\n')
+        std::cout << "\n";
+    }
+  }
+  if (body.value("truncated", false))
+    std::cout << "(more attempts than fit in one answer; use --node)\n";
+}
+
+/// Prints how a run ended; returns the exit code.
+int print_end(const global_options& g, const json& end) {
+  auto state = end.value("state", std::string{});
+  if (g.json) {
+    std::cout << dump(end) << "\n";
+  } else if (state == "completed") {
+    std::cout << dump(end.value("outputs", json::object()), 2) << "\n";
+  } else {
+    std::cerr << "run " << end.value("run_id", "") << " ("
+              << end.value("workflow", "") << ") " << state << ": "
+              << end.value("reason", "") << "\n";
+    if (end.contains("compensation"))
+      std::cerr << "compensation: " << dump(end["compensation"]) << "\n";
+  }
+  return state == "completed" ? exit_ok : exit_failed;
+}
+
+/// Shows a run's events as they come: a table of nodes redrawn in place on
+/// a terminal, one line per event otherwise (JSON lines with --json).
+class watch_view {
+ public:
+  explicit watch_view(bool json_mode)
+      : json_(json_mode), tty_(!json_mode && isatty(STDERR_FILENO)) {}
+
+  void on(const json& e) {
+    if (json_) {
+      std::cout << dump(e) << "\n" << std::flush;
+      return;
+    }
+    auto type = e.value("type", std::string{});
+    if (type == "watching") {
+      std::cerr << "watching run " << e.value("run_id", "") << " ("
+                << e.value("workflow", "") << "), " << e.value("state", "")
+                << "\n";
+      return;
+    }
+    auto node = e.value("node", std::string{});
+    std::string line = pad(type, 17);
+    if (e.contains("attempt"))
+      line += " attempt " + std::to_string(e["attempt"].get<int>());
+    if (type == "attempt_failed" && e.contains("deadline_ns"))
+      line += ", next " + relative(e["deadline_ns"].get<int64_t>());
+    if (auto m = e.value("message", std::string{}); !m.empty())
+      line += "  " + m.substr(0, 120);
+    if (!tty_ || node.empty()) {
+      std::cerr << clock_time(e.value("at_ns", wall_ns())) << "  "
+                << (node.empty() ? std::string{"(run)"} : node) << "  " << line
+                << "\n";
+      return;
+    }
+    auto [it, fresh] = rows_.try_emplace(node);
+    if (fresh)
+      order_.push_back(node);
+    it->second = line;
+    redraw();
+  }
+
+  void end() {
+    if (tty_ && drawn_ > 0)
+      std::cerr << "\n";
+    drawn_ = 0;
+  }
+
+ private:
+  void redraw() {
+    if (drawn_ > 0)
+      std::cerr << "\r\033[" << drawn_ << "A";
+    size_t w = 4;
+    for (auto& n : order_)
+      w = std::max(w, n.size());
+    for (auto& n : order_)
+      std::cerr << "\r\033[2K  " << pad(n, w + 2) << rows_[n] << "\n";
+    drawn_ = order_.size();
+    std::cerr << std::flush;
+  }
+
+  bool json_;
+  bool tty_;
+  std::map<std::string, std::string> rows_;
+  std::vector<std::string> order_;
+  size_t drawn_ = 0;
+};
+
+/// Follows run `run_id` until it ends; returns the exit code.
+int follow(const global_options& g, control_client& client,
+           const std::string& run_id) {
+  auto id = client.start(json{{"t", "watch"}, {"run_id", run_id}});
+  watch_view view{g.json};
+  while (true) {
+    auto msg = client.next(std::chrono::seconds{3600});
+    if (!msg)
+      continue;
+    if (msg->value("id", uint64_t{0}) != id)
+      continue;
+    auto t = msg->value("t", std::string{});
+    auto body = msg->value("body", json::object());
+    if (t == "event") {
+      view.on(body);
+    } else if (t == "end") {
+      view.end();
+      return print_end(g, body);
+    }
+  }
+}
+
+/// Opens a data dir's store for reading; null (and `rc`) when it cannot.
+std::unique_ptr<persistence::journal_store>
+open_store(const char* command, const config::settings& settings, int& rc) {
+  persistence::journal_store::options so;
+  so.path = settings.get_string("node.data_dir");
+  std::string error;
+  auto store = persistence::journal_store::open(so, error);
+  if (!store) {
+    bool busy
+      = error.find("in use by another troupe process") != std::string::npos;
+    std::cerr << "troupe: " << command << ": " << error
+              << (busy ? " (ask the node instead: drop --data-dir)" : "")
+              << "\n";
+    rc = busy ? exit_unreachable : exit_bad_input;
+  }
+  return store;
+}
+
+/// status, list, history and logs read straight from a data dir.
+int run_local(const global_options& g, const std::string& command,
+              const remote_options& o, const config::settings& settings) {
+  int rc = exit_ok;
+  auto store = open_store(command.c_str(), settings, rc);
+  if (!store)
+    return rc;
+  auto dir = settings.get_string("node.data_dir");
+  auto missing = [&] {
+    std::cerr << "troupe: " << command << ": no run '" << o.run_id << "' in "
+              << dir << "\n";
+    return exit_failed;
+  };
+  if (command == "status") {
+    actors::spec_cache specs;
+    auto s = cluster::status_view(*store, specs, o.run_id);
+    if (!s)
+      return missing();
+    if (g.json)
+      std::cout << dump(*s, 2) << "\n";
+    else
+      print_status(*s);
+    return exit_ok;
+  }
+  if (command == "list") {
+    cluster::list_filter f;
+    if (!o.state.empty() && !(f.state = cluster::parse_run_state(o.state))) {
+      std::cerr << "troupe: list: --state " << o.state
+                << ": expected running, paused, completed, failed or "
+                   "cancelled\n";
+      return exit_bad_input;
+    }
+    f.workflow = o.workflow;
+    f.after = o.after;
+    f.limit = o.limit;
+    auto page = cluster::list_view(*store, f);
+    if (g.json)
+      std::cout << dump(page, 2) << "\n";
+    else
+      print_list(page);
+    return exit_ok;
+  }
+  if (command == "logs") {
+    std::string error;
+    auto body
+      = cluster::logs_view(*store, o.run_id, o.node_id, 64 << 20, error);
+    if (!body) {
+      if (error.empty())
+        return missing();
+      std::cerr << "troupe: logs: " << error << "\n";
+      return exit_failed;
+    }
+    if (g.json)
+      std::cout << dump(*body, 2) << "\n";
+    else
+      print_logs(*body);
+    return exit_ok;
+  }
+  std::cerr << "troupe: " << command
+            << " needs a running node; --data-dir works with status, list, "
+               "history and logs\n";
+  return exit_bad_input;
+}
+
+/// Asks before a bulk cancel; true when confirmed.
+bool confirm(size_t count) {
+  if (!isatty(STDIN_FILENO))
+    return false;
+  std::cerr << "cancel " << count << " run(s)? [y/N] " << std::flush;
+  std::string answer;
+  std::getline(std::cin, answer);
+  return answer == "y" || answer == "Y" || answer == "yes";
+}
+
+int remote(const global_options& g, const std::string& command,
+           const remote_options& o, const config::settings& settings) {
+  // Check what can be checked before reaching out.
+  std::optional<runtime::workflow_spec> spec;
+  json inputs;
+  std::string source;
+  if (command == "submit") {
+    auto outcome = runtime::load_workflow_file(o.file);
+    if (!outcome.ok()) {
+      for (auto& d : outcome.errors)
+        std::cerr << d.to_string(o.file) << "\n";
+      return exit_bad_input;
+    }
+    spec = std::move(outcome.workflow);
+    std::vector<std::string> errors;
+    auto bound = bind_cli_inputs(*spec, o.inputs, o.inputs_file, errors);
+    if (!bound) {
+      for (auto& e : errors)
+        std::cerr << "troupe: submit: " << e << "\n";
+      return exit_bad_input;
+    }
+    inputs = std::move(*bound);
+    std::ifstream in{o.file, std::ios::binary};
+    source.assign(std::istreambuf_iterator<char>{in}, {});
+  }
+  if (command == "list" && !o.state.empty()
+      && !cluster::parse_run_state(o.state)) {
+    std::cerr << "troupe: list: --state " << o.state
+              << ": expected running, paused, completed, failed or "
+                 "cancelled\n";
+    return exit_bad_input;
+  }
+  bool bulk = command == "cancel" && o.run_id.empty();
+  if (bulk && o.workflow.empty() && o.state.empty()) {
+    std::cerr << "troupe: cancel: give a RUN, or --workflow NAME and/or "
+                 "--state running|paused to cancel in bulk\n";
+    return exit_bad_input;
+  }
+
+  control_client client;
+  control_client::options co;
+  co.address = node_address(g, settings);
+  co.token = token_of(g);
+  co.ca_file = g.ca_file;
+  client.connect(co);
+
+  if (command == "submit") {
+    json req = {{"t", "submit"},
+                {"workflow", source},
+                {"file", std::filesystem::path{o.file}.filename().string()},
+                {"inputs", inputs}};
+    if (!o.idempotency_key.empty())
+      req["idempotency_key"] = o.idempotency_key;
+    auto body = client.call(req);
+    auto run_id = body.value("run_id", std::string{});
+    if (g.json && !o.wait)
+      std::cout << dump(body) << "\n";
+    else if (!g.json)
+      std::cout << run_id << "\n" << std::flush;
+    if (body.value("existing", false) && !g.json)
+      std::cerr << "idempotency key '" << o.idempotency_key << "' is run "
+                << run_id << "; no new run started\n";
+    if (!o.wait)
+      return exit_ok;
+    return follow(g, client, run_id);
+  }
+  if (command == "watch")
+    return follow(g, client, o.run_id);
+  if (command == "status") {
+    auto body = client.call({{"t", "status"}, {"run_id", o.run_id}});
+    if (g.json)
+      std::cout << dump(body, 2) << "\n";
+    else
+      print_status(body);
+    return exit_ok;
+  }
+  if (command == "list") {
+    json req = {{"t", "list"}, {"limit", o.limit}};
+    if (!o.state.empty())
+      req["state"] = o.state;
+    if (!o.workflow.empty())
+      req["workflow"] = o.workflow;
+    if (!o.after.empty())
+      req["after"] = o.after;
+    auto body = client.call(req);
+    if (g.json)
+      std::cout << dump(body, 2) << "\n";
+    else
+      print_list(body);
+    return exit_ok;
+  }
+  if (command == "result")
+    return print_end(g, client.call({{"t", "result"}, {"run_id", o.run_id}}));
+  if (command == "history") {
+    json all = json::array();
+    json head;
+    uint64_t after = 0;
+    for (int page = 0; page < 100'000; ++page) {
+      auto body = client.call(
+        {{"t", "history"}, {"run_id", o.run_id}, {"after", after}});
+      for (auto& e : body["events"])
+        all.push_back(std::move(e));
+      head = std::move(body);
+      after = head.value("next", uint64_t{0});
+      if (after == 0)
+        break;
+    }
+    std::vector<persistence::event_record> events;
+    for (auto& e : all)
+      events.push_back(event_from_json(e));
+    if (g.json) {
+      json out = json::array();
+      for (auto& e : events)
+        out.push_back(event_to_json(e));
+      json report = {{"run_id", o.run_id},
+                     {"workflow", head.value("workflow", "")},
+                     {"state", head.value("state", "")},
+                     {"events", out}};
+      std::cout << dump(report, 2) << "\n";
+    } else {
+      std::cout << "run " << o.run_id << " of workflow '"
+                << head.value("workflow", "")
+                << "': " << head.value("state", "") << "\n";
+      int64_t start = events.empty() ? 0 : events.front().at_ns;
+      for (auto& e : events)
+        std::cout << "  " << describe_event(e, start) << "\n";
+    }
+    return exit_ok;
+  }
+  if (command == "logs") {
+    json req = {{"t", "logs"}, {"run_id", o.run_id}};
+    if (!o.node_id.empty())
+      req["node"] = o.node_id;
+    auto body = client.call(req);
+    if (g.json)
+      std::cout << dump(body, 2) << "\n";
+    else
+      print_logs(body);
+    return exit_ok;
+  }
+  if (bulk) {
+    json req = {{"t", "cancel_many"}, {"dry_run", true}};
+    if (!o.workflow.empty())
+      req["workflow"] = o.workflow;
+    if (!o.state.empty())
+      req["state"] = o.state;
+    if (!o.reason.empty())
+      req["reason"] = o.reason;
+    auto preview = client.call(req);
+    auto count = preview.value("count", size_t{0});
+    if (count == 0) {
+      std::cerr << "no unfinished run matches\n";
+      return exit_ok;
+    }
+    if (!o.yes && !confirm(count)) {
+      std::cerr << "troupe: cancel: " << count
+                << " run(s) match; not cancelled (confirm on a terminal, or "
+                   "add --yes)\n";
+      return exit_bad_input;
+    }
+    req["dry_run"] = false;
+    auto body = client.call(req);
+    if (g.json)
+      std::cout << dump(body) << "\n";
+    else
+      std::cout << "cancelling " << body.value("count", size_t{0})
+                << " run(s)\n";
+    return exit_ok;
+  }
+  // cancel, pause, resume of one run.
+  json req = {{"t", command}, {"run_id", o.run_id}};
+  if (!o.reason.empty())
+    req["reason"] = o.reason;
+  auto body = client.call(req);
+  if (g.json)
+    std::cout << dump(body) << "\n";
+  else
+    std::cerr << command << " of run " << o.run_id << " requested\n";
+  return exit_ok;
+}
+
+} // namespace
+
+int run_remote(const global_options& g, const std::string& command,
+               const remote_options& o) {
+  std::vector<config::flag_override> flags;
+  if (!o.data_dir.empty())
+    flags.push_back({"--data-dir", "node.data_dir", o.data_dir});
+  config::settings settings;
+  if (!load_config(g, flags, settings))
+    return exit_bad_input;
+  if (o.limit == 0 || o.limit > 1000) {
+    std::cerr << "troupe: " << command << ": --limit must be from 1 to 1000\n";
+    return exit_bad_input;
+  }
+  if (!o.data_dir.empty() && command == "history")
+    return run_history(g, o.run_id, o.data_dir);
+  if (!o.data_dir.empty() && command == "cancel")
+    return run_cancel(g, o.run_id, o.data_dir);
+  if (!o.data_dir.empty())
+    return run_local(g, command, o, settings);
+  try {
+    return remote(g, command, o, settings);
+  } catch (const client_error& e) {
+    std::cerr << "troupe: " << command << ": " << e.what() << "\n";
+    if (e.exit_code == exit_unreachable && (command == "watch" || o.wait))
+      std::cerr << "the run goes on in the node; `troupe watch "
+                << (o.run_id.empty() ? std::string{"RUN"} : o.run_id)
+                << "` follows it again\n";
+    return e.exit_code;
+  }
+}
+
+} // namespace troupe::tools

@@ -1,0 +1,269 @@
+#include "tools/control_client.hpp"
+
+#include "runtime/control/wire.hpp"
+#include "tools/commands.hpp"
+
+#include <boost/asio/connect.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/read.hpp>
+#include <boost/asio/ssl/context.hpp>
+#include <boost/asio/ssl/host_name_verification.hpp>
+#include <boost/asio/ssl/stream.hpp>
+#include <boost/asio/write.hpp>
+
+#include <array>
+#include <deque>
+#include <utility> // before Asio: Boost 1.74 with C++20 needs std::exchange
+
+namespace troupe::tools {
+
+namespace asio = boost::asio;
+namespace control = runtime::control;
+using tcp = asio::ip::tcp;
+using json = nlohmann::json;
+using boost::system::error_code;
+
+struct control_client::impl {
+  asio::io_context io;
+  asio::ssl::context tls_ctx{asio::ssl::context::tls_client};
+  std::unique_ptr<asio::ssl::stream<tcp::socket>> stream;
+  bool tls = false;
+  options opts;
+  std::string where;
+  std::string node;
+  uint64_t next_id = 1;
+  /// Messages read while waiting for another.
+  std::deque<json> inbox;
+
+  /// Runs the io_context until the started operation ends or `timeout`
+  /// passes; on timeout closes the socket and returns false.
+  bool run_for(std::chrono::milliseconds timeout) {
+    io.restart();
+    io.run_for(timeout);
+    if (io.stopped())
+      return true;
+    error_code ignored;
+    stream->lowest_layer().close(ignored);
+    io.restart();
+    io.run();
+    return false;
+  }
+
+  void write(const std::string& frame) {
+    error_code ec;
+    if (tls)
+      asio::write(*stream, asio::buffer(frame), ec);
+    else
+      asio::write(stream->next_layer(), asio::buffer(frame), ec);
+    if (ec)
+      throw client_error(exit_unreachable, "lost the connection to the node at "
+                                             + where + ": " + ec.message());
+  }
+
+  /// Reads one message; nothing on timeout.
+  std::optional<json> read(std::chrono::milliseconds timeout) {
+    std::array<unsigned char, control::header_size> header{};
+    error_code ec = asio::error::would_block;
+    auto on_read = [&](const error_code& e, size_t) { ec = e; };
+    if (tls)
+      asio::async_read(*stream, asio::buffer(header), on_read);
+    else
+      asio::async_read(stream->next_layer(), asio::buffer(header), on_read);
+    if (!run_for(timeout))
+      return std::nullopt;
+    if (ec)
+      throw client_error(exit_unreachable, "lost the connection to the node at "
+                                             + where + ": "
+                                             + (ec == asio::error::eof
+                                                  ? "it closed the connection"
+                                                  : ec.message()));
+    auto n = control::read_length(header.data());
+    if (n == 0 || n > opts.max_frame_bytes)
+      throw client_error(exit_unreachable,
+                         "the node at " + where + " sent a frame of "
+                           + std::to_string(n) + " bytes; giving up");
+    std::string body(n, '\0');
+    ec = asio::error::would_block;
+    if (tls)
+      asio::async_read(*stream, asio::buffer(body), on_read);
+    else
+      asio::async_read(stream->next_layer(), asio::buffer(body), on_read);
+    if (!run_for(std::chrono::seconds{60}) || ec)
+      throw client_error(exit_unreachable, "lost the connection to the node at "
+                                             + where
+                                             + " in the middle of a frame");
+    std::string error;
+    auto msg = control::decode_body(body, error);
+    if (!msg)
+      throw client_error(exit_unreachable, "the node at " + where
+                                             + " sent a bad frame: " + error);
+    return msg;
+  }
+
+  /// Reads until the message answering `id` arrives (others are kept).
+  json await(uint64_t id, std::chrono::milliseconds timeout) {
+    auto deadline = std::chrono::steady_clock::now() + timeout;
+    for (auto i = inbox.begin(); i != inbox.end(); ++i)
+      if (i->value("id", uint64_t{0}) == id) {
+        auto msg = std::move(*i);
+        inbox.erase(i);
+        return msg;
+      }
+    while (true) {
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+      if (left.count() <= 0)
+        throw client_error(exit_unreachable,
+                           "the node at " + where + " did not answer within "
+                             + std::to_string(timeout.count() / 1000) + "s");
+      auto msg = read(left);
+      if (!msg)
+        continue;
+      auto mid = msg->value("id", uint64_t{0});
+      // An error with id 0 is about the connection itself.
+      if (mid == id || (mid == 0 && msg->value("t", "") == "error"))
+        return std::move(*msg);
+      inbox.push_back(std::move(*msg));
+    }
+  }
+};
+
+control_client::control_client() : impl_(std::make_unique<impl>()) {}
+
+control_client::~control_client() = default;
+
+const std::string& control_client::node_name() const {
+  return impl_->node;
+}
+
+int control_client::exit_code_for(const std::string& code) {
+  if (code == "unauthenticated" || code == "token_expired"
+      || code == "token_invalid" || code == "forbidden")
+    return exit_auth;
+  if (code == "bad_request" || code == "invalid_workflow"
+      || code == "unknown_type")
+    return exit_bad_input;
+  if (code == "draining" || code == "unsupported_version" || code == "bad_frame"
+      || code == "frame_too_large")
+    return exit_unreachable;
+  return exit_failed;
+}
+
+namespace {
+
+[[noreturn]] void throw_answer(const json& msg) {
+  auto code = msg.value("code", std::string{"internal"});
+  std::string text = msg.value("message", std::string{"unknown error"});
+  if (code == "rate_limited" && msg.contains("retry_after_ms"))
+    text += " (retry after " + msg["retry_after_ms"].dump() + "ms)";
+  throw client_error(control_client::exit_code_for(code), text);
+}
+
+} // namespace
+
+void control_client::connect(const options& opts) {
+  auto& i = *impl_;
+  i.opts = opts;
+  auto address = opts.address;
+  if (address.starts_with("tls://")) {
+    i.tls = true;
+    address = address.substr(6);
+  }
+  i.where = address;
+  auto colon = address.rfind(':');
+  if (colon == std::string::npos || colon == 0 || colon + 1 == address.size())
+    throw client_error(exit_bad_input,
+                       "node address '" + opts.address + "' is not HOST:PORT");
+  auto host = address.substr(0, colon);
+  auto port = address.substr(colon + 1);
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']')
+    host = host.substr(1, host.size() - 2);
+  if (i.tls) {
+    i.tls_ctx.set_verify_mode(asio::ssl::verify_peer);
+    error_code ec;
+    if (!opts.ca_file.empty())
+      i.tls_ctx.load_verify_file(opts.ca_file, ec);
+    else
+      i.tls_ctx.set_default_verify_paths(ec);
+    if (ec)
+      throw client_error(exit_bad_input, "cannot load the CA file '"
+                                           + opts.ca_file
+                                           + "': " + ec.message());
+    i.tls_ctx.set_verify_callback(asio::ssl::host_name_verification(host));
+  }
+  i.stream = std::make_unique<asio::ssl::stream<tcp::socket>>(i.io, i.tls_ctx);
+  tcp::resolver resolver{i.io};
+  error_code ec;
+  auto endpoints = resolver.resolve(host, port, ec);
+  if (ec)
+    throw client_error(exit_unreachable, "cannot resolve the node address '"
+                                           + address + "': " + ec.message());
+  ec = asio::error::would_block;
+  asio::async_connect(
+    i.stream->next_layer(), endpoints,
+    [&](const error_code& e, const tcp::endpoint&) { ec = e; });
+  if (!i.run_for(opts.connect_timeout))
+    throw client_error(exit_unreachable,
+                       "cannot reach a node at " + address
+                         + ": no answer within "
+                         + std::to_string(opts.connect_timeout.count()) + "ms");
+  if (ec)
+    throw client_error(exit_unreachable, "cannot reach a node at " + address
+                                           + ": " + ec.message());
+  error_code ignored;
+  i.stream->next_layer().set_option(tcp::no_delay{true}, ignored);
+  if (i.tls) {
+    if (!SSL_set_tlsext_host_name(i.stream->native_handle(), host.c_str()))
+      throw client_error(exit_bad_input, "bad TLS host name '" + host + "'");
+    ec = asio::error::would_block;
+    i.stream->async_handshake(asio::ssl::stream_base::client,
+                              [&](const error_code& e) { ec = e; });
+    if (!i.run_for(opts.connect_timeout) || ec)
+      throw client_error(exit_unreachable,
+                         "TLS handshake with " + address + " failed"
+                           + (ec ? ": " + ec.message() : std::string{}));
+  }
+  auto id = i.next_id++;
+  json hello = {{"t", "hello"},
+                {"id", id},
+                {"version", control::protocol_version},
+                {"client", "troupe-cli"}};
+  if (!opts.token.empty())
+    hello["token"] = opts.token;
+  i.write(control::encode_frame(hello));
+  auto answer = i.await(id, opts.connect_timeout + std::chrono::seconds{5});
+  if (answer.value("t", "") == "error")
+    throw_answer(answer);
+  i.node = answer.value("node", std::string{});
+}
+
+json control_client::call(json request, std::chrono::milliseconds timeout) {
+  auto id = start(std::move(request));
+  auto answer = impl_->await(id, timeout);
+  if (answer.value("t", "") == "error")
+    throw_answer(answer);
+  return answer.value("body", json::object());
+}
+
+uint64_t control_client::start(json request) {
+  auto id = impl_->next_id++;
+  request["id"] = id;
+  impl_->write(control::encode_frame(request));
+  return id;
+}
+
+std::optional<json> control_client::next(std::chrono::milliseconds timeout) {
+  auto& i = *impl_;
+  if (!i.inbox.empty()) {
+    auto msg = std::move(i.inbox.front());
+    i.inbox.pop_front();
+    return msg;
+  }
+  auto msg = i.read(timeout);
+  if (msg && msg->value("t", "") == "error")
+    throw_answer(*msg);
+  return msg;
+}
+
+} // namespace troupe::tools

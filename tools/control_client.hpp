@@ -1,0 +1,67 @@
+#pragma once
+
+// The command line's side of the control protocol: one connection, blocking
+// calls with timeouts (the CLI has nothing else to do meanwhile).
+
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+
+namespace troupe::tools {
+
+/// A failed call, with the exit code the command should end with.
+struct client_error : std::runtime_error {
+  client_error(int code, const std::string& message)
+      : std::runtime_error(message), exit_code(code) {}
+  int exit_code;
+};
+
+class control_client {
+ public:
+  struct options {
+    /// HOST:PORT, or tls://HOST:PORT for TLS.
+    std::string address = "127.0.0.1:7400";
+    std::string token;
+    /// PEM file of the CA that signed the node's certificate (TLS); empty:
+    /// the system's CA store.
+    std::string ca_file;
+    std::chrono::milliseconds connect_timeout{5'000};
+    size_t max_frame_bytes = 64 << 20;
+  };
+
+  control_client();
+  ~control_client();
+
+  /// Connects and says hello; throws client_error (exit 3 when the node
+  /// cannot be reached, 4 when it refuses the token).
+  void connect(const options& opts);
+
+  /// Sends a request (the "id" is set here) and returns the answer's body;
+  /// an error answer throws client_error with the code's exit code.
+  nlohmann::json call(nlohmann::json request, std::chrono::milliseconds timeout
+                                              = std::chrono::seconds{60});
+
+  /// Sends a request whose answers stream (watch); returns its id.
+  uint64_t start(nlohmann::json request);
+
+  /// Returns the next message of any stream ({t, id, body}), or nothing when
+  /// `timeout` passes first; throws client_error when the connection is lost
+  /// (exit 3) or on an error message.
+  std::optional<nlohmann::json> next(std::chrono::milliseconds timeout);
+
+  /// The node's name, from its welcome.
+  const std::string& node_name() const;
+
+  /// Returns the exit code for an error code of the protocol.
+  static int exit_code_for(const std::string& code);
+
+ private:
+  struct impl;
+  std::unique_ptr<impl> impl_;
+};
+
+} // namespace troupe::tools
