@@ -29,6 +29,10 @@ node_metrics::node_metrics(m::registry& r)
                                      "its fsync included under durability "
                                      "machine.")
                        .with({})),
+      append_seconds(r.add_histogram("troupe_journal_append_seconds",
+                                     "Time from a run's journal append until "
+                                     "it is durable, queueing included.")
+                       .with({})),
       commit_appends(r.add_histogram("troupe_journal_commit_appends",
                                      "Appends written by one group commit.",
                                      m::exponential_buckets(1, 2, 11))

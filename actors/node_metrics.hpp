@@ -23,6 +23,9 @@ struct node_metrics {
   /// group commit's write (with its fsync under durability = machine) and
   /// size.
   runtime::metrics::histogram& commit_seconds;
+  /// troupe_journal_append_seconds: from a run's append until it is durable
+  /// (queueing for the group commit included).
+  runtime::metrics::histogram& append_seconds;
   runtime::metrics::histogram& commit_appends;
 };
 

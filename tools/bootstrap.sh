@@ -15,7 +15,7 @@ packages=(
   # tests and benchmarks (prometheus for promtool, which lints /metrics)
   libgtest-dev libgmock-dev libbenchmark-dev prometheus
   # test helpers: processes, ptys, network namespaces
-  procps tmux iproute2 util-linux
+  procps tmux iproute2 util-linux openssl
 )
 
 missing=()

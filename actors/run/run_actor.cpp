@@ -80,7 +80,13 @@ void persist(self_ptr self, std::vector<event_record> events) {
   st.journal_size += static_cast<int64_t>(events.size());
   st.unacked.emplace(tag, std::make_pair(first_seq, std::move(events)));
   auto me = caf::actor{self};
-  st.svc->store->append(std::move(op), [me, tag](std::string error) {
+  auto* metrics = st.svc->metrics.get();
+  auto began = metrics ? std::chrono::steady_clock::now()
+                       : std::chrono::steady_clock::time_point{};
+  st.svc->store->append(std::move(op), [me, tag, metrics,
+                                        began](std::string error) {
+    if (metrics)
+      metrics->append_seconds.observe(std::chrono::steady_clock::now() - began);
     caf::anon_send(me, runtime::store_ack{tag, std::move(error)});
   });
 }
