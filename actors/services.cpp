@@ -6,6 +6,8 @@
 #include <caf/all.hpp>
 #include <caf/message.hpp>
 
+#include <algorithm>
+
 namespace troupe::actors {
 
 std::shared_ptr<const runtime::workflow_spec>
@@ -45,6 +47,15 @@ caf::actor keyed_actors::get(const std::string& key,
   if (!a)
     a = spawn();
   return a;
+}
+
+std::vector<std::pair<std::string, caf::actor>> keyed_actors::all() {
+  std::lock_guard guard{mtx_};
+  std::vector<std::pair<std::string, caf::actor>> out(actors_.begin(),
+                                                      actors_.end());
+  std::sort(out.begin(), out.end(),
+            [](auto& a, auto& b) { return a.first < b.first; });
+  return out;
 }
 
 void keyed_actors::stop_all() {

@@ -59,6 +59,9 @@ class keyed_actors {
   /// Stops them all (node shutdown).
   void stop_all();
 
+  /// Every actor with its key, in key order.
+  std::vector<std::pair<std::string, caf::actor>> all();
+
  private:
   std::mutex mtx_;
   std::unordered_map<std::string, caf::actor> actors_;

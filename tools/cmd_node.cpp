@@ -127,6 +127,8 @@ int run_node_start(const global_options& g, const node_start_options& o) {
 
   cluster::node_service::options so;
   so.metrics = &metrics;
+  so.config
+    = nlohmann::json::parse(config::render_json(settings), nullptr, false);
   so.submit_rate = static_cast<double>(settings.get_int("auth.submit_rate"));
   so.submit_burst = static_cast<double>(settings.get_int("auth.submit_burst"));
   cluster::node_service service{*node, io, so};

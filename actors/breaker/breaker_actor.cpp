@@ -113,6 +113,37 @@ caf::behavior breaker_actor_impl(self_ptr self,
       }
       return {true, 0, false};
     },
+    [self](const runtime::inspect_actor&) -> std::string {
+      auto& st = self->state;
+      auto failures = std::count_if(st.calls.begin(), st.calls.end(),
+                                    [](auto& c) { return !c.second; });
+      nlohmann::json out
+        = {{"kind", "breaker"},
+           {"actor_id", self->id()},
+           {"mailbox", self->mailbox().size()},
+           {"key", st.spec.key},
+           {"state", to_string(st.state)},
+           {"calls_in_window", st.calls.size()},
+           {"failures_in_window", failures},
+           {"failure_threshold", st.spec.failure_threshold},
+           {"window", config::format_duration(st.spec.window)},
+           {"reset_timeout", config::format_duration(st.spec.reset_timeout)},
+           {"half_open_max_calls", st.spec.half_open_max_calls},
+           {"probes_in_flight", st.probes_in_flight}};
+      if (st.state == mode::open) {
+        out["opened_at_ns"] = st.opened_at_ns;
+        out["half_open_at_ns"]
+          = st.opened_at_ns + st.spec.reset_timeout.count();
+      }
+      return out.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+    },
+    [self](runtime::reset_breaker& r) {
+      auto& st = self->state;
+      st.probes_in_flight = 0;
+      if (st.state != mode::closed)
+        change(self, mode::closed, "reset by " + r.who, now_ns());
+      st.calls.clear();
+    },
     [self](runtime::breaker_report& r) {
       auto& st = self->state;
       auto now = now_ns();

@@ -3,6 +3,7 @@
 #include "runtime/protocol/messages.hpp"
 
 #include <caf/all.hpp>
+#include <nlohmann/json.hpp>
 
 #include <algorithm>
 
@@ -66,6 +67,23 @@ caf::behavior limiter_actor_impl(self_ptr self, std::string key,
                                     }),
                      st.queue.end());
       grant(self);
+    },
+    [self](const runtime::inspect_actor&) -> std::string {
+      auto& st = self->state;
+      nlohmann::json holders = nlohmann::json::array();
+      for (auto& [h, _] : st.holders)
+        holders.push_back(h);
+      nlohmann::json queue = nlohmann::json::array();
+      for (auto& w : st.queue)
+        queue.push_back(w.holder);
+      return nlohmann::json{{"kind", "limiter"},
+                            {"actor_id", self->id()},
+                            {"mailbox", self->mailbox().size()},
+                            {"key", st.key},
+                            {"limit", st.limit},
+                            {"holders", std::move(holders)},
+                            {"queue", std::move(queue)}}
+        .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
     },
   };
 }

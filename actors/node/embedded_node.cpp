@@ -224,6 +224,156 @@ spec_cache& embedded_node::specs() {
   return svc_->specs;
 }
 
+namespace {
+
+/// Asks `a` for its state; nothing when it does not answer in time.
+std::optional<json> ask(caf::scoped_actor& self, const caf::actor& a,
+                        std::chrono::milliseconds timeout) {
+  std::optional<json> out;
+  if (!a)
+    return out;
+  self->request(a, timeout, runtime::inspect_actor{})
+    .receive(
+      [&](std::string& text) {
+        auto v = json::parse(text, nullptr, false);
+        if (!v.is_discarded())
+          out = std::move(v);
+      },
+      [](caf::error&) {});
+  return out;
+}
+
+} // namespace
+
+json embedded_node::inspect_actors(size_t limit,
+                                   std::chrono::milliseconds timeout) {
+  caf::scoped_actor self{*system_};
+  json supervisors = json::array();
+  size_t described = 0, live = 0;
+  for (auto& sup : supervisors_) {
+    auto s = ask(self, sup, timeout);
+    if (!s)
+      continue;
+    live += s->value("runs_live", size_t{0});
+    s->erase("runs");
+    json children = json::array();
+    std::vector<caf::actor> runs;
+    self
+      ->request(sup, timeout,
+                runtime::list_children{static_cast<uint32_t>(limit)})
+      .receive([&](std::vector<caf::actor>& v) { runs = std::move(v); },
+               [](caf::error&) {});
+    for (auto& r : runs) {
+      if (described >= limit)
+        break;
+      if (auto d = ask(self, r, timeout)) {
+        ++described;
+        children.push_back(std::move(*d));
+      }
+    }
+    (*s)["children"] = std::move(children);
+    supervisors.push_back(std::move(*s));
+  }
+  auto keyed = [&](keyed_actors& k) {
+    json out = json::array();
+    for (auto& [_, a] : k.all())
+      if (auto d = ask(self, a, timeout))
+        out.push_back(std::move(*d));
+    return out;
+  };
+  return json{{"kind", "node"},
+              {"actors_running", system_->registry().running()},
+              {"runs_live", live},
+              {"runs_described", described},
+              {"supervisors", std::move(supervisors)},
+              {"breakers", keyed(svc_->breakers)},
+              {"limiters", keyed(svc_->limiters)}};
+}
+
+std::optional<json>
+embedded_node::inspect_run(const std::string& run_id,
+                           std::chrono::milliseconds timeout) {
+  caf::scoped_actor self{*system_};
+  caf::actor run;
+  self->request(supervisor_for(run_id), timeout, runtime::find_run{run_id})
+    .receive([&](caf::actor& a) { run = std::move(a); }, [](caf::error&) {});
+  return ask(self, run, timeout);
+}
+
+std::optional<json>
+embedded_node::inspect_actor(uint64_t actor_id,
+                             std::chrono::milliseconds timeout) {
+  caf::scoped_actor self{*system_};
+  for (auto& [_, a] : svc_->breakers.all())
+    if (a.id() == actor_id)
+      return ask(self, a, timeout);
+  for (auto& [_, a] : svc_->limiters.all())
+    if (a.id() == actor_id)
+      return ask(self, a, timeout);
+  for (auto& sup : supervisors_) {
+    if (sup.id() == actor_id)
+      return ask(self, sup, timeout);
+    std::vector<caf::actor> runs;
+    self->request(sup, timeout, runtime::list_children{UINT32_MAX})
+      .receive([&](std::vector<caf::actor>& v) { runs = std::move(v); },
+               [](caf::error&) {});
+    for (auto& r : runs) {
+      if (r.id() == actor_id)
+        return ask(self, r, timeout);
+    }
+    // An attempt, as the run that owns it sees it.
+    for (auto& r : runs) {
+      auto d = ask(self, r, timeout);
+      if (!d)
+        continue;
+      for (auto& n : (*d)["nodes"])
+        if (n.value("attempt_actor_id", uint64_t{0}) == actor_id) {
+          json a = n;
+          a["kind"] = "attempt";
+          a["actor_id"] = actor_id;
+          a["run_id"] = (*d)["run_id"];
+          a["run_actor_id"] = (*d)["actor_id"];
+          return a;
+        }
+    }
+  }
+  return std::nullopt;
+}
+
+std::optional<json>
+embedded_node::inspect_breaker(const std::string& key,
+                               std::chrono::milliseconds timeout) {
+  caf::scoped_actor self{*system_};
+  for (auto& [k, a] : svc_->breakers.all())
+    if (k == key)
+      return ask(self, a, timeout);
+  return std::nullopt;
+}
+
+json embedded_node::inspect_limits(std::chrono::milliseconds timeout) {
+  caf::scoped_actor self{*system_};
+  json out = json::array();
+  for (auto& [_, a] : svc_->limiters.all())
+    if (auto d = ask(self, a, timeout))
+      out.push_back(std::move(*d));
+  return out;
+}
+
+void embedded_node::retry_now(const std::string& run_id,
+                              const std::string& node) {
+  caf::anon_send(supervisor_for(run_id), runtime::retry_now{run_id, node});
+}
+
+bool embedded_node::reset_breaker(const std::string& key,
+                                  const std::string& who) {
+  for (auto& [k, a] : svc_->breakers.all())
+    if (k == key) {
+      caf::anon_send(a, runtime::reset_breaker{who});
+      return true;
+    }
+  return false;
+}
+
 void embedded_node::crash(const std::string& run_id) {
   caf::anon_send(supervisor_for(run_id), runtime::crash_run{run_id});
 }

@@ -9,7 +9,9 @@
 #include <caf/fwd.hpp>
 #include <nlohmann/json.hpp>
 
+#include <chrono>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -98,6 +100,37 @@ class embedded_node {
 
   /// Parsed workflows by source text, shared with the runs.
   spec_cache& specs();
+
+  // -- inspection: each actor answers for itself; blocking, so never from a
+  // CAF worker. Actors that do not answer within `timeout` are left out.
+
+  /// The supervision tree: supervisors with their run actors (at most
+  /// `limit` run actors described in full), breakers and limiters.
+  nlohmann::json inspect_actors(size_t limit,
+                                std::chrono::milliseconds timeout);
+
+  /// A live run actor's account of its run; nothing when the run is not
+  /// live on this node.
+  std::optional<nlohmann::json> inspect_run(const std::string& run_id,
+                                            std::chrono::milliseconds timeout);
+
+  /// The actor with this id (a supervisor, run, breaker or limiter, or an
+  /// attempt as its run sees it); nothing when none is live.
+  std::optional<nlohmann::json>
+  inspect_actor(uint64_t actor_id, std::chrono::milliseconds timeout);
+
+  /// The breaker of `key`; nothing when no node used it yet.
+  std::optional<nlohmann::json>
+  inspect_breaker(const std::string& key, std::chrono::milliseconds timeout);
+
+  /// Every concurrency limiter with its holders and queue.
+  nlohmann::json inspect_limits(std::chrono::milliseconds timeout);
+
+  /// Starts `node`'s next attempt of `run_id` now, skipping its backoff.
+  void retry_now(const std::string& run_id, const std::string& node);
+
+  /// Closes the breaker of `key`; false when there is none.
+  bool reset_breaker(const std::string& key, const std::string& who);
 
   /// Crashes a run's actor on purpose (supervision tests and chaos).
   void crash(const std::string& run_id);

@@ -52,6 +52,86 @@ void record_attempt(self_ptr self, const runtime::attempt_result& r) {
   m->mailbox_depth.observe(static_cast<double>(self->mailbox().size()));
 }
 
+std::string cut(const std::string& s, size_t n) {
+  return s.size() > n ? s.substr(0, n) + "..." : s;
+}
+
+/// The run actor's own account of itself, for the tooling shell.
+json describe(self_ptr self, size_t max_text) {
+  auto& st = self->state;
+  auto& e = *st.engine;
+  json nodes = json::array();
+  json waiting = json::array();
+  if (e.paused())
+    waiting.push_back("paused: no attempt starts until resumed");
+  auto add = [&](const std::string& id, const runtime::node_spec& spec) {
+    auto& s = e.status(id);
+    json n = {{"id", id},
+              {"kind", spec.kind},
+              {"state", runtime::to_string(s.state)},
+              {"attempt", s.attempt}};
+    if (s.started_at_ns != 0)
+      n["started_at_ns"] = s.started_at_ns;
+    if (s.attempt_deadline_ns != 0 && s.state == node_state::running)
+      n["attempt_deadline_ns"] = s.attempt_deadline_ns;
+    if (!s.last_error.empty()) {
+      n["last_error_kind"] = s.last_error_kind;
+      n["last_error"] = cut(s.last_error, max_text);
+    }
+    if (auto a = st.attempts.find(id); a != st.attempts.end())
+      n["attempt_actor_id"] = a->second.id();
+    if (s.state == node_state::waiting_retry && s.next_retry_ns != 0) {
+      n["next_retry_ns"] = s.next_retry_ns;
+      n["backoff_ms"]
+        = std::max<int64_t>(0, s.next_retry_ns - now_ns()) / 1'000'000;
+      waiting.push_back("retry of '" + id + "' (attempt "
+                        + std::to_string(s.attempt + 1) + ")");
+    }
+    if (s.state == node_state::running) {
+      if (st.awaiting_breaker.count(id))
+        waiting.push_back("circuit breaker of '" + id + "'");
+      else if (auto slot = st.slots.find(id);
+               slot != st.slots.end() && !slot->second.granted)
+        waiting.push_back("concurrency slot of '" + id + "'");
+      else if (s.timer_deadline_ns != 0)
+        waiting.push_back("timer of '" + id + "'");
+      else
+        waiting.push_back("attempt " + std::to_string(s.attempt) + " of '" + id
+                          + "'");
+      if (s.timer_deadline_ns != 0)
+        n["timer_deadline_ns"] = s.timer_deadline_ns;
+      std::string error;
+      if (auto params = e.resolve_params_for(id, error))
+        n["params"]
+          = cut(params->dump(-1, ' ', false, json::error_handler_t::replace),
+                max_text);
+    }
+    nodes.push_back(std::move(n));
+  };
+  for (auto& n : e.spec().nodes) {
+    add(n.id, n);
+    if (n.map_node)
+      for (auto& item : e.item_ids(n.id))
+        add(item, *n.map_node);
+  }
+  return json{{"kind", "run"},
+              {"actor_id", self->id()},
+              {"mailbox", self->mailbox().size()},
+              {"run_id", e.run_id()},
+              {"workflow", e.spec().name},
+              {"state", persistence::to_string(e.index_state())},
+              {"compensating", e.compensating()},
+              {"restarts", e.restarts()},
+              {"created_at_ns", st.created_at_ns},
+              {"journal_events", st.journal_size},
+              {"unacked_writes", st.unacked.size()},
+              {"inputs", cut(e.inputs().dump(-1, ' ', false,
+                                             json::error_handler_t::replace),
+                             max_text)},
+              {"waiting_for", std::move(waiting)},
+              {"nodes", std::move(nodes)}};
+}
+
 void launch(self_ptr self, const std::string& node);
 void act_on(self_ptr self, const std::vector<event_record>& events,
             int64_t first_seq);
@@ -505,6 +585,13 @@ caf::behavior run_actor_impl(caf::stateful_actor<run_state>* self,
     },
     [self](runtime::resume_run& r) {
       persist(self, self->state.engine->resume(r.who, now_ns()));
+    },
+    [self](const runtime::inspect_actor& q) -> std::string {
+      return describe(self, q.max_text)
+        .dump(-1, ' ', false, json::error_handler_t::replace);
+    },
+    [self](runtime::retry_now& r) {
+      persist(self, self->state.engine->retry_now(r.node, now_ns()));
     },
     [self](runtime::crash_run&) {
       throw std::runtime_error("crash injected by request");

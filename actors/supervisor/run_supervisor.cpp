@@ -152,6 +152,49 @@ caf::behavior run_supervisor_impl(self_ptr self, services_ptr svc) {
           i != st.runs.end() && i->second.actor)
         self->send(i->second.actor, c);
     },
+    [self](runtime::retry_now& c) {
+      auto& st = self->state;
+      if (auto i = st.runs.find(c.run_id);
+          i != st.runs.end() && i->second.actor)
+        self->send(i->second.actor, c);
+    },
+    [self](const runtime::list_children& q) -> std::vector<caf::actor> {
+      std::vector<caf::actor> out;
+      for (auto& [_, c] : self->state.runs) {
+        if (out.size() >= q.limit)
+          break;
+        if (c.actor)
+          out.push_back(c.actor);
+      }
+      return out;
+    },
+    [self](const runtime::find_run& q) -> caf::actor {
+      auto& st = self->state;
+      auto i = st.runs.find(q.run_id);
+      return i == st.runs.end() ? caf::actor{} : i->second.actor;
+    },
+    [self](const runtime::inspect_actor&) -> std::string {
+      auto& st = self->state;
+      nlohmann::json runs = nlohmann::json::array();
+      size_t restarting = 0;
+      for (auto& [id, c] : st.runs) {
+        if (!c.actor)
+          ++restarting;
+        if (runs.size() < 1000)
+          runs.push_back({{"run_id", id},
+                          {"actor_id", c.actor ? c.actor.id() : 0},
+                          {"workflow", c.workflow},
+                          {"restarts", c.total_restarts},
+                          {"created_at_ns", c.created_at_ns}});
+      }
+      return nlohmann::json{{"kind", "supervisor"},
+                            {"actor_id", self->id()},
+                            {"mailbox", self->mailbox().size()},
+                            {"runs_live", st.runs.size()},
+                            {"runs_restarting", restarting},
+                            {"runs", std::move(runs)}}
+        .dump();
+    },
     [self](runtime::crash_run& c) {
       auto& st = self->state;
       if (auto i = st.runs.find(c.run_id);

@@ -13,6 +13,7 @@
 #include <boost/asio/thread_pool.hpp>
 #include <caf/all.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <deque>
 #include <mutex>
@@ -273,6 +274,8 @@ struct node_service::impl : std::enable_shared_from_this<impl> {
   void logs(const request_ptr& req, const json& msg);
   void change(const request_ptr& req, const std::string& type, const json& msg);
   void cancel_many(const request_ptr& req, const json& msg);
+  void inspect(const request_ptr& req, const json& msg);
+  void act(const request_ptr& req, const std::string& type, const json& msg);
 
   /// Returns 0, or how long `subject` must wait to submit.
   int64_t throttle(const std::string& subject) {
@@ -540,8 +543,167 @@ void node_service::impl::cancel_many(const request_ptr& req, const json& msg) {
   });
 }
 
-// -- node_service
-// ---------------------------------------------------------------
+void node_service::impl::inspect(const request_ptr& req, const json& msg) {
+  control::fields f{msg};
+  auto what = f.text("what", true, 32);
+  auto run_id = f.text("run_id", false, 256);
+  auto node_id = f.text("node", false, 1024);
+  auto key = f.text("key", false, 4096);
+  auto actor_id = f.count("actor_id", 0, UINT64_MAX);
+  auto limit = f.count("limit", 200, 10'000);
+  if (!f.ok())
+    return req->fail(error_code::bad_request, "inspect: " + f.error());
+  static const std::vector<std::string> targets = {
+    "actors", "run", "node", "actor", "breaker", "limits", "stats", "config"};
+  if (std::find(targets.begin(), targets.end(), what) == targets.end())
+    return req->fail(error_code::bad_request,
+                     "inspect: unknown target '" + what
+                       + "'; targets: actors, run, node, actor, breaker, "
+                         "limits, stats, config");
+  if ((what == "run" || what == "node") && run_id.empty())
+    return req->fail(error_code::bad_request,
+                     "inspect " + what + ": missing field 'run_id'");
+  if (what == "node" && node_id.empty())
+    return req->fail(error_code::bad_request,
+                     "inspect node: missing field 'node'");
+  if (what == "breaker" && key.empty())
+    return req->fail(error_code::bad_request,
+                     "inspect breaker: missing field 'key'");
+  if (what == "actor" && actor_id == 0)
+    return req->fail(error_code::bad_request,
+                     "inspect actor: missing field 'actor_id'");
+  work(req, [self = shared_from_this(), req, what, run_id, node_id, key,
+             actor_id, limit] {
+    auto timeout = self->opts.inspect_timeout;
+    auto& n = self->node;
+    if (what == "actors")
+      return req->reply(n.inspect_actors(limit, timeout));
+    if (what == "limits")
+      return req->reply(json{{"limiters", n.inspect_limits(timeout)}});
+    if (what == "config")
+      return req->reply(self->opts.config);
+    if (what == "stats") {
+      auto tree = n.inspect_actors(0, timeout);
+      size_t mailboxes = 0;
+      for (auto& s : tree["supervisors"])
+        mailboxes += s.value("mailbox", size_t{0});
+      return req->reply(json{{"actors_running", tree["actors_running"]},
+                             {"runs_live", tree["runs_live"]},
+                             {"supervisor_mailboxes", mailboxes},
+                             {"breakers", tree["breakers"].size()},
+                             {"limiters", tree["limiters"].size()},
+                             {"ready", self->outer.ready()},
+                             {"draining", self->outer.draining_.load()},
+                             {"watches_open", self->open_watches.load()}});
+    }
+    if (what == "breaker") {
+      auto b = n.inspect_breaker(key, timeout);
+      if (!b)
+        return req->fail(error_code::not_found,
+                         "no circuit breaker '" + key
+                           + "' on this node (none of its nodes ran yet)");
+      return req->reply(std::move(*b));
+    }
+    if (what == "actor") {
+      auto a = n.inspect_actor(actor_id, timeout);
+      if (!a)
+        return req->fail(error_code::not_found,
+                         "no live actor " + std::to_string(actor_id));
+      return req->reply(std::move(*a));
+    }
+    auto r = n.inspect_run(run_id, timeout);
+    if (!r) {
+      auto entry = n.store().find_run(run_id);
+      if (!entry)
+        return req->fail(error_code::not_found, "no run '" + run_id + "'");
+      return req->fail(error_code::not_found,
+                       "run " + run_id + " is not live on this node (it is "
+                         + std::string{persistence::to_string(entry->state)}
+                         + "); its journal is in 'history " + run_id + "'",
+                       json{{"state", persistence::to_string(entry->state)}});
+    }
+    if (what == "run")
+      return req->reply(std::move(*r));
+    for (auto& node : (*r)["nodes"])
+      if (node.value("id", std::string{}) == node_id) {
+        node["run_id"] = run_id;
+        return req->reply(std::move(node));
+      }
+    req->fail(error_code::not_found,
+              "run " + run_id + " has no node '" + node_id + "'");
+  });
+}
+
+void node_service::impl::act(const request_ptr& req, const std::string& type,
+                             const json& msg) {
+  control::fields f{msg};
+  auto run_id = f.text("run_id", type == "retry", 256);
+  auto node_id = f.text("node", type == "retry", 1024);
+  auto key = f.text("key", type == "breaker_reset", 4096);
+  auto actor_id = f.count("actor_id", 0, UINT64_MAX);
+  if (!f.ok())
+    return req->fail(error_code::bad_request, type + ": " + f.error());
+  if (type == "crash" && actor_id == 0)
+    return req->fail(error_code::bad_request,
+                     "crash: missing field 'actor_id'");
+  work(req, [self = shared_from_this(), req, type, run_id, node_id, key,
+             actor_id] {
+    auto timeout = self->opts.inspect_timeout;
+    auto& n = self->node;
+    auto who = req->who().subject;
+    if (type == "breaker_reset") {
+      if (!n.reset_breaker(key, who))
+        return req->fail(error_code::not_found,
+                         "no circuit breaker '" + key + "' on this node");
+      runtime::log::info("node", "circuit breaker reset by hand",
+                         {{"key", key}, {"subject", who}});
+      return req->reply(json{{"key", key}, {"requested", "breaker_reset"}});
+    }
+    if (type == "retry") {
+      auto r = n.inspect_run(run_id, timeout);
+      if (!r)
+        return req->fail(error_code::not_found,
+                         "run " + run_id + " is not live on this node");
+      for (auto& node : (*r)["nodes"])
+        if (node.value("id", std::string{}) == node_id) {
+          if (node.value("state", std::string{}) != "waiting_retry")
+            return req->fail(error_code::conflict,
+                             "node '" + node_id + "' is "
+                               + node.value("state", std::string{})
+                               + ", not waiting for a retry",
+                             json{{"state", node["state"]}});
+          n.retry_now(run_id, node_id);
+          runtime::log::info(
+            "run", "retry now requested",
+            {{"run_id", run_id}, {"node_id", node_id}, {"subject", who}});
+          return req->reply(json{
+            {"run_id", run_id}, {"node", node_id}, {"requested", "retry"}});
+        }
+      return req->fail(error_code::not_found,
+                       "run " + run_id + " has no node '" + node_id + "'");
+    }
+    // crash: only run actors are supervised, so only they are crashed.
+    auto a = n.inspect_actor(actor_id, timeout);
+    if (!a)
+      return req->fail(error_code::not_found,
+                       "no live actor " + std::to_string(actor_id));
+    if (a->value("kind", std::string{}) != "run")
+      return req->fail(error_code::conflict,
+                       "actor " + std::to_string(actor_id) + " is a "
+                         + a->value("kind", std::string{"?"})
+                         + "; only run actors are supervised, so only they "
+                           "can be crashed",
+                       json{{"kind", (*a)["kind"]}});
+    auto id = a->value("run_id", std::string{});
+    n.crash(id);
+    runtime::log::warn("run", "crash injected by hand",
+                       {{"run_id", id}, {"subject", who}});
+    req->reply(
+      json{{"actor_id", actor_id}, {"run_id", id}, {"requested", "crash"}});
+  });
+}
+
+// -- node_service -------------------------------------------------------------
 
 namespace {
 
@@ -607,6 +769,10 @@ void node_service::handle(const request_ptr& req, const std::string& type,
     return i.change(req, type, msg);
   if (type == "cancel_many")
     return i.cancel_many(req, msg);
+  if (type == "inspect")
+    return i.inspect(req, msg);
+  if (type == "retry" || type == "breaker_reset" || type == "crash")
+    return i.act(req, type, msg);
   if (type == "watch") {
     control::fields f{msg};
     auto run_id = f.text("run_id", true, 256);

@@ -34,6 +34,10 @@ class node_service final : public control_handler {
     size_t max_reply_bytes = 2 << 20;
     /// Where runs submitted and finished are counted; may be null.
     runtime::metrics::registry* metrics = nullptr;
+    /// The node's effective configuration, secrets masked (inspect config).
+    nlohmann::json config = nlohmann::json::object();
+    /// How long an actor may take to answer an inspect request.
+    std::chrono::milliseconds inspect_timeout{2000};
   };
 
   node_service(actors::embedded_node& node, boost::asio::io_context& io,

@@ -874,6 +874,29 @@ std::vector<event_record> run_engine::resume(const std::string& who,
   return out;
 }
 
+std::vector<event_record> run_engine::retry_now(const std::string& node,
+                                                int64_t now_ns) {
+  auto it = nodes_.find(node);
+  if (is_finished() || paused_ || it == nodes_.end()
+      || it->second.state != node_state::waiting_retry
+      || it->second.next_retry_ns == 0)
+    return {};
+  // Only the attempt_started that follows is journaled: after a restart
+  // before it, the retry keeps its first time.
+  it->second.next_retry_ns = std::min(it->second.next_retry_ns, now_ns);
+  return decide(now_ns);
+}
+
+std::vector<std::string> run_engine::item_ids(const std::string& id) const {
+  std::vector<std::string> out;
+  for (size_t i = 0; i < map_items(id); ++i) {
+    auto item = id + "[" + std::to_string(i) + "]";
+    if (nodes_.count(item))
+      out.push_back(std::move(item));
+  }
+  return out;
+}
+
 std::vector<event_record> run_engine::time_out(int64_t now_ns) {
   if (is_finished() || run_deadline_ns_ == 0 || now_ns < run_deadline_ns_)
     return {};

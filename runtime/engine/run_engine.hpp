@@ -108,6 +108,13 @@ class run_engine {
   /// Resumes a paused run and starts what is due. Nothing when not paused.
   std::vector<event_record> resume(const std::string& who, int64_t now_ns);
 
+  /// Starts the next attempt of `node` (waiting for a retry) now, skipping
+  /// what is left of its backoff. Nothing when it is not waiting for one.
+  std::vector<event_record> retry_now(const std::string& node, int64_t now_ns);
+
+  /// Ids of the map items of `id` that exist (started or waiting).
+  std::vector<std::string> item_ids(const std::string& id) const;
+
   /// Fails the run when its timeout has passed at `now_ns`; else nothing.
   std::vector<event_record> time_out(int64_t now_ns);
 

@@ -144,6 +144,36 @@ struct resume_run {
   std::string who;
 };
 
+/// Asks any Troupe actor for its own state; the reply is a std::string
+/// holding a JSON object with at least kind, actor_id and mailbox.
+struct inspect_actor {
+  /// Longest text of any one value (parameters, errors) in the answer.
+  uint32_t max_text = 512;
+};
+
+/// Asks a run supervisor for its run actors; the reply is a
+/// std::vector<caf::actor>, at most `limit` of them.
+struct list_children {
+  uint32_t limit = 1000;
+};
+
+/// Asks a run supervisor for the actor of one run; the reply is a
+/// caf::actor, invalid when the run is not live there.
+struct find_run {
+  std::string run_id;
+};
+
+/// Starts a node's next attempt now, skipping what is left of its backoff.
+struct retry_now {
+  std::string run_id;
+  std::string node;
+};
+
+/// Closes a circuit breaker by hand; `who` is logged.
+struct reset_breaker {
+  std::string who;
+};
+
 /// Makes a run actor fail as if it had a bug (supervision tests, chaos).
 struct crash_run {
   std::string run_id;
@@ -214,6 +244,11 @@ TROUPE_INSPECT(breaker_report, x.ok, x.counted, x.probe)
 TROUPE_INSPECT(limit_acquire, x.holder)
 TROUPE_INSPECT(limit_release, x.holder)
 TROUPE_INSPECT(pause_run, x.run_id, x.reason)
+TROUPE_INSPECT(inspect_actor, x.max_text)
+TROUPE_INSPECT(list_children, x.limit)
+TROUPE_INSPECT(find_run, x.run_id)
+TROUPE_INSPECT(retry_now, x.run_id, x.node)
+TROUPE_INSPECT(reset_breaker, x.who)
 TROUPE_INSPECT(resume_run, x.run_id, x.who)
 
 #undef TROUPE_INSPECT
@@ -248,5 +283,10 @@ CAF_BEGIN_TYPE_ID_BLOCK(troupe, caf::first_custom_type_id)
   CAF_ADD_ATOM(troupe, troupe::atom, run_deadline, "rundeadl")
   CAF_ADD_TYPE_ID(troupe, (troupe::runtime::pause_run))
   CAF_ADD_TYPE_ID(troupe, (troupe::runtime::resume_run))
+  CAF_ADD_TYPE_ID(troupe, (troupe::runtime::inspect_actor))
+  CAF_ADD_TYPE_ID(troupe, (troupe::runtime::list_children))
+  CAF_ADD_TYPE_ID(troupe, (troupe::runtime::find_run))
+  CAF_ADD_TYPE_ID(troupe, (troupe::runtime::retry_now))
+  CAF_ADD_TYPE_ID(troupe, (troupe::runtime::reset_breaker))
 CAF_END_TYPE_ID_BLOCK(troupe)
 // clang-format on

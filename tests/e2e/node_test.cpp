@@ -565,3 +565,131 @@ TEST_F(Node, ServesTheControlProtocolOverTls) {
   EXPECT_EQ(plain.exit_code, 3) << plain.err;
   EXPECT_EQ(cli({"--node", tls, "--ca", cert, "list"}).exit_code, 0);
 }
+
+namespace {
+
+/// A raw client past its hello, for requests the CLI has no command for.
+struct raw {
+  frame_client c;
+  uint64_t next = 2;
+  raw(uint16_t port, const std::string& token) : c(port) {
+    auto w = c.hello(token);
+    EXPECT_TRUE(w && (*w)["t"] == "welcome");
+  }
+  json call(json msg) {
+    auto r = c.call(std::move(msg), next++);
+    EXPECT_TRUE(r);
+    return r ? *r : json::object();
+  }
+};
+
+} // namespace
+
+TEST_F(Node, InspectShowsLiveActorsAndActionsChangeThem) {
+  start_node();
+  auto wf = workflow("stuck", R"(nodes:
+  flaky:
+    kind: fail
+    times: 1
+    retry: {max_attempts: 3, initial_backoff: 1h, max_backoff: 2h,
+            jitter: none}
+    circuit_breaker: {key: payments, failure_threshold: 5}
+    concurrency: {key: "{{ inputs.customer }}", limit: 1}
+inputs: {customer: {type: string, default: acme}}
+)");
+  auto id = submit(wf);
+  raw viewer{control_port, token("viewer")};
+  json run;
+  ASSERT_TRUE(wait_until(
+    [&] {
+      run = viewer.call({{"t", "inspect"}, {"what", "run"}, {"run_id", id}});
+      return run.value("t", "") == "reply"
+             && run["body"]["nodes"][0].value("state", "") == "waiting_retry";
+    },
+    10s))
+    << run.dump();
+  auto& body = run["body"];
+  EXPECT_EQ(body["kind"], "run");
+  EXPECT_EQ(body["restarts"], 0);
+  auto& node = body["nodes"][0];
+  EXPECT_EQ(node["last_error_kind"], "injected");
+  EXPECT_GT(node["next_retry_ns"].get<int64_t>(),
+            std::chrono::duration_cast<std::chrono::nanoseconds>(
+              std::chrono::system_clock::now().time_since_epoch())
+              .count());
+  EXPECT_GT(node["backoff_ms"].get<int64_t>(), 3'000'000);
+  EXPECT_EQ(body["waiting_for"][0], "retry of 'flaky' (attempt 2)");
+  auto n = viewer.call(
+    {{"t", "inspect"}, {"what", "node"}, {"run_id", id}, {"node", "flaky"}});
+  EXPECT_EQ(n["body"]["state"], "waiting_retry");
+
+  // The tree: supervisors with this run, the breaker, the limiter.
+  auto tree = viewer.call({{"t", "inspect"}, {"what", "actors"}})["body"];
+  size_t runs = 0;
+  uint64_t run_actor = 0;
+  for (auto& s : tree["supervisors"])
+    for (auto& c : s["children"]) {
+      ++runs;
+      run_actor = c["actor_id"];
+    }
+  EXPECT_EQ(runs, 1u) << tree.dump();
+  ASSERT_EQ(tree["breakers"].size(), 1u);
+  EXPECT_EQ(tree["breakers"][0]["key"], "payments");
+  EXPECT_EQ(tree["breakers"][0]["failures_in_window"], 1);
+  auto limits = viewer.call({{"t", "inspect"}, {"what", "limits"}})["body"];
+  ASSERT_EQ(limits["limiters"].size(), 1u);
+  EXPECT_EQ(limits["limiters"][0]["key"], "acme");
+  auto actor = viewer.call(
+    {{"t", "inspect"}, {"what", "actor"}, {"actor_id", run_actor}});
+  EXPECT_EQ(actor["body"]["run_id"], id);
+
+  // Crash the run actor (admin only): it restarts from its journal, its
+  // restart count goes up, and it still waits for the same retry.
+  auto refused = viewer.call({{"t", "crash"}, {"actor_id", run_actor}});
+  EXPECT_EQ(refused["code"], "forbidden");
+  raw admin{control_port, token("admin")};
+  auto crash = admin.call({{"t", "crash"}, {"actor_id", run_actor}});
+  ASSERT_EQ(crash["t"], "reply") << crash.dump();
+  ASSERT_TRUE(wait_until(
+    [&] {
+      run = viewer.call({{"t", "inspect"}, {"what", "run"}, {"run_id", id}});
+      return run.value("t", "") == "reply"
+             && run["body"].value("restarts", 0) == 1;
+    },
+    10s))
+    << run.dump();
+  EXPECT_EQ(run["body"]["nodes"][0]["state"], "waiting_retry");
+  EXPECT_NE(run["body"]["actor_id"], run_actor);
+
+  // Retry now skips the hour of backoff; the run completes.
+  auto retry = admin.call({{"t", "retry"}, {"run_id", id}, {"node", "flaky"}});
+  ASSERT_EQ(retry["t"], "reply") << retry.dump();
+  auto done = cli({"watch", id}, token("viewer"));
+  EXPECT_EQ(done.exit_code, 0) << done.err;
+  auto again = admin.call({{"t", "retry"}, {"run_id", id}, {"node", "flaky"}});
+  EXPECT_EQ(again["code"], "not_found");
+
+  // Breakers reset by hand; unknown ones and bad targets say so.
+  auto reset = admin.call({{"t", "breaker_reset"}, {"key", "payments"}});
+  EXPECT_EQ(reset["t"], "reply");
+  auto b
+    = viewer.call({{"t", "inspect"}, {"what", "breaker"}, {"key", "payments"}});
+  EXPECT_EQ(b["body"]["state"], "closed");
+  EXPECT_EQ(b["body"]["calls_in_window"], 0);
+  EXPECT_EQ(admin.call({{"t", "breaker_reset"}, {"key", "nope"}})["code"],
+            "not_found");
+  auto bad = viewer.call({{"t", "inspect"}, {"what", "everything"}});
+  EXPECT_EQ(bad["code"], "bad_request");
+  EXPECT_TRUE(contains(bad["message"], "targets: actors, run")) << bad.dump();
+  auto gone = viewer.call({{"t", "inspect"}, {"what", "run"}, {"run_id", id}});
+  EXPECT_EQ(gone["code"], "not_found");
+  EXPECT_TRUE(contains(gone["message"], "not live on this node"))
+    << gone.dump();
+
+  // Config comes masked; stats count what is live.
+  auto config = viewer.call({{"t", "inspect"}, {"what", "config"}})["body"];
+  EXPECT_FALSE(contains(config.dump(), secret));
+  auto stats = viewer.call({{"t", "inspect"}, {"what", "stats"}})["body"];
+  EXPECT_EQ(stats["ready"], true);
+  EXPECT_EQ(stats["runs_live"], 0);
+}

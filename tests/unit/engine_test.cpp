@@ -845,3 +845,21 @@ nodes:
   EXPECT_FALSE(e.paused());
   EXPECT_TRUE(e.pause("too late", 4 * ms).empty());
 }
+
+TEST(RunEngine, RetryNowSkipsTheRestOfTheBackoff) {
+  run_engine e{"r", spec_of(R"(name: retry
+nodes:
+  a:
+    kind: noop
+    retry: {max_attempts: 3, initial_backoff: 1h, jitter: none}
+)"),
+               json::object()};
+  e.decide(0);
+  EXPECT_TRUE(e.retry_now("a", 1 * ms).empty()); // running, not waiting
+  e.on_attempt_failed("a", 1, "exit_code", "boom", 2 * ms, 0);
+  EXPECT_TRUE(e.decide(3 * ms).empty());
+  auto r = e.retry_now("a", 4 * ms);
+  ASSERT_EQ(kinds(r), (strings{"attempt_started:a"}));
+  EXPECT_EQ(r[0].attempt, 2);
+  EXPECT_TRUE(e.retry_now("nope", 5 * ms).empty());
+}
