@@ -41,8 +41,7 @@ query parse(std::string_view text) {
   query_error err;
   auto q = parse_query(text, schema(), err);
   if (!q) {
-    ADD_FAILURE() << "'" << text << "' did not parse: " << err.message
-                  << " (at column " << err.column << ")";
+    ADD_FAILURE() << "'" << text << "' did not parse: " << to_string(err);
     // A query that parses, so that callers can go on.
     return *parse_query("select runs", schema(), err);
   }
@@ -632,6 +631,44 @@ TEST(QueryError, TooLongOrTooDeep) {
   EXPECT_TRUE(match(chain, {{"paused", true}}));
 }
 
+// -- rendering ----------------------------------------------------------------
+
+TEST(QueryRender, CaretUnderTheColumn) {
+  std::string text = "select runs where state 'running'";
+  auto err = error_of(text);
+  EXPECT_EQ(render_error(text, err), text + "\n" + std::string(24, ' ') + "^");
+  EXPECT_EQ(to_string(err), err.message + " (at column 25)");
+  // At the end: one past the last character.
+  std::string end = "select runs where";
+  EXPECT_EQ(render_error(end, error_of(end)),
+            end + "\n" + std::string(17, ' ') + "^");
+  // Tabs and newlines show as spaces; UTF-8 counts once.
+  std::string tabs = "select\truns\nwhere st\xc3\xa4te = 'a'";
+  auto err2 = error_of(tabs);
+  EXPECT_EQ(err2.column, 19u);
+  EXPECT_EQ(render_error(tabs, err2), "select runs where st\xc3\xa4te = 'a'\n"
+                                        + std::string(18, ' ') + "^");
+}
+
+TEST(QueryRender, LongTextIsCutAroundTheColumn) {
+  std::string text
+    = "select runs where state = '" + std::string(300, 'x') + "' and bogus = 1";
+  auto err = error_of(text);
+  EXPECT_EQ(err.column, text.find("bogus") + 1);
+  auto out = render_error(text, err);
+  auto newline = out.find('\n');
+  ASSERT_NE(newline, std::string::npos);
+  auto line = out.substr(0, newline);
+  auto caret = out.substr(newline + 1);
+  EXPECT_EQ(line.substr(0, 3), "...");
+  EXPECT_LE(line.size(), 106u);
+  ASSERT_EQ(caret.back(), '^');
+  EXPECT_EQ(line.substr(caret.size() - 1, 5), "bogus");
+  // Out-of-range columns stay on the line.
+  EXPECT_EQ(render_error("abc", {"x", 99}), "abc\n   ^");
+  EXPECT_EQ(render_error("abc", {"x", 0}), "abc\n^");
+}
+
 // -- robustness ---------------------------------------------------------------
 
 namespace {
@@ -645,6 +682,8 @@ void check_any(const std::string& text) {
     ASSERT_GE(err.column, 1u) << text;
     ASSERT_LE(err.column, text.size() + 1) << text;
     ASSERT_FALSE(err.message.empty()) << text;
+    auto out = render_error(text, err);
+    ASSERT_NE(out.find('^'), std::string::npos);
     return;
   }
   static const std::vector<json> rows{
