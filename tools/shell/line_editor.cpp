@@ -595,14 +595,16 @@ line_editor::line_editor(options opts) : impl_(std::make_unique<impl>()) {
   el_set(self.el, EL_BIND, "^R", "em-inc-search-prev", end);
   el_set(self.el, EL_BIND, "^W", "ed-delete-prev-word", end);
   el_source(self.el, nullptr); // ~/.editrc, if any.
-  el_set(self.el, EL_ADDFN, "troupe-complete",
-         "Complete the word before the cursor", &impl::complete);
-  el_set(self.el, EL_ADDFN, "troupe-interrupt", "Abandon the line",
-         &impl::interrupt);
+  // el_wset, not el_set: the narrow EL_ADDFN copies the name and help text
+  // and never frees them, while the wide one keeps these static strings.
+  el_wset(self.el, EL_ADDFN, L"troupe-complete",
+          L"Complete the word before the cursor", &impl::complete);
+  el_wset(self.el, EL_ADDFN, L"troupe-interrupt", L"Abandon the line",
+          &impl::interrupt);
+  el_wset(self.el, EL_ADDFN, L"troupe-suspend",
+          L"Stop the program (job control)", &impl::suspend);
   el_set(self.el, EL_BIND, "^I", "troupe-complete", end);
   el_set(self.el, EL_BIND, "^C", "troupe-interrupt", end);
-  el_set(self.el, EL_ADDFN, "troupe-suspend", "Stop the program (job control)",
-         &impl::suspend);
   el_set(self.el, EL_BIND, "^Z", "troupe-suspend", end);
   // While editing, Ctrl-C and Ctrl-Z are keys (bound above), not signals.
   el_set(self.el, EL_SETTY, "-d", "-isig", end);
