@@ -26,6 +26,22 @@ find_package(RocksDB CONFIG REQUIRED)
 find_package(Boost 1.74 REQUIRED)
 find_package(OpenSSL REQUIRED)
 
+# libedit (BSD licence) edits the lines of `troupe shell`. GNU readline is
+# GPL: never link it, nor libedit's readline emulation in its place. Debian
+# ships libedit.pc, whose include dir is only the emulation's folder, so
+# pkg-config gives hints and histedit.h is looked for by name.
+find_package(PkgConfig QUIET)
+if(PkgConfig_FOUND)
+  pkg_check_modules(PC_LIBEDIT QUIET libedit)
+endif()
+find_path(LIBEDIT_INCLUDE_DIR histedit.h HINTS ${PC_LIBEDIT_INCLUDEDIR}
+          REQUIRED)
+find_library(LIBEDIT_LIBRARY edit HINTS ${PC_LIBEDIT_LIBDIR} REQUIRED)
+add_library(libedit::libedit UNKNOWN IMPORTED)
+set_target_properties(libedit::libedit PROPERTIES
+  IMPORTED_LOCATION ${LIBEDIT_LIBRARY}
+  INTERFACE_INCLUDE_DIRECTORIES ${LIBEDIT_INCLUDE_DIR})
+
 # CAF 0.17 ships no CMake config: build imported targets by hand.
 find_path(CAF_INCLUDE_DIR caf/all.hpp REQUIRED)
 foreach(comp core io openssl)
