@@ -851,7 +851,8 @@ TEST(RunEngine, RetryNowSkipsTheRestOfTheBackoff) {
 nodes:
   a:
     kind: noop
-    retry: {max_attempts: 3, initial_backoff: 1h, jitter: none}
+    retry: {max_attempts: 3, initial_backoff: 1h, max_backoff: 1h,
+            jitter: none}
 )"),
                json::object()};
   e.decide(0);
