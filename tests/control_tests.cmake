@@ -17,6 +17,7 @@ troupe_add_tests(control_server
 troupe_add_tests(node
   SOURCES e2e/node_test.cpp
   DEPS troupe_test_support troupe_frame_client troupe_runtime_auth
+       troupe_pty_session
        nlohmann_json::nlohmann_json
   LABELS "e2e;slow")
 target_compile_definitions(troupe_node_tests PRIVATE

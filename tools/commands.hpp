@@ -115,6 +115,10 @@ std::string describe_event(const persistence::event_record& e,
 nlohmann::json event_to_json(const persistence::event_record& e);
 persistence::event_record event_from_json(const nlohmann::json& j);
 
+/// `troupe shell`: interactive, or the `;`-separated commands of
+/// `commands_text`, or a script on standard input.
+int run_shell(const global_options& g, const std::string& commands_text);
+
 /// `troupe validate FILE...`
 int run_validate(const global_options& g,
                  const std::vector<std::string>& files);

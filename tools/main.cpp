@@ -178,6 +178,12 @@ int main(int argc, char** argv) {
   logs->add_option("--node", ro.node_id, "Only this node's attempts");
   data_dir_arg(logs);
 
+  std::string shell_commands;
+  auto* shell_cmd = app.add_subcommand(
+    "shell", "Inspect a running node's actors, runs and breakers");
+  shell_cmd->add_option("-c,--command", shell_commands,
+                        "Run these commands (separated by ';') and exit");
+
   auto* kinds
     = app.add_subcommand("kinds", "List the node kinds and their parameters");
 
@@ -213,6 +219,8 @@ int main(int argc, char** argv) {
       return run_breakers(g, breakers_dir);
     if (*node_start_cmd)
       return run_node_start(g, node_start);
+    if (*shell_cmd)
+      return run_shell(g, shell_commands);
     for (auto& [name, cmd] : remote_cmds)
       if (*cmd)
         return run_remote(g, name, ro);

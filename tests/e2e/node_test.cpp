@@ -5,6 +5,7 @@
 #include "runtime/auth/token.hpp"
 #include "tests/support/frame_client.hpp"
 #include "tests/support/process.hpp"
+#include "tests/support/pty_session.hpp"
 #include "tests/support/troupe_fixture.hpp"
 
 #include <gtest/gtest.h>
@@ -692,4 +693,98 @@ inputs: {customer: {type: string, default: acme}}
   auto stats = viewer.call({{"t", "inspect"}, {"what", "stats"}})["body"];
   EXPECT_EQ(stats["ready"], true);
   EXPECT_EQ(stats["runs_live"], 0);
+}
+
+TEST_F(Node, ShellInspectsAStuckRunAndWatchesItsActorRestart) {
+  start_node();
+  auto wf = workflow("stuck", R"(nodes:
+  flaky:
+    kind: fail
+    times: 1
+    retry: {max_attempts: 3, initial_backoff: 1h, max_backoff: 2h,
+            jitter: none}
+)");
+  auto id = submit(wf);
+  auto shell = [&](const std::string& commands, const std::string& role) {
+    return cli({"shell", "-c", commands}, token(role));
+  };
+  process_result r;
+  ASSERT_TRUE(wait_until(
+    [&] {
+      r = shell("inspect run " + id, "viewer");
+      return contains(r.out, "waiting for: retry of 'flaky' (attempt 2)");
+    },
+    10s))
+    << r.out << r.err;
+  EXPECT_TRUE(contains(r.out, "next attempt in ")) << r.out;
+  EXPECT_TRUE(contains(r.out, "(backoff ")) << r.out;
+  EXPECT_TRUE(contains(r.out, "restarts 0")) << r.out;
+  // The same through a query, and as JSON.
+  r = shell("select nodes where state = 'waiting_retry' and attempts >= 1",
+            "viewer");
+  EXPECT_TRUE(contains(r.out, "1 row(s)")) << r.out;
+  auto j = cli({"--json", "shell", "-c", "inspect node " + id + "/flaky"},
+               token("viewer"));
+  EXPECT_EQ(json::parse(j.out)["state"], "waiting_retry") << j.out;
+  // Crash the run actor: its supervisor restarts it from its journal.
+  auto tree = json::parse(
+    cli({"--json", "shell", "-c", "actors"}, token("viewer")).out);
+  uint64_t run_actor = 0;
+  for (auto& s : tree["supervisors"])
+    for (auto& c : s["children"])
+      run_actor = c["actor_id"];
+  ASSERT_NE(run_actor, 0u) << tree.dump();
+  r = shell("crash actor " + std::to_string(run_actor), "operator");
+  EXPECT_EQ(r.exit_code, 4) << r.err;
+  r = shell("crash actor " + std::to_string(run_actor), "admin");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  ASSERT_TRUE(wait_until(
+    [&] {
+      r = shell("inspect run " + id, "viewer");
+      return contains(r.out, "restarts 1");
+    },
+    10s))
+    << r.out << r.err;
+  EXPECT_TRUE(contains(r.out, "waiting for: retry of 'flaky'")) << r.out;
+  // Mistakes are explained: the closest command, the column of a query.
+  r = shell("inspct run " + id, "viewer");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_TRUE(contains(r.err, "did you mean 'inspect'")) << r.err;
+  r = shell("select nodes where atempts > 3", "viewer");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_TRUE(contains(r.err, "                   ^")) << r.err;
+  EXPECT_TRUE(contains(r.err, "did you mean 'attempts'")) << r.err;
+  r = shell("inspect actor 999999", "viewer");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_TRUE(contains(r.err, "no live actor 999999")) << r.err;
+  // A script on standard input; retry now ends the wait.
+  auto o = opts();
+  o.env["TROUPE_NODE"] = address();
+  o.env["TROUPE_TOKEN"] = token("operator");
+  o.stdin_data = "# a script\nretry " + id + "/flaky\n";
+  auto script = troupe::test::run_process(args({"shell"}), o);
+  EXPECT_EQ(script.exit_code, 0) << script.err;
+  EXPECT_EQ(cli({"watch", id}, token("viewer")).exit_code, 0);
+}
+
+TEST_F(Node, ShellCompletesCommandsAndRunIdsInATerminal) {
+  start_node();
+  auto id = submit(sleeper());
+  std::map<std::string, std::optional<std::string>> env
+    = {{"TROUPE_NODE", address()},
+       {"TROUPE_TOKEN", token("viewer")},
+       {"TROUPE_CONFIG_DIR", (dir.path() / "config").string()},
+       {"HOME", dir.path().string()},
+       {"TERM", "xterm"}};
+  troupe::test::pty_session pty{
+    {TROUPE_BINARY, "shell"}, env, dir.path().string()};
+  ASSERT_TRUE(pty.expect("> ")) << pty.output();
+  pty.write("ins\t");
+  ASSERT_TRUE(pty.expect("inspect ")) << pty.output();
+  pty.write("r\t");
+  ASSERT_TRUE(pty.expect("run ")) << pty.output();
+  pty.write(id.substr(0, 4) + "\t\r");
+  ASSERT_TRUE(pty.expect("waiting for: timer of 'nap'")) << pty.output();
+  pty.write("\x04");
+  EXPECT_EQ(pty.wait(10s), 0);
 }
