@@ -788,3 +788,29 @@ TEST_F(Node, ShellCompletesCommandsAndRunIdsInATerminal) {
   pty.write("\x04");
   EXPECT_EQ(pty.wait(10s), 0);
 }
+
+TEST_F(Node, ShellReportsALostNodeAndReconnectsOnTheNextCommand) {
+  start_node();
+  std::map<std::string, std::optional<std::string>> env
+    = {{"TROUPE_NODE", address()},
+       {"TROUPE_TOKEN", token("viewer")},
+       {"TROUPE_CONFIG_DIR", (dir.path() / "config").string()},
+       {"HOME", dir.path().string()},
+       {"TERM", "xterm"}};
+  troupe::test::pty_session pty{
+    {TROUPE_BINARY, "shell"}, env, dir.path().string()};
+  ASSERT_TRUE(pty.expect("> ")) << pty.output();
+  pty.write("stats\r");
+  ASSERT_TRUE(pty.expect("\"ready\": true")) << pty.output();
+  auto port = control_port;
+  node->signal(SIGKILL);
+  ASSERT_EQ(node->wait(10s), -SIGKILL);
+  node.reset();
+  pty.write("stats\r");
+  ASSERT_TRUE(pty.expect("reconnecting on the next command")) << pty.output();
+  start_node({}, port);
+  pty.write("stats\r");
+  ASSERT_TRUE(pty.expect("\"ready\": true")) << pty.output();
+  pty.write("quit\r");
+  EXPECT_EQ(pty.wait(10s), 0);
+}
