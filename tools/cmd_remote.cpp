@@ -63,24 +63,6 @@ std::string pad(std::string s, size_t width) {
   return s;
 }
 
-/// The node to talk to: --node, TROUPE_NODE, then control.listen.
-std::string node_address(const global_options& g,
-                         const config::settings& settings) {
-  if (!g.node.empty())
-    return g.node;
-  if (auto* env = std::getenv("TROUPE_NODE"); env && *env)
-    return env;
-  return settings.get_string("control.listen");
-}
-
-std::string token_of(const global_options& g) {
-  if (!g.token.empty())
-    return g.token;
-  if (auto* env = std::getenv("TROUPE_TOKEN"); env && *env)
-    return env;
-  return {};
-}
-
 // -- printing
 // ------------------------------------------------------------------
 
@@ -401,11 +383,7 @@ int remote(const global_options& g, const std::string& command,
   }
 
   control_client client;
-  control_client::options co;
-  co.address = node_address(g, settings);
-  co.token = token_of(g);
-  co.ca_file = g.ca_file;
-  client.connect(co);
+  client.connect(client_options(g, settings));
 
   if (command == "submit") {
     json req = {{"t", "submit"},

@@ -691,16 +691,7 @@ int run_shell(const global_options& g, const std::string& commands_text) {
   config::settings settings;
   if (!load_config(g, {}, settings))
     return exit_bad_input;
-  control_client::options co;
-  co.address = !g.node.empty() ? g.node
-               : std::getenv("TROUPE_NODE") && *std::getenv("TROUPE_NODE")
-                 ? std::string{std::getenv("TROUPE_NODE")}
-                 : settings.get_string("control.listen");
-  co.token = !g.token.empty() ? g.token
-             : std::getenv("TROUPE_TOKEN") && *std::getenv("TROUPE_TOKEN")
-               ? std::string{std::getenv("TROUPE_TOKEN")}
-               : std::string{};
-  co.ca_file = g.ca_file;
+  auto co = client_options(g, settings);
   shell_session sh{g, co};
   if (!commands_text.empty()) {
     for (auto& c : tools::shell::split_commands(commands_text))

@@ -13,6 +13,7 @@
 #include <boost/asio/write.hpp>
 
 #include <array>
+#include <cstdlib>
 #include <deque>
 #include <utility> // before Asio: Boost 1.74 with C++20 needs std::exchange
 
@@ -251,6 +252,22 @@ uint64_t control_client::start(json request) {
   request["id"] = id;
   impl_->write(control::encode_frame(request));
   return id;
+}
+
+control_client::options client_options(const global_options& g,
+                                       const config::settings& settings) {
+  auto env = [](const char* name) {
+    auto* v = std::getenv(name);
+    return v ? std::string{v} : std::string{};
+  };
+  control_client::options co;
+  co.address = !g.node.empty() ? g.node
+               : !env("TROUPE_NODE").empty()
+                 ? env("TROUPE_NODE")
+                 : settings.get_string("control.listen");
+  co.token = !g.token.empty() ? g.token : env("TROUPE_TOKEN");
+  co.ca_file = g.ca_file;
+  return co;
 }
 
 std::optional<json> control_client::next(std::chrono::milliseconds timeout) {

@@ -3,6 +3,8 @@
 // The command line's side of the control protocol: one connection, blocking
 // calls with timeouts (the CLI has nothing else to do meanwhile).
 
+#include "tools/commands.hpp"
+
 #include <nlohmann/json.hpp>
 
 #include <chrono>
@@ -63,5 +65,10 @@ class control_client {
   struct impl;
   std::unique_ptr<impl> impl_;
 };
+
+/// How to reach the node: `--node`, else TROUPE_NODE, else control.listen;
+/// `--token`, else TROUPE_TOKEN; `--ca`.
+control_client::options client_options(const global_options& g,
+                                       const config::settings& settings);
 
 } // namespace troupe::tools
