@@ -147,6 +147,20 @@ struct Node : troupe::test::troupe_fixture {
     return id;
   }
 
+  /// `troupe shell` for a viewer in a pseudo-terminal, its history in the
+  /// temp dir.
+  std::unique_ptr<troupe::test::pty_session> shell_in_terminal() {
+    std::map<std::string, std::optional<std::string>> env
+      = {{"TROUPE_NODE", address()},
+         {"TROUPE_TOKEN", token("viewer")},
+         {"TROUPE_CONFIG_DIR", (dir.path() / "config").string()},
+         {"HOME", dir.path().string()},
+         {"TERM", "xterm"}};
+    return std::make_unique<troupe::test::pty_session>(
+      std::vector<std::string>{TROUPE_BINARY, "shell"}, env,
+      dir.path().string());
+  }
+
   std::string state_of(const std::string& run) {
     auto r = cli({"status", run, "--json"}, token("viewer"));
     auto j = json::parse(r.out, nullptr, false);
@@ -770,51 +784,37 @@ TEST_F(Node, ShellInspectsAStuckRunAndWatchesItsActorRestart) {
 TEST_F(Node, ShellCompletesCommandsAndRunIdsInATerminal) {
   start_node();
   auto id = submit(sleeper());
-  std::map<std::string, std::optional<std::string>> env
-    = {{"TROUPE_NODE", address()},
-       {"TROUPE_TOKEN", token("viewer")},
-       {"TROUPE_CONFIG_DIR", (dir.path() / "config").string()},
-       {"HOME", dir.path().string()},
-       {"TERM", "xterm"}};
-  troupe::test::pty_session pty{
-    {TROUPE_BINARY, "shell"}, env, dir.path().string()};
-  ASSERT_TRUE(pty.expect("> ")) << pty.output();
-  pty.write("ins\t");
-  ASSERT_TRUE(pty.expect("inspect ")) << pty.output();
-  pty.write("r\t");
-  ASSERT_TRUE(pty.expect("run ")) << pty.output();
-  pty.write(id.substr(0, 4) + "\t\r");
-  ASSERT_TRUE(pty.expect("waiting for: timer of 'nap'")) << pty.output();
+  auto pty = shell_in_terminal();
+  ASSERT_TRUE(pty->expect("> ")) << pty->output();
+  pty->write("ins\t");
+  ASSERT_TRUE(pty->expect("inspect ")) << pty->output();
+  pty->write("r\t");
+  ASSERT_TRUE(pty->expect("run ")) << pty->output();
+  pty->write(id.substr(0, 4) + "\t\r");
+  ASSERT_TRUE(pty->expect("waiting for: timer of 'nap'")) << pty->output();
   // Keys typed before the next prompt are kept, but Ctrl-D typed then
   // would be the terminal's, not the editor's: leave with a command.
-  ASSERT_TRUE(pty.expect(")> ")) << pty.output();
-  pty.write("quit\r");
-  EXPECT_EQ(pty.wait(10s), 0) << pty.output();
+  ASSERT_TRUE(pty->expect(")> ")) << pty->output();
+  pty->write("quit\r");
+  EXPECT_EQ(pty->wait(10s), 0) << pty->output();
 }
 
 TEST_F(Node, ShellReportsALostNodeAndReconnectsOnTheNextCommand) {
   start_node();
-  std::map<std::string, std::optional<std::string>> env
-    = {{"TROUPE_NODE", address()},
-       {"TROUPE_TOKEN", token("viewer")},
-       {"TROUPE_CONFIG_DIR", (dir.path() / "config").string()},
-       {"HOME", dir.path().string()},
-       {"TERM", "xterm"}};
-  troupe::test::pty_session pty{
-    {TROUPE_BINARY, "shell"}, env, dir.path().string()};
-  ASSERT_TRUE(pty.expect("> ")) << pty.output();
-  pty.write("stats\r");
-  ASSERT_TRUE(pty.expect("\"ready\": true")) << pty.output();
+  auto pty = shell_in_terminal();
+  ASSERT_TRUE(pty->expect("> ")) << pty->output();
+  pty->write("stats\r");
+  ASSERT_TRUE(pty->expect("\"ready\": true")) << pty->output();
   auto port = control_port;
   node->signal(SIGKILL);
   ASSERT_EQ(node->wait(10s), -SIGKILL);
   node.reset();
-  pty.write("stats\r");
-  ASSERT_TRUE(pty.expect("reconnecting on the next command")) << pty.output();
+  pty->write("stats\r");
+  ASSERT_TRUE(pty->expect("reconnecting on the next command")) << pty->output();
   start_node({}, port);
-  pty.write("stats\r");
-  ASSERT_TRUE(pty.expect("\"ready\": true")) << pty.output();
-  ASSERT_TRUE(pty.expect(")> ")) << pty.output();
-  pty.write("quit\r");
-  EXPECT_EQ(pty.wait(10s), 0) << pty.output();
+  pty->write("stats\r");
+  ASSERT_TRUE(pty->expect("\"ready\": true")) << pty->output();
+  ASSERT_TRUE(pty->expect(")> ")) << pty->output();
+  pty->write("quit\r");
+  EXPECT_EQ(pty->wait(10s), 0) << pty->output();
 }
