@@ -119,6 +119,26 @@ persistence::event_record event_from_json(const nlohmann::json& j);
 /// `commands_text`, or a script on standard input.
 int run_shell(const global_options& g, const std::string& commands_text);
 
+/// Options of `troupe bench`.
+struct bench_options {
+  std::vector<std::string> workloads;
+  std::string durability = "machine";
+  size_t n = 0;
+  bool n_set = false;
+  size_t concurrency = 0;
+  bool concurrency_set = false;
+  bool quick = false;
+  /// Where scratch data dirs go (default: the temp folder); for a child
+  /// measurement (`one`), its data dir.
+  std::string data_dir;
+  /// Internal: measure this one workload here and print one JSON line.
+  std::string one;
+};
+
+/// `troupe bench [WORKLOAD...]`: runs workloads against an embedded node and
+/// prints runs/s, steps/s, latency percentiles, memory and CPU.
+int run_bench(const global_options& g, const bench_options& b);
+
 /// `troupe validate FILE...`
 int run_validate(const global_options& g,
                  const std::vector<std::string>& files);

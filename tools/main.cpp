@@ -201,8 +201,33 @@ int main(int argc, char** argv) {
   token_issue->add_option("--ttl", token_ttl,
                           "Lifetime such as 1h or 30d (auth.token_ttl)");
 
+  bench_options bench;
+  auto* bench_cmd = app.add_subcommand(
+    "bench", "Run benchmark workloads against an embedded node and print "
+             "throughput, latency, memory and CPU");
+  bench_cmd->add_option(
+    "workloads", bench.workloads,
+    "seq10 seq10c1 fan10 exec10 sleepers recover idle (default: all)");
+  bench_cmd
+    ->add_option("--durability", bench.durability,
+                 "machine (fsync each group commit), process or both")
+    ->capture_default_str();
+  auto* bench_n = bench_cmd->add_option("--n", bench.n,
+                                        "Runs per workload (default: "
+                                        "the workload's own)");
+  auto* bench_c = bench_cmd->add_option("--concurrency", bench.concurrency,
+                                        "Runs in flight at once");
+  bench_cmd->add_flag("--quick", bench.quick,
+                      "Small sizes, for a smoke run of a few seconds");
+  bench_cmd->add_option("--data-dir", bench.data_dir,
+                        "Where scratch data dirs are made (default: the "
+                        "temp folder); removed after each workload");
+  bench_cmd->add_option("--one", bench.one)->group("");
+
   try {
     app.parse(argc, argv);
+    bench.n_set = bench_n->count() > 0;
+    bench.concurrency_set = bench_c->count() > 0;
   } catch (const CLI::ParseError& e) {
     if (e.get_exit_code() == 0)
       return app.exit(e);
@@ -232,6 +257,8 @@ int main(int argc, char** argv) {
       return run_config_keys(g);
     if (*kinds)
       return run_kinds(g);
+    if (*bench_cmd)
+      return run_bench(g, bench);
     if (*token_issue)
       return run_token_issue(g, token_role, token_subject, token_ttl);
   } catch (const std::exception& e) {

@@ -119,7 +119,8 @@ std::string embedded_node::new_run_id() {
   return buf;
 }
 
-embedded_node::recovery embedded_node::recover(const caf::actor& observer) {
+embedded_node::recovery embedded_node::recover(const caf::actor& observer,
+                                               bool announce) {
   recovery out;
   store_->scan_unfinished([&](const persistence::run_index_entry& entry,
                               std::vector<event_record> events,
@@ -143,12 +144,51 @@ embedded_node::recovery embedded_node::recover(const caf::actor& observer) {
       return;
     }
     out.resumed.push_back(entry.run_id);
-    caf::anon_send(
-      supervisor_for(entry.run_id),
-      runtime::start_run{entry.run_id, std::move(events), observer, 0, ""});
+    caf::anon_send(supervisor_for(entry.run_id),
+                   runtime::start_run{entry.run_id, std::move(events), observer,
+                                      0, "", announce});
   });
   store_->flush();
   return out;
+}
+
+namespace {
+
+/// The append that journals a new run: its run_submitted event (pinning the
+/// workflow source) and its index entry.
+persistence::journal_store::append_op
+submission(const std::string& id, const std::string& source,
+           const runtime::workflow_spec& spec, const json& inputs) {
+  auto at = now_ns();
+  persistence::journal_store::append_op op;
+  op.run_id = id;
+  op.events.push_back(
+    event_record{event_type::run_submitted, at, "", 0, 0, "", "", source,
+                 inputs.dump(-1, ' ', false, json::error_handler_t::replace)});
+  op.index = persistence::run_index_entry{
+    id, spec.name, persistence::run_state::running, at, at, ""};
+  return op;
+}
+
+} // namespace
+
+std::string embedded_node::submit_async(
+  const std::string& source, const runtime::workflow_spec& spec,
+  const json& inputs, const caf::actor& observer,
+  std::function<void(const std::string& error)> done, bool progress) {
+  auto id = new_run_id();
+  auto op = submission(id, source, spec, inputs);
+  auto start
+    = runtime::start_run{id, op.events, observer, 0, "", false, progress};
+  store_->append(std::move(op),
+                 [sup = supervisor_for(id), start = std::move(start),
+                  done = std::move(done)](std::string error) mutable {
+                   if (error.empty())
+                     caf::anon_send(sup, std::move(start));
+                   if (done)
+                     done(error);
+                 });
+  return id;
 }
 
 std::string
@@ -169,23 +209,9 @@ embedded_node::submit(const std::string& source,
     return *id;
   }
   auto id = new_run_id();
-  auto at = now_ns();
-  event_record submitted{
-    event_type::run_submitted,
-    at,
-    "",
-    0,
-    0,
-    "",
-    "",
-    source,
-    inputs.dump(-1, ' ', false, json::error_handler_t::replace)};
-  persistence::journal_store::append_op op;
-  op.run_id = id;
-  op.events.push_back(submitted);
-  op.index = persistence::run_index_entry{
-    id, spec.name, persistence::run_state::running, at, at, ""};
+  auto op = submission(id, source, spec, inputs);
   op.idempotency_key = idempotency_key;
+  auto submitted = op.events.front();
   std::promise<std::string> done;
   auto result = done.get_future();
   store_->append(std::move(op),

@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -66,9 +67,10 @@ class embedded_node {
   persistence::journal_store& store();
 
   /// Resumes every unfinished run in the store; `observer` (may be invalid)
-  /// receives their progress. Call once, from a thread that is not a CAF
-  /// worker.
-  recovery recover(const caf::actor& observer);
+  /// receives their progress, and with `announce` a run_progress of event
+  /// "resumed" from each run once its actor has rebuilt it. Call once, from a
+  /// thread that is not a CAF worker.
+  recovery recover(const caf::actor& observer, bool announce = false);
 
   /// Journals a new run of `spec` (parsed from `source`, which the run is
   /// pinned to) with `inputs`, then starts it. Blocks until the submission is
@@ -83,6 +85,19 @@ class embedded_node {
                      std::string& error,
                      const std::string& idempotency_key = {},
                      bool* existing = nullptr);
+
+  /// Like `submit` without an idempotency key, but never blocks: returns the
+  /// new run's id at once and starts the run once its submission is durable.
+  /// `done` (may be empty) is then called on the store's writer thread with
+  /// an empty string, or with the reason the submission failed (the run
+  /// then never starts). Safe to call from an actor. Without `progress`,
+  /// the observer hears only how the run ended.
+  std::string submit_async(const std::string& source,
+                           const runtime::workflow_spec& spec,
+                           const nlohmann::json& inputs,
+                           const caf::actor& observer,
+                           std::function<void(const std::string& error)> done,
+                           bool progress = true);
 
   /// Returns how a finished run ended, read from the store (its outputs, or
   /// for a failed run how compensation went); nothing while it runs or when

@@ -22,9 +22,18 @@ std::chrono::nanoseconds until(int64_t deadline_ns) {
   return std::chrono::nanoseconds{std::max<int64_t>(0, deadline_ns - now_ns())};
 }
 
+/// The timer armed for `node`, or null.
+std::pair<std::string, int32_t>* find_timer(run_state& st,
+                                            const std::string& node) {
+  for (auto& t : st.timers)
+    if (t.first == node)
+      return &t;
+  return nullptr;
+}
+
 void notify(self_ptr self, const event_record& e, int64_t seq) {
   auto& st = self->state;
-  if (!st.observer)
+  if (!st.observer || !st.progress)
     return;
   self->send(st.observer,
              runtime::run_progress{st.engine->run_id(), e.node,
@@ -35,16 +44,16 @@ void notify(self_ptr self, const event_record& e, int64_t seq) {
 }
 
 /// Counts an ended attempt in the node's metrics.
-void record_attempt(self_ptr self, const runtime::attempt_result& r) {
+void record_attempt(self_ptr self, const std::string& node, bool ok) {
   auto& st = self->state;
   auto* m = st.svc->metrics.get();
   if (!m)
     return;
-  auto* spec = st.engine->node_spec_of(r.node);
+  auto* spec = st.engine->node_spec_of(node);
   if (!spec)
     return;
-  auto& status = st.engine->status(r.node);
-  m->attempts.with({{"kind", spec->kind}, {"outcome", r.ok ? "ok" : "failed"}})
+  auto& status = st.engine->status(node);
+  m->attempts.with({{"kind", spec->kind}, {"outcome", ok ? "ok" : "failed"}})
     .inc();
   if (status.started_at_ns != 0)
     m->attempt_seconds.with({{"kind", spec->kind}})
@@ -199,6 +208,18 @@ void release_slot(self_ptr self, const std::string& node) {
   st.slots.erase(i);
 }
 
+/// `attempt` of `node` succeeded with `output`: journal it with whatever
+/// comes next.
+void succeed(self_ptr self, const std::string& node, int32_t attempt,
+             json output, const std::string& logs = {}) {
+  auto& st = self->state;
+  record_attempt(self, node, true);
+  report_breaker(self, node, true, true);
+  release_slot(self, node);
+  persist(self, st.engine->on_attempt_succeeded(node, attempt, output, now_ns(),
+                                                logs));
+}
+
 void on_failure(self_ptr self, const std::string& node, int32_t attempt,
                 const std::string& kind, const std::string& message,
                 int64_t retry_after_ms = 0, const std::string& logs = {}) {
@@ -219,6 +240,8 @@ void stop_attempt(self_ptr self, const std::string& node) {
   auto& st = self->state;
   report_breaker(self, node, false, false);
   release_slot(self, node);
+  if (auto* t = find_timer(st, node))
+    st.timers.erase(st.timers.begin() + (t - st.timers.data()));
   auto i = st.attempts.find(node);
   if (i == st.attempts.end())
     return;
@@ -250,7 +273,7 @@ void launch(self_ptr self, const std::string& node) {
   auto& e = *st.engine;
   auto& status = e.status(node);
   if (status.state != node_state::running || st.attempts.count(node)
-      || st.awaiting_breaker.count(node))
+      || st.awaiting_breaker.count(node) || find_timer(st, node))
     return;
   auto* spec = e.node_spec_of(node);
   if (spec->map_node) {
@@ -314,7 +337,7 @@ void launch(self_ptr self, const std::string& node) {
     });
     auto attempt = status.attempt;
     auto key = spec->circuit_breaker->key;
-    st.awaiting_breaker.insert(node);
+    st.awaiting_breaker.emplace(node, true);
     self
       ->request(breaker, std::chrono::seconds{10},
                 runtime::breaker_acquire{e.run_id(), node})
@@ -353,6 +376,21 @@ void launch(self_ptr self, const std::string& node) {
   auto params = e.resolve_params_for(node, error);
   if (!params) {
     on_failure(self, node, status.attempt, "bad_template", error);
+    return;
+  }
+  if (spec->kind == "noop") {
+    // Nothing to wait for: it succeeds here, without an attempt actor.
+    succeed(self, node, status.attempt, std::move(*params));
+    return;
+  }
+  if (spec->kind == "sleep") {
+    // A timer of this actor; it fires as a timer_due.
+    st.timers.emplace_back(node, status.attempt);
+    self->delayed_send(self, until(status.timer_deadline_ns),
+                       runtime::timer_due{node, status.attempt});
+    if (status.attempt_deadline_ns != 0)
+      self->delayed_send(self, until(status.attempt_deadline_ns),
+                         runtime::attempt_timeout{node, status.attempt});
     return;
   }
   runtime::attempt_spec a;
@@ -432,6 +470,7 @@ caf::behavior run_actor_impl(caf::stateful_actor<run_state>* self,
   st.self = self;
   st.svc = std::move(svc);
   st.observer = std::move(start.observer);
+  st.progress = start.progress;
   // Rebuild the run from its journal.
   auto& journal = start.journal;
   if (journal.empty() || journal.front().type != event_type::run_submitted)
@@ -501,6 +540,10 @@ caf::behavior run_actor_impl(caf::stateful_actor<run_state>* self,
         resume(n.id + "[" + std::to_string(i) + "]");
     }
   }
+  if (start.announce_resumed && st.observer)
+    self->send(st.observer,
+               runtime::run_progress{start.run_id, "", "resumed", 0, 0, "",
+                                     st.journal_size, now_ns(), ""});
   auto next = st.engine->decide(now_ns());
   resumed.insert(resumed.end(), next.begin(), next.end());
   if (auto deadline = st.engine->run_deadline_ns(); deadline != 0)
@@ -530,18 +573,16 @@ caf::behavior run_actor_impl(caf::stateful_actor<run_state>* self,
       if (i == st.attempts.end()
           || self->current_sender() != i->second.address())
         return; // stale: from an attempt that was stopped
-      record_attempt(self, r);
+      if (!r.ok)
+        record_attempt(self, r.node, false);
       st.attempt_nodes.erase(i->second.address());
       self->unlink_from(i->second);
       st.attempts.erase(i);
       if (r.ok) {
-        report_breaker(self, r.node, true, true);
-        release_slot(self, r.node);
         auto output = json::parse(r.output, nullptr, false);
         if (output.is_discarded())
           output = r.output;
-        persist(self, st.engine->on_attempt_succeeded(r.node, r.attempt, output,
-                                                      now_ns(), r.logs));
+        succeed(self, r.node, r.attempt, std::move(output), r.logs);
       } else {
         on_failure(self, r.node, r.attempt, r.error_kind, r.message,
                    r.retry_after_ms, r.logs);
@@ -556,6 +597,18 @@ caf::behavior run_actor_impl(caf::stateful_actor<run_state>* self,
       if (!st.engine->paused() && status.state == node_state::waiting_retry
           && status.next_retry_ns != 0)
         self->delayed_send(self, until(status.next_retry_ns), r);
+    },
+    [self](runtime::timer_due& t) {
+      auto& st = self->state;
+      auto* i = find_timer(st, t.node);
+      if (!i || i->second != t.attempt)
+        return; // stale: from an attempt that ended otherwise
+      st.timers.erase(st.timers.begin() + (i - st.timers.data()));
+      auto& status = st.engine->status(t.node);
+      if (status.state != node_state::running || status.attempt != t.attempt)
+        return;
+      succeed(self, t.node, t.attempt,
+              json{{"deadline_ns", status.timer_deadline_ns}});
     },
     [self](runtime::attempt_timeout& t) {
       auto& st = self->state;

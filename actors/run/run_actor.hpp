@@ -7,12 +7,74 @@
 #include <caf/behavior.hpp>
 #include <caf/stateful_actor.hpp>
 
+#include <algorithm>
+#include <cstdint>
 #include <map>
 #include <random>
-#include <unordered_map>
-#include <unordered_set>
+#include <vector>
 
 namespace troupe::actors {
+
+/// A random bit generator of 8 bytes (splitmix64), for backoff jitter: a run
+/// actor is kept per live run, so its state must stay small (a Mersenne
+/// twister alone is 2.5 KiB).
+struct small_rng {
+  using result_type = uint64_t;
+  uint64_t state = 0;
+  static constexpr result_type min() { return 0; }
+  static constexpr result_type max() { return UINT64_MAX; }
+  void seed(uint64_t s) { state = s; }
+  result_type operator()() {
+    uint64_t z = (state += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+  }
+};
+
+/// A map kept as a vector of pairs: a run actor holds a few entries at most
+/// (attempts in flight, guarded calls), and a hash table costs 56 bytes empty
+/// and an allocation of buckets on first use. Lookups compare keys in order.
+template<class K, class V>
+class small_map {
+ public:
+  using value_type = std::pair<K, V>;
+  using iterator = typename std::vector<value_type>::iterator;
+
+  iterator begin() { return items_.begin(); }
+  iterator end() { return items_.end(); }
+  template<class Key>
+  iterator find(const Key& key) {
+    return std::find_if(items_.begin(), items_.end(),
+                        [&](const value_type& p) { return p.first == key; });
+  }
+  template<class Key>
+  size_t count(const Key& key) {
+    return find(key) != end() ? 1 : 0;
+  }
+  /// Adds `key` unless present; returns where it is and whether it is new.
+  std::pair<iterator, bool> emplace(K key, V value) {
+    if (auto i = find(key); i != end())
+      return {i, false};
+    items_.emplace_back(std::move(key), std::move(value));
+    return {items_.end() - 1, true};
+  }
+  V& operator[](const K& key) { return emplace(key, V{}).first->second; }
+  iterator erase(iterator i) { return items_.erase(i); }
+  template<class Key>
+  size_t erase(const Key& key) {
+    auto i = find(key);
+    if (i == end())
+      return 0;
+    items_.erase(i);
+    return 1;
+  }
+  bool empty() const { return items_.empty(); }
+  size_t size() const { return items_.size(); }
+
+ private:
+  std::vector<value_type> items_;
+};
 
 /// The state of one run actor: the run's engine plus the attempts it has
 /// spawned. Every decision of the engine is journaled before it is acted on:
@@ -25,9 +87,11 @@ struct run_state {
   services_ptr svc;
   std::unique_ptr<runtime::run_engine> engine;
   caf::actor observer;
+  /// Whether the observer hears of every event (else only of the end).
+  bool progress = true;
   /// Attempt actors by node, and back.
-  std::unordered_map<std::string, caf::actor> attempts;
-  std::unordered_map<caf::actor_addr, std::string> attempt_nodes;
+  small_map<std::string, caf::actor> attempts;
+  small_map<caf::actor_addr, std::string> attempt_nodes;
   /// Events written but not yet durable, by store tag, with the seq of the
   /// first.
   std::map<uint64_t, std::pair<int64_t, std::vector<persistence::event_record>>>
@@ -40,7 +104,7 @@ struct run_state {
   int64_t created_at_ns = 0;
   /// Calls let through by a circuit breaker, by node: the breaker (invalid
   /// when it did not answer) and whether the call is a half-open trial.
-  std::unordered_map<std::string, std::pair<caf::actor, bool>> breaker_calls;
+  small_map<std::string, std::pair<caf::actor, bool>> breaker_calls;
   /// Concurrency slots by node: the limiter, the holder name, and whether
   /// the slot is granted (else the node waits in the limiter's queue).
   struct slot {
@@ -48,11 +112,14 @@ struct run_state {
     std::string holder;
     bool granted = false;
   };
-  std::unordered_map<std::string, slot> slots;
+  small_map<std::string, slot> slots;
+  /// Sleep nodes whose timer this actor has armed, with the attempt it is
+  /// for (sleeps need no attempt actor).
+  std::vector<std::pair<std::string, int32_t>> timers;
   /// Nodes whose breaker has been asked and has not answered yet.
-  std::unordered_set<std::string> awaiting_breaker;
+  small_map<std::string, bool> awaiting_breaker;
   /// Jitter source; seeded from the run id and the clock.
-  std::mt19937_64 rng;
+  small_rng rng;
 };
 
 /// Runs one workflow run, starting from its journal (`start.journal`, whose

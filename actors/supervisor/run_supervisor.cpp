@@ -18,6 +18,7 @@ void spawn_run(self_ptr self, runtime::start_run start) {
   auto id = start.run_id;
   auto& c = st.runs[id];
   c.observer = start.observer;
+  c.progress = start.progress;
   if (c.workflow.empty() && !start.journal.empty()) {
     // Parsed specs are cached: this costs a lookup, not a parse.
     std::string error;
@@ -74,8 +75,9 @@ caf::behavior run_supervisor_impl(self_ptr self, services_ptr svc) {
     auto reason = describe_exit(msg.reason);
     auto now = now_ns();
     auto window = std::chrono::nanoseconds{st.svc->options.restart_window};
-    while (!c.restarts.empty() && c.restarts.front() < now - window.count())
-      c.restarts.pop_front();
+    // (A vector: restarts are rare, and a deque costs 512 bytes per run.)
+    std::erase_if(c.restarts,
+                  [&](int64_t t) { return t < now - window.count(); });
     if (static_cast<int32_t>(c.restarts.size())
         >= st.svc->options.max_restarts) {
       give_up(self, id,
@@ -130,9 +132,10 @@ caf::behavior run_supervisor_impl(self_ptr self, services_ptr svc) {
         give_up(self, j.run_id, "cannot restart: " + j.error);
         return;
       }
-      spawn_run(self, runtime::start_run{j.run_id, std::move(j.journal),
-                                         i->second.observer,
-                                         i->second.total_restarts, j.reason});
+      spawn_run(self,
+                runtime::start_run{j.run_id, std::move(j.journal),
+                                   i->second.observer, i->second.total_restarts,
+                                   j.reason, false, i->second.progress});
     },
     [self](runtime::cancel_run& c) {
       auto& st = self->state;

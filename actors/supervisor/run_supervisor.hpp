@@ -6,8 +6,8 @@
 #include <caf/behavior.hpp>
 #include <caf/stateful_actor.hpp>
 
-#include <deque>
 #include <unordered_map>
+#include <vector>
 
 namespace troupe::actors {
 
@@ -19,11 +19,13 @@ struct run_supervisor_state {
   struct child {
     caf::actor actor;
     caf::actor observer;
+    /// Whether the observer wants every event, or only the end.
+    bool progress = true;
     /// The workflow's name, for the index entry when the run is given up.
     std::string workflow;
     int64_t created_at_ns = 0;
     /// Restart times (ns) inside the current window.
-    std::deque<int64_t> restarts;
+    std::vector<int64_t> restarts;
     int32_t total_restarts = 0;
   };
 

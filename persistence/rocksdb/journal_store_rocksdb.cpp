@@ -664,6 +664,10 @@ std::unique_ptr<journal_store> open_store(const journal_store::options& opts,
   o.create_missing_column_families = true;
   o.max_open_files = 256;
   o.keep_log_file_num = 4;
+  // Bounded memtables: their memory is a fixed cost of the node, not one
+  // that grows with the runs it holds.
+  o.db_write_buffer_size = 32 << 20;
+  o.write_buffer_size = 16 << 20;
   rocksdb::BlockBasedTableOptions table;
   table.block_cache
     = rocksdb::NewLRUCache(std::max<size_t>(1, opts.block_cache_mb) << 20);

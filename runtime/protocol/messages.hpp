@@ -37,6 +37,12 @@ struct start_run {
   /// How often the run actor was restarted, and why the last time.
   int32_t restarts = 0;
   std::string restart_reason;
+  /// Tell the observer with a run_progress of event "resumed" (and no node)
+  /// once the run actor has rebuilt the run; for measuring recovery.
+  bool announce_resumed = false;
+  /// Send the observer a run_progress for every journaled event; when false
+  /// it hears only run_finished.
+  bool progress = true;
 };
 
 /// What one attempt of one node executes.
@@ -169,6 +175,12 @@ struct retry_now {
   std::string node;
 };
 
+/// A sleep node's timer, armed by its run actor, fired for `attempt`.
+struct timer_due {
+  std::string node;
+  int32_t attempt = 0;
+};
+
 /// Closes a circuit breaker by hand; `who` is logged.
 struct reset_breaker {
   std::string who;
@@ -222,7 +234,7 @@ struct limit_release {
   }
 
 TROUPE_INSPECT(start_run, x.run_id, x.journal, x.observer, x.restarts,
-               x.restart_reason)
+               x.restart_reason, x.announce_resumed, x.progress)
 TROUPE_INSPECT(attempt_spec, x.run_id, x.node, x.kind, x.attempt, x.params,
                x.context, x.timer_deadline_ns, x.max_output_bytes,
                x.kill_grace_ms)
@@ -250,6 +262,7 @@ TROUPE_INSPECT(find_run, x.run_id)
 TROUPE_INSPECT(retry_now, x.run_id, x.node)
 TROUPE_INSPECT(reset_breaker, x.who)
 TROUPE_INSPECT(resume_run, x.run_id, x.who)
+TROUPE_INSPECT(timer_due, x.node, x.attempt)
 
 #undef TROUPE_INSPECT
 
@@ -288,5 +301,6 @@ CAF_BEGIN_TYPE_ID_BLOCK(troupe, caf::first_custom_type_id)
   CAF_ADD_TYPE_ID(troupe, (troupe::runtime::find_run))
   CAF_ADD_TYPE_ID(troupe, (troupe::runtime::retry_now))
   CAF_ADD_TYPE_ID(troupe, (troupe::runtime::reset_breaker))
+  CAF_ADD_TYPE_ID(troupe, (troupe::runtime::timer_due))
 CAF_END_TYPE_ID_BLOCK(troupe)
 // clang-format on

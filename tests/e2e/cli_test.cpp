@@ -7,6 +7,9 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include <map>
+#include <sstream>
+
 using troupe::test::process_options;
 using troupe::test::process_result;
 using troupe::test::run_process;
@@ -222,4 +225,57 @@ TEST_F(Cli, ListsKindsAndConfigKeys) {
   ASSERT_EQ(r.exit_code, 0);
   EXPECT_TRUE(contains(r.out, "storage.durability")) << r.out;
   EXPECT_TRUE(contains(r.out, "process | machine")) << r.out;
+}
+
+TEST_F(Cli, BenchRunsEveryWorkloadAndPrintsItsFigures) {
+  auto r = troupe({"bench", "seq10", "fan10", "exec10", "sleepers", "recover",
+                   "idle", "--durability", "process", "--n", "20", "--data-dir",
+                   dir.path().string(), "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::map<std::string, nlohmann::json> by_workload;
+  std::istringstream lines{r.out};
+  for (std::string line; std::getline(lines, line);) {
+    auto j = nlohmann::json::parse(line, nullptr, false);
+    ASSERT_TRUE(j.is_object()) << line;
+    EXPECT_EQ(j.value("durability", ""), "process") << line;
+    by_workload[j.value("workload", "")] = j;
+  }
+  ASSERT_EQ(by_workload.size(), 6u) << r.out;
+  for (auto [name, steps] :
+       {std::pair{"seq10", 10}, {"fan10", 11}, {"exec10", 10}}) {
+    auto& j = by_workload[name];
+    EXPECT_EQ(j.value("ok", 0), 20) << j;
+    EXPECT_EQ(j.value("failed", -1), 0) << j;
+    EXPECT_EQ(j.value("steps_per_run", 0), steps) << j;
+    EXPECT_GT(j.value("steps_per_s", 0.0), 0.0) << j;
+    EXPECT_LE(j.value("p50_ms", 0.0), j.value("p99_ms", 0.0)) << j;
+    EXPECT_GT(j.value("peak_rss_mib", 0.0), 0.0) << j;
+  }
+  EXPECT_EQ(by_workload["sleepers"].value("parked", 0), 20);
+  EXPECT_GT(by_workload["sleepers"].value("rss_mib", 0.0), 0.0);
+  auto& rec = by_workload["recover"];
+  EXPECT_EQ(rec.value("n", 0), 20) << rec;
+  EXPECT_GT(rec.value("ready_s", 0.0), 0.0) << rec;
+  EXPECT_GE(rec.value("resumed_s", 0.0), rec.value("ready_s", 1e9)) << rec;
+  EXPECT_GT(by_workload["idle"].value("rss_mib", 0.0), 0.0);
+}
+
+TEST_F(Cli, BenchNamesBadInputAndExitsTwo) {
+  auto r = troupe({"bench", "seq11"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_TRUE(contains(r.err, "unknown workload 'seq11'")) << r.err;
+  EXPECT_TRUE(contains(r.err, "seq10")) << r.err;
+  r = troupe({"bench", "seq10", "--durability", "disk"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_TRUE(contains(r.err, "--durability must be machine, process or both"))
+    << r.err;
+  r = troupe({"bench", "seq10", "--n", "0"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_TRUE(contains(r.err, "--n must be at least 1")) << r.err;
+  r = troupe({"bench", "seq10", "--concurrency", "0"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_TRUE(contains(r.err, "--concurrency must be at least 1")) << r.err;
+  r = troupe({"bench", "seq10", "--n", "many"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_TRUE(contains(r.err, "--n")) << r.err;
 }

@@ -1,0 +1,677 @@
+// `troupe bench`: a load generator that runs fixed workloads against an
+// embedded node and prints what they cost. Every workload runs in a fresh
+// child process (this same executable), so peak memory is its own.
+
+#include "actors/node/embedded_node.hpp"
+#include "runtime/protocol/messages.hpp"
+#include "runtime/spec/workflow_loader.hpp"
+#include "tools/commands.hpp"
+#include "tools/node_setup.hpp"
+
+#include <caf/all.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <future>
+#include <iomanip>
+#include <iostream>
+#include <map>
+#include <poll.h>
+#include <sstream>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <thread>
+#include <unistd.h>
+#include <unordered_map>
+
+namespace troupe::tools {
+
+using json = nlohmann::json;
+using clock_type = std::chrono::steady_clock;
+
+namespace {
+
+/// A workload: the workflow every run follows and its default size.
+struct workload {
+  std::string name;
+  std::string description;
+  size_t n;
+  size_t quick_n;
+  size_t concurrency;
+  /// Nodes each run executes (its steps).
+  size_t steps;
+};
+
+const std::vector<workload>& workloads() {
+  static const std::vector<workload> all = {
+    {"seq10", "10 sequential noop nodes", 20'000, 1'000, 50, 10},
+    {"seq10c1", "10 sequential noop nodes, one run at a time", 2'000, 100, 1,
+     10},
+    {"fan10", "10 parallel noop nodes joined by one", 20'000, 1'000, 50, 11},
+    {"exec10", "10 sequential exec nodes running /bin/true", 500, 30, 10, 10},
+    {"sleepers", "runs parked in a 1 h sleep: memory per parked run", 100'000,
+     2'000, 1'000, 1},
+    {"recover", "runs parked mid-way, kill -9, restart: time to resume",
+     100'000, 2'000, 1'000, 3},
+    {"idle", "a node with nothing to do: its memory", 0, 0, 0, 0},
+  };
+  return all;
+}
+
+const workload* find_workload(const std::string& name) {
+  for (auto& w : workloads())
+    if (w.name == name)
+      return &w;
+  return nullptr;
+}
+
+/// The workflow source of a workload.
+std::string workflow_source(const std::string& name) {
+  std::ostringstream s;
+  s << "name: bench-" << name << "\nnodes:\n";
+  if (name == "seq10" || name == "seq10c1") {
+    for (int i = 1; i <= 10; ++i) {
+      s << "  s" << i << ":\n    kind: noop\n";
+      if (i > 1)
+        s << "    after: [s" << i - 1 << "]\n";
+    }
+  } else if (name == "fan10") {
+    for (int i = 1; i <= 10; ++i)
+      s << "  f" << i << ":\n    kind: noop\n";
+    s << "  join:\n    kind: noop\n    after: [f1";
+    for (int i = 2; i <= 10; ++i)
+      s << ", f" << i;
+    s << "]\n";
+  } else if (name == "exec10") {
+    for (int i = 1; i <= 10; ++i) {
+      s << "  e" << i << ":\n    kind: exec\n    command: [\"/bin/true\"]\n";
+      if (i > 1)
+        s << "    after: [e" << i - 1 << "]\n";
+    }
+  } else if (name == "sleepers") {
+    s << "  nap:\n    kind: sleep\n    duration: 1h\n";
+  } else if (name == "recover") {
+    s << "  first:\n    kind: noop\n"
+         "  nap:\n    kind: sleep\n    duration: 1h\n    after: [first]\n"
+         "  last:\n    kind: noop\n    after: [nap]\n";
+  }
+  return s.str();
+}
+
+/// Bytes of memory of this process: resident now ("VmRSS") or at its peak
+/// ("VmHWM").
+double memory_mib(const char* field) {
+  std::ifstream in{"/proc/self/status"};
+  std::string line;
+  auto key = std::string{field} + ":";
+  while (std::getline(in, line))
+    if (line.rfind(key, 0) == 0)
+      return std::strtod(line.c_str() + key.size(), nullptr) / 1024.0;
+  return 0;
+}
+
+double cpu_seconds() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  auto s = [](const timeval& t) { return t.tv_sec + t.tv_usec / 1e6; };
+  return s(u.ru_utime) + s(u.ru_stime);
+}
+
+double seconds_since(clock_type::time_point t) {
+  return std::chrono::duration<double>(clock_type::now() - t).count();
+}
+
+double percentile(const std::vector<double>& sorted, double q) {
+  if (sorted.empty())
+    return 0;
+  auto i = static_cast<size_t>(q * static_cast<double>(sorted.size()));
+  return sorted[std::min(sorted.size() - 1, i)];
+}
+
+/// What a closed loop of runs measured.
+struct load_result {
+  size_t ok = 0;
+  size_t failed = 0;
+  std::string first_error;
+  double wall_s = 0;
+  /// End-to-end run latencies (submission to finish), sorted, in ms.
+  std::vector<double> latencies_ms;
+};
+
+/// Keeps `concurrency` runs of one workflow going until `n` have finished
+/// (or, with `park_node`, until `n` have started that node), submitting a
+/// new run as soon as one ends; measures each run from its submission to
+/// its end. Runs on the node's actor system; blocks the calling thread.
+load_result run_load(actors::embedded_node& node, const std::string& source,
+                     const runtime::workflow_spec& spec, size_t n,
+                     size_t concurrency, const std::string& park_node = {}) {
+  struct driver_state {
+    size_t submitted = 0;
+    size_t ended = 0;
+    std::unordered_map<std::string, clock_type::time_point> started;
+    load_result result;
+  };
+  std::promise<load_result> done;
+  auto finished = done.get_future();
+  auto inputs = json::object();
+  auto began = clock_type::now();
+  node.system().spawn([&](caf::event_based_actor* self) -> caf::behavior {
+    auto st = std::make_shared<driver_state>();
+    auto submit_next = [self, st, &node, &source, &spec, &inputs, n,
+                        progress = !park_node.empty()] {
+      if (st->submitted >= n)
+        return;
+      ++st->submitted;
+      auto t = clock_type::now();
+      auto me = caf::actor{self};
+      auto id = node.submit_async(
+        source, spec, inputs, me,
+        [me](const std::string& error) {
+          if (!error.empty())
+            caf::anon_send(
+              me, runtime::run_finished{"", "", persistence::run_state::failed,
+                                        "", error, ""});
+        },
+        progress);
+      st->started.emplace(std::move(id), t);
+    };
+    auto end_one
+      = [self, st, &done, n, began, submit_next, park_node](
+          const std::string& run_id, bool ok, const std::string& error) {
+          auto i = st->started.find(run_id);
+          if (i != st->started.end() && park_node.empty()) {
+            st->result.latencies_ms.push_back(
+              std::chrono::duration<double, std::milli>(clock_type::now()
+                                                        - i->second)
+                .count());
+          }
+          if (i != st->started.end())
+            st->started.erase(i);
+          ++st->ended;
+          if (ok) {
+            ++st->result.ok;
+          } else {
+            ++st->result.failed;
+            if (st->result.first_error.empty())
+              st->result.first_error = error;
+          }
+          if (st->ended == n) {
+            st->result.wall_s = seconds_since(began);
+            std::sort(st->result.latencies_ms.begin(),
+                      st->result.latencies_ms.end());
+            done.set_value(std::move(st->result));
+            self->quit();
+            return;
+          }
+          submit_next();
+        };
+    for (size_t i = 0; i < concurrency; ++i)
+      submit_next();
+    return {
+      [end_one, park_node](runtime::run_progress& p) {
+        if (!park_node.empty() && p.node == park_node
+            && p.event == "attempt_started")
+          end_one(p.run_id, true, "");
+      },
+      [end_one, park_node](runtime::run_finished& f) {
+        // A parked run that ends is a failure of the workload.
+        auto ok
+          = f.state == persistence::run_state::completed && park_node.empty();
+        end_one(f.run_id, ok,
+                f.reason.empty() ? "run ended while parked" : f.reason);
+      },
+    };
+  });
+  // Bounded: no workload here takes anywhere near an hour.
+  if (finished.wait_for(std::chrono::hours{1}) != std::future_status::ready) {
+    std::cerr << "troupe: bench: the workload did not end within an hour\n";
+    std::_Exit(exit_failed);
+  }
+  return finished.get();
+}
+
+/// Options of one measurement (a child process).
+struct one_options {
+  std::string workload;
+  std::string durability;
+  size_t n = 0;
+  size_t concurrency = 0;
+  std::string data_dir;
+};
+
+std::unique_ptr<actors::embedded_node> open_node(const global_options& g,
+                                                 const one_options& o) {
+  std::vector<config::flag_override> flags{
+    {"--data-dir", "node.data_dir", o.data_dir},
+    {"--durability", "storage.durability", o.durability}};
+  config::settings settings;
+  if (!load_config(g, flags, settings))
+    std::exit(exit_bad_input);
+  std::string error;
+  auto node = actors::embedded_node::open(node_options(settings), error);
+  if (!node) {
+    std::cerr << "troupe: bench: " << error << "\n";
+    std::exit(exit_failed);
+  }
+  return node;
+}
+
+runtime::workflow_spec parse_or_die(const std::string& source) {
+  auto outcome = runtime::parse_workflow(source);
+  if (!outcome.ok()) {
+    for (auto& d : outcome.errors)
+      std::cerr << d.to_string("bench workflow") << "\n";
+    std::exit(exit_failed);
+  }
+  return std::move(*outcome.workflow);
+}
+
+void emit(const json& j) {
+  std::cout << j.dump() << std::endl;
+}
+
+/// A throughput workload: a warm-up, then `n` runs at `concurrency`.
+int measure_throughput(const global_options& g, const one_options& o,
+                       const workload& w) {
+  auto source = workflow_source(w.name);
+  auto spec = parse_or_die(source);
+  auto node = open_node(g, o);
+  auto warm = std::min<size_t>(200, std::max<size_t>(1, o.n / 10));
+  run_load(*node, source, spec, warm, o.concurrency);
+  auto cpu0 = cpu_seconds();
+  auto r = run_load(*node, source, spec, o.n, o.concurrency);
+  auto cpu = cpu_seconds() - cpu0;
+  auto steps = static_cast<double>(r.ok * w.steps);
+  auto p50 = percentile(r.latencies_ms, 0.50);
+  json out = {
+    {"workload", w.name},
+    {"durability", o.durability},
+    {"n", o.n},
+    {"concurrency", o.concurrency},
+    {"ok", r.ok},
+    {"failed", r.failed},
+    {"wall_s", r.wall_s},
+    {"runs_per_s", static_cast<double>(r.ok) / r.wall_s},
+    {"steps_per_run", w.steps},
+    {"steps_per_s", steps / r.wall_s},
+    {"p50_ms", p50},
+    {"p95_ms", percentile(r.latencies_ms, 0.95)},
+    {"p99_ms", percentile(r.latencies_ms, 0.99)},
+    {"step_p50_ms", p50 / static_cast<double>(w.steps)},
+    {"peak_rss_mib", memory_mib("VmHWM")},
+    {"cpu_s_per_1000_steps", steps > 0 ? cpu / steps * 1000 : 0.0},
+  };
+  if (!r.first_error.empty())
+    out["first_error"] = r.first_error;
+  emit(out);
+  return r.failed == 0 ? exit_ok : exit_failed;
+}
+
+/// Lets the allocator and the node settle before reading memory.
+void settle() {
+  std::this_thread::sleep_for(std::chrono::milliseconds{500});
+}
+
+int measure_idle(const global_options& g, const one_options& o) {
+  auto node = open_node(g, o);
+  settle();
+  emit({{"workload", "idle"},
+        {"durability", o.durability},
+        {"rss_mib", memory_mib("VmRSS")}});
+  return exit_ok;
+}
+
+int measure_sleepers(const global_options& g, const one_options& o) {
+  auto source = workflow_source("sleepers");
+  auto spec = parse_or_die(source);
+  auto node = open_node(g, o);
+  settle();
+  auto idle = memory_mib("VmRSS");
+  auto r = run_load(*node, source, spec, o.n, o.concurrency, "nap");
+  settle();
+  auto rss = memory_mib("VmRSS");
+  emit({{"workload", "sleepers"},
+        {"durability", o.durability},
+        {"n", o.n},
+        {"parked", r.ok},
+        {"idle_rss_mib", idle},
+        {"rss_mib", rss},
+        {"bytes_per_run", (rss - idle) * 1024 * 1024
+                            / static_cast<double>(std::max<size_t>(1, r.ok))},
+        {"park_s", r.wall_s}});
+  return r.failed == 0 ? exit_ok : exit_failed;
+}
+
+/// First half of `recover`: parks runs, says so, then waits to be killed.
+int recover_fill(const global_options& g, const one_options& o) {
+  auto source = workflow_source("recover");
+  auto spec = parse_or_die(source);
+  auto node = open_node(g, o);
+  auto r = run_load(*node, source, spec, o.n, o.concurrency, "nap");
+  // Parked runs are journaled as such; make sure the last appends are too.
+  node->store().flush();
+  emit({{"parked", r.ok}, {"failed", r.failed}, {"park_s", r.wall_s}});
+  // The parent kills us with SIGKILL; bounded in case it never does.
+  std::this_thread::sleep_for(std::chrono::minutes{10});
+  return exit_failed;
+}
+
+/// Second half of `recover`: reopens the data dir, resumes, and says when
+/// the node was ready and when every run was live again.
+int recover_resume(const global_options& g, const one_options& o) {
+  auto node = open_node(g, o);
+  caf::scoped_actor self{node->system()};
+  auto recovered = node->recover(self, true);
+  emit({{"ready", recovered.resumed.size()},
+        {"problems", recovered.problems.size()}});
+  // Each run says when its actor has rebuilt it (bounded wait).
+  size_t resumed = 0;
+  bool waiting = true;
+  while (waiting && resumed < recovered.resumed.size())
+    self->receive(
+      [&](runtime::run_progress& p) {
+        if (p.event == "resumed")
+          ++resumed;
+      },
+      [](runtime::run_finished&) {},
+      caf::after(std::chrono::seconds{60}) >> [&] { waiting = false; });
+  emit({{"resumed", resumed}});
+  return exit_ok;
+}
+
+int run_one(const global_options& g, const one_options& o) {
+  if (o.workload == "idle")
+    return measure_idle(g, o);
+  if (o.workload == "sleepers")
+    return measure_sleepers(g, o);
+  if (o.workload == "recover-fill")
+    return recover_fill(g, o);
+  if (o.workload == "recover-resume")
+    return recover_resume(g, o);
+  auto* w = find_workload(o.workload);
+  if (!w) {
+    std::cerr << "troupe: bench: unknown workload '" << o.workload << "'\n";
+    return exit_bad_input;
+  }
+  return measure_throughput(g, o, *w);
+}
+
+// -- the parent: one child process per measurement --------------------------
+
+/// A child `troupe bench --one ...` whose stdout lines are read as they come.
+class child {
+ public:
+  child(const global_options& g, const one_options& o) {
+    int fds[2];
+    if (pipe(fds) != 0)
+      throw std::runtime_error("pipe failed");
+    std::vector<std::string> args = {"troupe"};
+    if (!g.config_file.empty())
+      args.insert(args.end(), {"--config", g.config_file});
+    for (auto& s : g.sets)
+      args.insert(args.end(), {"--set", s});
+    args.insert(args.end(),
+                {"bench", "--one", o.workload, "--durability", o.durability,
+                 "--n", std::to_string(o.n), "--concurrency",
+                 std::to_string(o.concurrency), "--data-dir", o.data_dir});
+    started_ = clock_type::now();
+    pid_ = fork();
+    if (pid_ < 0)
+      throw std::runtime_error("fork failed");
+    if (pid_ == 0) {
+      dup2(fds[1], STDOUT_FILENO);
+      close(fds[0]);
+      close(fds[1]);
+      std::vector<char*> argv;
+      for (auto& a : args)
+        argv.push_back(a.data());
+      argv.push_back(nullptr);
+      execv("/proc/self/exe", argv.data());
+      _exit(127);
+    }
+    close(fds[1]);
+    fd_ = fds[0];
+  }
+
+  ~child() {
+    if (fd_ >= 0)
+      close(fd_);
+    if (pid_ > 0 && !reaped_) {
+      kill(pid_, SIGKILL);
+      waitpid(pid_, nullptr, 0);
+    }
+  }
+
+  /// The next JSON line, and seconds from the child's start until it came;
+  /// nothing on end of output or after `timeout`.
+  std::optional<std::pair<json, double>> next(std::chrono::seconds timeout) {
+    auto deadline = clock_type::now() + timeout;
+    while (true) {
+      if (auto nl = buffer_.find('\n'); nl != std::string::npos) {
+        auto line = buffer_.substr(0, nl);
+        buffer_.erase(0, nl + 1);
+        auto j = json::parse(line, nullptr, false);
+        if (j.is_discarded() || !j.is_object())
+          continue;
+        return std::make_pair(std::move(j), seconds_since(started_));
+      }
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+                    deadline - clock_type::now())
+                    .count();
+      if (left <= 0)
+        return std::nullopt;
+      pollfd p{fd_, POLLIN, 0};
+      if (poll(&p, 1, static_cast<int>(std::min<long>(left, 1000))) <= 0)
+        continue;
+      char buf[4096];
+      auto got = read(fd_, buf, sizeof buf);
+      if (got <= 0)
+        return std::nullopt;
+      buffer_.append(buf, static_cast<size_t>(got));
+      // A line is timed when it arrives, so keep reading only on demand.
+    }
+  }
+
+  /// Waits for the child; returns its exit code (128 + signal if killed).
+  int wait() {
+    int status = 0;
+    waitpid(pid_, &status, 0);
+    reaped_ = true;
+    if (WIFSIGNALED(status))
+      return 128 + WTERMSIG(status);
+    return WEXITSTATUS(status);
+  }
+
+  void kill_now() {
+    kill(pid_, SIGKILL);
+    wait();
+  }
+
+ private:
+  pid_t pid_ = -1;
+  int fd_ = -1;
+  bool reaped_ = false;
+  std::string buffer_;
+  clock_type::time_point started_;
+};
+
+/// A scratch data dir, removed when done.
+class scratch_dir {
+ public:
+  explicit scratch_dir(const std::string& base) {
+    auto root = base.empty() ? std::filesystem::temp_directory_path()
+                             : std::filesystem::path{base};
+    std::filesystem::create_directories(root);
+    auto pattern = (root / "troupe-bench-XXXXXX").string();
+    if (!mkdtemp(pattern.data()))
+      throw std::runtime_error("cannot create a folder under " + root.string());
+    path_ = pattern;
+  }
+  ~scratch_dir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+std::optional<json> measure(const global_options& g, one_options o,
+                            const std::string& scratch_base) {
+  scratch_dir dir{scratch_base};
+  o.data_dir = dir.path() + "/data";
+  if (o.workload != "recover") {
+    child c{g, o};
+    auto line = c.next(std::chrono::seconds{3600});
+    auto rc = c.wait();
+    if (!line || rc != exit_ok) {
+      std::cerr << "troupe: bench: " << o.workload << " (" << o.durability
+                << ") failed (exit " << rc << ")";
+      if (line && line->first.contains("first_error"))
+        std::cerr << ": " << line->first["first_error"].get<std::string>();
+      std::cerr << "\n";
+      return std::nullopt;
+    }
+    return line->first;
+  }
+  // recover: park runs in one process, kill it, time a fresh one.
+  auto fill = o;
+  fill.workload = "recover-fill";
+  double park_s = 0;
+  {
+    child c{g, fill};
+    auto line = c.next(std::chrono::seconds{3600});
+    if (!line || line->first.value("parked", size_t{0}) != o.n) {
+      std::cerr << "troupe: bench: recover: could not park " << o.n
+                << " runs\n";
+      return std::nullopt;
+    }
+    park_s = line->first.value("park_s", 0.0);
+    c.kill_now();
+  }
+  auto resume = o;
+  resume.workload = "recover-resume";
+  child c{g, resume};
+  auto ready = c.next(std::chrono::seconds{600});
+  auto resumed = ready ? c.next(std::chrono::seconds{600}) : std::nullopt;
+  auto rc = c.wait();
+  if (!ready || !resumed || rc != exit_ok
+      || ready->first.value("ready", size_t{0}) != o.n
+      || resumed->first.value("resumed", size_t{0}) < o.n) {
+    std::cerr << "troupe: bench: recover: the restarted node did not resume "
+              << o.n << " runs"
+              << (ready ? " (" + ready->first.dump() + ")" : std::string{})
+              << "\n";
+    return std::nullopt;
+  }
+  return json{{"workload", "recover"},
+              {"durability", o.durability},
+              {"n", o.n},
+              {"park_s", park_s},
+              {"ready_s", ready->second},
+              {"resumed_s", resumed->second}};
+}
+
+std::string fixed(double v, int digits) {
+  std::ostringstream s;
+  s << std::fixed << std::setprecision(digits) << v;
+  return s.str();
+}
+
+/// One readable line for a result.
+std::string describe(const json& r) {
+  auto w = r.value("workload", std::string{});
+  auto head = w + " (" + r.value("durability", std::string{}) + ")";
+  auto d
+    = [&](const char* k, int digits) { return fixed(r.value(k, 0.0), digits); };
+  if (w == "idle")
+    return head + ": RSS " + d("rss_mib", 1) + " MiB";
+  if (w == "sleepers")
+    return head + ": " + std::to_string(r.value("parked", 0)) + " parked in "
+           + d("park_s", 1) + " s, RSS " + d("idle_rss_mib", 1) + " -> "
+           + d("rss_mib", 1) + " MiB, " + d("bytes_per_run", 0)
+           + " bytes per parked run";
+  if (w == "recover")
+    return head + ": " + std::to_string(r.value("n", 0))
+           + " parked runs; after kill -9, ready in " + d("ready_s", 2)
+           + " s, all resumed in " + d("resumed_s", 2) + " s";
+  return head + ": " + std::to_string(r.value("ok", 0))
+         + " runs (C=" + std::to_string(r.value("concurrency", 0)) + ") in "
+         + d("wall_s", 2) + " s, " + d("runs_per_s", 0) + " runs/s, "
+         + d("steps_per_s", 0) + " steps/s, p50/p95/p99 " + d("p50_ms", 2) + "/"
+         + d("p95_ms", 2) + "/" + d("p99_ms", 2) + " ms, step p50 "
+         + d("step_p50_ms", 3) + " ms, peak RSS " + d("peak_rss_mib", 1)
+         + " MiB, CPU " + d("cpu_s_per_1000_steps", 3) + " s/1000 steps";
+}
+
+} // namespace
+
+int run_bench(const global_options& g, const bench_options& b) {
+  if (!b.one.empty()) {
+    one_options o{b.one, b.durability, b.n, b.concurrency, b.data_dir};
+    return run_one(g, o);
+  }
+  std::vector<std::string> names = b.workloads;
+  if (names.empty())
+    for (auto& w : workloads())
+      names.push_back(w.name);
+  for (auto& n : names)
+    if (!find_workload(n)) {
+      std::string known;
+      for (auto& w : workloads())
+        known += (known.empty() ? "" : ", ") + w.name;
+      std::cerr << "troupe: bench: unknown workload '" << n
+                << "'; workloads: " << known << "\n";
+      return exit_bad_input;
+    }
+  std::vector<std::string> modes;
+  if (b.durability == "both")
+    modes = {"machine", "process"};
+  else if (b.durability == "machine" || b.durability == "process")
+    modes = {b.durability};
+  else {
+    std::cerr << "troupe: bench: --durability must be machine, process or "
+                 "both, not '"
+              << b.durability << "'\n";
+    return exit_bad_input;
+  }
+  if (b.concurrency_set && b.concurrency == 0) {
+    std::cerr << "troupe: bench: --concurrency must be at least 1\n";
+    return exit_bad_input;
+  }
+  int rc = exit_ok;
+  for (auto& mode : modes)
+    for (auto& name : names) {
+      auto& w = *find_workload(name);
+      one_options o;
+      o.workload = name;
+      o.durability = mode;
+      o.n = b.n_set ? b.n : (b.quick ? w.quick_n : w.n);
+      o.concurrency = b.concurrency_set ? b.concurrency : w.concurrency;
+      if (name != "idle" && o.n == 0) {
+        std::cerr << "troupe: bench: --n must be at least 1\n";
+        return exit_bad_input;
+      }
+      if (!g.json)
+        std::cerr << "bench: " << name << " (" << mode << "): " << w.description
+                  << ", N=" << o.n << " ...\n";
+      auto r = measure(g, o, b.data_dir);
+      if (!r) {
+        rc = exit_failed;
+        continue;
+      }
+      if (g.json)
+        emit(*r);
+      else
+        std::cout << describe(*r) << std::endl;
+    }
+  return rc;
+}
+
+} // namespace troupe::tools
