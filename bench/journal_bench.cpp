@@ -1,0 +1,181 @@
+// How fast the journal store makes appends durable: one at a time (each
+// waiting for the last, so no group commit) and with several in flight (the
+// writer thread commits what queued meanwhile in one batch), with and without
+// fsync.
+
+#include "persistence/journal_store.hpp"
+#include "tests/support/temp_dir.hpp"
+
+#include <benchmark/benchmark.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+namespace {
+
+using namespace troupe::persistence;
+
+/// One store per durability mode, in its own temp folder, opened on first
+/// use and shared by every benchmark run (opening RocksDB costs more than a
+/// short benchmark run); closed and removed at exit.
+struct bench_store {
+  troupe::test::temp_dir dir;
+  std::atomic<uint64_t> commits{0};
+  std::atomic<uint64_t> committed{0};
+  std::atomic<int64_t> commit_ns{0};
+  std::unique_ptr<journal_store> store;
+  std::string error;
+
+  explicit bench_store(bool sync) {
+    journal_store::options opts;
+    opts.path = (dir.path() / "db").string();
+    opts.sync = sync;
+    opts.on_commit = [this](size_t appends, std::chrono::nanoseconds took) {
+      commits.fetch_add(1, std::memory_order_relaxed);
+      committed.fetch_add(appends, std::memory_order_relaxed);
+      commit_ns.fetch_add(took.count(), std::memory_order_relaxed);
+    };
+    store = journal_store::open(opts, error);
+  }
+};
+
+bench_store& store_for(bool sync) {
+  if (sync) {
+    static bench_store synced{true};
+    return synced;
+  }
+  static bench_store unsynced{false};
+  return unsynced;
+}
+
+/// Counts completed appends; the caller waits for a count.
+struct completions {
+  std::mutex mu;
+  std::condition_variable cv;
+  uint64_t done = 0;
+  std::string error;
+
+  std::function<void(std::string)> callback() {
+    return [this](std::string e) {
+      {
+        std::lock_guard<std::mutex> lk{mu};
+        ++done;
+        if (!e.empty() && error.empty())
+          error = std::move(e);
+      }
+      cv.notify_one();
+    };
+  }
+
+  void wait_for(uint64_t n) {
+    std::unique_lock<std::mutex> lk{mu};
+    cv.wait(lk, [&] { return done >= n; });
+  }
+};
+
+/// An append of one attempt_started event, as a run actor makes when it
+/// starts a node.
+journal_store::append_op make_op(const std::string& run_id) {
+  event_record e;
+  e.type = event_type::attempt_started;
+  e.at_ns = 1'700'000'000'123'456'789;
+  e.node = "charge_card";
+  e.attempt = 1;
+  e.deadline_ns = e.at_ns + 30'000'000'000;
+  return {run_id, {std::move(e)}, std::nullopt};
+}
+
+/// Snapshot of a store's commit counters, to report a benchmark run's share.
+struct commit_stats {
+  uint64_t commits, committed;
+  int64_t ns;
+
+  explicit commit_stats(const bench_store& s)
+      : commits(s.commits.load()), committed(s.committed.load()),
+        ns(s.commit_ns.load()) {}
+};
+
+void report(benchmark::State& state, const bench_store& s,
+            const commit_stats& before, completions& c) {
+  commit_stats after{s};
+  if (!c.error.empty())
+    state.SkipWithError(("append failed: " + c.error).c_str());
+  auto commits = static_cast<double>(after.commits - before.commits);
+  state.SetItemsProcessed(state.iterations());
+  if (commits > 0) {
+    state.counters["batch"]
+      = static_cast<double>(after.committed - before.committed) / commits;
+    state.counters["commit_us"]
+      = static_cast<double>(after.ns - before.ns) / commits / 1e3;
+  }
+}
+
+/// One append at a time: each waits for the previous one's callback, so
+/// every commit holds one append. Arg: sync.
+void append_serial(benchmark::State& state) {
+  auto& s = store_for(state.range(0) != 0);
+  if (!s.store) {
+    state.SkipWithError(s.error.c_str());
+    return;
+  }
+  const std::string run_id = "serial";
+  completions c;
+  commit_stats before{s};
+  uint64_t issued = 0;
+  for (auto _ : state) {
+    s.store->append(make_op(run_id), c.callback());
+    c.wait_for(++issued);
+  }
+  report(state, s, before, c);
+}
+
+/// Keeps `inflight` appends pending from one thread: a new one is queued as
+/// soon as any completes, so the writer commits what queued meanwhile in one
+/// batch. The last iteration waits for all, so every append counted is
+/// durable. Args: sync, inflight.
+void append_group(benchmark::State& state) {
+  auto& s = store_for(state.range(0) != 0);
+  if (!s.store) {
+    state.SkipWithError(s.error.c_str());
+    return;
+  }
+  const auto inflight = static_cast<uint64_t>(state.range(1));
+  // One run per slot, as if `inflight` runs were appending at once.
+  std::vector<std::string> runs;
+  for (uint64_t i = 0; i < inflight; ++i)
+    runs.push_back("group-" + std::to_string(i));
+  completions c;
+  commit_stats before{s};
+  uint64_t issued = 0;
+  const auto last = static_cast<uint64_t>(state.max_iterations);
+  for (auto _ : state) {
+    if (issued >= inflight)
+      c.wait_for(issued - inflight + 1);
+    s.store->append(make_op(runs[issued % inflight]), c.callback());
+    if (++issued == last)
+      c.wait_for(issued);
+  }
+  c.wait_for(issued);
+  report(state, s, before, c);
+}
+
+} // namespace
+
+BENCHMARK(append_serial)
+  ->ArgName("sync")
+  ->Arg(0)
+  ->Arg(1)
+  ->Unit(benchmark::kMicrosecond)
+  ->UseRealTime();
+BENCHMARK(append_group)
+  ->ArgNames({"sync", "inflight"})
+  ->ArgsProduct({{0, 1}, {1, 16, 64}})
+  ->Unit(benchmark::kMicrosecond)
+  ->UseRealTime();
