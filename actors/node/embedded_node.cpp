@@ -26,14 +26,18 @@ std::unique_ptr<embedded_node> embedded_node::open(const options& opts,
   so.max_batch = opts.max_batch;
   so.block_cache_mb = opts.block_cache_mb;
   std::shared_ptr<node_metrics> metrics;
-  if (opts.metrics) {
+  if (opts.metrics)
     metrics = std::make_shared<node_metrics>(*opts.metrics);
-    so.on_commit
-      = [m = metrics.get()](size_t appends, std::chrono::nanoseconds took) {
-          m->commit_seconds.observe(took);
-          m->commit_appends.observe(static_cast<double>(appends));
-        };
-  }
+  if (metrics || opts.on_commit)
+    so.on_commit = [m = metrics.get(), hook = opts.on_commit](
+                     size_t appends, std::chrono::nanoseconds took) {
+      if (m) {
+        m->commit_seconds.observe(took);
+        m->commit_appends.observe(static_cast<double>(appends));
+      }
+      if (hook)
+        hook(appends, took);
+    };
   node->store_ = persistence::journal_store::open(so, error);
   if (!node->store_)
     return nullptr;

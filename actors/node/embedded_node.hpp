@@ -39,6 +39,10 @@ class embedded_node {
     /// Where the node keeps its metrics; null: none kept. Must outlive the
     /// node.
     runtime::metrics::registry* metrics = nullptr;
+    /// Called on the store's writer thread after each group commit with the
+    /// appends it held and how long its write took; may be empty.
+    std::function<void(size_t appends, std::chrono::nanoseconds took)>
+      on_commit;
   };
 
   /// What recovery found.

@@ -280,7 +280,8 @@ void launch(self_ptr self, const std::string& node) {
     // A map runs as its items; its own attempt only has a deadline.
     if (status.attempt_deadline_ns != 0)
       self->delayed_send(self, until(status.attempt_deadline_ns),
-                         runtime::attempt_timeout{node, status.attempt});
+                         runtime::run_timer{runtime::run_timer::attempt_timeout,
+                                            node, status.attempt});
     return;
   }
   if (spec->concurrency) {
@@ -384,13 +385,15 @@ void launch(self_ptr self, const std::string& node) {
     return;
   }
   if (spec->kind == "sleep") {
-    // A timer of this actor; it fires as a timer_due.
+    // A timer of this actor; it fires as a run_timer of kind sleep.
     st.timers.emplace_back(node, status.attempt);
-    self->delayed_send(self, until(status.timer_deadline_ns),
-                       runtime::timer_due{node, status.attempt});
+    self->delayed_send(
+      self, until(status.timer_deadline_ns),
+      runtime::run_timer{runtime::run_timer::sleep, node, status.attempt});
     if (status.attempt_deadline_ns != 0)
       self->delayed_send(self, until(status.attempt_deadline_ns),
-                         runtime::attempt_timeout{node, status.attempt});
+                         runtime::run_timer{runtime::run_timer::attempt_timeout,
+                                            node, status.attempt});
     return;
   }
   runtime::attempt_spec a;
@@ -409,7 +412,8 @@ void launch(self_ptr self, const std::string& node) {
   st.attempt_nodes.emplace(child.address(), node);
   if (status.attempt_deadline_ns != 0)
     self->delayed_send(self, until(status.attempt_deadline_ns),
-                       runtime::attempt_timeout{node, status.attempt});
+                       runtime::run_timer{runtime::run_timer::attempt_timeout,
+                                          node, status.attempt});
 }
 
 void finish(self_ptr self) {
@@ -439,8 +443,9 @@ void act_on(self_ptr self, const std::vector<event_record>& events,
       break;
     case event_type::attempt_failed:
       if (e.deadline_ns != 0)
-        self->delayed_send(self, until(e.deadline_ns),
-                           runtime::retry_due{e.node, e.attempt});
+        self->delayed_send(
+          self, until(e.deadline_ns),
+          runtime::run_timer{runtime::run_timer::retry, e.node, e.attempt});
       break;
     case event_type::node_cancelled: stop_attempt(self, e.node); break;
     default: break;
@@ -448,6 +453,53 @@ void act_on(self_ptr self, const std::vector<event_record>& events,
   }
   if (st.engine->is_finished() && st.unacked.empty())
     finish(self);
+}
+
+/// A node's retry time has come.
+void on_retry_due(self_ptr self, runtime::run_timer& t) {
+  auto& st = self->state;
+  step(self);
+  auto& status = st.engine->status(t.node);
+  // Timers may fire a little before the wall clock reaches the retry time;
+  // wait for the rest. A paused run starts it on resume.
+  if (!st.engine->paused() && status.state == node_state::waiting_retry
+      && status.next_retry_ns != 0)
+    self->delayed_send(self, until(status.next_retry_ns), t);
+}
+
+/// A sleep node's time has come.
+void on_sleep_done(self_ptr self, const runtime::run_timer& t) {
+  auto& st = self->state;
+  auto* i = find_timer(st, t.node);
+  if (!i || i->second != t.attempt)
+    return; // stale: from an attempt that ended otherwise
+  st.timers.erase(st.timers.begin() + (i - st.timers.data()));
+  auto& status = st.engine->status(t.node);
+  if (status.state != node_state::running || status.attempt != t.attempt)
+    return;
+  succeed(self, t.node, t.attempt,
+          json{{"deadline_ns", status.timer_deadline_ns}});
+}
+
+void on_attempt_timeout(self_ptr self, const runtime::run_timer& t) {
+  auto& st = self->state;
+  auto& status = st.engine->status(t.node);
+  if (status.state != node_state::running || status.attempt != t.attempt)
+    return;
+  stop_attempt(self, t.node);
+  auto* spec = st.engine->node_spec_of(t.node);
+  on_failure(
+    self, t.node, t.attempt, "timeout",
+    "attempt timed out after "
+      + config::format_duration(spec->timeout.value_or(config::duration{0})));
+}
+
+void on_run_deadline(self_ptr self, runtime::run_timer& t) {
+  auto& st = self->state;
+  persist(self, st.engine->time_out(now_ns()));
+  // Timers may fire a little before the wall clock reaches the deadline.
+  if (!st.engine->is_finished())
+    self->delayed_send(self, until(st.engine->run_deadline_ns()), t);
 }
 
 } // namespace
@@ -530,8 +582,9 @@ caf::behavior run_actor_impl(caf::stateful_actor<run_state>* self,
         launch(self, id);
       else if (status.state == node_state::waiting_retry
                && status.next_retry_ns != 0)
-        self->delayed_send(self, until(status.next_retry_ns),
-                           runtime::retry_due{id, status.attempt});
+        self->delayed_send(
+          self, until(status.next_retry_ns),
+          runtime::run_timer{runtime::run_timer::retry, id, status.attempt});
     };
     for (auto& n : st.engine->spec().nodes) {
       resume(n.id);
@@ -547,7 +600,8 @@ caf::behavior run_actor_impl(caf::stateful_actor<run_state>* self,
   auto next = st.engine->decide(now_ns());
   resumed.insert(resumed.end(), next.begin(), next.end());
   if (auto deadline = st.engine->run_deadline_ns(); deadline != 0)
-    self->delayed_send(self, until(deadline), troupe::atom::run_deadline_v);
+    self->delayed_send(self, until(deadline),
+                       runtime::run_timer{runtime::run_timer::run_deadline});
   if (resumed.empty() && st.engine->is_finished())
     self->send(self, runtime::store_ack{0, ""});
   else
@@ -588,47 +642,16 @@ caf::behavior run_actor_impl(caf::stateful_actor<run_state>* self,
                    r.retry_after_ms, r.logs);
       }
     },
-    [self](runtime::retry_due& r) {
-      auto& st = self->state;
-      step(self);
-      auto& status = st.engine->status(r.node);
-      // Timers may fire a little before the wall clock reaches the retry
-      // time; wait for the rest. A paused run starts it on resume.
-      if (!st.engine->paused() && status.state == node_state::waiting_retry
-          && status.next_retry_ns != 0)
-        self->delayed_send(self, until(status.next_retry_ns), r);
-    },
-    [self](runtime::timer_due& t) {
-      auto& st = self->state;
-      auto* i = find_timer(st, t.node);
-      if (!i || i->second != t.attempt)
-        return; // stale: from an attempt that ended otherwise
-      st.timers.erase(st.timers.begin() + (i - st.timers.data()));
-      auto& status = st.engine->status(t.node);
-      if (status.state != node_state::running || status.attempt != t.attempt)
-        return;
-      succeed(self, t.node, t.attempt,
-              json{{"deadline_ns", status.timer_deadline_ns}});
-    },
-    [self](runtime::attempt_timeout& t) {
-      auto& st = self->state;
-      auto& status = st.engine->status(t.node);
-      if (status.state != node_state::running || status.attempt != t.attempt)
-        return;
-      stop_attempt(self, t.node);
-      auto* spec = st.engine->node_spec_of(t.node);
-      on_failure(self, t.node, t.attempt, "timeout",
-                 "attempt timed out after "
-                   + config::format_duration(
-                     spec->timeout.value_or(config::duration{0})));
-    },
-    [self](troupe::atom::run_deadline) {
-      auto& st = self->state;
-      persist(self, st.engine->time_out(now_ns()));
-      // Timers may fire a little before the wall clock reaches the deadline.
-      if (!st.engine->is_finished())
-        self->delayed_send(self, until(st.engine->run_deadline_ns()),
-                           troupe::atom::run_deadline_v);
+    [self](runtime::run_timer& t) {
+      switch (t.kind) {
+      case runtime::run_timer::retry: on_retry_due(self, t); break;
+      case runtime::run_timer::sleep: on_sleep_done(self, t); break;
+      case runtime::run_timer::attempt_timeout:
+        on_attempt_timeout(self, t);
+        break;
+      case runtime::run_timer::run_deadline: on_run_deadline(self, t); break;
+      default: break;
+      }
     },
     [self](runtime::cancel_run& c) {
       persist(self, self->state.engine->cancel(c.reason, now_ns()));

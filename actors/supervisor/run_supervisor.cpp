@@ -15,8 +15,7 @@ using self_ptr = caf::stateful_actor<run_supervisor_state>*;
 
 void spawn_run(self_ptr self, runtime::start_run start) {
   auto& st = self->state;
-  auto id = start.run_id;
-  auto& c = st.runs[id];
+  auto& [id, c] = *st.runs.try_emplace(start.run_id).first;
   c.observer = start.observer;
   c.progress = start.progress;
   if (c.workflow.empty() && !start.journal.empty()) {
@@ -28,7 +27,7 @@ void spawn_run(self_ptr self, runtime::start_run start) {
   }
   c.actor
     = self->spawn<caf::monitored>(run_actor_impl, std::move(start), st.svc);
-  st.by_addr[c.actor.address()] = id;
+  st.by_addr[c.actor.address()] = &id;
 }
 
 /// Ends a run that cannot be run any more: journals run_failed and marks
@@ -65,7 +64,7 @@ caf::behavior run_supervisor_impl(self_ptr self, services_ptr svc) {
     auto i = st.by_addr.find(msg.source);
     if (i == st.by_addr.end())
       return;
-    auto id = i->second;
+    auto id = *i->second;
     st.by_addr.erase(i);
     if (msg.reason == caf::exit_reason::normal || st.stopping) {
       st.runs.erase(id);

@@ -31,7 +31,8 @@ struct run_supervisor_state {
 
   services_ptr svc;
   std::unordered_map<std::string, child> runs;
-  std::unordered_map<caf::actor_addr, std::string> by_addr;
+  /// Run ids (the keys of `runs`, which stay put) by actor address.
+  std::unordered_map<caf::actor_addr, const std::string*> by_addr;
   bool stopping = false;
 };
 

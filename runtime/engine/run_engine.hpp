@@ -242,7 +242,9 @@ class run_engine {
   nlohmann::json inputs_;
   std::unordered_map<std::string, node_status> nodes_;
   /// Outputs of completed nodes, by node id (the scope of templates).
-  nlohmann::json node_outputs_ = nlohmann::json::object();
+  /// Outputs by node id; null until the first node completes (an empty
+  /// object would cost an allocation per run).
+  nlohmann::json node_outputs_;
   run_state state_ = run_state::running;
   nlohmann::json outputs_;
   std::string reason_;

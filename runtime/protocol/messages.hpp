@@ -84,14 +84,20 @@ struct store_ack {
   std::string error;
 };
 
-/// A node's retry time has come.
-struct retry_due {
-  std::string node;
-  int32_t attempt = 0;
-};
-
-/// A node's attempt ran past its timeout.
-struct attempt_timeout {
+/// A timer a run actor armed for itself fired. One message type for all of
+/// them keeps the run actor's behavior (one per live run) small.
+struct run_timer {
+  enum kind_t : uint8_t {
+    /// `node`'s retry time has come.
+    retry,
+    /// `node` (a sleep) is done sleeping.
+    sleep,
+    /// `attempt` of `node` ran past its timeout.
+    attempt_timeout,
+    /// The run ran past its deadline (no node).
+    run_deadline,
+  };
+  uint8_t kind = retry;
   std::string node;
   int32_t attempt = 0;
 };
@@ -175,12 +181,6 @@ struct retry_now {
   std::string node;
 };
 
-/// A sleep node's timer, armed by its run actor, fired for `attempt`.
-struct timer_due {
-  std::string node;
-  int32_t attempt = 0;
-};
-
 /// Closes a circuit breaker by hand; `who` is logged.
 struct reset_breaker {
   std::string who;
@@ -241,8 +241,7 @@ TROUPE_INSPECT(attempt_spec, x.run_id, x.node, x.kind, x.attempt, x.params,
 TROUPE_INSPECT(attempt_result, x.node, x.attempt, x.ok, x.output, x.error_kind,
                x.message, x.retry_after_ms, x.logs)
 TROUPE_INSPECT(store_ack, x.tag, x.error)
-TROUPE_INSPECT(retry_due, x.node, x.attempt)
-TROUPE_INSPECT(attempt_timeout, x.node, x.attempt)
+TROUPE_INSPECT(run_timer, x.kind, x.node, x.attempt)
 TROUPE_INSPECT(run_progress, x.run_id, x.node, x.event, x.attempt,
                x.next_retry_ns, x.message, x.seq, x.at_ns, x.error_kind)
 TROUPE_INSPECT(run_finished, x.run_id, x.workflow, x.state, x.outputs, x.reason,
@@ -262,7 +261,6 @@ TROUPE_INSPECT(find_run, x.run_id)
 TROUPE_INSPECT(retry_now, x.run_id, x.node)
 TROUPE_INSPECT(reset_breaker, x.who)
 TROUPE_INSPECT(resume_run, x.run_id, x.who)
-TROUPE_INSPECT(timer_due, x.node, x.attempt)
 
 #undef TROUPE_INSPECT
 
@@ -280,8 +278,7 @@ CAF_BEGIN_TYPE_ID_BLOCK(troupe, caf::first_custom_type_id)
   CAF_ADD_TYPE_ID(troupe, (troupe::runtime::attempt_spec))
   CAF_ADD_TYPE_ID(troupe, (troupe::runtime::attempt_result))
   CAF_ADD_TYPE_ID(troupe, (troupe::runtime::store_ack))
-  CAF_ADD_TYPE_ID(troupe, (troupe::runtime::retry_due))
-  CAF_ADD_TYPE_ID(troupe, (troupe::runtime::attempt_timeout))
+  CAF_ADD_TYPE_ID(troupe, (troupe::runtime::run_timer))
   CAF_ADD_TYPE_ID(troupe, (troupe::runtime::run_progress))
   CAF_ADD_TYPE_ID(troupe, (troupe::runtime::run_finished))
   CAF_ADD_TYPE_ID(troupe, (troupe::runtime::cancel_run))
@@ -293,7 +290,6 @@ CAF_BEGIN_TYPE_ID_BLOCK(troupe, caf::first_custom_type_id)
   CAF_ADD_TYPE_ID(troupe, (troupe::runtime::limit_acquire))
   CAF_ADD_TYPE_ID(troupe, (troupe::runtime::limit_release))
   CAF_ADD_ATOM(troupe, troupe::atom, fire, "fire")
-  CAF_ADD_ATOM(troupe, troupe::atom, run_deadline, "rundeadl")
   CAF_ADD_TYPE_ID(troupe, (troupe::runtime::pause_run))
   CAF_ADD_TYPE_ID(troupe, (troupe::runtime::resume_run))
   CAF_ADD_TYPE_ID(troupe, (troupe::runtime::inspect_actor))
@@ -301,6 +297,5 @@ CAF_BEGIN_TYPE_ID_BLOCK(troupe, caf::first_custom_type_id)
   CAF_ADD_TYPE_ID(troupe, (troupe::runtime::find_run))
   CAF_ADD_TYPE_ID(troupe, (troupe::runtime::retry_now))
   CAF_ADD_TYPE_ID(troupe, (troupe::runtime::reset_breaker))
-  CAF_ADD_TYPE_ID(troupe, (troupe::runtime::timer_due))
 CAF_END_TYPE_ID_BLOCK(troupe)
 // clang-format on
