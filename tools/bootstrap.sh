@@ -11,7 +11,7 @@ packages=(
   # libraries
   libcaf-dev librocksdb-dev libmsgpack-cxx-dev libspdlog-dev libfmt-dev
   libboost-dev libssl-dev libtoml11-dev libcli11-dev nlohmann-json3-dev
-  libcpp-jwt-dev libyaml-dev libedit-dev
+  libcpp-jwt-dev libyaml-dev libedit-dev libjemalloc-dev
   # tests and benchmarks (prometheus for promtool, which lints /metrics)
   libgtest-dev libgmock-dev libbenchmark-dev prometheus
   # test helpers: processes, ptys, network namespaces

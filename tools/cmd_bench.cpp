@@ -11,6 +11,7 @@
 #include <caf/all.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <csignal>
 #include <cstdio>
@@ -244,6 +245,28 @@ struct one_options {
   std::string data_dir;
 };
 
+/// Group commits of the store: how many, of how many appends, how long.
+struct commit_stats {
+  std::atomic<uint64_t> commits{0};
+  std::atomic<uint64_t> appends{0};
+  std::atomic<uint64_t> nanos{0};
+
+  void reset() {
+    commits = 0;
+    appends = 0;
+    nanos = 0;
+  }
+
+  void add_to(json& out) const {
+    auto n = static_cast<double>(std::max<uint64_t>(1, commits.load()));
+    out["commits"] = commits.load();
+    out["appends_per_commit"] = static_cast<double>(appends.load()) / n;
+    out["commit_ms"] = static_cast<double>(nanos.load()) / n / 1e6;
+  }
+};
+
+commit_stats stats;
+
 std::unique_ptr<actors::embedded_node> open_node(const global_options& g,
                                                  const one_options& o) {
   std::vector<config::flag_override> flags{
@@ -253,7 +276,14 @@ std::unique_ptr<actors::embedded_node> open_node(const global_options& g,
   if (!load_config(g, flags, settings))
     std::exit(exit_bad_input);
   std::string error;
-  auto node = actors::embedded_node::open(node_options(settings), error);
+  auto opts = node_options(settings);
+  opts.on_commit = [](size_t appends, std::chrono::nanoseconds took) {
+    stats.commits.fetch_add(1, std::memory_order_relaxed);
+    stats.appends.fetch_add(appends, std::memory_order_relaxed);
+    stats.nanos.fetch_add(static_cast<uint64_t>(took.count()),
+                          std::memory_order_relaxed);
+  };
+  auto node = actors::embedded_node::open(opts, error);
   if (!node) {
     std::cerr << "troupe: bench: " << error << "\n";
     std::exit(exit_failed);
@@ -284,6 +314,7 @@ int measure_throughput(const global_options& g, const one_options& o,
   auto warm = std::min<size_t>(200, std::max<size_t>(1, o.n / 10));
   run_load(*node, source, spec, warm, o.concurrency);
   auto cpu0 = cpu_seconds();
+  stats.reset();
   auto r = run_load(*node, source, spec, o.n, o.concurrency);
   auto cpu = cpu_seconds() - cpu0;
   auto steps = static_cast<double>(r.ok * w.steps);
@@ -306,6 +337,7 @@ int measure_throughput(const global_options& g, const one_options& o,
     {"peak_rss_mib", memory_mib("VmHWM")},
     {"cpu_s_per_1000_steps", steps > 0 ? cpu / steps * 1000 : 0.0},
   };
+  stats.add_to(out);
   if (!r.first_error.empty())
     out["first_error"] = r.first_error;
   emit(out);
@@ -607,7 +639,9 @@ std::string describe(const json& r) {
          + d("steps_per_s", 0) + " steps/s, p50/p95/p99 " + d("p50_ms", 2) + "/"
          + d("p95_ms", 2) + "/" + d("p99_ms", 2) + " ms, step p50 "
          + d("step_p50_ms", 3) + " ms, peak RSS " + d("peak_rss_mib", 1)
-         + " MiB, CPU " + d("cpu_s_per_1000_steps", 3) + " s/1000 steps";
+         + " MiB, CPU " + d("cpu_s_per_1000_steps", 3) + " s/1000 steps" + "; "
+         + d("appends_per_commit", 1) + " appends per commit of "
+         + d("commit_ms", 3) + " ms";
 }
 
 } // namespace

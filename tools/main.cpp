@@ -10,6 +10,13 @@
 
 using namespace troupe::tools;
 
+// jemalloc's settings (the troupe binary links it; other allocators ignore
+// this): give freed memory back to the system from a background thread, so
+// that an idle node shrinks.
+extern "C" {
+const char* malloc_conf = "background_thread:true";
+}
+
 namespace {
 
 /// Returns a message naming a mistyped command, which CLI11 reports only as
