@@ -288,6 +288,9 @@ class rocksdb_journal_store final : public journal_store {
     rocksdb::ReadOptions ro;
     ro.snapshot = snapshot.snapshot();
     std::unique_ptr<rocksdb::Iterator> it{db_->NewIterator(ro, runs_)};
+    // Journals are read in run-id order, like the index: one iterator serves
+    // them all.
+    std::unique_ptr<rocksdb::Iterator> journals{db_->NewIterator(ro, journal_)};
     for (it->SeekToFirst(); it->Valid(); it->Next()) {
       std::string key = it->key().ToString();
       std::string error;
@@ -301,7 +304,7 @@ class rocksdb_journal_store final : public journal_store {
       }
       if (is_terminal(entry->state))
         continue;
-      auto events = read_journal_at(key, ro, error);
+      auto events = read_journal_with(*journals, key, error);
       visit(*entry, std::move(events), error);
     }
     if (!it->status().ok()) {
@@ -345,15 +348,27 @@ class rocksdb_journal_store final : public journal_store {
   std::vector<event_record> read_journal_at(const std::string& run_id,
                                             rocksdb::ReadOptions ro,
                                             std::string& error) {
-    std::vector<event_record> out;
-    error.clear();
-    const std::string prefix = kl::journal_prefix(run_id);
     const std::string upper = kl::journal_upper_bound(run_id);
     rocksdb::Slice upper_slice{upper};
     ro.iterate_upper_bound = &upper_slice;
     std::unique_ptr<rocksdb::Iterator> it{db_->NewIterator(ro, journal_)};
+    return read_journal_with(*it, run_id, error);
+  }
+
+  /// Reads the journal of `run_id` with `it`, an iterator over the journal
+  /// column family that may be reused from run to run (a scan of many runs
+  /// then costs one iterator, not one each).
+  std::vector<event_record> read_journal_with(rocksdb::Iterator& iter,
+                                              const std::string& run_id,
+                                              std::string& error) {
+    auto* it = &iter;
+    std::vector<event_record> out;
+    error.clear();
+    const std::string prefix = kl::journal_prefix(run_id);
     uint32_t expected = 1;
-    for (it->Seek(prefix); it->Valid(); it->Next()) {
+    for (it->Seek(prefix);
+         it->Valid() && it->key().ToStringView().starts_with(prefix);
+         it->Next()) {
       auto key = it->key().ToStringView();
       auto seq = kl::journal_seq(key, prefix);
       if (!seq) {
@@ -710,8 +725,8 @@ std::unique_ptr<journal_store> open_store(const journal_store::options& opts,
   o.keep_log_file_num = 4;
   // Bounded memtables: their memory is a fixed cost of the node, not one
   // that grows with the runs it holds.
-  o.db_write_buffer_size = 32 << 20;
-  o.write_buffer_size = 16 << 20;
+  o.db_write_buffer_size = 16 << 20;
+  o.write_buffer_size = 8 << 20;
   rocksdb::BlockBasedTableOptions table;
   table.block_cache
     = rocksdb::NewLRUCache(std::max<size_t>(1, opts.block_cache_mb) << 20);
