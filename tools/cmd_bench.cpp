@@ -6,6 +6,7 @@
 #include "runtime/protocol/messages.hpp"
 #include "runtime/spec/workflow_loader.hpp"
 #include "tools/commands.hpp"
+#include "tools/control_client.hpp"
 #include "tools/node_setup.hpp"
 
 #include <caf/all.hpp>
@@ -172,7 +173,7 @@ load_result run_load(actors::embedded_node& node, const std::string& source,
       auto me = caf::actor{self};
       auto id = node.submit_async(
         source, spec, inputs, me,
-        [me](const std::string& error) {
+        [me](const std::string&, const std::string& error) {
           if (!error.empty())
             caf::anon_send(
               me, runtime::run_finished{"", "", persistence::run_state::failed,
@@ -637,6 +638,145 @@ std::optional<json> measure(const global_options& g, one_options o,
               {"resumed_s", resumed->second}};
 }
 
+std::string describe(const json& r);
+
+/// A throughput workload against a running node, over one control
+/// connection: `concurrency` runs each submitted and then watched to their
+/// end, a new one submitted as soon as one ends.
+json measure_remote(control_client& client, const workload& w, size_t n,
+                    size_t concurrency) {
+  auto source = workflow_source(w.name);
+  json submit = {{"t", "submit"},
+                 {"workflow", source},
+                 {"file", "bench-" + w.name + ".yaml"},
+                 {"inputs", json::object()}};
+  auto run = [&](size_t count) {
+    load_result r;
+    std::unordered_map<uint64_t, clock_type::time_point> submitting, watching;
+    size_t submitted = 0, ended = 0;
+    auto began = clock_type::now();
+    auto submit_next = [&] {
+      if (submitted < count) {
+        ++submitted;
+        submitting.emplace(client.start(submit), clock_type::now());
+      }
+    };
+    for (size_t i = 0; i < concurrency; ++i)
+      submit_next();
+    while (ended < count) {
+      auto msg = client.next(std::chrono::seconds{120});
+      if (!msg)
+        throw client_error(exit_failed, "no answer from the node in 120 s");
+      auto t = msg->value("t", std::string{});
+      auto id = msg->value("id", uint64_t{0});
+      if (t == "reply") {
+        auto i = submitting.find(id);
+        if (i == submitting.end())
+          continue;
+        auto run_id = (*msg)["body"].value("run_id", std::string{});
+        watching.emplace(client.start({{"t", "watch"}, {"run_id", run_id}}),
+                         i->second);
+        submitting.erase(i);
+      } else if (t == "end") {
+        auto i = watching.find(id);
+        if (i == watching.end())
+          continue;
+        r.latencies_ms.push_back(std::chrono::duration<double, std::milli>(
+                                   clock_type::now() - i->second)
+                                   .count());
+        watching.erase(i);
+        ++ended;
+        auto state = (*msg)["body"].value("state", std::string{});
+        if (state == "completed") {
+          ++r.ok;
+        } else {
+          ++r.failed;
+          if (r.first_error.empty())
+            r.first_error = "a run ended " + state + ": "
+                            + (*msg)["body"].value("reason", std::string{});
+        }
+        submit_next();
+      }
+    }
+    r.wall_s = seconds_since(began);
+    std::sort(r.latencies_ms.begin(), r.latencies_ms.end());
+    return r;
+  };
+  run(std::min<size_t>(200, std::max<size_t>(1, n / 10)));
+  auto r = run(n);
+  auto p50 = percentile(r.latencies_ms, 0.50);
+  json out = {
+    {"workload", w.name},
+    {"node", client.node_name()},
+    {"n", n},
+    {"concurrency", concurrency},
+    {"ok", r.ok},
+    {"failed", r.failed},
+    {"wall_s", r.wall_s},
+    {"runs_per_s", static_cast<double>(r.ok) / r.wall_s},
+    {"steps_per_run", w.steps},
+    {"steps_per_s", static_cast<double>(r.ok * w.steps) / r.wall_s},
+    {"p50_ms", p50},
+    {"p95_ms", percentile(r.latencies_ms, 0.95)},
+    {"p99_ms", percentile(r.latencies_ms, 0.99)},
+    {"step_p50_ms", p50 / static_cast<double>(w.steps)},
+  };
+  if (!r.first_error.empty())
+    out["first_error"] = r.first_error;
+  return out;
+}
+
+/// `troupe --node ADDR bench`: the throughput workloads against that node.
+int run_bench_remote(const global_options& g, const bench_options& b,
+                     const std::vector<std::string>& names) {
+  for (auto& name : names)
+    if (name == "sleepers" || name == "recover" || name == "idle") {
+      std::cerr << "troupe: bench: workload '" << name
+                << "' measures a node's own process (memory, restart) and "
+                   "runs on an embedded node only; against --node give "
+                   "seq10, seq10c1, fan10 or exec10\n";
+      return exit_bad_input;
+    }
+  if (b.durability != "machine") {
+    std::cerr << "troupe: bench: against --node the node's own "
+                 "storage.durability applies; leave out --durability\n";
+    return exit_bad_input;
+  }
+  config::settings settings;
+  if (!load_config(g, {}, settings))
+    return exit_bad_input;
+  control_client client;
+  int rc = exit_ok;
+  try {
+    client.connect(client_options(g, settings));
+    for (auto& name : names) {
+      auto& w = *find_workload(name);
+      auto n = b.n_set ? b.n : (b.quick ? w.quick_n : w.n);
+      auto c = b.concurrency_set ? b.concurrency : w.concurrency;
+      if (!g.json)
+        std::cerr << "bench: " << name << " against " << client.node_name()
+                  << ": " << w.description << ", N=" << n << " ...\n";
+      auto r = measure_remote(client, w, n, c);
+      if (r.value("failed", 0) > 0)
+        rc = exit_failed;
+      if (g.json)
+        emit(r);
+      else
+        std::cout << describe(r) << std::endl;
+    }
+  } catch (const client_error& e) {
+    std::cerr << "troupe: bench: " << e.what() << "\n";
+    if (e.code == "rate_limited")
+      std::cerr << "troupe: bench: the node limits each subject's "
+                   "submissions (auth.submit_rate, auth.submit_burst); to "
+                   "measure the node rather than its limit, start it with "
+                   "--set auth.submit_rate=100000 --set "
+                   "auth.submit_burst=100000\n";
+    return e.exit_code;
+  }
+  return rc;
+}
+
 std::string fixed(double v, int digits) {
   std::ostringstream s;
   s << std::fixed << std::setprecision(digits) << v;
@@ -646,7 +786,10 @@ std::string fixed(double v, int digits) {
 /// One readable line for a result.
 std::string describe(const json& r) {
   auto w = r.value("workload", std::string{});
-  auto head = w + " (" + r.value("durability", std::string{}) + ")";
+  auto head = w + " ("
+              + (r.contains("node") ? "node " + r.value("node", std::string{})
+                                    : r.value("durability", std::string{}))
+              + ")";
   auto d
     = [&](const char* k, int digits) { return fixed(r.value(k, 0.0), digits); };
   if (w == "idle")
@@ -661,15 +804,19 @@ std::string describe(const json& r) {
            + " parked runs; after kill -9, ready in " + d("ready_s", 2)
            + " s (store opened in " + d("open_s", 2) + " s, runs read in "
            + d("scan_s", 2) + " s), all resumed in " + d("resumed_s", 2) + " s";
-  return head + ": " + std::to_string(r.value("ok", 0))
-         + " runs (C=" + std::to_string(r.value("concurrency", 0)) + ") in "
-         + d("wall_s", 2) + " s, " + d("runs_per_s", 0) + " runs/s, "
-         + d("steps_per_s", 0) + " steps/s, p50/p95/p99 " + d("p50_ms", 2) + "/"
-         + d("p95_ms", 2) + "/" + d("p99_ms", 2) + " ms, step p50 "
-         + d("step_p50_ms", 3) + " ms, peak RSS " + d("peak_rss_mib", 1)
-         + " MiB, CPU " + d("cpu_s_per_1000_steps", 3) + " s/1000 steps" + "; "
-         + d("appends_per_commit", 1) + " appends per commit of "
-         + d("commit_ms", 3) + " ms";
+  auto line = head + ": " + std::to_string(r.value("ok", 0))
+              + " runs (C=" + std::to_string(r.value("concurrency", 0))
+              + ") in " + d("wall_s", 2) + " s, " + d("runs_per_s", 0)
+              + " runs/s, " + d("steps_per_s", 0) + " steps/s, p50/p95/p99 "
+              + d("p50_ms", 2) + "/" + d("p95_ms", 2) + "/" + d("p99_ms", 2)
+              + " ms, step p50 " + d("step_p50_ms", 3) + " ms";
+  // Only an embedded node's own process is measured.
+  if (r.contains("peak_rss_mib"))
+    line += ", peak RSS " + d("peak_rss_mib", 1) + " MiB, CPU "
+            + d("cpu_s_per_1000_steps", 3) + " s/1000 steps; "
+            + d("appends_per_commit", 1) + " appends per commit of "
+            + d("commit_ms", 3) + " ms";
+  return line;
 }
 
 } // namespace
@@ -707,6 +854,12 @@ int run_bench(const global_options& g, const bench_options& b) {
     std::cerr << "troupe: bench: --concurrency must be at least 1\n";
     return exit_bad_input;
   }
+  if (b.n_set && b.n == 0) {
+    std::cerr << "troupe: bench: --n must be at least 1\n";
+    return exit_bad_input;
+  }
+  if (!g.node.empty())
+    return run_bench_remote(g, b, names);
   int rc = exit_ok;
   for (auto& mode : modes)
     for (auto& name : names) {
@@ -716,10 +869,6 @@ int run_bench(const global_options& g, const bench_options& b) {
       o.durability = mode;
       o.n = b.n_set ? b.n : (b.quick ? w.quick_n : w.n);
       o.concurrency = b.concurrency_set ? b.concurrency : w.concurrency;
-      if (name != "idle" && o.n == 0) {
-        std::cerr << "troupe: bench: --n must be at least 1\n";
-        return exit_bad_input;
-      }
       if (!g.json)
         std::cerr << "bench: " << name << " (" << mode << "): " << w.description
                   << ", N=" << o.n << " ...\n";

@@ -158,7 +158,7 @@ namespace {
   std::string text = msg.value("message", std::string{"unknown error"});
   if (code == "rate_limited" && msg.contains("retry_after_ms"))
     text += " (retry after " + msg["retry_after_ms"].dump() + "ms)";
-  throw client_error(control_client::exit_code_for(code), text);
+  throw client_error(control_client::exit_code_for(code), text, code);
 }
 
 } // namespace

@@ -17,9 +17,14 @@ namespace troupe::tools {
 
 /// A failed call, with the exit code the command should end with.
 struct client_error : std::runtime_error {
-  client_error(int code, const std::string& message)
-      : std::runtime_error(message), exit_code(code) {}
+  client_error(int code, const std::string& message,
+               std::string protocol_code = {})
+      : std::runtime_error(message), exit_code(code),
+        code(std::move(protocol_code)) {}
   int exit_code;
+  /// The protocol's error code when the node answered with an error (e.g.
+  /// "rate_limited"); empty otherwise.
+  std::string code;
 };
 
 class control_client {

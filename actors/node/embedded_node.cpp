@@ -179,7 +179,8 @@ submission(const std::string& id, const std::string& source,
 std::string embedded_node::submit_async(
   const std::string& source, const runtime::workflow_spec& spec,
   const json& inputs, const caf::actor& observer,
-  std::function<void(const std::string& error)> done, bool progress) {
+  std::function<void(const std::string& run_id, const std::string& error)> done,
+  bool progress) {
   auto id = new_run_id();
   auto op = submission(id, source, spec, inputs);
   auto start
@@ -187,10 +188,11 @@ std::string embedded_node::submit_async(
   store_->append(std::move(op),
                  [sup = supervisor_for(id), start = std::move(start),
                   done = std::move(done)](std::string error) mutable {
+                   auto run_id = start.run_id;
                    if (error.empty())
                      caf::anon_send(sup, std::move(start));
                    if (done)
-                     done(error);
+                     done(run_id, error);
                  });
   return id;
 }

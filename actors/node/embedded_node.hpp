@@ -93,15 +93,15 @@ class embedded_node {
   /// Like `submit` without an idempotency key, but never blocks: returns the
   /// new run's id at once and starts the run once its submission is durable.
   /// `done` (may be empty) is then called on the store's writer thread with
-  /// an empty string, or with the reason the submission failed (the run
-  /// then never starts). Safe to call from an actor. Without `progress`,
-  /// the observer hears only how the run ended.
-  std::string submit_async(const std::string& source,
-                           const runtime::workflow_spec& spec,
-                           const nlohmann::json& inputs,
-                           const caf::actor& observer,
-                           std::function<void(const std::string& error)> done,
-                           bool progress = true);
+  /// the run's id and an empty string, or the reason the submission failed
+  /// (the run then never starts). Safe to call from an actor. Without
+  /// `progress`, the observer hears only how the run ended.
+  std::string submit_async(
+    const std::string& source, const runtime::workflow_spec& spec,
+    const nlohmann::json& inputs, const caf::actor& observer,
+    std::function<void(const std::string& run_id, const std::string& error)>
+      done,
+    bool progress = true);
 
   /// Returns how a finished run ended, read from the store (its outputs, or
   /// for a failed run how compensation went); nothing while it runs or when

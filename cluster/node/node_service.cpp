@@ -267,6 +267,9 @@ struct node_service::impl : std::enable_shared_from_this<impl> {
   // -- requests ---------------------------------------------------------------
 
   void submit(const request_ptr& req, const json& msg);
+  /// Counts, logs and answers a journaled submission.
+  void submitted_run(const request_ptr& req, const std::string& id,
+                     const std::string& workflow, bool existing);
   void status(const request_ptr& req, const json& msg);
   void list(const request_ptr& req, const json& msg);
   void result(const request_ptr& req, const json& msg);
@@ -340,6 +343,21 @@ void node_service::impl::submit(const request_ptr& req, const json& msg) {
       return req->fail(error_code::invalid_workflow, text,
                        json{{"errors", problems}});
     }
+    auto& workflow = outcome.workflow->name;
+    if (key.empty()) {
+      // Without a key nothing needs looking up: journal the run without
+      // holding this worker, and answer once it is durable (on the store's
+      // writer thread; answers are safe from any thread).
+      self->node.submit_async(
+        source, *outcome.workflow, *bound, self->hub,
+        [self, req, workflow](const std::string& id, const std::string& error) {
+          if (!error.empty())
+            return req->fail(error_code::internal,
+                             "cannot journal the run: " + error);
+          self->submitted_run(req, id, workflow, false);
+        });
+      return;
+    }
     std::string error;
     bool existing = false;
     auto id = self->node.submit(source, *outcome.workflow, *bound, self->hub,
@@ -347,18 +365,24 @@ void node_service::impl::submit(const request_ptr& req, const json& msg) {
     if (id.empty())
       return req->fail(error_code::internal,
                        "cannot journal the run: " + error);
-    if (!existing) {
-      if (self->submitted)
-        self->submitted->with({{"workflow", outcome.workflow->name}}).inc();
-      runtime::log::info("run", "run submitted",
-                         {{"run_id", id},
-                          {"workflow", outcome.workflow->name},
-                          {"subject", req->who().subject}});
-    }
-    req->reply(json{{"run_id", id},
-                    {"workflow", outcome.workflow->name},
-                    {"existing", existing}});
+    self->submitted_run(req, id, workflow, existing);
   });
+}
+
+void node_service::impl::submitted_run(const request_ptr& req,
+                                       const std::string& id,
+                                       const std::string& workflow,
+                                       bool existing) {
+  if (!existing) {
+    if (submitted)
+      submitted->with({{"workflow", workflow}}).inc();
+    runtime::log::info("run", "run submitted",
+                       {{"run_id", id},
+                        {"workflow", workflow},
+                        {"subject", req->who().subject}});
+  }
+  req->reply(
+    json{{"run_id", id}, {"workflow", workflow}, {"existing", existing}});
 }
 
 void node_service::impl::status(const request_ptr& req, const json& msg) {

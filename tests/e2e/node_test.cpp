@@ -16,6 +16,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <regex>
+#include <sstream>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -817,4 +818,44 @@ TEST_F(Node, ShellReportsALostNodeAndReconnectsOnTheNextCommand) {
   ASSERT_TRUE(pty->expect(")> ")) << pty->output();
   pty->write("quit\r");
   EXPECT_EQ(pty->wait(10s), 0) << pty->output();
+}
+
+TEST_F(Node, BenchRunsThroughputWorkloadsAgainstTheNode) {
+  start_node(
+    {"--set", "auth.submit_rate=100000", "--set", "auth.submit_burst=100000"});
+  auto r = cli(
+    {"--node", address(), "bench", "seq10", "fan10", "--n", "30", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::istringstream lines{r.out};
+  std::vector<json> results;
+  for (std::string line; std::getline(lines, line);)
+    results.push_back(json::parse(line));
+  ASSERT_EQ(results.size(), 2u) << r.out;
+  for (auto& j : results) {
+    EXPECT_EQ(j.value("ok", 0), 30) << j;
+    EXPECT_EQ(j.value("failed", -1), 0) << j;
+    EXPECT_FALSE(j.value("node", std::string{}).empty()) << j;
+    EXPECT_GT(j.value("steps_per_s", 0.0), 0.0) << j;
+  }
+  EXPECT_EQ(results[0].value("steps_per_run", 0), 10);
+  EXPECT_EQ(results[1].value("steps_per_run", 0), 11);
+  // The runs are real: the node lists them as completed.
+  auto l = cli({"list", "--workflow", "bench-seq10", "--state", "completed",
+                "--limit", "1000", "--json"},
+               token("viewer"));
+  ASSERT_EQ(l.exit_code, 0) << l.err;
+  // 30 measured plus the warm-up's 3.
+  EXPECT_EQ(json::parse(l.out)["runs"].size(), 33u) << l.out;
+
+  auto bad = cli({"--node", address(), "bench", "sleepers"});
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_TRUE(contains(bad.err, "embedded node only")) << bad.err;
+}
+
+TEST_F(Node, BenchNamesTheNodesSubmissionLimit) {
+  start_node({"--set", "auth.submit_rate=1", "--set", "auth.submit_burst=1"});
+  auto r = cli({"--node", address(), "bench", "seq10", "--n", "20"});
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_TRUE(contains(r.err, "too many submissions")) << r.err;
+  EXPECT_TRUE(contains(r.err, "auth.submit_rate=100000")) << r.err;
 }
