@@ -330,6 +330,20 @@ void process_runner::impl::wait_exit(std::shared_ptr<child> c) {
                       [this, c](boost::system::error_code ec) {
                         if (ec == asio::error::operation_aborted)
                           return;
+                        // Readiness is a hint, not proof: a pidfd can get the
+                        // number of a descriptor just closed (another child's
+                        // stdin pipe), and a wake-up meant for that one. Only
+                        // a child that has exited (checked without reaping
+                        // it) is handled; else wait again. Killing the group
+                        // of a live child here killed it.
+                        siginfo_t info{};
+                        if (::waitid(P_PID, static_cast<id_t>(c->pid), &info,
+                                     WEXITED | WNOHANG | WNOWAIT)
+                              == 0
+                            && info.si_pid == 0) {
+                          wait_exit(c);
+                          return;
+                        }
                         // The child is a zombie: its pid (and so its process
                         // group id) cannot be reused until we reap it, so this
                         // reaches exactly its group.

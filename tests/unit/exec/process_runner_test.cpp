@@ -3,11 +3,14 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <condition_variable>
 #include <csignal>
 #include <fcntl.h>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <future>
+#include <mutex>
 #include <thread>
 #include <unistd.h>
 
@@ -167,6 +170,46 @@ TEST(ProcessRunner, RunsManyConcurrently) {
     ASSERT_EQ(f.wait_for(20s), std::future_status::ready);
     EXPECT_EQ(f.get().out, std::to_string(i) + "\n");
   }
+}
+
+// Children that end while others start reuse descriptor numbers (pidfds):
+// a wake-up meant for an ended child must never kill a live one.
+TEST(ProcessRunner, KeepsManyInFlightWithoutKillingAny) {
+  process_runner r;
+  constexpr int total = 1000, in_flight = 10;
+  std::mutex mtx;
+  std::condition_variable cv;
+  int started = 0, ended = 0, bad = 0;
+  std::string first_bad;
+  std::function<void()> start_one = [&] {
+    process_spec spec;
+    spec.argv = {"/bin/true"};
+    // Like an exec node's context on stdin, which /bin/true never reads.
+    spec.stdin_data = R"({"inputs": {}, "nodes": {}})";
+    r.start(std::move(spec), [&](process_outcome o) {
+      std::lock_guard lock{mtx};
+      ++ended;
+      if (o.exit_code != 0 || o.signal != 0 || !o.spawn_error.empty()) {
+        if (bad++ == 0)
+          first_bad = "exit " + std::to_string(o.exit_code) + ", signal "
+                      + std::to_string(o.signal) + " " + o.spawn_error;
+      }
+      if (started < total) {
+        ++started;
+        start_one();
+      }
+      cv.notify_all();
+    });
+  };
+  {
+    std::lock_guard lock{mtx};
+    for (; started < in_flight; ++started)
+      start_one();
+  }
+  std::unique_lock lock{mtx};
+  ASSERT_TRUE(cv.wait_for(lock, 120s, [&] { return ended == total; }))
+    << ended << " of " << total << " ended";
+  EXPECT_EQ(bad, 0) << first_bad;
 }
 
 TEST(ProcessRunner, DestructorKillsWhatIsLeft) {
