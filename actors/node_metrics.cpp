@@ -38,4 +38,20 @@ node_metrics::node_metrics(m::registry& r)
                                      m::exponential_buckets(1, 2, 11))
                        .with({})) {}
 
+const node_metrics::kind_series&
+node_metrics::of_kind(const std::string& kind) {
+  std::lock_guard guard{kinds_mtx_};
+  auto i = kinds_.find(kind);
+  if (i == kinds_.end())
+    i = kinds_
+          .emplace(
+            kind,
+            kind_series{&attempts.with({{"kind", kind}, {"outcome", "ok"}}),
+                        &attempts.with({{"kind", kind}, {"outcome", "failed"}}),
+                        &retries.with({{"kind", kind}}),
+                        &attempt_seconds.with({{"kind", kind}})})
+          .first;
+  return i->second;
+}
+
 } // namespace troupe::actors

@@ -2,6 +2,10 @@
 
 #include "runtime/metrics/registry.hpp"
 
+#include <mutex>
+#include <string>
+#include <unordered_map>
+
 namespace troupe::actors {
 
 /// The metrics the actors of a node keep, registered once per node.
@@ -27,6 +31,21 @@ struct node_metrics {
   /// (queueing for the group commit included).
   runtime::metrics::histogram& append_seconds;
   runtime::metrics::histogram& commit_appends;
+
+  /// The series of one node kind, looked up once: a run actor updates them
+  /// on every attempt, and finding a series by its labels takes a sorted
+  /// label set and a map lookup.
+  struct kind_series {
+    runtime::metrics::counter* ok;
+    runtime::metrics::counter* failed;
+    runtime::metrics::counter* retries;
+    runtime::metrics::histogram* seconds;
+  };
+  const kind_series& of_kind(const std::string& kind);
+
+ private:
+  std::mutex kinds_mtx_;
+  std::unordered_map<std::string, kind_series> kinds_;
 };
 
 } // namespace troupe::actors

@@ -64,12 +64,12 @@ struct completions {
 
   std::function<void(std::string)> callback() {
     return [this](std::string e) {
-      {
-        std::lock_guard<std::mutex> lk{mu};
-        ++done;
-        if (!e.empty() && error.empty())
-          error = std::move(e);
-      }
+      // Notified under the lock: the waiter may return and destroy this
+      // object as soon as it sees `done`.
+      std::lock_guard<std::mutex> lk{mu};
+      ++done;
+      if (!e.empty() && error.empty())
+        error = std::move(e);
       cv.notify_one();
     };
   }

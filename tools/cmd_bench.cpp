@@ -3,6 +3,7 @@
 // child process (this same executable), so peak memory is its own.
 
 #include "actors/node/embedded_node.hpp"
+#include "runtime/metrics/registry.hpp"
 #include "runtime/protocol/messages.hpp"
 #include "runtime/spec/workflow_loader.hpp"
 #include "tools/commands.hpp"
@@ -17,6 +18,7 @@
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <future>
@@ -278,6 +280,10 @@ std::unique_ptr<actors::embedded_node> open_node(const global_options& g,
     std::exit(exit_bad_input);
   std::string error;
   auto opts = node_options(settings);
+  // Metrics kept as `troupe node` keeps them (the node's actors update them
+  // as they go), though nobody scrapes them here.
+  static runtime::metrics::registry metrics;
+  opts.metrics = &metrics;
   opts.on_commit = [](size_t appends, std::chrono::nanoseconds took) {
     stats.commits.fetch_add(1, std::memory_order_relaxed);
     stats.appends.fetch_add(appends, std::memory_order_relaxed);
@@ -443,6 +449,12 @@ int recover_resume(const global_options& g, const one_options& o) {
 }
 
 int run_one(const global_options& g, const one_options& o) {
+  if (o.data_dir.empty()
+      || (o.workload != "idle" && (o.n == 0 || o.concurrency == 0))) {
+    std::cerr << "troupe: bench: --one needs --data-dir, and --n and "
+                 "--concurrency of at least 1\n";
+    return exit_bad_input;
+  }
   if (o.workload == "idle")
     return measure_idle(g, o);
   if (o.workload == "sleepers")
@@ -479,8 +491,11 @@ class child {
                  std::to_string(o.concurrency), "--data-dir", o.data_dir});
     started_ = clock_type::now();
     pid_ = fork();
-    if (pid_ < 0)
+    if (pid_ < 0) {
+      close(fds[0]);
+      close(fds[1]);
       throw std::runtime_error("fork failed");
+    }
     if (pid_ == 0) {
       dup2(fds[1], STDOUT_FILENO);
       close(fds[0]);
@@ -535,18 +550,33 @@ class child {
     }
   }
 
-  /// Waits for the child; returns its exit code (128 + signal if killed).
-  int wait() {
+  /// Waits for the child, at most `limit` (then kills it); returns its exit
+  /// code, 128 + the signal if one ended it.
+  int wait(std::chrono::seconds limit = std::chrono::seconds{120}) {
+    if (reaped_)
+      return status_;
+    auto deadline = clock_type::now() + limit;
     int status = 0;
-    waitpid(pid_, &status, 0);
+    pid_t got = 0;
+    while ((got = waitpid(pid_, &status, WNOHANG)) == 0
+           && clock_type::now() < deadline)
+      std::this_thread::sleep_for(std::chrono::milliseconds{10});
+    if (got == 0) {
+      kill(pid_, SIGKILL);
+      got = waitpid(pid_, &status, 0);
+    }
     reaped_ = true;
+    if (got != pid_)
+      return status_ = exit_failed;
     if (WIFSIGNALED(status))
-      return 128 + WTERMSIG(status);
-    return WEXITSTATUS(status);
+      return status_ = 128 + WTERMSIG(status);
+    return status_ = WEXITSTATUS(status);
   }
 
+  /// Kills the child (it is ours and not reaped yet) and reaps it.
   void kill_now() {
-    kill(pid_, SIGKILL);
+    if (!reaped_)
+      kill(pid_, SIGKILL);
     wait();
   }
 
@@ -554,6 +584,7 @@ class child {
   pid_t pid_ = -1;
   int fd_ = -1;
   bool reaped_ = false;
+  int status_ = 0;
   std::string buffer_;
   clock_type::time_point started_;
 };
@@ -587,6 +618,8 @@ std::optional<json> measure(const global_options& g, one_options o,
   if (o.workload != "recover") {
     child c{g, o};
     auto line = c.next(std::chrono::seconds{3600});
+    if (!line)
+      c.kill_now(); // silent for an hour: stuck
     auto rc = c.wait();
     if (!line || rc != exit_ok) {
       std::cerr << "troupe: bench: " << o.workload << " (" << o.durability
@@ -618,6 +651,8 @@ std::optional<json> measure(const global_options& g, one_options o,
   child c{g, resume};
   auto ready = c.next(std::chrono::seconds{600});
   auto resumed = ready ? c.next(std::chrono::seconds{600}) : std::nullopt;
+  if (!resumed)
+    c.kill_now();
   auto rc = c.wait();
   if (!ready || !resumed || rc != exit_ok
       || ready->first.value("ready", size_t{0}) != o.n
@@ -839,6 +874,16 @@ int run_bench(const global_options& g, const bench_options& b) {
                 << "'; workloads: " << known << "\n";
       return exit_bad_input;
     }
+  if (!b.data_dir.empty()) {
+    std::error_code ec;
+    std::filesystem::create_directories(b.data_dir, ec);
+    if (ec || access(b.data_dir.c_str(), W_OK | X_OK) != 0) {
+      std::cerr << "troupe: bench: --data-dir '" << b.data_dir
+                << "' cannot hold scratch folders: "
+                << (ec ? ec.message() : std::strerror(errno)) << "\n";
+      return exit_bad_input;
+    }
+  }
   std::vector<std::string> modes;
   if (b.durability == "both")
     modes = {"machine", "process"};

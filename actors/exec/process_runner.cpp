@@ -326,51 +326,52 @@ void process_runner::impl::read(std::shared_ptr<child> c, bool is_out) {
 }
 
 void process_runner::impl::wait_exit(std::shared_ptr<child> c) {
-  c->pidfd.async_wait(asio::posix::stream_descriptor::wait_read,
-                      [this, c](boost::system::error_code ec) {
-                        if (ec == asio::error::operation_aborted)
-                          return;
-                        // Readiness is a hint, not proof: a pidfd can get the
-                        // number of a descriptor just closed (another child's
-                        // stdin pipe), and a wake-up meant for that one. Only
-                        // a child that has exited (checked without reaping
-                        // it) is handled; else wait again. Killing the group
-                        // of a live child here killed it.
-                        siginfo_t info{};
-                        if (::waitid(P_PID, static_cast<id_t>(c->pid), &info,
-                                     WEXITED | WNOHANG | WNOWAIT)
-                              == 0
-                            && info.si_pid == 0) {
-                          wait_exit(c);
-                          return;
-                        }
-                        // The child is a zombie: its pid (and so its process
-                        // group id) cannot be reused until we reap it, so this
-                        // reaches exactly its group.
-                        ::kill(-c->pid, SIGKILL);
-                        int status = 0;
-                        if (::waitpid(c->pid, &status, 0) == c->pid) {
-                          if (WIFEXITED(status)) {
-                            c->outcome.exit_code = WEXITSTATUS(status);
-                          } else if (WIFSIGNALED(status)) {
-                            c->outcome.signal = WTERMSIG(status);
-                          }
-                        }
-                        c->exited = true;
-                        boost::system::error_code ignored;
-                        c->pidfd.close(ignored);
-                        c->kill_timer.cancel();
-                        c->drain_timer.expires_after(drain_limit);
-                        c->drain_timer.async_wait(
-                          [this, c](boost::system::error_code ec) {
-                            if (ec)
-                              return;
-                            boost::system::error_code ignored;
-                            c->out.close(ignored);
-                            c->err.close(ignored);
-                          });
-                        maybe_finish(c);
-                      });
+  c->pidfd.async_wait(
+    asio::posix::stream_descriptor::wait_read,
+    [this, c](boost::system::error_code ec) {
+      if (ec == asio::error::operation_aborted)
+        return;
+      // Readiness is a hint, not proof: a pidfd can get the
+      // number of a descriptor just closed (another child's
+      // stdin pipe), and a wake-up meant for that one. Only
+      // a child that has exited (checked without reaping
+      // it) is handled; else wait again. Killing the group
+      // of a live child here killed it.
+      siginfo_t info{};
+      auto checked = ::waitid(P_PID, static_cast<id_t>(c->pid), &info,
+                              WEXITED | WNOHANG | WNOWAIT);
+      if (checked == 0 && info.si_pid == 0) {
+        wait_exit(c);
+        return;
+      }
+      // The child is a zombie: its pid (and so its process
+      // group id) cannot be reused until we reap it, so this
+      // reaches exactly its group. (Not when waitid failed:
+      // then nothing pins the pid.)
+      if (checked == 0)
+        ::kill(-c->pid, SIGKILL);
+      int status = 0;
+      if (::waitpid(c->pid, &status, 0) == c->pid) {
+        if (WIFEXITED(status)) {
+          c->outcome.exit_code = WEXITSTATUS(status);
+        } else if (WIFSIGNALED(status)) {
+          c->outcome.signal = WTERMSIG(status);
+        }
+      }
+      c->exited = true;
+      boost::system::error_code ignored;
+      c->pidfd.close(ignored);
+      c->kill_timer.cancel();
+      c->drain_timer.expires_after(drain_limit);
+      c->drain_timer.async_wait([this, c](boost::system::error_code ec) {
+        if (ec)
+          return;
+        boost::system::error_code ignored;
+        c->out.close(ignored);
+        c->err.close(ignored);
+      });
+      maybe_finish(c);
+    });
 }
 
 void process_runner::impl::arm_heartbeat(std::shared_ptr<child> c) {

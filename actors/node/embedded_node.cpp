@@ -74,6 +74,10 @@ std::unique_ptr<embedded_node> embedded_node::open(const options& opts,
 
 embedded_node::~embedded_node() {
   stop();
+  // Writes still queued call back into the actor system (acknowledgements,
+  // runs starting): let them finish while it exists.
+  if (store_)
+    store_->flush();
   // The system's destructor waits for every actor; then no callback can
   // reach an actor, and the runner and the store can go.
   system_.reset();

@@ -53,11 +53,11 @@ void record_attempt(self_ptr self, const std::string& node, bool ok) {
   if (!spec)
     return;
   auto& status = st.engine->status(node);
-  m->attempts.with({{"kind", spec->kind}, {"outcome", ok ? "ok" : "failed"}})
-    .inc();
+  auto& series = m->of_kind(spec->kind);
+  (ok ? series.ok : series.failed)->inc();
   if (status.started_at_ns != 0)
-    m->attempt_seconds.with({{"kind", spec->kind}})
-      .observe(static_cast<double>(now_ns() - status.started_at_ns) / 1e9);
+    series.seconds->observe(static_cast<double>(now_ns() - status.started_at_ns)
+                            / 1e9);
   m->mailbox_depth.observe(static_cast<double>(self->mailbox().size()));
 }
 
@@ -438,7 +438,7 @@ void act_on(self_ptr self, const std::vector<event_record>& events,
     case event_type::attempt_started:
       if (e.attempt > 1 && st.svc->metrics)
         if (auto* spec = st.engine->node_spec_of(e.node))
-          st.svc->metrics->retries.with({{"kind", spec->kind}}).inc();
+          st.svc->metrics->of_kind(spec->kind).retries->inc();
       launch(self, e.node);
       break;
     case event_type::attempt_failed:
@@ -567,19 +567,23 @@ caf::behavior run_actor_impl(caf::stateful_actor<run_state>* self,
   });
   // Resume: journal the restart, re-run attempts that were in flight (at
   // least once), re-arm retry timers, then decide what comes next.
-  std::vector<event_record> resumed;
   if (start.restarts > 0) {
     event_record r{
       event_type::run_restarted, now_ns(), "", start.restarts, 0, "",
       start.restart_reason};
     st.engine->apply(r);
-    resumed.push_back(std::move(r));
+    persist(self, {std::move(r)});
   }
   if (!st.engine->is_finished()) {
+    // What the journal says is in flight, gathered before anything is
+    // launched: a noop succeeds as it is launched and may start the next
+    // node in memory, which must wait until its start is durable (act_on
+    // launches it then).
+    std::vector<std::string> in_flight;
     auto resume = [&](const std::string& id) {
       auto& status = st.engine->status(id);
       if (status.state == node_state::running)
-        launch(self, id);
+        in_flight.push_back(id);
       else if (status.state == node_state::waiting_retry
                && status.next_retry_ns != 0)
         self->delayed_send(
@@ -592,20 +596,20 @@ caf::behavior run_actor_impl(caf::stateful_actor<run_state>* self,
       for (size_t i = 0; i < st.engine->map_items(n.id); ++i)
         resume(n.id + "[" + std::to_string(i) + "]");
     }
+    for (auto& id : in_flight)
+      launch(self, id);
   }
   if (start.announce_resumed && st.observer)
     self->send(st.observer,
                runtime::run_progress{start.run_id, "", "resumed", 0, 0, "",
                                      st.journal_size, now_ns(), ""});
-  auto next = st.engine->decide(now_ns());
-  resumed.insert(resumed.end(), next.begin(), next.end());
+  persist(self, st.engine->decide(now_ns()));
   if (auto deadline = st.engine->run_deadline_ns(); deadline != 0)
     self->delayed_send(self, until(deadline),
                        runtime::run_timer{runtime::run_timer::run_deadline});
-  if (resumed.empty() && st.engine->is_finished())
+  // A run that ends with nothing left to write ends now.
+  if (st.unacked.empty() && st.engine->is_finished())
     self->send(self, runtime::store_ack{0, ""});
-  else
-    persist(self, std::move(resumed));
   return {
     [self](runtime::store_ack& ack) {
       auto& st = self->state;

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <map>
 #include <random>
+#include <unordered_map>
 #include <vector>
 
 namespace troupe::actors {
@@ -32,9 +33,9 @@ struct small_rng {
   }
 };
 
-/// A map kept as a vector of pairs: a run actor holds a few entries at most
-/// (attempts in flight, guarded calls), and a hash table costs 56 bytes empty
-/// and an allocation of buckets on first use. Lookups compare keys in order.
+/// A map kept as a vector of pairs, for what a run actor rarely holds more
+/// than a few of (guarded calls): a hash table costs 56 bytes empty and an
+/// allocation of buckets on first use. Lookups compare keys in order.
 template<class K, class V>
 class small_map {
  public:
@@ -90,8 +91,9 @@ struct run_state {
   /// Whether the observer hears of every event (else only of the end).
   bool progress = true;
   /// Attempt actors by node, and back.
-  small_map<std::string, caf::actor> attempts;
-  small_map<caf::actor_addr, std::string> attempt_nodes;
+  /// (Hash maps: a map node may have thousands of items in flight.)
+  std::unordered_map<std::string, caf::actor> attempts;
+  std::unordered_map<caf::actor_addr, std::string> attempt_nodes;
   /// Events written but not yet durable, by store tag, with the seq of the
   /// first.
   std::map<uint64_t, std::pair<int64_t, std::vector<persistence::event_record>>>

@@ -16,6 +16,10 @@ using self_ptr = caf::stateful_actor<run_supervisor_state>*;
 void spawn_run(self_ptr self, runtime::start_run start) {
   auto& st = self->state;
   auto& [id, c] = *st.runs.try_emplace(start.run_id).first;
+  // A run has one actor at a time: a second start of a live run (a run
+  // submitted while the node recovered, started by both) is dropped.
+  if (c.actor && st.by_addr.count(c.actor.address()))
+    return;
   c.observer = start.observer;
   c.progress = start.progress;
   if (c.workflow.empty() && !start.journal.empty()) {

@@ -351,10 +351,14 @@ void node_service::impl::submit(const request_ptr& req, const json& msg) {
       self->node.submit_async(
         source, *outcome.workflow, *bound, self->hub,
         [self, req, workflow](const std::string& id, const std::string& error) {
-          if (!error.empty())
-            return req->fail(error_code::internal,
-                             "cannot journal the run: " + error);
-          self->submitted_run(req, id, workflow, false);
+          // On the store's writer thread: hand the rest (logs, metrics, the
+          // answer) to the pool, so that nothing here slows the journal.
+          asio::post(self->pool, [self, req, workflow, id, error] {
+            if (!error.empty())
+              return req->fail(error_code::internal,
+                               "cannot journal the run: " + error);
+            self->submitted_run(req, id, workflow, false);
+          });
         });
       return;
     }

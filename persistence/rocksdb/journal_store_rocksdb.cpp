@@ -446,9 +446,7 @@ class rocksdb_journal_store final : public journal_store {
           queue_.pop_front();
         }
       }
-      auto began = std::chrono::steady_clock::now();
       commit(batch);
-      last_commit_ = std::chrono::steady_clock::now() - began;
       last_batch_ = batch.size();
       {
         std::lock_guard<std::mutex> lk{mu_};
@@ -549,6 +547,7 @@ class rocksdb_journal_store final : public journal_store {
       if (wb.Count() > 0) {
         auto began = std::chrono::steady_clock::now();
         auto s = db_->Write(write_options_, &wb);
+        last_commit_ = std::chrono::steady_clock::now() - began;
         if (opts_.on_commit)
           call_quietly([&] {
             opts_.on_commit(batch.size(),
@@ -614,7 +613,7 @@ class rocksdb_journal_store final : public journal_store {
   uint64_t completed_ = 0;
   /// Queue length at which an append wakes the writer (see gather).
   size_t wake_at_ = 1;
-  // The last batch written and how long it took; writer thread only.
+  // The last batch written and how long its write took; writer thread only.
   size_t last_batch_ = 0;
   std::chrono::steady_clock::duration last_commit_{};
   bool stopping_ = false;

@@ -275,6 +275,10 @@ TEST_F(Cli, BenchNamesBadInputAndExitsTwo) {
   r = troupe({"bench", "seq10", "--concurrency", "0"});
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_TRUE(contains(r.err, "--concurrency must be at least 1")) << r.err;
+  r = troupe({"bench", "seq10", "--data-dir", "/proc/no-such-folder"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_TRUE(contains(r.err, "--data-dir '/proc/no-such-folder' cannot hold"))
+    << r.err;
   r = troupe({"bench", "seq10", "--n", "many"});
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_TRUE(contains(r.err, "--n")) << r.err;
