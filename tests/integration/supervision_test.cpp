@@ -112,3 +112,33 @@ TEST_F(Supervision, TooManyCrashesFailTheRun) {
   ASSERT_TRUE(entry);
   EXPECT_EQ(entry->state, persistence::run_state::failed);
 }
+
+// A run submitted while the node recovers may be started twice (by its
+// submission and by recovery); the supervisor keeps its one live actor.
+TEST_F(Supervision, SecondStartOfALiveRunIsDropped) {
+  auto node = open(5);
+  std::string id;
+  {
+    caf::scoped_actor self{node->system()};
+    id = submit(*node, self, sleepy);
+    std::this_thread::sleep_for(100ms);
+    // Recovery finds the run unfinished in the store and starts it again.
+    auto recovered = node->recover(self);
+    ASSERT_EQ(recovered.resumed, std::vector<std::string>{id});
+    auto f = wait_finished(self);
+    EXPECT_EQ(f.run_id, id);
+    EXPECT_EQ(f.state, persistence::run_state::completed) << f.reason;
+    // No second ending: one actor ran it.
+    bool again = false;
+    self->receive([&](runtime::run_finished&) { again = true; },
+                  caf::after(800ms) >> [] {});
+    EXPECT_FALSE(again);
+  }
+  std::string error;
+  auto journal = node->store().read_journal(id, error);
+  ASSERT_TRUE(error.empty()) << error;
+  EXPECT_EQ(count(journal, persistence::event_type::run_completed), 1);
+  EXPECT_EQ(count(journal, persistence::event_type::run_restarted), 0);
+  // Each node ran once.
+  EXPECT_EQ(count(journal, persistence::event_type::node_completed), 3);
+}
