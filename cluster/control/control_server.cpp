@@ -12,12 +12,14 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/write.hpp>
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <deque>
 #include <mutex>
 #include <unordered_map>
 #include <utility> // before Asio: Boost 1.74 with C++20 needs std::exchange
+#include <vector>
 
 namespace troupe::cluster {
 
@@ -425,15 +427,25 @@ class session final : public session_base {
 
   void send_msg(const json& msg) { send(control::encode_frame(msg)); }
 
+  /// Writes what is queued, up to 64 frames in one gather write: a watch
+  /// streams many small frames, and one write each cost a system call each.
+  /// (A deque keeps its elements in place as more are queued meanwhile.)
   void write_next() {
     writing_ = true;
+    auto n = std::min<size_t>(out_.size(), 64);
+    std::vector<asio::const_buffer> frames;
+    frames.reserve(n);
+    for (size_t i = 0; i < n; ++i)
+      frames.push_back(asio::buffer(out_[i]));
     asio::async_write(
-      stream_, asio::buffer(out_.front()),
-      [self = me()](const boost::system::error_code& ec, size_t) {
+      stream_, frames,
+      [self = me(), n](const boost::system::error_code& ec, size_t) {
         if (ec)
           return self->close();
-        self->pending_ -= self->out_.front().size();
-        self->out_.pop_front();
+        for (size_t i = 0; i < n; ++i) {
+          self->pending_ -= self->out_.front().size();
+          self->out_.pop_front();
+        }
         if (!self->out_.empty())
           return self->write_next();
         self->writing_ = false;
