@@ -1,6 +1,7 @@
 // How long encoding and decoding journal records takes: every append encodes
 // its events, and every recovery or `troupe logs` decodes them.
 
+#include "bench/bench_workloads.hpp"
 #include "persistence/codec/codec.hpp"
 #include "persistence/records.hpp"
 
@@ -13,17 +14,8 @@ namespace {
 
 using namespace troupe::persistence;
 
-/// An attempt_started event, the most frequent one: type, time, node,
-/// attempt and its deadline.
-event_record small_event() {
-  event_record e;
-  e.type = event_type::attempt_started;
-  e.at_ns = 1'700'000'000'123'456'789;
-  e.node = "charge_card";
-  e.attempt = 1;
-  e.deadline_ns = e.at_ns + 30'000'000'000;
-  return e;
-}
+/// The most frequent event.
+using troupe::bench::attempt_started_event;
 
 /// A run_submitted event carrying about 1 KiB of workflow source and its
 /// inputs.
@@ -80,11 +72,11 @@ void decode_event_of(benchmark::State& state, const event_record& e) {
 }
 
 void encode_small_event(benchmark::State& state) {
-  encode_event(state, small_event());
+  encode_event(state, attempt_started_event());
 }
 
 void decode_small_event(benchmark::State& state) {
-  decode_event_of(state, small_event());
+  decode_event_of(state, attempt_started_event());
 }
 
 void encode_large_event(benchmark::State& state) {

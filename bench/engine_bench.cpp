@@ -1,6 +1,7 @@
 // How long the run engine takes to decide: one scheduling step of a run, and
 // rebuilding a run from its journal as recovery does.
 
+#include "bench/bench_workloads.hpp"
 #include "runtime/engine/run_engine.hpp"
 #include "runtime/spec/workflow_loader.hpp"
 
@@ -19,18 +20,7 @@ using json = nlohmann::json;
 constexpr int nodes = 10;
 constexpr int64_t t0 = 1'700'000'000'000'000'000;
 
-/// A chain of `n` noop nodes, each reading its predecessor's output.
-std::string chain_workflow(int n) {
-  std::string s = "name: chain\ninputs:\n  x: {type: string, default: a}\n"
-                  "nodes:\n  n0:\n    kind: noop\n    v: \"{{ inputs.x }}\"\n";
-  for (int i = 1; i < n; ++i) {
-    auto id = "n" + std::to_string(i);
-    auto prev = "n" + std::to_string(i - 1);
-    s += "  " + id + ":\n    kind: noop\n    after: [" + prev
-         + "]\n    v: \"{{ nodes." + prev + ".output.v }}\"\n";
-  }
-  return s;
-}
+using troupe::bench::chain_workflow;
 
 /// The parsed chain and the run_submitted event that starts a run of it.
 struct chain {

@@ -3,6 +3,7 @@
 // writer thread commits what queued meanwhile in one batch), with and without
 // fsync.
 
+#include "bench/bench_workloads.hpp"
 #include "persistence/journal_store.hpp"
 #include "tests/support/temp_dir.hpp"
 
@@ -83,13 +84,7 @@ struct completions {
 /// An append of one attempt_started event, as a run actor makes when it
 /// starts a node.
 journal_store::append_op make_op(const std::string& run_id) {
-  event_record e;
-  e.type = event_type::attempt_started;
-  e.at_ns = 1'700'000'000'123'456'789;
-  e.node = "charge_card";
-  e.attempt = 1;
-  e.deadline_ns = e.at_ns + 30'000'000'000;
-  return {run_id, {std::move(e)}, std::nullopt};
+  return {run_id, {troupe::bench::attempt_started_event()}, std::nullopt};
 }
 
 /// Snapshot of a store's commit counters, to report a benchmark run's share.

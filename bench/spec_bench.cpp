@@ -1,5 +1,6 @@
 // How long reading and validating a workflow takes, by size.
 
+#include "bench/bench_workloads.hpp"
 #include "runtime/spec/workflow_loader.hpp"
 
 #include <benchmark/benchmark.h>
@@ -8,18 +9,7 @@
 
 namespace {
 
-/// A chain of `n` nodes, each reading its predecessor's output.
-std::string chain_workflow(int n) {
-  std::string s = "name: chain\ninputs:\n  x: {type: string, default: a}\n"
-                  "nodes:\n  n0:\n    kind: noop\n    v: \"{{ inputs.x }}\"\n";
-  for (int i = 1; i < n; ++i) {
-    auto id = "n" + std::to_string(i);
-    auto prev = "n" + std::to_string(i - 1);
-    s += "  " + id + ":\n    kind: noop\n    after: [" + prev
-         + "]\n    v: \"{{ nodes." + prev + ".output.v }}\"\n";
-  }
-  return s;
-}
+using troupe::bench::chain_workflow;
 
 void parse_chain(benchmark::State& state) {
   auto text = chain_workflow(static_cast<int>(state.range(0)));

@@ -312,41 +312,55 @@ void emit(const json& j) {
   std::cout << j.dump() << std::endl;
 }
 
+/// The warm-up before a measurement: a tenth of the runs, at most 200.
+size_t warm_up_runs(size_t n) {
+  return std::min<size_t>(200, std::max<size_t>(1, n / 10));
+}
+
+/// What a throughput workload measured, as one JSON object; `where` names
+/// the node ({"durability": ...} embedded, {"node": ...} remote).
+json throughput_json(const workload& w, json where, size_t n,
+                     size_t concurrency, const load_result& r) {
+  auto p50 = percentile(r.latencies_ms, 0.50);
+  json out = std::move(where);
+  out.update({
+    {"workload", w.name},
+    {"n", n},
+    {"concurrency", concurrency},
+    {"ok", r.ok},
+    {"failed", r.failed},
+    {"wall_s", r.wall_s},
+    {"runs_per_s", static_cast<double>(r.ok) / r.wall_s},
+    {"steps_per_run", w.steps},
+    {"steps_per_s", static_cast<double>(r.ok * w.steps) / r.wall_s},
+    {"p50_ms", p50},
+    {"p95_ms", percentile(r.latencies_ms, 0.95)},
+    {"p99_ms", percentile(r.latencies_ms, 0.99)},
+    {"step_p50_ms", p50 / static_cast<double>(w.steps)},
+  });
+  if (!r.first_error.empty())
+    out["first_error"] = r.first_error;
+  return out;
+}
+
 /// A throughput workload: a warm-up, then `n` runs at `concurrency`.
 int measure_throughput(const global_options& g, const one_options& o,
                        const workload& w) {
   auto source = workflow_source(w.name);
   auto spec = parse_or_die(source);
   auto node = open_node(g, o);
-  auto warm = std::min<size_t>(200, std::max<size_t>(1, o.n / 10));
-  run_load(*node, source, spec, warm, o.concurrency);
+  run_load(*node, source, spec, warm_up_runs(o.n), o.concurrency);
   auto cpu0 = cpu_seconds();
   stats.reset();
   auto r = run_load(*node, source, spec, o.n, o.concurrency);
   auto cpu = cpu_seconds() - cpu0;
   auto steps = static_cast<double>(r.ok * w.steps);
-  auto p50 = percentile(r.latencies_ms, 0.50);
-  json out = {
-    {"workload", w.name},
-    {"durability", o.durability},
-    {"n", o.n},
-    {"concurrency", o.concurrency},
-    {"ok", r.ok},
-    {"failed", r.failed},
-    {"wall_s", r.wall_s},
-    {"runs_per_s", static_cast<double>(r.ok) / r.wall_s},
-    {"steps_per_run", w.steps},
-    {"steps_per_s", steps / r.wall_s},
-    {"p50_ms", p50},
-    {"p95_ms", percentile(r.latencies_ms, 0.95)},
-    {"p99_ms", percentile(r.latencies_ms, 0.99)},
-    {"step_p50_ms", p50 / static_cast<double>(w.steps)},
-    {"peak_rss_mib", memory_mib("VmHWM")},
-    {"cpu_s_per_1000_steps", steps > 0 ? cpu / steps * 1000 : 0.0},
-  };
+  auto out
+    = throughput_json(w, {{"durability", o.durability}}, o.n, o.concurrency, r);
+  // Only an embedded node's own process is measured.
+  out["peak_rss_mib"] = memory_mib("VmHWM");
+  out["cpu_s_per_1000_steps"] = steps > 0 ? cpu / steps * 1000 : 0.0;
   stats.add_to(out);
-  if (!r.first_error.empty())
-    out["first_error"] = r.first_error;
   emit(out);
   return r.failed == 0 ? exit_ok : exit_failed;
 }
@@ -737,28 +751,9 @@ json measure_remote(control_client& client, const workload& w, size_t n,
     std::sort(r.latencies_ms.begin(), r.latencies_ms.end());
     return r;
   };
-  run(std::min<size_t>(200, std::max<size_t>(1, n / 10)));
-  auto r = run(n);
-  auto p50 = percentile(r.latencies_ms, 0.50);
-  json out = {
-    {"workload", w.name},
-    {"node", client.node_name()},
-    {"n", n},
-    {"concurrency", concurrency},
-    {"ok", r.ok},
-    {"failed", r.failed},
-    {"wall_s", r.wall_s},
-    {"runs_per_s", static_cast<double>(r.ok) / r.wall_s},
-    {"steps_per_run", w.steps},
-    {"steps_per_s", static_cast<double>(r.ok * w.steps) / r.wall_s},
-    {"p50_ms", p50},
-    {"p95_ms", percentile(r.latencies_ms, 0.95)},
-    {"p99_ms", percentile(r.latencies_ms, 0.99)},
-    {"step_p50_ms", p50 / static_cast<double>(w.steps)},
-  };
-  if (!r.first_error.empty())
-    out["first_error"] = r.first_error;
-  return out;
+  run(warm_up_runs(n));
+  return throughput_json(w, {{"node", client.node_name()}}, n, concurrency,
+                         run(n));
 }
 
 /// `troupe --node ADDR bench`: the throughput workloads against that node.

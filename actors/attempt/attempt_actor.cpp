@@ -323,15 +323,9 @@ caf::behavior attempt_actor_impl(caf::event_based_actor* self,
   self->send(self, caf::ok_atom::value);
   return {
     [=](caf::ok_atom) mutable {
-      if (spec.kind == "noop") {
-        finish(success(spec, params));
-      } else if (spec.kind == "fail") {
+      // (noop and sleep nodes run in their run actor, not here.)
+      if (spec.kind == "fail") {
         finish(run_fail(spec, params));
-      } else if (spec.kind == "sleep") {
-        auto left = spec.timer_deadline_ns - now_ns();
-        self->delayed_send(self,
-                           std::chrono::nanoseconds{std::max<int64_t>(0, left)},
-                           troupe::atom::fire_v);
       } else if (spec.kind == "exec") {
         auto actor = caf::actor{self};
         auto* runner = svc->runner;
@@ -363,9 +357,6 @@ caf::behavior attempt_actor_impl(caf::event_based_actor* self,
         finish(failure(spec, "bad_params",
                        "no executor for kind '" + spec.kind + "'"));
       }
-    },
-    [=](troupe::atom::fire) mutable {
-      finish(success(spec, {{"deadline_ns", spec.timer_deadline_ns}}));
     },
     [=](attempt_result& r) mutable { finish(std::move(r)); },
   };

@@ -22,15 +22,6 @@ std::chrono::nanoseconds until(int64_t deadline_ns) {
   return std::chrono::nanoseconds{std::max<int64_t>(0, deadline_ns - now_ns())};
 }
 
-/// The timer armed for `node`, or null.
-std::pair<std::string, int32_t>* find_timer(run_state& st,
-                                            const std::string& node) {
-  for (auto& t : st.timers)
-    if (t.first == node)
-      return &t;
-  return nullptr;
-}
-
 void notify(self_ptr self, const event_record& e, int64_t seq) {
   auto& st = self->state;
   if (!st.observer || !st.progress)
@@ -240,8 +231,7 @@ void stop_attempt(self_ptr self, const std::string& node) {
   auto& st = self->state;
   report_breaker(self, node, false, false);
   release_slot(self, node);
-  if (auto* t = find_timer(st, node))
-    st.timers.erase(st.timers.begin() + (t - st.timers.data()));
+  st.timers.erase(node);
   auto i = st.attempts.find(node);
   if (i == st.attempts.end())
     return;
@@ -273,7 +263,7 @@ void launch(self_ptr self, const std::string& node) {
   auto& e = *st.engine;
   auto& status = e.status(node);
   if (status.state != node_state::running || st.attempts.count(node)
-      || st.awaiting_breaker.count(node) || find_timer(st, node))
+      || st.awaiting_breaker.count(node) || st.timers.count(node))
     return;
   auto* spec = e.node_spec_of(node);
   if (spec->map_node) {
@@ -386,7 +376,7 @@ void launch(self_ptr self, const std::string& node) {
   }
   if (spec->kind == "sleep") {
     // A timer of this actor; it fires as a run_timer of kind sleep.
-    st.timers.emplace_back(node, status.attempt);
+    st.timers.emplace(node, status.attempt);
     self->delayed_send(
       self, until(status.timer_deadline_ns),
       runtime::run_timer{runtime::run_timer::sleep, node, status.attempt});
@@ -403,7 +393,6 @@ void launch(self_ptr self, const std::string& node) {
   a.attempt = status.attempt;
   a.params = params->dump(-1, ' ', false, json::error_handler_t::replace);
   a.context = node_context(e, *spec, node);
-  a.timer_deadline_ns = status.timer_deadline_ns;
   a.max_output_bytes = st.svc->options.max_output_bytes;
   a.kill_grace_ms = st.svc->options.kill_grace.count();
   auto child = self->spawn<caf::linked>(attempt_actor_impl, std::move(a),
@@ -470,10 +459,10 @@ void on_retry_due(self_ptr self, runtime::run_timer& t) {
 /// A sleep node's time has come.
 void on_sleep_done(self_ptr self, const runtime::run_timer& t) {
   auto& st = self->state;
-  auto* i = find_timer(st, t.node);
-  if (!i || i->second != t.attempt)
+  auto i = st.timers.find(t.node);
+  if (i == st.timers.end() || i->second != t.attempt)
     return; // stale: from an attempt that ended otherwise
-  st.timers.erase(st.timers.begin() + (i - st.timers.data()));
+  st.timers.erase(i);
   auto& status = st.engine->status(t.node);
   if (status.state != node_state::running || status.attempt != t.attempt)
     return;

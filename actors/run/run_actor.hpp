@@ -117,7 +117,7 @@ struct run_state {
   small_map<std::string, slot> slots;
   /// Sleep nodes whose timer this actor has armed, with the attempt it is
   /// for (sleeps need no attempt actor).
-  std::vector<std::pair<std::string, int32_t>> timers;
+  small_map<std::string, int32_t> timers;
   /// Nodes whose breaker has been asked and has not answered yet.
   small_map<std::string, bool> awaiting_breaker;
   /// Jitter source; seeded from the run id and the clock.

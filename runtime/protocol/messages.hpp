@@ -55,8 +55,6 @@ struct attempt_spec {
   std::string params;
   /// The node's context (JSON {inputs, nodes}): exec's default stdin.
   std::string context;
-  /// When a sleep node's durable timer fires (ns since epoch).
-  int64_t timer_deadline_ns = 0;
   uint64_t max_output_bytes = 0;
   int64_t kill_grace_ms = 0;
 };
@@ -236,8 +234,7 @@ struct limit_release {
 TROUPE_INSPECT(start_run, x.run_id, x.journal, x.observer, x.restarts,
                x.restart_reason, x.announce_resumed, x.progress)
 TROUPE_INSPECT(attempt_spec, x.run_id, x.node, x.kind, x.attempt, x.params,
-               x.context, x.timer_deadline_ns, x.max_output_bytes,
-               x.kill_grace_ms)
+               x.context, x.max_output_bytes, x.kill_grace_ms)
 TROUPE_INSPECT(attempt_result, x.node, x.attempt, x.ok, x.output, x.error_kind,
                x.message, x.retry_after_ms, x.logs)
 TROUPE_INSPECT(store_ack, x.tag, x.error)
@@ -289,7 +286,6 @@ CAF_BEGIN_TYPE_ID_BLOCK(troupe, caf::first_custom_type_id)
   CAF_ADD_TYPE_ID(troupe, (troupe::runtime::breaker_report))
   CAF_ADD_TYPE_ID(troupe, (troupe::runtime::limit_acquire))
   CAF_ADD_TYPE_ID(troupe, (troupe::runtime::limit_release))
-  CAF_ADD_ATOM(troupe, troupe::atom, fire, "fire")
   CAF_ADD_TYPE_ID(troupe, (troupe::runtime::pause_run))
   CAF_ADD_TYPE_ID(troupe, (troupe::runtime::resume_run))
   CAF_ADD_TYPE_ID(troupe, (troupe::runtime::inspect_actor))

@@ -279,6 +279,11 @@ TEST_F(Cli, BenchNamesBadInputAndExitsTwo) {
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_TRUE(contains(r.err, "--data-dir '/proc/no-such-folder' cannot hold"))
     << r.err;
+  // The internal child mode checks its flags too, rather than wait an hour.
+  r = troupe({"bench", "--one", "seq10", "--n", "0", "--concurrency", "1",
+              "--data-dir", dir.path().string()});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_TRUE(contains(r.err, "--one needs --data-dir")) << r.err;
   r = troupe({"bench", "seq10", "--n", "many"});
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_TRUE(contains(r.err, "--n")) << r.err;
