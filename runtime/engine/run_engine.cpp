@@ -401,8 +401,24 @@ void run_engine::settle_maps(std::vector<event_record>& out, int64_t now_ns) {
     json outputs = json::array();
     for (size_t i = 0; i < m->second.items.size(); ++i)
       outputs.push_back(nodes_.at(n.id + "[" + std::to_string(i) + "]").output);
+    auto text = outputs.dump(-1, ' ', false, json::error_handler_t::replace);
+    if (text.size() > max_map_output_bytes) {
+      // One journal record holds it, and every reader of the run after it:
+      // a map that outgrows the cap fails (its fallback or the run's
+      // compensations apply) rather than bloat them.
+      auto failed = give_up_node(
+        n.id, st.attempt, "output_too_large",
+        "the outputs of its " + std::to_string(m->second.items.size())
+          + " items add up to " + std::to_string(text.size())
+          + " bytes; a map's output may hold at most "
+          + std::to_string(max_map_output_bytes)
+          + " (keep large results elsewhere and output references to them)",
+        now_ns);
+      out.insert(out.end(), failed.begin(), failed.end());
+      continue;
+    }
     emit(out, {event_type::node_completed, now_ns, n.id, st.attempt, 0, "", "",
-               outputs.dump(-1, ' ', false, json::error_handler_t::replace)});
+               std::move(text)});
   }
 }
 

@@ -63,6 +63,10 @@ struct node_status {
 /// `apply` rebuilds exactly the state the run had.
 class run_engine {
  public:
+  /// Most bytes a map's output (its items' outputs as one JSON list) may
+  /// take; a larger one fails the map with error kind output_too_large.
+  static constexpr size_t max_map_output_bytes = size_t{16} << 20;
+
   run_engine(std::string run_id, std::shared_ptr<const workflow_spec> spec,
              nlohmann::json inputs);
 

@@ -47,6 +47,34 @@ const std::vector<std::string> node_fields
      "timeout",    "fallback",        "trigger",     "schedule_to_close",
      "compensate", "circuit_breaker", "concurrency"};
 
+/// Names other workflow tools give node fields, for suggestions.
+const std::vector<std::pair<std::string, std::string>> node_field_aliases
+  = {{"retries", "retry"}, {"depends_on", "after"}};
+
+/// Returns the node field `key` looks like a misspelling of (one or two
+/// edits away, or near another tool's name for it), or an empty string. A
+/// key must keep at least half its characters to count, so that short
+/// parameter names ("id", "v") are never taken for one.
+std::string misspelt_node_field(const std::string& key) {
+  if (std::find(node_fields.begin(), node_fields.end(), key)
+      != node_fields.end())
+    return {};
+  std::string best;
+  size_t best_edits = 3;
+  auto consider = [&](const std::string& name, const std::string& field) {
+    auto edits = config::edits_between(key, name);
+    if (edits < best_edits && edits * 2 < key.size()) {
+      best_edits = edits;
+      best = field;
+    }
+  };
+  for (auto& f : node_fields)
+    consider(f, f);
+  for (auto& [alias, field] : node_field_aliases)
+    consider(alias, field);
+  return best;
+}
+
 const std::vector<std::string> trigger_rules
   = {"all_success", "all_done", "one_success"};
 
@@ -826,14 +854,27 @@ class validator : public kind_check_context {
       auto spec = std::find_if(kind.params.begin(), kind.params.end(),
                                [&](auto& p) { return p.name == key; });
       if (spec == kind.params.end()) {
-        if (kind.open_params)
+        // A typo of a node field (`afer: [a]`) would otherwise pass as a
+        // parameter of a kind that takes any, and silently do nothing.
+        auto field = misspelt_node_field(key);
+        if (kind.open_params && field.empty())
           continue;
+        if (kind.open_params) {
+          report(ppath, "unknown_field",
+                 "unknown field '" + key + "' (did you mean '" + field
+                   + "'?): kind '" + kind.name
+                   + "' takes any other name as a parameter, but not one this "
+                     "close to a node field");
+          continue;
+        }
         std::vector<std::string> allowed = node_fields;
         for (auto& p : kind.params)
           allowed.push_back(p.name);
         report(ppath, "unknown_field",
                "unknown field '" + key + "' for kind '" + kind.name
-                 + "'; allowed: " + join(allowed) + did_you_mean(key, allowed));
+                 + "'; allowed: " + join(allowed)
+                 + (field.empty() ? did_you_mean(key, allowed)
+                                  : " (did you mean '" + field + "'?)"));
         continue;
       }
       check_param(*spec, v, ppath);

@@ -748,6 +748,39 @@ nodes:
   EXPECT_EQ(f[3].message, "item 1: gave up after 1 attempt: bad item");
 }
 
+TEST(RunEngine, AMapWhoseOutputOutgrowsTheCapFails) {
+  auto spec = spec_of(R"(name: m
+nodes:
+  each:
+    kind: map
+    items: [1, 2, 3]
+    node: {kind: noop}
+    fallback: instead
+  instead: {kind: noop, ok: true}
+)");
+  run_engine e{"r", spec, json::object()};
+  e.decide(0);
+  // Three items of 6 MiB each: 18 MiB in one map output.
+  json big = std::string(size_t{6} << 20, 'x');
+  e.on_attempt_succeeded("each[0]", 1, big, 1);
+  e.on_attempt_succeeded("each[1]", 1, big, 2);
+  auto f = e.on_attempt_succeeded("each[2]", 1, big, 3);
+  EXPECT_EQ(kinds(f), (strings{"node_completed:each[2]", "node_fell_back:each",
+                               "attempt_started:instead"}));
+  EXPECT_EQ(f[1].error_kind, "output_too_large");
+  EXPECT_NE(f[1].message.find("may hold at most 16777216"), std::string::npos)
+    << f[1].message;
+  // Just under the cap, the map completes.
+  run_engine fits{"r", spec, json::object()};
+  fits.decide(0);
+  json part = std::string(size_t{5} << 20, 'x');
+  fits.on_attempt_succeeded("each[0]", 1, part, 1);
+  fits.on_attempt_succeeded("each[1]", 1, part, 2);
+  f = fits.on_attempt_succeeded("each[2]", 1, part, 3);
+  ASSERT_GE(f.size(), 2u);
+  EXPECT_EQ(kinds(f)[1], "node_completed:each");
+}
+
 TEST(RunEngine, MapItemsMustBeAListAndEmptyListsComplete) {
   auto spec = spec_of(R"(name: m
 inputs: {xs: {type: any}}

@@ -200,6 +200,48 @@ TEST(WorkflowSpec, ReportsTopLevelProblems) {
   EXPECT_ERROR(r, "version", "type", "a string or number");
 }
 
+TEST(WorkflowSpec, RefusesTyposOfNodeFieldsOnEveryKind) {
+  // noop takes any parameter, so these typos used to pass validation and
+  // the node then ran without waiting for `a`, or without retries.
+  auto r = parse_workflow(R"(name: typos
+nodes:
+  a: {kind: noop}
+  b: {kind: noop, afer: [a]}
+  c: {kind: noop, retires: 3}
+  d: {kind: noop, tiemout: 5s, schedule_to_clsoe: 1m}
+  e: {kind: noop, circuit_braker: {key: k}, concurency: {key: k, limit: 1}}
+  f: {kind: noop, fallbak: a, compensat: a, triger: all_done}
+  g: {kind: exec, command: [/bin/true], retries: 2}
+  h: {kind: map, items: [1], node: {kind: noop, aftr: [a]}}
+)");
+  ASSERT_FALSE(r.ok());
+  EXPECT_ERROR(r, "nodes.b.afer", "unknown_field", "did you mean 'after'?");
+  EXPECT_ERROR(r, "nodes.c.retires", "unknown_field", "did you mean 'retry'?");
+  EXPECT_ERROR(r, "nodes.d.tiemout", "unknown_field",
+               "did you mean 'timeout'?");
+  EXPECT_ERROR(r, "nodes.d.schedule_to_clsoe", "unknown_field",
+               "did you mean 'schedule_to_close'?");
+  EXPECT_ERROR(r, "nodes.e.circuit_braker", "unknown_field",
+               "did you mean 'circuit_breaker'?");
+  EXPECT_ERROR(r, "nodes.e.concurency", "unknown_field",
+               "did you mean 'concurrency'?");
+  EXPECT_ERROR(r, "nodes.f.fallbak", "unknown_field",
+               "did you mean 'fallback'?");
+  EXPECT_ERROR(r, "nodes.f.compensat", "unknown_field",
+               "did you mean 'compensate'?");
+  EXPECT_ERROR(r, "nodes.f.triger", "unknown_field", "did you mean 'trigger'?");
+  EXPECT_ERROR(r, "nodes.g.retries", "unknown_field", "did you mean 'retry'?");
+  EXPECT_ERROR(r, "nodes.h.node.aftr", "unknown_field",
+               "did you mean 'after'?");
+  EXPECT_EQ(r.errors.size(), 11u) << dump(r.errors);
+  // Names that merely share letters with a node field stay parameters.
+  auto ok = parse_workflow(R"(name: fine
+nodes:
+  a: {kind: noop, id: 1, v: 2, w: 3, s: x, message: hi, status: ok, tag: t}
+)");
+  EXPECT_TRUE(ok.ok()) << dump(ok.errors);
+}
+
 TEST(WorkflowSpec, ReportsEveryErrorAtOnceWithPathsAndLines) {
   auto r = parse_workflow(R"(name: multi
 nodes:
