@@ -475,6 +475,9 @@ void on_attempt_timeout(self_ptr self, const runtime::run_timer& t) {
   auto& status = st.engine->status(t.node);
   if (status.state != node_state::running || status.attempt != t.attempt)
     return;
+  // A call that timed out failed: its breaker counts it (stop_attempt gives
+  // the calls it stops back uncounted, as for a cancelled node).
+  report_breaker(self, t.node, false, true);
   stop_attempt(self, t.node);
   auto* spec = st.engine->node_spec_of(t.node);
   on_failure(

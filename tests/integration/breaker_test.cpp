@@ -1,8 +1,10 @@
 // The circuit breaker actor: closed, open, half-open, driven through its
-// messages with a scoped actor.
+// messages with a scoped actor; and breakers as runs on an embedded node use
+// them (timeouts, crashed trial calls, waiting callers).
 
 #include "actors/breaker/breaker_actor.hpp"
 #include "runtime/protocol/messages.hpp"
+#include "tests/support/node_fixture.hpp"
 
 #include <caf/all.hpp>
 #include <gtest/gtest.h>
@@ -148,4 +150,70 @@ TEST_F(Breaker, UncountedReportsOnlyReleaseTrialSlots) {
   auto next = acquire(b);
   EXPECT_TRUE(next.allowed);
   EXPECT_TRUE(next.probe);
+}
+
+namespace {
+
+struct BreakerRuns : test::node_fixture {
+  void SetUp() override { open(options()); }
+
+  /// An exec node guarded by breaker `key` (threshold 1, reset 200ms) that
+  /// fails the first time it runs and then sleeps `secs` and succeeds.
+  std::string flaky(const std::string& name, const std::string& key,
+                    const std::string& secs) {
+    auto mark = (dir.path() / (name + ".mark")).string();
+    return "name: " + name + R"(
+nodes:
+  call:
+    kind: exec
+    command: ["/bin/sh", "-c", "if [ -e )"
+           + mark + " ]; then sleep " + secs + "; echo '{}'; else touch " + mark
+           + R"(; exit 1; fi"]
+    retry: {max_attempts: 5, initial_backoff: 10ms, jitter: none}
+    circuit_breaker: {key: )"
+           + key + R"(, failure_threshold: 1, reset_timeout: 200ms}
+)";
+  }
+
+  /// The breaker's own account of itself, or null.
+  nlohmann::json breaker(const std::string& key) {
+    auto d = node->inspect_breaker(key, std::chrono::seconds{2});
+    return d ? *d : nlohmann::json{};
+  }
+
+  /// Waits until breaker `key` is half-open with its trial call in flight.
+  bool wait_trial(const std::string& key) {
+    return poll(
+      [&] {
+        auto b = breaker(key);
+        return b.is_object() && b["state"] == "half-open"
+               && b["probes_in_flight"] == 1;
+      },
+      10s);
+  }
+};
+
+} // namespace
+
+// An attempt that times out is a failed call: two timeouts open the breaker,
+// and a trial call that times out opens it again.
+TEST_F(BreakerRuns, TimeoutsCountAsFailures) {
+  auto id = submit(R"(name: slow
+nodes:
+  call:
+    kind: exec
+    command: ["sleep", "5"]
+    timeout: 100ms
+    retry: {max_attempts: 5, initial_backoff: 10ms, jitter: none}
+    circuit_breaker: {key: slow-svc, failure_threshold: 2, reset_timeout: 300ms}
+)");
+  ASSERT_TRUE(wait_finished(id, 20s));
+  EXPECT_EQ(finished[id].state, persistence::run_state::failed);
+  EXPECT_EQ(failures(id, "timeout"), 5);
+  EXPECT_GE(failures(id, "circuit_open"), 1);
+  EXPECT_TRUE(logged("circuit breaker 'slow-svc': closed -> open (2 failures "
+                     "within 1m)"));
+  EXPECT_TRUE(
+    logged("circuit breaker 'slow-svc': half-open -> open (a trial call "
+           "failed)"));
 }
