@@ -257,6 +257,57 @@ std::string node_context(const runtime::run_engine& e,
   return context.dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
+/// Arms the timer of `node`'s running attempt, if it has a deadline (its
+/// timeout, or schedule_to_close).
+void arm_attempt_timeout(self_ptr self, const std::string& node) {
+  auto& status = self->state.engine->status(node);
+  if (status.attempt_deadline_ns != 0)
+    self->delayed_send(self, until(status.attempt_deadline_ns),
+                       runtime::run_timer{runtime::run_timer::attempt_timeout,
+                                          node, status.attempt});
+}
+
+/// Queues `node` for a slot of concurrency key `key` (in order, across all
+/// runs on the node); the attempt goes on once it has one.
+void ask_limiter(self_ptr self, const std::string& node,
+                 const std::string& key) {
+  auto& st = self->state;
+  auto& e = *st.engine;
+  auto limit = e.node_spec_of(node)->concurrency->limit;
+  auto limiter = st.svc->limiters.get(
+    key, [&] { return self->system().spawn(limiter_actor_impl, key, limit); });
+  auto holder = e.run_id() + "/" + node;
+  // The ticket tells this request's answer from those of earlier requests of
+  // the same holder that were given back.
+  auto ticket = st.next_ticket++;
+  st.slots[node] = {limiter, holder, false, ticket};
+  auto attempt = e.status(node).attempt;
+  self->request(limiter, caf::infinite, runtime::limit_acquire{holder})
+    .then(
+      [self, node, attempt, ticket](bool granted) {
+        auto& st = self->state;
+        auto i = st.slots.find(node);
+        if (!granted || i == st.slots.end() || i->second.ticket != ticket)
+          return; // given back meanwhile
+        auto& status = st.engine->status(node);
+        if (status.state != node_state::running || status.attempt != attempt) {
+          release_slot(self, node);
+          return;
+        }
+        i->second.granted = true;
+        launch(self, node);
+      },
+      [self, node, ticket](caf::error&) {
+        // A limiter that cannot answer must not stall the run.
+        auto& st = self->state;
+        auto i = st.slots.find(node);
+        if (i == st.slots.end() || i->second.ticket != ticket)
+          return;
+        i->second = {caf::actor{}, "", true, 0};
+        launch(self, node);
+      });
+}
+
 /// Spawns the attempt actor for the running attempt of `node`.
 void launch(self_ptr self, const std::string& node) {
   auto& st = self->state;
@@ -287,35 +338,10 @@ void launch(self_ptr self, const std::string& node) {
                    "concurrency key: " + error);
         return;
       }
-      auto limit = spec->concurrency->limit;
-      auto limiter = st.svc->limiters.get(*key, [&] {
-        return self->system().spawn(limiter_actor_impl, *key, limit);
-      });
-      auto holder = e.run_id() + "/" + node;
-      st.slots[node] = {limiter, holder, false};
-      auto attempt = status.attempt;
-      self->request(limiter, caf::infinite, runtime::limit_acquire{holder})
-        .then(
-          [self, node, attempt, holder](bool granted) {
-            auto& st = self->state;
-            auto i = st.slots.find(node);
-            if (!granted || i == st.slots.end() || i->second.holder != holder)
-              return; // given back meanwhile
-            auto& status = st.engine->status(node);
-            if (status.state != node_state::running
-                || status.attempt != attempt) {
-              release_slot(self, node);
-              return;
-            }
-            i->second.granted = true;
-            launch(self, node);
-          },
-          [self, node](caf::error&) {
-            // A limiter that cannot answer must not stall the run.
-            auto& st = self->state;
-            st.slots[node] = {caf::actor{}, "", true};
-            launch(self, node);
-          });
+      // The wait counts toward the attempt's deadline (its timeout,
+      // schedule_to_close): the timer runs from now.
+      arm_attempt_timeout(self, node);
+      ask_limiter(self, node, *key);
       return;
     }
   }
@@ -475,6 +501,13 @@ void on_attempt_timeout(self_ptr self, const runtime::run_timer& t) {
   auto& status = st.engine->status(t.node);
   if (status.state != node_state::running || status.attempt != t.attempt)
     return;
+  // Armed for an earlier try of this attempt (a call its breaker refused
+  // does not use up the attempt's number), or early: wait for the deadline
+  // of this one.
+  if (auto left = status.attempt_deadline_ns - now_ns(); left > 0) {
+    self->delayed_send(self, std::chrono::nanoseconds{left}, t);
+    return;
+  }
   // A call that timed out failed: its breaker counts it (stop_attempt gives
   // the calls it stops back uncounted, as for a cancelled node).
   report_breaker(self, t.node, false, true);

@@ -107,12 +107,14 @@ struct run_state {
   /// Calls let through by a circuit breaker, by node: the breaker (invalid
   /// when it did not answer) and whether the call is a half-open trial.
   small_map<std::string, std::pair<caf::actor, bool>> breaker_calls;
-  /// Concurrency slots by node: the limiter, the holder name, and whether
-  /// the slot is granted (else the node waits in the limiter's queue).
+  /// Concurrency slots by node: the limiter, the holder name, whether the
+  /// slot is granted (else the node waits in the limiter's queue), and the
+  /// ticket of the request that asked for it.
   struct slot {
     caf::actor limiter;
     std::string holder;
     bool granted = false;
+    uint64_t ticket = 0;
   };
   small_map<std::string, slot> slots;
   /// Sleep nodes whose timer this actor has armed, with the attempt it is
@@ -120,6 +122,9 @@ struct run_state {
   small_map<std::string, int32_t> timers;
   /// Nodes whose breaker has been asked and has not answered yet.
   small_map<std::string, bool> awaiting_breaker;
+  /// The next ticket, which tells a request to a limiter or breaker from
+  /// this actor's earlier ones.
+  uint64_t next_ticket = 1;
   /// Jitter source; seeded from the run id and the clock.
   small_rng rng;
 };
