@@ -175,16 +175,22 @@ void step(self_ptr self) {
   persist(self, self->state.engine->decide(now_ns()));
 }
 
-/// Tells the circuit breaker that let `node`'s call through how it ended.
+/// Tells the circuit breaker that let `node`'s call through how it ended, or
+/// gives back `node`'s place in the breaker's queue.
 void report_breaker(self_ptr self, const std::string& node, bool ok,
                     bool counted) {
   auto& st = self->state;
+  if (auto w = st.awaiting_breaker.find(node); w != st.awaiting_breaker.end()) {
+    self->send(w->second.first,
+               runtime::breaker_report{w->second.second, false, false});
+    st.awaiting_breaker.erase(w);
+  }
   auto i = st.breaker_calls.find(node);
   if (i == st.breaker_calls.end())
     return;
   if (i->second.first)
     self->send(i->second.first,
-               runtime::breaker_report{ok, counted, i->second.second});
+               runtime::breaker_report{i->second.second, ok, counted});
   st.breaker_calls.erase(i);
 }
 
@@ -308,6 +314,65 @@ void ask_limiter(self_ptr self, const std::string& node,
       });
 }
 
+/// Asks `node`'s circuit breaker to let its call through; the attempt goes on
+/// once it does, or fails at once with circuit_open when it is open. A
+/// half-open breaker with its trial calls taken answers once one is free or
+/// its state changes.
+void ask_breaker(self_ptr self, const std::string& node) {
+  auto& st = self->state;
+  auto& e = *st.engine;
+  auto& cb = *e.node_spec_of(node)->circuit_breaker;
+  auto breaker = st.svc->breakers.get(cb.key, [&] {
+    return self->system().spawn(breaker_actor_impl, cb, st.svc);
+  });
+  auto attempt = e.status(node).attempt;
+  auto key = cb.key;
+  // The ticket names the call to the breaker, and tells its answer from
+  // those of earlier requests that were given back.
+  auto ticket = st.next_ticket++;
+  st.awaiting_breaker[node] = {breaker, ticket};
+  // No timeout: the node may wait for a trial call as long as it lasts, and
+  // gives its place back (report_breaker) when it stops waiting.
+  self
+    ->request(breaker, caf::infinite,
+              runtime::breaker_acquire{e.run_id(), node, ticket})
+    .then(
+      [self, node, attempt, breaker, key, ticket](bool allowed,
+                                                  int64_t retry_at, bool) {
+        auto& st = self->state;
+        auto i = st.awaiting_breaker.find(node);
+        if (i == st.awaiting_breaker.end() || i->second.second != ticket)
+          return; // given back meanwhile: the breaker freed the call
+        st.awaiting_breaker.erase(i);
+        auto& status = st.engine->status(node);
+        if (status.state != node_state::running || status.attempt != attempt
+            || st.attempts.count(node)) {
+          if (allowed)
+            self->send(breaker, runtime::breaker_report{ticket, false, false});
+          return;
+        }
+        if (!allowed) {
+          auto wait_ms = (retry_at - now_ns() + 999'999) / 1'000'000;
+          on_failure(self, node, attempt, "circuit_open",
+                     "circuit breaker '" + key + "' is open",
+                     std::max<int64_t>(1, wait_ms));
+          return;
+        }
+        st.breaker_calls[node] = {breaker, ticket};
+        launch(self, node);
+      },
+      [self, node, ticket](caf::error&) {
+        // A breaker that does not answer must not stall the run.
+        auto& st = self->state;
+        auto i = st.awaiting_breaker.find(node);
+        if (i == st.awaiting_breaker.end() || i->second.second != ticket)
+          return;
+        st.awaiting_breaker.erase(i);
+        st.breaker_calls[node] = {caf::actor{}, 0};
+        launch(self, node);
+      });
+}
+
 /// Spawns the attempt actor for the running attempt of `node`.
 void launch(self_ptr self, const std::string& node) {
   auto& st = self->state;
@@ -347,46 +412,11 @@ void launch(self_ptr self, const std::string& node) {
   }
   if (spec->circuit_breaker && !st.breaker_calls.count(node)) {
     // Ask the breaker first; the attempt starts once it lets the call
-    // through, or fails at once with circuit_open (not using up an attempt).
-    auto& cb = *spec->circuit_breaker;
-    auto breaker = st.svc->breakers.get(cb.key, [&] {
-      return self->system().spawn(breaker_actor_impl, cb, st.svc);
-    });
-    auto attempt = status.attempt;
-    auto key = spec->circuit_breaker->key;
-    st.awaiting_breaker.emplace(node, true);
-    self
-      ->request(breaker, std::chrono::seconds{10},
-                runtime::breaker_acquire{e.run_id(), node})
-      .then(
-        [self, node, attempt, breaker, key](bool allowed, int64_t retry_at,
-                                            bool probe) {
-          auto& st = self->state;
-          st.awaiting_breaker.erase(node);
-          auto& status = st.engine->status(node);
-          if (status.state != node_state::running || status.attempt != attempt
-              || st.attempts.count(node)) {
-            if (allowed)
-              self->send(breaker, runtime::breaker_report{false, false, probe});
-            return;
-          }
-          if (!allowed) {
-            auto wait_ms = (retry_at - now_ns() + 999'999) / 1'000'000;
-            on_failure(self, node, attempt, "circuit_open",
-                       "circuit breaker '" + key + "' is open",
-                       std::max<int64_t>(1, wait_ms));
-            return;
-          }
-          st.breaker_calls[node] = {breaker, probe};
-          launch(self, node);
-        },
-        [self, node](caf::error&) {
-          // A breaker that does not answer must not stall the run.
-          auto& st = self->state;
-          st.awaiting_breaker.erase(node);
-          st.breaker_calls[node] = {caf::actor{}, false};
-          launch(self, node);
-        });
+    // through, or fails with circuit_open (not using up an attempt). The
+    // wait counts toward the attempt's deadline, like a slot's.
+    if (!st.slots.count(node))
+      arm_attempt_timeout(self, node);
+    ask_breaker(self, node);
     return;
   }
   std::string error;

@@ -105,8 +105,8 @@ struct run_state {
   /// When the run was submitted (its first event), for the index entry.
   int64_t created_at_ns = 0;
   /// Calls let through by a circuit breaker, by node: the breaker (invalid
-  /// when it did not answer) and whether the call is a half-open trial.
-  small_map<std::string, std::pair<caf::actor, bool>> breaker_calls;
+  /// when it did not answer) and the call's ticket.
+  small_map<std::string, std::pair<caf::actor, uint64_t>> breaker_calls;
   /// Concurrency slots by node: the limiter, the holder name, whether the
   /// slot is granted (else the node waits in the limiter's queue), and the
   /// ticket of the request that asked for it.
@@ -120,8 +120,9 @@ struct run_state {
   /// Sleep nodes whose timer this actor has armed, with the attempt it is
   /// for (sleeps need no attempt actor).
   small_map<std::string, int32_t> timers;
-  /// Nodes whose breaker has been asked and has not answered yet.
-  small_map<std::string, bool> awaiting_breaker;
+  /// Nodes whose breaker has been asked and has not answered yet: the
+  /// breaker and the request's ticket.
+  small_map<std::string, std::pair<caf::actor, uint64_t>> awaiting_breaker;
   /// The next ticket, which tells a request to a limiter or breaker from
   /// this actor's earlier ones.
   uint64_t next_ticket = 1;
