@@ -26,6 +26,9 @@ using self_ptr = caf::stateful_actor<breaker_state>*;
 using mode = breaker_state::mode;
 using call_id = breaker_state::call_id;
 
+/// Sent to itself to check whether it has been idle long enough to retire.
+using idle_check_atom = caf::atom_constant<caf::atom("idlecheck")>;
+
 int64_t reopen_at(const breaker_state& st) {
   return st.opened_at_ns + st.spec.reset_timeout.count();
 }
@@ -168,6 +171,26 @@ bool drop_waiter(self_ptr self, const call_id& id) {
   return true;
 }
 
+/// Retires when it is closed and has had nothing to do for keyed_idle (so
+/// a fresh breaker would be the same); else checks again later.
+void check_idle(self_ptr self) {
+  auto& st = self->state;
+  auto now = now_ns();
+  while (!st.calls.empty()
+         && st.calls.front().first < now - st.spec.window.count())
+    st.calls.pop_front();
+  auto idle = st.svc->options.keyed_idle;
+  auto quiet = std::chrono::nanoseconds{now - st.last_used_ns};
+  if (st.state == mode::closed && st.calls.empty() && st.granted.empty()
+      && st.queue.empty() && quiet >= idle) {
+    st.svc->breakers.retire(st.spec.key, self->address());
+    self->quit();
+    return;
+  }
+  auto wait = quiet < idle ? idle - quiet : std::chrono::nanoseconds{idle};
+  self->delayed_send(self, wait, idle_check_atom::value);
+}
+
 } // namespace
 
 caf::behavior breaker_actor_impl(self_ptr self,
@@ -175,12 +198,16 @@ caf::behavior breaker_actor_impl(self_ptr self,
                                  services_ptr svc) {
   self->state.spec = std::move(spec);
   self->state.svc = std::move(svc);
+  self->state.last_used_ns = now_ns();
+  if (auto idle = self->state.svc->options.keyed_idle; idle.count() > 0)
+    self->delayed_send(self, idle, idle_check_atom::value);
   // An actor that dies holding calls or waiting gives them back: a trial
   // call it held is free again (its outcome is unknown, so not counted).
   self->set_down_handler([self](caf::down_msg& msg) {
     auto& st = self->state;
     if (!st.owners.erase(msg.source))
       return;
+    st.last_used_ns = now_ns();
     for (auto i = st.granted.begin(); i != st.granted.end();) {
       if (i->second.owner != msg.source) {
         ++i;
@@ -200,6 +227,7 @@ caf::behavior breaker_actor_impl(self_ptr self,
     [self](runtime::breaker_acquire& a) -> caf::result<bool, int64_t, bool> {
       auto& st = self->state;
       auto now = now_ns();
+      st.last_used_ns = now;
       auto owner = caf::actor_cast<caf::actor_addr>(self->current_sender());
       auto id = id_of(owner, a.ticket);
       if (auto i = st.granted.find(id); i != st.granted.end())
@@ -232,6 +260,7 @@ caf::behavior breaker_actor_impl(self_ptr self,
     [self](runtime::breaker_report& r) {
       auto& st = self->state;
       auto now = now_ns();
+      st.last_used_ns = now;
       auto id = id_of(caf::actor_cast<caf::actor_addr>(self->current_sender()),
                       r.ticket);
       auto probe = free_call(self, id);
@@ -261,6 +290,7 @@ caf::behavior breaker_actor_impl(self_ptr self,
       case mode::open: break;
       }
     },
+    [self](idle_check_atom) { check_idle(self); },
     [self](const runtime::inspect_actor&) -> std::string {
       auto& st = self->state;
       auto failures = std::count_if(st.calls.begin(), st.calls.end(),

@@ -59,6 +59,8 @@ struct breaker_state {
   /// monitored while it holds any, so that what it holds is freed when it
   /// dies.
   std::unordered_map<caf::actor_addr, int32_t> owners;
+  /// When it last did anything.
+  int64_t last_used_ns = 0;
 };
 
 /// Returns "closed", "open" or "half-open".
@@ -68,7 +70,9 @@ const char* to_string(breaker_state::mode m);
 /// Answers breaker_acquire with (allowed, retry_at_ns, probe): at once,
 /// except when half-open with every trial call taken, then once a trial call
 /// is free or its state changes. Takes breaker_report. Logs its state
-/// changes through svc->log.
+/// changes through svc->log. Closed, with nothing in its window and no call
+/// or waiter for svc->options.keyed_idle, it retires from svc->breakers and
+/// quits; open or half-open, it stays.
 caf::behavior breaker_actor_impl(caf::stateful_actor<breaker_state>* self,
                                  runtime::circuit_breaker_spec spec,
                                  services_ptr svc);

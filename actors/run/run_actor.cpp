@@ -263,6 +263,10 @@ std::string node_context(const runtime::run_engine& e,
   return context.dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
+/// How often a node asks its limiter or breaker again when the one it asked
+/// is gone (keyed actors retire when idle).
+constexpr int max_keyed_tries = 3;
+
 /// Arms the timer of `node`'s running attempt, if it has a deadline (its
 /// timeout, or schedule_to_close).
 void arm_attempt_timeout(self_ptr self, const std::string& node) {
@@ -275,13 +279,14 @@ void arm_attempt_timeout(self_ptr self, const std::string& node) {
 
 /// Queues `node` for a slot of concurrency key `key` (in order, across all
 /// runs on the node); the attempt goes on once it has one.
-void ask_limiter(self_ptr self, const std::string& node,
-                 const std::string& key) {
+void ask_limiter(self_ptr self, const std::string& node, const std::string& key,
+                 int tries = 0) {
   auto& st = self->state;
   auto& e = *st.engine;
   auto limit = e.node_spec_of(node)->concurrency->limit;
-  auto limiter = st.svc->limiters.get(
-    key, [&] { return self->system().spawn(limiter_actor_impl, key, limit); });
+  auto limiter = st.svc->limiters.get(key, [&] {
+    return self->system().spawn(limiter_actor_impl, key, limit, st.svc);
+  });
   auto holder = e.run_id() + "/" + node;
   // The ticket tells this request's answer from those of earlier requests of
   // the same holder that were given back.
@@ -303,12 +308,18 @@ void ask_limiter(self_ptr self, const std::string& node,
         i->second.granted = true;
         launch(self, node);
       },
-      [self, node, ticket](caf::error&) {
-        // A limiter that cannot answer must not stall the run.
+      [self, node, key, ticket, tries](caf::error&) {
         auto& st = self->state;
         auto i = st.slots.find(node);
         if (i == st.slots.end() || i->second.ticket != ticket)
           return;
+        // The limiter had retired, idle, after it was looked up: the key's
+        // next one answers.
+        if (tries < max_keyed_tries) {
+          ask_limiter(self, node, key, tries + 1);
+          return;
+        }
+        // A limiter that cannot answer must not stall the run.
         i->second = {caf::actor{}, "", true, 0};
         launch(self, node);
       });
@@ -318,7 +329,7 @@ void ask_limiter(self_ptr self, const std::string& node,
 /// once it does, or fails at once with circuit_open when it is open. A
 /// half-open breaker with its trial calls taken answers once one is free or
 /// its state changes.
-void ask_breaker(self_ptr self, const std::string& node) {
+void ask_breaker(self_ptr self, const std::string& node, int tries = 0) {
   auto& st = self->state;
   auto& e = *st.engine;
   auto& cb = *e.node_spec_of(node)->circuit_breaker;
@@ -361,13 +372,19 @@ void ask_breaker(self_ptr self, const std::string& node) {
         st.breaker_calls[node] = {breaker, ticket};
         launch(self, node);
       },
-      [self, node, ticket](caf::error&) {
-        // A breaker that does not answer must not stall the run.
+      [self, node, ticket, tries](caf::error&) {
         auto& st = self->state;
         auto i = st.awaiting_breaker.find(node);
         if (i == st.awaiting_breaker.end() || i->second.second != ticket)
           return;
         st.awaiting_breaker.erase(i);
+        // The breaker had retired, idle, after it was looked up: the key's
+        // next one answers.
+        if (tries < max_keyed_tries) {
+          ask_breaker(self, node, tries + 1);
+          return;
+        }
+        // A breaker that does not answer must not stall the run.
         st.breaker_calls[node] = {caf::actor{}, 0};
         launch(self, node);
       });
