@@ -37,10 +37,14 @@ call_id id_of(const caf::actor_addr& owner, uint64_t ticket) {
   return {owner ? owner.id() : 0, ticket};
 }
 
-/// Counts one more call or waiter of `owner`, monitoring it from its first.
-void hold(self_ptr self, const caf::actor_addr& owner) {
-  if (owner && ++self->state.owners[owner] == 1)
-    self->monitor(owner);
+/// Counts one more call or waiter of the current sender, monitoring it from
+/// its first. (Monitored through the message's strong reference: the
+/// sender is alive while its message is handled.)
+void hold(self_ptr self) {
+  auto& sender = self->current_sender();
+  if (sender
+      && ++self->state.owners[caf::actor_cast<caf::actor_addr>(sender)] == 1)
+    self->monitor(sender);
 }
 
 /// Counts one call or waiter of `owner` less.
@@ -245,16 +249,16 @@ caf::behavior breaker_actor_impl(self_ptr self,
           && (st.probes_in_flight >= st.spec.half_open_max_calls
               || !st.queue.empty())) {
         // Every trial call is taken: wait for one, or for the outcome.
+        hold(self); // first: the promise takes the sender from the message
         auto reply = self->make_response_promise();
         st.queue.push_back({owner, a.ticket, std::move(holder), reply});
-        hold(self, owner);
         return reply;
       }
       auto probe = st.state == mode::half_open;
       st.granted[id] = {owner, std::move(holder), probe};
       if (probe)
         ++st.probes_in_flight;
-      hold(self, owner);
+      hold(self);
       return {true, 0, probe};
     },
     [self](runtime::breaker_report& r) {

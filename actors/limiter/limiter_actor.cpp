@@ -16,10 +16,14 @@ using self_ptr = caf::stateful_actor<limiter_state>*;
 /// Sent to itself to check whether it has been idle long enough to retire.
 using idle_check_atom = caf::atom_constant<caf::atom("idlecheck")>;
 
-/// Counts one more slot or place of `owner`, monitoring it from its first.
-void hold(self_ptr self, const caf::actor_addr& owner) {
-  if (owner && ++self->state.owners[owner] == 1)
-    self->monitor(owner);
+/// Counts one more slot or place of the current sender, monitoring it from
+/// its first. (Monitored through the message's strong reference: the
+/// sender is alive while its message is handled.)
+void hold(self_ptr self) {
+  auto& sender = self->current_sender();
+  if (sender
+      && ++self->state.owners[caf::actor_cast<caf::actor_addr>(sender)] == 1)
+    self->monitor(sender);
 }
 
 /// Counts one slot or place of `owner` less.
@@ -96,13 +100,13 @@ caf::behavior limiter_actor_impl(self_ptr self, std::string key, int32_t limit,
       if (auto i = st.holders.find(a.holder); i != st.holders.end()) {
         if (i->second != owner) {
           // A new actor for the holder (a restarted run): the slot is its.
-          hold(self, owner);
+          hold(self);
           unhold(self, i->second);
           i->second = owner;
         }
         return true;
       }
-      hold(self, owner);
+      hold(self); // first: the promise takes the sender from the message
       auto reply = self->make_response_promise();
       st.queue.push_back({a.holder, owner, reply});
       grant(self);

@@ -364,7 +364,7 @@ TEST_F(BreakerRuns, CrashedTrialHolderGivesTheTrialBack) {
 // A node that waits while another holds the half-open breaker's trial call
 // is answered when the state changes: it journals nothing meanwhile.
 TEST_F(BreakerRuns, WaitingCallerJournalsOnlyStateChanges) {
-  auto holder = submit(flaky("holder", "shared", "3"));
+  auto holder = submit(flaky("holder", "shared", "4"));
   ASSERT_TRUE(wait_trial("shared")) << breaker("shared").dump();
   auto waiter = submit(R"(name: waiter
 nodes:
