@@ -269,10 +269,9 @@ caf::behavior breaker_actor_impl(self_ptr self,
                       r.ticket);
       auto probe = free_call(self, id);
       if (!probe) {
-        // A place in the queue given back, or a call the breaker does not
-        // hold (given back already, or from before a reset).
-        if (!drop_waiter(self, id) && r.counted && st.state == mode::closed)
-          count(self, r.ok, now);
+        // A place in the queue given back; or a call given back twice, or
+        // that the breaker never let through: nothing to count.
+        drop_waiter(self, id);
         return;
       }
       if (!r.counted) {
