@@ -42,27 +42,53 @@ std::string describe_exit(const caf::error& reason) {
 
 caf::actor keyed_actors::get(const std::string& key,
                              const std::function<caf::actor()>& spawn) {
-  std::lock_guard guard{mtx_};
-  auto& a = actors_[key];
-  if (!a)
-    a = spawn();
-  return a;
+  caf::actor fresh;
+  {
+    std::lock_guard guard{table_->mtx};
+    auto& a = table_->actors[key];
+    if (a)
+      return a;
+    a = fresh = spawn();
+  }
+  if (!fresh)
+    return fresh;
+  // An actor that ends otherwise than by retiring (a bug, shutdown) is
+  // forgotten too. Attached outside the lock: on an actor that has already
+  // ended, the hook runs at once.
+  std::weak_ptr<table> weak = table_;
+  fresh->attach_functor([weak, key, addr = fresh.address()] {
+    if (auto t = weak.lock()) {
+      std::lock_guard guard{t->mtx};
+      if (auto i = t->actors.find(key);
+          i != t->actors.end() && i->second.address() == addr)
+        t->actors.erase(i);
+    }
+  });
+  return fresh;
+}
+
+void keyed_actors::retire(const std::string& key,
+                          const caf::actor_addr& actor) {
+  std::lock_guard guard{table_->mtx};
+  if (auto i = table_->actors.find(key);
+      i != table_->actors.end() && i->second.address() == actor)
+    table_->actors.erase(i);
 }
 
 std::vector<std::pair<std::string, caf::actor>> keyed_actors::all() {
-  std::lock_guard guard{mtx_};
-  std::vector<std::pair<std::string, caf::actor>> out(actors_.begin(),
-                                                      actors_.end());
+  std::lock_guard guard{table_->mtx};
+  std::vector<std::pair<std::string, caf::actor>> out(table_->actors.begin(),
+                                                      table_->actors.end());
   std::sort(out.begin(), out.end(),
             [](auto& a, auto& b) { return a.first < b.first; });
   return out;
 }
 
 void keyed_actors::stop_all() {
-  std::lock_guard guard{mtx_};
-  for (auto& [_, a] : actors_)
+  std::lock_guard guard{table_->mtx};
+  for (auto& [_, a] : table_->actors)
     caf::anon_send_exit(a, caf::exit_reason::user_shutdown);
-  actors_.clear();
+  table_->actors.clear();
 }
 
 } // namespace troupe::actors

@@ -30,6 +30,11 @@ struct engine_options {
   std::chrono::milliseconds restart_window{60'000};
   /// Delay before the first restart; doubles with each. Default: 100ms.
   std::chrono::milliseconds restart_backoff{100};
+  /// How long a circuit breaker or concurrency limiter with nothing to do
+  /// (closed and its window empty, no calls, slots or waiters) lives on
+  /// before it stops; its key's next use starts a fresh one. Zero: never.
+  /// Default: 60s.
+  std::chrono::milliseconds keyed_idle{60'000};
 };
 
 /// Parsed workflow specs by source text, shared by the runs pinned to them.
@@ -49,12 +54,19 @@ struct services;
 struct node_metrics;
 
 /// Node-wide actors by key (circuit breakers, concurrency limiters), each
-/// spawned on first use.
+/// spawned on first use. Keys may be templated (one per customer, ...), so
+/// an actor with nothing left to do retires, and the next use of its key
+/// spawns a fresh one.
 class keyed_actors {
  public:
   /// Returns the actor for `key`, calling `spawn` to make it if new.
   caf::actor get(const std::string& key,
                  const std::function<caf::actor()>& spawn);
+
+  /// Forgets `key` if it still names `actor`: an idle actor calls this, then
+  /// quits, so no caller is given it afterwards. A caller given it before
+  /// sees its request fail and asks again.
+  void retire(const std::string& key, const caf::actor_addr& actor);
 
   /// Stops them all (node shutdown).
   void stop_all();
@@ -63,8 +75,12 @@ class keyed_actors {
   std::vector<std::pair<std::string, caf::actor>> all();
 
  private:
-  std::mutex mtx_;
-  std::unordered_map<std::string, caf::actor> actors_;
+  /// Shared with the actors' exit hooks, which may outlive this object.
+  struct table {
+    std::mutex mtx;
+    std::unordered_map<std::string, caf::actor> actors;
+  };
+  std::shared_ptr<table> table_ = std::make_shared<table>();
 };
 
 /// What every actor of a node shares. Owned by the node, which outlives its

@@ -13,6 +13,29 @@ namespace {
 
 using self_ptr = caf::stateful_actor<limiter_state>*;
 
+/// Sent to itself to check whether it has been idle long enough to retire.
+using idle_check_atom = caf::atom_constant<caf::atom("idlecheck")>;
+
+/// Counts one more slot or place of the current sender, monitoring it from
+/// its first. (Monitored through the message's strong reference: the
+/// sender is alive while its message is handled.)
+void hold(self_ptr self) {
+  auto& sender = self->current_sender();
+  if (sender
+      && ++self->state.owners[caf::actor_cast<caf::actor_addr>(sender)] == 1)
+    self->monitor(sender);
+}
+
+/// Counts one slot or place of `owner` less.
+void unhold(self_ptr self, const caf::actor_addr& owner) {
+  auto& owners = self->state.owners;
+  auto i = owners.find(owner);
+  if (i == owners.end() || --i->second > 0)
+    return;
+  self->demonitor(owner);
+  owners.erase(i);
+}
+
 /// Hands free slots to the queue, in order.
 void grant(self_ptr self) {
   auto& st = self->state;
@@ -20,19 +43,47 @@ void grant(self_ptr self) {
          && static_cast<int32_t>(st.holders.size()) < st.limit) {
     auto w = std::move(st.queue.front());
     st.queue.pop_front();
-    st.holders[w.holder] = w.owner;
+    if (auto [i, fresh] = st.holders.emplace(w.holder, w.owner); !fresh) {
+      // Asked again by a new actor for the same holder (a restarted run):
+      // the slot is the new actor's.
+      unhold(self, i->second);
+      i->second = w.owner;
+    }
     w.reply.deliver(true);
   }
 }
 
+/// Retires when it has had nothing to do for keyed_idle; else checks again.
+void check_idle(self_ptr self) {
+  auto& st = self->state;
+  auto idle = st.svc->options.keyed_idle;
+  auto quiet = std::chrono::nanoseconds{now_ns() - st.last_used_ns};
+  if (st.holders.empty() && st.queue.empty() && quiet >= idle) {
+    st.svc->limiters.retire(st.key, self->address());
+    self->quit();
+    return;
+  }
+  auto wait = quiet < idle ? idle - quiet : std::chrono::nanoseconds{idle};
+  self->delayed_send(self, wait, idle_check_atom::value);
+}
+
 } // namespace
 
-caf::behavior limiter_actor_impl(self_ptr self, std::string key,
-                                 int32_t limit) {
-  self->state.key = std::move(key);
-  self->state.limit = std::max(1, limit);
+caf::behavior limiter_actor_impl(self_ptr self, std::string key, int32_t limit,
+                                 services_ptr svc) {
+  auto& st = self->state;
+  st.key = std::move(key);
+  st.limit = std::max(1, limit);
+  st.svc = std::move(svc);
+  st.last_used_ns = now_ns();
+  if (st.svc->options.keyed_idle.count() > 0)
+    self->delayed_send(self, st.svc->options.keyed_idle,
+                       idle_check_atom::value);
   self->set_down_handler([self](caf::down_msg& msg) {
     auto& st = self->state;
+    if (!st.owners.erase(msg.source))
+      return;
+    st.last_used_ns = now_ns();
     for (auto i = st.holders.begin(); i != st.holders.end();)
       i = i->second == msg.source ? st.holders.erase(i) : std::next(i);
     st.queue.erase(
@@ -44,12 +95,18 @@ caf::behavior limiter_actor_impl(self_ptr self, std::string key,
   return {
     [self](runtime::limit_acquire& a) -> caf::result<bool> {
       auto& st = self->state;
-      auto sender = self->current_sender();
-      auto owner = caf::actor_cast<caf::actor_addr>(sender);
-      if (st.holders.count(a.holder))
+      st.last_used_ns = now_ns();
+      auto owner = caf::actor_cast<caf::actor_addr>(self->current_sender());
+      if (auto i = st.holders.find(a.holder); i != st.holders.end()) {
+        if (i->second != owner) {
+          // A new actor for the holder (a restarted run): the slot is its.
+          hold(self);
+          unhold(self, i->second);
+          i->second = owner;
+        }
         return true;
-      if (sender)
-        self->monitor(sender);
+      }
+      hold(self); // first: the promise takes the sender from the message
       auto reply = self->make_response_promise();
       st.queue.push_back({a.holder, owner, reply});
       grant(self);
@@ -57,17 +114,23 @@ caf::behavior limiter_actor_impl(self_ptr self, std::string key,
     },
     [self](runtime::limit_release& r) {
       auto& st = self->state;
-      st.holders.erase(r.holder);
+      st.last_used_ns = now_ns();
+      if (auto i = st.holders.find(r.holder); i != st.holders.end()) {
+        unhold(self, i->second);
+        st.holders.erase(i);
+      }
       st.queue.erase(std::remove_if(st.queue.begin(), st.queue.end(),
                                     [&](auto& w) {
                                       if (w.holder != r.holder)
                                         return false;
                                       w.reply.deliver(false);
+                                      unhold(self, w.owner);
                                       return true;
                                     }),
                      st.queue.end());
       grant(self);
     },
+    [self](idle_check_atom) { check_idle(self); },
     [self](const runtime::inspect_actor&) -> std::string {
       auto& st = self->state;
       nlohmann::json holders = nlohmann::json::array();

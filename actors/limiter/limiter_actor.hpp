@@ -1,5 +1,8 @@
 #pragma once
 
+#include "actors/services.hpp"
+
+#include <caf/actor_addr.hpp>
 #include <caf/behavior.hpp>
 #include <caf/response_promise.hpp>
 #include <caf/stateful_actor.hpp>
@@ -23,16 +26,25 @@ struct limiter_state {
 
   std::string key;
   int32_t limit = 1;
+  services_ptr svc;
   /// Holder -> the actor that asked for it.
   std::unordered_map<std::string, caf::actor_addr> holders;
   std::deque<waiter> queue;
+  /// The actors that hold slots or wait, with how many of each: each is
+  /// monitored while it holds any, so that what it holds is freed when it
+  /// dies.
+  std::unordered_map<caf::actor_addr, int32_t> owners;
+  /// When it last did anything.
+  int64_t last_used_ns = 0;
 };
 
 /// A concurrency limiter for the nodes whose concurrency key resolves to
 /// `key`: at most `limit` holders at once; limit_acquire is answered when a
 /// slot is free (first come, first served), limit_release frees it. Slots
-/// and places of an actor that dies are freed.
+/// and places of an actor that dies are freed. With no holder and no waiter
+/// for svc->options.keyed_idle, it retires from svc->limiters and quits.
 caf::behavior limiter_actor_impl(caf::stateful_actor<limiter_state>* self,
-                                 std::string key, int32_t limit);
+                                 std::string key, int32_t limit,
+                                 services_ptr svc);
 
 } // namespace troupe::actors

@@ -175,16 +175,22 @@ void step(self_ptr self) {
   persist(self, self->state.engine->decide(now_ns()));
 }
 
-/// Tells the circuit breaker that let `node`'s call through how it ended.
+/// Tells the circuit breaker that let `node`'s call through how it ended, or
+/// gives back `node`'s place in the breaker's queue.
 void report_breaker(self_ptr self, const std::string& node, bool ok,
                     bool counted) {
   auto& st = self->state;
+  if (auto w = st.awaiting_breaker.find(node); w != st.awaiting_breaker.end()) {
+    self->send(w->second.first,
+               runtime::breaker_report{w->second.second, false, false});
+    st.awaiting_breaker.erase(w);
+  }
   auto i = st.breaker_calls.find(node);
   if (i == st.breaker_calls.end())
     return;
   if (i->second.first)
     self->send(i->second.first,
-               runtime::breaker_report{ok, counted, i->second.second});
+               runtime::breaker_report{i->second.second, ok, counted});
   st.breaker_calls.erase(i);
 }
 
@@ -257,6 +263,133 @@ std::string node_context(const runtime::run_engine& e,
   return context.dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
+/// How often a node asks its limiter or breaker again when the one it asked
+/// is gone (keyed actors retire when idle).
+constexpr int max_keyed_tries = 3;
+
+/// Arms the timer of `node`'s running attempt, if it has a deadline (its
+/// timeout, or schedule_to_close).
+void arm_attempt_timeout(self_ptr self, const std::string& node) {
+  auto& status = self->state.engine->status(node);
+  if (status.attempt_deadline_ns != 0)
+    self->delayed_send(self, until(status.attempt_deadline_ns),
+                       runtime::run_timer{runtime::run_timer::attempt_timeout,
+                                          node, status.attempt});
+}
+
+/// Queues `node` for a slot of concurrency key `key` (in order, across all
+/// runs on the node); the attempt goes on once it has one.
+void ask_limiter(self_ptr self, const std::string& node, const std::string& key,
+                 int tries = 0) {
+  auto& st = self->state;
+  auto& e = *st.engine;
+  auto limit = e.node_spec_of(node)->concurrency->limit;
+  auto limiter = st.svc->limiters.get(key, [&] {
+    return self->system().spawn(limiter_actor_impl, key, limit, st.svc);
+  });
+  auto holder = e.run_id() + "/" + node;
+  // The ticket tells this request's answer from those of earlier requests of
+  // the same holder that were given back.
+  auto ticket = st.next_ticket++;
+  st.slots[node] = {limiter, holder, false, ticket};
+  auto attempt = e.status(node).attempt;
+  self->request(limiter, caf::infinite, runtime::limit_acquire{holder})
+    .then(
+      [self, node, attempt, ticket](bool granted) {
+        auto& st = self->state;
+        auto i = st.slots.find(node);
+        if (!granted || i == st.slots.end() || i->second.ticket != ticket)
+          return; // given back meanwhile
+        auto& status = st.engine->status(node);
+        if (status.state != node_state::running || status.attempt != attempt) {
+          release_slot(self, node);
+          return;
+        }
+        i->second.granted = true;
+        launch(self, node);
+      },
+      [self, node, key, ticket, tries](caf::error&) {
+        auto& st = self->state;
+        auto i = st.slots.find(node);
+        if (i == st.slots.end() || i->second.ticket != ticket)
+          return;
+        // The limiter had retired, idle, after it was looked up: the key's
+        // next one answers.
+        if (tries < max_keyed_tries) {
+          ask_limiter(self, node, key, tries + 1);
+          return;
+        }
+        // A limiter that cannot answer must not stall the run.
+        i->second = {caf::actor{}, "", true, 0};
+        launch(self, node);
+      });
+}
+
+/// Asks `node`'s circuit breaker to let its call through; the attempt goes on
+/// once it does, or fails at once with circuit_open when it is open. A
+/// half-open breaker with its trial calls taken answers once one is free or
+/// its state changes.
+void ask_breaker(self_ptr self, const std::string& node, int tries = 0) {
+  auto& st = self->state;
+  auto& e = *st.engine;
+  auto& cb = *e.node_spec_of(node)->circuit_breaker;
+  auto breaker = st.svc->breakers.get(cb.key, [&] {
+    return self->system().spawn(breaker_actor_impl, cb, st.svc);
+  });
+  auto attempt = e.status(node).attempt;
+  auto key = cb.key;
+  // The ticket names the call to the breaker, and tells its answer from
+  // those of earlier requests that were given back.
+  auto ticket = st.next_ticket++;
+  st.awaiting_breaker[node] = {breaker, ticket};
+  // No timeout: the node may wait for a trial call as long as it lasts, and
+  // gives its place back (report_breaker) when it stops waiting.
+  self
+    ->request(breaker, caf::infinite,
+              runtime::breaker_acquire{e.run_id(), node, ticket})
+    .then(
+      [self, node, attempt, breaker, key, ticket](bool allowed,
+                                                  int64_t retry_at, bool) {
+        auto& st = self->state;
+        auto i = st.awaiting_breaker.find(node);
+        if (i == st.awaiting_breaker.end() || i->second.second != ticket)
+          return; // given back meanwhile: the breaker freed the call
+        st.awaiting_breaker.erase(i);
+        auto& status = st.engine->status(node);
+        if (status.state != node_state::running || status.attempt != attempt
+            || st.attempts.count(node)) {
+          if (allowed)
+            self->send(breaker, runtime::breaker_report{ticket, false, false});
+          return;
+        }
+        if (!allowed) {
+          auto wait_ms = (retry_at - now_ns() + 999'999) / 1'000'000;
+          on_failure(self, node, attempt, "circuit_open",
+                     "circuit breaker '" + key + "' is open",
+                     std::max<int64_t>(1, wait_ms));
+          return;
+        }
+        st.breaker_calls[node] = {breaker, ticket};
+        launch(self, node);
+      },
+      [self, node, ticket, tries](caf::error&) {
+        auto& st = self->state;
+        auto i = st.awaiting_breaker.find(node);
+        if (i == st.awaiting_breaker.end() || i->second.second != ticket)
+          return;
+        st.awaiting_breaker.erase(i);
+        // The breaker had retired, idle, after it was looked up: the key's
+        // next one answers.
+        if (tries < max_keyed_tries) {
+          ask_breaker(self, node, tries + 1);
+          return;
+        }
+        // A breaker that does not answer must not stall the run.
+        st.breaker_calls[node] = {caf::actor{}, 0};
+        launch(self, node);
+      });
+}
+
 /// Spawns the attempt actor for the running attempt of `node`.
 void launch(self_ptr self, const std::string& node) {
   auto& st = self->state;
@@ -287,80 +420,20 @@ void launch(self_ptr self, const std::string& node) {
                    "concurrency key: " + error);
         return;
       }
-      auto limit = spec->concurrency->limit;
-      auto limiter = st.svc->limiters.get(*key, [&] {
-        return self->system().spawn(limiter_actor_impl, *key, limit);
-      });
-      auto holder = e.run_id() + "/" + node;
-      st.slots[node] = {limiter, holder, false};
-      auto attempt = status.attempt;
-      self->request(limiter, caf::infinite, runtime::limit_acquire{holder})
-        .then(
-          [self, node, attempt, holder](bool granted) {
-            auto& st = self->state;
-            auto i = st.slots.find(node);
-            if (!granted || i == st.slots.end() || i->second.holder != holder)
-              return; // given back meanwhile
-            auto& status = st.engine->status(node);
-            if (status.state != node_state::running
-                || status.attempt != attempt) {
-              release_slot(self, node);
-              return;
-            }
-            i->second.granted = true;
-            launch(self, node);
-          },
-          [self, node](caf::error&) {
-            // A limiter that cannot answer must not stall the run.
-            auto& st = self->state;
-            st.slots[node] = {caf::actor{}, "", true};
-            launch(self, node);
-          });
+      // The wait counts toward the attempt's deadline (its timeout,
+      // schedule_to_close): the timer runs from now.
+      arm_attempt_timeout(self, node);
+      ask_limiter(self, node, *key);
       return;
     }
   }
   if (spec->circuit_breaker && !st.breaker_calls.count(node)) {
     // Ask the breaker first; the attempt starts once it lets the call
-    // through, or fails at once with circuit_open (not using up an attempt).
-    auto& cb = *spec->circuit_breaker;
-    auto breaker = st.svc->breakers.get(cb.key, [&] {
-      return self->system().spawn(breaker_actor_impl, cb, st.svc);
-    });
-    auto attempt = status.attempt;
-    auto key = spec->circuit_breaker->key;
-    st.awaiting_breaker.emplace(node, true);
-    self
-      ->request(breaker, std::chrono::seconds{10},
-                runtime::breaker_acquire{e.run_id(), node})
-      .then(
-        [self, node, attempt, breaker, key](bool allowed, int64_t retry_at,
-                                            bool probe) {
-          auto& st = self->state;
-          st.awaiting_breaker.erase(node);
-          auto& status = st.engine->status(node);
-          if (status.state != node_state::running || status.attempt != attempt
-              || st.attempts.count(node)) {
-            if (allowed)
-              self->send(breaker, runtime::breaker_report{false, false, probe});
-            return;
-          }
-          if (!allowed) {
-            auto wait_ms = (retry_at - now_ns() + 999'999) / 1'000'000;
-            on_failure(self, node, attempt, "circuit_open",
-                       "circuit breaker '" + key + "' is open",
-                       std::max<int64_t>(1, wait_ms));
-            return;
-          }
-          st.breaker_calls[node] = {breaker, probe};
-          launch(self, node);
-        },
-        [self, node](caf::error&) {
-          // A breaker that does not answer must not stall the run.
-          auto& st = self->state;
-          st.awaiting_breaker.erase(node);
-          st.breaker_calls[node] = {caf::actor{}, false};
-          launch(self, node);
-        });
+    // through, or fails with circuit_open (not using up an attempt). The
+    // wait counts toward the attempt's deadline, like a slot's.
+    if (!st.slots.count(node))
+      arm_attempt_timeout(self, node);
+    ask_breaker(self, node);
     return;
   }
   std::string error;
@@ -475,6 +548,16 @@ void on_attempt_timeout(self_ptr self, const runtime::run_timer& t) {
   auto& status = st.engine->status(t.node);
   if (status.state != node_state::running || status.attempt != t.attempt)
     return;
+  // Armed for an earlier try of this attempt (a call its breaker refused
+  // does not use up the attempt's number), or early: wait for the deadline
+  // of this one.
+  if (auto left = status.attempt_deadline_ns - now_ns(); left > 0) {
+    self->delayed_send(self, std::chrono::nanoseconds{left}, t);
+    return;
+  }
+  // A call that timed out failed: its breaker counts it (stop_attempt gives
+  // the calls it stops back uncounted, as for a cancelled node).
+  report_breaker(self, t.node, false, true);
   stop_attempt(self, t.node);
   auto* spec = st.engine->node_spec_of(t.node);
   on_failure(

@@ -105,21 +105,27 @@ struct run_state {
   /// When the run was submitted (its first event), for the index entry.
   int64_t created_at_ns = 0;
   /// Calls let through by a circuit breaker, by node: the breaker (invalid
-  /// when it did not answer) and whether the call is a half-open trial.
-  small_map<std::string, std::pair<caf::actor, bool>> breaker_calls;
-  /// Concurrency slots by node: the limiter, the holder name, and whether
-  /// the slot is granted (else the node waits in the limiter's queue).
+  /// when it did not answer) and the call's ticket.
+  small_map<std::string, std::pair<caf::actor, uint64_t>> breaker_calls;
+  /// Concurrency slots by node: the limiter, the holder name, whether the
+  /// slot is granted (else the node waits in the limiter's queue), and the
+  /// ticket of the request that asked for it.
   struct slot {
     caf::actor limiter;
     std::string holder;
     bool granted = false;
+    uint64_t ticket = 0;
   };
   small_map<std::string, slot> slots;
   /// Sleep nodes whose timer this actor has armed, with the attempt it is
   /// for (sleeps need no attempt actor).
   small_map<std::string, int32_t> timers;
-  /// Nodes whose breaker has been asked and has not answered yet.
-  small_map<std::string, bool> awaiting_breaker;
+  /// Nodes whose breaker has been asked and has not answered yet: the
+  /// breaker and the request's ticket.
+  small_map<std::string, std::pair<caf::actor, uint64_t>> awaiting_breaker;
+  /// The next ticket, which tells a request to a limiter or breaker from
+  /// this actor's earlier ones.
+  uint64_t next_ticket = 1;
   /// Jitter source; seeded from the run id and the clock.
   small_rng rng;
 };

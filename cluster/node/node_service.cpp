@@ -629,7 +629,7 @@ void node_service::impl::inspect(const request_ptr& req, const json& msg) {
       if (!b)
         return req->fail(error_code::not_found,
                          "no circuit breaker '" + key
-                           + "' on this node (none of its nodes ran yet)");
+                           + "' on this node (none of its nodes ran lately)");
       return req->reply(std::move(*b));
     }
     if (what == "actor") {

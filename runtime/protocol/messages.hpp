@@ -198,19 +198,25 @@ struct restart_run {
 
 /// Asks a circuit breaker whether a call may go through. The reply is
 /// (bool allowed, int64_t retry_at_ns: when to ask again if not, bool probe:
-/// whether the call is one of the half-open state's trial calls).
+/// whether the call is one of the half-open state's trial calls). A
+/// half-open breaker whose trial calls are all taken answers once one is
+/// free or its state changes. `ticket`, unique among the sender's calls,
+/// names the call in breaker_report; the breaker watches the sender and
+/// frees what it holds when it dies.
 struct breaker_acquire {
   std::string run_id;
   std::string node;
+  uint64_t ticket = 0;
 };
 
-/// Tells a circuit breaker how a call it let through ended. `counted` is
-/// false for calls that ended without reaching the service (cancelled, bad
-/// parameters): they only release a half-open slot.
+/// Tells a circuit breaker how the sender's call `ticket` ended, or gives
+/// back a call or a place in the queue that the sender no longer wants.
+/// `counted` is false for calls that ended without reaching the service
+/// (cancelled, bad parameters, given back): they only free what they held.
 struct breaker_report {
+  uint64_t ticket = 0;
   bool ok = false;
   bool counted = true;
-  bool probe = false;
 };
 
 /// Asks a concurrency limiter for a slot for `holder` (run id and node). The
@@ -247,8 +253,8 @@ TROUPE_INSPECT(cancel_run, x.run_id, x.reason)
 TROUPE_INSPECT(crash_run, x.run_id)
 TROUPE_INSPECT(restart_run, x.run_id, x.reason)
 TROUPE_INSPECT(journal_loaded, x.run_id, x.journal, x.error, x.reason)
-TROUPE_INSPECT(breaker_acquire, x.run_id, x.node)
-TROUPE_INSPECT(breaker_report, x.ok, x.counted, x.probe)
+TROUPE_INSPECT(breaker_acquire, x.run_id, x.node, x.ticket)
+TROUPE_INSPECT(breaker_report, x.ticket, x.ok, x.counted)
 TROUPE_INSPECT(limit_acquire, x.holder)
 TROUPE_INSPECT(limit_release, x.holder)
 TROUPE_INSPECT(pause_run, x.run_id, x.reason)
