@@ -52,4 +52,74 @@ std::vector<std::string> corrupt_journal_record(const std::string& path,
   return ids;
 }
 
+namespace {
+
+/// Opens the closed store at `path` with all its column families.
+std::unique_ptr<rocksdb::DB>
+open_raw(const std::string& path,
+         std::vector<rocksdb::ColumnFamilyHandle*>& handles) {
+  std::vector<std::string> names;
+  auto s = rocksdb::DB::ListColumnFamilies(rocksdb::DBOptions{}, path, &names);
+  if (!s.ok())
+    throw std::runtime_error(s.ToString());
+  std::vector<rocksdb::ColumnFamilyDescriptor> cfs;
+  for (auto& n : names)
+    cfs.emplace_back(n, rocksdb::ColumnFamilyOptions{});
+  rocksdb::DB* raw = nullptr;
+  s = rocksdb::DB::Open(rocksdb::DBOptions{}, path, cfs, &handles, &raw);
+  if (!s.ok())
+    throw std::runtime_error(s.ToString());
+  return std::unique_ptr<rocksdb::DB>{raw};
+}
+
+void close_raw(std::unique_ptr<rocksdb::DB> db,
+               std::vector<rocksdb::ColumnFamilyHandle*>& handles) {
+  for (auto* h : handles)
+    db->DestroyColumnFamilyHandle(h);
+  handles.clear();
+  db->Close();
+}
+
+} // namespace
+
+void downgrade_to_format_one(const std::string& path) {
+  std::vector<rocksdb::ColumnFamilyHandle*> handles;
+  auto db = open_raw(path, handles);
+  rocksdb::Status s;
+  for (auto* h : handles)
+    if (s.ok()
+        && (h->GetName() == kl::unfinished_cf
+            || h->GetName() == kl::finished_cf))
+      s = db->DropColumnFamily(h);
+  std::vector<std::string> reverse;
+  {
+    std::unique_ptr<rocksdb::Iterator> it{db->NewIterator({})};
+    for (it->Seek(kl::idempotency_reverse_prefix);
+         it->Valid()
+         && it->key().ToStringView().starts_with(
+           kl::idempotency_reverse_prefix);
+         it->Next())
+      reverse.push_back(it->key().ToString());
+  }
+  for (auto& k : reverse)
+    if (s.ok())
+      s = db->Delete({}, k);
+  if (s.ok())
+    s = db->Put({}, std::string{kl::format_key}, "1");
+  close_raw(std::move(db), handles);
+  if (!s.ok())
+    throw std::runtime_error(s.ToString());
+}
+
+std::string store_format(const std::string& path) {
+  std::vector<rocksdb::ColumnFamilyHandle*> handles;
+  auto db = open_raw(path, handles);
+  std::string value;
+  auto s = db->Get({}, std::string{kl::format_key}, &value);
+  close_raw(std::move(db), handles);
+  if (!s.ok())
+    throw std::runtime_error(s.ToString());
+  return value;
+}
+
 } // namespace troupe::test
