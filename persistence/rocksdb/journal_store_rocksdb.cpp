@@ -585,7 +585,7 @@ class rocksdb_journal_store final : public journal_store {
           s = wb.Put(db_->DefaultColumnFamily(),
                      kl::idempotency_key(p.idempotency_key), p.run_id);
         if (s.ok())
-          s = put_side_indexes(wb, p);
+          s = put_side_indexes(wb, p, !p.values.empty() && *first == 1);
         if (!s.ok()) {
           wb.RollbackToSavePoint().PermitUncheckedError();
           errors[i] = "run " + p.run_id + ": " + s.ToString();
@@ -635,16 +635,27 @@ class rocksdb_journal_store final : public journal_store {
   }
 
   /// Adds to `wb` what the indexes beside the run index need for `p`,
-  /// atomically with its index entry and idempotency key (key_layout.hpp).
-  rocksdb::Status put_side_indexes(rocksdb::WriteBatch& wb, const pending& p) {
+  /// atomically with its index entry and idempotency key (key_layout.hpp);
+  /// `creates_run` when `p` holds the run's first journal record.
+  ///
+  /// A run enters `unfinished` once, with the append that creates it, and
+  /// leaves it with a SingleDelete when it finishes: a key put once and
+  /// single-deleted vanishes, tombstone and all, as soon as a flush or
+  /// compaction sees both (with Delete the tombstone would linger until the
+  /// last level, and a busy node would leave recovery millions to step
+  /// over). So a pause or a resume, which changes an unfinished run's entry,
+  /// must not put the key again, and nothing else may delete it.
+  rocksdb::Status put_side_indexes(rocksdb::WriteBatch& wb, const pending& p,
+                                   bool creates_run) {
     rocksdb::Status s;
     if (p.index_value) {
       if (p.terminal) {
-        s = wb.Delete(unfinished_, p.run_id);
+        if (!creates_run)
+          s = wb.SingleDelete(unfinished_, p.run_id);
         if (s.ok())
           s = wb.Put(finished_, kl::finished_key(p.finished_at_ns, p.run_id),
                      rocksdb::Slice{});
-      } else {
+      } else if (creates_run) {
         s = wb.Put(unfinished_, p.run_id, rocksdb::Slice{});
       }
     }
@@ -747,7 +758,7 @@ class rocksdb_journal_store final : public journal_store {
                        kl::journal_upper_bound(run_id))
           .PermitUncheckedError();
         wb.Delete(runs_, run_id).PermitUncheckedError();
-        wb.Delete(unfinished_, run_id).PermitUncheckedError();
+        // Not in `unfinished`: it left with a SingleDelete when it finished.
         counted.keys += release_keys(wb, run_id);
         entry->reason.clear();
         std::string tombstone;
@@ -1024,10 +1035,16 @@ bool migrate_from_v1(rocksdb::DB* db, const std::string& path,
       std::string reason;
       auto entry = decode_index_at(key, it->value().ToStringView(), reason);
       // A corrupt entry is listed as unfinished: recovery reports it, as it
-      // did before.
-      if (!entry || !is_terminal(entry->state))
-        s = wb.Put(unfinished, key, rocksdb::Slice{});
-      else
+      // did before. A key is put only once (see put_side_indexes), also
+      // when a migration cut short is done again.
+      if (!entry || !is_terminal(entry->state)) {
+        std::string ignored;
+        auto found = db->Get(rocksdb::ReadOptions{}, unfinished, key, &ignored);
+        if (found.IsNotFound())
+          s = wb.Put(unfinished, key, rocksdb::Slice{});
+        else if (!found.ok())
+          s = found;
+      } else
         s = wb.Put(finished, kl::finished_key(entry->updated_at_ns, key),
                    rocksdb::Slice{});
       write(false);

@@ -27,6 +27,9 @@
 //   unfinished run_id   -> "": every run whose index entry is running or
 //                          paused (format 2). Written in the same WriteBatch
 //                          as the index entry, so recovery reads only these.
+//                          Put once, by the append that creates the run, and
+//                          removed by SingleDelete when it finishes: never
+//                          put twice, never Delete'd.
 //   finished  be64(finished_at_ns) run_id -> "": runs whose index entry went
 //                          terminal, by the time it did (format 2); retention
 //                          reads only the expired front. A run finishing twice
