@@ -87,17 +87,16 @@ void downgrade_to_format_one(const std::string& path) {
   auto db = open_raw(path, handles);
   rocksdb::Status s;
   for (auto* h : handles)
-    if (s.ok()
-        && (h->GetName() == kl::unfinished_cf
-            || h->GetName() == kl::finished_cf))
+    if (s.ok() && (h->GetName() == "unfinished" || h->GetName() == "finished"))
       s = db->DropColumnFamily(h);
+  // Format 2's names are spelled out here, so that this helper also builds
+  // against a tree that only knows format 1.
+  const std::string reverse_prefix = "idemrun/";
   std::vector<std::string> reverse;
   {
     std::unique_ptr<rocksdb::Iterator> it{db->NewIterator({})};
-    for (it->Seek(kl::idempotency_reverse_prefix);
-         it->Valid()
-         && it->key().ToStringView().starts_with(
-           kl::idempotency_reverse_prefix);
+    for (it->Seek(reverse_prefix);
+         it->Valid() && it->key().ToStringView().starts_with(reverse_prefix);
          it->Next())
       reverse.push_back(it->key().ToString());
   }
