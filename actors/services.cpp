@@ -12,9 +12,14 @@ namespace troupe::actors {
 
 std::shared_ptr<const runtime::workflow_spec>
 spec_cache::get(const std::string& source, std::string& error) {
-  std::lock_guard guard{mtx_};
-  if (auto i = specs_.find(source); i != specs_.end())
-    return i->second;
+  {
+    std::lock_guard guard{mtx_};
+    if (auto i = specs_.find(source); i != specs_.end()) {
+      lru_.splice(lru_.begin(), lru_, i->second.use);
+      return i->second.spec;
+    }
+  }
+  // Parsed outside the lock: a big workflow must not hold up the others.
   auto outcome = runtime::parse_workflow(source);
   if (!outcome.ok()) {
     error = outcome.errors.empty() ? "invalid workflow"
@@ -23,8 +28,50 @@ spec_cache::get(const std::string& source, std::string& error) {
   }
   auto spec = std::make_shared<const runtime::workflow_spec>(
     std::move(*outcome.workflow));
-  specs_.emplace(source, spec);
+  std::lock_guard guard{mtx_};
+  if (auto i = specs_.find(source); i != specs_.end()) {
+    // Parsed meanwhile by another caller: share theirs.
+    lru_.splice(lru_.begin(), lru_, i->second.use);
+    return i->second.spec;
+  }
+  // Text bigger than the whole cache is parsed for this caller alone.
+  if (source.size() > max_bytes_)
+    return spec;
+  auto [i, _] = specs_.emplace(source, entry{spec, {}});
+  lru_.push_front(&i->first);
+  i->second.use = lru_.begin();
+  bytes_ += source.size();
+  trim();
   return spec;
+}
+
+void spec_cache::set_limits(size_t max_entries, size_t max_bytes) {
+  std::lock_guard guard{mtx_};
+  max_entries_ = std::max<size_t>(1, max_entries);
+  max_bytes_ = std::max<size_t>(1, max_bytes);
+  trim();
+}
+
+size_t spec_cache::size() {
+  std::lock_guard guard{mtx_};
+  return specs_.size();
+}
+
+size_t spec_cache::bytes() {
+  std::lock_guard guard{mtx_};
+  return bytes_;
+}
+
+void spec_cache::trim() {
+  while (!lru_.empty()
+         && (specs_.size() > max_entries_ || bytes_ > max_bytes_)) {
+    auto i = specs_.find(*lru_.back());
+    lru_.pop_back();
+    if (i == specs_.end())
+      continue;
+    bytes_ -= i->first.size();
+    specs_.erase(i);
+  }
 }
 
 int64_t now_ns() {

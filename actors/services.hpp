@@ -11,12 +11,17 @@
 
 #include <chrono>
 #include <functional>
+#include <list>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <unordered_map>
 
 namespace troupe::actors {
+
+/// Default bounds of the spec cache (see spec_cache).
+inline constexpr size_t spec_cache_default_entries = 1000;
+inline constexpr size_t spec_cache_default_bytes = size_t{64} << 20;
 
 /// Tunables of the engine, from the [engine] and [exec] configuration.
 struct engine_options {
@@ -35,19 +40,49 @@ struct engine_options {
   /// before it stops; its key's next use starts a fresh one. Zero: never.
   /// Default: 60s.
   std::chrono::milliseconds keyed_idle{60'000};
+  /// Most parsed workflows kept for reuse. Default: 1000.
+  size_t spec_cache_entries = spec_cache_default_entries;
+  /// Most workflow text behind them. Default: 64 MiB.
+  size_t spec_cache_bytes = spec_cache_default_bytes;
 };
 
 /// Parsed workflow specs by source text, shared by the runs pinned to them.
+/// Bounded: past `max_entries` specs or `max_bytes` of source text, the
+/// least recently used are dropped. A run holds its spec by shared_ptr, so
+/// a dropped spec lives on until its last run ends; a later `get` of the
+/// same text parses it again.
 class spec_cache {
  public:
   /// Returns the spec parsed from `source`, or null with `error` set.
   std::shared_ptr<const runtime::workflow_spec> get(const std::string& source,
                                                     std::string& error);
 
+  /// Sets the bounds (each at least 1) and drops what no longer fits.
+  void set_limits(size_t max_entries, size_t max_bytes);
+
+  /// Specs kept now.
+  size_t size();
+
+  /// Bytes of source text kept now.
+  size_t bytes();
+
  private:
+  struct entry {
+    std::shared_ptr<const runtime::workflow_spec> spec;
+    /// Its place in `lru_`.
+    std::list<const std::string*>::iterator use;
+  };
+
+  /// Drops the least recently used until the bounds hold. mtx_ held.
+  void trim();
+
   std::mutex mtx_;
-  std::unordered_map<std::string, std::shared_ptr<const runtime::workflow_spec>>
-    specs_;
+  std::unordered_map<std::string, entry> specs_;
+  /// Keys of `specs_`, most recently used first.
+  std::list<const std::string*> lru_;
+  size_t bytes_ = 0;
+  size_t max_entries_ = spec_cache_default_entries;
+  size_t max_bytes_ = spec_cache_default_bytes;
 };
 
 struct services;

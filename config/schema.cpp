@@ -46,6 +46,18 @@ const std::vector<key_spec>& table() {
      1000},
     {"storage", "block_cache_mb", vk::integer, "8",
      "RocksDB block cache size in MiB.", 0, 65536},
+    {"storage", "retention", vk::duration, "7d",
+     "How long a finished run (its journal, index entry and idempotency key) "
+     "is kept after it ends; the node then deletes it in the background. 0s "
+     "keeps every run.",
+     0, 3650 * 24 * ms_per_hour},
+    {"storage", "tombstone_retention", vk::duration, "7d",
+     "How long a run deleted after retention is still answered as \"deleted "
+     "after retention\" rather than plainly not found.",
+     0, 3650 * 24 * ms_per_hour},
+    {"storage", "gc_interval", vk::duration, "10m",
+     "How often the node looks for finished runs past storage.retention.", 100,
+     24 * ms_per_hour},
     // -- engine -------------------------------------------------------------
     {"engine", "scheduler_threads", vk::integer, "0",
      "Actor scheduler threads; 0 uses one per core (at least 2).", 0, 256},
@@ -60,6 +72,13 @@ const std::vector<key_spec>& table() {
      "Delay before the first restart of a crashed run actor; doubles after "
      "each.",
      1, 600'000},
+    {"engine", "spec_cache_entries", vk::integer, "1000",
+     "Most parsed workflows kept for reuse, least recently used dropped "
+     "first; a run keeps its own workflow while it lives.",
+     1, 1'000'000},
+    {"engine", "spec_cache_mb", vk::integer, "64",
+     "Most workflow text, in MiB, behind the parsed workflows kept for reuse.",
+     1, 65536},
     // -- exec ---------------------------------------------------------------
     {"exec", "max_output_bytes", vk::integer, "1048576",
      "Cap on an exec node's captured stdout and stderr, each.", 1 * kib,

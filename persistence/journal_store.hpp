@@ -2,7 +2,9 @@
 
 #include "persistence/records.hpp"
 
+#include <atomic>
 #include <chrono>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -95,7 +97,8 @@ class journal_store {
     = 0;
 
   /// Calls `visit` for every unfinished run (running or paused), with its
-  /// journal (or the error that stopped reading it), in one pass.
+  /// journal (or the error that stopped reading it), in one pass. Reads the
+  /// index of unfinished runs only: its cost does not grow with history.
   virtual void
   scan_unfinished(const std::function<void(const run_index_entry&,
                                            std::vector<event_record> events,
@@ -106,6 +109,54 @@ class journal_store {
   virtual void read_journal_async(
     std::string run_id,
     std::function<void(std::vector<event_record>, std::string error)> done)
+    = 0;
+
+  // -- retention
+  // ---------------------------------------------------------------
+
+  /// What one collection is to delete.
+  struct gc_options {
+    /// Finished runs whose index entry went terminal before this time (ns
+    /// since the epoch) are deleted: journal, index entry, idempotency keys.
+    int64_t runs_before_ns = 0;
+    /// Tombstones of runs deleted before this time are removed.
+    int64_t tombstones_before_ns = 0;
+    /// Runs deleted per WriteBatch; between batches the journal writer gets
+    /// the database to itself. Default: 256.
+    size_t batch = 256;
+    /// When set (from another thread), the collection stops after its
+    /// current batch, and a compaction it runs is cancelled. May be null.
+    std::atomic<bool>* stop = nullptr;
+    /// Compact what was deleted, so that the space is freed now and later
+    /// reads skip no deletion markers. Default: true.
+    bool compact = true;
+  };
+
+  /// What one collection removed.
+  struct gc_report {
+    /// Finished runs deleted.
+    uint64_t runs = 0;
+    /// Journal records of those runs.
+    uint64_t events = 0;
+    /// Idempotency keys released.
+    uint64_t keys = 0;
+    /// Tombstones removed after their own retention.
+    uint64_t tombstones = 0;
+    /// Why it stopped early (a failed write, ...); empty when it did not.
+    std::string error = {};
+    /// Whether `stop` ended it before it was done.
+    bool stopped = false;
+  };
+
+  /// Deletes finished runs and tombstones older than `o` says, in batches,
+  /// leaving a tombstone per deleted run; unfinished runs are never deleted.
+  /// Blocking, on the caller's thread (which must not be the writer's);
+  /// concurrent calls run one after the other.
+  virtual gc_report collect(const gc_options& o) = 0;
+
+  /// Returns the tombstone of `run_id` if it was deleted after retention
+  /// (and its tombstone has not expired yet), or nothing.
+  virtual std::optional<run_tombstone> find_tombstone(const std::string& run_id)
     = 0;
 };
 

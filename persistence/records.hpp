@@ -90,4 +90,15 @@ struct run_index_entry {
   bool operator==(const run_index_entry&) const = default;
 };
 
+/// What is left of a run deleted after retention: enough to answer "deleted"
+/// rather than "never existed". Kept for storage.tombstone_retention.
+struct run_tombstone {
+  /// The run's last index entry, its reason dropped.
+  run_index_entry last;
+  /// When it was deleted, nanoseconds since the Unix epoch.
+  int64_t deleted_at_ns = 0;
+
+  bool operator==(const run_tombstone&) const = default;
+};
+
 } // namespace troupe::persistence

@@ -63,6 +63,10 @@ const std::vector<workload>& workloads() {
     {"recover", "runs parked mid-way, kill -9, restart: time to resume",
      100'000, 2'000, 1'000, 3},
     {"idle", "a node with nothing to do: its memory", 0, 0, 0, 0},
+    {"history",
+     "N finished runs and 10 parked, restarted: time to resume, against 10 "
+     "parked alone",
+     1'000'000, 20'000, 10, 3},
   };
   return all;
 }
@@ -99,7 +103,7 @@ std::string workflow_source(const std::string& name) {
     }
   } else if (name == "sleepers") {
     s << "  nap:\n    kind: sleep\n    duration: 1h\n";
-  } else if (name == "recover") {
+  } else if (name == "recover" || name == "history") {
     s << "  first:\n    kind: noop\n"
          "  nap:\n    kind: sleep\n    duration: 1h\n    after: [first]\n"
          "  last:\n    kind: noop\n    after: [nap]\n";
@@ -462,9 +466,111 @@ int recover_resume(const global_options& g, const one_options& o) {
   return exit_ok;
 }
 
+// -- history: recovery does not grow with finished runs ----------------------
+
+/// Fills a data dir for `history`: `o.n` finished runs written straight
+/// through the store in big batches (each journaled as submitted and running,
+/// then finished, as a real run is), and `o.concurrency` runs submitted and
+/// never started, which recovery resumes and parks. Then says how long
+/// decoding every index entry takes, which is what recovery read before the
+/// store kept an index of unfinished runs.
+int history_fill(const global_options& g, const one_options& o) {
+  std::vector<config::flag_override> flags{
+    {"--data-dir", "node.data_dir", o.data_dir}};
+  config::settings settings;
+  if (!load_config(g, flags, settings))
+    return exit_bad_input;
+  persistence::journal_store::options so;
+  so.path = settings.get_string("node.data_dir");
+  so.max_batch = 4096;
+  auto source = workflow_source("history");
+  auto spec = parse_or_die(source);
+  using persistence::event_record;
+  using persistence::event_type;
+  using persistence::run_state;
+  auto began = clock_type::now();
+  {
+    std::string error;
+    auto store = persistence::journal_store::open(so, error);
+    if (!store) {
+      std::cerr << "troupe: bench: " << error << "\n";
+      return exit_failed;
+    }
+    std::atomic<size_t> failed{0};
+    auto check = [&failed](std::string e) {
+      if (!e.empty())
+        failed.fetch_add(1, std::memory_order_relaxed);
+    };
+    auto index = [&](const std::string& id, run_state state, int64_t at) {
+      return persistence::run_index_entry{id, spec.name, state, at, at, ""};
+    };
+    for (size_t i = 0; i < o.n + o.concurrency; ++i) {
+      auto id = actors::embedded_node::new_run_id();
+      auto at = actors::now_ns();
+      persistence::journal_store::append_op submit;
+      submit.run_id = id;
+      submit.events.push_back(event_record{event_type::run_submitted, at, "", 0,
+                                           0, "", "", source, "{}"});
+      submit.index = index(id, run_state::running, at);
+      store->append(std::move(submit), check);
+      if (i >= o.n)
+        continue; // parked: resumed from its submission
+      persistence::journal_store::append_op finish;
+      finish.run_id = id;
+      for (auto node : {"first", "nap", "last"})
+        finish.events.push_back(event_record{event_type::node_completed, at,
+                                             node, 1, 0, "", "", "null", ""});
+      finish.events.push_back(
+        event_record{event_type::run_completed, at, "", 0, 0, "", "", "{}"});
+      finish.index = index(id, run_state::completed, at);
+      store->append(std::move(finish), check);
+      // Bounded memory: wait for the store every 20,000 runs.
+      if (i % 20'000 == 19'999)
+        store->flush();
+    }
+    store->flush();
+    if (failed > 0) {
+      std::cerr << "troupe: bench: " << failed.load()
+                << " appends failed while filling the store\n";
+      return exit_failed;
+    }
+  }
+  auto fill_s = seconds_since(began);
+  // Reopened once, so that what the last memtables held is flushed now and
+  // not replayed by the timed start: the comparison is of the stores, not
+  // of how recently each was written.
+  std::string error;
+  auto store = persistence::journal_store::open(so, error);
+  if (!store) {
+    std::cerr << "troupe: bench: " << error << "\n";
+    return exit_failed;
+  }
+  auto walk_began = clock_type::now();
+  size_t entries = 0, unfinished = 0;
+  std::string cursor;
+  for (;;) {
+    auto page = store->list_runs(cursor, 10'000);
+    for (auto& e : page) {
+      ++entries;
+      unfinished += persistence::is_terminal(e.state) ? 0 : 1;
+    }
+    if (page.size() < 10'000)
+      break;
+    cursor = page.back().run_id;
+  }
+  emit({{"fill_s", fill_s},
+        {"index_entries", entries},
+        {"unfinished", unfinished},
+        {"index_walk_s", seconds_since(walk_began)}});
+  return exit_ok;
+}
+
 int run_one(const global_options& g, const one_options& o) {
   if (o.data_dir.empty()
-      || (o.workload != "idle" && (o.n == 0 || o.concurrency == 0))) {
+      || (o.workload != "idle"
+          && (o.n == 0 || o.concurrency == 0)
+          // history's store without finished runs
+          && !(o.workload.starts_with("history-") && o.concurrency > 0))) {
     std::cerr << "troupe: bench: --one needs --data-dir, and --n and "
                  "--concurrency of at least 1\n";
     return exit_bad_input;
@@ -475,8 +581,10 @@ int run_one(const global_options& g, const one_options& o) {
     return measure_sleepers(g, o);
   if (o.workload == "recover-fill")
     return recover_fill(g, o);
-  if (o.workload == "recover-resume")
+  if (o.workload == "recover-resume" || o.workload == "history-resume")
     return recover_resume(g, o);
+  if (o.workload == "history-fill")
+    return history_fill(g, o);
   auto* w = find_workload(o.workload);
   if (!w) {
     std::cerr << "troupe: bench: unknown workload '" << o.workload << "'\n";
@@ -625,8 +733,14 @@ class scratch_dir {
   std::string path_;
 };
 
+std::optional<json> measure_history(const global_options& g,
+                                    const one_options& o,
+                                    const std::string& scratch_base);
+
 std::optional<json> measure(const global_options& g, one_options o,
                             const std::string& scratch_base) {
+  if (o.workload == "history")
+    return measure_history(g, o, scratch_base);
   scratch_dir dir{scratch_base};
   o.data_dir = dir.path() + "/data";
   if (o.workload != "recover") {
@@ -685,6 +799,81 @@ std::optional<json> measure(const global_options& g, one_options o,
               {"open_s", ready->first.value("open_s", 0.0)},
               {"scan_s", ready->first.value("scan_s", 0.0)},
               {"resumed_s", resumed->second}};
+}
+
+/// One side of `history`: fills a fresh data dir with `finished` finished
+/// runs and `parked` unfinished ones, then times a node's start on it.
+std::optional<json> history_side(const global_options& g, const one_options& o,
+                                 size_t finished,
+                                 const std::string& scratch_base) {
+  scratch_dir dir{scratch_base};
+  auto fill = o;
+  fill.workload = "history-fill";
+  fill.n = finished;
+  fill.data_dir = dir.path() + "/data";
+  json filled;
+  {
+    child c{g, fill};
+    auto line = c.next(std::chrono::seconds{3600});
+    if (!line)
+      c.kill_now();
+    if (c.wait(std::chrono::seconds{600}) != exit_ok || !line) {
+      std::cerr << "troupe: bench: history: could not fill a store with "
+                << finished << " finished runs\n";
+      return std::nullopt;
+    }
+    filled = line->first;
+  }
+  auto resume = fill;
+  resume.workload = "history-resume";
+  child c{g, resume};
+  auto ready = c.next(std::chrono::seconds{600});
+  auto resumed = ready ? c.next(std::chrono::seconds{600}) : std::nullopt;
+  if (!resumed)
+    c.kill_now();
+  auto rc = c.wait();
+  if (!ready || !resumed || rc != exit_ok
+      || ready->first.value("ready", size_t{0}) != o.concurrency
+      || resumed->first.value("resumed", size_t{0}) < o.concurrency) {
+    std::cerr << "troupe: bench: history: the restarted node did not resume "
+              << o.concurrency << " runs"
+              << (ready ? " (" + ready->first.dump() + ")" : std::string{})
+              << "\n";
+    return std::nullopt;
+  }
+  return json{{"finished", finished},
+              {"index_entries", filled.value("index_entries", size_t{0})},
+              {"index_walk_s", filled.value("index_walk_s", 0.0)},
+              {"fill_s", filled.value("fill_s", 0.0)},
+              {"ready_s", ready->second},
+              {"open_s", ready->first.value("open_s", 0.0)},
+              {"scan_s", ready->first.value("scan_s", 0.0)},
+              {"resumed_s", resumed->second}};
+}
+
+/// `history`: the same parked runs resumed from a store that also holds N
+/// finished runs and from one that holds only them, one after the other.
+std::optional<json> measure_history(const global_options& g,
+                                    const one_options& o,
+                                    const std::string& scratch_base) {
+  auto with = history_side(g, o, o.n, scratch_base);
+  if (!with)
+    return std::nullopt;
+  auto alone = history_side(g, o, 0, scratch_base);
+  if (!alone)
+    return std::nullopt;
+  auto ratio = [&](const char* k) {
+    return (*with).value(k, 0.0) / std::max(1e-9, (*alone).value(k, 0.0));
+  };
+  return json{{"workload", "history"},
+              {"durability", o.durability},
+              {"n", o.n},
+              {"parked", o.concurrency},
+              {"with_history", *with},
+              {"parked_only", *alone},
+              {"ready_ratio", ratio("ready_s")},
+              {"scan_ratio", ratio("scan_s")},
+              {"resumed_ratio", ratio("resumed_s")}};
 }
 
 std::string describe(const json& r);
@@ -760,7 +949,8 @@ json measure_remote(control_client& client, const workload& w, size_t n,
 int run_bench_remote(const global_options& g, const bench_options& b,
                      const std::vector<std::string>& names) {
   for (auto& name : names)
-    if (name == "sleepers" || name == "recover" || name == "idle") {
+    if (name == "sleepers" || name == "recover" || name == "idle"
+        || name == "history") {
       std::cerr << "troupe: bench: workload '" << name
                 << "' measures a node's own process (memory, restart) and "
                    "runs on an embedded node only; against --node give "
@@ -829,6 +1019,23 @@ std::string describe(const json& r) {
            + d("park_s", 1) + " s, RSS " + d("idle_rss_mib", 1) + " -> "
            + d("rss_mib", 1) + " MiB, " + d("bytes_per_run", 0)
            + " bytes per parked run";
+  if (w == "history") {
+    auto side = [&](const char* k) {
+      auto& s = r[k];
+      return fixed(s.value("ready_s", 0.0), 3) + " s to ready (store opened in "
+             + fixed(s.value("open_s", 0.0), 3) + " s, unfinished runs read in "
+             + fixed(s.value("scan_s", 0.0), 4) + " s), all resumed in "
+             + fixed(s.value("resumed_s", 0.0), 3) + " s";
+    };
+    return head + ": " + std::to_string(r.value("parked", 0))
+           + " parked runs beside " + std::to_string(r.value("n", 0))
+           + " finished ones: " + side("with_history")
+           + "; parked alone: " + side("parked_only") + "; ratio ready "
+           + d("ready_ratio", 2) + ", read " + d("scan_ratio", 2) + ", resumed "
+           + d("resumed_ratio", 2)
+           + " (decoding every index entry, as recovery did before: "
+           + fixed(r["with_history"].value("index_walk_s", 0.0), 2) + " s)";
+  }
   if (w == "recover")
     return head + ": " + std::to_string(r.value("n", 0))
            + " parked runs; after kill -9, ready in " + d("ready_s", 2)

@@ -1,3 +1,4 @@
+#include "cluster/node/run_views.hpp"
 #include "config/duration.hpp"
 #include "persistence/journal_store.hpp"
 #include "tools/commands.hpp"
@@ -155,8 +156,8 @@ int run_history(const global_options& g, const std::string& run_id,
   }
   auto entry = store->find_run(run_id);
   if (!entry) {
-    std::cerr << "troupe: history: no run '" << run_id << "' in " << so.path
-              << "\n";
+    std::cerr << "troupe: history: " << cluster::missing_run(*store, run_id)
+              << " in " << so.path << "\n";
     return exit_failed;
   }
   auto events = store->read_journal(run_id, error);

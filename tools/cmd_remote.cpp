@@ -278,8 +278,9 @@ int run_local(const global_options& g, const std::string& command,
     return rc;
   auto dir = settings.get_string("node.data_dir");
   auto missing = [&] {
-    std::cerr << "troupe: " << command << ": no run '" << o.run_id << "' in "
-              << dir << "\n";
+    std::cerr << "troupe: " << command << ": "
+              << cluster::missing_run(*store, o.run_id) << " in " << dir
+              << "\n";
     return exit_failed;
   };
   if (command == "status") {

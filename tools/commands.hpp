@@ -65,6 +65,21 @@ int run_cancel(const global_options& g, const std::string& run_id,
 int run_history(const global_options& g, const std::string& run_id,
                 const std::string& data_dir);
 
+/// Options of `troupe gc`.
+struct gc_command_options {
+  /// `--older-than`: a duration (default: storage.retention).
+  std::string older_than;
+  bool older_than_given = false;
+  /// Collect this data dir directly; empty: ask the node.
+  std::string data_dir;
+};
+
+/// `troupe gc [--older-than D] [--data-dir DIR]`: deletes finished runs
+/// older than D (default storage.retention) now and prints what it removed.
+/// With --data-dir it opens the store itself, and exits 3 when a node holds
+/// it; without, it asks the node (admin role).
+int run_gc(const global_options& g, const gc_command_options& o);
+
 /// Options of `troupe node start`.
 struct node_start_options {
   std::string data_dir;

@@ -185,6 +185,18 @@ int main(int argc, char** argv) {
   logs->add_option("--node", ro.node_id, "Only this node's attempts");
   data_dir_arg(logs);
 
+  gc_command_options gc_opts;
+  auto* gc_cmd = app.add_subcommand(
+    "gc", "Delete finished runs past their retention now and print what was "
+          "removed");
+  auto* gc_older = gc_cmd->add_option(
+    "--older-than", gc_opts.older_than,
+    "Delete runs that finished more than this long ago, e.g. 30d "
+    "(default storage.retention)");
+  gc_cmd->add_option("--data-dir", gc_opts.data_dir,
+                     "Collect this data dir directly (no node may run on "
+                     "it); without it, ask the node");
+
   std::string shell_commands;
   auto* shell_cmd = app.add_subcommand(
     "shell", "Inspect a running node's actors, runs and breakers");
@@ -214,7 +226,8 @@ int main(int argc, char** argv) {
              "throughput, latency, memory and CPU");
   bench_cmd->add_option(
     "workloads", bench.workloads,
-    "seq10 seq10c1 fan10 exec10 sleepers recover idle (default: all)");
+    "seq10 seq10c1 fan10 exec10 sleepers recover idle history (default: "
+    "all)");
   bench_cmd
     ->add_option("--durability", bench.durability,
                  "machine (fsync each group commit), process or both")
@@ -235,6 +248,7 @@ int main(int argc, char** argv) {
     app.parse(argc, argv);
     bench.n_set = bench_n->count() > 0;
     bench.concurrency_set = bench_c->count() > 0;
+    gc_opts.older_than_given = gc_older->count() > 0;
   } catch (const CLI::ParseError& e) {
     if (e.get_exit_code() == 0)
       return app.exit(e);
@@ -253,6 +267,8 @@ int main(int argc, char** argv) {
       return run_node_start(g, node_start);
     if (*shell_cmd)
       return run_shell(g, shell_commands);
+    if (*gc_cmd)
+      return run_gc(g, gc_opts);
     for (auto& [name, cmd] : remote_cmds)
       if (*cmd)
         return run_remote(g, name, ro);

@@ -82,6 +82,13 @@ actors::embedded_node::options node_options(const config::settings& s) {
     = static_cast<int32_t>(s.get_int("engine.max_restarts"));
   o.engine.restart_window = ms("engine.restart_window");
   o.engine.restart_backoff = ms("engine.restart_backoff");
+  o.engine.spec_cache_entries
+    = static_cast<size_t>(s.get_int("engine.spec_cache_entries"));
+  o.engine.spec_cache_bytes
+    = static_cast<size_t>(s.get_int("engine.spec_cache_mb")) << 20;
+  o.retention = s.get_duration("storage.retention");
+  o.tombstone_retention = s.get_duration("storage.tombstone_retention");
+  o.gc_interval = s.get_duration("storage.gc_interval");
   o.log = [](const std::string& line) {
     static std::mutex mtx;
     std::lock_guard guard{mtx};

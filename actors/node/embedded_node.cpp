@@ -48,6 +48,8 @@ std::unique_ptr<embedded_node> embedded_node::open(const options& opts,
   node->http_ = std::make_unique<http_client>();
   node->svc_->http = node->http_.get();
   node->svc_->options = opts.engine;
+  node->svc_->specs.set_limits(opts.engine.spec_cache_entries,
+                               opts.engine.spec_cache_bytes);
   node->svc_->log = opts.log;
   node->svc_->metrics = metrics;
   auto& cfg = *(node->cfg_ = std::make_unique<caf::actor_system_config>());
@@ -73,6 +75,8 @@ std::unique_ptr<embedded_node> embedded_node::open(const options& opts,
 }
 
 embedded_node::~embedded_node() {
+  // A collection under way stops after its current batch.
+  retention_.reset();
   stop();
   // Writes still queued call back into the actor system (acknowledgements,
   // runs starting): let them finish while it exists.
@@ -157,7 +161,45 @@ embedded_node::recovery embedded_node::recover(const caf::actor& observer,
                                       0, "", announce});
   });
   store_->flush();
+  start_retention();
   return out;
+}
+
+void embedded_node::start_retention() {
+  if (retention_)
+    return;
+  persistence::retention_worker::options ro;
+  ro.retention = opts_.retention;
+  ro.tombstone_retention = opts_.tombstone_retention;
+  ro.interval = opts_.gc_interval;
+  ro.on_collect
+    = [log = opts_.log](const persistence::journal_store::gc_report& r) {
+        if (!log)
+          return;
+        if (!r.error.empty())
+          log("retention: " + r.error);
+        else if (r.runs > 0 || r.tombstones > 0)
+          log("retention: deleted " + std::to_string(r.runs)
+              + " finished run(s) with " + std::to_string(r.events)
+              + " journal event(s) and " + std::to_string(r.keys)
+              + " idempotency key(s); " + std::to_string(r.tombstones)
+              + " tombstone(s) expired");
+      };
+  retention_
+    = std::make_unique<persistence::retention_worker>(*store_, std::move(ro));
+}
+
+void embedded_node::collect_now(
+  std::chrono::nanoseconds older_than,
+  std::function<void(persistence::journal_store::gc_report)> done) {
+  if (!retention_) {
+    persistence::journal_store::gc_report r;
+    r.error = "the node has not recovered its runs yet";
+    if (done)
+      done(std::move(r));
+    return;
+  }
+  retention_->collect_now(older_than, std::move(done));
 }
 
 namespace {

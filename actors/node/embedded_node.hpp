@@ -2,6 +2,7 @@
 
 #include "actors/node_metrics.hpp"
 #include "actors/services.hpp"
+#include "persistence/retention.hpp"
 #include "runtime/model/workflow.hpp"
 #include "runtime/protocol/messages.hpp"
 
@@ -43,6 +44,14 @@ class embedded_node {
     /// appends it held and how long its write took; may be empty.
     std::function<void(size_t appends, std::chrono::nanoseconds took)>
       on_commit;
+    /// How long a finished run is kept before it is deleted in the
+    /// background (storage.retention); zero keeps every run. Default: zero
+    /// here; `troupe` passes the configured value (7 days by default).
+    std::chrono::nanoseconds retention{0};
+    /// How long a deleted run's tombstone is kept. Default: 7 days.
+    std::chrono::nanoseconds tombstone_retention = std::chrono::hours{7 * 24};
+    /// Time between background collections. Default: 10 minutes.
+    std::chrono::nanoseconds gc_interval = std::chrono::minutes{10};
   };
 
   /// What recovery found.
@@ -120,6 +129,16 @@ class embedded_node {
   /// Parsed workflows by source text, shared with the runs.
   spec_cache& specs();
 
+  /// How long finished runs are kept (options::retention); zero: forever.
+  std::chrono::nanoseconds retention() const { return opts_.retention; }
+
+  /// Deletes the finished runs older than `older_than` now, on the node's
+  /// retention thread (started by `recover`), and calls `done` there with
+  /// what it removed; before `recover`, calls it at once with an error.
+  void
+  collect_now(std::chrono::nanoseconds older_than,
+              std::function<void(persistence::journal_store::gc_report)> done);
+
   // -- inspection: each actor answers for itself; blocking, so never from a
   // CAF worker. Actors that do not answer within `timeout` are left out.
 
@@ -165,6 +184,9 @@ class embedded_node {
 
   const caf::actor& supervisor_for(const std::string& run_id) const;
 
+  /// Starts the retention thread (once).
+  void start_retention();
+
   options opts_;
   std::unique_ptr<persistence::journal_store> store_;
   std::unique_ptr<process_runner> runner_;
@@ -173,6 +195,8 @@ class embedded_node {
   std::unique_ptr<caf::actor_system_config> cfg_;
   std::unique_ptr<caf::actor_system> system_;
   std::vector<caf::actor> supervisors_;
+  /// Deletes finished runs after their retention; from `recover` on.
+  std::unique_ptr<persistence::retention_worker> retention_;
   bool stopped_ = false;
 };
 

@@ -279,6 +279,17 @@ struct node_service::impl : std::enable_shared_from_this<impl> {
   void cancel_many(const request_ptr& req, const json& msg);
   void inspect(const request_ptr& req, const json& msg);
   void act(const request_ptr& req, const std::string& type, const json& msg);
+  void gc(const request_ptr& req, const json& msg);
+
+  /// Fails `req` with not_found for `run_id`, saying whether the run was
+  /// deleted after retention or never existed. On a worker.
+  void not_found(const request_ptr& req, const std::string& run_id) {
+    json detail;
+    auto text = missing_run(node.store(), run_id, &detail);
+    if (detail.is_null())
+      return req->fail(error_code::not_found, text);
+    req->fail(error_code::not_found, text, std::move(detail));
+  }
 
   /// Returns 0, or how long `subject` must wait to submit.
   int64_t throttle(const std::string& subject) {
@@ -397,7 +408,7 @@ void node_service::impl::status(const request_ptr& req, const json& msg) {
   work(req, [self = shared_from_this(), req, run_id] {
     auto out = status_view(self->node.store(), self->node.specs(), run_id);
     if (!out)
-      return req->fail(error_code::not_found, "no run '" + run_id + "'");
+      return self->not_found(req, run_id);
     req->reply(std::move(*out));
   });
 }
@@ -432,7 +443,7 @@ void node_service::impl::result(const request_ptr& req, const json& msg) {
   work(req, [self = shared_from_this(), req, run_id] {
     auto entry = self->node.store().find_run(run_id);
     if (!entry)
-      return req->fail(error_code::not_found, "no run '" + run_id + "'");
+      return self->not_found(req, run_id);
     if (!persistence::is_terminal(entry->state))
       return req->fail(error_code::conflict,
                        "run " + run_id + " is still "
@@ -456,7 +467,7 @@ void node_service::impl::history(const request_ptr& req, const json& msg) {
     auto out = history_view(self->node.store(), run_id, after, limit,
                             self->opts.max_reply_bytes);
     if (!out)
-      return req->fail(error_code::not_found, "no run '" + run_id + "'");
+      return self->not_found(req, run_id);
     req->reply(std::move(*out));
   });
 }
@@ -471,9 +482,10 @@ void node_service::impl::logs(const request_ptr& req, const json& msg) {
     std::string error;
     auto out = logs_view(self->node.store(), run_id, node_id,
                          self->opts.max_reply_bytes, error);
+    if (!out && error.empty())
+      return self->not_found(req, run_id);
     if (!out)
-      return req->fail(error_code::not_found,
-                       error.empty() ? "no run '" + run_id + "'" : error);
+      return req->fail(error_code::not_found, error);
     req->reply(std::move(*out));
   });
 }
@@ -731,6 +743,49 @@ void node_service::impl::act(const request_ptr& req, const std::string& type,
   });
 }
 
+void node_service::impl::gc(const request_ptr& req, const json& msg) {
+  control::fields f{msg};
+  constexpr uint64_t absent = UINT64_MAX;
+  auto older_than_ms
+    = f.count("older_than_ms", absent, uint64_t{INT64_MAX} / 1'000'000);
+  if (!f.ok())
+    return req->fail(error_code::bad_request, "gc: " + f.error());
+  if (!outer.ready())
+    return req->fail(error_code::conflict,
+                     "gc: the node is still resuming its runs; retry when it "
+                     "is ready");
+  std::chrono::nanoseconds older_than = node.retention();
+  if (older_than_ms != absent)
+    older_than = std::chrono::milliseconds{static_cast<int64_t>(older_than_ms)};
+  else if (older_than.count() == 0)
+    return req->fail(error_code::bad_request,
+                     "gc: storage.retention is 0s on this node (every run is "
+                     "kept); give older_than_ms");
+  runtime::log::info(
+    "node", "collection requested",
+    {{"subject", req->who().subject},
+     {"older_than_ms",
+      std::chrono::duration_cast<std::chrono::milliseconds>(older_than)
+        .count()}});
+  // On the node's retention thread, which answers when done.
+  node.collect_now(
+    older_than, [req, older_than](persistence::journal_store::gc_report r) {
+      if (!r.error.empty())
+        return req->fail(error_code::internal, "gc: " + r.error);
+      if (r.stopped)
+        return req->fail(error_code::draining,
+                         "gc: the node is shutting down; stopped early");
+      req->reply(
+        json{{"runs", r.runs},
+             {"events", r.events},
+             {"keys", r.keys},
+             {"tombstones", r.tombstones},
+             {"older_than_ms",
+              std::chrono::duration_cast<std::chrono::milliseconds>(older_than)
+                .count()}});
+    });
+}
+
 // -- node_service -------------------------------------------------------------
 
 namespace {
@@ -801,6 +856,8 @@ void node_service::handle(const request_ptr& req, const std::string& type,
     return i.inspect(req, msg);
   if (type == "retry" || type == "breaker_reset" || type == "crash")
     return i.act(req, type, msg);
+  if (type == "gc")
+    return i.gc(req, msg);
   if (type == "watch") {
     control::fields f{msg};
     auto run_id = f.text("run_id", true, 256);

@@ -111,6 +111,19 @@ std::optional<json> status_view(persistence::journal_store& store,
   return out;
 }
 
+std::string missing_run(persistence::journal_store& store,
+                        const std::string& run_id, json* detail) {
+  auto t = store.find_tombstone(run_id);
+  if (!t)
+    return "no run '" + run_id + "'";
+  if (detail)
+    *detail = json{{"deleted", true},
+                   {"deleted_at_ns", t->deleted_at_ns},
+                   {"workflow", t->last.workflow},
+                   {"state", persistence::to_string(t->last.state)}};
+  return "run " + run_id + ": not found (deleted after retention)";
+}
+
 json list_view(persistence::journal_store& store, const list_filter& f) {
   auto matches = [&](const persistence::run_index_entry& e) {
     return (!f.state || e.state == *f.state)

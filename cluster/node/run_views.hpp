@@ -35,6 +35,14 @@ std::optional<nlohmann::json> status_view(persistence::journal_store& store,
                                           actors::spec_cache& specs,
                                           const std::string& run_id);
 
+/// Why `run_id` is not found: "run X: not found (deleted after retention)"
+/// when a tombstone says it was deleted, else plainly "no run 'X'". For a
+/// deleted run, fills `detail` (when given) with {deleted: true,
+/// deleted_at_ns, workflow, state}.
+std::string missing_run(persistence::journal_store& store,
+                        const std::string& run_id,
+                        nlohmann::json* detail = nullptr);
+
 /// Filters for `list_view`.
 struct list_filter {
   std::optional<persistence::run_state> state;

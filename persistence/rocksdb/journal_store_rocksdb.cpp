@@ -5,7 +5,8 @@
 // then calls the appends' callbacks in order. It alone numbers journal
 // records, so it keeps each active run's next sequence number in memory,
 // loading it lazily with a reverse seek. A reader thread serves
-// read_journal_async. Blocking reads run on the caller's thread.
+// read_journal_async. Blocking reads run on the caller's thread. Retention
+// (collect) runs on its caller's thread and writes batches of its own.
 
 #include "persistence/codec/codec.hpp"
 #include "persistence/journal_store.hpp"
@@ -17,6 +18,7 @@
 #include <rocksdb/slice_transform.h>
 #include <rocksdb/snapshot.h>
 #include <rocksdb/table.h>
+#include <rocksdb/utilities/table_properties_collectors.h>
 #include <rocksdb/write_batch.h>
 
 #include <algorithm>
@@ -97,9 +99,12 @@ class rocksdb_journal_store final : public journal_store {
   rocksdb_journal_store(options opts, rocksdb::DB* db,
                         std::vector<rocksdb::ColumnFamilyHandle*> handles,
                         rocksdb::ColumnFamilyHandle* journal,
-                        rocksdb::ColumnFamilyHandle* runs)
+                        rocksdb::ColumnFamilyHandle* runs,
+                        rocksdb::ColumnFamilyHandle* unfinished,
+                        rocksdb::ColumnFamilyHandle* finished)
       : opts_(std::move(opts)), db_(db), handles_(std::move(handles)),
-        journal_(journal), runs_(runs) {
+        journal_(journal), runs_(runs), unfinished_(unfinished),
+        finished_(finished) {
     max_batch_ = std::max<size_t>(1, opts_.max_batch);
     write_options_.sync = opts_.sync;
     writer_ = std::thread{[this] { writer_loop(); }};
@@ -178,6 +183,7 @@ class rocksdb_journal_store final : public journal_store {
           op.index->run_id = p.run_id;
           p.index_value = encode(*op.index);
           p.terminal = is_terminal(op.index->state);
+          p.finished_at_ns = op.index->updated_at_ns;
         }
       }
     } catch (const std::exception& e) {
@@ -283,18 +289,25 @@ class rocksdb_journal_store final : public journal_store {
     const std::function<void(const run_index_entry&,
                              std::vector<event_record> events,
                              const std::string& error)>& visit) override {
-    // One snapshot: the index and the journals as of one moment.
+    // One snapshot: the indexes and the journals as of one moment.
     rocksdb::ManagedSnapshot snapshot{db_};
     rocksdb::ReadOptions ro;
     ro.snapshot = snapshot.snapshot();
-    std::unique_ptr<rocksdb::Iterator> it{db_->NewIterator(ro, runs_)};
+    std::unique_ptr<rocksdb::Iterator> it{db_->NewIterator(ro, unfinished_)};
     // Journals are read in run-id order, like the index: one iterator serves
     // them all.
     std::unique_ptr<rocksdb::Iterator> journals{db_->NewIterator(ro, journal_)};
     for (it->SeekToFirst(); it->Valid(); it->Next()) {
       std::string key = it->key().ToString();
-      std::string error;
-      auto entry = decode_index_at(key, it->value().ToStringView(), error);
+      std::string value, error;
+      auto s = db_->Get(ro, runs_, key, &value);
+      if (s.IsNotFound())
+        continue; // Listed, but its entry is gone: nothing to resume.
+      std::optional<run_index_entry> entry;
+      if (s.ok())
+        entry = decode_index_at(key, value, error);
+      else
+        error = s.ToString();
       if (!entry) {
         run_index_entry placeholder;
         placeholder.run_id = key;
@@ -310,7 +323,8 @@ class rocksdb_journal_store final : public journal_store {
     if (!it->status().ok()) {
       run_index_entry placeholder;
       visit(placeholder, {},
-            "cannot scan the run index: " + it->status().ToString());
+            "cannot scan the index of unfinished runs: "
+              + it->status().ToString());
     }
   }
 
@@ -325,6 +339,44 @@ class rocksdb_journal_store final : public journal_store {
     read_cv_.notify_one();
   }
 
+  // -- retention
+  // ---------------------------------------------------------------
+
+  gc_report collect(const gc_options& o) override {
+    std::lock_guard<std::mutex> lk{gc_mu_};
+    gc_report out;
+    collected_range range;
+    try {
+      collect_runs(o, out, range);
+      if (out.error.empty() && !out.stopped)
+        expire_tombstones(o, out);
+      if (o.compact && (out.runs > 0 || out.tombstones > 0))
+        compact_collected(o, range);
+    } catch (const std::exception& e) {
+      out.error = std::string{"collection failed: "} + e.what();
+    }
+    return out;
+  }
+
+  std::optional<run_tombstone>
+  find_tombstone(const std::string& run_id) override {
+    try {
+      std::string value;
+      auto s = db_->Get(rocksdb::ReadOptions{}, db_->DefaultColumnFamily(),
+                        kl::tombstone_key(run_id), &value);
+      if (!s.ok() || value.size() < 8)
+        return std::nullopt;
+      std::string error;
+      auto entry = decode_index(std::string_view{value}.substr(8), error);
+      if (!entry)
+        return std::nullopt;
+      return run_tombstone{std::move(*entry),
+                           static_cast<int64_t>(kl::read_be64(value))};
+    } catch (...) {
+      return std::nullopt;
+    }
+  }
+
  private:
   /// One queued append, encoded.
   struct pending {
@@ -335,6 +387,8 @@ class rocksdb_journal_store final : public journal_store {
     std::vector<std::pair<std::string, std::string>> notes;
     /// Whether the new index entry puts the run in a terminal state.
     bool terminal = false;
+    /// The new index entry's updated_at_ns: when a terminal run finished.
+    int64_t finished_at_ns = 0;
     /// Why the append is refused before reaching the database.
     std::string invalid;
     std::function<void(std::string)> done;
@@ -530,6 +584,8 @@ class rocksdb_journal_store final : public journal_store {
         if (s.ok() && !p.idempotency_key.empty())
           s = wb.Put(db_->DefaultColumnFamily(),
                      kl::idempotency_key(p.idempotency_key), p.run_id);
+        if (s.ok())
+          s = put_side_indexes(wb, p, !p.values.empty() && *first == 1);
         if (!s.ok()) {
           wb.RollbackToSavePoint().PermitUncheckedError();
           errors[i] = "run " + p.run_id + ": " + s.ToString();
@@ -578,6 +634,275 @@ class rocksdb_journal_store final : public journal_store {
         call_quietly([&] { batch[i].done(std::move(errors[i])); });
   }
 
+  /// Adds to `wb` what the indexes beside the run index need for `p`,
+  /// atomically with its index entry and idempotency key (key_layout.hpp);
+  /// `creates_run` when `p` holds the run's first journal record.
+  ///
+  /// A run enters `unfinished` once, with the append that creates it, and
+  /// leaves it with a SingleDelete when it finishes: a key put once and
+  /// single-deleted vanishes, tombstone and all, as soon as a flush or
+  /// compaction sees both (with Delete the tombstone would linger until the
+  /// last level, and a busy node would leave recovery millions to step
+  /// over). So a pause or a resume, which changes an unfinished run's entry,
+  /// must not put the key again, and nothing else may delete it.
+  rocksdb::Status put_side_indexes(rocksdb::WriteBatch& wb, const pending& p,
+                                   bool creates_run) {
+    rocksdb::Status s;
+    if (p.index_value) {
+      if (p.terminal) {
+        if (!creates_run)
+          s = wb.SingleDelete(unfinished_, p.run_id);
+        if (s.ok())
+          s = wb.Put(finished_, kl::finished_key(p.finished_at_ns, p.run_id),
+                     rocksdb::Slice{});
+      } else if (creates_run) {
+        s = wb.Put(unfinished_, p.run_id, rocksdb::Slice{});
+      }
+    }
+    if (s.ok() && !p.idempotency_key.empty())
+      s = wb.Put(db_->DefaultColumnFamily(),
+                 kl::idempotency_reverse_key(p.run_id, p.idempotency_key),
+                 rocksdb::Slice{});
+    return s;
+  }
+
+  /// The run ids a collection deleted, for compacting after it.
+  struct collected_range {
+    std::string first;
+    std::string last;
+    int64_t finished_before_ns = 0;
+
+    void add(const std::string& run_id) {
+      if (first.empty() || run_id < first)
+        first = run_id;
+      if (last.empty() || run_id > last)
+        last = run_id;
+    }
+  };
+
+  static bool stop_requested(const gc_options& o) {
+    return o.stop && o.stop->load();
+  }
+
+  /// Returns the number of journal records of `run_id` (its last sequence
+  /// number), seeking with `it`, an iterator over the journal family.
+  static uint64_t journal_length(rocksdb::Iterator& it,
+                                 const std::string& run_id) {
+    const std::string prefix = kl::journal_prefix(run_id);
+    it.SeekForPrev(kl::journal_key(run_id, ~uint32_t{0}));
+    if (!it.Valid())
+      return 0;
+    auto seq = kl::journal_seq(it.key().ToStringView(), prefix);
+    return seq ? *seq : 0;
+  }
+
+  /// Deletes finished runs older than `o.runs_before_ns`, a batch at a time.
+  void collect_runs(const gc_options& o, gc_report& out,
+                    collected_range& range) {
+    std::string upper;
+    kl::append_be64(upper, kl::time_part(o.runs_before_ns));
+    range.finished_before_ns = o.runs_before_ns;
+    std::string resume; // The first finished key not looked at yet.
+    const size_t batch_size = std::max<size_t>(1, o.batch);
+    for (;;) {
+      if (stop_requested(o)) {
+        out.stopped = true;
+        return;
+      }
+      // A fresh iterator per batch, from where the last one stopped: the
+      // keys behind it are deleted, and a long-lived iterator would pin
+      // what the batches free.
+      std::vector<std::pair<std::string, std::string>> due; // key, run id
+      {
+        rocksdb::ReadOptions ro;
+        rocksdb::Slice upper_slice{upper};
+        ro.iterate_upper_bound = &upper_slice;
+        std::unique_ptr<rocksdb::Iterator> it{db_->NewIterator(ro, finished_)};
+        for (it->Seek(resume); it->Valid() && due.size() < batch_size;
+             it->Next()) {
+          auto key = it->key().ToString();
+          if (key.size() <= 8)
+            due.emplace_back(key, std::string{}); // malformed: just drop it
+          else
+            due.emplace_back(key, key.substr(8));
+        }
+        if (!it->status().ok()) {
+          out.error = "cannot read the index of finished runs: "
+                      + it->status().ToString();
+          return;
+        }
+      }
+      if (due.empty())
+        return;
+      resume = due.back().first;
+      resume.push_back('\0');
+      auto deleted_at = wall_now_ns();
+      rocksdb::WriteBatch wb;
+      gc_report counted;
+      std::vector<std::string> deleted;
+      std::unique_ptr<rocksdb::Iterator> journal{
+        db_->NewIterator(rocksdb::ReadOptions{}, journal_)};
+      for (auto& [key, run_id] : due) {
+        wb.Delete(finished_, key).PermitUncheckedError();
+        if (run_id.empty())
+          continue;
+        auto entry = find_run(run_id);
+        // Only the key written with the run's current, terminal entry
+        // counts: another is stale (the run finished again later, or is
+        // gone already).
+        if (!entry || !is_terminal(entry->state)
+            || kl::finished_key(entry->updated_at_ns, run_id) != key)
+          continue;
+        counted.events += journal_length(*journal, run_id);
+        wb.DeleteRange(journal_, kl::journal_prefix(run_id),
+                       kl::journal_upper_bound(run_id))
+          .PermitUncheckedError();
+        wb.Delete(runs_, run_id).PermitUncheckedError();
+        // Not in `unfinished`: it left with a SingleDelete when it finished.
+        counted.keys += release_keys(wb, run_id);
+        entry->reason.clear();
+        std::string tombstone;
+        kl::append_be64(tombstone, kl::time_part(deleted_at));
+        tombstone += encode(*entry);
+        wb.Put(db_->DefaultColumnFamily(), kl::tombstone_key(run_id), tombstone)
+          .PermitUncheckedError();
+        wb.Put(db_->DefaultColumnFamily(),
+               kl::tombstone_time_key(deleted_at, run_id), rocksdb::Slice{})
+          .PermitUncheckedError();
+        ++counted.runs;
+        deleted.push_back(run_id);
+      }
+      auto s = db_->Write(write_options_, &wb);
+      if (!s.ok()) {
+        out.error = "cannot delete finished runs: " + s.ToString();
+        return;
+      }
+      out.runs += counted.runs;
+      out.events += counted.events;
+      out.keys += counted.keys;
+      for (auto& id : deleted)
+        range.add(id);
+      if (due.size() < batch_size)
+        return;
+    }
+  }
+
+  /// Adds to `wb` the deletion of the idempotency keys `run_id` holds, both
+  /// ways; returns how many it releases. A key another run holds now is
+  /// left to it.
+  uint64_t release_keys(rocksdb::WriteBatch& wb, const std::string& run_id) {
+    uint64_t released = 0;
+    const std::string prefix = kl::idempotency_reverse_prefix_of(run_id);
+    std::unique_ptr<rocksdb::Iterator> it{
+      db_->NewIterator(rocksdb::ReadOptions{}, db_->DefaultColumnFamily())};
+    for (it->Seek(prefix);
+         it->Valid() && it->key().ToStringView().starts_with(prefix);
+         it->Next()) {
+      auto key = it->key().ToString().substr(prefix.size());
+      if (find_idempotency_key(key) == run_id) {
+        wb.Delete(db_->DefaultColumnFamily(), kl::idempotency_key(key))
+          .PermitUncheckedError();
+        ++released;
+      }
+      wb.Delete(db_->DefaultColumnFamily(), it->key()).PermitUncheckedError();
+    }
+    return released;
+  }
+
+  /// Removes tombstones of runs deleted before `o.tombstones_before_ns`.
+  void expire_tombstones(const gc_options& o, gc_report& out) {
+    std::string upper = kl::tombstone_time_key(o.tombstones_before_ns, "");
+    const std::string prefix{kl::tombstone_time_prefix};
+    std::string resume = prefix;
+    const size_t batch_size = std::max<size_t>(1, o.batch) * 4;
+    for (;;) {
+      if (stop_requested(o)) {
+        out.stopped = true;
+        return;
+      }
+      rocksdb::WriteBatch wb;
+      size_t seen = 0;
+      uint64_t expired = 0;
+      {
+        rocksdb::ReadOptions ro;
+        rocksdb::Slice upper_slice{upper};
+        ro.iterate_upper_bound = &upper_slice;
+        std::unique_ptr<rocksdb::Iterator> it{
+          db_->NewIterator(ro, db_->DefaultColumnFamily())};
+        for (it->Seek(resume); it->Valid() && seen < batch_size; it->Next()) {
+          auto key = it->key().ToString();
+          ++seen;
+          resume = key + '\0';
+          wb.Delete(db_->DefaultColumnFamily(), key).PermitUncheckedError();
+          if (key.size() <= prefix.size() + 8)
+            continue;
+          auto at = kl::read_be64(std::string_view{key}.substr(prefix.size()));
+          auto run_id = key.substr(prefix.size() + 8);
+          // A run deleted again since (recreated under the same id) keeps
+          // its newer tombstone.
+          if (auto t = find_tombstone(run_id);
+              t && kl::time_part(t->deleted_at_ns) == at) {
+            wb.Delete(db_->DefaultColumnFamily(), kl::tombstone_key(run_id))
+              .PermitUncheckedError();
+            ++expired;
+          }
+        }
+        if (!it->status().ok()) {
+          out.error = "cannot read the tombstones: " + it->status().ToString();
+          return;
+        }
+      }
+      if (seen == 0)
+        return;
+      auto s = db_->Write(write_options_, &wb);
+      if (!s.ok()) {
+        out.error = "cannot remove expired tombstones: " + s.ToString();
+        return;
+      }
+      out.tombstones += expired;
+      if (seen < batch_size)
+        return;
+    }
+  }
+
+  /// Compacts what a collection deleted: the space is freed, and reads no
+  /// longer step over deletion markers. Cancelled by `o.stop`.
+  void compact_collected(const gc_options& o, const collected_range& range) {
+    rocksdb::CompactRangeOptions cro;
+    cro.exclusive_manual_compaction = false;
+    cro.canceled = o.stop;
+    // Null bounds: from the first key, to the last.
+    auto compact = [&](rocksdb::ColumnFamilyHandle* cf,
+                       const std::string* begin, const std::string* end) {
+      if (stop_requested(o))
+        return;
+      rocksdb::Slice b, e;
+      if (begin)
+        b = *begin;
+      if (end)
+        e = *end;
+      db_->CompactRange(cro, cf, begin ? &b : nullptr, end ? &e : nullptr)
+        .PermitUncheckedError();
+    };
+    if (!range.first.empty()) {
+      auto journal_begin = kl::journal_prefix(range.first);
+      auto journal_end = kl::journal_upper_bound(range.last);
+      compact(journal_, &journal_begin, &journal_end);
+      auto runs_end = range.last + '\0';
+      compact(runs_, &range.first, &runs_end);
+      std::string finished_end;
+      kl::append_be64(finished_end, kl::time_part(range.finished_before_ns));
+      compact(finished_, nullptr, &finished_end);
+    }
+    compact(unfinished_, nullptr, nullptr);
+  }
+
+  static int64_t wall_now_ns() {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+  }
+
   void reader_loop() {
     for (;;) {
       read_request r;
@@ -603,6 +928,10 @@ class rocksdb_journal_store final : public journal_store {
   std::vector<rocksdb::ColumnFamilyHandle*> handles_;
   rocksdb::ColumnFamilyHandle* journal_;
   rocksdb::ColumnFamilyHandle* runs_;
+  rocksdb::ColumnFamilyHandle* unfinished_;
+  rocksdb::ColumnFamilyHandle* finished_;
+  /// Held by a collection, so that two run one after the other.
+  std::mutex gc_mu_;
 
   // Writer state; mu_ guards the queue, the counters and stopping_.
   std::mutex mu_;
@@ -629,28 +958,36 @@ class rocksdb_journal_store final : public journal_store {
   std::thread reader_;
 };
 
-/// Checks (or, in a new store, writes) the format version.
-bool check_format(rocksdb::DB* db, const std::string& path,
+/// Writes the store's layout version, durably.
+bool write_format(rocksdb::DB* db, const std::string& path, int version,
                   std::string& error) {
+  rocksdb::WriteOptions wo;
+  wo.sync = true;
+  auto s = db->Put(wo, db->DefaultColumnFamily(), kl::format_key,
+                   std::to_string(version));
+  if (!s.ok()) {
+    error = "cannot write the format version of journal store at "
+            + quoted(path) + ": " + s.ToString();
+    return false;
+  }
+  return true;
+}
+
+/// Returns the store's layout version, writing today's into a new store; 0
+/// with `error` set when it is unreadable or newer than this build's.
+int check_format(rocksdb::DB* db, const std::string& path, std::string& error) {
   std::string value;
   auto s = db->Get(rocksdb::ReadOptions{}, db->DefaultColumnFamily(),
                    kl::format_key, &value);
   if (s.IsNotFound()) {
-    rocksdb::WriteOptions wo;
-    wo.sync = true;
-    s = db->Put(wo, db->DefaultColumnFamily(), kl::format_key,
-                std::to_string(format_version));
-    if (!s.ok()) {
-      error = "cannot initialise journal store at " + quoted(path) + ": "
-              + s.ToString();
-      return false;
-    }
-    return true;
+    if (!write_format(db, path, kl::store_format_version, error))
+      return 0;
+    return kl::store_format_version;
   }
   if (!s.ok()) {
     error = "cannot read the format version of journal store at " + quoted(path)
             + ": " + s.ToString();
-    return false;
+    return 0;
   }
   bool digits = !value.empty() && value.size() <= 3
                 && std::all_of(value.begin(), value.end(),
@@ -659,16 +996,85 @@ bool check_format(rocksdb::DB* db, const std::string& path,
   if (version == 0) {
     error = "journal store at " + quoted(path)
             + " is corrupt: unreadable format version";
-    return false;
+    return 0;
   }
-  if (version > format_version) {
+  if (version > kl::store_format_version) {
     error = "journal store at " + quoted(path)
             + " was written by a newer troupe (format version "
             + std::to_string(version) + "; this build reads up to "
-            + std::to_string(format_version) + ")";
+            + std::to_string(kl::store_format_version) + ")";
+    return 0;
+  }
+  return version;
+}
+
+/// Migrates a format-1 store to format 2: builds the index of unfinished
+/// runs, the index of finished runs and the reverse idempotency keys from the
+/// run index and the keys, then records format 2. Every write is a Put of a
+/// value derived from what is read, so a migration cut short by a crash is
+/// simply done again at the next open.
+bool migrate_from_v1(rocksdb::DB* db, const std::string& path,
+                     rocksdb::ColumnFamilyHandle* runs,
+                     rocksdb::ColumnFamilyHandle* unfinished,
+                     rocksdb::ColumnFamilyHandle* finished,
+                     std::string& error) {
+  rocksdb::WriteOptions wo;
+  rocksdb::WriteBatch wb;
+  rocksdb::Status s;
+  auto write = [&](bool last) {
+    if (!s.ok() || (!last && wb.Count() < 10'000) || wb.Count() == 0)
+      return;
+    s = db->Write(wo, &wb);
+    wb.Clear();
+  };
+  {
+    std::unique_ptr<rocksdb::Iterator> it{
+      db->NewIterator(rocksdb::ReadOptions{}, runs)};
+    for (it->SeekToFirst(); s.ok() && it->Valid(); it->Next()) {
+      auto key = it->key().ToString();
+      std::string reason;
+      auto entry = decode_index_at(key, it->value().ToStringView(), reason);
+      // A corrupt entry is listed as unfinished: recovery reports it, as it
+      // did before. A key is put only once (see put_side_indexes), also
+      // when a migration cut short is done again.
+      if (!entry || !is_terminal(entry->state)) {
+        std::string ignored;
+        auto found = db->Get(rocksdb::ReadOptions{}, unfinished, key, &ignored);
+        if (found.IsNotFound())
+          s = wb.Put(unfinished, key, rocksdb::Slice{});
+        else if (!found.ok())
+          s = found;
+      } else
+        s = wb.Put(finished, kl::finished_key(entry->updated_at_ns, key),
+                   rocksdb::Slice{});
+      write(false);
+    }
+    if (s.ok())
+      s = it->status();
+  }
+  {
+    const std::string prefix = kl::idempotency_key("");
+    std::unique_ptr<rocksdb::Iterator> it{
+      db->NewIterator(rocksdb::ReadOptions{}, db->DefaultColumnFamily())};
+    for (it->Seek(prefix);
+         s.ok() && it->Valid() && it->key().ToStringView().starts_with(prefix);
+         it->Next()) {
+      auto key = it->key().ToStringView().substr(prefix.size());
+      s = wb.Put(db->DefaultColumnFamily(),
+                 kl::idempotency_reverse_key(it->value().ToStringView(), key),
+                 rocksdb::Slice{});
+      write(false);
+    }
+    if (s.ok())
+      s = it->status();
+  }
+  write(true);
+  if (!s.ok()) {
+    error = "cannot migrate journal store at " + quoted(path)
+            + " from format version 1: " + s.ToString();
     return false;
   }
-  return true;
+  return write_format(db, path, 2, error);
 }
 
 /// The run part (`run_id 0x00`) of a journal key.
@@ -742,7 +1148,7 @@ std::unique_ptr<journal_store> open_store(const journal_store::options& opts,
   }
   for (std::string_view name :
        {std::string_view{rocksdb::kDefaultColumnFamilyName}, kl::journal_cf,
-        kl::runs_cf})
+        kl::runs_cf, kl::unfinished_cf, kl::finished_cf})
     if (std::find(names.begin(), names.end(), name) == names.end())
       names.emplace_back(name);
   std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
@@ -754,6 +1160,19 @@ std::unique_ptr<journal_store> open_store(const journal_store::options& opts,
     if (name == kl::journal_cf)
       descriptors.back().options.memtable_insert_with_hint_prefix_extractor
         = std::make_shared<run_prefix>();
+    // Retention deletes from the front of `finished` and from the default
+    // family; every finished run deletes its key from `unfinished`. Files
+    // dense in deletion markers are compacted soon after they are written,
+    // so that scans of these small families do not step over them.
+    if (name != kl::journal_cf && name != kl::runs_cf)
+      descriptors.back().options.table_properties_collector_factories
+        = {rocksdb::NewCompactOnDeletionCollectorFactory(128, 32)};
+    // A small memtable for `unfinished`: most of its entries are a run's
+    // key and, soon after, its deletion; flushed often, they are compacted
+    // away instead of piling up in memory where recovery would step over
+    // them.
+    if (name == kl::unfinished_cf)
+      descriptors.back().options.write_buffer_size = 1 << 20;
   }
 
   std::vector<rocksdb::ColumnFamilyHandle*> handles;
@@ -766,25 +1185,35 @@ std::unique_ptr<journal_store> open_store(const journal_store::options& opts,
   }
   rocksdb::ColumnFamilyHandle* journal = nullptr;
   rocksdb::ColumnFamilyHandle* runs = nullptr;
+  rocksdb::ColumnFamilyHandle* unfinished = nullptr;
+  rocksdb::ColumnFamilyHandle* finished = nullptr;
   for (size_t i = 0; i < names.size() && i < handles.size(); ++i) {
     if (names[i] == kl::journal_cf)
       journal = handles[i];
     else if (names[i] == kl::runs_cf)
       runs = handles[i];
+    else if (names[i] == kl::unfinished_cf)
+      unfinished = handles[i];
+    else if (names[i] == kl::finished_cf)
+      finished = handles[i];
   }
-  if (!journal || !runs) {
+  if (!journal || !runs || !unfinished || !finished) {
     rocksdb_journal_store::close_db(db, handles);
     error = "cannot open journal store at " + quoted(path)
             + ": column families missing after open";
     return nullptr;
   }
-  if (!check_format(db, path, error)) {
+  auto version = check_format(db, path, error);
+  if (version == 1
+      && !migrate_from_v1(db, path, runs, unfinished, finished, error))
+    version = 0;
+  if (version == 0) {
     rocksdb_journal_store::close_db(db, handles);
     return nullptr;
   }
   try {
     return std::make_unique<rocksdb_journal_store>(opts, db, handles, journal,
-                                                   runs);
+                                                   runs, unfinished, finished);
   } catch (const std::exception& e) {
     rocksdb_journal_store::close_db(db, handles);
     error = "cannot open journal store at " + quoted(path) + ": " + e.what();

@@ -7,13 +7,18 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include <csignal>
 #include <map>
+#include <regex>
 #include <sstream>
 
+using troupe::test::background_process;
 using troupe::test::process_options;
 using troupe::test::process_result;
 using troupe::test::run_process;
 using troupe::test::temp_dir;
+using troupe::test::wait_until;
+using namespace std::chrono_literals;
 
 namespace {
 
@@ -287,4 +292,126 @@ TEST_F(Cli, BenchNamesBadInputAndExitsTwo) {
   r = troupe({"bench", "seq10", "--n", "many"});
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_TRUE(contains(r.err, "--n")) << r.err;
+}
+
+namespace {
+
+/// The run id in `troupe run`'s "run ID of workflow 'W' started" line.
+std::string started_run(const std::string& err) {
+  std::smatch m;
+  if (!std::regex_search(err, m, std::regex{"run ([0-9a-f-]{21}) of workflow"}))
+    return {};
+  return m[1];
+}
+
+} // namespace
+
+TEST_F(Cli, GcDeletesFinishedRunsAndHistorySaysTheyWereDeleted) {
+  auto data = (dir.path() / "data").string();
+  auto r = troupe({"run", examples + "hello.yaml", "--data-dir", data,
+                   "--idempotency-key", "k1"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto id = started_run(r.err);
+  ASSERT_FALSE(id.empty()) << r.err;
+
+  // Within retention (storage.retention, 7d by default, or --older-than):
+  // kept, and history answers as before.
+  r = troupe({"gc", "--data-dir", data});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(contains(r.out, "removed 0 runs finished more than 7d ago"))
+    << r.out;
+  r = troupe({"gc", "--data-dir", data, "--older-than", "1h"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "removed 0 runs finished more than 1h ago (0 journal "
+                   "events, 0 idempotency keys) and 0 expired tombstones "
+                   "from "
+                     + data + "\n");
+  r = troupe({"history", id, "--data-dir", data});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(contains(r.out, "run completed")) << r.out;
+
+  // Past it: deleted, and said so.
+  r = troupe({"gc", "--data-dir", data, "--older-than", "0s", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto j = nlohmann::json::parse(r.out, nullptr, false);
+  ASSERT_TRUE(j.is_object()) << r.out;
+  EXPECT_EQ(j["runs"], 1) << j;
+  EXPECT_GE(j.value("events", 0), 3) << j;
+  EXPECT_EQ(j["keys"], 1) << j;
+  EXPECT_EQ(j["tombstones"], 0) << j;
+  EXPECT_EQ(j["older_than_ms"], 0) << j;
+  EXPECT_EQ(j["data_dir"], data) << j;
+  for (auto cmd : {"history", "status", "logs"}) {
+    r = troupe({cmd, id, "--data-dir", data});
+    EXPECT_EQ(r.exit_code, 1) << cmd << r.err;
+    EXPECT_TRUE(
+      contains(r.err, "run " + id + ": not found (deleted after retention)"))
+      << cmd << r.err;
+  }
+  // A run that never existed is plainly not found.
+  r = troupe({"history", "0190000000000-0000000", "--data-dir", data});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_TRUE(contains(r.err, "no run '0190000000000-0000000'")) << r.err;
+  EXPECT_FALSE(contains(r.err, "deleted")) << r.err;
+  // The idempotency key was released with its run.
+  r = troupe({"run", examples + "hello.yaml", "--data-dir", data,
+              "--idempotency-key", "k1"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_FALSE(contains(r.err, "no new run started")) << r.err;
+  EXPECT_NE(started_run(r.err), id) << r.err;
+  // Nothing older is left.
+  r = troupe({"gc", "--data-dir", data, "--older-than", "1d"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(contains(r.out, "removed 0 runs")) << r.out;
+}
+
+TEST_F(Cli, GcNamesBadInputAndABusyDataDir) {
+  auto data = (dir.path() / "data").string();
+  auto r = troupe({"gc", "--data-dir", data, "--older-than", "soon"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_TRUE(contains(r.err, "gc: --older-than 'soon':")) << r.err;
+  r = troupe({"gc", "--data-dir", data, "--older-than", "-1d"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_TRUE(contains(r.err, "negative duration")) << r.err;
+  r = troupe({"gc", "--data-dir", data, "--older-than"});
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  r = troupe({"gc", "--older", "1d"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_TRUE(contains(r.err, "--older")) << r.err;
+  r = troupe({"gc", "--data-dir", data, "--node", "127.0.0.1:1"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_TRUE(contains(r.err, "not both")) << r.err;
+  r = troupe({"gc", "--data-dir", data, "--set", "storage.retention=a week"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_TRUE(contains(r.err, "storage.retention")) << r.err;
+  // Zero retention keeps every run: nothing to do unless told an age.
+  r = troupe({"gc", "--data-dir", data, "--set", "storage.retention=0s"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(contains(r.err, "keeps every run")) << r.err;
+  // Without --data-dir it asks a node; with none there, exit 3.
+  r = troupe({"gc", "--node", "127.0.0.1:1"});
+  EXPECT_EQ(r.exit_code, 3);
+  EXPECT_TRUE(contains(r.err, "give --data-dir DIR")) << r.err;
+
+  // A data dir another troupe process holds: exit 3, naming the way out.
+  auto nap = dir.write("nap.yaml", "name: nap\nnodes:\n  nap: {kind: sleep, "
+                                   "duration: 60s}\n");
+  process_options opts;
+  opts.cwd = dir.path().string();
+  opts.env = {{"TROUPE_CONFIG_DIR", (dir.path() / "config").string()},
+              {"TROUPE_ENV", std::nullopt}};
+  background_process holder{
+    {TROUPE_BINARY, "run", nap.string(), "--data-dir", data},
+    opts,
+    (dir.path() / "holder-out").string(),
+    (dir.path() / "holder-err").string()};
+  ASSERT_TRUE(wait_until(
+    [&] { return contains(holder.err(), "of workflow 'nap' started"); }, 30s))
+    << holder.err();
+  r = troupe({"gc", "--data-dir", data, "--older-than", "0s"});
+  EXPECT_EQ(r.exit_code, 3);
+  EXPECT_TRUE(contains(r.err, "in use by another troupe process")) << r.err;
+  EXPECT_TRUE(contains(r.err, "troupe gc --node HOST:PORT")) << r.err;
+  holder.signal(SIGKILL);
+  EXPECT_TRUE(holder.wait(10s).has_value());
 }

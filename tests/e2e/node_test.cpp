@@ -859,3 +859,69 @@ TEST_F(Node, BenchNamesTheNodesSubmissionLimit) {
   EXPECT_TRUE(contains(r.err, "too many submissions")) << r.err;
   EXPECT_TRUE(contains(r.err, "auth.submit_rate=100000")) << r.err;
 }
+
+TEST_F(Node, RetentionDeletesFinishedRunsInTheBackground) {
+  start_node(
+    {"--set", "storage.retention=1s", "--set", "storage.gc_interval=200ms"});
+  auto parked = submit(sleeper("60s"));
+  auto hello
+    = (std::filesystem::path{TROUPE_SOURCE_DIR} / "examples" / "hello.yaml")
+        .string();
+  auto r = cli({"submit", hello, "--wait", "--idempotency-key", "key-1"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto id = r.out.substr(0, 21);
+
+  // Deleted about a second after it finished (bounded poll).
+  process_result h;
+  EXPECT_TRUE(wait_until(
+    [&] {
+      h = cli({"history", id}, token("viewer"));
+      return h.exit_code != 0;
+    },
+    30s))
+    << h.out;
+  EXPECT_EQ(h.exit_code, 1);
+  EXPECT_TRUE(
+    contains(h.err, "run " + id + ": not found (deleted after retention)"))
+    << h.err;
+  EXPECT_TRUE(wait_until(
+    [&] { return contains(node->err(), "retention: deleted"); }, 10s))
+    << node->err();
+  for (auto cmd : {"status", "result", "logs"}) {
+    auto s = cli({cmd, id}, token("viewer"));
+    EXPECT_EQ(s.exit_code, 1) << cmd;
+    EXPECT_TRUE(contains(s.err, "not found (deleted after retention)"))
+      << cmd << s.err;
+  }
+  // Never existed: plainly not found.
+  auto unknown = cli({"history", "0190000000000-0000000"}, token("viewer"));
+  EXPECT_EQ(unknown.exit_code, 1);
+  EXPECT_TRUE(contains(unknown.err, "no run '0190000000000-0000000'"))
+    << unknown.err;
+  EXPECT_FALSE(contains(unknown.err, "deleted")) << unknown.err;
+  // Unfinished runs are kept, however old.
+  EXPECT_EQ(state_of(parked), "running");
+  // The key went with its run: the same key starts a new run.
+  r = cli({"submit", hello, "--idempotency-key", "key-1", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto again = json::parse(r.out, nullptr, false);
+  EXPECT_EQ(again.value("existing", true), false) << r.out;
+  EXPECT_NE(again.value("run_id", ""), id) << r.out;
+
+  // On demand, through the node: admins only.
+  auto g = cli({"gc", "--older-than", "1h"}, token("operator"));
+  EXPECT_EQ(g.exit_code, 4) << g.err;
+  g = cli({"gc", "--older-than", "1h", "--json"});
+  ASSERT_EQ(g.exit_code, 0) << g.err;
+  auto report = json::parse(g.out, nullptr, false);
+  ASSERT_TRUE(report.is_object()) << g.out;
+  EXPECT_EQ(report["runs"], 0) << g.out;
+  EXPECT_EQ(report["older_than_ms"], 3'600'000) << g.out;
+  EXPECT_TRUE(report.contains("node")) << g.out;
+  g = cli({"gc", "--older-than", "soon"});
+  EXPECT_EQ(g.exit_code, 2) << g.err;
+  // The data dir is the node's: gc on it directly says whom to ask.
+  g = cli({"gc", "--data-dir", data, "--older-than", "0s"});
+  EXPECT_EQ(g.exit_code, 3) << g.err;
+  EXPECT_TRUE(contains(g.err, "in use by another troupe process")) << g.err;
+}

@@ -774,3 +774,44 @@ nodes:
   p->signal(SIGKILL);
   ASSERT_EQ(p->wait(10s), -SIGKILL);
 }
+
+TEST_F(Run, AFormatOneStoreIsMigratedAndItsRunsResume) {
+  // A finished run holding an idempotency key, and one killed while parked
+  // in its sleep, in a store then taken back to format 1's layout.
+  auto done = troupe({"run", examples + "hello.yaml", "--data-dir", data,
+                      "--idempotency-key", "k1"});
+  ASSERT_EQ(done.exit_code, 0) << done.err;
+  auto wf = dir.write("s.yaml", "name: s\nnodes:\n" + mark_node("a", "")
+                                  + "  nap: {kind: sleep, after: [a], "
+                                    "duration: 1500ms}\n"
+                                  + mark_node("b", "nap"));
+  auto p = start({"run", wf.string(), "--data-dir", data});
+  ASSERT_TRUE(
+    wait_until([&] { return contains(p->err(), " nap  timer_set"); }, 30s))
+    << p->err();
+  p->signal(SIGKILL);
+  ASSERT_EQ(p->wait(10s), -SIGKILL);
+  troupe::test::downgrade_to_format_one(data);
+  ASSERT_EQ(troupe::test::store_format(data), "1");
+
+  // Opened, migrated, and its unfinished run found and finished.
+  auto r = troupe({"run", "--resume", "--data-dir", data});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto report = resumed_report(r);
+  EXPECT_EQ(report["state"], "completed") << r.out << r.err;
+  EXPECT_EQ(count_lines(marks, "a"), 1);
+  EXPECT_EQ(count_lines(marks, "b"), 1);
+  EXPECT_EQ(troupe::test::store_format(data), "2");
+  // The migration rebuilt the reverse idempotency keys: deleting the runs
+  // releases the key.
+  auto gc = troupe({"gc", "--data-dir", data, "--older-than", "0s", "--json"});
+  ASSERT_EQ(gc.exit_code, 0) << gc.err;
+  auto removed = json::parse(gc.out, nullptr, false);
+  ASSERT_TRUE(removed.is_object()) << gc.out;
+  EXPECT_EQ(removed["runs"], 2) << gc.out;
+  EXPECT_EQ(removed["keys"], 1) << gc.out;
+  auto again = troupe({"run", examples + "hello.yaml", "--data-dir", data,
+                       "--idempotency-key", "k1"});
+  EXPECT_EQ(again.exit_code, 0) << again.err;
+  EXPECT_FALSE(contains(again.err, "no new run started")) << again.err;
+}

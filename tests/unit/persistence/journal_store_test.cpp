@@ -1,5 +1,6 @@
 #include "persistence/codec/codec.hpp"
 #include "persistence/journal_store.hpp"
+#include "persistence/retention.hpp"
 #include "persistence/rocksdb/key_layout.hpp"
 #include "tests/support/temp_dir.hpp"
 
@@ -16,6 +17,7 @@
 #include <future>
 #include <map>
 #include <mutex>
+#include <set>
 #include <spawn.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -204,7 +206,7 @@ TEST_F(StoreTest, SequenceContinuesAfterReopen) {
     }
     std::string format;
     ASSERT_TRUE(db.Get({}, "format", &format).ok());
-    EXPECT_EQ(format, "1");
+    EXPECT_EQ(format, "2");
   });
   auto store = open();
   ASSERT_TRUE(store);
@@ -545,8 +547,11 @@ TEST_F(StoreTest, CorruptIndexEntryIsReportedNotThrown) {
                           make_index("ok", run_state::running)),
               "");
   }
+  // A run that was running when its entry went bad: it is listed as
+  // unfinished, and recovery must say that its entry is unreadable.
   with_raw_db([](rocksdb::DB& db, auto& cfs) {
     ASSERT_TRUE(db.Put({}, cfs.at("runs"), "bad", "\x01\x96junk").ok());
+    ASSERT_TRUE(db.Put({}, cfs.at("unfinished"), "bad", "").ok());
   });
   auto store = open();
   ASSERT_TRUE(store);
@@ -578,12 +583,12 @@ TEST_F(StoreTest, CorruptIndexEntryIsReportedNotThrown) {
 TEST_F(StoreTest, RefusesNewerFormatVersion) {
   { ASSERT_TRUE(open()); }
   with_raw_db([](rocksdb::DB& db, auto&) {
-    ASSERT_TRUE(db.Put({}, "format", "2").ok());
+    ASSERT_TRUE(db.Put({}, "format", "3").ok());
   });
   auto error = open_error(path());
   EXPECT_NE(error.find(path()), std::string::npos) << error;
   EXPECT_NE(error.find("newer"), std::string::npos) << error;
-  EXPECT_NE(error.find("format version 2"), std::string::npos) << error;
+  EXPECT_NE(error.find("format version 3"), std::string::npos) << error;
 }
 
 TEST_F(StoreTest, OpeningARegularFileFailsClearly) {
@@ -743,4 +748,382 @@ TEST_F(StoreTest, IdempotencyKeysAreClaimedOnceAtomically) {
   // The refused append wrote nothing.
   std::string error;
   EXPECT_TRUE(store->read_journal("run-b", error).empty());
+}
+
+// -- retention ----------------------------------------------------------------
+
+namespace {
+
+/// The keys of column family `cf` of the closed store at `path`, in order.
+std::vector<std::string> raw_keys(StoreTest& t, const std::string& cf,
+                                  const std::string& prefix = "") {
+  std::vector<std::string> out;
+  t.with_raw_db([&](rocksdb::DB& db, auto& cfs) {
+    std::unique_ptr<rocksdb::Iterator> it{db.NewIterator({}, cfs.at(cf))};
+    for (it->Seek(prefix);
+         it->Valid() && it->key().ToStringView().starts_with(prefix);
+         it->Next())
+      out.push_back(it->key().ToString());
+  });
+  return out;
+}
+
+int64_t wall_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+           std::chrono::system_clock::now().time_since_epoch())
+    .count();
+}
+
+/// Appends `events` events, an index entry in `state` updated at `updated`
+/// and, if given, an idempotency key; returns the append's error.
+std::string add_run(journal_store& store, const std::string& id,
+                    run_state state, int64_t updated, int events,
+                    const std::string& key = "") {
+  journal_store::append_op op;
+  op.run_id = id;
+  for (int i = 0; i < events; ++i)
+    op.events.push_back(make_event(event_type::attempt_started, i, id));
+  op.index = make_index(id, state, updated);
+  op.idempotency_key = key;
+  std::promise<std::string> p;
+  auto f = p.get_future();
+  store.append(std::move(op),
+               [&p](std::string err) { p.set_value(std::move(err)); });
+  return f.get();
+}
+
+std::set<std::string> unfinished_ids(journal_store& store) {
+  std::set<std::string> out;
+  store.scan_unfinished([&](const run_index_entry& e, std::vector<event_record>,
+                            const std::string&) { out.insert(e.run_id); });
+  return out;
+}
+
+} // namespace
+
+TEST_F(StoreTest, CollectDeletesOldFinishedRunsAndKeepsTheRest) {
+  auto now = wall_ns();
+  {
+    auto store = open();
+    ASSERT_TRUE(store);
+    // Old and finished: deleted, with their keys.
+    ASSERT_EQ(add_run(*store, "old-done", run_state::running, 500, 2, "k-old"),
+              "");
+    ASSERT_EQ(add_run(*store, "old-done", run_state::completed, 1'000, 1), "");
+    ASSERT_EQ(add_run(*store, "old-failed", run_state::failed, 2'000, 4), "");
+    // Old but unfinished, and finished but recent: kept.
+    ASSERT_EQ(add_run(*store, "old-running", run_state::running, 1, 1), "");
+    ASSERT_EQ(add_run(*store, "old-paused", run_state::paused, 1, 1), "");
+    ASSERT_EQ(
+      add_run(*store, "new-done", run_state::completed, now, 2, "k-new"), "");
+
+    journal_store::gc_options o;
+    o.runs_before_ns = 10'000;
+    o.tombstones_before_ns = 0;
+    auto r = store->collect(o);
+    EXPECT_EQ(r.error, "");
+    EXPECT_FALSE(r.stopped);
+    EXPECT_EQ(r.runs, 2u);
+    EXPECT_EQ(r.events, 3u + 4u);
+    EXPECT_EQ(r.keys, 1u);
+    EXPECT_EQ(r.tombstones, 0u);
+
+    for (auto id : {"old-done", "old-failed"}) {
+      EXPECT_FALSE(store->find_run(id)) << id;
+      std::string error;
+      EXPECT_TRUE(store->read_journal(id, error).empty()) << id;
+      auto t = store->find_tombstone(id);
+      ASSERT_TRUE(t) << id;
+      EXPECT_EQ(t->last.run_id, id);
+      EXPECT_EQ(t->last.workflow, "wf");
+      EXPECT_EQ(t->last.reason, "");
+      EXPECT_GE(t->deleted_at_ns, now);
+    }
+    EXPECT_EQ(store->find_tombstone("old-done")->last.state,
+              run_state::completed);
+    EXPECT_EQ(store->find_tombstone("old-failed")->last.state,
+              run_state::failed);
+    EXPECT_EQ(store->find_idempotency_key("k-old"), std::nullopt);
+    EXPECT_EQ(store->find_idempotency_key("k-new"), "new-done");
+    for (auto id : {"old-running", "old-paused", "new-done"}) {
+      EXPECT_TRUE(store->find_run(id)) << id;
+      EXPECT_FALSE(store->find_tombstone(id)) << id;
+      std::string error;
+      EXPECT_FALSE(store->read_journal(id, error).empty()) << id;
+    }
+    // Never existed: no tombstone either.
+    EXPECT_FALSE(store->find_tombstone("never"));
+    EXPECT_EQ(unfinished_ids(*store),
+              (std::set<std::string>{"old-paused", "old-running"}));
+    // Nothing is left to collect; a released key is free for a new run.
+    auto again = store->collect(o);
+    EXPECT_EQ(again.runs + again.events + again.keys, 0u);
+    EXPECT_EQ(add_run(*store, "reuse", run_state::running, now, 1, "k-old"),
+              "");
+    EXPECT_EQ(store->find_idempotency_key("k-old"), "reuse");
+  }
+  // On disk: no journal record, index entry, side-index entry or reverse key
+  // of a deleted run is left.
+  auto journal = raw_keys(*this, "journal");
+  for (auto& k : journal)
+    EXPECT_FALSE(k.starts_with("old-done") || k.starts_with("old-failed")) << k;
+  EXPECT_EQ(raw_keys(*this, "runs"),
+            (std::vector<std::string>{"new-done", "old-paused", "old-running",
+                                      "reuse"}));
+  EXPECT_EQ(raw_keys(*this, "unfinished"),
+            (std::vector<std::string>{"old-paused", "old-running", "reuse"}));
+  auto finished = raw_keys(*this, "finished");
+  ASSERT_EQ(finished.size(), 1u);
+  EXPECT_EQ(finished[0], key_layout::finished_key(now, "new-done"));
+  EXPECT_EQ(raw_keys(*this, "default", "idemrun/"),
+            (std::vector<std::string>{
+              key_layout::idempotency_reverse_key("new-done", "k-new"),
+              key_layout::idempotency_reverse_key("reuse", "k-old")}));
+}
+
+TEST_F(StoreTest, TombstonesExpireAfterTheirOwnRetention) {
+  auto store = open();
+  ASSERT_TRUE(store);
+  ASSERT_EQ(add_run(*store, "a", run_state::completed, 1'000, 1), "");
+  ASSERT_EQ(add_run(*store, "b", run_state::cancelled, 2'000, 1), "");
+  journal_store::gc_options o;
+  o.runs_before_ns = 10'000;
+  EXPECT_EQ(store->collect(o).runs, 2u);
+  ASSERT_TRUE(store->find_tombstone("a"));
+  // Tombstones younger than the cut-off stay.
+  o.tombstones_before_ns = 5'000;
+  EXPECT_EQ(store->collect(o).tombstones, 0u);
+  EXPECT_TRUE(store->find_tombstone("b"));
+  o.tombstones_before_ns = wall_ns() + 1'000'000'000;
+  auto r = store->collect(o);
+  EXPECT_EQ(r.error, "");
+  EXPECT_EQ(r.tombstones, 2u);
+  EXPECT_FALSE(store->find_tombstone("a"));
+  EXPECT_FALSE(store->find_tombstone("b"));
+  EXPECT_EQ(store->collect(o).tombstones, 0u);
+}
+
+TEST_F(StoreTest, CollectDeletesInBatchesAndStopsWhenAsked) {
+  auto store = open();
+  ASSERT_TRUE(store);
+  for (int i = 0; i < 50; ++i)
+    ASSERT_EQ(add_run(*store, "r-" + std::to_string(100 + i),
+                      run_state::completed, 1'000 + i, 1),
+              "");
+  journal_store::gc_options o;
+  o.runs_before_ns = 10'000;
+  o.batch = 7;
+  std::atomic<bool> stop{true};
+  o.stop = &stop;
+  auto r = store->collect(o);
+  EXPECT_TRUE(r.stopped);
+  EXPECT_EQ(r.runs, 0u);
+  EXPECT_EQ(store->list_runs("", 100).size(), 50u);
+  stop = false;
+  r = store->collect(o);
+  EXPECT_FALSE(r.stopped);
+  EXPECT_EQ(r.runs, 50u);
+  EXPECT_EQ(r.events, 50u);
+  EXPECT_TRUE(store->list_runs("", 100).empty());
+}
+
+TEST_F(StoreTest, ARunThatFinishedTwiceIsDeletedByItsLastFinish) {
+  auto store = open();
+  ASSERT_TRUE(store);
+  auto now = wall_ns();
+  // Failed long ago, then failed again just now (e.g. recovery marking it):
+  // the older finish must not delete it.
+  ASSERT_EQ(add_run(*store, "twice", run_state::failed, 1'000, 1), "");
+  ASSERT_EQ(add_run(*store, "twice", run_state::failed, now, 1), "");
+  journal_store::gc_options o;
+  o.runs_before_ns = 10'000;
+  auto r = store->collect(o);
+  EXPECT_EQ(r.runs, 0u);
+  EXPECT_TRUE(store->find_run("twice"));
+  o.runs_before_ns = now + 1;
+  r = store->collect(o);
+  EXPECT_EQ(r.runs, 1u);
+  EXPECT_EQ(r.events, 2u);
+  EXPECT_FALSE(store->find_run("twice"));
+}
+
+TEST_F(StoreTest, UnfinishedIndexFollowsEachIndexEntry) {
+  auto store = open();
+  ASSERT_TRUE(store);
+  ASSERT_EQ(add_run(*store, "r", run_state::running, 1, 1), "");
+  EXPECT_EQ(unfinished_ids(*store), std::set<std::string>{"r"});
+  ASSERT_EQ(add_run(*store, "r", run_state::paused, 2, 1), "");
+  EXPECT_EQ(unfinished_ids(*store), std::set<std::string>{"r"});
+  ASSERT_EQ(add_run(*store, "r", run_state::running, 3, 1), "");
+  // An append without an index entry changes nothing.
+  ASSERT_EQ(append_wait(*store, "r", {make_event(event_type::timer_set, 9)}),
+            "");
+  EXPECT_EQ(unfinished_ids(*store), std::set<std::string>{"r"});
+  ASSERT_EQ(add_run(*store, "r", run_state::cancelled, 4, 1), "");
+  EXPECT_TRUE(unfinished_ids(*store).empty());
+  store.reset();
+  EXPECT_TRUE(raw_keys(*this, "unfinished").empty());
+  EXPECT_EQ(raw_keys(*this, "finished"),
+            std::vector<std::string>{key_layout::finished_key(4, "r")});
+}
+
+namespace {
+
+/// Writes a store as format 1 laid it out (default, journal and runs
+/// families; no side indexes) at `path`.
+void write_format_one_store(
+  const std::string& path,
+  const std::vector<std::pair<run_index_entry, int>>& runs,
+  const std::map<std::string, std::string>& keys,
+  const std::map<std::string, std::string>& raw_index = {}) {
+  rocksdb::Options o;
+  o.create_if_missing = true;
+  o.create_missing_column_families = true;
+  std::vector<rocksdb::ColumnFamilyDescriptor> descs{
+    {rocksdb::kDefaultColumnFamilyName, {}}, {"journal", {}}, {"runs", {}}};
+  std::vector<rocksdb::ColumnFamilyHandle*> handles;
+  rocksdb::DB* db = nullptr;
+  auto s = rocksdb::DB::Open(o, path, descs, &handles, &db);
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  ASSERT_TRUE(db->Put({}, "format", "1").ok());
+  for (auto& [entry, events] : runs) {
+    for (int i = 1; i <= events; ++i)
+      ASSERT_TRUE(
+        db->Put({}, handles[1],
+                key_layout::journal_key(entry.run_id, static_cast<uint32_t>(i)),
+                encode(make_event(event_type::attempt_started, i)))
+          .ok());
+    ASSERT_TRUE(db->Put({}, handles[2], entry.run_id, encode(entry)).ok());
+  }
+  for (auto& [id, value] : raw_index)
+    ASSERT_TRUE(db->Put({}, handles[2], id, value).ok());
+  for (auto& [key, run] : keys)
+    ASSERT_TRUE(db->Put({}, key_layout::idempotency_key(key), run).ok());
+  for (auto* h : handles)
+    ASSERT_TRUE(db->DestroyColumnFamilyHandle(h).ok());
+  ASSERT_TRUE(db->Close().ok());
+  delete db;
+}
+
+} // namespace
+
+TEST_F(StoreTest, MigratesAFormatOneStoreOnOpen) {
+  write_format_one_store(path(),
+                         {{make_index("a-running", run_state::running), 2},
+                          {make_index("b-done", run_state::completed, 5), 3},
+                          {make_index("c-paused", run_state::paused), 1},
+                          {make_index("e-failed", run_state::failed, 7), 1}},
+                         {{"key-b", "b-done"}, {"key-a", "a-running"}},
+                         {{"d-corrupt", "\x01\x96junk"}});
+  {
+    auto store = open();
+    ASSERT_TRUE(store);
+    // Recovery finds the unfinished runs with their journals, and reports
+    // the unreadable entry, as format 1 did.
+    std::map<std::string, std::pair<size_t, std::string>> visited;
+    store->scan_unfinished([&](const run_index_entry& e,
+                               std::vector<event_record> events,
+                               const std::string& error) {
+      visited[e.run_id] = {events.size(), error};
+    });
+    ASSERT_EQ(visited.size(), 3u);
+    EXPECT_EQ(visited["a-running"], std::make_pair(size_t{2}, std::string{}));
+    EXPECT_EQ(visited["c-paused"], std::make_pair(size_t{1}, std::string{}));
+    EXPECT_NE(visited["d-corrupt"].second.find("index entry is corrupt"),
+              std::string::npos);
+    // The finished runs were indexed by finishing time, and their keys
+    // reversed: retention deletes them with their keys.
+    journal_store::gc_options o;
+    o.runs_before_ns = 100;
+    auto r = store->collect(o);
+    EXPECT_EQ(r.error, "");
+    EXPECT_EQ(r.runs, 2u);
+    EXPECT_EQ(r.events, 4u);
+    EXPECT_EQ(r.keys, 1u);
+    EXPECT_FALSE(store->find_idempotency_key("key-b"));
+    EXPECT_EQ(store->find_idempotency_key("key-a"), "a-running");
+    EXPECT_TRUE(store->find_tombstone("b-done"));
+    // New appends keep the new indexes.
+    ASSERT_EQ(add_run(*store, "a-running", run_state::completed, 50, 1), "");
+    EXPECT_EQ(unfinished_ids(*store),
+              (std::set<std::string>{"c-paused", "d-corrupt"}));
+  }
+  with_raw_db([](rocksdb::DB& db, auto&) {
+    std::string format;
+    ASSERT_TRUE(db.Get({}, "format", &format).ok());
+    EXPECT_EQ(format, "2");
+  });
+  // Opening again migrates nothing twice and finds the same.
+  auto store = open();
+  ASSERT_TRUE(store);
+  EXPECT_EQ(unfinished_ids(*store),
+            (std::set<std::string>{"c-paused", "d-corrupt"}));
+  EXPECT_EQ(store->find_idempotency_key("key-a"), "a-running");
+}
+
+TEST_F(StoreTest, RetentionWorkerCollectsOnItsOwnAndOnDemand) {
+  auto store = open();
+  ASSERT_TRUE(store);
+  auto now = wall_ns();
+  auto hour = int64_t{3'600'000'000'000};
+  ASSERT_EQ(
+    add_run(*store, "day-old", run_state::completed, now - 24 * hour, 2, "k"),
+    "");
+  ASSERT_EQ(
+    add_run(*store, "minute-old", run_state::completed, now - hour / 60, 1),
+    "");
+  ASSERT_EQ(add_run(*store, "parked", run_state::running, 1, 1), "");
+  std::mutex mtx;
+  std::vector<journal_store::gc_report> reports;
+  retention_worker::options o;
+  o.retention = std::chrono::hours{1};
+  o.interval = std::chrono::milliseconds{20};
+  o.on_collect = [&](const journal_store::gc_report& r) {
+    std::lock_guard lk{mtx};
+    reports.push_back(r);
+  };
+  {
+    retention_worker worker{*store, o};
+    // Bounded poll: the first collection comes at once.
+    for (int i = 0; i < 500 && store->find_run("day-old"); ++i)
+      std::this_thread::sleep_for(10ms);
+    EXPECT_FALSE(store->find_run("day-old"));
+    EXPECT_TRUE(store->find_tombstone("day-old"));
+    EXPECT_FALSE(store->find_idempotency_key("k"));
+    EXPECT_TRUE(store->find_run("minute-old"));
+    // On demand, with a shorter age than the retention.
+    std::promise<journal_store::gc_report> asked;
+    worker.collect_now(std::chrono::seconds{30},
+                       [&](journal_store::gc_report r) { asked.set_value(r); });
+    auto f = asked.get_future();
+    ASSERT_EQ(f.wait_for(10s), std::future_status::ready);
+    auto r = f.get();
+    EXPECT_EQ(r.error, "");
+    EXPECT_EQ(r.runs, 1u);
+    EXPECT_EQ(r.events, 1u);
+    EXPECT_FALSE(store->find_run("minute-old"));
+    EXPECT_TRUE(store->find_run("parked"));
+  }
+  std::lock_guard lk{mtx};
+  ASSERT_FALSE(reports.empty());
+  EXPECT_EQ(reports.front().runs, 1u);
+  EXPECT_EQ(reports.front().keys, 1u);
+}
+
+TEST_F(StoreTest, ZeroRetentionKeepsEveryRun) {
+  auto store = open();
+  ASSERT_TRUE(store);
+  ASSERT_EQ(add_run(*store, "ancient", run_state::completed, 1'000, 1), "");
+  std::atomic<int> collections{0};
+  retention_worker::options o;
+  o.retention = std::chrono::nanoseconds::zero();
+  o.interval = std::chrono::milliseconds{5};
+  o.on_collect = [&](const journal_store::gc_report&) { ++collections; };
+  {
+    retention_worker worker{*store, o};
+    for (int i = 0; i < 500 && collections < 3; ++i)
+      std::this_thread::sleep_for(10ms);
+  }
+  EXPECT_GE(collections.load(), 3);
+  EXPECT_TRUE(store->find_run("ancient"));
 }

@@ -1,0 +1,160 @@
+// `troupe gc`: deletes finished runs past their retention now, from a data
+// dir no node runs on (--data-dir) or through the node that holds it.
+
+#include "config/duration.hpp"
+#include "persistence/journal_store.hpp"
+#include "tools/commands.hpp"
+#include "tools/control_client.hpp"
+
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+#include <iostream>
+
+namespace troupe::tools {
+
+using json = nlohmann::json;
+
+namespace {
+
+std::string plural(uint64_t n, const std::string& what) {
+  return std::to_string(n) + " " + what + (n == 1 ? "" : "s");
+}
+
+/// Prints what a collection removed; `where` names the data dir or node.
+void print_report(const global_options& g, json report,
+                  const std::string& where_key, const std::string& where) {
+  report[where_key] = where;
+  if (g.json) {
+    std::cout << report.dump() << "\n";
+    return;
+  }
+  auto older = config::format_duration(
+    std::chrono::milliseconds{report.value("older_than_ms", int64_t{0})});
+  std::cout << "removed " << plural(report.value("runs", uint64_t{0}), "run")
+            << " finished more than " << older << " ago ("
+            << plural(report.value("events", uint64_t{0}), "journal event")
+            << ", "
+            << plural(report.value("keys", uint64_t{0}), "idempotency key")
+            << ") and "
+            << plural(report.value("tombstones", uint64_t{0}),
+                      "expired tombstone")
+            << " from " << where << "\n";
+}
+
+int64_t wall_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+           std::chrono::system_clock::now().time_since_epoch())
+    .count();
+}
+
+int64_t before(int64_t now, std::chrono::nanoseconds age) {
+  return age.count() >= now ? 0 : now - age.count();
+}
+
+/// Collects a data dir directly.
+int gc_local(const global_options& g, const config::settings& settings,
+             std::optional<std::chrono::nanoseconds> older_than) {
+  auto dir = settings.get_string("node.data_dir");
+  auto age = older_than.value_or(settings.get_duration("storage.retention"));
+  if (!older_than && age.count() == 0) {
+    std::cerr << "troupe: gc: storage.retention is 0s, which keeps every run: "
+                 "nothing removed (give --older-than D to remove runs that "
+                 "finished more than D ago)\n";
+    return exit_ok;
+  }
+  persistence::journal_store::options so;
+  so.path = dir;
+  so.sync = settings.get_string("storage.durability") == "machine";
+  std::string error;
+  auto store = persistence::journal_store::open(so, error);
+  if (!store) {
+    if (error.find("in use by another troupe process") != std::string::npos) {
+      // Only one process may open the store (RocksDB's lock), and the node
+      // that holds it collects by itself: ask it rather than wait.
+      std::cerr << "troupe: gc: " << error
+                << "; the node running on it deletes finished runs by itself "
+                   "(every storage.gc_interval); to collect now, ask it: "
+                   "troupe gc --node HOST:PORT, without --data-dir\n";
+      return exit_unreachable;
+    }
+    std::cerr << "troupe: gc: " << error << "\n";
+    return exit_bad_input;
+  }
+  auto now = wall_ns();
+  persistence::journal_store::gc_options o;
+  o.runs_before_ns = before(now, age);
+  o.tombstones_before_ns
+    = before(now, settings.get_duration("storage.tombstone_retention"));
+  auto r = store->collect(o);
+  json report
+    = {{"runs", r.runs},
+       {"events", r.events},
+       {"keys", r.keys},
+       {"tombstones", r.tombstones},
+       {"older_than_ms",
+        std::chrono::duration_cast<std::chrono::milliseconds>(age).count()}};
+  if (!r.error.empty()) {
+    std::cerr << "troupe: gc: " << dir << ": " << r.error << "\n";
+    if (r.runs > 0 || r.tombstones > 0)
+      print_report(g, report, "data_dir", dir);
+    return exit_failed;
+  }
+  print_report(g, report, "data_dir", dir);
+  return exit_ok;
+}
+
+/// Asks the node to collect.
+int gc_remote(const global_options& g, const config::settings& settings,
+              std::optional<std::chrono::nanoseconds> older_than) {
+  json req = {{"t", "gc"}};
+  if (older_than)
+    req["older_than_ms"]
+      = std::chrono::duration_cast<std::chrono::milliseconds>(*older_than)
+          .count();
+  control_client client;
+  try {
+    client.connect(client_options(g, settings));
+    // A first collection after a long time may delete many runs.
+    auto body = client.call(req, std::chrono::minutes{30});
+    print_report(g, std::move(body), "node", client.node_name());
+    return exit_ok;
+  } catch (const client_error& e) {
+    std::cerr << "troupe: gc: " << e.what() << "\n";
+    if (e.exit_code == exit_unreachable && e.code.empty())
+      std::cerr << "troupe: gc: to collect a data dir that no node runs on, "
+                   "give --data-dir DIR\n";
+    return e.exit_code;
+  }
+}
+
+} // namespace
+
+int run_gc(const global_options& g, const gc_command_options& o) {
+  std::optional<std::chrono::nanoseconds> older_than;
+  if (o.older_than_given) {
+    std::string error;
+    older_than = config::parse_duration(o.older_than, &error);
+    if (!older_than) {
+      std::cerr << "troupe: gc: --older-than '" << o.older_than
+                << "': " << error << "\n";
+      return exit_bad_input;
+    }
+  }
+  if (!o.data_dir.empty() && !g.node.empty()) {
+    std::cerr << "troupe: gc: give --data-dir (collect a data dir no node runs "
+                 "on) or --node (ask that node), not both\n";
+    return exit_bad_input;
+  }
+  std::vector<config::flag_override> flags;
+  if (!o.data_dir.empty())
+    flags.push_back({"--data-dir", "node.data_dir", o.data_dir});
+  config::settings settings;
+  if (!load_config(g, flags, settings))
+    return exit_bad_input;
+  if (!o.data_dir.empty())
+    return gc_local(g, settings, older_than);
+  return gc_remote(g, settings, older_than);
+}
+
+} // namespace troupe::tools
