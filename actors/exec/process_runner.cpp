@@ -171,18 +171,28 @@ struct process_runner::impl {
     asio::steady_timer kill_timer;
     asio::steady_timer drain_timer;
     asio::steady_timer heartbeat_timer;
+    asio::steady_timer group_timer;
     std::array<char, 65536> out_buf;
     std::array<char, 65536> err_buf;
     std::array<char, 512> heartbeat_buf;
+    /// The leader (pid, also the group's id) has been reaped.
     bool exited = false;
+    /// No process of the group is left.
+    bool group_gone = false;
+    /// The runner stopped waiting for the group (group_wait_limit).
+    bool gave_up = false;
     bool out_open = true;
     bool err_open = true;
+    /// When the leader was reaped; polls of the group since.
+    std::chrono::steady_clock::time_point ended_at;
+    int group_polls = 0;
 
     explicit child(asio::io_context& io)
         : in(io), out(io), err(io), pidfd(io), heartbeat(io), kill_timer(io),
-          drain_timer(io), heartbeat_timer(io) {}
+          drain_timer(io), heartbeat_timer(io), group_timer(io) {}
   };
 
+  process_runner_options opts;
   asio::io_context io;
   asio::executor_work_guard<asio::io_context::executor_type> work;
   std::vector<std::thread> threads;
@@ -190,12 +200,20 @@ struct process_runner::impl {
   std::atomic<size_t> active{0};
   // Touched on the io thread only.
   std::unordered_map<handle, std::shared_ptr<child>> children;
+  /// Children whose `done` was called while their group was still alive.
+  std::unordered_map<handle, std::shared_ptr<child>> lingering;
+  asio::steady_timer tick_timer;
+  bool tick_armed = false;
 
-  impl() : work(io.get_executor()) {}
+  explicit impl(process_runner_options o)
+      : opts(std::move(o)), work(io.get_executor()), tick_timer(io) {}
 
   void spawn(std::shared_ptr<child> c);
   void read(std::shared_ptr<child> c, bool is_out);
   void wait_exit(std::shared_ptr<child> c);
+  void watch_group(std::shared_ptr<child> c);
+  void group_ended(const std::shared_ptr<child>& c);
+  void tick();
   void watch_heartbeat(std::shared_ptr<child> c);
   void arm_heartbeat(std::shared_ptr<child> c);
   void maybe_finish(const std::shared_ptr<child>& c);
@@ -261,10 +279,16 @@ void process_runner::impl::spawn(std::shared_ptr<child> c) {
   int pfd = pidfd_open(pid);
   if (pfd < 0) {
     // Without a pidfd we cannot wait asynchronously: refuse to run it.
+    c->outcome.spawn_error = std::string{"pidfd_open: "} + std::strerror(errno);
     ::kill(-pid, SIGKILL);
     ::waitpid(pid, nullptr, 0);
-    c->outcome.spawn_error = std::string{"pidfd_open: "} + std::strerror(errno);
-    finish(c);
+    // The program has run, so its group may have more members: done waits
+    // for them as for any child.
+    c->exited = true;
+    c->out_open = c->err_open = false;
+    c->ended_at = std::chrono::steady_clock::now();
+    children.emplace(c->id, c);
+    watch_group(c);
     return;
   }
   for (int fd : {in_w.fd, out_r.fd, err_r.fd})
@@ -274,6 +298,8 @@ void process_runner::impl::spawn(std::shared_ptr<child> c) {
   c->err.assign(err_r.release());
   c->in.assign(in_w.release());
   children.emplace(c->id, c);
+  if (!tick_armed)
+    tick();
   read(c, true);
   read(c, false);
   wait_exit(c);
@@ -359,6 +385,7 @@ void process_runner::impl::wait_exit(std::shared_ptr<child> c) {
         }
       }
       c->exited = true;
+      c->ended_at = std::chrono::steady_clock::now();
       boost::system::error_code ignored;
       c->pidfd.close(ignored);
       c->kill_timer.cancel();
@@ -370,8 +397,76 @@ void process_runner::impl::wait_exit(std::shared_ptr<child> c) {
         c->out.close(ignored);
         c->err.close(ignored);
       });
-      maybe_finish(c);
+      watch_group(c);
     });
+}
+
+void process_runner::impl::watch_group(std::shared_ptr<child> c) {
+  // The rest of the group got SIGKILL with the leader's end; its members
+  // orphaned by then are this process's children (it is a subreaper):
+  // reap those that are done, and send SIGKILL again, which also tells
+  // whether any member is left. Reaping by group only touches our own
+  // children of a group we created.
+  while (::waitpid(-c->pid, nullptr, WNOHANG) > 0) {}
+  // Between the last member's end and this call its id could only be
+  // reused after every other pid has been handed out (pids are allocated
+  // cyclically), so this reaches no stranger.
+  if (::kill(-c->pid, SIGKILL) != 0 && errno == ESRCH) {
+    group_ended(c);
+    return;
+  }
+  auto waited = std::chrono::steady_clock::now() - c->ended_at;
+  if (!c->gave_up && waited >= opts.group_wait_limit) {
+    c->gave_up = true;
+    c->outcome.group_lingered = true;
+    maybe_finish(c);
+  }
+  // Fast at first (a killed process takes a moment to go), then every
+  // 50ms, and every second once `done` no longer waits for it.
+  auto delay = c->gave_up ? std::chrono::milliseconds{1000}
+                          : std::chrono::milliseconds{
+                            std::min(50, 1 << std::min(c->group_polls, 6))};
+  ++c->group_polls;
+  c->group_timer.expires_after(delay);
+  c->group_timer.async_wait([this, c](boost::system::error_code ec) {
+    if (!ec)
+      watch_group(c);
+  });
+}
+
+void process_runner::impl::group_ended(const std::shared_ptr<child>& c) {
+  c->group_gone = true;
+  lingering.erase(c->id);
+  maybe_finish(c);
+}
+
+void process_runner::impl::tick() {
+  for (auto& [_, c] : children) {
+    if (c->exited)
+      continue;
+    // While a leader runs, members of its group whose parent ended are our
+    // children: reap those that have ended, so that a long-running child
+    // starting many short-lived orphans does not fill the pid table with
+    // zombies. The leader itself is left to wait_exit.
+    for (int i = 0; i < 1000; ++i) {
+      siginfo_t info{};
+      if (::waitid(P_PGID, static_cast<id_t>(c->pid), &info,
+                   WEXITED | WNOHANG | WNOWAIT)
+            != 0
+          || info.si_pid == 0 || info.si_pid == c->pid)
+        break;
+      ::waitpid(info.si_pid, nullptr, WNOHANG);
+    }
+  }
+  tick_armed = false;
+  if (children.empty())
+    return;
+  tick_armed = true;
+  tick_timer.expires_after(std::chrono::milliseconds{500});
+  tick_timer.async_wait([this](boost::system::error_code ec) {
+    if (!ec)
+      tick();
+  });
 }
 
 void process_runner::impl::arm_heartbeat(std::shared_ptr<child> c) {
@@ -398,7 +493,8 @@ void process_runner::impl::watch_heartbeat(std::shared_ptr<child> c) {
 }
 
 void process_runner::impl::maybe_finish(const std::shared_ptr<child>& c) {
-  if (c->exited && !c->out_open && !c->err_open)
+  if (c->exited && (c->group_gone || c->gave_up) && !c->out_open
+      && !c->err_open)
     finish(c);
 }
 
@@ -412,6 +508,8 @@ void process_runner::impl::finish(const std::shared_ptr<child>& c) {
   c->in.close(ignored);
   c->heartbeat.close(ignored);
   children.erase(c->id);
+  if (c->exited && !c->group_gone)
+    lingering.emplace(c->id, c);
   auto done = std::move(c->done);
   c->done = nullptr;
   --active;
@@ -434,14 +532,18 @@ void process_runner::impl::terminate(handle h) {
   });
 }
 
-process_runner::process_runner(size_t threads)
-    : impl_(std::make_unique<impl>()) {
+process_runner::process_runner(process_runner_options opts)
+    : impl_(std::make_unique<impl>(std::move(opts))) {
+  auto& im = *impl_;
   // Writing to a child that closed its stdin must fail with EPIPE, not end
   // the node. Children get the default disposition back before exec.
   ::signal(SIGPIPE, SIG_IGN);
-  // One thread keeps all per-child state on one strand; more would need one.
-  (void)threads;
-  impl_->threads.emplace_back([this] { impl_->io.run(); });
+  // Processes orphaned inside a child's group become ours (not init's, which
+  // may not reap them), so that the runner can reap them and tell when the
+  // group is gone.
+  ::prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+  // One thread keeps all per-child state on one strand.
+  im.threads.emplace_back([this] { impl_->io.run(); });
 }
 
 process_runner::~process_runner() {
@@ -453,7 +555,8 @@ process_runner::~process_runner() {
       }
     }
   });
-  // Killed children end promptly; their callbacks run as usual. Bounded wait.
+  // Killed children end promptly, their groups too; their callbacks run as
+  // usual. Bounded wait.
   for (int i = 0; i < 500 && impl_->active.load() > 0; ++i)
     std::this_thread::sleep_for(std::chrono::milliseconds{10});
   impl_->work.reset();

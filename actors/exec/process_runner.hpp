@@ -48,26 +48,52 @@ struct process_outcome {
   bool killed = false;
   /// Whether it was killed for missing its heartbeat.
   bool heartbeat_lost = false;
+  /// Whether members of its process group were still alive when the runner
+  /// stopped waiting for them (group_wait_limit after the child ended, e.g.
+  /// a process stuck in uninterruptible sleep). The runner keeps killing
+  /// that group in the background until it is gone.
+  bool group_lingered = false;
 };
 
-/// Runs child processes asynchronously on its own Asio thread(s): no thread
-/// per process, no blocking wait. Each child leads its own process group, so
-/// kill() reaches its children too.
+/// How a process_runner waits for the processes its children leave.
+struct process_runner_options {
+  /// After a child ended, how long the runner waits for the rest of its
+  /// process group to be gone before calling `done` anyway (with
+  /// group_lingered). Default: 10s.
+  std::chrono::milliseconds group_wait_limit{10'000};
+};
+
+/// Runs child processes asynchronously on its own Asio thread: no thread per
+/// process, no blocking wait. Each child leads its own process group, so
+/// kill() reaches its children too, and a child is over only once its
+/// whole group is:
+///
+/// - this process becomes a child subreaper, so descendants orphaned inside
+///   a group are reparented to it and reaped by the runner;
+/// - `done` is called only once the child's whole process group is gone.
+///
+/// A process that leaves its group (setsid, setpgid) is out of reach of
+/// this.
 class process_runner {
  public:
   using handle = uint64_t;
 
-  explicit process_runner(size_t threads = 1);
+  /// Makes this process a child subreaper and starts the runner's thread.
+  explicit process_runner(process_runner_options opts = {});
 
-  /// Kills every remaining child's process group with SIGKILL and joins the
-  /// threads; pending callbacks are called with killed = true.
+  /// Kills every remaining child's process group with SIGKILL, waits
+  /// (bounded) for the groups to be gone and joins the thread; pending
+  /// callbacks are called with killed = true.
   ~process_runner();
 
   process_runner(const process_runner&) = delete;
   process_runner& operator=(const process_runner&) = delete;
 
-  /// Starts a process. `done` is called exactly once, on a runner thread,
-  /// with the outcome (also when the program could not be started).
+  /// Starts a process. `done` is called exactly once, on the runner's
+  /// thread, with the outcome (also when the program could not be started),
+  /// once the child has been reaped, its output pipes are closed (or 2s
+  /// passed since it ended) and no process of its process group is left
+  /// (or group_wait_limit passed: see group_lingered).
   handle start(process_spec spec, std::function<void(process_outcome)> done);
 
   /// Ends the process group of `h`: SIGTERM, then SIGKILL after kill_grace.

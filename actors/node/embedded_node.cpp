@@ -41,7 +41,7 @@ std::unique_ptr<embedded_node> embedded_node::open(const options& opts,
   node->store_ = persistence::journal_store::open(so, error);
   if (!node->store_)
     return nullptr;
-  node->runner_ = std::make_unique<process_runner>(1);
+  node->runner_ = std::make_unique<process_runner>();
   node->svc_ = std::make_shared<services>();
   node->svc_->store = node->store_.get();
   node->svc_->runner = node->runner_.get();
