@@ -14,6 +14,7 @@
 #include <cstring>
 #include <fcntl.h>
 #include <linux/close_range.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -36,6 +37,85 @@ constexpr auto drain_limit = std::chrono::seconds{2};
 
 int pidfd_open(pid_t pid) {
   return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+}
+
+/// The reaper: a forked process that keeps the list of live process groups
+/// the runner sends it over a pipe (a pgid to add, its negation to remove)
+/// and, when the pipe reaches end of file because the node's process ended
+/// in any way, SIGKILLs every group still listed and exits. It was forked
+/// from a process with other threads, so it makes raw system calls only:
+/// no allocation, no locks, no stdio.
+[[noreturn]] void reaper_main(int fd) {
+  ::prctl(PR_SET_NAME, "troupe-reaper", 0, 0, 0);
+  // Keep no descriptor of the node's: not its data dir, not its sockets,
+  // not the pipes of its children or of whoever waits for its output.
+  if (fd > 0)
+    ::syscall(SYS_close_range, 0u, static_cast<unsigned>(fd - 1), 0u);
+  ::syscall(SYS_close_range, static_cast<unsigned>(fd + 1), ~0u, 0u);
+  [[maybe_unused]] auto cd = ::chdir("/");
+  for (int sig = 1; sig < NSIG; ++sig)
+    if (sig != SIGKILL && sig != SIGSTOP)
+      ::signal(sig, SIG_DFL);
+  // Signals meant for the node's terminal or its service manager end the
+  // node, which ends the reaper through end of file: the reaper must live
+  // until then.
+  for (int sig :
+       {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGPIPE, SIGTSTP, SIGTTIN, SIGTTOU})
+    ::signal(sig, SIG_IGN);
+  sigset_t none;
+  sigemptyset(&none);
+  ::sigprocmask(SIG_SETMASK, &none, nullptr);
+  size_t cap = 4096 / sizeof(int32_t), n = 0;
+  void* mem = ::mmap(nullptr, cap * sizeof(int32_t), PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  auto* groups = mem == MAP_FAILED ? nullptr : static_cast<int32_t*>(mem);
+  char buf[4096];
+  size_t have = 0;
+  while (true) {
+    auto got = ::read(fd, buf + have, sizeof buf - have);
+    if (got < 0 && errno == EINTR)
+      continue;
+    if (got <= 0)
+      break;
+    have += static_cast<size_t>(got);
+    size_t at = 0;
+    for (; at + sizeof(int32_t) <= have; at += sizeof(int32_t)) {
+      int32_t v;
+      std::memcpy(&v, buf + at, sizeof v);
+      if (groups == nullptr || v == 0 || v == INT32_MIN)
+        continue;
+      auto pgid = v > 0 ? v : -v;
+      size_t i = 0;
+      while (i < n && groups[i] != pgid)
+        ++i;
+      if (v < 0) {
+        if (i < n)
+          groups[i] = groups[--n];
+      } else if (i == n) {
+        if (n == cap) {
+          void* grown = ::mremap(groups, cap * sizeof(int32_t),
+                                 2 * cap * sizeof(int32_t), MREMAP_MAYMOVE);
+          if (grown == MAP_FAILED)
+            continue;
+          groups = static_cast<int32_t*>(grown);
+          cap *= 2;
+        }
+        groups[n++] = pgid;
+      }
+    }
+    std::memmove(buf, buf + at, have - at);
+    have -= at;
+  }
+  // A listed group still has a member (else the node would have removed
+  // it), so its id is not reused. A second round catches what a fork in
+  // flight may have added.
+  for (int round = 0; round < 2 && n > 0; ++round) {
+    for (size_t i = 0; i < n; ++i)
+      ::kill(-groups[i], SIGKILL);
+    timespec pause{0, 5'000'000};
+    ::nanosleep(&pause, nullptr);
+  }
+  ::_exit(0);
 }
 
 /// A file descriptor closed on destruction.
@@ -104,6 +184,8 @@ struct child_setup {
   int in, out, err, status;
   /// Write end of the heartbeat pipe, moved to fd 3; -1 for none.
   int heartbeat;
+  /// Write end of the reaper's pipe (non-blocking); -1 for none.
+  int reaper;
   pid_t parent;
 };
 
@@ -120,6 +202,13 @@ struct child_setup {
     ::_exit(127);
   if (::setpgid(0, 0) != 0)
     child_fail(s.status);
+  // The group is listed with the reaper before the program can start any
+  // process, so none escapes its notice. A full pipe loses the entry (the
+  // state folder still has it).
+  if (s.reaper >= 0) {
+    int32_t pgid = ::getpid();
+    [[maybe_unused]] auto n = ::write(s.reaper, &pgid, sizeof pgid);
+  }
   if (::dup2(s.in, 0) < 0 || ::dup2(s.out, 1) < 0 || ::dup2(s.err, 2) < 0)
     child_fail(s.status);
   if (s.heartbeat == 3)
@@ -198,16 +287,34 @@ struct process_runner::impl {
   std::vector<std::thread> threads;
   std::atomic<uint64_t> next_id{1};
   std::atomic<size_t> active{0};
+  /// The reaper's pid and the write end of its pipe (non-blocking); 0 and
+  /// closed when there is none.
+  pid_t reaper = 0;
+  asio::posix::stream_descriptor reaper_out;
   // Touched on the io thread only.
   std::unordered_map<handle, std::shared_ptr<child>> children;
   /// Children whose `done` was called while their group was still alive.
   std::unordered_map<handle, std::shared_ptr<child>> lingering;
+  /// Messages for the reaper that found its pipe full, in order.
+  std::vector<int32_t> reaper_backlog;
+  bool reaper_writing = false;
   asio::steady_timer tick_timer;
   bool tick_armed = false;
 
   explicit impl(process_runner_options o)
-      : opts(std::move(o)), work(io.get_executor()), tick_timer(io) {}
+      : opts(std::move(o)), work(io.get_executor()), reaper_out(io),
+        tick_timer(io) {}
 
+  void notice(const std::string& text) {
+    if (opts.log)
+      opts.log(text);
+  }
+
+  /// What a missing reaper means, for notices.
+  std::string without_reaper() const;
+  void start_reaper();
+  void tell_reaper(int32_t message);
+  void flush_reaper();
   void spawn(std::shared_ptr<child> c);
   void read(std::shared_ptr<child> c, bool is_out);
   void wait_exit(std::shared_ptr<child> c);
@@ -220,6 +327,73 @@ struct process_runner::impl {
   void finish(const std::shared_ptr<child>& c);
   void terminate(handle h);
 };
+
+std::string process_runner::impl::without_reaper() const {
+  return "if this process is killed, processes that its exec children "
+         "started live on";
+}
+
+void process_runner::impl::start_reaper() {
+  int fds[2];
+  if (::pipe2(fds, O_CLOEXEC) != 0) {
+    notice(std::string{"exec reaper not started (pipe: "} + std::strerror(errno)
+           + "): " + without_reaper());
+    return;
+  }
+  pid_t pid = ::fork();
+  if (pid == 0)
+    reaper_main(fds[0]);
+  ::close(fds[0]);
+  if (pid < 0) {
+    ::close(fds[1]);
+    notice(std::string{"exec reaper not started (fork: "} + std::strerror(errno)
+           + "): " + without_reaper());
+    return;
+  }
+  ::fcntl(fds[1], F_SETFL, ::fcntl(fds[1], F_GETFL) | O_NONBLOCK);
+  reaper = pid;
+  reaper_out.assign(fds[1]);
+}
+
+void process_runner::impl::tell_reaper(int32_t message) {
+  if (!reaper_out.is_open())
+    return;
+  if (!reaper_backlog.empty() || reaper_writing) {
+    reaper_backlog.push_back(message);
+    return;
+  }
+  auto n = ::write(reaper_out.native_handle(), &message, sizeof message);
+  if (n == static_cast<ssize_t>(sizeof message))
+    return;
+  if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+    reaper_backlog.push_back(message);
+    flush_reaper();
+    return;
+  }
+  // EPIPE: the reaper is gone (someone killed it). The state folder still
+  // covers a node that dies now.
+  boost::system::error_code ignored;
+  reaper_out.close(ignored);
+  ::waitpid(reaper, nullptr, WNOHANG);
+  notice("exec reaper (pid " + std::to_string(reaper)
+         + ") is gone: " + without_reaper());
+}
+
+void process_runner::impl::flush_reaper() {
+  if (reaper_writing || !reaper_out.is_open())
+    return;
+  reaper_writing = true;
+  reaper_out.async_wait(asio::posix::stream_descriptor::wait_write,
+                        [this](boost::system::error_code ec) {
+                          reaper_writing = false;
+                          if (ec)
+                            return;
+                          auto pending = std::move(reaper_backlog);
+                          reaper_backlog.clear();
+                          for (auto m : pending)
+                            tell_reaper(m);
+                        });
+}
 
 void process_runner::impl::spawn(std::shared_ptr<child> c) {
   const auto& spec = c->spec;
@@ -250,9 +424,10 @@ void process_runner::impl::spawn(std::shared_ptr<child> c) {
     w->fd = fds[1];
   }
   const char* cwd = spec.cwd.empty() ? nullptr : spec.cwd.c_str();
-  child_setup setup{image.argv.data(), image.envp.data(), cwd,
-                    in_r.fd,           out_w.fd,          err_w.fd,
-                    status_w.fd,       hb_w.fd,           ::getpid()};
+  int reaper_fd = reaper_out.is_open() ? reaper_out.native_handle() : -1;
+  child_setup setup{image.argv.data(), image.envp.data(), cwd,         in_r.fd,
+                    out_w.fd,          err_w.fd,          status_w.fd, hb_w.fd,
+                    reaper_fd,         ::getpid()};
   int spawn_errno = 0;
   pid_t pid = spawn_child(setup, spawn_errno);
   if (pid < 0) {
@@ -265,7 +440,9 @@ void process_runner::impl::spawn(std::shared_ptr<child> c) {
   int child_errno = 0;
   auto n = ::read(status_r.fd, &child_errno, sizeof(child_errno));
   if (n == static_cast<ssize_t>(sizeof(child_errno))) {
+    // It failed before exec, alone in its group.
     ::waitpid(pid, nullptr, 0);
+    tell_reaper(-pid);
     std::string what = std::strerror(child_errno);
     if (cwd != nullptr && child_errno == ENOENT)
       what += " (program '" + spec.argv[0] + "' or folder '" + spec.cwd + "')";
@@ -436,6 +613,7 @@ void process_runner::impl::watch_group(std::shared_ptr<child> c) {
 
 void process_runner::impl::group_ended(const std::shared_ptr<child>& c) {
   c->group_gone = true;
+  tell_reaper(-c->pid);
   lingering.erase(c->id);
   maybe_finish(c);
 }
@@ -542,6 +720,8 @@ process_runner::process_runner(process_runner_options opts)
   // may not reap them), so that the runner can reap them and tell when the
   // group is gone.
   ::prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+  if (im.opts.reaper)
+    im.start_reaper();
   // One thread keeps all per-child state on one strand.
   im.threads.emplace_back([this] { impl_->io.run(); });
 }
@@ -570,6 +750,17 @@ process_runner::~process_runner() {
       done(std::move(c->outcome));
     }
   }
+  // End of file for the reaper: it kills the groups still listed (those
+  // that did not go in time) and exits. Bounded wait to reap it.
+  boost::system::error_code ignored;
+  impl_->reaper_out.close(ignored);
+  if (impl_->reaper > 0) {
+    for (int i = 0; i < 200; ++i) {
+      if (::waitpid(impl_->reaper, nullptr, WNOHANG) != 0)
+        break;
+      std::this_thread::sleep_for(std::chrono::milliseconds{5});
+    }
+  }
 }
 
 process_runner::handle
@@ -590,6 +781,10 @@ void process_runner::kill(handle h) {
 
 size_t process_runner::running() const {
   return impl_->active.load();
+}
+
+int process_runner::reaper_pid() const {
+  return impl_->reaper;
 }
 
 } // namespace troupe::actors

@@ -55,35 +55,43 @@ struct process_outcome {
   bool group_lingered = false;
 };
 
-/// How a process_runner waits for the processes its children leave.
+/// How a process_runner guards against leftover processes.
 struct process_runner_options {
+  /// Starts a reaper: a small process that holds the list of live groups
+  /// and SIGKILLs them when this process dies, even by SIGKILL. Default:
+  /// true.
+  bool reaper = true;
   /// After a child ended, how long the runner waits for the rest of its
   /// process group to be gone before calling `done` anyway (with
   /// group_lingered). Default: 10s.
   std::chrono::milliseconds group_wait_limit{10'000};
+  /// Notices: a reaper that could not start or died. May be empty.
+  std::function<void(const std::string&)> log;
 };
 
 /// Runs child processes asynchronously on its own Asio thread: no thread per
 /// process, no blocking wait. Each child leads its own process group, so
-/// kill() reaches its children too, and a child is over only once its
-/// whole group is:
+/// kill() reaches its children too, and no process of a group outlives the
+/// runner's process:
 ///
 /// - this process becomes a child subreaper, so descendants orphaned inside
 ///   a group are reparented to it and reaped by the runner;
-/// - `done` is called only once the child's whole process group is gone.
+/// - `done` is called only once the child's whole process group is gone;
+/// - a reaper process SIGKILLs the live groups when this process dies.
 ///
-/// A process that leaves its group (setsid, setpgid) is out of reach of
-/// this.
+/// A process that leaves its group (setsid, setpgid) is out of reach of all
+/// of this.
 class process_runner {
  public:
   using handle = uint64_t;
 
-  /// Makes this process a child subreaper and starts the runner's thread.
+  /// Makes this process a child subreaper, starts the reaper and the
+  /// runner's thread.
   explicit process_runner(process_runner_options opts = {});
 
   /// Kills every remaining child's process group with SIGKILL, waits
   /// (bounded) for the groups to be gone and joins the thread; pending
-  /// callbacks are called with killed = true.
+  /// callbacks are called with killed = true. The reaper then exits.
   ~process_runner();
 
   process_runner(const process_runner&) = delete;
@@ -102,6 +110,9 @@ class process_runner {
 
   /// Returns how many started processes have not finished.
   size_t running() const;
+
+  /// Returns the reaper's process id; 0 when there is none.
+  int reaper_pid() const;
 
  private:
   struct impl;

@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include <csignal>
+#include <filesystem>
 #include <fstream>
 #include <thread>
 #include <tuple>
@@ -69,6 +70,33 @@ struct Run : troupe::test::troupe_fixture {
     return r;
   }
 };
+
+/// Whether `pid` still runs: it exists and is not a zombie (a process whose
+/// parent died is reaped by init in its own time).
+bool running(pid_t pid) {
+  std::ifstream in{"/proc/" + std::to_string(pid) + "/stat"};
+  std::string text;
+  std::getline(in, text);
+  auto close = text.rfind(')');
+  if (pid <= 1 || close == std::string::npos || close + 2 >= text.size())
+    return false;
+  auto state = text[close + 2];
+  return state != 'Z' && state != 'X';
+}
+
+/// The pid written in `path`; 0 while there is none.
+pid_t read_pid(const std::filesystem::path& path) {
+  pid_t pid = 0;
+  std::ifstream{path} >> pid;
+  return pid;
+}
+
+/// SIGKILLs the processes an exec node started for a test, if they run.
+void kill_leftovers(std::initializer_list<pid_t> pids) {
+  for (auto pid : pids)
+    if (running(pid))
+      ::kill(pid, SIGKILL);
+}
 
 /// Returns the one JSON report line --resume prints for a completed run.
 json resumed_report(const process_result& r) {
@@ -286,6 +314,30 @@ TEST_F(Run, KillInTheMiddleOfAFanOut) {
     EXPECT_LE(n, 2) << i;
   }
   EXPECT_EQ(count_lines(marks, "join"), 1);
+}
+
+// An exec node's grandchild dies with the node: kill -9 of troupe ends the
+// whole process group of the attempt (its reaper does it), not only the
+// direct child.
+TEST_F(Run, Kill9LeavesNoProcessOfAnAttemptBehind) {
+  auto leader = dir.path() / "leader", grand = dir.path() / "grand";
+  auto script = dir.write(
+    "work.sh", "echo $$ > " + leader.string() + "\nsleep 300 &\necho $! > "
+                 + grand.string() + ".tmp\nmv " + grand.string() + ".tmp "
+                 + grand.string() + "\nwait\n");
+  auto wf = dir.write("o.yaml", "name: o\nnodes:\n  work:\n    kind: exec\n"
+                                "    command: [\"/bin/sh\", \""
+                                  + script.string() + "\"]\n");
+  auto p = start({"run", wf.string(), "--data-dir", data});
+  ASSERT_TRUE(wait_until([&] { return read_pid(grand) > 0; }, 30s)) << p->err();
+  auto l = read_pid(leader), g = read_pid(grand);
+  ASSERT_TRUE(running(g));
+  p->signal(SIGKILL);
+  ASSERT_EQ(p->wait(10s), -SIGKILL);
+  EXPECT_TRUE(wait_until([&] { return !running(g) && !running(l); }, 10s))
+    << "the attempt's " << (running(g) ? "grandchild" : "child")
+    << " outlived troupe";
+  kill_leftovers({l, g});
 }
 
 TEST_F(Run, SigtermStopsCleanlyAndTheNextRunResumes) {

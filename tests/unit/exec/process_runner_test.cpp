@@ -293,6 +293,42 @@ TEST(ProcessRunner, ReapsOrphansOfARunningChild) {
   ASSERT_EQ(f.wait_for(20s), std::future_status::ready);
 }
 
+// The node's process dies by SIGKILL: its reaper kills the groups it
+// listed, grandchildren included (PR_SET_PDEATHSIG reaches only the child).
+TEST(ProcessRunner, ReaperKillsTheGroupsWhenTheProcessDies) {
+  scratch_file pids{"reaper"};
+  // A "node": a forked copy of this (single-threaded) test process.
+  pid_t node = ::fork();
+  ASSERT_GE(node, 0);
+  if (node == 0) {
+    process_runner r;
+    r.start(sh("echo $$ > " + pids.str() + ".tmp; sleep 60 & echo $! >> "
+               + pids.str() + ".tmp; mv " + pids.str() + ".tmp " + pids.str()
+               + "; wait"),
+            [](process_outcome) {});
+    std::ofstream{pids.str() + ".reaper"} << r.reaper_pid() << "\n";
+    ::pause();
+    ::_exit(0);
+  }
+  auto members = pids.pids(2);
+  ASSERT_EQ(members.size(), 2u);
+  auto grandchild = members[1];
+  ASSERT_TRUE(running(grandchild));
+  ::kill(node, SIGKILL);
+  ASSERT_EQ(::waitpid(node, nullptr, 0), node);
+  EXPECT_TRUE(eventually([&] { return !running(grandchild); }))
+    << "grandchild " << grandchild << " outlived the node's process";
+  pid_t reaper = 0;
+  std::ifstream{pids.str() + ".reaper"} >> reaper;
+  // It exits on its own once its work is done.
+  EXPECT_TRUE(reaper <= 0 || eventually([&] { return !running(reaper); }));
+  for (auto pid : members)
+    cleanup(pid);
+  cleanup(reaper);
+  std::filesystem::remove(pids.str() + ".tmp");
+  std::filesystem::remove(pids.str() + ".reaper");
+}
+
 TEST(ProcessRunner, SigkillsAChildIgnoringSigterm) {
   process_runner r;
   std::promise<process_outcome> p;
