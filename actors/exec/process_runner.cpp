@@ -11,11 +11,19 @@
 #include <atomic>
 #include <cerrno>
 #include <csignal>
+#include <cstdio>
 #include <cstring>
+#include <dirent.h>
 #include <fcntl.h>
 #include <linux/close_range.h>
+#include <map>
+#include <optional>
+#include <random>
+#include <set>
+#include <sstream>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <thread>
@@ -38,6 +46,307 @@ constexpr auto drain_limit = std::chrono::seconds{2};
 int pidfd_open(pid_t pid) {
   return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
 }
+
+/// The variable set in every child's environment, valued with the runner's
+/// instance id: proof, read back from /proc after a restart, that a process
+/// is ours.
+constexpr const char* group_marker = "TROUPE_ATTEMPT_GROUP";
+
+/// The name of the log of live process groups inside the state folder.
+constexpr const char* group_log_name = "groups";
+
+/// The first line of a group log, then its format version.
+constexpr const char* group_log_magic = "troupe-groups";
+
+/// How long opening a runner waits for leftover groups it killed to be gone.
+constexpr auto sweep_limit = std::chrono::seconds{5};
+
+/// Reads a small file whole (procfs files report no size); empty on error.
+std::string read_small_file(const std::string& path) {
+  std::string out;
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    return out;
+  char buf[4096];
+  ssize_t n;
+  while ((n = ::read(fd, buf, sizeof buf)) > 0 || (n < 0 && errno == EINTR))
+    if (n > 0)
+      out.append(buf, static_cast<size_t>(n));
+  ::close(fd);
+  return out;
+}
+
+/// Returns this boot's id, which tells process ids of this boot from
+/// those of an earlier one.
+std::string boot_id() {
+  auto id = read_small_file("/proc/sys/kernel/random/boot_id");
+  while (!id.empty() && (id.back() == '\n' || id.back() == ' '))
+    id.pop_back();
+  return id;
+}
+
+/// A process as /proc/<pid>/stat describes it.
+struct proc_stat {
+  pid_t pid = 0;
+  char state = '?';
+  pid_t pgrp = 0;
+  /// Clock ticks after boot at which the process started.
+  uint64_t start_time = 0;
+
+  /// Whether it still runs (a zombie has ended; it only waits to be reaped).
+  bool alive() const { return state != 'Z' && state != 'X' && state != 'x'; }
+};
+
+std::optional<proc_stat> read_proc_stat(pid_t pid) {
+  auto text = read_small_file("/proc/" + std::to_string(pid) + "/stat");
+  // "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses.
+  auto close = text.rfind(')');
+  if (close == std::string::npos)
+    return std::nullopt;
+  std::istringstream in{text.substr(close + 1)};
+  proc_stat s;
+  s.pid = pid;
+  std::string skip;
+  long ppid = 0, pgrp = 0;
+  in >> s.state >> ppid >> pgrp;
+  // Fields 6 to 21, then starttime (field 22).
+  for (int i = 6; i <= 21 && in; ++i)
+    in >> skip;
+  in >> s.start_time;
+  if (!in)
+    return std::nullopt;
+  s.pgrp = static_cast<pid_t>(pgrp);
+  return s;
+}
+
+/// Every process now in one of `pgids`.
+std::vector<proc_stat> processes_in(const std::set<pid_t>& pgids) {
+  std::vector<proc_stat> out;
+  DIR* d = ::opendir("/proc");
+  if (d == nullptr)
+    return out;
+  while (auto* e = ::readdir(d)) {
+    char* end = nullptr;
+    auto pid = std::strtol(e->d_name, &end, 10);
+    if (pid <= 0 || *end != '\0')
+      continue;
+    auto s = read_proc_stat(static_cast<pid_t>(pid));
+    if (s && pgids.count(s->pgrp) != 0)
+      out.push_back(*s);
+  }
+  ::closedir(d);
+  return out;
+}
+
+/// Whether the environment `pid` started with holds `entry` ("NAME=value").
+bool environ_holds(pid_t pid, const std::string& entry) {
+  auto env = read_small_file("/proc/" + std::to_string(pid) + "/environ");
+  size_t at = 0;
+  while (at < env.size()) {
+    auto end = env.find('\0', at);
+    if (end == std::string::npos)
+      end = env.size();
+    if (env.compare(at, end - at, entry) == 0)
+      return true;
+    at = end + 1;
+  }
+  return false;
+}
+
+/// What a group log says: who wrote it and the groups it left alive.
+struct group_log_content {
+  std::string boot;
+  std::string instance;
+  /// Process group id to its leader's start time (0: unknown).
+  std::map<pid_t, uint64_t> live;
+};
+
+/// Parses a group log: a header line "troupe-groups 1 <boot id> <instance>",
+/// then "+ <pgid> <leader start time>" when a group started and "- <pgid>"
+/// when it was gone. Lines cut short by a crash are skipped.
+std::optional<group_log_content> parse_group_log(const std::string& text) {
+  std::istringstream in{text};
+  std::string line, magic;
+  int version = 0;
+  group_log_content out;
+  if (!std::getline(in, line))
+    return std::nullopt;
+  std::istringstream header{line};
+  header >> magic >> version >> out.boot >> out.instance;
+  if (magic != group_log_magic || version != 1 || out.instance.empty())
+    return std::nullopt;
+  while (std::getline(in, line)) {
+    std::istringstream l{line};
+    char op = 0;
+    long pgid = 0;
+    uint64_t start = 0;
+    if (!(l >> op >> pgid) || pgid <= 1)
+      continue;
+    if (op == '+' && (l >> start))
+      out.live[static_cast<pid_t>(pgid)] = start;
+    else if (op == '-')
+      out.live.erase(static_cast<pid_t>(pgid));
+  }
+  return out;
+}
+
+/// Kills the process groups that the log in `dir` left alive, when they are
+/// provably the ones it recorded: same boot, and a living member that is
+/// the recorded leader (same start time) or carries the writer's marker in
+/// its environment. Process group ids are reused, so nothing else is
+/// touched. Waits (bounded) until the killed groups have no living member.
+void sweep_leftovers(const std::string& dir,
+                     const std::function<void(const std::string&)>& log) {
+  auto text = read_small_file(dir + "/" + group_log_name);
+  auto content = parse_group_log(text);
+  if (!content || content->live.empty() || content->boot != boot_id())
+    return;
+  std::set<pid_t> recorded;
+  for (auto& [pgid, _] : content->live)
+    recorded.insert(pgid);
+  auto marker = std::string{group_marker} + "=" + content->instance;
+  // Never this process's own group (a leftover that started this node).
+  recorded.erase(::getpgrp());
+  std::set<pid_t> ours, strangers;
+  for (auto& p : processes_in(recorded)) {
+    if (!p.alive() || ours.count(p.pgrp) != 0)
+      continue;
+    auto start = content->live[p.pgrp];
+    if ((p.pid == p.pgrp && start != 0 && p.start_time == start)
+        || environ_holds(p.pid, marker)) {
+      ours.insert(p.pgrp);
+      strangers.erase(p.pgrp);
+    } else {
+      strangers.insert(p.pgrp);
+    }
+  }
+  // A group with a member proven ours is ours whole: its id cannot be
+  // reused while any member lives.
+  for (auto pgid : ours)
+    ::kill(-pgid, SIGKILL);
+  auto deadline = std::chrono::steady_clock::now() + sweep_limit;
+  std::set<pid_t> left = ours;
+  while (!left.empty() && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds{10});
+    std::set<pid_t> still;
+    for (auto& p : processes_in(left))
+      if (p.alive())
+        still.insert(p.pgrp);
+    for (auto pgid : still)
+      ::kill(-pgid, SIGKILL);
+    left = std::move(still);
+  }
+  if (!log)
+    return;
+  auto list = [](const std::set<pid_t>& s) {
+    std::string out;
+    for (auto pgid : s)
+      out += (out.empty() ? "" : ", ") + std::to_string(pgid);
+    return out;
+  };
+  if (!ours.empty())
+    log("killed " + std::to_string(ours.size())
+        + " exec process group(s) left behind by a node that died: "
+        + list(ours));
+  if (!left.empty())
+    log("exec process group(s) still alive after SIGKILL (uninterruptible "
+        "sleep?): "
+        + list(left));
+  if (!strangers.empty())
+    log("left process group(s) " + list(strangers)
+        + " alone: recorded by a node that died, but not provably its own "
+          "now");
+}
+
+/// The log of live process groups in the state folder, written by the
+/// runner's thread: one line per group started and per group gone, no
+/// fsync (after a machine crash no process is left anyway). Rewritten with
+/// only the live groups once it has grown well past them.
+class group_log {
+ public:
+  group_log() = default;
+  group_log(const group_log&) = delete;
+  group_log& operator=(const group_log&) = delete;
+  ~group_log() {
+    if (fd_ >= 0)
+      ::close(fd_);
+  }
+
+  /// Starts a fresh log in `dir`; false with `error` set when it cannot.
+  bool open(const std::string& dir, const std::string& instance,
+            std::string& error) {
+    if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
+      error = "cannot create '" + dir + "': " + std::strerror(errno);
+      return false;
+    }
+    dir_ = dir;
+    header_ = std::string{group_log_magic} + " 1 " + boot_id() + " " + instance
+              + "\n";
+    if (!rewrite()) {
+      error = "cannot write '" + path() + "': " + std::strerror(errno);
+      return false;
+    }
+    return true;
+  }
+
+  /// Notes a live group, or the start time of its leader (0: unknown).
+  void started(pid_t pgid, uint64_t start_time) {
+    if (fd_ < 0)
+      return;
+    live_[pgid] = start_time;
+    append("+ " + std::to_string(pgid) + " " + std::to_string(start_time)
+           + "\n");
+  }
+
+  void gone(pid_t pgid) {
+    if (fd_ < 0 || live_.erase(pgid) == 0)
+      return;
+    append("- " + std::to_string(pgid) + "\n");
+    if (records_ > 4096 && records_ > 4 * live_.size())
+      rewrite();
+  }
+
+ private:
+  std::string path() const { return dir_ + "/" + group_log_name; }
+
+  void append(const std::string& line) {
+    ++records_;
+    [[maybe_unused]] auto n = ::write(fd_, line.data(), line.size());
+  }
+
+  /// Writes the header and the live groups to a new file that then takes
+  /// the log's place, so a crash leaves the old log or the new one.
+  bool rewrite() {
+    auto tmp = path() + ".tmp";
+    int fd
+      = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0)
+      return false;
+    std::string text = header_;
+    for (auto& [pgid, start] : live_)
+      text += "+ " + std::to_string(pgid) + " " + std::to_string(start) + "\n";
+    bool ok = ::write(fd, text.data(), text.size())
+              == static_cast<ssize_t>(text.size());
+    if (!ok || ::rename(tmp.c_str(), path().c_str()) != 0) {
+      ::close(fd);
+      ::unlink(tmp.c_str());
+      return false;
+    }
+    // Appends go to the new file from here on.
+    ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_APPEND);
+    if (fd_ >= 0)
+      ::close(fd_);
+    fd_ = fd;
+    records_ = live_.size();
+    return true;
+  }
+
+  std::string dir_;
+  std::string header_;
+  int fd_ = -1;
+  size_t records_ = 0;
+  std::unordered_map<pid_t, uint64_t> live_;
+};
 
 /// The reaper: a forked process that keeps the list of live process groups
 /// the runner sends it over a pipe (a pgid to add, its negation to remove)
@@ -141,20 +450,28 @@ struct exec_image {
   std::vector<char*> argv;
   std::vector<char*> envp;
 
-  explicit exec_image(const process_spec& spec) {
+  /// `marker` ("NAME=value") ends the environment, over anything the spec
+  /// or the parent set, so that the runner can prove later that the child
+  /// (and what it starts with the same environment) is its own.
+  exec_image(const process_spec& spec, const std::string& marker) {
     std::vector<std::string> env_entries;
+    auto marker_name = marker.substr(0, marker.find('='));
     for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
       std::string entry{*e};
       auto eq = entry.find('=');
       auto name = entry.substr(0, eq);
-      // An inherited heartbeat descriptor would name the wrong file.
-      if (spec.env.count(name) == 0 && name != "TROUPE_HEARTBEAT_FD")
+      // An inherited heartbeat descriptor would name the wrong file, an
+      // inherited marker the wrong runner (Troupe run by an exec node).
+      if (spec.env.count(name) == 0 && name != "TROUPE_HEARTBEAT_FD"
+          && name != marker_name)
         env_entries.push_back(std::move(entry));
     }
     if (spec.heartbeat_timeout.count() > 0)
       env_entries.push_back("TROUPE_HEARTBEAT_FD=3");
     for (const auto& [name, value] : spec.env)
-      env_entries.push_back(name + "=" + value);
+      if (name != marker_name)
+        env_entries.push_back(name + "=" + value);
+    env_entries.push_back(marker);
     strings.reserve(spec.argv.size() + env_entries.size());
     for (const auto& a : spec.argv)
       strings.push_back(a);
@@ -272,8 +589,11 @@ struct process_runner::impl {
     bool gave_up = false;
     bool out_open = true;
     bool err_open = true;
-    /// When the leader was reaped; polls of the group since.
-    std::chrono::steady_clock::time_point ended_at;
+    /// When the leader started and when it was reaped; polls of the group
+    /// since.
+    std::chrono::steady_clock::time_point started_at, ended_at;
+    /// The leader's start time is in the group log.
+    bool stamped = false;
     int group_polls = 0;
 
     explicit child(asio::io_context& io)
@@ -287,6 +607,8 @@ struct process_runner::impl {
   std::vector<std::thread> threads;
   std::atomic<uint64_t> next_id{1};
   std::atomic<size_t> active{0};
+  /// "TROUPE_ATTEMPT_GROUP=<instance id>", set in every child.
+  std::string marker;
   /// The reaper's pid and the write end of its pipe (non-blocking); 0 and
   /// closed when there is none.
   pid_t reaper = 0;
@@ -298,6 +620,7 @@ struct process_runner::impl {
   /// Messages for the reaper that found its pipe full, in order.
   std::vector<int32_t> reaper_backlog;
   bool reaper_writing = false;
+  group_log groups;
   asio::steady_timer tick_timer;
   bool tick_armed = false;
 
@@ -329,8 +652,10 @@ struct process_runner::impl {
 };
 
 std::string process_runner::impl::without_reaper() const {
-  return "if this process is killed, processes that its exec children "
-         "started live on";
+  return std::string{"if this process is killed, processes that its exec "
+                     "children started live on"}
+         + (opts.state_dir.empty() ? ""
+                                   : " until the next start on its data dir");
 }
 
 void process_runner::impl::start_reaper() {
@@ -402,7 +727,7 @@ void process_runner::impl::spawn(std::shared_ptr<child> c) {
     finish(c);
     return;
   }
-  exec_image image{spec};
+  exec_image image{spec, marker};
   // Pipes for stdin, stdout, stderr, the child's exec errno and heartbeats.
   fd_guard in_r, in_w, out_r, out_w, err_r, err_w, status_r, status_w, hb_r,
     hb_w;
@@ -471,6 +796,8 @@ void process_runner::impl::spawn(std::shared_ptr<child> c) {
   for (int fd : {in_w.fd, out_r.fd, err_r.fd})
     ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
   c->pidfd.assign(pfd);
+  c->started_at = std::chrono::steady_clock::now();
+  groups.started(pid, 0);
   c->out.assign(out_r.release());
   c->err.assign(err_r.release());
   c->in.assign(in_w.release());
@@ -614,14 +941,24 @@ void process_runner::impl::watch_group(std::shared_ptr<child> c) {
 void process_runner::impl::group_ended(const std::shared_ptr<child>& c) {
   c->group_gone = true;
   tell_reaper(-c->pid);
+  groups.gone(c->pid);
   lingering.erase(c->id);
   maybe_finish(c);
 }
 
 void process_runner::impl::tick() {
+  auto now = std::chrono::steady_clock::now();
   for (auto& [_, c] : children) {
     if (c->exited)
       continue;
+    // The leader's start time lets the next start tell this group from a
+    // later one that reuses its id. Read from /proc only for children that
+    // live a while: a short-lived group is checked by the marker alone.
+    if (!c->stamped && now - c->started_at >= std::chrono::milliseconds{500}) {
+      c->stamped = true;
+      if (auto stat = read_proc_stat(c->pid))
+        groups.started(c->pid, stat->start_time);
+    }
     // While a leader runs, members of its group whose parent ended are our
     // children: reap those that have ended, so that a long-running child
     // starting many short-lived orphans does not fill the pid table with
@@ -720,6 +1057,19 @@ process_runner::process_runner(process_runner_options opts)
   // may not reap them), so that the runner can reap them and tell when the
   // group is gone.
   ::prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+  std::random_device rd;
+  char instance[17];
+  std::snprintf(instance, sizeof instance, "%08x%08x", rd(), rd());
+  im.marker = std::string{group_marker} + "=" + instance;
+  if (!im.opts.state_dir.empty()) {
+    // Before anything runs again: what a node killed earlier left behind.
+    sweep_leftovers(im.opts.state_dir, im.opts.log);
+    std::string error;
+    if (!im.groups.open(im.opts.state_dir, instance, error))
+      im.notice("exec process groups are not recorded (" + error
+                + "): a node killed with SIGKILL together with its reaper "
+                  "leaves its exec children's children running");
+  }
   if (im.opts.reaper)
     im.start_reaper();
   // One thread keeps all per-child state on one strand.

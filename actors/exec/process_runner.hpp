@@ -57,6 +57,11 @@ struct process_outcome {
 
 /// How a process_runner guards against leftover processes.
 struct process_runner_options {
+  /// Folder where the runner records the process groups it has alive (one
+  /// small log file), so that the next runner on the same folder kills the
+  /// groups a killed node left behind before anything runs again. Created if
+  /// missing. Empty: nothing is recorded or swept.
+  std::string state_dir;
   /// Starts a reaper: a small process that holds the list of live groups
   /// and SIGKILLs them when this process dies, even by SIGKILL. Default:
   /// true.
@@ -65,7 +70,8 @@ struct process_runner_options {
   /// process group to be gone before calling `done` anyway (with
   /// group_lingered). Default: 10s.
   std::chrono::milliseconds group_wait_limit{10'000};
-  /// Notices: a reaper that could not start or died. May be empty.
+  /// Notices: leftover groups killed, a reaper that could not start or
+  /// died. May be empty.
   std::function<void(const std::string&)> log;
 };
 
@@ -77,7 +83,9 @@ struct process_runner_options {
 /// - this process becomes a child subreaper, so descendants orphaned inside
 ///   a group are reparented to it and reaped by the runner;
 /// - `done` is called only once the child's whole process group is gone;
-/// - a reaper process SIGKILLs the live groups when this process dies.
+/// - a reaper process SIGKILLs the live groups when this process dies;
+/// - with a state_dir, the live groups are recorded there and the next
+///   runner on it kills (after checking they are ours) those left behind.
 ///
 /// A process that leaves its group (setsid, setpgid) is out of reach of all
 /// of this.
@@ -85,8 +93,9 @@ class process_runner {
  public:
   using handle = uint64_t;
 
-  /// Makes this process a child subreaper, starts the reaper and the
-  /// runner's thread.
+  /// Kills the leftover groups recorded in `opts.state_dir` (blocking,
+  /// bounded by a few seconds), then starts the reaper and the runner's
+  /// thread.
   explicit process_runner(process_runner_options opts = {});
 
   /// Kills every remaining child's process group with SIGKILL, waits

@@ -456,3 +456,138 @@ TEST(ProcessRunner, ChildrenInheritNoStrayDescriptors) {
   ::close(fd);
   EXPECT_EQ(o.out, "clean\n");
 }
+
+namespace {
+
+/// A fresh folder, removed with its contents when it goes out of scope.
+struct scratch_dir {
+  std::filesystem::path path;
+  scratch_dir() {
+    auto pattern
+      = (std::filesystem::temp_directory_path() / "troupe-pr-XXXXXX").string();
+    if (::mkdtemp(pattern.data()) == nullptr)
+      throw std::runtime_error("mkdtemp failed");
+    path = pattern;
+  }
+  ~scratch_dir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path, ec);
+  }
+};
+
+std::string this_boot() {
+  std::string id;
+  std::ifstream{"/proc/sys/kernel/random/boot_id"} >> id;
+  return id;
+}
+
+/// Field 22 of /proc/<pid>/stat: when it started, in ticks after boot.
+std::string start_time_of(pid_t pid) {
+  std::ifstream in{"/proc/" + std::to_string(pid) + "/stat"};
+  std::string text;
+  std::getline(in, text);
+  std::istringstream rest{text.substr(text.rfind(')') + 2)};
+  std::string field;
+  for (int i = 3; i <= 22; ++i)
+    rest >> field;
+  return field;
+}
+
+} // namespace
+
+// A node killed together with its reaper leaves grandchildren running; the
+// next runner on the same state folder kills them before it returns, that
+// is before anything can run again.
+TEST(ProcessRunner, NextRunnerKillsTheGroupsADeadOneLeftBehind) {
+  scratch_dir state;
+  scratch_file pids{"backstop"};
+  pid_t node = ::fork();
+  ASSERT_GE(node, 0);
+  if (node == 0) {
+    process_runner_options o;
+    o.state_dir = (state.path / "procs").string();
+    o.reaper = false; // as if it had been killed too
+    process_runner r{o};
+    r.start(sh("echo $$ > " + pids.str() + ".tmp; sleep 60 & echo $! >> "
+               + pids.str() + ".tmp; mv " + pids.str() + ".tmp " + pids.str()
+               + "; wait"),
+            [](process_outcome) {});
+    ::pause();
+    ::_exit(0);
+  }
+  auto members = pids.pids(2);
+  ASSERT_EQ(members.size(), 2u);
+  auto grandchild = members[1];
+  ::kill(node, SIGKILL);
+  ASSERT_EQ(::waitpid(node, nullptr, 0), node);
+  // Nothing killed it: PR_SET_PDEATHSIG reached only the child.
+  std::this_thread::sleep_for(100ms);
+  ASSERT_TRUE(running(grandchild));
+  std::vector<std::string> notices;
+  {
+    process_runner_options o;
+    o.state_dir = (state.path / "procs").string();
+    o.log = [&](const std::string& line) { notices.push_back(line); };
+    process_runner r{o};
+    EXPECT_FALSE(running(grandchild));
+    // And it runs children as usual.
+    EXPECT_EQ(run(r, sh("echo ok")).out, "ok\n");
+  }
+  ASSERT_EQ(notices.size(), 1u);
+  EXPECT_NE(notices[0].find("killed 1 exec process group(s) left behind"),
+            std::string::npos)
+    << notices[0];
+  for (auto pid : members)
+    cleanup(pid);
+}
+
+// Process group ids are reused (after a reboot, or once the group is gone):
+// a recorded group is killed only when a living member is provably the one
+// recorded (same boot, leader with the same start time, or the runner's
+// marker in its environment).
+TEST(ProcessRunner, SweepLeavesGroupsItCannotProveItsOwn) {
+  scratch_dir state;
+  auto dir = state.path / "procs";
+  std::filesystem::create_directories(dir);
+  // A stranger: a process group of this test's, without the marker.
+  pid_t stranger = ::fork();
+  ASSERT_GE(stranger, 0);
+  if (stranger == 0) {
+    ::setpgid(0, 0);
+    char* argv[]
+      = {const_cast<char*>("sleep"), const_cast<char*>("60"), nullptr};
+    char* envp[] = {nullptr};
+    ::execve("/bin/sleep", argv, envp);
+    ::_exit(127);
+  }
+  ::setpgid(stranger, stranger);
+  ASSERT_TRUE(eventually([&] { return start_time_of(stranger) != ""; }));
+  auto start = start_time_of(stranger);
+  auto sweep = [&](const std::string& boot, const std::string& start_time) {
+    std::ofstream{dir / "groups"}
+      << "troupe-groups 1 " << boot << " 0123456789abcdef\n"
+      << "+ " << stranger << " " << start_time << "\n";
+    std::vector<std::string> notices;
+    process_runner_options o;
+    o.state_dir = dir.string();
+    o.reaper = false;
+    o.log = [&](const std::string& line) { notices.push_back(line); };
+    process_runner r{o};
+    return notices;
+  };
+  // Same boot, another start time: its id was reused.
+  auto notices = sweep(this_boot(), "1");
+  EXPECT_TRUE(running(stranger));
+  ASSERT_EQ(notices.size(), 1u);
+  EXPECT_NE(notices[0].find("left process group(s) " + std::to_string(stranger)
+                            + " alone"),
+            std::string::npos)
+    << notices[0];
+  // Recorded in another boot.
+  EXPECT_TRUE(sweep("another-boot", start).empty());
+  EXPECT_TRUE(running(stranger));
+  // The same leader: killed.
+  sweep(this_boot(), start);
+  EXPECT_FALSE(running(stranger));
+  cleanup(stranger);
+}
