@@ -48,26 +48,69 @@ struct process_outcome {
   bool killed = false;
   /// Whether it was killed for missing its heartbeat.
   bool heartbeat_lost = false;
+  /// Whether members of its process group were still alive when the runner
+  /// stopped waiting for them (group_wait_limit after the child ended, e.g.
+  /// a process stuck in uninterruptible sleep). The runner keeps killing
+  /// that group in the background until it is gone.
+  bool group_lingered = false;
 };
 
-/// Runs child processes asynchronously on its own Asio thread(s): no thread
-/// per process, no blocking wait. Each child leads its own process group, so
-/// kill() reaches its children too.
+/// How a process_runner guards against leftover processes.
+struct process_runner_options {
+  /// Folder where the runner records the process groups it has alive (one
+  /// small log file), so that the next runner on the same folder kills the
+  /// groups a killed node left behind before anything runs again. Created if
+  /// missing. Empty: nothing is recorded or swept.
+  std::string state_dir;
+  /// Starts a reaper: a small process that holds the list of live groups
+  /// and SIGKILLs them when this process dies, even by SIGKILL. Default:
+  /// true.
+  bool reaper = true;
+  /// After a child ended, how long the runner waits for the rest of its
+  /// process group to be gone before calling `done` anyway (with
+  /// group_lingered). Default: 10s.
+  std::chrono::milliseconds group_wait_limit{10'000};
+  /// Notices: leftover groups killed, a reaper that could not start or
+  /// died. May be empty.
+  std::function<void(const std::string&)> log;
+};
+
+/// Runs child processes asynchronously on its own Asio thread: no thread per
+/// process, no blocking wait. Each child leads its own process group, so
+/// kill() reaches its children too, and no process of a group outlives the
+/// runner's process:
+///
+/// - this process becomes a child subreaper, so descendants orphaned inside
+///   a group are reparented to it and reaped by the runner;
+/// - `done` is called only once the child's whole process group is gone;
+/// - a reaper process SIGKILLs the live groups when this process dies;
+/// - with a state_dir, the live groups are recorded there and the next
+///   runner on it kills (after checking they are ours) those left behind.
+///
+/// A process that leaves its group (setsid, setpgid) is out of reach of all
+/// of this.
 class process_runner {
  public:
   using handle = uint64_t;
 
-  explicit process_runner(size_t threads = 1);
+  /// Kills the leftover groups recorded in `opts.state_dir` (blocking,
+  /// bounded by a few seconds), then starts the reaper and the runner's
+  /// thread.
+  explicit process_runner(process_runner_options opts = {});
 
-  /// Kills every remaining child's process group with SIGKILL and joins the
-  /// threads; pending callbacks are called with killed = true.
+  /// Kills every remaining child's process group with SIGKILL, waits
+  /// (bounded) for the groups to be gone and joins the thread; pending
+  /// callbacks are called with killed = true. The reaper then exits.
   ~process_runner();
 
   process_runner(const process_runner&) = delete;
   process_runner& operator=(const process_runner&) = delete;
 
-  /// Starts a process. `done` is called exactly once, on a runner thread,
-  /// with the outcome (also when the program could not be started).
+  /// Starts a process. `done` is called exactly once, on the runner's
+  /// thread, with the outcome (also when the program could not be started),
+  /// once the child has been reaped, its output pipes are closed (or 2s
+  /// passed since it ended) and no process of its process group is left
+  /// (or group_wait_limit passed: see group_lingered).
   handle start(process_spec spec, std::function<void(process_outcome)> done);
 
   /// Ends the process group of `h`: SIGTERM, then SIGKILL after kill_grace.
@@ -76,6 +119,9 @@ class process_runner {
 
   /// Returns how many started processes have not finished.
   size_t running() const;
+
+  /// Returns the reaper's process id; 0 when there is none.
+  int reaper_pid() const;
 
  private:
   struct impl;

@@ -41,7 +41,13 @@ std::unique_ptr<embedded_node> embedded_node::open(const options& opts,
   node->store_ = persistence::journal_store::open(so, error);
   if (!node->store_)
     return nullptr;
-  node->runner_ = std::make_unique<process_runner>(1);
+  // Opened after the store, which holds the data dir's lock: the groups
+  // recorded in it are those of an earlier node on this data dir, killed
+  // here before recovery can start any attempt again.
+  process_runner_options runner_opts;
+  runner_opts.state_dir = opts.data_dir + "/procs";
+  runner_opts.log = opts.log;
+  node->runner_ = std::make_unique<process_runner>(std::move(runner_opts));
   node->svc_ = std::make_shared<services>();
   node->svc_->store = node->store_.get();
   node->svc_->runner = node->runner_.get();

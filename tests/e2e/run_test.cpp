@@ -11,7 +11,9 @@
 #include <nlohmann/json.hpp>
 
 #include <csignal>
+#include <filesystem>
 #include <fstream>
+#include <sstream>
 #include <thread>
 #include <tuple>
 #include <unistd.h>
@@ -69,6 +71,56 @@ struct Run : troupe::test::troupe_fixture {
     return r;
   }
 };
+
+/// Whether `pid` still runs: it exists and is not a zombie (a process whose
+/// parent died is reaped by init in its own time).
+bool running(pid_t pid) {
+  std::ifstream in{"/proc/" + std::to_string(pid) + "/stat"};
+  std::string text;
+  std::getline(in, text);
+  auto close = text.rfind(')');
+  if (pid <= 1 || close == std::string::npos || close + 2 >= text.size())
+    return false;
+  auto state = text[close + 2];
+  return state != 'Z' && state != 'X';
+}
+
+/// The pid written in `path`; 0 while there is none.
+pid_t read_pid(const std::filesystem::path& path) {
+  pid_t pid = 0;
+  std::ifstream{path} >> pid;
+  return pid;
+}
+
+/// The reaper process `troupe` (pid `parent`) started; 0 when none is found.
+pid_t find_reaper(pid_t parent) {
+  for (auto& e : std::filesystem::directory_iterator{"/proc"}) {
+    auto name = e.path().filename().string();
+    if (name.find_first_not_of("0123456789") != std::string::npos)
+      continue;
+    std::ifstream in{e.path() / "stat"};
+    std::string text;
+    std::getline(in, text);
+    auto open = text.find('('), close = text.rfind(')');
+    if (open == std::string::npos || close == std::string::npos)
+      continue;
+    std::istringstream rest{text.substr(close + 2)};
+    char state = 0;
+    pid_t ppid = 0;
+    rest >> state >> ppid;
+    if (ppid == parent
+        && text.substr(open + 1, close - open - 1) == "troupe-reaper")
+      return std::stoi(name);
+  }
+  return 0;
+}
+
+/// SIGKILLs the processes an exec node started for a test, if they run.
+void kill_leftovers(std::initializer_list<pid_t> pids) {
+  for (auto pid : pids)
+    if (running(pid))
+      ::kill(pid, SIGKILL);
+}
 
 /// Returns the one JSON report line --resume prints for a completed run.
 json resumed_report(const process_result& r) {
@@ -286,6 +338,78 @@ TEST_F(Run, KillInTheMiddleOfAFanOut) {
     EXPECT_LE(n, 2) << i;
   }
   EXPECT_EQ(count_lines(marks, "join"), 1);
+}
+
+// An exec node's grandchild dies with the node: kill -9 of troupe ends the
+// whole process group of the attempt (its reaper does it), not only the
+// direct child.
+TEST_F(Run, Kill9LeavesNoProcessOfAnAttemptBehind) {
+  auto leader = dir.path() / "leader", grand = dir.path() / "grand";
+  auto script = dir.write(
+    "work.sh", "echo $$ > " + leader.string() + "\nsleep 300 &\necho $! > "
+                 + grand.string() + ".tmp\nmv " + grand.string() + ".tmp "
+                 + grand.string() + "\nwait\n");
+  auto wf = dir.write("o.yaml", "name: o\nnodes:\n  work:\n    kind: exec\n"
+                                "    command: [\"/bin/sh\", \""
+                                  + script.string() + "\"]\n");
+  auto p = start({"run", wf.string(), "--data-dir", data});
+  ASSERT_TRUE(wait_until([&] { return read_pid(grand) > 0; }, 30s)) << p->err();
+  auto l = read_pid(leader), g = read_pid(grand);
+  ASSERT_TRUE(running(g));
+  p->signal(SIGKILL);
+  ASSERT_EQ(p->wait(10s), -SIGKILL);
+  EXPECT_TRUE(wait_until([&] { return !running(g) && !running(l); }, 10s))
+    << "the attempt's " << (running(g) ? "grandchild" : "child")
+    << " outlived troupe";
+  kill_leftovers({l, g});
+}
+
+// When the reaper is killed too, the next start on the data dir kills the
+// attempt's leftover process group before the attempt runs again: two
+// copies of the same work never run at once.
+TEST_F(Run, LeftoversOfAKilledNodeAreKilledBeforeTheAttemptRunsAgain) {
+  auto leader = dir.path() / "leader", grand = dir.path() / "grand";
+  auto seen = dir.path() / "seen", second = dir.path() / "second";
+  // The first attempt starts a grandchild and waits; the one after the
+  // restart notes whether that grandchild still ran when it started.
+  auto script = dir.write(
+    "work.sh", "g=" + grand.string()
+                 + "\nif [ -e $g ]; then\n"
+                   "  s=$(cut -d' ' -f3 /proc/$(cat $g)/stat 2>/dev/null)\n"
+                   "  if [ -n \"$s\" ] && [ \"$s\" != Z ]; then echo alive > "
+                 + seen.string() + "; else echo gone > " + seen.string()
+                 + "; fi\n  echo $$ > " + second.string()
+                 + "\n  echo '{}'\n  exit 0\nfi\n"
+                   "echo $$ > "
+                 + leader.string() + "\nsleep 300 &\necho $! > $g.tmp\n"
+                 + "mv $g.tmp $g\nwait\n");
+  auto wf = dir.write("o.yaml", "name: o\nnodes:\n  work:\n    kind: exec\n"
+                                "    command: [\"/bin/sh\", \""
+                                  + script.string() + "\"]\n");
+  auto p = start({"run", wf.string(), "--data-dir", data});
+  ASSERT_TRUE(wait_until([&] { return read_pid(grand) > 0; }, 30s)) << p->err();
+  auto l = read_pid(leader), g = read_pid(grand);
+  ASSERT_TRUE(running(g));
+  // The reaper first (else it would do the work), then troupe.
+  if (auto reaper = find_reaper(p->pid()); reaper > 0) {
+    ::kill(reaper, SIGKILL);
+    ASSERT_TRUE(wait_until([&] { return !running(reaper); }, 10s));
+  }
+  p->signal(SIGKILL);
+  ASSERT_EQ(p->wait(10s), -SIGKILL);
+  std::this_thread::sleep_for(100ms);
+  EXPECT_TRUE(running(g)) << "nothing should have killed it yet";
+  auto r = troupe({"run", "--resume", "--data-dir", data});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_GT(read_pid(second), 0) << "the attempt did not run again";
+  std::string state;
+  std::ifstream{seen} >> state;
+  EXPECT_EQ(state, "gone")
+    << "the old grandchild still ran when the attempt started again";
+  EXPECT_FALSE(running(g));
+  EXPECT_TRUE(contains(r.err, "killed 1 exec process group(s) left behind"))
+    << r.err;
+  kill_leftovers({l, g});
 }
 
 TEST_F(Run, SigtermStopsCleanlyAndTheNextRunResumes) {
