@@ -1,5 +1,6 @@
 #include "tools/control_client.hpp"
 
+#include "config/duration.hpp"
 #include "runtime/control/wire.hpp"
 #include "tools/commands.hpp"
 
@@ -12,9 +13,12 @@
 #include <boost/asio/ssl/stream.hpp>
 #include <boost/asio/write.hpp>
 
+#include <algorithm>
 #include <array>
 #include <cstdlib>
 #include <deque>
+#include <iostream>
+#include <thread>
 #include <utility> // before Asio: Boost 1.74 with C++20 needs std::exchange
 
 namespace troupe::tools {
@@ -145,8 +149,8 @@ int control_client::exit_code_for(const std::string& code) {
   if (code == "bad_request" || code == "invalid_workflow"
       || code == "unknown_type")
     return exit_bad_input;
-  if (code == "draining" || code == "unsupported_version" || code == "bad_frame"
-      || code == "frame_too_large")
+  if (code == "draining" || code == "not_ready" || code == "unsupported_version"
+      || code == "bad_frame" || code == "frame_too_large")
     return exit_unreachable;
   return exit_failed;
 }
@@ -240,11 +244,44 @@ void control_client::connect(const options& opts) {
 }
 
 json control_client::call(json request, std::chrono::milliseconds timeout) {
-  auto id = start(std::move(request));
-  auto answer = impl_->await(id, timeout);
-  if (answer.value("t", "") == "error")
-    throw_answer(answer);
-  return answer.value("body", json::object());
+  auto& i = *impl_;
+  auto began = std::chrono::steady_clock::now();
+  auto backoff = std::chrono::milliseconds{100};
+  bool told = false;
+  // Bounded by wait_ready; the count only guards against a clock gone wrong.
+  for (int tries = 0;; ++tries) {
+    auto id = start(request);
+    auto answer = i.await(id, timeout);
+    if (answer.value("t", "") != "error")
+      return answer.value("body", json::object());
+    if (answer.value("code", "") != "not_ready" || tries >= 100'000)
+      throw_answer(answer);
+    // Refused before it was acted on: safe to send again.
+    auto waited = std::chrono::duration_cast<std::chrono::milliseconds>(
+      std::chrono::steady_clock::now() - began);
+    auto left = i.opts.wait_ready - waited;
+    if (left.count() <= 0)
+      throw client_error(
+        exit_unreachable,
+        "the node at " + i.where + " is not ready after "
+          + config::format_duration(i.opts.wait_ready) + " (--wait-ready): "
+          + answer.value("message", std::string{"it is still recovering"}),
+        "not_ready");
+    if (!told) {
+      std::cerr << "troupe: the node at " << i.where << " is not ready ("
+                << answer.value("message", std::string{"recovering"})
+                << "); retrying for up to "
+                << config::format_duration(i.opts.wait_ready)
+                << " (--wait-ready)\n";
+      told = true;
+    }
+    auto hint
+      = std::chrono::milliseconds{answer.value("retry_after_ms", int64_t{0})};
+    auto pause = std::min(
+      {std::max(backoff, hint), left, std::chrono::milliseconds{2'000}});
+    std::this_thread::sleep_for(pause);
+    backoff = std::min(backoff * 2, std::chrono::milliseconds{1'000});
+  }
 }
 
 uint64_t control_client::start(json request) {
@@ -267,6 +304,14 @@ control_client::options client_options(const global_options& g,
                  : settings.get_string("control.listen");
   co.token = !g.token.empty() ? g.token : env("TROUPE_TOKEN");
   co.ca_file = g.ca_file;
+  if (!g.wait_ready.empty()) {
+    std::string error;
+    auto d = config::parse_duration(g.wait_ready, &error);
+    if (!d)
+      throw client_error(exit_bad_input,
+                         "--wait-ready " + g.wait_ready + ": " + error);
+    co.wait_ready = std::chrono::duration_cast<std::chrono::milliseconds>(*d);
+  }
   return co;
 }
 

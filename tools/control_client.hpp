@@ -37,6 +37,9 @@ class control_client {
     /// the system's CA store.
     std::string ca_file;
     std::chrono::milliseconds connect_timeout{5'000};
+    /// How long `call` retries, with backoff, a request the node refuses as
+    /// not ready (still recovering); then it fails with exit code 3.
+    std::chrono::milliseconds wait_ready{30'000};
     size_t max_frame_bytes = 64 << 20;
   };
 
@@ -48,7 +51,8 @@ class control_client {
   void connect(const options& opts);
 
   /// Sends a request (the "id" is set here) and returns the answer's body;
-  /// an error answer throws client_error with the code's exit code.
+  /// an error answer throws client_error with the code's exit code. A
+  /// `not_ready` answer is retried with backoff for up to `wait_ready`.
   nlohmann::json call(nlohmann::json request, std::chrono::milliseconds timeout
                                               = std::chrono::seconds{60});
 
@@ -72,7 +76,8 @@ class control_client {
 };
 
 /// How to reach the node: `--node`, else TROUPE_NODE, else control.listen;
-/// `--token`, else TROUPE_TOKEN; `--ca`.
+/// `--token`, else TROUPE_TOKEN; `--ca`; `--wait-ready` (checked when
+/// parsed; throws client_error with exit code 2 if it is not a duration).
 control_client::options client_options(const global_options& g,
                                        const config::settings& settings);
 

@@ -772,15 +772,51 @@ void node_service::stop() {
 
 actors::embedded_node::recovery node_service::recover() {
   auto r = impl_->node.recover(impl_->hub);
-  ready_ = true;
+  // Every resumed run's start is queued at its supervisor now, ahead of any
+  // request acted on from here on.
+  recovered_ = true;
   return r;
 }
+
+std::optional<std::string> node_service::not_ready_reason() const {
+  if (!recovered_.load())
+    return "the node is still recovering its unfinished runs";
+  return std::nullopt;
+}
+
+namespace {
+
+/// Whether a request changes state (runs, breakers, actors), so that it must
+/// wait until the node is ready. Reads are served meanwhile: they see the
+/// store, which recovery does not change but to fail corrupt runs.
+bool changes_state(const std::string& type, const json& msg) {
+  if (type == "cancel_many") {
+    auto dry = msg.find("dry_run");
+    return dry == msg.end() || !dry->is_boolean() || !dry->get<bool>();
+  }
+  return type == "submit" || type == "cancel" || type == "pause"
+         || type == "resume" || type == "retry" || type == "breaker_reset"
+         || type == "crash";
+}
+
+} // namespace
 
 void node_service::handle(const request_ptr& req, const std::string& type,
                           const json& msg) {
   auto& i = *impl_;
-  if (type == "ping")
-    return req->reply(json{{"ready", ready()}});
+  if (type == "ping") {
+    auto why = not_ready_reason();
+    json body{{"ready", !why}};
+    if (why)
+      body["reason"] = *why;
+    return req->reply(std::move(body));
+  }
+  if (changes_state(type, msg))
+    if (auto why = not_ready_reason())
+      // Acted on now, a submission could be started twice (by the recovery
+      // scan too) and a cancel could reach no actor: refuse, to be retried.
+      return req->fail(error_code::not_ready, *why,
+                       json{{"retry_after_ms", 200}});
   if (type == "submit")
     return i.submit(req, msg);
   if (type == "status")

@@ -7,6 +7,7 @@
 #include <atomic>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 
 namespace boost::asio {
@@ -50,8 +51,13 @@ class node_service final : public control_handler {
   /// Resumes the store's unfinished runs; blocking, before serving.
   actors::embedded_node::recovery recover();
 
-  /// Whether recovery has finished.
-  bool ready() const { return ready_.load(); }
+  /// Why the node may not act on state-changing requests yet (submit,
+  /// cancel, pause, ...), or nothing when it may. The one place readiness is
+  /// decided: requests, `ping` and the HTTP `/ready` all follow it.
+  std::optional<std::string> not_ready_reason() const;
+
+  /// Whether the node acts on state-changing requests (no reason not to).
+  bool ready() const { return !not_ready_reason(); }
 
   /// Refuses new submissions from now on (shutdown).
   void drain() { draining_ = true; }
@@ -67,7 +73,8 @@ class node_service final : public control_handler {
 
  private:
   std::shared_ptr<impl> impl_;
-  std::atomic<bool> ready_{false};
+  /// Set once recover() has resumed every unfinished run.
+  std::atomic<bool> recovered_{false};
   std::atomic<bool> draining_{false};
 };
 

@@ -45,7 +45,8 @@ enum class error_code {
   conflict,            ///< Not possible in the run's state.
   invalid_workflow,    ///< The workflow or its inputs failed validation.
   draining,            ///< The node is shutting down.
-  internal,            ///< The node failed; its log says more.
+  not_ready, ///< Not ready yet (recovering); retry_after_ms says when.
+  internal,  ///< The node failed; its log says more.
 };
 
 /// Returns the wire name of `code`, e.g. "bad_frame".
