@@ -38,6 +38,11 @@ struct control_client::impl {
   std::string where;
   std::string node;
   uint64_t next_id = 1;
+  /// The protocol version the connection speaks.
+  int64_t version = control::protocol_version;
+  /// How often the node sends keepalives while it owes answers (version 2
+  /// on); 0: it sends none.
+  std::chrono::milliseconds keepalive{0};
   /// Messages read while waiting for another.
   std::deque<json> inbox;
 
@@ -66,8 +71,24 @@ struct control_client::impl {
                                              + where + ": " + ec.message());
   }
 
-  /// Reads one message; nothing on timeout.
+  /// Reads one message, answering the node's keepalives on the way;
+  /// nothing on timeout.
   std::optional<json> read(std::chrono::milliseconds timeout) {
+    auto deadline = std::chrono::steady_clock::now() + timeout;
+    // Each keepalive takes a turn; bounded by the deadline in practice.
+    for (int i = 0; i < 1'000'000; ++i) {
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+      auto msg = read_frame(std::max(left, std::chrono::milliseconds{1}));
+      if (!msg || msg->value("t", "") != "keepalive")
+        return msg;
+      write(control::encode_frame(json{{"t", "keepalive"}}));
+    }
+    return std::nullopt;
+  }
+
+  /// Reads one frame; nothing on timeout.
+  std::optional<json> read_frame(std::chrono::milliseconds timeout) {
     std::array<unsigned char, control::header_size> header{};
     error_code ec = asio::error::would_block;
     auto on_read = [&](const error_code& e, size_t) { ec = e; };
@@ -168,8 +189,21 @@ namespace {
 } // namespace
 
 void control_client::connect(const options& opts) {
+  try {
+    connect_speaking(opts, control::protocol_version);
+  } catch (const client_error& e) {
+    // A node older than this client: speak its version, without keepalives.
+    if (e.code != "unsupported_version")
+      throw;
+    impl_ = std::make_unique<impl>();
+    connect_speaking(opts, control::min_protocol_version);
+  }
+}
+
+void control_client::connect_speaking(const options& opts, int64_t version) {
   auto& i = *impl_;
   i.opts = opts;
+  i.version = version;
   auto address = opts.address;
   if (address.starts_with("tls://")) {
     i.tls = true;
@@ -230,10 +264,8 @@ void control_client::connect(const options& opts) {
                            + (ec ? ": " + ec.message() : std::string{}));
   }
   auto id = i.next_id++;
-  json hello = {{"t", "hello"},
-                {"id", id},
-                {"version", control::protocol_version},
-                {"client", "troupe-cli"}};
+  json hello = {
+    {"t", "hello"}, {"id", id}, {"version", version}, {"client", "troupe-cli"}};
   if (!opts.token.empty())
     hello["token"] = opts.token;
   i.write(control::encode_frame(hello));
@@ -241,6 +273,16 @@ void control_client::connect(const options& opts) {
   if (answer.value("t", "") == "error")
     throw_answer(answer);
   i.node = answer.value("node", std::string{});
+  i.keepalive
+    = std::chrono::milliseconds{answer.value("keepalive_ms", int64_t{0})};
+}
+
+std::chrono::milliseconds control_client::quiet_limit() const {
+  auto k = impl_->keepalive;
+  if (k.count() <= 0)
+    return std::chrono::milliseconds{0};
+  // Three missed keepalives, and room for a node busy for a while.
+  return 3 * k + std::chrono::seconds{10};
 }
 
 json control_client::call(json request, std::chrono::milliseconds timeout) {

@@ -46,8 +46,9 @@ class control_client {
   control_client();
   ~control_client();
 
-  /// Connects and says hello; throws client_error (exit 3 when the node
-  /// cannot be reached, 4 when it refuses the token).
+  /// Connects and says hello in the newest protocol version both sides
+  /// speak; throws client_error (exit 3 when the node cannot be reached, 4
+  /// when it refuses the token).
   void connect(const options& opts);
 
   /// Sends a request (the "id" is set here) and returns the answer's body;
@@ -67,10 +68,17 @@ class control_client {
   /// The node's name, from its welcome.
   const std::string& node_name() const;
 
+  /// How long a stream may go without a frame from the node (it sends
+  /// keepalives while it owes answers) before the node counts as lost; 0
+  /// when the node sends no keepalives (protocol version 1).
+  std::chrono::milliseconds quiet_limit() const;
+
   /// Returns the exit code for an error code of the protocol.
   static int exit_code_for(const std::string& code);
 
  private:
+  void connect_speaking(const options& opts, int64_t version);
+
   struct impl;
   std::unique_ptr<impl> impl_;
 };

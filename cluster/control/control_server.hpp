@@ -108,6 +108,12 @@ class control_server {
     size_t max_connections = 1024;
     /// A connection silent this long between frames is closed.
     std::chrono::milliseconds idle_timeout{300'000};
+    /// A connection (protocol version 2 or later) that waits for answers
+    /// and whose client said nothing for this long is sent a keepalive,
+    /// which the client answers: a watch then lasts as long as its run, and
+    /// a client that stops answering is still closed after idle_timeout. 0:
+    /// a third of idle_timeout, at most 30 s.
+    std::chrono::milliseconds keepalive_interval{0};
     /// A frame, once begun, must arrive whole within this span; so must
     /// the TLS handshake.
     std::chrono::milliseconds read_timeout{30'000};

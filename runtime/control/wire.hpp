@@ -15,8 +15,12 @@
 
 namespace troupe::runtime::control {
 
-/// The protocol version this build speaks, exchanged in hello/welcome.
-inline constexpr int64_t protocol_version = 1;
+/// The newest protocol version this build speaks, exchanged in
+/// hello/welcome. Version 2 adds keepalives (docs/protocol.md).
+inline constexpr int64_t protocol_version = 2;
+
+/// The oldest version a node still serves.
+inline constexpr int64_t min_protocol_version = 1;
 
 /// Bytes of the length prefix.
 inline constexpr size_t header_size = 4;

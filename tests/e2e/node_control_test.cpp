@@ -99,8 +99,8 @@ struct NodeControl : troupe::test::troupe_fixture {
   /// is ready: it may still be recovering).
   void launch_node(std::vector<std::string> extra = {}, uint16_t port = 0) {
     std::vector<std::string> a
-      = {"node",   "start",    "--data-dir",
-         data,     "--listen", "127.0.0.1:" + std::to_string(port),
+      = {"node",   "start",      "--data-dir",
+         data,     "--listen",   "127.0.0.1:" + std::to_string(port),
          "--http", "127.0.0.1:0"};
     a.insert(a.end(), extra.begin(), extra.end());
     auto n = std::to_string(spawned++);
@@ -378,4 +378,57 @@ TEST_F(NodeControl, RequestsDuringARecoveryOf100kRunsWaitAndActOnce) {
     wait_until([&] { return state_of(ids.back()) == "cancelled"; }, 30s))
     << state_of(ids.back());
   EXPECT_EQ(state_of(ids[ids.size() - 2]), "running");
+}
+
+// A watch lasts as long as its run, however short the idle timeout: the node
+// sends keepalives while it streams, and the client answers them. A client
+// that stops answering is still cut off.
+TEST_F(NodeControl, WatchesOutlastTheIdleTimeoutAndDeadClientsAreCutOff) {
+  start_node({"--set", "control.idle_timeout=1s"});
+  auto nap = sleeper("4s");
+  auto waited = cli({"submit", nap, "--wait"});
+  ASSERT_EQ(waited.exit_code, 0) << waited.err;
+  EXPECT_TRUE(contains(waited.out, "\"done\": \"yes\"")) << waited.out;
+
+  auto id = submit(nap);
+  auto watch = cli({"watch", id}, token("viewer"));
+  ASSERT_EQ(watch.exit_code, 0) << watch.err;
+  EXPECT_TRUE(contains(watch.out, "\"done\": \"yes\"")) << watch.out;
+
+  // A run whose events stream without a pause for 3 s.
+  std::string steps = "nodes:\n  s0: {kind: sleep, duration: 100ms}\n";
+  for (int i = 1; i < 30; ++i)
+    steps += "  s" + std::to_string(i) + ": {kind: sleep, duration: 100ms, "
+             + "after: [s" + std::to_string(i - 1) + "]}\n";
+  auto busy = cli({"submit", workflow("busy", steps), "--wait"});
+  ASSERT_EQ(busy.exit_code, 0) << busy.err;
+  EXPECT_EQ(count_of(busy.err, "node_completed"), 30u) << busy.err;
+
+  // A watcher frozen by SIGSTOP answers nothing: the node closes its
+  // connection after the idle timeout, and once thawed it says so.
+  auto frozen = submit(nap);
+  auto watcher = cli_in_background({"watch", frozen}, token("viewer"));
+  ASSERT_TRUE(
+    wait_until([&] { return contains(watcher->err(), "timer_set"); }, 10s))
+    << watcher->err();
+  watcher->signal(SIGSTOP);
+  EXPECT_TRUE(wait_until(
+    [&] { return contains(node->err(), "idle past control.idle_timeout"); },
+    10s))
+    << node->err();
+  watcher->signal(SIGCONT);
+  EXPECT_EQ(watcher->wait(20s), 3) << watcher->err();
+  EXPECT_TRUE(contains(watcher->err(), "lost the connection"))
+    << watcher->err();
+
+  // A raw client that watches and then neither reads nor writes is cut off
+  // too (the node's unsent keepalives stay small).
+  frame_client silent{control_port};
+  ASSERT_TRUE(silent.hello(token("viewer")));
+  ASSERT_TRUE(silent.send({{"t", "watch"}, {"id", 2}, {"run_id", frozen}}));
+  auto idle_closes
+    = [&] { return count_of(node->err(), "idle past control.idle_timeout"); };
+  EXPECT_TRUE(wait_until([&] { return idle_closes() >= 2; }, 10s))
+    << node->err();
+  EXPECT_TRUE(silent.closed_within(3s));
 }
