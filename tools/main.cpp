@@ -226,7 +226,8 @@ int main(int argc, char** argv) {
              "throughput, latency, memory and CPU");
   bench_cmd->add_option(
     "workloads", bench.workloads,
-    "seq10 seq10c1 fan10 exec10 sleepers recover idle (default: all)");
+    "seq10 seq10c1 fan10 exec10 sleepers recover idle (default: all); "
+    "viewers (alone, against --node)");
   bench_cmd
     ->add_option("--durability", bench.durability,
                  "machine (fsync each group commit), process or both")

@@ -9,6 +9,7 @@
 #include <caf/fwd.hpp>
 #include <nlohmann/json.hpp>
 
+#include <atomic>
 #include <chrono>
 #include <functional>
 #include <memory>
@@ -145,6 +146,9 @@ class embedded_node {
   /// Every concurrency limiter with its holders and queue.
   nlohmann::json inspect_limits(std::chrono::milliseconds timeout);
 
+  /// Actors asked to describe themselves by the calls above so far.
+  uint64_t inspect_asks() const { return inspect_asks_.load(); }
+
   /// Starts `node`'s next attempt of `run_id` now, skipping its backoff.
   void retry_now(const std::string& run_id, const std::string& node);
 
@@ -173,6 +177,7 @@ class embedded_node {
   std::unique_ptr<caf::actor_system_config> cfg_;
   std::unique_ptr<caf::actor_system> system_;
   std::vector<caf::actor> supervisors_;
+  std::atomic<uint64_t> inspect_asks_{0};
   bool stopped_ = false;
 };
 

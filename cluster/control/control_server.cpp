@@ -73,9 +73,11 @@ class session_base : public std::enable_shared_from_this<session_base> {
   virtual void send(std::string frame) = 0;
   virtual void close() = 0;
   virtual void add_close_callback(std::function<void()> f) = 0;
-  /// A request handed to the handler got its last answer (reply, error or
-  /// the end of its stream), or was dropped without one; on the io thread.
-  virtual void request_over() = 0;
+  /// A request handed to the handler got its first answer (`first`: a
+  /// reply, an error, or its stream's first event) and/or its last one
+  /// (`last`: a reply, an error, or its stream's end), or was dropped
+  /// without them; on the io thread.
+  virtual void request_answered(bool first, bool last) = 0;
   std::atomic<bool> closed{false};
 };
 
@@ -87,14 +89,16 @@ class context final : public request_context {
           principal who)
       : io_(io), session_(std::move(s)), id_(id), who_(std::move(who)) {}
 
-  /// A request dropped unanswered no longer counts as open.
+  /// A request dropped unanswered no longer counts as waiting or open.
   ~context() override {
-    if (done_.exchange(true))
+    bool first = !answered_.exchange(true);
+    bool last = !done_.exchange(true);
+    if (!first && !last)
       return;
     if (auto s = session_.lock(); s && !s->closed.load())
-      asio::post(io_, [s = session_] {
+      asio::post(io_, [s = session_, first, last] {
         if (auto p = s.lock())
-          p->request_over();
+          p->request_answered(first, last);
       });
   }
 
@@ -138,23 +142,27 @@ class context final : public request_context {
  private:
   /// Queues `msg`; `last` for the request's last answer.
   void push(const json& msg, bool last) {
+    bool first = !answered_.exchange(true);
     bool over = last && !done_.exchange(true);
     auto s = session_.lock();
     if (!s || s->closed.load())
       return;
-    asio::post(io_, [s = session_, frame = control::encode_frame(msg), over] {
-      if (auto p = s.lock()) {
-        p->send(std::move(frame));
-        if (over)
-          p->request_over();
-      }
-    });
+    asio::post(io_,
+               [s = session_, frame = control::encode_frame(msg), first, over] {
+                 if (auto p = s.lock()) {
+                   p->send(std::move(frame));
+                   if (first || over)
+                     p->request_answered(first, over);
+                 }
+               });
   }
 
   asio::io_context& io_;
   std::weak_ptr<session_base> session_;
   uint64_t id_;
   principal who_;
+  /// Whether the first answer went out (or the request was dropped).
+  std::atomic<bool> answered_{false};
   /// Whether the last answer went out (or the request was dropped).
   std::atomic<bool> done_{false};
 };
@@ -251,8 +259,10 @@ class session final : public session_base {
     on_close_.push_back(std::move(f));
   }
 
-  void request_over() override {
-    if (open_ > 0)
+  void request_answered(bool first, bool last) override {
+    if (first && waiting_ > 0)
+      --waiting_;
+    if (last && open_ > 0)
       --open_;
   }
 
@@ -436,9 +446,20 @@ class session final : public session_base {
           + " may not " + type + " (needs "
           + std::string{runtime::auth::to_string(*need)} + ")"));
     }
+    // One connection may not fill the node's queues: requests waiting for
+    // their first answer are bounded (a stream counts until its first
+    // event, so many watches may stream at once).
+    if (waiting_ >= server_->opts.max_in_flight)
+      return send_msg(control::make_error(
+        id, error_code::too_many_requests,
+        std::to_string(waiting_)
+          + " requests of this connection wait for an answer, the most "
+            "this node allows (control.max_in_flight); wait for answers "
+            "before sending more"));
     request_ptr ctx
       = std::make_shared<context>(server_->io, weak_from_this(), id, who_);
     ++open_;
+    ++waiting_;
     try {
       server_->handler.handle(ctx, type, msg);
     } catch (const std::exception& e) {
@@ -533,6 +554,8 @@ class session final : public session_base {
   size_t pending_ = 0;
   /// Requests handed to the handler and not yet answered to their end.
   size_t open_ = 0;
+  /// Those of them without any answer yet.
+  size_t waiting_ = 0;
   /// When the client's last whole frame arrived.
   steady::time_point last_heard_ = steady::now();
   bool writing_ = false;

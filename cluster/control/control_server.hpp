@@ -106,6 +106,9 @@ class control_server {
     /// Largest frame before the hello is accepted.
     size_t max_hello_bytes = 64 << 10;
     size_t max_connections = 1024;
+    /// Requests of one connection that may wait for their first answer at
+    /// once; more are refused with too_many_requests.
+    size_t max_in_flight = 128;
     /// A connection silent this long between frames is closed.
     std::chrono::milliseconds idle_timeout{300'000};
     /// A connection (protocol version 2 or later) that waits for answers

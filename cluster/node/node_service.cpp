@@ -82,7 +82,8 @@ struct watch_state {
 struct node_service::impl : std::enable_shared_from_this<impl> {
   impl(actors::embedded_node& n, asio::io_context& i, options o,
        node_service& s)
-      : node(n), io(i), opts(std::move(o)), pool(opts.workers), outer(s) {
+      : node(n), io(i), opts(std::move(o)), pool(opts.workers),
+        submit_pool(opts.submit_workers), outer(s) {
     if (auto* r = opts.metrics) {
       submitted = &r->add_counter("troupe_runs_submitted_total",
                                   "Runs submitted, by workflow.");
@@ -101,10 +102,22 @@ struct node_service::impl : std::enable_shared_from_this<impl> {
     runtime::log::info("control", line);
   }
 
-  /// Runs `f` on the worker pool; an exception becomes an `internal` error.
+  /// Runs `f` on the pool for reads, scans and inspections.
   template<class F>
   void work(const request_ptr& req, F f) {
-    asio::post(pool, [self = shared_from_this(), req, f = std::move(f)] {
+    run_on(pool, req, std::move(f));
+  }
+
+  /// Runs `f` on the pool for submissions and changes of one run.
+  template<class F>
+  void quick(const request_ptr& req, F f) {
+    run_on(submit_pool, req, std::move(f));
+  }
+
+  /// Runs `f` on `where`; an exception becomes an `internal` error.
+  template<class F>
+  void run_on(asio::thread_pool& where, const request_ptr& req, F f) {
+    asio::post(where, [self = shared_from_this(), req, f = std::move(f)] {
       if (req->closed())
         return;
       try {
@@ -290,7 +303,10 @@ struct node_service::impl : std::enable_shared_from_this<impl> {
   actors::embedded_node& node;
   asio::io_context& io;
   options opts;
+  /// Reads, scans and inspections.
   asio::thread_pool pool;
+  /// Submissions and changes of one run.
+  asio::thread_pool submit_pool;
   node_service& outer;
   caf::actor hub;
   std::unordered_map<std::string, std::vector<std::shared_ptr<watch_state>>>
@@ -320,9 +336,9 @@ void node_service::impl::submit(const request_ptr& req, const json& msg) {
                      "too many submissions from '" + req->who().subject
                        + "'; retry in " + std::to_string(wait) + "ms",
                      json{{"retry_after_ms", wait}});
-  work(req, [self = shared_from_this(), req, source = std::move(source),
-             file = file.empty() ? std::string{"workflow"} : file,
-             inputs = std::move(inputs), key = std::move(key)] {
+  quick(req, [self = shared_from_this(), req, source = std::move(source),
+              file = file.empty() ? std::string{"workflow"} : file,
+              inputs = std::move(inputs), key = std::move(key)] {
     auto outcome = runtime::parse_workflow(source);
     if (!outcome.ok()) {
       json errors = json::array();
@@ -353,7 +369,7 @@ void node_service::impl::submit(const request_ptr& req, const json& msg) {
         [self, req, workflow](const std::string& id, const std::string& error) {
           // On the store's writer thread: hand the rest (logs, metrics, the
           // answer) to the pool, so that nothing here slows the journal.
-          asio::post(self->pool, [self, req, workflow, id, error] {
+          asio::post(self->submit_pool, [self, req, workflow, id, error] {
             if (!error.empty())
               return req->fail(error_code::internal,
                                "cannot journal the run: " + error);
@@ -485,7 +501,7 @@ void node_service::impl::change(const request_ptr& req, const std::string& type,
   auto reason = f.text("reason", false, 4096);
   if (!f.ok())
     return req->fail(error_code::bad_request, type + ": " + f.error());
-  work(req, [self = shared_from_this(), req, type, run_id, reason] {
+  quick(req, [self = shared_from_this(), req, type, run_id, reason] {
     auto entry = self->node.store().find_run(run_id);
     if (!entry)
       return req->fail(error_code::not_found, "no run '" + run_id + "'");
@@ -621,6 +637,7 @@ void node_service::impl::inspect(const request_ptr& req, const json& msg) {
                              {"breakers", tree["breakers"].size()},
                              {"limiters", tree["limiters"].size()},
                              {"ready", self->outer.ready()},
+                             {"inspect_asks", n.inspect_asks()},
                              {"draining", self->outer.draining_.load()},
                              {"watches_open", self->open_watches.load()}});
     }
@@ -764,6 +781,7 @@ node_service::~node_service() {
 
 void node_service::stop() {
   impl_->pool.join();
+  impl_->submit_pool.join();
   if (impl_->hub) {
     caf::anon_send_exit(impl_->hub, caf::exit_reason::user_shutdown);
     impl_->hub = nullptr;

@@ -18,13 +18,17 @@ namespace troupe::cluster {
 
 /// A long-lived node's answers to the control protocol: submissions, run
 /// state, history, watches, cancellation, pause and resume, over an embedded
-/// node. Store reads and submissions run on a small worker pool, never on
-/// the io_context thread or a CAF scheduler thread.
+/// node. Blocking work runs on two small worker pools, never on the
+/// io_context thread or a CAF scheduler thread: one for submissions and
+/// changes of one run (quick; their acknowledgements never wait behind
+/// anything slow), one for reads, scans and inspections.
 class node_service final : public control_handler {
  public:
   struct options {
-    /// Threads for store reads and submissions.
+    /// Threads for store reads, scans and inspections.
     size_t workers = 2;
+    /// Threads for submissions and changes of one run.
+    size_t submit_workers = 2;
     /// Submissions per second per subject, and the burst allowed; 0: no
     /// limit.
     double submit_rate = 0;

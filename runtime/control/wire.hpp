@@ -49,8 +49,9 @@ enum class error_code {
   conflict,            ///< Not possible in the run's state.
   invalid_workflow,    ///< The workflow or its inputs failed validation.
   draining,            ///< The node is shutting down.
-  not_ready, ///< Not ready yet (recovering); retry_after_ms says when.
-  internal,  ///< The node failed; its log says more.
+  not_ready,         ///< Not ready yet (recovering); retry_after_ms says when.
+  too_many_requests, ///< Too many requests of the connection await answers.
+  internal,          ///< The node failed; its log says more.
 };
 
 /// Returns the wire name of `code`, e.g. "bad_frame".

@@ -22,14 +22,19 @@ using namespace std::chrono_literals;
 
 namespace {
 
-/// Answers ping and echoes submit; counts what it saw. `logs` requests
-/// are held unanswered until release().
+/// Answers ping and echoes submit; counts what it saw. `logs` requests,
+/// and watches of run "hold" after one event, are held unanswered until
+/// release().
 class echo_handler : public control_handler {
  public:
   void handle(const request_ptr& req, const std::string& type,
               const json& msg) override {
     ++calls;
-    if (type == "logs") {
+    if (type == "logs"
+        || (type == "watch" && msg.value("run_id", "") == "hold")) {
+      // A held watch streams one event first.
+      if (type == "watch")
+        req->event(json{{"n", 1}});
       std::lock_guard guard{mtx};
       held.push_back(req);
       return;
@@ -435,4 +440,35 @@ TEST_F(ControlServer, VersionOneClientsAreServedWithoutKeepalives) {
   // No keepalive comes; the connection is closed once idle, as before.
   EXPECT_FALSE(c.receive(400ms));
   EXPECT_TRUE(c.closed_within(3s));
+}
+
+TEST_F(ControlServer, RequestsAwaitingAnswersAreBoundedPerConnection) {
+  control_server::options o;
+  o.max_in_flight = 3;
+  start(o);
+  auto c = client();
+  // Streams that have begun do not count: many watches may stream at once.
+  for (uint64_t id = 10; id < 15; ++id) {
+    auto e = c->call({{"t", "watch"}, {"run_id", "hold"}}, id);
+    ASSERT_TRUE(e);
+    EXPECT_EQ((*e)["t"], "event");
+  }
+  for (uint64_t id = 20; id < 23; ++id)
+    ASSERT_TRUE(c->send({{"t", "logs"}, {"id", id}, {"run_id", "r"}}));
+  auto r = c->call({{"t", "ping"}}, 30);
+  ASSERT_TRUE(r);
+  EXPECT_EQ((*r)["code"], "too_many_requests");
+  EXPECT_NE((*r)["message"].get<std::string>().find("control.max_in_flight"),
+            std::string::npos)
+    << r->dump();
+  // Another connection is served, and this one again once answers went out.
+  EXPECT_TRUE(serves_others());
+  handler.release();
+  bool served = false;
+  for (uint64_t id = 31; id < 40 && !served; ++id) {
+    r = c->call({{"t", "ping"}}, id);
+    ASSERT_TRUE(r);
+    served = (*r)["t"] == "reply";
+  }
+  EXPECT_TRUE(served);
 }
