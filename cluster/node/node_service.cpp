@@ -17,7 +17,9 @@
 #include <chrono>
 #include <deque>
 #include <mutex>
+#include <shared_mutex>
 #include <unordered_map>
+#include <unordered_set>
 #include <utility> // before Asio: Boost 1.74 with C++20 needs std::exchange
 
 namespace troupe::cluster {
@@ -144,6 +146,10 @@ struct node_service::impl : std::enable_shared_from_this<impl> {
       runtime::log::debug(
         "run", p.event,
         {{"run_id", p.run_id}, {"node_id", p.node}, {"attempt", p.attempt}});
+    // Only a watched run's events cost a post to the io thread.
+    if (!watched(p.run_id))
+      return;
+    ++progress_posts;
     asio::post(io, [self = shared_from_this(), p = std::move(p)]() mutable {
       auto i = self->watches.find(p.run_id);
       if (i == self->watches.end())
@@ -169,6 +175,9 @@ struct node_service::impl : std::enable_shared_from_this<impl> {
                           {"workflow", f.workflow},
                           {"node_id", f.failed_node},
                           {"reason", f.reason.substr(0, 512)}});
+    if (!watched(f.run_id))
+      return;
+    ++progress_posts;
     asio::post(io, [self = shared_from_this(), f = std::move(f)]() mutable {
       auto i = self->watches.find(f.run_id);
       if (i == self->watches.end())
@@ -184,6 +193,7 @@ struct node_service::impl : std::enable_shared_from_this<impl> {
         }
         self->end_watch(*w, f);
       }
+      self->sync_watched(f.run_id);
     });
   }
 
@@ -217,12 +227,35 @@ struct node_service::impl : std::enable_shared_from_this<impl> {
     std::erase_if(i->second, [&](auto& x) { return x.get() == w; });
     if (i->second.empty())
       watches.erase(i);
+    sync_watched(run_id);
+  }
+
+  /// Whether `run_id` has a watch; from any thread.
+  bool watched(const std::string& run_id) const {
+    if (watched_count.load() == 0)
+      return false;
+    std::shared_lock guard{watched_mtx};
+    return watched_runs.count(run_id) > 0;
+  }
+
+  /// Makes watched(run_id) follow `watches` (io thread). A run is listed
+  /// before its journal is read for a new watch, so every event is either
+  /// in that read or posted.
+  void sync_watched(const std::string& run_id) {
+    bool listed = watches.count(run_id) > 0;
+    std::unique_lock guard{watched_mtx};
+    if (listed)
+      watched_runs.insert(run_id);
+    else
+      watched_runs.erase(run_id);
+    watched_count = watched_runs.size();
   }
 
   void watch(const request_ptr& req, const std::string& run_id) {
     auto w = std::make_shared<watch_state>();
     w->req = req;
     watches[run_id].push_back(w);
+    sync_watched(run_id);
     ++open_watches;
     req->on_close([self = shared_from_this(), run_id, raw = w.get()] {
       --self->open_watches;
@@ -315,6 +348,12 @@ struct node_service::impl : std::enable_shared_from_this<impl> {
   runtime::metrics::family<runtime::metrics::counter>* submitted = nullptr;
   runtime::metrics::family<runtime::metrics::counter>* finished = nullptr;
   std::atomic<size_t> open_watches{0};
+  /// The runs in `watches`, readable from the hub's thread.
+  mutable std::shared_mutex watched_mtx;
+  std::unordered_set<std::string> watched_runs;
+  std::atomic<size_t> watched_count{0};
+  /// Run events posted to the io thread (for watches).
+  std::atomic<uint64_t> progress_posts{0};
 };
 
 void node_service::impl::submit(const request_ptr& req, const json& msg) {
@@ -639,7 +678,8 @@ void node_service::impl::inspect(const request_ptr& req, const json& msg) {
                              {"ready", self->outer.ready()},
                              {"inspect_asks", n.inspect_asks()},
                              {"draining", self->outer.draining_.load()},
-                             {"watches_open", self->open_watches.load()}});
+                             {"watches_open", self->open_watches.load()},
+                             {"progress_posts", self->progress_posts.load()}});
     }
     if (what == "breaker") {
       auto b = n.inspect_breaker(key, timeout);

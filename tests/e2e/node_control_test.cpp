@@ -552,3 +552,29 @@ TEST_F(NodeControl, ViewersHammeringUnknownActorsDoNotDelaySubmissions) {
                           << "acknowledged; " << answers.load()
                           << " inspections answered meanwhile";
 }
+
+// A run's events cost the control port's thread nothing unless somebody
+// watches the run; failed attempts are logged all the same.
+TEST_F(NodeControl, OnlyWatchedRunsPostTheirEvents) {
+  start_node();
+  auto flaky = workflow("flaky", R"(nodes:
+  a:
+    kind: fail
+    times: 1
+    retry: {max_attempts: 2, initial_backoff: 10ms}
+  nap: {kind: sleep, duration: 500ms, after: [a]}
+)");
+  auto id = submit(flaky);
+  ASSERT_TRUE(wait_until([&] { return state_of(id) == "completed"; }, 10s));
+  EXPECT_TRUE(contains(node->err(), "attempt_failed")) << node->err();
+  raw viewer{control_port, token("viewer")};
+  auto stats = viewer.call({{"t", "inspect"}, {"what", "stats"}});
+  ASSERT_TRUE(stats["body"].contains("progress_posts")) << stats.dump();
+  EXPECT_EQ(stats["body"]["progress_posts"], 0) << stats.dump();
+
+  auto watched = cli({"submit", flaky, "--wait"});
+  ASSERT_EQ(watched.exit_code, 0) << watched.err;
+  EXPECT_TRUE(contains(watched.err, "attempt_failed")) << watched.err;
+  stats = viewer.call({{"t", "inspect"}, {"what", "stats"}});
+  EXPECT_GT(stats["body"].value("progress_posts", 0), 0) << stats.dump();
+}
