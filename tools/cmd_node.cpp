@@ -228,6 +228,8 @@ int run_node_start(const global_options& g, const node_start_options& o) {
   std::thread watchdog{[grace] {
     std::this_thread::sleep_for(grace);
     log_line("shutdown grace period passed; exiting now");
+    // _Exit runs no exit handlers: write the queued log lines first.
+    runtime::log::flush();
     std::_Exit(exit_ok);
   }};
   watchdog.detach();
