@@ -1,5 +1,6 @@
 #pragma once
 
+#include "actors/attempt_index.hpp"
 #include "actors/exec/process_runner.hpp"
 #include "actors/http/http_client.hpp"
 #include "persistence/journal_store.hpp"
@@ -127,6 +128,8 @@ struct services {
   spec_cache specs;
   keyed_actors breakers;
   keyed_actors limiters;
+  /// Live attempt actors by id, with their runs (inspect actor).
+  attempt_index attempts;
   engine_options options;
   /// Where node-wide notices go (breaker state changes, ...); may be empty.
   std::function<void(const std::string&)> log;

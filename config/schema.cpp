@@ -135,6 +135,10 @@ const std::vector<key_spec>& table() {
      "Largest control-protocol frame accepted.", 1 * kib, 256 * mib},
     {"control", "max_connections", vk::integer, "1024",
      "Most control connections served at once.", 1, 100'000},
+    {"control", "max_in_flight", vk::integer, "128",
+     "Requests of one control connection that may await their first answer "
+     "at once; more are refused (too_many_requests).",
+     1, 100'000},
     {"control", "idle_timeout", vk::duration, "5m",
      "A control connection silent this long is closed.", 1000,
      24 * ms_per_hour},

@@ -24,3 +24,14 @@ target_compile_definitions(troupe_node_tests PRIVATE
   TROUPE_BINARY="$<TARGET_FILE:troupe>"
   TROUPE_SOURCE_DIR="${PROJECT_SOURCE_DIR}")
 add_dependencies(troupe_node_tests troupe)
+
+# A real node under load on its control port: requests during recovery,
+# long watches, viewers hammering it.
+troupe_add_tests(node_control
+  SOURCES e2e/node_control_test.cpp
+  DEPS troupe_test_support troupe_frame_client troupe_runtime_auth
+       troupe::persistence nlohmann_json::nlohmann_json
+  LABELS "e2e;slow")
+target_compile_definitions(troupe_node_control_tests PRIVATE
+  TROUPE_BINARY="$<TARGET_FILE:troupe>")
+add_dependencies(troupe_node_control_tests troupe)

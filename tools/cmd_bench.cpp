@@ -25,6 +25,7 @@
 #include <iomanip>
 #include <iostream>
 #include <map>
+#include <mutex>
 #include <poll.h>
 #include <sstream>
 #include <sys/resource.h>
@@ -997,6 +998,135 @@ int run_bench_remote(const global_options& g, const bench_options& b,
   return rc;
 }
 
+/// `troupe --node ADDR bench viewers`: how soon a node acknowledges
+/// submissions while `viewers` clients, each with one request in flight,
+/// ask it about an actor that does not exist, over and over, with many runs
+/// parked (each submission waits for its answer before the next). The
+/// parked runs stay on the node: give it a scratch data dir.
+int run_bench_viewers(const global_options& g, const bench_options& b) {
+  if (g.node.empty()) {
+    std::cerr << "troupe: bench: workload 'viewers' runs against a node: "
+                 "start a scratch one (with --set auth.submit_rate=100000 "
+                 "--set auth.submit_burst=100000) and give --node ADDR\n";
+    return exit_bad_input;
+  }
+  config::settings settings;
+  if (!load_config(g, {}, settings))
+    return exit_bad_input;
+  auto co = client_options(g, settings);
+  size_t parked = b.quick ? 2'000 : 50'000;
+  size_t submits = b.n_set ? b.n : (b.quick ? 20 : 200);
+  size_t viewers = b.concurrency_set ? b.concurrency : 4;
+  auto say = [&](const std::string& line) {
+    if (!g.json)
+      std::cerr << "bench: viewers: " << line << std::endl;
+  };
+  try {
+    control_client client;
+    client.connect(co);
+    // Park the runs, 64 submissions in flight.
+    say("parking " + std::to_string(parked) + " runs in a 1 h sleep on "
+        + client.node_name() + " ...");
+    json park = {{"t", "submit"},
+                 {"workflow", workflow_source("sleepers")},
+                 {"file", "bench-sleepers.yaml"},
+                 {"inputs", json::object()}};
+    auto park_began = clock_type::now();
+    size_t sent = 0, done = 0;
+    for (; sent < std::min<size_t>(64, parked); ++sent)
+      client.start(park);
+    while (done < parked) {
+      auto msg = client.next(std::chrono::seconds{120});
+      if (!msg)
+        throw client_error(exit_failed, "no answer from the node in 120 s");
+      if (msg->value("t", std::string{}) != "reply")
+        continue;
+      ++done;
+      if (sent < parked) {
+        client.start(park);
+        ++sent;
+      }
+    }
+    auto park_s = seconds_since(park_began);
+
+    // The viewers.
+    std::atomic<bool> stop{false};
+    std::atomic<size_t> answered{0};
+    std::mutex problem_mtx;
+    std::string problem;
+    std::vector<std::thread> threads;
+    json nobody
+      = {{"t", "inspect"}, {"what", "actor"}, {"actor_id", uint64_t{1} << 60}};
+    for (size_t v = 0; v < viewers; ++v)
+      threads.emplace_back([&] {
+        try {
+          control_client c;
+          c.connect(co);
+          while (!stop.load()) {
+            try {
+              c.call(nobody, std::chrono::seconds{600});
+            } catch (const client_error& e) {
+              if (e.code != "not_found")
+                throw;
+            }
+            ++answered;
+          }
+        } catch (const std::exception& e) {
+          std::lock_guard guard{problem_mtx};
+          problem = e.what();
+        }
+      });
+    // Submissions, one at a time, while they ask.
+    say(std::to_string(viewers) + " viewers asking; timing "
+        + std::to_string(submits) + " submissions ...");
+    json quick = {{"t", "submit"},
+                  {"workflow", "name: bench-viewers\nnodes:\n  a: {kind: "
+                               "noop}\n"},
+                  {"file", "bench-viewers.yaml"},
+                  {"inputs", json::object()}};
+    std::vector<double> ms;
+    auto began = clock_type::now();
+    auto answered_before = answered.load();
+    for (size_t i = 0; i < submits; ++i) {
+      auto t0 = clock_type::now();
+      client.call(quick, std::chrono::seconds{600});
+      ms.push_back(
+        std::chrono::duration<double, std::milli>(clock_type::now() - t0)
+          .count());
+      // Bounded: a node that makes each submission wait long gives fewer.
+      if (seconds_since(began) > 300)
+        break;
+    }
+    auto wall = seconds_since(began);
+    auto inspections = answered.load() - answered_before;
+    stop = true;
+    for (auto& t : threads)
+      t.join();
+    if (!problem.empty())
+      throw client_error(exit_failed, "a viewer failed: " + problem);
+    std::sort(ms.begin(), ms.end());
+    json out = {{"workload", "viewers"},
+                {"node", client.node_name()},
+                {"parked", parked},
+                {"park_s", park_s},
+                {"viewers", viewers},
+                {"submits", ms.size()},
+                {"inspections", inspections},
+                {"inspections_per_s", static_cast<double>(inspections) / wall},
+                {"submit_p50_ms", percentile(ms, 0.5)},
+                {"submit_p99_ms", percentile(ms, 0.99)},
+                {"submit_max_ms", ms.empty() ? 0.0 : ms.back()}};
+    if (g.json)
+      emit(out);
+    else
+      std::cout << describe(out) << std::endl;
+  } catch (const client_error& e) {
+    std::cerr << "troupe: bench: viewers: " << e.what() << "\n";
+    return e.exit_code;
+  }
+  return exit_ok;
+}
+
 std::string fixed(double v, int digits) {
   std::ostringstream s;
   s << std::fixed << std::setprecision(digits) << v;
@@ -1014,6 +1144,14 @@ std::string describe(const json& r) {
     = [&](const char* k, int digits) { return fixed(r.value(k, 0.0), digits); };
   if (w == "idle")
     return head + ": RSS " + d("rss_mib", 1) + " MiB";
+  if (w == "viewers")
+    return head + ": " + std::to_string(r.value("parked", 0)) + " runs parked, "
+           + std::to_string(r.value("viewers", 0))
+           + " viewers asking for an unknown actor ("
+           + d("inspections_per_s", 0) + " answers/s); "
+           + std::to_string(r.value("submits", 0))
+           + " submissions acknowledged in p50/p99/max " + d("submit_p50_ms", 2)
+           + "/" + d("submit_p99_ms", 2) + "/" + d("submit_max_ms", 2) + " ms";
   if (w == "sleepers")
     return head + ": " + std::to_string(r.value("parked", 0)) + " parked in "
            + d("park_s", 1) + " s, RSS " + d("idle_rss_mib", 1) + " -> "
@@ -1064,6 +1202,13 @@ int run_bench(const global_options& g, const bench_options& b) {
     return run_one(g, o);
   }
   std::vector<std::string> names = b.workloads;
+  if (std::find(names.begin(), names.end(), "viewers") != names.end()) {
+    if (names.size() > 1) {
+      std::cerr << "troupe: bench: workload 'viewers' runs alone\n";
+      return exit_bad_input;
+    }
+    return run_bench_viewers(g, b);
+  }
   if (names.empty())
     for (auto& w : workloads())
       names.push_back(w.name);

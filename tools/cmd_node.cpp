@@ -141,6 +141,8 @@ int run_node_start(const global_options& g, const node_start_options& o) {
     = static_cast<size_t>(settings.get_int("control.max_frame_bytes"));
   co.max_connections
     = static_cast<size_t>(settings.get_int("control.max_connections"));
+  co.max_in_flight
+    = static_cast<size_t>(settings.get_int("control.max_in_flight"));
   co.idle_timeout = std::chrono::duration_cast<std::chrono::milliseconds>(
     settings.get_duration("control.idle_timeout"));
   co.read_timeout = std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -226,6 +228,8 @@ int run_node_start(const global_options& g, const node_start_options& o) {
   std::thread watchdog{[grace] {
     std::this_thread::sleep_for(grace);
     log_line("shutdown grace period passed; exiting now");
+    // _Exit runs no exit handlers: write the queued log lines first.
+    runtime::log::flush();
     std::_Exit(exit_ok);
   }};
   watchdog.detach();

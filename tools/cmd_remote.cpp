@@ -234,8 +234,16 @@ int follow(const global_options& g, control_client& client,
            const std::string& run_id) {
   auto id = client.start(json{{"t", "watch"}, {"run_id", run_id}});
   watch_view view{g.json};
+  // The node sends keepalives while the watch is open (answered inside
+  // next()); silence past the limit means it hangs or the path is gone.
+  auto quiet = client.quiet_limit();
   while (true) {
-    auto msg = client.next(std::chrono::seconds{3600});
+    auto msg = client.next(quiet.count() > 0 ? quiet : std::chrono::hours{1});
+    if (!msg && quiet.count() > 0)
+      throw client_error(exit_unreachable,
+                         "lost the connection to the node: nothing from it for "
+                           + std::to_string(quiet.count() / 1000)
+                           + "s, not even a keepalive");
     if (!msg)
       continue;
     if (msg->value("id", uint64_t{0}) != id)

@@ -31,6 +31,9 @@ struct global_options {
   std::string token;
   /// `--ca`: the CA of a TLS node's certificate.
   std::string ca_file;
+  /// `--wait-ready`: how long to retry requests while the node recovers (a
+  /// duration; empty: 30s).
+  std::string wait_ready;
 };
 
 /// Loads configuration for `g`; prints every problem and returns false when

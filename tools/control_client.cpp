@@ -1,5 +1,6 @@
 #include "tools/control_client.hpp"
 
+#include "config/duration.hpp"
 #include "runtime/control/wire.hpp"
 #include "tools/commands.hpp"
 
@@ -12,9 +13,12 @@
 #include <boost/asio/ssl/stream.hpp>
 #include <boost/asio/write.hpp>
 
+#include <algorithm>
 #include <array>
 #include <cstdlib>
 #include <deque>
+#include <iostream>
+#include <thread>
 #include <utility> // before Asio: Boost 1.74 with C++20 needs std::exchange
 
 namespace troupe::tools {
@@ -34,6 +38,11 @@ struct control_client::impl {
   std::string where;
   std::string node;
   uint64_t next_id = 1;
+  /// The protocol version the connection speaks.
+  int64_t version = control::protocol_version;
+  /// How often the node sends keepalives while it owes answers (version 2
+  /// on); 0: it sends none.
+  std::chrono::milliseconds keepalive{0};
   /// Messages read while waiting for another.
   std::deque<json> inbox;
 
@@ -62,8 +71,24 @@ struct control_client::impl {
                                              + where + ": " + ec.message());
   }
 
-  /// Reads one message; nothing on timeout.
+  /// Reads one message, answering the node's keepalives on the way;
+  /// nothing on timeout.
   std::optional<json> read(std::chrono::milliseconds timeout) {
+    auto deadline = std::chrono::steady_clock::now() + timeout;
+    // Each keepalive takes a turn; bounded by the deadline in practice.
+    for (int i = 0; i < 1'000'000; ++i) {
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+      auto msg = read_frame(std::max(left, std::chrono::milliseconds{1}));
+      if (!msg || msg->value("t", "") != "keepalive")
+        return msg;
+      write(control::encode_frame(json{{"t", "keepalive"}}));
+    }
+    return std::nullopt;
+  }
+
+  /// Reads one frame; nothing on timeout.
+  std::optional<json> read_frame(std::chrono::milliseconds timeout) {
     std::array<unsigned char, control::header_size> header{};
     error_code ec = asio::error::would_block;
     auto on_read = [&](const error_code& e, size_t) { ec = e; };
@@ -145,8 +170,8 @@ int control_client::exit_code_for(const std::string& code) {
   if (code == "bad_request" || code == "invalid_workflow"
       || code == "unknown_type")
     return exit_bad_input;
-  if (code == "draining" || code == "unsupported_version" || code == "bad_frame"
-      || code == "frame_too_large")
+  if (code == "draining" || code == "not_ready" || code == "unsupported_version"
+      || code == "bad_frame" || code == "frame_too_large")
     return exit_unreachable;
   return exit_failed;
 }
@@ -164,8 +189,21 @@ namespace {
 } // namespace
 
 void control_client::connect(const options& opts) {
+  try {
+    connect_speaking(opts, control::protocol_version);
+  } catch (const client_error& e) {
+    // A node older than this client: speak its version, without keepalives.
+    if (e.code != "unsupported_version")
+      throw;
+    impl_ = std::make_unique<impl>();
+    connect_speaking(opts, control::min_protocol_version);
+  }
+}
+
+void control_client::connect_speaking(const options& opts, int64_t version) {
   auto& i = *impl_;
   i.opts = opts;
+  i.version = version;
   auto address = opts.address;
   if (address.starts_with("tls://")) {
     i.tls = true;
@@ -226,10 +264,8 @@ void control_client::connect(const options& opts) {
                            + (ec ? ": " + ec.message() : std::string{}));
   }
   auto id = i.next_id++;
-  json hello = {{"t", "hello"},
-                {"id", id},
-                {"version", control::protocol_version},
-                {"client", "troupe-cli"}};
+  json hello = {
+    {"t", "hello"}, {"id", id}, {"version", version}, {"client", "troupe-cli"}};
   if (!opts.token.empty())
     hello["token"] = opts.token;
   i.write(control::encode_frame(hello));
@@ -237,14 +273,57 @@ void control_client::connect(const options& opts) {
   if (answer.value("t", "") == "error")
     throw_answer(answer);
   i.node = answer.value("node", std::string{});
+  i.keepalive
+    = std::chrono::milliseconds{answer.value("keepalive_ms", int64_t{0})};
+}
+
+std::chrono::milliseconds control_client::quiet_limit() const {
+  auto k = impl_->keepalive;
+  if (k.count() <= 0)
+    return std::chrono::milliseconds{0};
+  // Three missed keepalives, and room for a node busy for a while.
+  return 3 * k + std::chrono::seconds{10};
 }
 
 json control_client::call(json request, std::chrono::milliseconds timeout) {
-  auto id = start(std::move(request));
-  auto answer = impl_->await(id, timeout);
-  if (answer.value("t", "") == "error")
-    throw_answer(answer);
-  return answer.value("body", json::object());
+  auto& i = *impl_;
+  auto began = std::chrono::steady_clock::now();
+  auto backoff = std::chrono::milliseconds{100};
+  bool told = false;
+  // Bounded by wait_ready; the count only guards against a clock gone wrong.
+  for (int tries = 0;; ++tries) {
+    auto id = start(request);
+    auto answer = i.await(id, timeout);
+    if (answer.value("t", "") != "error")
+      return answer.value("body", json::object());
+    if (answer.value("code", "") != "not_ready" || tries >= 100'000)
+      throw_answer(answer);
+    // Refused before it was acted on: safe to send again.
+    auto waited = std::chrono::duration_cast<std::chrono::milliseconds>(
+      std::chrono::steady_clock::now() - began);
+    auto left = i.opts.wait_ready - waited;
+    if (left.count() <= 0)
+      throw client_error(
+        exit_unreachable,
+        "the node at " + i.where + " is not ready after "
+          + config::format_duration(i.opts.wait_ready) + " (--wait-ready): "
+          + answer.value("message", std::string{"it is still recovering"}),
+        "not_ready");
+    if (!told) {
+      std::cerr << "troupe: the node at " << i.where << " is not ready ("
+                << answer.value("message", std::string{"recovering"})
+                << "); retrying for up to "
+                << config::format_duration(i.opts.wait_ready)
+                << " (--wait-ready)\n";
+      told = true;
+    }
+    auto hint
+      = std::chrono::milliseconds{answer.value("retry_after_ms", int64_t{0})};
+    auto pause = std::min(
+      {std::max(backoff, hint), left, std::chrono::milliseconds{2'000}});
+    std::this_thread::sleep_for(pause);
+    backoff = std::min(backoff * 2, std::chrono::milliseconds{1'000});
+  }
 }
 
 uint64_t control_client::start(json request) {
@@ -267,6 +346,14 @@ control_client::options client_options(const global_options& g,
                  : settings.get_string("control.listen");
   co.token = !g.token.empty() ? g.token : env("TROUPE_TOKEN");
   co.ca_file = g.ca_file;
+  if (!g.wait_ready.empty()) {
+    std::string error;
+    auto d = config::parse_duration(g.wait_ready, &error);
+    if (!d)
+      throw client_error(exit_bad_input,
+                         "--wait-ready " + g.wait_ready + ": " + error);
+    co.wait_ready = std::chrono::duration_cast<std::chrono::milliseconds>(*d);
+  }
   return co;
 }
 

@@ -37,18 +37,23 @@ class control_client {
     /// the system's CA store.
     std::string ca_file;
     std::chrono::milliseconds connect_timeout{5'000};
+    /// How long `call` retries, with backoff, a request the node refuses as
+    /// not ready (still recovering); then it fails with exit code 3.
+    std::chrono::milliseconds wait_ready{30'000};
     size_t max_frame_bytes = 64 << 20;
   };
 
   control_client();
   ~control_client();
 
-  /// Connects and says hello; throws client_error (exit 3 when the node
-  /// cannot be reached, 4 when it refuses the token).
+  /// Connects and says hello in the newest protocol version both sides
+  /// speak; throws client_error (exit 3 when the node cannot be reached, 4
+  /// when it refuses the token).
   void connect(const options& opts);
 
   /// Sends a request (the "id" is set here) and returns the answer's body;
-  /// an error answer throws client_error with the code's exit code.
+  /// an error answer throws client_error with the code's exit code. A
+  /// `not_ready` answer is retried with backoff for up to `wait_ready`.
   nlohmann::json call(nlohmann::json request, std::chrono::milliseconds timeout
                                               = std::chrono::seconds{60});
 
@@ -63,16 +68,24 @@ class control_client {
   /// The node's name, from its welcome.
   const std::string& node_name() const;
 
+  /// How long a stream may go without a frame from the node (it sends
+  /// keepalives while it owes answers) before the node counts as lost; 0
+  /// when the node sends no keepalives (protocol version 1).
+  std::chrono::milliseconds quiet_limit() const;
+
   /// Returns the exit code for an error code of the protocol.
   static int exit_code_for(const std::string& code);
 
  private:
+  void connect_speaking(const options& opts, int64_t version);
+
   struct impl;
   std::unique_ptr<impl> impl_;
 };
 
 /// How to reach the node: `--node`, else TROUPE_NODE, else control.listen;
-/// `--token`, else TROUPE_TOKEN; `--ca`.
+/// `--token`, else TROUPE_TOKEN; `--ca`; `--wait-ready` (checked when
+/// parsed; throws client_error with exit code 2 if it is not a duration).
 control_client::options client_options(const global_options& g,
                                        const config::settings& settings);
 

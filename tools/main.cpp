@@ -1,5 +1,6 @@
 // The `troupe` command: one executable, one subcommand per job.
 
+#include "config/duration.hpp"
 #include "config/suggest.hpp"
 #include "tools/commands.hpp"
 
@@ -28,7 +29,7 @@ std::string find_unknown_command(CLI::App& app, int argc, char** argv) {
     if (arg.starts_with("-")) {
       // Skip the value of options that take one.
       if ((arg == "--config" || arg == "--set" || arg == "--node"
-           || arg == "--token" || arg == "--ca")
+           || arg == "--token" || arg == "--ca" || arg == "--wait-ready")
           && i + 1 < argc)
         ++i;
       continue;
@@ -108,6 +109,17 @@ int main(int argc, char** argv) {
                  "(TROUPE_NODE; default control.listen)");
   app.add_option("--token", g.token, "Bearer token (TROUPE_TOKEN)");
   app.add_option("--ca", g.ca_file, "CA certificate of a TLS node (PEM)");
+  app
+    .add_option("--wait-ready", g.wait_ready,
+                "How long to retry while the node recovers, e.g. 10s "
+                "(default 30s; then exit 3)")
+    ->check(CLI::Validator(
+      [](std::string& v) {
+        std::string error;
+        return troupe::config::parse_duration(v, &error) ? std::string{}
+                                                         : error;
+      },
+      "DURATION"));
 
   node_start_options node_start;
   auto* node = app.add_subcommand("node", "Run a node");
@@ -227,7 +239,7 @@ int main(int argc, char** argv) {
   bench_cmd->add_option(
     "workloads", bench.workloads,
     "seq10 seq10c1 fan10 exec10 sleepers recover idle history (default: "
-    "all)");
+    "all); viewers (alone, against --node)");
   bench_cmd
     ->add_option("--durability", bench.durability,
                  "machine (fsync each group commit), process or both")

@@ -5,6 +5,7 @@
 
 #include <caf/all.hpp>
 
+#include <atomic>
 #include <cstdio>
 #include <future>
 #include <random>
@@ -310,12 +311,15 @@ spec_cache& embedded_node::specs() {
 
 namespace {
 
-/// Asks `a` for its state; nothing when it does not answer in time.
+/// Asks `a` for its state, counting the question in `asked`; nothing when
+/// it does not answer in time.
 std::optional<json> ask(caf::scoped_actor& self, const caf::actor& a,
-                        std::chrono::milliseconds timeout) {
+                        std::chrono::milliseconds timeout,
+                        std::atomic<uint64_t>& asked) {
   std::optional<json> out;
   if (!a)
     return out;
+  asked.fetch_add(1, std::memory_order_relaxed);
   self->request(a, timeout, runtime::inspect_actor{})
     .receive(
       [&](std::string& text) {
@@ -335,7 +339,7 @@ json embedded_node::inspect_actors(size_t limit,
   json supervisors = json::array();
   size_t described = 0, live = 0;
   for (auto& sup : supervisors_) {
-    auto s = ask(self, sup, timeout);
+    auto s = ask(self, sup, timeout, inspect_asks_);
     if (!s)
       continue;
     live += s->value("runs_live", size_t{0});
@@ -350,7 +354,7 @@ json embedded_node::inspect_actors(size_t limit,
     for (auto& r : runs) {
       if (described >= limit)
         break;
-      if (auto d = ask(self, r, timeout)) {
+      if (auto d = ask(self, r, timeout, inspect_asks_)) {
         ++described;
         children.push_back(std::move(*d));
       }
@@ -361,7 +365,7 @@ json embedded_node::inspect_actors(size_t limit,
   auto keyed = [&](keyed_actors& k) {
     json out = json::array();
     for (auto& [_, a] : k.all())
-      if (auto d = ask(self, a, timeout))
+      if (auto d = ask(self, a, timeout, inspect_asks_))
         out.push_back(std::move(*d));
     return out;
   };
@@ -381,7 +385,7 @@ embedded_node::inspect_run(const std::string& run_id,
   caf::actor run;
   self->request(supervisor_for(run_id), timeout, runtime::find_run{run_id})
     .receive([&](caf::actor& a) { run = std::move(a); }, [](caf::error&) {});
-  return ask(self, run, timeout);
+  return ask(self, run, timeout, inspect_asks_);
 }
 
 std::optional<json>
@@ -390,36 +394,37 @@ embedded_node::inspect_actor(uint64_t actor_id,
   caf::scoped_actor self{*system_};
   for (auto& [_, a] : svc_->breakers.all())
     if (a.id() == actor_id)
-      return ask(self, a, timeout);
+      return ask(self, a, timeout, inspect_asks_);
   for (auto& [_, a] : svc_->limiters.all())
     if (a.id() == actor_id)
-      return ask(self, a, timeout);
-  for (auto& sup : supervisors_) {
+      return ask(self, a, timeout, inspect_asks_);
+  for (auto& sup : supervisors_)
     if (sup.id() == actor_id)
-      return ask(self, sup, timeout);
-    std::vector<caf::actor> runs;
-    self->request(sup, timeout, runtime::list_children{UINT32_MAX})
-      .receive([&](std::vector<caf::actor>& v) { runs = std::move(v); },
-               [](caf::error&) {});
-    for (auto& r : runs) {
-      if (r.id() == actor_id)
-        return ask(self, r, timeout);
-    }
-    // An attempt, as the run that owns it sees it.
-    for (auto& r : runs) {
-      auto d = ask(self, r, timeout);
-      if (!d)
-        continue;
-      for (auto& n : (*d)["nodes"])
-        if (n.value("attempt_actor_id", uint64_t{0}) == actor_id) {
-          json a = n;
-          a["kind"] = "attempt";
-          a["actor_id"] = actor_id;
-          a["run_id"] = (*d)["run_id"];
-          a["run_actor_id"] = (*d)["actor_id"];
-          return a;
-        }
-    }
+      return ask(self, sup, timeout, inspect_asks_);
+  // An attempt: one question, to the run that owns it.
+  if (auto owner = caf::actor_cast<caf::actor>(svc_->attempts.find(actor_id))) {
+    auto d = ask(self, owner, timeout, inspect_asks_);
+    if (!d)
+      return std::nullopt;
+    for (auto& n : (*d)["nodes"])
+      if (n.value("attempt_actor_id", uint64_t{0}) == actor_id) {
+        json a = n;
+        a["kind"] = "attempt";
+        a["actor_id"] = actor_id;
+        a["run_id"] = (*d)["run_id"];
+        a["run_actor_id"] = (*d)["actor_id"];
+        return a;
+      }
+    return std::nullopt;
+  }
+  // A run actor: each supervisor looks the id up in its own table, and
+  // only the run found is asked; an id that is not live asks no run.
+  for (auto& sup : supervisors_) {
+    caf::actor run;
+    self->request(sup, timeout, runtime::find_actor{actor_id})
+      .receive([&](caf::actor& a) { run = std::move(a); }, [](caf::error&) {});
+    if (run)
+      return ask(self, run, timeout, inspect_asks_);
   }
   return std::nullopt;
 }
@@ -430,7 +435,7 @@ embedded_node::inspect_breaker(const std::string& key,
   caf::scoped_actor self{*system_};
   for (auto& [k, a] : svc_->breakers.all())
     if (k == key)
-      return ask(self, a, timeout);
+      return ask(self, a, timeout, inspect_asks_);
   return std::nullopt;
 }
 
@@ -438,7 +443,7 @@ json embedded_node::inspect_limits(std::chrono::milliseconds timeout) {
   caf::scoped_actor self{*system_};
   json out = json::array();
   for (auto& [_, a] : svc_->limiters.all())
-    if (auto d = ask(self, a, timeout))
+    if (auto d = ask(self, a, timeout, inspect_asks_))
       out.push_back(std::move(*d));
   return out;
 }

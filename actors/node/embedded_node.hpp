@@ -10,6 +10,7 @@
 #include <caf/fwd.hpp>
 #include <nlohmann/json.hpp>
 
+#include <atomic>
 #include <chrono>
 #include <functional>
 #include <memory>
@@ -164,6 +165,9 @@ class embedded_node {
   /// Every concurrency limiter with its holders and queue.
   nlohmann::json inspect_limits(std::chrono::milliseconds timeout);
 
+  /// Actors asked to describe themselves by the calls above so far.
+  uint64_t inspect_asks() const { return inspect_asks_.load(); }
+
   /// Starts `node`'s next attempt of `run_id` now, skipping its backoff.
   void retry_now(const std::string& run_id, const std::string& node);
 
@@ -197,6 +201,7 @@ class embedded_node {
   std::vector<caf::actor> supervisors_;
   /// Deletes finished runs after their retention; from `recover` on.
   std::unique_ptr<persistence::retention_worker> retention_;
+  std::atomic<uint64_t> inspect_asks_{0};
   bool stopped_ = false;
 };
 

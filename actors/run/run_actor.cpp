@@ -470,6 +470,7 @@ void launch(self_ptr self, const std::string& node) {
   a.kill_grace_ms = st.svc->options.kill_grace.count();
   auto child = self->spawn<caf::linked>(attempt_actor_impl, std::move(a),
                                         caf::actor{self}, st.svc);
+  st.svc->attempts.add(child, self->address());
   st.attempts.emplace(node, child);
   st.attempt_nodes.emplace(child.address(), node);
   if (status.attempt_deadline_ns != 0)

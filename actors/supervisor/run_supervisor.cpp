@@ -18,7 +18,7 @@ void spawn_run(self_ptr self, runtime::start_run start) {
   auto& [id, c] = *st.runs.try_emplace(start.run_id).first;
   // A run has one actor at a time: a second start of a live run (a run
   // submitted while the node recovered, started by both) is dropped.
-  if (c.actor && st.by_addr.count(c.actor.address()))
+  if (c.actor && st.by_id.count(c.actor.id()))
     return;
   c.observer = start.observer;
   c.progress = start.progress;
@@ -31,7 +31,7 @@ void spawn_run(self_ptr self, runtime::start_run start) {
   }
   c.actor
     = self->spawn<caf::monitored>(run_actor_impl, std::move(start), st.svc);
-  st.by_addr[c.actor.address()] = &id;
+  st.by_id[c.actor.id()] = &id;
 }
 
 /// Ends a run that cannot be run any more: journals run_failed and marks
@@ -65,11 +65,11 @@ caf::behavior run_supervisor_impl(self_ptr self, services_ptr svc) {
   self->state.svc = std::move(svc);
   self->set_down_handler([self](caf::down_msg& msg) {
     auto& st = self->state;
-    auto i = st.by_addr.find(msg.source);
-    if (i == st.by_addr.end())
+    auto i = st.by_id.find(msg.source.id());
+    if (i == st.by_id.end())
       return;
     auto id = *i->second;
-    st.by_addr.erase(i);
+    st.by_id.erase(i);
     if (msg.reason == caf::exit_reason::normal || st.stopping) {
       st.runs.erase(id);
       return;
@@ -173,6 +173,11 @@ caf::behavior run_supervisor_impl(self_ptr self, services_ptr svc) {
           out.push_back(c.actor);
       }
       return out;
+    },
+    [self](const runtime::find_actor& q) -> caf::actor {
+      auto& st = self->state;
+      auto i = st.by_id.find(q.actor_id);
+      return i == st.by_id.end() ? caf::actor{} : st.runs[*i->second].actor;
     },
     [self](const runtime::find_run& q) -> caf::actor {
       auto& st = self->state;

@@ -31,8 +31,9 @@ struct run_supervisor_state {
 
   services_ptr svc;
   std::unordered_map<std::string, child> runs;
-  /// Run ids (the keys of `runs`, which stay put) by actor address.
-  std::unordered_map<caf::actor_addr, const std::string*> by_addr;
+  /// Run ids (the keys of `runs`, which stay put) by the id of their live
+  /// actor: for down messages, and to find a run actor by id (inspect).
+  std::unordered_map<caf::actor_id, const std::string*> by_id;
   bool stopping = false;
 };
 

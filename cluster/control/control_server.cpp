@@ -74,6 +74,11 @@ class session_base : public std::enable_shared_from_this<session_base> {
   virtual void send(std::string frame) = 0;
   virtual void close() = 0;
   virtual void add_close_callback(std::function<void()> f) = 0;
+  /// A request handed to the handler got its first answer (`first`: a
+  /// reply, an error, or its stream's first event) and/or its last one
+  /// (`last`: a reply, an error, or its stream's end), or was dropped
+  /// without them; on the io thread.
+  virtual void request_answered(bool first, bool last) = 0;
   std::atomic<bool> closed{false};
 };
 
@@ -85,26 +90,39 @@ class context final : public request_context {
           principal who)
       : io_(io), session_(std::move(s)), id_(id), who_(std::move(who)) {}
 
+  /// A request dropped unanswered no longer counts as waiting or open.
+  ~context() override {
+    bool first = !answered_.exchange(true);
+    bool last = !done_.exchange(true);
+    if (!first && !last)
+      return;
+    if (auto s = session_.lock(); s && !s->closed.load())
+      asio::post(io_, [s = session_, first, last] {
+        if (auto p = s.lock())
+          p->request_answered(first, last);
+      });
+  }
+
   uint64_t id() const override { return id_; }
   const principal& who() const override { return who_; }
 
   void reply(json body) override {
-    push(json{{"t", "reply"}, {"id", id_}, {"body", std::move(body)}});
+    push(json{{"t", "reply"}, {"id", id_}, {"body", std::move(body)}}, true);
   }
 
   void fail(error_code code, const std::string& message, json extra) override {
     auto msg = control::make_error(id_, code, message);
     for (auto& [k, v] : extra.items())
       msg[k] = v;
-    push(std::move(msg));
+    push(std::move(msg), true);
   }
 
   void event(json body) override {
-    push(json{{"t", "event"}, {"id", id_}, {"body", std::move(body)}});
+    push(json{{"t", "event"}, {"id", id_}, {"body", std::move(body)}}, false);
   }
 
   void end(json body) override {
-    push(json{{"t", "end"}, {"id", id_}, {"body", std::move(body)}});
+    push(json{{"t", "end"}, {"id", id_}, {"body", std::move(body)}}, true);
   }
 
   bool closed() const override {
@@ -123,20 +141,31 @@ class context final : public request_context {
   }
 
  private:
-  void push(const json& msg) {
+  /// Queues `msg`; `last` for the request's last answer.
+  void push(const json& msg, bool last) {
+    bool first = !answered_.exchange(true);
+    bool over = last && !done_.exchange(true);
     auto s = session_.lock();
     if (!s || s->closed.load())
       return;
-    asio::post(io_, [s = session_, frame = control::encode_frame(msg)] {
-      if (auto p = s.lock())
-        p->send(std::move(frame));
-    });
+    asio::post(io_,
+               [s = session_, frame = control::encode_frame(msg), first, over] {
+                 if (auto p = s.lock()) {
+                   p->send(std::move(frame));
+                   if (first || over)
+                     p->request_answered(first, over);
+                 }
+               });
   }
 
   asio::io_context& io_;
   std::weak_ptr<session_base> session_;
   uint64_t id_;
   principal who_;
+  /// Whether the first answer went out (or the request was dropped).
+  std::atomic<bool> answered_{false};
+  /// Whether the last answer went out (or the request was dropped).
+  std::atomic<bool> done_{false};
 };
 
 } // namespace
@@ -152,6 +181,15 @@ struct control_server::impl : std::enable_shared_from_this<impl> {
   }
 
   void accept();
+
+  /// How often a connection waiting for answers hears from the node.
+  std::chrono::milliseconds keepalive_interval() const {
+    if (opts.keepalive_interval.count() > 0)
+      return opts.keepalive_interval;
+    return std::clamp(opts.idle_timeout / 3, std::chrono::milliseconds{1},
+                      std::chrono::milliseconds{30'000});
+  }
+
   void forget(session_base* s) {
     std::lock_guard guard{mtx};
     sessions.erase(s);
@@ -179,7 +217,8 @@ class session final : public session_base {
 
   session(Stream stream, server_ptr server, std::string peer)
       : stream_(std::move(stream)), timer_(server->io),
-        server_(std::move(server)), peer_(std::move(peer)) {}
+        keepalive_timer_(server->io), server_(std::move(server)),
+        peer_(std::move(peer)) {}
 
   void start() {
     if constexpr (std::is_same_v<Stream, asio::ssl::stream<tcp::socket>>) {
@@ -221,10 +260,18 @@ class session final : public session_base {
     on_close_.push_back(std::move(f));
   }
 
+  void request_answered(bool first, bool last) override {
+    if (first && waiting_ > 0)
+      --waiting_;
+    if (last && open_ > 0)
+      --open_;
+  }
+
   void close() override {
     if (closed.exchange(true))
       return;
     timer_.cancel();
+    keepalive_timer_.cancel();
     boost::system::error_code ignored;
     lowest().shutdown(tcp::socket::shutdown_both, ignored);
     lowest().close(ignored);
@@ -255,6 +302,24 @@ class session final : public session_base {
                               : "idle past control.idle_timeout"));
       self->close();
     });
+  }
+
+  /// Every keepalive interval: while requests wait for answers (a watch
+  /// streams, however busily), sends a keepalive when the client said
+  /// nothing for that long. The client answers it, so a long watch keeps
+  /// the connection alive while its client does, and the idle timeout
+  /// still closes it once the client stops answering.
+  void keepalive_tick() {
+    auto every = server_->keepalive_interval();
+    keepalive_timer_.expires_after(every);
+    keepalive_timer_.async_wait(
+      [self = me(), every](const boost::system::error_code& ec) {
+        if (ec || self->closed.load() || self->closing_)
+          return;
+        if (self->open_ > 0 && steady::now() - self->last_heard_ >= every)
+          self->send_msg(json{{"t", "keepalive"}});
+        self->keepalive_tick();
+      });
   }
 
   /// Waits for the first bytes of the next frame, within the idle timeout;
@@ -308,6 +373,7 @@ class session final : public session_base {
   }
 
   void on_body() {
+    last_heard_ = steady::now();
     std::string error;
     auto msg = control::decode_body(body_, error);
     body_.clear();
@@ -353,6 +419,10 @@ class session final : public session_base {
     if (type == "hello")
       return send_msg(control::make_error(
         id, error_code::bad_request, "this connection already said hello"));
+    // A keepalive (or the answer to one) needs nothing more: reading it
+    // re-armed the idle timeout.
+    if (type == "keepalive")
+      return;
     auto need = required_role(type);
     if (!need) {
       std::vector<std::string> names;
@@ -377,8 +447,20 @@ class session final : public session_base {
           + " may not " + type + " (needs "
           + std::string{runtime::auth::to_string(*need)} + ")"));
     }
+    // One connection may not fill the node's queues: requests waiting for
+    // their first answer are bounded (a stream counts until its first
+    // event, so many watches may stream at once).
+    if (waiting_ >= server_->opts.max_in_flight)
+      return send_msg(control::make_error(
+        id, error_code::too_many_requests,
+        std::to_string(waiting_)
+          + " requests of this connection wait for an answer, the most "
+            "this node allows (control.max_in_flight); wait for answers "
+            "before sending more"));
     request_ptr ctx
       = std::make_shared<context>(server_->io, weak_from_this(), id, who_);
+    ++open_;
+    ++waiting_;
     try {
       server_->handler.handle(ctx, type, msg);
     } catch (const std::exception& e) {
@@ -394,9 +476,11 @@ class session final : public session_base {
     auto token = f.text("token", false, 16 << 10);
     if (!f.ok())
       return refuse(id, error_code::bad_request, "hello: " + f.error());
-    if (version != static_cast<uint64_t>(control::protocol_version))
+    if (version < static_cast<uint64_t>(control::min_protocol_version)
+        || version > static_cast<uint64_t>(control::protocol_version))
       return refuse(id, error_code::unsupported_version,
-                    "this node speaks control protocol version "
+                    "this node speaks control protocol versions "
+                      + std::to_string(control::min_protocol_version) + " to "
                       + std::to_string(control::protocol_version) + ", not "
                       + std::to_string(version));
     auto result = server_->auth(token);
@@ -407,13 +491,18 @@ class session final : public session_base {
     }
     who_ = std::get<principal>(result);
     hello_done_ = true;
-    send_msg(
-      json{{"t", "welcome"},
-           {"id", id},
-           {"version", control::protocol_version},
-           {"node", server_->opts.node_name},
-           {"subject", who_.subject},
-           {"role", std::string{runtime::auth::to_string(who_.grants)}}});
+    // The connection speaks the client's version; keepalives from 2 on.
+    json welcome{{"t", "welcome"},
+                 {"id", id},
+                 {"version", version},
+                 {"node", server_->opts.node_name},
+                 {"subject", who_.subject},
+                 {"role", std::string{runtime::auth::to_string(who_.grants)}}};
+    if (version >= 2) {
+      welcome["keepalive_ms"] = server_->keepalive_interval().count();
+      keepalive_tick();
+    }
+    send_msg(welcome);
   }
 
   /// Sends an error, then closes once it is written.
@@ -457,12 +546,19 @@ class session final : public session_base {
 
   Stream stream_;
   asio::steady_timer timer_;
+  asio::steady_timer keepalive_timer_;
   server_ptr server_;
   std::string peer_;
   std::array<unsigned char, control::header_size> header_{};
   std::string body_;
   std::deque<std::string> out_;
   size_t pending_ = 0;
+  /// Requests handed to the handler and not yet answered to their end.
+  size_t open_ = 0;
+  /// Those of them without any answer yet.
+  size_t waiting_ = 0;
+  /// When the client's last whole frame arrived.
+  steady::time_point last_heard_ = steady::now();
   bool writing_ = false;
   bool closing_ = false;
   bool mid_frame_ = false;

@@ -106,8 +106,17 @@ class control_server {
     /// Largest frame before the hello is accepted.
     size_t max_hello_bytes = 64 << 10;
     size_t max_connections = 1024;
+    /// Requests of one connection that may wait for their first answer at
+    /// once; more are refused with too_many_requests.
+    size_t max_in_flight = 128;
     /// A connection silent this long between frames is closed.
     std::chrono::milliseconds idle_timeout{300'000};
+    /// A connection (protocol version 2 or later) that waits for answers
+    /// and whose client said nothing for this long is sent a keepalive,
+    /// which the client answers: a watch then lasts as long as its run, and
+    /// a client that stops answering is still closed after idle_timeout. 0:
+    /// a third of idle_timeout, at most 30 s.
+    std::chrono::milliseconds keepalive_interval{0};
     /// A frame, once begun, must arrive whole within this span; so must
     /// the TLS handshake.
     std::chrono::milliseconds read_timeout{30'000};

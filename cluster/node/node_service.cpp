@@ -17,7 +17,9 @@
 #include <chrono>
 #include <deque>
 #include <mutex>
+#include <shared_mutex>
 #include <unordered_map>
+#include <unordered_set>
 #include <utility> // before Asio: Boost 1.74 with C++20 needs std::exchange
 
 namespace troupe::cluster {
@@ -82,7 +84,8 @@ struct watch_state {
 struct node_service::impl : std::enable_shared_from_this<impl> {
   impl(actors::embedded_node& n, asio::io_context& i, options o,
        node_service& s)
-      : node(n), io(i), opts(std::move(o)), pool(opts.workers), outer(s) {
+      : node(n), io(i), opts(std::move(o)), pool(opts.workers),
+        submit_pool(opts.submit_workers), outer(s) {
     if (auto* r = opts.metrics) {
       submitted = &r->add_counter("troupe_runs_submitted_total",
                                   "Runs submitted, by workflow.");
@@ -101,10 +104,22 @@ struct node_service::impl : std::enable_shared_from_this<impl> {
     runtime::log::info("control", line);
   }
 
-  /// Runs `f` on the worker pool; an exception becomes an `internal` error.
+  /// Runs `f` on the pool for reads, scans and inspections.
   template<class F>
   void work(const request_ptr& req, F f) {
-    asio::post(pool, [self = shared_from_this(), req, f = std::move(f)] {
+    run_on(pool, req, std::move(f));
+  }
+
+  /// Runs `f` on the pool for submissions and changes of one run.
+  template<class F>
+  void quick(const request_ptr& req, F f) {
+    run_on(submit_pool, req, std::move(f));
+  }
+
+  /// Runs `f` on `where`; an exception becomes an `internal` error.
+  template<class F>
+  void run_on(asio::thread_pool& where, const request_ptr& req, F f) {
+    asio::post(where, [self = shared_from_this(), req, f = std::move(f)] {
       if (req->closed())
         return;
       try {
@@ -131,6 +146,10 @@ struct node_service::impl : std::enable_shared_from_this<impl> {
       runtime::log::debug(
         "run", p.event,
         {{"run_id", p.run_id}, {"node_id", p.node}, {"attempt", p.attempt}});
+    // Only a watched run's events cost a post to the io thread.
+    if (!watched(p.run_id))
+      return;
+    ++progress_posts;
     asio::post(io, [self = shared_from_this(), p = std::move(p)]() mutable {
       auto i = self->watches.find(p.run_id);
       if (i == self->watches.end())
@@ -156,6 +175,9 @@ struct node_service::impl : std::enable_shared_from_this<impl> {
                           {"workflow", f.workflow},
                           {"node_id", f.failed_node},
                           {"reason", f.reason.substr(0, 512)}});
+    if (!watched(f.run_id))
+      return;
+    ++progress_posts;
     asio::post(io, [self = shared_from_this(), f = std::move(f)]() mutable {
       auto i = self->watches.find(f.run_id);
       if (i == self->watches.end())
@@ -171,6 +193,7 @@ struct node_service::impl : std::enable_shared_from_this<impl> {
         }
         self->end_watch(*w, f);
       }
+      self->sync_watched(f.run_id);
     });
   }
 
@@ -204,12 +227,35 @@ struct node_service::impl : std::enable_shared_from_this<impl> {
     std::erase_if(i->second, [&](auto& x) { return x.get() == w; });
     if (i->second.empty())
       watches.erase(i);
+    sync_watched(run_id);
+  }
+
+  /// Whether `run_id` has a watch; from any thread.
+  bool watched(const std::string& run_id) const {
+    if (watched_count.load() == 0)
+      return false;
+    std::shared_lock guard{watched_mtx};
+    return watched_runs.count(run_id) > 0;
+  }
+
+  /// Makes watched(run_id) follow `watches` (io thread). A run is listed
+  /// before its journal is read for a new watch, so every event is either
+  /// in that read or posted.
+  void sync_watched(const std::string& run_id) {
+    bool listed = watches.count(run_id) > 0;
+    std::unique_lock guard{watched_mtx};
+    if (listed)
+      watched_runs.insert(run_id);
+    else
+      watched_runs.erase(run_id);
+    watched_count = watched_runs.size();
   }
 
   void watch(const request_ptr& req, const std::string& run_id) {
     auto w = std::make_shared<watch_state>();
     w->req = req;
     watches[run_id].push_back(w);
+    sync_watched(run_id);
     ++open_watches;
     req->on_close([self = shared_from_this(), run_id, raw = w.get()] {
       --self->open_watches;
@@ -301,7 +347,10 @@ struct node_service::impl : std::enable_shared_from_this<impl> {
   actors::embedded_node& node;
   asio::io_context& io;
   options opts;
+  /// Reads, scans and inspections.
   asio::thread_pool pool;
+  /// Submissions and changes of one run.
+  asio::thread_pool submit_pool;
   node_service& outer;
   caf::actor hub;
   std::unordered_map<std::string, std::vector<std::shared_ptr<watch_state>>>
@@ -310,6 +359,12 @@ struct node_service::impl : std::enable_shared_from_this<impl> {
   runtime::metrics::family<runtime::metrics::counter>* submitted = nullptr;
   runtime::metrics::family<runtime::metrics::counter>* finished = nullptr;
   std::atomic<size_t> open_watches{0};
+  /// The runs in `watches`, readable from the hub's thread.
+  mutable std::shared_mutex watched_mtx;
+  std::unordered_set<std::string> watched_runs;
+  std::atomic<size_t> watched_count{0};
+  /// Run events posted to the io thread (for watches).
+  std::atomic<uint64_t> progress_posts{0};
 };
 
 void node_service::impl::submit(const request_ptr& req, const json& msg) {
@@ -331,9 +386,9 @@ void node_service::impl::submit(const request_ptr& req, const json& msg) {
                      "too many submissions from '" + req->who().subject
                        + "'; retry in " + std::to_string(wait) + "ms",
                      json{{"retry_after_ms", wait}});
-  work(req, [self = shared_from_this(), req, source = std::move(source),
-             file = file.empty() ? std::string{"workflow"} : file,
-             inputs = std::move(inputs), key = std::move(key)] {
+  quick(req, [self = shared_from_this(), req, source = std::move(source),
+              file = file.empty() ? std::string{"workflow"} : file,
+              inputs = std::move(inputs), key = std::move(key)] {
     auto outcome = runtime::parse_workflow(source);
     if (!outcome.ok()) {
       json errors = json::array();
@@ -364,7 +419,7 @@ void node_service::impl::submit(const request_ptr& req, const json& msg) {
         [self, req, workflow](const std::string& id, const std::string& error) {
           // On the store's writer thread: hand the rest (logs, metrics, the
           // answer) to the pool, so that nothing here slows the journal.
-          asio::post(self->pool, [self, req, workflow, id, error] {
+          asio::post(self->submit_pool, [self, req, workflow, id, error] {
             if (!error.empty())
               return req->fail(error_code::internal,
                                "cannot journal the run: " + error);
@@ -497,7 +552,7 @@ void node_service::impl::change(const request_ptr& req, const std::string& type,
   auto reason = f.text("reason", false, 4096);
   if (!f.ok())
     return req->fail(error_code::bad_request, type + ": " + f.error());
-  work(req, [self = shared_from_this(), req, type, run_id, reason] {
+  quick(req, [self = shared_from_this(), req, type, run_id, reason] {
     auto entry = self->node.store().find_run(run_id);
     if (!entry)
       return req->fail(error_code::not_found, "no run '" + run_id + "'");
@@ -633,8 +688,10 @@ void node_service::impl::inspect(const request_ptr& req, const json& msg) {
                              {"breakers", tree["breakers"].size()},
                              {"limiters", tree["limiters"].size()},
                              {"ready", self->outer.ready()},
+                             {"inspect_asks", n.inspect_asks()},
                              {"draining", self->outer.draining_.load()},
-                             {"watches_open", self->open_watches.load()}});
+                             {"watches_open", self->open_watches.load()},
+                             {"progress_posts", self->progress_posts.load()}});
     }
     if (what == "breaker") {
       auto b = n.inspect_breaker(key, timeout);
@@ -819,6 +876,7 @@ node_service::~node_service() {
 
 void node_service::stop() {
   impl_->pool.join();
+  impl_->submit_pool.join();
   if (impl_->hub) {
     caf::anon_send_exit(impl_->hub, caf::exit_reason::user_shutdown);
     impl_->hub = nullptr;
@@ -827,15 +885,51 @@ void node_service::stop() {
 
 actors::embedded_node::recovery node_service::recover() {
   auto r = impl_->node.recover(impl_->hub);
-  ready_ = true;
+  // Every resumed run's start is queued at its supervisor now, ahead of any
+  // request acted on from here on.
+  recovered_ = true;
   return r;
 }
+
+std::optional<std::string> node_service::not_ready_reason() const {
+  if (!recovered_.load())
+    return "the node is still recovering its unfinished runs";
+  return std::nullopt;
+}
+
+namespace {
+
+/// Whether a request changes state (runs, breakers, actors), so that it must
+/// wait until the node is ready. Reads are served meanwhile: they see the
+/// store, which recovery does not change but to fail corrupt runs.
+bool changes_state(const std::string& type, const json& msg) {
+  if (type == "cancel_many") {
+    auto dry = msg.find("dry_run");
+    return dry == msg.end() || !dry->is_boolean() || !dry->get<bool>();
+  }
+  return type == "submit" || type == "cancel" || type == "pause"
+         || type == "resume" || type == "retry" || type == "breaker_reset"
+         || type == "crash";
+}
+
+} // namespace
 
 void node_service::handle(const request_ptr& req, const std::string& type,
                           const json& msg) {
   auto& i = *impl_;
-  if (type == "ping")
-    return req->reply(json{{"ready", ready()}});
+  if (type == "ping") {
+    auto why = not_ready_reason();
+    json body{{"ready", !why}};
+    if (why)
+      body["reason"] = *why;
+    return req->reply(std::move(body));
+  }
+  if (changes_state(type, msg))
+    if (auto why = not_ready_reason())
+      // Acted on now, a submission could be started twice (by the recovery
+      // scan too) and a cancel could reach no actor: refuse, to be retried.
+      return req->fail(error_code::not_ready, *why,
+                       json{{"retry_after_ms", 200}});
   if (type == "submit")
     return i.submit(req, msg);
   if (type == "status")

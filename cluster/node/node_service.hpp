@@ -7,6 +7,7 @@
 #include <atomic>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 
 namespace boost::asio {
@@ -17,13 +18,17 @@ namespace troupe::cluster {
 
 /// A long-lived node's answers to the control protocol: submissions, run
 /// state, history, watches, cancellation, pause and resume, over an embedded
-/// node. Store reads and submissions run on a small worker pool, never on
-/// the io_context thread or a CAF scheduler thread.
+/// node. Blocking work runs on two small worker pools, never on the
+/// io_context thread or a CAF scheduler thread: one for submissions and
+/// changes of one run (quick; their acknowledgements never wait behind
+/// anything slow), one for reads, scans and inspections.
 class node_service final : public control_handler {
  public:
   struct options {
-    /// Threads for store reads and submissions.
+    /// Threads for store reads, scans and inspections.
     size_t workers = 2;
+    /// Threads for submissions and changes of one run.
+    size_t submit_workers = 2;
     /// Submissions per second per subject, and the burst allowed; 0: no
     /// limit.
     double submit_rate = 0;
@@ -50,8 +55,13 @@ class node_service final : public control_handler {
   /// Resumes the store's unfinished runs; blocking, before serving.
   actors::embedded_node::recovery recover();
 
-  /// Whether recovery has finished.
-  bool ready() const { return ready_.load(); }
+  /// Why the node may not act on state-changing requests yet (submit,
+  /// cancel, pause, ...), or nothing when it may. The one place readiness is
+  /// decided: requests, `ping` and the HTTP `/ready` all follow it.
+  std::optional<std::string> not_ready_reason() const;
+
+  /// Whether the node acts on state-changing requests (no reason not to).
+  bool ready() const { return !not_ready_reason(); }
 
   /// Refuses new submissions from now on (shutdown).
   void drain() { draining_ = true; }
@@ -67,7 +77,8 @@ class node_service final : public control_handler {
 
  private:
   std::shared_ptr<impl> impl_;
-  std::atomic<bool> ready_{false};
+  /// Set once recover() has resumed every unfinished run.
+  std::atomic<bool> recovered_{false};
   std::atomic<bool> draining_{false};
 };
 

@@ -18,7 +18,7 @@ constexpr std::array error_names{
   "unauthenticated", "token_expired",       "token_invalid",
   "forbidden",       "rate_limited",        "not_found",
   "conflict",        "invalid_workflow",    "draining",
-  "internal",
+  "not_ready",       "too_many_requests",   "internal",
 };
 static_assert(error_names.size()
               == static_cast<size_t>(error_code::internal) + 1);

@@ -15,8 +15,12 @@
 
 namespace troupe::runtime::control {
 
-/// The protocol version this build speaks, exchanged in hello/welcome.
-inline constexpr int64_t protocol_version = 1;
+/// The newest protocol version this build speaks, exchanged in
+/// hello/welcome. Version 2 adds keepalives (docs/protocol.md).
+inline constexpr int64_t protocol_version = 2;
+
+/// The oldest version a node still serves.
+inline constexpr int64_t min_protocol_version = 1;
 
 /// Bytes of the length prefix.
 inline constexpr size_t header_size = 4;
@@ -45,7 +49,9 @@ enum class error_code {
   conflict,            ///< Not possible in the run's state.
   invalid_workflow,    ///< The workflow or its inputs failed validation.
   draining,            ///< The node is shutting down.
-  internal,            ///< The node failed; its log says more.
+  not_ready,         ///< Not ready yet (recovering); retry_after_ms says when.
+  too_many_requests, ///< Too many requests of the connection await answers.
+  internal,          ///< The node failed; its log says more.
 };
 
 /// Returns the wire name of `code`, e.g. "bad_frame".

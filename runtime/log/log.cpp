@@ -1,6 +1,8 @@
 #include "runtime/log/log.hpp"
 
 #include <nlohmann/json.hpp>
+#include <spdlog/async_logger.h>
+#include <spdlog/details/thread_pool.h>
 #include <spdlog/formatter.h>
 #include <spdlog/logger.h>
 #include <spdlog/sinks/basic_file_sink.h>
@@ -9,12 +11,17 @@
 #include <spdlog/spdlog.h>
 
 #include <array>
+#include <atomic>
 #include <cctype>
 #include <cmath>
+#include <condition_variable>
+#include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <ctime>
 #include <map>
 #include <mutex>
+#include <pthread.h>
 #include <shared_mutex>
 
 namespace troupe::runtime::log {
@@ -63,9 +70,9 @@ std::string_view json_level(spdlog::level::level_enum l) {
 // -- record formatting
 // ---------------------------------------------------------
 
-// The fields of the record being written on this thread. Sinks are
-// synchronous, so the formatter runs inside logger::log on the caller's
-// thread; records from plain spdlog calls have none.
+// The fields of the record being written on this thread. Records are
+// formatted on the caller's thread (inside logger::log) and only then handed
+// to the writer thread; records from plain spdlog calls have none.
 thread_local std::span<const field> current_fields;
 
 struct fields_scope {
@@ -151,19 +158,15 @@ std::string format_double(double d) {
   return fmt::format("{}", d);
 }
 
-class record_formatter final : public spdlog::formatter {
+/// Formats records as text or JSON lines, fields included.
+class record_formatter {
  public:
-  explicit record_formatter(log::format f) : format_(f) {}
-
-  void format(const spdlog::details::log_msg& msg,
-              spdlog::memory_buf_t& dest) override {
-    auto line = format_ == log::format::json ? json_line(msg) : text_line(msg);
-    line += '\n';
-    dest.append(line.data(), line.data() + line.size());
-  }
-
-  std::unique_ptr<spdlog::formatter> clone() const override {
-    return std::make_unique<record_formatter>(format_);
+  /// One whole line, ending in a newline.
+  static std::string line(const spdlog::details::log_msg& msg,
+                          log::format format) {
+    auto out = format == log::format::json ? json_line(msg) : text_line(msg);
+    out += '\n';
+    return out;
   }
 
  private:
@@ -224,8 +227,84 @@ class record_formatter final : public spdlog::formatter {
     // Invalid UTF-8 is replaced rather than thrown on.
     return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
   }
+};
 
-  log::format format_;
+/// Writes each formatted line as it is: the payload is the whole line.
+class line_formatter final : public spdlog::formatter {
+ public:
+  void format(const spdlog::details::log_msg& msg,
+              spdlog::memory_buf_t& dest) override {
+    dest.append(msg.payload.data(), msg.payload.data() + msg.payload.size());
+  }
+
+  std::unique_ptr<spdlog::formatter> clone() const override {
+    return std::make_unique<line_formatter>();
+  }
+};
+
+/// The writer thread's sink: passes lines on to the place `setup` chose,
+/// and counts the barriers `flush` sends through the queue (empty lines:
+/// every record's line ends in a newline).
+class writer_sink final : public spdlog::sinks::sink {
+ public:
+  explicit writer_sink(std::shared_ptr<spdlog::sinks::dist_sink_mt> target)
+      : target_(std::move(target)) {}
+
+  void log(const spdlog::details::log_msg& msg) override {
+    if (msg.payload.size() == 0) {
+      target_->flush();
+      {
+        std::lock_guard guard{mtx_};
+        ++barriers_passed_;
+      }
+      passed_.notify_all();
+      return;
+    }
+    target_->log(msg);
+  }
+
+  void flush() override { target_->flush(); }
+  void set_pattern(const std::string&) override {}
+  void set_formatter(std::unique_ptr<spdlog::formatter>) override {}
+
+  /// Waits until barrier number `n` has passed, at most `limit`.
+  bool wait_for_barrier(uint64_t n, std::chrono::milliseconds limit) {
+    std::unique_lock guard{mtx_};
+    return passed_.wait_for(guard, limit,
+                            [&] { return barriers_passed_ >= n; });
+  }
+
+ private:
+  std::shared_ptr<spdlog::sinks::dist_sink_mt> target_;
+  std::mutex mtx_;
+  std::condition_variable passed_;
+  uint64_t barriers_passed_ = 0;
+};
+
+/// Every logger's sink: formats the record on the caller's thread (where
+/// its fields are) and queues the line for the writer thread, so that no
+/// CAF or I/O thread waits for a write to a file or a terminal.
+class queue_sink final : public spdlog::sinks::sink {
+ public:
+  explicit queue_sink(std::shared_ptr<spdlog::async_logger> writer)
+      : writer_(std::move(writer)) {}
+
+  void log(const spdlog::details::log_msg& msg) override {
+    auto line = record_formatter::line(msg, format_.load());
+    writer_->log(msg.time, {}, msg.level,
+                 spdlog::string_view_t{line.data(), line.size()});
+  }
+
+  /// log::flush waits for the writer; a logger's own flush needs nothing.
+  void flush() override {}
+  void set_pattern(const std::string&) override {}
+  void set_formatter(std::unique_ptr<spdlog::formatter>) override {}
+
+  void use(log::format f) { format_ = f; }
+
+ private:
+  std::shared_ptr<spdlog::async_logger> writer_;
+  std::atomic<log::format> format_{log::format::text};
 };
 
 // -- the loggers
@@ -238,15 +317,59 @@ spdlog::sink_ptr make_sink(const log_options& opts) {
   else
     sink
       = std::make_shared<spdlog::sinks::basic_file_sink_mt>(opts.file, false);
-  sink->set_formatter(std::make_unique<record_formatter>(opts.format));
+  sink->set_formatter(std::make_unique<line_formatter>());
   return sink;
 }
 
-/// Every logger writes to one distributing sink, whose target `setup`
-/// swaps; loggers are never removed, so raw pointers to them stay valid.
+/// Lines waiting for the writer thread at most. A logger that finds the
+/// queue full waits for room (spdlog's `block` policy) rather than drop a
+/// line: the writer falls that far behind only when its file or terminal
+/// stalls, and then writing synchronously would wait as long.
+constexpr size_t queue_lines = 8192;
+
+/// Starts the writer thread with every signal blocked, so that signals go
+/// to the threads that wait for them (`troupe node start` takes SIGTERM in
+/// sigwait), whichever thread logged first.
+std::shared_ptr<spdlog::details::thread_pool> start_writer_thread() {
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_BLOCK, &all, &old);
+  auto pool = std::make_shared<spdlog::details::thread_pool>(queue_lines, 1);
+  pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  return pool;
+}
+
+/// Every logger formats records on the caller's thread and queues the
+/// lines (queue_sink) for one writer thread (an spdlog async logger), which
+/// writes them to one distributing sink whose target `setup` swaps and
+/// flushes after each line, so that a process killed outright loses at most
+/// the lines still queued. Loggers are never removed, so raw pointers to
+/// them stay valid.
 struct registry {
-  registry() : sink(std::make_shared<spdlog::sinks::dist_sink_mt>()) {
+  registry()
+      : sink(std::make_shared<spdlog::sinks::dist_sink_mt>()),
+        writer(std::make_shared<writer_sink>(sink)),
+        pool(start_writer_thread()),
+        writer_logger(std::make_shared<spdlog::async_logger>(
+          "troupe.writer", writer, pool, spdlog::async_overflow_policy::block)),
+        front(std::make_shared<queue_sink>(writer_logger)) {
     sink->set_sinks({make_sink(opts)});
+    writer_logger->set_level(spdlog::level::trace);
+    writer_logger->flush_on(spdlog::level::trace);
+    // Lines still queued when the process exits normally are written.
+    std::atexit([] { log::flush(); });
+  }
+
+  /// Returns once every line queued before the call is written and
+  /// flushed (or after a few seconds, if the writer is stuck).
+  void drain() {
+    uint64_t n;
+    {
+      std::lock_guard guard{barrier_mtx};
+      n = ++barriers_sent;
+      writer_logger->log(spdlog::level::critical, spdlog::string_view_t{});
+    }
+    writer->wait_for_barrier(n, std::chrono::seconds{5});
   }
 
   spdlog::level::level_enum threshold(std::string_view name) const {
@@ -267,15 +390,22 @@ struct registry {
     std::unique_lock guard{mtx};
     if (auto it = loggers.find(name); it != loggers.end())
       return it->second;
-    auto lg = std::make_shared<spdlog::logger>(std::string{name}, sink);
+    auto lg = std::make_shared<spdlog::logger>(std::string{name}, front);
     lg->set_level(threshold(name));
-    // Flushing every record keeps the last lines of a killed process.
-    lg->flush_on(spdlog::level::trace);
     loggers.emplace(std::string{name}, lg);
     return lg;
   }
 
+  /// Where the writer thread writes (stderr, or the file).
   std::shared_ptr<spdlog::sinks::dist_sink_mt> sink;
+  std::shared_ptr<writer_sink> writer;
+  std::shared_ptr<spdlog::details::thread_pool> pool;
+  std::shared_ptr<spdlog::async_logger> writer_logger;
+  /// Every logger's sink.
+  std::shared_ptr<queue_sink> front;
+  /// Barriers in the order they are queued.
+  std::mutex barrier_mtx;
+  uint64_t barriers_sent = 0;
   std::shared_mutex mtx;
   log_options opts;
   std::map<std::string, std::shared_ptr<spdlog::logger>, std::less<>> loggers;
@@ -306,15 +436,17 @@ std::string setup(const log_options& opts) {
   }
   for (auto& name : known_loggers())
     r.get_or_create(name);
+  // Lines queued so far go where they were meant to.
+  r.drain();
   std::unique_lock guard{r.mtx};
   r.opts = opts;
   r.sink->set_sinks({std::move(sink)});
+  r.front->use(opts.format);
   for (auto& [name, lg] : r.loggers)
     lg->set_level(r.threshold(name));
   // Plain spdlog calls (spdlog::info) go the same way, as logger "troupe".
   if (!r.default_logger_set) {
-    auto lg = std::make_shared<spdlog::logger>("troupe", r.sink);
-    lg->flush_on(spdlog::level::trace);
+    auto lg = std::make_shared<spdlog::logger>("troupe", r.front);
     spdlog::set_default_logger(lg);
     r.default_logger_set = true;
   }
@@ -348,12 +480,12 @@ void write(spdlog::logger& logger, level l, std::string_view msg,
 }
 
 void flush() {
-  the_registry().sink->flush();
+  the_registry().drain();
 }
 
 void shutdown() {
   auto& r = the_registry();
-  r.sink->flush();
+  r.drain();
   std::unique_lock guard{r.mtx};
   auto opts = r.opts;
   opts.file.clear();

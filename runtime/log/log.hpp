@@ -29,7 +29,12 @@ class logger;
 /// of the fixed keys (ts, level, logger, msg) is written with a leading `_`.
 ///
 /// Until `setup` runs, records at info and above go to standard error as
-/// text. Writing is synchronous and thread-safe; each record is flushed.
+/// text. Thread-safe. A record is formatted on the thread that logs it and
+/// queued; one writer thread writes each line and flushes it, so logging
+/// never waits for a disk or a terminal unless 8192 lines are queued (then
+/// it waits for room: lines are never dropped). A normal exit writes what is
+/// queued (`flush`, `shutdown`, or at exit); a process killed outright loses
+/// only the lines still queued, usually none.
 namespace troupe::runtime::log {
 
 /// The loggers Troupe's modules use; any other name is created on first use.
@@ -85,7 +90,8 @@ inline void error(std::string_view logger, std::string_view msg,
   write(logger, level::error, msg, {fields.begin(), fields.size()});
 }
 
-/// Flushes every logger.
+/// Returns once every record logged before the call is written and
+/// flushed (waits at most a few seconds for a stuck file or terminal).
 void flush();
 
 /// Flushes and closes the log file; later records go to standard error.

@@ -173,6 +173,12 @@ struct find_run {
   std::string run_id;
 };
 
+/// Asks a run supervisor for its run actor with this actor id; the reply
+/// is a caf::actor, invalid when it has none with that id.
+struct find_actor {
+  uint64_t actor_id = 0;
+};
+
 /// Starts a node's next attempt now, skipping what is left of its backoff.
 struct retry_now {
   std::string run_id;
@@ -264,6 +270,7 @@ TROUPE_INSPECT(find_run, x.run_id)
 TROUPE_INSPECT(retry_now, x.run_id, x.node)
 TROUPE_INSPECT(reset_breaker, x.who)
 TROUPE_INSPECT(resume_run, x.run_id, x.who)
+TROUPE_INSPECT(find_actor, x.actor_id)
 
 #undef TROUPE_INSPECT
 
@@ -299,5 +306,6 @@ CAF_BEGIN_TYPE_ID_BLOCK(troupe, caf::first_custom_type_id)
   CAF_ADD_TYPE_ID(troupe, (troupe::runtime::find_run))
   CAF_ADD_TYPE_ID(troupe, (troupe::runtime::retry_now))
   CAF_ADD_TYPE_ID(troupe, (troupe::runtime::reset_breaker))
+  CAF_ADD_TYPE_ID(troupe, (troupe::runtime::find_actor))
 CAF_END_TYPE_ID_BLOCK(troupe)
 // clang-format on

@@ -11,6 +11,7 @@
 #include <gtest/gtest.h>
 
 #include <memory>
+#include <mutex>
 #include <thread>
 #include <utility>
 
@@ -21,15 +22,37 @@ using namespace std::chrono_literals;
 
 namespace {
 
-/// Answers ping and echoes submit; counts what it saw.
+/// Answers ping and echoes submit; counts what it saw. `logs` requests,
+/// and watches of run "hold" after one event, are held unanswered until
+/// release().
 class echo_handler : public control_handler {
  public:
   void handle(const request_ptr& req, const std::string& type,
               const json& msg) override {
     ++calls;
+    if (type == "logs"
+        || (type == "watch" && msg.value("run_id", "") == "hold")) {
+      // A held watch streams one event first.
+      if (type == "watch")
+        req->event(json{{"n", 1}});
+      std::lock_guard guard{mtx};
+      held.push_back(req);
+      return;
+    }
     if (type == "submit")
       return req->reply(json{{"echo", msg.value("workflow", "")},
                              {"subject", req->who().subject}});
+    if (type == "watch" && msg.value("run_id", "") == "busy") {
+      // Streams an event every 50 ms for 1.5 s, then ends.
+      streams.emplace_back([req] {
+        for (int i = 0; i < 30; ++i) {
+          req->event(json{{"n", i}});
+          std::this_thread::sleep_for(50ms);
+        }
+        req->end(json{{"state", "completed"}});
+      });
+      return;
+    }
     if (type == "watch") {
       req->event(json{{"n", 1}});
       req->event(json{{"n", 2}});
@@ -37,7 +60,28 @@ class echo_handler : public control_handler {
     }
     req->reply(json{{"pong", true}});
   }
+
+  /// Answers the held requests.
+  void release() {
+    std::vector<request_ptr> now;
+    {
+      std::lock_guard guard{mtx};
+      now.swap(held);
+    }
+    for (auto& r : now)
+      r->reply(json{{"released", true}});
+  }
+
+  ~echo_handler() {
+    for (auto& t : streams)
+      t.join();
+  }
+
   std::atomic<int> calls{0};
+  std::mutex mtx;
+  std::vector<request_ptr> held;
+  /// Threads of busy streams (handle runs on the io thread alone).
+  std::vector<std::thread> streams;
 };
 
 /// Tokens are "<role>:<subject>", or "expired".
@@ -126,7 +170,7 @@ TEST_F(ControlServer, HelloThenRequestsWithIds) {
   auto w = c.hello("viewer:bob");
   ASSERT_TRUE(w);
   EXPECT_EQ((*w)["t"], "welcome");
-  EXPECT_EQ((*w)["version"], 1);
+  EXPECT_EQ((*w)["version"], 2);
   EXPECT_EQ((*w)["subject"], "bob");
   EXPECT_EQ((*w)["role"], "viewer");
   auto r = c.call({{"t", "ping"}}, 42);
@@ -190,7 +234,7 @@ TEST_F(ControlServer, RequestBeforeHelloAndWrongVersionAreRefused) {
     ASSERT_TRUE(r);
     EXPECT_EQ((*r)["code"], "unsupported_version");
     EXPECT_EQ((*r)["message"],
-              "this node speaks control protocol version 1, not 7");
+              "this node speaks control protocol versions 1 to 2, not 7");
     EXPECT_TRUE(c.closed_within(2s));
   }
 }
@@ -298,4 +342,133 @@ TEST_F(ControlServer, BigFramesBeforeTheHelloAreRefused) {
   EXPECT_EQ((*r)["code"], "frame_too_large");
   EXPECT_NE((*r)["message"].get<std::string>().find("before the hello"),
             std::string::npos);
+}
+
+TEST_F(ControlServer, KeepalivesKeepAConnectionThatWaitsForAnswersAlive) {
+  control_server::options o;
+  o.idle_timeout = 300ms;
+  start(o);
+  auto c = std::make_unique<frame_client>(port());
+  auto w = c->hello("operator:alice");
+  ASSERT_TRUE(w);
+  // The welcome says how often the node will speak: a third of the idle
+  // timeout.
+  EXPECT_EQ((*w)["keepalive_ms"], 100) << w->dump();
+  c->send({{"t", "logs"}, {"id", 5}, {"run_id", "r"}});
+  int keepalives = 0;
+  auto until = std::chrono::steady_clock::now() + 1500ms;
+  while (std::chrono::steady_clock::now() < until) {
+    auto m = c->receive(400ms);
+    ASSERT_TRUE(m) << "nothing from the node for 400ms, or it closed";
+    ASSERT_EQ((*m)["t"], "keepalive") << m->dump();
+    EXPECT_FALSE(m->contains("id"));
+    ++keepalives;
+    ASSERT_TRUE(c->send({{"t", "keepalive"}}));
+  }
+  // Five idle timeouts went by: the connection lives, and gets its answer.
+  EXPECT_GE(keepalives, 3);
+  handler.release();
+  json m;
+  for (int i = 0; i < 10; ++i) {
+    auto r = c->receive(1s);
+    ASSERT_TRUE(r);
+    m = *r;
+    if (m["t"] != "keepalive")
+      break;
+  }
+  EXPECT_EQ(m["t"], "reply") << m.dump();
+  EXPECT_EQ(m["id"], 5);
+  // Nothing owed now: no more keepalives, and silence closes it.
+  EXPECT_TRUE(c->closed_within(3s));
+}
+
+TEST_F(ControlServer, AWatchThatStreamsBusilyOutlastsTheIdleTimeout) {
+  control_server::options o;
+  o.idle_timeout = 300ms;
+  start(o);
+  auto c = client();
+  // Events every 50 ms: the node still asks the client to speak, and the
+  // client's answers keep the connection open past five idle timeouts.
+  c->send({{"t", "watch"}, {"id", 7}, {"run_id", "busy"}});
+  int events = 0, keepalives = 0;
+  bool ended = false;
+  for (int i = 0; i < 200 && !ended; ++i) {
+    auto m = c->receive(1s);
+    ASSERT_TRUE(m) << "closed after " << events << " events";
+    auto t = (*m)["t"];
+    if (t == "keepalive") {
+      ++keepalives;
+      c->send({{"t", "keepalive"}});
+    } else if (t == "event") {
+      ++events;
+    } else {
+      EXPECT_EQ(t, "end") << m->dump();
+      ended = true;
+    }
+  }
+  EXPECT_TRUE(ended);
+  EXPECT_EQ(events, 30);
+  EXPECT_GE(keepalives, 3);
+}
+
+TEST_F(ControlServer, AClientThatStopsAnsweringIsClosedDespiteItsOpenRequest) {
+  control_server::options o;
+  o.idle_timeout = 300ms;
+  start(o);
+  auto c = client();
+  c->send({{"t", "logs"}, {"id", 5}, {"run_id", "r"}});
+  // It reads what comes (keepalives) but never answers.
+  EXPECT_TRUE(c->closed_within(3s));
+  EXPECT_TRUE(serves_others());
+}
+
+TEST_F(ControlServer, VersionOneClientsAreServedWithoutKeepalives) {
+  control_server::options o;
+  o.idle_timeout = 600ms;
+  start(o);
+  frame_client c{port()};
+  c.send({{"t", "hello"}, {"id", 1}, {"version", 1}, {"token", "viewer:old"}});
+  auto w = c.receive();
+  ASSERT_TRUE(w);
+  EXPECT_EQ((*w)["t"], "welcome");
+  EXPECT_EQ((*w)["version"], 1);
+  EXPECT_FALSE(w->contains("keepalive_ms"));
+  auto r = c.call({{"t", "ping"}}, 2);
+  ASSERT_TRUE(r);
+  EXPECT_EQ((*r)["t"], "reply");
+  c.send({{"t", "logs"}, {"id", 3}, {"run_id", "r"}});
+  // No keepalive comes; the connection is closed once idle, as before.
+  EXPECT_FALSE(c.receive(400ms));
+  EXPECT_TRUE(c.closed_within(3s));
+}
+
+TEST_F(ControlServer, RequestsAwaitingAnswersAreBoundedPerConnection) {
+  control_server::options o;
+  o.max_in_flight = 3;
+  start(o);
+  auto c = client();
+  // Streams that have begun do not count: many watches may stream at once.
+  for (uint64_t id = 10; id < 15; ++id) {
+    auto e = c->call({{"t", "watch"}, {"run_id", "hold"}}, id);
+    ASSERT_TRUE(e);
+    EXPECT_EQ((*e)["t"], "event");
+  }
+  for (uint64_t id = 20; id < 23; ++id)
+    ASSERT_TRUE(c->send({{"t", "logs"}, {"id", id}, {"run_id", "r"}}));
+  auto r = c->call({{"t", "ping"}}, 30);
+  ASSERT_TRUE(r);
+  EXPECT_EQ((*r)["code"], "too_many_requests");
+  EXPECT_NE((*r)["message"].get<std::string>().find("control.max_in_flight"),
+            std::string::npos)
+    << r->dump();
+  // Another connection is served, and this one again once answers went out.
+  EXPECT_TRUE(serves_others());
+  handler.release();
+  bool served = false;
+  for (uint64_t id = 31; id < 40 && !served; ++id) {
+    r = c->call({{"t", "ping"}}, id);
+    ASSERT_TRUE(r);
+    served = (*r)["t"] == "reply";
+  }
+  EXPECT_TRUE(served);
 }

@@ -6,9 +6,16 @@
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+#include <fcntl.h>
 #include <fstream>
+#include <future>
+#include <poll.h>
 #include <regex>
+#include <sstream>
+#include <sys/stat.h>
 #include <thread>
+#include <unistd.h>
 
 namespace tlog = troupe::runtime::log;
 using troupe::test::temp_dir;
@@ -243,6 +250,55 @@ TEST_F(LogTest, ShutdownClosesTheFile) {
   auto got = lines();
   ASSERT_EQ(got.size(), 1u);
   EXPECT_NE(got[0].find("before"), std::string::npos);
+}
+
+TEST_F(LogTest, LoggingDoesNotWaitForAStalledFile) {
+  // A named pipe whose reader reads nothing yet: a write to it stalls once
+  // the pipe holds 64 KiB, as a slow disk or a stopped terminal would.
+  auto fifo = (dir.path() / "stalled.fifo").string();
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  int reader = ::open(fifo.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+  ASSERT_GE(reader, 0);
+  tlog::log_options opts;
+  opts.format = tlog::format::json;
+  opts.file = fifo;
+  ASSERT_EQ(tlog::setup(opts), "");
+  const int n = 2000;
+  const std::string filler(200, 'x');
+  auto logging = std::async(std::launch::async, [&] {
+    for (int i = 0; i < n; ++i)
+      tlog::info("run", "line", {{"i", i}, {"filler", filler}});
+  });
+  // 400 KB of records: the logging thread only queues them.
+  bool returned
+    = logging.wait_for(std::chrono::seconds{5}) == std::future_status::ready;
+  // Now read: every line arrives, whole and in order (and a logger that
+  // waited for the pipe goes on).
+  std::string got;
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds{30};
+  while (std::count(got.begin(), got.end(), '\n') < n
+         && std::chrono::steady_clock::now() < deadline) {
+    pollfd p{reader, POLLIN, 0};
+    if (::poll(&p, 1, 100) <= 0)
+      continue;
+    char buf[65536];
+    auto k = ::read(reader, buf, sizeof buf);
+    if (k > 0)
+      got.append(buf, static_cast<size_t>(k));
+  }
+  logging.wait();
+  // Written before the reader goes (a pipe without one raises SIGPIPE).
+  tlog::shutdown();
+  ::close(reader);
+  EXPECT_TRUE(returned) << "logging waited for the file to take the lines";
+  std::istringstream in{got};
+  int expected = 0;
+  for (std::string line; std::getline(in, line); ++expected) {
+    auto j = nlohmann::json::parse(line, nullptr, false);
+    ASSERT_FALSE(j.is_discarded()) << line;
+    ASSERT_EQ(j["i"], expected);
+  }
+  EXPECT_EQ(expected, n);
 }
 
 // -- redaction ----------------------------------------------------------------
