@@ -58,7 +58,7 @@ int run_node_start(const global_options& g, const node_start_options& o) {
     flags.push_back({"--data-dir", "node.data_dir", o.data_dir});
   if (!o.listen.empty())
     flags.push_back({"--listen", "control.listen", o.listen});
-  if (!o.http.empty())
+  if (o.http_given)
     flags.push_back({"--http", "http.listen", o.http});
   if (!o.name.empty())
     flags.push_back({"--name", "node.name", o.name});

@@ -88,6 +88,8 @@ struct node_start_options {
   std::string data_dir;
   std::string listen;
   std::string http;
+  /// Whether --http was given: `--http ""` turns the endpoint off.
+  bool http_given = false;
   std::string name;
 };
 

@@ -275,8 +275,10 @@ int main(int argc, char** argv) {
       return run_run(g, run);
     if (*breakers)
       return run_breakers(g, breakers_dir);
-    if (*node_start_cmd)
+    if (*node_start_cmd) {
+      node_start.http_given = node_start_cmd->count("--http") > 0;
       return run_node_start(g, node_start);
+    }
     if (*shell_cmd)
       return run_shell(g, shell_commands);
     if (*gc_cmd)

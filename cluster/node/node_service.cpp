@@ -807,10 +807,6 @@ void node_service::impl::gc(const request_ptr& req, const json& msg) {
     = f.count("older_than_ms", absent, uint64_t{INT64_MAX} / 1'000'000);
   if (!f.ok())
     return req->fail(error_code::bad_request, "gc: " + f.error());
-  if (!outer.ready())
-    return req->fail(error_code::conflict,
-                     "gc: the node is still resuming its runs; retry when it "
-                     "is ready");
   std::chrono::nanoseconds older_than = node.retention();
   if (older_than_ms != absent)
     older_than = std::chrono::milliseconds{static_cast<int64_t>(older_than_ms)};
@@ -909,7 +905,7 @@ bool changes_state(const std::string& type, const json& msg) {
   }
   return type == "submit" || type == "cancel" || type == "pause"
          || type == "resume" || type == "retry" || type == "breaker_reset"
-         || type == "crash";
+         || type == "crash" || type == "gc";
 }
 
 } // namespace

@@ -555,6 +555,9 @@ TEST_F(Node, AuthOffOnANonLoopbackAddressWarnsLoudly) {
   ASSERT_TRUE(wait_until([&] { return contains(p.err(), "ready"); }, 30s))
     << p.err();
   EXPECT_TRUE(contains(p.err(), "IS NOT A LOOPBACK ADDRESS")) << p.err();
+  // `--http ""` turns the endpoint off (it used to fall back to
+  // http.listen's default port, and fail when that was taken).
+  EXPECT_FALSE(contains(p.err(), "health and metrics on")) << p.err();
   p.signal(SIGTERM);
   EXPECT_EQ(p.wait(15s), 0);
 }
