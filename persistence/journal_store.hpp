@@ -21,6 +21,8 @@ namespace troupe::persistence {
 /// they are called back on the writer thread once it is durable.
 class journal_store {
  public:
+  struct append_op;
+
   struct options {
     /// The database folder; created if missing.
     std::string path;
@@ -35,6 +37,9 @@ class journal_store {
     /// when `sync`), for metrics; must be quick. May be empty.
     std::function<void(size_t appends, std::chrono::nanoseconds took)> on_commit
       = {};
+    /// For tests: called in append() with each op; a non-empty answer fails
+    /// the op with that reason, as if it could not be written. May be empty.
+    std::function<std::string(const append_op&)> fail_append = {};
   };
 
   /// Opens (or creates) the store. On failure returns null and sets `error`
@@ -60,11 +65,26 @@ class journal_store {
     /// a circuit breaker), by name. An append of notes only may leave
     /// run_id empty.
     std::vector<std::pair<std::string, std::string>> notes = {};
+    /// Lifts the refusal that follows a failed append of the run (see
+    /// append) before this append is written. Set it only once whoever
+    /// made the run's earlier appends has stopped (the run actor is gone)
+    /// and the journal is read again after it: the run supervisor's restart
+    /// barrier, and its final run_failed when it gives up.
+    bool resync = false;
   };
 
   /// Queues `op`. The store numbers the run's events itself, in order. `done`
   /// is called on the writer thread with an empty string once the batch that
   /// holds `op` is durable, or with the reason it failed.
+  ///
+  /// Once an append of a run fails, every later append of that run fails
+  /// too, in the same group commit or any later one, until an append with
+  /// `resync`: a run actor queues several appends before it hears of the
+  /// first, and storing event N+1 without event N would leave its journal
+  /// with a hole. (A run with no journal record yet is the exception: its
+  /// first append is its submission, and nothing follows a submission that
+  /// failed.) The journal a restart reads is thus always what the run had
+  /// durably before the failure, with nothing missing.
   virtual void append(append_op op, std::function<void(std::string)> done) = 0;
 
   /// Blocks until everything queued before the call is durable.

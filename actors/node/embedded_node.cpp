@@ -38,6 +38,8 @@ std::unique_ptr<embedded_node> embedded_node::open(const options& opts,
       if (hook)
         hook(appends, took);
     };
+  if (opts.tune_store)
+    opts.tune_store(so);
   node->store_ = persistence::journal_store::open(so, error);
   if (!node->store_)
     return nullptr;

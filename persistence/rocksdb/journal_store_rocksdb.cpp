@@ -159,13 +159,22 @@ class rocksdb_journal_store final : public journal_store {
   void append(append_op op, std::function<void(std::string)> done) override {
     pending p;
     p.done = std::move(done);
+    try {
+      if (opts_.fail_append)
+        p.invalid = opts_.fail_append(op);
+    } catch (const std::exception& e) {
+      p.invalid = e.what();
+    }
     p.idempotency_key = std::move(op.idempotency_key);
     p.notes = std::move(op.notes);
+    p.resync = op.resync;
     try {
       p.run_id = std::move(op.run_id);
       bool notes_only = op.events.empty() && !op.index
                         && p.idempotency_key.empty() && !p.notes.empty();
-      if (p.run_id.empty() && !notes_only)
+      if (!p.invalid.empty()) {
+        // Failed by the test hook.
+      } else if (p.run_id.empty() && !notes_only)
         p.invalid = "cannot append: empty run id";
       else if (contains(p.run_id, std::string_view{"\0", 1}))
         p.invalid = "cannot append to run '" + p.run_id
@@ -389,6 +398,8 @@ class rocksdb_journal_store final : public journal_store {
     bool terminal = false;
     /// The new index entry's updated_at_ns: when a terminal run finished.
     int64_t finished_at_ns = 0;
+    /// See append_op::resync.
+    bool resync = false;
     /// Why the append is refused before reaching the database.
     std::string invalid;
     std::function<void(std::string)> done;
@@ -457,6 +468,16 @@ class rocksdb_journal_store final : public journal_store {
                                    std::string& error) {
     if (auto it = next_seq_.find(run_id); it != next_seq_.end())
       return it->second;
+    auto next = load_next_seq(run_id, error);
+    if (next)
+      next_seq_.emplace(run_id, *next);
+    return next;
+  }
+
+  /// Finds the next sequence number of `run_id` in the database, with a
+  /// reverse seek.
+  std::optional<uint32_t> load_next_seq(const std::string& run_id,
+                                        std::string& error) {
     const std::string prefix = kl::journal_prefix(run_id);
     rocksdb::ReadOptions ro;
     rocksdb::Slice lower{prefix};
@@ -480,7 +501,6 @@ class rocksdb_journal_store final : public journal_store {
               + ": cannot find the journal's end: " + it->status().ToString();
       return std::nullopt;
     }
-    next_seq_.emplace(run_id, next);
     return next;
   }
 
@@ -529,6 +549,102 @@ class rocksdb_journal_store final : public journal_store {
     wake_at_ = 1;
   }
 
+  /// Adds `p` to `wb`, or returns why it cannot be written; a refused
+  /// append leaves `wb` as it was. Writer thread only.
+  std::string stage(pending& p, rocksdb::WriteBatch& wb,
+                    std::unordered_map<std::string, std::string>& claimed,
+                    std::unordered_map<std::string, bool>& touched) {
+    if (!p.invalid.empty())
+      return p.invalid;
+    if (p.run_id.empty()) {
+      // Notes only.
+      for (auto& [name, value] : p.notes)
+        wb.Put(db_->DefaultColumnFamily(), kl::note_key(name), value)
+          .PermitUncheckedError();
+      return {};
+    }
+    if (!p.idempotency_key.empty()) {
+      auto holder = claimed.count(p.idempotency_key)
+                      ? std::optional{claimed[p.idempotency_key]}
+                      : find_idempotency_key(p.idempotency_key);
+      if (holder && *holder != p.run_id)
+        return "idempotency key '" + p.idempotency_key
+               + "' is already used by run " + *holder;
+    }
+    // An index-only append needs no sequence number.
+    std::optional<uint32_t> first{0};
+    if (!p.values.empty()) {
+      std::string error;
+      first = next_seq(p.run_id, error);
+      if (!first)
+        return error;
+      if (p.values.size() > uint64_t{~uint32_t{0} - *first})
+        return "run " + p.run_id + ": journal is full";
+    }
+    wb.SetSavePoint();
+    rocksdb::Status s;
+    uint32_t seq = *first;
+    for (const auto& v : p.values) {
+      s = wb.Put(journal_, kl::journal_key(p.run_id, seq), v);
+      if (!s.ok())
+        break;
+      ++seq;
+    }
+    if (s.ok() && p.index_value)
+      s = wb.Put(runs_, p.run_id, *p.index_value);
+    if (s.ok() && !p.idempotency_key.empty())
+      s = wb.Put(db_->DefaultColumnFamily(),
+                 kl::idempotency_key(p.idempotency_key), p.run_id);
+    if (s.ok())
+      s = put_side_indexes(wb, p, !p.values.empty() && *first == 1);
+    for (auto& [name, value] : p.notes)
+      if (s.ok())
+        s = wb.Put(db_->DefaultColumnFamily(), kl::note_key(name), value);
+    if (!s.ok()) {
+      wb.RollbackToSavePoint().PermitUncheckedError();
+      return "run " + p.run_id + ": " + s.ToString();
+    }
+    wb.PopSavePoint().PermitUncheckedError();
+    if (!p.idempotency_key.empty())
+      claimed[p.idempotency_key] = p.run_id;
+    if (!p.values.empty())
+      next_seq_[p.run_id] = seq;
+    auto& terminal = touched[p.run_id];
+    if (p.index_value)
+      terminal = p.terminal;
+    return {};
+  }
+
+  /// Why an append to `run_id` is refused without being tried: an earlier
+  /// append of the run failed (in this batch: `failed_here`), and no resync
+  /// came since. Empty when it may be written.
+  std::string refusal(
+    const std::string& run_id,
+    const std::unordered_map<std::string, std::string>& failed_here) const {
+    if (run_id.empty())
+      return {};
+    const std::string* why = nullptr;
+    if (auto i = failed_here.find(run_id); i != failed_here.end())
+      why = &i->second;
+    else if (auto j = refused_.find(run_id); j != refused_.end())
+      why = &j->second;
+    if (!why)
+      return {};
+    return "run " + run_id + ": not written: an earlier append of this run "
+           + "failed (" + *why
+           + "); the run must be restarted from its journal";
+  }
+
+  /// Whether `run_id` has at least one journal record (or its end cannot be
+  /// found, which counts as yes). Writer thread only.
+  bool has_journal(const std::string& run_id) {
+    if (auto it = next_seq_.find(run_id); it != next_seq_.end())
+      return it->second > 1;
+    std::string error;
+    auto next = load_next_seq(run_id, error);
+    return !next || *next > 1;
+  }
+
   /// Writes `batch` in one WriteBatch and calls its callbacks in order.
   void commit(std::vector<pending>& batch) noexcept {
     std::vector<std::string> errors(batch.size());
@@ -536,69 +652,24 @@ class rocksdb_journal_store final : public journal_store {
     std::unordered_map<std::string, bool> touched;
     // Idempotency keys claimed earlier in this batch.
     std::unordered_map<std::string, std::string> claimed;
+    // Runs whose append failed in this batch -> why (the first reason).
+    std::unordered_map<std::string, std::string> failed_here;
     rocksdb::WriteBatch wb;
     try {
       for (size_t i = 0; i < batch.size(); ++i) {
         auto& p = batch[i];
-        if (!p.invalid.empty()) {
-          errors[i] = p.invalid;
-          continue;
+        if (p.resync) {
+          // Everything the run appended before is settled (in this batch,
+          // above): start afresh from what the database holds.
+          failed_here.erase(p.run_id);
+          refused_.erase(p.run_id);
+          next_seq_.erase(p.run_id);
         }
-        for (auto& [name, value] : p.notes)
-          wb.Put(db_->DefaultColumnFamily(), kl::note_key(name), value)
-            .PermitUncheckedError();
-        if (p.run_id.empty())
-          continue; // notes only
-        if (!p.idempotency_key.empty()) {
-          auto holder = claimed.count(p.idempotency_key)
-                          ? std::optional{claimed[p.idempotency_key]}
-                          : find_idempotency_key(p.idempotency_key);
-          if (holder && *holder != p.run_id) {
-            errors[i] = "idempotency key '" + p.idempotency_key
-                        + "' is already used by run " + *holder;
-            continue;
-          }
-        }
-        // An index-only append needs no sequence number.
-        std::optional<uint32_t> first{0};
-        if (!p.values.empty()) {
-          first = next_seq(p.run_id, errors[i]);
-          if (!first)
-            continue;
-          if (p.values.size() > uint64_t{~uint32_t{0} - *first}) {
-            errors[i] = "run " + p.run_id + ": journal is full";
-            continue;
-          }
-        }
-        wb.SetSavePoint();
-        rocksdb::Status s;
-        uint32_t seq = *first;
-        for (const auto& v : p.values) {
-          s = wb.Put(journal_, kl::journal_key(p.run_id, seq), v);
-          if (!s.ok())
-            break;
-          ++seq;
-        }
-        if (s.ok() && p.index_value)
-          s = wb.Put(runs_, p.run_id, *p.index_value);
-        if (s.ok() && !p.idempotency_key.empty())
-          s = wb.Put(db_->DefaultColumnFamily(),
-                     kl::idempotency_key(p.idempotency_key), p.run_id);
-        if (s.ok())
-          s = put_side_indexes(wb, p, !p.values.empty() && *first == 1);
-        if (!s.ok()) {
-          wb.RollbackToSavePoint().PermitUncheckedError();
-          errors[i] = "run " + p.run_id + ": " + s.ToString();
-          continue;
-        }
-        wb.PopSavePoint().PermitUncheckedError();
-        if (!p.idempotency_key.empty())
-          claimed[p.idempotency_key] = p.run_id;
-        if (!p.values.empty())
-          next_seq_[p.run_id] = seq;
-        auto& terminal = touched[p.run_id];
-        if (p.index_value)
-          terminal = p.terminal;
+        errors[i] = refusal(p.run_id, failed_here);
+        if (errors[i].empty())
+          errors[i] = stage(p, wb, claimed, touched);
+        if (!errors[i].empty() && !p.run_id.empty())
+          failed_here.try_emplace(p.run_id, errors[i]);
       }
       if (wb.Count() > 0) {
         auto began = std::chrono::steady_clock::now();
@@ -611,9 +682,12 @@ class rocksdb_journal_store final : public journal_store {
           });
         if (!s.ok()) {
           for (size_t i = 0; i < batch.size(); ++i)
-            if (errors[i].empty())
+            if (errors[i].empty()) {
               errors[i] = "writing the journal of run " + batch[i].run_id
                           + " failed: " + s.ToString();
+              if (!batch[i].run_id.empty())
+                failed_here.try_emplace(batch[i].run_id, errors[i]);
+            }
           // The numbers handed out were not stored: reload them next time.
           for (const auto& [run, terminal] : touched)
             next_seq_.erase(run);
@@ -625,10 +699,14 @@ class rocksdb_journal_store final : public journal_store {
           next_seq_.erase(run);
     } catch (const std::exception& e) {
       for (size_t i = 0; i < batch.size(); ++i)
-        if (errors[i].empty())
+        if (errors[i].empty()) {
           errors[i] = std::string{"writing the journal failed: "} + e.what();
+          if (!batch[i].run_id.empty())
+            failed_here.try_emplace(batch[i].run_id, errors[i]);
+        }
       next_seq_.clear();
     }
+    hold_back(failed_here);
     for (size_t i = 0; i < batch.size(); ++i)
       if (batch[i].done)
         call_quietly([&] { batch[i].done(std::move(errors[i])); });
@@ -903,6 +981,20 @@ class rocksdb_journal_store final : public journal_store {
       .count();
   }
 
+  /// Refuses the later appends of the runs in `failed` until a resync (see
+  /// journal_store::append). Writer thread only.
+  void hold_back(
+    const std::unordered_map<std::string, std::string>& failed) noexcept {
+    for (const auto& [run, why] : failed) {
+      try {
+        if (refused_.count(run) || has_journal(run))
+          refused_.try_emplace(run, why);
+      } catch (...) {
+        // Out of memory: nothing better to do than to go on.
+      }
+    }
+  }
+
   void reader_loop() {
     for (;;) {
       read_request r;
@@ -948,6 +1040,9 @@ class rocksdb_journal_store final : public journal_store {
   bool stopping_ = false;
   /// Next sequence number of each active run; writer thread only.
   std::unordered_map<std::string, uint32_t> next_seq_;
+  /// Runs whose appends are refused until a resync, with the failure that
+  /// started it; writer thread only.
+  std::unordered_map<std::string, std::string> refused_;
   std::thread writer_;
 
   // Reader state.

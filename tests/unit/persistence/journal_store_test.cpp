@@ -1127,3 +1127,211 @@ TEST_F(StoreTest, ZeroRetentionKeepsEveryRun) {
   EXPECT_GE(collections.load(), 3);
   EXPECT_TRUE(store->find_run("ancient"));
 }
+
+// -- failed appends ---------------------------------------------------------
+
+namespace {
+
+/// Holds the store's writer inside an append's callback until released, so
+/// that the appends queued meanwhile go into the batches after it.
+struct writer_gate {
+  std::promise<void> entered;
+  std::promise<void> release;
+
+  explicit writer_gate(journal_store& store) {
+    auto go = release.get_future().share();
+    store.append({"gate", {make_event(event_type::run_submitted, 0)}, {}},
+                 [this, go](std::string) {
+                   entered.set_value();
+                   go.wait();
+                 });
+    entered.get_future().wait();
+  }
+
+  void open() { release.set_value(); }
+};
+
+/// An append of one event to `run` claiming idempotency key `key`.
+journal_store::append_op claiming(std::string run, int32_t attempt,
+                                  std::string key) {
+  journal_store::append_op op;
+  op.run_id = std::move(run);
+  op.events.push_back(make_event(event_type::attempt_started, attempt));
+  op.idempotency_key = std::move(key);
+  return op;
+}
+
+/// Collects the answers of appends by name.
+struct answers {
+  std::mutex mu;
+  std::map<std::string, std::string> by_name;
+
+  std::function<void(std::string)> to(std::string name) {
+    return [this, name](std::string err) {
+      std::lock_guard<std::mutex> lk{mu};
+      by_name[name] = std::move(err);
+    };
+  }
+};
+
+} // namespace
+
+// A failed append (here: an idempotency key another run holds) fails the
+// appends of the same run queued behind it in the same group commit: event
+// N+1 is never stored without event N. Other runs are not affected.
+TEST_F(StoreTest, FailedAppendFailsLaterAppendsOfTheRunInTheSameBatch) {
+  auto store = open();
+  ASSERT_TRUE(store);
+  ASSERT_EQ(append_wait(*store, "r",
+                        {make_event(event_type::run_submitted, 1),
+                         make_event(event_type::attempt_started, 2)}),
+            "");
+  std::promise<std::string> held;
+  store->append(claiming("other", 0, "k"),
+                [&](std::string e) { held.set_value(e); });
+  ASSERT_EQ(held.get_future().get(), "");
+
+  answers got;
+  {
+    writer_gate gate{*store};
+    store->append(claiming("r", 3, "k"), got.to("n"));
+    store->append({"r", {make_event(event_type::attempt_started, 4)}, {}},
+                  got.to("n+1"));
+    store->append({"s", {make_event(event_type::run_submitted, 9)}, {}},
+                  got.to("s"));
+    gate.open();
+    store->flush();
+  }
+  EXPECT_NE(got.by_name["n"].find("idempotency key 'k'"), std::string::npos)
+    << got.by_name["n"];
+  EXPECT_NE(got.by_name["n+1"], "");
+  EXPECT_EQ(got.by_name["s"], "");
+  std::string error;
+  EXPECT_EQ(attempts(store->read_journal("r", error)), iota(1, 3));
+  EXPECT_EQ(error, "");
+  EXPECT_EQ(attempts(store->read_journal("s", error)), std::vector<int32_t>{9});
+}
+
+// The same across batches: appends of the run queued behind the failed one
+// but written in later group commits, and those made after the failure was
+// reported, are refused too, so the journal keeps no gap.
+TEST_F(StoreTest, FailedAppendFailsLaterAppendsOfTheRunInLaterBatches) {
+  auto store = open(/*sync=*/false, /*max_batch=*/1);
+  ASSERT_TRUE(store);
+  ASSERT_EQ(append_wait(*store, "r",
+                        {make_event(event_type::run_submitted, 1),
+                         make_event(event_type::attempt_started, 2)}),
+            "");
+  // An invalid append: its index entry names another run.
+  answers got;
+  {
+    writer_gate gate{*store};
+    store->append({"r",
+                   {make_event(event_type::attempt_started, 3)},
+                   make_index("x", run_state::running)},
+                  got.to("n"));
+    store->append({"r", {make_event(event_type::attempt_started, 4)}, {}},
+                  got.to("n+1"));
+    store->append({"r", {make_event(event_type::node_completed, 5)}, {}},
+                  got.to("n+2"));
+    gate.open();
+    store->flush();
+  }
+  EXPECT_NE(got.by_name["n"].find("names run 'x'"), std::string::npos)
+    << got.by_name["n"];
+  EXPECT_NE(got.by_name["n+1"], "");
+  EXPECT_NE(got.by_name["n+2"], "");
+  // Appended after the failure was reported: still refused.
+  EXPECT_NE(
+    append_wait(*store, "r", {make_event(event_type::attempt_started, 6)}), "");
+  std::string error;
+  EXPECT_EQ(attempts(store->read_journal("r", error)), iota(1, 3));
+  EXPECT_EQ(error, "");
+  // Reopened, the journal is the same, with no record missing.
+  store.reset();
+  store = open();
+  ASSERT_TRUE(store);
+  EXPECT_EQ(attempts(store->read_journal("r", error)), iota(1, 3));
+  EXPECT_EQ(error, "");
+}
+
+// A resync (the supervisor's restart barrier) lifts the refusal: the run's
+// appends after it are written, numbered on from the last durable record.
+// A failure injected through the test hook starts the refusal like any
+// other.
+TEST_F(StoreTest, ResyncLiftsTheRefusalAfterAFailedAppend) {
+  journal_store::options opts;
+  opts.path = path();
+  std::atomic<bool> fail_next{false};
+  opts.fail_append = [&](const journal_store::append_op& op) {
+    if (op.run_id == "r" && fail_next.exchange(false))
+      return std::string{"injected failure"};
+    return std::string{};
+  };
+  std::string error;
+  auto store = journal_store::open(opts, error);
+  ASSERT_TRUE(store) << error;
+  ASSERT_EQ(append_wait(*store, "r",
+                        {make_event(event_type::run_submitted, 1),
+                         make_event(event_type::attempt_started, 2)}),
+            "");
+  fail_next = true;
+  EXPECT_EQ(
+    append_wait(*store, "r", {make_event(event_type::attempt_started, 3)}),
+    "injected failure");
+  auto refused
+    = append_wait(*store, "r", {make_event(event_type::attempt_started, 4)});
+  EXPECT_NE(refused.find("an earlier append of this run failed (injected "
+                         "failure)"),
+            std::string::npos)
+    << refused;
+  // Other runs are written as usual.
+  EXPECT_EQ(
+    append_wait(*store, "s", {make_event(event_type::run_submitted, 1)}), "");
+  // The barrier: an empty append with resync.
+  std::promise<std::string> barrier;
+  journal_store::append_op op;
+  op.run_id = "r";
+  op.resync = true;
+  store->append(std::move(op),
+                [&](std::string e) { barrier.set_value(std::move(e)); });
+  EXPECT_EQ(barrier.get_future().get(), "");
+  EXPECT_EQ(
+    append_wait(*store, "r", {make_event(event_type::run_restarted, 5)}), "");
+  EXPECT_EQ(attempts(store->read_journal("r", error)),
+            (std::vector<int32_t>{1, 2, 5}));
+  EXPECT_EQ(error, "");
+}
+
+// A submission that failed (its run has no journal) leaves nothing behind
+// to refuse: the same run id can be journaled afterwards.
+TEST_F(StoreTest, AFailedFirstAppendDoesNotHoldTheRunBack) {
+  auto store = open();
+  ASSERT_TRUE(store);
+  std::promise<std::string> held;
+  store->append(claiming("other", 0, "k"),
+                [&](std::string e) { held.set_value(e); });
+  ASSERT_EQ(held.get_future().get(), "");
+  std::promise<std::string> lost;
+  store->append(claiming("r", 1, "k"),
+                [&](std::string e) { lost.set_value(e); });
+  EXPECT_NE(lost.get_future().get(), "");
+  EXPECT_EQ(
+    append_wait(*store, "r", {make_event(event_type::run_submitted, 1)}), "");
+}
+
+// A refused append writes none of its parts: not its notes either.
+TEST_F(StoreTest, ARefusedAppendWritesNoNotes) {
+  auto store = open();
+  ASSERT_TRUE(store);
+  std::promise<std::string> held;
+  store->append(claiming("other", 0, "k"),
+                [&](std::string e) { held.set_value(e); });
+  ASSERT_EQ(held.get_future().get(), "");
+  auto op = claiming("r", 1, "k");
+  op.notes.emplace_back("breaker/x", "open");
+  std::promise<std::string> refused;
+  store->append(std::move(op), [&](std::string e) { refused.set_value(e); });
+  EXPECT_NE(refused.get_future().get(), "");
+  EXPECT_TRUE(store->read_notes("breaker/").empty());
+}
