@@ -184,15 +184,27 @@ class rocksdb_journal_store final : public journal_store {
         p.invalid = "cannot append to run '" + p.run_id
                     + "': its index entry names run '" + op.index->run_id + "'";
       if (p.invalid.empty()) {
-        // Encode on the caller's thread: the writer only assembles.
+        // Encode on the caller's thread: the writer only assembles. What
+        // the codec cannot encode is refused, never written truncated.
+        std::string error;
         p.values.reserve(op.events.size());
-        for (const auto& e : op.events)
-          p.values.push_back(encode(e));
-        if (op.index) {
+        for (const auto& e : op.events) {
+          auto value = encode(e, error);
+          if (!value)
+            break;
+          p.values.push_back(std::move(*value));
+        }
+        if (error.empty() && op.index) {
           op.index->run_id = p.run_id;
-          p.index_value = encode(*op.index);
+          if (auto value = encode(*op.index, error))
+            p.index_value = std::move(*value);
           p.terminal = is_terminal(op.index->state);
           p.finished_at_ns = op.index->updated_at_ns;
+        }
+        if (!error.empty()) {
+          p.invalid = "cannot append to run '" + p.run_id + "': " + error;
+          p.values.clear();
+          p.index_value.reset();
         }
       }
     } catch (const std::exception& e) {

@@ -1335,3 +1335,55 @@ TEST_F(StoreTest, ARefusedAppendWritesNoNotes) {
   EXPECT_NE(refused.get_future().get(), "");
   EXPECT_TRUE(store->read_notes("breaker/").empty());
 }
+
+namespace {
+
+/// Bytes of memory available now (MemAvailable), 0 when unknown.
+uint64_t memory_available() {
+  std::ifstream in{"/proc/meminfo"};
+  std::string key;
+  uint64_t kib = 0;
+  std::string unit;
+  while (in >> key >> kib >> unit)
+    if (key == "MemAvailable:")
+      return kib * 1024;
+  return 0;
+}
+
+} // namespace
+
+// A field longer than msgpack's 32-bit length is refused with its name and
+// size, rather than written with its length cut to 32 bits (which stored a
+// truncated value under a record that read back as valid). Needs a string
+// of 4 GiB, which takes seconds to fill: runs only with
+// TROUPE_TEST_BIG_MEMORY=1 and enough memory; the size check itself is
+// tested through small limits in Codec.RefusesFieldsAndRecordsOverTheLimits.
+TEST_F(StoreTest, RefusesAFieldOver4GiBInsteadOfTruncatingIt) {
+  constexpr uint64_t size = (uint64_t{1} << 32) + 1;
+  const char* wanted = std::getenv("TROUPE_TEST_BIG_MEMORY");
+  if (!wanted || std::string{wanted} != "1")
+    GTEST_SKIP() << "set TROUPE_TEST_BIG_MEMORY=1 to build a 4 GiB string";
+  if (memory_available() < 3 * size)
+    GTEST_SKIP() << "needs about 12 GiB of available memory for a 4 GiB "
+                    "string; the size check itself is covered by "
+                    "Codec.RefusesFieldsAndRecordsOverTheLimits";
+  auto store = open();
+  ASSERT_TRUE(store);
+  ASSERT_EQ(
+    append_wait(*store, "r", {make_event(event_type::run_submitted, 1)}), "");
+  std::vector<event_record> events(1);
+  events[0].type = event_type::node_completed;
+  events[0].node = "big";
+  events[0].data.assign(size, 'x');
+  auto error = append_wait(*store, "r", std::move(events));
+  EXPECT_NE(error.find("field 'data' of a node_completed event of node 'big' "
+                       "is 4294967297 bytes; a record field holds at most "
+                       "4294967295"),
+            std::string::npos)
+    << error.substr(0, 500);
+  std::string read_error;
+  auto journal = store->read_journal("r", read_error);
+  EXPECT_EQ(read_error, "");
+  ASSERT_EQ(journal.size(), 1u);
+  EXPECT_EQ(journal[0].type, event_type::run_submitted);
+}
