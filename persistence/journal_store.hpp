@@ -1,5 +1,6 @@
 #pragma once
 
+#include "config/size.hpp"
 #include "persistence/records.hpp"
 
 #include <atomic>
@@ -23,6 +24,28 @@ class journal_store {
  public:
   struct append_op;
 
+  /// Free space on the store's filesystem, as the space watcher last read
+  /// it.
+  struct disk_space {
+    /// Bytes free to the node (statvfs: f_bavail × f_frsize).
+    uint64_t free_bytes = 0;
+    /// The filesystem's size in bytes.
+    uint64_t total_bytes = 0;
+    /// options::min_free in bytes on this filesystem; 0: no floor.
+    uint64_t min_free_bytes = 0;
+    /// Whether free space fell below the floor and has not come back above
+    /// it by the margin: appends are held, not written.
+    bool low = false;
+    /// Whether a write found the disk full (it filled faster than the
+    /// watcher read it): appends are held until RocksDB has recovered.
+    bool write_failed = false;
+    /// Appends queued and not yet written (held ones included).
+    size_t queued = 0;
+    /// Why the last reading failed, or empty; a failed reading changes
+    /// nothing else.
+    std::string error;
+  };
+
   struct options {
     /// The database folder; created if missing.
     std::string path;
@@ -40,6 +63,25 @@ class journal_store {
     /// For tests: called in append() with each op; a non-empty answer fails
     /// the op with that reason, as if it could not be written. May be empty.
     std::function<std::string(const append_op&)> fail_append = {};
+    /// Free space the filesystem must keep (storage.min_free). Below it the
+    /// writer holds appends instead of writing them, until free space is
+    /// back above it by a margin (a twentieth of it, at most 64 MiB), so
+    /// that the journal never fills the disk. Default: no floor.
+    config::free_space_floor min_free = {};
+    /// How often the space watcher, a thread of the store's own, reads free
+    /// space. Default: 1s.
+    std::chrono::milliseconds space_check_interval{1000};
+    /// Reads the free and total bytes of the store's filesystem, or returns
+    /// false with `error` set; called on the space watcher's thread. Empty
+    /// (the default): statvfs on `path`; or, when the environment variable
+    /// TROUPE_TEST_FREE_SPACE_FILE names a file, the two numbers "FREE
+    /// TOTAL" it holds, for tests of a whole node.
+    std::function<bool(uint64_t& free, uint64_t& total, std::string& error)>
+      read_space = {};
+    /// Called when `low` changes (on the space watcher's thread, or in
+    /// open() when the first reading is low) with the new reading; must be
+    /// quick. May be empty.
+    std::function<void(const disk_space&)> on_space_change = {};
   };
 
   /// Opens (or creates) the store. On failure returns null and sets `error`
@@ -85,10 +127,21 @@ class journal_store {
   /// first append is its submission, and nothing follows a submission that
   /// failed.) The journal a restart reads is thus always what the run had
   /// durably before the failure, with nothing missing.
+  ///
+  /// While free space is low (see disk_space) appends are held: `done` is
+  /// called once space returns and they are written. flush() and closing
+  /// the store fail the held appends instead, with the reason, so that
+  /// neither waits for space.
   virtual void append(append_op op, std::function<void(std::string)> done) = 0;
 
-  /// Blocks until everything queued before the call is durable.
+  /// Blocks until everything queued before the call is durable or has
+  /// failed. While appends are held for low disk space, fails those queued
+  /// before the call (with the reason) rather than wait for space.
   virtual void flush() = 0;
+
+  /// Returns the last reading of free space and whether appends are held.
+  /// Thread-safe, and quick: it does no I/O.
+  virtual disk_space space() = 0;
 
   // -- reads: blocking, for start-up and command-line tools ------------------
 

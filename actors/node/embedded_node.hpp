@@ -2,6 +2,7 @@
 
 #include "actors/node_metrics.hpp"
 #include "actors/services.hpp"
+#include "config/size.hpp"
 #include "persistence/retention.hpp"
 #include "runtime/model/workflow.hpp"
 #include "runtime/protocol/messages.hpp"
@@ -30,6 +31,10 @@ class embedded_node {
     bool sync = false;
     size_t max_batch = 512;
     size_t block_cache_mb = 8;
+    /// Free space the data dir's filesystem must keep (storage.min_free):
+    /// below it journal writes are held, so no attempt starts, and
+    /// disk_low() says why. Default: none.
+    config::free_space_floor min_free;
     /// Actor scheduler threads; 0: one per core, at least 2.
     size_t scheduler_threads = 0;
     /// Run supervisors; runs are spread over them by id.
@@ -176,6 +181,15 @@ class embedded_node {
   /// Crashes a run's actor on purpose (supervision tests and chaos).
   void crash(const std::string& run_id);
 
+  /// Why the node takes no work now because its data dir is low on space
+  /// (journal writes are held: no attempt starts; submissions should be
+  /// refused), naming free space and the floor; nothing when space is fine.
+  /// Quick: it reads the store's last reading.
+  std::optional<std::string> disk_low();
+
+  /// The store's last reading of free space (see journal_store::space).
+  persistence::journal_store::disk_space disk_space();
+
   /// Stops the actors; later calls do nothing.
   void stop();
 
@@ -202,5 +216,10 @@ class embedded_node {
   std::unique_ptr<persistence::retention_worker> retention_;
   bool stopped_ = false;
 };
+
+/// Says how low `space` is, e.g. "the data dir's filesystem has 812 MiB
+/// free, below storage.min_free (1 GiB)".
+std::string
+describe_low_disk(const persistence::journal_store::disk_space& space);
 
 } // namespace troupe::actors

@@ -13,11 +13,22 @@ using json = nlohmann::json;
 namespace {
 
 constexpr std::array error_names{
-  "bad_frame",       "frame_too_large",     "unknown_type",
-  "bad_request",     "unsupported_version", "hello_required",
-  "unauthenticated", "token_expired",       "token_invalid",
-  "forbidden",       "rate_limited",        "not_found",
-  "conflict",        "invalid_workflow",    "draining",
+  "bad_frame",
+  "frame_too_large",
+  "unknown_type",
+  "bad_request",
+  "unsupported_version",
+  "hello_required",
+  "unauthenticated",
+  "token_expired",
+  "token_invalid",
+  "forbidden",
+  "rate_limited",
+  "not_found",
+  "conflict",
+  "invalid_workflow",
+  "draining",
+  "disk_low",
   "internal",
 };
 static_assert(error_names.size()

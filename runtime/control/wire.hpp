@@ -45,6 +45,8 @@ enum class error_code {
   conflict,            ///< Not possible in the run's state.
   invalid_workflow,    ///< The workflow or its inputs failed validation.
   draining,            ///< The node is shutting down.
+  disk_low,            ///< The data dir is low on space; free_bytes and
+                       ///< min_free_bytes say how low.
   internal,            ///< The node failed; its log says more.
 };
 
