@@ -120,6 +120,7 @@ std::optional<value> from_toml(const key_spec& spec, const toml::value& v,
   case value_kind::choice:
   case value_kind::address:
   case value_kind::duration:
+  case value_kind::free_space:
     if (!v.is_string())
       return mismatch();
     return parse_text(spec, v.as_string().str, error);

@@ -1,5 +1,6 @@
 #include "config/schema.hpp"
 
+#include "config/size.hpp"
 #include "config/suggest.hpp"
 
 #include <algorithm>
@@ -58,6 +59,12 @@ const std::vector<key_spec>& table() {
     {"storage", "gc_interval", vk::duration, "10m",
      "How often the node looks for finished runs past storage.retention.", 100,
      24 * ms_per_hour},
+    {"storage", "min_free", vk::free_space, "5%,1GiB",
+     "Free space the data dir's filesystem must keep: below it the node "
+     "holds journal writes (so starts no attempts) and refuses submissions "
+     "until space returns. A size (\"1GiB\", \"512MiB\"), a share of the "
+     "disk (\"5%\") or both (\"5%,1GiB\": the smaller); \"0\" turns the "
+     "check off."},
     // -- engine -------------------------------------------------------------
     {"engine", "scheduler_threads", vk::integer, "0",
      "Actor scheduler threads; 0 uses one per core (at least 2).", 0, 256},
@@ -244,6 +251,9 @@ std::string_view describe(value_kind kind) {
   case vk::choice: return "a string";
   case vk::address: return "a \"HOST:PORT\" string";
   case vk::string_list: return "a list of strings";
+  case vk::free_space:
+    return "a size such as \"1GiB\", a share such as \"5%\", or both as "
+           "\"5%,1GiB\"";
   }
   return "a value";
 }
@@ -296,7 +306,8 @@ std::optional<value> parse_text(const key_spec& spec, std::string_view text,
   case vk::string:
   case vk::path:
   case vk::choice:
-  case vk::address: result = std::string{text}; break;
+  case vk::address:
+  case vk::free_space: result = std::string{text}; break;
   case vk::integer: {
     int64_t n = 0;
     if (!parse_int(text, n)) {
@@ -404,6 +415,12 @@ std::string check_limits(const key_spec& spec, const value& v) {
         return "entry \"" + item + "\": \"" + choice + "\" must be one of "
                + join(names) + did_you_mean(choice, names);
     }
+    return {};
+  }
+  case vk::free_space: {
+    std::string error;
+    if (!parse_free_space_floor(std::get<std::string>(v), &error))
+      return error;
     return {};
   }
   case vk::boolean: return {};

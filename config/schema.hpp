@@ -22,6 +22,7 @@ enum class value_kind {
   choice,      ///< One of `choices`.
   address,     ///< HOST:PORT, port 0 to 65535; may be empty where `optional`.
   string_list, ///< A list of strings (comma-separated in env and flags).
+  free_space,  ///< A free-space floor: "1GiB", "5%" or "5%,1GiB" (size.hpp).
 };
 
 /// Returns a short noun for `kind`, e.g. "a duration".

@@ -1,5 +1,6 @@
 #pragma once
 
+#include "config/size.hpp"
 #include "persistence/records.hpp"
 
 #include <atomic>
@@ -21,6 +22,30 @@ namespace troupe::persistence {
 /// they are called back on the writer thread once it is durable.
 class journal_store {
  public:
+  struct append_op;
+
+  /// Free space on the store's filesystem, as the space watcher last read
+  /// it.
+  struct disk_space {
+    /// Bytes free to the node (statvfs: f_bavail × f_frsize).
+    uint64_t free_bytes = 0;
+    /// The filesystem's size in bytes.
+    uint64_t total_bytes = 0;
+    /// options::min_free in bytes on this filesystem; 0: no floor.
+    uint64_t min_free_bytes = 0;
+    /// Whether free space fell below the floor and has not come back above
+    /// it by the margin: appends are held, not written.
+    bool low = false;
+    /// Whether a write found the disk full (it filled faster than the
+    /// watcher read it): appends are held until RocksDB has recovered.
+    bool write_failed = false;
+    /// Appends queued and not yet written (held ones included).
+    size_t queued = 0;
+    /// Why the last reading failed, or empty; a failed reading changes
+    /// nothing else.
+    std::string error;
+  };
+
   struct options {
     /// The database folder; created if missing.
     std::string path;
@@ -35,6 +60,28 @@ class journal_store {
     /// when `sync`), for metrics; must be quick. May be empty.
     std::function<void(size_t appends, std::chrono::nanoseconds took)> on_commit
       = {};
+    /// For tests: called in append() with each op; a non-empty answer fails
+    /// the op with that reason, as if it could not be written. May be empty.
+    std::function<std::string(const append_op&)> fail_append = {};
+    /// Free space the filesystem must keep (storage.min_free). Below it the
+    /// writer holds appends instead of writing them, until free space is
+    /// back above it by a margin (a twentieth of it, at most 64 MiB), so
+    /// that the journal never fills the disk. Default: no floor.
+    config::free_space_floor min_free = {};
+    /// How often the space watcher, a thread of the store's own, reads free
+    /// space. Default: 1s.
+    std::chrono::milliseconds space_check_interval{1000};
+    /// Reads the free and total bytes of the store's filesystem, or returns
+    /// false with `error` set; called on the space watcher's thread. Empty
+    /// (the default): statvfs on `path`; or, when the environment variable
+    /// TROUPE_TEST_FREE_SPACE_FILE names a file, the two numbers "FREE
+    /// TOTAL" it holds, for tests of a whole node.
+    std::function<bool(uint64_t& free, uint64_t& total, std::string& error)>
+      read_space = {};
+    /// Called when `low` changes (on the space watcher's thread, or in
+    /// open() when the first reading is low) with the new reading; must be
+    /// quick. May be empty.
+    std::function<void(const disk_space&)> on_space_change = {};
   };
 
   /// Opens (or creates) the store. On failure returns null and sets `error`
@@ -60,15 +107,41 @@ class journal_store {
     /// a circuit breaker), by name. An append of notes only may leave
     /// run_id empty.
     std::vector<std::pair<std::string, std::string>> notes = {};
+    /// Lifts the refusal that follows a failed append of the run (see
+    /// append) before this append is written. Set it only once whoever
+    /// made the run's earlier appends has stopped (the run actor is gone)
+    /// and the journal is read again after it: the run supervisor's restart
+    /// barrier, and its final run_failed when it gives up.
+    bool resync = false;
   };
 
   /// Queues `op`. The store numbers the run's events itself, in order. `done`
   /// is called on the writer thread with an empty string once the batch that
   /// holds `op` is durable, or with the reason it failed.
+  ///
+  /// Once an append of a run fails, every later append of that run fails
+  /// too, in the same group commit or any later one, until an append with
+  /// `resync`: a run actor queues several appends before it hears of the
+  /// first, and storing event N+1 without event N would leave its journal
+  /// with a hole. (A run with no journal record yet is the exception: its
+  /// first append is its submission, and nothing follows a submission that
+  /// failed.) The journal a restart reads is thus always what the run had
+  /// durably before the failure, with nothing missing.
+  ///
+  /// While free space is low (see disk_space) appends are held: `done` is
+  /// called once space returns and they are written. flush() and closing
+  /// the store fail the held appends instead, with the reason, so that
+  /// neither waits for space.
   virtual void append(append_op op, std::function<void(std::string)> done) = 0;
 
-  /// Blocks until everything queued before the call is durable.
+  /// Blocks until everything queued before the call is durable or has
+  /// failed. While appends are held for low disk space, fails those queued
+  /// before the call (with the reason) rather than wait for space.
   virtual void flush() = 0;
+
+  /// Returns the last reading of free space and whether appends are held.
+  /// Thread-safe, and quick: it does no I/O.
+  virtual disk_space space() = 0;
 
   // -- reads: blocking, for start-up and command-line tools ------------------
 

@@ -159,6 +159,16 @@ int run_node_start(const global_options& g, const node_start_options& o) {
     eo.tls_key_file = co.tls_key;
     cluster::endpoint_handlers handlers;
     handlers.ready = [&service] { return service.ready(); };
+    handlers.unavailable = [&node]() -> std::string {
+      auto space = node->disk_space();
+      if (!space.low)
+        return {};
+      return nlohmann::json{{"status", "disk_low"},
+                            {"reason", actors::describe_low_disk(space)},
+                            {"free_bytes", space.free_bytes},
+                            {"min_free_bytes", space.min_free_bytes}}
+        .dump();
+    };
     handlers.metrics = [&metrics] { return metrics.render(); };
     http = std::make_unique<cluster::http_endpoint>(io, eo, handlers);
   }
@@ -174,6 +184,10 @@ int run_node_start(const global_options& g, const node_start_options& o) {
       http->stop();
     server.stop();
     service.drain();
+    // Journal writes held for disk space would keep a submission waiting on
+    // the pool: fail them now (the runs resume from their journals later).
+    if (node->disk_low())
+      node->store().flush();
     // The service's jobs and its progress hub end before the node's
     // actors, which the node then stops (and with them their children).
     service.stop();

@@ -145,6 +145,11 @@ int run_run(const global_options& g, const run_options& r) {
     std::cerr << "troupe: run: " << error << "\n";
     return exit_bad_input;
   }
+  if (auto low = node->disk_low(); low && spec) {
+    std::cerr << "troupe: run: cannot start the run: " << *low
+              << "; free space and run again\n";
+    return exit_unreachable;
+  }
   std::signal(SIGINT, on_stop_signal);
   std::signal(SIGTERM, on_stop_signal);
 

@@ -171,7 +171,7 @@ int control_client::exit_code_for(const std::string& code) {
       || code == "unknown_type")
     return exit_bad_input;
   if (code == "draining" || code == "not_ready" || code == "unsupported_version"
-      || code == "bad_frame" || code == "frame_too_large")
+      || code == "bad_frame" || code == "frame_too_large" || code == "disk_low")
     return exit_unreachable;
   return exit_failed;
 }

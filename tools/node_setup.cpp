@@ -69,6 +69,9 @@ actors::embedded_node::options node_options(const config::settings& s) {
   o.max_batch
     = static_cast<size_t>(s.get_int("storage.group_commit_max_batch"));
   o.block_cache_mb = static_cast<size_t>(s.get_int("storage.block_cache_mb"));
+  // Validated when the configuration was loaded.
+  o.min_free = config::parse_free_space_floor(s.get_string("storage.min_free"))
+                 .value_or(config::free_space_floor{});
   o.scheduler_threads
     = static_cast<size_t>(s.get_int("engine.scheduler_threads"));
   o.engine.max_output_bytes

@@ -17,6 +17,20 @@ using json = nlohmann::json;
 using persistence::event_record;
 using persistence::event_type;
 
+std::string
+describe_low_disk(const persistence::journal_store::disk_space& space) {
+  if (space.write_failed && space.free_bytes >= space.min_free_bytes)
+    return "the data dir's filesystem ran out of space (a journal write "
+           "failed; "
+           + config::format_size(space.free_bytes)
+           + " free now, storage.min_free "
+           + config::format_size(space.min_free_bytes) + ")";
+  return "the data dir's filesystem has "
+         + config::format_size(space.free_bytes)
+         + " free, below storage.min_free ("
+         + config::format_size(space.min_free_bytes) + ")";
+}
+
 std::unique_ptr<embedded_node> embedded_node::open(const options& opts,
                                                    std::string& error) {
   std::unique_ptr<embedded_node> node{new embedded_node};
@@ -39,6 +53,22 @@ std::unique_ptr<embedded_node> embedded_node::open(const options& opts,
       if (hook)
         hook(appends, took);
     };
+  so.min_free = opts.min_free;
+  so.on_space_change
+    = [log = opts.log](const persistence::journal_store::disk_space& space) {
+        if (!log)
+          return;
+        if (space.low)
+          log("data dir low on space: " + describe_low_disk(space)
+              + "; journal writes are held (no attempt starts) and submissions "
+                "refused until space is freed");
+        else
+          log("data dir space is back: " + config::format_size(space.free_bytes)
+              + " free, floor " + config::format_size(space.min_free_bytes)
+              + " (storage.min_free); resuming");
+      };
+  if (opts.tune_store)
+    opts.tune_store(so);
   node->store_ = persistence::journal_store::open(so, error);
   if (!node->store_)
     return nullptr;
@@ -75,6 +105,28 @@ std::unique_ptr<embedded_node> embedded_node::open(const options& opts,
       [sys = node->system_.get()] {
         return static_cast<double>(sys->registry().running());
       });
+  if (opts.metrics) {
+    auto* store = node->store_.get();
+    auto gauge = [&](const char* name, const char* help, auto field) {
+      opts.metrics->add_gauge_callback(name, help, [store, field] {
+        return static_cast<double>(field(store->space()));
+      });
+    };
+    using space = persistence::journal_store::disk_space;
+    gauge("troupe_disk_free_bytes",
+          "Bytes free on the data dir's filesystem, as last read.",
+          [](const space& s) { return s.free_bytes; });
+    gauge("troupe_disk_min_free_bytes",
+          "storage.min_free in bytes on the data dir's filesystem.",
+          [](const space& s) { return s.min_free_bytes; });
+    gauge("troupe_disk_low",
+          "1 while free space is below storage.min_free: journal writes are "
+          "held (no attempt starts) and submissions refused.",
+          [](const space& s) { return s.low ? 1 : 0; });
+    gauge("troupe_journal_queued_appends",
+          "Journal appends waiting for the writer (held ones included).",
+          [](const space& s) { return s.queued; });
+  }
   for (size_t i = 0; i < std::max<size_t>(1, opts.supervisors); ++i)
     node->supervisors_.push_back(
       node->system_->spawn(run_supervisor_impl, node->svc_));
@@ -107,6 +159,17 @@ void embedded_node::stop() {
   svc_->breakers.stop_all();
   svc_->limiters.stop_all();
   system_->await_all_actors_done();
+}
+
+std::optional<std::string> embedded_node::disk_low() {
+  auto space = store_->space();
+  if (!space.low)
+    return std::nullopt;
+  return describe_low_disk(space);
+}
+
+persistence::journal_store::disk_space embedded_node::disk_space() {
+  return store_->space();
 }
 
 caf::actor_system& embedded_node::system() {
@@ -167,7 +230,10 @@ embedded_node::recovery embedded_node::recover(const caf::actor& observer,
                    runtime::start_run{entry.run_id, std::move(events), observer,
                                       0, "", announce});
   });
-  store_->flush();
+  // On a disk low on space the writes above are held, and a flush would
+  // fail them: let them land when space returns instead.
+  if (!store_->space().low)
+    store_->flush();
   start_retention();
   return out;
 }

@@ -2,6 +2,7 @@
 
 #include "actors/node_metrics.hpp"
 #include "actors/services.hpp"
+#include "config/size.hpp"
 #include "persistence/retention.hpp"
 #include "runtime/model/workflow.hpp"
 #include "runtime/protocol/messages.hpp"
@@ -31,6 +32,10 @@ class embedded_node {
     bool sync = false;
     size_t max_batch = 512;
     size_t block_cache_mb = 8;
+    /// Free space the data dir's filesystem must keep (storage.min_free):
+    /// below it journal writes are held, so no attempt starts, and
+    /// disk_low() says why. Default: none.
+    config::free_space_floor min_free;
     /// Actor scheduler threads; 0: one per core, at least 2.
     size_t scheduler_threads = 0;
     /// Run supervisors; runs are spread over them by id.
@@ -53,6 +58,9 @@ class embedded_node {
     std::chrono::nanoseconds tombstone_retention = std::chrono::hours{7 * 24};
     /// Time between background collections. Default: 10 minutes.
     std::chrono::nanoseconds gc_interval = std::chrono::minutes{10};
+    /// For tests: adjusts the store's options before it opens (a fault
+    /// injection hook, a free-space reading); may be empty.
+    std::function<void(persistence::journal_store::options&)> tune_store;
   };
 
   /// What recovery found.
@@ -177,6 +185,15 @@ class embedded_node {
   /// Crashes a run's actor on purpose (supervision tests and chaos).
   void crash(const std::string& run_id);
 
+  /// Why the node takes no work now because its data dir is low on space
+  /// (journal writes are held: no attempt starts; submissions should be
+  /// refused), naming free space and the floor; nothing when space is fine.
+  /// Quick: it reads the store's last reading.
+  std::optional<std::string> disk_low();
+
+  /// The store's last reading of free space (see journal_store::space).
+  persistence::journal_store::disk_space disk_space();
+
   /// Stops the actors; later calls do nothing.
   void stop();
 
@@ -204,5 +221,10 @@ class embedded_node {
   std::atomic<uint64_t> inspect_asks_{0};
   bool stopped_ = false;
 };
+
+/// Says how low `space` is, e.g. "the data dir's filesystem has 812 MiB
+/// free, below storage.min_free (1 GiB)".
+std::string
+describe_low_disk(const persistence::journal_store::disk_space& space);
 
 } // namespace troupe::actors

@@ -49,6 +49,9 @@ void give_up(self_ptr self, const std::string& run_id, std::string reason) {
     event_record{event_type::run_failed, at, "", 0, 0, "supervision", reason});
   op.index = persistence::run_index_entry{
     run_id, workflow, persistence::run_state::failed, created_at, at, reason};
+  // The run actor is gone: whatever it queued comes before this append, so
+  // a store that refuses the run after a failed write may take this one.
+  op.resync = true;
   // The observer hears of it once it is durable, like any other change.
   runtime::run_finished finished{
     run_id, workflow, persistence::run_state::failed, "null", reason, ""};
@@ -111,13 +114,18 @@ caf::behavior run_supervisor_impl(self_ptr self, services_ptr svc) {
       if (st.stopping || !st.runs.count(r.run_id))
         return;
       // An empty append completes after every earlier write of this run, so
-      // the journal read that follows sees them all.
+      // the journal read that follows sees them all. It resyncs the run: the
+      // old actor is gone, so after a failed write the store refuses the
+      // writes it had queued and takes the new actor's.
       auto me = caf::actor{self};
       auto* store = st.svc->store;
       auto id = r.run_id;
       auto reason = r.reason;
-      store->append({id, {}, std::nullopt}, [me, store, id,
-                                             reason](const std::string&) {
+      persistence::journal_store::append_op barrier;
+      barrier.run_id = id;
+      barrier.resync = true;
+      store->append(std::move(barrier), [me, store, id,
+                                         reason](const std::string&) {
         store->read_journal_async(id, [me, id,
                                        reason](std::vector<event_record> events,
                                                std::string error) {

@@ -628,9 +628,12 @@ http_endpoint::http_endpoint(boost::asio::io_context& io,
   auto* self = impl_.get();
   add_route("GET", "/ready", [self](const endpoint_request&) {
     const auto& ready = self->handlers.ready;
-    if (!ready || ready())
-      return endpoint_response::json(200, R"({"status":"ready"})");
-    return endpoint_response::json(503, R"({"status":"starting"})");
+    if (ready && !ready())
+      return endpoint_response::json(503, R"({"status":"starting"})");
+    if (const auto& unavailable = self->handlers.unavailable)
+      if (auto body = unavailable(); !body.empty())
+        return endpoint_response::json(503, std::move(body));
+    return endpoint_response::json(200, R"({"status":"ready"})");
   });
   if (impl_->handlers.metrics)
     add_route("GET", "/metrics", [self](const endpoint_request&) {

@@ -80,6 +80,10 @@ using route_handler = std::function<endpoint_response(const endpoint_request&)>;
 struct endpoint_handlers {
   /// Whether the node serves work (GET /ready: 200 or 503). Empty: always.
   std::function<bool()> ready;
+  /// Once ready, why the node takes no work for now (e.g. its disk is low
+  /// on space): the 503 body of GET /ready, a JSON object with `status` and
+  /// `reason`, or an empty string when nothing is wrong. Empty: never.
+  std::function<std::string()> unavailable;
   /// The Prometheus text of GET /metrics. Empty: no /metrics route.
   std::function<std::string()> metrics;
 };
@@ -87,7 +91,8 @@ struct endpoint_handlers {
 /// The node's HTTP/1.1 server (Boost.Beast), plain or TLS, on a caller's
 /// io_context run by the caller's thread(s); it never blocks them. Routes:
 ///   GET /health  200 {"status":"ok"} while the process runs
-///   GET /ready   200 {"status":"ready"}, or 503 {"status":"starting"}
+///   GET /ready   200 {"status":"ready"}, or 503 {"status":"starting"} or
+///                the body handlers.unavailable gives
 ///   GET /metrics 200 text/plain; version=0.0.4, from handlers.metrics
 /// and those added with add_route(). HEAD works wherever GET does. An
 /// unknown path gets 404, another method 405 with Allow, a malformed request

@@ -381,6 +381,13 @@ void node_service::impl::submit(const request_ptr& req, const json& msg) {
   if (outer.draining_)
     return req->fail(error_code::draining,
                      "the node is shutting down and takes no submissions");
+  if (auto space = node.disk_space(); space.low)
+    return req->fail(error_code::disk_low,
+                     actors::describe_low_disk(space)
+                       + ": the node takes no submissions and starts no "
+                         "attempts until space is freed",
+                     json{{"free_bytes", space.free_bytes},
+                          {"min_free_bytes", space.min_free_bytes}});
   if (auto wait = throttle(req->who().subject); wait > 0)
     return req->fail(error_code::rate_limited,
                      "too many submissions from '" + req->who().subject

@@ -6,6 +6,7 @@
 #include <exception>
 #include <limits>
 #include <new>
+#include <stdexcept>
 
 // On-disk layout of every record (events and run index entries alike):
 //
@@ -32,9 +33,49 @@ struct string_writer {
 
 using packer = msgpack::packer<string_writer>;
 
+/// Packs `s`, whose size check_fields has already bounded to 32 bits.
 void pack_string(packer& pk, const std::string& s) {
   pk.pack_str(static_cast<uint32_t>(s.size()));
   pk.pack_str_body(s.data(), static_cast<uint32_t>(s.size()));
+}
+
+/// One string field of a record, named for error messages.
+struct named_field {
+  std::string_view name;
+  const std::string& value;
+};
+
+/// Bytes a record needs besides its strings' bytes, at most: the version, the
+/// array header, and per field its header (integers included).
+constexpr uint64_t record_overhead = 1 + 5 + 9 * 9;
+
+/// Checks that every field of a record, and the record as a whole, fit
+/// `limits`. Returns an empty string, or why not, naming the field and its
+/// size; `what` names the record ("a node_completed event of node 'n'").
+std::string check_fields(std::initializer_list<named_field> fields,
+                         const std::string& what, const encode_limits& limits) {
+  uint64_t total = record_overhead;
+  for (const auto& f : fields) {
+    uint64_t size = f.value.size();
+    if (size > limits.field_bytes)
+      return "field '" + std::string{f.name} + "' of " + what + " is "
+             + std::to_string(size) + " bytes; a record field holds at most "
+             + std::to_string(limits.field_bytes);
+    total += size;
+  }
+  if (total > limits.record_bytes)
+    return what + " needs up to " + std::to_string(total)
+           + " bytes; a record holds at most "
+           + std::to_string(limits.record_bytes);
+  return {};
+}
+
+/// Names an event for error messages, with a bounded excerpt of its node.
+std::string describe(const event_record& e) {
+  std::string out = "a " + std::string{to_string(e.type)} + " event";
+  if (!e.node.empty())
+    out += " of node '" + e.node.substr(0, 200) + "'";
+  return out;
 }
 
 constexpr uint32_t event_fields = 9;
@@ -222,7 +263,16 @@ std::optional<msgpack::object_handle> unpack_record(std::string_view bytes,
 
 } // namespace
 
-std::string encode(const event_record& e) {
+std::optional<std::string> encode(const event_record& e, std::string& error,
+                                  const encode_limits& limits) {
+  error = check_fields({{"node", e.node},
+                        {"error_kind", e.error_kind},
+                        {"message", e.message},
+                        {"data", e.data},
+                        {"data2", e.data2}},
+                       describe(e), limits);
+  if (!error.empty())
+    return std::nullopt;
   std::string out;
   out.reserve(32 + e.node.size() + e.error_kind.size() + e.message.size()
               + e.data.size() + e.data2.size());
@@ -272,7 +322,13 @@ std::optional<event_record> decode_event(std::string_view bytes,
   }
 }
 
-std::string encode(const run_index_entry& e) {
+std::optional<std::string> encode(const run_index_entry& e, std::string& error,
+                                  const encode_limits& limits) {
+  error = check_fields(
+    {{"run_id", e.run_id}, {"workflow", e.workflow}, {"reason", e.reason}},
+    "the index entry of run '" + e.run_id.substr(0, 200) + "'", limits);
+  if (!error.empty())
+    return std::nullopt;
   std::string out;
   out.reserve(32 + e.run_id.size() + e.workflow.size() + e.reason.size());
   out.push_back(static_cast<char>(format_version));
@@ -312,6 +368,22 @@ std::optional<run_index_entry> decode_index(std::string_view bytes,
     error = "cannot decode record: out of memory";
     return std::nullopt;
   }
+}
+
+std::string encode(const event_record& e) {
+  std::string error;
+  auto out = encode(e, error);
+  if (!out)
+    throw std::length_error(error);
+  return std::move(*out);
+}
+
+std::string encode(const run_index_entry& e) {
+  std::string error;
+  auto out = encode(e, error);
+  if (!out)
+    throw std::length_error(error);
+  return std::move(*out);
 }
 
 } // namespace troupe::persistence

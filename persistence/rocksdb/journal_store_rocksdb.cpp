@@ -6,7 +6,10 @@
 // records, so it keeps each active run's next sequence number in memory,
 // loading it lazily with a reverse seek. A reader thread serves
 // read_journal_async. Blocking reads run on the caller's thread. Retention
-// (collect) runs on its caller's thread and writes batches of its own.
+// (collect) runs on its caller's thread and writes batches of its own. A
+// watcher thread reads free space every space_check_interval; below
+// min_free (or after a write found the disk full) the writer holds appends
+// until space returns, so that the journal never fills the disk.
 
 #include "persistence/codec/codec.hpp"
 #include "persistence/journal_store.hpp"
@@ -14,6 +17,7 @@
 
 #include <rocksdb/cache.h>
 #include <rocksdb/db.h>
+#include <rocksdb/env.h>
 #include <rocksdb/options.h>
 #include <rocksdb/slice_transform.h>
 #include <rocksdb/snapshot.h>
@@ -22,16 +26,25 @@
 #include <rocksdb/write_batch.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <chrono>
 #include <condition_variable>
+#include <cstdarg>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <ctime>
 #include <deque>
 #include <exception>
 #include <filesystem>
 #include <limits>
 #include <mutex>
+#include <sys/statvfs.h>
 #include <thread>
 #include <unistd.h>
 #include <unordered_map>
+#include <utility>
 
 namespace troupe::persistence {
 
@@ -107,26 +120,41 @@ class rocksdb_journal_store final : public journal_store {
         finished_(finished) {
     max_batch_ = std::max<size_t>(1, opts_.max_batch);
     write_options_.sync = opts_.sync;
-    writer_ = std::thread{[this] { writer_loop(); }};
+    if (!opts_.read_space)
+      if (const char* file = std::getenv("TROUPE_TEST_FREE_SPACE_FILE"))
+        space_file_ = file;
+    // The first reading, before any append: a store opened on a full disk
+    // holds its first append already.
+    check_space();
     try {
+      writer_ = std::thread{[this] { writer_loop(); }};
       reader_ = std::thread{[this] { reader_loop(); }};
+      watcher_ = std::thread{[this] { watcher_loop(); }};
     } catch (...) {
-      {
-        std::lock_guard<std::mutex> lk{mu_};
-        stopping_ = true;
-      }
-      work_cv_.notify_all();
-      writer_.join();
+      stop_threads();
       throw;
     }
   }
 
   ~rocksdb_journal_store() override {
+    stop_threads();
+    // A log that failed to write must not be synced: Debian's RocksDB
+    // build asserts on it (and aborts the process).
+    close_db(db_, handles_, /*sync_wal=*/!db_failed_);
+  }
+
+  /// Stops the threads: the writer once it has written what is queued (or,
+  /// while space is low, failed it), then the reader once it has answered
+  /// what is queued.
+  void stop_threads() {
     {
       std::lock_guard<std::mutex> lk{mu_};
       stopping_ = true;
     }
     work_cv_.notify_all();
+    watch_cv_.notify_all();
+    if (watcher_.joinable())
+      watcher_.join();
     if (writer_.joinable())
       writer_.join();
     {
@@ -136,12 +164,12 @@ class rocksdb_journal_store final : public journal_store {
     read_cv_.notify_all();
     if (reader_.joinable())
       reader_.join();
-    close_db(db_, handles_);
   }
 
   /// Destroys the column family handles and closes `db` cleanly.
   static void close_db(rocksdb::DB* db,
-                       std::vector<rocksdb::ColumnFamilyHandle*>& handles) {
+                       std::vector<rocksdb::ColumnFamilyHandle*>& handles,
+                       bool sync_wal = true) {
     if (!db)
       return;
     for (auto* h : handles)
@@ -149,7 +177,8 @@ class rocksdb_journal_store final : public journal_store {
     handles.clear();
     // Without sync the last writes sit in the OS page cache; a clean close
     // makes them durable anyway.
-    db->SyncWAL().PermitUncheckedError();
+    if (sync_wal)
+      db->SyncWAL().PermitUncheckedError();
     db->Close().PermitUncheckedError();
     delete db;
   }
@@ -159,13 +188,22 @@ class rocksdb_journal_store final : public journal_store {
   void append(append_op op, std::function<void(std::string)> done) override {
     pending p;
     p.done = std::move(done);
+    try {
+      if (opts_.fail_append)
+        p.invalid = opts_.fail_append(op);
+    } catch (const std::exception& e) {
+      p.invalid = e.what();
+    }
     p.idempotency_key = std::move(op.idempotency_key);
     p.notes = std::move(op.notes);
+    p.resync = op.resync;
     try {
       p.run_id = std::move(op.run_id);
       bool notes_only = op.events.empty() && !op.index
                         && p.idempotency_key.empty() && !p.notes.empty();
-      if (p.run_id.empty() && !notes_only)
+      if (!p.invalid.empty()) {
+        // Failed by the test hook.
+      } else if (p.run_id.empty() && !notes_only)
         p.invalid = "cannot append: empty run id";
       else if (contains(p.run_id, std::string_view{"\0", 1}))
         p.invalid = "cannot append to run '" + p.run_id
@@ -175,15 +213,27 @@ class rocksdb_journal_store final : public journal_store {
         p.invalid = "cannot append to run '" + p.run_id
                     + "': its index entry names run '" + op.index->run_id + "'";
       if (p.invalid.empty()) {
-        // Encode on the caller's thread: the writer only assembles.
+        // Encode on the caller's thread: the writer only assembles. What
+        // the codec cannot encode is refused, never written truncated.
+        std::string error;
         p.values.reserve(op.events.size());
-        for (const auto& e : op.events)
-          p.values.push_back(encode(e));
-        if (op.index) {
+        for (const auto& e : op.events) {
+          auto value = encode(e, error);
+          if (!value)
+            break;
+          p.values.push_back(std::move(*value));
+        }
+        if (error.empty() && op.index) {
           op.index->run_id = p.run_id;
-          p.index_value = encode(*op.index);
+          if (auto value = encode(*op.index, error))
+            p.index_value = std::move(*value);
           p.terminal = is_terminal(op.index->state);
           p.finished_at_ns = op.index->updated_at_ns;
+        }
+        if (!error.empty()) {
+          p.invalid = "cannot append to run '" + p.run_id + "': " + error;
+          p.values.clear();
+          p.index_value.reset();
         }
       }
     } catch (const std::exception& e) {
@@ -207,7 +257,21 @@ class rocksdb_journal_store final : public journal_store {
       return;
     std::unique_lock<std::mutex> lk{mu_};
     uint64_t target = enqueued_;
+    done_cv_.wait(lk, [&] { return completed_ >= target || low_; });
+    if (completed_ >= target)
+      return;
+    // Held for space that may never come: have the writer fail them.
+    fail_until_ = std::max(fail_until_, target);
+    work_cv_.notify_all();
     done_cv_.wait(lk, [&] { return completed_ >= target; });
+  }
+
+  disk_space space() override {
+    std::lock_guard<std::mutex> lk{mu_};
+    auto out = space_;
+    out.low = low_;
+    out.queued = queue_.size();
+    return out;
   }
 
   // -- reads ------------------------------------------------------------------
@@ -389,6 +453,8 @@ class rocksdb_journal_store final : public journal_store {
     bool terminal = false;
     /// The new index entry's updated_at_ns: when a terminal run finished.
     int64_t finished_at_ns = 0;
+    /// See append_op::resync.
+    bool resync = false;
     /// Why the append is refused before reaching the database.
     std::string invalid;
     std::function<void(std::string)> done;
@@ -457,6 +523,16 @@ class rocksdb_journal_store final : public journal_store {
                                    std::string& error) {
     if (auto it = next_seq_.find(run_id); it != next_seq_.end())
       return it->second;
+    auto next = load_next_seq(run_id, error);
+    if (next)
+      next_seq_.emplace(run_id, *next);
+    return next;
+  }
+
+  /// Finds the next sequence number of `run_id` in the database, with a
+  /// reverse seek.
+  std::optional<uint32_t> load_next_seq(const std::string& run_id,
+                                        std::string& error) {
     const std::string prefix = kl::journal_prefix(run_id);
     rocksdb::ReadOptions ro;
     rocksdb::Slice lower{prefix};
@@ -480,34 +556,216 @@ class rocksdb_journal_store final : public journal_store {
               + ": cannot find the journal's end: " + it->status().ToString();
       return std::nullopt;
     }
-    next_seq_.emplace(run_id, next);
     return next;
   }
 
   void writer_loop() {
     std::vector<pending> batch;
     for (;;) {
+      // Not empty: the batch is failed with this reason, not written.
+      std::string held;
       {
         std::unique_lock<std::mutex> lk{mu_};
-        work_cv_.wait(lk, [&] { return !queue_.empty() || stopping_; });
+        work_cv_.wait(lk, [&] {
+          return stopping_
+                 || (!queue_.empty() && (!low_ || fail_until_ > completed_));
+        });
         if (queue_.empty())
           return; // Stopping, and everything is committed.
-        gather(lk);
-        size_t n = std::min(max_batch_, queue_.size());
+        size_t n = 0;
+        if (low_) {
+          // Held appends are failed only when a flush or the close asks.
+          held = held_reason(stopping_ ? "the store closed" : "a flush");
+          n = std::min(max_batch_, queue_.size());
+          if (!stopping_)
+            n = std::min<uint64_t>(n, fail_until_ - completed_);
+        } else {
+          gather(lk);
+          n = std::min(max_batch_, queue_.size());
+        }
         batch.reserve(n);
         for (size_t i = 0; i < n; ++i) {
           batch.push_back(std::move(queue_.front()));
           queue_.pop_front();
         }
       }
-      commit(batch);
-      last_batch_ = batch.size();
+      if (held.empty()) {
+        commit(batch);
+        last_batch_ = batch.size();
+      } else {
+        fail_held(batch, held);
+      }
       {
         std::lock_guard<std::mutex> lk{mu_};
         completed_ += batch.size();
       }
       done_cv_.notify_all();
       batch.clear();
+    }
+  }
+
+  /// Why held appends were given up; `who` gave them up. Under mu_.
+  std::string held_reason(std::string_view who) const {
+    std::string why = space_.write_failed
+                        ? "the disk holding " + quoted(opts_.path)
+                            + " filled up (a write failed)"
+                        : "free space on " + quoted(opts_.path) + " is "
+                            + config::format_size(space_.free_bytes)
+                            + ", below its floor of "
+                            + config::format_size(space_.min_free_bytes)
+                            + " (storage.min_free)";
+    return "not written: " + why
+           + "; the append was held until space returned, and "
+           + std::string{who} + " gave it up";
+  }
+
+  /// Fails `batch`, held while space was low, with `reason`, and calls its
+  /// callbacks in order. What the runs appended after it is refused as
+  /// after any failed append.
+  void fail_held(std::vector<pending>& batch,
+                 const std::string& reason) noexcept {
+    std::unordered_map<std::string, std::string> failed;
+    for (auto& p : batch) {
+      std::string error;
+      try {
+        if (p.resync) {
+          refused_.erase(p.run_id);
+          next_seq_.erase(p.run_id);
+        }
+        error = refusal(p.run_id, failed);
+        if (error.empty())
+          error = p.invalid.empty() ? reason : p.invalid;
+        // An empty append (a barrier) wrote nothing by failing: the run
+        // need not be held back for it.
+        bool empty = p.values.empty() && !p.index_value
+                     && p.idempotency_key.empty() && p.notes.empty();
+        if (!p.run_id.empty() && !empty)
+          failed.try_emplace(p.run_id, error);
+      } catch (...) {
+        error = reason;
+      }
+      if (p.done)
+        call_quietly([&] { p.done(std::move(error)); });
+    }
+    hold_back(failed);
+  }
+
+  // -- free space -------------------------------------------------------------
+
+  /// Holds appends at once, as if free space were below the floor, until
+  /// the space watcher reads enough again and RocksDB has recovered from
+  /// the failed write. Writer thread.
+  void hold_for_space() noexcept {
+    std::optional<disk_space> changed;
+    {
+      std::lock_guard<std::mutex> lk{mu_};
+      disk_full_ = true;
+      space_.write_failed = true;
+      if (low_)
+        return;
+      low_ = true;
+      space_.low = true;
+      changed = space_;
+      changed->queued = queue_.size();
+    }
+    done_cv_.notify_all();
+    if (opts_.on_space_change)
+      call_quietly([&] { opts_.on_space_change(*changed); });
+  }
+
+  /// Reads free and total bytes of the store's filesystem.
+  bool read_space(uint64_t& free, uint64_t& total, std::string& error) {
+    if (opts_.read_space)
+      return opts_.read_space(free, total, error);
+    if (!space_file_.empty()) {
+      // (stdio: <fstream> would bring std::quoted next to ours.)
+      std::unique_ptr<FILE, int (*)(FILE*)> f{
+        std::fopen(space_file_.c_str(), "r"), &std::fclose};
+      unsigned long long a = 0, b = 0;
+      if (f && std::fscanf(f.get(), "%llu %llu", &a, &b) == 2) {
+        free = a;
+        total = b;
+        return true;
+      }
+      error = "cannot read free space from "
+              + quoted(std::as_const(space_file_))
+              + " (TROUPE_TEST_FREE_SPACE_FILE)";
+      return false;
+    }
+    struct statvfs st {};
+    if (::statvfs(opts_.path.c_str(), &st) != 0) {
+      error = "cannot read the free space of "
+              + quoted(std::as_const(opts_.path)) + ": " + std::strerror(errno);
+      return false;
+    }
+    free = static_cast<uint64_t>(st.f_bavail) * st.f_frsize;
+    total = static_cast<uint64_t>(st.f_blocks) * st.f_frsize;
+    return true;
+  }
+
+  /// Reads free space and holds or releases appends accordingly.
+  void check_space() noexcept {
+    uint64_t free = 0, total = 0;
+    std::string error;
+    bool ok = false;
+    try {
+      ok = read_space(free, total, error);
+    } catch (const std::exception& e) {
+      error = std::string{"cannot read free space: "} + e.what();
+    }
+    // After a write found the disk full, RocksDB refuses writes until it
+    // has recovered (by itself, once it sees space): ask whether it has.
+    bool full = false;
+    {
+      std::lock_guard<std::mutex> lk{mu_};
+      full = disk_full_;
+    }
+    if (full && db_->Resume().ok())
+      full = false;
+    std::optional<disk_space> changed;
+    {
+      std::lock_guard<std::mutex> lk{mu_};
+      disk_full_ = full;
+      space_.write_failed = full;
+      if (!ok) {
+        space_.error = std::move(error);
+        return;
+      }
+      space_.error.clear();
+      space_.free_bytes = free;
+      space_.total_bytes = total;
+      auto floor = opts_.min_free.resolve(total);
+      space_.min_free_bytes = floor;
+      // Back above the floor by a margin, so that a disk hovering at the
+      // floor does not flap.
+      auto margin = std::min<uint64_t>(floor / 20, uint64_t{64} << 20);
+      bool low = low_ ? free < floor + margin || full : free < floor;
+      if (low != low_) {
+        low_ = low;
+        space_.low = low;
+        changed = space_;
+        changed->queued = queue_.size();
+      }
+    }
+    if (!changed)
+      return;
+    work_cv_.notify_all();
+    done_cv_.notify_all();
+    if (opts_.on_space_change)
+      call_quietly([&] { opts_.on_space_change(*changed); });
+  }
+
+  void watcher_loop() {
+    auto interval
+      = std::max(opts_.space_check_interval, std::chrono::milliseconds{1});
+    std::unique_lock<std::mutex> lk{mu_};
+    for (;;) {
+      watch_cv_.wait_for(lk, interval, [&] { return stopping_; });
+      if (stopping_)
+        return;
+      lk.unlock();
+      check_space();
+      lk.lock();
     }
   }
 
@@ -529,6 +787,102 @@ class rocksdb_journal_store final : public journal_store {
     wake_at_ = 1;
   }
 
+  /// Adds `p` to `wb`, or returns why it cannot be written; a refused
+  /// append leaves `wb` as it was. Writer thread only.
+  std::string stage(pending& p, rocksdb::WriteBatch& wb,
+                    std::unordered_map<std::string, std::string>& claimed,
+                    std::unordered_map<std::string, bool>& touched) {
+    if (!p.invalid.empty())
+      return p.invalid;
+    if (p.run_id.empty()) {
+      // Notes only.
+      for (auto& [name, value] : p.notes)
+        wb.Put(db_->DefaultColumnFamily(), kl::note_key(name), value)
+          .PermitUncheckedError();
+      return {};
+    }
+    if (!p.idempotency_key.empty()) {
+      auto holder = claimed.count(p.idempotency_key)
+                      ? std::optional{claimed[p.idempotency_key]}
+                      : find_idempotency_key(p.idempotency_key);
+      if (holder && *holder != p.run_id)
+        return "idempotency key '" + p.idempotency_key
+               + "' is already used by run " + *holder;
+    }
+    // An index-only append needs no sequence number.
+    std::optional<uint32_t> first{0};
+    if (!p.values.empty()) {
+      std::string error;
+      first = next_seq(p.run_id, error);
+      if (!first)
+        return error;
+      if (p.values.size() > uint64_t{~uint32_t{0} - *first})
+        return "run " + p.run_id + ": journal is full";
+    }
+    wb.SetSavePoint();
+    rocksdb::Status s;
+    uint32_t seq = *first;
+    for (const auto& v : p.values) {
+      s = wb.Put(journal_, kl::journal_key(p.run_id, seq), v);
+      if (!s.ok())
+        break;
+      ++seq;
+    }
+    if (s.ok() && p.index_value)
+      s = wb.Put(runs_, p.run_id, *p.index_value);
+    if (s.ok() && !p.idempotency_key.empty())
+      s = wb.Put(db_->DefaultColumnFamily(),
+                 kl::idempotency_key(p.idempotency_key), p.run_id);
+    if (s.ok())
+      s = put_side_indexes(wb, p, !p.values.empty() && *first == 1);
+    for (auto& [name, value] : p.notes)
+      if (s.ok())
+        s = wb.Put(db_->DefaultColumnFamily(), kl::note_key(name), value);
+    if (!s.ok()) {
+      wb.RollbackToSavePoint().PermitUncheckedError();
+      return "run " + p.run_id + ": " + s.ToString();
+    }
+    wb.PopSavePoint().PermitUncheckedError();
+    if (!p.idempotency_key.empty())
+      claimed[p.idempotency_key] = p.run_id;
+    if (!p.values.empty())
+      next_seq_[p.run_id] = seq;
+    auto& terminal = touched[p.run_id];
+    if (p.index_value)
+      terminal = p.terminal;
+    return {};
+  }
+
+  /// Why an append to `run_id` is refused without being tried: an earlier
+  /// append of the run failed (in this batch: `failed_here`), and no resync
+  /// came since. Empty when it may be written.
+  std::string refusal(
+    const std::string& run_id,
+    const std::unordered_map<std::string, std::string>& failed_here) const {
+    if (run_id.empty())
+      return {};
+    const std::string* why = nullptr;
+    if (auto i = failed_here.find(run_id); i != failed_here.end())
+      why = &i->second;
+    else if (auto j = refused_.find(run_id); j != refused_.end())
+      why = &j->second;
+    if (!why)
+      return {};
+    return "run " + run_id + ": not written: an earlier append of this run "
+           + "failed (" + *why
+           + "); the run must be restarted from its journal";
+  }
+
+  /// Whether `run_id` has at least one journal record (or its end cannot be
+  /// found, which counts as yes). Writer thread only.
+  bool has_journal(const std::string& run_id) {
+    if (auto it = next_seq_.find(run_id); it != next_seq_.end())
+      return it->second > 1;
+    std::string error;
+    auto next = load_next_seq(run_id, error);
+    return !next || *next > 1;
+  }
+
   /// Writes `batch` in one WriteBatch and calls its callbacks in order.
   void commit(std::vector<pending>& batch) noexcept {
     std::vector<std::string> errors(batch.size());
@@ -536,71 +890,30 @@ class rocksdb_journal_store final : public journal_store {
     std::unordered_map<std::string, bool> touched;
     // Idempotency keys claimed earlier in this batch.
     std::unordered_map<std::string, std::string> claimed;
+    // Runs whose append failed in this batch -> why (the first reason).
+    std::unordered_map<std::string, std::string> failed_here;
     rocksdb::WriteBatch wb;
     try {
       for (size_t i = 0; i < batch.size(); ++i) {
         auto& p = batch[i];
-        if (!p.invalid.empty()) {
-          errors[i] = p.invalid;
-          continue;
+        if (p.resync) {
+          // Everything the run appended before is settled (in this batch,
+          // above): start afresh from what the database holds.
+          failed_here.erase(p.run_id);
+          refused_.erase(p.run_id);
+          next_seq_.erase(p.run_id);
         }
-        for (auto& [name, value] : p.notes)
-          wb.Put(db_->DefaultColumnFamily(), kl::note_key(name), value)
-            .PermitUncheckedError();
-        if (p.run_id.empty())
-          continue; // notes only
-        if (!p.idempotency_key.empty()) {
-          auto holder = claimed.count(p.idempotency_key)
-                          ? std::optional{claimed[p.idempotency_key]}
-                          : find_idempotency_key(p.idempotency_key);
-          if (holder && *holder != p.run_id) {
-            errors[i] = "idempotency key '" + p.idempotency_key
-                        + "' is already used by run " + *holder;
-            continue;
-          }
-        }
-        // An index-only append needs no sequence number.
-        std::optional<uint32_t> first{0};
-        if (!p.values.empty()) {
-          first = next_seq(p.run_id, errors[i]);
-          if (!first)
-            continue;
-          if (p.values.size() > uint64_t{~uint32_t{0} - *first}) {
-            errors[i] = "run " + p.run_id + ": journal is full";
-            continue;
-          }
-        }
-        wb.SetSavePoint();
-        rocksdb::Status s;
-        uint32_t seq = *first;
-        for (const auto& v : p.values) {
-          s = wb.Put(journal_, kl::journal_key(p.run_id, seq), v);
-          if (!s.ok())
-            break;
-          ++seq;
-        }
-        if (s.ok() && p.index_value)
-          s = wb.Put(runs_, p.run_id, *p.index_value);
-        if (s.ok() && !p.idempotency_key.empty())
-          s = wb.Put(db_->DefaultColumnFamily(),
-                     kl::idempotency_key(p.idempotency_key), p.run_id);
-        if (s.ok())
-          s = put_side_indexes(wb, p, !p.values.empty() && *first == 1);
-        if (!s.ok()) {
-          wb.RollbackToSavePoint().PermitUncheckedError();
-          errors[i] = "run " + p.run_id + ": " + s.ToString();
-          continue;
-        }
-        wb.PopSavePoint().PermitUncheckedError();
-        if (!p.idempotency_key.empty())
-          claimed[p.idempotency_key] = p.run_id;
-        if (!p.values.empty())
-          next_seq_[p.run_id] = seq;
-        auto& terminal = touched[p.run_id];
-        if (p.index_value)
-          terminal = p.terminal;
+        errors[i] = refusal(p.run_id, failed_here);
+        if (errors[i].empty())
+          errors[i] = stage(p, wb, claimed, touched);
+        if (!errors[i].empty() && !p.run_id.empty())
+          failed_here.try_emplace(p.run_id, errors[i]);
       }
       if (wb.Count() > 0) {
+        // After a failed write RocksDB refuses every write until it is
+        // told to resume (a full disk stops it so).
+        if (db_failed_ && db_->Resume().ok())
+          db_failed_ = false;
         auto began = std::chrono::steady_clock::now();
         auto s = db_->Write(write_options_, &wb);
         last_commit_ = std::chrono::steady_clock::now() - began;
@@ -611,13 +924,23 @@ class rocksdb_journal_store final : public journal_store {
           });
         if (!s.ok()) {
           for (size_t i = 0; i < batch.size(); ++i)
-            if (errors[i].empty())
+            if (errors[i].empty()) {
               errors[i] = "writing the journal of run " + batch[i].run_id
                           + " failed: " + s.ToString();
+              if (!batch[i].run_id.empty())
+                failed_here.try_emplace(batch[i].run_id, errors[i]);
+            }
           // The numbers handed out were not stored: reload them next time.
           for (const auto& [run, terminal] : touched)
             next_seq_.erase(run);
           touched.clear();
+          if (s.IsIOError())
+            db_failed_ = true;
+          // The disk filled up faster than the space watcher saw: hold what
+          // comes next, rather than fail it too, until there is space and
+          // RocksDB has recovered from the error.
+          if (s.IsNoSpace() || contains(s.ToString(), "No space left"))
+            hold_for_space();
         }
       }
       for (const auto& [run, terminal] : touched)
@@ -625,10 +948,14 @@ class rocksdb_journal_store final : public journal_store {
           next_seq_.erase(run);
     } catch (const std::exception& e) {
       for (size_t i = 0; i < batch.size(); ++i)
-        if (errors[i].empty())
+        if (errors[i].empty()) {
           errors[i] = std::string{"writing the journal failed: "} + e.what();
+          if (!batch[i].run_id.empty())
+            failed_here.try_emplace(batch[i].run_id, errors[i]);
+        }
       next_seq_.clear();
     }
+    hold_back(failed_here);
     for (size_t i = 0; i < batch.size(); ++i)
       if (batch[i].done)
         call_quietly([&] { batch[i].done(std::move(errors[i])); });
@@ -903,6 +1230,20 @@ class rocksdb_journal_store final : public journal_store {
       .count();
   }
 
+  /// Refuses the later appends of the runs in `failed` until a resync (see
+  /// journal_store::append). Writer thread only.
+  void hold_back(
+    const std::unordered_map<std::string, std::string>& failed) noexcept {
+    for (const auto& [run, why] : failed) {
+      try {
+        if (refused_.count(run) || has_journal(run))
+          refused_.try_emplace(run, why);
+      } catch (...) {
+        // Out of memory: nothing better to do than to go on.
+      }
+    }
+  }
+
   void reader_loop() {
     for (;;) {
       read_request r;
@@ -946,8 +1287,26 @@ class rocksdb_journal_store final : public journal_store {
   size_t last_batch_ = 0;
   std::chrono::steady_clock::duration last_commit_{};
   bool stopping_ = false;
+  /// Whether appends are held for low disk space, and the last reading.
+  bool low_ = false;
+  /// Whether a write found the disk full and RocksDB has not recovered.
+  bool disk_full_ = false;
+  disk_space space_;
+  /// Held appends up to this count (of all appends ever queued) are to be
+  /// failed: a flush asked for them.
+  uint64_t fail_until_ = 0;
+  /// TROUPE_TEST_FREE_SPACE_FILE, read once at open.
+  std::string space_file_;
+  std::condition_variable watch_cv_;
+  std::thread watcher_;
+  /// Whether a write failed with an I/O error and RocksDB has not resumed
+  /// since; writer thread only (and the destructor, once it has stopped).
+  bool db_failed_ = false;
   /// Next sequence number of each active run; writer thread only.
   std::unordered_map<std::string, uint32_t> next_seq_;
+  /// Runs whose appends are refused until a resync, with the failure that
+  /// started it; writer thread only.
+  std::unordered_map<std::string, std::string> refused_;
   std::thread writer_;
 
   // Reader state.
@@ -1077,6 +1436,55 @@ bool migrate_from_v1(rocksdb::DB* db, const std::string& path,
   return write_format(db, path, 2, error);
 }
 
+/// RocksDB's info log, written to `<db>/LOG` with stdio. RocksDB's own
+/// logger asserts on the first write after one that failed, which aborts
+/// the process in Debian's build (assertions on): a full disk made every
+/// node die so, since RocksDB logs the very error that the disk is full.
+/// This one shrugs a failed write off, and stops at 16 MiB per open so that
+/// it never fills the disk itself.
+class tolerant_logger final : public rocksdb::Logger {
+ public:
+  explicit tolerant_logger(const std::string& file)
+      : rocksdb::Logger(rocksdb::InfoLogLevel::INFO_LEVEL),
+        file_(std::fopen(file.c_str(), "w")) {}
+
+  ~tolerant_logger() override {
+    if (file_)
+      std::fclose(file_);
+  }
+
+  using rocksdb::Logger::Logv;
+
+  void Logv(const char* format, va_list ap) override {
+    std::lock_guard<std::mutex> lk{mu_};
+    if (!file_ || written_ > limit)
+      return;
+    char stamp[40];
+    auto now = std::chrono::system_clock::now();
+    auto secs = std::chrono::system_clock::to_time_t(now);
+    auto micros = std::chrono::duration_cast<std::chrono::microseconds>(
+                    now.time_since_epoch())
+                    .count()
+                  % 1'000'000;
+    std::tm tm{};
+    ::localtime_r(&secs, &tm);
+    auto n = std::strftime(stamp, sizeof stamp, "%Y/%m/%d-%H:%M:%S", &tm);
+    std::snprintf(stamp + n, sizeof stamp - n, ".%06lld ",
+                  static_cast<long long>(micros));
+    int a = std::fputs(stamp, file_);
+    int b = std::vfprintf(file_, format, ap);
+    std::fputc('\n', file_);
+    std::fflush(file_);
+    written_ += static_cast<size_t>(std::max(a, 0) + std::max(b, 0) + 1);
+  }
+
+ private:
+  static constexpr size_t limit = size_t{16} << 20;
+  std::mutex mu_;
+  FILE* file_;
+  size_t written_ = 0;
+};
+
 /// The run part (`run_id 0x00`) of a journal key.
 class run_prefix : public rocksdb::SliceTransform {
  public:
@@ -1124,6 +1532,9 @@ std::unique_ptr<journal_store> open_store(const journal_store::options& opts,
   }
 
   rocksdb::Options o;
+  // The last run's log is kept as LOG.old.
+  fs::rename(fs::path{path} / "LOG", fs::path{path} / "LOG.old", ec);
+  o.info_log = std::make_shared<tolerant_logger>(path + "/LOG");
   o.create_if_missing = true;
   o.create_missing_column_families = true;
   o.max_open_files = 256;

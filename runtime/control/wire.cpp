@@ -18,7 +18,8 @@ constexpr std::array error_names{
   "unauthenticated", "token_expired",       "token_invalid",
   "forbidden",       "rate_limited",        "not_found",
   "conflict",        "invalid_workflow",    "draining",
-  "not_ready",       "too_many_requests",   "internal",
+  "not_ready",       "too_many_requests",   "disk_low",
+  "internal",
 };
 static_assert(error_names.size()
               == static_cast<size_t>(error_code::internal) + 1);

@@ -51,6 +51,8 @@ enum class error_code {
   draining,            ///< The node is shutting down.
   not_ready,         ///< Not ready yet (recovering); retry_after_ms says when.
   too_many_requests, ///< Too many requests of the connection await answers.
+  disk_low,          ///< The data dir is low on space; free_bytes and
+                     ///< min_free_bytes say how low.
   internal,          ///< The node failed; its log says more.
 };
 

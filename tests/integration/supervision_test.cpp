@@ -9,6 +9,7 @@
 #include <caf/all.hpp>
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <thread>
 
 using namespace std::chrono_literals;
@@ -141,4 +142,89 @@ TEST_F(Supervision, SecondStartOfALiveRunIsDropped) {
   EXPECT_EQ(count(journal, persistence::event_type::run_restarted), 0);
   // Each node ran once.
   EXPECT_EQ(count(journal, persistence::event_type::node_completed), 3);
+}
+
+namespace {
+
+/// Whether `op` journals an event of type `t`.
+bool holds(const persistence::journal_store::append_op& op,
+           persistence::event_type t) {
+  for (auto& e : op.events)
+    if (e.type == t)
+      return true;
+  return false;
+}
+
+} // namespace
+
+// A journal write of a run fails: the run actor crashes, the writes it had
+// queued behind the failed one are refused, and its supervisor's restart
+// barrier lets the new actor write again. The run completes with a journal
+// that has no hole.
+TEST_F(Supervision, FailedJournalWriteRestartsTheRunWithoutAHole) {
+  std::atomic<int> failures{0};
+  actors::embedded_node::options o;
+  o.data_dir = (dir.path() / "data").string();
+  o.engine.max_restarts = 5;
+  o.engine.restart_backoff = 10ms;
+  o.tune_store = [&](persistence::journal_store::options& so) {
+    so.fail_append = [&](const persistence::journal_store::append_op& op) {
+      if (holds(op, persistence::event_type::timer_set) && failures++ == 0)
+        return std::string{"injected failure"};
+      return std::string{};
+    };
+  };
+  std::string error;
+  auto node = actors::embedded_node::open(o, error);
+  ASSERT_TRUE(node) << error;
+  std::string id;
+  {
+    caf::scoped_actor self{node->system()};
+    id = submit(*node, self, sleepy);
+    auto f = wait_finished(self);
+    EXPECT_EQ(f.state, persistence::run_state::completed) << f.reason;
+  }
+  EXPECT_GE(failures.load(), 2);
+  auto events = node->store().read_journal(id, error);
+  ASSERT_TRUE(error.empty()) << error;
+  EXPECT_EQ(count(events, persistence::event_type::run_restarted), 1);
+  EXPECT_EQ(count(events, persistence::event_type::timer_set), 1);
+  EXPECT_EQ(count(events, persistence::event_type::run_completed), 1);
+  auto entry = node->store().find_run(id);
+  ASSERT_TRUE(entry);
+  EXPECT_EQ(entry->state, persistence::run_state::completed);
+}
+
+// When every restart fails to write again, the supervisor gives up, and
+// its run_failed is written although the run's writes were being refused.
+TEST_F(Supervision, GivingUpAfterFailedWritesRecordsTheFailure) {
+  actors::embedded_node::options o;
+  o.data_dir = (dir.path() / "data").string();
+  o.engine.max_restarts = 2;
+  o.engine.restart_backoff = 10ms;
+  o.tune_store = [&](persistence::journal_store::options& so) {
+    so.fail_append = [&](const persistence::journal_store::append_op& op) {
+      if (holds(op, persistence::event_type::attempt_started))
+        return std::string{"injected failure"};
+      return std::string{};
+    };
+  };
+  std::string error;
+  auto node = actors::embedded_node::open(o, error);
+  ASSERT_TRUE(node) << error;
+  std::string id;
+  {
+    caf::scoped_actor self{node->system()};
+    id = submit(*node, self, sleepy);
+    auto f = wait_finished(self);
+    EXPECT_EQ(f.state, persistence::run_state::failed);
+    EXPECT_NE(f.reason.find("injected failure"), std::string::npos) << f.reason;
+  }
+  auto entry = node->store().find_run(id);
+  ASSERT_TRUE(entry);
+  EXPECT_EQ(entry->state, persistence::run_state::failed);
+  auto events = node->store().read_journal(id, error);
+  ASSERT_TRUE(error.empty()) << error;
+  ASSERT_FALSE(events.empty());
+  EXPECT_EQ(events.back().type, persistence::event_type::run_failed);
 }

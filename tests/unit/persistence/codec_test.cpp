@@ -307,3 +307,51 @@ TEST(Records, ToStringNamesEveryValue) {
   EXPECT_TRUE(is_terminal(run_state::failed));
   EXPECT_FALSE(is_terminal(run_state::running));
 }
+
+// The size checks, through small limits: a field one byte over is refused
+// with its name and size, a field at the limit round-trips, and a record
+// whose fields add up to more than its limit is refused too.
+TEST(Codec, RefusesFieldsAndRecordsOverTheLimits) {
+  encode_limits small{/*field_bytes=*/16, /*record_bytes=*/200};
+  event_record e;
+  e.type = event_type::node_completed;
+  e.node = "big";
+  e.data = std::string(17, 'x');
+  std::string error;
+  EXPECT_FALSE(encode(e, error, small));
+  EXPECT_EQ(error, "field 'data' of a node_completed event of node 'big' is "
+                   "17 bytes; a record field holds at most 16");
+
+  e.data = std::string(16, 'x');
+  auto bytes = encode(e, error, small);
+  ASSERT_TRUE(bytes) << error;
+  EXPECT_EQ(error, "");
+  auto back = decode_event(*bytes, error);
+  ASSERT_TRUE(back) << error;
+  EXPECT_EQ(*back, e);
+
+  // Five fields at the field limit go over a record limit of 100.
+  e.error_kind = e.message = e.data2 = std::string(16, 'y');
+  e.node = std::string(16, 'n');
+  EXPECT_FALSE(encode(e, error, {16, 100}));
+  EXPECT_NE(error.find("needs up to 167 bytes; a record holds at most 100"),
+            std::string::npos)
+    << error;
+
+  run_index_entry entry;
+  entry.run_id = "r";
+  entry.reason = std::string(17, 'z');
+  EXPECT_FALSE(encode(entry, error, small));
+  EXPECT_EQ(error, "field 'reason' of the index entry of run 'r' is 17 "
+                   "bytes; a record field holds at most 16");
+
+  // Within the default limits the unchecked overload encodes as before.
+  EXPECT_NO_THROW((void)encode(full_event(event_type::run_submitted)));
+}
+
+// The default limits are those of msgpack's 32-bit lengths.
+TEST(Codec, DefaultLimitsAreThirtyTwoBits) {
+  encode_limits limits;
+  EXPECT_EQ(limits.field_bytes, std::numeric_limits<uint32_t>::max());
+  EXPECT_EQ(limits.record_bytes, std::numeric_limits<uint32_t>::max());
+}

@@ -1,3 +1,4 @@
+#include "config/size.hpp"
 #include "persistence/codec/codec.hpp"
 #include "persistence/journal_store.hpp"
 #include "persistence/retention.hpp"
@@ -10,6 +11,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
+#include <cstring>
 #include <fcntl.h>
 #include <filesystem>
 #include <fstream>
@@ -19,7 +21,9 @@
 #include <mutex>
 #include <set>
 #include <spawn.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/wait.h>
 #include <thread>
 #include <unistd.h>
@@ -1126,4 +1130,578 @@ TEST_F(StoreTest, ZeroRetentionKeepsEveryRun) {
   }
   EXPECT_GE(collections.load(), 3);
   EXPECT_TRUE(store->find_run("ancient"));
+}
+
+// -- failed appends ---------------------------------------------------------
+
+namespace {
+
+/// Holds the store's writer inside an append's callback until released, so
+/// that the appends queued meanwhile go into the batches after it.
+struct writer_gate {
+  std::promise<void> entered;
+  std::promise<void> release;
+
+  explicit writer_gate(journal_store& store) {
+    auto go = release.get_future().share();
+    store.append({"gate", {make_event(event_type::run_submitted, 0)}, {}},
+                 [this, go](std::string) {
+                   entered.set_value();
+                   go.wait();
+                 });
+    entered.get_future().wait();
+  }
+
+  void open() { release.set_value(); }
+};
+
+/// An append of one event to `run` claiming idempotency key `key`.
+journal_store::append_op claiming(std::string run, int32_t attempt,
+                                  std::string key) {
+  journal_store::append_op op;
+  op.run_id = std::move(run);
+  op.events.push_back(make_event(event_type::attempt_started, attempt));
+  op.idempotency_key = std::move(key);
+  return op;
+}
+
+/// Collects the answers of appends by name.
+struct answers {
+  std::mutex mu;
+  std::map<std::string, std::string> by_name;
+
+  std::function<void(std::string)> to(std::string name) {
+    return [this, name](std::string err) {
+      std::lock_guard<std::mutex> lk{mu};
+      by_name[name] = std::move(err);
+    };
+  }
+};
+
+} // namespace
+
+// A failed append (here: an idempotency key another run holds) fails the
+// appends of the same run queued behind it in the same group commit: event
+// N+1 is never stored without event N. Other runs are not affected.
+TEST_F(StoreTest, FailedAppendFailsLaterAppendsOfTheRunInTheSameBatch) {
+  auto store = open();
+  ASSERT_TRUE(store);
+  ASSERT_EQ(append_wait(*store, "r",
+                        {make_event(event_type::run_submitted, 1),
+                         make_event(event_type::attempt_started, 2)}),
+            "");
+  std::promise<std::string> held;
+  store->append(claiming("other", 0, "k"),
+                [&](std::string e) { held.set_value(e); });
+  ASSERT_EQ(held.get_future().get(), "");
+
+  answers got;
+  {
+    writer_gate gate{*store};
+    store->append(claiming("r", 3, "k"), got.to("n"));
+    store->append({"r", {make_event(event_type::attempt_started, 4)}, {}},
+                  got.to("n+1"));
+    store->append({"s", {make_event(event_type::run_submitted, 9)}, {}},
+                  got.to("s"));
+    gate.open();
+    store->flush();
+  }
+  EXPECT_NE(got.by_name["n"].find("idempotency key 'k'"), std::string::npos)
+    << got.by_name["n"];
+  EXPECT_NE(got.by_name["n+1"], "");
+  EXPECT_EQ(got.by_name["s"], "");
+  std::string error;
+  EXPECT_EQ(attempts(store->read_journal("r", error)), iota(1, 3));
+  EXPECT_EQ(error, "");
+  EXPECT_EQ(attempts(store->read_journal("s", error)), std::vector<int32_t>{9});
+}
+
+// The same across batches: appends of the run queued behind the failed one
+// but written in later group commits, and those made after the failure was
+// reported, are refused too, so the journal keeps no gap.
+TEST_F(StoreTest, FailedAppendFailsLaterAppendsOfTheRunInLaterBatches) {
+  auto store = open(/*sync=*/false, /*max_batch=*/1);
+  ASSERT_TRUE(store);
+  ASSERT_EQ(append_wait(*store, "r",
+                        {make_event(event_type::run_submitted, 1),
+                         make_event(event_type::attempt_started, 2)}),
+            "");
+  // An invalid append: its index entry names another run.
+  answers got;
+  {
+    writer_gate gate{*store};
+    store->append({"r",
+                   {make_event(event_type::attempt_started, 3)},
+                   make_index("x", run_state::running)},
+                  got.to("n"));
+    store->append({"r", {make_event(event_type::attempt_started, 4)}, {}},
+                  got.to("n+1"));
+    store->append({"r", {make_event(event_type::node_completed, 5)}, {}},
+                  got.to("n+2"));
+    gate.open();
+    store->flush();
+  }
+  EXPECT_NE(got.by_name["n"].find("names run 'x'"), std::string::npos)
+    << got.by_name["n"];
+  EXPECT_NE(got.by_name["n+1"], "");
+  EXPECT_NE(got.by_name["n+2"], "");
+  // Appended after the failure was reported: still refused.
+  EXPECT_NE(
+    append_wait(*store, "r", {make_event(event_type::attempt_started, 6)}), "");
+  std::string error;
+  EXPECT_EQ(attempts(store->read_journal("r", error)), iota(1, 3));
+  EXPECT_EQ(error, "");
+  // Reopened, the journal is the same, with no record missing.
+  store.reset();
+  store = open();
+  ASSERT_TRUE(store);
+  EXPECT_EQ(attempts(store->read_journal("r", error)), iota(1, 3));
+  EXPECT_EQ(error, "");
+}
+
+// A resync (the supervisor's restart barrier) lifts the refusal: the run's
+// appends after it are written, numbered on from the last durable record.
+// A failure injected through the test hook starts the refusal like any
+// other.
+TEST_F(StoreTest, ResyncLiftsTheRefusalAfterAFailedAppend) {
+  journal_store::options opts;
+  opts.path = path();
+  std::atomic<bool> fail_next{false};
+  opts.fail_append = [&](const journal_store::append_op& op) {
+    if (op.run_id == "r" && fail_next.exchange(false))
+      return std::string{"injected failure"};
+    return std::string{};
+  };
+  std::string error;
+  auto store = journal_store::open(opts, error);
+  ASSERT_TRUE(store) << error;
+  ASSERT_EQ(append_wait(*store, "r",
+                        {make_event(event_type::run_submitted, 1),
+                         make_event(event_type::attempt_started, 2)}),
+            "");
+  fail_next = true;
+  EXPECT_EQ(
+    append_wait(*store, "r", {make_event(event_type::attempt_started, 3)}),
+    "injected failure");
+  auto refused
+    = append_wait(*store, "r", {make_event(event_type::attempt_started, 4)});
+  EXPECT_NE(refused.find("an earlier append of this run failed (injected "
+                         "failure)"),
+            std::string::npos)
+    << refused;
+  // Other runs are written as usual.
+  EXPECT_EQ(
+    append_wait(*store, "s", {make_event(event_type::run_submitted, 1)}), "");
+  // The barrier: an empty append with resync.
+  std::promise<std::string> barrier;
+  journal_store::append_op op;
+  op.run_id = "r";
+  op.resync = true;
+  store->append(std::move(op),
+                [&](std::string e) { barrier.set_value(std::move(e)); });
+  EXPECT_EQ(barrier.get_future().get(), "");
+  EXPECT_EQ(
+    append_wait(*store, "r", {make_event(event_type::run_restarted, 5)}), "");
+  EXPECT_EQ(attempts(store->read_journal("r", error)),
+            (std::vector<int32_t>{1, 2, 5}));
+  EXPECT_EQ(error, "");
+}
+
+// A submission that failed (its run has no journal) leaves nothing behind
+// to refuse: the same run id can be journaled afterwards.
+TEST_F(StoreTest, AFailedFirstAppendDoesNotHoldTheRunBack) {
+  auto store = open();
+  ASSERT_TRUE(store);
+  std::promise<std::string> held;
+  store->append(claiming("other", 0, "k"),
+                [&](std::string e) { held.set_value(e); });
+  ASSERT_EQ(held.get_future().get(), "");
+  std::promise<std::string> lost;
+  store->append(claiming("r", 1, "k"),
+                [&](std::string e) { lost.set_value(e); });
+  EXPECT_NE(lost.get_future().get(), "");
+  EXPECT_EQ(
+    append_wait(*store, "r", {make_event(event_type::run_submitted, 1)}), "");
+}
+
+// A refused append writes none of its parts: not its notes either.
+TEST_F(StoreTest, ARefusedAppendWritesNoNotes) {
+  auto store = open();
+  ASSERT_TRUE(store);
+  std::promise<std::string> held;
+  store->append(claiming("other", 0, "k"),
+                [&](std::string e) { held.set_value(e); });
+  ASSERT_EQ(held.get_future().get(), "");
+  auto op = claiming("r", 1, "k");
+  op.notes.emplace_back("breaker/x", "open");
+  std::promise<std::string> refused;
+  store->append(std::move(op), [&](std::string e) { refused.set_value(e); });
+  EXPECT_NE(refused.get_future().get(), "");
+  EXPECT_TRUE(store->read_notes("breaker/").empty());
+}
+
+namespace {
+
+/// Bytes of memory available now (MemAvailable), 0 when unknown.
+uint64_t memory_available() {
+  std::ifstream in{"/proc/meminfo"};
+  std::string key;
+  uint64_t kib = 0;
+  std::string unit;
+  while (in >> key >> kib >> unit)
+    if (key == "MemAvailable:")
+      return kib * 1024;
+  return 0;
+}
+
+} // namespace
+
+// A field longer than msgpack's 32-bit length is refused with its name and
+// size, rather than written with its length cut to 32 bits (which stored a
+// truncated value under a record that read back as valid). Needs a string
+// of 4 GiB, which takes seconds to fill: runs only with
+// TROUPE_TEST_BIG_MEMORY=1 and enough memory; the size check itself is
+// tested through small limits in Codec.RefusesFieldsAndRecordsOverTheLimits.
+TEST_F(StoreTest, RefusesAFieldOver4GiBInsteadOfTruncatingIt) {
+  constexpr uint64_t size = (uint64_t{1} << 32) + 1;
+  const char* wanted = std::getenv("TROUPE_TEST_BIG_MEMORY");
+  if (!wanted || std::string{wanted} != "1")
+    GTEST_SKIP() << "set TROUPE_TEST_BIG_MEMORY=1 to build a 4 GiB string";
+  if (memory_available() < 3 * size)
+    GTEST_SKIP() << "needs about 12 GiB of available memory for a 4 GiB "
+                    "string; the size check itself is covered by "
+                    "Codec.RefusesFieldsAndRecordsOverTheLimits";
+  auto store = open();
+  ASSERT_TRUE(store);
+  ASSERT_EQ(
+    append_wait(*store, "r", {make_event(event_type::run_submitted, 1)}), "");
+  std::vector<event_record> events(1);
+  events[0].type = event_type::node_completed;
+  events[0].node = "big";
+  events[0].data.assign(size, 'x');
+  auto error = append_wait(*store, "r", std::move(events));
+  EXPECT_NE(error.find("field 'data' of a node_completed event of node 'big' "
+                       "is 4294967297 bytes; a record field holds at most "
+                       "4294967295"),
+            std::string::npos)
+    << error.substr(0, 500);
+  std::string read_error;
+  auto journal = store->read_journal("r", read_error);
+  EXPECT_EQ(read_error, "");
+  ASSERT_EQ(journal.size(), 1u);
+  EXPECT_EQ(journal[0].type, event_type::run_submitted);
+}
+
+namespace {
+
+/// A free-space reading the test sets, for journal_store::options::read_space.
+struct fake_disk {
+  std::atomic<uint64_t> free{1000};
+  std::atomic<uint64_t> total{10'000};
+  std::atomic<int> changes{0};
+
+  void attach(journal_store::options& o) {
+    o.space_check_interval = 5ms;
+    o.read_space = [this](uint64_t& f, uint64_t& t, std::string&) {
+      f = free.load();
+      t = total.load();
+      return true;
+    };
+    o.on_space_change = [this](const journal_store::disk_space&) { ++changes; };
+  }
+};
+
+/// Polls `pred` every 5 ms for at most 10 s.
+template<class Pred>
+bool eventually(Pred pred) {
+  for (int i = 0; i < 2000; ++i) {
+    if (pred())
+      return true;
+    std::this_thread::sleep_for(5ms);
+  }
+  return pred();
+}
+
+} // namespace
+
+struct SpaceTest : StoreTest {
+  fake_disk disk;
+
+  std::unique_ptr<journal_store> open_with_floor(std::string_view floor) {
+    journal_store::options o;
+    o.path = path();
+    o.min_free = *troupe::config::parse_free_space_floor(floor);
+    disk.attach(o);
+    std::string error;
+    auto store = journal_store::open(o, error);
+    EXPECT_TRUE(store) << error;
+    return store;
+  }
+};
+
+// Below the floor, appends are held (not written, not failed); once free
+// space is back above the floor by its margin they are written, in order,
+// and acknowledged.
+TEST_F(SpaceTest, LowSpaceHoldsAppendsUntilSpaceReturns) {
+  auto store = open_with_floor("100B");
+  ASSERT_TRUE(store);
+  EXPECT_FALSE(store->space().low);
+  EXPECT_EQ(store->space().min_free_bytes, 100u);
+  ASSERT_EQ(
+    append_wait(*store, "r", {make_event(event_type::run_submitted, 1)}), "");
+  disk.free = 50;
+  ASSERT_TRUE(eventually([&] { return store->space().low; }));
+  EXPECT_EQ(disk.changes.load(), 1);
+  answers got;
+  store->append({"r", {make_event(event_type::attempt_started, 2)}, {}},
+                got.to("a"));
+  store->append({"r", {make_event(event_type::node_completed, 3)}, {}},
+                got.to("b"));
+  std::this_thread::sleep_for(100ms);
+  {
+    std::lock_guard<std::mutex> lk{got.mu};
+    EXPECT_TRUE(got.by_name.empty());
+  }
+  auto space = store->space();
+  EXPECT_EQ(space.queued, 2u);
+  EXPECT_EQ(space.free_bytes, 50u);
+  EXPECT_EQ(space.total_bytes, 10'000u);
+  // Above the floor but within its margin (5 bytes here): still held.
+  disk.free = 102;
+  std::this_thread::sleep_for(50ms);
+  EXPECT_TRUE(store->space().low);
+  disk.free = 1000;
+  ASSERT_TRUE(eventually([&] {
+    std::lock_guard<std::mutex> lk{got.mu};
+    return got.by_name.size() == 2;
+  }));
+  EXPECT_EQ(got.by_name["a"], "");
+  EXPECT_EQ(got.by_name["b"], "");
+  EXPECT_FALSE(store->space().low);
+  EXPECT_EQ(disk.changes.load(), 2);
+  std::string error;
+  EXPECT_EQ(attempts(store->read_journal("r", error)), iota(1, 4));
+}
+
+// flush() does not wait for space: it fails the appends held before it,
+// naming free space and the floor; the run's later appends are refused as
+// after any failed append, and other runs' are written once space returns.
+TEST_F(SpaceTest, FlushFailsHeldAppendsInsteadOfWaiting) {
+  auto store = open_with_floor("100B");
+  ASSERT_TRUE(store);
+  ASSERT_EQ(
+    append_wait(*store, "r", {make_event(event_type::run_submitted, 1)}), "");
+  disk.free = 10;
+  ASSERT_TRUE(eventually([&] { return store->space().low; }));
+  answers got;
+  store->append({"r", {make_event(event_type::attempt_started, 2)}, {}},
+                got.to("held"));
+  auto flushed = std::async(std::launch::async, [&] { store->flush(); });
+  ASSERT_EQ(flushed.wait_for(10s), std::future_status::ready);
+  EXPECT_NE(got.by_name["held"].find("not written: free space on '" + path()
+                                     + "' is 10 B, below its floor of 100 B "
+                                       "(storage.min_free)"),
+            std::string::npos)
+    << got.by_name["held"];
+  store->append({"r", {make_event(event_type::attempt_started, 3)}, {}},
+                got.to("later"));
+  store->append({"s", {make_event(event_type::run_submitted, 1)}, {}},
+                got.to("other"));
+  disk.free = 1000;
+  ASSERT_TRUE(eventually([&] { return !store->space().low; }));
+  store->flush();
+  EXPECT_NE(got.by_name["later"].find("an earlier append of this run failed"),
+            std::string::npos)
+    << got.by_name["later"];
+  EXPECT_EQ(got.by_name["other"], "");
+  std::string error;
+  EXPECT_EQ(attempts(store->read_journal("r", error)), iota(1, 2));
+}
+
+// Closing the store while space is low fails what is held, at once, rather
+// than write it or wait.
+TEST_F(SpaceTest, CloseFailsHeldAppends) {
+  answers got;
+  {
+    auto store = open_with_floor("100B");
+    ASSERT_TRUE(store);
+    disk.free = 10;
+    ASSERT_TRUE(eventually([&] { return store->space().low; }));
+    store->append({"r", {make_event(event_type::run_submitted, 1)}, {}},
+                  got.to("held"));
+  }
+  EXPECT_NE(got.by_name["held"].find("the store closed gave it up"),
+            std::string::npos)
+    << got.by_name["held"];
+  disk.free = 1000;
+  auto store = open_with_floor("100B");
+  ASSERT_TRUE(store);
+  std::string error;
+  EXPECT_TRUE(store->read_journal("r", error).empty());
+}
+
+// A store opened on a disk already low holds from its first append; a
+// share of the disk resolves against its size, the smaller floor applying.
+TEST_F(SpaceTest, OpenOnALowDiskHoldsFromTheStart) {
+  disk.total = uint64_t{10} << 30;
+  disk.free = uint64_t{400} << 20;
+  auto store = open_with_floor("5%,1GiB");
+  ASSERT_TRUE(store);
+  auto space = store->space();
+  EXPECT_TRUE(space.low);
+  EXPECT_EQ(space.min_free_bytes, uint64_t{512} << 20);
+  EXPECT_EQ(disk.changes.load(), 1);
+  std::promise<std::string> p;
+  store->append({"r", {make_event(event_type::run_submitted, 1)}, {}},
+                [&](std::string e) { p.set_value(std::move(e)); });
+  auto f = p.get_future();
+  EXPECT_EQ(f.wait_for(100ms), std::future_status::timeout);
+  disk.free = uint64_t{2} << 30;
+  ASSERT_EQ(f.wait_for(10s), std::future_status::ready);
+  EXPECT_EQ(f.get(), "");
+}
+
+// Without a hook the reading is statvfs's.
+TEST_F(StoreTest, ReadsFreeSpaceOfItsFilesystem) {
+  auto store = open();
+  ASSERT_TRUE(store);
+  auto space = store->space();
+  EXPECT_EQ(space.error, "");
+  EXPECT_GT(space.total_bytes, 0u);
+  EXPECT_GT(space.free_bytes, 0u);
+  EXPECT_EQ(space.min_free_bytes, 0u); // no floor by default
+  EXPECT_FALSE(space.low);
+}
+
+namespace {
+
+/// A small tmpfs mounted for one test, unmounted when it goes away. Needs
+/// the right to mount (root, as the tests run); `error` says why not.
+struct tmpfs_mount {
+  fs::path where;
+  bool mounted = false;
+  std::string error;
+
+  tmpfs_mount(fs::path path, const std::string& size) : where(std::move(path)) {
+    fs::create_directories(where);
+    if (::mount("tmpfs", where.c_str(), "tmpfs", 0, ("size=" + size).c_str())
+        == 0)
+      mounted = true;
+    else
+      error = std::strerror(errno);
+  }
+
+  ~tmpfs_mount() {
+    if (mounted)
+      ::umount2(where.c_str(), MNT_DETACH);
+  }
+
+  tmpfs_mount(const tmpfs_mount&) = delete;
+  tmpfs_mount& operator=(const tmpfs_mount&) = delete;
+};
+
+/// Bytes free on the filesystem of `path`.
+uint64_t free_bytes(const fs::path& path) {
+  struct statvfs st {};
+  if (::statvfs(path.c_str(), &st) != 0)
+    return 0;
+  return static_cast<uint64_t>(st.f_bavail) * st.f_frsize;
+}
+
+/// Writes a file of `size` bytes (real pages, on tmpfs).
+void fill(const fs::path& file, uint64_t size) {
+  std::ofstream out{file, std::ios::binary};
+  std::string chunk(1 << 20, 'f');
+  for (uint64_t left = size; left > 0;) {
+    auto n = std::min<uint64_t>(left, chunk.size());
+    out.write(chunk.data(), static_cast<std::streamsize>(n));
+    left -= n;
+  }
+}
+
+} // namespace
+
+// On a real filesystem that fills up (a 64 MiB tmpfs): with less free than
+// storage.min_free the writer holds appends, and once the filler is deleted
+// it writes them, by itself.
+TEST_F(StoreTest, HoldsAppendsOnAFullTmpfsAndResumesWhenSpaceIsFreed) {
+  tmpfs_mount disk{dir.path() / "tmpfs", "64m"};
+  if (!disk.mounted)
+    GTEST_SKIP() << "cannot mount a tmpfs here (" << disk.error
+                 << "); the injected readings of SpaceTest cover the logic";
+  journal_store::options o;
+  o.path = (disk.where / "db").string();
+  o.min_free = *troupe::config::parse_free_space_floor("16MiB");
+  o.space_check_interval = 20ms;
+  std::string error;
+  auto store = journal_store::open(o, error);
+  ASSERT_TRUE(store) << error;
+  ASSERT_EQ(
+    append_wait(*store, "r", {make_event(event_type::run_submitted, 1)}), "");
+  ASSERT_FALSE(store->space().low);
+  auto filler = disk.where / "filler";
+  auto free = free_bytes(disk.where);
+  ASSERT_GT(free, uint64_t{24} << 20);
+  fill(filler, free - (uint64_t{8} << 20));
+  ASSERT_TRUE(eventually([&] { return store->space().low; }))
+    << store->space().free_bytes;
+  std::promise<std::string> p;
+  store->append({"r", {make_event(event_type::attempt_started, 2)}, {}},
+                [&](std::string e) { p.set_value(std::move(e)); });
+  auto f = p.get_future();
+  EXPECT_EQ(f.wait_for(200ms), std::future_status::timeout);
+  fs::remove(filler);
+  ASSERT_EQ(f.wait_for(10s), std::future_status::ready);
+  EXPECT_EQ(f.get(), "");
+  EXPECT_FALSE(store->space().low);
+  EXPECT_EQ(attempts(store->read_journal("r", error)), iota(1, 3));
+  store.reset();
+}
+
+// With no floor the disk really fills: the append whose write finds it full
+// fails, those after it are held rather than failed, and once space is
+// freed (and RocksDB has recovered from the error) they are written. Nothing
+// aborts: RocksDB's info log used to assert on its first write after the
+// disk filled, killing the process.
+TEST_F(StoreTest, AWriteThatFindsTheDiskFullHoldsTheRestUntilSpaceReturns) {
+  tmpfs_mount disk{dir.path() / "tmpfs", "64m"};
+  if (!disk.mounted)
+    GTEST_SKIP() << "cannot mount a tmpfs here (" << disk.error << ")";
+  journal_store::options o;
+  o.path = (disk.where / "db").string();
+  o.space_check_interval = 20ms;
+  std::string error;
+  auto store = journal_store::open(o, error);
+  ASSERT_TRUE(store) << error;
+  auto filler = disk.where / "filler";
+  fill(filler, uint64_t{64} << 20); // stops where the tmpfs is full
+  event_record big = make_event(event_type::attempt_started, 0);
+  big.data.assign(256 << 10, 'x');
+  std::string failed;
+  int run = 0;
+  for (; run < 400 && failed.empty(); ++run)
+    failed = append_wait(*store, "r-" + std::to_string(run), {big});
+  ASSERT_NE(failed, "") << "the disk never filled";
+  EXPECT_NE(failed.find("No space left"), std::string::npos) << failed;
+  auto space = store->space();
+  EXPECT_TRUE(space.low);
+  EXPECT_TRUE(space.write_failed);
+  std::promise<std::string> p;
+  store->append({"after", {make_event(event_type::run_submitted, 1)}, {}},
+                [&](std::string e) { p.set_value(std::move(e)); });
+  auto f = p.get_future();
+  EXPECT_EQ(f.wait_for(300ms), std::future_status::timeout);
+  fs::remove(filler);
+  ASSERT_EQ(f.wait_for(30s), std::future_status::ready);
+  EXPECT_EQ(f.get(), "");
+  EXPECT_FALSE(store->space().low);
+  EXPECT_EQ(attempts(store->read_journal("after", error)),
+            std::vector<int32_t>{1});
+  store.reset();
+  // It opens again, with everything acknowledged in it.
+  store = journal_store::open(o, error);
+  ASSERT_TRUE(store) << error;
+  EXPECT_EQ(store->read_journal("after", error).size(), 1u);
+  EXPECT_EQ(store->read_journal("r-0", error).size(), 1u);
+  store.reset();
 }
