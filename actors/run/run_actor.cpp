@@ -241,8 +241,10 @@ void stop_attempt(self_ptr self, const std::string& node) {
   auto i = st.attempts.find(node);
   if (i == st.attempts.end())
     return;
-  st.attempt_nodes.erase(i->second.address());
-  self->unlink_from(i->second);
+  // It stays linked: its exit, whenever it comes, finds it stopped.
+  if (auto l = st.attempt_nodes.find(i->second.address());
+      l != st.attempt_nodes.end())
+    l->second.stopped = true;
   self->send_exit(i->second, caf::exit_reason::user_shutdown);
   st.attempts.erase(i);
 }
@@ -472,7 +474,7 @@ void launch(self_ptr self, const std::string& node) {
                                         caf::actor{self}, st.svc);
   st.svc->attempts.add(child, self->address());
   st.attempts.emplace(node, child);
-  st.attempt_nodes.emplace(child.address(), node);
+  st.attempt_nodes.emplace(child.address(), run_state::attempt_link{node});
   if (status.attempt_deadline_ns != 0)
     self->delayed_send(self, until(status.attempt_deadline_ns),
                        runtime::run_timer{runtime::run_timer::attempt_timeout,
@@ -620,19 +622,23 @@ caf::behavior run_actor_impl(caf::stateful_actor<run_state>* self,
     auto& st = self->state;
     auto i = st.attempt_nodes.find(msg.source);
     if (i == st.attempt_nodes.end()) {
-      // A normal exit is an attempt that already reported (its exit_msg may
-      // trail its result). Anything else is the node stopping us.
+      // Not an attempt of ours: the node stopping us.
       if (msg.reason != caf::exit_reason::normal)
         self->quit(msg.reason);
       return;
     }
-    auto node = i->second;
+    auto node = std::move(i->second.node);
+    auto stopped = i->second.stopped;
     st.attempt_nodes.erase(i);
-    // An attempt ends normally only after sending its result, which may still
-    // be on its way (exit messages can overtake it): keep the attempt for it.
-    if (msg.reason == caf::exit_reason::normal)
+    // A stopped attempt's end is no news, whatever its reason. An attempt
+    // ends normally only after sending its result, which may still be on
+    // its way (exit messages can overtake it): keep the attempt for it.
+    if (stopped || msg.reason == caf::exit_reason::normal)
       return;
-    st.attempts.erase(node);
+    auto a = st.attempts.find(node);
+    if (a == st.attempts.end() || a->second.address() != msg.source)
+      return; // it reported before it died
+    st.attempts.erase(a);
     auto& status = st.engine->status(node);
     if (status.state == node_state::running)
       on_failure(self, node, status.attempt, "crash",
@@ -706,8 +712,7 @@ caf::behavior run_actor_impl(caf::stateful_actor<run_state>* self,
         return; // stale: from an attempt that was stopped
       if (!r.ok)
         record_attempt(self, r.node, false);
-      st.attempt_nodes.erase(i->second.address());
-      self->unlink_from(i->second);
+      // (Its exit, which follows, finds it no longer in `attempts`.)
       st.attempts.erase(i);
       if (r.ok) {
         auto output = json::parse(r.output, nullptr, false);

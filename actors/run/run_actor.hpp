@@ -90,10 +90,20 @@ struct run_state {
   caf::actor observer;
   /// Whether the observer hears of every event (else only of the end).
   bool progress = true;
-  /// Attempt actors by node, and back.
+  /// The attempt actor each node waits for, by node.
   /// (Hash maps: a map node may have thousands of items in flight.)
   std::unordered_map<std::string, caf::actor> attempts;
-  std::unordered_map<caf::actor_addr, std::string> attempt_nodes;
+  /// An attempt actor as its exit message will find it.
+  struct attempt_link {
+    std::string node;
+    /// Whether this actor stopped it (it is no longer in `attempts`).
+    bool stopped = false;
+  };
+  /// Every attempt actor spawned whose exit message has not arrived yet.
+  /// Attempts stay linked until then, so that each exit finds its entry: an
+  /// exit from an attempt that was stopped or has reported is old news,
+  /// and only an exit from anything else (the supervisor) ends this actor.
+  std::unordered_map<caf::actor_addr, attempt_link> attempt_nodes;
   /// Events written but not yet durable, by store tag, with the seq of the
   /// first.
   std::map<uint64_t, std::pair<int64_t, std::vector<persistence::event_record>>>
