@@ -653,6 +653,9 @@ caf::behavior run_actor_impl(caf::stateful_actor<run_state>* self,
     st.engine->apply(r);
     persist(self, {std::move(r)});
   }
+  // A run whose timeout passed while it was down ends before any attempt
+  // starts again.
+  persist(self, st.engine->time_out(now_ns()));
   if (!st.engine->is_finished()) {
     // What the journal says is in flight, gathered before anything is
     // launched: a noop succeeds as it is launched and may start the next
@@ -675,8 +678,12 @@ caf::behavior run_actor_impl(caf::stateful_actor<run_state>* self,
       for (size_t i = 0; i < st.engine->map_items(n.id); ++i)
         resume(n.id + "[" + std::to_string(i) + "]");
     }
-    for (auto& id : in_flight)
+    // Each runs again from its start, with its own timeout from now.
+    auto now = now_ns();
+    for (auto& id : in_flight) {
+      st.engine->restart_attempt_timeout(id, now);
       launch(self, id);
+    }
   }
   if (start.announce_resumed && st.observer)
     self->send(st.observer,
