@@ -11,3 +11,7 @@ target_compile_definitions(troupe_resume_tests PRIVATE
   TROUPE_BINARY="$<TARGET_FILE:troupe>"
   TROUPE_SOURCE_DIR="${PROJECT_SOURCE_DIR}")
 add_dependencies(troupe_resume_tests troupe)
+
+# The journal store's fence, which a resuming run actor relies on.
+target_sources(troupe_persistence_tests PRIVATE
+  ${CMAKE_CURRENT_SOURCE_DIR}/unit/persistence/fence_test.cpp)

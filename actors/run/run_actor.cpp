@@ -133,18 +133,20 @@ json describe(self_ptr self, size_t max_text) {
 }
 
 void launch(self_ptr self, const std::string& node);
+caf::behavior run_behavior(self_ptr self);
 void act_on(self_ptr self, const std::vector<event_record>& events,
             int64_t first_seq);
 
-/// Journals `events` (already applied to the engine); their effects follow
-/// once the store has made them durable.
-void persist(self_ptr self, std::vector<event_record> events) {
+/// Appends `events` (already applied to the engine, possibly none) and
+/// returns the write's tag. Every append is fenced: the store refuses it if
+/// the journal is not as this actor knows it (another actor ran the run
+/// since this one's journal was read), which ends this actor quietly.
+uint64_t write(self_ptr self, std::vector<event_record> events) {
   auto& st = self->state;
-  if (events.empty())
-    return;
   auto tag = st.next_tag++;
   persistence::journal_store::append_op op;
   op.run_id = st.engine->run_id();
+  op.expected_seq = static_cast<uint32_t>(st.journal_size + 1);
   op.events = events;
   bool pause_changed = false;
   for (auto& e : events)
@@ -169,6 +171,14 @@ void persist(self_ptr self, std::vector<event_record> events) {
       metrics->append_seconds.observe(std::chrono::steady_clock::now() - began);
     caf::anon_send(me, runtime::store_ack{tag, std::move(error)});
   });
+  return tag;
+}
+
+/// Journals `events` (already applied to the engine); their effects follow
+/// once the store has made them durable.
+void persist(self_ptr self, std::vector<event_record> events) {
+  if (!events.empty())
+    write(self, std::move(events));
 }
 
 void step(self_ptr self) {
@@ -481,10 +491,20 @@ void launch(self_ptr self, const std::string& node) {
                                           node, status.attempt});
 }
 
+/// Whether launching a node of `spec` affects nothing outside this actor:
+/// a sleep or a noop (without a concurrency key or a breaker) and a map's
+/// own attempt only arm timers and write to the journal.
+bool stays_inside(const runtime::node_spec& spec) {
+  if (spec.map_node)
+    return true;
+  return (spec.kind == "sleep" || spec.kind == "noop") && !spec.concurrency
+         && !spec.circuit_breaker;
+}
+
 void finish(self_ptr self) {
   auto& st = self->state;
   auto& e = *st.engine;
-  if (st.observer)
+  if (st.observer && st.tell_end)
     self->send(st.observer, runtime::run_finished{
                               e.run_id(), e.spec().name, e.state(),
                               e.outputs().dump(-1, ' ', false,
@@ -644,6 +664,16 @@ caf::behavior run_actor_impl(caf::stateful_actor<run_state>* self,
       on_failure(self, node, status.attempt, "crash",
                  "the attempt died: " + describe_exit(msg.reason));
   });
+  if (st.engine->is_finished()) {
+    // The run ended already: this is a second start (a stale one from a
+    // recovery scan, or one racing it), or a restart after the end was
+    // journaled. Nothing is written and nothing runs. After a restart the
+    // observer hears how the run ended, since the actor that ended it died
+    // before it could say; otherwise whoever ended it has said.
+    st.tell_end = start.restarts > 0;
+    self->send(self, runtime::store_ack{0, ""});
+    return run_behavior(self);
+  }
   // Resume: journal the restart, re-run attempts that were in flight (at
   // least once), re-arm retry timers, then decide what comes next.
   if (start.restarts > 0) {
@@ -678,14 +708,31 @@ caf::behavior run_actor_impl(caf::stateful_actor<run_state>* self,
       for (size_t i = 0; i < st.engine->map_items(n.id); ++i)
         resume(n.id + "[" + std::to_string(i) + "]");
     }
-    // Each runs again from its start, with its own timeout from now.
+    // What reaches outside this actor when launched (an attempt actor, a
+    // concurrency slot, a breaker's call) runs again only once a fence has
+    // shown that the journal is still as read: a recovery scan reads a
+    // snapshot, and the run may have gone on, or ended, under another actor
+    // since. The rest only arms timers or writes, and every write is fenced:
+    // it resumes now, so that parked runs resume without a round trip to
+    // the store.
+    std::vector<std::string> fenced;
     auto now = now_ns();
     for (auto& id : in_flight) {
+      if (!stays_inside(*st.engine->node_spec_of(id))) {
+        fenced.push_back(id);
+        continue;
+      }
       st.engine->restart_attempt_timeout(id, now);
       launch(self, id);
     }
+    if (!fenced.empty()) {
+      st.resuming = std::make_unique<run_state::resume_plan>();
+      st.resuming->nodes = std::move(fenced);
+      st.resuming->announce = start.announce_resumed;
+      st.resuming->fence = write(self, {});
+    }
   }
-  if (start.announce_resumed && st.observer)
+  if (start.announce_resumed && st.observer && !st.resuming)
     self->send(st.observer,
                runtime::run_progress{start.run_id, "", "resumed", 0, 0, "",
                                      st.journal_size, now_ns(), ""});
@@ -696,11 +743,41 @@ caf::behavior run_actor_impl(caf::stateful_actor<run_state>* self,
   // A run that ends with nothing left to write ends now.
   if (st.unacked.empty() && st.engine->is_finished())
     self->send(self, runtime::store_ack{0, ""});
+  return run_behavior(self);
+}
+
+namespace {
+
+/// The fence of a resumed run passed: what was in flight runs again, each
+/// from its start with its own timeout from now.
+void relaunch(self_ptr self) {
+  auto& st = self->state;
+  auto plan = std::move(st.resuming);
+  auto now = now_ns();
+  for (auto& id : plan->nodes) {
+    st.engine->restart_attempt_timeout(id, now);
+    launch(self, id);
+  }
+  if (plan->announce && st.observer)
+    self->send(st.observer,
+               runtime::run_progress{st.engine->run_id(), "", "resumed", 0, 0,
+                                     "", st.journal_size, now, ""});
+}
+
+caf::behavior run_behavior(self_ptr self) {
   return {
     [self](runtime::store_ack& ack) {
       auto& st = self->state;
+      if (persistence::journal_store::is_stale(ack.error)) {
+        // Another actor ran this run since its journal was read: leave it
+        // be. Nothing of ours was written, launched or told.
+        self->quit();
+        return;
+      }
       if (!ack.error.empty())
         throw std::runtime_error("journal write failed: " + ack.error);
+      if (st.resuming && ack.tag == st.resuming->fence)
+        relaunch(self);
       auto i = st.unacked.find(ack.tag);
       if (i == st.unacked.end()) {
         if (st.engine->is_finished() && st.unacked.empty())
@@ -763,5 +840,7 @@ caf::behavior run_actor_impl(caf::stateful_actor<run_state>* self,
     },
   };
 }
+
+} // namespace
 
 } // namespace troupe::actors

@@ -90,6 +90,9 @@ struct run_state {
   caf::actor observer;
   /// Whether the observer hears of every event (else only of the end).
   bool progress = true;
+  /// Whether the observer hears how the run ended: not when this actor
+  /// only found it ended (whoever ended it has told).
+  bool tell_end = true;
   /// The attempt actor each node waits for, by node.
   /// (Hash maps: a map node may have thousands of items in flight.)
   std::unordered_map<std::string, caf::actor> attempts;
@@ -138,6 +141,15 @@ struct run_state {
   uint64_t next_ticket = 1;
   /// Jitter source; seeded from the run id and the clock.
   small_rng rng;
+  /// What a resumed run launches again once its fence (an empty append
+  /// that checks the journal is as read) is durable: the nodes that were in
+  /// flight, and whether to announce the resumption then. Null otherwise.
+  struct resume_plan {
+    std::vector<std::string> nodes;
+    uint64_t fence = 0;
+    bool announce = false;
+  };
+  std::unique_ptr<resume_plan> resuming;
 };
 
 /// Runs one workflow run, starting from its journal (`start.journal`, whose

@@ -5,6 +5,7 @@
 
 #include "actors/node/embedded_node.hpp"
 #include "actors/plugin/node_executor.hpp"
+#include "actors/supervisor/run_supervisor.hpp"
 #include "runtime/protocol/messages.hpp"
 #include "runtime/spec/workflow_loader.hpp"
 #include "tests/support/temp_dir.hpp"
@@ -12,6 +13,7 @@
 #include <caf/all.hpp>
 #include <gtest/gtest.h>
 
+#include <fstream>
 #include <future>
 #include <mutex>
 
@@ -67,6 +69,103 @@ std::shared_ptr<gate_executor> gate() {
   return exec;
 }
 
+/// The parts of a node, put together by hand: a journal store, one run
+/// supervisor, and the services its run actors share. Unlike
+/// embedded_node, it lets a test send the supervisor any start_run.
+struct bare_node {
+  std::unique_ptr<persistence::journal_store> store;
+  actors::process_runner runner;
+  actors::http_client http;
+  actors::services_ptr svc = std::make_shared<actors::services>();
+  caf::actor_system_config cfg;
+  std::unique_ptr<caf::actor_system> sys;
+  caf::actor supervisor;
+
+  explicit bare_node(const std::string& data_dir) {
+    persistence::journal_store::options so;
+    so.path = data_dir;
+    std::string error;
+    store = persistence::journal_store::open(so, error);
+    EXPECT_TRUE(store) << error;
+    svc->store = store.get();
+    svc->runner = &runner;
+    svc->http = &http;
+    runtime::register_message_types(cfg);
+    cfg.set("scheduler.policy", caf::atom("sharing"));
+    sys = std::make_unique<caf::actor_system>(cfg);
+    supervisor = sys->spawn(actors::run_supervisor_impl, svc);
+  }
+
+  ~bare_node() {
+    caf::anon_send_exit(supervisor, caf::exit_reason::user_shutdown);
+    supervisor = nullptr;
+    sys->await_all_actors_done();
+    store->flush();
+    sys.reset();
+  }
+
+  /// Journals a new run of `source` and returns its start.
+  runtime::start_run submit(const std::string& id, const std::string& source,
+                            caf::actor observer) {
+    auto outcome = runtime::parse_workflow(source);
+    EXPECT_TRUE(outcome.ok());
+    persistence::journal_store::append_op op;
+    op.run_id = id;
+    op.events.push_back(persistence::event_record{event_type::run_submitted,
+                                                  actors::now_ns(), "", 0, 0,
+                                                  "", "", source, "{}"});
+    op.index = persistence::run_index_entry{
+      id, outcome.workflow->name, persistence::run_state::running, 1, 1, ""};
+    std::promise<std::string> done;
+    auto result = done.get_future();
+    store->append(op, [&done](std::string e) { done.set_value(std::move(e)); });
+    EXPECT_EQ(result.get(), "");
+    return runtime::start_run{id, op.events, std::move(observer), 0, ""};
+  }
+
+  std::vector<persistence::event_record> journal(const std::string& id) {
+    store->flush();
+    std::string error;
+    auto events = store->read_journal(id, error);
+    EXPECT_TRUE(error.empty()) << error;
+    return events;
+  }
+
+  /// Waits (bounded) until the supervisor has no actor for `id`: asked
+  /// after the messages `self` sent it before, so a start it was sent is
+  /// handled first.
+  bool wait_gone(caf::scoped_actor& self, const std::string& id) {
+    for (int i = 0; i < 500; ++i) {
+      caf::actor a;
+      self->request(supervisor, 2s, runtime::find_run{id})
+        .receive([&](caf::actor& x) { a = std::move(x); }, [](caf::error&) {});
+      if (!a)
+        return true;
+      std::this_thread::sleep_for(10ms);
+    }
+    return false;
+  }
+};
+
+/// Counts lines equal to `line` in `path`.
+int count_lines(const std::filesystem::path& path, const std::string& line) {
+  std::ifstream in{path};
+  std::string l;
+  int n = 0;
+  while (std::getline(in, l))
+    n += l == line;
+  return n;
+}
+
+/// Returns the types of `events`, for comparing journals.
+std::vector<event_type>
+types(const std::vector<persistence::event_record>& events) {
+  std::vector<event_type> out;
+  for (auto& e : events)
+    out.push_back(e.type);
+  return out;
+}
+
 struct RunActor : ::testing::Test {
   test::temp_dir dir;
 
@@ -104,6 +203,41 @@ struct RunActor : ::testing::Test {
                     [](runtime::run_progress&) {}, caf::after(100ms) >> [] {});
     EXPECT_TRUE(done);
     return result;
+  }
+
+  /// A run that marks a file as its exec node runs, then completes.
+  std::string marked() const {
+    return R"(name: marked
+nodes:
+  a:
+    kind: exec
+    command: ["/bin/sh", "-c", "echo a >> )"
+           + (dir.path() / "marks").string() + R"("]
+  b: {kind: noop, after: [a]}
+)";
+  }
+
+  /// Runs `marked()` as run `id` on `node` to its end and until its actor is
+  /// gone; returns its journal.
+  std::vector<persistence::event_record>
+  run_to_end(bare_node& node, caf::scoped_actor& self, const std::string& id) {
+    self->send(node.supervisor, node.submit(id, marked(), self));
+    auto f = wait_finished(self);
+    EXPECT_EQ(f.state, persistence::run_state::completed) << f.reason;
+    EXPECT_TRUE(node.wait_gone(self, id));
+    auto journal = node.journal(id);
+    EXPECT_EQ(journal.back().type, event_type::run_completed);
+    return journal;
+  }
+
+  /// Whether a run_finished is in `self`'s mailbox (progress is dropped).
+  static bool heard_end(caf::scoped_actor& self) {
+    bool heard = false;
+    for (bool more = true; more;)
+      self->receive([&](runtime::run_finished&) { heard = true; },
+                    [](runtime::run_progress&) {},
+                    caf::after(0ms) >> [&] { more = false; });
+    return heard;
   }
 
   static int count(const std::vector<persistence::event_record>& events,
@@ -160,4 +294,50 @@ nodes:
       EXPECT_EQ(e.error_kind, "timeout");
     }
   }
+}
+
+// A start of a run whose journal says it ended writes nothing and runs
+// nothing: after a restart it only tells the observer how the run ended;
+// otherwise (a second start) it says nothing at all.
+TEST_F(RunActor, StartOfAFinishedRunLeavesItsJournalUnchanged) {
+  bare_node node{(dir.path() / "data").string()};
+  caf::scoped_actor self{*node.sys};
+  auto journal = run_to_end(node, self, "r1");
+  heard_end(self);
+  // As the supervisor restarts a run: after it crashed.
+  self->send(node.supervisor,
+             runtime::start_run{"r1", journal, self, 1, "crashed"});
+  auto f = wait_finished(self);
+  EXPECT_EQ(f.state, persistence::run_state::completed);
+  ASSERT_TRUE(node.wait_gone(self, "r1"));
+  // As a recovery scan or a submission would: a second start.
+  self->send(node.supervisor, runtime::start_run{"r1", journal, self, 0, ""});
+  ASSERT_TRUE(node.wait_gone(self, "r1"));
+  EXPECT_FALSE(heard_end(self));
+  EXPECT_EQ(types(node.journal("r1")), types(journal));
+  EXPECT_EQ(count_lines(dir.path() / "marks", "a"), 1);
+}
+
+// A recovery scan reads a snapshot: a run can go on and end between the
+// snapshot and its start. That start must leave the run as it is, and not
+// run its in-flight node again.
+TEST_F(RunActor, StaleStartOfARunThatEndedSinceLeavesItsJournalUnchanged) {
+  bare_node node{(dir.path() / "data").string()};
+  caf::scoped_actor self{*node.sys};
+  auto journal = run_to_end(node, self, "r2");
+  heard_end(self);
+  // The journal as a snapshot taken while `a` ran.
+  ASSERT_EQ(journal[1].type, event_type::attempt_started);
+  std::vector<persistence::event_record> stale{journal.begin(),
+                                               journal.begin() + 2};
+  self->send(node.supervisor, runtime::start_run{"r2", stale, self, 0, ""});
+  ASSERT_TRUE(node.wait_gone(self, "r2"));
+  // And one from the moment after `a` completed (nothing in flight).
+  ASSERT_EQ(journal[2].type, event_type::node_completed);
+  stale.push_back(journal[2]);
+  self->send(node.supervisor, runtime::start_run{"r2", stale, self, 0, ""});
+  ASSERT_TRUE(node.wait_gone(self, "r2"));
+  EXPECT_FALSE(heard_end(self));
+  EXPECT_EQ(types(node.journal("r2")), types(journal));
+  EXPECT_EQ(count_lines(dir.path() / "marks", "a"), 1);
 }
