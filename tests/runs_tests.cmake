@@ -15,3 +15,7 @@ add_dependencies(troupe_resume_tests troupe)
 # The journal store's fence, which a resuming run actor relies on.
 target_sources(troupe_persistence_tests PRIVATE
   ${CMAKE_CURRENT_SOURCE_DIR}/unit/persistence/fence_test.cpp)
+
+# The timer service run actors arm their timers with.
+target_sources(troupe_integration_tests PRIVATE
+  ${CMAKE_CURRENT_SOURCE_DIR}/integration/timer_service_test.cpp)

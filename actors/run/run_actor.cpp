@@ -4,10 +4,19 @@
 #include "actors/breaker/breaker_actor.hpp"
 #include "actors/limiter/limiter_actor.hpp"
 #include "actors/node_metrics.hpp"
+#include "actors/timer/timer_service.hpp"
 
 #include <caf/all.hpp>
 
 namespace troupe::actors {
+
+run_state::~run_state() {
+  // What this run left in the timer service expires now, and can go before
+  // it is due.
+  timer_target.reset();
+  if (svc && svc->timers)
+    svc->timers->forget(timers_pending);
+}
 
 using json = nlohmann::json;
 using persistence::event_record;
@@ -20,6 +29,22 @@ using self_ptr = caf::stateful_actor<run_state>*;
 
 std::chrono::nanoseconds until(int64_t deadline_ns) {
   return std::chrono::nanoseconds{std::max<int64_t>(0, deadline_ns - now_ns())};
+}
+
+/// Sends `t` to this actor at `deadline_ns` (wall clock). Through the node's
+/// timer service, which holds the actor weakly: a run that ends does not
+/// wait for its timers (an hour's timeout) to let its memory go.
+void arm(self_ptr self, int64_t deadline_ns, runtime::run_timer t) {
+  auto& st = self->state;
+  if (auto* timers = st.svc->timers) {
+    if (!st.timer_target)
+      st.timer_target = timer_service::make_target(self->address());
+    ++st.timers_pending;
+    timers->schedule(until(deadline_ns), st.timer_target,
+                     caf::make_message(std::move(t)));
+  } else {
+    self->delayed_send(self, until(deadline_ns), std::move(t));
+  }
 }
 
 void notify(self_ptr self, const event_record& e, int64_t seq) {
@@ -284,9 +309,9 @@ constexpr int max_keyed_tries = 3;
 void arm_attempt_timeout(self_ptr self, const std::string& node) {
   auto& status = self->state.engine->status(node);
   if (status.attempt_deadline_ns != 0)
-    self->delayed_send(self, until(status.attempt_deadline_ns),
-                       runtime::run_timer{runtime::run_timer::attempt_timeout,
-                                          node, status.attempt});
+    arm(self, status.attempt_deadline_ns,
+        runtime::run_timer{runtime::run_timer::attempt_timeout, node,
+                           status.attempt});
 }
 
 /// Queues `node` for a slot of concurrency key `key` (in order, across all
@@ -414,9 +439,9 @@ void launch(self_ptr self, const std::string& node) {
   if (spec->map_node) {
     // A map runs as its items; its own attempt only has a deadline.
     if (status.attempt_deadline_ns != 0)
-      self->delayed_send(self, until(status.attempt_deadline_ns),
-                         runtime::run_timer{runtime::run_timer::attempt_timeout,
-                                            node, status.attempt});
+      arm(self, status.attempt_deadline_ns,
+          runtime::run_timer{runtime::run_timer::attempt_timeout, node,
+                             status.attempt});
     return;
   }
   if (spec->concurrency) {
@@ -462,13 +487,12 @@ void launch(self_ptr self, const std::string& node) {
   if (spec->kind == "sleep") {
     // A timer of this actor; it fires as a run_timer of kind sleep.
     st.timers.emplace(node, status.attempt);
-    self->delayed_send(
-      self, until(status.timer_deadline_ns),
-      runtime::run_timer{runtime::run_timer::sleep, node, status.attempt});
+    arm(self, status.timer_deadline_ns,
+        runtime::run_timer{runtime::run_timer::sleep, node, status.attempt});
     if (status.attempt_deadline_ns != 0)
-      self->delayed_send(self, until(status.attempt_deadline_ns),
-                         runtime::run_timer{runtime::run_timer::attempt_timeout,
-                                            node, status.attempt});
+      arm(self, status.attempt_deadline_ns,
+          runtime::run_timer{runtime::run_timer::attempt_timeout, node,
+                             status.attempt});
     return;
   }
   runtime::attempt_spec a;
@@ -486,9 +510,9 @@ void launch(self_ptr self, const std::string& node) {
   st.attempts.emplace(node, child);
   st.attempt_nodes.emplace(child.address(), run_state::attempt_link{node});
   if (status.attempt_deadline_ns != 0)
-    self->delayed_send(self, until(status.attempt_deadline_ns),
-                       runtime::run_timer{runtime::run_timer::attempt_timeout,
-                                          node, status.attempt});
+    arm(self, status.attempt_deadline_ns,
+        runtime::run_timer{runtime::run_timer::attempt_timeout, node,
+                           status.attempt});
 }
 
 /// Whether launching a node of `spec` affects nothing outside this actor:
@@ -528,9 +552,8 @@ void act_on(self_ptr self, const std::vector<event_record>& events,
       break;
     case event_type::attempt_failed:
       if (e.deadline_ns != 0)
-        self->delayed_send(
-          self, until(e.deadline_ns),
-          runtime::run_timer{runtime::run_timer::retry, e.node, e.attempt});
+        arm(self, e.deadline_ns,
+            runtime::run_timer{runtime::run_timer::retry, e.node, e.attempt});
       break;
     case event_type::node_cancelled: stop_attempt(self, e.node); break;
     default: break;
@@ -549,7 +572,7 @@ void on_retry_due(self_ptr self, runtime::run_timer& t) {
   // wait for the rest. A paused run starts it on resume.
   if (!st.engine->paused() && status.state == node_state::waiting_retry
       && status.next_retry_ns != 0)
-    self->delayed_send(self, until(status.next_retry_ns), t);
+    arm(self, status.next_retry_ns, t);
 }
 
 /// A sleep node's time has come.
@@ -574,8 +597,8 @@ void on_attempt_timeout(self_ptr self, const runtime::run_timer& t) {
   // Armed for an earlier try of this attempt (a call its breaker refused
   // does not use up the attempt's number), or early: wait for the deadline
   // of this one.
-  if (auto left = status.attempt_deadline_ns - now_ns(); left > 0) {
-    self->delayed_send(self, std::chrono::nanoseconds{left}, t);
+  if (status.attempt_deadline_ns > now_ns()) {
+    arm(self, status.attempt_deadline_ns, t);
     return;
   }
   // A call that timed out failed: its breaker counts it (stop_attempt gives
@@ -594,7 +617,7 @@ void on_run_deadline(self_ptr self, runtime::run_timer& t) {
   persist(self, st.engine->time_out(now_ns()));
   // Timers may fire a little before the wall clock reaches the deadline.
   if (!st.engine->is_finished())
-    self->delayed_send(self, until(st.engine->run_deadline_ns()), t);
+    arm(self, st.engine->run_deadline_ns(), t);
 }
 
 } // namespace
@@ -698,9 +721,8 @@ caf::behavior run_actor_impl(caf::stateful_actor<run_state>* self,
         in_flight.push_back(id);
       else if (status.state == node_state::waiting_retry
                && status.next_retry_ns != 0)
-        self->delayed_send(
-          self, until(status.next_retry_ns),
-          runtime::run_timer{runtime::run_timer::retry, id, status.attempt});
+        arm(self, status.next_retry_ns,
+            runtime::run_timer{runtime::run_timer::retry, id, status.attempt});
     };
     for (auto& n : st.engine->spec().nodes) {
       resume(n.id);
@@ -738,8 +760,7 @@ caf::behavior run_actor_impl(caf::stateful_actor<run_state>* self,
                                      st.journal_size, now_ns(), ""});
   persist(self, st.engine->decide(now_ns()));
   if (auto deadline = st.engine->run_deadline_ns(); deadline != 0)
-    self->delayed_send(self, until(deadline),
-                       runtime::run_timer{runtime::run_timer::run_deadline});
+    arm(self, deadline, runtime::run_timer{runtime::run_timer::run_deadline});
   // A run that ends with nothing left to write ends now.
   if (st.unacked.empty() && st.engine->is_finished())
     self->send(self, runtime::store_ack{0, ""});
@@ -809,6 +830,9 @@ caf::behavior run_behavior(self_ptr self) {
       }
     },
     [self](runtime::run_timer& t) {
+      auto& st = self->state;
+      if (st.timers_pending > 0)
+        --st.timers_pending;
       switch (t.kind) {
       case runtime::run_timer::retry: on_retry_due(self, t); break;
       case runtime::run_timer::sleep: on_sleep_done(self, t); break;

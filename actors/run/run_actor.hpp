@@ -84,6 +84,8 @@ class small_map {
 struct run_state {
   static inline const char* name = "troupe.run";
 
+  ~run_state();
+
   caf::event_based_actor* self = nullptr;
   services_ptr svc;
   std::unique_ptr<runtime::run_engine> engine;
@@ -141,6 +143,12 @@ struct run_state {
   uint64_t next_ticket = 1;
   /// Jitter source; seeded from the run id and the clock.
   small_rng rng;
+  /// This actor as the node's timer service knows it (made on first use):
+  /// its timers expire when it goes, with the state.
+  std::shared_ptr<const caf::actor_addr> timer_target;
+  /// Timers armed in the timer service and not yet received; told to the
+  /// service when this actor ends, so it can drop them early.
+  uint32_t timers_pending = 0;
   /// What a resumed run launches again once its fence (an empty append
   /// that checks the journal is as read) is durable: the nodes that were in
   /// flight, and whether to announce the resumption then. Null otherwise.

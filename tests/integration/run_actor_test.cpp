@@ -13,9 +13,11 @@
 #include <caf/all.hpp>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <fstream>
 #include <future>
 #include <mutex>
+#include <thread>
 
 using namespace std::chrono_literals;
 using namespace troupe;
@@ -340,4 +342,48 @@ TEST_F(RunActor, StaleStartOfARunThatEndedSinceLeavesItsJournalUnchanged) {
   EXPECT_FALSE(heard_end(self));
   EXPECT_EQ(types(node.journal("r2")), types(journal));
   EXPECT_EQ(count_lines(dir.path() / "marks", "a"), 1);
+}
+
+// Runs whose timers (run timeout, node timeouts, a retry, a sleep) would
+// fire in an hour end now: their actors must go now, not in an hour.
+TEST_F(RunActor, FinishedRunsWithLongTimeoutsLeaveNoActorBehind) {
+  auto node = open();
+  caf::scoped_actor self{node->system()};
+  auto source = R"(name: long-timeouts
+timeout: 1h
+nodes:
+  flaky:
+    kind: fail
+    times: 1
+    timeout: 1h
+    retry: {max_attempts: 2, initial_backoff: 1ms, jitter: none}
+  nap: {kind: sleep, duration: 1ms, timeout: 1h, after: [flaky]}
+)";
+  constexpr int runs = 20;
+  for (int i = 0; i < runs; ++i)
+    submit(*node, self, source);
+  // Their actors, known weakly (from whom their messages came).
+  std::vector<caf::actor_addr> actors;
+  int finished = 0;
+  for (int i = 0; i < 600 && finished < runs; ++i)
+    self->receive(
+      [&](runtime::run_finished& f) {
+        EXPECT_EQ(f.state, persistence::run_state::completed) << f.reason;
+        ++finished;
+        actors.push_back(
+          caf::actor_cast<caf::actor_addr>(self->current_sender()));
+      },
+      [](runtime::run_progress&) {}, caf::after(100ms) >> [] {});
+  ASSERT_EQ(finished, runs);
+  heard_end(self); // drops what is left, and the references it holds
+  auto alive = [&] {
+    return std::count_if(actors.begin(), actors.end(), [](auto& a) {
+      return caf::actor_cast<caf::strong_actor_ptr>(a) != nullptr;
+    });
+  };
+  // Bounded: the actors go as soon as the last messages about them are
+  // handled, not when their timers come due.
+  for (int i = 0; i < 500 && alive() > 0; ++i)
+    std::this_thread::sleep_for(10ms);
+  EXPECT_EQ(alive(), 0);
 }
