@@ -139,6 +139,10 @@ json describe(self_ptr self, size_t max_text) {
       for (auto& item : e.item_ids(n.id))
         add(item, *n.map_node);
   }
+  for (auto& [id, stopping] : st.stopping)
+    waiting.push_back("attempt " + std::to_string(stopping.attempt) + " of '"
+                      + id + "' to end (stopped"
+                      + (stopping.timed_out ? " at its timeout" : "") + ")");
   return json{{"kind", "run"},
               {"actor_id", self->id()},
               {"mailbox", self->mailbox().size()},
@@ -267,21 +271,39 @@ void on_failure(self_ptr self, const std::string& node, int32_t attempt,
                                              retry_after_ms * 1'000'000, logs));
 }
 
-/// Stops the attempt actor of `node`, if any, without waiting for it.
-void stop_attempt(self_ptr self, const std::string& node) {
+/// Stops the attempt of `node` (timeout, cancel, the run's end) and gives
+/// back its breaker call. Without an attempt actor (a sleep, a wait for a
+/// slot or a breaker) it is over at once and so is its slot. An attempt
+/// actor is asked to halt and is tracked as stopping until it is gone: an
+/// exec attempt once its process group is, which may take the whole kill
+/// grace. Until then the node keeps its slot, its next attempt waits, and
+/// the run does not end. Returns whether it waits for one; `timed_out`
+/// journals the attempt's timeout once it is gone.
+bool stop_attempt(self_ptr self, const std::string& node,
+                  bool timed_out = false) {
   auto& st = self->state;
   report_breaker(self, node, false, false);
-  release_slot(self, node);
   st.timers.erase(node);
   auto i = st.attempts.find(node);
-  if (i == st.attempts.end())
-    return;
+  if (i == st.attempts.end()) {
+    release_slot(self, node);
+    return false;
+  }
+  auto& stopping = st.stopping[node];
+  stopping = {i->second.address(), st.engine->status(node).attempt,
+              std::nullopt, timed_out, false};
+  if (auto s = st.slots.find(node); s != st.slots.end()) {
+    stopping.held = std::move(s->second);
+    st.slots.erase(s);
+  }
   // It stays linked: its exit, whenever it comes, finds it stopped.
   if (auto l = st.attempt_nodes.find(i->second.address());
       l != st.attempt_nodes.end())
     l->second.stopped = true;
-  self->send_exit(i->second, caf::exit_reason::user_shutdown);
+  self->send(i->second,
+             runtime::halt_attempt{timed_out ? "timeout" : "stopped"});
   st.attempts.erase(i);
+  return true;
 }
 
 /// The JSON an exec node reads on stdin by default: the run's inputs and the
@@ -435,6 +457,11 @@ void launch(self_ptr self, const std::string& node) {
   if (status.state != node_state::running || st.attempts.count(node)
       || st.awaiting_breaker.count(node) || st.timers.count(node))
     return;
+  if (auto s = st.stopping.find(node); s != st.stopping.end()) {
+    // Never beside the node's previous attempt: once it is gone.
+    s->second.relaunch = true;
+    return;
+  }
   auto* spec = e.node_spec_of(node);
   if (spec->map_node) {
     // A map runs as its items; its own attempt only has a deadline.
@@ -528,6 +555,11 @@ bool stays_inside(const runtime::node_spec& spec) {
 void finish(self_ptr self) {
   auto& st = self->state;
   auto& e = *st.engine;
+  // Not while a stopped attempt's process may still run: this actor's end
+  // gives its slots back too (its limiters watch it). The last one to go
+  // finishes the run.
+  if (!st.stopping.empty())
+    return;
   if (st.observer && st.tell_end)
     self->send(st.observer, runtime::run_finished{
                               e.run_id(), e.spec().name, e.state(),
@@ -589,6 +621,13 @@ void on_sleep_done(self_ptr self, const runtime::run_timer& t) {
           json{{"deadline_ns", status.timer_deadline_ns}});
 }
 
+/// What the failure of an attempt of `node` that timed out says.
+std::string timeout_message(self_ptr self, const std::string& node) {
+  auto* spec = self->state.engine->node_spec_of(node);
+  return "attempt timed out after "
+         + config::format_duration(spec->timeout.value_or(config::duration{0}));
+}
+
 void on_attempt_timeout(self_ptr self, const runtime::run_timer& t) {
   auto& st = self->state;
   auto& status = st.engine->status(t.node);
@@ -601,15 +640,36 @@ void on_attempt_timeout(self_ptr self, const runtime::run_timer& t) {
     arm(self, status.attempt_deadline_ns, t);
     return;
   }
+  // Stopped already (its timer armed twice): its end is journaled when it
+  // is gone.
+  if (st.stopping.count(t.node))
+    return;
   // A call that timed out failed: its breaker counts it (stop_attempt gives
   // the calls it stops back uncounted, as for a cancelled node).
   report_breaker(self, t.node, false, true);
-  stop_attempt(self, t.node);
-  auto* spec = st.engine->node_spec_of(t.node);
-  on_failure(
-    self, t.node, t.attempt, "timeout",
-    "attempt timed out after "
-      + config::format_duration(spec->timeout.value_or(config::duration{0})));
+  // The timeout is journaled once the attempt is gone (its process may
+  // take the kill grace): its retry never runs beside it.
+  if (!stop_attempt(self, t.node, true))
+    on_failure(self, t.node, t.attempt, "timeout",
+               timeout_message(self, t.node));
+}
+
+/// A stopped attempt of `node` is gone, and its process group with it: its
+/// slot goes back, its timeout is journaled if that is what stopped it, and
+/// what waited for it goes on.
+void gone(self_ptr self, const std::string& node) {
+  auto& st = self->state;
+  auto i = st.stopping.find(node);
+  auto was = std::move(i->second);
+  st.stopping.erase(i);
+  if (was.held && was.held->limiter)
+    self->send(was.held->limiter, runtime::limit_release{was.held->holder});
+  if (was.timed_out)
+    on_failure(self, node, was.attempt, "timeout", timeout_message(self, node));
+  if (was.relaunch)
+    launch(self, node);
+  if (st.engine->is_finished() && st.unacked.empty())
+    finish(self);
 }
 
 void on_run_deadline(self_ptr self, runtime::run_timer& t) {
@@ -673,10 +733,18 @@ caf::behavior run_actor_impl(caf::stateful_actor<run_state>* self,
     auto node = std::move(i->second.node);
     auto stopped = i->second.stopped;
     st.attempt_nodes.erase(i);
-    // A stopped attempt's end is no news, whatever its reason. An attempt
-    // ends normally only after sending its result, which may still be on
-    // its way (exit messages can overtake it): keep the attempt for it.
-    if (stopped || msg.reason == caf::exit_reason::normal)
+    // A stopped attempt is gone, whatever its reason: what waited for it
+    // goes on.
+    if (stopped) {
+      if (auto s = st.stopping.find(node);
+          s != st.stopping.end() && s->second.actor == msg.source)
+        gone(self, node);
+      return;
+    }
+    // An attempt ends normally only after sending its result, which may
+    // still be on its way (exit messages can overtake it): keep the attempt
+    // for it.
+    if (msg.reason == caf::exit_reason::normal)
       return;
     auto a = st.attempts.find(node);
     if (a == st.attempts.end() || a->second.address() != msg.source)

@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <random>
 #include <unordered_map>
 #include <vector>
@@ -132,6 +133,21 @@ struct run_state {
     uint64_t ticket = 0;
   };
   small_map<std::string, slot> slots;
+  /// Attempt actors stopped and not gone yet, by node: an exec attempt is
+  /// gone once its process group is (SIGTERM, then up to the kill grace).
+  /// Until then the node keeps its slot, its next attempt waits, and the
+  /// run does not end (its end frees its slots too).
+  struct stopping_attempt {
+    caf::actor_addr actor;
+    int32_t attempt = 0;
+    /// The node's slot, given back once it is gone.
+    std::optional<slot> held;
+    /// Whether its timeout stopped it: journaled once it is gone.
+    bool timed_out = false;
+    /// Whether the node's next attempt waits to be launched.
+    bool relaunch = false;
+  };
+  small_map<std::string, stopping_attempt> stopping;
   /// Sleep nodes whose timer this actor has armed, with the attempt it is
   /// for (sleeps need no attempt actor).
   small_map<std::string, int32_t> timers;

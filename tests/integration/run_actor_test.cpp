@@ -16,6 +16,7 @@
 #include <algorithm>
 #include <fstream>
 #include <future>
+#include <map>
 #include <mutex>
 #include <thread>
 
@@ -386,4 +387,90 @@ nodes:
   for (int i = 0; i < 500 && alive() > 0; ++i)
     std::this_thread::sleep_for(10ms);
   EXPECT_EQ(alive(), 0);
+}
+
+namespace {
+
+/// An exec node that holds `lock` (flock -n: it fails at once, exit code 1,
+/// when the lock is taken), creates `held` once it has it, and sleeps,
+/// ignoring SIGTERM (flock leads its process group and lives on): a stopped
+/// attempt lives on through the whole kill grace.
+std::string stubborn(const std::string& lock, const std::string& held,
+                     const std::string& rest) {
+  return R"(    kind: exec
+    command: ["sh", "-c", "trap '' TERM; exec flock -n )"
+         + lock + " sh -c 'touch " + held + R"(; exec sleep 30'"]
+)" + rest;
+}
+
+} // namespace
+
+// An attempt stopped at its timeout ignores SIGTERM and keeps its lock for
+// the kill grace: its retry starts only once it is gone, so it gets the
+// lock (and times out in turn) instead of failing at once beside it.
+TEST_F(RunActor, RetryWaitsUntilTheStoppedAttemptsProcessIsGone) {
+  auto node = open(0, 700ms);
+  caf::scoped_actor self{node->system()};
+  auto lock = (dir.path() / "lock").string();
+  auto held = (dir.path() / "held").string();
+  auto id = submit(*node, self,
+                   "name: stubborn\nnodes:\n  hold:\n"
+                     + stubborn(lock, held, R"(    timeout: 300ms
+    retry: {max_attempts: 2, initial_backoff: 1ms, jitter: none}
+)"));
+  auto f = wait_finished(self);
+  EXPECT_EQ(f.state, persistence::run_state::failed);
+  std::string error;
+  auto journal = node->store().read_journal(id, error);
+  ASSERT_TRUE(error.empty()) << error;
+  std::vector<std::string> kinds;
+  std::map<int32_t, int64_t> started;
+  for (auto& e : journal) {
+    if (e.type == event_type::attempt_failed && e.node == "hold")
+      kinds.push_back(e.error_kind);
+    if (e.type == event_type::attempt_started)
+      started[e.attempt] = e.at_ns;
+  }
+  EXPECT_EQ(kinds, (std::vector<std::string>{"timeout", "timeout"}));
+  // The first attempt ended when its process did: at its timeout (300 ms)
+  // and the kill grace (700 ms) after it, when SIGKILL came.
+  ASSERT_EQ(started.size(), 2u);
+  EXPECT_GE(started[2] - started[1], 900'000'000);
+}
+
+// A `limit: 1` key: the run waiting for the slot gets it only once the
+// process of the attempt that held it (stopped at its timeout) is gone.
+TEST_F(RunActor, ConcurrencySlotWaitsUntilTheStoppedAttemptsProcessIsGone) {
+  auto node = open(0, 700ms);
+  caf::scoped_actor self{node->system()};
+  auto lock = (dir.path() / "lock").string();
+  auto held = (dir.path() / "held").string();
+  auto first = submit(*node, self,
+                      "name: holder\nnodes:\n  hold:\n"
+                        + stubborn(lock, held, R"(    timeout: 300ms
+    retry: {max_attempts: 1}
+    concurrency: {key: the-lock, limit: 1}
+)"));
+  // The second asks for the slot once the first holds it (and the lock).
+  for (int i = 0; i < 500 && !std::filesystem::exists(held); ++i)
+    std::this_thread::sleep_for(10ms);
+  ASSERT_TRUE(std::filesystem::exists(held));
+  auto second = submit(*node, self,
+                       R"(name: waiter
+nodes:
+  take:
+    kind: exec
+    command: ["flock", "-n", ")"
+                         + lock + R"(", "true"]
+    retry: {max_attempts: 1}
+    concurrency: {key: the-lock, limit: 1}
+)");
+  std::map<std::string, runtime::run_finished> ended;
+  for (int i = 0; i < 300 && ended.size() < 2; ++i)
+    self->receive([&](runtime::run_finished& f) { ended[f.run_id] = f; },
+                  [](runtime::run_progress&) {}, caf::after(100ms) >> [] {});
+  ASSERT_EQ(ended.size(), 2u);
+  EXPECT_EQ(ended[first].state, persistence::run_state::failed);
+  EXPECT_EQ(ended[second].state, persistence::run_state::completed)
+    << ended[second].reason;
 }
