@@ -88,6 +88,7 @@ class spec_cache {
 
 struct services;
 struct node_metrics;
+class timer_service;
 
 /// Node-wide actors by key (circuit breakers, concurrency limiters), each
 /// spawned on first use. Keys may be templated (one per customer, ...), so
@@ -125,6 +126,9 @@ struct services {
   persistence::journal_store* store = nullptr;
   process_runner* runner = nullptr;
   http_client* http = nullptr;
+  /// Delayed messages that do not keep their receivers alive; null: run
+  /// actors use CAF's delayed_send.
+  timer_service* timers = nullptr;
   spec_cache specs;
   keyed_actors breakers;
   keyed_actors limiters;

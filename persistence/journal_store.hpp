@@ -10,6 +10,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace troupe::persistence {
@@ -113,7 +114,23 @@ class journal_store {
     /// and the journal is read again after it: the run supervisor's restart
     /// barrier, and its final run_failed when it gives up.
     bool resync = false;
+    /// When set, a fence: the append goes through only if the run's events
+    /// would be numbered from `expected_seq`, i.e. its journal holds
+    /// `expected_seq - 1` events; else it writes nothing and fails with an
+    /// error for which is_stale() holds. For callers acting on a journal
+    /// they read earlier (a run actor resuming a run), so that they never
+    /// append to a journal that has grown since. An append of no events
+    /// only checks.
+    std::optional<uint32_t> expected_seq = {};
   };
+
+  /// Returns whether `error`, from an append's callback, is the refusal of
+  /// a fenced append (see append_op::expected_seq): the run's journal is
+  /// not as the caller read it.
+  static bool is_stale(std::string_view error) {
+    return error.starts_with(stale_journal_prefix);
+  }
+  static constexpr std::string_view stale_journal_prefix = "stale journal: ";
 
   /// Queues `op`. The store numbers the run's events itself, in order. `done`
   /// is called on the writer thread with an empty string once the batch that

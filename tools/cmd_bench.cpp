@@ -39,6 +39,10 @@ namespace troupe::tools {
 using json = nlohmann::json;
 using clock_type = std::chrono::steady_clock;
 
+// jemalloc's control interface; null when another allocator is in use.
+extern "C" int mallctl(const char*, void*, size_t*, void*, size_t)
+  __attribute__((weak));
+
 namespace {
 
 /// A workload: the workflow every run follows and its default size.
@@ -68,6 +72,9 @@ const std::vector<workload>& workloads() {
      "N finished runs and 10 parked, restarted: time to resume, against 10 "
      "parked alone",
      1'000'000, 20'000, 10, 3},
+    {"timeouts",
+     "short runs with 1 h timeouts: memory after they end against idle",
+     100'000, 2'000, 1'000, 2},
   };
   return all;
 }
@@ -104,6 +111,12 @@ std::string workflow_source(const std::string& name) {
     }
   } else if (name == "sleepers") {
     s << "  nap:\n    kind: sleep\n    duration: 1h\n";
+  } else if (name == "timeouts") {
+    // A run timeout, and a node timeout on an attempt actor's node: both
+    // arm timers that outlive the run by an hour.
+    s << "  work:\n    kind: fail\n    times: 0\n    timeout: 1h\n"
+         "  last:\n    kind: noop\n    after: [work]\n"
+         "timeout: 1h\n";
   } else if (name == "recover" || name == "history") {
     s << "  first:\n    kind: noop\n"
          "  nap:\n    kind: sleep\n    duration: 1h\n    after: [first]\n"
@@ -405,6 +418,43 @@ int measure_sleepers(const global_options& g, const one_options& o) {
   return r.failed == 0 ? exit_ok : exit_failed;
 }
 
+/// Asks jemalloc (when it is the allocator) to hand freed pages back to the
+/// system now rather than over the next seconds; returns whether it did.
+bool purge_allocator() {
+  if (!mallctl)
+    return false;
+  // MALLCTL_ARENAS_ALL is 4096.
+  return mallctl("arena.4096.purge", nullptr, nullptr, nullptr, 0) == 0;
+}
+
+/// `timeouts`: what finished runs leave behind. Each run arms an hour's
+/// timers (its run timeout, its node's timeout) and ends at once; the
+/// node's memory once they all ended is compared with its memory idle.
+int measure_timeouts(const global_options& g, const one_options& o) {
+  auto source = workflow_source("timeouts");
+  auto spec = parse_or_die(source);
+  auto node = open_node(g, o);
+  settle();
+  auto purged = purge_allocator();
+  auto idle = memory_mib("VmRSS");
+  auto r = run_load(*node, source, spec, o.n, o.concurrency);
+  node->store().flush();
+  settle();
+  purge_allocator();
+  auto rss = memory_mib("VmRSS");
+  emit({{"workload", "timeouts"},
+        {"durability", o.durability},
+        {"n", o.n},
+        {"ok", r.ok},
+        {"failed", r.failed},
+        {"wall_s", r.wall_s},
+        {"idle_rss_mib", idle},
+        {"rss_mib", rss},
+        {"rss_ratio", rss / idle},
+        {"purged", purged}});
+  return r.failed == 0 ? exit_ok : exit_failed;
+}
+
 /// First half of `recover`: parks runs, says so, then waits to be killed.
 int recover_fill(const global_options& g, const one_options& o) {
   auto source = workflow_source("recover");
@@ -580,6 +630,8 @@ int run_one(const global_options& g, const one_options& o) {
     return measure_idle(g, o);
   if (o.workload == "sleepers")
     return measure_sleepers(g, o);
+  if (o.workload == "timeouts")
+    return measure_timeouts(g, o);
   if (o.workload == "recover-fill")
     return recover_fill(g, o);
   if (o.workload == "recover-resume" || o.workload == "history-resume")
@@ -951,7 +1003,7 @@ int run_bench_remote(const global_options& g, const bench_options& b,
                      const std::vector<std::string>& names) {
   for (auto& name : names)
     if (name == "sleepers" || name == "recover" || name == "idle"
-        || name == "history") {
+        || name == "history" || name == "timeouts") {
       std::cerr << "troupe: bench: workload '" << name
                 << "' measures a node's own process (memory, restart) and "
                    "runs on an embedded node only; against --node give "
@@ -1174,6 +1226,13 @@ std::string describe(const json& r) {
            + " (decoding every index entry, as recovery did before: "
            + fixed(r["with_history"].value("index_walk_s", 0.0), 2) + " s)";
   }
+  if (w == "timeouts")
+    return head + ": " + std::to_string(r.value("ok", 0))
+           + " runs ended; RSS idle " + d("idle_rss_mib", 1)
+           + " MiB, after they ended " + d("rss_mib", 1) + " MiB ("
+           + d("rss_ratio", 2) + "x idle"
+           + (r.value("purged", false) ? ", jemalloc purged before each" : "")
+           + ")";
   if (w == "recover")
     return head + ": " + std::to_string(r.value("n", 0))
            + " parked runs; after kill -9, ready in " + d("ready_s", 2)

@@ -13,6 +13,7 @@
 #include <cstring>
 #include <ctime>
 #include <functional>
+#include <optional>
 #include <strings.h>
 
 namespace troupe::actors {
@@ -311,8 +312,17 @@ caf::behavior attempt_actor_impl(caf::event_based_actor* self,
       return caf::make_error(caf::sec::runtime_error, "unexpected exception");
     }
   });
-  auto finish = [self, parent](attempt_result r) {
-    self->send(parent, std::move(r));
+  // Whether the run asked this attempt to halt, and the exec process it
+  // waits for then.
+  struct halting {
+    bool asked = false;
+    std::optional<process_runner::handle> process;
+  };
+  auto halt = std::make_shared<halting>();
+  auto finish = [self, parent, halt](attempt_result r) {
+    // A halted attempt's run no longer waits for its result.
+    if (!halt->asked)
+      self->send(parent, std::move(r));
     self->quit();
   };
   auto params = json::parse(spec.params, nullptr, false);
@@ -337,7 +347,8 @@ caf::behavior attempt_actor_impl(caf::event_based_actor* self,
           std::move(process), [actor, spec, heartbeat](process_outcome o) {
             caf::anon_send(actor, exec_result(spec, o, heartbeat));
           });
-        // Stopping this actor (timeout, cancel, shutdown) kills the child.
+        halt->process = h;
+        // This actor's end (its run's, the node's) kills the child too.
         self->attach_functor([runner, h] { runner->kill(h); });
       } else if (spec.kind == "http") {
         auto actor = caf::actor{self};
@@ -359,6 +370,18 @@ caf::behavior attempt_actor_impl(caf::event_based_actor* self,
       }
     },
     [=](attempt_result& r) mutable { finish(std::move(r)); },
+    [=](runtime::halt_attempt&) {
+      if (halt->asked)
+        return;
+      halt->asked = true;
+      // An exec process is killed, and this actor ends with its outcome,
+      // which comes once its process group is gone: its run waits for
+      // that. Anything else stops as this actor ends (attach_functor).
+      if (halt->process)
+        svc->runner->kill(*halt->process);
+      else
+        self->quit();
+    },
   };
 }
 

@@ -1,6 +1,7 @@
 #include "actors/node/embedded_node.hpp"
 
 #include "actors/supervisor/run_supervisor.hpp"
+#include "actors/timer/timer_service.hpp"
 #include "runtime/protocol/messages.hpp"
 
 #include <caf/all.hpp>
@@ -84,6 +85,8 @@ std::unique_ptr<embedded_node> embedded_node::open(const options& opts,
   node->svc_->runner = node->runner_.get();
   node->http_ = std::make_unique<http_client>();
   node->svc_->http = node->http_.get();
+  node->timers_ = std::make_unique<timer_service>();
+  node->svc_->timers = node->timers_.get();
   node->svc_->options = opts.engine;
   node->svc_->specs.set_limits(opts.engine.spec_cache_entries,
                                opts.engine.spec_cache_bytes);
@@ -141,6 +144,8 @@ embedded_node::~embedded_node() {
   // runs starting): let them finish while it exists.
   if (store_)
     store_->flush();
+  // No actor is left to receive a timer.
+  timers_.reset();
   // The system's destructor waits for every actor; then no callback can
   // reach an actor, and the runner and the store can go.
   system_.reset();

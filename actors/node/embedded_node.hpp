@@ -212,6 +212,7 @@ class embedded_node {
   std::unique_ptr<persistence::journal_store> store_;
   std::unique_ptr<process_runner> runner_;
   std::unique_ptr<http_client> http_;
+  std::unique_ptr<timer_service> timers_;
   services_ptr svc_;
   std::unique_ptr<caf::actor_system_config> cfg_;
   std::unique_ptr<caf::actor_system> system_;

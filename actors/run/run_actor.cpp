@@ -4,10 +4,19 @@
 #include "actors/breaker/breaker_actor.hpp"
 #include "actors/limiter/limiter_actor.hpp"
 #include "actors/node_metrics.hpp"
+#include "actors/timer/timer_service.hpp"
 
 #include <caf/all.hpp>
 
 namespace troupe::actors {
+
+run_state::~run_state() {
+  // What this run left in the timer service expires now, and can go before
+  // it is due.
+  timer_target.reset();
+  if (svc && svc->timers)
+    svc->timers->forget(timers_pending);
+}
 
 using json = nlohmann::json;
 using persistence::event_record;
@@ -20,6 +29,22 @@ using self_ptr = caf::stateful_actor<run_state>*;
 
 std::chrono::nanoseconds until(int64_t deadline_ns) {
   return std::chrono::nanoseconds{std::max<int64_t>(0, deadline_ns - now_ns())};
+}
+
+/// Sends `t` to this actor at `deadline_ns` (wall clock). Through the node's
+/// timer service, which holds the actor weakly: a run that ends does not
+/// wait for its timers (an hour's timeout) to let its memory go.
+void arm(self_ptr self, int64_t deadline_ns, runtime::run_timer t) {
+  auto& st = self->state;
+  if (auto* timers = st.svc->timers) {
+    if (!st.timer_target)
+      st.timer_target = timer_service::make_target(self->address());
+    ++st.timers_pending;
+    timers->schedule(until(deadline_ns), st.timer_target,
+                     caf::make_message(std::move(t)));
+  } else {
+    self->delayed_send(self, until(deadline_ns), std::move(t));
+  }
 }
 
 void notify(self_ptr self, const event_record& e, int64_t seq) {
@@ -114,6 +139,10 @@ json describe(self_ptr self, size_t max_text) {
       for (auto& item : e.item_ids(n.id))
         add(item, *n.map_node);
   }
+  for (auto& [id, stopping] : st.stopping)
+    waiting.push_back("attempt " + std::to_string(stopping.attempt) + " of '"
+                      + id + "' to end (stopped"
+                      + (stopping.timed_out ? " at its timeout" : "") + ")");
   return json{{"kind", "run"},
               {"actor_id", self->id()},
               {"mailbox", self->mailbox().size()},
@@ -133,18 +162,20 @@ json describe(self_ptr self, size_t max_text) {
 }
 
 void launch(self_ptr self, const std::string& node);
+caf::behavior run_behavior(self_ptr self);
 void act_on(self_ptr self, const std::vector<event_record>& events,
             int64_t first_seq);
 
-/// Journals `events` (already applied to the engine); their effects follow
-/// once the store has made them durable.
-void persist(self_ptr self, std::vector<event_record> events) {
+/// Appends `events` (already applied to the engine, possibly none) and
+/// returns the write's tag. Every append is fenced: the store refuses it if
+/// the journal is not as this actor knows it (another actor ran the run
+/// since this one's journal was read), which ends this actor quietly.
+uint64_t write(self_ptr self, std::vector<event_record> events) {
   auto& st = self->state;
-  if (events.empty())
-    return;
   auto tag = st.next_tag++;
   persistence::journal_store::append_op op;
   op.run_id = st.engine->run_id();
+  op.expected_seq = static_cast<uint32_t>(st.journal_size + 1);
   op.events = events;
   bool pause_changed = false;
   for (auto& e : events)
@@ -169,6 +200,14 @@ void persist(self_ptr self, std::vector<event_record> events) {
       metrics->append_seconds.observe(std::chrono::steady_clock::now() - began);
     caf::anon_send(me, runtime::store_ack{tag, std::move(error)});
   });
+  return tag;
+}
+
+/// Journals `events` (already applied to the engine); their effects follow
+/// once the store has made them durable.
+void persist(self_ptr self, std::vector<event_record> events) {
+  if (!events.empty())
+    write(self, std::move(events));
 }
 
 void step(self_ptr self) {
@@ -232,19 +271,39 @@ void on_failure(self_ptr self, const std::string& node, int32_t attempt,
                                              retry_after_ms * 1'000'000, logs));
 }
 
-/// Stops the attempt actor of `node`, if any, without waiting for it.
-void stop_attempt(self_ptr self, const std::string& node) {
+/// Stops the attempt of `node` (timeout, cancel, the run's end) and gives
+/// back its breaker call. Without an attempt actor (a sleep, a wait for a
+/// slot or a breaker) it is over at once and so is its slot. An attempt
+/// actor is asked to halt and is tracked as stopping until it is gone: an
+/// exec attempt once its process group is, which may take the whole kill
+/// grace. Until then the node keeps its slot, its next attempt waits, and
+/// the run does not end. Returns whether it waits for one; `timed_out`
+/// journals the attempt's timeout once it is gone.
+bool stop_attempt(self_ptr self, const std::string& node,
+                  bool timed_out = false) {
   auto& st = self->state;
   report_breaker(self, node, false, false);
-  release_slot(self, node);
   st.timers.erase(node);
   auto i = st.attempts.find(node);
-  if (i == st.attempts.end())
-    return;
-  st.attempt_nodes.erase(i->second.address());
-  self->unlink_from(i->second);
-  self->send_exit(i->second, caf::exit_reason::user_shutdown);
+  if (i == st.attempts.end()) {
+    release_slot(self, node);
+    return false;
+  }
+  auto& stopping = st.stopping[node];
+  stopping = {i->second.address(), st.engine->status(node).attempt,
+              std::nullopt, timed_out, false};
+  if (auto s = st.slots.find(node); s != st.slots.end()) {
+    stopping.held = std::move(s->second);
+    st.slots.erase(s);
+  }
+  // It stays linked: its exit, whenever it comes, finds it stopped.
+  if (auto l = st.attempt_nodes.find(i->second.address());
+      l != st.attempt_nodes.end())
+    l->second.stopped = true;
+  self->send(i->second,
+             runtime::halt_attempt{timed_out ? "timeout" : "stopped"});
   st.attempts.erase(i);
+  return true;
 }
 
 /// The JSON an exec node reads on stdin by default: the run's inputs and the
@@ -272,9 +331,9 @@ constexpr int max_keyed_tries = 3;
 void arm_attempt_timeout(self_ptr self, const std::string& node) {
   auto& status = self->state.engine->status(node);
   if (status.attempt_deadline_ns != 0)
-    self->delayed_send(self, until(status.attempt_deadline_ns),
-                       runtime::run_timer{runtime::run_timer::attempt_timeout,
-                                          node, status.attempt});
+    arm(self, status.attempt_deadline_ns,
+        runtime::run_timer{runtime::run_timer::attempt_timeout, node,
+                           status.attempt});
 }
 
 /// Queues `node` for a slot of concurrency key `key` (in order, across all
@@ -398,13 +457,18 @@ void launch(self_ptr self, const std::string& node) {
   if (status.state != node_state::running || st.attempts.count(node)
       || st.awaiting_breaker.count(node) || st.timers.count(node))
     return;
+  if (auto s = st.stopping.find(node); s != st.stopping.end()) {
+    // Never beside the node's previous attempt: once it is gone.
+    s->second.relaunch = true;
+    return;
+  }
   auto* spec = e.node_spec_of(node);
   if (spec->map_node) {
     // A map runs as its items; its own attempt only has a deadline.
     if (status.attempt_deadline_ns != 0)
-      self->delayed_send(self, until(status.attempt_deadline_ns),
-                         runtime::run_timer{runtime::run_timer::attempt_timeout,
-                                            node, status.attempt});
+      arm(self, status.attempt_deadline_ns,
+          runtime::run_timer{runtime::run_timer::attempt_timeout, node,
+                             status.attempt});
     return;
   }
   if (spec->concurrency) {
@@ -450,13 +514,12 @@ void launch(self_ptr self, const std::string& node) {
   if (spec->kind == "sleep") {
     // A timer of this actor; it fires as a run_timer of kind sleep.
     st.timers.emplace(node, status.attempt);
-    self->delayed_send(
-      self, until(status.timer_deadline_ns),
-      runtime::run_timer{runtime::run_timer::sleep, node, status.attempt});
+    arm(self, status.timer_deadline_ns,
+        runtime::run_timer{runtime::run_timer::sleep, node, status.attempt});
     if (status.attempt_deadline_ns != 0)
-      self->delayed_send(self, until(status.attempt_deadline_ns),
-                         runtime::run_timer{runtime::run_timer::attempt_timeout,
-                                            node, status.attempt});
+      arm(self, status.attempt_deadline_ns,
+          runtime::run_timer{runtime::run_timer::attempt_timeout, node,
+                             status.attempt});
     return;
   }
   runtime::attempt_spec a;
@@ -472,17 +535,32 @@ void launch(self_ptr self, const std::string& node) {
                                         caf::actor{self}, st.svc);
   st.svc->attempts.add(child, self->address());
   st.attempts.emplace(node, child);
-  st.attempt_nodes.emplace(child.address(), node);
+  st.attempt_nodes.emplace(child.address(), run_state::attempt_link{node});
   if (status.attempt_deadline_ns != 0)
-    self->delayed_send(self, until(status.attempt_deadline_ns),
-                       runtime::run_timer{runtime::run_timer::attempt_timeout,
-                                          node, status.attempt});
+    arm(self, status.attempt_deadline_ns,
+        runtime::run_timer{runtime::run_timer::attempt_timeout, node,
+                           status.attempt});
+}
+
+/// Whether launching a node of `spec` affects nothing outside this actor:
+/// a sleep or a noop (without a concurrency key or a breaker) and a map's
+/// own attempt only arm timers and write to the journal.
+bool stays_inside(const runtime::node_spec& spec) {
+  if (spec.map_node)
+    return true;
+  return (spec.kind == "sleep" || spec.kind == "noop") && !spec.concurrency
+         && !spec.circuit_breaker;
 }
 
 void finish(self_ptr self) {
   auto& st = self->state;
   auto& e = *st.engine;
-  if (st.observer)
+  // Not while a stopped attempt's process may still run: this actor's end
+  // gives its slots back too (its limiters watch it). The last one to go
+  // finishes the run.
+  if (!st.stopping.empty())
+    return;
+  if (st.observer && st.tell_end)
     self->send(st.observer, runtime::run_finished{
                               e.run_id(), e.spec().name, e.state(),
                               e.outputs().dump(-1, ' ', false,
@@ -506,9 +584,8 @@ void act_on(self_ptr self, const std::vector<event_record>& events,
       break;
     case event_type::attempt_failed:
       if (e.deadline_ns != 0)
-        self->delayed_send(
-          self, until(e.deadline_ns),
-          runtime::run_timer{runtime::run_timer::retry, e.node, e.attempt});
+        arm(self, e.deadline_ns,
+            runtime::run_timer{runtime::run_timer::retry, e.node, e.attempt});
       break;
     case event_type::node_cancelled: stop_attempt(self, e.node); break;
     default: break;
@@ -527,7 +604,7 @@ void on_retry_due(self_ptr self, runtime::run_timer& t) {
   // wait for the rest. A paused run starts it on resume.
   if (!st.engine->paused() && status.state == node_state::waiting_retry
       && status.next_retry_ns != 0)
-    self->delayed_send(self, until(status.next_retry_ns), t);
+    arm(self, status.next_retry_ns, t);
 }
 
 /// A sleep node's time has come.
@@ -544,6 +621,13 @@ void on_sleep_done(self_ptr self, const runtime::run_timer& t) {
           json{{"deadline_ns", status.timer_deadline_ns}});
 }
 
+/// What the failure of an attempt of `node` that timed out says.
+std::string timeout_message(self_ptr self, const std::string& node) {
+  auto* spec = self->state.engine->node_spec_of(node);
+  return "attempt timed out after "
+         + config::format_duration(spec->timeout.value_or(config::duration{0}));
+}
+
 void on_attempt_timeout(self_ptr self, const runtime::run_timer& t) {
   auto& st = self->state;
   auto& status = st.engine->status(t.node);
@@ -552,19 +636,40 @@ void on_attempt_timeout(self_ptr self, const runtime::run_timer& t) {
   // Armed for an earlier try of this attempt (a call its breaker refused
   // does not use up the attempt's number), or early: wait for the deadline
   // of this one.
-  if (auto left = status.attempt_deadline_ns - now_ns(); left > 0) {
-    self->delayed_send(self, std::chrono::nanoseconds{left}, t);
+  if (status.attempt_deadline_ns > now_ns()) {
+    arm(self, status.attempt_deadline_ns, t);
     return;
   }
+  // Stopped already (its timer armed twice): its end is journaled when it
+  // is gone.
+  if (st.stopping.count(t.node))
+    return;
   // A call that timed out failed: its breaker counts it (stop_attempt gives
   // the calls it stops back uncounted, as for a cancelled node).
   report_breaker(self, t.node, false, true);
-  stop_attempt(self, t.node);
-  auto* spec = st.engine->node_spec_of(t.node);
-  on_failure(
-    self, t.node, t.attempt, "timeout",
-    "attempt timed out after "
-      + config::format_duration(spec->timeout.value_or(config::duration{0})));
+  // The timeout is journaled once the attempt is gone (its process may
+  // take the kill grace): its retry never runs beside it.
+  if (!stop_attempt(self, t.node, true))
+    on_failure(self, t.node, t.attempt, "timeout",
+               timeout_message(self, t.node));
+}
+
+/// A stopped attempt of `node` is gone, and its process group with it: its
+/// slot goes back, its timeout is journaled if that is what stopped it, and
+/// what waited for it goes on.
+void gone(self_ptr self, const std::string& node) {
+  auto& st = self->state;
+  auto i = st.stopping.find(node);
+  auto was = std::move(i->second);
+  st.stopping.erase(i);
+  if (was.held && was.held->limiter)
+    self->send(was.held->limiter, runtime::limit_release{was.held->holder});
+  if (was.timed_out)
+    on_failure(self, node, was.attempt, "timeout", timeout_message(self, node));
+  if (was.relaunch)
+    launch(self, node);
+  if (st.engine->is_finished() && st.unacked.empty())
+    finish(self);
 }
 
 void on_run_deadline(self_ptr self, runtime::run_timer& t) {
@@ -572,7 +677,7 @@ void on_run_deadline(self_ptr self, runtime::run_timer& t) {
   persist(self, st.engine->time_out(now_ns()));
   // Timers may fire a little before the wall clock reaches the deadline.
   if (!st.engine->is_finished())
-    self->delayed_send(self, until(st.engine->run_deadline_ns()), t);
+    arm(self, st.engine->run_deadline_ns(), t);
 }
 
 } // namespace
@@ -620,24 +725,46 @@ caf::behavior run_actor_impl(caf::stateful_actor<run_state>* self,
     auto& st = self->state;
     auto i = st.attempt_nodes.find(msg.source);
     if (i == st.attempt_nodes.end()) {
-      // A normal exit is an attempt that already reported (its exit_msg may
-      // trail its result). Anything else is the node stopping us.
+      // Not an attempt of ours: the node stopping us.
       if (msg.reason != caf::exit_reason::normal)
         self->quit(msg.reason);
       return;
     }
-    auto node = i->second;
+    auto node = std::move(i->second.node);
+    auto stopped = i->second.stopped;
     st.attempt_nodes.erase(i);
-    // An attempt ends normally only after sending its result, which may still
-    // be on its way (exit messages can overtake it): keep the attempt for it.
+    // A stopped attempt is gone, whatever its reason: what waited for it
+    // goes on.
+    if (stopped) {
+      if (auto s = st.stopping.find(node);
+          s != st.stopping.end() && s->second.actor == msg.source)
+        gone(self, node);
+      return;
+    }
+    // An attempt ends normally only after sending its result, which may
+    // still be on its way (exit messages can overtake it): keep the attempt
+    // for it.
     if (msg.reason == caf::exit_reason::normal)
       return;
-    st.attempts.erase(node);
+    auto a = st.attempts.find(node);
+    if (a == st.attempts.end() || a->second.address() != msg.source)
+      return; // it reported before it died
+    st.attempts.erase(a);
     auto& status = st.engine->status(node);
     if (status.state == node_state::running)
       on_failure(self, node, status.attempt, "crash",
                  "the attempt died: " + describe_exit(msg.reason));
   });
+  if (st.engine->is_finished()) {
+    // The run ended already: this is a second start (a stale one from a
+    // recovery scan, or one racing it), or a restart after the end was
+    // journaled. Nothing is written and nothing runs. After a restart the
+    // observer hears how the run ended, since the actor that ended it died
+    // before it could say; otherwise whoever ended it has said.
+    st.tell_end = start.restarts > 0;
+    self->send(self, runtime::store_ack{0, ""});
+    return run_behavior(self);
+  }
   // Resume: journal the restart, re-run attempts that were in flight (at
   // least once), re-arm retry timers, then decide what comes next.
   if (start.restarts > 0) {
@@ -647,6 +774,9 @@ caf::behavior run_actor_impl(caf::stateful_actor<run_state>* self,
     st.engine->apply(r);
     persist(self, {std::move(r)});
   }
+  // A run whose timeout passed while it was down ends before any attempt
+  // starts again.
+  persist(self, st.engine->time_out(now_ns()));
   if (!st.engine->is_finished()) {
     // What the journal says is in flight, gathered before anything is
     // launched: a noop succeeds as it is launched and may start the next
@@ -659,9 +789,8 @@ caf::behavior run_actor_impl(caf::stateful_actor<run_state>* self,
         in_flight.push_back(id);
       else if (status.state == node_state::waiting_retry
                && status.next_retry_ns != 0)
-        self->delayed_send(
-          self, until(status.next_retry_ns),
-          runtime::run_timer{runtime::run_timer::retry, id, status.attempt});
+        arm(self, status.next_retry_ns,
+            runtime::run_timer{runtime::run_timer::retry, id, status.attempt});
     };
     for (auto& n : st.engine->spec().nodes) {
       resume(n.id);
@@ -669,25 +798,75 @@ caf::behavior run_actor_impl(caf::stateful_actor<run_state>* self,
       for (size_t i = 0; i < st.engine->map_items(n.id); ++i)
         resume(n.id + "[" + std::to_string(i) + "]");
     }
-    for (auto& id : in_flight)
+    // What reaches outside this actor when launched (an attempt actor, a
+    // concurrency slot, a breaker's call) runs again only once a fence has
+    // shown that the journal is still as read: a recovery scan reads a
+    // snapshot, and the run may have gone on, or ended, under another actor
+    // since. The rest only arms timers or writes, and every write is fenced:
+    // it resumes now, so that parked runs resume without a round trip to
+    // the store.
+    std::vector<std::string> fenced;
+    auto now = now_ns();
+    for (auto& id : in_flight) {
+      if (!stays_inside(*st.engine->node_spec_of(id))) {
+        fenced.push_back(id);
+        continue;
+      }
+      st.engine->restart_attempt_timeout(id, now);
       launch(self, id);
+    }
+    if (!fenced.empty()) {
+      st.resuming = std::make_unique<run_state::resume_plan>();
+      st.resuming->nodes = std::move(fenced);
+      st.resuming->announce = start.announce_resumed;
+      st.resuming->fence = write(self, {});
+    }
   }
-  if (start.announce_resumed && st.observer)
+  if (start.announce_resumed && st.observer && !st.resuming)
     self->send(st.observer,
                runtime::run_progress{start.run_id, "", "resumed", 0, 0, "",
                                      st.journal_size, now_ns(), ""});
   persist(self, st.engine->decide(now_ns()));
   if (auto deadline = st.engine->run_deadline_ns(); deadline != 0)
-    self->delayed_send(self, until(deadline),
-                       runtime::run_timer{runtime::run_timer::run_deadline});
+    arm(self, deadline, runtime::run_timer{runtime::run_timer::run_deadline});
   // A run that ends with nothing left to write ends now.
   if (st.unacked.empty() && st.engine->is_finished())
     self->send(self, runtime::store_ack{0, ""});
+  return run_behavior(self);
+}
+
+namespace {
+
+/// The fence of a resumed run passed: what was in flight runs again, each
+/// from its start with its own timeout from now.
+void relaunch(self_ptr self) {
+  auto& st = self->state;
+  auto plan = std::move(st.resuming);
+  auto now = now_ns();
+  for (auto& id : plan->nodes) {
+    st.engine->restart_attempt_timeout(id, now);
+    launch(self, id);
+  }
+  if (plan->announce && st.observer)
+    self->send(st.observer,
+               runtime::run_progress{st.engine->run_id(), "", "resumed", 0, 0,
+                                     "", st.journal_size, now, ""});
+}
+
+caf::behavior run_behavior(self_ptr self) {
   return {
     [self](runtime::store_ack& ack) {
       auto& st = self->state;
+      if (persistence::journal_store::is_stale(ack.error)) {
+        // Another actor ran this run since its journal was read: leave it
+        // be. Nothing of ours was written, launched or told.
+        self->quit();
+        return;
+      }
       if (!ack.error.empty())
         throw std::runtime_error("journal write failed: " + ack.error);
+      if (st.resuming && ack.tag == st.resuming->fence)
+        relaunch(self);
       auto i = st.unacked.find(ack.tag);
       if (i == st.unacked.end()) {
         if (st.engine->is_finished() && st.unacked.empty())
@@ -706,8 +885,7 @@ caf::behavior run_actor_impl(caf::stateful_actor<run_state>* self,
         return; // stale: from an attempt that was stopped
       if (!r.ok)
         record_attempt(self, r.node, false);
-      st.attempt_nodes.erase(i->second.address());
-      self->unlink_from(i->second);
+      // (Its exit, which follows, finds it no longer in `attempts`.)
       st.attempts.erase(i);
       if (r.ok) {
         auto output = json::parse(r.output, nullptr, false);
@@ -720,6 +898,9 @@ caf::behavior run_actor_impl(caf::stateful_actor<run_state>* self,
       }
     },
     [self](runtime::run_timer& t) {
+      auto& st = self->state;
+      if (st.timers_pending > 0)
+        --st.timers_pending;
       switch (t.kind) {
       case runtime::run_timer::retry: on_retry_due(self, t); break;
       case runtime::run_timer::sleep: on_sleep_done(self, t); break;
@@ -751,5 +932,7 @@ caf::behavior run_actor_impl(caf::stateful_actor<run_state>* self,
     },
   };
 }
+
+} // namespace
 
 } // namespace troupe::actors

@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <random>
 #include <unordered_map>
 #include <vector>
@@ -84,16 +85,31 @@ class small_map {
 struct run_state {
   static inline const char* name = "troupe.run";
 
+  ~run_state();
+
   caf::event_based_actor* self = nullptr;
   services_ptr svc;
   std::unique_ptr<runtime::run_engine> engine;
   caf::actor observer;
   /// Whether the observer hears of every event (else only of the end).
   bool progress = true;
-  /// Attempt actors by node, and back.
+  /// Whether the observer hears how the run ended: not when this actor
+  /// only found it ended (whoever ended it has told).
+  bool tell_end = true;
+  /// The attempt actor each node waits for, by node.
   /// (Hash maps: a map node may have thousands of items in flight.)
   std::unordered_map<std::string, caf::actor> attempts;
-  std::unordered_map<caf::actor_addr, std::string> attempt_nodes;
+  /// An attempt actor as its exit message will find it.
+  struct attempt_link {
+    std::string node;
+    /// Whether this actor stopped it (it is no longer in `attempts`).
+    bool stopped = false;
+  };
+  /// Every attempt actor spawned whose exit message has not arrived yet.
+  /// Attempts stay linked until then, so that each exit finds its entry: an
+  /// exit from an attempt that was stopped or has reported is old news,
+  /// and only an exit from anything else (the supervisor) ends this actor.
+  std::unordered_map<caf::actor_addr, attempt_link> attempt_nodes;
   /// Events written but not yet durable, by store tag, with the seq of the
   /// first.
   std::map<uint64_t, std::pair<int64_t, std::vector<persistence::event_record>>>
@@ -117,6 +133,21 @@ struct run_state {
     uint64_t ticket = 0;
   };
   small_map<std::string, slot> slots;
+  /// Attempt actors stopped and not gone yet, by node: an exec attempt is
+  /// gone once its process group is (SIGTERM, then up to the kill grace).
+  /// Until then the node keeps its slot, its next attempt waits, and the
+  /// run does not end (its end frees its slots too).
+  struct stopping_attempt {
+    caf::actor_addr actor;
+    int32_t attempt = 0;
+    /// The node's slot, given back once it is gone.
+    std::optional<slot> held;
+    /// Whether its timeout stopped it: journaled once it is gone.
+    bool timed_out = false;
+    /// Whether the node's next attempt waits to be launched.
+    bool relaunch = false;
+  };
+  small_map<std::string, stopping_attempt> stopping;
   /// Sleep nodes whose timer this actor has armed, with the attempt it is
   /// for (sleeps need no attempt actor).
   small_map<std::string, int32_t> timers;
@@ -128,6 +159,21 @@ struct run_state {
   uint64_t next_ticket = 1;
   /// Jitter source; seeded from the run id and the clock.
   small_rng rng;
+  /// This actor as the node's timer service knows it (made on first use):
+  /// its timers expire when it goes, with the state.
+  std::shared_ptr<const caf::actor_addr> timer_target;
+  /// Timers armed in the timer service and not yet received; told to the
+  /// service when this actor ends, so it can drop them early.
+  uint32_t timers_pending = 0;
+  /// What a resumed run launches again once its fence (an empty append
+  /// that checks the journal is as read) is durable: the nodes that were in
+  /// flight, and whether to announce the resumption then. Null otherwise.
+  struct resume_plan {
+    std::vector<std::string> nodes;
+    uint64_t fence = 0;
+    bool announce = false;
+  };
+  std::unique_ptr<resume_plan> resuming;
 };
 
 /// Runs one workflow run, starting from its journal (`start.journal`, whose

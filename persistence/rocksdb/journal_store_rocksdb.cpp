@@ -197,6 +197,7 @@ class rocksdb_journal_store final : public journal_store {
     p.idempotency_key = std::move(op.idempotency_key);
     p.notes = std::move(op.notes);
     p.resync = op.resync;
+    p.expected_seq = op.expected_seq;
     try {
       p.run_id = std::move(op.run_id);
       bool notes_only = op.events.empty() && !op.index
@@ -449,6 +450,8 @@ class rocksdb_journal_store final : public journal_store {
     std::optional<std::string> index_value;
     std::string idempotency_key;
     std::vector<std::pair<std::string, std::string>> notes;
+    /// The fence: the run's next sequence number must be this.
+    std::optional<uint32_t> expected_seq;
     /// Whether the new index entry puts the run in a terminal state.
     bool terminal = false;
     /// The new index entry's updated_at_ns: when a terminal run finished.
@@ -809,13 +812,21 @@ class rocksdb_journal_store final : public journal_store {
         return "idempotency key '" + p.idempotency_key
                + "' is already used by run " + *holder;
     }
-    // An index-only append needs no sequence number.
+    // An index-only append needs no sequence number; a fenced one checks it.
     std::optional<uint32_t> first{0};
-    if (!p.values.empty()) {
+    if (!p.values.empty() || p.expected_seq) {
       std::string error;
-      first = next_seq(p.run_id, error);
+      // A check alone, or a refusal, leaves the cache as it was: a parked or
+      // finished run needs no entry (one is made below when events go in).
+      auto cached = next_seq_.find(p.run_id);
+      first = cached != next_seq_.end() ? std::optional{cached->second}
+                                        : load_next_seq(p.run_id, error);
       if (!first)
         return error;
+      if (p.expected_seq && *first != *p.expected_seq)
+        return std::string{stale_journal_prefix} + "run " + p.run_id + " holds "
+               + std::to_string(*first - 1) + " events, not "
+               + std::to_string(*p.expected_seq - 1);
       if (p.values.size() > uint64_t{~uint32_t{0} - *first})
         return "run " + p.run_id + ": journal is full";
     }
@@ -906,7 +917,9 @@ class rocksdb_journal_store final : public journal_store {
         errors[i] = refusal(p.run_id, failed_here);
         if (errors[i].empty())
           errors[i] = stage(p, wb, claimed, touched);
-        if (!errors[i].empty() && !p.run_id.empty())
+        // A fence's refusal is no failure of the run: nothing was tried,
+        // and the run's own writer goes on.
+        if (!errors[i].empty() && !p.run_id.empty() && !is_stale(errors[i]))
           failed_here.try_emplace(p.run_id, errors[i]);
       }
       if (wb.Count() > 0) {

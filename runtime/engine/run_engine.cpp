@@ -922,6 +922,21 @@ std::vector<event_record> run_engine::time_out(int64_t now_ns) {
                            now_ns);
 }
 
+int64_t run_engine::restart_attempt_timeout(const std::string& id,
+                                            int64_t now_ns) {
+  auto it = nodes_.find(id);
+  auto* spec = node_spec_of(id);
+  if (it == nodes_.end() || !spec || it->second.state != node_state::running)
+    return 0;
+  auto& st = it->second;
+  int64_t deadline = spec->timeout ? now_ns + spec->timeout->count() : 0;
+  if (st.close_deadline_ns != 0
+      && (deadline == 0 || st.close_deadline_ns < deadline))
+    deadline = st.close_deadline_ns;
+  st.attempt_deadline_ns = deadline;
+  return deadline;
+}
+
 std::vector<event_record> run_engine::fail_run(const std::string& error_kind,
                                                const std::string& message,
                                                int64_t now_ns) {

@@ -122,6 +122,19 @@ class run_engine {
   /// Fails the run when its timeout has passed at `now_ns`; else nothing.
   std::vector<event_record> time_out(int64_t now_ns);
 
+  /// Restarts the per-attempt timeout of the running attempt of `id` at
+  /// `now_ns`, for an attempt that runs again from its start because the
+  /// run stopped while it was in flight (a node restart, a run actor
+  /// restart): its deadline becomes `now_ns` plus the node's `timeout`, or
+  /// its schedule_to_close deadline when that comes first (which, like the
+  /// run's timeout, keeps its original time). Returns the new deadline (0:
+  /// none).
+  ///
+  /// Not journaled: it is a fact about this execution of the attempt, not
+  /// about the run. Replaying the journal gives the deadline of the
+  /// attempt's first start, and each later restart sets its own again.
+  int64_t restart_attempt_timeout(const std::string& id, int64_t now_ns);
+
   /// Fails the run from outside the DAG (e.g. too many restarts).
   std::vector<event_record> fail_run(const std::string& error_kind,
                                      const std::string& message,

@@ -237,6 +237,15 @@ struct limit_release {
   std::string holder;
 };
 
+/// Asks an attempt actor to stop its work. An exec attempt kills its
+/// process group and quits once the group is gone (SIGTERM, then SIGKILL
+/// after the kill grace); other kinds quit at once. Its run waits for that
+/// before it gives back the node's concurrency slot or starts the node's
+/// next attempt. `reason` says why, for people.
+struct halt_attempt {
+  std::string reason;
+};
+
 #define TROUPE_INSPECT(type, ...)                                  \
   template<class Inspector>                                        \
   typename Inspector::result_type inspect(Inspector& f, type& x) { \
@@ -271,6 +280,7 @@ TROUPE_INSPECT(retry_now, x.run_id, x.node)
 TROUPE_INSPECT(reset_breaker, x.who)
 TROUPE_INSPECT(resume_run, x.run_id, x.who)
 TROUPE_INSPECT(find_actor, x.actor_id)
+TROUPE_INSPECT(halt_attempt, x.reason)
 
 #undef TROUPE_INSPECT
 
@@ -307,5 +317,6 @@ CAF_BEGIN_TYPE_ID_BLOCK(troupe, caf::first_custom_type_id)
   CAF_ADD_TYPE_ID(troupe, (troupe::runtime::retry_now))
   CAF_ADD_TYPE_ID(troupe, (troupe::runtime::reset_breaker))
   CAF_ADD_TYPE_ID(troupe, (troupe::runtime::find_actor))
+  CAF_ADD_TYPE_ID(troupe, (troupe::runtime::halt_attempt))
 CAF_END_TYPE_ID_BLOCK(troupe)
 // clang-format on

@@ -897,3 +897,28 @@ nodes:
   EXPECT_EQ(r[0].attempt, 2);
   EXPECT_TRUE(e.retry_now("nope", 5 * ms).empty());
 }
+
+TEST(RunEngine, RestartedAttemptTimesItsTimeoutFromItsNewStart) {
+  auto spec = spec_of(R"(name: t
+nodes:
+  a: {kind: noop, timeout: 2s}
+  b: {kind: noop, timeout: 2s, schedule_to_close: 5s}
+)");
+  run_engine e{"r", spec, json::object()};
+  auto started = e.decide(0);
+  ASSERT_EQ(kinds(started),
+            (strings{"attempt_started:a", "attempt_started:b"}));
+  // The node was down from 1 s to 4 s: each attempt gets 2 s from 4 s, but
+  // not past b's schedule_to_close, which keeps its first deadline.
+  run_engine replayed{"r", spec, json::object()};
+  for (auto& ev : started)
+    replayed.apply(ev);
+  EXPECT_EQ(replayed.status("a").attempt_deadline_ns, 2000 * ms);
+  EXPECT_EQ(replayed.restart_attempt_timeout("a", 4000 * ms), 6000 * ms);
+  EXPECT_EQ(replayed.status("a").attempt_deadline_ns, 6000 * ms);
+  EXPECT_EQ(replayed.restart_attempt_timeout("b", 4000 * ms), 5000 * ms);
+  EXPECT_EQ(replayed.status("a").attempt, 1);
+  // A node that is not running has no attempt to restart.
+  replayed.on_attempt_succeeded("a", 1, json::object(), 4100 * ms);
+  EXPECT_EQ(replayed.restart_attempt_timeout("a", 4200 * ms), 0);
+}
