@@ -144,7 +144,12 @@ int run_run(const global_options& g, const run_options& r) {
       }
     }
     progress::view view{{progress::view::mode_for_stderr(g.json)}};
-    auto done = [&] { return waiting.empty() || stop_signal.load() != 0; };
+    // FILE's run ends the command: runs resumed alongside it that are still
+    // unfinished then stop with the node, journaled, for a later --resume.
+    auto done = [&] {
+      return waiting.empty() || (spec && waiting.count(new_run) == 0)
+             || stop_signal.load() != 0;
+    };
     while (!done()) {
       self->receive(
         [&](runtime::run_progress& p) { view.on(progress_event(p)); },
@@ -184,6 +189,18 @@ int run_run(const global_options& g, const run_options& r) {
         caf::after(std::chrono::milliseconds(100)) >> [] {});
     }
     view.end();
+    if (spec && stop_signal.load() == 0)
+      waiting.erase(new_run);
+    if (!waiting.empty() && stop_signal.load() == 0) {
+      auto dir = settings.get_string("node.data_dir");
+      auto n = waiting.size();
+      std::cerr << n << " other unfinished run" << (n == 1 ? "" : "s")
+                << " resumed from " << dir << (n == 1 ? " is" : " are")
+                << " stopped now that this run has ended; "
+                << (n == 1 ? "it stays" : "they stay")
+                << " journaled, and 'troupe run --resume --data-dir " << dir
+                << "' finishes " << (n == 1 ? "it" : "them") << "\n";
+    }
   }
   if (int sig = stop_signal.load(); sig != 0) {
     std::cerr << "troupe: stopped by signal " << sig

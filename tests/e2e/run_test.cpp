@@ -424,11 +424,18 @@ TEST_F(Run, SigtermStopsCleanlyAndTheNextRunResumes) {
   EXPECT_EQ(p->wait(10s), 128 + SIGTERM) << p->err();
   EXPECT_TRUE(contains(p->err(), "resume with 'troupe run --resume"))
     << p->err();
-  // A new `troupe run` finishes the interrupted run as well as its own.
+  // A new `troupe run` resumes the interrupted run next to its own; what of
+  // it is left when its own ends, --resume finishes.
   auto r = troupe({"run", examples + "hello.yaml", "--data-dir", data});
   EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_TRUE(contains(r.err, "resuming 1 unfinished run")) << r.err;
-  EXPECT_TRUE(contains(r.err, "(s) completed")) << r.err;
+  bool finished = contains(r.err, "(s) completed");
+  EXPECT_NE(finished, contains(r.err, "1 other unfinished run")) << r.err;
+  r = troupe({"run", "--resume", "--data-dir", data});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  if (!finished) {
+    EXPECT_EQ(resumed_report(r)["state"], "completed") << r.out << r.err;
+  }
   EXPECT_EQ(count_lines(marks, "a"), 1);
   // Nothing left to resume.
   r = troupe({"run", "--resume", "--data-dir", data});
@@ -940,6 +947,45 @@ TEST_F(Run, AFormatOneStoreIsMigratedAndItsRunsResume) {
                        "--idempotency-key", "k1"});
   EXPECT_EQ(again.exit_code, 0) << again.err;
   EXPECT_FALSE(contains(again.err, "no new run started")) << again.err;
+}
+
+// -- `troupe run FILE` ends with FILE's run ----------------------------------
+
+// A run parked in a long sleep (its process killed -9) is resumed by the next
+// `troupe run FILE`, yet does not hold it: the command ends with its own run,
+// says what it left, and the parked run stays for --resume.
+TEST_F(Run, RunOfAFileEndsWithItsRunAndLeavesOtherResumedRunsParked) {
+  auto parked = start({"run", examples + "long-sleep.yaml", "--data-dir", data,
+                       "--input", "duration=1h"});
+  ASSERT_TRUE(
+    wait_until([&] { return contains(parked->err(), " nap  timer_set"); }, 30s))
+    << parked->err();
+  parked->signal(SIGKILL);
+  ASSERT_EQ(parked->wait(10s), -SIGKILL);
+  auto o = opts();
+  o.time_limit = 30s; // an hour's sleep must not hold it
+  auto r = run_process(args({"run", examples + "hello.yaml", "--data-dir", data,
+                             "--input", "who=Ada"}),
+                       o);
+  ASSERT_FALSE(r.timed_out) << "troupe run waited for the parked run\n"
+                            << r.err;
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  auto out = json::parse(r.out, nullptr, false);
+  EXPECT_EQ(out["farewell"], "goodbye, Ada") << r.out;
+  EXPECT_TRUE(contains(r.err, "resuming 1 unfinished run")) << r.err;
+  EXPECT_TRUE(contains(r.err, "1 other unfinished run resumed from " + data
+                                + " is stopped"))
+    << r.err;
+  EXPECT_TRUE(contains(r.err, "'troupe run --resume --data-dir " + data
+                                + "' finishes it"))
+    << r.err;
+  // Still journaled, still unfinished: --resume takes it up again.
+  auto again = start({"run", "--resume", "--data-dir", data});
+  EXPECT_TRUE(wait_until(
+    [&] { return contains(again->err(), "resuming 1 unfinished run"); }, 30s))
+    << again->err();
+  again->signal(SIGTERM);
+  EXPECT_EQ(again->wait(20s), 128 + SIGTERM) << again->err();
 }
 
 // -- progress, piped ---------------------------------------------------------
