@@ -49,7 +49,13 @@ int run_run(const global_options& g, const run_options& r) {
   config::settings settings;
   if (!load_config(g, flags, settings))
     return exit_bad_input;
-  if (r.resume != r.file.empty()) {
+  if (r.resume && !r.file.empty()) {
+    std::cerr << "troupe: run: a workflow FILE and --resume cannot be "
+                 "combined: --resume starts no new run, it finishes the "
+                 "unfinished runs of the data dir; give one or the other\n";
+    return exit_bad_input;
+  }
+  if (!r.resume && r.file.empty()) {
     std::cerr << "troupe: run: give a workflow FILE, or --resume to finish "
                  "the unfinished runs of the data dir\n";
     return exit_bad_input;
