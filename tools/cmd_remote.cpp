@@ -9,6 +9,7 @@
 #include "tools/commands.hpp"
 #include "tools/control_client.hpp"
 #include "tools/node_setup.hpp"
+#include "tools/progress/progress_view.hpp"
 
 #include <chrono>
 #include <cstdlib>
@@ -163,77 +164,29 @@ int print_end(const global_options& g, const json& end) {
   return state == "completed" ? exit_ok : exit_failed;
 }
 
-/// Shows a run's events as they come: a table of nodes redrawn in place on
-/// a terminal, one line per event otherwise (JSON lines with --json).
-class watch_view {
- public:
-  explicit watch_view(bool json_mode)
-      : json_(json_mode), tty_(!json_mode && isatty(STDERR_FILENO)) {}
-
-  void on(const json& e) {
-    if (json_) {
-      std::cout << dump(e) << "\n" << std::flush;
-      return;
-    }
-    auto type = e.value("type", std::string{});
-    if (type == "watching") {
-      std::cerr << "watching run " << e.value("run_id", "") << " ("
-                << e.value("workflow", "") << "), " << e.value("state", "")
-                << "\n";
-      return;
-    }
-    auto node = e.value("node", std::string{});
-    std::string line = pad(type, 17);
-    if (e.contains("attempt"))
-      line += " attempt " + std::to_string(e["attempt"].get<int>());
-    if (type == "attempt_failed" && e.contains("deadline_ns"))
-      line += ", next " + relative(e["deadline_ns"].get<int64_t>());
-    if (auto m = e.value("message", std::string{}); !m.empty())
-      line += "  " + m.substr(0, 120);
-    if (!tty_ || node.empty()) {
-      std::cerr << clock_time(e.value("at_ns", wall_ns())) << "  "
-                << (node.empty() ? std::string{"(run)"} : node) << "  " << line
-                << "\n";
-      return;
-    }
-    auto [it, fresh] = rows_.try_emplace(node);
-    if (fresh)
-      order_.push_back(node);
-    it->second = line;
-    redraw();
-  }
-
-  void end() {
-    if (tty_ && drawn_ > 0)
-      std::cerr << "\n";
-    drawn_ = 0;
-  }
-
- private:
-  void redraw() {
-    if (drawn_ > 0)
-      std::cerr << "\r\033[" << drawn_ << "A";
-    size_t w = 4;
-    for (auto& n : order_)
-      w = std::max(w, n.size());
-    for (auto& n : order_)
-      std::cerr << "\r\033[2K  " << pad(n, w + 2) << rows_[n] << "\n";
-    drawn_ = order_.size();
-    std::cerr << std::flush;
-  }
-
-  bool json_;
-  bool tty_;
-  std::map<std::string, std::string> rows_;
-  std::vector<std::string> order_;
-  size_t drawn_ = 0;
-};
+/// The progress view's account of an event of the watch stream.
+progress::event progress_event(const json& e, const std::string& run_id) {
+  progress::event out;
+  out.run_id = e.value("run_id", run_id);
+  out.node = e.value("node", std::string{});
+  out.type = e.value("type", std::string{});
+  out.attempt = e.value("attempt", int32_t{0});
+  out.deadline_ns = e.value("deadline_ns", int64_t{0});
+  out.message = e.value("message", std::string{});
+  out.at_ns = e.value("at_ns", int64_t{0});
+  out.items = e.value("items", int64_t{0});
+  return out;
+}
 
 /// Follows run `run_id` until it ends; returns the exit code.
 int follow(const global_options& g, control_client& client,
            const std::string& run_id) {
   auto id = client.start(json{{"t", "watch"}, {"run_id", run_id}});
-  watch_view view{g.json};
+  progress::view::options vo{progress::view::mode_for_stderr(g.json)};
+  vo.prefix = [](const progress::event& e) {
+    return clock_time(e.at_ns != 0 ? e.at_ns : wall_ns());
+  };
+  progress::view view{std::move(vo)};
   // The node sends keepalives while the watch is open (answered inside
   // next()); silence past the limit means it hangs or the path is gone.
   auto quiet = client.quiet_limit();
@@ -250,8 +203,14 @@ int follow(const global_options& g, control_client& client,
       continue;
     auto t = msg->value("t", std::string{});
     auto body = msg->value("body", json::object());
-    if (t == "event") {
-      view.on(body);
+    if (t == "event" && g.json) {
+      std::cout << dump(body) << "\n" << std::flush;
+    } else if (t == "event" && body.value("type", "") == "watching") {
+      view.print(std::cerr, "watching run " + body.value("run_id", "") + " ("
+                              + body.value("workflow", "") + "), "
+                              + body.value("state", "") + "\n");
+    } else if (t == "event") {
+      view.on(progress_event(body, run_id));
     } else if (t == "end") {
       view.end();
       return print_end(g, body);

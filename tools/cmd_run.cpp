@@ -5,6 +5,7 @@
 #include "runtime/spec/workflow_loader.hpp"
 #include "tools/commands.hpp"
 #include "tools/node_setup.hpp"
+#include "tools/progress/progress_view.hpp"
 
 #include <caf/all.hpp>
 
@@ -12,10 +13,7 @@
 #include <csignal>
 #include <fstream>
 #include <iostream>
-#include <map>
-#include <mutex>
 #include <set>
-#include <unistd.h>
 
 namespace troupe::tools {
 
@@ -34,58 +32,11 @@ std::string dump(const json& v, int indent = -1) {
   return v.dump(indent, ' ', false, json::error_handler_t::replace);
 }
 
-/// Shows the progress of runs: a table of nodes redrawn in place on a
-/// terminal, one line per event otherwise. Everything goes to stderr.
-class progress_view {
- public:
-  explicit progress_view(bool json_mode)
-      : tty_(!json_mode && isatty(STDERR_FILENO)), quiet_(json_mode) {}
-
-  void on(const runtime::run_progress& p) {
-    if (quiet_ || p.node.empty())
-      return;
-    auto state = p.event;
-    std::string line
-      = p.node + "  " + state + "  attempt " + std::to_string(p.attempt);
-    if (p.event == "attempt_failed" && p.next_retry_ns != 0) {
-      auto in_ms = (p.next_retry_ns - actors::now_ns()) / 1'000'000;
-      line += "  next retry in " + std::to_string(std::max<int64_t>(0, in_ms))
-              + "ms";
-    }
-    if (!p.message.empty())
-      line += "  " + p.message.substr(0, 120);
-    if (!tty_) {
-      std::cerr << p.run_id << " " << line << "\n";
-      return;
-    }
-    auto [it, fresh] = rows_.try_emplace(p.run_id + "/" + p.node);
-    if (fresh)
-      order_.push_back(it->first);
-    it->second = line;
-    redraw();
-  }
-
-  void end() {
-    if (tty_ && drawn_ > 0)
-      std::cerr << "\n";
-  }
-
- private:
-  void redraw() {
-    if (drawn_ > 0)
-      std::cerr << "\r\033[" << drawn_ << "A";
-    for (auto& key : order_)
-      std::cerr << "\r\033[2K  " << rows_[key] << "\n";
-    drawn_ = order_.size();
-    std::cerr << std::flush;
-  }
-
-  bool tty_;
-  bool quiet_;
-  std::map<std::string, std::string> rows_;
-  std::vector<std::string> order_;
-  size_t drawn_ = 0;
-};
+/// The progress view's account of a run's event.
+progress::event progress_event(const runtime::run_progress& p) {
+  return {p.run_id,        p.node,    p.event, p.attempt,
+          p.next_retry_ns, p.message, p.at_ns, p.items};
+}
 
 } // namespace
 
@@ -98,7 +49,13 @@ int run_run(const global_options& g, const run_options& r) {
   config::settings settings;
   if (!load_config(g, flags, settings))
     return exit_bad_input;
-  if (r.resume != r.file.empty()) {
+  if (r.resume && !r.file.empty()) {
+    std::cerr << "troupe: run: a workflow FILE and --resume cannot be "
+                 "combined: --resume starts no new run, it finishes the "
+                 "unfinished runs of the data dir; give one or the other\n";
+    return exit_bad_input;
+  }
+  if (!r.resume && r.file.empty()) {
     std::cerr << "troupe: run: give a workflow FILE, or --resume to finish "
                  "the unfinished runs of the data dir\n";
     return exit_bad_input;
@@ -192,11 +149,16 @@ int run_run(const global_options& g, const run_options& r) {
           self->send(self, std::move(*f));
       }
     }
-    progress_view view{g.json};
-    bool running = true;
-    while (running && !waiting.empty()) {
+    progress::view view{{progress::view::mode_for_stderr(g.json)}};
+    // FILE's run ends the command: runs resumed alongside it that are still
+    // unfinished then stop with the node, journaled, for a later --resume.
+    auto done = [&] {
+      return waiting.empty() || (spec && waiting.count(new_run) == 0)
+             || stop_signal.load() != 0;
+    };
+    while (!done()) {
       self->receive(
-        [&](runtime::run_progress& p) { view.on(p); },
+        [&](runtime::run_progress& p) { view.on(progress_event(p)); },
         [&](runtime::run_finished& f) {
           waiting.erase(f.run_id);
           auto outputs = json::parse(f.outputs, nullptr, false);
@@ -215,27 +177,36 @@ int run_run(const global_options& g, const run_options& r) {
                 if (outputs.is_object() && outputs.contains("compensated"))
                   report["compensation"] = outputs;
               }
-              std::cout << dump(report, r.resume ? -1 : 2) << "\n";
+              view.print(std::cout, dump(report, r.resume ? -1 : 2) + "\n");
             } else if (ok) {
               view.end();
               std::cout << dump(outputs, 2) << "\n";
             }
           }
           if (!ok)
-            std::cerr << "run " << f.run_id << " (" << f.workflow << ") "
-                      << persistence::to_string(f.state) << ": " << f.reason
-                      << "\n";
+            view.print(std::cerr,
+                       "run " + f.run_id + " (" + f.workflow + ") "
+                         + std::string{persistence::to_string(f.state)} + ": "
+                         + f.reason + "\n");
           else if (f.run_id != new_run && !r.resume && !g.json)
-            std::cerr << "resumed run " << f.run_id << " (" << f.workflow
-                      << ") completed\n";
+            view.print(std::cerr, "resumed run " + f.run_id + " (" + f.workflow
+                                    + ") completed\n");
         },
-        caf::after(std::chrono::milliseconds(100)) >>
-          [&] {
-            if (stop_signal.load() != 0)
-              running = false;
-          });
+        caf::after(std::chrono::milliseconds(100)) >> [] {});
     }
     view.end();
+    if (spec && stop_signal.load() == 0)
+      waiting.erase(new_run);
+    if (!waiting.empty() && stop_signal.load() == 0) {
+      auto dir = settings.get_string("node.data_dir");
+      auto n = waiting.size();
+      std::cerr << n << " other unfinished run" << (n == 1 ? "" : "s")
+                << " resumed from " << dir << (n == 1 ? " is" : " are")
+                << " stopped now that this run has ended; "
+                << (n == 1 ? "it stays" : "they stay")
+                << " journaled, and 'troupe run --resume --data-dir " << dir
+                << "' finishes " << (n == 1 ? "it" : "them") << "\n";
+    }
   }
   if (int sig = stop_signal.load(); sig != 0) {
     std::cerr << "troupe: stopped by signal " << sig

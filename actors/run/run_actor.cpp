@@ -51,12 +51,16 @@ void notify(self_ptr self, const event_record& e, int64_t seq) {
   auto& st = self->state;
   if (!st.observer || !st.progress)
     return;
+  // A map's first attempt carries its items: watchers learn how many.
+  int64_t items = 0;
+  if (e.type == event_type::attempt_started && !e.data.empty())
+    items = static_cast<int64_t>(st.engine->map_items(e.node));
   self->send(st.observer,
              runtime::run_progress{st.engine->run_id(), e.node,
                                    std::string{persistence::to_string(e.type)},
                                    e.attempt, e.deadline_ns,
                                    e.message.empty() ? e.error_kind : e.message,
-                                   seq, e.at_ns, e.error_kind});
+                                   seq, e.at_ns, e.error_kind, items});
 }
 
 /// Counts an ended attempt in the node's metrics.

@@ -48,6 +48,8 @@ json progress_json(const runtime::run_progress& p) {
     out["error_kind"] = p.error_kind;
   if (!p.message.empty())
     out["message"] = p.message;
+  if (p.items != 0)
+    out["items"] = p.items;
   return out;
 }
 

@@ -46,6 +46,12 @@ json event_json(const event_record& e, int64_t seq, size_t cap) {
     out["error_kind"] = e.error_kind;
   if (!e.message.empty())
     out["message"] = e.message;
+  // A map's first attempt carries its items (data): say how many, as a
+  // live event does, since data may be cut.
+  if (e.type == event_type::attempt_started && !e.data.empty()
+      && e.data.front() == '[')
+    if (auto items = json::parse(e.data, nullptr, false); items.is_array())
+      out["items"] = items.size();
   auto put = [&](const char* name, const std::string& v) {
     if (v.empty())
       return;

@@ -113,6 +113,8 @@ struct run_progress {
   int64_t seq = 0;
   int64_t at_ns = 0;
   std::string error_kind;
+  /// A map's first attempt_started: how many items it runs over; else 0.
+  int64_t items = 0;
 };
 
 /// A run ended; for observers.
@@ -261,7 +263,8 @@ TROUPE_INSPECT(attempt_result, x.node, x.attempt, x.ok, x.output, x.error_kind,
 TROUPE_INSPECT(store_ack, x.tag, x.error)
 TROUPE_INSPECT(run_timer, x.kind, x.node, x.attempt)
 TROUPE_INSPECT(run_progress, x.run_id, x.node, x.event, x.attempt,
-               x.next_retry_ns, x.message, x.seq, x.at_ns, x.error_kind)
+               x.next_retry_ns, x.message, x.seq, x.at_ns, x.error_kind,
+               x.items)
 TROUPE_INSPECT(run_finished, x.run_id, x.workflow, x.state, x.outputs, x.reason,
                x.failed_node)
 TROUPE_INSPECT(cancel_run, x.run_id, x.reason)

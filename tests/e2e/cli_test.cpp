@@ -157,6 +157,24 @@ TEST_F(Cli, BadFlagsExitTwoWithUsageHint) {
   EXPECT_TRUE(contains(r.out, "validate")) << r.out;
 }
 
+// `run FILE --resume` asks for two things at once: say so, not that one of
+// them is missing.
+TEST_F(Cli, RunRefusesAFileTogetherWithResume) {
+  auto data = (dir.path() / "data").string();
+  auto r
+    = troupe({"run", examples + "hello.yaml", "--resume", "--data-dir", data});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_TRUE(contains(r.err, "a workflow FILE and --resume cannot be "
+                              "combined"))
+    << r.err;
+  EXPECT_FALSE(contains(r.err, "give a workflow FILE, or --resume")) << r.err;
+  EXPECT_EQ(r.out, "");
+  // Neither is missing the other way round.
+  r = troupe({"run", "--data-dir", data});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_TRUE(contains(r.err, "give a workflow FILE, or --resume")) << r.err;
+}
+
 TEST_F(Cli, ConfigShowPrintsValuesSourcesAndMasksSecrets) {
   dir.write("config/default.toml", "[node]\nname = \"alpha\"\n");
   dir.write("config/development.toml", "[log]\nlevel = \"debug\"\n");

@@ -3,6 +3,7 @@
 // counted as lines that exec nodes append to files.
 
 #include "tests/support/process.hpp"
+#include "tests/support/pty_session.hpp"
 #include "tests/support/store_surgery.hpp"
 #include "tests/support/temp_dir.hpp"
 #include "tests/support/troupe_fixture.hpp"
@@ -13,6 +14,7 @@
 #include <csignal>
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <sstream>
 #include <thread>
 #include <tuple>
@@ -422,11 +424,18 @@ TEST_F(Run, SigtermStopsCleanlyAndTheNextRunResumes) {
   EXPECT_EQ(p->wait(10s), 128 + SIGTERM) << p->err();
   EXPECT_TRUE(contains(p->err(), "resume with 'troupe run --resume"))
     << p->err();
-  // A new `troupe run` finishes the interrupted run as well as its own.
+  // A new `troupe run` resumes the interrupted run next to its own; what of
+  // it is left when its own ends, --resume finishes.
   auto r = troupe({"run", examples + "hello.yaml", "--data-dir", data});
   EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_TRUE(contains(r.err, "resuming 1 unfinished run")) << r.err;
-  EXPECT_TRUE(contains(r.err, "(s) completed")) << r.err;
+  bool finished = contains(r.err, "(s) completed");
+  EXPECT_NE(finished, contains(r.err, "1 other unfinished run")) << r.err;
+  r = troupe({"run", "--resume", "--data-dir", data});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  if (!finished) {
+    EXPECT_EQ(resumed_report(r)["state"], "completed") << r.out << r.err;
+  }
   EXPECT_EQ(count_lines(marks, "a"), 1);
   // Nothing left to resume.
   r = troupe({"run", "--resume", "--data-dir", data});
@@ -938,4 +947,202 @@ TEST_F(Run, AFormatOneStoreIsMigratedAndItsRunsResume) {
                        "--idempotency-key", "k1"});
   EXPECT_EQ(again.exit_code, 0) << again.err;
   EXPECT_FALSE(contains(again.err, "no new run started")) << again.err;
+}
+
+// -- `troupe run FILE` ends with FILE's run ----------------------------------
+
+// A run parked in a long sleep (its process killed -9) is resumed by the next
+// `troupe run FILE`, yet does not hold it: the command ends with its own run,
+// says what it left, and the parked run stays for --resume.
+TEST_F(Run, RunOfAFileEndsWithItsRunAndLeavesOtherResumedRunsParked) {
+  auto parked = start({"run", examples + "long-sleep.yaml", "--data-dir", data,
+                       "--input", "duration=1h"});
+  ASSERT_TRUE(
+    wait_until([&] { return contains(parked->err(), " nap  timer_set"); }, 30s))
+    << parked->err();
+  parked->signal(SIGKILL);
+  ASSERT_EQ(parked->wait(10s), -SIGKILL);
+  auto o = opts();
+  o.time_limit = 30s; // an hour's sleep must not hold it
+  auto r = run_process(args({"run", examples + "hello.yaml", "--data-dir", data,
+                             "--input", "who=Ada"}),
+                       o);
+  ASSERT_FALSE(r.timed_out) << "troupe run waited for the parked run\n"
+                            << r.err;
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  auto out = json::parse(r.out, nullptr, false);
+  EXPECT_EQ(out["farewell"], "goodbye, Ada") << r.out;
+  EXPECT_TRUE(contains(r.err, "resuming 1 unfinished run")) << r.err;
+  EXPECT_TRUE(contains(r.err, "1 other unfinished run resumed from " + data
+                                + " is stopped"))
+    << r.err;
+  EXPECT_TRUE(contains(r.err, "'troupe run --resume --data-dir " + data
+                                + "' finishes it"))
+    << r.err;
+  // Still journaled, still unfinished: --resume takes it up again.
+  auto again = start({"run", "--resume", "--data-dir", data});
+  EXPECT_TRUE(wait_until(
+    [&] { return contains(again->err(), "resuming 1 unfinished run"); }, 30s))
+    << again->err();
+  again->signal(SIGTERM);
+  EXPECT_EQ(again->wait(20s), 128 + SIGTERM) << again->err();
+}
+
+// -- progress, piped ---------------------------------------------------------
+
+// Piped, each event is one line; a long message is cut between words, and
+// events of the run as a whole carry no attempt number.
+TEST_F(Run, PipedProgressLinesKeepWholeWordsAndRunEventsHaveNoAttempt) {
+  std::set<std::string> words;
+  std::string message;
+  for (int i = 1; i <= 80; ++i) {
+    char word[8];
+    std::snprintf(word, sizeof word, "zq%04d", i);
+    words.insert(word);
+    message += (i > 1 ? " " : "") + std::string{word};
+  }
+  auto wf = dir.write("w.yaml", "name: w\nnodes:\n  broken:\n    kind: fail\n"
+                                "    times: 9\n    message: \""
+                                  + message
+                                  + "\"\n    retry: {max_attempts: 2, "
+                                    "initial_backoff: 10ms, jitter: none}\n");
+  auto r = troupe({"run", wf.string(), "--data-dir", data});
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  int progress_lines = 0;
+  std::istringstream lines{r.err};
+  std::string line;
+  while (std::getline(lines, line)) {
+    if (!contains(line, "zq0001"))
+      continue;
+    ++progress_lines;
+    std::istringstream tokens{line};
+    std::string token;
+    while (tokens >> token) {
+      if (token.rfind("z", 0) != 0)
+        continue;
+      if (token.size() > 3 && token.substr(token.size() - 3) == "...")
+        token.resize(token.size() - 3);
+      EXPECT_TRUE(words.count(token)) << "cut mid-word: '" << token << "' in\n"
+                                      << line;
+    }
+  }
+  // Two failed attempts, the node's failure and the run's, each with the
+  // message, and the final word on stderr.
+  EXPECT_GE(progress_lines, 4) << r.err;
+  EXPECT_TRUE(contains(r.err, "  run_failed")) << r.err;
+  // A run that fails after its compensations ran: its run_failed names the
+  // failing node, of which no attempt is meant.
+  r = troupe({"run", examples + "order-saga.yaml", "--data-dir", data});
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_TRUE(contains(r.err, "run_failed")) << r.err;
+  EXPECT_FALSE(contains(r.err, "attempt 0")) << r.err;
+}
+
+// -- progress, in a terminal -------------------------------------------------
+
+namespace {
+
+/// The lines of `screen` that are rows of the progress table.
+std::vector<std::string> table_rows(const std::vector<std::string>& screen) {
+  std::vector<std::string> rows;
+  for (auto& l : screen)
+    if (l.rfind("  ", 0) == 0 && l.size() > 2 && l[2] != ' ')
+      rows.push_back(l);
+  return rows;
+}
+
+} // namespace
+
+// A map's items take one row however many there are, and the bytes written
+// grow with the items at most linearly (they grew with their square); the
+// table never has more lines than the terminal.
+TEST_F(Run, LiveTableOfAMapStaysLinearAndWithinTheTerminal) {
+  auto wf = dir.write("big.yaml", R"(name: big
+inputs: {xs: {type: array}}
+nodes:
+  each:
+    kind: map
+    items: "{{ inputs.xs }}"
+    max_concurrency: 64
+    node: {kind: noop, v: "{{ item }}"}
+  done: {kind: noop, after: [each]}
+outputs:
+  n: "{{ nodes.done.output }}"
+)");
+  constexpr int rows = 40, cols = 100;
+  std::map<int, size_t> bytes;
+  for (int n : {500, 2000}) {
+    json items = json::array();
+    for (int i = 0; i < n; ++i)
+      items.push_back(i);
+    auto in = dir.write("in" + std::to_string(n) + ".json",
+                        json{{"xs", items}}.dump());
+    troupe::test::pty_session t{
+      args({"run", wf.string(), "--data-dir", data + std::to_string(n),
+            "--inputs-file", in.string()}),
+      opts().env, dir.path().string(), rows, cols};
+    auto started = std::chrono::steady_clock::now();
+    auto rc = t.wait(120s);
+    auto took = std::chrono::duration<double>(std::chrono::steady_clock::now()
+                                              - started)
+                  .count();
+    ASSERT_TRUE(rc) << n << " items: still running after 120s, "
+                    << t.screen().bytes() << " bytes written";
+    EXPECT_EQ(*rc, 0) << t.output().substr(0, 2000);
+    auto& screen = t.screen();
+    bytes[n] = screen.bytes();
+    std::cout << n << " items on a " << rows
+              << "-row terminal: " << screen.bytes() << " bytes in " << took
+              << " s\n";
+    EXPECT_LT(screen.most_lines_up(), rows) << n << " items";
+    EXPECT_EQ(screen.wraps(), 0u) << n << " items";
+    auto table = table_rows(screen.lines());
+    EXPECT_LT(table.size(), static_cast<size_t>(rows));
+    bool summarised = false;
+    for (auto& l : table)
+      summarised |= contains(l, "each")
+                    && contains(l, std::to_string(n) + "/" + std::to_string(n)
+                                     + " done");
+    EXPECT_TRUE(summarised) << testing::PrintToString(screen.lines());
+  }
+  // Bytes per item of the large map within twice those of the small one.
+  EXPECT_LE(static_cast<double>(bytes[2000]) / 2000,
+            2.0 * static_cast<double>(bytes[500]) / 500)
+    << bytes[500] << " bytes for 500 items, " << bytes[2000] << " for 2000";
+}
+
+// A fan-out wider than the terminal: the table keeps within it, the running
+// node and the failing one on top, and the rest counted in one line.
+TEST_F(Run, LiveTableOfAWideFanOutShowsRunningAndFailedNodesFirst) {
+  std::string text = "name: wide\nnodes:\n";
+  for (int i = 0; i < 60; ++i)
+    text += "  n" + std::to_string(100 + i) + ": {kind: noop}\n";
+  text += "  slow:\n    kind: exec\n    after: [n159]\n"
+          "    command: [\"/bin/sh\", \"-c\", \"sleep 60\"]\n"
+          "  broken:\n    kind: fail\n    after: [n159]\n    times: 99\n"
+          "    message: no luck\n"
+          "    retry: {max_attempts: 50, initial_backoff: 30s, jitter: none}\n";
+  auto wf = dir.write("wide.yaml", text);
+  constexpr int rows = 24, cols = 80;
+  troupe::test::pty_session t{args({"run", wf.string(), "--data-dir", data}),
+                              opts().env, dir.path().string(), rows, cols};
+  // Both settle: slow runs for a minute, broken waits 30s for its retry.
+  std::vector<std::string> table;
+  auto settled = [&] {
+    t.output(); // reads what is ready
+    table = table_rows(t.screen().lines());
+    return table.size() >= 3 && contains(table[0], "slow")
+           && contains(table[0], "running") && contains(table[1], "broken")
+           && contains(table[1], "retrying");
+  };
+  EXPECT_TRUE(wait_until(settled, 30s))
+    << testing::PrintToString(t.screen().lines());
+  EXPECT_LT(t.screen().most_lines_up(), rows);
+  EXPECT_LT(table.size(), static_cast<size_t>(rows));
+  EXPECT_TRUE(contains(table.back(), "more: 0 running, 0 failed, "))
+    << table.back();
+  EXPECT_EQ(t.screen().wraps(), 0u);
+  // Ctrl-C stops it cleanly.
+  ASSERT_TRUE(t.write("\x03"));
+  EXPECT_EQ(t.wait(20s), 128 + SIGINT) << t.output();
 }

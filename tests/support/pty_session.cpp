@@ -87,10 +87,175 @@ std::string strip_terminal_codes(std::string_view raw, int& state) {
   return out;
 }
 
+terminal_screen::terminal_screen(int rows, int cols)
+    : rows_(std::max(rows, 1)), cols_(std::max(cols, 1)),
+      cells_(static_cast<size_t>(rows_),
+             std::vector<std::string>(static_cast<size_t>(cols_), " ")) {}
+
+void terminal_screen::feed(std::string_view raw) {
+  bytes_ += raw.size();
+  for (char ch : raw) {
+    auto c = static_cast<unsigned char>(ch);
+    switch (state_) {
+    case plain:
+      if (c == 0x1B)
+        state_ = after_escape;
+      else if (c == '\r')
+        col_ = 0, pending_wrap_ = false;
+      else if (c == '\n')
+        line_feed();
+      else if (c == '\b')
+        col_ = std::max(0, col_ - 1), pending_wrap_ = false;
+      else if ((c & 0xC0) == 0x80 && (col_ > 0 || pending_wrap_))
+        // A UTF-8 continuation byte belongs to the last character.
+        cells_[static_cast<size_t>(row_)]
+              [static_cast<size_t>(pending_wrap_ ? col_ : col_ - 1)]
+          += ch;
+      else if (c >= 0x20 && c != 0x7F)
+        put(ch);
+      break;
+    case after_escape:
+      if (c == '[') {
+        state_ = in_csi;
+        params_.clear();
+      } else if (c == ']' || c == 'P' || c == 'X' || c == '^' || c == '_') {
+        state_ = in_string;
+      } else {
+        state_ = (c >= 0x20 && c <= 0x2F) ? in_escape : plain;
+      }
+      break;
+    case in_csi:
+      if (c >= 0x40 && c <= 0x7E) {
+        state_ = plain;
+        csi(ch);
+      } else {
+        params_ += ch;
+      }
+      break;
+    case in_string:
+      if (c == 0x07)
+        state_ = plain;
+      else if (c == 0x1B)
+        state_ = string_escape;
+      break;
+    case string_escape: state_ = c == '[' ? in_csi : plain; break;
+    case in_escape:
+      if (c < 0x20 || c > 0x2F)
+        state_ = plain;
+      break;
+    default: state_ = plain;
+    }
+  }
+}
+
+void terminal_screen::put(char c) {
+  if (pending_wrap_) {
+    pending_wrap_ = false;
+    ++wraps_;
+    col_ = 0;
+    line_feed();
+  }
+  cells_[static_cast<size_t>(row_)][static_cast<size_t>(col_)]
+    = std::string(1, c);
+  if (col_ + 1 < cols_)
+    ++col_;
+  else
+    pending_wrap_ = true;
+}
+
+void terminal_screen::line_feed() {
+  // The pty turns LF into CR LF (onlcr), as a terminal shows it.
+  col_ = 0;
+  pending_wrap_ = false;
+  if (row_ + 1 < rows_) {
+    ++row_;
+    return;
+  }
+  cells_.erase(cells_.begin());
+  cells_.emplace_back(static_cast<size_t>(cols_), " ");
+}
+
+void terminal_screen::csi(char final) {
+  // The numbers of the sequence, 0 for those left out.
+  std::vector<int> n;
+  int v = 0;
+  bool any = false;
+  for (char p : params_) {
+    if (p >= '0' && p <= '9') {
+      v = std::min(v * 10 + (p - '0'), 100'000);
+      any = true;
+    } else if (p == ';') {
+      n.push_back(any ? v : 0);
+      v = 0;
+      any = false;
+    }
+  }
+  n.push_back(any ? v : 0);
+  auto count = std::max(1, n[0]);
+  auto blank = [&](size_t r, int from, int to) {
+    for (int i = std::max(0, from); i < std::min(to, cols_); ++i)
+      cells_[r][static_cast<size_t>(i)] = " ";
+  };
+  auto r = static_cast<size_t>(row_);
+  pending_wrap_ = false;
+  switch (final) {
+  case 'A':
+    most_up_ = std::max(most_up_, count);
+    row_ = std::max(0, row_ - count);
+    break;
+  case 'B': row_ = std::min(rows_ - 1, row_ + count); break;
+  case 'C': col_ = std::min(cols_ - 1, col_ + count); break;
+  case 'D': col_ = std::max(0, col_ - count); break;
+  case 'G': col_ = std::clamp(count - 1, 0, cols_ - 1); break;
+  case 'H':
+  case 'f':
+    row_ = std::clamp(std::max(1, n[0]) - 1, 0, rows_ - 1);
+    col_ = std::clamp((n.size() > 1 ? std::max(1, n[1]) : 1) - 1, 0, cols_ - 1);
+    break;
+  case 'K':
+    if (n[0] == 0)
+      blank(r, col_, cols_);
+    else if (n[0] == 1)
+      blank(r, 0, col_ + 1);
+    else
+      blank(r, 0, cols_);
+    break;
+  case 'J':
+    if (n[0] == 0) {
+      blank(r, col_, cols_);
+      for (auto i = r + 1; i < cells_.size(); ++i)
+        blank(i, 0, cols_);
+    } else if (n[0] == 1) {
+      for (size_t i = 0; i < r; ++i)
+        blank(i, 0, cols_);
+      blank(r, 0, col_ + 1);
+    } else {
+      for (size_t i = 0; i < cells_.size(); ++i)
+        blank(i, 0, cols_);
+    }
+    break;
+  default: break;
+  }
+}
+
+std::vector<std::string> terminal_screen::lines() const {
+  std::vector<std::string> out;
+  for (auto& row : cells_) {
+    std::string line;
+    for (auto& cell : row)
+      line += cell;
+    while (!line.empty() && line.back() == ' ')
+      line.pop_back();
+    out.push_back(std::move(line));
+  }
+  return out;
+}
+
 pty_session::pty_session(
   const std::vector<std::string>& argv,
   const std::map<std::string, std::optional<std::string>>& env,
-  const std::string& cwd) {
+  const std::string& cwd, int rows, int cols)
+    : screen_(rows, cols) {
   if (argv.empty())
     throw std::runtime_error("pty_session: no program");
   // Everything execve needs is built before fork: the child may only make
@@ -118,8 +283,8 @@ pty_session::pty_session(
   envp.push_back(nullptr);
 
   winsize ws{};
-  ws.ws_row = 24;
-  ws.ws_col = 80;
+  ws.ws_row = static_cast<unsigned short>(rows);
+  ws.ws_col = static_cast<unsigned short>(cols);
   pid_ = ::forkpty(&master_, nullptr, nullptr, &ws);
   if (pid_ < 0)
     throw std::runtime_error("pty_session: forkpty failed");
@@ -162,8 +327,11 @@ bool pty_session::reap(bool block_briefly) {
 }
 
 void pty_session::append(std::string_view raw) {
+  screen_.feed(raw);
   out_ += strip_terminal_codes(raw, escape_state_);
-  if (out_.size() > max_output) {
+  // Trimmed once it holds twice the limit: a child writing without end
+  // costs a copy per max_output bytes, not per read.
+  if (out_.size() > 2 * max_output) {
     auto drop = out_.size() - max_output;
     out_.erase(0, drop);
     mark_ = mark_ > drop ? mark_ - drop : 0;
