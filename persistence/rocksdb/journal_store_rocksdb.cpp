@@ -1530,6 +1530,17 @@ std::unique_ptr<journal_store> open_store(const journal_store::options& opts,
             + ": the path exists but is not a folder";
     return nullptr;
   }
+  if (!opts.create_if_missing) {
+    if (!fs::exists(st)) {
+      error
+        = "no journal store at " + quoted(path) + ": the folder does not exist";
+      return nullptr;
+    }
+    if (!fs::exists(fs::path{path} / "CURRENT", ec)) {
+      error = "no journal store at " + quoted(path) + ": the folder holds none";
+      return nullptr;
+    }
+  }
   if (!fs::exists(st)) {
     fs::create_directories(path, ec);
     if (ec) {
@@ -1548,7 +1559,7 @@ std::unique_ptr<journal_store> open_store(const journal_store::options& opts,
   // The last run's log is kept as LOG.old.
   fs::rename(fs::path{path} / "LOG", fs::path{path} / "LOG.old", ec);
   o.info_log = std::make_shared<tolerant_logger>(path + "/LOG");
-  o.create_if_missing = true;
+  o.create_if_missing = opts.create_if_missing;
   o.create_missing_column_families = true;
   o.max_open_files = 256;
   o.keep_log_file_num = 4;

@@ -415,3 +415,44 @@ TEST_F(Cli, GcNamesBadInputAndABusyDataDir) {
   holder.signal(SIGKILL);
   EXPECT_TRUE(holder.wait(10s).has_value());
 }
+
+TEST_F(Cli, CommandsThatReadADataDirRefuseOneThatDoesNotExist) {
+  const std::vector<std::vector<std::string>> commands
+    = {{"status", "0190000000000-0000000"},
+       {"list"},
+       {"history", "0190000000000-0000000"},
+       {"logs", "0190000000000-0000000"},
+       {"breakers"},
+       {"cancel", "0190000000000-0000000"},
+       {"gc", "--older-than", "0s"}};
+  for (auto args : commands) {
+    auto cmd = args[0];
+    args.insert(args.end(), {"--data-dir", "typo"});
+    auto r = troupe(args);
+    EXPECT_EQ(r.exit_code, 2) << cmd << ": " << r.out << r.err;
+    EXPECT_TRUE(contains(r.err, "troupe: " + cmd
+                                  + ": data dir 'typo' does "
+                                    "not exist"))
+      << cmd << ": " << r.err;
+    EXPECT_EQ(r.out, "") << cmd;
+    EXPECT_FALSE(std::filesystem::exists(dir.path() / "typo")) << cmd;
+  }
+  // A folder that holds no store is no data dir either, and stays empty.
+  std::filesystem::create_directories(dir.path() / "empty");
+  for (auto args : commands) {
+    auto cmd = args[0];
+    args.insert(args.end(), {"--data-dir", "empty"});
+    auto r = troupe(args);
+    EXPECT_EQ(r.exit_code, 2) << cmd << ": " << r.out << r.err;
+    EXPECT_TRUE(contains(r.err, "no journal store at 'empty': the folder "
+                                "holds none"))
+      << cmd << ": " << r.err;
+    EXPECT_TRUE(std::filesystem::is_empty(dir.path() / "empty")) << cmd;
+  }
+  // The commands that write create it, and then the others read it.
+  auto r = troupe({"run", examples + "hello.yaml", "--data-dir", "typo"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  r = troupe({"list", "--data-dir", "typo"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(contains(r.out, "hello")) << r.out;
+}

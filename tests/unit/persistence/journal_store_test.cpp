@@ -611,6 +611,28 @@ TEST_F(StoreTest, CreatesMissingFolders) {
   EXPECT_TRUE(fs::is_directory(opts.path));
 }
 
+TEST_F(StoreTest, OpensOnlyAnExistingStoreWhenToldNotToCreate) {
+  journal_store::options opts;
+  opts.path = (dir.path() / "typo").string();
+  opts.create_if_missing = false;
+  std::string error;
+  EXPECT_FALSE(journal_store::open(opts, error));
+  EXPECT_NE(error.find("'" + opts.path + "': the folder does not exist"),
+            std::string::npos)
+    << error;
+  EXPECT_FALSE(fs::exists(opts.path));
+  // A folder with no store in it is not one either, and stays empty.
+  fs::create_directories(opts.path);
+  EXPECT_FALSE(journal_store::open(opts, error));
+  EXPECT_NE(error.find("the folder holds none"), std::string::npos) << error;
+  EXPECT_TRUE(fs::is_empty(opts.path));
+  // An existing store opens.
+  opts.create_if_missing = true;
+  ASSERT_TRUE(journal_store::open(opts, error)) << error;
+  opts.create_if_missing = false;
+  EXPECT_TRUE(journal_store::open(opts, error)) << error;
+}
+
 TEST_F(StoreTest, CorruptDatabaseFailsClearly) {
   dir.write("db/CURRENT", "garbage-without-newline");
   auto error = open_error(path());
