@@ -700,10 +700,30 @@ int run_shell(const global_options& g, const std::string& commands_text) {
     return sh.status();
   }
   if (!tools::shell::line_editor::interactive()) {
-    std::string text{std::istreambuf_iterator<char>{std::cin}, {}};
-    for (auto& c : tools::shell::split_commands(text))
-      if (!sh.run(c))
-        break;
+    // Each command runs as soon as its line is in (a quoted newline or a
+    // trailing backslash waits for the next one): a script fed through a
+    // pipe gets its answers as it goes, not once its writer is done.
+    auto run_all = [&sh](const std::string& text) {
+      bool go_on = true;
+      for (auto& c : tools::shell::split_commands(text))
+        if (!(go_on = sh.run(c)))
+          break;
+      std::cout << std::flush;
+      return go_on;
+    };
+    std::string pending;
+    std::string line;
+    for (int i = 0; i < 100'000'000 && std::getline(std::cin, line); ++i) {
+      pending += line;
+      if (tools::shell::continues_on_next_line(pending)) {
+        pending += '\n';
+        continue;
+      }
+      if (!run_all(pending))
+        return sh.status();
+      pending.clear();
+    }
+    run_all(pending);
     return sh.status();
   }
   std::string history;

@@ -13,11 +13,13 @@
 
 #include <arpa/inet.h>
 #include <csignal>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <regex>
 #include <sstream>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 using namespace std::chrono_literals;
@@ -821,6 +823,49 @@ TEST_F(Node, ShellReportsALostNodeAndReconnectsOnTheNextCommand) {
   ASSERT_TRUE(pty->expect(")> ")) << pty->output();
   pty->write("quit\r");
   EXPECT_EQ(pty->wait(10s), 0) << pty->output();
+}
+
+TEST_F(Node, ShellRunsEachPipedLineAsItArrives) {
+  start_node();
+  // A pipe whose writer is still at work: opened read-write here, which
+  // does not wait for a reader, and closed at the end (end of input).
+  auto fifo = (dir.path() / "script").string();
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  int fd = ::open(fifo.c_str(), O_RDWR | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  auto send = [fd](const std::string& text) {
+    return ::write(fd, text.data(), text.size())
+           == static_cast<ssize_t>(text.size());
+  };
+  auto o = opts();
+  o.env["TROUPE_NODE"] = address();
+  o.env["TROUPE_TOKEN"] = token("viewer");
+  auto n = std::to_string(spawned++);
+  background_process sh{
+    {"/bin/sh", "-c", "exec \"$0\" shell < \"$1\"", TROUPE_BINARY, fifo},
+    o,
+    (dir.path() / ("out" + n)).string(),
+    (dir.path() / ("err" + n)).string()};
+  auto answers = [&] {
+    auto out = sh.out();
+    size_t count = 0;
+    for (auto at = out.find("runs_live"); at != std::string::npos;
+         at = out.find("runs_live", at + 1))
+      ++count;
+    return count;
+  };
+  ASSERT_TRUE(send("stats\n"));
+  // The first answer comes before the second line is written.
+  EXPECT_TRUE(wait_until([&] { return answers() == 1; }, 20s))
+    << sh.out() << sh.err();
+  // A quoted newline waits for the rest of its command.
+  ASSERT_TRUE(send("inspect breaker 'no\n"));
+  ASSERT_TRUE(send("such'; stats\n"));
+  EXPECT_TRUE(wait_until([&] { return answers() == 2; }, 20s))
+    << sh.out() << sh.err();
+  EXPECT_TRUE(contains(sh.err(), "no circuit breaker 'no\nsuch'")) << sh.err();
+  ::close(fd);
+  EXPECT_EQ(sh.wait(20s), 1) << sh.err();
 }
 
 TEST_F(Node, BenchRunsThroughputWorkloadsAgainstTheNode) {
