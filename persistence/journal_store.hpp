@@ -2,6 +2,7 @@
 
 #include "config/size.hpp"
 #include "persistence/records.hpp"
+#include "persistence/store_holder.hpp"
 
 #include <atomic>
 #include <chrono>
@@ -55,6 +56,12 @@ class journal_store {
     /// status --data-dir`, ...): open() then fails with an error naming the
     /// path instead of creating an empty store. Default: true.
     bool create_if_missing = true;
+    /// Who this process is (its command, its control address), written
+    /// with its pid to the file HOLDER in the folder once the store is open
+    /// and removed when it closes: a process refused the store's lock reads
+    /// it (read_store_holder) to say who holds the store. Default: nothing
+    /// but the pid.
+    store_holder holder = {};
     /// fsync each group commit (storage.durability = machine). Default: off.
     bool sync = false;
     /// Most appends committed in one batch. Default: 512.

@@ -170,8 +170,11 @@ int control_client::exit_code_for(const std::string& code) {
   if (code == "bad_request" || code == "invalid_workflow"
       || code == "unknown_type")
     return exit_bad_input;
+  // Refusals for now (retry_after_ms says when, for some): exit 3, like no
+  // node at all.
   if (code == "draining" || code == "not_ready" || code == "unsupported_version"
-      || code == "bad_frame" || code == "frame_too_large" || code == "disk_low")
+      || code == "bad_frame" || code == "frame_too_large" || code == "disk_low"
+      || code == "rate_limited" || code == "too_many_requests")
     return exit_unreachable;
   return exit_failed;
 }

@@ -138,6 +138,8 @@ class rocksdb_journal_store final : public journal_store {
 
   ~rocksdb_journal_store() override {
     stop_threads();
+    // While the lock is still held: the next holder writes its own.
+    remove_store_holder(opts_.path);
     // A log that failed to write must not be synced: Debian's RocksDB
     // build asserts on it (and aborts the process).
     close_db(db_, handles_, /*sync_wal=*/!db_failed_);
@@ -1646,10 +1648,13 @@ std::unique_ptr<journal_store> open_store(const journal_store::options& opts,
     rocksdb_journal_store::close_db(db, handles);
     return nullptr;
   }
+  // Best effort: it only describes the holder to whoever is refused.
+  (void)write_store_holder(path, opts.holder);
   try {
     return std::make_unique<rocksdb_journal_store>(opts, db, handles, journal,
                                                    runs, unfinished, finished);
   } catch (const std::exception& e) {
+    remove_store_holder(path);
     rocksdb_journal_store::close_db(db, handles);
     error = "cannot open journal store at " + quoted(path) + ": " + e.what();
     return nullptr;

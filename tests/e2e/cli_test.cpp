@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include <csignal>
+#include <fstream>
 #include <map>
 #include <regex>
 #include <sstream>
@@ -410,8 +411,10 @@ TEST_F(Cli, GcNamesBadInputAndABusyDataDir) {
     << holder.err();
   r = troupe({"gc", "--data-dir", data, "--older-than", "0s"});
   EXPECT_EQ(r.exit_code, 3);
-  EXPECT_TRUE(contains(r.err, "in use by another troupe process")) << r.err;
-  EXPECT_TRUE(contains(r.err, "troupe gc --node HOST:PORT")) << r.err;
+  EXPECT_TRUE(contains(r.err, "is in use by `troupe run` (pid "
+                                + std::to_string(holder.pid()) + ")"))
+    << r.err;
+  EXPECT_TRUE(contains(r.err, "collect once it has ended")) << r.err;
   holder.signal(SIGKILL);
   EXPECT_TRUE(holder.wait(10s).has_value());
 }
@@ -455,4 +458,76 @@ TEST_F(Cli, CommandsThatReadADataDirRefuseOneThatDoesNotExist) {
   r = troupe({"list", "--data-dir", "typo"});
   EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_TRUE(contains(r.out, "hello")) << r.out;
+}
+
+TEST_F(Cli, EveryCommandOnADataDirATroupeRunHoldsExitsThreeAndNamesIt) {
+  auto data = (dir.path() / "data").string();
+  auto nap = dir.write("nap.yaml", "name: nap\nnodes:\n  nap: {kind: sleep, "
+                                   "duration: 60s}\n");
+  process_options opts;
+  opts.cwd = dir.path().string();
+  opts.env = {{"TROUPE_CONFIG_DIR", (dir.path() / "config").string()},
+              {"TROUPE_ENV", std::nullopt}};
+  background_process holder{
+    {TROUPE_BINARY, "run", nap.string(), "--data-dir", data},
+    opts,
+    (dir.path() / "holder-out").string(),
+    (dir.path() / "holder-err").string()};
+  ASSERT_TRUE(wait_until(
+    [&] { return contains(holder.err(), "of workflow 'nap' started"); }, 30s))
+    << holder.err();
+  auto held = "troupe: {}: data dir '" + data + "' is in use by `troupe run` "
+              + "(pid " + std::to_string(holder.pid()) + ")";
+  const std::vector<std::pair<std::vector<std::string>, std::string>> commands
+    = {{{"status", "r"}, "it takes no commands: wait for it to end"},
+       {{"list"}, "it takes no commands: wait for it to end"},
+       {{"history", "r"}, "it takes no commands: wait for it to end"},
+       {{"logs", "r"}, "it takes no commands: wait for it to end"},
+       {{"breakers"}, "it takes no commands: wait for it to end"},
+       {{"cancel", "r"}, "an embedded node takes no commands"},
+       {{"gc", "--older-than", "0s"}, "collect once it has ended"},
+       {{"run", examples + "hello.yaml"},
+        "wait for it to end, or give "
+        "another --data-dir"},
+       {{"node", "start", "--listen", "127.0.0.1:0", "--http", ""},
+        "wait for it to end"}};
+  for (auto& [args, hint] : commands) {
+    auto name = args[0] == "node" ? std::string{"node start"} : args[0];
+    auto a = args;
+    a.insert(a.end(), {"--data-dir", data});
+    auto r = troupe(
+      a, {{"TROUPE_AUTH_SECRET", "test-secret-0123456789abcdef-0123456789"}});
+    EXPECT_EQ(r.exit_code, 3) << name << ": " << r.err;
+    auto expected = held;
+    expected.replace(expected.find("{}"), 2, name);
+    EXPECT_TRUE(contains(r.err, expected)) << name << ": " << r.err;
+    EXPECT_TRUE(contains(r.err, hint)) << name << ": " << r.err;
+    EXPECT_FALSE(contains(r.err, "ask the node")) << name << ": " << r.err;
+  }
+  // Killed, a holder leaves its description behind. A later holder that
+  // writes none (an older troupe) is not taken for it: both ways out.
+  auto holder_file = std::filesystem::path{data} / "HOLDER";
+  std::ifstream in{holder_file};
+  std::string stale{std::istreambuf_iterator<char>{in}, {}};
+  in.close();
+  ASSERT_TRUE(contains(stale, "pid " + std::to_string(holder.pid()))) << stale;
+  holder.signal(SIGKILL);
+  ASSERT_TRUE(holder.wait(10s).has_value());
+  background_process second{
+    {TROUPE_BINARY, "run", nap.string(), "--data-dir", data},
+    opts,
+    (dir.path() / "second-out").string(),
+    (dir.path() / "second-err").string()};
+  ASSERT_TRUE(wait_until(
+    [&] { return contains(second.err(), "of workflow 'nap' started"); }, 30s))
+    << second.err();
+  std::ofstream{holder_file, std::ios::trunc} << stale;
+  auto r = troupe({"list", "--data-dir", data});
+  EXPECT_EQ(r.exit_code, 3) << r.err;
+  EXPECT_TRUE(contains(r.err, "is in use by another troupe process, and"))
+    << r.err;
+  EXPECT_TRUE(contains(r.err, "if a node runs on it, ask the node instead"))
+    << r.err;
+  second.signal(SIGKILL);
+  EXPECT_TRUE(second.wait(10s).has_value());
 }

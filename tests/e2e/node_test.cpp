@@ -512,7 +512,8 @@ TEST_F(Node, SubmissionsAreRateLimitedPerSubject) {
   auto quick = workflow("quick", "nodes:\n  a: {kind: noop}\n");
   EXPECT_EQ(cli({"submit", quick}, token("operator", "alice")).exit_code, 0);
   auto r = cli({"submit", quick}, token("operator", "alice"));
-  EXPECT_EQ(r.exit_code, 1);
+  // Not now, as for a node that is recovering: exit 3.
+  EXPECT_EQ(r.exit_code, 3);
   EXPECT_TRUE(contains(r.err, "too many submissions from 'alice'")) << r.err;
   EXPECT_TRUE(contains(r.err, "retry after")) << r.err;
   // Another subject has its own bucket.
@@ -971,5 +972,53 @@ TEST_F(Node, RetentionDeletesFinishedRunsInTheBackground) {
   // The data dir is the node's: gc on it directly says whom to ask.
   g = cli({"gc", "--data-dir", data, "--older-than", "0s"});
   EXPECT_EQ(g.exit_code, 3) << g.err;
-  EXPECT_TRUE(contains(g.err, "in use by another troupe process")) << g.err;
+  EXPECT_TRUE(contains(g.err, "troupe gc --node " + address())) << g.err;
+}
+
+TEST_F(Node, EveryCommandOnItsDataDirOrPortExitsThreeAndNamesTheHolder) {
+  start_node();
+  auto holder = "is in use by a node (`troupe node start`, pid "
+                + std::to_string(node->pid()) + ", control " + address() + ")";
+  auto hello
+    = (std::filesystem::path{TROUPE_SOURCE_DIR} / "examples" / "hello.yaml")
+        .string();
+  const std::map<std::string, std::pair<std::vector<std::string>, std::string>>
+    commands
+    = {{"status", {{"status", "r"}, "troupe --node " + address() + " status"}},
+       {"list", {{"list"}, "troupe --node " + address() + " list"}},
+       {"history", {{"history", "r"}, "troupe --node " + address()}},
+       {"logs", {{"logs", "r"}, "troupe --node " + address()}},
+       {"breakers", {{"breakers"}, "troupe --node " + address() + " shell"}},
+       {"cancel", {{"cancel", "r"}, "troupe --node " + address() + " cancel"}},
+       {"gc", {{"gc", "--older-than", "0s"}, "troupe gc --node " + address()}},
+       {"run", {{"run", hello}, "troupe --node " + address() + " submit FILE"}},
+       {"node start",
+        {{"node", "start", "--listen", "127.0.0.1:0", "--http", ""},
+         "stop that node first"}}};
+  for (auto& [name, c] : commands) {
+    auto a = c.first;
+    a.insert(a.end(), {"--data-dir", data});
+    auto r = cli(a);
+    EXPECT_EQ(r.exit_code, 3) << name << ": " << r.err;
+    EXPECT_TRUE(contains(r.err, "troupe: " + name + ": data dir '" + data + "' "
+                                  + holder))
+      << name << ": " << r.err;
+    EXPECT_TRUE(contains(r.err, c.second)) << name << ": " << r.err;
+  }
+  // The ports it listens on are taken: exit 3 as well.
+  auto other = (dir.path() / "other").string();
+  auto r = cli({"node", "start", "--data-dir", other, "--listen", address(),
+                "--http", ""});
+  EXPECT_EQ(r.exit_code, 3) << r.err;
+  EXPECT_TRUE(contains(r.err, "(control.listen); another process listens "
+                              "there: stop it, or give another --listen"))
+    << r.err;
+  r = cli({"node", "start", "--data-dir", other, "--listen", "127.0.0.1:0",
+           "--http", "127.0.0.1:" + std::to_string(http_port)});
+  EXPECT_EQ(r.exit_code, 3) << r.err;
+  EXPECT_TRUE(contains(r.err, "(http.listen); another process listens "
+                              "there: stop it, or give another --http"))
+    << r.err;
+  // The node went on.
+  EXPECT_EQ(cli({"list"}).exit_code, 0);
 }

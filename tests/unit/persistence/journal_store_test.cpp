@@ -670,6 +670,8 @@ TEST(StoreHelper, DISABLED_HoldStoreOpen) {
   ASSERT_TRUE(p);
   journal_store::options opts;
   opts.path = p;
+  opts.holder.command = "hold it";
+  opts.holder.address = "127.0.0.1:7400";
   std::string error;
   auto store = journal_store::open(opts, error);
   ASSERT_TRUE(store) << error;
@@ -708,12 +710,44 @@ TEST_F(StoreTest, OpenHeldByAnotherProcessFailsWithLockError) {
   EXPECT_NE(error.find("in use by another troupe process (RocksDB lock held)"),
             std::string::npos)
     << error;
+  // Who holds it, as it described itself.
+  auto holder = read_store_holder(path());
+  ASSERT_TRUE(holder);
+  EXPECT_EQ(holder->pid, pid);
+  EXPECT_EQ(holder->command, "hold it");
+  EXPECT_EQ(holder->address, "127.0.0.1:7400");
   std::ofstream{path() + ".release"} << "go";
   int status = 0;
   ASSERT_EQ(::waitpid(pid, &status, 0), pid);
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-  // Released: opens now.
-  EXPECT_TRUE(open());
+  // Released: the description went with it, and it opens now.
+  EXPECT_FALSE(read_store_holder(path()));
+  auto store = open();
+  EXPECT_TRUE(store);
+  holder = read_store_holder(path());
+  ASSERT_TRUE(holder);
+  EXPECT_EQ(holder->pid, ::getpid());
+}
+
+TEST_F(StoreTest, AStaleHolderDescriptionIsIgnored) {
+  fs::create_directories(path());
+  // Left by a process that is gone (killed before it could remove it).
+  dir.write("db/HOLDER", "pid 999999999\nstarted 1\ncommand node start\n");
+  EXPECT_FALSE(read_store_holder(path()));
+  // A pid in use again, by a process that started after the description.
+  dir.write("db/HOLDER", "pid " + std::to_string(::getpid())
+                           + "\nstarted 1\ncommand node start\n");
+  EXPECT_FALSE(read_store_holder(path()));
+  // Garbage.
+  dir.write("db/HOLDER", "\x01\x02 nothing\n");
+  EXPECT_FALSE(read_store_holder(path()));
+  // The next holder writes its own.
+  auto store = open();
+  ASSERT_TRUE(store);
+  auto holder = read_store_holder(path());
+  ASSERT_TRUE(holder);
+  EXPECT_EQ(holder->pid, ::getpid());
+  EXPECT_EQ(holder->command, "");
 }
 
 TEST_F(StoreTest, ReadJournalAsyncRunsOnReaderThread) {
