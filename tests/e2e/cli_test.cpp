@@ -11,6 +11,7 @@
 #include <fstream>
 #include <map>
 #include <regex>
+#include <set>
 #include <sstream>
 
 using troupe::test::background_process;
@@ -530,4 +531,29 @@ TEST_F(Cli, EveryCommandOnADataDirATroupeRunHoldsExitsThreeAndNamesIt) {
     << r.err;
   second.signal(SIGKILL);
   EXPECT_TRUE(second.wait(10s).has_value());
+}
+
+TEST_F(Cli, ShellHelpIsInAlignedColumns) {
+  // No node needed.
+  auto r = troupe({"shell", "-c", "help"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::istringstream lines{r.out};
+  std::string line;
+  std::set<size_t> columns;
+  size_t commands = 0;
+  for (int i = 0; i < 100 && std::getline(lines, line); ++i) {
+    // "  USAGE  HELP", or a long "  USAGE" with "  HELP" on the next line.
+    auto gap = line.find("  ", 2);
+    if (gap == std::string::npos)
+      continue;
+    auto help = line.find_first_not_of(' ', gap);
+    ASSERT_NE(help, std::string::npos) << line;
+    columns.insert(help);
+    ++commands;
+  }
+  EXPECT_EQ(commands, 16u) << r.out;
+  EXPECT_EQ(columns.size(), 1u) << r.out;
+  EXPECT_TRUE(contains(r.out, "limits\n")) << r.out;
+  EXPECT_TRUE(contains(r.out, "  one actor's own account of its state\n"))
+    << r.out;
 }
