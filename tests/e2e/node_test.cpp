@@ -583,9 +583,29 @@ TEST_F(Node, ServesTheControlProtocolOverTls) {
   auto untrusted = cli({"--node", tls, "list"});
   EXPECT_EQ(untrusted.exit_code, 3);
   EXPECT_TRUE(contains(untrusted.err, "TLS handshake")) << untrusted.err;
+  // A plain client is told that the node speaks TLS (exit 2: the address
+  // is wrong), and the node logs why it closed the connection, once.
   auto plain = cli({"list"});
-  EXPECT_EQ(plain.exit_code, 3) << plain.err;
+  EXPECT_EQ(plain.exit_code, 2) << plain.err;
+  EXPECT_TRUE(contains(plain.err, "the node looks like it speaks TLS: use "
+                                  "--node tls://"
+                                    + address()))
+    << plain.err;
   EXPECT_EQ(cli({"--node", tls, "--ca", cert, "list"}).exit_code, 0);
+  EXPECT_TRUE(wait_until(
+    [&] { return contains(node->err(), "control: TLS handshake with "); }, 10s))
+    << node->err();
+  EXPECT_FALSE(contains(node->err(), "control: control:")) << node->err();
+  // The other way round: a TLS client of a plain node.
+  node->signal(SIGTERM);
+  ASSERT_EQ(node->wait(15s), 0);
+  start_node();
+  auto mismatch = cli({"--node", "tls://" + address(), "--ca", cert, "list"});
+  EXPECT_EQ(mismatch.exit_code, 2) << mismatch.err;
+  EXPECT_TRUE(contains(mismatch.err, "the node looks like it speaks plain "
+                                     "TCP: use --node "
+                                       + address() + ", without tls://"))
+    << mismatch.err;
 }
 
 namespace {
