@@ -2,6 +2,7 @@
 
 #include "config/size.hpp"
 #include "persistence/records.hpp"
+#include "persistence/store_holder.hpp"
 
 #include <atomic>
 #include <chrono>
@@ -48,8 +49,19 @@ class journal_store {
   };
 
   struct options {
-    /// The database folder; created if missing.
+    /// The database folder; created if missing (see create_if_missing).
     std::string path;
+    /// Whether a folder that does not exist, or holds no store yet, gets a
+    /// new store. False for a process that only reads what is there (`troupe
+    /// status --data-dir`, ...): open() then fails with an error naming the
+    /// path instead of creating an empty store. Default: true.
+    bool create_if_missing = true;
+    /// Who this process is (its command, its control address), written
+    /// with its pid to the file HOLDER in the folder once the store is open
+    /// and removed when it closes: a process refused the store's lock reads
+    /// it (read_store_holder) to say who holds the store. Default: nothing
+    /// but the pid.
+    store_holder holder = {};
     /// fsync each group commit (storage.durability = machine). Default: off.
     bool sync = false;
     /// Most appends committed in one batch. Default: 512.
@@ -86,8 +98,8 @@ class journal_store {
   };
 
   /// Opens (or creates) the store. On failure returns null and sets `error`
-  /// to a clear reason naming the path (not a folder, in use by another
-  /// process, corrupt, permission denied, ...).
+  /// to a clear reason naming the path (not a folder, no store there, in use
+  /// by another process, corrupt, permission denied, ...).
   static std::unique_ptr<journal_store> open(const options& opts,
                                              std::string& error);
 

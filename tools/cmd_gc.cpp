@@ -5,6 +5,7 @@
 #include "persistence/journal_store.hpp"
 #include "tools/commands.hpp"
 #include "tools/control_client.hpp"
+#include "tools/data_dir.hpp"
 
 #include <nlohmann/json.hpp>
 
@@ -66,21 +67,10 @@ int gc_local(const global_options& g, const config::settings& settings,
   persistence::journal_store::options so;
   so.path = dir;
   so.sync = settings.get_string("storage.durability") == "machine";
-  std::string error;
-  auto store = persistence::journal_store::open(so, error);
-  if (!store) {
-    if (error.find("in use by another troupe process") != std::string::npos) {
-      // Only one process may open the store (RocksDB's lock), and the node
-      // that holds it collects by itself: ask it rather than wait.
-      std::cerr << "troupe: gc: " << error
-                << "; the node running on it deletes finished runs by itself "
-                   "(every storage.gc_interval); to collect now, ask it: "
-                   "troupe gc --node HOST:PORT, without --data-dir\n";
-      return exit_unreachable;
-    }
-    std::cerr << "troupe: gc: " << error << "\n";
-    return exit_bad_input;
-  }
+  int rc = exit_ok;
+  auto store = open_data_dir("gc", so, rc);
+  if (!store)
+    return rc;
   auto now = wall_ns();
   persistence::journal_store::gc_options o;
   o.runs_before_ns = before(now, age);

@@ -2,6 +2,7 @@
 #include "config/duration.hpp"
 #include "persistence/journal_store.hpp"
 #include "tools/commands.hpp"
+#include "tools/data_dir.hpp"
 
 #include <nlohmann/json.hpp>
 
@@ -148,12 +149,11 @@ int run_history(const global_options& g, const std::string& run_id,
     return exit_bad_input;
   persistence::journal_store::options so;
   so.path = settings.get_string("node.data_dir");
+  int rc = exit_ok;
+  auto store = open_data_dir("history", so, rc);
+  if (!store)
+    return rc;
   std::string error;
-  auto store = persistence::journal_store::open(so, error);
-  if (!store) {
-    std::cerr << "troupe: history: " << error << "\n";
-    return exit_bad_input;
-  }
   auto entry = store->find_run(run_id);
   if (!entry) {
     std::cerr << "troupe: history: " << cluster::missing_run(*store, run_id)
@@ -187,33 +187,14 @@ int run_history(const global_options& g, const std::string& run_id,
   return exit_ok;
 }
 
-namespace {
-
-/// Opens the store of the data dir for a read-only command; on failure says
-/// why (exit code 3 when another troupe process holds it).
-std::unique_ptr<persistence::journal_store>
-open_for(const char* command, const config::settings& settings, int& rc) {
-  persistence::journal_store::options so;
-  so.path = settings.get_string("node.data_dir");
-  std::string error;
-  auto store = persistence::journal_store::open(so, error);
-  if (!store) {
-    std::cerr << "troupe: " << command << ": " << error << "\n";
-    rc = error.find("in use by another troupe process") != std::string::npos
-           ? exit_unreachable
-           : exit_bad_input;
-  }
-  return store;
-}
-
-} // namespace
-
 int run_breakers(const global_options& g, const std::string& data_dir) {
   config::settings settings;
   if (!load_data_dir_config(g, data_dir, settings))
     return exit_bad_input;
+  persistence::journal_store::options so;
+  so.path = settings.get_string("node.data_dir");
   int rc = exit_ok;
-  auto store = open_for("breakers", settings, rc);
+  auto store = open_data_dir("breakers", so, rc);
   if (!store)
     return rc;
   json all = json::array();
@@ -246,19 +227,10 @@ int run_cancel(const global_options& g, const std::string& run_id,
   auto dir = settings.get_string("node.data_dir");
   persistence::journal_store::options so;
   so.path = dir;
-  std::string error;
-  auto store = persistence::journal_store::open(so, error);
-  if (!store) {
-    if (error.find("in use by another troupe process") != std::string::npos) {
-      std::cerr << "troupe: cancel: the troupe process using " << dir
-                << " runs an embedded node, which takes no commands; stop it "
-                   "with Ctrl-C (its runs resume later). Cancelling a run in "
-                   "a running node needs a node daemon with a control port.\n";
-      return exit_unreachable;
-    }
-    std::cerr << "troupe: cancel: " << error << "\n";
-    return exit_bad_input;
-  }
+  int rc = exit_ok;
+  auto store = open_data_dir("cancel", so, rc);
+  if (!store)
+    return rc;
   auto entry = store->find_run(run_id);
   if (!entry) {
     std::cerr << "troupe: cancel: no run '" << run_id << "' in " << dir << "\n";

@@ -3,11 +3,13 @@
 #include "cluster/control/control_server.hpp"
 #include "cluster/endpoint/http_endpoint.hpp"
 #include "cluster/node/node_service.hpp"
+#include "persistence/store_holder.hpp"
 #include "runtime/auth/token.hpp"
 #include "runtime/log/log.hpp"
 #include "runtime/log/log_options.hpp"
 #include "runtime/metrics/registry.hpp"
 #include "tools/commands.hpp"
+#include "tools/data_dir.hpp"
 #include "tools/node_auth.hpp"
 #include "tools/node_setup.hpp"
 
@@ -40,6 +42,20 @@ std::pair<std::string, uint16_t> split_address(const std::string& a) {
   if (host.size() > 2 && host.front() == '[' && host.back() == ']')
     host = host.substr(1, host.size() - 2);
   return {host, static_cast<uint16_t>(std::stoi(a.substr(colon + 1)))};
+}
+
+/// Says why a listener did not start (`key` and `flag` name its address)
+/// and returns the exit code: 3 when another process has the port.
+int listen_failed(const std::string& error, const char* key, const char* flag) {
+  // "Address already in use" (control port), "address in use" (HTTP).
+  bool taken = error.find("in use") != std::string::npos;
+  std::cerr << "troupe: node start: " << error << " (" << key << ")"
+            << (taken ? std::string{"; another process listens there: stop "
+                                    "it, or give another "}
+                          + flag
+                      : std::string{})
+            << "\n";
+  return taken ? exit_unreachable : exit_bad_input;
 }
 
 bool is_loopback(const std::string& host) {
@@ -113,13 +129,10 @@ int run_node_start(const global_options& g, const node_start_options& o) {
   auto opts = node_options(settings);
   opts.log = [](const std::string& line) { log_line(line); };
   opts.metrics = &metrics;
+  opts.tune_store = [](auto& so) { so.holder.command = "node start"; };
   auto node = actors::embedded_node::open(opts, error);
-  if (!node) {
-    std::cerr << "troupe: node start: " << error << "\n";
-    return error.find("in use by another troupe process") != std::string::npos
-             ? exit_unreachable
-             : exit_bad_input;
-  }
+  if (!node)
+    return report_open_failure("node start", opts.data_dir, error);
 
   asio::io_context io{1};
   auto guard = asio::make_work_guard(io);
@@ -199,21 +212,24 @@ int run_node_start(const global_options& g, const node_start_options& o) {
   };
 
   if (auto e = server.start(); !e.empty()) {
-    std::cerr << "troupe: node start: " << e << " (control.listen)\n";
     shut_down();
-    return exit_failed;
+    return listen_failed(e, "control.listen", "--listen");
   }
   if (http) {
     if (auto e = http->start(); !e.empty()) {
-      std::cerr << "troupe: node start: " << e << " (http.listen)\n";
       shut_down();
-      return exit_failed;
+      return listen_failed(e, "http.listen", "--http");
     }
     log_line("health and metrics on http"
              + std::string{co.tls_cert.empty() ? "" : "s"} + "://"
              + split_address(settings.get_string("http.listen")).first + ":"
              + std::to_string(http->port()) + "/metrics");
   }
+  // Whoever the data dir refuses now learns where to ask instead.
+  (void)persistence::write_store_holder(
+    opts.data_dir, {0, "node start",
+                    std::string{co.tls_cert.empty() ? "" : "tls://"} + host
+                      + ":" + std::to_string(server.port())});
   log_line("node '" + name + "' listening on " + host + ":"
            + std::to_string(server.port())
            + (co.tls_cert.empty() ? "" : " (TLS)") + ", data dir "

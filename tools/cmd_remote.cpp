@@ -8,6 +8,7 @@
 #include "runtime/spec/workflow_loader.hpp"
 #include "tools/commands.hpp"
 #include "tools/control_client.hpp"
+#include "tools/data_dir.hpp"
 #include "tools/node_setup.hpp"
 #include "tools/progress/progress_view.hpp"
 
@@ -218,32 +219,16 @@ int follow(const global_options& g, control_client& client,
   }
 }
 
-/// Opens a data dir's store for reading; null (and `rc`) when it cannot.
-std::unique_ptr<persistence::journal_store>
-open_store(const char* command, const config::settings& settings, int& rc) {
-  persistence::journal_store::options so;
-  so.path = settings.get_string("node.data_dir");
-  std::string error;
-  auto store = persistence::journal_store::open(so, error);
-  if (!store) {
-    bool busy
-      = error.find("in use by another troupe process") != std::string::npos;
-    std::cerr << "troupe: " << command << ": " << error
-              << (busy ? " (ask the node instead: drop --data-dir)" : "")
-              << "\n";
-    rc = busy ? exit_unreachable : exit_bad_input;
-  }
-  return store;
-}
-
 /// status, list, history and logs read straight from a data dir.
 int run_local(const global_options& g, const std::string& command,
               const remote_options& o, const config::settings& settings) {
+  auto dir = settings.get_string("node.data_dir");
+  persistence::journal_store::options so;
+  so.path = dir;
   int rc = exit_ok;
-  auto store = open_store(command.c_str(), settings, rc);
+  auto store = open_data_dir(command, so, rc);
   if (!store)
     return rc;
-  auto dir = settings.get_string("node.data_dir");
   auto missing = [&] {
     std::cerr << "troupe: " << command << ": "
               << cluster::missing_run(*store, o.run_id) << " in " << dir

@@ -4,6 +4,7 @@
 #include "runtime/spec/inputs.hpp"
 #include "runtime/spec/workflow_loader.hpp"
 #include "tools/commands.hpp"
+#include "tools/data_dir.hpp"
 #include "tools/node_setup.hpp"
 #include "tools/progress/progress_view.hpp"
 
@@ -97,11 +98,11 @@ int run_run(const global_options& g, const run_options& r) {
   }
 
   std::string error;
-  auto node = actors::embedded_node::open(node_options(settings), error);
-  if (!node) {
-    std::cerr << "troupe: run: " << error << "\n";
-    return exit_bad_input;
-  }
+  auto opts = node_options(settings);
+  opts.tune_store = [](auto& so) { so.holder.command = "run"; };
+  auto node = actors::embedded_node::open(opts, error);
+  if (!node)
+    return report_open_failure("run", opts.data_dir, error);
   if (auto low = node->disk_low(); low && spec) {
     std::cerr << "troupe: run: cannot start the run: " << *low
               << "; free space and run again\n";

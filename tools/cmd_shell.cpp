@@ -63,6 +63,86 @@ std::string pad(std::string s, size_t w) {
   return s;
 }
 
+/// A field's name for people: "runs_live" -> "runs live", "opened_at_ns" ->
+/// "opened at", "backoff_ms" -> "backoff".
+std::string show_key(std::string key) {
+  for (auto* unit : {"_ns", "_ms"})
+    if (key.size() > 3 && key.ends_with(unit))
+      key.resize(key.size() - 3);
+  for (auto& c : key)
+    if (c == '_')
+      c = ' ';
+  return key;
+}
+
+/// A field's value for people: instants relative to now, spans in units,
+/// lists joined, yes and no.
+std::string show_value(const std::string& key, const json& v) {
+  if (key.ends_with("_ns") && v.is_number_integer())
+    return v.get<int64_t>() == 0 ? "-" : relative(v.get<int64_t>());
+  if (key.ends_with("_ms") && v.is_number_integer())
+    return human(v.get<int64_t>());
+  if (v.is_boolean())
+    return v.get<bool>() ? "yes" : "no";
+  if (v.is_string())
+    return v.get<std::string>().empty() ? "-" : v.get<std::string>();
+  if (v.is_null())
+    return "-";
+  if (v.is_array()) {
+    if (v.empty())
+      return "none";
+    std::string text;
+    for (auto& x : v) {
+      if (!text.empty())
+        text += ", ";
+      text += x.is_string() ? x.get<std::string>() : dump(x);
+    }
+    return text;
+  }
+  return dump(v);
+}
+
+/// Prints the fields of `obj` but `skip`, one a line, names and values in
+/// two aligned columns.
+void print_fields(const json& obj, const std::set<std::string>& skip = {}) {
+  size_t width = 0;
+  for (auto& [k, _] : obj.items())
+    if (!skip.contains(k))
+      width = std::max(width, show_key(k).size());
+  for (auto& [k, v] : obj.items())
+    if (!skip.contains(k))
+      std::cout << "  " << pad(show_key(k), width + 2) << show_value(k, v)
+                << "\n";
+}
+
+/// Prints `rows` under `header`, each column as wide as its widest cell
+/// (up to `max_width`: a wider cell is not cut, it pushes the rest of its
+/// row along) and two blanks apart.
+void print_table(const std::vector<std::string>& header,
+                 const std::vector<std::vector<std::string>>& rows,
+                 size_t max_width = 40) {
+  std::vector<size_t> width(header.size());
+  for (size_t i = 0; i < header.size(); ++i)
+    width[i] = header[i].size();
+  for (auto& r : rows)
+    for (size_t i = 0; i < r.size() && i < width.size(); ++i)
+      if (r[i].size() <= max_width)
+        width[i] = std::max(width[i], r[i].size());
+  auto line = [&](const std::vector<std::string>& cells) {
+    std::string text;
+    for (size_t i = 0; i < cells.size() && i < width.size(); ++i) {
+      text += cells[i];
+      if (i + 1 < cells.size())
+        text.append(
+          std::max(width[i] + 2, cells[i].size() + 2) - cells[i].size(), ' ');
+    }
+    std::cout << text << "\n";
+  };
+  line(header);
+  for (auto& r : rows)
+    line(r);
+}
+
 struct command_spec {
   std::string name;
   std::string usage;
@@ -257,6 +337,13 @@ class shell_session {
     return since_ns == 0 ? std::string{"-"} : relative(since_ns).substr(0, 20);
   }
 
+  /// How long ago `since_ns` was, as a span: "12s".
+  static std::string age_of(int64_t since_ns) {
+    return since_ns == 0
+             ? std::string{"-"}
+             : human(std::max<int64_t>(0, wall_ns() - since_ns) / 1'000'000);
+  }
+
   void print_actors(const json& tree, bool as_tree) {
     std::cout << "node: " << tree.value("actors_running", 0)
               << " actors running, " << tree.value("runs_live", 0)
@@ -278,7 +365,7 @@ class shell_session {
         row(1, r, r.value("run_id", std::string{}),
             r.value("state", std::string{}),
             "restarts " + std::to_string(r.value("restarts", 0)) + ", age "
-              + age(r.value("created_at_ns", int64_t{0})));
+              + age_of(r.value("created_at_ns", int64_t{0})));
         for (auto& n : r["nodes"])
           if (n.contains("attempt_actor_id")) {
             json a = {{"kind", "attempt"},
@@ -340,6 +427,66 @@ class shell_session {
     std::cout << "\n";
     for (auto& n : r["nodes"])
       print_node(n);
+  }
+
+  /// One actor's own account: a run as `inspect run` shows it, an attempt
+  /// as `inspect node`, others (breakers, limiters, supervisors) field by
+  /// field.
+  void print_actor(const json& a) {
+    auto kind = a.value("kind", std::string{});
+    if (kind == "run")
+      return print_run(a);
+    if (kind == "attempt") {
+      std::cout << "attempt actor " << a.value("actor_id", uint64_t{0})
+                << " of run " << a.value("run_id", "") << " (run actor "
+                << a.value("run_actor_id", uint64_t{0}) << ")\n";
+      return print_node(a);
+    }
+    std::cout << (kind.empty() ? std::string{"actor"} : kind);
+    if (a.contains("key"))
+      std::cout << " '" << a.value("key", "") << "'";
+    if (a.contains("actor_id"))
+      std::cout << " (actor " << a.value("actor_id", uint64_t{0}) << ")";
+    if (a.contains("state"))
+      std::cout << ": " << a.value("state", "");
+    std::cout << "\n";
+    print_fields(a, {"kind", "key", "actor_id", "state", "runs"});
+    if (a.contains("runs") && a["runs"].is_array() && !a["runs"].empty()) {
+      std::vector<std::vector<std::string>> rows;
+      for (auto& r : a["runs"])
+        rows.push_back({r.value("run_id", ""), r.value("workflow", ""),
+                        std::to_string(r.value("actor_id", uint64_t{0})),
+                        std::to_string(r.value("restarts", 0)),
+                        age_of(r.value("created_at_ns", int64_t{0}))});
+      print_table({"RUN", "WORKFLOW", "ACTOR", "RESTARTS", "AGE"}, rows);
+    }
+  }
+
+  void print_limiters(const json& limiters) {
+    if (limiters.empty()) {
+      std::cout << "no concurrency limit is held or awaited on this node\n";
+      return;
+    }
+    std::vector<std::vector<std::string>> rows;
+    for (auto& l : limiters)
+      rows.push_back({l.value("key", ""), std::to_string(l.value("limit", 0)),
+                      std::to_string(l["holders"].size()),
+                      std::to_string(l["queue"].size()),
+                      std::to_string(l.value("actor_id", uint64_t{0})),
+                      show_value("holders", l["holders"])});
+    print_table({"KEY", "LIMIT", "HELD", "WAITING", "ACTOR", "HOLDERS"}, rows);
+  }
+
+  void print_config(const json& c) {
+    std::cout << "environment: " << c.value("environment", "") << "\n"
+              << "layers, lowest first: " << show_value("", c["layers"])
+              << "\n";
+    std::vector<std::vector<std::string>> rows;
+    for (auto& [key, e] : c["settings"].items()) {
+      // As in a config file: ready to copy.
+      rows.push_back({key, dump(e["value"]), e.value("source", "")});
+    }
+    print_table({"KEY", "VALUE", "SOURCE"}, rows);
   }
 
   void print_rows(const std::vector<json>& rows,
@@ -528,8 +675,20 @@ class shell_session {
   void dispatch(const std::vector<std::string>& w, const std::string& line) {
     auto& cmd = w[0];
     if (cmd == "help") {
+      // Usages up to this wide share a line with their help; a longer one
+      // has its help on the next line, in the same column.
+      size_t width = 0;
       for (auto& c : commands())
-        std::cout << "  " << pad(c.usage, 58) << c.help << "\n";
+        if (c.usage.size() <= 44)
+          width = std::max(width, c.usage.size());
+      for (auto& c : commands()) {
+        if (c.usage.size() > width)
+          std::cout << "  " << c.usage << "\n  " << pad("", width + 2);
+        else
+          std::cout << "  " << pad(c.usage, width + 2);
+        std::cout << c.help << "\n";
+      }
+      std::cout << std::flush;
       return;
     }
     if (cmd == "actors") {
@@ -572,8 +731,10 @@ class shell_session {
           print_run(body);
         else if (what == "node")
           print_node(body);
+        else if (what == "limits")
+          print_limiters(body["limiters"]);
         else
-          std::cout << dump(body, 2) << "\n";
+          print_actor(body);
       });
     }
     if (cmd == "history") {
@@ -645,7 +806,12 @@ class shell_session {
       return select(line);
     if (cmd == "stats" || cmd == "config") {
       auto body = call({{"t", "inspect"}, {"what", cmd}});
-      return out(body, [&] { std::cout << dump(body, 2) << "\n"; });
+      return out(body, [&] {
+        if (cmd == "stats")
+          print_fields(body);
+        else
+          print_config(body);
+      });
     }
     if (cmd == "top")
       return top(w.size() > 1 ? std::max(1, std::atoi(w[1].c_str())) : 10);
@@ -700,10 +866,30 @@ int run_shell(const global_options& g, const std::string& commands_text) {
     return sh.status();
   }
   if (!tools::shell::line_editor::interactive()) {
-    std::string text{std::istreambuf_iterator<char>{std::cin}, {}};
-    for (auto& c : tools::shell::split_commands(text))
-      if (!sh.run(c))
-        break;
+    // Each command runs as soon as its line is in (a quoted newline or a
+    // trailing backslash waits for the next one): a script fed through a
+    // pipe gets its answers as it goes, not once its writer is done.
+    auto run_all = [&sh](const std::string& text) {
+      bool go_on = true;
+      for (auto& c : tools::shell::split_commands(text))
+        if (!(go_on = sh.run(c)))
+          break;
+      std::cout << std::flush;
+      return go_on;
+    };
+    std::string pending;
+    std::string line;
+    for (int i = 0; i < 100'000'000 && std::getline(std::cin, line); ++i) {
+      pending += line;
+      if (tools::shell::continues_on_next_line(pending)) {
+        pending += '\n';
+        continue;
+      }
+      if (!run_all(pending))
+        return sh.status();
+      pending.clear();
+    }
+    run_all(pending);
     return sh.status();
   }
   std::string history;

@@ -10,13 +10,22 @@
 
 namespace troupe::tools {
 
-/// Exit codes shared by every command.
+/// Exit codes shared by every command, one per cause (the README's table
+/// lists them).
 enum exit_code : int {
   exit_ok = 0,
-  exit_failed = 1,      ///< The command ran and its subject failed.
-  exit_bad_input = 2,   ///< Bad flags, config or workflow files.
-  exit_unreachable = 3, ///< No node to carry out the command.
-  exit_auth = 4,        ///< The node refused the token.
+  /// The command ran and its subject failed (or was not found).
+  exit_failed = 1,
+  /// Bad flags, config, workflow or inputs, or a data dir that does not
+  /// exist or cannot be opened: the command must change.
+  exit_bad_input = 2,
+  /// The command cannot be carried out now, as given: no node answers, the
+  /// node refuses for now (recovering, draining, low on disk, rate limits),
+  /// or the data dir or port it needs is held by another process. Later, or
+  /// through that process, it may succeed.
+  exit_unreachable = 3,
+  /// The node refused the token.
+  exit_auth = 4,
 };
 
 /// Options every command accepts.
@@ -79,8 +88,8 @@ struct gc_command_options {
 
 /// `troupe gc [--older-than D] [--data-dir DIR]`: deletes finished runs
 /// older than D (default storage.retention) now and prints what it removed.
-/// With --data-dir it opens the store itself, and exits 3 when a node holds
-/// it; without, it asks the node (admin role).
+/// With --data-dir it opens the store itself, and exits 3 when another
+/// process holds it; without, it asks the node (admin role).
 int run_gc(const global_options& g, const gc_command_options& o);
 
 /// Options of `troupe node start`.

@@ -170,13 +170,38 @@ int control_client::exit_code_for(const std::string& code) {
   if (code == "bad_request" || code == "invalid_workflow"
       || code == "unknown_type")
     return exit_bad_input;
+  // Refusals for now (retry_after_ms says when, for some): exit 3, like no
+  // node at all.
   if (code == "draining" || code == "not_ready" || code == "unsupported_version"
-      || code == "bad_frame" || code == "frame_too_large" || code == "disk_low")
+      || code == "bad_frame" || code == "frame_too_large" || code == "disk_low"
+      || code == "rate_limited" || code == "too_many_requests")
     return exit_unreachable;
   return exit_failed;
 }
 
 namespace {
+
+/// Whether the server at `endpoints` completes a TLS handshake within
+/// `timeout` (its certificate unchecked): asked when a plain connection was
+/// closed before any answer, to tell a node that speaks TLS from one that is
+/// gone.
+bool speaks_tls(const tcp::resolver::results_type& endpoints,
+                std::chrono::milliseconds timeout) {
+  asio::io_context io;
+  asio::ssl::context ctx{asio::ssl::context::tls_client};
+  ctx.set_verify_mode(asio::ssl::verify_none);
+  asio::ssl::stream<tcp::socket> stream{io, ctx};
+  bool done = false;
+  asio::async_connect(stream.next_layer(), endpoints,
+                      [&](const error_code& ec, const tcp::endpoint&) {
+                        if (!ec)
+                          stream.async_handshake(
+                            asio::ssl::stream_base::client,
+                            [&](const error_code& e) { done = !e; });
+                      });
+  io.run_for(timeout);
+  return done;
+}
 
 [[noreturn]] void throw_answer(const json& msg) {
   auto code = msg.value("code", std::string{"internal"});
@@ -258,18 +283,38 @@ void control_client::connect_speaking(const options& opts, int64_t version) {
     ec = asio::error::would_block;
     i.stream->async_handshake(asio::ssl::stream_base::client,
                               [&](const error_code& e) { ec = e; });
-    if (!i.run_for(opts.connect_timeout) || ec)
-      throw client_error(exit_unreachable,
-                         "TLS handshake with " + address + " failed"
-                           + (ec ? ": " + ec.message() : std::string{}));
+    if (!i.run_for(opts.connect_timeout) || ec) {
+      // A node without TLS answers the client hello with a frame of its
+      // own, which is no TLS record.
+      bool plain
+        = ec && ec.message().find("wrong version number") != std::string::npos;
+      throw client_error(
+        plain ? exit_bad_input : exit_unreachable,
+        "TLS handshake with " + address + " failed"
+          + (ec ? ": " + ec.message() : std::string{})
+          + (plain ? "; the node looks like it speaks plain TCP: use --node "
+                       + address + ", without tls://"
+                   : std::string{}));
+    }
   }
   auto id = i.next_id++;
   json hello = {
     {"t", "hello"}, {"id", id}, {"version", version}, {"client", "troupe-cli"}};
   if (!opts.token.empty())
     hello["token"] = opts.token;
-  i.write(control::encode_frame(hello));
-  auto answer = i.await(id, opts.connect_timeout + std::chrono::seconds{5});
+  json answer;
+  try {
+    i.write(control::encode_frame(hello));
+    answer = i.await(id, opts.connect_timeout + std::chrono::seconds{5});
+  } catch (const client_error& e) {
+    // A node that speaks TLS drops a plain hello without a word.
+    if (i.tls || !speaks_tls(endpoints, opts.connect_timeout))
+      throw;
+    throw client_error(exit_bad_input,
+                       std::string{e.what()} + "; the node looks like it "
+                         + "speaks TLS: use --node tls://" + address
+                         + " (and --ca FILE for a private CA)");
+  }
   if (answer.value("t", "") == "error")
     throw_answer(answer);
   i.node = answer.value("node", std::string{});

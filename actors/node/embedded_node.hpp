@@ -58,8 +58,9 @@ class embedded_node {
     std::chrono::nanoseconds tombstone_retention = std::chrono::hours{7 * 24};
     /// Time between background collections. Default: 10 minutes.
     std::chrono::nanoseconds gc_interval = std::chrono::minutes{10};
-    /// For tests: adjusts the store's options before it opens (a fault
-    /// injection hook, a free-space reading); may be empty.
+    /// Adjusts the store's options before it opens: who holds it (troupe's
+    /// commands), or for tests a fault injection hook or a free-space
+    /// reading; may be empty.
     std::function<void(persistence::journal_store::options&)> tune_store;
   };
 

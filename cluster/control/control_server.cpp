@@ -227,7 +227,7 @@ class session final : public session_base {
         asio::ssl::stream_base::server,
         [self = me()](const boost::system::error_code& ec) {
           if (ec) {
-            self->server_->log("control: TLS handshake with " + self->peer_
+            self->server_->log("TLS handshake with " + self->peer_
                                + " failed: " + ec.message());
             self->close();
             return;
@@ -244,10 +244,9 @@ class session final : public session_base {
       return;
     pending_ += frame.size();
     if (pending_ > server_->opts.max_pending_bytes) {
-      server_->log("control: closing " + peer_
-                   + ": it reads too slowly (unsent answers over "
-                   + std::to_string(server_->opts.max_pending_bytes)
-                   + " bytes)");
+      server_->log(
+        "closing " + peer_ + ": it reads too slowly (unsent answers over "
+        + std::to_string(server_->opts.max_pending_bytes) + " bytes)");
       close();
       return;
     }
@@ -295,7 +294,7 @@ class session final : public session_base {
     timer_.async_wait([self = me()](const boost::system::error_code& ec) {
       if (ec || self->closed.load())
         return;
-      self->server_->log("control: closing " + self->peer_ + ": "
+      self->server_->log("closing " + self->peer_ + ": "
                          + (self->mid_frame_
                               ? "a frame took longer than "
                                 "control.read_timeout"
@@ -382,7 +381,7 @@ class session final : public session_base {
     if (!msg) {
       // The length was sound, so the next frame can still be read.
       ++bad_frames_;
-      server_->log("control: bad frame from " + peer_ + ": " + error);
+      server_->log("bad frame from " + peer_ + ": " + error);
       if (bad_frames_ > 16)
         return refuse(0, error_code::bad_frame,
                       "too many bad frames: " + error);
@@ -438,8 +437,7 @@ class session final : public session_base {
         control::make_error(id, error_code::token_expired,
                             "the token of '" + who_.subject + "' has expired"));
     if (!runtime::auth::allows(who_.grants, *need)) {
-      server_->log("control: refused '" + type + "' to " + who_.subject
-                   + " (role "
+      server_->log("refused '" + type + "' to " + who_.subject + " (role "
                    + std::string{runtime::auth::to_string(who_.grants)} + ")");
       return send_msg(control::make_error(
         id, error_code::forbidden,
@@ -464,7 +462,7 @@ class session final : public session_base {
     try {
       server_->handler.handle(ctx, type, msg);
     } catch (const std::exception& e) {
-      server_->log("control: '" + type + "' failed: " + e.what());
+      server_->log("'" + type + "' failed: " + e.what());
       ctx->fail(error_code::internal,
                 std::string{"the node failed: "} + e.what());
     }
@@ -485,8 +483,7 @@ class session final : public session_base {
                       + std::to_string(version));
     auto result = server_->auth(token);
     if (auto* failure = std::get_if<auth_failure>(&result)) {
-      server_->log("control: refused a hello from " + peer_ + ": "
-                   + failure->message);
+      server_->log("refused a hello from " + peer_ + ": " + failure->message);
       return refuse(id, failure->code, failure->message);
     }
     who_ = std::get<principal>(result);
@@ -578,7 +575,7 @@ void control_server::impl::accept() {
       return;
     if (ec) {
       // Out of descriptors and the like: keep serving the open connections.
-      self->log("control: accept failed: " + ec.message());
+      self->log("accept failed: " + ec.message());
       self->accept();
       return;
     }
@@ -587,7 +584,7 @@ void control_server::impl::accept() {
     auto peer = pe ? std::string{"a client"}
                    : ep.address().to_string() + ":" + std::to_string(ep.port());
     if (self->open.load() >= self->opts.max_connections) {
-      self->log("control: refused " + peer + ": "
+      self->log("refused " + peer + ": "
                 + std::to_string(self->opts.max_connections)
                 + " connections are open (control.max_connections)");
       boost::system::error_code ignored;

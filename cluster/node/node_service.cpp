@@ -127,7 +127,7 @@ struct node_service::impl : std::enable_shared_from_this<impl> {
       try {
         f();
       } catch (const std::exception& e) {
-        self->log(std::string{"control: request failed: "} + e.what());
+        self->log(std::string{"request failed: "} + e.what());
         req->fail(error_code::internal,
                   std::string{"the node failed: "} + e.what());
       }

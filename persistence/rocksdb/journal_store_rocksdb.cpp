@@ -138,6 +138,8 @@ class rocksdb_journal_store final : public journal_store {
 
   ~rocksdb_journal_store() override {
     stop_threads();
+    // While the lock is still held: the next holder writes its own.
+    remove_store_holder(opts_.path);
     // A log that failed to write must not be synced: Debian's RocksDB
     // build asserts on it (and aborts the process).
     close_db(db_, handles_, /*sync_wal=*/!db_failed_);
@@ -1530,6 +1532,17 @@ std::unique_ptr<journal_store> open_store(const journal_store::options& opts,
             + ": the path exists but is not a folder";
     return nullptr;
   }
+  if (!opts.create_if_missing) {
+    if (!fs::exists(st)) {
+      error
+        = "no journal store at " + quoted(path) + ": the folder does not exist";
+      return nullptr;
+    }
+    if (!fs::exists(fs::path{path} / "CURRENT", ec)) {
+      error = "no journal store at " + quoted(path) + ": the folder holds none";
+      return nullptr;
+    }
+  }
   if (!fs::exists(st)) {
     fs::create_directories(path, ec);
     if (ec) {
@@ -1548,7 +1561,7 @@ std::unique_ptr<journal_store> open_store(const journal_store::options& opts,
   // The last run's log is kept as LOG.old.
   fs::rename(fs::path{path} / "LOG", fs::path{path} / "LOG.old", ec);
   o.info_log = std::make_shared<tolerant_logger>(path + "/LOG");
-  o.create_if_missing = true;
+  o.create_if_missing = opts.create_if_missing;
   o.create_missing_column_families = true;
   o.max_open_files = 256;
   o.keep_log_file_num = 4;
@@ -1635,10 +1648,13 @@ std::unique_ptr<journal_store> open_store(const journal_store::options& opts,
     rocksdb_journal_store::close_db(db, handles);
     return nullptr;
   }
+  // Best effort: it only describes the holder to whoever is refused.
+  (void)write_store_holder(path, opts.holder);
   try {
     return std::make_unique<rocksdb_journal_store>(opts, db, handles, journal,
                                                    runs, unfinished, finished);
   } catch (const std::exception& e) {
+    remove_store_holder(path);
     rocksdb_journal_store::close_db(db, handles);
     error = "cannot open journal store at " + quoted(path) + ": " + e.what();
     return nullptr;

@@ -8,8 +8,10 @@
 #include <nlohmann/json.hpp>
 
 #include <csignal>
+#include <fstream>
 #include <map>
 #include <regex>
+#include <set>
 #include <sstream>
 
 using troupe::test::background_process;
@@ -428,8 +430,148 @@ TEST_F(Cli, GcNamesBadInputAndABusyDataDir) {
     << holder.err();
   r = troupe({"gc", "--data-dir", data, "--older-than", "0s"});
   EXPECT_EQ(r.exit_code, 3);
-  EXPECT_TRUE(contains(r.err, "in use by another troupe process")) << r.err;
-  EXPECT_TRUE(contains(r.err, "troupe gc --node HOST:PORT")) << r.err;
+  EXPECT_TRUE(contains(r.err, "is in use by `troupe run` (pid "
+                                + std::to_string(holder.pid()) + ")"))
+    << r.err;
+  EXPECT_TRUE(contains(r.err, "collect once it has ended")) << r.err;
   holder.signal(SIGKILL);
   EXPECT_TRUE(holder.wait(10s).has_value());
+}
+
+TEST_F(Cli, CommandsThatReadADataDirRefuseOneThatDoesNotExist) {
+  const std::vector<std::vector<std::string>> commands
+    = {{"status", "0190000000000-0000000"},
+       {"list"},
+       {"history", "0190000000000-0000000"},
+       {"logs", "0190000000000-0000000"},
+       {"breakers"},
+       {"cancel", "0190000000000-0000000"},
+       {"gc", "--older-than", "0s"}};
+  for (auto args : commands) {
+    auto cmd = args[0];
+    args.insert(args.end(), {"--data-dir", "typo"});
+    auto r = troupe(args);
+    EXPECT_EQ(r.exit_code, 2) << cmd << ": " << r.out << r.err;
+    EXPECT_TRUE(contains(r.err, "troupe: " + cmd
+                                  + ": data dir 'typo' does "
+                                    "not exist"))
+      << cmd << ": " << r.err;
+    EXPECT_EQ(r.out, "") << cmd;
+    EXPECT_FALSE(std::filesystem::exists(dir.path() / "typo")) << cmd;
+  }
+  // A folder that holds no store is no data dir either, and stays empty.
+  std::filesystem::create_directories(dir.path() / "empty");
+  for (auto args : commands) {
+    auto cmd = args[0];
+    args.insert(args.end(), {"--data-dir", "empty"});
+    auto r = troupe(args);
+    EXPECT_EQ(r.exit_code, 2) << cmd << ": " << r.out << r.err;
+    EXPECT_TRUE(contains(r.err, "no journal store at 'empty': the folder "
+                                "holds none"))
+      << cmd << ": " << r.err;
+    EXPECT_TRUE(std::filesystem::is_empty(dir.path() / "empty")) << cmd;
+  }
+  // The commands that write create it, and then the others read it.
+  auto r = troupe({"run", examples + "hello.yaml", "--data-dir", "typo"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  r = troupe({"list", "--data-dir", "typo"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(contains(r.out, "hello")) << r.out;
+}
+
+TEST_F(Cli, EveryCommandOnADataDirATroupeRunHoldsExitsThreeAndNamesIt) {
+  auto data = (dir.path() / "data").string();
+  auto nap = dir.write("nap.yaml", "name: nap\nnodes:\n  nap: {kind: sleep, "
+                                   "duration: 60s}\n");
+  process_options opts;
+  opts.cwd = dir.path().string();
+  opts.env = {{"TROUPE_CONFIG_DIR", (dir.path() / "config").string()},
+              {"TROUPE_ENV", std::nullopt}};
+  background_process holder{
+    {TROUPE_BINARY, "run", nap.string(), "--data-dir", data},
+    opts,
+    (dir.path() / "holder-out").string(),
+    (dir.path() / "holder-err").string()};
+  ASSERT_TRUE(wait_until(
+    [&] { return contains(holder.err(), "of workflow 'nap' started"); }, 30s))
+    << holder.err();
+  auto held = "troupe: {}: data dir '" + data + "' is in use by `troupe run` "
+              + "(pid " + std::to_string(holder.pid()) + ")";
+  const std::vector<std::pair<std::vector<std::string>, std::string>> commands
+    = {{{"status", "r"}, "it takes no commands: wait for it to end"},
+       {{"list"}, "it takes no commands: wait for it to end"},
+       {{"history", "r"}, "it takes no commands: wait for it to end"},
+       {{"logs", "r"}, "it takes no commands: wait for it to end"},
+       {{"breakers"}, "it takes no commands: wait for it to end"},
+       {{"cancel", "r"}, "an embedded node takes no commands"},
+       {{"gc", "--older-than", "0s"}, "collect once it has ended"},
+       {{"run", examples + "hello.yaml"},
+        "wait for it to end, or give "
+        "another --data-dir"},
+       {{"node", "start", "--listen", "127.0.0.1:0", "--http", ""},
+        "wait for it to end"}};
+  for (auto& [args, hint] : commands) {
+    auto name = args[0] == "node" ? std::string{"node start"} : args[0];
+    auto a = args;
+    a.insert(a.end(), {"--data-dir", data});
+    auto r = troupe(
+      a, {{"TROUPE_AUTH_SECRET", "test-secret-0123456789abcdef-0123456789"}});
+    EXPECT_EQ(r.exit_code, 3) << name << ": " << r.err;
+    auto expected = held;
+    expected.replace(expected.find("{}"), 2, name);
+    EXPECT_TRUE(contains(r.err, expected)) << name << ": " << r.err;
+    EXPECT_TRUE(contains(r.err, hint)) << name << ": " << r.err;
+    EXPECT_FALSE(contains(r.err, "ask the node")) << name << ": " << r.err;
+  }
+  // Killed, a holder leaves its description behind. A later holder that
+  // writes none (an older troupe) is not taken for it: both ways out.
+  auto holder_file = std::filesystem::path{data} / "HOLDER";
+  std::ifstream in{holder_file};
+  std::string stale{std::istreambuf_iterator<char>{in}, {}};
+  in.close();
+  ASSERT_TRUE(contains(stale, "pid " + std::to_string(holder.pid()))) << stale;
+  holder.signal(SIGKILL);
+  ASSERT_TRUE(holder.wait(10s).has_value());
+  background_process second{
+    {TROUPE_BINARY, "run", nap.string(), "--data-dir", data},
+    opts,
+    (dir.path() / "second-out").string(),
+    (dir.path() / "second-err").string()};
+  ASSERT_TRUE(wait_until(
+    [&] { return contains(second.err(), "of workflow 'nap' started"); }, 30s))
+    << second.err();
+  std::ofstream{holder_file, std::ios::trunc} << stale;
+  auto r = troupe({"list", "--data-dir", data});
+  EXPECT_EQ(r.exit_code, 3) << r.err;
+  EXPECT_TRUE(contains(r.err, "is in use by another troupe process, and"))
+    << r.err;
+  EXPECT_TRUE(contains(r.err, "if a node runs on it, ask the node instead"))
+    << r.err;
+  second.signal(SIGKILL);
+  EXPECT_TRUE(second.wait(10s).has_value());
+}
+
+TEST_F(Cli, ShellHelpIsInAlignedColumns) {
+  // No node needed.
+  auto r = troupe({"shell", "-c", "help"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::istringstream lines{r.out};
+  std::string line;
+  std::set<size_t> columns;
+  size_t commands = 0;
+  for (int i = 0; i < 100 && std::getline(lines, line); ++i) {
+    // "  USAGE  HELP", or a long "  USAGE" with "  HELP" on the next line.
+    auto gap = line.find("  ", 2);
+    if (gap == std::string::npos)
+      continue;
+    auto help = line.find_first_not_of(' ', gap);
+    ASSERT_NE(help, std::string::npos) << line;
+    columns.insert(help);
+    ++commands;
+  }
+  EXPECT_EQ(commands, 16u) << r.out;
+  EXPECT_EQ(columns.size(), 1u) << r.out;
+  EXPECT_TRUE(contains(r.out, "limits\n")) << r.out;
+  EXPECT_TRUE(contains(r.out, "  one actor's own account of its state\n"))
+    << r.out;
 }

@@ -13,11 +13,13 @@
 
 #include <arpa/inet.h>
 #include <csignal>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <regex>
 #include <sstream>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 using namespace std::chrono_literals;
@@ -510,7 +512,8 @@ TEST_F(Node, SubmissionsAreRateLimitedPerSubject) {
   auto quick = workflow("quick", "nodes:\n  a: {kind: noop}\n");
   EXPECT_EQ(cli({"submit", quick}, token("operator", "alice")).exit_code, 0);
   auto r = cli({"submit", quick}, token("operator", "alice"));
-  EXPECT_EQ(r.exit_code, 1);
+  // Not now, as for a node that is recovering: exit 3.
+  EXPECT_EQ(r.exit_code, 3);
   EXPECT_TRUE(contains(r.err, "too many submissions from 'alice'")) << r.err;
   EXPECT_TRUE(contains(r.err, "retry after")) << r.err;
   // Another subject has its own bucket.
@@ -580,9 +583,29 @@ TEST_F(Node, ServesTheControlProtocolOverTls) {
   auto untrusted = cli({"--node", tls, "list"});
   EXPECT_EQ(untrusted.exit_code, 3);
   EXPECT_TRUE(contains(untrusted.err, "TLS handshake")) << untrusted.err;
+  // A plain client is told that the node speaks TLS (exit 2: the address
+  // is wrong), and the node logs why it closed the connection, once.
   auto plain = cli({"list"});
-  EXPECT_EQ(plain.exit_code, 3) << plain.err;
+  EXPECT_EQ(plain.exit_code, 2) << plain.err;
+  EXPECT_TRUE(contains(plain.err, "the node looks like it speaks TLS: use "
+                                  "--node tls://"
+                                    + address()))
+    << plain.err;
   EXPECT_EQ(cli({"--node", tls, "--ca", cert, "list"}).exit_code, 0);
+  EXPECT_TRUE(wait_until(
+    [&] { return contains(node->err(), "control: TLS handshake with "); }, 10s))
+    << node->err();
+  EXPECT_FALSE(contains(node->err(), "control: control:")) << node->err();
+  // The other way round: a TLS client of a plain node.
+  node->signal(SIGTERM);
+  ASSERT_EQ(node->wait(15s), 0);
+  start_node();
+  auto mismatch = cli({"--node", "tls://" + address(), "--ca", cert, "list"});
+  EXPECT_EQ(mismatch.exit_code, 2) << mismatch.err;
+  EXPECT_TRUE(contains(mismatch.err, "the node looks like it speaks plain "
+                                     "TCP: use --node "
+                                       + address() + ", without tls://"))
+    << mismatch.err;
 }
 
 namespace {
@@ -785,6 +808,79 @@ TEST_F(Node, ShellInspectsAStuckRunAndWatchesItsActorRestart) {
   EXPECT_EQ(cli({"watch", id}, token("viewer")).exit_code, 0);
 }
 
+TEST_F(Node, ShellPrintsTablesWithoutJsonAndJsonWithIt) {
+  start_node();
+  auto wf = workflow("stuck", R"(nodes:
+  flaky:
+    kind: fail
+    times: 1
+    retry: {max_attempts: 3, initial_backoff: 1h, max_backoff: 2h,
+            jitter: none}
+    circuit_breaker: {key: payments, failure_threshold: 5}
+    concurrency: {key: "{{ inputs.customer }}", limit: 1}
+inputs: {customer: {type: string, default: acme}}
+)");
+  auto id = submit(wf);
+  auto shell = [&](const std::string& commands) {
+    auto r = cli({"shell", "-c", commands}, token("viewer"));
+    EXPECT_EQ(r.exit_code, 0) << commands << ": " << r.err;
+    return r.out;
+  };
+  auto shell_json = [&](const std::string& commands) {
+    auto r = cli({"--json", "shell", "-c", commands}, token("viewer"));
+    EXPECT_EQ(r.exit_code, 0) << commands << ": " << r.err;
+    auto j = json::parse(r.out, nullptr, false);
+    EXPECT_TRUE(j.is_object()) << commands << ": " << r.out;
+    return j;
+  };
+  std::string out;
+  ASSERT_TRUE(wait_until(
+    [&] {
+      out = shell("inspect run " + id);
+      return contains(out, "waiting for: retry of 'flaky'");
+    },
+    10s))
+    << out;
+  auto tree = shell_json("actors");
+  ASSERT_EQ(tree["breakers"].size(), 1u) << tree.dump();
+  auto breaker = std::to_string(tree["breakers"][0]["actor_id"].get<int>());
+  auto limiter = std::to_string(tree["limiters"][0]["actor_id"].get<int>());
+
+  // Without --json: aligned names and values, or a table; no JSON.
+  std::map<std::string, std::vector<std::string>> expected = {
+    {"stats", {"  runs live             1\n", "  ready                 yes\n"}},
+    {"config",
+     {"KEY  ", "  VALUE  ", "  SOURCE\n", "\"127.0.0.1:0\"  ", "auth.secret",
+      "\"********\""}},
+    {"inspect limits",
+     {"KEY   LIMIT  HELD  WAITING  ACTOR  HOLDERS\n", "acme  1      "}},
+    {"inspect actor " + breaker,
+     {"breaker 'payments' (actor " + breaker + "): closed\n",
+      "  failures in window   1\n", "  window               1m\n"}},
+    {"inspect actor " + limiter,
+     {"limiter 'acme' (actor " + limiter + ")\n", "  limit    1\n"}},
+    {"inspect breaker payments", {"  failure threshold    5\n"}}};
+  for (auto& [command, parts] : expected) {
+    out = shell(command);
+    EXPECT_FALSE(contains(out, "{")) << command << ":\n" << out;
+    for (auto& part : parts)
+      EXPECT_TRUE(contains(out, part)) << command << ": " << part << "\n"
+                                       << out;
+  }
+  // With --json: the node's answer, as it came.
+  EXPECT_EQ(shell_json("stats")["runs_live"], 1);
+  EXPECT_EQ(shell_json("config")["settings"]["control.listen"]["value"],
+            "127.0.0.1:0");
+  EXPECT_EQ(shell_json("inspect limits")["limiters"][0]["key"], "acme");
+  EXPECT_EQ(shell_json("inspect actor " + breaker)["key"], "payments");
+  // A run's age reads as a span.
+  out = shell("actors");
+  std::smatch m;
+  EXPECT_TRUE(std::regex_search(out, m, std::regex{", age [0-9.]+m?s\n"}))
+    << out;
+  EXPECT_FALSE(contains(out, "ago")) << out;
+}
+
 TEST_F(Node, ShellCompletesCommandsAndRunIdsInATerminal) {
   start_node();
   auto id = submit(sleeper());
@@ -808,7 +904,7 @@ TEST_F(Node, ShellReportsALostNodeAndReconnectsOnTheNextCommand) {
   auto pty = shell_in_terminal();
   ASSERT_TRUE(pty->expect("> ")) << pty->output();
   pty->write("stats\r");
-  ASSERT_TRUE(pty->expect("\"ready\": true")) << pty->output();
+  ASSERT_TRUE(pty->expect("ready                 yes")) << pty->output();
   auto port = control_port;
   node->signal(SIGKILL);
   ASSERT_EQ(node->wait(10s), -SIGKILL);
@@ -817,10 +913,53 @@ TEST_F(Node, ShellReportsALostNodeAndReconnectsOnTheNextCommand) {
   ASSERT_TRUE(pty->expect("reconnecting on the next command")) << pty->output();
   start_node({}, port);
   pty->write("stats\r");
-  ASSERT_TRUE(pty->expect("\"ready\": true")) << pty->output();
+  ASSERT_TRUE(pty->expect("ready                 yes")) << pty->output();
   ASSERT_TRUE(pty->expect(")> ")) << pty->output();
   pty->write("quit\r");
   EXPECT_EQ(pty->wait(10s), 0) << pty->output();
+}
+
+TEST_F(Node, ShellRunsEachPipedLineAsItArrives) {
+  start_node();
+  // A pipe whose writer is still at work: opened read-write here, which
+  // does not wait for a reader, and closed at the end (end of input).
+  auto fifo = (dir.path() / "script").string();
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  int fd = ::open(fifo.c_str(), O_RDWR | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  auto send = [fd](const std::string& text) {
+    return ::write(fd, text.data(), text.size())
+           == static_cast<ssize_t>(text.size());
+  };
+  auto o = opts();
+  o.env["TROUPE_NODE"] = address();
+  o.env["TROUPE_TOKEN"] = token("viewer");
+  auto n = std::to_string(spawned++);
+  background_process sh{
+    {"/bin/sh", "-c", "exec \"$0\" shell < \"$1\"", TROUPE_BINARY, fifo},
+    o,
+    (dir.path() / ("out" + n)).string(),
+    (dir.path() / ("err" + n)).string()};
+  auto answers = [&] {
+    auto out = sh.out();
+    size_t count = 0;
+    for (auto at = out.find("runs live"); at != std::string::npos;
+         at = out.find("runs live", at + 1))
+      ++count;
+    return count;
+  };
+  ASSERT_TRUE(send("stats\n"));
+  // The first answer comes before the second line is written.
+  EXPECT_TRUE(wait_until([&] { return answers() == 1; }, 20s))
+    << sh.out() << sh.err();
+  // A quoted newline waits for the rest of its command.
+  ASSERT_TRUE(send("inspect breaker 'no\n"));
+  ASSERT_TRUE(send("such'; stats\n"));
+  EXPECT_TRUE(wait_until([&] { return answers() == 2; }, 20s))
+    << sh.out() << sh.err();
+  EXPECT_TRUE(contains(sh.err(), "no circuit breaker 'no\nsuch'")) << sh.err();
+  ::close(fd);
+  EXPECT_EQ(sh.wait(20s), 1) << sh.err();
 }
 
 TEST_F(Node, BenchRunsThroughputWorkloadsAgainstTheNode) {
@@ -926,5 +1065,53 @@ TEST_F(Node, RetentionDeletesFinishedRunsInTheBackground) {
   // The data dir is the node's: gc on it directly says whom to ask.
   g = cli({"gc", "--data-dir", data, "--older-than", "0s"});
   EXPECT_EQ(g.exit_code, 3) << g.err;
-  EXPECT_TRUE(contains(g.err, "in use by another troupe process")) << g.err;
+  EXPECT_TRUE(contains(g.err, "troupe gc --node " + address())) << g.err;
+}
+
+TEST_F(Node, EveryCommandOnItsDataDirOrPortExitsThreeAndNamesTheHolder) {
+  start_node();
+  auto holder = "is in use by a node (`troupe node start`, pid "
+                + std::to_string(node->pid()) + ", control " + address() + ")";
+  auto hello
+    = (std::filesystem::path{TROUPE_SOURCE_DIR} / "examples" / "hello.yaml")
+        .string();
+  const std::map<std::string, std::pair<std::vector<std::string>, std::string>>
+    commands
+    = {{"status", {{"status", "r"}, "troupe --node " + address() + " status"}},
+       {"list", {{"list"}, "troupe --node " + address() + " list"}},
+       {"history", {{"history", "r"}, "troupe --node " + address()}},
+       {"logs", {{"logs", "r"}, "troupe --node " + address()}},
+       {"breakers", {{"breakers"}, "troupe --node " + address() + " shell"}},
+       {"cancel", {{"cancel", "r"}, "troupe --node " + address() + " cancel"}},
+       {"gc", {{"gc", "--older-than", "0s"}, "troupe gc --node " + address()}},
+       {"run", {{"run", hello}, "troupe --node " + address() + " submit FILE"}},
+       {"node start",
+        {{"node", "start", "--listen", "127.0.0.1:0", "--http", ""},
+         "stop that node first"}}};
+  for (auto& [name, c] : commands) {
+    auto a = c.first;
+    a.insert(a.end(), {"--data-dir", data});
+    auto r = cli(a);
+    EXPECT_EQ(r.exit_code, 3) << name << ": " << r.err;
+    EXPECT_TRUE(contains(r.err, "troupe: " + name + ": data dir '" + data + "' "
+                                  + holder))
+      << name << ": " << r.err;
+    EXPECT_TRUE(contains(r.err, c.second)) << name << ": " << r.err;
+  }
+  // The ports it listens on are taken: exit 3 as well.
+  auto other = (dir.path() / "other").string();
+  auto r = cli({"node", "start", "--data-dir", other, "--listen", address(),
+                "--http", ""});
+  EXPECT_EQ(r.exit_code, 3) << r.err;
+  EXPECT_TRUE(contains(r.err, "(control.listen); another process listens "
+                              "there: stop it, or give another --listen"))
+    << r.err;
+  r = cli({"node", "start", "--data-dir", other, "--listen", "127.0.0.1:0",
+           "--http", "127.0.0.1:" + std::to_string(http_port)});
+  EXPECT_EQ(r.exit_code, 3) << r.err;
+  EXPECT_TRUE(contains(r.err, "(http.listen); another process listens "
+                              "there: stop it, or give another --http"))
+    << r.err;
+  // The node went on.
+  EXPECT_EQ(cli({"list"}).exit_code, 0);
 }

@@ -105,6 +105,24 @@ TEST(ShellSplitCommands, DropsComments) {
   EXPECT_EQ(split_commands("a;#b\nc"), (words{"a", "c"}));
 }
 
+TEST(ShellContinuesOnNextLine, OnlyInsideQuotesOrAfterABackslash) {
+  EXPECT_FALSE(continues_on_next_line(""));
+  EXPECT_FALSE(continues_on_next_line("stats"));
+  EXPECT_FALSE(continues_on_next_line("say 'a;b'; say \"c\\\"d\""));
+  EXPECT_TRUE(continues_on_next_line("say 'line"));
+  EXPECT_TRUE(continues_on_next_line("say \"line"));
+  EXPECT_TRUE(continues_on_next_line("say \"a\\"));
+  EXPECT_TRUE(continues_on_next_line("inspect run \\"));
+  EXPECT_FALSE(continues_on_next_line("inspect run \\\\"));
+  EXPECT_FALSE(continues_on_next_line("say \\'"));
+  // Quotes in a comment are text.
+  EXPECT_FALSE(continues_on_next_line("stats # it's live"));
+  EXPECT_TRUE(continues_on_next_line("say it#'s"));
+  // Lines joined where it said so read back as split_commands reads them.
+  EXPECT_FALSE(continues_on_next_line("say 'line\nbreak'"));
+  EXPECT_EQ(split_commands("say 'line\nbreak'"), (words{"say 'line\nbreak'"}));
+}
+
 TEST(ShellCommonPrefix, FindsTheSharedStart) {
   EXPECT_EQ(common_prefix({}), "");
   EXPECT_EQ(common_prefix({"history"}), "history");

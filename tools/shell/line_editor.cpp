@@ -218,6 +218,45 @@ std::vector<std::string> split_commands(std::string_view script) {
   return out;
 }
 
+bool continues_on_next_line(std::string_view script) {
+  char quote = 0;
+  bool word_start = true;
+  for (size_t i = 0; i < script.size(); ++i) {
+    char c = script[i];
+    if (quote == '\'') {
+      if (c == '\'')
+        quote = 0;
+      continue;
+    }
+    if (quote == '"') {
+      if (c == '\\' && ++i == script.size())
+        return true;
+      if (c == '"')
+        quote = 0;
+      continue;
+    }
+    if (c == '\\') {
+      if (++i == script.size())
+        return true;
+      word_start = false;
+      continue;
+    }
+    if (c == ';' || c == '\n') {
+      word_start = true;
+      continue;
+    }
+    if (c == '#' && word_start) {
+      while (i + 1 < script.size() && script[i + 1] != '\n')
+        ++i;
+      continue;
+    }
+    if (c == '\'' || c == '"')
+      quote = c;
+    word_start = is_blank(c);
+  }
+  return quote != 0;
+}
+
 std::string common_prefix(const std::vector<std::string>& words) {
   if (words.empty())
     return {};

@@ -23,6 +23,11 @@ std::vector<std::string> tokenize(std::string_view line, std::string& error);
 /// leaves quotes and escapes in place for `tokenize`.
 std::vector<std::string> split_commands(std::string_view script);
 
+/// Returns whether `script` ends inside a quote or with an escaping
+/// backslash (as `split_commands` reads it), so that the next line continues
+/// its last command.
+bool continues_on_next_line(std::string_view script);
+
 /// Returns the longest prefix every string in `words` shares (empty for no
 /// words), never ending inside a UTF-8 sequence.
 std::string common_prefix(const std::vector<std::string>& words);

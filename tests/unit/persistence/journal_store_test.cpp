@@ -611,6 +611,28 @@ TEST_F(StoreTest, CreatesMissingFolders) {
   EXPECT_TRUE(fs::is_directory(opts.path));
 }
 
+TEST_F(StoreTest, OpensOnlyAnExistingStoreWhenToldNotToCreate) {
+  journal_store::options opts;
+  opts.path = (dir.path() / "typo").string();
+  opts.create_if_missing = false;
+  std::string error;
+  EXPECT_FALSE(journal_store::open(opts, error));
+  EXPECT_NE(error.find("'" + opts.path + "': the folder does not exist"),
+            std::string::npos)
+    << error;
+  EXPECT_FALSE(fs::exists(opts.path));
+  // A folder with no store in it is not one either, and stays empty.
+  fs::create_directories(opts.path);
+  EXPECT_FALSE(journal_store::open(opts, error));
+  EXPECT_NE(error.find("the folder holds none"), std::string::npos) << error;
+  EXPECT_TRUE(fs::is_empty(opts.path));
+  // An existing store opens.
+  opts.create_if_missing = true;
+  ASSERT_TRUE(journal_store::open(opts, error)) << error;
+  opts.create_if_missing = false;
+  EXPECT_TRUE(journal_store::open(opts, error)) << error;
+}
+
 TEST_F(StoreTest, CorruptDatabaseFailsClearly) {
   dir.write("db/CURRENT", "garbage-without-newline");
   auto error = open_error(path());
@@ -648,6 +670,8 @@ TEST(StoreHelper, DISABLED_HoldStoreOpen) {
   ASSERT_TRUE(p);
   journal_store::options opts;
   opts.path = p;
+  opts.holder.command = "hold it";
+  opts.holder.address = "127.0.0.1:7400";
   std::string error;
   auto store = journal_store::open(opts, error);
   ASSERT_TRUE(store) << error;
@@ -686,12 +710,44 @@ TEST_F(StoreTest, OpenHeldByAnotherProcessFailsWithLockError) {
   EXPECT_NE(error.find("in use by another troupe process (RocksDB lock held)"),
             std::string::npos)
     << error;
+  // Who holds it, as it described itself.
+  auto holder = read_store_holder(path());
+  ASSERT_TRUE(holder);
+  EXPECT_EQ(holder->pid, pid);
+  EXPECT_EQ(holder->command, "hold it");
+  EXPECT_EQ(holder->address, "127.0.0.1:7400");
   std::ofstream{path() + ".release"} << "go";
   int status = 0;
   ASSERT_EQ(::waitpid(pid, &status, 0), pid);
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-  // Released: opens now.
-  EXPECT_TRUE(open());
+  // Released: the description went with it, and it opens now.
+  EXPECT_FALSE(read_store_holder(path()));
+  auto store = open();
+  EXPECT_TRUE(store);
+  holder = read_store_holder(path());
+  ASSERT_TRUE(holder);
+  EXPECT_EQ(holder->pid, ::getpid());
+}
+
+TEST_F(StoreTest, AStaleHolderDescriptionIsIgnored) {
+  fs::create_directories(path());
+  // Left by a process that is gone (killed before it could remove it).
+  dir.write("db/HOLDER", "pid 999999999\nstarted 1\ncommand node start\n");
+  EXPECT_FALSE(read_store_holder(path()));
+  // A pid in use again, by a process that started after the description.
+  dir.write("db/HOLDER", "pid " + std::to_string(::getpid())
+                           + "\nstarted 1\ncommand node start\n");
+  EXPECT_FALSE(read_store_holder(path()));
+  // Garbage.
+  dir.write("db/HOLDER", "\x01\x02 nothing\n");
+  EXPECT_FALSE(read_store_holder(path()));
+  // The next holder writes its own.
+  auto store = open();
+  ASSERT_TRUE(store);
+  auto holder = read_store_holder(path());
+  ASSERT_TRUE(holder);
+  EXPECT_EQ(holder->pid, ::getpid());
+  EXPECT_EQ(holder->command, "");
 }
 
 TEST_F(StoreTest, ReadJournalAsyncRunsOnReaderThread) {
