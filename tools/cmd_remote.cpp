@@ -235,10 +235,12 @@ int follow(const global_options& g, control_client& client,
   auto id = client.start(json{{"t", "watch"}, {"run_id", run_id}});
   watch_view view{g.json};
   // The node sends keepalives while the watch is open (answered inside
-  // next()); silence past the limit means it hangs or the path is gone.
+  // next_alive(), where each counts as a sign of life, however long the run
+  // is quiet); silence past the limit means it hangs or the path is gone.
   auto quiet = client.quiet_limit();
   while (true) {
-    auto msg = client.next(quiet.count() > 0 ? quiet : std::chrono::hours{1});
+    auto msg = quiet.count() > 0 ? client.next_alive(quiet)
+                                 : client.next(std::chrono::hours{1});
     if (!msg && quiet.count() > 0)
       throw client_error(exit_unreachable,
                          "lost the connection to the node: nothing from it for "

@@ -446,6 +446,19 @@ TEST_F(NodeControl, WatchesOutlastTheIdleTimeoutAndDeadClientsAreCutOff) {
   EXPECT_TRUE(silent.closed_within(3s));
 }
 
+// A run that journals nothing for longer than `troupe watch` waits without a
+// frame from the node (three keepalive intervals and ten seconds: 11 s with
+// a 1 s idle timeout) is still watched to its end: the node's keepalives
+// are signs of life, and the watch lasts as long as the run.
+TEST_F(NodeControl, AWatchOfAQuietRunOutlastsTheClientsSilenceLimit) {
+  start_node({"--set", "control.idle_timeout=1s"});
+  auto id = submit(sleeper("13s"));
+  auto watch = cli({"watch", id}, token("viewer"));
+  EXPECT_EQ(watch.exit_code, 0) << watch.err;
+  EXPECT_TRUE(contains(watch.out, "\"done\": \"yes\"")) << watch.out;
+  EXPECT_FALSE(contains(watch.err, "lost the connection")) << watch.err;
+}
+
 // Viewers that hammer the node with inspections of actors that do not exist
 // cost one index lookup each, and submissions are acknowledged on a path of
 // their own meanwhile.
