@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include <chrono>
+#include <filesystem>
 #include <iostream>
 
 namespace troupe::tools {
@@ -62,6 +63,16 @@ int gc_local(const global_options& g, const config::settings& settings,
                  "nothing removed (give --older-than D to remove runs that "
                  "finished more than D ago)\n";
     return exit_ok;
+  }
+  // A folder that holds no store (a mistyped --data-dir) has nothing to
+  // collect, and opening it would make an empty store there.
+  std::error_code ec;
+  if (!std::filesystem::exists(std::filesystem::path{dir} / "CURRENT", ec)) {
+    bool folder = std::filesystem::is_directory(dir, ec);
+    std::cerr << "troupe: gc: no journal store at '" << dir << "' ("
+              << (folder ? "the folder holds none" : "no such folder")
+              << "); give the data dir of a node or of troupe run\n";
+    return exit_bad_input;
   }
   persistence::journal_store::options so;
   so.path = dir;
