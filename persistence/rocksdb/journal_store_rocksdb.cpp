@@ -1039,8 +1039,8 @@ class rocksdb_journal_store final : public journal_store {
   /// Deletes finished runs older than `o.runs_before_ns`, a batch at a time.
   void collect_runs(const gc_options& o, gc_report& out,
                     collected_range& range) {
-    std::string upper;
-    kl::append_be64(upper, kl::time_part(o.runs_before_ns));
+    // Every key of a run that finished before the time.
+    const std::string upper = kl::finished_key(o.runs_before_ns, "");
     range.finished_before_ns = o.runs_before_ns;
     std::string resume; // The first finished key not looked at yet.
     const size_t batch_size = std::max<size_t>(1, o.batch);
@@ -1230,8 +1230,7 @@ class rocksdb_journal_store final : public journal_store {
       compact(journal_, &journal_begin, &journal_end);
       auto runs_end = range.last + '\0';
       compact(runs_, &range.first, &runs_end);
-      std::string finished_end;
-      kl::append_be64(finished_end, kl::time_part(range.finished_before_ns));
+      auto finished_end = kl::finished_key(range.finished_before_ns, "");
       compact(finished_, nullptr, &finished_end);
     }
     compact(unfinished_, nullptr, nullptr);
