@@ -3,6 +3,7 @@
 
 #include "config/duration.hpp"
 #include "persistence/journal_store.hpp"
+#include "persistence/retention.hpp"
 #include "tools/commands.hpp"
 #include "tools/control_client.hpp"
 
@@ -41,16 +42,6 @@ void print_report(const global_options& g, json report,
             << plural(report.value("tombstones", uint64_t{0}),
                       "expired tombstone")
             << " from " << where << "\n";
-}
-
-int64_t wall_ns() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(
-           std::chrono::system_clock::now().time_since_epoch())
-    .count();
-}
-
-int64_t before(int64_t now, std::chrono::nanoseconds age) {
-  return age.count() >= now ? 0 : now - age.count();
 }
 
 /// Collects a data dir directly.
@@ -92,12 +83,8 @@ int gc_local(const global_options& g, const config::settings& settings,
     std::cerr << "troupe: gc: " << error << "\n";
     return exit_bad_input;
   }
-  auto now = wall_ns();
-  persistence::journal_store::gc_options o;
-  o.runs_before_ns = before(now, age);
-  o.tombstones_before_ns
-    = before(now, settings.get_duration("storage.tombstone_retention"));
-  auto r = store->collect(o);
+  auto r = store->collect(persistence::collection_before(
+    age, settings.get_duration("storage.tombstone_retention")));
   json report
     = {{"runs", r.runs},
        {"events", r.events},
@@ -157,11 +144,8 @@ int run_gc(const global_options& g, const gc_command_options& o) {
                  "on) or --node (ask that node), not both\n";
     return exit_bad_input;
   }
-  std::vector<config::flag_override> flags;
-  if (!o.data_dir.empty())
-    flags.push_back({"--data-dir", "node.data_dir", o.data_dir});
   config::settings settings;
-  if (!load_config(g, flags, settings))
+  if (!load_data_dir_config(g, o.data_dir, settings))
     return exit_bad_input;
   if (!o.data_dir.empty())
     return gc_local(g, settings, older_than);

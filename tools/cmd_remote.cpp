@@ -535,11 +535,8 @@ int remote(const global_options& g, const std::string& command,
 
 int run_remote(const global_options& g, const std::string& command,
                const remote_options& o) {
-  std::vector<config::flag_override> flags;
-  if (!o.data_dir.empty())
-    flags.push_back({"--data-dir", "node.data_dir", o.data_dir});
   config::settings settings;
-  if (!load_config(g, flags, settings))
+  if (!load_data_dir_config(g, o.data_dir, settings))
     return exit_bad_input;
   if (o.limit == 0 || o.limit > 1000) {
     std::cerr << "troupe: " << command << ": --limit must be from 1 to 1000\n";
