@@ -268,45 +268,54 @@ struct node_service::impl : std::enable_shared_from_this<impl> {
       std::string error;
       std::vector<event_record> events;
       std::optional<runtime::run_finished> finished;
+      // Why there is nothing to watch: never there, or deleted.
+      std::string missing;
+      json detail;
       if (entry) {
         events = store.read_journal(run_id, error);
         if (persistence::is_terminal(entry->state))
           finished = self->node.finished_run(run_id);
+      } else {
+        missing = missing_run(store, run_id, &detail);
       }
-      asio::post(self->io, [self, req, run_id, w, entry = std::move(entry),
-                            events = std::move(events),
-                            error = std::move(error),
-                            finished = std::move(finished)]() mutable {
-        if (!entry) {
-          self->forget_watch(run_id, w.get());
-          req->fail(error_code::not_found, "no run '" + run_id + "'");
-          return;
-        }
-        req->event(json{{"seq", 0},
-                        {"type", "watching"},
-                        {"run_id", run_id},
-                        {"workflow", entry->workflow},
-                        {"state", persistence::to_string(entry->state)}});
-        int64_t seq = 0;
-        for (auto& e : events) {
-          ++seq;
-          req->event(event_json(e, seq, 4 << 10));
-        }
-        w->last_seq = seq;
-        w->loaded = true;
-        if (!error.empty())
-          req->event(
-            json{{"seq", 0}, {"type", "journal_error"}, {"message", error}});
-        for (auto& p : w->early)
-          self->deliver(*w, p);
-        w->early.clear();
-        if (finished)
-          w->early_end = std::move(finished);
-        if (w->early_end) {
-          self->end_watch(*w, *w->early_end);
-          self->forget_watch(run_id, w.get());
-        }
-      });
+      asio::post(
+        self->io, [self, req, run_id, w, entry = std::move(entry),
+                   events = std::move(events), error = std::move(error),
+                   finished = std::move(finished), missing = std::move(missing),
+                   detail = std::move(detail)]() mutable {
+          if (!entry) {
+            self->forget_watch(run_id, w.get());
+            if (detail.is_null())
+              req->fail(error_code::not_found, missing);
+            else
+              req->fail(error_code::not_found, missing, std::move(detail));
+            return;
+          }
+          req->event(json{{"seq", 0},
+                          {"type", "watching"},
+                          {"run_id", run_id},
+                          {"workflow", entry->workflow},
+                          {"state", persistence::to_string(entry->state)}});
+          int64_t seq = 0;
+          for (auto& e : events) {
+            ++seq;
+            req->event(event_json(e, seq, 4 << 10));
+          }
+          w->last_seq = seq;
+          w->loaded = true;
+          if (!error.empty())
+            req->event(
+              json{{"seq", 0}, {"type", "journal_error"}, {"message", error}});
+          for (auto& p : w->early)
+            self->deliver(*w, p);
+          w->early.clear();
+          if (finished)
+            w->early_end = std::move(finished);
+          if (w->early_end) {
+            self->end_watch(*w, *w->early_end);
+            self->forget_watch(run_id, w.get());
+          }
+        });
     });
   }
 
@@ -512,8 +521,8 @@ void node_service::impl::result(const request_ptr& req, const json& msg) {
                          + std::string{persistence::to_string(entry->state)},
                        json{{"state", persistence::to_string(entry->state)}});
     auto f = self->node.finished_run(run_id);
-    if (!f)
-      return req->fail(error_code::not_found, "no run '" + run_id + "'");
+    if (!f) // deleted since
+      return self->not_found(req, run_id);
     req->reply(finished_json(*f));
   });
 }
@@ -562,7 +571,7 @@ void node_service::impl::change(const request_ptr& req, const std::string& type,
   quick(req, [self = shared_from_this(), req, type, run_id, reason] {
     auto entry = self->node.store().find_run(run_id);
     if (!entry)
-      return req->fail(error_code::not_found, "no run '" + run_id + "'");
+      return self->not_found(req, run_id);
     auto state = entry->state;
     auto state_name = std::string{persistence::to_string(state)};
     if (persistence::is_terminal(state))
@@ -719,7 +728,7 @@ void node_service::impl::inspect(const request_ptr& req, const json& msg) {
     if (!r) {
       auto entry = n.store().find_run(run_id);
       if (!entry)
-        return req->fail(error_code::not_found, "no run '" + run_id + "'");
+        return self->not_found(req, run_id);
       return req->fail(error_code::not_found,
                        "run " + run_id + " is not live on this node (it is "
                          + std::string{persistence::to_string(entry->state)}

@@ -765,8 +765,14 @@ TEST_F(Node, RetentionDeletesFinishedRunsInTheBackground) {
   EXPECT_TRUE(wait_until(
     [&] { return contains(node->err(), "retention: deleted"); }, 10s))
     << node->err();
-  for (auto cmd : {"status", "result", "logs"}) {
+  for (auto cmd : {"status", "result", "logs", "watch"}) {
     auto s = cli({cmd, id}, token("viewer"));
+    EXPECT_EQ(s.exit_code, 1) << cmd;
+    EXPECT_TRUE(contains(s.err, "not found (deleted after retention)"))
+      << cmd << s.err;
+  }
+  for (auto cmd : {"cancel", "pause", "resume"}) {
+    auto s = cli({cmd, id}, token("operator"));
     EXPECT_EQ(s.exit_code, 1) << cmd;
     EXPECT_TRUE(contains(s.err, "not found (deleted after retention)"))
       << cmd << s.err;
