@@ -909,6 +909,16 @@ std::optional<std::string> node_service::not_ready_reason() const {
   return std::nullopt;
 }
 
+std::optional<json> node_service::unavailable() const {
+  auto space = impl_->node.disk_space();
+  if (!space.low)
+    return std::nullopt;
+  return json{{"status", "disk_low"},
+              {"reason", actors::describe_low_disk(space)},
+              {"free_bytes", space.free_bytes},
+              {"min_free_bytes", space.min_free_bytes}};
+}
+
 namespace {
 
 /// Whether a request changes state (runs, breakers, actors), so that it must
@@ -930,10 +940,15 @@ void node_service::handle(const request_ptr& req, const std::string& type,
                           const json& msg) {
   auto& i = *impl_;
   if (type == "ping") {
-    auto why = not_ready_reason();
-    json body{{"ready", !why}};
-    if (why)
-      body["reason"] = *why;
+    // What GET /ready answers: not ready while recovering, nor while the
+    // node takes no new work.
+    json body{{"ready", true}};
+    if (auto why = not_ready_reason())
+      body = {{"ready", false}, {"status", "starting"}, {"reason", *why}};
+    else if (auto off = unavailable()) {
+      body = std::move(*off);
+      body["ready"] = false;
+    }
     return req->reply(std::move(body));
   }
   if (changes_state(type, msg))

@@ -6,6 +6,7 @@
 
 #include "tests/support/node_process.hpp"
 #include "tests/support/process.hpp"
+#include "tests/support/raw_session.hpp"
 #include "tests/support/tmpfs_mount.hpp"
 
 #include <gtest/gtest.h>
@@ -109,6 +110,13 @@ TEST_F(Disk, LowSpaceRefusesSubmissionsHoldsAttemptsAndResumes) {
                              "below storage.min_free (1 GiB)");
   EXPECT_EQ(ready["free_bytes"], 512 * mib);
   EXPECT_EQ(ready["min_free_bytes"], gib);
+  // A ping says the same as /ready.
+  troupe::test::raw_session viewer{control_port, token("viewer")};
+  auto ping = viewer.call({{"t", "ping"}})["body"];
+  EXPECT_EQ(ping["ready"], false) << ping;
+  EXPECT_EQ(ping["status"], "disk_low") << ping;
+  EXPECT_EQ(ping["reason"], ready["reason"]) << ping;
+  EXPECT_EQ(ping["free_bytes"], 512 * mib) << ping;
   auto metrics = http_get(http_port, "/metrics").second;
   EXPECT_TRUE(contains(metrics, "troupe_disk_low 1\n")) << metrics;
   EXPECT_TRUE(contains(metrics, "troupe_disk_free_bytes 536870912\n"))
@@ -141,6 +149,8 @@ TEST_F(Disk, LowSpaceRefusesSubmissionsHoldsAttemptsAndResumes) {
   set_free(10 * gib);
   ASSERT_TRUE(
     wait_until([&] { return ready_status() == "HTTP/1.0 200 OK"; }, 10s));
+  ping = viewer.call({{"t", "ping"}})["body"];
+  EXPECT_EQ(ping, json({{"ready", true}}));
   auto done = cli({"watch", run});
   EXPECT_EQ(done.exit_code, 0) << done.err;
   EXPECT_TRUE(started(events(run), "b"));
