@@ -1075,6 +1075,11 @@ int run_bench_viewers(const global_options& g, const bench_options& b) {
                  "--set auth.submit_burst=100000) and give --node ADDR\n";
     return exit_bad_input;
   }
+  if (b.durability != "machine") {
+    std::cerr << "troupe: bench: against --node the node's own "
+                 "storage.durability applies; leave out --durability\n";
+    return exit_bad_input;
+  }
   config::settings settings;
   if (!load_config(g, {}, settings))
     return exit_bad_input;

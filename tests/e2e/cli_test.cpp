@@ -293,6 +293,14 @@ TEST_F(Cli, BenchNamesBadInputAndExitsTwo) {
   r = troupe({"bench", "seq10", "--n", "many"});
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_TRUE(contains(r.err, "--n")) << r.err;
+  // Against a node its own durability applies: the flag is refused, not
+  // ignored (before any connection is tried).
+  for (auto w : {"seq10", "viewers"}) {
+    r = troupe(
+      {"--node", "127.0.0.1:1", "bench", w, "--durability", "process"});
+    EXPECT_EQ(r.exit_code, 2) << w << r.err;
+    EXPECT_TRUE(contains(r.err, "leave out --durability")) << w << r.err;
+  }
 }
 
 namespace {
