@@ -19,6 +19,11 @@ using json = nlohmann::json;
 
 namespace {
 
+/// What troupe gc says, after the retention, when it keeps every run.
+constexpr const char* kept_all_hint
+  = "which keeps every run: nothing removed (give --older-than D to remove "
+    "runs that finished more than D ago)\n";
+
 std::string plural(uint64_t n, const std::string& what) {
   return std::to_string(n) + " " + what + (n == 1 ? "" : "s");
 }
@@ -50,9 +55,7 @@ int gc_local(const global_options& g, const config::settings& settings,
   auto dir = settings.get_string("node.data_dir");
   auto age = older_than.value_or(settings.get_duration("storage.retention"));
   if (!older_than && age.count() == 0) {
-    std::cerr << "troupe: gc: storage.retention is 0s, which keeps every run: "
-                 "nothing removed (give --older-than D to remove runs that "
-                 "finished more than D ago)\n";
+    std::cerr << "troupe: gc: storage.retention is 0s, " << kept_all_hint;
     return exit_ok;
   }
   // A folder that holds no store (a mistyped --data-dir) has nothing to
@@ -115,6 +118,11 @@ int gc_remote(const global_options& g, const config::settings& settings,
     client.connect(client_options(g, settings));
     // A first collection after a long time may delete many runs.
     auto body = client.call(req, std::chrono::minutes{30});
+    if (body.value("kept_all", false) && !g.json) {
+      std::cerr << "troupe: gc: storage.retention is 0s on "
+                << client.node_name() << ", " << kept_all_hint;
+      return exit_ok;
+    }
     print_report(g, std::move(body), "node", client.node_name());
     return exit_ok;
   } catch (const client_error& e) {

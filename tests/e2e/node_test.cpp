@@ -738,6 +738,32 @@ TEST_F(Node, BenchNamesTheNodesSubmissionLimit) {
   EXPECT_TRUE(contains(r.err, "auth.submit_rate=100000")) << r.err;
 }
 
+// A node whose storage.retention is 0s keeps every run: `troupe gc` without
+// --older-than removes nothing and says why, as on a data dir (exit 0).
+TEST_F(Node, GcOnANodeThatKeepsEveryRunSaysWhyAndRemovesNothing) {
+  start_node({"--set", "storage.retention=0s"});
+  auto id = submit(sleeper("0s"));
+  ASSERT_TRUE(wait_until([&] { return state_of(id) == "completed"; }, 10s));
+  auto g = cli({"gc"});
+  EXPECT_EQ(g.exit_code, 0) << g.err;
+  EXPECT_TRUE(contains(g.err,
+                       "storage.retention is 0s on node-1, which keeps "
+                       "every run: nothing removed (give --older-than D"))
+    << g.err;
+  EXPECT_EQ(g.out, "");
+  g = cli({"gc", "--json"});
+  EXPECT_EQ(g.exit_code, 0) << g.err;
+  auto report = json::parse(g.out, nullptr, false);
+  ASSERT_TRUE(report.is_object()) << g.out;
+  EXPECT_EQ(report["runs"], 0) << g.out;
+  EXPECT_EQ(report["kept_all"], true) << g.out;
+  EXPECT_EQ(state_of(id), "completed");
+  // Told an age, it deletes.
+  g = cli({"gc", "--older-than", "0s", "--json"});
+  EXPECT_EQ(g.exit_code, 0) << g.err;
+  EXPECT_EQ(json::parse(g.out, nullptr, false).value("runs", 0), 1) << g.out;
+}
+
 TEST_F(Node, RetentionDeletesFinishedRunsInTheBackground) {
   start_node(
     {"--set", "storage.retention=1s", "--set", "storage.gc_interval=200ms"});
