@@ -1544,8 +1544,15 @@ std::unique_ptr<journal_store> open_store(const journal_store::options& opts,
   }
 
   rocksdb::Options o;
-  // The last run's log is kept as LOG.old.
-  fs::rename(fs::path{path} / "LOG", fs::path{path} / "LOG.old", ec);
+  // The last log is kept as LOG.old.<microseconds>, as RocksDB names it (and
+  // purges all but keep_log_file_num of them). This runs before DB::Open
+  // takes the store's lock: when another process holds the store, its LOG
+  // is moved aside, never overwritten, and it goes on writing there.
+  auto micros = std::chrono::duration_cast<std::chrono::microseconds>(
+                  std::chrono::system_clock::now().time_since_epoch())
+                  .count();
+  fs::rename(fs::path{path} / "LOG",
+             fs::path{path} / ("LOG.old." + std::to_string(micros)), ec);
   o.info_log = std::make_shared<tolerant_logger>(path + "/LOG");
   o.create_if_missing = true;
   o.create_missing_column_families = true;

@@ -660,6 +660,35 @@ TEST_F(StoreTest, SecondOpenInOneProcessFailsWithLockError) {
     append_wait(*store, "x", {make_event(event_type::run_submitted, 0)}), "");
 }
 
+// Opens that fail because the store is held (here by this process; by
+// another, such as a node while `troupe history --data-dir` tries, it is the
+// same) move the holder's info log aside, as RocksDB does, but never lose
+// it: the file the holder writes to stays in the folder.
+TEST_F(StoreTest, FailedOpensOfAHeldStoreLoseNoneOfItsInfoLog) {
+  auto store = open();
+  ASSERT_TRUE(store);
+  for (int i = 0; i < 3; ++i)
+    EXPECT_NE(open_error(path()), "");
+  int logs = 0;
+  for (auto& fd : fs::directory_iterator("/proc/self/fd")) {
+    std::error_code ec;
+    auto target = fs::read_symlink(fd.path(), ec).string();
+    if (ec || !target.starts_with(path() + "/LOG"))
+      continue;
+    ++logs;
+    EXPECT_FALSE(target.ends_with("(deleted)")) << target;
+  }
+  EXPECT_EQ(logs, 1);
+  // Old logs do not pile up: RocksDB keeps the newest few.
+  store.reset();
+  for (int i = 0; i < 8; ++i)
+    ASSERT_TRUE(open());
+  int old_logs = 0;
+  for (auto& f : fs::directory_iterator(path()))
+    old_logs += f.path().filename().string().starts_with("LOG.old.");
+  EXPECT_LE(old_logs, 4);
+}
+
 // Run only by the next test, in a child process: holds the store open until
 // told to let go.
 TEST(StoreHelper, DISABLED_HoldStoreOpen) {
