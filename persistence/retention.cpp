@@ -19,6 +19,16 @@ int64_t before(int64_t now, std::chrono::nanoseconds age) {
 
 } // namespace
 
+journal_store::gc_options
+collection_before(std::chrono::nanoseconds older_than,
+                  std::chrono::nanoseconds tombstone_retention) {
+  auto now = now_ns();
+  journal_store::gc_options o;
+  o.runs_before_ns = before(now, older_than);
+  o.tombstones_before_ns = before(now, tombstone_retention);
+  return o;
+}
+
 retention_worker::retention_worker(journal_store& store, options opts)
     : store_(store), opts_(std::move(opts)) {
   if (opts_.interval <= std::chrono::nanoseconds::zero())
@@ -62,15 +72,10 @@ void retention_worker::collect_now(
 
 journal_store::gc_report
 retention_worker::collect(std::optional<std::chrono::nanoseconds> older_than) {
-  auto now = now_ns();
-  journal_store::gc_options o;
-  if (older_than)
-    o.runs_before_ns = before(now, *older_than);
-  else if (opts_.retention.count() > 0)
-    o.runs_before_ns = before(now, opts_.retention);
-  else
+  auto o = collection_before(older_than.value_or(opts_.retention),
+                             opts_.tombstone_retention);
+  if (!older_than && opts_.retention.count() == 0)
     o.runs_before_ns = 0; // Zero retention keeps every run.
-  o.tombstones_before_ns = before(now, opts_.tombstone_retention);
   o.stop = &stopping_;
   try {
     return store_.collect(o);

@@ -13,6 +13,14 @@
 
 namespace troupe::persistence {
 
+/// What a collection run now deletes: the finished runs that finished more
+/// than `older_than` ago, and the tombstones of runs deleted more than
+/// `tombstone_retention` ago (wall clock; an age beyond the epoch reaches
+/// nothing).
+journal_store::gc_options
+collection_before(std::chrono::nanoseconds older_than,
+                  std::chrono::nanoseconds tombstone_retention);
+
 /// Deletes finished runs after their retention, on a thread of its own (never
 /// a scheduler thread, and never the journal writer's): one collection soon
 /// after it starts, then one every `interval`, and any asked for with

@@ -786,6 +786,43 @@ class scratch_dir {
   std::string path_;
 };
 
+/// A line a child printed, with the seconds since it started.
+using timed_line = std::pair<json, double>;
+
+/// What a node's start on a filled data dir took: its first line once
+/// every unfinished run is handed to its actor (`ready`: how many, and how
+/// long opening and scanning took), its second once every actor has rebuilt
+/// its run (`resumed`).
+struct resume_timing {
+  timed_line ready;
+  timed_line resumed;
+};
+
+/// Runs `resume` (a *-resume workload) on the data dir a fill left, and
+/// returns its timing; nothing when it did not resume `expected` runs
+/// (said on stderr, naming `bench`).
+std::optional<resume_timing> time_resume(const global_options& g,
+                                         const one_options& resume,
+                                         size_t expected,
+                                         const std::string& bench) {
+  child c{g, resume};
+  auto ready = c.next(std::chrono::seconds{600});
+  auto resumed = ready ? c.next(std::chrono::seconds{600}) : std::nullopt;
+  if (!resumed)
+    c.kill_now();
+  auto rc = c.wait();
+  if (!ready || !resumed || rc != exit_ok
+      || ready->first.value("ready", size_t{0}) != expected
+      || resumed->first.value("resumed", size_t{0}) < expected) {
+    std::cerr << "troupe: bench: " << bench
+              << ": the restarted node did not resume " << expected << " runs"
+              << (ready ? " (" + ready->first.dump() + ")" : std::string{})
+              << "\n";
+    return std::nullopt;
+  }
+  return resume_timing{std::move(*ready), std::move(*resumed)};
+}
+
 std::optional<json> measure_history(const global_options& g,
                                     const one_options& o,
                                     const std::string& scratch_base);
@@ -829,29 +866,17 @@ std::optional<json> measure(const global_options& g, one_options o,
   }
   auto resume = o;
   resume.workload = "recover-resume";
-  child c{g, resume};
-  auto ready = c.next(std::chrono::seconds{600});
-  auto resumed = ready ? c.next(std::chrono::seconds{600}) : std::nullopt;
-  if (!resumed)
-    c.kill_now();
-  auto rc = c.wait();
-  if (!ready || !resumed || rc != exit_ok
-      || ready->first.value("ready", size_t{0}) != o.n
-      || resumed->first.value("resumed", size_t{0}) < o.n) {
-    std::cerr << "troupe: bench: recover: the restarted node did not resume "
-              << o.n << " runs"
-              << (ready ? " (" + ready->first.dump() + ")" : std::string{})
-              << "\n";
+  auto t = time_resume(g, resume, o.n, "recover");
+  if (!t)
     return std::nullopt;
-  }
   return json{{"workload", "recover"},
               {"durability", o.durability},
               {"n", o.n},
               {"park_s", park_s},
-              {"ready_s", ready->second},
-              {"open_s", ready->first.value("open_s", 0.0)},
-              {"scan_s", ready->first.value("scan_s", 0.0)},
-              {"resumed_s", resumed->second}};
+              {"ready_s", t->ready.second},
+              {"open_s", t->ready.first.value("open_s", 0.0)},
+              {"scan_s", t->ready.first.value("scan_s", 0.0)},
+              {"resumed_s", t->resumed.second}};
 }
 
 /// One side of `history`: fills a fresh data dir with `finished` finished
@@ -879,29 +904,17 @@ std::optional<json> history_side(const global_options& g, const one_options& o,
   }
   auto resume = fill;
   resume.workload = "history-resume";
-  child c{g, resume};
-  auto ready = c.next(std::chrono::seconds{600});
-  auto resumed = ready ? c.next(std::chrono::seconds{600}) : std::nullopt;
-  if (!resumed)
-    c.kill_now();
-  auto rc = c.wait();
-  if (!ready || !resumed || rc != exit_ok
-      || ready->first.value("ready", size_t{0}) != o.concurrency
-      || resumed->first.value("resumed", size_t{0}) < o.concurrency) {
-    std::cerr << "troupe: bench: history: the restarted node did not resume "
-              << o.concurrency << " runs"
-              << (ready ? " (" + ready->first.dump() + ")" : std::string{})
-              << "\n";
+  auto t = time_resume(g, resume, o.concurrency, "history");
+  if (!t)
     return std::nullopt;
-  }
   return json{{"finished", finished},
               {"index_entries", filled.value("index_entries", size_t{0})},
               {"index_walk_s", filled.value("index_walk_s", 0.0)},
               {"fill_s", filled.value("fill_s", 0.0)},
-              {"ready_s", ready->second},
-              {"open_s", ready->first.value("open_s", 0.0)},
-              {"scan_s", ready->first.value("scan_s", 0.0)},
-              {"resumed_s", resumed->second}};
+              {"ready_s", t->ready.second},
+              {"open_s", t->ready.first.value("open_s", 0.0)},
+              {"scan_s", t->ready.first.value("scan_s", 0.0)},
+              {"resumed_s", t->resumed.second}};
 }
 
 /// `history`: the same parked runs resumed from a store that also holds N
@@ -1060,6 +1073,11 @@ int run_bench_viewers(const global_options& g, const bench_options& b) {
     std::cerr << "troupe: bench: workload 'viewers' runs against a node: "
                  "start a scratch one (with --set auth.submit_rate=100000 "
                  "--set auth.submit_burst=100000) and give --node ADDR\n";
+    return exit_bad_input;
+  }
+  if (b.durability != "machine") {
+    std::cerr << "troupe: bench: against --node the node's own "
+                 "storage.durability applies; leave out --durability\n";
     return exit_bad_input;
   }
   config::settings settings;

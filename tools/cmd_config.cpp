@@ -38,6 +38,14 @@ bool load_config(const global_options& g,
   return true;
 }
 
+bool load_data_dir_config(const global_options& g, const std::string& data_dir,
+                          config::settings& out) {
+  std::vector<config::flag_override> flags;
+  if (!data_dir.empty())
+    flags.push_back({"--data-dir", "node.data_dir", data_dir});
+  return load_config(g, std::move(flags), out);
+}
+
 int run_config_show(const global_options& g) {
   config::settings s;
   if (!load_config(g, {}, s))

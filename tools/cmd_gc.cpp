@@ -3,6 +3,7 @@
 
 #include "config/duration.hpp"
 #include "persistence/journal_store.hpp"
+#include "persistence/retention.hpp"
 #include "tools/commands.hpp"
 #include "tools/control_client.hpp"
 #include "tools/data_dir.hpp"
@@ -10,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include <chrono>
+#include <filesystem>
 #include <iostream>
 
 namespace troupe::tools {
@@ -17,6 +19,11 @@ namespace troupe::tools {
 using json = nlohmann::json;
 
 namespace {
+
+/// What troupe gc says, after the retention, when it keeps every run.
+constexpr const char* kept_all_hint
+  = "which keeps every run: nothing removed (give --older-than D to remove "
+    "runs that finished more than D ago)\n";
 
 std::string plural(uint64_t n, const std::string& what) {
   return std::to_string(n) + " " + what + (n == 1 ? "" : "s");
@@ -43,26 +50,24 @@ void print_report(const global_options& g, json report,
             << " from " << where << "\n";
 }
 
-int64_t wall_ns() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(
-           std::chrono::system_clock::now().time_since_epoch())
-    .count();
-}
-
-int64_t before(int64_t now, std::chrono::nanoseconds age) {
-  return age.count() >= now ? 0 : now - age.count();
-}
-
 /// Collects a data dir directly.
 int gc_local(const global_options& g, const config::settings& settings,
              std::optional<std::chrono::nanoseconds> older_than) {
   auto dir = settings.get_string("node.data_dir");
   auto age = older_than.value_or(settings.get_duration("storage.retention"));
   if (!older_than && age.count() == 0) {
-    std::cerr << "troupe: gc: storage.retention is 0s, which keeps every run: "
-                 "nothing removed (give --older-than D to remove runs that "
-                 "finished more than D ago)\n";
+    std::cerr << "troupe: gc: storage.retention is 0s, " << kept_all_hint;
     return exit_ok;
+  }
+  // A folder that holds no store (a mistyped --data-dir) has nothing to
+  // collect, and opening it would make an empty store there.
+  std::error_code ec;
+  if (!std::filesystem::exists(std::filesystem::path{dir} / "CURRENT", ec)) {
+    bool folder = std::filesystem::is_directory(dir, ec);
+    std::cerr << "troupe: gc: no journal store at '" << dir << "' ("
+              << (folder ? "the folder holds none" : "no such folder")
+              << "); give the data dir of a node or of troupe run\n";
+    return exit_bad_input;
   }
   persistence::journal_store::options so;
   so.path = dir;
@@ -71,12 +76,8 @@ int gc_local(const global_options& g, const config::settings& settings,
   auto store = open_data_dir("gc", so, rc);
   if (!store)
     return rc;
-  auto now = wall_ns();
-  persistence::journal_store::gc_options o;
-  o.runs_before_ns = before(now, age);
-  o.tombstones_before_ns
-    = before(now, settings.get_duration("storage.tombstone_retention"));
-  auto r = store->collect(o);
+  auto r = store->collect(persistence::collection_before(
+    age, settings.get_duration("storage.tombstone_retention")));
   json report
     = {{"runs", r.runs},
        {"events", r.events},
@@ -107,6 +108,11 @@ int gc_remote(const global_options& g, const config::settings& settings,
     client.connect(client_options(g, settings));
     // A first collection after a long time may delete many runs.
     auto body = client.call(req, std::chrono::minutes{30});
+    if (body.value("kept_all", false) && !g.json) {
+      std::cerr << "troupe: gc: storage.retention is 0s on "
+                << client.node_name() << ", " << kept_all_hint;
+      return exit_ok;
+    }
     print_report(g, std::move(body), "node", client.node_name());
     return exit_ok;
   } catch (const client_error& e) {
@@ -136,11 +142,8 @@ int run_gc(const global_options& g, const gc_command_options& o) {
                  "on) or --node (ask that node), not both\n";
     return exit_bad_input;
   }
-  std::vector<config::flag_override> flags;
-  if (!o.data_dir.empty())
-    flags.push_back({"--data-dir", "node.data_dir", o.data_dir});
   config::settings settings;
-  if (!load_config(g, flags, settings))
+  if (!load_data_dir_config(g, o.data_dir, settings))
     return exit_bad_input;
   if (!o.data_dir.empty())
     return gc_local(g, settings, older_than);

@@ -129,19 +129,6 @@ event_record event_from_json(const json& j) {
   return e;
 }
 
-namespace {
-
-/// Loads the configuration with `--data-dir` (when given) on top.
-bool load_data_dir_config(const global_options& g, const std::string& data_dir,
-                          config::settings& settings) {
-  std::vector<config::flag_override> flags;
-  if (!data_dir.empty())
-    flags.push_back({"--data-dir", "node.data_dir", data_dir});
-  return load_config(g, flags, settings);
-}
-
-} // namespace
-
 int run_history(const global_options& g, const std::string& run_id,
                 const std::string& data_dir) {
   config::settings settings;

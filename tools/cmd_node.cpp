@@ -172,15 +172,9 @@ int run_node_start(const global_options& g, const node_start_options& o) {
     eo.tls_key_file = co.tls_key;
     cluster::endpoint_handlers handlers;
     handlers.ready = [&service] { return service.ready(); };
-    handlers.unavailable = [&node]() -> std::string {
-      auto space = node->disk_space();
-      if (!space.low)
-        return {};
-      return nlohmann::json{{"status", "disk_low"},
-                            {"reason", actors::describe_low_disk(space)},
-                            {"free_bytes", space.free_bytes},
-                            {"min_free_bytes", space.min_free_bytes}}
-        .dump();
+    handlers.unavailable = [&service]() -> std::string {
+      auto off = service.unavailable();
+      return off ? off->dump() : std::string{};
     };
     handlers.metrics = [&metrics] { return metrics.render(); };
     http = std::make_unique<cluster::http_endpoint>(io, eo, handlers);

@@ -189,10 +189,12 @@ int follow(const global_options& g, control_client& client,
   };
   progress::view view{std::move(vo)};
   // The node sends keepalives while the watch is open (answered inside
-  // next()); silence past the limit means it hangs or the path is gone.
+  // next_alive(), where each counts as a sign of life, however long the run
+  // is quiet); silence past the limit means it hangs or the path is gone.
   auto quiet = client.quiet_limit();
   while (true) {
-    auto msg = client.next(quiet.count() > 0 ? quiet : std::chrono::hours{1});
+    auto msg = quiet.count() > 0 ? client.next_alive(quiet)
+                                 : client.next(std::chrono::hours{1});
     if (!msg && quiet.count() > 0)
       throw client_error(exit_unreachable,
                          "lost the connection to the node: nothing from it for "
@@ -477,11 +479,8 @@ int remote(const global_options& g, const std::string& command,
 
 int run_remote(const global_options& g, const std::string& command,
                const remote_options& o) {
-  std::vector<config::flag_override> flags;
-  if (!o.data_dir.empty())
-    flags.push_back({"--data-dir", "node.data_dir", o.data_dir});
   config::settings settings;
-  if (!load_config(g, flags, settings))
+  if (!load_data_dir_config(g, o.data_dir, settings))
     return exit_bad_input;
   if (o.limit == 0 || o.limit > 1000) {
     std::cerr << "troupe: " << command << ": --limit must be from 1 to 1000\n";

@@ -51,6 +51,11 @@ bool load_config(const global_options& g,
                  std::vector<config::flag_override> extra,
                  config::settings& out);
 
+/// Like load_config, with `--data-dir` (when not empty) on top, as
+/// node.data_dir.
+bool load_data_dir_config(const global_options& g, const std::string& data_dir,
+                          config::settings& out);
+
 /// Options of `troupe run`.
 struct run_options {
   std::string file;

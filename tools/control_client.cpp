@@ -415,4 +415,30 @@ std::optional<json> control_client::next(std::chrono::milliseconds timeout) {
   return msg;
 }
 
+std::optional<json>
+control_client::next_alive(std::chrono::milliseconds quiet) {
+  auto& i = *impl_;
+  if (!i.inbox.empty()) {
+    auto msg = std::move(i.inbox.front());
+    i.inbox.pop_front();
+    return msg;
+  }
+  // Each turn takes a frame from the node: the loop lasts as long as the
+  // node keeps speaking, which is the point (a watch lasts as long as its
+  // run), and ends after `quiet` of silence.
+  while (true) {
+    auto msg = i.read_frame(quiet);
+    if (!msg)
+      return std::nullopt;
+    auto t = msg->value("t", "");
+    if (t == "keepalive") {
+      i.write(control::encode_frame(json{{"t", "keepalive"}}));
+      continue;
+    }
+    if (t == "error")
+      throw_answer(*msg);
+    return msg;
+  }
+}
+
 } // namespace troupe::tools

@@ -65,6 +65,11 @@ class control_client {
   /// (exit 3) or on an error message.
   std::optional<nlohmann::json> next(std::chrono::milliseconds timeout);
 
+  /// Like `next`, but a keepalive from the node counts as a sign of life:
+  /// returns nothing only once the node sent no frame at all for `quiet`.
+  /// For streams that may be silent as long as their run (watch).
+  std::optional<nlohmann::json> next_alive(std::chrono::milliseconds quiet);
+
   /// The node's name, from its welcome.
   const std::string& node_name() const;
 

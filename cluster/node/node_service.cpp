@@ -270,45 +270,54 @@ struct node_service::impl : std::enable_shared_from_this<impl> {
       std::string error;
       std::vector<event_record> events;
       std::optional<runtime::run_finished> finished;
+      // Why there is nothing to watch: never there, or deleted.
+      std::string missing;
+      json detail;
       if (entry) {
         events = store.read_journal(run_id, error);
         if (persistence::is_terminal(entry->state))
           finished = self->node.finished_run(run_id);
+      } else {
+        missing = missing_run(store, run_id, &detail);
       }
-      asio::post(self->io, [self, req, run_id, w, entry = std::move(entry),
-                            events = std::move(events),
-                            error = std::move(error),
-                            finished = std::move(finished)]() mutable {
-        if (!entry) {
-          self->forget_watch(run_id, w.get());
-          req->fail(error_code::not_found, "no run '" + run_id + "'");
-          return;
-        }
-        req->event(json{{"seq", 0},
-                        {"type", "watching"},
-                        {"run_id", run_id},
-                        {"workflow", entry->workflow},
-                        {"state", persistence::to_string(entry->state)}});
-        int64_t seq = 0;
-        for (auto& e : events) {
-          ++seq;
-          req->event(event_json(e, seq, 4 << 10));
-        }
-        w->last_seq = seq;
-        w->loaded = true;
-        if (!error.empty())
-          req->event(
-            json{{"seq", 0}, {"type", "journal_error"}, {"message", error}});
-        for (auto& p : w->early)
-          self->deliver(*w, p);
-        w->early.clear();
-        if (finished)
-          w->early_end = std::move(finished);
-        if (w->early_end) {
-          self->end_watch(*w, *w->early_end);
-          self->forget_watch(run_id, w.get());
-        }
-      });
+      asio::post(
+        self->io, [self, req, run_id, w, entry = std::move(entry),
+                   events = std::move(events), error = std::move(error),
+                   finished = std::move(finished), missing = std::move(missing),
+                   detail = std::move(detail)]() mutable {
+          if (!entry) {
+            self->forget_watch(run_id, w.get());
+            if (detail.is_null())
+              req->fail(error_code::not_found, missing);
+            else
+              req->fail(error_code::not_found, missing, std::move(detail));
+            return;
+          }
+          req->event(json{{"seq", 0},
+                          {"type", "watching"},
+                          {"run_id", run_id},
+                          {"workflow", entry->workflow},
+                          {"state", persistence::to_string(entry->state)}});
+          int64_t seq = 0;
+          for (auto& e : events) {
+            ++seq;
+            req->event(event_json(e, seq, 4 << 10));
+          }
+          w->last_seq = seq;
+          w->loaded = true;
+          if (!error.empty())
+            req->event(
+              json{{"seq", 0}, {"type", "journal_error"}, {"message", error}});
+          for (auto& p : w->early)
+            self->deliver(*w, p);
+          w->early.clear();
+          if (finished)
+            w->early_end = std::move(finished);
+          if (w->early_end) {
+            self->end_watch(*w, *w->early_end);
+            self->forget_watch(run_id, w.get());
+          }
+        });
     });
   }
 
@@ -514,8 +523,8 @@ void node_service::impl::result(const request_ptr& req, const json& msg) {
                          + std::string{persistence::to_string(entry->state)},
                        json{{"state", persistence::to_string(entry->state)}});
     auto f = self->node.finished_run(run_id);
-    if (!f)
-      return req->fail(error_code::not_found, "no run '" + run_id + "'");
+    if (!f) // deleted since
+      return self->not_found(req, run_id);
     req->reply(finished_json(*f));
   });
 }
@@ -564,7 +573,7 @@ void node_service::impl::change(const request_ptr& req, const std::string& type,
   quick(req, [self = shared_from_this(), req, type, run_id, reason] {
     auto entry = self->node.store().find_run(run_id);
     if (!entry)
-      return req->fail(error_code::not_found, "no run '" + run_id + "'");
+      return self->not_found(req, run_id);
     auto state = entry->state;
     auto state_name = std::string{persistence::to_string(state)};
     if (persistence::is_terminal(state))
@@ -721,7 +730,7 @@ void node_service::impl::inspect(const request_ptr& req, const json& msg) {
     if (!r) {
       auto entry = n.store().find_run(run_id);
       if (!entry)
-        return req->fail(error_code::not_found, "no run '" + run_id + "'");
+        return self->not_found(req, run_id);
       return req->fail(error_code::not_found,
                        "run " + run_id + " is not live on this node (it is "
                          + std::string{persistence::to_string(entry->state)}
@@ -820,9 +829,12 @@ void node_service::impl::gc(const request_ptr& req, const json& msg) {
   if (older_than_ms != absent)
     older_than = std::chrono::milliseconds{static_cast<int64_t>(older_than_ms)};
   else if (older_than.count() == 0)
-    return req->fail(error_code::bad_request,
-                     "gc: storage.retention is 0s on this node (every run is "
-                     "kept); give older_than_ms");
+    // Nothing is past a retention that keeps every run: done, as asked.
+    return req->reply(json{{"runs", 0},
+                           {"events", 0},
+                           {"keys", 0},
+                           {"tombstones", 0},
+                           {"kept_all", true}});
   runtime::log::info(
     "node", "collection requested",
     {{"subject", req->who().subject},
@@ -902,6 +914,16 @@ std::optional<std::string> node_service::not_ready_reason() const {
   return std::nullopt;
 }
 
+std::optional<json> node_service::unavailable() const {
+  auto space = impl_->node.disk_space();
+  if (!space.low)
+    return std::nullopt;
+  return json{{"status", "disk_low"},
+              {"reason", actors::describe_low_disk(space)},
+              {"free_bytes", space.free_bytes},
+              {"min_free_bytes", space.min_free_bytes}};
+}
+
 namespace {
 
 /// Whether a request changes state (runs, breakers, actors), so that it must
@@ -923,10 +945,15 @@ void node_service::handle(const request_ptr& req, const std::string& type,
                           const json& msg) {
   auto& i = *impl_;
   if (type == "ping") {
-    auto why = not_ready_reason();
-    json body{{"ready", !why}};
-    if (why)
-      body["reason"] = *why;
+    // What GET /ready answers: not ready while recovering, nor while the
+    // node takes no new work.
+    json body{{"ready", true}};
+    if (auto why = not_ready_reason())
+      body = {{"ready", false}, {"status", "starting"}, {"reason", *why}};
+    else if (auto off = unavailable()) {
+      body = std::move(*off);
+      body["ready"] = false;
+    }
     return req->reply(std::move(body));
   }
   if (changes_state(type, msg))

@@ -56,12 +56,19 @@ class node_service final : public control_handler {
   actors::embedded_node::recovery recover();
 
   /// Why the node may not act on state-changing requests yet (submit,
-  /// cancel, pause, ...), or nothing when it may. The one place readiness is
-  /// decided: requests, `ping` and the HTTP `/ready` all follow it.
+  /// cancel, pause, ...), or nothing when it may. Requests are refused
+  /// with not_ready for it; `ping` and GET /ready answer not ready for it,
+  /// and for what unavailable() says.
   std::optional<std::string> not_ready_reason() const;
 
   /// Whether the node acts on state-changing requests (no reason not to).
   bool ready() const { return !not_ready_reason(); }
+
+  /// Why the node, though ready, takes no new work now (its data dir is
+  /// below storage.min_free): {status: "disk_low", reason, free_bytes,
+  /// min_free_bytes}; nothing when it takes work. GET /ready answers 503
+  /// with it, and `ping` says the same.
+  std::optional<nlohmann::json> unavailable() const;
 
   /// Refuses new submissions from now on (shutdown).
   void drain() { draining_ = true; }

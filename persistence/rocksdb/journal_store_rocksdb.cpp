@@ -1041,8 +1041,8 @@ class rocksdb_journal_store final : public journal_store {
   /// Deletes finished runs older than `o.runs_before_ns`, a batch at a time.
   void collect_runs(const gc_options& o, gc_report& out,
                     collected_range& range) {
-    std::string upper;
-    kl::append_be64(upper, kl::time_part(o.runs_before_ns));
+    // Every key of a run that finished before the time.
+    const std::string upper = kl::finished_key(o.runs_before_ns, "");
     range.finished_before_ns = o.runs_before_ns;
     std::string resume; // The first finished key not looked at yet.
     const size_t batch_size = std::max<size_t>(1, o.batch);
@@ -1232,8 +1232,7 @@ class rocksdb_journal_store final : public journal_store {
       compact(journal_, &journal_begin, &journal_end);
       auto runs_end = range.last + '\0';
       compact(runs_, &range.first, &runs_end);
-      std::string finished_end;
-      kl::append_be64(finished_end, kl::time_part(range.finished_before_ns));
+      auto finished_end = kl::finished_key(range.finished_before_ns, "");
       compact(finished_, nullptr, &finished_end);
     }
     compact(unfinished_, nullptr, nullptr);
@@ -1558,8 +1557,15 @@ std::unique_ptr<journal_store> open_store(const journal_store::options& opts,
   }
 
   rocksdb::Options o;
-  // The last run's log is kept as LOG.old.
-  fs::rename(fs::path{path} / "LOG", fs::path{path} / "LOG.old", ec);
+  // The last log is kept as LOG.old.<microseconds>, as RocksDB names it (and
+  // purges all but keep_log_file_num of them). This runs before DB::Open
+  // takes the store's lock: when another process holds the store, its LOG
+  // is moved aside, never overwritten, and it goes on writing there.
+  auto micros = std::chrono::duration_cast<std::chrono::microseconds>(
+                  std::chrono::system_clock::now().time_since_epoch())
+                  .count();
+  fs::rename(fs::path{path} / "LOG",
+             fs::path{path} / ("LOG.old." + std::to_string(micros)), ec);
   o.info_log = std::make_shared<tolerant_logger>(path + "/LOG");
   o.create_if_missing = opts.create_if_missing;
   o.create_missing_column_families = true;

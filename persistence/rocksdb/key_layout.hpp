@@ -70,12 +70,19 @@ inline constexpr int store_format_version = 2;
 /// Key of the format version, in the default column family.
 inline constexpr std::string_view format_key = "format";
 
+/// Returns `head` followed by `tail`: the keys below are a prefix and a
+/// name.
+inline std::string joined(std::string_view head, std::string_view tail) {
+  std::string out;
+  out.reserve(head.size() + tail.size());
+  out.append(head).append(tail);
+  return out;
+}
+
 /// Key, in the default column family, of the run holding idempotency key
 /// `key`: "idem/" + key -> run id.
 inline std::string idempotency_key(std::string_view key) {
-  std::string out{"idem/"};
-  out.append(key);
-  return out;
+  return joined("idem/", key);
 }
 
 /// Prefix of the reverse idempotency keys in the default column family.
@@ -83,8 +90,7 @@ inline constexpr std::string_view idempotency_reverse_prefix = "idemrun/";
 
 /// Returns the prefix of every reverse idempotency key of `run_id`.
 inline std::string idempotency_reverse_prefix_of(std::string_view run_id) {
-  std::string out{idempotency_reverse_prefix};
-  out.append(run_id);
+  auto out = joined(idempotency_reverse_prefix, run_id);
   out.push_back('\0');
   return out;
 }
@@ -93,9 +99,7 @@ inline std::string idempotency_reverse_prefix_of(std::string_view run_id) {
 /// idempotency key `key`: "idemrun/" run_id 0x00 key -> "".
 inline std::string idempotency_reverse_key(std::string_view run_id,
                                            std::string_view key) {
-  std::string out = idempotency_reverse_prefix_of(run_id);
-  out.append(key);
-  return out;
+  return joined(idempotency_reverse_prefix_of(run_id), key);
 }
 
 /// Appends `v` to `out` as 8 big-endian bytes.
@@ -118,12 +122,21 @@ inline uint64_t time_part(int64_t ns) {
   return ns < 0 ? 0 : static_cast<uint64_t>(ns);
 }
 
-/// Key, in the finished column family, of `run_id` finished at `at_ns`.
-inline std::string finished_key(int64_t at_ns, std::string_view run_id) {
+/// Returns `head` followed by be64(time_part(at_ns)) and `run_id`: a key
+/// that sorts runs by that time.
+inline std::string time_ordered(std::string_view head, int64_t at_ns,
+                                std::string_view run_id) {
   std::string out;
+  out.reserve(head.size() + 8 + run_id.size());
+  out.append(head);
   append_be64(out, time_part(at_ns));
   out.append(run_id);
   return out;
+}
+
+/// Key, in the finished column family, of `run_id` finished at `at_ns`.
+inline std::string finished_key(int64_t at_ns, std::string_view run_id) {
+  return time_ordered({}, at_ns, run_id);
 }
 
 /// Prefix of the tombstones in the default column family.
@@ -131,9 +144,7 @@ inline constexpr std::string_view tombstone_prefix = "gone/";
 
 /// Key, in the default column family, of the tombstone of `run_id`.
 inline std::string tombstone_key(std::string_view run_id) {
-  std::string out{tombstone_prefix};
-  out.append(run_id);
-  return out;
+  return joined(tombstone_prefix, run_id);
 }
 
 /// Prefix of the tombstones by deletion time in the default column family.
@@ -142,17 +153,12 @@ inline constexpr std::string_view tombstone_time_prefix = "goneat/";
 /// Key, in the default column family, of the tombstone of `run_id` deleted
 /// at `at_ns`, in deletion order.
 inline std::string tombstone_time_key(int64_t at_ns, std::string_view run_id) {
-  std::string out{tombstone_time_prefix};
-  append_be64(out, time_part(at_ns));
-  out.append(run_id);
-  return out;
+  return time_ordered(tombstone_time_prefix, at_ns, run_id);
 }
 
 /// Key, in the default column family, of the node note `name`.
 inline std::string note_key(std::string_view name) {
-  std::string out{"note/"};
-  out.append(name);
-  return out;
+  return joined("note/", name);
 }
 
 /// Size of the sequence number suffix of a journal key.

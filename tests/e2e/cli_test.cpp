@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include <csignal>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <regex>
@@ -312,6 +313,14 @@ TEST_F(Cli, BenchNamesBadInputAndExitsTwo) {
   r = troupe({"bench", "seq10", "--n", "many"});
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_TRUE(contains(r.err, "--n")) << r.err;
+  // Against a node its own durability applies: the flag is refused, not
+  // ignored (before any connection is tried).
+  for (auto w : {"seq10", "viewers"}) {
+    r = troupe(
+      {"--node", "127.0.0.1:1", "bench", w, "--durability", "process"});
+    EXPECT_EQ(r.exit_code, 2) << w << r.err;
+    EXPECT_TRUE(contains(r.err, "leave out --durability")) << w << r.err;
+  }
 }
 
 namespace {
@@ -401,6 +410,14 @@ TEST_F(Cli, GcNamesBadInputAndABusyDataDir) {
   r = troupe({"gc", "--data-dir", data, "--node", "127.0.0.1:1"});
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_TRUE(contains(r.err, "not both")) << r.err;
+  // A data dir that holds no store (a typo) is bad input, and no store is
+  // made there.
+  auto typo = (dir.path() / "dta").string();
+  r = troupe({"gc", "--data-dir", typo, "--older-than", "0s"});
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_TRUE(contains(r.err, "gc: no journal store at '" + typo + "'"))
+    << r.err;
+  EXPECT_FALSE(std::filesystem::exists(typo));
   r = troupe({"gc", "--data-dir", data, "--set", "storage.retention=a week"});
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_TRUE(contains(r.err, "storage.retention")) << r.err;

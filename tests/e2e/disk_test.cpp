@@ -4,37 +4,30 @@
 // returns. Free space is injected (TROUPE_TEST_FREE_SPACE_FILE), or real on
 // a small tmpfs.
 
-#include "runtime/auth/token.hpp"
+#include "tests/support/node_process.hpp"
 #include "tests/support/process.hpp"
-#include "tests/support/troupe_fixture.hpp"
+#include "tests/support/raw_session.hpp"
+#include "tests/support/tmpfs_mount.hpp"
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
-#include <arpa/inet.h>
-#include <cerrno>
 #include <csignal>
-#include <cstring>
 #include <fstream>
-#include <netinet/in.h>
-#include <poll.h>
-#include <regex>
-#include <sys/mount.h>
-#include <sys/socket.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
 
 using namespace std::chrono_literals;
 using troupe::test::background_process;
+using troupe::test::http_get;
 using troupe::test::process_result;
+using troupe::test::tmpfs_mount;
 using troupe::test::wait_until;
 using json = nlohmann::json;
-namespace auth = troupe::runtime::auth;
 namespace fs = std::filesystem;
 
 namespace {
 
-const std::string secret = "test-secret-0123456789abcdef-0123456789";
 constexpr uint64_t mib = uint64_t{1} << 20;
 constexpr uint64_t gib = uint64_t{1} << 30;
 
@@ -42,76 +35,14 @@ bool contains(const std::string& haystack, const std::string& needle) {
   return haystack.find(needle) != std::string::npos;
 }
 
-/// GET `path` over plain HTTP; returns the status line and body.
-std::pair<std::string, std::string> http_get(uint16_t port,
-                                             const std::string& path) {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(port);
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-    ::close(fd);
-    return {};
-  }
-  std::string req = "GET " + path + " HTTP/1.0\r\nHost: localhost\r\n\r\n";
-  (void)!::send(fd, req.data(), req.size(), MSG_NOSIGNAL);
-  std::string all;
-  char buf[8192];
-  for (int i = 0; i < 10'000; ++i) {
-    pollfd p{fd, POLLIN, 0};
-    if (::poll(&p, 1, 5000) <= 0)
-      break;
-    auto n = ::recv(fd, buf, sizeof buf, 0);
-    if (n <= 0)
-      break;
-    all.append(buf, static_cast<size_t>(n));
-  }
-  ::close(fd);
-  auto eol = all.find("\r\n");
-  auto body = all.find("\r\n\r\n");
-  if (eol == std::string::npos || body == std::string::npos)
-    return {all, ""};
-  return {all.substr(0, eol), all.substr(body + 4)};
-}
-
-/// A small tmpfs mounted for one test, unmounted when it goes away.
-struct tmpfs_mount {
-  fs::path where;
-  bool mounted = false;
-  std::string error;
-
-  tmpfs_mount(fs::path path, const std::string& size) : where(std::move(path)) {
-    fs::create_directories(where);
-    if (::mount("tmpfs", where.c_str(), "tmpfs", 0, ("size=" + size).c_str())
-        == 0)
-      mounted = true;
-    else
-      error = std::strerror(errno);
-  }
-
-  ~tmpfs_mount() {
-    if (mounted)
-      ::umount2(where.c_str(), MNT_DETACH);
-  }
-
-  tmpfs_mount(const tmpfs_mount&) = delete;
-  tmpfs_mount& operator=(const tmpfs_mount&) = delete;
-};
-
-struct Disk : troupe::test::troupe_fixture {
-  std::unique_ptr<background_process> node;
-  uint16_t control_port = 0;
-  uint16_t http_port = 0;
+struct Disk : troupe::test::node_process_fixture {
   /// Where the injected free-space reading is kept ("FREE TOTAL").
   fs::path space_file = dir.path() / "free-space";
+  /// Whether processes read free space from `space_file`, not statvfs.
   bool inject = true;
 
-  troupe::test::process_options opts() {
-    auto o = troupe_fixture::opts();
-    o.env["TROUPE_AUTH_SECRET"] = secret;
-    o.env["TROUPE_NODE"] = std::nullopt;
-    o.env["TROUPE_TOKEN"] = std::nullopt;
+  troupe::test::process_options opts() override {
+    auto o = node_process_fixture::opts();
     if (inject)
       o.env["TROUPE_TEST_FREE_SPACE_FILE"] = space_file.string();
     else
@@ -124,51 +55,6 @@ struct Disk : troupe::test::troupe_fixture {
     auto tmp = space_file.string() + ".tmp";
     std::ofstream{tmp} << free << " " << total << "\n";
     fs::rename(tmp, space_file);
-  }
-
-  void start_node(std::vector<std::string> extra = {}) {
-    std::vector<std::string> a
-      = {"node",     "start",       "--data-dir", data,
-         "--listen", "127.0.0.1:0", "--http",     "127.0.0.1:0"};
-    a.insert(a.end(), extra.begin(), extra.end());
-    auto n = std::to_string(spawned++);
-    node = std::make_unique<background_process>(
-      args(a), opts(), (dir.path() / ("node-out" + n)).string(),
-      (dir.path() / ("node-err" + n)).string());
-    ASSERT_TRUE(
-      wait_until([&] { return contains(node->err(), "ready: resumed"); }, 30s))
-      << node->err();
-    std::smatch m;
-    auto err = node->err();
-    ASSERT_TRUE(
-      std::regex_search(err, m, std::regex{"listening on 127.0.0.1:(\\d+)"}));
-    control_port = static_cast<uint16_t>(std::stoi(m[1]));
-    ASSERT_TRUE(
-      std::regex_search(err, m, std::regex{"http://127.0.0.1:(\\d+)/metrics"}));
-    http_port = static_cast<uint16_t>(std::stoi(m[1]));
-  }
-
-  /// Runs troupe to completion with this fixture's environment.
-  process_result local(std::vector<std::string> rest) {
-    auto r = troupe::test::run_process(args(std::move(rest)), opts());
-    EXPECT_FALSE(r.timed_out);
-    return r;
-  }
-
-  process_result cli(std::vector<std::string> rest) {
-    auto o = opts();
-    o.env["TROUPE_NODE"] = "127.0.0.1:" + std::to_string(control_port);
-    o.env["TROUPE_TOKEN"]
-      = auth::issue_token(secret, *auth::parse_role("admin"), "tester", 1h,
-                          auth::token_clock::now());
-    rest.insert(rest.begin(), TROUPE_BINARY);
-    auto r = troupe::test::run_process(rest, o);
-    EXPECT_FALSE(r.timed_out);
-    return r;
-  }
-
-  std::string workflow(const std::string& name, const std::string& body) {
-    return dir.write(name + ".yaml", "name: " + name + "\n" + body).string();
   }
 
   std::string ready_status() { return http_get(http_port, "/ready").first; }
@@ -186,13 +72,6 @@ struct Disk : troupe::test::troupe_fixture {
           && e.value("node", "") == node_id)
         return true;
     return false;
-  }
-
-  void TearDown() override {
-    if (node) {
-      node->signal(SIGTERM);
-      node->wait(15s);
-    }
   }
 };
 
@@ -231,6 +110,13 @@ TEST_F(Disk, LowSpaceRefusesSubmissionsHoldsAttemptsAndResumes) {
                              "below storage.min_free (1 GiB)");
   EXPECT_EQ(ready["free_bytes"], 512 * mib);
   EXPECT_EQ(ready["min_free_bytes"], gib);
+  // A ping says the same as /ready.
+  troupe::test::raw_session viewer{control_port, token("viewer")};
+  auto ping = viewer.call({{"t", "ping"}})["body"];
+  EXPECT_EQ(ping["ready"], false) << ping;
+  EXPECT_EQ(ping["status"], "disk_low") << ping;
+  EXPECT_EQ(ping["reason"], ready["reason"]) << ping;
+  EXPECT_EQ(ping["free_bytes"], 512 * mib) << ping;
   auto metrics = http_get(http_port, "/metrics").second;
   EXPECT_TRUE(contains(metrics, "troupe_disk_low 1\n")) << metrics;
   EXPECT_TRUE(contains(metrics, "troupe_disk_free_bytes 536870912\n"))
@@ -263,6 +149,8 @@ TEST_F(Disk, LowSpaceRefusesSubmissionsHoldsAttemptsAndResumes) {
   set_free(10 * gib);
   ASSERT_TRUE(
     wait_until([&] { return ready_status() == "HTTP/1.0 200 OK"; }, 10s));
+  ping = viewer.call({{"t", "ping"}})["body"];
+  EXPECT_EQ(ping, json({{"ready", true}}));
   auto done = cli({"watch", run});
   EXPECT_EQ(done.exit_code, 0) << done.err;
   EXPECT_TRUE(started(events(run), "b"));
@@ -278,14 +166,14 @@ TEST_F(Disk, LowSpaceRefusesSubmissionsHoldsAttemptsAndResumes) {
 TEST_F(Disk, TroupeRunRefusesToStartOnALowDisk) {
   set_free(100 * mib, 10 * gib);
   auto quick = workflow("quick", "nodes:\n  a: {kind: noop}\n");
-  auto r = local({"run", quick, "--data-dir", data});
+  auto r = troupe({"run", quick, "--data-dir", data});
   EXPECT_EQ(r.exit_code, 3);
   EXPECT_TRUE(contains(r.err, "troupe: run: cannot start the run: the data "
                               "dir's filesystem has 100 MiB free, below "
                               "storage.min_free (512 MiB)"))
     << r.err;
   set_free(5 * gib, 10 * gib);
-  r = local({"run", quick, "--data-dir", data});
+  r = troupe({"run", quick, "--data-dir", data});
   EXPECT_EQ(r.exit_code, 0) << r.err;
 }
 

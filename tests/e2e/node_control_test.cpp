@@ -6,23 +6,19 @@
 #include "runtime/auth/token.hpp"
 #include "runtime/control/wire.hpp"
 #include "tests/support/frame_client.hpp"
+#include "tests/support/node_process.hpp"
 #include "tests/support/process.hpp"
-#include "tests/support/troupe_fixture.hpp"
+#include "tests/support/raw_session.hpp"
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
-#include <arpa/inet.h>
 #include <atomic>
 #include <csignal>
 #include <cstdio>
 #include <fstream>
-#include <netinet/in.h>
-#include <regex>
 #include <sstream>
-#include <sys/socket.h>
 #include <thread>
-#include <unistd.h>
 
 using namespace std::chrono_literals;
 using troupe::test::background_process;
@@ -34,8 +30,6 @@ namespace auth = troupe::runtime::auth;
 namespace persistence = troupe::persistence;
 
 namespace {
-
-const std::string secret = "test-secret-0123456789abcdef-0123456789";
 
 bool contains(const std::string& haystack, const std::string& needle) {
   return haystack.find(needle) != std::string::npos;
@@ -49,19 +43,6 @@ size_t count_of(const std::string& haystack, const std::string& needle) {
   return n;
 }
 
-/// A port that was free a moment ago.
-uint16_t free_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
-  socklen_t len = sizeof addr;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  ::close(fd);
-  return ntohs(addr.sin_port);
-}
-
 /// A hello in the oldest protocol version, which every node speaks: these
 /// clients need no keepalives.
 json hello_message(const std::string& token) {
@@ -71,129 +52,23 @@ json hello_message(const std::string& token) {
           {"token", token}};
 }
 
-/// Says hello on `c`; whether it was welcomed.
+/// Says hello on `c` in the oldest version; whether it was welcomed.
 bool say_hello(frame_client& c, const std::string& token) {
-  if (!c.send(hello_message(token)))
-    return false;
-  auto w = c.receive();
+  auto w = c.hello(token, troupe::runtime::control::min_protocol_version);
   return w && (*w)["t"] == "welcome";
 }
 
-/// A raw client past its hello, for requests the CLI has no command for.
-struct raw {
-  frame_client c;
-  uint64_t next = 2;
-  raw(uint16_t port, const std::string& token) : c(port) {
-    EXPECT_TRUE(say_hello(c, token));
-  }
-  json call(json msg, std::chrono::milliseconds limit = 10s) {
-    auto r = c.call(std::move(msg), next++, limit);
-    return r ? *r : json::object();
-  }
+/// A raw client past its hello in the oldest version.
+struct raw : troupe::test::raw_session {
+  raw(uint16_t port, const std::string& token)
+      : raw_session(port, token,
+                    troupe::runtime::control::min_protocol_version) {}
 };
 
-struct NodeControl : troupe::test::troupe_fixture {
-  std::unique_ptr<background_process> node;
-  uint16_t control_port = 0;
-
-  std::string token(const std::string& role,
-                    const std::string& subject = "tester") {
-    return auth::issue_token(secret, *auth::parse_role(role), subject, 1h,
-                             auth::token_clock::now());
-  }
-
-  troupe::test::process_options opts() {
-    auto o = troupe_fixture::opts();
-    o.env["TROUPE_AUTH_SECRET"] = secret;
-    o.env["TROUPE_NODE"] = std::nullopt;
-    o.env["TROUPE_TOKEN"] = std::nullopt;
-    o.time_limit = 120s;
-    return o;
-  }
-
-  /// Starts a node and waits until its control port listens (not until it
-  /// is ready: it may still be recovering).
-  void launch_node(std::vector<std::string> extra = {}, uint16_t port = 0) {
-    std::vector<std::string> a
-      = {"node",   "start",      "--data-dir",
-         data,     "--listen",   "127.0.0.1:" + std::to_string(port),
-         "--http", "127.0.0.1:0"};
-    a.insert(a.end(), extra.begin(), extra.end());
-    auto n = std::to_string(spawned++);
-    node = std::make_unique<background_process>(
-      args(a), opts(), (dir.path() / ("node-out" + n)).string(),
-      (dir.path() / ("node-err" + n)).string());
-    std::smatch m;
-    std::string err;
-    ASSERT_TRUE(wait_until(
-      [&] {
-        err = node->err();
-        return std::regex_search(err, m,
-                                 std::regex{"listening on 127.0.0.1:(\\d+)"});
-      },
-      60s))
-      << node->err();
-    control_port = static_cast<uint16_t>(std::stoi(m[1]));
-  }
-
-  /// Starts a node and waits until it is ready.
-  void start_node(std::vector<std::string> extra = {}) {
-    launch_node(std::move(extra));
-    ASSERT_TRUE(
-      wait_until([&] { return contains(node->err(), "ready: resumed"); }, 60s))
-      << node->err();
-  }
-
-  std::string address() const {
-    return "127.0.0.1:" + std::to_string(control_port);
-  }
-
-  process_result cli(std::vector<std::string> rest,
-                     const std::string& tok = "") {
-    auto o = opts();
-    o.env["TROUPE_NODE"] = address();
-    o.env["TROUPE_TOKEN"] = tok.empty() ? token("admin") : tok;
-    rest.insert(rest.begin(), TROUPE_BINARY);
-    auto r = troupe::test::run_process(rest, o);
-    EXPECT_FALSE(r.timed_out);
-    return r;
-  }
-
-  /// The same in the background.
-  std::unique_ptr<background_process>
-  cli_in_background(std::vector<std::string> rest,
-                    const std::string& tok = "") {
-    auto o = opts();
-    o.env["TROUPE_NODE"] = address();
-    o.env["TROUPE_TOKEN"] = tok.empty() ? token("admin") : tok;
-    auto n = std::to_string(spawned++);
-    return std::make_unique<background_process>(
-      args(std::move(rest)), o, (dir.path() / ("cli-out" + n)).string(),
-      (dir.path() / ("cli-err" + n)).string());
-  }
-
-  std::string workflow(const std::string& name, const std::string& body) {
-    return dir.write(name + ".yaml", "name: " + name + "\n" + body).string();
-  }
-
-  std::string sleeper(const std::string& nap = "1h") {
-    return workflow("sleeper", "nodes:\n  a: {kind: noop}\n  nap: {kind: "
-                               "sleep, duration: "
-                                 + nap
-                                 + ", after: [a]}\n  b: {kind: noop, after: "
-                                   "[nap]}\noutputs:\n  done: yes\n");
-  }
-
-  std::string submit(const std::string& file) {
-    auto r = cli({"submit", file});
-    EXPECT_EQ(r.exit_code, 0) << r.err;
-    return r.out.substr(0, r.out.find('\n'));
-  }
-
-  std::string state_of(const std::string& run) {
-    auto r = cli({"status", run, "--json"}, token("viewer"));
-    auto j = json::parse(r.out, nullptr, false);
-    return j.is_discarded() ? std::string{"?"} : j.value("state", "?");
+struct NodeControl : troupe::test::node_process_fixture {
+  NodeControl() {
+    time_limit = 120s;
+    start_limit = 60s;
   }
 
   /// Parks `n` runs in an hour's sleep on the data dir, fast: one real run
@@ -202,7 +77,7 @@ struct NodeControl : troupe::test::troupe_fixture {
   /// makes from now on. Returns the new ids in order.
   std::vector<std::string> park_runs(size_t n) {
     start_node();
-    auto id = submit(sleeper());
+    auto id = submit(sleeper("1h"));
     EXPECT_TRUE(wait_until(
       [&] {
         auto h = cli({"history", id}, token("viewer"));
@@ -252,13 +127,6 @@ struct NodeControl : troupe::test::troupe_fixture {
     EXPECT_EQ(failed.load(), 0u);
     return ids;
   }
-
-  void TearDown() override {
-    if (node) {
-      node->signal(SIGTERM);
-      node->wait(30s);
-    }
-  }
 };
 
 } // namespace
@@ -287,7 +155,7 @@ TEST_F(NodeControl, RequestsDuringARecoveryOf100kRunsWaitAndActOnce) {
   // The submission goes out the moment the port listens, before the node
   // could log where it listens: a client spins on the port meanwhile, and
   // sends its hello and the submission in one write.
-  auto port = free_port();
+  auto port = troupe::test::free_port();
   std::string once_source;
   {
     std::ifstream f{once};
@@ -444,6 +312,19 @@ TEST_F(NodeControl, WatchesOutlastTheIdleTimeoutAndDeadClientsAreCutOff) {
   EXPECT_TRUE(wait_until([&] { return idle_closes() >= 2; }, 10s))
     << node->err();
   EXPECT_TRUE(silent.closed_within(3s));
+}
+
+// A run that journals nothing for longer than `troupe watch` waits without a
+// frame from the node (three keepalive intervals and ten seconds: 11 s with
+// a 1 s idle timeout) is still watched to its end: the node's keepalives
+// are signs of life, and the watch lasts as long as the run.
+TEST_F(NodeControl, AWatchOfAQuietRunOutlastsTheClientsSilenceLimit) {
+  start_node({"--set", "control.idle_timeout=1s"});
+  auto id = submit(sleeper("13s"));
+  auto watch = cli({"watch", id}, token("viewer"));
+  EXPECT_EQ(watch.exit_code, 0) << watch.err;
+  EXPECT_TRUE(contains(watch.out, "\"done\": \"yes\"")) << watch.out;
+  EXPECT_FALSE(contains(watch.err, "lost the connection")) << watch.err;
 }
 
 // Viewers that hammer the node with inspections of actors that do not exist

@@ -4,9 +4,9 @@
 
 #include "runtime/auth/token.hpp"
 #include "tests/support/frame_client.hpp"
+#include "tests/support/node_process.hpp"
 #include "tests/support/process.hpp"
 #include "tests/support/pty_session.hpp"
-#include "tests/support/troupe_fixture.hpp"
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -25,6 +25,7 @@
 using namespace std::chrono_literals;
 using troupe::test::background_process;
 using troupe::test::frame_client;
+using troupe::test::http_get;
 using troupe::test::process_result;
 using troupe::test::wait_until;
 using json = nlohmann::json;
@@ -32,124 +33,11 @@ namespace auth = troupe::runtime::auth;
 
 namespace {
 
-const std::string secret = "test-secret-0123456789abcdef-0123456789";
-
 bool contains(const std::string& haystack, const std::string& needle) {
   return haystack.find(needle) != std::string::npos;
 }
 
-/// GET `path` over plain HTTP; returns the status line and body.
-std::pair<std::string, std::string> http_get(uint16_t port,
-                                             const std::string& path) {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(port);
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-    ::close(fd);
-    return {};
-  }
-  std::string req = "GET " + path + " HTTP/1.0\r\nHost: localhost\r\n\r\n";
-  (void)!::send(fd, req.data(), req.size(), MSG_NOSIGNAL);
-  std::string all;
-  char buf[8192];
-  for (int i = 0; i < 10'000; ++i) {
-    pollfd p{fd, POLLIN, 0};
-    if (::poll(&p, 1, 5000) <= 0)
-      break;
-    auto n = ::recv(fd, buf, sizeof buf, 0);
-    if (n <= 0)
-      break;
-    all.append(buf, static_cast<size_t>(n));
-  }
-  ::close(fd);
-  auto eol = all.find("\r\n");
-  auto body = all.find("\r\n\r\n");
-  if (eol == std::string::npos || body == std::string::npos)
-    return {all, ""};
-  return {all.substr(0, eol), all.substr(body + 4)};
-}
-
-struct Node : troupe::test::troupe_fixture {
-  std::unique_ptr<background_process> node;
-  uint16_t control_port = 0;
-  uint16_t http_port = 0;
-
-  std::string token(const std::string& role,
-                    const std::string& subject = "tester") {
-    return auth::issue_token(secret, *auth::parse_role(role), subject, 1h,
-                             auth::token_clock::now());
-  }
-
-  troupe::test::process_options opts() {
-    auto o = troupe_fixture::opts();
-    o.env["TROUPE_AUTH_SECRET"] = secret;
-    o.env["TROUPE_NODE"] = std::nullopt;
-    o.env["TROUPE_TOKEN"] = std::nullopt;
-    return o;
-  }
-
-  /// Starts a node (port 0 unless given) and waits until it is ready.
-  void start_node(std::vector<std::string> extra = {}, uint16_t port = 0) {
-    std::vector<std::string> a
-      = {"node",   "start",      "--data-dir",
-         data,     "--listen",   "127.0.0.1:" + std::to_string(port),
-         "--http", "127.0.0.1:0"};
-    a.insert(a.end(), extra.begin(), extra.end());
-    auto n = std::to_string(spawned++);
-    node = std::make_unique<background_process>(
-      args(a), opts(), (dir.path() / ("node-out" + n)).string(),
-      (dir.path() / ("node-err" + n)).string());
-    ASSERT_TRUE(
-      wait_until([&] { return contains(node->err(), "ready: resumed"); }, 30s))
-      << node->err();
-    std::smatch m;
-    auto err = node->err();
-    ASSERT_TRUE(
-      std::regex_search(err, m, std::regex{"listening on 127.0.0.1:(\\d+)"}));
-    control_port = static_cast<uint16_t>(std::stoi(m[1]));
-    ASSERT_TRUE(std::regex_search(
-      err, m, std::regex{"https?://127.0.0.1:(\\d+)/metrics"}));
-    http_port = static_cast<uint16_t>(std::stoi(m[1]));
-  }
-
-  std::string address() const {
-    return "127.0.0.1:" + std::to_string(control_port);
-  }
-
-  /// Runs a CLI command against the node with `tok`.
-  process_result cli(std::vector<std::string> rest,
-                     const std::string& tok = "") {
-    auto o = opts();
-    o.env["TROUPE_NODE"] = address();
-    o.env["TROUPE_TOKEN"] = tok.empty() ? token("admin") : tok;
-    rest.insert(rest.begin(), TROUPE_BINARY);
-    auto r = troupe::test::run_process(rest, o);
-    EXPECT_FALSE(r.timed_out);
-    return r;
-  }
-
-  std::string workflow(const std::string& name, const std::string& body) {
-    return dir.write(name + ".yaml", "name: " + name + "\n" + body).string();
-  }
-
-  std::string sleeper(const std::string& nap = "30s") {
-    return workflow("sleeper", "nodes:\n  a: {kind: noop}\n  nap: {kind: "
-                               "sleep, duration: "
-                                 + nap
-                                 + ", after: [a]}\n  b: {kind: noop, after: "
-                                   "[nap]}\noutputs:\n  done: yes\n");
-  }
-
-  std::string submit(const std::string& file) {
-    auto r = cli({"submit", file});
-    EXPECT_EQ(r.exit_code, 0) << r.err;
-    auto id = r.out.substr(0, r.out.find('\n'));
-    EXPECT_EQ(id.size(), 21u) << r.out;
-    return id;
-  }
-
+struct Node : troupe::test::node_process_fixture {
   /// `troupe shell` for a viewer in a pseudo-terminal, its history in the
   /// temp dir.
   std::unique_ptr<troupe::test::pty_session> shell_in_terminal() {
@@ -162,19 +50,6 @@ struct Node : troupe::test::troupe_fixture {
     return std::make_unique<troupe::test::pty_session>(
       std::vector<std::string>{TROUPE_BINARY, "shell"}, env,
       dir.path().string());
-  }
-
-  std::string state_of(const std::string& run) {
-    auto r = cli({"status", run, "--json"}, token("viewer"));
-    auto j = json::parse(r.out, nullptr, false);
-    return j.is_discarded() ? std::string{"?"} : j.value("state", "?");
-  }
-
-  void TearDown() override {
-    if (node) {
-      node->signal(SIGTERM);
-      node->wait(15s);
-    }
   }
 };
 
@@ -1002,6 +877,32 @@ TEST_F(Node, BenchNamesTheNodesSubmissionLimit) {
   EXPECT_TRUE(contains(r.err, "auth.submit_rate=100000")) << r.err;
 }
 
+// A node whose storage.retention is 0s keeps every run: `troupe gc` without
+// --older-than removes nothing and says why, as on a data dir (exit 0).
+TEST_F(Node, GcOnANodeThatKeepsEveryRunSaysWhyAndRemovesNothing) {
+  start_node({"--set", "storage.retention=0s"});
+  auto id = submit(sleeper("0s"));
+  ASSERT_TRUE(wait_until([&] { return state_of(id) == "completed"; }, 10s));
+  auto g = cli({"gc"});
+  EXPECT_EQ(g.exit_code, 0) << g.err;
+  EXPECT_TRUE(contains(g.err,
+                       "storage.retention is 0s on node-1, which keeps "
+                       "every run: nothing removed (give --older-than D"))
+    << g.err;
+  EXPECT_EQ(g.out, "");
+  g = cli({"gc", "--json"});
+  EXPECT_EQ(g.exit_code, 0) << g.err;
+  auto report = json::parse(g.out, nullptr, false);
+  ASSERT_TRUE(report.is_object()) << g.out;
+  EXPECT_EQ(report["runs"], 0) << g.out;
+  EXPECT_EQ(report["kept_all"], true) << g.out;
+  EXPECT_EQ(state_of(id), "completed");
+  // Told an age, it deletes.
+  g = cli({"gc", "--older-than", "0s", "--json"});
+  EXPECT_EQ(g.exit_code, 0) << g.err;
+  EXPECT_EQ(json::parse(g.out, nullptr, false).value("runs", 0), 1) << g.out;
+}
+
 TEST_F(Node, RetentionDeletesFinishedRunsInTheBackground) {
   start_node(
     {"--set", "storage.retention=1s", "--set", "storage.gc_interval=200ms"});
@@ -1029,8 +930,14 @@ TEST_F(Node, RetentionDeletesFinishedRunsInTheBackground) {
   EXPECT_TRUE(wait_until(
     [&] { return contains(node->err(), "retention: deleted"); }, 10s))
     << node->err();
-  for (auto cmd : {"status", "result", "logs"}) {
+  for (auto cmd : {"status", "result", "logs", "watch"}) {
     auto s = cli({cmd, id}, token("viewer"));
+    EXPECT_EQ(s.exit_code, 1) << cmd;
+    EXPECT_TRUE(contains(s.err, "not found (deleted after retention)"))
+      << cmd << s.err;
+  }
+  for (auto cmd : {"cancel", "pause", "resume"}) {
+    auto s = cli({cmd, id}, token("operator"));
     EXPECT_EQ(s.exit_code, 1) << cmd;
     EXPECT_TRUE(contains(s.err, "not found (deleted after retention)"))
       << cmd << s.err;

@@ -98,9 +98,11 @@ std::optional<json> frame_client::receive(std::chrono::milliseconds limit) {
   return control::decode_body(body, error);
 }
 
-std::optional<json> frame_client::hello(const std::string& token) {
-  json msg
-    = {{"t", "hello"}, {"id", 1}, {"version", control::protocol_version}};
+std::optional<json> frame_client::hello(const std::string& token,
+                                        int64_t version) {
+  json msg = {{"t", "hello"},
+              {"id", 1},
+              {"version", version != 0 ? version : control::protocol_version}};
   if (!token.empty())
     msg["token"] = token;
   if (!send(msg))

@@ -35,8 +35,10 @@ class frame_client {
   std::optional<nlohmann::json> receive(std::chrono::milliseconds limit
                                         = std::chrono::seconds{10});
 
-  /// Says hello (with `token` when not empty) and returns the answer.
-  std::optional<nlohmann::json> hello(const std::string& token = {});
+  /// Says hello in protocol `version` (0: the newest this build speaks),
+  /// with `token` when not empty, and returns the answer.
+  std::optional<nlohmann::json> hello(const std::string& token = {},
+                                      int64_t version = 0);
 
   /// Sends a request with id `id` and returns the answer with that id,
   /// skipping others.

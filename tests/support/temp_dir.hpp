@@ -43,4 +43,15 @@ class temp_dir {
   std::filesystem::path path_;
 };
 
+/// Counts the lines of the file at `path` that are exactly `line` (0 when
+/// it cannot be read): tests count side effects that nodes append to files.
+inline int count_lines(const std::filesystem::path& path,
+                       const std::string& line) {
+  std::ifstream in{path};
+  int n = 0;
+  for (std::string l; std::getline(in, l);)
+    n += l == line;
+  return n;
+}
+
 } // namespace troupe::test

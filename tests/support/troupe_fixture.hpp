@@ -21,7 +21,9 @@ struct troupe_fixture : ::testing::Test {
   std::string data = (dir.path() / "data").string();
   int spawned = 0;
 
-  process_options opts() {
+  /// Options of every process the fixture starts; fixtures for a node add
+  /// theirs.
+  virtual process_options opts() {
     process_options o;
     o.cwd = dir.path().string();
     o.env = {{"TROUPE_CONFIG_DIR", (dir.path() / "config").string()},

@@ -4,6 +4,7 @@
 #include "persistence/retention.hpp"
 #include "persistence/rocksdb/key_layout.hpp"
 #include "tests/support/temp_dir.hpp"
+#include "tests/support/tmpfs_mount.hpp"
 
 #include <gtest/gtest.h>
 #include <rocksdb/db.h>
@@ -21,7 +22,6 @@
 #include <mutex>
 #include <set>
 #include <spawn.h>
-#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/wait.h>
@@ -135,6 +135,25 @@ struct StoreTest : ::testing::Test {
     std::vector<int32_t> out;
     for (int32_t i = from; i < to; ++i)
       out.push_back(i);
+    return out;
+  }
+
+  /// Journals run `run_id` as submitted with an attempt started: records
+  /// numbered 1 and 2 by their `attempt`. Returns the append's error.
+  static std::string submit_started(journal_store& store,
+                                    const std::string& run_id) {
+    return append_wait(store, run_id,
+                       {make_event(event_type::run_submitted, 1),
+                        make_event(event_type::attempt_started, 2)});
+  }
+
+  /// The `attempt` of each record of `run_id`; a journal that cannot be
+  /// read whole fails the test.
+  static std::vector<int32_t> journal_attempts(journal_store& store,
+                                               const std::string& run_id) {
+    std::string error;
+    auto out = attempts(store.read_journal(run_id, error));
+    EXPECT_EQ(error, "") << "run " << run_id;
     return out;
   }
 };
@@ -661,6 +680,35 @@ TEST_F(StoreTest, SecondOpenInOneProcessFailsWithLockError) {
   // The first store still works.
   EXPECT_EQ(
     append_wait(*store, "x", {make_event(event_type::run_submitted, 0)}), "");
+}
+
+// Opens that fail because the store is held (here by this process; by
+// another, such as a node while `troupe history --data-dir` tries, it is the
+// same) move the holder's info log aside, as RocksDB does, but never lose
+// it: the file the holder writes to stays in the folder.
+TEST_F(StoreTest, FailedOpensOfAHeldStoreLoseNoneOfItsInfoLog) {
+  auto store = open();
+  ASSERT_TRUE(store);
+  for (int i = 0; i < 3; ++i)
+    EXPECT_NE(open_error(path()), "");
+  int logs = 0;
+  for (auto& fd : fs::directory_iterator("/proc/self/fd")) {
+    std::error_code ec;
+    auto target = fs::read_symlink(fd.path(), ec).string();
+    if (ec || !target.starts_with(path() + "/LOG"))
+      continue;
+    ++logs;
+    EXPECT_FALSE(target.ends_with("(deleted)")) << target;
+  }
+  EXPECT_EQ(logs, 1);
+  // Old logs do not pile up: RocksDB keeps the newest few.
+  store.reset();
+  for (int i = 0; i < 8; ++i)
+    ASSERT_TRUE(open());
+  int old_logs = 0;
+  for (auto& f : fs::directory_iterator(path()))
+    old_logs += f.path().filename().string().starts_with("LOG.old.");
+  EXPECT_LE(old_logs, 4);
 }
 
 // Run only by the next test, in a child process: holds the store open until
@@ -1242,10 +1290,7 @@ struct answers {
 TEST_F(StoreTest, FailedAppendFailsLaterAppendsOfTheRunInTheSameBatch) {
   auto store = open();
   ASSERT_TRUE(store);
-  ASSERT_EQ(append_wait(*store, "r",
-                        {make_event(event_type::run_submitted, 1),
-                         make_event(event_type::attempt_started, 2)}),
-            "");
+  ASSERT_EQ(submit_started(*store, "r"), "");
   std::promise<std::string> held;
   store->append(claiming("other", 0, "k"),
                 [&](std::string e) { held.set_value(e); });
@@ -1266,10 +1311,8 @@ TEST_F(StoreTest, FailedAppendFailsLaterAppendsOfTheRunInTheSameBatch) {
     << got.by_name["n"];
   EXPECT_NE(got.by_name["n+1"], "");
   EXPECT_EQ(got.by_name["s"], "");
-  std::string error;
-  EXPECT_EQ(attempts(store->read_journal("r", error)), iota(1, 3));
-  EXPECT_EQ(error, "");
-  EXPECT_EQ(attempts(store->read_journal("s", error)), std::vector<int32_t>{9});
+  EXPECT_EQ(journal_attempts(*store, "r"), iota(1, 3));
+  EXPECT_EQ(journal_attempts(*store, "s"), std::vector<int32_t>{9});
 }
 
 // The same across batches: appends of the run queued behind the failed one
@@ -1278,10 +1321,7 @@ TEST_F(StoreTest, FailedAppendFailsLaterAppendsOfTheRunInTheSameBatch) {
 TEST_F(StoreTest, FailedAppendFailsLaterAppendsOfTheRunInLaterBatches) {
   auto store = open(/*sync=*/false, /*max_batch=*/1);
   ASSERT_TRUE(store);
-  ASSERT_EQ(append_wait(*store, "r",
-                        {make_event(event_type::run_submitted, 1),
-                         make_event(event_type::attempt_started, 2)}),
-            "");
+  ASSERT_EQ(submit_started(*store, "r"), "");
   // An invalid append: its index entry names another run.
   answers got;
   {
@@ -1304,15 +1344,12 @@ TEST_F(StoreTest, FailedAppendFailsLaterAppendsOfTheRunInLaterBatches) {
   // Appended after the failure was reported: still refused.
   EXPECT_NE(
     append_wait(*store, "r", {make_event(event_type::attempt_started, 6)}), "");
-  std::string error;
-  EXPECT_EQ(attempts(store->read_journal("r", error)), iota(1, 3));
-  EXPECT_EQ(error, "");
+  EXPECT_EQ(journal_attempts(*store, "r"), iota(1, 3));
   // Reopened, the journal is the same, with no record missing.
   store.reset();
   store = open();
   ASSERT_TRUE(store);
-  EXPECT_EQ(attempts(store->read_journal("r", error)), iota(1, 3));
-  EXPECT_EQ(error, "");
+  EXPECT_EQ(journal_attempts(*store, "r"), iota(1, 3));
 }
 
 // A resync (the supervisor's restart barrier) lifts the refusal: the run's
@@ -1331,10 +1368,7 @@ TEST_F(StoreTest, ResyncLiftsTheRefusalAfterAFailedAppend) {
   std::string error;
   auto store = journal_store::open(opts, error);
   ASSERT_TRUE(store) << error;
-  ASSERT_EQ(append_wait(*store, "r",
-                        {make_event(event_type::run_submitted, 1),
-                         make_event(event_type::attempt_started, 2)}),
-            "");
+  ASSERT_EQ(submit_started(*store, "r"), "");
   fail_next = true;
   EXPECT_EQ(
     append_wait(*store, "r", {make_event(event_type::attempt_started, 3)}),
@@ -1631,30 +1665,7 @@ TEST_F(StoreTest, ReadsFreeSpaceOfItsFilesystem) {
 
 namespace {
 
-/// A small tmpfs mounted for one test, unmounted when it goes away. Needs
-/// the right to mount (root, as the tests run); `error` says why not.
-struct tmpfs_mount {
-  fs::path where;
-  bool mounted = false;
-  std::string error;
-
-  tmpfs_mount(fs::path path, const std::string& size) : where(std::move(path)) {
-    fs::create_directories(where);
-    if (::mount("tmpfs", where.c_str(), "tmpfs", 0, ("size=" + size).c_str())
-        == 0)
-      mounted = true;
-    else
-      error = std::strerror(errno);
-  }
-
-  ~tmpfs_mount() {
-    if (mounted)
-      ::umount2(where.c_str(), MNT_DETACH);
-  }
-
-  tmpfs_mount(const tmpfs_mount&) = delete;
-  tmpfs_mount& operator=(const tmpfs_mount&) = delete;
-};
+using troupe::test::tmpfs_mount;
 
 /// Bytes free on the filesystem of `path`.
 uint64_t free_bytes(const fs::path& path) {

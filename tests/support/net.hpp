@@ -1,0 +1,20 @@
+#pragma once
+
+// Plain sockets for tests of a node's ports on 127.0.0.1.
+
+#include <cstdint>
+#include <string>
+#include <utility>
+
+namespace troupe::test {
+
+/// GETs `path` from 127.0.0.1:`port` over plain HTTP/1.0; returns the status
+/// line and the body (the status line alone, or nothing, when the answer is
+/// cut short or there is none).
+std::pair<std::string, std::string> http_get(uint16_t port,
+                                             const std::string& path);
+
+/// A port on 127.0.0.1 that was free a moment ago.
+uint16_t free_port();
+
+} // namespace troupe::test
