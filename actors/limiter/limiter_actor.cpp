@@ -16,6 +16,9 @@ using self_ptr = caf::stateful_actor<limiter_state>*;
 /// Sent to itself to check whether it has been idle long enough to retire.
 using idle_check_atom = caf::atom_constant<caf::atom("idlecheck")>;
 
+/// Sent to itself once the processes of a holder whose owner died are gone.
+using drained_atom = caf::atom_constant<caf::atom("drained")>;
+
 /// Counts one more slot or place of the current sender, monitoring it from
 /// its first. (Monitored through the message's strong reference: the
 /// sender is alive while its message is handled.)
@@ -53,6 +56,25 @@ void grant(self_ptr self) {
   }
 }
 
+/// Keeps the slot of `holder`, whose owner `dead` died, until no process of
+/// the holder's work is left: the owner's attempts died with it, but their
+/// process groups may take the kill grace to go, and nothing else may run
+/// beside them. Then the slot is free, unless a new actor for the holder
+/// (the restarted run) has taken it over meanwhile. Without a process
+/// runner it is free at once.
+void drain(self_ptr self, const std::string& holder,
+           const caf::actor_addr& dead) {
+  auto* runner = self->state.svc->runner;
+  if (runner == nullptr) {
+    self->send(self, drained_atom::value, holder, dead);
+    return;
+  }
+  runner->when_idle(holder, [me = self->address(), holder, dead] {
+    if (auto limiter = caf::actor_cast<caf::actor>(me))
+      caf::anon_send(limiter, drained_atom::value, holder, dead);
+  });
+}
+
 /// Retires when it has had nothing to do for keyed_idle; else checks again.
 void check_idle(self_ptr self) {
   auto& st = self->state;
@@ -84,8 +106,9 @@ caf::behavior limiter_actor_impl(self_ptr self, std::string key, int32_t limit,
     if (!st.owners.erase(msg.source))
       return;
     st.last_used_ns = now_ns();
-    for (auto i = st.holders.begin(); i != st.holders.end();)
-      i = i->second == msg.source ? st.holders.erase(i) : std::next(i);
+    for (auto& [holder, owner] : st.holders)
+      if (owner == msg.source)
+        drain(self, holder, owner);
     st.queue.erase(
       std::remove_if(st.queue.begin(), st.queue.end(),
                      [&](auto& w) { return w.owner == msg.source; }),
@@ -128,6 +151,16 @@ caf::behavior limiter_actor_impl(self_ptr self, std::string key, int32_t limit,
                                       return true;
                                     }),
                      st.queue.end());
+      grant(self);
+    },
+    [self](drained_atom, const std::string& holder,
+           const caf::actor_addr& dead) {
+      auto& st = self->state;
+      auto i = st.holders.find(holder);
+      if (i == st.holders.end() || i->second != dead)
+        return; // taken over by the holder's new actor
+      st.last_used_ns = now_ns();
+      st.holders.erase(i);
       grant(self);
     },
     [self](idle_check_atom) { check_idle(self); },

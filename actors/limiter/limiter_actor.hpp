@@ -40,8 +40,10 @@ struct limiter_state {
 
 /// A concurrency limiter for the nodes whose concurrency key resolves to
 /// `key`: at most `limit` holders at once; limit_acquire is answered when a
-/// slot is free (first come, first served), limit_release frees it. Slots
-/// and places of an actor that dies are freed. With no holder and no waiter
+/// slot is free (first come, first served), limit_release frees it. Places
+/// of an actor that dies are freed at once, its slots once no process of
+/// their holders' work is left (svc->runner's when_idle, keyed by holder),
+/// or when a new actor asks for the same holder. With no holder and no waiter
 /// for svc->options.keyed_idle, it retires from svc->limiters and quits.
 caf::behavior limiter_actor_impl(caf::stateful_actor<limiter_state>* self,
                                  std::string key, int32_t limit,

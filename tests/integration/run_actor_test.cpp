@@ -474,3 +474,123 @@ nodes:
   EXPECT_EQ(ended[second].state, persistence::run_state::completed)
     << ended[second].reason;
 }
+
+namespace {
+
+/// An exec node like `stubborn`, whose first process (the one that creates
+/// `held`) sleeps holding `lock`, and whose later ones output `{}` at once
+/// once they get it (and fail, exit code 1, when it is still taken).
+std::string stubborn_once(const std::string& lock, const std::string& held,
+                          const std::string& rest) {
+  return R"(    kind: exec
+    command: ["sh", "-c", "trap '' TERM; exec flock -n )"
+         + lock + " sh -c 'if [ -e " + held + " ]; then echo {}; else touch "
+         + held + R"(; exec sleep 30; fi'"]
+)" + rest;
+}
+
+/// Waits (bounded) until the run `id` on `node` says it waits for `what`.
+bool waits_for(actors::embedded_node& node, const std::string& id,
+               const std::string& what) {
+  for (int i = 0; i < 500; ++i) {
+    if (auto d = node.inspect_run(id, 1s))
+      for (auto& w : (*d)["waiting_for"])
+        if (w.get<std::string>().find(what) != std::string::npos)
+          return true;
+    std::this_thread::sleep_for(10ms);
+  }
+  return false;
+}
+
+} // namespace
+
+// The run actor crashes while its exec attempt runs: the attempt actor dies
+// with it, and its process gets SIGTERM (ignored here) and the kill grace.
+// The restarted run runs the attempt again only once that process is gone:
+// it then gets the lock, instead of failing at once beside the old one.
+TEST_F(RunActor, RestartedRunWaitsUntilTheCrashedRunsProcessIsGone) {
+  auto node = open(0, 700ms);
+  caf::scoped_actor self{node->system()};
+  auto lock = (dir.path() / "lock").string();
+  auto held = (dir.path() / "held").string();
+  auto id = submit(*node, self,
+                   "name: crashy\nnodes:\n  work:\n"
+                     + stubborn_once(lock, held, R"(    retry: {max_attempts: 1}
+)"));
+  for (int i = 0; i < 500 && !std::filesystem::exists(held); ++i)
+    std::this_thread::sleep_for(10ms);
+  ASSERT_TRUE(std::filesystem::exists(held));
+  node->crash(id);
+  auto f = wait_finished(self);
+  EXPECT_EQ(f.state, persistence::run_state::completed) << f.reason;
+  std::string error;
+  auto journal = node->store().read_journal(id, error);
+  ASSERT_TRUE(error.empty()) << error;
+  EXPECT_EQ(count(journal, event_type::run_restarted), 1);
+  EXPECT_EQ(count(journal, event_type::attempt_failed, "work"), 0);
+}
+
+// The same while the attempt is stopping (its timeout stopped it, and its
+// process lives out the kill grace): the restarted run's attempt, with a
+// timeout of its own from its new start, waits too.
+TEST_F(RunActor, RestartedRunWaitsUntilTheProcessOfAStoppingAttemptIsGone) {
+  auto node = open(0, 400ms);
+  caf::scoped_actor self{node->system()};
+  auto lock = (dir.path() / "lock").string();
+  auto held = (dir.path() / "held").string();
+  auto id = submit(*node, self,
+                   "name: crashy\nnodes:\n  work:\n"
+                     + stubborn_once(lock, held, R"(    timeout: 1s
+    retry: {max_attempts: 1}
+)"));
+  ASSERT_TRUE(waits_for(*node, id, "to end (stopped at its timeout)"));
+  node->crash(id);
+  auto f = wait_finished(self);
+  EXPECT_EQ(f.state, persistence::run_state::completed) << f.reason;
+  std::string error;
+  auto journal = node->store().read_journal(id, error);
+  ASSERT_TRUE(error.empty()) << error;
+  EXPECT_EQ(count(journal, event_type::run_restarted), 1);
+  EXPECT_EQ(count(journal, event_type::attempt_failed, "work"), 0);
+}
+
+// A `limit: 1` key whose holder's run actor crashes while its process runs:
+// the limiter keeps the slot until that process is gone (the restarted run
+// takes it over), so the run waiting for it never runs beside the old
+// process.
+TEST_F(RunActor, SlotOfACrashedRunIsFreeOnlyOnceItsProcessIsGone) {
+  auto node = open(0, 700ms);
+  caf::scoped_actor self{node->system()};
+  auto lock = (dir.path() / "lock").string();
+  auto held = (dir.path() / "held").string();
+  auto first
+    = submit(*node, self,
+             "name: holder\nnodes:\n  hold:\n"
+               + stubborn_once(lock, held, R"(    retry: {max_attempts: 1}
+    concurrency: {key: the-lock, limit: 1}
+)"));
+  for (int i = 0; i < 500 && !std::filesystem::exists(held); ++i)
+    std::this_thread::sleep_for(10ms);
+  ASSERT_TRUE(std::filesystem::exists(held));
+  auto second = submit(*node, self,
+                       R"(name: waiter
+nodes:
+  take:
+    kind: exec
+    command: ["flock", "-n", ")"
+                         + lock + R"(", "true"]
+    retry: {max_attempts: 1}
+    concurrency: {key: the-lock, limit: 1}
+)");
+  ASSERT_TRUE(waits_for(*node, second, "concurrency slot of 'take'"));
+  node->crash(first);
+  std::map<std::string, runtime::run_finished> ended;
+  for (int i = 0; i < 300 && ended.size() < 2; ++i)
+    self->receive([&](runtime::run_finished& f) { ended[f.run_id] = f; },
+                  [](runtime::run_progress&) {}, caf::after(100ms) >> [] {});
+  ASSERT_EQ(ended.size(), 2u);
+  EXPECT_EQ(ended[first].state, persistence::run_state::completed)
+    << ended[first].reason;
+  EXPECT_EQ(ended[second].state, persistence::run_state::completed)
+    << ended[second].reason;
+}
