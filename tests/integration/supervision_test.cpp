@@ -228,3 +228,51 @@ TEST_F(Supervision, GivingUpAfterFailedWritesRecordsTheFailure) {
   ASSERT_FALSE(events.empty());
   EXPECT_EQ(events.back().type, persistence::event_type::run_failed);
 }
+
+// A cancel that comes while a crashed run actor waits for its restart is
+// not sent to the actor that is gone: the restarted actor gets it.
+TEST_F(Supervision, CancelDuringARestartReachesTheRestartedRun) {
+  actors::embedded_node::options o;
+  o.data_dir = (dir.path() / "data").string();
+  o.engine.restart_backoff = 500ms;
+  std::string error;
+  auto node = actors::embedded_node::open(o, error);
+  ASSERT_TRUE(node) << error;
+  caf::scoped_actor self{node->system()};
+  auto id = submit(*node, self,
+                   "name: nap\nnodes:\n  nap: {kind: sleep, duration: 2s}\n");
+  ASSERT_TRUE(node->inspect_run(id, 1s));
+  node->crash(id);
+  // Its actor is gone (it answers no more), its restart not due yet.
+  bool gone = false;
+  for (int i = 0; i < 100 && !gone; ++i) {
+    gone = !node->inspect_run(id, 1s);
+    if (!gone)
+      std::this_thread::sleep_for(5ms);
+  }
+  ASSERT_TRUE(gone);
+  node->cancel(id, "changed my mind");
+  auto f = wait_finished(self);
+  EXPECT_EQ(f.state, persistence::run_state::cancelled) << f.reason;
+  auto events = node->store().read_journal(id, error);
+  ASSERT_TRUE(error.empty()) << error;
+  EXPECT_EQ(count(events, persistence::event_type::run_restarted), 1);
+}
+
+// A cancel that reaches the run actor's mailbox behind what crashes it is
+// never taken by that actor: the restarted actor gets it.
+TEST_F(Supervision, CancelQueuedBehindACrashReachesTheRestartedRun) {
+  auto node = open(5);
+  caf::scoped_actor self{node->system()};
+  auto id = submit(*node, self,
+                   "name: nap\nnodes:\n  nap: {kind: sleep, duration: 2s}\n");
+  ASSERT_TRUE(node->inspect_run(id, 1s));
+  node->crash(id);
+  node->cancel(id, "changed my mind");
+  auto f = wait_finished(self);
+  EXPECT_EQ(f.state, persistence::run_state::cancelled) << f.reason;
+  std::string error;
+  auto events = node->store().read_journal(id, error);
+  ASSERT_TRUE(error.empty()) << error;
+  EXPECT_EQ(count(events, persistence::event_type::run_restarted), 1);
+}
