@@ -19,26 +19,6 @@ using idle_check_atom = caf::atom_constant<caf::atom("idlecheck")>;
 /// Sent to itself once the processes of a holder whose owner died are gone.
 using drained_atom = caf::atom_constant<caf::atom("drained")>;
 
-/// Counts one more slot or place of the current sender, monitoring it from
-/// its first. (Monitored through the message's strong reference: the
-/// sender is alive while its message is handled.)
-void hold(self_ptr self) {
-  auto& sender = self->current_sender();
-  if (sender
-      && ++self->state.owners[caf::actor_cast<caf::actor_addr>(sender)] == 1)
-    self->monitor(sender);
-}
-
-/// Counts one slot or place of `owner` less.
-void unhold(self_ptr self, const caf::actor_addr& owner) {
-  auto& owners = self->state.owners;
-  auto i = owners.find(owner);
-  if (i == owners.end() || --i->second > 0)
-    return;
-  self->demonitor(owner);
-  owners.erase(i);
-}
-
 /// Hands free slots to the queue, in order.
 void grant(self_ptr self) {
   auto& st = self->state;
@@ -49,7 +29,7 @@ void grant(self_ptr self) {
     if (auto [i, fresh] = st.holders.emplace(w.holder, w.owner); !fresh) {
       // Asked again by a new actor for the same holder (a restarted run):
       // the slot is the new actor's.
-      unhold(self, i->second);
+      st.owners.unhold(self, i->second);
       i->second = w.owner;
     }
     w.reply.deliver(true);
@@ -78,15 +58,9 @@ void drain(self_ptr self, const std::string& holder,
 /// Retires when it has had nothing to do for keyed_idle; else checks again.
 void check_idle(self_ptr self) {
   auto& st = self->state;
-  auto idle = st.svc->options.keyed_idle;
-  auto quiet = std::chrono::nanoseconds{now_ns() - st.last_used_ns};
-  if (st.holders.empty() && st.queue.empty() && quiet >= idle) {
-    st.svc->limiters.retire(st.key, self->address());
-    self->quit();
-    return;
-  }
-  auto wait = quiet < idle ? idle - quiet : std::chrono::nanoseconds{idle};
-  self->delayed_send(self, wait, idle_check_atom::value);
+  retire_when_idle(self, st.svc->limiters, st.key, *st.svc, st.last_used_ns,
+                   st.holders.empty() && st.queue.empty(),
+                   idle_check_atom::value);
 }
 
 } // namespace
@@ -103,7 +77,7 @@ caf::behavior limiter_actor_impl(self_ptr self, std::string key, int32_t limit,
                        idle_check_atom::value);
   self->set_down_handler([self](caf::down_msg& msg) {
     auto& st = self->state;
-    if (!st.owners.erase(msg.source))
+    if (!st.owners.forget(msg.source))
       return;
     st.last_used_ns = now_ns();
     for (auto& [holder, owner] : st.holders)
@@ -123,13 +97,14 @@ caf::behavior limiter_actor_impl(self_ptr self, std::string key, int32_t limit,
       if (auto i = st.holders.find(a.holder); i != st.holders.end()) {
         if (i->second != owner) {
           // A new actor for the holder (a restarted run): the slot is its.
-          hold(self);
-          unhold(self, i->second);
+          st.owners.hold(self);
+          st.owners.unhold(self, i->second);
           i->second = owner;
         }
         return true;
       }
-      hold(self); // first: the promise takes the sender from the message
+      // First: the promise takes the sender from the message.
+      st.owners.hold(self);
       auto reply = self->make_response_promise();
       st.queue.push_back({a.holder, owner, reply});
       grant(self);
@@ -139,7 +114,7 @@ caf::behavior limiter_actor_impl(self_ptr self, std::string key, int32_t limit,
       auto& st = self->state;
       st.last_used_ns = now_ns();
       if (auto i = st.holders.find(r.holder); i != st.holders.end()) {
-        unhold(self, i->second);
+        st.owners.unhold(self, i->second);
         st.holders.erase(i);
       }
       st.queue.erase(std::remove_if(st.queue.begin(), st.queue.end(),
@@ -147,7 +122,7 @@ caf::behavior limiter_actor_impl(self_ptr self, std::string key, int32_t limit,
                                       if (w.holder != r.holder)
                                         return false;
                                       w.reply.deliver(false);
-                                      unhold(self, w.owner);
+                                      st.owners.unhold(self, w.owner);
                                       return true;
                                     }),
                      st.queue.end());

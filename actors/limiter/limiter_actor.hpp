@@ -1,5 +1,6 @@
 #pragma once
 
+#include "actors/keyed_upkeep.hpp"
 #include "actors/services.hpp"
 
 #include <caf/actor_addr.hpp>
@@ -30,10 +31,9 @@ struct limiter_state {
   /// Holder -> the actor that asked for it.
   std::unordered_map<std::string, caf::actor_addr> holders;
   std::deque<waiter> queue;
-  /// The actors that hold slots or wait, with how many of each: each is
-  /// monitored while it holds any, so that what it holds is freed when it
-  /// dies.
-  std::unordered_map<caf::actor_addr, int32_t> owners;
+  /// The actors that hold slots or wait: what they hold is freed when they
+  /// die.
+  holder_watch owners;
   /// When it last did anything.
   int64_t last_used_ns = 0;
 };
