@@ -12,20 +12,11 @@
 #include <thread>
 
 using namespace std::chrono_literals;
+using troupe::test::count_lines;
 using troupe::test::wait_until;
 using json = nlohmann::json;
 
 namespace {
-
-/// Counts lines equal to `line` in `path`.
-int count_lines(const std::filesystem::path& path, const std::string& line) {
-  std::ifstream in{path};
-  std::string l;
-  int n = 0;
-  while (std::getline(in, l))
-    n += l == line;
-  return n;
-}
 
 struct Resume : troupe::test::troupe_fixture {
   std::string marks = (dir.path() / "marks.txt").string();

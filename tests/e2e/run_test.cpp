@@ -20,6 +20,7 @@
 
 using namespace std::chrono_literals;
 using troupe::test::background_process;
+using troupe::test::count_lines;
 using troupe::test::process_options;
 using troupe::test::process_result;
 using troupe::test::run_process;
@@ -33,16 +34,6 @@ const std::string examples = std::string{TROUPE_SOURCE_DIR} + "/examples/";
 
 bool contains(const std::string& haystack, const std::string& needle) {
   return haystack.find(needle) != std::string::npos;
-}
-
-/// Counts lines equal to `line` in `path`.
-int count_lines(const std::filesystem::path& path, const std::string& line) {
-  std::ifstream in{path};
-  std::string l;
-  int n = 0;
-  while (std::getline(in, l))
-    n += l == line;
-  return n;
 }
 
 struct Run : troupe::test::troupe_fixture {

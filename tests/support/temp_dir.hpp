@@ -43,4 +43,16 @@ class temp_dir {
   std::filesystem::path path_;
 };
 
+/// Counts the lines of the file at `path` that are `line` (0 when there is
+/// no such file).
+inline int count_lines(const std::filesystem::path& path,
+                       const std::string& line) {
+  std::ifstream in{path};
+  std::string l;
+  int n = 0;
+  while (std::getline(in, l))
+    n += l == line;
+  return n;
+}
+
 } // namespace troupe::test
