@@ -80,6 +80,10 @@ int64_t now_ns() {
     .count();
 }
 
+std::string work_key(const std::string& run_id, const std::string& node) {
+  return run_id + "/" + node;
+}
+
 std::string describe_exit(const caf::error& reason) {
   const auto& ctx = reason.context();
   if (ctx.size() == 1 && ctx.match_element<std::string>(0))

@@ -150,4 +150,9 @@ std::string describe_exit(const caf::error& reason);
 /// Returns the wall-clock time in nanoseconds since the Unix epoch.
 int64_t now_ns();
 
+/// Names the work of `node` in run `run_id`: the holder of its concurrency
+/// slot and the key of its exec processes, so that a limiter can tell when
+/// the processes of a holder whose run actor died are gone.
+std::string work_key(const std::string& run_id, const std::string& node);
+
 } // namespace troupe::actors

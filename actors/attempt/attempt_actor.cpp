@@ -107,6 +107,10 @@ process_spec make_process(const runtime::attempt_spec& spec, const json& p) {
                           ? p["max_output_bytes"].get<uint64_t>()
                           : spec.max_output_bytes;
   ps.kill_grace = std::chrono::milliseconds{spec.kill_grace_ms};
+  // The attempt's process never runs beside one of an earlier attempt of
+  // the node whose run actor died (that attempt died with it, and its
+  // process may be in its kill grace).
+  ps.key = work_key(spec.run_id, spec.node);
   if (auto h = p.find("heartbeat_timeout"); h != p.end() && h->is_string())
     if (auto d = config::parse_duration(h->get<std::string>()))
       ps.heartbeat_timeout

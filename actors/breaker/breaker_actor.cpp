@@ -37,26 +37,6 @@ call_id id_of(const caf::actor_addr& owner, uint64_t ticket) {
   return {owner ? owner.id() : 0, ticket};
 }
 
-/// Counts one more call or waiter of the current sender, monitoring it from
-/// its first. (Monitored through the message's strong reference: the
-/// sender is alive while its message is handled.)
-void hold(self_ptr self) {
-  auto& sender = self->current_sender();
-  if (sender
-      && ++self->state.owners[caf::actor_cast<caf::actor_addr>(sender)] == 1)
-    self->monitor(sender);
-}
-
-/// Counts one call or waiter of `owner` less.
-void unhold(self_ptr self, const caf::actor_addr& owner) {
-  auto& owners = self->state.owners;
-  auto i = owners.find(owner);
-  if (i == owners.end() || --i->second > 0)
-    return;
-  self->demonitor(owner);
-  owners.erase(i);
-}
-
 /// Lets the first waiter through, as a trial call or not.
 void let_through(self_ptr self, bool probe) {
   auto& st = self->state;
@@ -115,7 +95,7 @@ void change(self_ptr self, mode to, const std::string& why, int64_t now) {
     auto w = std::move(st.queue.front());
     st.queue.pop_front();
     w.reply.deliver(false, reopen_at(st), false);
-    unhold(self, w.owner);
+    st.owners.unhold(self, w.owner);
   }
 }
 
@@ -155,7 +135,7 @@ std::optional<bool> free_call(self_ptr self, const call_id& id) {
   st.granted.erase(i);
   if (probe)
     --st.probes_in_flight;
-  unhold(self, owner);
+  st.owners.unhold(self, owner);
   return probe;
 }
 
@@ -171,7 +151,7 @@ bool drop_waiter(self_ptr self, const call_id& id) {
   auto owner = i->owner;
   i->reply.deliver(false, int64_t{0}, false);
   st.queue.erase(i);
-  unhold(self, owner);
+  st.owners.unhold(self, owner);
   return true;
 }
 
@@ -179,20 +159,14 @@ bool drop_waiter(self_ptr self, const call_id& id) {
 /// a fresh breaker would be the same); else checks again later.
 void check_idle(self_ptr self) {
   auto& st = self->state;
-  auto now = now_ns();
   while (!st.calls.empty()
-         && st.calls.front().first < now - st.spec.window.count())
+         && st.calls.front().first < now_ns() - st.spec.window.count())
     st.calls.pop_front();
-  auto idle = st.svc->options.keyed_idle;
-  auto quiet = std::chrono::nanoseconds{now - st.last_used_ns};
-  if (st.state == mode::closed && st.calls.empty() && st.granted.empty()
-      && st.queue.empty() && quiet >= idle) {
-    st.svc->breakers.retire(st.spec.key, self->address());
-    self->quit();
-    return;
-  }
-  auto wait = quiet < idle ? idle - quiet : std::chrono::nanoseconds{idle};
-  self->delayed_send(self, wait, idle_check_atom::value);
+  retire_when_idle(self, st.svc->breakers, st.spec.key, *st.svc,
+                   st.last_used_ns,
+                   st.state == mode::closed && st.calls.empty()
+                     && st.granted.empty() && st.queue.empty(),
+                   idle_check_atom::value);
 }
 
 } // namespace
@@ -209,7 +183,7 @@ caf::behavior breaker_actor_impl(self_ptr self,
   // call it held is free again (its outcome is unknown, so not counted).
   self->set_down_handler([self](caf::down_msg& msg) {
     auto& st = self->state;
-    if (!st.owners.erase(msg.source))
+    if (!st.owners.forget(msg.source))
       return;
     st.last_used_ns = now_ns();
     for (auto i = st.granted.begin(); i != st.granted.end();) {
@@ -249,7 +223,8 @@ caf::behavior breaker_actor_impl(self_ptr self,
           && (st.probes_in_flight >= st.spec.half_open_max_calls
               || !st.queue.empty())) {
         // Every trial call is taken: wait for one, or for the outcome.
-        hold(self); // first: the promise takes the sender from the message
+        // First: the promise takes the sender from the message.
+        st.owners.hold(self);
         auto reply = self->make_response_promise();
         st.queue.push_back({owner, a.ticket, std::move(holder), reply});
         return reply;
@@ -258,7 +233,7 @@ caf::behavior breaker_actor_impl(self_ptr self,
       st.granted[id] = {owner, std::move(holder), probe};
       if (probe)
         ++st.probes_in_flight;
-      hold(self);
+      st.owners.hold(self);
       return {true, 0, probe};
     },
     [self](runtime::breaker_report& r) {

@@ -1,5 +1,6 @@
 #pragma once
 
+#include "actors/keyed_upkeep.hpp"
 #include "actors/services.hpp"
 #include "runtime/model/workflow.hpp"
 
@@ -55,10 +56,9 @@ struct breaker_state {
   std::map<call_id, call> granted;
   /// Callers waiting for a trial call, in order of arrival.
   std::deque<waiter> queue;
-  /// The actors that hold calls or wait, with how many of each: each is
-  /// monitored while it holds any, so that what it holds is freed when it
-  /// dies.
-  std::unordered_map<caf::actor_addr, int32_t> owners;
+  /// The actors that hold calls or wait: what they hold is freed when they
+  /// die.
+  holder_watch owners;
   /// When it last did anything.
   int64_t last_used_ns = 0;
 };

@@ -623,6 +623,19 @@ struct process_runner::impl {
   group_log groups;
   asio::steady_timer tick_timer;
   bool tick_armed = false;
+  /// The processes of one key (process_spec::key): the one started and
+  /// unfinished, the start waiting for it (only the latest: it supersedes
+  /// the ones before), and who waits for the key to be idle.
+  struct keyed {
+    std::shared_ptr<child> current;
+    std::shared_ptr<child> next;
+    std::vector<std::function<void()>> idle;
+  };
+  std::unordered_map<std::string, keyed> keys;
+  /// Starts waiting for their key's previous process, by handle.
+  std::unordered_map<handle, std::shared_ptr<child>> waiting;
+  /// Set by the destructor: nothing starts any more.
+  bool closing = false;
 
   explicit impl(process_runner_options o)
       : opts(std::move(o)), work(io.get_executor()), reaper_out(io),
@@ -638,6 +651,9 @@ struct process_runner::impl {
   void start_reaper();
   void tell_reaper(int32_t message);
   void flush_reaper();
+  void admit(std::shared_ptr<child> c);
+  void drop_waiting(std::shared_ptr<child> c, std::string why);
+  void release_key(const std::shared_ptr<child>& c);
   void spawn(std::shared_ptr<child> c);
   void read(std::shared_ptr<child> c, bool is_out);
   void wait_exit(std::shared_ptr<child> c);
@@ -718,6 +734,60 @@ void process_runner::impl::flush_reaper() {
                           for (auto m : pending)
                             tell_reaper(m);
                         });
+}
+
+void process_runner::impl::admit(std::shared_ptr<child> c) {
+  if (closing) {
+    c->outcome.killed = true;
+    c->outcome.spawn_error = "not started: the node is shutting down";
+    finish(c);
+    return;
+  }
+  if (c->spec.key.empty()) {
+    spawn(c);
+    return;
+  }
+  auto& k = keys[c->spec.key];
+  if (!k.current) {
+    k.current = c;
+    spawn(c);
+    return;
+  }
+  // The key's process still runs, or its group is still going: this start
+  // waits for it, and supersedes it and any start that waited before.
+  terminate(k.current->id);
+  if (auto earlier = std::exchange(k.next, c))
+    drop_waiting(earlier, "superseded by a later start of its key");
+  waiting.emplace(c->id, c);
+}
+
+void process_runner::impl::drop_waiting(std::shared_ptr<child> c,
+                                        std::string why) {
+  waiting.erase(c->id);
+  if (auto k = keys.find(c->spec.key); k != keys.end() && k->second.next == c)
+    k->second.next = nullptr;
+  c->outcome.killed = true;
+  c->outcome.spawn_error = "not started: " + why;
+  finish(c);
+}
+
+void process_runner::impl::release_key(const std::shared_ptr<child>& c) {
+  if (c->spec.key.empty())
+    return;
+  auto i = keys.find(c->spec.key);
+  if (i == keys.end() || i->second.current != c)
+    return;
+  auto& k = i->second;
+  if (auto next = std::exchange(k.next, nullptr); next && !closing) {
+    waiting.erase(next->id);
+    k.current = next;
+    spawn(next); // (may finish it, and so release the key, at once)
+    return;
+  }
+  auto idle = std::move(k.idle);
+  keys.erase(i);
+  for (auto& f : idle)
+    f();
 }
 
 void process_runner::impl::spawn(std::shared_ptr<child> c) {
@@ -1029,9 +1099,16 @@ void process_runner::impl::finish(const std::shared_ptr<child>& c) {
   c->done = nullptr;
   --active;
   done(std::move(c->outcome));
+  // The key's next process may start now.
+  release_key(c);
 }
 
 void process_runner::impl::terminate(handle h) {
+  if (auto w = waiting.find(h); w != waiting.end()) {
+    drop_waiting(w->second, "stopped while it waited for the previous "
+                            "process of its key to end");
+    return;
+  }
   auto i = children.find(h);
   if (i == children.end())
     return;
@@ -1078,6 +1155,10 @@ process_runner::process_runner(process_runner_options opts)
 
 process_runner::~process_runner() {
   asio::post(impl_->io, [this] {
+    impl_->closing = true;
+    auto waiting = impl_->waiting;
+    for (auto& [_, c] : waiting)
+      impl_->drop_waiting(c, "the node is shutting down");
     for (auto& [id, c] : impl_->children) {
       if (!c->exited) {
         c->outcome.killed = true;
@@ -1093,13 +1174,14 @@ process_runner::~process_runner() {
   impl_->io.stop();
   for (auto& t : impl_->threads)
     t.join();
-  for (auto& [id, c] : impl_->children) {
-    if (c->done) {
-      c->outcome.killed = true;
-      auto done = std::move(c->done);
-      done(std::move(c->outcome));
+  for (auto* pending : {&impl_->children, &impl_->waiting})
+    for (auto& [id, c] : *pending) {
+      if (c->done) {
+        c->outcome.killed = true;
+        auto done = std::move(c->done);
+        done(std::move(c->outcome));
+      }
     }
-  }
   // End of file for the reaper: it kills the groups still listed (those
   // that did not go in time) and exits. Bounded wait to reap it.
   boost::system::error_code ignored;
@@ -1121,8 +1203,17 @@ process_runner::start(process_spec spec,
   c->spec = std::move(spec);
   c->done = std::move(done);
   ++impl_->active;
-  asio::post(impl_->io, [this, c] { impl_->spawn(c); });
+  asio::post(impl_->io, [this, c] { impl_->admit(c); });
   return c->id;
+}
+
+void process_runner::when_idle(std::string key, std::function<void()> idle) {
+  asio::post(impl_->io, [this, key = std::move(key), idle = std::move(idle)] {
+    if (auto i = impl_->keys.find(key); i != impl_->keys.end())
+      i->second.idle.push_back(std::move(idle));
+    else
+      idle();
+  });
 }
 
 void process_runner::kill(handle h) {

@@ -30,6 +30,14 @@ struct process_spec {
   /// descriptor 3 (named in TROUPE_HEARTBEAT_FD) at least this often; a
   /// silent child is killed like kill() does. 0: no heartbeat.
   std::chrono::milliseconds heartbeat_timeout{0};
+  /// Names the work the process does (an attempt's run and node). Two
+  /// processes of one key never run at once: a start waits until the
+  /// previous process of its key has finished (its `done` called), which it
+  /// first ends as kill() does, since a later start of a key supersedes the
+  /// earlier one (whoever started that one has given up on it). So a retry
+  /// of work whose owner died never runs beside the process it replaces,
+  /// still in its kill grace. Empty: no key, no waiting.
+  std::string key;
 };
 
 /// How a child process ended.
@@ -44,7 +52,8 @@ struct process_outcome {
   bool err_truncated = false;
   /// Non-empty when the program could not be started (e.g. "no such file").
   std::string spawn_error;
-  /// Whether it ended because kill() was called.
+  /// Whether it ended because kill() was called (or a later start of its
+  /// key superseded it; one stopped before it started has a spawn_error).
   bool killed = false;
   /// Whether it was killed for missing its heartbeat.
   bool heartbeat_lost = false;
@@ -114,8 +123,15 @@ class process_runner {
   handle start(process_spec spec, std::function<void(process_outcome)> done);
 
   /// Ends the process group of `h`: SIGTERM, then SIGKILL after kill_grace.
-  /// Does nothing for an unknown or finished handle.
+  /// A start still waiting for its key's previous process ends at once
+  /// without running (spawn_error says so). Does nothing for an unknown or
+  /// finished handle.
   void kill(handle h);
+
+  /// Calls `idle` once no process started with `key` is unfinished (its
+  /// `done` not called yet), nor waits to start: on the runner's thread, at
+  /// once when there is none. Dropped if the runner is destroyed first.
+  void when_idle(std::string key, std::function<void()> idle);
 
   /// Returns how many started processes have not finished.
   size_t running() const;

@@ -16,25 +16,8 @@ using self_ptr = caf::stateful_actor<limiter_state>*;
 /// Sent to itself to check whether it has been idle long enough to retire.
 using idle_check_atom = caf::atom_constant<caf::atom("idlecheck")>;
 
-/// Counts one more slot or place of the current sender, monitoring it from
-/// its first. (Monitored through the message's strong reference: the
-/// sender is alive while its message is handled.)
-void hold(self_ptr self) {
-  auto& sender = self->current_sender();
-  if (sender
-      && ++self->state.owners[caf::actor_cast<caf::actor_addr>(sender)] == 1)
-    self->monitor(sender);
-}
-
-/// Counts one slot or place of `owner` less.
-void unhold(self_ptr self, const caf::actor_addr& owner) {
-  auto& owners = self->state.owners;
-  auto i = owners.find(owner);
-  if (i == owners.end() || --i->second > 0)
-    return;
-  self->demonitor(owner);
-  owners.erase(i);
-}
+/// Sent to itself once the processes of a holder whose owner died are gone.
+using drained_atom = caf::atom_constant<caf::atom("drained")>;
 
 /// Hands free slots to the queue, in order.
 void grant(self_ptr self) {
@@ -46,25 +29,38 @@ void grant(self_ptr self) {
     if (auto [i, fresh] = st.holders.emplace(w.holder, w.owner); !fresh) {
       // Asked again by a new actor for the same holder (a restarted run):
       // the slot is the new actor's.
-      unhold(self, i->second);
+      st.owners.unhold(self, i->second);
       i->second = w.owner;
     }
     w.reply.deliver(true);
   }
 }
 
+/// Keeps the slot of `holder`, whose owner `dead` died, until no process of
+/// the holder's work is left: the owner's attempts died with it, but their
+/// process groups may take the kill grace to go, and nothing else may run
+/// beside them. Then the slot is free, unless a new actor for the holder
+/// (the restarted run) has taken it over meanwhile. Without a process
+/// runner it is free at once.
+void drain(self_ptr self, const std::string& holder,
+           const caf::actor_addr& dead) {
+  auto* runner = self->state.svc->runner;
+  if (runner == nullptr) {
+    self->send(self, drained_atom::value, holder, dead);
+    return;
+  }
+  runner->when_idle(holder, [me = self->address(), holder, dead] {
+    if (auto limiter = caf::actor_cast<caf::actor>(me))
+      caf::anon_send(limiter, drained_atom::value, holder, dead);
+  });
+}
+
 /// Retires when it has had nothing to do for keyed_idle; else checks again.
 void check_idle(self_ptr self) {
   auto& st = self->state;
-  auto idle = st.svc->options.keyed_idle;
-  auto quiet = std::chrono::nanoseconds{now_ns() - st.last_used_ns};
-  if (st.holders.empty() && st.queue.empty() && quiet >= idle) {
-    st.svc->limiters.retire(st.key, self->address());
-    self->quit();
-    return;
-  }
-  auto wait = quiet < idle ? idle - quiet : std::chrono::nanoseconds{idle};
-  self->delayed_send(self, wait, idle_check_atom::value);
+  retire_when_idle(self, st.svc->limiters, st.key, *st.svc, st.last_used_ns,
+                   st.holders.empty() && st.queue.empty(),
+                   idle_check_atom::value);
 }
 
 } // namespace
@@ -81,11 +77,12 @@ caf::behavior limiter_actor_impl(self_ptr self, std::string key, int32_t limit,
                        idle_check_atom::value);
   self->set_down_handler([self](caf::down_msg& msg) {
     auto& st = self->state;
-    if (!st.owners.erase(msg.source))
+    if (!st.owners.forget(msg.source))
       return;
     st.last_used_ns = now_ns();
-    for (auto i = st.holders.begin(); i != st.holders.end();)
-      i = i->second == msg.source ? st.holders.erase(i) : std::next(i);
+    for (auto& [holder, owner] : st.holders)
+      if (owner == msg.source)
+        drain(self, holder, owner);
     st.queue.erase(
       std::remove_if(st.queue.begin(), st.queue.end(),
                      [&](auto& w) { return w.owner == msg.source; }),
@@ -100,13 +97,14 @@ caf::behavior limiter_actor_impl(self_ptr self, std::string key, int32_t limit,
       if (auto i = st.holders.find(a.holder); i != st.holders.end()) {
         if (i->second != owner) {
           // A new actor for the holder (a restarted run): the slot is its.
-          hold(self);
-          unhold(self, i->second);
+          st.owners.hold(self);
+          st.owners.unhold(self, i->second);
           i->second = owner;
         }
         return true;
       }
-      hold(self); // first: the promise takes the sender from the message
+      // First: the promise takes the sender from the message.
+      st.owners.hold(self);
       auto reply = self->make_response_promise();
       st.queue.push_back({a.holder, owner, reply});
       grant(self);
@@ -116,7 +114,7 @@ caf::behavior limiter_actor_impl(self_ptr self, std::string key, int32_t limit,
       auto& st = self->state;
       st.last_used_ns = now_ns();
       if (auto i = st.holders.find(r.holder); i != st.holders.end()) {
-        unhold(self, i->second);
+        st.owners.unhold(self, i->second);
         st.holders.erase(i);
       }
       st.queue.erase(std::remove_if(st.queue.begin(), st.queue.end(),
@@ -124,10 +122,20 @@ caf::behavior limiter_actor_impl(self_ptr self, std::string key, int32_t limit,
                                       if (w.holder != r.holder)
                                         return false;
                                       w.reply.deliver(false);
-                                      unhold(self, w.owner);
+                                      st.owners.unhold(self, w.owner);
                                       return true;
                                     }),
                      st.queue.end());
+      grant(self);
+    },
+    [self](drained_atom, const std::string& holder,
+           const caf::actor_addr& dead) {
+      auto& st = self->state;
+      auto i = st.holders.find(holder);
+      if (i == st.holders.end() || i->second != dead)
+        return; // taken over by the holder's new actor
+      st.last_used_ns = now_ns();
+      st.holders.erase(i);
       grant(self);
     },
     [self](idle_check_atom) { check_idle(self); },

@@ -1,5 +1,6 @@
 #pragma once
 
+#include "actors/keyed_upkeep.hpp"
 #include "actors/services.hpp"
 
 #include <caf/actor_addr.hpp>
@@ -30,18 +31,19 @@ struct limiter_state {
   /// Holder -> the actor that asked for it.
   std::unordered_map<std::string, caf::actor_addr> holders;
   std::deque<waiter> queue;
-  /// The actors that hold slots or wait, with how many of each: each is
-  /// monitored while it holds any, so that what it holds is freed when it
-  /// dies.
-  std::unordered_map<caf::actor_addr, int32_t> owners;
+  /// The actors that hold slots or wait: what they hold is freed when they
+  /// die.
+  holder_watch owners;
   /// When it last did anything.
   int64_t last_used_ns = 0;
 };
 
 /// A concurrency limiter for the nodes whose concurrency key resolves to
 /// `key`: at most `limit` holders at once; limit_acquire is answered when a
-/// slot is free (first come, first served), limit_release frees it. Slots
-/// and places of an actor that dies are freed. With no holder and no waiter
+/// slot is free (first come, first served), limit_release frees it. Places
+/// of an actor that dies are freed at once, its slots once no process of
+/// their holders' work is left (svc->runner's when_idle, keyed by holder),
+/// or when a new actor asks for the same holder. With no holder and no waiter
 /// for svc->options.keyed_idle, it retires from svc->limiters and quits.
 caf::behavior limiter_actor_impl(caf::stateful_actor<limiter_state>* self,
                                  std::string key, int32_t limit,

@@ -350,7 +350,7 @@ void ask_limiter(self_ptr self, const std::string& node, const std::string& key,
   auto limiter = st.svc->limiters.get(key, [&] {
     return self->system().spawn(limiter_actor_impl, key, limit, st.svc);
   });
-  auto holder = e.run_id() + "/" + node;
+  auto holder = work_key(e.run_id(), node);
   // The ticket tells this request's answer from those of earlier requests of
   // the same holder that were given back.
   auto ticket = st.next_ticket++;

@@ -13,12 +13,25 @@ namespace {
 
 using self_ptr = caf::stateful_actor<run_supervisor_state>*;
 
+/// Whether the actor of `c` is alive (else its restart is pending).
+bool live(const run_supervisor_state& st,
+          const run_supervisor_state::child& c) {
+  return c.actor && st.by_id.count(c.actor.id()) != 0;
+}
+
+/// How long a run actor may take to take a command before the supervisor
+/// stops watching for its failure (the command may still be carried out).
+constexpr auto command_timeout = std::chrono::seconds{60};
+
+template<class Command>
+void forward(self_ptr self, Command command);
+
 void spawn_run(self_ptr self, runtime::start_run start) {
   auto& st = self->state;
   auto& [id, c] = *st.runs.try_emplace(start.run_id).first;
   // A run has one actor at a time: a second start of a live run (a run
   // submitted while the node recovered, started by both) is dropped.
-  if (c.actor && st.by_id.count(c.actor.id()))
+  if (live(st, c))
     return;
   c.observer = start.observer;
   c.progress = start.progress;
@@ -32,6 +45,47 @@ void spawn_run(self_ptr self, runtime::start_run start) {
   c.actor
     = self->spawn<caf::monitored>(run_actor_impl, std::move(start), st.svc);
   st.by_id[c.actor.id()] = &id;
+  // What came while the run was restarting, after its start.
+  auto held = std::move(c.held);
+  c.held.clear();
+  for (auto& command : held)
+    std::visit([&](auto& m) { forward(self, std::move(m)); }, command);
+}
+
+/// Sends `command` to the actor of its run, or holds it for the restarted
+/// actor while the run restarts. A command the actor never took, because it
+/// died with the command in its mailbox or before it came (the supervisor
+/// hears of a death after its mailbox is closed), comes back as an error:
+/// it goes to the restarted actor too. The commands are requests for that
+/// reason only.
+template<class Command>
+void forward(self_ptr self, Command command) {
+  auto& st = self->state;
+  auto i = st.runs.find(command.run_id);
+  if (i == st.runs.end())
+    return;
+  auto& c = i->second;
+  if (!live(st, c)) {
+    c.held.emplace_back(std::move(command));
+    return;
+  }
+  auto to = c.actor.id();
+  self->request(c.actor, command_timeout, command)
+    .then([] {},
+          [self, command, to](caf::error& error) mutable {
+            // Timed out: it may yet be carried out, and is not sent twice.
+            if (error == caf::sec::request_timeout)
+              return;
+            auto& st = self->state;
+            auto i = st.runs.find(command.run_id);
+            if (i == st.runs.end())
+              return; // the run ended
+            if (i->second.actor.id() == to)
+              // Its death is not known here yet: its down message follows.
+              i->second.held.emplace_back(std::move(command));
+            else
+              forward(self, std::move(command));
+          });
 }
 
 /// Ends a run that cannot be run any more: journals run_failed and marks
@@ -148,30 +202,10 @@ caf::behavior run_supervisor_impl(self_ptr self, services_ptr svc) {
                                    i->second.observer, i->second.total_restarts,
                                    j.reason, false, i->second.progress});
     },
-    [self](runtime::cancel_run& c) {
-      auto& st = self->state;
-      if (auto i = st.runs.find(c.run_id);
-          i != st.runs.end() && i->second.actor)
-        self->send(i->second.actor, c);
-    },
-    [self](runtime::pause_run& c) {
-      auto& st = self->state;
-      if (auto i = st.runs.find(c.run_id);
-          i != st.runs.end() && i->second.actor)
-        self->send(i->second.actor, c);
-    },
-    [self](runtime::resume_run& c) {
-      auto& st = self->state;
-      if (auto i = st.runs.find(c.run_id);
-          i != st.runs.end() && i->second.actor)
-        self->send(i->second.actor, c);
-    },
-    [self](runtime::retry_now& c) {
-      auto& st = self->state;
-      if (auto i = st.runs.find(c.run_id);
-          i != st.runs.end() && i->second.actor)
-        self->send(i->second.actor, c);
-    },
+    [self](runtime::cancel_run& c) { forward(self, c); },
+    [self](runtime::pause_run& c) { forward(self, c); },
+    [self](runtime::resume_run& c) { forward(self, c); },
+    [self](runtime::retry_now& c) { forward(self, c); },
     [self](const runtime::list_children& q) -> std::vector<caf::actor> {
       std::vector<caf::actor> out;
       for (auto& [_, c] : self->state.runs) {
@@ -197,7 +231,7 @@ caf::behavior run_supervisor_impl(self_ptr self, services_ptr svc) {
       nlohmann::json runs = nlohmann::json::array();
       size_t restarting = 0;
       for (auto& [id, c] : st.runs) {
-        if (!c.actor)
+        if (!live(st, c))
           ++restarting;
         if (runs.size() < 1000)
           runs.push_back({{"run_id", id},
@@ -217,7 +251,7 @@ caf::behavior run_supervisor_impl(self_ptr self, services_ptr svc) {
     [self](runtime::crash_run& c) {
       auto& st = self->state;
       if (auto i = st.runs.find(c.run_id);
-          i != st.runs.end() && i->second.actor)
+          i != st.runs.end() && live(st, i->second))
         self->send(i->second.actor, c);
     },
   };

@@ -7,6 +7,7 @@
 #include <caf/stateful_actor.hpp>
 
 #include <unordered_map>
+#include <variant>
 #include <vector>
 
 namespace troupe::actors {
@@ -27,6 +28,11 @@ struct run_supervisor_state {
     /// Restart times (ns) inside the current window.
     std::vector<int64_t> restarts;
     int32_t total_restarts = 0;
+    /// Commands that came while the run's actor was dead and its restart
+    /// pending, in order: for the restarted actor.
+    std::vector<std::variant<runtime::cancel_run, runtime::pause_run,
+                             runtime::resume_run, runtime::retry_now>>
+      held;
   };
 
   services_ptr svc;
@@ -37,9 +43,11 @@ struct run_supervisor_state {
   bool stopping = false;
 };
 
-/// Owns run actors: starts them (start_run), forwards cancel_run and
-/// crash_run, and restarts a run actor that dies abnormally from its journal,
-/// with exponential backoff. After more than max_restarts restarts within
+/// Owns run actors: starts them (start_run), forwards cancel_run, pause_run,
+/// resume_run, retry_now and crash_run, and restarts a run actor that dies
+/// abnormally from its journal, with exponential backoff. Commands for a
+/// run whose restart is pending wait for the restarted actor (crash_run is
+/// dropped). After more than max_restarts restarts within
 /// restart_window (the OTP intensity limit) the run is failed instead.
 caf::behavior
 run_supervisor_impl(caf::stateful_actor<run_supervisor_state>* self,

@@ -120,6 +120,18 @@ struct Breaker : ::testing::Test {
     ASSERT_FALSE(acquire(b).allowed);
     std::this_thread::sleep_for(reset + 50ms);
   }
+
+  /// A breaker of `key` (threshold 1, reset_timeout 100ms) that opened and
+  /// whose reset_timeout has passed: its next call is a trial call.
+  caf::actor half_open(const std::string& key) {
+    runtime::circuit_breaker_spec spec;
+    spec.key = key;
+    spec.failure_threshold = 1;
+    spec.reset_timeout = 100ms;
+    auto b = breaker(spec);
+    open_then_wait(b, spec.reset_timeout);
+    return b;
+  }
 };
 
 } // namespace
@@ -191,12 +203,7 @@ TEST_F(Breaker, OpensOnTheErrorRateOnceThereAreEnoughCalls) {
 }
 
 TEST_F(Breaker, UncountedReportsOnlyReleaseTrialSlots) {
-  runtime::circuit_breaker_spec spec;
-  spec.key = "slots";
-  spec.failure_threshold = 1;
-  spec.reset_timeout = 100ms;
-  auto b = breaker(spec);
-  open_then_wait(b, spec.reset_timeout);
+  auto b = half_open("slots");
   auto trial = acquire(b);
   ASSERT_TRUE(trial.probe);
   // A cancelled trial frees its slot without deciding anything.
@@ -210,12 +217,7 @@ TEST_F(Breaker, UncountedReportsOnlyReleaseTrialSlots) {
 // trial ends: refused with the reopen time when it failed, let through
 // when it succeeded.
 TEST_F(Breaker, WaitersAreAnsweredWhenTheTrialEnds) {
-  runtime::circuit_breaker_spec spec;
-  spec.key = "waits";
-  spec.failure_threshold = 1;
-  spec.reset_timeout = 100ms;
-  auto b = breaker(spec);
-  open_then_wait(b, spec.reset_timeout);
+  auto b = half_open("waits");
   auto trial = acquire(b);
   ASSERT_TRUE(trial.probe);
   auto w1 = sys->spawn(asker, b, caf::actor{*caller}, uint64_t{1});
@@ -243,12 +245,7 @@ TEST_F(Breaker, WaitersAreAnsweredWhenTheTrialEnds) {
 // The holder of a trial call dies: the trial goes to the next waiter; a
 // waiter that gives its place back leaves the queue.
 TEST_F(Breaker, DeadHolderGivesItsTrialBack) {
-  runtime::circuit_breaker_spec spec;
-  spec.key = "dies";
-  spec.failure_threshold = 1;
-  spec.reset_timeout = 100ms;
-  auto b = breaker(spec);
-  open_then_wait(b, spec.reset_timeout);
+  auto b = half_open("dies");
   auto self = caf::actor{*caller};
   auto holder = sys->spawn(asker, b, self, uint64_t{1});
   auto first = heard(2s);

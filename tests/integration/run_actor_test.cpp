@@ -3,18 +3,11 @@
 // journals that are stale or finished, and the actors a finished run leaves
 // behind.
 
-#include "actors/node/embedded_node.hpp"
 #include "actors/plugin/node_executor.hpp"
 #include "actors/supervisor/run_supervisor.hpp"
-#include "runtime/protocol/messages.hpp"
-#include "runtime/spec/workflow_loader.hpp"
-#include "tests/support/temp_dir.hpp"
-
-#include <caf/all.hpp>
-#include <gtest/gtest.h>
+#include "tests/support/embedded_fixture.hpp"
 
 #include <algorithm>
-#include <fstream>
 #include <future>
 #include <map>
 #include <mutex>
@@ -24,6 +17,7 @@ using namespace std::chrono_literals;
 using namespace troupe;
 using json = nlohmann::json;
 using persistence::event_type;
+using test::count_lines;
 
 namespace {
 
@@ -150,16 +144,6 @@ struct bare_node {
   }
 };
 
-/// Counts lines equal to `line` in `path`.
-int count_lines(const std::filesystem::path& path, const std::string& line) {
-  std::ifstream in{path};
-  std::string l;
-  int n = 0;
-  while (std::getline(in, l))
-    n += l == line;
-  return n;
-}
-
 /// Returns the types of `events`, for comparing journals.
 std::vector<event_type>
 types(const std::vector<persistence::event_record>& events) {
@@ -169,43 +153,16 @@ types(const std::vector<persistence::event_record>& events) {
   return out;
 }
 
-struct RunActor : ::testing::Test {
-  test::temp_dir dir;
-
+struct RunActor : test::embedded_fixture {
+  /// A node with one supervisor, `threads` scheduler threads (0: the
+  /// default) and a kill grace of `kill_grace`.
   std::unique_ptr<actors::embedded_node>
   open(size_t threads = 0, std::chrono::milliseconds kill_grace = 2s) {
-    actors::embedded_node::options o;
-    o.data_dir = (dir.path() / "data").string();
-    o.scheduler_threads = threads;
-    o.supervisors = 1;
-    o.engine.restart_backoff = 10ms;
-    o.engine.kill_grace = kill_grace;
-    std::string error;
-    auto node = actors::embedded_node::open(o, error);
-    EXPECT_TRUE(node) << error;
-    return node;
-  }
-
-  static std::string submit(actors::embedded_node& node, caf::actor observer,
-                            const std::string& source) {
-    auto outcome = runtime::parse_workflow(source);
-    EXPECT_TRUE(outcome.ok());
-    std::string error;
-    auto id
-      = node.submit(source, *outcome.workflow, json::object(), observer, error);
-    EXPECT_FALSE(id.empty()) << error;
-    return id;
-  }
-
-  /// Waits (bounded) for the run to finish and returns how it ended.
-  static runtime::run_finished wait_finished(caf::scoped_actor& self) {
-    runtime::run_finished result;
-    bool done = false;
-    for (int i = 0; i < 300 && !done; ++i)
-      self->receive([&](runtime::run_finished& f) { result = f, done = true; },
-                    [](runtime::run_progress&) {}, caf::after(100ms) >> [] {});
-    EXPECT_TRUE(done);
-    return result;
+    return embedded_fixture::open([&](actors::embedded_node::options& o) {
+      o.scheduler_threads = threads;
+      o.supervisors = 1;
+      o.engine.kill_grace = kill_grace;
+    });
   }
 
   /// A run that marks a file as its exec node runs, then completes.
@@ -241,14 +198,6 @@ nodes:
                     [](runtime::run_progress&) {},
                     caf::after(0ms) >> [&] { more = false; });
     return heard;
-  }
-
-  static int count(const std::vector<persistence::event_record>& events,
-                   event_type t, const std::string& node = "*") {
-    int n = 0;
-    for (auto& e : events)
-      n += e.type == t && (node == "*" || e.node == node);
-    return n;
   }
 };
 
@@ -403,6 +352,27 @@ std::string stubborn(const std::string& lock, const std::string& held,
 )" + rest;
 }
 
+/// Waits (bounded) until `path` exists.
+bool exists_soon(const std::filesystem::path& path) {
+  for (int i = 0; i < 500 && !std::filesystem::exists(path); ++i)
+    std::this_thread::sleep_for(10ms);
+  return std::filesystem::exists(path);
+}
+
+/// A run that needs `lock` at once (flock -n: it fails, exit code 1, when
+/// the lock is taken), behind a slot of the `limit: 1` key "the-lock".
+std::string waiter(const std::string& lock) {
+  return R"(name: waiter
+nodes:
+  take:
+    kind: exec
+    command: ["flock", "-n", ")"
+         + lock + R"(", "true"]
+    retry: {max_attempts: 1}
+    concurrency: {key: the-lock, limit: 1}
+)";
+}
+
 } // namespace
 
 // An attempt stopped at its timeout ignores SIGTERM and keeps its lock for
@@ -452,25 +422,119 @@ TEST_F(RunActor, ConcurrencySlotWaitsUntilTheStoppedAttemptsProcessIsGone) {
     concurrency: {key: the-lock, limit: 1}
 )"));
   // The second asks for the slot once the first holds it (and the lock).
-  for (int i = 0; i < 500 && !std::filesystem::exists(held); ++i)
-    std::this_thread::sleep_for(10ms);
-  ASSERT_TRUE(std::filesystem::exists(held));
-  auto second = submit(*node, self,
-                       R"(name: waiter
-nodes:
-  take:
-    kind: exec
-    command: ["flock", "-n", ")"
-                         + lock + R"(", "true"]
-    retry: {max_attempts: 1}
-    concurrency: {key: the-lock, limit: 1}
-)");
-  std::map<std::string, runtime::run_finished> ended;
-  for (int i = 0; i < 300 && ended.size() < 2; ++i)
-    self->receive([&](runtime::run_finished& f) { ended[f.run_id] = f; },
-                  [](runtime::run_progress&) {}, caf::after(100ms) >> [] {});
-  ASSERT_EQ(ended.size(), 2u);
+  ASSERT_TRUE(exists_soon(held));
+  auto second = submit(*node, self, waiter(lock));
+  auto ended = wait_finished(self, 2);
   EXPECT_EQ(ended[first].state, persistence::run_state::failed);
+  EXPECT_EQ(ended[second].state, persistence::run_state::completed)
+    << ended[second].reason;
+}
+
+namespace {
+
+/// An exec node like `stubborn`, whose first process (the one that creates
+/// `held`) sleeps holding `lock`, and whose later ones output `{}` at once
+/// once they get it (and fail, exit code 1, when it is still taken).
+std::string stubborn_once(const std::string& lock, const std::string& held,
+                          const std::string& rest) {
+  return R"(    kind: exec
+    command: ["sh", "-c", "trap '' TERM; exec flock -n )"
+         + lock + " sh -c 'if [ -e " + held + " ]; then echo {}; else touch "
+         + held + R"(; exec sleep 30; fi'"]
+)" + rest;
+}
+
+/// Waits (bounded) until the run `id` on `node` says it waits for `what`.
+bool waits_for(actors::embedded_node& node, const std::string& id,
+               const std::string& what) {
+  for (int i = 0; i < 500; ++i) {
+    if (auto d = node.inspect_run(id, 1s))
+      for (auto& w : (*d)["waiting_for"])
+        if (w.get<std::string>().find(what) != std::string::npos)
+          return true;
+    std::this_thread::sleep_for(10ms);
+  }
+  return false;
+}
+
+} // namespace
+
+namespace {
+
+/// Crashes the actor of run `id` on `node` once the run `waits` (while its
+/// node `work`, `stubborn_once`, has its first process), and expects the
+/// restarted run to complete without a failed attempt: its attempt ran
+/// again only once the first process was gone, and got the lock.
+void crash_and_complete(RunActor& t, actors::embedded_node& node,
+                        caf::scoped_actor& self, const std::string& id,
+                        const std::function<bool()>& waits) {
+  ASSERT_TRUE(waits());
+  node.crash(id);
+  auto f = t.wait_finished(self);
+  EXPECT_EQ(f.state, persistence::run_state::completed) << f.reason;
+  auto journal = t.journal(node, id);
+  EXPECT_EQ(t.count(journal, event_type::run_restarted), 1);
+  EXPECT_EQ(t.count(journal, event_type::attempt_failed, "work"), 0);
+}
+
+} // namespace
+
+// The run actor crashes while its exec attempt runs: the attempt actor dies
+// with it, and its process gets SIGTERM (ignored here) and the kill grace.
+// The restarted run runs the attempt again only once that process is gone:
+// it then gets the lock, instead of failing at once beside the old one.
+TEST_F(RunActor, RestartedRunWaitsUntilTheCrashedRunsProcessIsGone) {
+  auto node = open(0, 700ms);
+  caf::scoped_actor self{node->system()};
+  auto lock = (dir.path() / "lock").string();
+  auto held = dir.path() / "held";
+  auto id = submit(
+    *node, self,
+    "name: crashy\nnodes:\n  work:\n"
+      + stubborn_once(lock, held.string(), "    retry: {max_attempts: 1}\n"));
+  crash_and_complete(*this, *node, self, id, [&] { return exists_soon(held); });
+}
+
+// The same while the attempt is stopping (its timeout stopped it, and its
+// process lives out the kill grace): the restarted run's attempt, with a
+// timeout of its own from its new start, waits too.
+TEST_F(RunActor, RestartedRunWaitsUntilTheProcessOfAStoppingAttemptIsGone) {
+  auto node = open(0, 400ms);
+  caf::scoped_actor self{node->system()};
+  auto lock = (dir.path() / "lock").string();
+  auto held = (dir.path() / "held").string();
+  auto id = submit(
+    *node, self,
+    "name: crashy\nnodes:\n  work:\n"
+      + stubborn_once(lock, held,
+                      "    timeout: 1s\n    retry: {max_attempts: 1}\n"));
+  crash_and_complete(*this, *node, self, id, [&] {
+    return waits_for(*node, id, "to end (stopped at its timeout)");
+  });
+}
+
+// A `limit: 1` key whose holder's run actor crashes while its process runs:
+// the limiter keeps the slot until that process is gone (the restarted run
+// takes it over), so the run waiting for it never runs beside the old
+// process.
+TEST_F(RunActor, SlotOfACrashedRunIsFreeOnlyOnceItsProcessIsGone) {
+  auto node = open(0, 700ms);
+  caf::scoped_actor self{node->system()};
+  auto lock = (dir.path() / "lock").string();
+  auto held = (dir.path() / "held").string();
+  auto first
+    = submit(*node, self,
+             "name: holder\nnodes:\n  hold:\n"
+               + stubborn_once(lock, held, R"(    retry: {max_attempts: 1}
+    concurrency: {key: the-lock, limit: 1}
+)"));
+  ASSERT_TRUE(exists_soon(held));
+  auto second = submit(*node, self, waiter(lock));
+  ASSERT_TRUE(waits_for(*node, second, "concurrency slot of 'take'"));
+  node->crash(first);
+  auto ended = wait_finished(self, 2);
+  EXPECT_EQ(ended[first].state, persistence::run_state::completed)
+    << ended[first].reason;
   EXPECT_EQ(ended[second].state, persistence::run_state::completed)
     << ended[second].reason;
 }

@@ -11,11 +11,19 @@
 using namespace std::chrono_literals;
 using troupe::actors::timer_service;
 
-TEST(TimerService, DeliversInOrderOfDueTime) {
+namespace {
+
+/// A timer service, and an actor system whose scoped actor receives.
+struct TimerService : ::testing::Test {
   caf::actor_system_config cfg;
   caf::actor_system sys{cfg};
   timer_service timers;
   caf::scoped_actor self{sys};
+};
+
+} // namespace
+
+TEST_F(TimerService, DeliversInOrderOfDueTime) {
   auto to = timer_service::make_target(self->address());
   timers.schedule(60ms, to, caf::make_message(3));
   timers.schedule(20ms, to, caf::make_message(1));
@@ -28,11 +36,7 @@ TEST(TimerService, DeliversInOrderOfDueTime) {
   EXPECT_EQ(timers.size(), 0u);
 }
 
-TEST(TimerService, DropsWhatIsLeftForReceiversThatEnded) {
-  caf::actor_system_config cfg;
-  caf::actor_system sys{cfg};
-  timer_service timers;
-  caf::scoped_actor self{sys};
+TEST_F(TimerService, DropsWhatIsLeftForReceiversThatEnded) {
   auto live = timer_service::make_target(self->address());
   // 200 receivers that end with an hour's deliveries pending, and one that
   // lives on.

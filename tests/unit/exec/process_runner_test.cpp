@@ -417,6 +417,77 @@ TEST(ProcessRunner, UnknownHandleIsIgnored) {
   EXPECT_EQ(run(r, sh("true")).exit_code, 0);
 }
 
+// A start of a key supersedes the process of that key still running (its
+// owner gave up on it): it is killed, and the new one starts only once it
+// is gone, kill grace included.
+TEST(ProcessRunner, StartsOfOneKeyNeverOverlap) {
+  process_runner r;
+  scratch_file pid_file{"key-pid"};
+  std::promise<process_outcome> first, second;
+  auto old
+    = sh("trap '' TERM; echo $$ > " + pid_file.str() + "; exec sleep 30");
+  old.key = "run/node";
+  old.kill_grace = 300ms;
+  r.start(old, [&](process_outcome o) { first.set_value(std::move(o)); });
+  auto pids = pid_file.pids(1);
+  ASSERT_EQ(pids.size(), 1u);
+  auto next = sh("if kill -0 " + std::to_string(pids[0])
+                 + " 2>/dev/null; then echo beside; else echo alone; fi");
+  next.key = "run/node";
+  r.start(next, [&](process_outcome o) { second.set_value(std::move(o)); });
+  auto f1 = first.get_future(), f2 = second.get_future();
+  ASSERT_EQ(f1.wait_for(20s), std::future_status::ready);
+  auto o1 = f1.get();
+  EXPECT_TRUE(o1.killed);
+  EXPECT_EQ(o1.signal, SIGKILL);
+  ASSERT_EQ(f2.wait_for(20s), std::future_status::ready);
+  auto o2 = f2.get();
+  EXPECT_EQ(o2.out, "alone\n");
+  EXPECT_EQ(o2.exit_code, 0);
+  // Other keys, and no key, do not wait.
+  process_spec other = sh("echo other");
+  other.key = "run/other";
+  EXPECT_EQ(run(r, other).out, "other\n");
+  cleanup(pids[0]);
+}
+
+// A start waiting for its key ends at once when killed, without running;
+// the runner tells when the key is idle.
+TEST(ProcessRunner, WaitingStartEndsWhenKilledAndIdleKeysAreTold) {
+  process_runner r;
+  scratch_file ran{"key-ran"};
+  std::promise<process_outcome> first, second;
+  auto old = sh("trap '' TERM; exec sleep 30");
+  old.key = "k";
+  old.kill_grace = 1s;
+  r.start(old, [&](process_outcome o) { first.set_value(std::move(o)); });
+  auto next = sh("touch " + ran.str());
+  next.key = "k";
+  auto h
+    = r.start(next, [&](process_outcome o) { second.set_value(std::move(o)); });
+  std::promise<void> idle;
+  r.when_idle("k", [&] { idle.set_value(); });
+  auto f2 = second.get_future();
+  auto idle_f = idle.get_future();
+  r.kill(h);
+  // Well within the first one's kill grace.
+  ASSERT_EQ(f2.wait_for(500ms), std::future_status::ready);
+  auto o2 = f2.get();
+  EXPECT_TRUE(o2.killed);
+  EXPECT_NE(o2.spawn_error.find("not started"), std::string::npos)
+    << o2.spawn_error;
+  EXPECT_EQ(idle_f.wait_for(0s), std::future_status::timeout);
+  auto f1 = first.get_future();
+  ASSERT_EQ(f1.wait_for(20s), std::future_status::ready);
+  EXPECT_TRUE(f1.get().killed);
+  ASSERT_EQ(idle_f.wait_for(20s), std::future_status::ready);
+  EXPECT_FALSE(std::filesystem::exists(ran.path));
+  // A key with nothing is idle at once.
+  std::promise<void> none;
+  r.when_idle("nothing", [&] { none.set_value(); });
+  EXPECT_EQ(none.get_future().wait_for(5s), std::future_status::ready);
+}
+
 TEST(ProcessRunner, HeartbeatKeepsAChildAliveAndSilenceKillsIt) {
   process_runner r;
   // Beats every 50ms for 0.5s against a 300ms limit: lives.
