@@ -11,7 +11,6 @@
 #include <nlohmann/json.hpp>
 
 #include <chrono>
-#include <filesystem>
 #include <iostream>
 
 namespace troupe::tools {
@@ -58,16 +57,6 @@ int gc_local(const global_options& g, const config::settings& settings,
   if (!older_than && age.count() == 0) {
     std::cerr << "troupe: gc: storage.retention is 0s, " << kept_all_hint;
     return exit_ok;
-  }
-  // A folder that holds no store (a mistyped --data-dir) has nothing to
-  // collect, and opening it would make an empty store there.
-  std::error_code ec;
-  if (!std::filesystem::exists(std::filesystem::path{dir} / "CURRENT", ec)) {
-    bool folder = std::filesystem::is_directory(dir, ec);
-    std::cerr << "troupe: gc: no journal store at '" << dir << "' ("
-              << (folder ? "the folder holds none" : "no such folder")
-              << "); give the data dir of a node or of troupe run\n";
-    return exit_bad_input;
   }
   persistence::journal_store::options so;
   so.path = dir;

@@ -415,7 +415,7 @@ TEST_F(Cli, GcNamesBadInputAndABusyDataDir) {
   auto typo = (dir.path() / "dta").string();
   r = troupe({"gc", "--data-dir", typo, "--older-than", "0s"});
   EXPECT_EQ(r.exit_code, 2) << r.err;
-  EXPECT_TRUE(contains(r.err, "gc: no journal store at '" + typo + "'"))
+  EXPECT_TRUE(contains(r.err, "gc: data dir '" + typo + "' does not exist"))
     << r.err;
   EXPECT_FALSE(std::filesystem::exists(typo));
   r = troupe({"gc", "--data-dir", data, "--set", "storage.retention=a week"});
