@@ -347,7 +347,16 @@ int remote(const global_options& g, const std::string& command,
                 {"inputs", inputs}};
     if (!o.idempotency_key.empty())
       req["idempotency_key"] = o.idempotency_key;
-    auto body = client.call(req);
+    json body;
+    try {
+      body = client.call(req);
+    } catch (const client_error& e) {
+      // The key is another run's, of another workflow or inputs: the
+      // request was wrong, not the node.
+      if (e.code == "conflict")
+        throw client_error(exit_bad_input, e.what(), e.code);
+      throw;
+    }
     auto run_id = body.value("run_id", std::string{});
     if (g.json && !o.wait)
       std::cout << dump(body) << "\n";
@@ -495,7 +504,12 @@ int run_remote(const global_options& g, const std::string& command,
   try {
     return remote(g, command, o, settings);
   } catch (const client_error& e) {
-    std::cerr << "troupe: " << command << ": " << e.what() << "\n";
+    // The node's messages may name the request ("list: ...") as this line
+    // names the command: once is enough.
+    std::string what = e.what();
+    if (what.starts_with(command + ": "))
+      what.erase(0, command.size() + 2);
+    std::cerr << "troupe: " << command << ": " << what << "\n";
     if (e.exit_code == exit_unreachable && (command == "watch" || o.wait))
       std::cerr << "the run goes on in the node; `troupe watch "
                 << (o.run_id.empty() ? std::string{"RUN"} : o.run_id)

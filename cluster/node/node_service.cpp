@@ -446,10 +446,13 @@ void node_service::impl::submit(const request_ptr& req, const json& msg) {
         });
       return;
     }
-    std::string error;
+    std::string error, conflict;
     bool existing = false;
     auto id = self->node.submit(source, *outcome.workflow, *bound, self->hub,
-                                error, key, &existing);
+                                error, key, &existing, &conflict);
+    if (!conflict.empty())
+      return req->fail(error_code::conflict, "submit: " + error,
+                       json{{"run_id", conflict}});
     if (id.empty())
       return req->fail(error_code::internal,
                        "cannot journal the run: " + error);

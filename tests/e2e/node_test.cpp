@@ -975,6 +975,51 @@ TEST_F(Node, RetentionDeletesFinishedRunsInTheBackground) {
   EXPECT_TRUE(contains(g.err, "troupe gc --node " + address())) << g.err;
 }
 
+// An idempotency key names one submission: `submit` with the same key and
+// another workflow or other inputs exits 2 naming the run that holds it,
+// and the wire answers `conflict` with that run's id; the same workflow and
+// inputs get that run.
+TEST_F(Node, IdempotencyKeyOfAnotherWorkflowOrInputsIsAConflict) {
+  start_node();
+  auto greet = workflow("greet", "inputs: {who: {type: string, default: x}}\n"
+                                 "nodes:\n  a: {kind: noop}\n");
+  auto r = cli({"submit", greet, "--idempotency-key", "k", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto id = json::parse(r.out).value("run_id", "");
+  ASSERT_EQ(id.size(), 21u) << r.out;
+  auto other = workflow("other", "nodes:\n  a: {kind: noop}\n");
+  r = cli({"submit", other, "--idempotency-key", "k"});
+  EXPECT_EQ(r.exit_code, 2) << r.out << r.err;
+  EXPECT_EQ(r.out, "");
+  EXPECT_TRUE(contains(r.err, "idempotency key 'k' is held by run " + id))
+    << r.err;
+  EXPECT_TRUE(contains(r.err, "a different workflow")) << r.err;
+  r = cli({"submit", greet, "--idempotency-key", "k", "--input", "who=y"});
+  EXPECT_EQ(r.exit_code, 2) << r.out << r.err;
+  EXPECT_TRUE(contains(r.err, "held by run " + id)) << r.err;
+  EXPECT_TRUE(contains(r.err, "different inputs")) << r.err;
+  // The same workflow and inputs: that run.
+  r = cli(
+    {"submit", greet, "--idempotency-key", "k", "--input", "who=x", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto again = json::parse(r.out);
+  EXPECT_EQ(again.value("run_id", ""), id) << r.out;
+  EXPECT_EQ(again.value("existing", false), true) << r.out;
+  // On the wire: a typed conflict naming the run.
+  raw c{control_port, token("operator")};
+  auto answer
+    = c.call({{"t", "submit"},
+              {"workflow", "name: other\nnodes:\n  a: {kind: noop}\n"},
+              {"idempotency_key", "k"}});
+  EXPECT_EQ(answer.value("t", ""), "error") << answer;
+  EXPECT_EQ(answer.value("code", ""), "conflict") << answer;
+  EXPECT_EQ(answer.value("run_id", ""), id) << answer;
+  EXPECT_TRUE(contains(answer.value("message", ""), id)) << answer;
+  // Nothing else was started.
+  auto l = cli({"list", "--json"}, token("viewer"));
+  EXPECT_EQ(json::parse(l.out)["runs"].size(), 1u) << l.out;
+}
+
 TEST_F(Node, EveryCommandOnItsDataDirOrPortExitsThreeAndNamesTheHolder) {
   start_node();
   auto holder = "is in use by a node (`troupe node start`, pid "
