@@ -198,6 +198,13 @@ class journal_store {
                                                  std::string& error)
     = 0;
 
+  /// Returns event `seq` (1 for the first) of the journal of `run_id`, or
+  /// nothing: with `error` empty when there is no such event, else saying
+  /// why it cannot be read. One lookup, whatever the journal's length (a
+  /// run's submission, say, is event 1).
+  virtual std::optional<event_record>
+  read_event(const std::string& run_id, uint32_t seq, std::string& error) = 0;
+
   /// Calls `visit` for every unfinished run (running or paused), with its
   /// journal (or the error that stopped reading it), in one pass. Reads the
   /// index of unfinished runs only: its cost does not grow with history.

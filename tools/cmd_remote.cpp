@@ -12,8 +12,10 @@
 #include "tools/node_setup.hpp"
 #include "tools/progress/progress_view.hpp"
 
+#include <cctype>
 #include <chrono>
 #include <cstdlib>
+#include <cstring>
 #include <ctime>
 #include <filesystem>
 #include <fstream>
@@ -103,7 +105,42 @@ void print_status(const json& s) {
   }
 }
 
-void print_list(const json& page) {
+/// `s` as one word of a shell command: as it is when that is safe, else in
+/// single quotes.
+std::string shell_word(const std::string& s) {
+  bool plain = !s.empty();
+  for (unsigned char c : s)
+    if (!std::isalnum(c) && !std::strchr("_.,:/@%+=-", c))
+      plain = false;
+  if (plain)
+    return s;
+  std::string out = "'";
+  for (char c : s)
+    out += c == '\'' ? std::string{"'\\''"} : std::string(1, c);
+  return out + "'";
+}
+
+/// The command that lists the page after `next`, with the node or data dir,
+/// filters and page size `o` listed this one with.
+std::string next_page_command(const global_options& g, const remote_options& o,
+                              const std::string& next) {
+  std::string cmd = "troupe";
+  if (o.data_dir.empty() && !g.node.empty())
+    cmd += " --node " + shell_word(g.node);
+  cmd += " list";
+  if (!o.data_dir.empty())
+    cmd += " --data-dir " + shell_word(o.data_dir);
+  if (!o.state.empty())
+    cmd += " --state " + shell_word(o.state);
+  if (!o.workflow.empty())
+    cmd += " --workflow " + shell_word(o.workflow);
+  if (o.limit != remote_options{}.limit)
+    cmd += " --limit " + std::to_string(o.limit);
+  return cmd + " --after " + shell_word(next);
+}
+
+void print_list(const json& page, const global_options& g,
+                const remote_options& o) {
   auto& runs = page["runs"];
   if (runs.empty()) {
     std::cout << "no runs\n";
@@ -120,7 +157,7 @@ void print_list(const json& page) {
                 << date_time(r.value("created_at_ns", int64_t{0})) << "\n";
   }
   if (auto next = page.value("next", std::string{}); !next.empty())
-    std::cerr << "more runs: troupe list --after " << next << "\n";
+    std::cerr << "more runs: " << next_page_command(g, o, next) << "\n";
 }
 
 void print_logs(const json& body) {
@@ -259,11 +296,15 @@ int run_local(const global_options& g, const std::string& command,
     f.workflow = o.workflow;
     f.after = o.after;
     f.limit = o.limit;
+    if (auto bad = cluster::bad_list_cursor(*store, f.after); !bad.empty()) {
+      std::cerr << "troupe: list: --after " << bad << "\n";
+      return exit_bad_input;
+    }
     auto page = cluster::list_view(*store, f);
     if (g.json)
       std::cout << dump(page, 2) << "\n";
     else
-      print_list(page);
+      print_list(page, g, o);
     return exit_ok;
   }
   if (command == "logs") {
@@ -347,7 +388,16 @@ int remote(const global_options& g, const std::string& command,
                 {"inputs", inputs}};
     if (!o.idempotency_key.empty())
       req["idempotency_key"] = o.idempotency_key;
-    auto body = client.call(req);
+    json body;
+    try {
+      body = client.call(req);
+    } catch (const client_error& e) {
+      // The key is another run's, of another workflow or inputs: the
+      // request was wrong, not the node.
+      if (e.code == "conflict")
+        throw client_error(exit_bad_input, e.what(), e.code);
+      throw;
+    }
     auto run_id = body.value("run_id", std::string{});
     if (g.json && !o.wait)
       std::cout << dump(body) << "\n";
@@ -382,7 +432,7 @@ int remote(const global_options& g, const std::string& command,
     if (g.json)
       std::cout << dump(body, 2) << "\n";
     else
-      print_list(body);
+      print_list(body, g, o);
     return exit_ok;
   }
   if (command == "result")
@@ -495,7 +545,12 @@ int run_remote(const global_options& g, const std::string& command,
   try {
     return remote(g, command, o, settings);
   } catch (const client_error& e) {
-    std::cerr << "troupe: " << command << ": " << e.what() << "\n";
+    // The node's messages may name the request ("list: ...") as this line
+    // names the command: once is enough.
+    std::string what = e.what();
+    if (what.starts_with(command + ": "))
+      what.erase(0, command.size() + 2);
+    std::cerr << "troupe: " << command << ": " << what << "\n";
     if (e.exit_code == exit_unreachable && (command == "watch" || o.wait))
       std::cerr << "the run goes on in the node; `troupe watch "
                 << (o.run_id.empty() ? std::string{"RUN"} : o.run_id)

@@ -129,8 +129,13 @@ int run_run(const global_options& g, const run_options& r) {
                 << settings.get_string("node.data_dir") << "\n";
     if (spec) {
       bool existing = false;
+      std::string conflict;
       new_run = node->submit(source, *spec, inputs, self, error,
-                             r.idempotency_key, &existing);
+                             r.idempotency_key, &existing, &conflict);
+      if (!conflict.empty()) {
+        std::cerr << "troupe: run: " << error << "\n";
+        return exit_bad_input;
+      }
       if (new_run.empty()) {
         std::cerr << "troupe: run: cannot journal the run: " << error << "\n";
         return exit_failed;

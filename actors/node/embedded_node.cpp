@@ -3,6 +3,7 @@
 #include "actors/supervisor/run_supervisor.hpp"
 #include "actors/timer/timer_service.hpp"
 #include "runtime/protocol/messages.hpp"
+#include "runtime/spec/document.hpp"
 
 #include <caf/all.hpp>
 
@@ -321,25 +322,76 @@ std::string embedded_node::submit_async(
   return id;
 }
 
-std::string
-embedded_node::submit(const std::string& source,
-                      const runtime::workflow_spec& spec, const json& inputs,
-                      const caf::actor& observer, std::string& error,
-                      const std::string& idempotency_key, bool* existing) {
+namespace {
+
+/// Why a submission of `source` with `inputs_text` may not have the
+/// idempotency key `key` that run `holder` holds: what differs from the
+/// workflow and inputs that run was submitted with (its run_submitted event,
+/// the journal's first). Empty when they are the same, and when that event
+/// cannot be read (a store of any age journals it, so the key is then
+/// trusted as before keys were compared).
+std::string key_mismatch(persistence::journal_store& store,
+                         const std::string& key, const std::string& holder,
+                         const std::string& source,
+                         const std::string& inputs_text) {
+  std::string error;
+  auto first = store.read_event(holder, 1, error);
+  if (!first || first->type != event_type::run_submitted)
+    return {};
+  bool same_workflow = runtime::same_workflow_text(first->data, source);
+  bool same_inputs = first->data2 == inputs_text;
+  if (!same_inputs) {
+    auto a = json::parse(first->data2, nullptr, false);
+    auto b = json::parse(inputs_text, nullptr, false);
+    same_inputs = !a.is_discarded() && !b.is_discarded() && a == b;
+  }
+  if (same_workflow && same_inputs)
+    return {};
+  return "idempotency key '" + key + "' is held by run " + holder
+         + ", which was submitted with "
+         + (same_workflow ? "" : "a different workflow")
+         + (same_workflow || same_inputs ? "" : " and ")
+         + (same_inputs ? "" : "different inputs")
+         + "; give another key, or the same workflow and inputs to get that "
+           "run";
+}
+
+} // namespace
+
+std::string embedded_node::submit(
+  const std::string& source, const runtime::workflow_spec& spec,
+  const json& inputs, const caf::actor& observer, std::string& error,
+  const std::string& idempotency_key, bool* existing, std::string* conflict) {
   if (existing)
     *existing = false;
+  if (conflict)
+    conflict->clear();
+  auto op = submission({}, source, spec, inputs);
+  // The key's holder, if it may be given this submission's answer: else
+  // sets `error` and `*conflict`.
   auto held = [&]() -> std::optional<std::string> {
     if (idempotency_key.empty())
       return std::nullopt;
-    return store_->find_idempotency_key(idempotency_key);
-  };
-  if (auto id = held()) {
+    auto holder = store_->find_idempotency_key(idempotency_key);
+    if (!holder)
+      return holder;
+    auto why = key_mismatch(*store_, idempotency_key, *holder, source,
+                            op.events.front().data2);
+    if (!why.empty()) {
+      error = std::move(why);
+      if (conflict)
+        *conflict = *holder;
+      return std::string{};
+    }
     if (existing)
       *existing = true;
+    return holder;
+  };
+  if (auto id = held())
     return *id;
-  }
   auto id = new_run_id();
-  auto op = submission(id, source, spec, inputs);
+  op.run_id = id;
+  op.index->run_id = id;
   op.idempotency_key = idempotency_key;
   auto submitted = op.events.front();
   std::promise<std::string> done;
@@ -349,12 +401,11 @@ embedded_node::submit(const std::string& source,
   error = result.get();
   if (!error.empty()) {
     // Another submission with the same key won the race.
-    if (auto other = held()) {
-      error.clear();
-      if (existing)
-        *existing = true;
+    auto journal_error = std::move(error);
+    error.clear();
+    if (auto other = held())
       return *other;
-    }
+    error = std::move(journal_error);
     return {};
   }
   caf::anon_send(supervisor_for(id),

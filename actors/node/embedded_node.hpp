@@ -101,13 +101,17 @@ class embedded_node {
   /// id, or an empty string with `error` set.
   ///
   /// With an `idempotency_key` that a run already holds, nothing new is
-  /// journaled or started: returns that run's id and sets `*existing`.
+  /// journaled or started. If that run was submitted with the same workflow
+  /// (the same content: see runtime::same_workflow_text) and the same
+  /// inputs, returns its id and sets `*existing`; else returns an empty
+  /// string with `error` saying what differs and `*conflict` naming that
+  /// run.
   std::string submit(const std::string& source,
                      const runtime::workflow_spec& spec,
                      const nlohmann::json& inputs, const caf::actor& observer,
                      std::string& error,
                      const std::string& idempotency_key = {},
-                     bool* existing = nullptr);
+                     bool* existing = nullptr, std::string* conflict = nullptr);
 
   /// Like `submit` without an idempotency key, but never blocks: returns the
   /// new run's id at once and starts the run once its submission is durable.

@@ -446,10 +446,13 @@ void node_service::impl::submit(const request_ptr& req, const json& msg) {
         });
       return;
     }
-    std::string error;
+    std::string error, conflict;
     bool existing = false;
     auto id = self->node.submit(source, *outcome.workflow, *bound, self->hub,
-                                error, key, &existing);
+                                error, key, &existing, &conflict);
+    if (!conflict.empty())
+      return req->fail(error_code::conflict, "submit: " + error,
+                       json{{"run_id", conflict}});
     if (id.empty())
       return req->fail(error_code::internal,
                        "cannot journal the run: " + error);
@@ -487,6 +490,14 @@ void node_service::impl::status(const request_ptr& req, const json& msg) {
 }
 
 void node_service::impl::list(const request_ptr& req, const json& msg) {
+  // A page holds 1 to 1000 runs, as documented: 0 is no page size.
+  if (auto i = msg.find("limit");
+      i != msg.end() && !i->is_null()
+      && !(i->is_number_integer() && i->get<int64_t>() >= 1
+           && i->get<int64_t>() <= 1000))
+    return req->fail(error_code::bad_request,
+                     "list: field 'limit' must be a whole number from 1 to "
+                     "1000");
   control::fields f{msg};
   auto state = f.text("state", false, 32);
   list_filter filter;
@@ -501,9 +512,10 @@ void node_service::impl::list(const request_ptr& req, const json& msg) {
                      "list: unknown state '" + state
                        + "'; states: running, paused, completed, failed, "
                          "cancelled");
-  if (filter.limit == 0)
-    filter.limit = 50;
   work(req, [self = shared_from_this(), req, filter] {
+    auto bad = bad_list_cursor(self->node.store(), filter.after);
+    if (!bad.empty())
+      return req->fail(error_code::bad_request, "list: field 'after': " + bad);
     req->reply(list_view(self->node.store(), filter));
   });
 }

@@ -130,6 +130,15 @@ std::string missing_run(persistence::journal_store& store,
   return "run " + run_id + ": not found (deleted after retention)";
 }
 
+std::string bad_list_cursor(persistence::journal_store& store,
+                            const std::string& after) {
+  if (after.empty() || store.find_run(after) || store.find_tombstone(after))
+    return {};
+  return "'" + after
+         + "' is not a cursor: no run has that id (a cursor is the 'next' "
+           "of an earlier page)";
+}
+
 json list_view(persistence::journal_store& store, const list_filter& f) {
   auto matches = [&](const persistence::run_index_entry& e) {
     return (!f.state || e.state == *f.state)

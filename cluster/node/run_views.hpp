@@ -54,6 +54,13 @@ struct list_filter {
   size_t max_scan = 100'000;
 };
 
+/// Why `after` is no cursor `list_view` can continue after: empty when it is
+/// one (a run in the index, or one deleted after retention whose tombstone
+/// is kept), else a reason naming it. A cursor is the `next` of an earlier
+/// page: anything else would list from wherever it happens to sort.
+std::string bad_list_cursor(persistence::journal_store& store,
+                            const std::string& after);
+
 /// One page of runs, oldest first: {runs, next (a cursor or ""), scanned}.
 nlohmann::json list_view(persistence::journal_store& store,
                          const list_filter& filter);

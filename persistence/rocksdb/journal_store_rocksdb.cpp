@@ -352,6 +352,33 @@ class rocksdb_journal_store final : public journal_store {
     }
   }
 
+  std::optional<event_record> read_event(const std::string& run_id,
+                                         uint32_t seq,
+                                         std::string& error) override {
+    error.clear();
+    try {
+      std::string value;
+      auto s = db_->Get(rocksdb::ReadOptions{}, journal_,
+                        kl::journal_key(run_id, seq), &value);
+      if (s.IsNotFound())
+        return std::nullopt;
+      if (!s.ok()) {
+        error = "run " + run_id + ": cannot read journal record "
+                + std::to_string(seq) + ": " + s.ToString();
+        return std::nullopt;
+      }
+      std::string reason;
+      auto event = decode_event(value, reason);
+      if (!event)
+        error = "run " + run_id + ": journal record " + std::to_string(seq)
+                + " is corrupt: " + reason;
+      return event;
+    } catch (const std::exception& e) {
+      error = "run " + run_id + ": cannot read the journal: " + e.what();
+      return std::nullopt;
+    }
+  }
+
   void scan_unfinished(
     const std::function<void(const run_index_entry&,
                              std::vector<event_record> events,

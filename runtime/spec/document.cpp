@@ -425,4 +425,15 @@ std::optional<document> parse_document(std::string_view text,
   return doc;
 }
 
+bool same_workflow_text(std::string_view a, std::string_view b) {
+  if (a == b)
+    return true;
+  diagnostics errors;
+  auto x = parse_document(a, errors);
+  if (!x)
+    return false;
+  auto y = parse_document(b, errors);
+  return y && x->root == y->root;
+}
+
 } // namespace troupe::runtime

@@ -42,6 +42,12 @@ inline constexpr size_t max_document_values = 500'000;
 std::optional<document> parse_document(std::string_view text,
                                        diagnostics& errors);
 
+/// Whether two workflow texts say the same thing: they are equal, or both
+/// parse to the same content, whatever their comments, layout, key order,
+/// quoting, anchors and aliases, or YAML against JSON. What an idempotency
+/// key compares a resubmission's workflow with.
+bool same_workflow_text(std::string_view a, std::string_view b);
+
 /// Returns the dotted path of `key` under `parent`.
 std::string join_path(std::string_view parent, std::string_view key);
 

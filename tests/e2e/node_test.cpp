@@ -142,7 +142,7 @@ TEST_F(Node, ListPagesWithACursorAndFilters) {
   EXPECT_TRUE(contains(bad.err, "--state sleeping")) << bad.err;
   // Text output says how to get the next page.
   auto text = cli({"list", "--limit", "2"}, token("viewer"));
-  EXPECT_TRUE(contains(text.err, "troupe list --after ")) << text.err;
+  EXPECT_TRUE(contains(text.err, "troupe list --limit 2 --after ")) << text.err;
 }
 
 TEST_F(Node, PauseResumeAndCancelOneRunAndInBulk) {
@@ -973,6 +973,180 @@ TEST_F(Node, RetentionDeletesFinishedRunsInTheBackground) {
   g = cli({"gc", "--data-dir", data, "--older-than", "0s"});
   EXPECT_EQ(g.exit_code, 3) << g.err;
   EXPECT_TRUE(contains(g.err, "troupe gc --node " + address())) << g.err;
+}
+
+// An idempotency key names one submission: `submit` with the same key and
+// another workflow or other inputs exits 2 naming the run that holds it,
+// and the wire answers `conflict` with that run's id; the same workflow and
+// inputs get that run.
+TEST_F(Node, IdempotencyKeyOfAnotherWorkflowOrInputsIsAConflict) {
+  start_node();
+  auto greet = workflow("greet", "inputs: {who: {type: string, default: x}}\n"
+                                 "nodes:\n  a: {kind: noop}\n");
+  auto r = cli({"submit", greet, "--idempotency-key", "k", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto id = json::parse(r.out).value("run_id", "");
+  ASSERT_EQ(id.size(), 21u) << r.out;
+  auto other = workflow("other", "nodes:\n  a: {kind: noop}\n");
+  r = cli({"submit", other, "--idempotency-key", "k"});
+  EXPECT_EQ(r.exit_code, 2) << r.out << r.err;
+  EXPECT_EQ(r.out, "");
+  EXPECT_TRUE(contains(r.err, "idempotency key 'k' is held by run " + id))
+    << r.err;
+  EXPECT_TRUE(contains(r.err, "a different workflow")) << r.err;
+  r = cli({"submit", greet, "--idempotency-key", "k", "--input", "who=y"});
+  EXPECT_EQ(r.exit_code, 2) << r.out << r.err;
+  EXPECT_TRUE(contains(r.err, "held by run " + id)) << r.err;
+  EXPECT_TRUE(contains(r.err, "different inputs")) << r.err;
+  // The same workflow and inputs: that run.
+  r = cli(
+    {"submit", greet, "--idempotency-key", "k", "--input", "who=x", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto again = json::parse(r.out);
+  EXPECT_EQ(again.value("run_id", ""), id) << r.out;
+  EXPECT_EQ(again.value("existing", false), true) << r.out;
+  // On the wire: a typed conflict naming the run.
+  raw c{control_port, token("operator")};
+  auto answer
+    = c.call({{"t", "submit"},
+              {"workflow", "name: other\nnodes:\n  a: {kind: noop}\n"},
+              {"idempotency_key", "k"}});
+  EXPECT_EQ(answer.value("t", ""), "error") << answer;
+  EXPECT_EQ(answer.value("code", ""), "conflict") << answer;
+  EXPECT_EQ(answer.value("run_id", ""), id) << answer;
+  EXPECT_TRUE(contains(answer.value("message", ""), id)) << answer;
+  // Nothing else was started.
+  auto l = cli({"list", "--json"}, token("viewer"));
+  EXPECT_EQ(json::parse(l.out)["runs"].size(), 1u) << l.out;
+}
+
+namespace {
+
+/// The command of the "more runs: troupe ..." hint in `err`, as arguments
+/// after "troupe"; empty when there is none.
+std::vector<std::string> next_page_hint(const std::string& err) {
+  const std::string lead = "more runs: troupe ";
+  auto at = err.find(lead);
+  if (at == std::string::npos)
+    return {};
+  at += lead.size();
+  std::istringstream words{err.substr(at, err.find('\n', at) - at)};
+  std::vector<std::string> out;
+  for (std::string w; words >> w;)
+    out.push_back(w);
+  return out;
+}
+
+/// Follows `list` from `first` (arguments after "troupe") through its hints,
+/// with `run` running each; returns the runs of `ids` seen, in order, and
+/// the hints.
+template<class Run>
+std::pair<std::vector<std::string>, std::vector<std::string>>
+follow_list_hints(std::vector<std::string> a,
+                  const std::vector<std::string>& ids, Run run) {
+  std::vector<std::string> seen, hints;
+  for (int page = 0; page < 10 && !a.empty(); ++page) {
+    auto r = run(a);
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    std::istringstream lines{r.out};
+    for (std::string line; std::getline(lines, line);)
+      for (auto& id : ids)
+        if (line.starts_with(id))
+          seen.push_back(id);
+    a = next_page_hint(r.err);
+    if (!a.empty())
+      hints.push_back(r.err);
+  }
+  return {seen, hints};
+}
+
+} // namespace
+
+// `list`'s "more runs" hint keeps the filters and page size (and the data
+// dir), a cursor that names no run is refused rather than read as the end,
+// and a page size outside 1-1000 is refused, on the CLI and on the wire.
+TEST_F(Node, ListHintKeepsFiltersAndBadCursorsAndLimitsAreRefused) {
+  start_node();
+  auto quick = workflow("quick", "nodes:\n  a: {kind: noop}\n");
+  auto other = workflow("other", "nodes:\n  a: {kind: noop}\n");
+  std::vector<std::string> ids;
+  for (int i = 0; i < 3; ++i) {
+    auto r = cli({"submit", quick, "--wait"});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    ids.push_back(r.out.substr(0, 21));
+    ASSERT_EQ(cli({"submit", other, "--wait"}).exit_code, 0);
+  }
+  auto via_node = [&](const std::vector<std::string>& a) {
+    return cli(a, token("viewer"));
+  };
+  auto [seen, hints] = follow_list_hints(
+    {"list", "--workflow", "quick", "--state", "completed", "--limit", "1"},
+    ids, via_node);
+  EXPECT_EQ(seen, ids);
+  EXPECT_EQ(hints.size(), 2u);
+  for (auto& h : hints)
+    EXPECT_TRUE(contains(h, "more runs: troupe list --state completed "
+                            "--workflow quick --limit 1 --after "))
+      << h;
+
+  // A cursor that is no run's id is an error, not an empty page.
+  for (std::string cursor : {"bogus", "0190000000000-00000000"}) {
+    auto r = cli({"list", "--after", cursor}, token("viewer"));
+    EXPECT_EQ(r.exit_code, 2) << cursor << r.out << r.err;
+    EXPECT_FALSE(contains(r.out, "no runs")) << r.out;
+    EXPECT_TRUE(contains(r.err, "troupe: list: field 'after': '" + cursor
+                                  + "' is not a cursor"))
+      << r.err;
+  }
+  // The page size: 1 to 1000.
+  for (auto limit : {"0", "1001"}) {
+    auto r = cli({"list", "--limit", limit}, token("viewer"));
+    EXPECT_EQ(r.exit_code, 2) << limit << r.err;
+    EXPECT_TRUE(contains(r.err, "--limit must be from 1 to 1000")) << r.err;
+  }
+  // On the wire: bad_request naming the field.
+  raw c{control_port, token("viewer")};
+  auto e = c.call({{"t", "list"}, {"after", "bogus"}});
+  EXPECT_EQ(e.value("code", ""), "bad_request") << e;
+  EXPECT_TRUE(contains(e.value("message", ""), "field 'after'")) << e;
+  for (json limit : {json(0), json(1001), json(-1), json("5"), json(2.5)}) {
+    e = c.call({{"t", "list"}, {"limit", limit}});
+    EXPECT_EQ(e.value("code", ""), "bad_request") << limit << e;
+    EXPECT_TRUE(contains(e.value("message", ""),
+                         "field 'limit' must be a whole number from 1 to 1000"))
+      << e;
+  }
+  for (json limit : {json(1), json(1000)}) {
+    e = c.call({{"t", "list"}, {"limit", limit}});
+    ASSERT_EQ(e.value("t", ""), "reply") << limit << e;
+    EXPECT_EQ(e["body"]["runs"].size(), limit == 1 ? 1u : 6u) << e;
+  }
+  // A real cursor still pages.
+  e = c.call({{"t", "list"}, {"after", ids[0]}, {"workflow", "quick"}});
+  ASSERT_EQ(e.value("t", ""), "reply") << e;
+  EXPECT_EQ(e["body"]["runs"].size(), 2u) << e;
+
+  // The same from the data dir, once the node is gone: the hint keeps it.
+  node->signal(SIGTERM);
+  ASSERT_EQ(node->wait(15s), 0) << node->err();
+  node.reset();
+  auto local = [&](const std::vector<std::string>& a) { return troupe(a); };
+  std::tie(seen, hints) = follow_list_hints(
+    {"list", "--data-dir", data, "--workflow", "quick", "--limit", "2"}, ids,
+    local);
+  EXPECT_EQ(seen, ids);
+  EXPECT_EQ(hints.size(), 1u);
+  for (auto& h : hints)
+    EXPECT_TRUE(contains(h, "more runs: troupe list --data-dir " + data
+                              + " --workflow quick --limit 2 --after "))
+      << h;
+  auto r = troupe({"list", "--data-dir", data, "--after", "bogus"});
+  EXPECT_EQ(r.exit_code, 2) << r.out << r.err;
+  EXPECT_FALSE(contains(r.out, "no runs")) << r.out;
+  EXPECT_TRUE(contains(r.err, "troupe: list: --after 'bogus' is not a cursor"))
+    << r.err;
+  r = troupe({"list", "--data-dir", data, "--limit", "0"});
+  EXPECT_EQ(r.exit_code, 2) << r.err;
 }
 
 TEST_F(Node, EveryCommandOnItsDataDirOrPortExitsThreeAndNamesTheHolder) {

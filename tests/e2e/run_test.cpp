@@ -780,6 +780,48 @@ TEST_F(Run, IdempotencyKeyGivesTheSameRunInsteadOfANewOne) {
     2);
 }
 
+// A key names one submission: the same key with another workflow, or with
+// other inputs, is refused and names the run that holds it; the same
+// workflow (however laid out) with the same inputs gets that run.
+TEST_F(Run, IdempotencyKeyOfAnotherWorkflowOrInputsIsRefused) {
+  auto text = "nodes:\n" + mark_node("once", "")
+              + "outputs: {ok: \"{{ nodes.once.output.once }}\"}\n";
+  auto wf = dir.write(
+    "i.yaml", "name: i\ninputs: {who: {type: string, default: x}}\n" + text);
+  auto first = troupe({"run", wf.string(), "--data-dir", data, "--json",
+                       "--idempotency-key", "k"});
+  ASSERT_EQ(first.exit_code, 0) << first.err;
+  auto id = json::parse(first.out)["run_id"].get<std::string>();
+  // Another workflow.
+  auto other = dir.write(
+    "o.yaml", "name: o\nnodes:\n" + mark_node("other", "")
+                + "outputs: {ok: \"{{ nodes.other.output.other }}\"}\n");
+  auto r = troupe({"run", other.string(), "--data-dir", data, "--json",
+                   "--idempotency-key", "k"});
+  EXPECT_EQ(r.exit_code, 2) << r.out << r.err;
+  EXPECT_EQ(r.out, "");
+  EXPECT_TRUE(contains(r.err, "idempotency key 'k' is held by run " + id))
+    << r.err;
+  EXPECT_TRUE(contains(r.err, "a different workflow")) << r.err;
+  EXPECT_EQ(count_lines(marks, "other"), 0);
+  // Other inputs.
+  r = troupe({"run", wf.string(), "--data-dir", data, "--json",
+              "--idempotency-key", "k", "--input", "who=y"});
+  EXPECT_EQ(r.exit_code, 2) << r.out << r.err;
+  EXPECT_TRUE(contains(r.err, "held by run " + id)) << r.err;
+  EXPECT_TRUE(contains(r.err, "different inputs")) << r.err;
+  // The same workflow, laid out otherwise, with the same inputs (the
+  // default, given): that run, nothing new.
+  auto same = dir.write("same.yaml", "# the same workflow\n" + text
+                                       + "inputs:\n  who:\n    default: x\n"
+                                         "    type: string\nname: i\n");
+  r = troupe({"run", same.string(), "--data-dir", data, "--json",
+              "--idempotency-key", "k", "--input", "who=x"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(json::parse(r.out)["run_id"], id) << r.out;
+  EXPECT_EQ(count_lines(marks, "once"), 1);
+}
+
 TEST_F(Run, ConcurrencyLimitBoundsExecutionsWithTheSameKey) {
   // Six parallel nodes, keyed by an input, at most two at once.
   std::string text = "name: lim\ninputs: {customer: {type: string}}\nnodes:\n";

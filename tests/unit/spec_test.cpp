@@ -124,6 +124,34 @@ TEST(WorkflowSpec, JsonAndYamlReadTheSame) {
   EXPECT_EQ(yaml.workflow->nodes[0].params["t"], "yes");
 }
 
+// What an idempotency key compares: the workflow's content, not its text.
+TEST(WorkflowSpec, SameWorkflowTextComparesContentNotLayout) {
+  auto yaml = "name: w\nnodes:\n  a: {kind: noop}\n  b:\n    kind: noop\n"
+              "    after: [a]\n";
+  EXPECT_TRUE(same_workflow_text(yaml, yaml));
+  // Comments, layout, key order, quoting, JSON or YAML: the same workflow.
+  EXPECT_TRUE(same_workflow_text(
+    yaml, "# a comment\nnodes:\n  b: {after: [\"a\"], kind: 'noop'}\n"
+          "  a:\n    kind: noop\nname: \"w\"\n"));
+  EXPECT_TRUE(
+    same_workflow_text(yaml, R"({"name": "w", "nodes": {"a": {"kind": "noop"},
+              "b": {"kind": "noop", "after": ["a"]}}})"));
+  // Anchors and aliases are expanded before comparing.
+  EXPECT_TRUE(same_workflow_text(
+    "name: w\nnodes:\n  a: &n {kind: noop}\n  b: *n\n",
+    "name: w\nnodes:\n  a: {kind: noop}\n  b: {kind: noop}\n"));
+  // Another value, another name, another node: another workflow.
+  EXPECT_FALSE(same_workflow_text(
+    yaml, "name: w\nnodes:\n  a: {kind: noop}\n  b: {kind: noop}\n"));
+  EXPECT_FALSE(same_workflow_text(
+    yaml, "name: v\nnodes:\n  a: {kind: noop}\n  b:\n    kind: noop\n"
+          "    after: [a]\n"));
+  EXPECT_FALSE(same_workflow_text("name: w\nv: 1\n", "name: w\nv: '1'\n"));
+  // Text that does not parse equals only itself.
+  EXPECT_TRUE(same_workflow_text("name: [", "name: ["));
+  EXPECT_FALSE(same_workflow_text("name: [", "name: [ "));
+}
+
 TEST(WorkflowSpec, SyntaxErrorsHaveLineAndColumn) {
   auto r = parse_workflow("name: x\nnodes:\n  a: {kind: noop\n  b: 1\n");
   ASSERT_EQ(r.errors.size(), 1u) << dump(r.errors);

@@ -858,6 +858,49 @@ TEST_F(StoreTest, IdempotencyKeysAreClaimedOnceAtomically) {
   EXPECT_TRUE(store->read_journal("run-b", error).empty());
 }
 
+// read_event reads one record by its number: what an idempotency key's
+// check reads of the run holding it (its submission, event 1).
+TEST_F(StoreTest, ReadEventReadsOneRecordByItsNumber) {
+  {
+    auto store = open();
+    ASSERT_TRUE(store);
+    std::vector<event_record> a;
+    for (int i = 0; i < 3; ++i)
+      a.push_back(make_event(event_type::attempt_started, i));
+    ASSERT_EQ(
+      append_wait(*store, "run-a", a, make_index("run-a", run_state::running)),
+      "");
+    std::string error = "stale";
+    auto first = store->read_event("run-a", 1, error);
+    ASSERT_TRUE(first);
+    EXPECT_EQ(error, "");
+    EXPECT_EQ(first->attempt, 0);
+    EXPECT_EQ(first->data, a[0].data);
+    auto third = store->read_event("run-a", 3, error);
+    ASSERT_TRUE(third);
+    EXPECT_EQ(third->attempt, 2);
+    // No such record, no such run: nothing, and no error.
+    EXPECT_FALSE(store->read_event("run-a", 4, error));
+    EXPECT_EQ(error, "");
+    EXPECT_FALSE(store->read_event("run-b", 1, error));
+    EXPECT_EQ(error, "");
+  }
+  with_raw_db([](rocksdb::DB& db, auto& cfs) {
+    ASSERT_TRUE(db.Put({}, cfs.at("journal"),
+                       key_layout::journal_key("run-a", 2), "\x01garbage")
+                  .ok());
+  });
+  auto store = open();
+  ASSERT_TRUE(store);
+  std::string error;
+  EXPECT_FALSE(store->read_event("run-a", 2, error));
+  EXPECT_NE(error.find("run run-a: journal record 2 is corrupt: "),
+            std::string::npos)
+    << error;
+  EXPECT_TRUE(store->read_event("run-a", 1, error));
+  EXPECT_EQ(error, "");
+}
+
 // -- retention ----------------------------------------------------------------
 
 namespace {
