@@ -206,7 +206,9 @@ bool speaks_tls(const tcp::resolver::results_type& endpoints,
 [[noreturn]] void throw_answer(const json& msg) {
   auto code = msg.value("code", std::string{"internal"});
   std::string text = msg.value("message", std::string{"unknown error"});
-  if (code == "rate_limited" && msg.contains("retry_after_ms"))
+  // (The node's message already says when to retry; older ones did not.)
+  if (code == "rate_limited" && msg.contains("retry_after_ms")
+      && text.find("retry in") == std::string::npos)
     text += " (retry after " + msg["retry_after_ms"].dump() + "ms)";
   throw client_error(control_client::exit_code_for(code), text, code);
 }
