@@ -285,6 +285,8 @@ struct node_service::impl : std::enable_shared_from_this<impl> {
                    events = std::move(events), error = std::move(error),
                    finished = std::move(finished), missing = std::move(missing),
                    detail = std::move(detail)]() mutable {
+          if (w->ended)
+            return; // the node began to stop meanwhile: answered already
           if (!entry) {
             self->forget_watch(run_id, w.get());
             if (detail.is_null())
@@ -900,6 +902,24 @@ void node_service::stop() {
   }
 }
 
+void node_service::end_watches() {
+  asio::post(impl_->io, [self = impl_] {
+    auto all = std::move(self->watches);
+    self->watches.clear();
+    for (auto& [run_id, list] : all) {
+      for (auto& w : list) {
+        if (w->ended)
+          continue;
+        w->ended = true;
+        w->req->fail(error_code::draining,
+                     "the node is shutting down; run " + run_id
+                       + " goes on at its next start: watch it again then");
+      }
+      self->sync_watched(run_id);
+    }
+  });
+}
+
 actors::embedded_node::recovery node_service::recover() {
   auto r = impl_->node.recover(impl_->hub);
   // Every resumed run's start is queued at its supervisor now, ahead of any
@@ -956,6 +976,12 @@ void node_service::handle(const request_ptr& req, const std::string& type,
     }
     return req->reply(std::move(body));
   }
+  if (draining_.load() && (changes_state(type, msg) || type == "watch"))
+    // Nothing new is taken on while the node stops: safe to send again to
+    // the node once it is back (a watch would only be cut).
+    return req->fail(error_code::draining,
+                     "the node is shutting down: it takes no " + type
+                       + " now; send it again once the node is back");
   if (changes_state(type, msg))
     if (auto why = not_ready_reason())
       // Acted on now, a submission could be started twice (by the recovery

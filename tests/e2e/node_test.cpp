@@ -1022,3 +1022,122 @@ TEST_F(Node, EveryCommandOnItsDataDirOrPortExitsThreeAndNamesTheHolder) {
   // The node went on.
   EXPECT_EQ(cli({"list"}).exit_code, 0);
 }
+
+TEST_F(Node, SigtermTellsEveryClientAnswersWhatWaitsAndTakesNoSubmission) {
+  start_node();
+  auto id = submit(sleeper("30s"));
+  ASSERT_TRUE(wait_until([&] { return state_of(id) == "running"; }, 10s));
+  raw watcher{control_port, token("viewer")};
+  ASSERT_TRUE(watcher.c.send({{"t", "watch"}, {"id", 5}, {"run_id", id}}));
+  auto first = watcher.c.receive(10s);
+  ASSERT_TRUE(first);
+  EXPECT_EQ((*first)["body"]["type"], "watching") << first->dump();
+  raw submitter{control_port, token("operator")};
+  node->signal(SIGTERM);
+  std::this_thread::sleep_for(1ms);
+  ASSERT_TRUE(submitter.c.send({{"t", "submit"},
+                                {"id", 9},
+                                {"workflow", "name: quick\nnodes:\n  a: "
+                                             "{kind: noop}\n"}}));
+  // The watcher hears that the node stops, and its watch ends with
+  // `draining` (the run goes on at the next start).
+  bool notice = false;
+  json ended;
+  for (int i = 0; i < 1000; ++i) {
+    auto m = watcher.c.receive(5s);
+    if (!m)
+      break;
+    if ((*m)["t"] == "draining")
+      notice = true;
+    else if ((*m)["t"] != "event") {
+      ended = *m;
+      break;
+    }
+  }
+  EXPECT_TRUE(notice);
+  EXPECT_EQ(ended.value("id", 0), 5) << ended.dump();
+  EXPECT_EQ(ended.value("code", ""), "draining") << ended.dump();
+  EXPECT_TRUE(watcher.c.closed_within(5s));
+  // The submission sent just after SIGTERM is answered: refused with
+  // `draining`, or (if it came before the node began to stop) taken.
+  std::optional<json> answer;
+  for (int i = 0; i < 10 && !answer; ++i) {
+    auto m = submitter.c.receive(5s);
+    if (!m)
+      break;
+    if (m->value("id", 0) == 9)
+      answer = *m;
+  }
+  ASSERT_TRUE(answer) << "no answer before the node closed the connection";
+  bool taken = (*answer)["t"] == "reply";
+  if (!taken) {
+    EXPECT_EQ((*answer)["code"], "draining") << answer->dump();
+  }
+  EXPECT_TRUE(submitter.c.closed_within(5s));
+  ASSERT_EQ(node->wait(15s), 0) << node->err();
+  node.reset();
+  // What the answer said is what the node did.
+  start_node();
+  auto page = json::parse(cli({"list", "--json"}, token("viewer")).out);
+  EXPECT_EQ(page["runs"].size(), taken ? 2u : 1u) << page.dump();
+}
+
+TEST_F(Node, RequestsNeedIdsAndAStreamingIdIsNotTakenAgain) {
+  start_node();
+  auto id = submit(sleeper());
+  raw r{control_port, token("viewer")};
+  ASSERT_TRUE(r.c.send({{"t", "ping"}}));
+  auto m = r.c.receive(5s);
+  ASSERT_TRUE(m);
+  EXPECT_EQ((*m)["id"], 0) << m->dump();
+  EXPECT_EQ((*m)["code"], "bad_request") << m->dump();
+  ASSERT_TRUE(r.c.send({{"t", "watch"}, {"id", 5}, {"run_id", id}}));
+  m = r.c.receive(5s);
+  ASSERT_TRUE(m);
+  EXPECT_EQ((*m)["t"], "event");
+  ASSERT_TRUE(r.c.send({{"t", "status"}, {"id", 5}, {"run_id", id}}));
+  json refused;
+  for (int i = 0; i < 100; ++i) {
+    m = r.c.receive(5s);
+    ASSERT_TRUE(m);
+    if ((*m)["t"] != "event") {
+      refused = *m;
+      break;
+    }
+  }
+  EXPECT_EQ(refused.value("id", 99), 0) << refused.dump();
+  EXPECT_EQ(refused.value("code", ""), "bad_request") << refused.dump();
+  EXPECT_EQ(refused.value("id_in_use", 0), 5) << refused.dump();
+  // The connection is kept.
+  EXPECT_EQ(r.call({{"t", "ping"}})["t"], "reply");
+}
+
+TEST_F(Node, SilentConnectionsAreClosedAndOneAddressCannotTakeThemAll) {
+  start_node({"--set", "control.hello_timeout=500ms", "--set",
+              "control.max_connections_per_address=3"});
+  frame_client a{control_port};
+  frame_client b{control_port};
+  frame_client c{control_port};
+  ASSERT_TRUE(a.connected() && b.connected() && c.connected());
+  frame_client d{control_port};
+  EXPECT_TRUE(d.closed_within(3s));
+  // The node's log says why (its lines may come a moment later).
+  EXPECT_TRUE(wait_until(
+    [&] {
+      return contains(node->err(), "control.max_connections_per_address");
+    },
+    5s))
+    << node->err();
+  // None said hello: each is closed after the hello timeout, not the idle
+  // timeout, and the address is served again.
+  EXPECT_TRUE(a.closed_within(5s));
+  EXPECT_TRUE(b.closed_within(5s));
+  EXPECT_TRUE(c.closed_within(5s));
+  EXPECT_TRUE(wait_until(
+    [&] {
+      return contains(node->err(), "no hello within control.hello_timeout");
+    },
+    5s))
+    << node->err();
+  EXPECT_EQ(cli({"list"}, token("viewer")).exit_code, 0);
+}
