@@ -303,7 +303,10 @@ struct node_service::impl : std::enable_shared_from_this<impl> {
           int64_t seq = 0;
           for (auto& e : events) {
             ++seq;
-            req->event(event_json(e, seq, 4 << 10));
+            // As a live event says which run it is of, so does a replayed one.
+            auto ev = event_json(e, seq, 4 << 10);
+            ev["run_id"] = run_id;
+            req->event(std::move(ev));
           }
           w->last_seq = seq;
           w->loaded = true;
@@ -612,18 +615,15 @@ void node_service::impl::cancel_many(const request_ptr& req, const json& msg) {
   auto reason = f.text("reason", false, 4096);
   if (!f.ok())
     return req->fail(error_code::bad_request, "cancel_many: " + f.error());
-  std::optional<run_state> state;
-  if (!state_text.empty()) {
-    state = parse_run_state(state_text);
-    if (!state || persistence::is_terminal(*state))
-      return req->fail(error_code::bad_request,
-                       "cancel_many: state must be running or paused, not '"
-                         + state_text + "'");
-  }
-  if (workflow.empty() && !state)
+  // The state is required: a bulk cancel says which runs it means.
+  if (state_text.empty())
     return req->fail(error_code::bad_request,
-                     "cancel_many: name a workflow or a state (refusing to "
-                     "cancel every run at once)");
+                     "cancel_many: missing field 'state' (running or paused)");
+  std::optional<run_state> state = parse_run_state(state_text);
+  if (!state || persistence::is_terminal(*state))
+    return req->fail(error_code::bad_request,
+                     "cancel_many: state must be running or paused, not '"
+                       + state_text + "'");
   work(req, [self = shared_from_this(), req, workflow, state, dry_run, reason] {
     auto& store = self->node.store();
     std::vector<std::string> ids;
@@ -778,9 +778,23 @@ void node_service::impl::act(const request_ptr& req, const std::string& type,
     }
     if (type == "retry") {
       auto r = n.inspect_run(run_id, timeout);
-      if (!r)
+      if (!r) {
+        // Not live: no such run, or one that ended (a conflict, as for a
+        // cancel), or one between actors.
+        auto entry = n.store().find_run(run_id);
+        if (!entry)
+          return self->not_found(req, run_id);
+        auto state = std::string{persistence::to_string(entry->state)};
+        if (persistence::is_terminal(entry->state))
+          return req->fail(error_code::conflict,
+                           "run " + run_id + " already ended " + state
+                             + "; nothing waits for a retry",
+                           json{{"state", state}});
         return req->fail(error_code::not_found,
-                         "run " + run_id + " is not live on this node");
+                         "run " + run_id + " is not live on this node (it is "
+                           + state + ")",
+                         json{{"state", state}});
+      }
       for (auto& node : (*r)["nodes"])
         if (node.value("id", std::string{}) == node_id) {
           if (node.value("state", std::string{}) != "waiting_retry")

@@ -182,7 +182,8 @@ TEST_F(Node, PauseResumeAndCancelOneRunAndInBulk) {
   EXPECT_EQ(refused.exit_code, 2);
   EXPECT_TRUE(contains(refused.err, "2 run(s) match")) << refused.err;
   auto bulk
-    = cli({"cancel", "--workflow", "sleeper", "--yes"}, token("operator"));
+    = cli({"cancel", "--workflow", "sleeper", "--state", "running", "--yes"},
+          token("operator"));
   ASSERT_EQ(bulk.exit_code, 0) << bulk.err;
   EXPECT_TRUE(contains(bulk.out, "cancelling 2 run(s)")) << bulk.out;
   ASSERT_TRUE(wait_until(
@@ -583,8 +584,10 @@ inputs: {customer: {type: string, default: acme}}
   ASSERT_EQ(retry["t"], "reply") << retry.dump();
   auto done = cli({"watch", id}, token("viewer"));
   EXPECT_EQ(done.exit_code, 0) << done.err;
+  // Once the run ended, nothing waits for a retry: a conflict, naming why.
   auto again = admin.call({{"t", "retry"}, {"run_id", id}, {"node", "flaky"}});
-  EXPECT_EQ(again["code"], "not_found");
+  EXPECT_EQ(again["code"], "conflict") << again.dump();
+  EXPECT_EQ(again["state"], "completed") << again.dump();
 
   // Breakers reset by hand; unknown ones and bad targets say so.
   auto reset = admin.call({{"t", "breaker_reset"}, {"key", "payments"}});
@@ -1140,4 +1143,51 @@ TEST_F(Node, SilentConnectionsAreClosedAndOneAddressCannotTakeThemAll) {
     5s))
     << node->err();
   EXPECT_EQ(cli({"list"}, token("viewer")).exit_code, 0);
+}
+
+TEST_F(Node, ReplayedEventsRetryAndBulkCancelAnswerAsDocumented) {
+  start_node();
+  auto done = submit(workflow("quick", "nodes:\n  a: {kind: noop}\n"));
+  ASSERT_TRUE(wait_until([&] { return state_of(done) == "completed"; }, 10s));
+  raw r{control_port, token("operator")};
+  // A watch of a finished run replays its journal: every event names its
+  // run, as live ones do; `watching` is event 0, the journal counts from 1.
+  ASSERT_TRUE(r.c.send({{"t", "watch"}, {"id", 3}, {"run_id", done}}));
+  int64_t seq = -1;
+  bool ended = false;
+  for (int i = 0; i < 100 && !ended; ++i) {
+    auto m = r.c.receive(5s);
+    ASSERT_TRUE(m);
+    if ((*m)["t"] == "end") {
+      ended = true;
+      break;
+    }
+    ASSERT_EQ((*m)["t"], "event") << m->dump();
+    auto& body = (*m)["body"];
+    EXPECT_EQ(body.value("run_id", ""), done) << body.dump();
+    EXPECT_EQ(body["seq"], seq + 1) << body.dump();
+    seq = body["seq"];
+  }
+  EXPECT_TRUE(ended);
+  EXPECT_GE(seq, 3);
+  // Retry of a run that ended: a conflict naming its state, as for cancel.
+  auto a = r.call({{"t", "retry"}, {"run_id", done}, {"node", "a"}});
+  EXPECT_EQ(a["code"], "conflict") << a.dump();
+  EXPECT_EQ(a["state"], "completed") << a.dump();
+  a = r.call({{"t", "retry"}, {"run_id", "no-such-run"}, {"node", "a"}});
+  EXPECT_EQ(a["code"], "not_found") << a.dump();
+  // A bulk cancel says which runs it means.
+  a = r.call({{"t", "cancel_many"}, {"workflow", "quick"}});
+  EXPECT_EQ(a["code"], "bad_request") << a.dump();
+  EXPECT_TRUE(contains(a.value("message", ""), "'state'")) << a.dump();
+  auto bulk
+    = cli({"cancel", "--workflow", "quick", "--yes"}, token("operator"));
+  EXPECT_EQ(bulk.exit_code, 2) << bulk.err;
+  EXPECT_TRUE(contains(bulk.err, "--state")) << bulk.err;
+  // An empty frame is a bad frame; the connection is kept.
+  ASSERT_TRUE(r.c.send_raw(std::string(4, '\0')));
+  auto m = r.c.receive(5s);
+  ASSERT_TRUE(m);
+  EXPECT_EQ((*m)["code"], "bad_frame") << m->dump();
+  EXPECT_EQ(r.call({{"t", "ping"}})["t"], "reply");
 }
