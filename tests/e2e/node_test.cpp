@@ -1036,6 +1036,11 @@ TEST_F(Node, SigtermTellsEveryClientAnswersWhatWaitsAndTakesNoSubmission) {
   ASSERT_TRUE(first);
   EXPECT_EQ((*first)["body"]["type"], "watching") << first->dump();
   raw submitter{control_port, token("operator")};
+  // `troupe watch` of the same run.
+  auto cli_watch = cli_in_background({"watch", id}, token("viewer"));
+  ASSERT_TRUE(
+    wait_until([&] { return contains(cli_watch->err(), "timer_set"); }, 10s))
+    << cli_watch->err();
   node->signal(SIGTERM);
   std::this_thread::sleep_for(1ms);
   ASSERT_TRUE(submitter.c.send({{"t", "submit"},
@@ -1077,6 +1082,11 @@ TEST_F(Node, SigtermTellsEveryClientAnswersWhatWaitsAndTakesNoSubmission) {
     EXPECT_EQ((*answer)["code"], "draining") << answer->dump();
   }
   EXPECT_TRUE(submitter.c.closed_within(5s));
+  // The command says why its watch ended and how to go on: exit 3.
+  EXPECT_EQ(cli_watch->wait(10s), 3) << cli_watch->err();
+  EXPECT_TRUE(contains(cli_watch->err(), "shutting down")) << cli_watch->err();
+  EXPECT_TRUE(contains(cli_watch->err(), "troupe watch " + id))
+    << cli_watch->err();
   ASSERT_EQ(node->wait(15s), 0) << node->err();
   node.reset();
   // What the answer said is what the node did.
