@@ -152,6 +152,19 @@ const std::vector<key_spec>& table() {
     {"control", "read_timeout", vk::duration, "30s",
      "A frame must arrive whole within this span once it has begun.", 100,
      ms_per_hour},
+    {"control", "hello_timeout", vk::duration, "10s",
+     "A control connection that has not said hello this long after it was "
+     "accepted is closed.",
+     100, ms_per_hour},
+    {"control", "max_connections_per_address", vk::integer, "256",
+     "Most control connections from one source address at once; raise it "
+     "when many clients share one address (behind one NAT).",
+     1, 100'000},
+    {"control", "drain_timeout", vk::duration, "5s",
+     "On SIGTERM, how long control clients are given to take their answers "
+     "before their connections are closed (at most half of "
+     "node.shutdown_grace).",
+     0, 600'000},
     // -- http ---------------------------------------------------------------
     {"http",
      "listen",

@@ -160,6 +160,10 @@ int run_node_start(const global_options& g, const node_start_options& o) {
     settings.get_duration("control.idle_timeout"));
   co.read_timeout = std::chrono::duration_cast<std::chrono::milliseconds>(
     settings.get_duration("control.read_timeout"));
+  co.hello_timeout = std::chrono::duration_cast<std::chrono::milliseconds>(
+    settings.get_duration("control.hello_timeout"));
+  co.max_connections_per_address = static_cast<size_t>(
+    settings.get_int("control.max_connections_per_address"));
   co.tls_cert = settings.get_string("tls.cert");
   co.tls_key = settings.get_string("tls.key");
   cluster::control_server server{io, co, *auth, service};
@@ -186,15 +190,26 @@ int run_node_start(const global_options& g, const node_start_options& o) {
                    "resumed.")
         .with({});
 
-  auto shut_down = [&] {
-    if (http)
-      http->stop();
-    server.stop();
+  // `drain`: how long clients are given to take their answers (0: none).
+  auto shut_down = [&](std::chrono::milliseconds drain) {
+    // Nothing new is taken on from here.
     service.drain();
     // Journal writes held for disk space would keep a submission waiting on
     // the pool: fail them now (the runs resume from their journals later).
     if (node->disk_low())
       node->store().flush();
+    if (drain.count() > 0) {
+      // Every connection hears that the node stops, gets what it is owed
+      // (submissions taken, reads) and is closed, within `drain`.
+      server.drain(drain);
+      // Queued after the notices: open watches end with `draining`.
+      service.end_watches();
+      if (!server.wait_closed(drain + std::chrono::milliseconds{500}))
+        log_line("drain deadline passed; closing the remaining connections");
+    }
+    if (http)
+      http->stop();
+    server.stop();
     // The service's jobs and its progress hub end before the node's
     // actors, which the node then stops (and with them their children).
     service.stop();
@@ -206,12 +221,12 @@ int run_node_start(const global_options& g, const node_start_options& o) {
   };
 
   if (auto e = server.start(); !e.empty()) {
-    shut_down();
+    shut_down({});
     return listen_failed(e, "control.listen", "--listen");
   }
   if (http) {
     if (auto e = http->start(); !e.empty()) {
-      shut_down();
+      shut_down({});
       return listen_failed(e, "http.listen", "--http");
     }
     log_line("health and metrics on http"
@@ -257,7 +272,10 @@ int run_node_start(const global_options& g, const node_start_options& o) {
     std::_Exit(exit_ok);
   }};
   watchdog.detach();
-  shut_down();
+  // The drain takes at most half the grace: the rest is for the runs.
+  shut_down(std::min(std::chrono::duration_cast<std::chrono::milliseconds>(
+                       settings.get_duration("control.drain_timeout")),
+                     grace / 2));
   log_line("stopped");
   runtime::log::shutdown();
   return exit_ok;

@@ -372,9 +372,9 @@ int remote(const global_options& g, const std::string& command,
     return exit_bad_input;
   }
   bool bulk = command == "cancel" && o.run_id.empty();
-  if (bulk && o.workflow.empty() && o.state.empty()) {
-    std::cerr << "troupe: cancel: give a RUN, or --workflow NAME and/or "
-                 "--state running|paused to cancel in bulk\n";
+  if (bulk && o.state.empty()) {
+    std::cerr << "troupe: cancel: give a RUN, or --state running|paused "
+                 "(and --workflow NAME) to cancel in bulk\n";
     return exit_bad_input;
   }
 

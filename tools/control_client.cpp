@@ -71,6 +71,19 @@ struct control_client::impl {
                                              + where + ": " + ec.message());
   }
 
+  /// Whether the node said it is stopping ({t: "draining"}, version 3 on):
+  /// the answers it owes still come, then it closes the connection.
+  bool draining = false;
+
+  /// Takes a notice that needs no answer (the draining notice); returns
+  /// whether `msg` was one.
+  bool notice(const json& msg) {
+    if (msg.value("t", "") != "draining")
+      return false;
+    draining = true;
+    return true;
+  }
+
   /// Reads one message, answering the node's keepalives on the way;
   /// nothing on timeout.
   std::optional<json> read(std::chrono::milliseconds timeout) {
@@ -80,6 +93,8 @@ struct control_client::impl {
       auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
         deadline - std::chrono::steady_clock::now());
       auto msg = read_frame(std::max(left, std::chrono::milliseconds{1}));
+      if (msg && notice(*msg))
+        continue;
       if (!msg || msg->value("t", "") != "keepalive")
         return msg;
       write(control::encode_frame(json{{"t", "keepalive"}}));
@@ -101,7 +116,8 @@ struct control_client::impl {
     if (ec)
       throw client_error(exit_unreachable, "lost the connection to the node at "
                                              + where + ": "
-                                             + (ec == asio::error::eof
+                                             + (draining ? "it is shutting down"
+                                                : ec == asio::error::eof
                                                   ? "it closed the connection"
                                                   : ec.message()));
     auto n = control::read_length(header.data());
@@ -216,14 +232,17 @@ bool speaks_tls(const tcp::resolver::results_type& endpoints,
 } // namespace
 
 void control_client::connect(const options& opts) {
-  try {
-    connect_speaking(opts, control::protocol_version);
-  } catch (const client_error& e) {
-    // A node older than this client: speak its version, without keepalives.
-    if (e.code != "unsupported_version")
-      throw;
-    impl_ = std::make_unique<impl>();
-    connect_speaking(opts, control::min_protocol_version);
+  // A node older than this client refuses its version: speak the newest one
+  // it does (without what came after), on a new connection each.
+  for (auto version = control::protocol_version;; --version) {
+    try {
+      return connect_speaking(opts, version);
+    } catch (const client_error& e) {
+      if (e.code != "unsupported_version"
+          || version <= control::min_protocol_version)
+        throw;
+      impl_ = std::make_unique<impl>();
+    }
   }
 }
 
@@ -437,6 +456,8 @@ control_client::next_alive(std::chrono::milliseconds quiet) {
       i.write(control::encode_frame(json{{"t", "keepalive"}}));
       continue;
     }
+    if (i.notice(*msg))
+      continue;
     if (t == "error")
       throw_answer(*msg);
     return msg;

@@ -178,7 +178,7 @@ int main(int argc, char** argv) {
   run_arg(history);
   data_dir_arg(history);
   auto* cancel = add_remote(
-    "cancel", "Cancel a run, or in bulk with --workflow and --state");
+    "cancel", "Cancel a run, or in bulk with --state (and --workflow)");
   run_arg(cancel, false);
   cancel->add_option("--workflow", ro.workflow, "Cancel this workflow's runs");
   cancel->add_option("--state", ro.state, "running or paused");

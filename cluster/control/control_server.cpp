@@ -17,7 +17,9 @@
 #include <atomic>
 #include <deque>
 #include <mutex>
+#include <thread>
 #include <unordered_map>
+#include <unordered_set>
 #include <utility> // before Asio: Boost 1.74 with C++20 needs std::exchange
 #include <vector>
 
@@ -78,7 +80,11 @@ class session_base : public std::enable_shared_from_this<session_base> {
   /// reply, an error, or its stream's first event) and/or its last one
   /// (`last`: a reply, an error, or its stream's end), or was dropped
   /// without them; on the io thread.
-  virtual void request_answered(bool first, bool last) = 0;
+  virtual void request_answered(uint64_t id, bool first, bool last) = 0;
+  /// The node is stopping: see control_server::drain. On the io thread.
+  virtual void drain(std::chrono::milliseconds within,
+                     std::chrono::milliseconds linger)
+    = 0;
   std::atomic<bool> closed{false};
 };
 
@@ -97,9 +103,9 @@ class context final : public request_context {
     if (!first && !last)
       return;
     if (auto s = session_.lock(); s && !s->closed.load())
-      asio::post(io_, [s = session_, first, last] {
+      asio::post(io_, [s = session_, id = id_, first, last] {
         if (auto p = s.lock())
-          p->request_answered(first, last);
+          p->request_answered(id, first, last);
       });
   }
 
@@ -148,14 +154,14 @@ class context final : public request_context {
     auto s = session_.lock();
     if (!s || s->closed.load())
       return;
-    asio::post(io_,
-               [s = session_, frame = control::encode_frame(msg), first, over] {
-                 if (auto p = s.lock()) {
-                   p->send(std::move(frame));
-                   if (first || over)
-                     p->request_answered(first, over);
-                 }
-               });
+    asio::post(io_, [s = session_, frame = control::encode_frame(msg), id = id_,
+                     first, over] {
+      if (auto p = s.lock()) {
+        p->send(std::move(frame));
+        if (first || over)
+          p->request_answered(id, first, over);
+      }
+    });
   }
 
   asio::io_context& io_;
@@ -190,9 +196,12 @@ struct control_server::impl : std::enable_shared_from_this<impl> {
                       std::chrono::milliseconds{30'000});
   }
 
-  void forget(session_base* s) {
+  void forget(session_base* s, const std::string& address) {
     std::lock_guard guard{mtx};
     sessions.erase(s);
+    if (auto i = per_address.find(address); i != per_address.end())
+      if (--i->second == 0)
+        per_address.erase(i);
   }
 
   asio::io_context& io;
@@ -204,8 +213,12 @@ struct control_server::impl : std::enable_shared_from_this<impl> {
   std::atomic<uint16_t> bound_port{0};
   std::atomic<size_t> open{0};
   std::atomic<bool> stopped{false};
+  /// Set by drain(): no more connections are accepted.
+  std::atomic<bool> draining{false};
   std::mutex mtx;
   std::unordered_map<session_base*, std::weak_ptr<session_base>> sessions;
+  /// Open connections by source address (control.max_connections_per_address).
+  std::unordered_map<std::string, size_t> per_address;
 };
 
 namespace {
@@ -215,12 +228,24 @@ class session final : public session_base {
  public:
   using server_ptr = std::shared_ptr<control_server::impl>;
 
-  session(Stream stream, server_ptr server, std::string peer)
+  session(Stream stream, server_ptr server, std::string peer,
+          std::string address)
       : stream_(std::move(stream)), timer_(server->io),
-        keepalive_timer_(server->io), server_(std::move(server)),
-        peer_(std::move(peer)) {}
+        keepalive_timer_(server->io), hello_timer_(server->io),
+        drain_timer_(server->io), server_(std::move(server)),
+        peer_(std::move(peer)), address_(std::move(address)) {}
 
   void start() {
+    // A connection that says no hello soon is closed, however it trickles
+    // bytes: before the hello a client is nobody, and holds a connection.
+    hello_timer_.expires_after(server_->opts.hello_timeout);
+    hello_timer_.async_wait([self = me()](const boost::system::error_code& ec) {
+      if (ec || self->closed.load() || self->hello_done_)
+        return;
+      self->server_->log("closing " + self->peer_
+                         + ": no hello within control.hello_timeout");
+      self->close();
+    });
     if constexpr (std::is_same_v<Stream, asio::ssl::stream<tcp::socket>>) {
       arm(server_->opts.read_timeout);
       stream_.async_handshake(
@@ -259,11 +284,45 @@ class session final : public session_base {
     on_close_.push_back(std::move(f));
   }
 
-  void request_answered(bool first, bool last) override {
+  void request_answered(uint64_t id, bool first, bool last) override {
     if (first && waiting_ > 0)
       --waiting_;
-    if (last && open_ > 0)
-      --open_;
+    if (last)
+      open_.erase(id);
+    finish_if_drained();
+  }
+
+  void drain(std::chrono::milliseconds within,
+             std::chrono::milliseconds linger) override {
+    if (closed.load() || draining_)
+      return;
+    if (!hello_done_)
+      return close();
+    draining_ = true;
+    if (version_ >= 3)
+      send_msg(json{{"t", "draining"}, {"within_ms", within.count()}});
+    // Whatever it still owes, the connection ends at the deadline.
+    drain_timer_.expires_after(within);
+    drain_timer_.async_wait([self = me()](const boost::system::error_code& ec) {
+      if (ec || self->closed.load())
+        return;
+      if (!self->open_.empty())
+        self->server_->log("closing " + self->peer_ + " with "
+                           + std::to_string(self->open_.size())
+                           + " request(s) unanswered: the drain deadline "
+                             "passed");
+      self->close();
+    });
+    // Requests already on their way get an answer (a refusal, mostly)
+    // rather than a closed connection: close no sooner than `linger`.
+    auto t = std::make_shared<asio::steady_timer>(server_->io);
+    t->expires_after(std::min(linger, within));
+    t->async_wait([self = me(), t](const boost::system::error_code& ec) {
+      if (ec)
+        return;
+      self->lingered_ = true;
+      self->finish_if_drained();
+    });
   }
 
   void close() override {
@@ -271,11 +330,13 @@ class session final : public session_base {
       return;
     timer_.cancel();
     keepalive_timer_.cancel();
+    hello_timer_.cancel();
+    drain_timer_.cancel();
     boost::system::error_code ignored;
     lowest().shutdown(tcp::socket::shutdown_both, ignored);
     lowest().close(ignored);
     server_->open.fetch_sub(1);
-    server_->forget(this);
+    server_->forget(this, address_);
     auto callbacks = std::move(on_close_);
     for (auto& f : callbacks)
       f();
@@ -287,6 +348,16 @@ class session final : public session_base {
   }
 
   tcp::socket::lowest_layer_type& lowest() { return stream_.lowest_layer(); }
+
+  /// While draining: closes once nothing is owed and the linger is over,
+  /// after what is queued is written.
+  void finish_if_drained() {
+    if (!draining_ || !lingered_ || !open_.empty() || closed.load() || closing_)
+      return;
+    closing_ = true;
+    if (!writing_)
+      close();
+  }
 
   /// Closes the connection once `span` has passed, unless re-armed.
   void arm(std::chrono::milliseconds span) {
@@ -315,7 +386,7 @@ class session final : public session_base {
       [self = me(), every](const boost::system::error_code& ec) {
         if (ec || self->closed.load() || self->closing_)
           return;
-        if (self->open_ > 0 && steady::now() - self->last_heard_ >= every)
+        if (!self->open_.empty() && steady::now() - self->last_heard_ >= every)
           self->send_msg(json{{"t", "keepalive"}});
         self->keepalive_tick();
       });
@@ -352,8 +423,13 @@ class session final : public session_base {
     auto n = control::read_length(header_.data());
     auto limit = hello_done_ ? server_->opts.max_frame_bytes
                              : server_->opts.max_hello_bytes;
-    if (n == 0)
-      return refuse(0, error_code::bad_frame, "an empty frame");
+    if (n == 0) {
+      // The length is sound, so the stream still holds frames: an empty
+      // one is a bad frame like any other, and the connection is kept.
+      if (bad_frame("an empty frame (length 0)"))
+        wait_frame();
+      return;
+    }
     if (n > limit)
       // The stream cannot be trusted to hold frames after this one.
       return refuse(
@@ -380,29 +456,65 @@ class session final : public session_base {
       body_.shrink_to_fit();
     if (!msg) {
       // The length was sound, so the next frame can still be read.
-      ++bad_frames_;
-      server_->log("bad frame from " + peer_ + ": " + error);
-      if (bad_frames_ > 16)
-        return refuse(0, error_code::bad_frame,
-                      "too many bad frames: " + error);
-      send_msg(
-        control::make_error(0, error_code::bad_frame, "bad frame: " + error));
+      if (!bad_frame(error))
+        return;
     } else {
       dispatch(*msg);
+      finish_if_drained();
     }
     wait_frame();
   }
 
+  /// Answers a bad frame with bad_frame (id 0); returns false when it was
+  /// one too many for this connection, which is then closed.
+  bool bad_frame(const std::string& error) {
+    last_heard_ = steady::now();
+    ++bad_frames_;
+    server_->log("bad frame from " + peer_ + ": " + error);
+    if (bad_frames_ > 16) {
+      refuse(0, error_code::bad_frame,
+             "too many bad frames on this connection: " + error);
+      return false;
+    }
+    send_msg(
+      control::make_error(0, error_code::bad_frame, "bad frame: " + error));
+    return true;
+  }
+
   void dispatch(const json& msg) {
+    auto t = msg.find("t");
+    // A keepalive (or the answer to one) needs nothing more: reading it
+    // re-armed the idle timeout. It carries no id.
+    if (t != msg.end() && t->is_string() && *t == "keepalive" && hello_done_)
+      return;
+    // Every other message carries an id from 1 on, which its answers
+    // carry: 0 is kept for errors about the connection itself. Without
+    // one, the answer could not be told from those.
     uint64_t id = 0;
     if (auto i = msg.find("id"); i != msg.end()) {
-      if (!i->is_number_unsigned() && !(i->is_number_integer() && *i >= 0))
-        return send_msg(control::make_error(
-          0, error_code::bad_request,
-          "field 'id' must be a whole number from 0 to 2^64-1"));
-      id = i->get<uint64_t>();
+      if (i->is_number_unsigned() || (i->is_number_integer() && *i >= 0))
+        id = i->get<uint64_t>();
+      else
+        return refuse_id("field 'id' must be a whole number from 1 to "
+                         "2^64-1");
     }
-    auto t = msg.find("t");
+    if (id == 0)
+      return refuse_id(std::string{"field 'id' is required: a whole number "
+                                   "from 1 to 2^64-1 that the answers carry"}
+                       + (msg.contains("id") ? " (0 is kept for errors about "
+                                               "the connection)"
+                                             : ""));
+    // An id still being answered (a watch that streams, a slow request)
+    // may not be taken again: its answers could not be told apart.
+    if (open_.count(id) > 0) {
+      auto e = control::make_error(
+        0, error_code::bad_request,
+        "id " + std::to_string(id)
+          + " is taken by a request of this connection that is still being "
+            "answered (a watch streams until its end); use another id");
+      e["id_in_use"] = id;
+      return send_msg(e);
+    }
     if (t == msg.end() || !t->is_string())
       return send_msg(
         control::make_error(id, error_code::bad_request,
@@ -418,10 +530,6 @@ class session final : public session_base {
     if (type == "hello")
       return send_msg(control::make_error(
         id, error_code::bad_request, "this connection already said hello"));
-    // A keepalive (or the answer to one) needs nothing more: reading it
-    // re-armed the idle timeout.
-    if (type == "keepalive")
-      return;
     auto need = required_role(type);
     if (!need) {
       std::vector<std::string> names;
@@ -457,7 +565,7 @@ class session final : public session_base {
             "before sending more"));
     request_ptr ctx
       = std::make_shared<context>(server_->io, weak_from_this(), id, who_);
-    ++open_;
+    open_.insert(id);
     ++waiting_;
     try {
       server_->handler.handle(ctx, type, msg);
@@ -488,6 +596,8 @@ class session final : public session_base {
     }
     who_ = std::get<principal>(result);
     hello_done_ = true;
+    version_ = static_cast<int64_t>(version);
+    hello_timer_.cancel();
     // The connection speaks the client's version; keepalives from 2 on.
     json welcome{{"t", "welcome"},
                  {"id", id},
@@ -500,6 +610,15 @@ class session final : public session_base {
       keepalive_tick();
     }
     send_msg(welcome);
+  }
+
+  /// Answers a message without a usable id: an error with id 0, about the
+  /// connection; before the hello, the connection is closed (a refused
+  /// hello always closes it).
+  void refuse_id(const std::string& message) {
+    if (!hello_done_)
+      return refuse(0, error_code::bad_request, message);
+    send_msg(control::make_error(0, error_code::bad_request, message));
   }
 
   /// Sends an error, then closes once it is written.
@@ -544,14 +663,21 @@ class session final : public session_base {
   Stream stream_;
   asio::steady_timer timer_;
   asio::steady_timer keepalive_timer_;
+  /// Closes a connection that says no hello in time.
+  asio::steady_timer hello_timer_;
+  /// Closes a draining connection at the drain deadline.
+  asio::steady_timer drain_timer_;
   server_ptr server_;
   std::string peer_;
+  /// The peer's address, without the port (its per-address count).
+  std::string address_;
   std::array<unsigned char, control::header_size> header_{};
   std::string body_;
   std::deque<std::string> out_;
   size_t pending_ = 0;
-  /// Requests handed to the handler and not yet answered to their end.
-  size_t open_ = 0;
+  /// Ids of the requests handed to the handler and not yet answered to
+  /// their end.
+  std::unordered_set<uint64_t> open_;
   /// Those of them without any answer yet.
   size_t waiting_ = 0;
   /// When the client's last whole frame arrived.
@@ -560,6 +686,11 @@ class session final : public session_base {
   bool closing_ = false;
   bool mid_frame_ = false;
   bool hello_done_ = false;
+  /// The protocol version of the hello.
+  int64_t version_ = 0;
+  /// The node is stopping (drain()); lingered_: the linger has passed.
+  bool draining_ = false;
+  bool lingered_ = false;
   int bad_frames_ = 0;
   principal who_;
   std::vector<std::function<void()>> on_close_;
@@ -568,55 +699,68 @@ class session final : public session_base {
 } // namespace
 
 void control_server::impl::accept() {
-  acceptor.async_accept([self = shared_from_this()](
-                          const boost::system::error_code& ec,
-                          tcp::socket socket) {
-    if (self->stopped.load())
-      return;
-    if (ec) {
-      // Out of descriptors and the like: keep serving the open connections.
-      self->log("accept failed: " + ec.message());
-      self->accept();
-      return;
-    }
-    boost::system::error_code pe;
-    auto ep = socket.remote_endpoint(pe);
-    auto peer = pe ? std::string{"a client"}
-                   : ep.address().to_string() + ":" + std::to_string(ep.port());
-    if (self->open.load() >= self->opts.max_connections) {
-      self->log("refused " + peer + ": "
-                + std::to_string(self->opts.max_connections)
-                + " connections are open (control.max_connections)");
-      boost::system::error_code ignored;
-      socket.close(ignored);
-      self->accept();
-      return;
-    }
-    socket.set_option(tcp::no_delay{true}, pe);
-    self->open.fetch_add(1);
-    std::shared_ptr<session_base> s;
-    if (self->tls) {
-      auto ts = std::make_shared<session<asio::ssl::stream<tcp::socket>>>(
-        asio::ssl::stream<tcp::socket>{std::move(socket), *self->tls}, self,
-        peer);
-      s = ts;
+  acceptor.async_accept(
+    [self = shared_from_this()](const boost::system::error_code& ec,
+                                tcp::socket socket) {
+      if (self->stopped.load() || self->draining.load())
+        return;
+      if (ec) {
+        // Out of descriptors and the like: keep serving the open connections.
+        self->log("accept failed: " + ec.message());
+        self->accept();
+        return;
+      }
+      boost::system::error_code pe;
+      auto ep = socket.remote_endpoint(pe);
+      auto address = pe ? std::string{"?"} : ep.address().to_string();
+      auto peer = pe ? std::string{"a client"}
+                     : address + ":" + std::to_string(ep.port());
+      auto refuse = [&](const std::string& why) {
+        self->log("refused " + peer + ": " + why);
+        boost::system::error_code ignored;
+        socket.close(ignored);
+        self->accept();
+      };
+      if (self->open.load() >= self->opts.max_connections)
+        return refuse(std::to_string(self->opts.max_connections)
+                      + " connections are open (control.max_connections)");
       {
         std::lock_guard guard{self->mtx};
-        self->sessions.emplace(s.get(), s);
+        auto& from = self->per_address[address];
+        if (from >= self->opts.max_connections_per_address) {
+          auto n = from;
+          if (from == 0)
+            self->per_address.erase(address);
+          return refuse(std::to_string(n) + " connections from " + address
+                        + " are open (control.max_connections_per_address)");
+        }
+        ++from;
       }
-      ts->start();
-    } else {
-      auto ps
-        = std::make_shared<session<tcp::socket>>(std::move(socket), self, peer);
-      s = ps;
-      {
-        std::lock_guard guard{self->mtx};
-        self->sessions.emplace(s.get(), s);
+      socket.set_option(tcp::no_delay{true}, pe);
+      self->open.fetch_add(1);
+      std::shared_ptr<session_base> s;
+      if (self->tls) {
+        auto ts = std::make_shared<session<asio::ssl::stream<tcp::socket>>>(
+          asio::ssl::stream<tcp::socket>{std::move(socket), *self->tls}, self,
+          peer, address);
+        s = ts;
+        {
+          std::lock_guard guard{self->mtx};
+          self->sessions.emplace(s.get(), s);
+        }
+        ts->start();
+      } else {
+        auto ps = std::make_shared<session<tcp::socket>>(std::move(socket),
+                                                         self, peer, address);
+        s = ps;
+        {
+          std::lock_guard guard{self->mtx};
+          self->sessions.emplace(s.get(), s);
+        }
+        ps->start();
       }
-      ps->start();
-    }
-    self->accept();
-  });
+      self->accept();
+    });
 }
 
 control_server::control_server(asio::io_context& io, options opts,
@@ -697,6 +841,36 @@ void control_server::stop() {
     for (auto& s : open)
       s->close();
   });
+}
+
+void control_server::drain(std::chrono::milliseconds within,
+                           std::chrono::milliseconds linger) {
+  if (impl_->stopped.load() || impl_->draining.exchange(true))
+    return;
+  asio::post(impl_->io, [self = impl_, within, linger] {
+    boost::system::error_code ignored;
+    self->acceptor.close(ignored);
+    std::vector<std::shared_ptr<session_base>> open;
+    {
+      std::lock_guard guard{self->mtx};
+      for (auto& [_, w] : self->sessions)
+        if (auto s = w.lock())
+          open.push_back(std::move(s));
+    }
+    for (auto& s : open)
+      s->drain(within, linger);
+  });
+}
+
+bool control_server::wait_closed(std::chrono::milliseconds limit) const {
+  auto until = steady::now() + limit;
+  // Polls every 5 ms; bounded by `limit`.
+  while (impl_->open.load() > 0) {
+    if (steady::now() >= until)
+      return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds{5});
+  }
+  return true;
 }
 
 size_t control_server::connections() const {

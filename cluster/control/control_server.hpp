@@ -106,6 +106,13 @@ class control_server {
     /// Largest frame before the hello is accepted.
     size_t max_hello_bytes = 64 << 10;
     size_t max_connections = 1024;
+    /// Most connections from one source address at once; more are closed
+    /// at once, so that one client cannot take every connection.
+    size_t max_connections_per_address = 256;
+    /// A connection that has not said hello this long after it was
+    /// accepted is closed (so silent sockets do not hold connections for
+    /// the whole idle timeout).
+    std::chrono::milliseconds hello_timeout{10'000};
     /// Requests of one connection that may wait for their first answer at
     /// once; more are refused with too_many_requests.
     size_t max_in_flight = 128;
@@ -144,6 +151,20 @@ class control_server {
 
   /// Stops accepting and closes every connection; from any thread.
   void stop();
+
+  /// Begins a graceful stop; from any thread, returns at once. Accepts no
+  /// more connections and closes those that have not said hello. Tells
+  /// the others (version 3 on: {t: "draining", within_ms}), goes on
+  /// serving them (the handler refuses what it will not do now), and
+  /// closes each once it owes no answers and `linger` has passed (time for
+  /// requests already on their way to be answered rather than cut), or
+  /// once `within` has passed, whatever it owes.
+  void drain(std::chrono::milliseconds within,
+             std::chrono::milliseconds linger = std::chrono::milliseconds{200});
+
+  /// Waits until every connection is closed, at most `limit`; returns
+  /// whether they all are.
+  bool wait_closed(std::chrono::milliseconds limit) const;
 
   /// Connections open now.
   size_t connections() const;

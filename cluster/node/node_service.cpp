@@ -285,6 +285,8 @@ struct node_service::impl : std::enable_shared_from_this<impl> {
                    events = std::move(events), error = std::move(error),
                    finished = std::move(finished), missing = std::move(missing),
                    detail = std::move(detail)]() mutable {
+          if (w->ended)
+            return; // the node began to stop meanwhile: answered already
           if (!entry) {
             self->forget_watch(run_id, w.get());
             if (detail.is_null())
@@ -301,7 +303,10 @@ struct node_service::impl : std::enable_shared_from_this<impl> {
           int64_t seq = 0;
           for (auto& e : events) {
             ++seq;
-            req->event(event_json(e, seq, 4 << 10));
+            // As a live event says which run it is of, so does a replayed one.
+            auto ev = event_json(e, seq, 4 << 10);
+            ev["run_id"] = run_id;
+            req->event(std::move(ev));
           }
           w->last_seq = seq;
           w->loaded = true;
@@ -622,18 +627,15 @@ void node_service::impl::cancel_many(const request_ptr& req, const json& msg) {
   auto reason = f.text("reason", false, 4096);
   if (!f.ok())
     return req->fail(error_code::bad_request, "cancel_many: " + f.error());
-  std::optional<run_state> state;
-  if (!state_text.empty()) {
-    state = parse_run_state(state_text);
-    if (!state || persistence::is_terminal(*state))
-      return req->fail(error_code::bad_request,
-                       "cancel_many: state must be running or paused, not '"
-                         + state_text + "'");
-  }
-  if (workflow.empty() && !state)
+  // The state is required: a bulk cancel says which runs it means.
+  if (state_text.empty())
     return req->fail(error_code::bad_request,
-                     "cancel_many: name a workflow or a state (refusing to "
-                     "cancel every run at once)");
+                     "cancel_many: missing field 'state' (running or paused)");
+  std::optional<run_state> state = parse_run_state(state_text);
+  if (!state || persistence::is_terminal(*state))
+    return req->fail(error_code::bad_request,
+                     "cancel_many: state must be running or paused, not '"
+                       + state_text + "'");
   work(req, [self = shared_from_this(), req, workflow, state, dry_run, reason] {
     auto& store = self->node.store();
     std::vector<std::string> ids;
@@ -788,9 +790,23 @@ void node_service::impl::act(const request_ptr& req, const std::string& type,
     }
     if (type == "retry") {
       auto r = n.inspect_run(run_id, timeout);
-      if (!r)
+      if (!r) {
+        // Not live: no such run, or one that ended (a conflict, as for a
+        // cancel), or one between actors.
+        auto entry = n.store().find_run(run_id);
+        if (!entry)
+          return self->not_found(req, run_id);
+        auto state = std::string{persistence::to_string(entry->state)};
+        if (persistence::is_terminal(entry->state))
+          return req->fail(error_code::conflict,
+                           "run " + run_id + " already ended " + state
+                             + "; nothing waits for a retry",
+                           json{{"state", state}});
         return req->fail(error_code::not_found,
-                         "run " + run_id + " is not live on this node");
+                         "run " + run_id + " is not live on this node (it is "
+                           + state + ")",
+                         json{{"state", state}});
+      }
       for (auto& node : (*r)["nodes"])
         if (node.value("id", std::string{}) == node_id) {
           if (node.value("state", std::string{}) != "waiting_retry")
@@ -912,6 +928,24 @@ void node_service::stop() {
   }
 }
 
+void node_service::end_watches() {
+  asio::post(impl_->io, [self = impl_] {
+    auto all = std::move(self->watches);
+    self->watches.clear();
+    for (auto& [run_id, list] : all) {
+      for (auto& w : list) {
+        if (w->ended)
+          continue;
+        w->ended = true;
+        w->req->fail(error_code::draining,
+                     "the node is shutting down; run " + run_id
+                       + " goes on at its next start: watch it again then");
+      }
+      self->sync_watched(run_id);
+    }
+  });
+}
+
 actors::embedded_node::recovery node_service::recover() {
   auto r = impl_->node.recover(impl_->hub);
   // Every resumed run's start is queued at its supervisor now, ahead of any
@@ -968,6 +1002,12 @@ void node_service::handle(const request_ptr& req, const std::string& type,
     }
     return req->reply(std::move(body));
   }
+  if (draining_.load() && (changes_state(type, msg) || type == "watch"))
+    // Nothing new is taken on while the node stops: safe to send again to
+    // the node once it is back (a watch would only be cut).
+    return req->fail(error_code::draining,
+                     "the node is shutting down: it takes no " + type
+                       + " now; send it again once the node is back");
   if (changes_state(type, msg))
     if (auto why = not_ready_reason())
       // Acted on now, a submission could be started twice (by the recovery

@@ -70,8 +70,15 @@ class node_service final : public control_handler {
   /// with it, and `ping` says the same.
   std::optional<nlohmann::json> unavailable() const;
 
-  /// Refuses new submissions from now on (shutdown).
+  /// The node is stopping: from now on refuses with `draining` every
+  /// request that changes state (submit, cancel, ...) and every new watch.
+  /// Reads are still served, and requests already taken are answered.
   void drain() { draining_ = true; }
+
+  /// Ends each open watch with a `draining` error (its run goes on at the
+  /// next start, where it can be watched again); after drain(), and after
+  /// the control server's drain so that clients hear why first.
+  void end_watches();
 
   /// Waits for the worker pool's jobs; call before destroying the node.
   void stop();

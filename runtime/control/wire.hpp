@@ -16,8 +16,9 @@
 namespace troupe::runtime::control {
 
 /// The newest protocol version this build speaks, exchanged in
-/// hello/welcome. Version 2 adds keepalives (docs/protocol.md).
-inline constexpr int64_t protocol_version = 2;
+/// hello/welcome. Version 2 adds keepalives, version 3 the draining notice
+/// (docs/protocol.md).
+inline constexpr int64_t protocol_version = 3;
 
 /// The oldest version a node still serves.
 inline constexpr int64_t min_protocol_version = 1;

@@ -182,7 +182,8 @@ TEST_F(Node, PauseResumeAndCancelOneRunAndInBulk) {
   EXPECT_EQ(refused.exit_code, 2);
   EXPECT_TRUE(contains(refused.err, "2 run(s) match")) << refused.err;
   auto bulk
-    = cli({"cancel", "--workflow", "sleeper", "--yes"}, token("operator"));
+    = cli({"cancel", "--workflow", "sleeper", "--state", "running", "--yes"},
+          token("operator"));
   ASSERT_EQ(bulk.exit_code, 0) << bulk.err;
   EXPECT_TRUE(contains(bulk.out, "cancelling 2 run(s)")) << bulk.out;
   ASSERT_TRUE(wait_until(
@@ -585,8 +586,10 @@ inputs: {customer: {type: string, default: acme}}
   ASSERT_EQ(retry["t"], "reply") << retry.dump();
   auto done = cli({"watch", id}, token("viewer"));
   EXPECT_EQ(done.exit_code, 0) << done.err;
+  // Once the run ended, nothing waits for a retry: a conflict, naming why.
   auto again = admin.call({{"t", "retry"}, {"run_id", id}, {"node", "flaky"}});
-  EXPECT_EQ(again["code"], "not_found");
+  EXPECT_EQ(again["code"], "conflict") << again.dump();
+  EXPECT_EQ(again["state"], "completed") << again.dump();
 
   // Breakers reset by hand; unknown ones and bad targets say so.
   auto reset = admin.call({{"t", "breaker_reset"}, {"key", "payments"}});
@@ -1197,4 +1200,180 @@ TEST_F(Node, EveryCommandOnItsDataDirOrPortExitsThreeAndNamesTheHolder) {
     << r.err;
   // The node went on.
   EXPECT_EQ(cli({"list"}).exit_code, 0);
+}
+
+TEST_F(Node, SigtermTellsEveryClientAnswersWhatWaitsAndTakesNoSubmission) {
+  start_node();
+  auto id = submit(sleeper("30s"));
+  ASSERT_TRUE(wait_until([&] { return state_of(id) == "running"; }, 10s));
+  raw watcher{control_port, token("viewer")};
+  ASSERT_TRUE(watcher.c.send({{"t", "watch"}, {"id", 5}, {"run_id", id}}));
+  auto first = watcher.c.receive(10s);
+  ASSERT_TRUE(first);
+  EXPECT_EQ((*first)["body"]["type"], "watching") << first->dump();
+  raw submitter{control_port, token("operator")};
+  // `troupe watch` of the same run.
+  auto cli_watch = cli_in_background({"watch", id}, token("viewer"));
+  ASSERT_TRUE(
+    wait_until([&] { return contains(cli_watch->err(), "timer_set"); }, 10s))
+    << cli_watch->err();
+  node->signal(SIGTERM);
+  std::this_thread::sleep_for(1ms);
+  ASSERT_TRUE(submitter.c.send({{"t", "submit"},
+                                {"id", 9},
+                                {"workflow", "name: quick\nnodes:\n  a: "
+                                             "{kind: noop}\n"}}));
+  // The watcher hears that the node stops, and its watch ends with
+  // `draining` (the run goes on at the next start).
+  bool notice = false;
+  json ended;
+  for (int i = 0; i < 1000; ++i) {
+    auto m = watcher.c.receive(5s);
+    if (!m)
+      break;
+    if ((*m)["t"] == "draining")
+      notice = true;
+    else if ((*m)["t"] != "event") {
+      ended = *m;
+      break;
+    }
+  }
+  EXPECT_TRUE(notice);
+  EXPECT_EQ(ended.value("id", 0), 5) << ended.dump();
+  EXPECT_EQ(ended.value("code", ""), "draining") << ended.dump();
+  EXPECT_TRUE(watcher.c.closed_within(5s));
+  // The submission sent just after SIGTERM is answered: refused with
+  // `draining`, or (if it came before the node began to stop) taken.
+  std::optional<json> answer;
+  for (int i = 0; i < 10 && !answer; ++i) {
+    auto m = submitter.c.receive(5s);
+    if (!m)
+      break;
+    if (m->value("id", 0) == 9)
+      answer = *m;
+  }
+  ASSERT_TRUE(answer) << "no answer before the node closed the connection";
+  bool taken = (*answer)["t"] == "reply";
+  if (!taken) {
+    EXPECT_EQ((*answer)["code"], "draining") << answer->dump();
+  }
+  EXPECT_TRUE(submitter.c.closed_within(5s));
+  // The command says why its watch ended and how to go on: exit 3.
+  EXPECT_EQ(cli_watch->wait(10s), 3) << cli_watch->err();
+  EXPECT_TRUE(contains(cli_watch->err(), "shutting down")) << cli_watch->err();
+  EXPECT_TRUE(contains(cli_watch->err(), "troupe watch " + id))
+    << cli_watch->err();
+  ASSERT_EQ(node->wait(15s), 0) << node->err();
+  node.reset();
+  // What the answer said is what the node did.
+  start_node();
+  auto page = json::parse(cli({"list", "--json"}, token("viewer")).out);
+  EXPECT_EQ(page["runs"].size(), taken ? 2u : 1u) << page.dump();
+}
+
+TEST_F(Node, RequestsNeedIdsAndAStreamingIdIsNotTakenAgain) {
+  start_node();
+  auto id = submit(sleeper());
+  raw r{control_port, token("viewer")};
+  ASSERT_TRUE(r.c.send({{"t", "ping"}}));
+  auto m = r.c.receive(5s);
+  ASSERT_TRUE(m);
+  EXPECT_EQ((*m)["id"], 0) << m->dump();
+  EXPECT_EQ((*m)["code"], "bad_request") << m->dump();
+  ASSERT_TRUE(r.c.send({{"t", "watch"}, {"id", 5}, {"run_id", id}}));
+  m = r.c.receive(5s);
+  ASSERT_TRUE(m);
+  EXPECT_EQ((*m)["t"], "event");
+  ASSERT_TRUE(r.c.send({{"t", "status"}, {"id", 5}, {"run_id", id}}));
+  json refused;
+  for (int i = 0; i < 100; ++i) {
+    m = r.c.receive(5s);
+    ASSERT_TRUE(m);
+    if ((*m)["t"] != "event") {
+      refused = *m;
+      break;
+    }
+  }
+  EXPECT_EQ(refused.value("id", 99), 0) << refused.dump();
+  EXPECT_EQ(refused.value("code", ""), "bad_request") << refused.dump();
+  EXPECT_EQ(refused.value("id_in_use", 0), 5) << refused.dump();
+  // The connection is kept.
+  EXPECT_EQ(r.call({{"t", "ping"}})["t"], "reply");
+}
+
+TEST_F(Node, SilentConnectionsAreClosedAndOneAddressCannotTakeThemAll) {
+  start_node({"--set", "control.hello_timeout=500ms", "--set",
+              "control.max_connections_per_address=3"});
+  frame_client a{control_port};
+  frame_client b{control_port};
+  frame_client c{control_port};
+  ASSERT_TRUE(a.connected() && b.connected() && c.connected());
+  frame_client d{control_port};
+  EXPECT_TRUE(d.closed_within(3s));
+  // The node's log says why (its lines may come a moment later).
+  EXPECT_TRUE(wait_until(
+    [&] {
+      return contains(node->err(), "control.max_connections_per_address");
+    },
+    5s))
+    << node->err();
+  // None said hello: each is closed after the hello timeout, not the idle
+  // timeout, and the address is served again.
+  EXPECT_TRUE(a.closed_within(5s));
+  EXPECT_TRUE(b.closed_within(5s));
+  EXPECT_TRUE(c.closed_within(5s));
+  EXPECT_TRUE(wait_until(
+    [&] {
+      return contains(node->err(), "no hello within control.hello_timeout");
+    },
+    5s))
+    << node->err();
+  EXPECT_EQ(cli({"list"}, token("viewer")).exit_code, 0);
+}
+
+TEST_F(Node, ReplayedEventsRetryAndBulkCancelAnswerAsDocumented) {
+  start_node();
+  auto done = submit(workflow("quick", "nodes:\n  a: {kind: noop}\n"));
+  ASSERT_TRUE(wait_until([&] { return state_of(done) == "completed"; }, 10s));
+  raw r{control_port, token("operator")};
+  // A watch of a finished run replays its journal: every event names its
+  // run, as live ones do; `watching` is event 0, the journal counts from 1.
+  ASSERT_TRUE(r.c.send({{"t", "watch"}, {"id", 3}, {"run_id", done}}));
+  int64_t seq = -1;
+  bool ended = false;
+  for (int i = 0; i < 100 && !ended; ++i) {
+    auto m = r.c.receive(5s);
+    ASSERT_TRUE(m);
+    if ((*m)["t"] == "end") {
+      ended = true;
+      break;
+    }
+    ASSERT_EQ((*m)["t"], "event") << m->dump();
+    auto& body = (*m)["body"];
+    EXPECT_EQ(body.value("run_id", ""), done) << body.dump();
+    EXPECT_EQ(body["seq"], seq + 1) << body.dump();
+    seq = body["seq"];
+  }
+  EXPECT_TRUE(ended);
+  EXPECT_GE(seq, 3);
+  // Retry of a run that ended: a conflict naming its state, as for cancel.
+  auto a = r.call({{"t", "retry"}, {"run_id", done}, {"node", "a"}});
+  EXPECT_EQ(a["code"], "conflict") << a.dump();
+  EXPECT_EQ(a["state"], "completed") << a.dump();
+  a = r.call({{"t", "retry"}, {"run_id", "no-such-run"}, {"node", "a"}});
+  EXPECT_EQ(a["code"], "not_found") << a.dump();
+  // A bulk cancel says which runs it means.
+  a = r.call({{"t", "cancel_many"}, {"workflow", "quick"}});
+  EXPECT_EQ(a["code"], "bad_request") << a.dump();
+  EXPECT_TRUE(contains(a.value("message", ""), "'state'")) << a.dump();
+  auto bulk
+    = cli({"cancel", "--workflow", "quick", "--yes"}, token("operator"));
+  EXPECT_EQ(bulk.exit_code, 2) << bulk.err;
+  EXPECT_TRUE(contains(bulk.err, "--state")) << bulk.err;
+  // An empty frame is a bad frame; the connection is kept.
+  ASSERT_TRUE(r.c.send_raw(std::string(4, '\0')));
+  auto m = r.c.receive(5s);
+  ASSERT_TRUE(m);
+  EXPECT_EQ((*m)["code"], "bad_frame") << m->dump();
+  EXPECT_EQ(r.call({{"t", "ping"}})["t"], "reply");
 }

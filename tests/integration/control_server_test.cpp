@@ -170,7 +170,7 @@ TEST_F(ControlServer, HelloThenRequestsWithIds) {
   auto w = c.hello("viewer:bob");
   ASSERT_TRUE(w);
   EXPECT_EQ((*w)["t"], "welcome");
-  EXPECT_EQ((*w)["version"], 2);
+  EXPECT_EQ((*w)["version"], 3);
   EXPECT_EQ((*w)["subject"], "bob");
   EXPECT_EQ((*w)["role"], "viewer");
   auto r = c.call({{"t", "ping"}}, 42);
@@ -234,7 +234,7 @@ TEST_F(ControlServer, RequestBeforeHelloAndWrongVersionAreRefused) {
     ASSERT_TRUE(r);
     EXPECT_EQ((*r)["code"], "unsupported_version");
     EXPECT_EQ((*r)["message"],
-              "this node speaks control protocol versions 1 to 2, not 7");
+              "this node speaks control protocol versions 1 to 3, not 7");
     EXPECT_TRUE(c.closed_within(2s));
   }
 }
@@ -471,4 +471,189 @@ TEST_F(ControlServer, RequestsAwaitingAnswersAreBoundedPerConnection) {
     served = (*r)["t"] == "reply";
   }
   EXPECT_TRUE(served);
+}
+
+TEST_F(ControlServer, RequestsWithoutAnIdAreRefusedAsConnectionErrors) {
+  start();
+  auto c = client();
+  // No id, and id 0: 0 is kept for errors about the connection, so an
+  // answer with it could not be matched. Refused with id 0, kept.
+  for (auto msg : {json{{"t", "ping"}}, json{{"t", "ping"}, {"id", 0}},
+                   json{{"t", "submit"}, {"workflow", "w"}}}) {
+    ASSERT_TRUE(c->send(msg));
+    auto r = c->receive(2s);
+    ASSERT_TRUE(r) << msg.dump();
+    EXPECT_EQ((*r)["t"], "error") << r->dump();
+    EXPECT_EQ((*r)["id"], 0) << r->dump();
+    EXPECT_EQ((*r)["code"], "bad_request") << r->dump();
+    EXPECT_NE((*r)["message"].get<std::string>().find("field 'id'"),
+              std::string::npos)
+      << r->dump();
+  }
+  EXPECT_EQ(handler.calls.load(), 0);
+  auto r = c->call({{"t", "ping"}}, 7);
+  ASSERT_TRUE(r);
+  EXPECT_EQ((*r)["t"], "reply");
+  // A keepalive needs none.
+  ASSERT_TRUE(c->send({{"t", "keepalive"}}));
+  r = c->call({{"t", "ping"}}, 8);
+  ASSERT_TRUE(r);
+  EXPECT_EQ((*r)["t"], "reply");
+  // A hello without an id is refused, and closes like every refused hello.
+  frame_client h{port()};
+  h.send({{"t", "hello"}, {"version", 3}, {"token", "viewer:bob"}});
+  auto w = h.receive(2s);
+  ASSERT_TRUE(w);
+  EXPECT_EQ((*w)["code"], "bad_request") << w->dump();
+  EXPECT_TRUE(h.closed_within(2s));
+}
+
+TEST_F(ControlServer, AnIdStillBeingAnsweredIsNotTakenAgain) {
+  start();
+  auto c = client();
+  auto e = c->call({{"t", "watch"}, {"run_id", "hold"}}, 10);
+  ASSERT_TRUE(e);
+  EXPECT_EQ((*e)["t"], "event");
+  auto calls = handler.calls.load();
+  // The watch streams on under id 10: another request with it is refused,
+  // as an error about the connection (id 0), naming the id.
+  ASSERT_TRUE(c->send({{"t", "ping"}, {"id", 10}}));
+  auto r = c->receive(2s);
+  ASSERT_TRUE(r);
+  EXPECT_EQ((*r)["id"], 0) << r->dump();
+  EXPECT_EQ((*r)["code"], "bad_request") << r->dump();
+  EXPECT_EQ((*r)["id_in_use"], 10) << r->dump();
+  EXPECT_EQ(handler.calls.load(), calls);
+  // Once answered to its end, the id is free again.
+  handler.release();
+  r = c->receive(2s);
+  ASSERT_TRUE(r);
+  EXPECT_EQ((*r)["t"], "reply");
+  EXPECT_EQ((*r)["id"], 10);
+  bool served = false;
+  for (int i = 0; i < 50 && !served; ++i) {
+    r = c->call({{"t", "ping"}}, 10);
+    ASSERT_TRUE(r);
+    served = (*r)["t"] == "reply";
+  }
+  EXPECT_TRUE(served);
+}
+
+TEST_F(ControlServer, AConnectionWithoutAHelloIsClosedAfterTheHelloTimeout) {
+  control_server::options o;
+  o.hello_timeout = 300ms;
+  o.idle_timeout = 10s;
+  start(o);
+  frame_client silent{port()};
+  // Bytes of a frame that never completes do not help either.
+  frame_client trickle{port()};
+  trickle.send_raw(std::string(1, '\0'));
+  auto greeted = client();
+  EXPECT_TRUE(silent.closed_within(3s));
+  EXPECT_TRUE(trickle.closed_within(3s));
+  // One that said hello stays.
+  auto r = greeted->call({{"t", "ping"}}, 2);
+  ASSERT_TRUE(r);
+  EXPECT_EQ((*r)["t"], "reply");
+}
+
+TEST_F(ControlServer, ConnectionsFromOneAddressAreCapped) {
+  control_server::options o;
+  o.max_connections_per_address = 2;
+  start(o);
+  frame_client a{port()};
+  auto b = client();
+  frame_client third{port()};
+  EXPECT_TRUE(third.closed_within(3s));
+  EXPECT_TRUE(
+    troupe::test::wait_until([&] { return server->connections() == 2; }, 3s));
+  // Once one closes, there is room again.
+  b.reset();
+  EXPECT_TRUE(
+    troupe::test::wait_until([&] { return server->connections() < 2; }, 3s));
+  EXPECT_TRUE(serves_others());
+}
+
+TEST_F(ControlServer, AnEmptyFrameIsABadFrameAndTheConnectionIsKept) {
+  start();
+  auto c = client();
+  c->send_raw(frame_header(0));
+  auto r = c->receive(2s);
+  ASSERT_TRUE(r);
+  EXPECT_EQ((*r)["code"], "bad_frame") << r->dump();
+  EXPECT_EQ((*r)["id"], 0);
+  r = c->call({{"t", "ping"}}, 2);
+  ASSERT_TRUE(r);
+  EXPECT_EQ((*r)["t"], "reply");
+  // Counted with the other bad frames of this connection: past 16, closed.
+  for (int i = 0; i < 17; ++i)
+    c->send_raw(frame_header(0));
+  EXPECT_TRUE(c->closed_within(3s));
+  EXPECT_TRUE(serves_others());
+}
+
+TEST_F(ControlServer, AMistypedHelloIsRefusedAndClosed) {
+  start();
+  frame_client c{port()};
+  c.send({{"t", "hello"}, {"id", 1}, {"version", "3"}, {"token", "viewer:x"}});
+  auto r = c.receive(2s);
+  ASSERT_TRUE(r);
+  EXPECT_EQ((*r)["code"], "bad_request") << r->dump();
+  EXPECT_EQ((*r)["id"], 1);
+  EXPECT_TRUE(c.closed_within(2s));
+}
+
+TEST_F(ControlServer, DrainTellsEachClientAnswersWhatIsOwedThenCloses) {
+  start();
+  auto owed = client();
+  ASSERT_TRUE(owed->send({{"t", "logs"}, {"id", 5}, {"run_id", "r"}}));
+  auto idle = client();
+  frame_client old{port()};
+  auto w = old.hello("viewer:old", 1);
+  ASSERT_TRUE(w);
+  frame_client nameless{port()};
+  ASSERT_TRUE(troupe::test::wait_until(
+    [&] { return server->connections() == 4 && handler.calls.load() == 1; },
+    3s));
+  server->drain(5s, 100ms);
+  // Version 3 on hears it; the node says how long it gives.
+  for (auto* c : {owed.get(), idle.get()}) {
+    auto n = c->receive(2s);
+    ASSERT_TRUE(n);
+    EXPECT_EQ((*n)["t"], "draining") << n->dump();
+    EXPECT_FALSE(n->contains("id"));
+    EXPECT_EQ((*n)["within_ms"], 5000);
+  }
+  // Owing nothing, a connection closes after the linger; one that never
+  // said hello at once; a version 1 one hears nothing new.
+  EXPECT_TRUE(nameless.closed_within(2s));
+  EXPECT_TRUE(idle->closed_within(2s));
+  EXPECT_TRUE(old.closed_within(2s));
+  // Requests still come through meanwhile, and what is owed is answered.
+  auto r = owed->call({{"t", "ping"}}, 6);
+  ASSERT_TRUE(r);
+  EXPECT_EQ((*r)["t"], "reply");
+  handler.release();
+  r = owed->receive(2s);
+  ASSERT_TRUE(r);
+  EXPECT_EQ((*r)["id"], 5);
+  EXPECT_EQ((*r)["t"], "reply");
+  EXPECT_TRUE(owed->closed_within(2s));
+  EXPECT_TRUE(server->wait_closed(2s));
+  // No new connections are taken.
+  frame_client late{port()};
+  EXPECT_TRUE(!late.connected() || late.closed_within(2s));
+}
+
+TEST_F(ControlServer, DrainClosesWhatStillOwesAtTheDeadline) {
+  start();
+  auto c = client();
+  ASSERT_TRUE(c->send({{"t", "logs"}, {"id", 5}, {"run_id", "r"}}));
+  ASSERT_TRUE(
+    troupe::test::wait_until([&] { return handler.calls.load() == 1; }, 3s));
+  auto began = std::chrono::steady_clock::now();
+  server->drain(400ms, 50ms);
+  EXPECT_TRUE(c->closed_within(3s));
+  EXPECT_GE(std::chrono::steady_clock::now() - began, 350ms);
+  EXPECT_TRUE(server->wait_closed(1s));
 }
