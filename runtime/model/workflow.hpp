@@ -26,6 +26,9 @@ enum class input_type : uint8_t {
 struct input_spec {
   std::string name;
   input_type type = input_type::any;
+  /// Whether a submission must give it: an input without a default is
+  /// required unless it says `required: false` (then it reads as null when
+  /// not given).
   bool required = false;
   std::optional<nlohmann::json> default_value;
 };

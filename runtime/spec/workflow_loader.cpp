@@ -271,6 +271,8 @@ class validator : public kind_check_context {
                    "letters, digits, '_' and '-'");
       input_spec in;
       in.name = name;
+      // Without a default an input is required unless it says otherwise.
+      in.required = true;
       declared_inputs_.insert(name);
       if (body.is_null()) {
         wf_.inputs.push_back(std::move(in));
@@ -294,16 +296,18 @@ class validator : public kind_check_context {
             in.type = static_cast<input_type>(pos - input_types.begin());
         }
       }
-      if (auto r = body.find("required"); r != body.end())
+      auto r = body.find("required");
+      if (r != body.end())
         if (expect(*r, join_path(path, "required"), r->is_boolean(),
                    "true or false"))
           in.required = r->get<bool>();
       if (auto d = body.find("default"); d != body.end()) {
         auto dpath = join_path(path, "default");
-        if (in.required)
+        if (r != body.end() && in.required)
           report(dpath, "conflict",
                  "input '" + name
                    + "' is required and has a default; keep one of them");
+        in.required = false;
         if (!input_matches(in.type, *d))
           report(dpath, "type",
                  "default " + show(*d) + " is not of the input's type '"

@@ -192,9 +192,9 @@ TEST_F(Run, BadInputExitsTwo) {
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_TRUE(contains(r.err, "unknown input 'whom'")) << r.err;
   EXPECT_TRUE(contains(r.err, "did you mean 'who'?")) << r.err;
-  auto typed = dir.write("t.yaml", "name: t\ninputs: {n: {type: integer, "
-                                   "required: true}}\nnodes: {a: {kind: "
-                                   "noop}}\n");
+  // An input without a default is required.
+  auto typed = dir.write("t.yaml", "name: t\ninputs: {n: {type: integer}}\n"
+                                   "nodes: {a: {kind: noop}}\n");
   r = troupe({"run", typed.string(), "--data-dir", data});
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_TRUE(contains(r.err, "missing required input 'n'")) << r.err;

@@ -1,4 +1,5 @@
 #include "runtime/spec/document.hpp"
+#include "runtime/spec/inputs.hpp"
 #include "runtime/spec/workflow_loader.hpp"
 #include "tests/support/temp_dir.hpp"
 
@@ -363,6 +364,56 @@ nodes:
   EXPECT_ERROR(r, "inputs.d.typ", "unknown_field", "did you mean 'type'?");
   EXPECT_ERROR(r, "inputs.1bad", "bad_value", "must start with a letter");
   EXPECT_EQ(r.errors.size(), 5u) << dump(r.errors);
+}
+
+TEST(WorkflowSpec, InputsWithoutADefaultAreRequired) {
+  auto r = parse_workflow(R"(name: i
+inputs:
+  plain: {type: string}
+  bare:
+  given: {type: integer, default: 3}
+  optional: {type: string, required: false}
+  said: {required: true}
+  optional_default: {default: x, required: false}
+nodes:
+  n: {kind: noop, v: "{{ inputs.optional }}"}
+)");
+  ASSERT_TRUE(r.ok()) << dump(r.errors);
+  auto& in = r.workflow->inputs;
+  auto required = [&](const std::string& name) {
+    for (auto& i : in)
+      if (i.name == name)
+        return i.required;
+    ADD_FAILURE() << "no input " << name;
+    return false;
+  };
+  EXPECT_TRUE(required("plain"));
+  EXPECT_TRUE(required("bare"));
+  EXPECT_FALSE(required("given"));
+  EXPECT_FALSE(required("optional"));
+  EXPECT_TRUE(required("said"));
+  EXPECT_FALSE(required("optional_default"));
+  // A submission that leaves out a required input is refused, naming each.
+  std::vector<std::string> errors;
+  EXPECT_FALSE(bind_inputs(*r.workflow, {{"said", 1}}, errors));
+  ASSERT_EQ(errors.size(), 2u);
+  auto text = errors[0] + "\n" + errors[1];
+  EXPECT_NE(text.find("missing required input 'plain' of type string"),
+            std::string::npos)
+    << text;
+  EXPECT_NE(text.find("missing required input 'bare'"), std::string::npos)
+    << text;
+  // An optional input left out reads as null; defaults apply.
+  errors.clear();
+  auto bound = bind_inputs(
+    *r.workflow, {{"plain", "p"}, {"bare", true}, {"said", 1}}, errors);
+  ASSERT_TRUE(bound) << errors.at(0);
+  EXPECT_EQ(*bound, (nlohmann::json{{"plain", "p"},
+                                    {"bare", true},
+                                    {"given", 3},
+                                    {"optional", nullptr},
+                                    {"said", 1},
+                                    {"optional_default", "x"}}));
 }
 
 TEST(WorkflowSpec, ChecksKindParameters) {
