@@ -147,7 +147,7 @@ class validator : public kind_check_context {
                + type_name(root));
       return std::nullopt;
     }
-    check_fields(root, "", top_fields, "the top level");
+    check_fields(root, "", top_fields, "the top level", "x-");
     check_name(root);
     check_version(root);
     check_string_field(root, "description", "");
@@ -178,15 +178,27 @@ class validator : public kind_check_context {
       diagnostic{path, m.line, m.column, std::move(code), std::move(message)});
   }
 
-  /// Reports fields of `obj` not in `allowed`.
+  /// Reports fields of `obj` not in `allowed` and not starting with
+  /// `free_prefix` (when given: such keys are the author's, and ignored).
   void check_fields(const json& obj, const std::string& path,
                     const std::vector<std::string>& allowed,
-                    const std::string& where) {
-    for (auto& [key, _] : obj.items())
+                    const std::string& where,
+                    std::string_view free_prefix = {}) {
+    for (auto& [key, _] : obj.items()) {
+      if (!free_prefix.empty() && key.size() > free_prefix.size()
+          && key.starts_with(free_prefix))
+        continue;
       if (std::find(allowed.begin(), allowed.end(), key) == allowed.end())
         report(join_path(path, key), "unknown_field",
                "unknown field '" + key + "' in " + where
-                 + "; allowed: " + join(allowed) + did_you_mean(key, allowed));
+                 + "; allowed: " + join(allowed)
+                 + (free_prefix.empty()
+                      ? std::string{}
+                      : ", or any name starting with '"
+                          + std::string{free_prefix}
+                          + "' (ignored, a place for YAML anchors)")
+                 + did_you_mean(key, allowed));
+    }
   }
 
   bool expect(const json& v, const std::string& path, bool ok,
@@ -812,26 +824,51 @@ class validator : public kind_check_context {
   }
 
   /// Makes every node a switch can send the run to run after that switch;
-  /// reports targets that don't exist or are the switch itself.
+  /// reports targets that don't exist, are the switch itself or run before
+  /// it (each at the `goto` that names it, not as a cycle of `after`s).
   void link_switch_targets() {
     std::vector<std::string> ids;
-    for (auto& n : wf_.nodes)
+    std::unordered_map<std::string, node_spec*> by_id;
+    for (auto& n : wf_.nodes) {
       ids.push_back(n.id);
+      by_id.emplace(n.id, &n);
+    }
     for (auto& sw : wf_.nodes) {
+      if (sw.cases.empty() && sw.default_goto.empty())
+        continue;
+      // What the switch runs after, through `after` and the links made so
+      // far: a target among them would make a cycle.
+      std::unordered_set<std::string> upstream;
+      std::vector<const node_spec*> todo{&sw};
+      while (!todo.empty()) {
+        auto* cur = todo.back();
+        todo.pop_back();
+        for (auto& dep : cur->after)
+          if (auto d = by_id.find(dep);
+              d != by_id.end() && upstream.insert(dep).second)
+            todo.push_back(d->second);
+      }
       auto link = [&](const std::string& target, const std::string& path) {
         if (target == sw.id) {
           report(path, "cycle",
                  "switch '" + sw.id + "' sends the run to itself");
           return;
         }
-        auto t = std::find_if(wf_.nodes.begin(), wf_.nodes.end(),
-                              [&](auto& n) { return n.id == target; });
-        if (t == wf_.nodes.end()) {
+        auto found = by_id.find(target);
+        if (found == by_id.end()) {
           report(path, "unknown_reference",
                  "switch '" + sw.id + "' sends the run to unknown node '"
                    + target + "'" + did_you_mean(target, ids));
           return;
         }
+        if (upstream.count(target)) {
+          report(path, "cycle",
+                 "switch '" + sw.id + "' sends the run to '" + target
+                   + "', which it runs after (a switch sends the run only to "
+                     "nodes downstream of it)");
+          return;
+        }
+        auto* t = found->second;
         if (std::find(t->after.begin(), t->after.end(), sw.id)
             == t->after.end())
           t->after.push_back(sw.id);
@@ -917,7 +954,15 @@ class validator : public kind_check_context {
     case param_type::boolean:
       expect(v, path, v.is_boolean(), "true or false");
       return;
-    case param_type::duration: parse_duration_at(v, path); return;
+    case param_type::duration:
+      if (auto d = parse_duration_at(v, path)) {
+        auto seconds = std::chrono::duration<double>(*d).count();
+        if (seconds < p.min || seconds > p.max)
+          report(path, "out_of_range",
+                 "'" + p.name + "' " + show(v) + " is out of range; allowed: "
+                   + show_seconds(p.min, p.max));
+      }
+      return;
     case param_type::string_list:
       if (expect(v, path, v.is_array(), "a list of strings")) {
         size_t k = 0;
@@ -943,6 +988,19 @@ class validator : public kind_check_context {
       return;
     case param_type::any: return;
     }
+  }
+
+  /// The limits of a duration parameter (in seconds), e.g. "at least 1ms".
+  static std::string show_seconds(double lo, double hi) {
+    auto d = [](double s) {
+      return config::format_duration(
+        std::chrono::duration_cast<duration>(std::chrono::duration<double>(s)));
+    };
+    if (std::isinf(hi))
+      return "at least " + d(lo);
+    if (std::isinf(lo))
+      return "at most " + d(hi);
+    return d(lo) + " to " + d(hi);
   }
 
   static std::string show_number(double d) {

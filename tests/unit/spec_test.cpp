@@ -552,6 +552,34 @@ nodes:
     << dump(unknown.errors);
 }
 
+TEST(WorkflowSpec, TopLevelXKeysHoldAnchors) {
+  auto r = parse_workflow(R"(name: x
+x-retry: &retry {max_attempts: 7, initial_backoff: 10ms}
+x-notes: anything at all
+nodes:
+  a: {kind: noop, retry: *retry}
+  b:
+    kind: noop
+    retry: {<<: *retry, max_attempts: 2}
+)");
+  ASSERT_TRUE(r.ok()) << dump(r.errors);
+  EXPECT_EQ(r.workflow->find_node("a")->retry.max_attempts, 7);
+  EXPECT_EQ(r.workflow->find_node("b")->retry.max_attempts, 2);
+  EXPECT_EQ(r.workflow->find_node("b")->retry.initial_backoff, 10ms);
+  // Only at the top level, and only with the prefix.
+  auto bad = parse_workflow(R"(name: x
+y-base: 1
+x-: 2
+nodes:
+  a: {kind: sleep, duration: 1s, x-note: 3}
+)");
+  EXPECT_ERROR(bad, "y-base", "unknown_field",
+               "or any name starting with 'x-'");
+  EXPECT_ERROR(bad, "x-", "unknown_field", "");
+  EXPECT_ERROR(bad, "nodes.a.x-note", "unknown_field", "");
+  EXPECT_EQ(bad.errors.size(), 3u) << dump(bad.errors);
+}
+
 TEST(WorkflowSpec, MalformedFlowCollectionsFailFast) {
   // Found by fuzzing: a parser once looped on this, allocating without end.
   auto r = parse_workflow("{\n  \"name\": \"f\",\n  \"description\": \"x\" },\n"
@@ -620,6 +648,24 @@ nodes:
   EXPECT_EQ(ok.workflow->nodes[0].schedule_to_close, std::chrono::seconds{90});
 }
 
+TEST(WorkflowSpec, RefusesZeroDurationsWhereZeroMakesNoSense) {
+  auto r = parse_workflow(R"(name: z
+nodes:
+  e: {kind: exec, command: [/bin/true], heartbeat_timeout: 0s}
+  h: {kind: http, url: "http://localhost/", request_timeout: 0ms}
+  t: {kind: exec, command: [/bin/true], heartbeat_timeout: "{{ run.id }}"}
+  s: {kind: sleep, duration: 0s}
+)");
+  EXPECT_ERROR(r, "nodes.e.heartbeat_timeout", "out_of_range",
+               "'heartbeat_timeout' \"0s\" is out of range; allowed: at "
+               "least 1ms");
+  EXPECT_ERROR(r, "nodes.h.request_timeout", "out_of_range", "at least 1ms");
+  EXPECT_EQ(r.errors.size(), 2u) << dump(r.errors);
+  auto ok = parse_workflow("name: z\nnodes:\n  e: {kind: exec, command: "
+                           "[/bin/true], heartbeat_timeout: 1ms}\n");
+  EXPECT_TRUE(ok.ok()) << dump(ok.errors);
+}
+
 TEST(WorkflowSpec, ChecksSwitchesAndTriggers) {
   auto r = parse_workflow(R"(name: s
 inputs: {n: {type: integer}}
@@ -676,6 +722,30 @@ nodes:
   EXPECT_EQ(ok.workflow->find_node("small")->after,
             std::vector<std::string>{"route"});
   EXPECT_EQ(ok.workflow->find_node("join")->trigger, trigger_rule::one_success);
+}
+
+TEST(WorkflowSpec, ASwitchSendingTheRunUpstreamIsReportedAtItsGoto) {
+  auto r = parse_workflow(R"(name: s
+nodes:
+  a: {kind: noop}
+  b: {kind: noop, after: [a]}
+  s:
+    kind: switch
+    after: [b]
+    cases: [{when: "true", goto: [a]}]
+    default: [b, c]
+  c: {kind: noop}
+)");
+  ASSERT_FALSE(r.ok());
+  EXPECT_ERROR(r, "nodes.s.cases[0].goto[0]", "cycle",
+               "switch 's' sends the run to 'a', which it runs after");
+  EXPECT_ERROR(r, "nodes.s.default[0]", "cycle",
+               "switch 's' sends the run to 'b', which it runs after");
+  // Not a cycle of `after`s at a field the nodes do not have.
+  EXPECT_EQ(find(r.errors, "nodes.a.after", "cycle"), nullptr)
+    << dump(r.errors);
+  EXPECT_EQ(r.errors.size(), 2u) << dump(r.errors);
+  EXPECT_EQ(r.errors[0].line, 8);
 }
 
 TEST(WorkflowSpec, ChecksCompensations) {
