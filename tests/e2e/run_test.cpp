@@ -262,6 +262,49 @@ nodes:
   EXPECT_TRUE(thrower_retried) << h.out.substr(0, 2000);
 }
 
+TEST_F(Run, AJsonObjectCutOffAtTheOutputCapFailsItsNode) {
+  // 3000 bytes of one JSON object against a cap of 1024: the object is cut.
+  auto wf = dir.write("cut.yaml", R"(name: cut
+nodes:
+  big:
+    kind: exec
+    command: ["/bin/sh", "-c", "printf '{\"pad\": \"'; head -c 3000 /dev/zero | tr '\\0' x; printf '\", \"k\": 1}'"]
+    max_output_bytes: 1024
+    after: [text]
+  after_big: {kind: noop, after: [big], k: "{{ nodes.big.output.k }}"}
+  text:
+    kind: exec
+    command: ["/bin/sh", "-c", "head -c 3000 /dev/zero | tr '\\0' y"]
+    max_output_bytes: 1024
+)");
+  auto r = troupe({"run", wf.string(), "--data-dir", data, "--json"});
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  auto report = json::parse(r.out, nullptr, false);
+  ASSERT_FALSE(report.is_discarded()) << r.out;
+  EXPECT_TRUE(contains(report["error"], "node 'big': not retryable "
+                                        "(output_too_large): stdout started a "
+                                        "JSON object but was cut off at 1024 "
+                                        "bytes"))
+    << report.dump();
+  auto h = troupe({"history", report["run_id"], "--data-dir", data, "--json"});
+  ASSERT_EQ(h.exit_code, 0) << h.err;
+  int big_attempts = 0;
+  bool text_flagged = false;
+  auto history = json::parse(h.out);
+  for (auto& e : history["events"]) {
+    if (e["node"] == "big" && e["type"] == "attempt_started")
+      ++big_attempts;
+    if (e["node"] == "text" && e["type"] == "node_completed") {
+      auto out = json::parse(e["data"].get<std::string>());
+      text_flagged = out["stdout"].get<std::string>().size() == 1024
+                     && out["stdout_truncated"] == true;
+    }
+  }
+  // Not retried: the same program would be cut off again.
+  EXPECT_EQ(big_attempts, 1) << h.out.substr(0, 2000);
+  EXPECT_TRUE(text_flagged) << h.out.substr(0, 3000);
+}
+
 TEST_F(Run, TemplateThatResolvesToNothingFailsTheNode) {
   auto wf = dir.write("t.yaml", R"(name: t
 nodes:
