@@ -150,7 +150,9 @@ void register_builtin_kinds(kind_registry& registry) {
       {"env", pt::string_map, false, "Extra environment variables."},
       {"cwd", pt::string, false, "Working folder."},
       {"stdin", pt::string, false,
-       "Standard input; default: the node's inputs as JSON."},
+       "Standard input; default: JSON {inputs, nodes}, the run's inputs and "
+       "the outputs of the nodes in `after` by id (a map's item also gets "
+       "item and item_index)."},
       {"max_output_bytes", pt::integer, false,
        "Cap on captured stdout and stderr each; default 1 MiB.", 1024,
        1073741824.0},

@@ -201,6 +201,14 @@ TEST_F(Run, BadInputExitsTwo) {
   r = troupe({"run", typed.string(), "--data-dir", data, "--input", "n=x"});
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_TRUE(contains(r.err, "must be of type integer")) << r.err;
+  // An inputs file over the limit is refused as what it is.
+  auto huge = dir.write("huge.json", "{\"n\": 1, \"pad\": \""
+                                       + std::string(11 << 20, 'x') + "\"}");
+  r = troupe({"run", typed.string(), "--data-dir", data, "--inputs-file",
+              huge.string()});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_TRUE(contains(r.err, "inputs files are limited to 10 MiB")) << r.err;
+  EXPECT_FALSE(contains(r.err, "workflow")) << r.err;
   r = troupe(
     {"run", typed.string(), "--data-dir", data, "--durability", "fast"});
   EXPECT_EQ(r.exit_code, 2);

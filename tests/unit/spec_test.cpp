@@ -455,6 +455,20 @@ inputs:
   EXPECT_EQ(r.errors.size(), 13u) << dump(r.errors);
 }
 
+TEST(KindRegistry, ExecStdinDocSaysWhatItGets) {
+  // `troupe kinds` prints these docs: exec's stdin is {inputs, nodes}.
+  auto* exec = kind_registry::global().find("exec");
+  ASSERT_NE(exec, nullptr);
+  auto stdin_param
+    = std::find_if(exec->params.begin(), exec->params.end(),
+                   [](const param_spec& p) { return p.name == "stdin"; });
+  ASSERT_NE(stdin_param, exec->params.end());
+  EXPECT_NE(stdin_param->doc.find("{inputs, nodes}"), std::string::npos)
+    << stdin_param->doc;
+  EXPECT_EQ(stdin_param->doc.find("the node's inputs"), std::string::npos)
+    << stdin_param->doc;
+}
+
 TEST(WorkflowSpec, BadNodeIdsAndNodesThatAreNotMappings) {
   auto r = parse_workflow("name: x\nnodes:\n  a.b: {kind: noop}\n  c: 3\n"
                           "  d: {after: {x: 1}}\n");
