@@ -535,6 +535,37 @@ TEST(WorkflowSpec, AcceptsTheLimitOfNodes) {
   EXPECT_ERROR(r, "nodes", "too_large", "the limit is 10000");
 }
 
+TEST(WorkflowSpec, ChecksTemplatesAlongAChainOfTheLimitOfNodes) {
+  // Each node reads the one before it and the first: upstream is checked
+  // for every reference without a set of upstream nodes per node (which
+  // took gigabytes for this chain).
+  std::string text = "name: chain\nnodes:\n  n0: {kind: noop, v: 1}\n";
+  for (size_t i = 1; i + 1 < max_workflow_nodes; ++i)
+    text += "  n" + std::to_string(i) + ": {kind: noop, after: [n"
+            + std::to_string(i - 1) + "], v: \"{{ nodes.n"
+            + std::to_string(i - 1)
+            + ".output.v }}\", w: \"{{ nodes.n0.output }}\"}\n";
+  auto ok = parse_workflow(text);
+  ASSERT_TRUE(ok.ok()) << dump(ok.errors);
+  // A reference to a node that is not upstream is still refused, however
+  // far away.
+  text += "  x: {kind: noop, after: [n5], v: \"{{ nodes.n9000.output }}\"}\n";
+  auto r = parse_workflow(text);
+  EXPECT_ERROR(r, "nodes.x.v", "unknown_reference",
+               "node 'n9000' is not upstream of 'x'");
+  EXPECT_EQ(r.errors.size(), 1u) << dump(r.errors);
+  std::string small = "name: chain\nnodes:\n  n0: {kind: noop}\n";
+  for (size_t i = 1; i < 300; ++i)
+    small += "  n" + std::to_string(i) + ": {kind: noop, after: [n"
+             + std::to_string(i - 1) + "]}\n";
+  small += "  x: {kind: noop, after: [n5], v: \"{{ nodes.n200.output }}\", "
+           "w: \"{{ nodes.n1.output }}\"}\n";
+  r = parse_workflow(small);
+  EXPECT_ERROR(r, "nodes.x.v", "unknown_reference",
+               "node 'n200' is not upstream of 'x'");
+  EXPECT_EQ(r.errors.size(), 1u) << dump(r.errors);
+}
+
 TEST(WorkflowSpec, AnchorsAliasesAndMergeKeys) {
   auto r = parse_workflow(R"(name: m
 defaults:
