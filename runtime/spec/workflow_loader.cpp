@@ -18,14 +18,61 @@ using json = nlohmann::json;
 using config::did_you_mean;
 using config::join;
 
+workflow_index workflow_spec::make_index() const {
+  workflow_index x;
+  auto n = nodes.size();
+  x.position.reserve(n);
+  for (size_t i = 0; i < n; ++i)
+    x.position.emplace(nodes[i].id, static_cast<uint32_t>(i));
+  x.dependents.resize(n);
+  x.primary.assign(n, -1);
+  x.compensates.assign(n, -1);
+  auto at = [&](const std::string& id) -> int32_t {
+    auto i = x.position.find(id);
+    return i == x.position.end() ? -1 : static_cast<int32_t>(i->second);
+  };
+  for (size_t i = 0; i < n; ++i) {
+    for (auto& dep : nodes[i].after)
+      if (auto d = at(dep); d >= 0)
+        x.dependents[static_cast<size_t>(d)].push_back(
+          static_cast<uint32_t>(i));
+    // The first node naming one wins, as the scans did.
+    if (auto f = at(nodes[i].fallback);
+        f >= 0 && x.primary[static_cast<size_t>(f)] < 0)
+      x.primary[static_cast<size_t>(f)] = static_cast<int32_t>(i);
+    if (auto c = at(nodes[i].compensate);
+        c >= 0 && x.compensates[static_cast<size_t>(c)] < 0)
+      x.compensates[static_cast<size_t>(c)] = static_cast<int32_t>(i);
+  }
+  return x;
+}
+
+void workflow_spec::build_index() {
+  index = std::make_shared<const workflow_index>(make_index());
+}
+
+int32_t workflow_spec::position_of(std::string_view id) const {
+  if (indexed()) {
+    auto i = index->position.find(id);
+    return i == index->position.end() ? -1 : static_cast<int32_t>(i->second);
+  }
+  for (size_t i = 0; i < nodes.size(); ++i)
+    if (nodes[i].id == id)
+      return static_cast<int32_t>(i);
+  return -1;
+}
+
 const node_spec* workflow_spec::find_node(std::string_view id) const {
-  for (auto& n : nodes)
-    if (n.id == id)
-      return &n;
-  return nullptr;
+  auto i = position_of(id);
+  return i < 0 ? nullptr : &nodes[static_cast<size_t>(i)];
 }
 
 const node_spec* workflow_spec::primary_of(std::string_view id) const {
+  if (indexed()) {
+    auto i = position_of(id);
+    auto p = i < 0 ? -1 : index->primary[static_cast<size_t>(i)];
+    return p < 0 ? nullptr : &nodes[static_cast<size_t>(p)];
+  }
   for (auto& n : nodes)
     if (n.fallback == id)
       return &n;
@@ -33,6 +80,11 @@ const node_spec* workflow_spec::primary_of(std::string_view id) const {
 }
 
 const node_spec* workflow_spec::compensated_by(std::string_view id) const {
+  if (indexed()) {
+    auto i = position_of(id);
+    auto c = i < 0 ? -1 : index->compensates[static_cast<size_t>(i)];
+    return c < 0 ? nullptr : &nodes[static_cast<size_t>(c)];
+  }
   for (auto& n : nodes)
     if (n.compensate == id)
       return &n;
@@ -159,6 +211,7 @@ class validator : public kind_check_context {
     check_outputs(root);
     if (!errors_.empty())
       return std::nullopt;
+    wf_.build_index();
     return std::move(wf_);
   }
 
