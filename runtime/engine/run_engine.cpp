@@ -230,8 +230,8 @@ void run_engine::apply(const event_record& e) {
     break;
   case event_type::run_failed:
     state_ = run_state::failed;
-    reason_ = e.message;
-    failed_node_ = e.node;
+    ended().reason = e.message;
+    ended().failed_node = e.node;
     if (!e.data.empty())
       outputs_ = parse_or_string(e.data); // how compensation went
     break;
@@ -239,13 +239,13 @@ void run_engine::apply(const event_record& e) {
     // Compensations must run: failing or cancelling overrides a pause.
     paused_ = false;
     compensating_ = true;
-    reason_ = e.message;
-    failed_node_ = e.node;
-    fail_kind_ = e.error_kind;
+    ended().reason = e.message;
+    ended().failed_node = e.node;
+    ended().fail_kind = e.error_kind;
     break;
   case event_type::run_cancelled:
     state_ = run_state::cancelled;
-    reason_ = e.message;
+    ended().reason = e.message;
     if (!e.data.empty())
       outputs_ = parse_or_string(e.data); // how compensation went
     break;
@@ -769,15 +769,16 @@ void run_engine::compensate_step(std::vector<event_record>& out,
       failed.push_back(c + " (" + st.last_error + ")");
     }
   }
-  auto text = reason_
+  auto& why = ended();
+  auto text = why.reason
               + (failed.empty()
                    ? "; compensated by " + config::join(done)
                    : "; compensation failed: " + config::join(failed, "; "));
   json data = {{"compensated", failed.empty()}, {"compensations", report}};
   // A cancelled run ends cancelled once compensated; others end failed.
-  auto type = fail_kind_ == "cancelled" ? event_type::run_cancelled
-                                        : event_type::run_failed;
-  emit(out, {type, now_ns, failed_node_, 0, 0, fail_kind_, text,
+  auto type = why.fail_kind == "cancelled" ? event_type::run_cancelled
+                                           : event_type::run_failed;
+  emit(out, {type, now_ns, why.failed_node, 0, 0, why.fail_kind, text,
              data.dump(-1, ' ', false, json::error_handler_t::replace)});
 }
 

@@ -206,8 +206,12 @@ class run_engine {
   /// Whether the run is running its compensations before it fails.
   bool compensating() const noexcept { return compensating_; }
   /// Why the run failed or was cancelled, and the node that failed it.
-  const std::string& reason() const noexcept { return reason_; }
-  const std::string& failed_node() const noexcept { return failed_node_; }
+  const std::string& reason() const noexcept {
+    return ending_ ? ending_->reason : no_text();
+  }
+  const std::string& failed_node() const noexcept {
+    return ending_ ? ending_->failed_node : no_text();
+  }
   int32_t restarts() const noexcept { return restarts_; }
   /// Number of nodes with an attempt executing.
   size_t running() const noexcept { return running_; }
@@ -293,9 +297,24 @@ class run_engine {
   nlohmann::json node_outputs_;
   run_state state_ = run_state::running;
   nlohmann::json outputs_;
-  std::string reason_;
-  std::string failed_node_;
-  std::string fail_kind_;
+  /// Why the run failed or was cancelled, the node that failed it and the
+  /// error kind; null until then (most runs never need the strings, and an
+  /// engine is kept per live run: a parked run's memory).
+  struct ending {
+    std::string reason;
+    std::string failed_node;
+    std::string fail_kind;
+  };
+  std::unique_ptr<ending> ending_;
+  ending& ended() {
+    if (!ending_)
+      ending_ = std::make_unique<ending>();
+    return *ending_;
+  }
+  static const std::string& no_text() {
+    static const std::string empty;
+    return empty;
+  }
   const workflow_index& index() const noexcept { return *spec_->index; }
   /// Nodes in the order they completed, for compensating in reverse.
   std::vector<uint32_t> completion_order_;
