@@ -75,6 +75,11 @@ const std::vector<workload>& workloads() {
     {"timeouts",
      "short runs with 1 h timeouts: memory after they end against idle",
      100'000, 2'000, 1'000, 2},
+    // --n is the chain's length here, not a number of runs.
+    {"chain",
+     "chains of N/10, N/4, N/2 and N nodes, and ten of N/10 against the one "
+     "of N: cost per step as a workflow grows",
+     10'000, 2'500, 1, 0},
   };
   return all;
 }
@@ -122,6 +127,18 @@ std::string workflow_source(const std::string& name) {
          "  nap:\n    kind: sleep\n    duration: 1h\n    after: [first]\n"
          "  last:\n    kind: noop\n    after: [nap]\n";
   }
+  return s.str();
+}
+
+/// A chain of `nodes` noop nodes, each after the one before and passing its
+/// value on (so each step resolves a template against the outputs so far).
+std::string chain_source(size_t nodes) {
+  std::ostringstream s;
+  s << "name: bench-chain-" << nodes << "\nnodes:\n  n0:\n    kind: noop\n"
+    << "    v: 1\n";
+  for (size_t i = 1; i < nodes; ++i)
+    s << "  n" << i << ":\n    kind: noop\n    after: [n" << i - 1
+      << "]\n    v: \"{{ nodes.n" << i - 1 << ".output.v }}\"\n";
   return s.str();
 }
 
@@ -455,6 +472,82 @@ int measure_timeouts(const global_options& g, const one_options& o) {
   return r.failed == 0 ? exit_ok : exit_failed;
 }
 
+/// `chain`: single runs of chains of N/10, N/4, N/2 and N nodes, and ten
+/// runs, one after another, of N/10-node chains: the same number of steps
+/// as the N-node chain, so a cost per step that does not grow with the
+/// workflow gives a ratio near 1. Each workflow is parsed (and put in the
+/// node's cache) before it is timed; the parse of the longest is reported
+/// apart. The rounds alternate the workloads, and each figure is the best of
+/// its rounds, so that a busy moment of the machine spoils none of them.
+int measure_chain(const global_options& g, const one_options& o) {
+  constexpr int rounds = 3;
+  auto n = std::max<size_t>(10, o.n);
+  std::vector<size_t> sizes{n / 10, n / 4, n / 2, n};
+  struct chain {
+    std::string source;
+    runtime::workflow_spec spec;
+    double parse_s = 0;
+    double best_s = 0;
+  };
+  auto node = open_node(g, o);
+  std::vector<chain> chains;
+  for (auto size : sizes) {
+    chain c;
+    c.source = chain_source(size);
+    auto began = clock_type::now();
+    c.spec = parse_or_die(c.source);
+    c.parse_s = seconds_since(began);
+    std::string error;
+    if (!node->specs().get(c.source, error)) {
+      std::cerr << "troupe: bench: chain: " << error << "\n";
+      std::exit(exit_failed);
+    }
+    chains.push_back(std::move(c));
+  }
+  auto& small = chains.front();
+  run_load(*node, small.source, small.spec, 1, 1); // warm-up
+  size_t ok = 0, failed = 0;
+  std::string first_error;
+  auto timed = [&](chain& c, size_t runs, double& best) {
+    auto r = run_load(*node, c.source, c.spec, runs, 1);
+    ok += r.ok;
+    failed += r.failed;
+    if (first_error.empty())
+      first_error = r.first_error;
+    if (best == 0 || r.wall_s < best)
+      best = r.wall_s;
+  };
+  double ten_s = 0;
+  for (int round = 0; round < rounds; ++round) {
+    timed(small, 10, ten_s);
+    for (auto& c : chains)
+      timed(c, 1, c.best_s);
+  }
+  auto& big = chains.back();
+  json runs = json::array();
+  for (size_t i = 0; i < chains.size(); ++i)
+    runs.push_back({{"nodes", sizes[i]},
+                    {"s", chains[i].best_s},
+                    {"us_per_step",
+                     chains[i].best_s * 1e6 / static_cast<double>(sizes[i])}});
+  json out = {{"workload", "chain"},
+              {"durability", o.durability},
+              {"n", n},
+              {"rounds", rounds},
+              {"ok", ok},
+              {"failed", failed},
+              {"chains", std::move(runs)},
+              {"one_run_s", big.best_s},
+              {"ten_runs_s", ten_s},
+              {"ratio", big.best_s / std::max(1e-9, ten_s)},
+              {"parse_s", big.parse_s},
+              {"peak_rss_mib", memory_mib("VmHWM")}};
+  if (!first_error.empty())
+    out["first_error"] = first_error;
+  emit(out);
+  return failed == 0 ? exit_ok : exit_failed;
+}
+
 /// First half of `recover`: parks runs, says so, then waits to be killed.
 int recover_fill(const global_options& g, const one_options& o) {
   auto source = workflow_source("recover");
@@ -632,6 +725,8 @@ int run_one(const global_options& g, const one_options& o) {
     return measure_sleepers(g, o);
   if (o.workload == "timeouts")
     return measure_timeouts(g, o);
+  if (o.workload == "chain")
+    return measure_chain(g, o);
   if (o.workload == "recover-fill")
     return recover_fill(g, o);
   if (o.workload == "recover-resume" || o.workload == "history-resume")
@@ -1016,10 +1111,10 @@ int run_bench_remote(const global_options& g, const bench_options& b,
                      const std::vector<std::string>& names) {
   for (auto& name : names)
     if (name == "sleepers" || name == "recover" || name == "idle"
-        || name == "history" || name == "timeouts") {
+        || name == "history" || name == "timeouts" || name == "chain") {
       std::cerr << "troupe: bench: workload '" << name
-                << "' measures a node's own process (memory, restart) and "
-                   "runs on an embedded node only; against --node give "
+                << "' measures a node's own process (memory, restart, steps) "
+                   "and runs on an embedded node only; against --node give "
                    "seq10, seq10c1, fan10 or exec10\n";
       return exit_bad_input;
     }
@@ -1251,6 +1346,23 @@ std::string describe(const json& r) {
            + d("rss_ratio", 2) + "x idle"
            + (r.value("purged", false) ? ", jemalloc purged before each" : "")
            + ")";
+  if (w == "chain") {
+    auto n = r.value("n", 0);
+    std::string nodes, times, per_step;
+    for (auto& c : r.value("chains", json::array())) {
+      auto sep = nodes.empty() ? "" : "/";
+      nodes += sep + std::to_string(c.value("nodes", 0));
+      times += sep + fixed(c.value("s", 0.0), 3);
+      per_step += sep + fixed(c.value("us_per_step", 0.0), 1);
+    }
+    return head + ", best of " + std::to_string(r.value("rounds", 0))
+           + ": chains of " + nodes + " nodes in " + times + " s (" + per_step
+           + " us per step); ten chains of " + std::to_string(n / 10) + " in "
+           + d("ten_runs_s", 3) + " s: one of " + std::to_string(n) + " takes "
+           + d("ratio", 2) + "x ten of " + std::to_string(n / 10) + "; parsed "
+           + std::to_string(n) + " nodes in " + d("parse_s", 3)
+           + " s, peak RSS " + d("peak_rss_mib", 1) + " MiB";
+  }
   if (w == "recover")
     return head + ": " + std::to_string(r.value("n", 0))
            + " parked runs; after kill -9, ready in " + d("ready_s", 2)

@@ -238,15 +238,16 @@ int main(int argc, char** argv) {
              "throughput, latency, memory and CPU");
   bench_cmd->add_option(
     "workloads", bench.workloads,
-    "seq10 seq10c1 fan10 exec10 sleepers recover idle history (default: "
-    "all); viewers (alone, against --node)");
+    "seq10 seq10c1 fan10 exec10 sleepers recover idle history timeouts "
+    "chain (default: all); viewers (alone, against --node)");
   bench_cmd
     ->add_option("--durability", bench.durability,
                  "machine (fsync each group commit), process or both")
     ->capture_default_str();
   auto* bench_n = bench_cmd->add_option("--n", bench.n,
-                                        "Runs per workload (default: "
-                                        "the workload's own)");
+                                        "Runs per workload, nodes for "
+                                        "chain (default: the workload's "
+                                        "own)");
   auto* bench_c = bench_cmd->add_option("--concurrency", bench.concurrency,
                                         "Runs in flight at once");
   bench_cmd->add_flag("--quick", bench.quick,

@@ -21,7 +21,18 @@ json read_inputs_file(const std::string& path,
     errors.push_back(path + ": cannot open the inputs file");
     return json::object();
   }
-  std::string text{std::istreambuf_iterator<char>{in}, {}};
+  // Read at most one byte past the limit, so a huge file (or a pipe that
+  // never ends) is refused without being read whole.
+  std::string text;
+  text.resize(runtime::max_workflow_bytes + 1);
+  in.read(text.data(), static_cast<std::streamsize>(text.size()));
+  text.resize(static_cast<size_t>(in.gcount()));
+  if (text.size() > runtime::max_workflow_bytes) {
+    errors.push_back(path
+                     + ": more than 10 MiB; inputs files are limited to 10 "
+                       "MiB (keep large data elsewhere and pass a reference)");
+    return json::object();
+  }
   runtime::diagnostics diags;
   auto doc = runtime::parse_document(text, diags);
   if (!doc) {

@@ -173,6 +173,16 @@ attempt_result exec_result_of(const runtime::attempt_spec& spec,
   auto parsed = json::parse(r.out, nullptr, false);
   if (!parsed.is_discarded() && parsed.is_object())
     return success(spec, parsed);
+  // A JSON object cut off at the cap is no output at all: fail here rather
+  // than hand {stdout, ...} to nodes that expect the object's fields.
+  auto first = r.out.find_first_not_of(" \t\r\n");
+  if (r.out_truncated && first != std::string::npos && r.out[first] == '{')
+    return failure(spec, "output_too_large",
+                   "stdout started a JSON object but was cut off at "
+                     + std::to_string(r.out.size())
+                     + " bytes (max_output_bytes); raise max_output_bytes or "
+                       "write less (keep large results elsewhere and output "
+                       "references to them)");
   json out = {{"stdout", r.out}, {"stderr", r.err}, {"exit_code", r.exit_code}};
   if (r.out_truncated)
     out["stdout_truncated"] = true;

@@ -28,7 +28,8 @@ bool is_retryable(const retry_policy& policy, const std::string& error_kind) {
   // Failures that the same attempt again cannot mend.
   if (error_kind == "bad_template" || error_kind == "bad_params"
       || error_kind == "cancelled" || error_kind == "bad_expression"
-      || error_kind == "http_4xx" || error_kind == "response_too_large")
+      || error_kind == "http_4xx" || error_kind == "response_too_large"
+      || error_kind == "output_too_large")
     return false;
   return std::find(policy.non_retryable.begin(), policy.non_retryable.end(),
                    error_kind)

@@ -6,6 +6,7 @@
 #include "runtime/engine/resolve.hpp"
 
 #include <algorithm>
+#include <stdexcept>
 
 namespace troupe::runtime {
 
@@ -28,13 +29,88 @@ std::string_view to_string(node_state s) {
 run_engine::run_engine(std::string run_id,
                        std::shared_ptr<const workflow_spec> spec, json inputs)
     : run_id_(std::move(run_id)), spec_(std::move(spec)),
-      inputs_(std::move(inputs)) {
-  for (auto& n : spec_->nodes)
-    nodes_.emplace(n.id, node_status{});
-  for (auto& n : spec_->nodes)
-    if (spec_->is_standby(n.id))
-      standby_.insert(n.id);
-  required_ = spec_->nodes.size() - standby_.size();
+      inputs_(std::move(inputs)), nodes_(spec_->nodes.size()) {
+  if (!spec_->indexed()) {
+    auto indexed = std::make_shared<workflow_spec>(*spec_);
+    indexed->build_index();
+    spec_ = std::move(indexed);
+  }
+  size_t standby = 0;
+  for (uint32_t i = 0; i < nodes_.size(); ++i) {
+    standby += is_standby(i) ? 1 : 0;
+    // What waits on nothing may be ready now; the rest is looked at when
+    // what it waits on ends.
+    if (spec_->nodes[i].after.empty())
+      unsettled_.insert(unsettled_.end(), i);
+  }
+  required_ = nodes_.size() - standby;
+}
+
+int32_t run_engine::position(const std::string& id) const {
+  auto i = index().position.find(id);
+  return i == index().position.end() ? -1 : static_cast<int32_t>(i->second);
+}
+
+const node_status* run_engine::find_status(const std::string& id) const {
+  if (auto pos = position(id); pos >= 0)
+    return &nodes_[static_cast<size_t>(pos)];
+  auto item = split_item(id);
+  if (!item)
+    return nullptr;
+  auto m = maps_.find(item->first);
+  if (m == maps_.end() || item->second >= m->second.status.size())
+    return nullptr;
+  return &m->second.status[item->second];
+}
+
+const node_status& run_engine::status(const std::string& node) const {
+  if (auto* st = find_status(node))
+    return *st;
+  throw std::out_of_range("run " + run_id_ + " has no node '" + node + "'");
+}
+
+void run_engine::track(uint32_t pos, node_state was, int64_t was_retry_ns) {
+  auto& st = nodes_[pos];
+  bool waited = was == node_state::waiting_retry && was_retry_ns != 0;
+  bool waits = st.state == node_state::waiting_retry && st.next_retry_ns != 0;
+  bool moved = was_retry_ns != st.next_retry_ns;
+  if (waited && (!waits || moved))
+    retries_.erase({was_retry_ns, pos});
+  if (waits && (!waited || moved))
+    retries_.emplace(st.next_retry_ns, pos);
+  if (st.state == was)
+    return;
+  if (was == node_state::pending) {
+    unsettled_.erase(pos);
+    startable_.erase(pos);
+  }
+  bool watch
+    = st.state == node_state::fell_back
+      || (st.state == node_state::running && spec_->nodes[pos].map_node);
+  auto w = std::lower_bound(watched_.begin(), watched_.end(), pos);
+  bool in = w != watched_.end() && *w == pos;
+  if (watch && !in)
+    watched_.insert(w, pos);
+  else if (!watch && in)
+    watched_.erase(w);
+  if (st.state == node_state::completed || st.state == node_state::skipped) {
+    bool ok = st.state == node_state::completed;
+    for (auto d : index().dependents[pos]) {
+      auto& ds = nodes_[d];
+      ++(ok ? ds.after_completed : ds.after_skipped);
+      if (ds.state == node_state::pending)
+        unsettled_.insert(d);
+    }
+  }
+}
+
+void run_engine::track_item(map_state& m, size_t i, node_state was,
+                            int64_t was_retry_ns) {
+  auto& st = m.status[i];
+  if (was == node_state::waiting_retry && was_retry_ns != 0)
+    m.retrying.erase({was_retry_ns, i});
+  if (st.state == node_state::waiting_retry && st.next_retry_ns != 0)
+    m.retrying.emplace(st.next_retry_ns, i);
 }
 
 namespace {
@@ -47,14 +123,24 @@ json parse_or_string(const std::string& text) {
 } // namespace
 
 void run_engine::apply(const event_record& e) {
-  auto node = nodes_.find(e.node);
-  auto* n = node == nodes_.end() ? nullptr : &node->second;
+  auto pos = position(e.node);
+  node_status* n = pos >= 0 ? &nodes_[static_cast<size_t>(pos)] : nullptr;
   // A map item counts against its map, not against the run.
-  auto item = n ? split_item(e.node) : std::nullopt;
+  std::optional<std::pair<std::string, size_t>> item;
   map_state* ms = nullptr;
-  if (item)
-    if (auto m = maps_.find(item->first); m != maps_.end())
-      ms = &m->second;
+  if (!n && !e.node.empty()) {
+    item = split_item(e.node);
+    if (item)
+      if (auto m = maps_.find(item->first);
+          m != maps_.end() && item->second < m->second.status.size()) {
+        ms = &m->second;
+        n = &ms->status[item->second];
+      }
+    if (!n)
+      item.reset();
+  }
+  auto was = n ? n->state : node_state::pending;
+  auto was_retry_ns = n ? n->next_retry_ns : 0;
   auto& running = ms ? ms->running : running_;
   auto leave_running = [&] {
     if (n && n->state == node_state::running)
@@ -71,10 +157,8 @@ void run_engine::apply(const event_record& e) {
     if (n->state != node_state::running)
       ++running;
     n->state = node_state::running;
-    if (ms) {
-      ms->retrying.erase(item->second);
+    if (ms)
       ms->next = std::max(ms->next, item->second + 1);
-    }
     if (n->close_deadline_ns == 0)
       if (auto* s = node_spec_of(e.node); s && s->schedule_to_close)
         n->close_deadline_ns = e.at_ns + s->schedule_to_close->count();
@@ -84,8 +168,7 @@ void run_engine::apply(const event_record& e) {
       m.items = parse_or_string(e.data);
       if (!m.items.is_array())
         m.items = nlohmann::json::array();
-      for (size_t i = 0; i < m.items.size(); ++i)
-        nodes_.emplace(e.node + "[" + std::to_string(i) + "]", node_status{});
+      m.status.resize(m.items.size());
     }
     n->attempt = e.attempt;
     n->started_at_ns = e.at_ns;
@@ -107,8 +190,6 @@ void run_engine::apply(const event_record& e) {
     // does not count against max_attempts.
     if (e.error_kind == "circuit_open")
       n->attempt = e.attempt - 1;
-    if (ms && e.deadline_ns != 0)
-      ms->retrying.insert(item->second);
     // Without a retry time the node_failed event follows.
     n->state = node_state::waiting_retry;
     break;
@@ -124,16 +205,14 @@ void run_engine::apply(const event_record& e) {
       break;
     }
     node_outputs_[e.node] = n->output;
-    if (!is_standby(e.node)) {
+    if (!is_standby(static_cast<size_t>(pos)) && was != node_state::completed) {
       ++completed_;
-      completion_order_.push_back(e.node);
+      completion_order_.push_back(static_cast<uint32_t>(pos));
     }
     break;
   case event_type::node_failed:
     if (!n)
       break;
-    if (ms)
-      ms->retrying.erase(item->second);
     leave_running();
     n->state = node_state::failed;
     n->last_error_kind = e.error_kind;
@@ -142,8 +221,6 @@ void run_engine::apply(const event_record& e) {
   case event_type::node_cancelled:
     if (!n)
       break;
-    if (ms)
-      ms->retrying.erase(item->second);
     leave_running();
     n->state = node_state::cancelled;
     break;
@@ -153,8 +230,8 @@ void run_engine::apply(const event_record& e) {
     break;
   case event_type::run_failed:
     state_ = run_state::failed;
-    reason_ = e.message;
-    failed_node_ = e.node;
+    ended().reason = e.message;
+    ended().failed_node = e.node;
     if (!e.data.empty())
       outputs_ = parse_or_string(e.data); // how compensation went
     break;
@@ -162,13 +239,13 @@ void run_engine::apply(const event_record& e) {
     // Compensations must run: failing or cancelling overrides a pause.
     paused_ = false;
     compensating_ = true;
-    reason_ = e.message;
-    failed_node_ = e.node;
-    fail_kind_ = e.error_kind;
+    ended().reason = e.message;
+    ended().failed_node = e.node;
+    ended().fail_kind = e.error_kind;
     break;
   case event_type::run_cancelled:
     state_ = run_state::cancelled;
-    reason_ = e.message;
+    ended().reason = e.message;
     if (!e.data.empty())
       outputs_ = parse_or_string(e.data); // how compensation went
     break;
@@ -183,7 +260,8 @@ void run_engine::apply(const event_record& e) {
     n->last_error = e.message;
     // Templates naming a skipped node's output see null.
     node_outputs_[e.node] = nullptr;
-    if (!is_standby(e.node))
+    if (!item && !is_standby(static_cast<size_t>(pos))
+        && was != node_state::skipped)
       ++completed_;
     break;
   case event_type::node_fell_back:
@@ -193,10 +271,18 @@ void run_engine::apply(const event_record& e) {
     n->state = node_state::fell_back;
     n->last_error_kind = e.error_kind;
     n->last_error = e.message;
-    if (auto f = nodes_.find(e.data); f != nodes_.end())
-      f->second.triggered = true;
+    if (auto f = position(e.data); f >= 0) {
+      // Called on: it may run now.
+      nodes_[static_cast<size_t>(f)].triggered = true;
+      if (nodes_[static_cast<size_t>(f)].state == node_state::pending)
+        unsettled_.insert(static_cast<uint32_t>(f));
+    }
     break;
   }
+  if (pos >= 0)
+    track(static_cast<uint32_t>(pos), was, was_retry_ns);
+  else if (ms)
+    track_item(*ms, item->second, was, was_retry_ns);
 }
 
 void run_engine::emit(std::vector<event_record>& out, event_record e) {
@@ -204,28 +290,23 @@ void run_engine::emit(std::vector<event_record>& out, event_record e) {
   out.push_back(std::move(e));
 }
 
-bool run_engine::dependencies_done(const node_spec& n) const {
-  std::string why;
-  return ready(n, why) == readiness::ready;
-}
-
-run_engine::readiness run_engine::ready(const node_spec& n,
-                                        std::string& why) const {
-  size_t ok = 0, skipped = 0;
-  for (auto& dep : n.after) {
-    auto s = nodes_.at(dep).state;
-    if (s == node_state::completed) {
-      ++ok;
-    } else if (s == node_state::skipped) {
-      if (skipped++ == 0)
-        why = "upstream '" + dep + "' was skipped";
-    }
-  }
+run_engine::readiness
+run_engine::ready(const node_spec& n, const node_status& st, std::string& why) {
+  ++readiness_checks_;
+  size_t ok = st.after_completed, skipped = st.after_skipped;
   auto all = n.after.size();
   switch (n.trigger) {
   case trigger_rule::all_success:
-    if (skipped > 0)
+    if (skipped > 0) {
+      for (auto& dep : n.after)
+        if (auto p = position(dep);
+            p >= 0
+            && nodes_[static_cast<size_t>(p)].state == node_state::skipped) {
+          why = "upstream '" + dep + "' was skipped";
+          break;
+        }
       return readiness::skip;
+    }
     return ok == all ? readiness::ready : readiness::wait;
   case trigger_rule::all_done:
     return ok + skipped == all ? readiness::ready : readiness::wait;
@@ -277,8 +358,8 @@ void run_engine::take_branch(const node_spec& sw,
   auto skip = [&](const std::string& target) {
     if (std::find(taken->begin(), taken->end(), target) != taken->end())
       return;
-    auto& st = nodes_.at(target);
-    if (st.state != node_state::pending)
+    auto* st = find_status(target);
+    if (!st || st->state != node_state::pending)
       return;
     emit(out, {event_type::node_skipped, now_ns, target, 0, 0, "",
                "branch not taken by switch '" + sw.id + "'"});
@@ -292,25 +373,31 @@ void run_engine::take_branch(const node_spec& sw,
 
 bool run_engine::settle_branches(std::vector<event_record>& out,
                                  int64_t now_ns) {
-  for (bool changed = true; changed && !is_finished();) {
-    changed = false;
-    for (auto& n : spec_->nodes) {
-      auto& st = nodes_.at(n.id);
-      if (st.state != node_state::pending
-          || (is_standby(n.id) && !st.triggered))
-        continue;
-      std::string why;
-      auto r = ready(n, why);
-      if (r == readiness::skip) {
-        emit(out, {event_type::node_skipped, now_ns, n.id, 0, 0, "", why});
-        changed = true;
-      } else if (r == readiness::ready && n.kind == "switch") {
-        take_branch(n, out, now_ns);
-        changed = true;
-      }
-      if (is_finished())
-        return false;
+  // Passes in the spec's order over the nodes whose readiness may have
+  // changed; what a pass changes behind it waits for the next pass.
+  uint32_t cursor = 0;
+  while (!unsettled_.empty() && !is_finished()) {
+    auto it = unsettled_.lower_bound(cursor);
+    if (it == unsettled_.end()) {
+      cursor = 0;
+      continue;
     }
+    auto pos = *it;
+    unsettled_.erase(it);
+    cursor = pos + 1;
+    auto& n = spec_->nodes[pos];
+    auto& st = nodes_[pos];
+    // A standby node not called on is looked at again when it is.
+    if (st.state != node_state::pending || (is_standby(pos) && !st.triggered))
+      continue;
+    std::string why;
+    auto r = ready(n, st, why);
+    if (r == readiness::skip)
+      emit(out, {event_type::node_skipped, now_ns, n.id, 0, 0, "", why});
+    else if (r == readiness::ready && n.kind == "switch")
+      take_branch(n, out, now_ns);
+    else if (r == readiness::ready)
+      startable_.insert(pos);
   }
   return !is_finished();
 }
@@ -318,7 +405,7 @@ bool run_engine::settle_branches(std::vector<event_record>& out,
 std::optional<json> run_engine::resolve_params(const node_spec& node,
                                                std::string& error) const {
   template_scope scope{&inputs_,    &node_outputs_, run_id_,
-                       spec_->name, node.id,        nodes_.at(node.id).attempt};
+                       spec_->name, node.id,        status(node.id).attempt};
   return resolve_templates(node.params, scope, error);
 }
 
@@ -326,7 +413,7 @@ std::optional<std::string> run_engine::resolve_text(const node_spec& node,
                                                     const std::string& text,
                                                     std::string& error) const {
   template_scope scope{&inputs_,    &node_outputs_, run_id_,
-                       spec_->name, node.id,        nodes_.at(node.id).attempt};
+                       spec_->name, node.id,        status(node.id).attempt};
   auto v = resolve_templates(json(text), scope, error);
   if (!v)
     return std::nullopt;
@@ -344,7 +431,8 @@ run_engine::split_item(const std::string& id) {
     return std::nullopt;
   size_t index = 0;
   auto digits = std::string_view{id}.substr(open + 1, id.size() - open - 2);
-  if (digits.empty())
+  // One spelling per item: "m[3]", never "m[03]".
+  if (digits.empty() || (digits.size() > 1 && digits[0] == '0'))
     return std::nullopt;
   for (char c : digits) {
     if (c < '0' || c > '9')
@@ -355,11 +443,12 @@ run_engine::split_item(const std::string& id) {
 }
 
 const node_spec* run_engine::node_spec_of(const std::string& id) const {
-  if (auto* n = spec_->find_node(id))
-    return n;
+  if (auto pos = position(id); pos >= 0)
+    return &spec_->nodes[static_cast<size_t>(pos)];
   if (auto item = split_item(id))
-    if (auto* m = spec_->find_node(item->first); m && m->map_node)
-      return m->map_node.get();
+    if (auto pos = position(item->first);
+        pos >= 0 && spec_->nodes[static_cast<size_t>(pos)].map_node)
+      return spec_->nodes[static_cast<size_t>(pos)].map_node.get();
   return nullptr;
 }
 
@@ -380,8 +469,8 @@ std::optional<json> run_engine::resolve_params_for(const std::string& id,
     error = "unknown node '" + id + "'";
     return std::nullopt;
   }
-  template_scope scope{&inputs_, &node_outputs_,       run_id_, spec_->name,
-                       id,       nodes_.at(id).attempt};
+  template_scope scope{&inputs_, &node_outputs_,    run_id_, spec_->name,
+                       id,       status(id).attempt};
   if (auto* item = item_of(id)) {
     scope.item = item;
     scope.item_index = static_cast<int64_t>(split_item(id)->second);
@@ -390,17 +479,22 @@ std::optional<json> run_engine::resolve_params_for(const std::string& id,
 }
 
 void run_engine::settle_maps(std::vector<event_record>& out, int64_t now_ns) {
-  for (auto& n : spec_->nodes) {
+  if (watched_.empty())
+    return;
+  // (A copy: completing a map takes it off the list.)
+  auto watched = watched_;
+  for (auto pos : watched) {
+    auto& n = spec_->nodes[pos];
     if (!n.map_node)
       continue;
     auto m = maps_.find(n.id);
-    auto& st = nodes_.at(n.id);
+    auto& st = nodes_[pos];
     if (m == maps_.end() || st.state != node_state::running
         || m->second.done < m->second.items.size())
       continue;
     json outputs = json::array();
-    for (size_t i = 0; i < m->second.items.size(); ++i)
-      outputs.push_back(nodes_.at(n.id + "[" + std::to_string(i) + "]").output);
+    for (auto& item : m->second.status)
+      outputs.push_back(item.output);
     auto text = outputs.dump(-1, ' ', false, json::error_handler_t::replace);
     if (text.size() > max_map_output_bytes) {
       // One journal record holds it, and every reader of the run after it:
@@ -423,8 +517,12 @@ void run_engine::settle_maps(std::vector<event_record>& out, int64_t now_ns) {
 }
 
 void run_engine::start_items(std::vector<event_record>& out, int64_t now_ns) {
-  for (auto& n : spec_->nodes) {
-    if (!n.map_node || nodes_.at(n.id).state != node_state::running)
+  if (watched_.empty())
+    return;
+  auto watched = watched_;
+  for (auto pos : watched) {
+    auto& n = spec_->nodes[pos];
+    if (!n.map_node || nodes_[pos].state != node_state::running)
       continue;
     auto m = maps_.find(n.id);
     if (m == maps_.end())
@@ -433,11 +531,12 @@ void run_engine::start_items(std::vector<event_record>& out, int64_t now_ns) {
     auto limit = static_cast<size_t>(std::max(1, n.map_concurrency));
     // Due retries first, then items never started, in order.
     std::vector<size_t> due;
-    for (auto i : ms.retrying) {
-      auto& st = nodes_.at(n.id + "[" + std::to_string(i) + "]");
-      if (st.next_retry_ns != 0 && st.next_retry_ns <= now_ns)
-        due.push_back(i);
+    for (auto& [at, i] : ms.retrying) {
+      if (at > now_ns)
+        break;
+      due.push_back(i);
     }
+    std::sort(due.begin(), due.end());
     for (auto i : due) {
       if (ms.running >= limit || is_finished())
         return;
@@ -458,13 +557,13 @@ void run_engine::cancel_items(const std::string& id, const std::string& why,
   auto m = maps_.find(id);
   if (m == maps_.end())
     return;
-  for (size_t i = 0; i < m->second.items.size(); ++i) {
-    auto item = id + "[" + std::to_string(i) + "]";
-    auto& st = nodes_.at(item);
+  auto& items = m->second.status;
+  for (size_t i = 0; i < items.size(); ++i) {
+    auto& st = items[i];
     if (st.state == node_state::running
         || st.state == node_state::waiting_retry)
-      emit(out,
-           {event_type::node_cancelled, now_ns, item, st.attempt, 0, "", why});
+      emit(out, {event_type::node_cancelled, now_ns,
+                 id + "[" + std::to_string(i) + "]", st.attempt, 0, "", why});
   }
 }
 
@@ -478,15 +577,19 @@ std::vector<event_record> run_engine::decide(int64_t now_ns) {
   }
   // A node whose fallback completed completes with the fallback's output
   // (innermost first along a chain, so one pass settles it).
-  for (bool settled = false; !settled;) {
+  for (bool settled = watched_.empty(); !settled;) {
     settled = true;
-    for (auto& n : spec_->nodes) {
-      auto& st = nodes_.at(n.id);
+    auto watched = watched_;
+    for (auto pos : watched) {
+      auto& n = spec_->nodes[pos];
+      auto& st = nodes_[pos];
       if (st.state != node_state::fell_back)
         continue;
-      auto& fb = nodes_.at(n.fallback);
-      if (fb.state != node_state::completed)
+      auto f = position(n.fallback);
+      if (f < 0
+          || nodes_[static_cast<size_t>(f)].state != node_state::completed)
         continue;
+      auto& fb = nodes_[static_cast<size_t>(f)];
       emit(out,
            {event_type::node_completed, now_ns, n.id, st.attempt, 0, "",
             "output of fallback '" + n.fallback + "'",
@@ -514,17 +617,39 @@ std::vector<event_record> run_engine::decide(int64_t now_ns) {
   }
   if (paused_)
     return out;
+  // The nodes found ready and the retries that are due, in the spec's
+  // order, up to max_concurrency.
   auto limit = static_cast<size_t>(spec_->max_concurrency);
-  for (auto& n : spec_->nodes) {
-    if (running_ >= limit)
+  std::vector<uint32_t> due;
+  for (auto& [at, pos] : retries_) {
+    if (at > now_ns)
       break;
-    auto& st = nodes_.at(n.id);
-    bool start = (st.state == node_state::pending && dependencies_done(n)
-                  && (st.triggered || !is_standby(n.id)))
-                 || (st.state == node_state::waiting_retry
-                     && st.next_retry_ns != 0 && st.next_retry_ns <= now_ns);
-    if (!start)
+    due.push_back(pos);
+  }
+  std::sort(due.begin(), due.end());
+  size_t next_due = 0;
+  uint32_t cursor = 0;
+  while (running_ < limit) {
+    auto s = startable_.lower_bound(cursor);
+    bool from_due
+      = next_due < due.size() && (s == startable_.end() || due[next_due] < *s);
+    if (!from_due && s == startable_.end())
+      break;
+    auto pos = from_due ? due[next_due++] : *s;
+    cursor = pos + 1;
+    auto& n = spec_->nodes[pos];
+    auto& st = nodes_[pos];
+    std::string why;
+    bool start
+      = (st.state == node_state::pending && (st.triggered || !is_standby(pos))
+         && ready(n, st, why) == readiness::ready)
+        || (st.state == node_state::waiting_retry && st.next_retry_ns != 0
+            && st.next_retry_ns <= now_ns);
+    if (!start) {
+      if (!from_due)
+        startable_.erase(pos);
       continue;
+    }
     if (!start_attempt(n, out, now_ns))
       return out;
   }
@@ -543,7 +668,7 @@ bool run_engine::start_attempt(const node_spec& n,
                                std::vector<event_record>& out, int64_t now_ns,
                                const std::string& node_id) {
   const auto& id = node_id.empty() ? n.id : node_id;
-  auto& st = nodes_.at(id);
+  auto& st = *mutable_status(id);
   int32_t attempt = st.attempt + 1;
   // The attempt ends at its timeout or when schedule_to_close passes,
   // whichever comes first.
@@ -606,29 +731,36 @@ bool run_engine::start_attempt(const node_spec& n,
 
 void run_engine::compensate_step(std::vector<event_record>& out,
                                  int64_t now_ns) {
-  // One at a time, the last completed node's compensation first.
-  for (auto it = completion_order_.rbegin(); it != completion_order_.rend();
-       ++it) {
-    auto& c = spec_->find_node(*it)->compensate;
-    if (c.empty())
+  // One at a time, the last completed node's compensation first. A
+  // compensation that ended stays ended, and nothing completes while the
+  // run compensates: the nodes behind the first one not ended are never
+  // looked at again.
+  for (; compensations_ended_ < completion_order_.size();
+       ++compensations_ended_) {
+    auto done
+      = completion_order_[completion_order_.size() - 1 - compensations_ended_];
+    auto& c = spec_->nodes[done].compensate;
+    auto cpos = c.empty() ? -1 : position(c);
+    if (cpos < 0)
       continue;
-    auto& st = nodes_.at(c);
+    auto& st = nodes_[static_cast<size_t>(cpos)];
     if (st.state == node_state::completed || st.state == node_state::failed)
       continue;
     if (st.state == node_state::pending
         || (st.state == node_state::waiting_retry && st.next_retry_ns != 0
             && st.next_retry_ns <= now_ns))
-      start_attempt(*spec_->find_node(c), out, now_ns);
+      start_attempt(spec_->nodes[static_cast<size_t>(cpos)], out, now_ns);
     return; // it runs, or waits for its retry
   }
   json report = json::object();
   std::vector<std::string> done, failed;
   for (auto it = completion_order_.rbegin(); it != completion_order_.rend();
        ++it) {
-    auto& c = spec_->find_node(*it)->compensate;
-    if (c.empty())
+    auto& c = spec_->nodes[*it].compensate;
+    auto cpos = position(c);
+    if (cpos < 0)
       continue;
-    auto& st = nodes_.at(c);
+    auto& st = nodes_[static_cast<size_t>(cpos)];
     if (st.state == node_state::completed) {
       report[c] = "completed";
       done.push_back(c);
@@ -637,15 +769,16 @@ void run_engine::compensate_step(std::vector<event_record>& out,
       failed.push_back(c + " (" + st.last_error + ")");
     }
   }
-  auto text = reason_
+  auto& why = ended();
+  auto text = why.reason
               + (failed.empty()
                    ? "; compensated by " + config::join(done)
                    : "; compensation failed: " + config::join(failed, "; "));
   json data = {{"compensated", failed.empty()}, {"compensations", report}};
   // A cancelled run ends cancelled once compensated; others end failed.
-  auto type = fail_kind_ == "cancelled" ? event_type::run_cancelled
-                                        : event_type::run_failed;
-  emit(out, {type, now_ns, failed_node_, 0, 0, fail_kind_, text,
+  auto type = why.fail_kind == "cancelled" ? event_type::run_cancelled
+                                           : event_type::run_failed;
+  emit(out, {type, now_ns, why.failed_node, 0, 0, why.fail_kind, text,
              data.dump(-1, ' ', false, json::error_handler_t::replace)});
 }
 
@@ -654,10 +787,9 @@ run_engine::on_attempt_succeeded(const std::string& node, int32_t attempt,
                                  const json& output, int64_t now_ns,
                                  const std::string& logs) {
   std::vector<event_record> out;
-  auto it = nodes_.find(node);
-  if (is_finished() || it == nodes_.end()
-      || it->second.state != node_state::running
-      || it->second.attempt != attempt)
+  auto* st = find_status(node);
+  if (is_finished() || !st || st->state != node_state::running
+      || st->attempt != attempt)
     return out;
   emit(out,
        {event_type::node_completed, now_ns, node, attempt, 0, "", "",
@@ -686,10 +818,9 @@ std::vector<event_record> run_engine::attempt_failed(
   const std::string& node, int32_t attempt, const std::string& error_kind,
   const std::string& message, int64_t now_ns, double u, int64_t min_delay_ns) {
   std::vector<event_record> out;
-  auto it = nodes_.find(node);
-  if (is_finished() || it == nodes_.end()
-      || it->second.state != node_state::running
-      || it->second.attempt != attempt)
+  auto* st = find_status(node);
+  if (is_finished() || !st || st->state != node_state::running
+      || st->attempt != attempt)
     return out;
   auto* spec = node_spec_of(node);
   auto& policy = spec->retry;
@@ -703,7 +834,7 @@ std::vector<event_record> run_engine::attempt_failed(
     out.insert(out.end(), failed.begin(), failed.end());
     return out;
   }
-  auto close = it->second.close_deadline_ns;
+  auto close = st->close_deadline_ns;
   auto closed = [&](const std::string& why) {
     emit(out, {event_type::attempt_failed, now_ns, node, attempt, 0, error_kind,
                message});
@@ -762,7 +893,7 @@ std::vector<event_record> run_engine::give_up_node(const std::string& node,
                                                    const std::string& message,
                                                    int64_t now_ns) {
   auto* spec = node_spec_of(node);
-  if (auto item = split_item(node); item && spec_->find_node(item->first)) {
+  if (auto item = split_item(node); item && position(item->first) >= 0) {
     // A failed item fails its map (which may fall back, ...).
     std::vector<event_record> out;
     emit(out,
@@ -773,7 +904,7 @@ std::vector<event_record> run_engine::give_up_node(const std::string& node,
                    + "' failed",
                  out, now_ns);
     auto failed = give_up_node(
-      map, nodes_.at(map).attempt, kind,
+      map, status(map).attempt, kind,
       "item " + std::to_string(item->second) + ": " + message, now_ns);
     out.insert(out.end(), failed.begin(), failed.end());
     return out;
@@ -816,8 +947,9 @@ run_engine::fail_node_and_run(const std::string& node, int32_t attempt,
                    "run failed: "
                      + (node.empty() ? message : "node '" + node + "' failed"),
                    out, now_ns);
-  for (auto& n : spec_->nodes) {
-    auto& st = nodes_.at(n.id);
+  for (size_t i = 0; i < nodes_.size(); ++i) {
+    auto& n = spec_->nodes[i];
+    auto& st = nodes_[i];
     if (st.state == node_state::running
         || st.state == node_state::waiting_retry)
       emit(out, {event_type::node_cancelled, now_ns, n.id, st.attempt, 0, "",
@@ -845,8 +977,9 @@ std::vector<event_record> run_engine::cancel(const std::string& reason,
   for (auto& n : spec_->nodes)
     if (n.map_node)
       cancel_items(n.id, reason, out, now_ns);
-  for (auto& n : spec_->nodes) {
-    auto& st = nodes_.at(n.id);
+  for (size_t i = 0; i < nodes_.size(); ++i) {
+    auto& n = spec_->nodes[i];
+    auto& st = nodes_[i];
     if (st.state == node_state::running
         || st.state == node_state::waiting_retry)
       emit(out, {event_type::node_cancelled, now_ns, n.id, st.attempt, 0, "",
@@ -864,8 +997,8 @@ std::vector<event_record> run_engine::cancel(const std::string& reason,
 }
 
 bool run_engine::has_compensations() const {
-  for (auto& id : completion_order_)
-    if (!spec_->find_node(id)->compensate.empty())
+  for (auto pos : completion_order_)
+    if (!spec_->nodes[pos].compensate.empty())
       return true;
   return false;
 }
@@ -892,24 +1025,26 @@ std::vector<event_record> run_engine::resume(const std::string& who,
 
 std::vector<event_record> run_engine::retry_now(const std::string& node,
                                                 int64_t now_ns) {
-  auto it = nodes_.find(node);
-  if (is_finished() || paused_ || it == nodes_.end()
-      || it->second.state != node_state::waiting_retry
-      || it->second.next_retry_ns == 0)
+  auto* st = mutable_status(node);
+  if (is_finished() || paused_ || !st || st->state != node_state::waiting_retry
+      || st->next_retry_ns == 0)
     return {};
   // Only the attempt_started that follows is journaled: after a restart
   // before it, the retry keeps its first time.
-  it->second.next_retry_ns = std::min(it->second.next_retry_ns, now_ns);
+  auto was = st->next_retry_ns;
+  st->next_retry_ns = std::min(was, now_ns);
+  if (auto pos = position(node); pos >= 0)
+    track(static_cast<uint32_t>(pos), node_state::waiting_retry, was);
+  else if (auto item = split_item(node))
+    track_item(maps_.at(item->first), item->second, node_state::waiting_retry,
+               was);
   return decide(now_ns);
 }
 
 std::vector<std::string> run_engine::item_ids(const std::string& id) const {
   std::vector<std::string> out;
-  for (size_t i = 0; i < map_items(id); ++i) {
-    auto item = id + "[" + std::to_string(i) + "]";
-    if (nodes_.count(item))
-      out.push_back(std::move(item));
-  }
+  for (size_t i = 0; i < map_items(id); ++i)
+    out.push_back(id + "[" + std::to_string(i) + "]");
   return out;
 }
 
@@ -924,11 +1059,11 @@ std::vector<event_record> run_engine::time_out(int64_t now_ns) {
 
 int64_t run_engine::restart_attempt_timeout(const std::string& id,
                                             int64_t now_ns) {
-  auto it = nodes_.find(id);
+  auto* found = mutable_status(id);
   auto* spec = node_spec_of(id);
-  if (it == nodes_.end() || !spec || it->second.state != node_state::running)
+  if (!found || !spec || found->state != node_state::running)
     return 0;
-  auto& st = it->second;
+  auto& st = *found;
   int64_t deadline = spec->timeout ? now_ns + spec->timeout->count() : 0;
   if (st.close_deadline_ns != 0
       && (deadline == 0 || st.close_deadline_ns < deadline))
@@ -946,11 +1081,10 @@ std::vector<event_record> run_engine::fail_run(const std::string& error_kind,
 }
 
 int64_t run_engine::next_wakeup_ns() const {
-  int64_t best = 0;
-  for (auto& [_, st] : nodes_)
-    if (st.state == node_state::waiting_retry && st.next_retry_ns != 0
-        && (best == 0 || st.next_retry_ns < best))
-      best = st.next_retry_ns;
+  int64_t best = retries_.empty() ? 0 : retries_.begin()->first;
+  for (auto& [_, m] : maps_)
+    if (!m.retrying.empty() && (best == 0 || m.retrying.begin()->first < best))
+      best = m.retrying.begin()->first;
   return best;
 }
 

@@ -10,7 +10,7 @@
 #include <set>
 #include <string>
 #include <unordered_map>
-#include <unordered_set>
+#include <utility>
 #include <vector>
 
 namespace troupe::runtime {
@@ -37,8 +37,15 @@ std::string_view to_string(node_state s);
 /// Everything the engine knows about one node of a run.
 struct node_status {
   node_state state = node_state::pending;
+  /// For a fallback node: whether the node it stands in for has failed, so
+  /// that it runs.
+  bool triggered = false;
   /// The current (or last) attempt, 1-based; 0 before the first.
   int32_t attempt = 0;
+  /// How many of its `after` nodes have completed, and how many were
+  /// skipped (both final), so that its readiness takes no scan.
+  uint32_t after_completed = 0;
+  uint32_t after_skipped = 0;
   int64_t started_at_ns = 0;
   /// When the running attempt times out; 0 for never.
   int64_t attempt_deadline_ns = 0;
@@ -52,9 +59,6 @@ struct node_status {
   std::string last_error_kind;
   std::string last_error;
   nlohmann::json output;
-  /// For a fallback node: whether the node it stands in for has failed, so
-  /// that it runs.
-  bool triggered = false;
 };
 
 /// The deterministic state machine of one run: events in, events out. It
@@ -171,6 +175,9 @@ class run_engine {
     return m == maps_.end() ? 0 : m->second.items.size();
   }
 
+  /// Returns the status of node (or map item) `id`, or null.
+  const node_status* find_status(const std::string& id) const;
+
   /// Returns the item of a map item id, or null.
   const nlohmann::json* item_of(const std::string& id) const;
 
@@ -191,19 +198,27 @@ class run_engine {
     return paused_ && !is_finished() ? run_state::paused : state_;
   }
   bool is_finished() const noexcept { return persistence::is_terminal(state_); }
-  const node_status& status(const std::string& node) const {
-    return nodes_.at(node);
-  }
+  /// Returns the status of node (or map item) `node`; throws
+  /// std::out_of_range for an unknown one.
+  const node_status& status(const std::string& node) const;
   /// The run's outputs once completed.
   const nlohmann::json& outputs() const noexcept { return outputs_; }
   /// Whether the run is running its compensations before it fails.
   bool compensating() const noexcept { return compensating_; }
   /// Why the run failed or was cancelled, and the node that failed it.
-  const std::string& reason() const noexcept { return reason_; }
-  const std::string& failed_node() const noexcept { return failed_node_; }
+  const std::string& reason() const noexcept {
+    return ending_ ? ending_->reason : no_text();
+  }
+  const std::string& failed_node() const noexcept {
+    return ending_ ? ending_->failed_node : no_text();
+  }
   int32_t restarts() const noexcept { return restarts_; }
   /// Number of nodes with an attempt executing.
   size_t running() const noexcept { return running_; }
+  /// How many times decisions have checked whether a node may start: each
+  /// step checks the nodes it may have made ready (those that run after the
+  /// node that ended), not every node of the workflow.
+  uint64_t readiness_checks() const noexcept { return readiness_checks_; }
 
  private:
   std::vector<event_record>
@@ -239,7 +254,23 @@ class run_engine {
   /// false when that failed the node (a bad sleep duration).
   bool start_attempt(const node_spec& n, std::vector<event_record>& out,
                      int64_t now_ns, const std::string& id = {});
-  bool is_standby(const std::string& id) const { return standby_.count(id); }
+  /// Whether node `pos` runs only when called on (a fallback or a
+  /// compensation).
+  bool is_standby(size_t pos) const {
+    return index().primary[pos] >= 0 || index().compensates[pos] >= 0;
+  }
+  /// The place of workflow node `id` in the spec, or -1 (a map item, or
+  /// unknown).
+  int32_t position(const std::string& id) const;
+  node_status* mutable_status(const std::string& id) {
+    return const_cast<node_status*>(find_status(id));
+  }
+  /// Keeps the engine's work lists true after workflow node `pos` changed
+  /// from state `was` (and retry time `was_retry_ns`) to what it is now.
+  void track(uint32_t pos, node_state was, int64_t was_retry_ns);
+  struct map_state;
+  /// The same for item `i` of map `m`: its place among the retries.
+  void track_item(map_state& m, size_t i, node_state was, int64_t was_retry_ns);
   /// Completes maps whose items all completed.
   void settle_maps(std::vector<event_record>& out, int64_t now_ns);
   /// Starts pending items and due retries of running maps.
@@ -251,35 +282,72 @@ class run_engine {
   bool has_compensations() const;
   /// Whether a pending node may start, given its `after` nodes and trigger
   /// rule; for skip, `why` says which upstream node made it so.
-  readiness ready(const node_spec& n, std::string& why) const;
-  bool dependencies_done(const node_spec& n) const;
+  readiness ready(const node_spec& n, const node_status& st, std::string& why);
 
   std::string run_id_;
+  /// Always indexed: a spec that came without an index is copied with one.
   std::shared_ptr<const workflow_spec> spec_;
   nlohmann::json inputs_;
-  std::unordered_map<std::string, node_status> nodes_;
-  /// Outputs of completed nodes, by node id (the scope of templates).
-  /// Outputs by node id; null until the first node completes (an empty
-  /// object would cost an allocation per run).
+  /// The status of each workflow node, in the spec's order (map items are
+  /// kept with their map).
+  std::vector<node_status> nodes_;
+  /// Outputs of completed nodes, by node id (the scope of templates); null
+  /// until the first node completes (an empty object would cost an
+  /// allocation per run).
   nlohmann::json node_outputs_;
   run_state state_ = run_state::running;
   nlohmann::json outputs_;
-  std::string reason_;
-  std::string failed_node_;
-  std::string fail_kind_;
-  /// Fallbacks and compensations: they run only when called on.
-  std::unordered_set<std::string> standby_;
+  /// Why the run failed or was cancelled, the node that failed it and the
+  /// error kind; null until then (most runs never need the strings, and an
+  /// engine is kept per live run: a parked run's memory).
+  struct ending {
+    std::string reason;
+    std::string failed_node;
+    std::string fail_kind;
+  };
+  std::unique_ptr<ending> ending_;
+  ending& ended() {
+    if (!ending_)
+      ending_ = std::make_unique<ending>();
+    return *ending_;
+  }
+  static const std::string& no_text() {
+    static const std::string empty;
+    return empty;
+  }
+  const workflow_index& index() const noexcept { return *spec_->index; }
   /// Nodes in the order they completed, for compensating in reverse.
-  std::vector<std::string> completion_order_;
+  std::vector<uint32_t> completion_order_;
   /// The items of each started map and how far along they are.
   struct map_state {
     nlohmann::json items;
+    /// Each item's status ("m[3]" is item 3).
+    std::vector<node_status> status;
     size_t next = 0;    ///< Next item never started.
     size_t done = 0;    ///< Items completed.
     size_t running = 0; ///< Items with an attempt executing.
-    std::set<size_t> retrying;
+    /// Items waiting for a retry at a known time, by that time.
+    std::set<std::pair<int64_t, size_t>> retrying;
   };
   std::unordered_map<std::string, map_state> maps_;
+  // -- work lists: what a decision may act on, so that no decision scans
+  //    every node (kept by `track`, so replaying a journal rebuilds them) --
+  /// Pending nodes whose readiness may have changed (an `after` node ended,
+  /// or a fallback was called on), to be checked by the next decision.
+  std::set<uint32_t> unsettled_;
+  /// Pending nodes found ready, waiting for room under max_concurrency.
+  std::set<uint32_t> startable_;
+  /// Nodes waiting for a retry at a known time, by that time.
+  std::set<std::pair<int64_t, uint32_t>> retries_;
+  /// Nodes that fell back (they complete when their fallback does) and
+  /// running maps, in the spec's order; few at any time.
+  std::vector<uint32_t> watched_;
+  /// How many nodes at the end of completion_order_ need no more
+  /// compensating (none to run, or it ended); not journaled: rebuilt by the
+  /// first compensation step.
+  size_t compensations_ended_ = 0;
+  /// How many times decisions checked whether a node may start.
+  uint64_t readiness_checks_ = 0;
   /// Set once the run fails with compensations to run.
   bool compensating_ = false;
   bool paused_ = false;

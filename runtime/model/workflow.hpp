@@ -5,8 +5,11 @@
 
 #include <nlohmann/json.hpp>
 
+#include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
+#include <unordered_map>
 #include <vector>
 
 namespace troupe::runtime {
@@ -26,6 +29,9 @@ enum class input_type : uint8_t {
 struct input_spec {
   std::string name;
   input_type type = input_type::any;
+  /// Whether a submission must give it: an input without a default is
+  /// required unless it says `required: false` (then it reads as null when
+  /// not given).
   bool required = false;
   std::optional<nlohmann::json> default_value;
 };
@@ -109,6 +115,27 @@ struct node_spec {
   nlohmann::json params = nlohmann::json::object();
 };
 
+/// Lookups over a workflow's nodes by id and by edge, built once per parsed
+/// workflow and shared by every run of it, so that no run scans all nodes
+/// to find one.
+struct workflow_index {
+  /// Hashes ids given as any kind of string, without copying them.
+  struct id_hash {
+    using is_transparent = void;
+    size_t operator()(std::string_view s) const noexcept {
+      return std::hash<std::string_view>{}(s);
+    }
+  };
+  /// Each node's place in `workflow_spec::nodes`, by id.
+  std::unordered_map<std::string, uint32_t, id_hash, std::equal_to<>> position;
+  /// For each node, the nodes that list it in `after`, in file order.
+  std::vector<std::vector<uint32_t>> dependents;
+  /// For each node, the node it is the fallback of; -1: none.
+  std::vector<int32_t> primary;
+  /// For each node, the node it compensates; -1: none.
+  std::vector<int32_t> compensates;
+};
+
 /// A validated workflow definition.
 struct workflow_spec {
   std::string name;
@@ -124,6 +151,20 @@ struct workflow_spec {
   /// Workflow outputs: name and value (strings may hold templates), in file
   /// order.
   std::vector<std::pair<std::string, nlohmann::json>> outputs;
+  /// Set by `build_index` (the loader calls it); null in a spec put together
+  /// by hand, whose lookups then scan the nodes.
+  std::shared_ptr<const workflow_index> index;
+
+  /// Builds `index` from the nodes as they are now.
+  void build_index();
+
+  /// Returns whether `index` is set and matches the nodes.
+  bool indexed() const noexcept {
+    return index && index->primary.size() == nodes.size();
+  }
+
+  /// Returns the place of node `id` in `nodes`, or -1.
+  int32_t position_of(std::string_view id) const;
 
   /// Returns the node with `id`, or null.
   const node_spec* find_node(std::string_view id) const;
@@ -140,6 +181,9 @@ struct workflow_spec {
   bool is_standby(std::string_view id) const {
     return primary_of(id) || compensated_by(id);
   }
+
+  /// Builds the index of `nodes` (whatever `index` holds).
+  workflow_index make_index() const;
 };
 
 } // namespace troupe::runtime

@@ -46,7 +46,11 @@ std::optional<json> bind_inputs(const workflow_spec& spec, const json& given,
       if (in.default_value)
         out[in.name] = *in.default_value;
       else if (in.required)
-        errors.push_back("missing required input '" + in.name + "'");
+        errors.push_back("missing required input '" + in.name + "' of type "
+                         + type_names[static_cast<size_t>(in.type)]
+                         + " (it has no default)");
+      else
+        out[in.name] = nullptr; // optional: templates read null
       continue;
     }
     if (!input_matches(in.type, *i)) {

@@ -69,8 +69,9 @@ void register_builtin_kinds(kind_registry& registry) {
        "Sent as Idempotency-Key on every attempt; default "
        "'{{ run.id }}-{{ node.id }}'."},
       {"request_timeout", pt::duration, false,
-       "Limit on one request; default 30s (the node's timeout also ends "
-       "it)."},
+       "Limit on one request, at least 1ms; default 30s (the node's timeout "
+       "also ends it).",
+       0.001},
       {"max_response_bytes", pt::integer, false,
        "Largest response body; default 1 MiB.", 1, 1073741824.0},
       {"verify_tls", pt::boolean, false,
@@ -149,13 +150,17 @@ void register_builtin_kinds(kind_registry& registry) {
       {"env", pt::string_map, false, "Extra environment variables."},
       {"cwd", pt::string, false, "Working folder."},
       {"stdin", pt::string, false,
-       "Standard input; default: the node's inputs as JSON."},
+       "Standard input; default: JSON {inputs, nodes}, the run's inputs and "
+       "the outputs of the nodes in `after` by id (a map's item also gets "
+       "item and item_index)."},
       {"max_output_bytes", pt::integer, false,
        "Cap on captured stdout and stderr each; default 1 MiB.", 1024,
        1073741824.0},
       {"heartbeat_timeout", pt::duration, false,
        "The program must write to fd 3 (TROUPE_HEARTBEAT_FD) at least this "
-       "often, or it is killed and the attempt fails (retryable)."}},
+       "often (at least 1ms), or it is killed and the attempt fails "
+       "(retryable).",
+       0.001}},
      false,
      [](const nlohmann::json& node, kind_check_context& ctx) {
        auto i = node.find("command");

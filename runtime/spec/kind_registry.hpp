@@ -32,7 +32,8 @@ struct param_spec {
   param_type type = param_type::any;
   bool required = false;
   std::string doc;
-  /// Limits for integer and number parameters.
+  /// Limits for integer and number parameters, and for durations in seconds
+  /// (e.g. 0.001 for "at least 1ms", where a zero duration makes no sense).
   double min = -std::numeric_limits<double>::infinity();
   double max = std::numeric_limits<double>::infinity();
   std::vector<std::string> choices = {};

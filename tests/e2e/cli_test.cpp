@@ -286,6 +286,40 @@ TEST_F(Cli, BenchRunsEveryWorkloadAndPrintsItsFigures) {
   EXPECT_GT(by_workload["idle"].value("rss_mib", 0.0), 0.0);
 }
 
+TEST_F(Cli, BenchChainComparesOneLongChainWithTenShortOnes) {
+  // Figures only: the speed itself is the benchmark's to show, not a test's.
+  auto r = troupe({"bench", "chain", "--durability", "process", "--n", "300",
+                   "--data-dir", dir.path().string(), "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto j = nlohmann::json::parse(r.out, nullptr, false);
+  ASSERT_TRUE(j.is_object()) << r.out;
+  EXPECT_EQ(j.value("workload", ""), "chain") << j;
+  EXPECT_EQ(j.value("n", 0), 300) << j;
+  auto rounds = j.value("rounds", 0);
+  EXPECT_GE(rounds, 1) << j;
+  // Each round: ten short runs and one run of each length.
+  EXPECT_EQ(j.value("ok", 0), rounds * 14) << j;
+  EXPECT_EQ(j.value("failed", -1), 0) << j;
+  std::vector<int> sizes;
+  for (auto& c : j.value("chains", nlohmann::json::array())) {
+    sizes.push_back(c.value("nodes", 0));
+    EXPECT_GT(c.value("s", 0.0), 0.0) << j;
+    EXPECT_GT(c.value("us_per_step", 0.0), 0.0) << j;
+  }
+  EXPECT_EQ(sizes, (std::vector<int>{30, 75, 150, 300})) << j;
+  EXPECT_GT(j.value("one_run_s", 0.0), 0.0) << j;
+  EXPECT_GT(j.value("ten_runs_s", 0.0), 0.0) << j;
+  EXPECT_NEAR(j.value("ratio", 0.0),
+              j.value("one_run_s", 0.0) / j.value("ten_runs_s", 1.0), 1e-6)
+    << j;
+  r = troupe({"bench", "chain", "--durability", "process", "--n", "300",
+              "--data-dir", dir.path().string()});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(contains(r.out, "chains of 30/75/150/300 nodes in")) << r.out;
+  EXPECT_TRUE(contains(r.out, "ten chains of 30 in")) << r.out;
+  EXPECT_TRUE(contains(r.out, "one of 300 takes")) << r.out;
+}
+
 TEST_F(Cli, BenchNamesBadInputAndExitsTwo) {
   auto r = troupe({"bench", "seq11"});
   EXPECT_EQ(r.exit_code, 2);

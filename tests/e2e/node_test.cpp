@@ -356,6 +356,32 @@ TEST_F(Node, BadFramesLeaveTheNodeServingOthers) {
   EXPECT_EQ(cli({"list"}, token("viewer")).exit_code, 0);
 }
 
+TEST_F(Node, SubmitRefusesAMissingRequiredInput) {
+  start_node();
+  // No default and no `required: false`: the input must be given.
+  auto text
+    = std::string{"name: needs\ninputs: {who: {type: string}}\n"
+                  "nodes: {a: {kind: noop, v: \"{{ inputs.who }}\"}}\n"};
+  auto file = workflow("needs", "inputs: {who: {type: string}}\n"
+                                "nodes: {a: {kind: noop, v: \"{{ inputs.who "
+                                "}}\"}}\n");
+  auto r = cli({"submit", file, "--wait"});
+  EXPECT_EQ(r.exit_code, 2) << r.out << r.err;
+  EXPECT_TRUE(contains(r.err, "missing required input 'who'")) << r.err;
+  frame_client c{control_port};
+  ASSERT_TRUE(c.hello(token("operator")));
+  auto reply = c.call({{"t", "submit"}, {"workflow", text}}, 7);
+  ASSERT_TRUE(reply);
+  EXPECT_EQ((*reply)["code"], "invalid_workflow") << reply->dump();
+  EXPECT_TRUE(contains((*reply)["message"].get<std::string>(),
+                       "missing required input 'who'"))
+    << reply->dump();
+  reply = c.call(
+    {{"t", "submit"}, {"workflow", text}, {"inputs", {{"who", "x"}}}}, 8);
+  ASSERT_TRUE(reply);
+  EXPECT_TRUE((*reply)["body"].contains("run_id")) << reply->dump();
+}
+
 TEST_F(Node, HealthReadinessAndMetricsPassPromtool) {
   start_node();
   auto quick = workflow("quick", "nodes:\n  a: {kind: noop}\n");

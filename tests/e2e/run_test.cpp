@@ -185,15 +185,23 @@ TEST_F(Run, BadInputExitsTwo) {
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_TRUE(contains(r.err, "unknown input 'whom'")) << r.err;
   EXPECT_TRUE(contains(r.err, "did you mean 'who'?")) << r.err;
-  auto typed = dir.write("t.yaml", "name: t\ninputs: {n: {type: integer, "
-                                   "required: true}}\nnodes: {a: {kind: "
-                                   "noop}}\n");
+  // An input without a default is required.
+  auto typed = dir.write("t.yaml", "name: t\ninputs: {n: {type: integer}}\n"
+                                   "nodes: {a: {kind: noop}}\n");
   r = troupe({"run", typed.string(), "--data-dir", data});
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_TRUE(contains(r.err, "missing required input 'n'")) << r.err;
   r = troupe({"run", typed.string(), "--data-dir", data, "--input", "n=x"});
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_TRUE(contains(r.err, "must be of type integer")) << r.err;
+  // An inputs file over the limit is refused as what it is.
+  auto huge = dir.write("huge.json", "{\"n\": 1, \"pad\": \""
+                                       + std::string(11 << 20, 'x') + "\"}");
+  r = troupe({"run", typed.string(), "--data-dir", data, "--inputs-file",
+              huge.string()});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_TRUE(contains(r.err, "inputs files are limited to 10 MiB")) << r.err;
+  EXPECT_FALSE(contains(r.err, "workflow")) << r.err;
   r = troupe(
     {"run", typed.string(), "--data-dir", data, "--durability", "fast"});
   EXPECT_EQ(r.exit_code, 2);
@@ -253,6 +261,49 @@ nodes:
   EXPECT_TRUE(chatty_capped) << h.out.substr(0, 2000);
   EXPECT_TRUE(thrower_crashed) << h.out.substr(0, 2000);
   EXPECT_TRUE(thrower_retried) << h.out.substr(0, 2000);
+}
+
+TEST_F(Run, AJsonObjectCutOffAtTheOutputCapFailsItsNode) {
+  // 3000 bytes of one JSON object against a cap of 1024: the object is cut.
+  auto wf = dir.write("cut.yaml", R"(name: cut
+nodes:
+  big:
+    kind: exec
+    command: ["/bin/sh", "-c", "printf '{\"pad\": \"'; head -c 3000 /dev/zero | tr '\\0' x; printf '\", \"k\": 1}'"]
+    max_output_bytes: 1024
+    after: [text]
+  after_big: {kind: noop, after: [big], k: "{{ nodes.big.output.k }}"}
+  text:
+    kind: exec
+    command: ["/bin/sh", "-c", "head -c 3000 /dev/zero | tr '\\0' y"]
+    max_output_bytes: 1024
+)");
+  auto r = troupe({"run", wf.string(), "--data-dir", data, "--json"});
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  auto report = json::parse(r.out, nullptr, false);
+  ASSERT_FALSE(report.is_discarded()) << r.out;
+  EXPECT_TRUE(contains(report["error"], "node 'big': not retryable "
+                                        "(output_too_large): stdout started a "
+                                        "JSON object but was cut off at 1024 "
+                                        "bytes"))
+    << report.dump();
+  auto h = troupe({"history", report["run_id"], "--data-dir", data, "--json"});
+  ASSERT_EQ(h.exit_code, 0) << h.err;
+  int big_attempts = 0;
+  bool text_flagged = false;
+  auto history = json::parse(h.out);
+  for (auto& e : history["events"]) {
+    if (e["node"] == "big" && e["type"] == "attempt_started")
+      ++big_attempts;
+    if (e["node"] == "text" && e["type"] == "node_completed") {
+      auto out = json::parse(e["data"].get<std::string>());
+      text_flagged = out["stdout"].get<std::string>().size() == 1024
+                     && out["stdout_truncated"] == true;
+    }
+  }
+  // Not retried: the same program would be cut off again.
+  EXPECT_EQ(big_attempts, 1) << h.out.substr(0, 2000);
+  EXPECT_TRUE(text_flagged) << h.out.substr(0, 3000);
 }
 
 TEST_F(Run, TemplateThatResolvesToNothingFailsTheNode) {

@@ -5,6 +5,8 @@
 
 #include <gtest/gtest.h>
 
+#include <map>
+
 using namespace troupe::runtime;
 using namespace std::chrono_literals;
 using json = nlohmann::json;
@@ -921,4 +923,232 @@ nodes:
   // A node that is not running has no attempt to restart.
   replayed.on_attempt_succeeded("a", 1, json::object(), 4100 * ms);
   EXPECT_EQ(replayed.restart_attempt_timeout("a", 4200 * ms), 0);
+}
+
+TEST(RunEngine, ReadyNodesAndDueRetriesStartInFileOrderWithinTheLimit) {
+  auto spec = spec_of(R"(name: order
+max_concurrency: 2
+nodes:
+  e: {kind: noop, after: [z]}
+  a:
+    kind: fail
+    times: 1
+    retry: {initial_backoff: 10ms, jitter: none}
+  b: {kind: noop}
+  c: {kind: noop}
+  d: {kind: noop}
+  z: {kind: noop}
+)");
+  run_engine e{"r", spec, json::object()};
+  std::vector<event_record> journal;
+  auto keep = [&](std::vector<event_record> events) {
+    journal.insert(journal.end(), events.begin(), events.end());
+    return events;
+  };
+  EXPECT_EQ(kinds(keep(e.decide(0))),
+            (strings{"attempt_started:a", "attempt_started:b"}));
+  // a waits for its retry; the ready nodes go on in file order.
+  EXPECT_EQ(kinds(keep(e.on_attempt_failed("a", 1, "injected", "x", 1, 0.5))),
+            (strings{"attempt_failed:a", "attempt_started:c"}));
+  EXPECT_EQ(e.next_wakeup_ns(), 1 + 10 * ms);
+  EXPECT_EQ(kinds(keep(e.on_attempt_succeeded("b", 1, {}, 2))),
+            (strings{"node_completed:b", "attempt_started:d"}));
+  // The retry is due and z is ready: a comes first in the file, then the
+  // limit holds z back.
+  auto replay_at = journal.size();
+  EXPECT_EQ(kinds(keep(e.on_attempt_succeeded("c", 1, {}, 20 * ms))),
+            (strings{"node_completed:c", "attempt_started:a"}));
+  EXPECT_EQ(e.next_wakeup_ns(), 0);
+  // A run rebuilt from its journal decides what the live one did.
+  run_engine again{"r", spec, json::object()};
+  for (size_t i = 0; i < replay_at; ++i)
+    again.apply(journal[i]);
+  EXPECT_EQ(kinds(again.on_attempt_succeeded("c", 1, {}, 20 * ms)),
+            (strings{"node_completed:c", "attempt_started:a"}));
+  for (auto* run : {&e, &again}) {
+    EXPECT_EQ(kinds(run->on_attempt_succeeded("d", 1, {}, 21 * ms)),
+              (strings{"node_completed:d", "attempt_started:z"}));
+    EXPECT_EQ(kinds(run->on_attempt_succeeded("z", 1, {}, 22 * ms)),
+              (strings{"node_completed:z", "attempt_started:e"}));
+    run->on_attempt_succeeded("a", 2, {}, 23 * ms);
+    EXPECT_EQ(kinds(run->on_attempt_succeeded("e", 1, {}, 24 * ms)),
+              (strings{"node_completed:e", "run_completed"}));
+  }
+}
+
+TEST(RunEngine, AWideJoinNamesTheFirstSkippedNodeItWaitsOn) {
+  // 300 nodes behind one switch that skips them all but the first; the
+  // join (all_success) names the first skipped one in its `after` order.
+  std::string text = "name: wide\nnodes:\n  s:\n    kind: switch\n"
+                     "    cases: [{when: 'true', goto: [n0]}]\n"
+                     "    default: [";
+  std::string after;
+  for (int i = 0; i < 300; ++i) {
+    text += (i ? ", n" : "n") + std::to_string(i);
+    after += (i ? ", n" : "n") + std::to_string(299 - i);
+  }
+  text += "]\n";
+  for (int i = 0; i < 300; ++i)
+    text += "  n" + std::to_string(i) + ": {kind: noop}\n";
+  text += "  join: {kind: noop, after: [" + after + "]}\n";
+  text += "  any: {kind: noop, after: [" + after + "], trigger: one_success}\n";
+  run_engine e{"r", spec_of(text), json::object()};
+  auto d = e.decide(0);
+  ASSERT_GE(d.size(), 302u);
+  EXPECT_EQ(kinds(d).front(), "node_completed:s");
+  std::map<std::string, std::string> skipped;
+  for (auto& ev : d)
+    if (ev.type == event_type::node_skipped)
+      skipped[ev.node] = ev.message;
+  EXPECT_EQ(skipped.size(), 300u); // n1..n299 and join
+  EXPECT_EQ(skipped["join"], "upstream 'n299' was skipped");
+  EXPECT_FALSE(skipped.count("any"));
+  EXPECT_EQ(kinds(e.on_attempt_succeeded("n0", 1, {}, 1)),
+            (strings{"node_completed:n0", "attempt_started:any"}));
+}
+
+TEST(RunEngine, ASpecWithoutAnIndexRunsTheSame) {
+  // A spec put together by hand (no index): the engine indexes a copy.
+  auto parsed = spec_of(R"(name: plain
+nodes:
+  a: {kind: noop}
+  b: {kind: fail, times: 1, after: [a], fallback: c}
+  c: {kind: noop, after: [a]}
+  d: {kind: noop, after: [b]}
+)");
+  auto bare = std::make_shared<workflow_spec>(*parsed);
+  bare->index.reset();
+  ASSERT_FALSE(bare->indexed());
+  EXPECT_EQ(bare->find_node("c")->id, "c");
+  EXPECT_EQ(bare->primary_of("c")->id, "b");
+  run_engine e{"r", bare, json::object()};
+  EXPECT_EQ(kinds(e.decide(0)), (strings{"attempt_started:a"}));
+  EXPECT_EQ(kinds(e.on_attempt_succeeded("a", 1, {}, 1)),
+            (strings{"node_completed:a", "attempt_started:b"}));
+  EXPECT_EQ(
+    kinds(e.on_attempt_failed("b", 1, "bad_params", "no", 2, 0.5)),
+    (strings{"attempt_failed:b", "node_fell_back:b", "attempt_started:c"}));
+  EXPECT_EQ(
+    kinds(e.on_attempt_succeeded("c", 1, {{"k", 1}}, 3)),
+    (strings{"node_completed:c", "node_completed:b", "attempt_started:d"}));
+  EXPECT_THROW(e.status("nope"), std::out_of_range);
+  EXPECT_EQ(e.find_status("b[0]"), nullptr);
+}
+
+namespace {
+
+/// A chain of `n` noop nodes, each after the one before.
+std::string chain_yaml(size_t n, const std::string& extra = {}) {
+  std::string text = "name: chain\n" + extra + "nodes:\n  n0: {kind: noop}\n";
+  for (size_t i = 1; i < n; ++i)
+    text += "  n" + std::to_string(i) + ": {kind: noop, after: [n"
+            + std::to_string(i - 1) + "]}\n";
+  return text;
+}
+
+/// Runs a chain of `n` nodes to its end; returns the readiness checks made.
+uint64_t checks_to_run_chain(size_t n) {
+  run_engine e{"r", spec_of(chain_yaml(n)), json::object()};
+  auto d = e.decide(0);
+  for (size_t i = 0; i < n; ++i)
+    d = e.on_attempt_succeeded("n" + std::to_string(i), 1, json::object(),
+                               static_cast<int64_t>(i + 1));
+  EXPECT_EQ(e.state(), run_state::completed);
+  return e.readiness_checks();
+}
+
+} // namespace
+
+TEST(RunEngine, AStepChecksOnlyTheNodesItMayHaveMadeReady) {
+  // Each completion looks at the nodes that run after it, not at every
+  // node: the checks per step stay the same however long the chain (a scan
+  // of the pending nodes made them grow with it).
+  auto small = checks_to_run_chain(100);
+  auto large = checks_to_run_chain(2'000);
+  EXPECT_LE(small, 2u * 100);
+  EXPECT_LE(large, 2u * 2'000);
+  EXPECT_EQ(large / 2'000, small / 100);
+  // Ready nodes held back by max_concurrency wait in a list: starting one
+  // when a slot frees is not a scan either.
+  std::string wide = "name: wide\nmax_concurrency: 1\nnodes:\n";
+  for (int i = 0; i < 1'000; ++i)
+    wide += "  n" + std::to_string(i) + ": {kind: noop}\n";
+  run_engine e{"r", spec_of(wide), json::object()};
+  EXPECT_EQ(kinds(e.decide(0)), (strings{"attempt_started:n0"}));
+  for (int i = 0; i < 999; ++i)
+    EXPECT_EQ(kinds(e.on_attempt_succeeded("n" + std::to_string(i), 1,
+                                           json::object(), i + 1)),
+              (strings{"node_completed:n" + std::to_string(i),
+                       "attempt_started:n" + std::to_string(i + 1)}));
+  e.on_attempt_succeeded("n999", 1, json::object(), 1'000);
+  EXPECT_EQ(e.state(), run_state::completed);
+  EXPECT_LE(e.readiness_checks(), 2u * 1'000);
+}
+
+TEST(RunEngine, MapItemRetriesStartWhenDueInItemOrder) {
+  auto spec = spec_of(R"(name: m
+nodes:
+  each:
+    kind: map
+    items: [a, b, c, d]
+    max_concurrency: 4
+    node: {kind: noop, retry: {max_attempts: 3, initial_backoff: 10ms,
+                               max_backoff: 10ms, jitter: none}}
+)");
+  run_engine e{"r", spec, json::object()};
+  std::vector<event_record> journal;
+  auto keep = [&](std::vector<event_record> events) {
+    journal.insert(journal.end(), events.begin(), events.end());
+    return events;
+  };
+  keep(e.decide(0));
+  // d fails first and c last: their retries are due in that order, but
+  // start in item order once both are.
+  keep(e.on_attempt_failed("each[3]", 1, "x", "boom", 1 * ms, 0));
+  keep(e.on_attempt_failed("each[1]", 1, "x", "boom", 2 * ms, 0));
+  keep(e.on_attempt_failed("each[2]", 1, "x", "boom", 3 * ms, 0));
+  EXPECT_EQ(e.next_wakeup_ns(), 11 * ms);
+  EXPECT_EQ(kinds(keep(e.decide(12 * ms))),
+            (strings{"attempt_started:each[1]", "attempt_started:each[3]"}));
+  EXPECT_EQ(e.next_wakeup_ns(), 13 * ms);
+  // A replayed run waits for the same retry.
+  run_engine again{"r", spec, json::object()};
+  for (auto& ev : journal)
+    again.apply(ev);
+  EXPECT_EQ(again.next_wakeup_ns(), 13 * ms);
+  for (auto* run : {&e, &again}) {
+    // Started now, it is waited for no longer.
+    EXPECT_EQ(kinds(run->retry_now("each[2]", 12 * ms)),
+              (strings{"attempt_started:each[2]"}));
+    EXPECT_EQ(run->next_wakeup_ns(), 0);
+    EXPECT_TRUE(run->decide(20 * ms).empty());
+  }
+}
+
+TEST(RunEngine, ALongChainCompensatesNewestFirst) {
+  // Each of 300 nodes has a compensation; the run fails at the end and
+  // they run one at a time, newest first.
+  std::string text = "name: undo\nnodes:\n";
+  for (int i = 0; i < 300; ++i) {
+    text += "  n" + std::to_string(i) + ": {kind: noop"
+            + (i ? ", after: [n" + std::to_string(i - 1) + "]" : "")
+            + ", compensate: u" + std::to_string(i) + "}\n";
+    text += "  u" + std::to_string(i) + ": {kind: noop}\n";
+  }
+  text += "  last: {kind: noop, after: [n299]}\n";
+  run_engine e{"r", spec_of(text), json::object()};
+  e.decide(0);
+  for (int i = 0; i < 300; ++i)
+    e.on_attempt_succeeded("n" + std::to_string(i), 1, json::object(), i + 1);
+  auto f = e.on_attempt_failed("last", 1, "bad_params", "no", 400, 0);
+  ASSERT_FALSE(f.empty());
+  EXPECT_EQ(kinds(f).back(), "attempt_started:u299");
+  for (int i = 299; i > 0; --i)
+    EXPECT_EQ(kinds(e.on_attempt_succeeded("u" + std::to_string(i), 1,
+                                           json::object(), 1'000 - i)),
+              (strings{"node_completed:u" + std::to_string(i),
+                       "attempt_started:u" + std::to_string(i - 1)}));
+  f = e.on_attempt_succeeded("u0", 1, json::object(), 1'000);
+  EXPECT_EQ(kinds(f), (strings{"node_completed:u0", "run_failed:last"}));
+  EXPECT_EQ(e.state(), run_state::failed);
 }

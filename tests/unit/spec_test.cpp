@@ -1,4 +1,5 @@
 #include "runtime/spec/document.hpp"
+#include "runtime/spec/inputs.hpp"
 #include "runtime/spec/workflow_loader.hpp"
 #include "tests/support/temp_dir.hpp"
 
@@ -393,6 +394,56 @@ nodes:
   EXPECT_EQ(r.errors.size(), 5u) << dump(r.errors);
 }
 
+TEST(WorkflowSpec, InputsWithoutADefaultAreRequired) {
+  auto r = parse_workflow(R"(name: i
+inputs:
+  plain: {type: string}
+  bare:
+  given: {type: integer, default: 3}
+  optional: {type: string, required: false}
+  said: {required: true}
+  optional_default: {default: x, required: false}
+nodes:
+  n: {kind: noop, v: "{{ inputs.optional }}"}
+)");
+  ASSERT_TRUE(r.ok()) << dump(r.errors);
+  auto& in = r.workflow->inputs;
+  auto required = [&](const std::string& name) {
+    for (auto& i : in)
+      if (i.name == name)
+        return i.required;
+    ADD_FAILURE() << "no input " << name;
+    return false;
+  };
+  EXPECT_TRUE(required("plain"));
+  EXPECT_TRUE(required("bare"));
+  EXPECT_FALSE(required("given"));
+  EXPECT_FALSE(required("optional"));
+  EXPECT_TRUE(required("said"));
+  EXPECT_FALSE(required("optional_default"));
+  // A submission that leaves out a required input is refused, naming each.
+  std::vector<std::string> errors;
+  EXPECT_FALSE(bind_inputs(*r.workflow, {{"said", 1}}, errors));
+  ASSERT_EQ(errors.size(), 2u);
+  auto text = errors[0] + "\n" + errors[1];
+  EXPECT_NE(text.find("missing required input 'plain' of type string"),
+            std::string::npos)
+    << text;
+  EXPECT_NE(text.find("missing required input 'bare'"), std::string::npos)
+    << text;
+  // An optional input left out reads as null; defaults apply.
+  errors.clear();
+  auto bound = bind_inputs(
+    *r.workflow, {{"plain", "p"}, {"bare", true}, {"said", 1}}, errors);
+  ASSERT_TRUE(bound) << errors.at(0);
+  EXPECT_EQ(*bound, (nlohmann::json{{"plain", "p"},
+                                    {"bare", true},
+                                    {"given", 3},
+                                    {"optional", nullptr},
+                                    {"said", 1},
+                                    {"optional_default", "x"}}));
+}
+
 TEST(WorkflowSpec, ChecksKindParameters) {
   auto r = parse_workflow(R"(name: k
 nodes:
@@ -430,6 +481,20 @@ inputs:
   EXPECT_ERROR(r, "nodes.n1.timeout", "out_of_range", "longer than 0s");
   EXPECT_EQ(find(r.errors, "nodes.s3.duration", "bad_duration"), nullptr);
   EXPECT_EQ(r.errors.size(), 13u) << dump(r.errors);
+}
+
+TEST(KindRegistry, ExecStdinDocSaysWhatItGets) {
+  // `troupe kinds` prints these docs: exec's stdin is {inputs, nodes}.
+  auto* exec = kind_registry::global().find("exec");
+  ASSERT_NE(exec, nullptr);
+  auto stdin_param
+    = std::find_if(exec->params.begin(), exec->params.end(),
+                   [](const param_spec& p) { return p.name == "stdin"; });
+  ASSERT_NE(stdin_param, exec->params.end());
+  EXPECT_NE(stdin_param->doc.find("{inputs, nodes}"), std::string::npos)
+    << stdin_param->doc;
+  EXPECT_EQ(stdin_param->doc.find("the node's inputs"), std::string::npos)
+    << stdin_param->doc;
 }
 
 TEST(WorkflowSpec, BadNodeIdsAndNodesThatAreNotMappings) {
@@ -498,6 +563,37 @@ TEST(WorkflowSpec, AcceptsTheLimitOfNodes) {
   EXPECT_ERROR(r, "nodes", "too_large", "the limit is 10000");
 }
 
+TEST(WorkflowSpec, ChecksTemplatesAlongAChainOfTheLimitOfNodes) {
+  // Each node reads the one before it and the first: upstream is checked
+  // for every reference without a set of upstream nodes per node (which
+  // took gigabytes for this chain).
+  std::string text = "name: chain\nnodes:\n  n0: {kind: noop, v: 1}\n";
+  for (size_t i = 1; i + 1 < max_workflow_nodes; ++i)
+    text += "  n" + std::to_string(i) + ": {kind: noop, after: [n"
+            + std::to_string(i - 1) + "], v: \"{{ nodes.n"
+            + std::to_string(i - 1)
+            + ".output.v }}\", w: \"{{ nodes.n0.output }}\"}\n";
+  auto ok = parse_workflow(text);
+  ASSERT_TRUE(ok.ok()) << dump(ok.errors);
+  // A reference to a node that is not upstream is still refused, however
+  // far away.
+  text += "  x: {kind: noop, after: [n5], v: \"{{ nodes.n9000.output }}\"}\n";
+  auto r = parse_workflow(text);
+  EXPECT_ERROR(r, "nodes.x.v", "unknown_reference",
+               "node 'n9000' is not upstream of 'x'");
+  EXPECT_EQ(r.errors.size(), 1u) << dump(r.errors);
+  std::string small = "name: chain\nnodes:\n  n0: {kind: noop}\n";
+  for (size_t i = 1; i < 300; ++i)
+    small += "  n" + std::to_string(i) + ": {kind: noop, after: [n"
+             + std::to_string(i - 1) + "]}\n";
+  small += "  x: {kind: noop, after: [n5], v: \"{{ nodes.n200.output }}\", "
+           "w: \"{{ nodes.n1.output }}\"}\n";
+  r = parse_workflow(small);
+  EXPECT_ERROR(r, "nodes.x.v", "unknown_reference",
+               "node 'n200' is not upstream of 'x'");
+  EXPECT_EQ(r.errors.size(), 1u) << dump(r.errors);
+}
+
 TEST(WorkflowSpec, AnchorsAliasesAndMergeKeys) {
   auto r = parse_workflow(R"(name: m
 defaults:
@@ -527,6 +623,34 @@ nodes:
   auto unknown = parse_workflow("name: m\nnodes:\n  a: *nope\n");
   EXPECT_NE(unknown.errors.at(0).message.find("nope"), std::string::npos)
     << dump(unknown.errors);
+}
+
+TEST(WorkflowSpec, TopLevelXKeysHoldAnchors) {
+  auto r = parse_workflow(R"(name: x
+x-retry: &retry {max_attempts: 7, initial_backoff: 10ms}
+x-notes: anything at all
+nodes:
+  a: {kind: noop, retry: *retry}
+  b:
+    kind: noop
+    retry: {<<: *retry, max_attempts: 2}
+)");
+  ASSERT_TRUE(r.ok()) << dump(r.errors);
+  EXPECT_EQ(r.workflow->find_node("a")->retry.max_attempts, 7);
+  EXPECT_EQ(r.workflow->find_node("b")->retry.max_attempts, 2);
+  EXPECT_EQ(r.workflow->find_node("b")->retry.initial_backoff, 10ms);
+  // Only at the top level, and only with the prefix.
+  auto bad = parse_workflow(R"(name: x
+y-base: 1
+x-: 2
+nodes:
+  a: {kind: sleep, duration: 1s, x-note: 3}
+)");
+  EXPECT_ERROR(bad, "y-base", "unknown_field",
+               "or any name starting with 'x-'");
+  EXPECT_ERROR(bad, "x-", "unknown_field", "");
+  EXPECT_ERROR(bad, "nodes.a.x-note", "unknown_field", "");
+  EXPECT_EQ(bad.errors.size(), 3u) << dump(bad.errors);
 }
 
 TEST(WorkflowSpec, MalformedFlowCollectionsFailFast) {
@@ -597,6 +721,24 @@ nodes:
   EXPECT_EQ(ok.workflow->nodes[0].schedule_to_close, std::chrono::seconds{90});
 }
 
+TEST(WorkflowSpec, RefusesZeroDurationsWhereZeroMakesNoSense) {
+  auto r = parse_workflow(R"(name: z
+nodes:
+  e: {kind: exec, command: [/bin/true], heartbeat_timeout: 0s}
+  h: {kind: http, url: "http://localhost/", request_timeout: 0ms}
+  t: {kind: exec, command: [/bin/true], heartbeat_timeout: "{{ run.id }}"}
+  s: {kind: sleep, duration: 0s}
+)");
+  EXPECT_ERROR(r, "nodes.e.heartbeat_timeout", "out_of_range",
+               "'heartbeat_timeout' \"0s\" is out of range; allowed: at "
+               "least 1ms");
+  EXPECT_ERROR(r, "nodes.h.request_timeout", "out_of_range", "at least 1ms");
+  EXPECT_EQ(r.errors.size(), 2u) << dump(r.errors);
+  auto ok = parse_workflow("name: z\nnodes:\n  e: {kind: exec, command: "
+                           "[/bin/true], heartbeat_timeout: 1ms}\n");
+  EXPECT_TRUE(ok.ok()) << dump(ok.errors);
+}
+
 TEST(WorkflowSpec, ChecksSwitchesAndTriggers) {
   auto r = parse_workflow(R"(name: s
 inputs: {n: {type: integer}}
@@ -653,6 +795,30 @@ nodes:
   EXPECT_EQ(ok.workflow->find_node("small")->after,
             std::vector<std::string>{"route"});
   EXPECT_EQ(ok.workflow->find_node("join")->trigger, trigger_rule::one_success);
+}
+
+TEST(WorkflowSpec, ASwitchSendingTheRunUpstreamIsReportedAtItsGoto) {
+  auto r = parse_workflow(R"(name: s
+nodes:
+  a: {kind: noop}
+  b: {kind: noop, after: [a]}
+  s:
+    kind: switch
+    after: [b]
+    cases: [{when: "true", goto: [a]}]
+    default: [b, c]
+  c: {kind: noop}
+)");
+  ASSERT_FALSE(r.ok());
+  EXPECT_ERROR(r, "nodes.s.cases[0].goto[0]", "cycle",
+               "switch 's' sends the run to 'a', which it runs after");
+  EXPECT_ERROR(r, "nodes.s.default[0]", "cycle",
+               "switch 's' sends the run to 'b', which it runs after");
+  // Not a cycle of `after`s at a field the nodes do not have.
+  EXPECT_EQ(find(r.errors, "nodes.a.after", "cycle"), nullptr)
+    << dump(r.errors);
+  EXPECT_EQ(r.errors.size(), 2u) << dump(r.errors);
+  EXPECT_EQ(r.errors[0].line, 8);
 }
 
 TEST(WorkflowSpec, ChecksCompensations) {
