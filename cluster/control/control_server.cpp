@@ -219,6 +219,19 @@ struct control_server::impl : std::enable_shared_from_this<impl> {
   std::unordered_map<session_base*, std::weak_ptr<session_base>> sessions;
   /// Open connections by source address (control.max_connections_per_address).
   std::unordered_map<std::string, size_t> per_address;
+
+  /// Closes the acceptor and gives the sessions still open, to be told
+  /// (on the io thread) that the server stops or drains.
+  std::vector<std::shared_ptr<session_base>> stop_accepting() {
+    boost::system::error_code ignored;
+    acceptor.close(ignored);
+    std::vector<std::shared_ptr<session_base>> live;
+    std::lock_guard guard{mtx};
+    for (auto& [_, w] : sessions)
+      if (auto s = w.lock())
+        live.push_back(std::move(s));
+    return live;
+  }
 };
 
 namespace {
@@ -829,16 +842,7 @@ void control_server::stop() {
   if (impl_->stopped.exchange(true))
     return;
   asio::post(impl_->io, [self = impl_] {
-    boost::system::error_code ignored;
-    self->acceptor.close(ignored);
-    std::vector<std::shared_ptr<session_base>> open;
-    {
-      std::lock_guard guard{self->mtx};
-      for (auto& [_, w] : self->sessions)
-        if (auto s = w.lock())
-          open.push_back(std::move(s));
-    }
-    for (auto& s : open)
+    for (auto& s : self->stop_accepting())
       s->close();
   });
 }
@@ -848,16 +852,7 @@ void control_server::drain(std::chrono::milliseconds within,
   if (impl_->stopped.load() || impl_->draining.exchange(true))
     return;
   asio::post(impl_->io, [self = impl_, within, linger] {
-    boost::system::error_code ignored;
-    self->acceptor.close(ignored);
-    std::vector<std::shared_ptr<session_base>> open;
-    {
-      std::lock_guard guard{self->mtx};
-      for (auto& [_, w] : self->sessions)
-        if (auto s = w.lock())
-          open.push_back(std::move(s));
-    }
-    for (auto& s : open)
+    for (auto& s : self->stop_accepting())
       s->drain(within, linger);
   });
 }
