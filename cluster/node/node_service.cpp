@@ -961,6 +961,9 @@ std::optional<std::string> node_service::not_ready_reason() const {
 }
 
 std::optional<json> node_service::unavailable() const {
+  if (draining_.load())
+    return json{{"status", "draining"},
+                {"reason", "the node is shutting down: it takes no new work"}};
   auto space = impl_->node.disk_space();
   if (!space.low)
     return std::nullopt;

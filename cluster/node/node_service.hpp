@@ -64,9 +64,10 @@ class node_service final : public control_handler {
   /// Whether the node acts on state-changing requests (no reason not to).
   bool ready() const { return !not_ready_reason(); }
 
-  /// Why the node, though ready, takes no new work now (its data dir is
-  /// below storage.min_free): {status: "disk_low", reason, free_bytes,
-  /// min_free_bytes}; nothing when it takes work. GET /ready answers 503
+  /// Why the node, though ready, takes no new work now: it is shutting
+  /// down ({status: "draining", reason}), or its data dir is below
+  /// storage.min_free ({status: "disk_low", reason, free_bytes,
+  /// min_free_bytes}); nothing when it takes work. GET /ready answers 503
   /// with it, and `ping` says the same.
   std::optional<nlohmann::json> unavailable() const;
 

@@ -1249,6 +1249,7 @@ TEST_F(Node, SigtermTellsEveryClientAnswersWhatWaitsAndTakesNoSubmission) {
                                 {"id", 9},
                                 {"workflow", "name: quick\nnodes:\n  a: "
                                              "{kind: noop}\n"}}));
+  ASSERT_TRUE(submitter.c.send({{"t", "ping"}, {"id", 10}}));
   // The watcher hears that the node stops, and its watch ends with
   // `draining` (the run goes on at the next start).
   bool notice = false;
@@ -1270,18 +1271,24 @@ TEST_F(Node, SigtermTellsEveryClientAnswersWhatWaitsAndTakesNoSubmission) {
   EXPECT_TRUE(watcher.c.closed_within(5s));
   // The submission sent just after SIGTERM is answered: refused with
   // `draining`, or (if it came before the node began to stop) taken.
-  std::optional<json> answer;
-  for (int i = 0; i < 10 && !answer; ++i) {
+  std::optional<json> answer, pong;
+  for (int i = 0; i < 10 && !(answer && pong); ++i) {
     auto m = submitter.c.receive(5s);
     if (!m)
       break;
     if (m->value("id", 0) == 9)
       answer = *m;
+    else if (m->value("id", 0) == 10)
+      pong = *m;
   }
   ASSERT_TRUE(answer) << "no answer before the node closed the connection";
+  ASSERT_TRUE(pong) << "no answer to the ping";
   bool taken = (*answer)["t"] == "reply";
   if (!taken) {
     EXPECT_EQ((*answer)["code"], "draining") << answer->dump();
+    // A ping after the refused submission says why, as GET /ready does.
+    EXPECT_EQ((*pong)["body"]["ready"], false) << pong->dump();
+    EXPECT_EQ((*pong)["body"]["status"], "draining") << pong->dump();
   }
   EXPECT_TRUE(submitter.c.closed_within(5s));
   // The command says why its watch ended and how to go on: exit 3.
