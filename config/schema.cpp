@@ -124,7 +124,7 @@ const std::vector<key_spec>& table() {
      vk::string_list,
      "",
      "Per-logger levels over log.level, as LOGGER=LEVEL entries such as "
-     "control=debug (loggers: node, run, control, http, store, auth).",
+     "control=debug (loggers: node, run, control, http, store, auth, cluster).",
      0,
      0,
      {"trace", "debug", "info", "warn", "error", "off"}},

@@ -15,6 +15,7 @@
 #include <atomic>
 #include <charconv>
 #include <mutex>
+#include <thread>
 #include <utility> // before Asio: Boost 1.74 with C++20 needs std::exchange
 
 namespace troupe::cluster::etcd {
@@ -291,11 +292,24 @@ struct client::impl {
     // Bounded: every endpoint at most three times, and the deadline.
     auto attempts = endpoints.size() * 3;
     auto start = preferred.load();
+    size_t tries = 0;
     for (size_t i = 0; i < attempts; ++i) {
       auto left
         = std::chrono::duration_cast<milliseconds>(deadline - steady::now());
       if (left.count() <= 0)
         break;
+      if (i > 0 && i % endpoints.size() == 0) {
+        // A whole round failed (etcd restarting, a leader election): pause
+        // before the next, on this caller's own thread.
+        std::this_thread::sleep_for(std::min(
+          left,
+          milliseconds{100 * static_cast<int64_t>(i / endpoints.size())}));
+        left
+          = std::chrono::duration_cast<milliseconds>(deadline - steady::now());
+        if (left.count() <= 0)
+          break;
+      }
+      ++tries;
       auto at = (start + i) % endpoints.size();
       auto& ep = endpoints[at];
       auto answer
@@ -333,9 +347,10 @@ struct client::impl {
     for (auto& ep : endpoints)
       names += (names.empty() ? "" : ", ") + ep.url;
     return error{error::kind::unreachable,
-                 "etcd did not answer at " + names + " within "
+                 "etcd did not answer at " + names + " ("
+                   + std::to_string(tries) + " tries, deadline "
                    + std::to_string(opts.call_timeout.count())
-                   + "ms (last: " + last + ")"};
+                   + "ms; last: " + last + ")"};
   }
 };
 

@@ -2,6 +2,7 @@
 
 #include "actors/node/embedded_node.hpp"
 #include "cluster/control/control_server.hpp"
+#include "cluster/coordination/coordinator.hpp"
 #include "runtime/metrics/registry.hpp"
 
 #include <atomic>
@@ -73,6 +74,11 @@ class node_service final : public control_handler {
   /// Refuses new submissions from now on (shutdown).
   void drain() { draining_ = true; }
 
+  /// What the node knows of its cluster, for `members` and `ping`; set once
+  /// the node has joined (until then `members` lists nobody). Null again
+  /// before the coordinator goes away.
+  void set_cluster(const coordinator* c) { cluster_ = c; }
+
   /// Waits for the worker pool's jobs; call before destroying the node.
   void stop();
 
@@ -87,6 +93,7 @@ class node_service final : public control_handler {
   /// Set once recover() has resumed every unfinished run.
   std::atomic<bool> recovered_{false};
   std::atomic<bool> draining_{false};
+  std::atomic<const coordinator*> cluster_{nullptr};
 };
 
 } // namespace troupe::cluster
