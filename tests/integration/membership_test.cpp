@@ -120,6 +120,29 @@ TEST_F(Membership, ARevokedLeaseIsNoticedAndTheMemberRejoinsAsANewIncarnation) {
   EXPECT_TRUE(said);
 }
 
+TEST_F(Membership, EtcdOutOfReachForATtlUnjoinsTheMemberUntilItIsBack) {
+  etcd_coordinator a{opts("a")};
+  ASSERT_FALSE(a.join());
+  auto first = a.self().incarnation;
+  etcd.stop();
+  // Unrenewed for a whole TTL (1 s), the lease must be assumed gone.
+  ASSERT_TRUE(wait_until([&] { return !a.self().joined; }, 5s));
+  EXPECT_EQ(a.members().back().state, "joining");
+  ASSERT_TRUE(etcd.restart()) << etcd.error();
+  // Back, it registers again: a new incarnation, its old key replaced.
+  ASSERT_TRUE(wait_until(
+    [&] {
+      auto s = a.self();
+      return s.joined && s.incarnation != first;
+    },
+    10s));
+  troupe::cluster::etcd::client c{opts("x").etcd};
+  auto kv = c.get(etcd_coordinator::member_key("c1", "a"));
+  ASSERT_TRUE(kv && kv->has_value()) << kv.err.message;
+  EXPECT_NE((*kv)->value.find(a.self().incarnation), std::string::npos);
+  EXPECT_EQ((*kv)->lease, a.lease_id());
+}
+
 TEST_F(Membership, EtcdUnreachableAtJoinIsReported) {
   auto o = opts("a");
   o.etcd.endpoints

@@ -32,8 +32,12 @@ class etcd_process {
     }
     // A port taken between free_port() and etcd's bind makes etcd exit:
     // try again with other ports, a bounded number of times.
-    for (int attempt = 0; attempt < 3 && !ok_; ++attempt)
+    for (int attempt = 0; attempt < 3 && !ok_; ++attempt) {
+      client_port_ = free_port();
+      peer_port_ = free_port();
+      data_ = dir_.path() / ("etcd-" + std::to_string(attempt));
       launch(binary, ready_limit);
+    }
   }
 
   ~etcd_process() { stop(); }
@@ -60,6 +64,16 @@ class etcd_process {
     }
   }
 
+  /// Starts etcd again after stop(), on the same ports with the same data
+  /// dir (its keys and leases kept); returns whether it is ready.
+  bool restart(std::chrono::milliseconds ready_limit
+               = std::chrono::seconds{20}) {
+    stop();
+    ok_ = false;
+    launch(find_etcd(), ready_limit);
+    return ok_;
+  }
+
   /// What etcd wrote to stderr so far.
   std::string log() const { return proc_ ? proc_->err() : std::string{}; }
 
@@ -76,15 +90,12 @@ class etcd_process {
 
   void launch(const std::string& binary,
               std::chrono::milliseconds ready_limit) {
-    client_port_ = free_port();
-    auto peer_port = free_port();
     auto client = "http://127.0.0.1:" + std::to_string(client_port_);
-    auto peer = "http://127.0.0.1:" + std::to_string(peer_port);
-    auto data = dir_.path() / ("etcd-" + std::to_string(launches_));
+    auto peer = "http://127.0.0.1:" + std::to_string(peer_port_);
     std::vector<std::string> argv
       = {binary,         "--name",
          "test",         "--data-dir",
-         data.string(),  "--listen-client-urls",
+         data_.string(), "--listen-client-urls",
          client,         "--advertise-client-urls",
          client,         "--listen-peer-urls",
          peer,           "--initial-advertise-peer-urls",
@@ -118,6 +129,8 @@ class etcd_process {
   temp_dir dir_;
   std::unique_ptr<background_process> proc_;
   uint16_t client_port_ = 0;
+  uint16_t peer_port_ = 0;
+  std::filesystem::path data_;
   int launches_ = 0;
   bool ok_ = false;
   std::string error_;
