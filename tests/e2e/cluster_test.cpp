@@ -18,6 +18,7 @@
 #include <map>
 #include <regex>
 #include <set>
+#include <unistd.h>
 
 using namespace std::chrono_literals;
 using troupe::test::background_process;
@@ -186,6 +187,40 @@ TEST_F(Cluster, ASecondMemberWithATakenNameRefusesToStart) {
   // The member that holds the name is untouched.
   EXPECT_EQ(seen_by("m1"), std::set<std::string>{"m1"});
   EXPECT_EQ(entry("m1", "m1")["state"], "up");
+}
+
+TEST_F(Cluster, AMemberWithoutANameIsNamedAfterItsHostAndControlPort) {
+  start_etcd();
+  auto a = member_args("x", etcd->url());
+  a.erase(a.begin() + 12, a.begin() + 14); // --member x
+  auto& m = members["unnamed"];
+  m.proc = start(a);
+  std::smatch match;
+  ASSERT_TRUE(wait_until(
+    [&] {
+      auto err = m.proc->err();
+      return contains(err, "ready: resumed")
+             && std::regex_search(err, match,
+                                  std::regex{"listening on 127.0.0.1:(\\d+)"});
+    },
+    20s))
+    << m.proc->err();
+  m.port = static_cast<uint16_t>(std::stoi(match[1]));
+  char host[256] = {};
+  ASSERT_EQ(gethostname(host, sizeof host - 1), 0);
+  auto j = members_of("unnamed");
+  ASSERT_EQ(j["members"].size(), 1u) << j;
+  auto name = j["member"].get<std::string>();
+  EXPECT_TRUE(name.ends_with("-" + std::to_string(m.port))) << name;
+  std::string h{host};
+  if (h.size() <= 50
+      && h.find_first_not_of("abcdefghijklmnopqrstuvwxyz"
+                             "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                             "0123456789-_.")
+           == std::string::npos) {
+    EXPECT_EQ(name, h + "-" + std::to_string(m.port));
+  }
+  EXPECT_EQ(j["members"][0]["name"], name);
 }
 
 TEST_F(Cluster, EtcdOutOfReachAtStartExitsThreeSayingSo) {
