@@ -233,6 +233,10 @@ result<http_answer> post_once(const endpoint& ep, const std::string& target,
   io.run_for(timeout + milliseconds{50});
   beast::error_code ignored;
   stream.socket().close(ignored);
+  // Let what was cut short finish (aborted) while its state still exists.
+  resolver.cancel();
+  io.restart();
+  io.poll();
   if (!done) {
     auto why = failure ? failure.message() : std::string{"timed out"};
     if (failure == beast::error::timeout)

@@ -24,6 +24,10 @@ struct etcd_coordinator::impl {
   /// Guarded by mtx.
   member_info self;
   bool joined = false;
+  /// When etcd last confirmed the lease (granted or renewed): past it plus
+  /// the TTL, the lease may be gone, whatever a renewal still in flight
+  /// will say.
+  steady::time_point renewed_at;
   int64_t lease = 0;
   int64_t granted_ttl_s = 0;
   int64_t rejoins = 0;
@@ -127,6 +131,7 @@ struct etcd_coordinator::impl {
     self = me;
     self.state = "up";
     joined = true;
+    renewed_at = steady::now();
     lease = granted.id;
     granted_ttl_s = std::max<int64_t>(granted.ttl_s, 1);
     lost_reason.clear();
@@ -180,9 +185,15 @@ struct etcd_coordinator::impl {
         id = 0;
       }
       if (id != 0) {
+        auto asked = steady::now();
         auto r = client.lease_keepalive(id);
         if (r && *r > 0) {
-          last_renewed = steady::now();
+          last_renewed = asked;
+          std::lock_guard guard{mtx};
+          // The lease lives TTL from when the renewal was asked, not
+          // answered.
+          if (lease == id)
+            renewed_at = asked;
           warned = false;
           continue;
         }
@@ -321,6 +332,13 @@ struct etcd_coordinator::impl {
     }
   }
 
+  /// Whether this member's registration surely still lives: joined, and
+  /// renewed less than a TTL ago. Under mtx.
+  bool live() const {
+    return joined
+           && steady::now() - renewed_at < std::chrono::seconds{granted_ttl_s};
+  }
+
   void start_threads() {
     renewer = std::thread{[this] { renew_loop(); }};
     watcher = std::thread{[this] { watch_loop(); }};
@@ -384,6 +402,8 @@ std::vector<member_info> etcd_coordinator::members() const {
   for (auto& [name, m] : impl_->others)
     out.push_back(m);
   out.push_back(impl_->self);
+  if (impl_->joined && !impl_->live())
+    out.back().state = "joining";
   std::sort(out.begin(), out.end(),
             [](auto& a, auto& b) { return a.name < b.name; });
   return out;
@@ -391,13 +411,13 @@ std::vector<member_info> etcd_coordinator::members() const {
 
 self_status etcd_coordinator::self() const {
   std::lock_guard guard{impl_->mtx};
-  return {impl_->opts.cluster, impl_->self.name, impl_->joined,
+  return {impl_->opts.cluster, impl_->self.name, impl_->live(),
           impl_->self.incarnation, impl_->rejoins};
 }
 
 int64_t etcd_coordinator::lease_id() const {
   std::lock_guard guard{impl_->mtx};
-  return impl_->joined ? impl_->lease : 0;
+  return impl_->live() ? impl_->lease : 0;
 }
 
 } // namespace troupe::cluster

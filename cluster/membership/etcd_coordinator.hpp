@@ -79,7 +79,10 @@ class etcd_coordinator final : public coordinator {
   static std::string member_key(const std::string& cluster,
                                 const std::string& member);
 
-  /// The lease this member holds now (0 when not joined).
+  /// The lease this member holds now (0 when not joined). Joined means
+  /// registered and renewed less than a TTL ago: a member cut off from etcd
+  /// counts as not joined once its lease may have expired, even while a
+  /// renewal is still in flight.
   int64_t lease_id() const;
 
   struct impl;

@@ -57,10 +57,11 @@ struct Cluster : troupe::test::troupe_fixture {
     ASSERT_TRUE(etcd->ok()) << etcd->error();
   }
 
-  /// `troupe node start --cluster c1` as `name`, with a 1 s lease TTL,
-  /// control port picked by the node, no HTTP endpoint.
+  /// `troupe node start --cluster c1` as `name`, with a lease TTL of
+  /// `ttl`, control port picked by the node, no HTTP endpoint.
   std::vector<std::string> member_args(const std::string& name,
-                                       const std::string& etcd_url) {
+                                       const std::string& etcd_url,
+                                       const std::string& ttl = "2s") {
     return {"node",       "start",
             "--data-dir", (dir.path() / ("data-" + name)).string(),
             "--listen",   "127.0.0.1:0",
@@ -68,14 +69,14 @@ struct Cluster : troupe::test::troupe_fixture {
             "--cluster",  "c1",
             "--etcd",     etcd_url,
             "--member",   name,
-            "--set",      "cluster.lease_ttl=1s",
+            "--set",      "cluster.lease_ttl=" + ttl,
             "--set",      "cluster.labels=zone=z-" + name};
   }
 
   /// Starts member `name` and waits until it joined and is ready.
-  void join(const std::string& name) {
+  void join(const std::string& name, const std::string& ttl = "2s") {
     auto& m = members[name];
-    m.proc = start(member_args(name, etcd->url()));
+    m.proc = start(member_args(name, etcd->url(), ttl));
     std::smatch match;
     ASSERT_TRUE(wait_until(
       [&] {
@@ -300,7 +301,7 @@ TEST_F(Cluster, AMemberWhoseLeaseIsRevokedRejoinsWithANewIncarnation) {
 TEST_F(Cluster, AMemberKilledWithSigkillLeavesTheOthersListsAfterItsTtl) {
   start_etcd();
   for (auto name : {"m1", "m2", "m3"})
-    join(name);
+    join(name, "1s");
   std::set<std::string> all{"m1", "m2", "m3"};
   ASSERT_TRUE(wait_until([&] { return seen_by("m1") == all; }, 10s));
   ASSERT_TRUE(wait_until([&] { return seen_by("m2") == all; }, 10s));

@@ -7,8 +7,13 @@
 
 #include <gtest/gtest.h>
 
+#include <arpa/inet.h>
 #include <chrono>
+#include <netinet/in.h>
 #include <set>
+#include <sys/socket.h>
+#include <thread>
+#include <unistd.h>
 
 using namespace std::chrono_literals;
 using troupe::cluster::etcd::client;
@@ -177,6 +182,63 @@ TEST_F(EtcdClient, RetriesOnTheNextEndpointWhenOneIsDown) {
   auto rev = c.put("/retry", "ok");
   ASSERT_TRUE(rev) << rev.err.message;
   EXPECT_EQ((*c.get("/retry"))->value, "ok");
+}
+
+namespace {
+
+/// A port on 127.0.0.1 that takes connections (the kernel completes them)
+/// and never answers: an etcd that hangs, as under SIGSTOP.
+struct black_hole {
+  int fd = -1;
+  uint16_t port = 0;
+
+  black_hole() {
+    fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof addr;
+    if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0
+        && ::listen(fd, 16) == 0
+        && ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0)
+      port = ntohs(addr.sin_port);
+  }
+  ~black_hole() { ::close(fd); }
+
+  std::string url() const { return "http://127.0.0.1:" + std::to_string(port); }
+};
+
+} // namespace
+
+TEST_F(EtcdClient, AnEndpointThatHangsCostsOneDeadlineThenTheNextAnswers) {
+  black_hole hang;
+  ASSERT_NE(hang.port, 0);
+  auto o = opts();
+  o.request_timeout = 300ms;
+  o.endpoints = {hang.url(), etcd.url()};
+  client c{o};
+  auto t0 = std::chrono::steady_clock::now();
+  auto rev = c.put("/hang", "ok");
+  auto took = std::chrono::steady_clock::now() - t0;
+  ASSERT_TRUE(rev) << rev.err.message;
+  // One deadline spent on the hanging endpoint (bounds, not a speed).
+  EXPECT_GE(took, 250ms);
+  EXPECT_LT(took, 3000ms);
+  EXPECT_EQ((*c.get("/hang"))->value, "ok");
+
+  // Hanging alone, a call ends at its deadline with the reason.
+  o.endpoints = {hang.url()};
+  o.call_timeout = 700ms;
+  client alone{o};
+  t0 = std::chrono::steady_clock::now();
+  auto r = alone.put("/x", "y");
+  took = std::chrono::steady_clock::now() - t0;
+  EXPECT_FALSE(r);
+  EXPECT_EQ(r.err.what, error::kind::unreachable);
+  EXPECT_NE(r.err.message.find("no answer within"), std::string::npos)
+    << r.err.message;
+  EXPECT_GE(took, 650ms);
+  EXPECT_LT(took, 3000ms);
 }
 
 TEST_F(EtcdClient, NoEndpointAnsweringFailsWithinTheDeadline) {
