@@ -322,9 +322,10 @@ int run_node_start(const global_options& g, const node_start_options& o) {
     }
     membership = etcd_member.get();
     coordination = std::move(etcd_member);
+    auto joined = coordination->self();
     log_line("joined cluster '" + cluster_name + "' as member '" + member
-             + "' (incarnation " + coordination->self().incarnation
-             + ", lease TTL " + std::to_string(mo.lease_ttl.count()) + "s)");
+             + "' (incarnation " + joined.incarnation + ", lease TTL "
+             + std::to_string(joined.lease_ttl_s) + "s)");
   }
   service.set_cluster(coordination.get());
 

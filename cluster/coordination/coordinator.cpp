@@ -69,7 +69,7 @@ std::vector<member_info> local_coordinator::members() const {
 }
 
 self_status local_coordinator::self() const {
-  return {{}, self_.name, true, self_.incarnation, 0};
+  return {{}, self_.name, true, self_.incarnation, 0, 0};
 }
 
 std::string new_incarnation() {

@@ -55,6 +55,9 @@ struct self_status {
   std::string incarnation;
   /// How many times it lost its registration and registered again.
   int64_t rejoins = 0;
+  /// The TTL etcd granted its lease (it may exceed the one asked for); 0
+  /// for a node alone.
+  int64_t lease_ttl_s = 0;
 };
 
 /// A node's view of its cluster. Every call is quick and never blocks on

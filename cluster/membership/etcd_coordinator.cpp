@@ -411,8 +411,8 @@ std::vector<member_info> etcd_coordinator::members() const {
 
 self_status etcd_coordinator::self() const {
   std::lock_guard guard{impl_->mtx};
-  return {impl_->opts.cluster, impl_->self.name, impl_->live(),
-          impl_->self.incarnation, impl_->rejoins};
+  return {impl_->opts.cluster,     impl_->self.name, impl_->live(),
+          impl_->self.incarnation, impl_->rejoins,   impl_->granted_ttl_s};
 }
 
 int64_t etcd_coordinator::lease_id() const {

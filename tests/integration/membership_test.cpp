@@ -69,6 +69,7 @@ TEST_F(Membership, MembersSeeEachOtherAndATakenNameIsRefused) {
   EXPECT_EQ(names(b), both);
   EXPECT_TRUE(a.self().joined);
   EXPECT_EQ(a.self().cluster, "c1");
+  EXPECT_EQ(a.self().lease_ttl_s, 1);
 
   // The registration holds what the member said of itself.
   troupe::cluster::etcd::client c{opts("x").etcd};
