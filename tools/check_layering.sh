@@ -39,7 +39,8 @@ cluster_parts=(
 for entry in "${cluster_parts[@]}"; do
   IFS=: read -r part others lower <<<"$entry"
   [ -d "cluster/$part" ] || continue
-  parts=("$part" $others)
+  read -r -a others_list <<<"$others"
+  parts=("$part" "${others_list[@]}")
   pattern="cluster/($(IFS='|'; echo "${parts[*]}"))/"
   what="cluster/${part}/ may include only cluster/{$(IFS=,; echo "${parts[*]}")}"
   if [ "$lower" = "yes" ]; then
