@@ -282,6 +282,7 @@ struct client::impl {
   std::string invalid;
   /// The endpoint that answered last: calls start there.
   std::atomic<size_t> preferred{0};
+  std::atomic<bool> interrupted{false};
 
   /// POSTs `body` to `target` on the endpoints in turn until one answers,
   /// within the call's deadline; returns the answer's JSON.
@@ -300,7 +301,7 @@ struct client::impl {
     for (size_t i = 0; i < attempts; ++i) {
       auto left
         = std::chrono::duration_cast<milliseconds>(deadline - steady::now());
-      if (left.count() <= 0)
+      if (left.count() <= 0 || interrupted)
         break;
       if (i > 0 && i % endpoints.size() == 0) {
         // A whole round failed (etcd restarting, a leader election): pause
@@ -310,7 +311,7 @@ struct client::impl {
           milliseconds{100 * static_cast<int64_t>(i / endpoints.size())}));
         left
           = std::chrono::duration_cast<milliseconds>(deadline - steady::now());
-        if (left.count() <= 0)
+        if (left.count() <= 0 || interrupted)
           break;
       }
       ++tries;
@@ -347,6 +348,8 @@ struct client::impl {
                        : parsed["error"].dump()};
       return parsed;
     }
+    if (interrupted)
+      return error{error::kind::unreachable, "etcd call interrupted"};
     std::string names;
     for (auto& ep : endpoints)
       names += (names.empty() ? "" : ", ") + ep.url;
@@ -375,6 +378,10 @@ client::~client() = default;
 
 const client_options& client::options() const noexcept {
   return impl_->opts;
+}
+
+void client::interrupt(bool on) {
+  impl_->interrupted = on;
 }
 
 result<int64_t> client::put(const std::string& key, const std::string& value,

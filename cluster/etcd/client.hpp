@@ -128,6 +128,11 @@ class client {
 
   const client_options& options() const noexcept;
 
+  /// While on, calls stop trying (between attempts: at most one attempt's
+  /// deadline later) and fail as unreachable; for a quick shutdown. From
+  /// any thread.
+  void interrupt(bool on);
+
   /// Writes `value` at `key`, attached to `lease_id` when not 0; returns the
   /// revision after the write.
   result<int64_t> put(const std::string& key, const std::string& value,

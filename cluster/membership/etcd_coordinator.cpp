@@ -352,10 +352,13 @@ struct etcd_coordinator::impl {
         watch->cancel();
       wake.notify_all();
     }
+    // A call in flight (etcd out of reach) ends after its current attempt.
+    client.interrupt(true);
     if (renewer.joinable())
       renewer.join();
     if (watcher.joinable())
       watcher.join();
+    client.interrupt(false);
   }
 };
 
