@@ -70,6 +70,8 @@ struct etcd_coordinator::impl {
   /// only if absent. Safe to retry: a key that holds this very incarnation
   /// (a retry whose first answer was lost) counts as ours.
   join_failure register_once() {
+    // The lease's TTL runs from when it was asked for, at the latest.
+    auto asked = steady::now();
     auto granted = client.lease_grant(opts.lease_ttl.count());
     if (!granted) {
       auto kind = granted.err.what == etcd::error::kind::refused
@@ -94,13 +96,13 @@ struct etcd_coordinator::impl {
         return {join_failure::kind::unreachable, put.err.message};
       }
       if (put->succeeded)
-        return commit(me, *granted);
+        return commit(me, *granted, asked);
       member_info holder;
       auto parsed
         = json::parse(put->current ? put->current->value : "", nullptr, false);
       bool readable = put->current && member_info::from_json(parsed, holder);
       if (readable && holder.incarnation == me.incarnation)
-        return commit(me, *granted);
+        return commit(me, *granted, asked);
       bool ours = false;
       {
         std::lock_guard guard{mtx};
@@ -126,12 +128,13 @@ struct etcd_coordinator::impl {
             "could not replace this member's previous registration"};
   }
 
-  join_failure commit(const member_info& me, const etcd::lease& granted) {
+  join_failure commit(const member_info& me, const etcd::lease& granted,
+                      steady::time_point asked) {
     std::lock_guard guard{mtx};
     self = me;
     self.state = "up";
     joined = true;
-    renewed_at = steady::now();
+    renewed_at = asked;
     lease = granted.id;
     granted_ttl_s = std::max<int64_t>(granted.ttl_s, 1);
     lost_reason.clear();
@@ -167,18 +170,19 @@ struct etcd_coordinator::impl {
 
   /// Renews the lease, notices its loss, and registers again after it.
   void renew_loop() {
-    auto last_renewed = steady::now();
     auto retry = milliseconds{100};
     bool warned = false;
     while (nap(renew_interval(), true)) {
       std::string lost;
       int64_t id = 0;
       int64_t ttl_s = 0;
+      steady::time_point renewed;
       {
         std::lock_guard guard{mtx};
         lost = std::exchange(lost_reason, {});
         id = joined ? lease : 0;
         ttl_s = granted_ttl_s;
+        renewed = renewed_at;
       }
       if (!lost.empty()) {
         mark_lost(lost);
@@ -188,7 +192,6 @@ struct etcd_coordinator::impl {
         auto asked = steady::now();
         auto r = client.lease_keepalive(id);
         if (r && *r > 0) {
-          last_renewed = asked;
           std::lock_guard guard{mtx};
           // The lease lives TTL from when the renewal was asked, not
           // answered.
@@ -199,8 +202,7 @@ struct etcd_coordinator::impl {
         }
         if (r) {
           mark_lost("its lease expired or was revoked");
-        } else if (steady::now() - last_renewed
-                   >= std::chrono::seconds{ttl_s}) {
+        } else if (steady::now() - renewed >= std::chrono::seconds{ttl_s}) {
           mark_lost("etcd was out of reach for longer than the lease TTL: "
                     + r.err.message);
         } else {
@@ -220,7 +222,6 @@ struct etcd_coordinator::impl {
           ++rejoins;
           incarnation = self.incarnation;
         }
-        last_renewed = steady::now();
         retry = milliseconds{100};
         info("cluster: member '" + opts.self.name + "' joined cluster '"
              + opts.cluster + "' again (incarnation " + incarnation + ")");

@@ -48,6 +48,15 @@ struct Membership : ::testing::Test {
     return o;
   }
 
+  /// Every notice so far, one a line.
+  std::string said() {
+    std::lock_guard guard{mtx};
+    std::string out;
+    for (auto& n : notices)
+      out += n + "\n";
+    return out;
+  }
+
   static std::vector<std::string> names(const etcd_coordinator& c) {
     std::vector<std::string> out;
     for (auto& m : c.members())
@@ -129,6 +138,12 @@ TEST_F(Membership, EtcdOutOfReachForATtlUnjoinsTheMemberUntilItIsBack) {
   // Unrenewed for a whole TTL (1 s), the lease must be assumed gone.
   ASSERT_TRUE(wait_until([&] { return !a.self().joined; }, 5s));
   EXPECT_EQ(a.members().back().state, "joining");
+  // Its renewals failing, it gives the registration up (back sooner, etcd
+  // would still have the lease, and the member would carry on with it).
+  ASSERT_TRUE(wait_until(
+    [&] { return said().find("lost its registration") != std::string::npos; },
+    10s))
+    << said();
   ASSERT_TRUE(etcd.restart()) << etcd.error();
   // Back, it registers again: a new incarnation, its old key replaced.
   ASSERT_TRUE(wait_until(
@@ -136,7 +151,8 @@ TEST_F(Membership, EtcdOutOfReachForATtlUnjoinsTheMemberUntilItIsBack) {
       auto s = a.self();
       return s.joined && s.incarnation != first;
     },
-    10s));
+    10s))
+    << said();
   troupe::cluster::etcd::client c{opts("x").etcd};
   auto kv = c.get(etcd_coordinator::member_key("c1", "a"));
   ASSERT_TRUE(kv && kv->has_value()) << kv.err.message;
