@@ -1,5 +1,6 @@
 #include "config/loader.hpp"
 
+#include "config/cluster_check.hpp"
 #include "config/suggest.hpp"
 
 #include <nlohmann/json.hpp>
@@ -437,6 +438,8 @@ class loader {
       report(to_text(cert.v).empty() ? key.source : cert.source,
              "tls.cert/tls.key", "",
              "set both tls.cert and tls.key, or neither");
+    for (auto& p : check_cluster(s))
+      result_.problems.push_back(std::move(p));
   }
 
   const load_options& opts_;

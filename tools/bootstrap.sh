@@ -16,7 +16,29 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev prometheus
   # test helpers: processes, ptys, network namespaces
   procps tmux iproute2 util-linux openssl
+  # the cluster's coordinator (tests start their own etcd on free ports)
+  etcd-server etcd-client
 )
+
+sudo=""
+if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null; then
+  sudo="sudo"
+fi
+
+# The etcd package ships a system service. Troupe never uses it (tests and
+# clusters start their own etcd), so it must not run behind the user's back:
+# where systemd manages services, stop and disable it. A no-op in containers
+# without systemd.
+stop_system_etcd() {
+  command -v systemctl >/dev/null || return 0
+  [ -d /run/systemd/system ] || return 0
+  if systemctl is-active --quiet etcd.service 2>/dev/null \
+    || systemctl is-enabled --quiet etcd.service 2>/dev/null; then
+    echo "bootstrap: stopping and disabling the etcd package's own service"
+    $sudo systemctl stop etcd.service >/dev/null 2>&1 || true
+    $sudo systemctl disable etcd.service >/dev/null 2>&1 || true
+  fi
+}
 
 missing=()
 for p in "${packages[@]}"; do
@@ -24,21 +46,20 @@ for p in "${packages[@]}"; do
   [ "$status" = "installed" ] || missing+=("$p")
 done
 
-[ ${#missing[@]} -eq 0 ] && exit 0
+if [ ${#missing[@]} -eq 0 ]; then
+  stop_system_etcd
+  exit 0
+fi
 
 echo "bootstrap: installing ${missing[*]}"
-sudo=""
-if [ "$(id -u)" -ne 0 ]; then
-  command -v sudo >/dev/null || {
-    echo "bootstrap: need root or sudo to install: ${missing[*]}" >&2
-    exit 1
-  }
-  sudo="sudo"
+if [ "$(id -u)" -ne 0 ] && [ -z "$sudo" ]; then
+  echo "bootstrap: need root or sudo to install: ${missing[*]}" >&2
+  exit 1
 fi
 export DEBIAN_FRONTEND=noninteractive
-# Only promtool is wanted from prometheus: its postinst must not start the
-# server. Without a policy-rc.d (Docker images ship one), deny service starts
-# for the length of the install.
+# Only promtool is wanted from prometheus, and nothing of etcd's own service:
+# their postinsts must not start servers. Without a policy-rc.d (Docker
+# images ship one), deny service starts for the length of the install.
 policy=/usr/sbin/policy-rc.d
 if [ ! -e "$policy" ]; then
   printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null
@@ -47,4 +68,7 @@ if [ ! -e "$policy" ]; then
 fi
 $sudo apt-get update -qq
 $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# systemd may still have enabled (or, with a policy-rc.d that allows it,
+# started) the service.
+stop_system_etcd
 echo "bootstrap: done"

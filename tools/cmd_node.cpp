@@ -1,7 +1,9 @@
 // `troupe node start`: a long-lived node serving the control protocol.
 
 #include "cluster/control/control_server.hpp"
+#include "cluster/coordination/coordinator.hpp"
 #include "cluster/endpoint/http_endpoint.hpp"
+#include "cluster/membership/etcd_coordinator.hpp"
 #include "cluster/node/node_service.hpp"
 #include "persistence/store_holder.hpp"
 #include "runtime/auth/token.hpp"
@@ -17,12 +19,16 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/address.hpp>
 
+#include <cctype>
 #include <chrono>
 #include <csignal>
+#include <cstdio>
 #include <cstdlib>
 #include <iostream>
+#include <map>
 #include <pthread.h>
 #include <thread>
+#include <unistd.h>
 #include <utility> // before Asio: Boost 1.74 with C++20 needs std::exchange
 
 namespace troupe::tools {
@@ -58,6 +64,50 @@ int listen_failed(const std::string& error, const char* key, const char* flag) {
   return taken ? exit_unreachable : exit_bad_input;
 }
 
+/// Splits NAME=VALUE items (validated by the configuration already).
+std::map<std::string, std::string>
+to_pairs(const std::vector<std::string>& items) {
+  std::map<std::string, std::string> out;
+  for (auto& item : items) {
+    auto eq = item.find('=');
+    out[item.substr(0, eq)] = item.substr(eq + 1);
+  }
+  return out;
+}
+
+/// This node as a member: what it registers in its cluster.
+cluster::member_info self_member(const config::settings& settings,
+                                 const std::string& member,
+                                 const std::string& control_address) {
+  cluster::member_info me;
+  me.name = member;
+  me.control_address = control_address;
+  me.peer_address = settings.get_string("cluster.advertise");
+  if (me.peer_address.empty())
+    me.peer_address = settings.get_string("cluster.listen");
+  me.labels = to_pairs(settings.get_list("cluster.labels"));
+  for (auto& [kind, n] : to_pairs(settings.get_list("cluster.capacity")))
+    me.capacity[kind] = std::stoll(n);
+  me.version = TROUPE_VERSION;
+  me.started_at_ms = cluster::now_ms();
+  return me;
+}
+
+/// HOSTNAME-PORT: a member's name when none is configured.
+std::string default_member_name(uint16_t port) {
+  char host[256] = {};
+  if (gethostname(host, sizeof host - 1) != 0 || host[0] == '\0')
+    std::snprintf(host, sizeof host, "%s", "member");
+  std::string name;
+  // Only the characters a member name may hold.
+  for (char* c = host; *c; ++c)
+    name += std::isalnum(static_cast<unsigned char>(*c)) || *c == '-'
+                || *c == '_' || *c == '.'
+              ? *c
+              : '-';
+  return name.substr(0, 50) + "-" + std::to_string(port);
+}
+
 bool is_loopback(const std::string& host) {
   if (host == "localhost")
     return true;
@@ -78,6 +128,12 @@ int run_node_start(const global_options& g, const node_start_options& o) {
     flags.push_back({"--http", "http.listen", o.http});
   if (!o.name.empty())
     flags.push_back({"--name", "node.name", o.name});
+  if (!o.cluster.empty())
+    flags.push_back({"--cluster", "cluster.name", o.cluster});
+  if (!o.etcd.empty())
+    flags.push_back({"--etcd", "cluster.etcd", o.etcd});
+  if (!o.member.empty())
+    flags.push_back({"--member", "cluster.member", o.member});
   config::settings settings;
   if (!load_config(g, flags, settings))
     return exit_bad_input;
@@ -190,8 +246,18 @@ int run_node_start(const global_options& g, const node_start_options& o) {
                    "resumed.")
         .with({});
 
+  // What the node knows of its cluster: itself alone, or the members of
+  // its cluster through etcd. Made once the control port is bound.
+  std::unique_ptr<cluster::coordinator> coordination;
+  cluster::etcd_coordinator* membership = nullptr;
+
   // `drain`: how long clients are given to take their answers (0: none).
   auto shut_down = [&](std::chrono::milliseconds drain) {
+    // Leaving first: the others see this member go at once, not after its
+    // lease's TTL.
+    service.set_cluster(nullptr);
+    if (membership)
+      membership->leave();
     // Nothing new is taken on from here.
     service.drain();
     // Journal writes held for disk space would keep a submission waiting on
@@ -234,6 +300,50 @@ int run_node_start(const global_options& g, const node_start_options& o) {
              + split_address(settings.get_string("http.listen")).first + ":"
              + std::to_string(http->port()) + "/metrics");
   }
+  auto control_address = host + ":" + std::to_string(server.port());
+  auto cluster_name = settings.get_string("cluster.name");
+  auto member = settings.get_string("cluster.member");
+  if (member.empty())
+    member = cluster_name.empty() ? name : default_member_name(server.port());
+  auto me = self_member(settings, member, control_address);
+  if (cluster_name.empty()) {
+    coordination = std::make_unique<cluster::local_coordinator>(me);
+  } else {
+    cluster::membership_options mo;
+    mo.cluster = cluster_name;
+    mo.self = me;
+    mo.etcd.endpoints = settings.get_list("cluster.etcd");
+    mo.etcd.request_timeout
+      = std::chrono::duration_cast<std::chrono::milliseconds>(
+        settings.get_duration("cluster.etcd_timeout"));
+    mo.etcd.call_timeout = 3 * mo.etcd.request_timeout;
+    mo.lease_ttl = std::chrono::duration_cast<std::chrono::seconds>(
+      settings.get_duration("cluster.lease_ttl"));
+    mo.info
+      = [](const std::string& line) { runtime::log::info("cluster", line); };
+    mo.warn
+      = [](const std::string& line) { runtime::log::warn("cluster", line); };
+    auto etcd_member = std::make_unique<cluster::etcd_coordinator>(mo);
+    if (auto failed = etcd_member->join()) {
+      etcd_member.reset();
+      shut_down({});
+      std::cerr << "troupe: node start: cannot join cluster '" << cluster_name
+                << "': " << failed.message
+                << (failed.what == cluster::join_failure::kind::unreachable
+                      ? " (cluster.etcd); is etcd running there?"
+                      : "")
+                << "\n";
+      return exit_unreachable;
+    }
+    membership = etcd_member.get();
+    coordination = std::move(etcd_member);
+    auto joined = coordination->self();
+    log_line("joined cluster '" + cluster_name + "' as member '" + member
+             + "' (incarnation " + joined.incarnation + ", lease TTL "
+             + std::to_string(joined.lease_ttl_s) + "s)");
+  }
+  service.set_cluster(coordination.get());
+
   // Whoever the data dir refuses now learns where to ask instead.
   (void)persistence::write_store_holder(
     opts.data_dir, {0, "node start",

@@ -105,6 +105,10 @@ struct node_start_options {
   /// Whether --http was given: `--http ""` turns the endpoint off.
   bool http_given = false;
   std::string name;
+  /// --cluster, --etcd (comma-separated URLs), --member.
+  std::string cluster;
+  std::string etcd;
+  std::string member;
 };
 
 /// `troupe node start`: a node in the foreground until SIGTERM or SIGINT.
@@ -148,6 +152,10 @@ std::string describe_event(const persistence::event_record& e,
 /// A journal event as `troupe history --json` prints it, and back.
 nlohmann::json event_to_json(const persistence::event_record& e);
 persistence::event_record event_from_json(const nlohmann::json& j);
+
+/// `troupe members [--json]`: the members of the node's cluster as the node
+/// knows them.
+int run_members(const global_options& g);
 
 /// `troupe shell`: interactive, or the `;`-separated commands of
 /// `commands_text`, or a script on standard input.

@@ -135,6 +135,17 @@ int main(int argc, char** argv) {
                              "HOST:PORT of health and metrics (http.listen)");
   node_start_cmd->add_option("--name", node_start.name,
                              "The node's name (node.name)");
+  node_start_cmd->add_option("--cluster", node_start.cluster,
+                             "Join this cluster through etcd (cluster.name)");
+  node_start_cmd->add_option("--etcd", node_start.etcd,
+                             "etcd URLs, comma-separated: "
+                             "http://HOST:PORT[,...] (cluster.etcd)");
+  node_start_cmd->add_option("--member", node_start.member,
+                             "This member's name in the cluster "
+                             "(cluster.member; default HOSTNAME-PORT)");
+
+  auto* members_cmd
+    = app.add_subcommand("members", "List the members of the node's cluster");
 
   remote_options ro;
   std::map<std::string, CLI::App*> remote_cmds;
@@ -282,6 +293,8 @@ int main(int argc, char** argv) {
     }
     if (*shell_cmd)
       return run_shell(g, shell_commands);
+    if (*members_cmd)
+      return run_members(g);
     if (*gc_cmd)
       return run_gc(g, gc_opts);
     for (auto& [name, cmd] : remote_cmds)

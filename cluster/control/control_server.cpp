@@ -47,7 +47,7 @@ constexpr std::array request_types{
   request_type{"crash", role::admin},   request_type{"submit", role::op},
   request_type{"cancel", role::op},     request_type{"cancel_many", role::op},
   request_type{"pause", role::op},      request_type{"resume", role::op},
-  request_type{"gc", role::admin},
+  request_type{"gc", role::admin},      request_type{"members", role::viewer},
 };
 
 int64_t unix_seconds() {

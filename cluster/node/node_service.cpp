@@ -333,6 +333,28 @@ struct node_service::impl : std::enable_shared_from_this<impl> {
   void submitted_run(const request_ptr& req, const std::string& id,
                      const std::string& workflow, bool existing);
   void status(const request_ptr& req, const json& msg);
+
+  /// The members the node knows now; quick (a copy under a lock), so it is
+  /// answered on the io_context thread.
+  void members(const request_ptr& req, const coordinator* c) const {
+    json list = json::array();
+    json body{{"cluster", ""}, {"member", ""}};
+    if (c) {
+      auto me = c->self();
+      body["cluster"] = me.cluster;
+      body["member"] = me.member;
+      auto now = now_ms();
+      for (auto& m : c->members()) {
+        auto j = m.to_json();
+        j["state"] = m.state;
+        j["age_ms"] = m.joined_at_ms > 0 ? now - m.joined_at_ms : 0;
+        j["self"] = m.name == me.member;
+        list.push_back(std::move(j));
+      }
+    }
+    body["members"] = std::move(list);
+    req->reply(std::move(body));
+  }
   void list(const request_ptr& req, const json& msg);
   void result(const request_ptr& req, const json& msg);
   void history(const request_ptr& req, const json& msg);
@@ -1003,8 +1025,18 @@ void node_service::handle(const request_ptr& req, const std::string& type,
       body = std::move(*off);
       body["ready"] = false;
     }
+    if (auto* c = cluster_.load()) {
+      auto me = c->self();
+      if (!me.cluster.empty())
+        body["cluster"] = json{{"name", me.cluster},
+                               {"member", me.member},
+                               {"joined", me.joined},
+                               {"incarnation", me.incarnation}};
+    }
     return req->reply(std::move(body));
   }
+  if (type == "members")
+    return i.members(req, cluster_.load());
   if (draining_.load() && (changes_state(type, msg) || type == "watch"))
     // Nothing new is taken on while the node stops: safe to send again to
     // the node once it is back (a watch would only be cut).

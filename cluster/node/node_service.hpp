@@ -2,6 +2,7 @@
 
 #include "actors/node/embedded_node.hpp"
 #include "cluster/control/control_server.hpp"
+#include "cluster/coordination/coordinator.hpp"
 #include "runtime/metrics/registry.hpp"
 
 #include <atomic>
@@ -81,6 +82,11 @@ class node_service final : public control_handler {
   /// the control server's drain so that clients hear why first.
   void end_watches();
 
+  /// What the node knows of its cluster, for `members` and `ping`; set once
+  /// the node has joined (until then `members` lists nobody). Null again
+  /// before the coordinator goes away.
+  void set_cluster(const coordinator* c) { cluster_ = c; }
+
   /// Waits for the worker pool's jobs; call before destroying the node.
   void stop();
 
@@ -95,6 +101,7 @@ class node_service final : public control_handler {
   /// Set once recover() has resumed every unfinished run.
   std::atomic<bool> recovered_{false};
   std::atomic<bool> draining_{false};
+  std::atomic<const coordinator*> cluster_{nullptr};
 };
 
 } // namespace troupe::cluster

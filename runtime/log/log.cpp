@@ -422,7 +422,7 @@ registry& the_registry() {
 
 const std::vector<std::string>& known_loggers() {
   static const std::vector<std::string> names
-    = {"node", "run", "control", "http", "store", "auth"};
+    = {"node", "run", "control", "http", "store", "auth", "cluster"};
   return names;
 }
 

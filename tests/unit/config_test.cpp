@@ -271,3 +271,48 @@ TEST(ConfigSchema, RenderedTomlLoadsBackUnchanged) {
               to_text(second.effective.at(k.name()).v))
       << k.name();
 }
+
+TEST_F(ConfigTest, ClusterSectionIsCheckedKeyByKey) {
+  dir.write("default.toml",
+            "[cluster]\nname = \"prod\"\netcd = [\"http://127.0.0.1:2379\", "
+            "\"https://10.0.0.1:2379\", \"127.0.0.1:2379\"]\n"
+            "member = \"a/b\"\nlabels = [\"zone=eu\", \"zone=us\", \"bad\"]\n"
+            "capacity = [\"exec=8\", \"http=-1\"]\nlease_ttl = \"1500ms\"\n"
+            "etcd_password = \"hunter2\"\nlease = \"5s\"\n");
+  auto r = load_now();
+  auto text = all(r);
+  for (auto needle :
+       {"cluster.etcd = \"https://10.0.0.1:2379\": https:// (etcd client TLS) "
+        "is not supported yet",
+        "cluster.etcd = \"127.0.0.1:2379\": expected a URL",
+        "cluster.member = \"a/b\": may hold only letters",
+        "cluster.labels = \"zone=us\": 'zone' is given twice",
+        "cluster.labels = \"bad\": expected NAME=VALUE",
+        "cluster.capacity = \"http=-1\": N must be a whole number",
+        "cluster.lease_ttl = \"1500ms\": must be whole seconds",
+        "cluster.etcd_password: etcd client TLS and user/password are not "
+        "supported yet",
+        "cluster.lease: unknown key; [cluster] has"})
+    EXPECT_NE(text.find(needle), std::string::npos) << needle << "\n" << text;
+  EXPECT_EQ(r.problems.size(), 9u) << text;
+  EXPECT_EQ(text.find("hunter2"), std::string::npos) << text;
+}
+
+TEST_F(ConfigTest, AClusterNeedsEtcdAndEtcdNeedsACluster) {
+  opts.flags = {{"--cluster", "cluster.name", "prod"}};
+  auto r = load_now();
+  ASSERT_EQ(r.problems.size(), 1u) << all(r);
+  EXPECT_NE(all(r).find("flag --cluster"), std::string::npos) << all(r);
+  EXPECT_NE(all(r).find("needs at least one etcd endpoint"), std::string::npos);
+  opts.flags = {{"--etcd", "cluster.etcd", "http://127.0.0.1:2379"}};
+  r = load_now();
+  ASSERT_EQ(r.problems.size(), 1u) << all(r);
+  EXPECT_NE(all(r).find("no cluster is named"), std::string::npos) << all(r);
+  opts.flags
+    = {{"--cluster", "cluster.name", "prod"},
+       {"--etcd", "cluster.etcd", "http://127.0.0.1:2379,http://[::1]:2379"},
+       {"--member", "cluster.member", "m-1.eu"}};
+  r = load_now();
+  ASSERT_TRUE(r.ok()) << all(r);
+  EXPECT_EQ(r.effective.get_list("cluster.etcd").size(), 2u);
+}

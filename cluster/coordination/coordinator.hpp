@@ -1,0 +1,94 @@
+#pragma once
+
+// What a node knows of its cluster and of itself in it, behind one
+// interface: `local_coordinator` for a node alone (no etcd, nothing on the
+// network), the etcd one in cluster/membership for a member of a cluster.
+// It knows nothing of runs.
+
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace troupe::cluster {
+
+/// One member as registered (the JSON value of its key in etcd).
+struct member_info {
+  std::string name;
+  /// HOST:PORT where peers reach it (cluster.advertise, else
+  /// cluster.listen); may be empty until the mesh exists.
+  std::string peer_address;
+  /// HOST:PORT of its control protocol.
+  std::string control_address;
+  std::map<std::string, std::string> labels;
+  /// Attempts it takes at once, by node kind.
+  std::map<std::string, int64_t> capacity;
+  /// Troupe's version.
+  std::string version;
+  /// A new id per registration: a member that rejoins has a new one.
+  std::string incarnation;
+  /// When the process started, ms since the epoch.
+  int64_t started_at_ms = 0;
+  /// When this incarnation registered, ms since the epoch.
+  int64_t joined_at_ms = 0;
+  /// "joining", "up" or "left" as far as this member knows; the others
+  /// are "up" while their key exists.
+  std::string state = "up";
+
+  /// The registration's JSON (state left out: a reader derives it).
+  nlohmann::json to_json() const;
+
+  /// Reads a registration; returns false (and leaves `out` partly set) when
+  /// the value is not one.
+  static bool from_json(const nlohmann::json& j, member_info& out);
+};
+
+/// How this node stands in its cluster.
+struct self_status {
+  /// Empty for a node alone.
+  std::string cluster;
+  std::string member;
+  /// Whether it holds a live registration now; a node alone always does.
+  bool joined = false;
+  std::string incarnation;
+  /// How many times it lost its registration and registered again.
+  int64_t rejoins = 0;
+  /// The TTL etcd granted its lease (it may exceed the one asked for); 0
+  /// for a node alone.
+  int64_t lease_ttl_s = 0;
+};
+
+/// A node's view of its cluster. Every call is quick and never blocks on
+/// the network, so it may be called from the node's io_context thread.
+class coordinator {
+ public:
+  virtual ~coordinator() = default;
+
+  /// The members known now, sorted by name, this node included.
+  virtual std::vector<member_info> members() const = 0;
+
+  /// This node's standing.
+  virtual self_status self() const = 0;
+};
+
+/// The coordinator of a node alone: one member, itself, always up.
+class local_coordinator final : public coordinator {
+ public:
+  explicit local_coordinator(member_info self);
+
+  std::vector<member_info> members() const override;
+  self_status self() const override;
+
+ private:
+  member_info self_;
+};
+
+/// Returns a new incarnation id: 16 hex digits, random.
+std::string new_incarnation();
+
+/// Returns ms since the epoch now.
+int64_t now_ms();
+
+} // namespace troupe::cluster

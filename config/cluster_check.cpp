@@ -1,0 +1,134 @@
+#include "config/cluster_check.hpp"
+
+#include <charconv>
+#include <set>
+
+namespace troupe::config {
+
+namespace {
+
+bool name_char(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
+         || (c >= '0' && c <= '9') || c == '_' || c == '-' || c == '.';
+}
+
+} // namespace
+
+std::string check_cluster_name(const std::string& name) {
+  if (name.empty())
+    return "must not be empty";
+  if (name.size() > 64)
+    return "must be at most 64 characters";
+  if (name == "." || name == "..")
+    return "must not be \".\" or \"..\"";
+  for (char c : name)
+    if (!name_char(c))
+      return "may hold only letters, digits, '_', '-' and '.'";
+  return {};
+}
+
+std::string check_etcd_url(const std::string& url) {
+  std::string_view rest{url};
+  if (rest.starts_with("https://"))
+    return "https:// (etcd client TLS) is not supported yet; use http://";
+  if (!rest.starts_with("http://"))
+    return "expected a URL such as http://127.0.0.1:2379";
+  rest.remove_prefix(7);
+  while (!rest.empty() && rest.back() == '/')
+    rest.remove_suffix(1);
+  if (rest.find_first_of("/@?#") != std::string_view::npos)
+    return "expected http://HOST:PORT with no path or user";
+  auto colon = rest.rfind(':');
+  if (colon == std::string_view::npos || colon == 0
+      || (rest.front() == '[' && rest[colon - 1] != ']'))
+    return "expected http://HOST:PORT (the port is required)";
+  auto port = rest.substr(colon + 1);
+  int n = 0;
+  auto [p, ec] = std::from_chars(port.data(), port.data() + port.size(), n);
+  if (ec != std::errc{} || p != port.data() + port.size() || n < 1 || n > 65535)
+    return "the port must be a number from 1 to 65535";
+  return {};
+}
+
+std::vector<problem> check_cluster(const settings& s) {
+  std::vector<problem> out;
+  auto report
+    = [&](const char* key, const std::string& value, std::string message) {
+        auto& e = s.at(key);
+        out.push_back({e.source == "default" ? std::string{} : e.source, key,
+                       value.empty() ? std::string{} : "\"" + value + "\"",
+                       std::move(message)});
+      };
+  auto& name = s.get_string("cluster.name");
+  auto& etcd = s.get_list("cluster.etcd");
+  if (!name.empty()) {
+    if (auto why = check_cluster_name(name); !why.empty())
+      report("cluster.name", name, why);
+    if (etcd.empty())
+      // Said where the cluster was named: that is what asks for etcd.
+      out.push_back({s.at("cluster.name").source, "cluster.etcd", "",
+                     "cluster '" + name
+                       + "' needs at least one etcd endpoint (--etcd URL or "
+                         "cluster.etcd)"});
+  } else if (!etcd.empty()) {
+    out.push_back(
+      {s.at("cluster.etcd").source, "cluster.name", "",
+       "cluster.etcd is set but no cluster is named: give --cluster NAME "
+       "(or cluster.name), or remove cluster.etcd"});
+  }
+  for (auto& url : etcd)
+    if (auto why = check_etcd_url(url); !why.empty())
+      report("cluster.etcd", url, why);
+  if (auto& member = s.get_string("cluster.member"); !member.empty())
+    if (auto why = check_cluster_name(member); !why.empty())
+      report("cluster.member", member, why);
+
+  auto pairs = [&](const char* key, bool numbers) {
+    std::set<std::string> seen;
+    for (auto& item : s.get_list(key)) {
+      auto eq = item.find('=');
+      if (eq == std::string::npos || eq == 0 || eq + 1 == item.size()) {
+        report(key, item,
+               numbers ? "expected KIND=N, e.g. exec=8"
+                       : "expected NAME=VALUE, e.g. zone=eu-1");
+        continue;
+      }
+      auto left = item.substr(0, eq);
+      auto right = item.substr(eq + 1);
+      if (auto why = check_cluster_name(left); !why.empty()) {
+        report(key, item, "the name before '=' " + why);
+        continue;
+      }
+      if (!seen.insert(left).second)
+        report(key, item, "'" + left + "' is given twice");
+      if (numbers) {
+        int64_t n = -1;
+        auto [p, ec]
+          = std::from_chars(right.data(), right.data() + right.size(), n);
+        if (ec != std::errc{} || p != right.data() + right.size() || n < 0
+            || n > 1'000'000)
+          report(key, item, "N must be a whole number from 0 to 1000000");
+      } else if (right.size() > 256) {
+        report(key, item, "the value must be at most 256 characters");
+      }
+    }
+  };
+  pairs("cluster.labels", false);
+  pairs("cluster.capacity", true);
+
+  auto ttl = s.get_duration("cluster.lease_ttl");
+  if (ttl % std::chrono::seconds{1} != duration::zero())
+    report("cluster.lease_ttl", to_text(s.at("cluster.lease_ttl").v),
+           "must be whole seconds (etcd leases count seconds), e.g. \"5s\"");
+
+  for (auto key : {"cluster.etcd_ca", "cluster.etcd_cert", "cluster.etcd_key",
+                   "cluster.etcd_username", "cluster.etcd_password"})
+    if (!s.get_string(key).empty())
+      report(key, "",
+             "etcd client TLS and user/password are not supported yet; "
+             "leave it empty (and reach etcd over http:// on a trusted "
+             "network)");
+  return out;
+}
+
+} // namespace troupe::config

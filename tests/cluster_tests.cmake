@@ -1,0 +1,21 @@
+# The cluster's parts against a real etcd that each test starts on free
+# loopback ports (tools/bootstrap.sh installs etcd).
+troupe_add_tests(etcd_client
+  SOURCES integration/etcd_client_test.cpp
+  DEPS troupe_cluster_etcd troupe_test_support
+  LABELS integration)
+
+troupe_add_tests(membership
+  SOURCES integration/membership_test.cpp
+  DEPS troupe_cluster_membership troupe_test_support
+  LABELS integration)
+
+# Real members: `troupe node start --cluster` processes and their etcd.
+troupe_add_tests(cluster
+  SOURCES e2e/cluster_test.cpp
+  DEPS troupe_cluster_etcd troupe_test_support troupe_frame_client
+       troupe_runtime_auth nlohmann_json::nlohmann_json
+  LABELS "e2e;slow")
+target_compile_definitions(troupe_cluster_tests PRIVATE
+  TROUPE_BINARY="$<TARGET_FILE:troupe>")
+add_dependencies(troupe_cluster_tests troupe)

@@ -1,0 +1,100 @@
+// `troupe members`: the members of a node's cluster, as that node knows
+// them (any member answers).
+
+#include "tools/commands.hpp"
+#include "tools/control_client.hpp"
+
+#include <algorithm>
+#include <iostream>
+#include <string>
+
+namespace troupe::tools {
+
+using json = nlohmann::json;
+
+namespace {
+
+std::string pad(std::string s, size_t width) {
+  if (s.size() < width)
+    s.append(width - s.size(), ' ');
+  return s + "  ";
+}
+
+/// "3.2s", "4m10s", "2h5m", "3d4h".
+std::string age(int64_t ms) {
+  auto s = ms / 1000;
+  if (s < 60)
+    return std::to_string(ms / 1000) + "." + std::to_string(ms % 1000 / 100)
+           + "s";
+  if (s < 3600)
+    return std::to_string(s / 60) + "m" + std::to_string(s % 60) + "s";
+  if (s < 86400)
+    return std::to_string(s / 3600) + "h" + std::to_string(s % 3600 / 60) + "m";
+  return std::to_string(s / 86400) + "d" + std::to_string(s % 86400 / 3600)
+         + "h";
+}
+
+void print_table(const json& body) {
+  auto& members = body["members"];
+  auto cluster = body.value("cluster", std::string{});
+  if (cluster.empty())
+    std::cout << "node '" << body.value("member", std::string{})
+              << "' runs alone (no cluster)\n";
+  else
+    std::cout << "cluster '" << cluster << "', seen from member '"
+              << body.value("member", std::string{}) << "': " << members.size()
+              << " member(s)\n";
+  std::vector<std::vector<std::string>> rows{
+    {"NAME", "STATE", "ADDRESS", "LABELS", "AGE", "INCARNATION"}};
+  for (auto& m : members) {
+    std::string labels;
+    if (auto l = m.find("labels"); l != m.end() && l->is_object())
+      for (auto& [k, v] : l->items())
+        labels += (labels.empty() ? "" : ",") + k + "="
+                  + (v.is_string() ? v.get<std::string>() : v.dump());
+    auto name = m.value("name", std::string{});
+    if (m.value("self", false))
+      name += " *";
+    rows.push_back({name, m.value("state", std::string{}),
+                    m.value("control_address", std::string{}),
+                    labels.empty() ? "-" : labels,
+                    age(m.value("age_ms", int64_t{0})),
+                    m.value("incarnation", std::string{})});
+  }
+  std::vector<size_t> width(rows[0].size(), 0);
+  for (auto& r : rows)
+    for (size_t i = 0; i < r.size(); ++i)
+      width[i] = std::max(width[i], r[i].size());
+  for (auto& r : rows) {
+    std::string line;
+    for (size_t i = 0; i + 1 < r.size(); ++i)
+      line += pad(r[i], width[i]);
+    std::cout << line << r.back() << "\n";
+  }
+}
+
+} // namespace
+
+int run_members(const global_options& g) {
+  config::settings settings;
+  if (!load_config(g, {}, settings))
+    return exit_bad_input;
+  control_client client;
+  try {
+    client.connect(client_options(g, settings));
+    auto body = client.call({{"t", "members"}});
+    if (!body.contains("members") || !body["members"].is_array())
+      throw client_error(exit_failed, "the node's answer lists no members");
+    if (g.json)
+      std::cout << body.dump(2, ' ', false, json::error_handler_t::replace)
+                << "\n";
+    else
+      print_table(body);
+    return exit_ok;
+  } catch (const client_error& e) {
+    std::cerr << "troupe: members: " << e.what() << "\n";
+    return e.exit_code;
+  }
+}
+
+} // namespace troupe::tools
