@@ -291,6 +291,9 @@ const std::vector<key_spec>& table() {
      "A peer silent this long is declared down; must exceed the heartbeat "
      "interval.",
      100, 600'000},
+    {"cluster", "secret", vk::string, "",
+     "Secret members prove to each other before any peer message "
+     "(TROUPE_CLUSTER_SECRET). Read but not used until the peer mesh."},
   };
   return keys;
 }

@@ -157,6 +157,25 @@ persistence::event_record event_from_json(const nlohmann::json& j);
 /// knows them.
 int run_members(const global_options& g);
 
+/// Options of `troupe cluster start-local`.
+struct cluster_local_options {
+  /// Members to start, 1 to 9.
+  int nodes = 3;
+  /// Where etcd's and the members' data dirs, logs and pid files go.
+  std::string dir = "troupe-cluster";
+  /// P: etcd on P and P+1, member mK on P+10K to P+10K+2; without it, free
+  /// ports.
+  int base_port = 0;
+  bool base_port_given = false;
+  /// The cluster's name (default "local", or the one D holds).
+  std::string name;
+};
+
+/// `troupe cluster start-local`: an etcd and N members on 127.0.0.1 in the
+/// foreground until SIGINT or SIGTERM, everything kept in one folder.
+int run_cluster_start_local(const global_options& g,
+                            const cluster_local_options& o);
+
 /// `troupe shell`: interactive, or the `;`-separated commands of
 /// `commands_text`, or a script on standard input.
 int run_shell(const global_options& g, const std::string& commands_text);

@@ -147,6 +147,24 @@ int main(int argc, char** argv) {
   auto* members_cmd
     = app.add_subcommand("members", "List the members of the node's cluster");
 
+  cluster_local_options cluster_local;
+  auto* cluster_cmd = app.add_subcommand("cluster", "Run a cluster");
+  cluster_cmd->require_subcommand(1);
+  auto* start_local_cmd = cluster_cmd->add_subcommand(
+    "start-local", "Run etcd and N members on 127.0.0.1 in the foreground "
+                   "until SIGINT or SIGTERM");
+  start_local_cmd->add_option("--nodes", cluster_local.nodes,
+                              "How many members, 1 to 9 (default 3)");
+  start_local_cmd->add_option(
+    "--dir", cluster_local.dir,
+    "Where data dirs, logs, pid files and env go (default ./troupe-cluster); "
+    "kept for the next start");
+  auto* base_port_opt = start_local_cmd->add_option(
+    "--base-port", cluster_local.base_port,
+    "etcd on P and P+1, member mK on P+10K to P+10K+2 (default: free ports)");
+  start_local_cmd->add_option("--name", cluster_local.name,
+                              "The cluster's name (default local)");
+
   remote_options ro;
   std::map<std::string, CLI::App*> remote_cmds;
   auto add_remote = [&](const char* name, const char* help) {
@@ -295,6 +313,10 @@ int main(int argc, char** argv) {
       return run_shell(g, shell_commands);
     if (*members_cmd)
       return run_members(g);
+    if (*start_local_cmd) {
+      cluster_local.base_port_given = base_port_opt->count() > 0;
+      return run_cluster_start_local(g, cluster_local);
+    }
     if (*gc_cmd)
       return run_gc(g, gc_opts);
     for (auto& [name, cmd] : remote_cmds)

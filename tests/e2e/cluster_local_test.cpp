@@ -1,0 +1,271 @@
+// `troupe cluster start-local`: a real etcd and real members on 127.0.0.1,
+// started, used through D/env, stopped with SIGINT, started again on the
+// same folder; a member that dies; a second start-local on a folder in use;
+// bad flags and a missing etcd.
+
+#include "tests/support/process.hpp"
+#include "tests/support/troupe_fixture.hpp"
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <cerrno>
+#include <csignal>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <regex>
+#include <set>
+#include <sys/stat.h>
+
+using namespace std::chrono_literals;
+using troupe::test::background_process;
+using troupe::test::wait_until;
+using json = nlohmann::json;
+namespace fs = std::filesystem;
+
+namespace {
+
+bool contains(const std::string& haystack, const std::string& needle) {
+  return haystack.find(needle) != std::string::npos;
+}
+
+/// Whether no process `pid` exists (ours are reaped by start-local).
+bool gone(int pid) {
+  return kill(pid, 0) != 0 && errno == ESRCH;
+}
+
+struct ClusterLocal : troupe::test::troupe_fixture {
+  fs::path cluster_dir = dir.path() / "cluster";
+  std::unique_ptr<background_process> local;
+
+  troupe::test::process_options opts() override {
+    auto o = troupe_fixture::opts();
+    // Nothing of the caller's environment may reach the members or the CLI.
+    for (auto name : {"TROUPE_NODE", "TROUPE_TOKEN", "TROUPE_AUTH_SECRET",
+                      "TROUPE_CLUSTER_SECRET"})
+      o.env[name] = std::nullopt;
+    return o;
+  }
+
+  /// Starts `troupe cluster start-local --dir <cluster_dir> --nodes N` and
+  /// waits until it says the cluster is up.
+  void start_local(int nodes) {
+    local = start({"cluster", "start-local", "--dir", cluster_dir.string(),
+                   "--nodes", std::to_string(nodes)});
+    ASSERT_TRUE(wait_until(
+      [&] {
+        return contains(local->out(), "Ctrl-C stops")
+               || local->wait(0ms).has_value();
+      },
+      60s))
+      << local->out() << local->err();
+    ASSERT_TRUE(contains(local->out(), "is up: " + std::to_string(nodes)))
+      << local->out() << local->err();
+  }
+
+  /// Stops start-local with `sig` and returns its exit code.
+  std::optional<int> stop_local(int sig) {
+    local->signal(sig);
+    return local->wait(40s);
+  }
+
+  /// The variables D/env exports.
+  std::map<std::string, std::string> env_file() {
+    std::map<std::string, std::string> out;
+    std::ifstream in{cluster_dir / "env"};
+    std::regex line{"^export ([A-Z_]+)='([^']*)'$"};
+    std::smatch m;
+    for (std::string l; std::getline(in, l);)
+      if (std::regex_match(l, m, line))
+        out[m[1]] = m[2];
+    return out;
+  }
+
+  /// `troupe ARGS` with the environment of `source D/env`.
+  troupe::test::process_result cli(std::vector<std::string> rest) {
+    auto o = opts();
+    for (auto& [k, v] : env_file())
+      o.env[k] = v;
+    auto r = troupe::test::run_process(args(std::move(rest)), o);
+    EXPECT_FALSE(r.timed_out);
+    return r;
+  }
+
+  /// The PID in D/`who`/pid, or 0.
+  int pid_of(const std::string& who) {
+    std::ifstream in{cluster_dir / who / "pid"};
+    int pid = 0;
+    in >> pid;
+    return pid;
+  }
+
+  std::string hello() const {
+    return (fs::path{TROUPE_SOURCE_DIR} / "examples" / "hello.yaml").string();
+  }
+
+  void TearDown() override {
+    // start-local stops what it started; its children get SIGTERM should it
+    // be killed instead.
+    if (local && !local->wait(0ms)) {
+      local->signal(SIGTERM);
+      local->wait(40s);
+    }
+  }
+};
+
+} // namespace
+
+TEST_F(ClusterLocal, StartsMembersUsableThroughEnvAndSigintStopsThemAll) {
+  start_local(3);
+  auto out = local->out();
+  for (auto m : {"m1", "m2", "m3"}) {
+    EXPECT_TRUE(std::regex_search(
+      out, std::regex{std::string{"  "} + m
+                      + "  control 127\\.0\\.0\\.1:\\d+  http "
+                        "http://127\\.0\\.0\\.1:\\d+  log .*"
+                      + m + "/node\\.log"}))
+      << out;
+  }
+  EXPECT_TRUE(contains(out, "source " + (cluster_dir / "env").string())) << out;
+
+  // D/env: the three variables, readable by its owner alone.
+  auto env = env_file();
+  EXPECT_EQ(env.size(), 3u);
+  for (auto name : {"TROUPE_NODE", "TROUPE_TOKEN", "TROUPE_CLUSTER_SECRET"})
+    EXPECT_FALSE(env[name].empty()) << name;
+  EXPECT_TRUE(env["TROUPE_NODE"].starts_with("127.0.0.1:"));
+  struct stat st {};
+  ASSERT_EQ(stat((cluster_dir / "env").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+
+  // The CLI reaches the cluster with it: three members up, and a run.
+  auto members = cli({"members", "--json"});
+  ASSERT_EQ(members.exit_code, 0) << members.err;
+  auto j = json::parse(members.out, nullptr, false);
+  ASSERT_FALSE(j.is_discarded()) << members.out;
+  EXPECT_EQ(j["cluster"], "local");
+  EXPECT_EQ(j["member"], "m1");
+  std::set<std::string> up;
+  for (auto& m : j["members"])
+    if (m["state"] == "up")
+      up.insert(m["name"].get<std::string>());
+  EXPECT_EQ(up, (std::set<std::string>{"m1", "m2", "m3"})) << j;
+  auto run = cli({"submit", hello(), "--wait"});
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  EXPECT_TRUE(contains(run.out, "goodbye, world")) << run.out;
+
+  // Every process it started has its pid file.
+  std::map<std::string, int> pids;
+  for (auto who : {"etcd", "m1", "m2", "m3"}) {
+    pids[who] = pid_of(who);
+    ASSERT_GT(pids[who], 0) << who;
+    EXPECT_FALSE(gone(pids[who])) << who;
+  }
+
+  // A member that dies is reported; the others keep running.
+  ASSERT_EQ(kill(pids["m3"], SIGKILL), 0);
+  EXPECT_TRUE(wait_until(
+    [&] {
+      return contains(local->err(), "member 'm3' (pid "
+                                      + std::to_string(pids["m3"])
+                                      + ") was killed by SIGKILL");
+    },
+    10s))
+    << local->err();
+  EXPECT_TRUE(
+    contains(local->err(), (cluster_dir / "m3" / "node.log").string()))
+    << local->err();
+  EXPECT_FALSE(local->wait(0ms).has_value());
+  EXPECT_EQ(cli({"members"}).exit_code, 0);
+
+  // Ctrl-C stops every member and etcd, and start-local exits 0.
+  EXPECT_EQ(stop_local(SIGINT), 0) << local->out() << local->err();
+  for (auto& [who, pid] : pids)
+    EXPECT_TRUE(gone(pid)) << who << " " << pid;
+  EXPECT_TRUE(contains(local->out(), "stopped")) << local->out();
+}
+
+TEST_F(ClusterLocal, StartingAgainOnTheSameDirKeepsRunsAndOneAtATime) {
+  start_local(2);
+  auto run = cli({"submit", hello(), "--wait"});
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  auto id = run.out.substr(0, run.out.find('\n'));
+  ASSERT_FALSE(id.empty()) << run.out;
+  auto secret = env_file()["TROUPE_CLUSTER_SECRET"];
+
+  // A second start-local on the folder in use is refused, naming who holds
+  // it, and touches nothing.
+  auto second = troupe(
+    {"cluster", "start-local", "--dir", cluster_dir.string(), "--nodes", "2"});
+  EXPECT_EQ(second.exit_code, 3) << second.err;
+  EXPECT_TRUE(contains(second.err, "(pid " + std::to_string(local->pid())))
+    << second.err;
+  EXPECT_EQ(cli({"members"}).exit_code, 0);
+
+  ASSERT_EQ(stop_local(SIGTERM), 0) << local->err();
+
+  // Another name on this folder is a mistake.
+  auto renamed = troupe({"cluster", "start-local", "--dir",
+                         cluster_dir.string(), "--name", "other"});
+  EXPECT_EQ(renamed.exit_code, 2) << renamed.err;
+  EXPECT_TRUE(contains(renamed.err, "--name other")) << renamed.err;
+  EXPECT_TRUE(contains(renamed.err, "holds cluster 'local'")) << renamed.err;
+
+  // Started again: the same data dirs (the run is there), the same secrets.
+  start_local(2);
+  EXPECT_EQ(env_file()["TROUPE_CLUSTER_SECRET"], secret);
+  auto list = cli({"list", "--json"});
+  ASSERT_EQ(list.exit_code, 0) << list.err;
+  EXPECT_TRUE(contains(list.out, id)) << list.out;
+  auto status = cli({"status", id, "--json"});
+  ASSERT_EQ(status.exit_code, 0) << status.err;
+  EXPECT_EQ(json::parse(status.out)["state"], "completed");
+  EXPECT_EQ(stop_local(SIGINT), 0) << local->err();
+}
+
+TEST_F(ClusterLocal, BadFlagsExitTwoNamingTheFlag) {
+  auto file = dir.write("a-file", "x");
+  dir.write("foreign/notes.txt", "mine");
+  struct bad_case {
+    std::vector<std::string> flags;
+    std::string says;
+  };
+  std::vector<bad_case> cases = {
+    {{"--nodes", "0"}, "--nodes 0: must be from 1 to 9"},
+    {{"--nodes", "10"}, "--nodes 10: must be from 1 to 9"},
+    {{"--nodes", "three"}, "--nodes"},
+    {{"--base-port", "0"}, "--base-port 0: out of range"},
+    {{"--base-port", "65530"}, "--base-port 65530: out of range"},
+    {{"--name", "a/b"}, "--name \"a/b\": may hold only"},
+    {{"--dir", file.string()}, "exists and is not a directory"},
+    {{"--dir", (dir.path() / "foreign").string()}, "not empty"},
+    {{"--dir", ""}, "--dir: must not be empty"},
+  };
+  for (auto& c : cases) {
+    std::vector<std::string> a{"cluster", "start-local"};
+    if (c.flags[0] != "--dir")
+      a.insert(a.end(), {"--dir", cluster_dir.string()});
+    a.insert(a.end(), c.flags.begin(), c.flags.end());
+    auto r = troupe(a);
+    EXPECT_EQ(r.exit_code, 2)
+      << c.flags[0] << " " << c.flags[1] << ": " << r.err;
+    EXPECT_TRUE(contains(r.err, c.says)) << r.err;
+  }
+  // Refused before anything was made.
+  EXPECT_FALSE(fs::exists(cluster_dir));
+  EXPECT_FALSE(fs::exists(dir.path() / "foreign" / "cluster.json"));
+}
+
+TEST_F(ClusterLocal, WithoutEtcdOnPathExitsThreeSayingHowToInstallIt) {
+  auto empty = dir.path() / "empty-bin";
+  fs::create_directories(empty);
+  auto o = opts();
+  o.env["PATH"] = empty.string();
+  auto r = troupe::test::run_process(
+    args({"cluster", "start-local", "--dir", cluster_dir.string()}), o);
+  EXPECT_EQ(r.exit_code, 3) << r.err;
+  EXPECT_TRUE(contains(r.err, "tools/bootstrap.sh")) << r.err;
+  EXPECT_TRUE(contains(r.err, "etcd-server")) << r.err;
+  EXPECT_FALSE(fs::exists(cluster_dir));
+}
