@@ -13,6 +13,7 @@
 #include <csignal>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <map>
 #include <regex>
 #include <set>
@@ -163,6 +164,13 @@ TEST_F(ClusterLocal, StartsMembersUsableThroughEnvAndSigintStopsThemAll) {
     EXPECT_FALSE(gone(pids[who])) << who;
   }
 
+  // The members got the cluster secret of D/env.
+  std::ifstream environ_file{"/proc/" + std::to_string(pids["m1"])
+                             + "/environ"};
+  std::string environ_text{std::istreambuf_iterator<char>{environ_file}, {}};
+  EXPECT_TRUE(contains(environ_text, std::string{"TROUPE_CLUSTER_SECRET="}
+                                       + env["TROUPE_CLUSTER_SECRET"] + '\0'));
+
   // A member that dies is reported; the others keep running.
   ASSERT_EQ(kill(pids["m3"], SIGKILL), 0);
   EXPECT_TRUE(wait_until(
@@ -221,6 +229,50 @@ TEST_F(ClusterLocal, StartingAgainOnTheSameDirKeepsRunsAndOneAtATime) {
   auto status = cli({"status", id, "--json"});
   ASSERT_EQ(status.exit_code, 0) << status.err;
   EXPECT_EQ(json::parse(status.out)["state"], "completed");
+  EXPECT_EQ(stop_local(SIGINT), 0) << local->err();
+}
+
+TEST_F(ClusterLocal, ASecondCtrlCKillsAMemberThatDoesNotStop) {
+  start_local(2);
+  auto m1 = pid_of("m1"), m2 = pid_of("m2"), etcd = pid_of("etcd");
+  // A stopped process does not act on SIGTERM.
+  ASSERT_EQ(kill(m2, SIGSTOP), 0);
+  local->signal(SIGINT);
+  ASSERT_TRUE(wait_until(
+    [&] { return contains(local->out(), "stopping 2 member(s)"); }, 10s))
+    << local->out();
+  EXPECT_TRUE(wait_until([&] { return gone(m1); }, 15s));
+  EXPECT_FALSE(local->wait(200ms).has_value()) << local->err();
+  // The second Ctrl-C does not wait for it (the first would, for
+  // node.shutdown_grace and 5 s more: 15 s).
+  local->signal(SIGINT);
+  EXPECT_EQ(local->wait(5s), 0) << local->err();
+  EXPECT_TRUE(contains(local->err(), "member 'm2' (pid " + std::to_string(m2)
+                                       + ") still runs: SIGKILL"))
+    << local->err();
+  for (auto pid : {m1, m2, etcd})
+    EXPECT_TRUE(gone(pid)) << pid;
+}
+
+TEST_F(ClusterLocal, AMemberKilledBeforeAStopIsBackAtTheNextStart) {
+  start_local(2);
+  auto m1 = pid_of("m1");
+  ASSERT_EQ(kill(m1, SIGKILL), 0);
+  ASSERT_TRUE(
+    wait_until([&] { return contains(local->err(), "member 'm1' (pid"); }, 10s))
+    << local->err();
+  ASSERT_EQ(stop_local(SIGTERM), 0) << local->err();
+  // Its lease outlives it (etcd renews leases when it starts again), so its
+  // name is still held at first: start-local waits for the lease to expire.
+  start_local(2);
+  EXPECT_TRUE(contains(local->out(), "member 'm1': its name is still held"))
+    << local->out();
+  auto members = cli({"members", "--json"});
+  ASSERT_EQ(members.exit_code, 0) << members.err;
+  auto j = json::parse(members.out);
+  ASSERT_EQ(j["members"].size(), 2u) << j;
+  for (auto& m : j["members"])
+    EXPECT_EQ(m["state"], "up") << m;
   EXPECT_EQ(stop_local(SIGINT), 0) << local->err();
 }
 
