@@ -427,7 +427,7 @@ int run_node_start(const global_options& g, const node_start_options& o) {
     auto timeout = std::chrono::duration_cast<std::chrono::milliseconds>(
       settings.get_duration("cluster.connection_timeout"));
     dopts.pause = timeout / 2;
-    dopts.settle = 2 * timeout;
+    dopts.settle = timeout / 2;
     detector = std::make_unique<cluster::failure_detector>(
       dopts, *membership, [p = peers.get()] { return p->links(); });
     detector->start();

@@ -39,10 +39,12 @@ struct detector_options {
   /// A member that was itself stopped (SIGSTOP, a stalled VM) sees every
   /// link lost when it wakes, and must not take that for the others'
   /// death: when its ticks find a gap longer than `pause`, suspicions that
-  /// arise within `settle` after it are ignored. Set `settle` above the
-  /// mesh's connection timeout.
+  /// arise within `settle` after it are ignored. The links it lost while
+  /// stopped are reported as soon as it runs again (the peers closed them,
+  /// or its own heartbeat check finds them silent), so `settle` can be
+  /// short: half the mesh's connection timeout.
   std::chrono::milliseconds pause{500};
-  std::chrono::milliseconds settle{2000};
+  std::chrono::milliseconds settle{500};
   /// How long a member whose key was deleted is still listed as down.
   std::chrono::milliseconds down_shown{10'000};
   std::function<void(const std::string&)> info;

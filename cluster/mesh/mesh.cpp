@@ -28,6 +28,9 @@ constexpr auto pending_ttl = std::chrono::seconds{10};
 /// Between connection attempts to a peer: from the first to the last.
 constexpr auto first_backoff = std::chrono::milliseconds{50};
 constexpr auto max_backoff = std::chrono::milliseconds{1000};
+/// How long the member whose name sorts last waits for a link before it
+/// connects itself.
+constexpr auto fallback_after = std::chrono::milliseconds{1000};
 /// Before trying again a peer that did not prove the secret.
 constexpr auto refused_backoff = std::chrono::seconds{5};
 
@@ -412,13 +415,19 @@ caf::behavior mesh_impl(mesh_actor_ptr self, std::shared_ptr<mesh::shared> sh,
             p.next_try = now;
           }
         }
-        // One side connects: the member whose name sorts first.
-        if (opts.member < m.name && p.state != "connected" && !p.in_flight
+        // One side connects: the member whose name sorts first; the other
+        // too once it has waited for a link for a while (the first may
+        // still count an old link as alive).
+        bool first = opts.member < m.name;
+        bool waited = now_ms() - p.since_ms > fallback_after.count();
+        if ((first || waited) && p.state != "connected" && !p.in_flight
             && now >= p.next_try)
           connect(self, opts, sh, m.name);
       }
       for (auto i = peers.begin(); i != peers.end();) {
-        if (seen.count(i->first)) {
+        // A member whose key went keeps a live link (and its monitor): the
+        // process may come back as a new incarnation over it.
+        if (seen.count(i->first) || i->second.mesh) {
           ++i;
           continue;
         }
