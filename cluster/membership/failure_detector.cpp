@@ -70,8 +70,19 @@ struct failure_detector::impl {
     last_seen = std::move(current);
   }
 
-  void elect(int64_t lease) {
+  /// Takes the detector key if nobody holds it and `contend`; learns who
+  /// holds it either way.
+  void elect(int64_t lease, bool contend) {
     auto key = detector_key(opts.cluster);
+    if (!contend) {
+      auto r = etcd.get(key);
+      if (!r)
+        return;
+      held = false;
+      std::lock_guard guard{mtx};
+      holder = *r ? (*r)->value : std::string{};
+      return;
+    }
     auto r = etcd.create_if_absent(key, opts.member, lease);
     if (!r)
       return;
@@ -151,10 +162,18 @@ struct failure_detector::impl {
       held = false;
       return;
     }
+    // Only a member linked to another (or alone) stands for detector: one
+    // that cannot prove the secret to anyone, or is cut off, would suspect
+    // nobody and leave every failure to the leases' expiry.
+    auto all = links ? links() : std::map<std::string, peer_link>{};
+    size_t connected = 0;
+    for (auto& [name, link] : all)
+      connected += link.state == "connected" ? 1 : 0;
+    bool contend = connected > 0 || all.empty();
     if (!held || held_lease != lease) {
       if (now >= next_elect) {
         next_elect = now + std::chrono::milliseconds{250};
-        elect(lease);
+        elect(lease, contend);
       }
     } else if (now >= next_check) {
       next_check = now + std::chrono::seconds{1};
@@ -169,11 +188,7 @@ struct failure_detector::impl {
         joined_at = m.joined_at_ms;
     auto from = std::max(joined_at, woke_at_ms + opts.settle.count());
     std::map<std::string, std::string> suspects;
-    size_t connected = 0;
-    auto all = links ? links() : std::map<std::string, peer_link>{};
     for (auto& [name, link] : all) {
-      if (link.state == "connected")
-        ++connected;
       if (link.state == "suspect" && joined_at > 0 && link.since_ms >= from)
         suspects[name] = link.incarnation;
     }
@@ -200,7 +215,7 @@ struct failure_detector::impl {
     if (who.empty() && now >= next_elect) {
       // Nobody seems to hold the key: it may have gone with a dead holder.
       next_elect = now + std::chrono::milliseconds{250};
-      elect(lease);
+      elect(lease, contend);
       if (held) {
         for (auto& [name, incarnation] : suspects)
           revoke(name, incarnation);

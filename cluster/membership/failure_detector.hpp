@@ -11,7 +11,8 @@
 // is suspect (the holder cannot revoke itself). A member acts only on
 // suspicions that arose while its own registration was held and not just
 // after it was itself paused, and not when it lost its links to every
-// other member (it is then the one cut off).
+// other member (it is then the one cut off); and only a member linked to
+// another one (or alone) stands for election.
 //
 // The detector is also this member's view of the cluster for `members`
 // and /metrics: etcd's members, marked suspect when their link is lost,

@@ -80,6 +80,8 @@ struct Cluster : troupe::test::troupe_fixture {
   /// The cluster secret members started from now on are given.
   std::optional<std::string> cluster_secret
     = std::string{"cluster-secret-0123456789abcdef"};
+  /// The HTTP endpoint of members started from now on; empty: none.
+  std::string http;
 
   troupe::test::process_options opts() override {
     auto o = troupe_fixture::opts();
@@ -103,7 +105,7 @@ struct Cluster : troupe::test::troupe_fixture {
     return {"node",       "start",
             "--data-dir", (dir.path() / ("data-" + name)).string(),
             "--listen",   "127.0.0.1:0",
-            "--http",     "",
+            "--http",     http,
             "--cluster",  "c1",
             "--etcd",     etcd_url,
             "--member",   name,
@@ -452,6 +454,23 @@ TEST_F(Mesh, ThreeMembersLinkToEachOtherAndElectOneDetector) {
     },
     10s))
     << all_logs();
+  // m4 has the HTTP endpoint: /metrics counts the members by state.
+  http = "127.0.0.1:0";
+  join("m4");
+  std::smatch match;
+  auto err = members["m4"].proc->err();
+  ASSERT_TRUE(std::regex_search(
+    err, match, std::regex{"metrics on http://127.0.0.1:(\\d+)/metrics"}))
+    << err;
+  auto metrics_port = static_cast<uint16_t>(std::stoi(match[1]));
+  EXPECT_TRUE(wait_until(
+    [&] {
+      auto body = troupe::test::http_get(metrics_port, "/metrics").second;
+      return contains(body, "troupe_cluster_members{state=\"up\"} 4")
+             && contains(body, "troupe_cluster_members{state=\"suspect\"} 0");
+    },
+    10s))
+    << troupe::test::http_get(metrics_port, "/metrics").second;
   std::set<std::string> detectors;
   for (auto name : {"m1", "m2", "m3"}) {
     auto j = members_of(name);
