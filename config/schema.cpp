@@ -278,13 +278,15 @@ const std::vector<key_spec>& table() {
      "listen",
      vk::address,
      "",
-     "HOST:PORT for cluster peers; empty runs the node alone.",
+     "HOST:PORT where a member listens for its peers (the mesh); empty: "
+     "the control address's host, with a free port.",
      0,
      0,
      {},
      true},
     {"cluster", "seeds", vk::string_list, "",
-     "HOST:PORT of peers to join at start."},
+     "HOST:PORT of peers to join at start. Not used: members find each "
+     "other through etcd."},
     {"cluster", "heartbeat_interval", vk::duration, "200ms",
      "How often peers exchange heartbeats over the mesh.", 50, 60'000},
     {"cluster", "connection_timeout", vk::duration, "1s",
