@@ -172,7 +172,16 @@ struct failure_detector::impl {
     bool contend = connected > 0 || all.empty();
     if (!held || held_lease != lease) {
       if (now >= next_elect) {
-        next_elect = now + std::chrono::milliseconds{250};
+        // Often while nobody is known to hold the key; else once a second
+        // (a holder that died is revoked or expires, and the key with it).
+        std::string who;
+        {
+          std::lock_guard guard{mtx};
+          who = holder;
+        }
+        next_elect = now
+                     + (who.empty() ? std::chrono::milliseconds{250}
+                                    : std::chrono::milliseconds{1000});
         elect(lease, contend);
       }
     } else if (now >= next_check) {
