@@ -479,6 +479,10 @@ void configure_mesh(caf::actor_system_config& cfg,
                     std::chrono::milliseconds heartbeat,
                     std::chrono::milliseconds timeout) {
   cfg.load<caf::io::middleman>();
+  // The middleman's actor connects with a blocking TCP connect: on a thread
+  // of its own (CAF's default, said here so that it stays so), never on a
+  // scheduler thread.
+  cfg.set("middleman.attach-utility-actors", false);
   cfg.set("middleman.heartbeat-interval", caf::timespan{heartbeat});
   cfg.set("middleman.connection-timeout", caf::timespan{timeout});
 }
