@@ -128,6 +128,16 @@ std::vector<problem> check_cluster(const settings& s) {
              "etcd client TLS and user/password are not supported yet; "
              "leave it empty (and reach etcd over http:// on a trusted "
              "network)");
+  for (auto key : {"cluster.tls_cert", "cluster.tls_key", "cluster.tls_ca"})
+    if (!s.get_string(key).empty())
+      report(key, "",
+             "mutual TLS between members is not supported yet; leave it "
+             "empty (members prove the cluster secret instead)");
+  if (!s.get_string("cluster.secret").empty()
+      && !s.get_string("cluster.secret_file").empty())
+    report("cluster.secret_file", "",
+           "give the cluster secret once: cluster.secret "
+           "(TROUPE_CLUSTER_SECRET) or cluster.secret_file, not both");
   return out;
 }
 

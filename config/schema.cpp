@@ -278,22 +278,64 @@ const std::vector<key_spec>& table() {
      "listen",
      vk::address,
      "",
-     "HOST:PORT for cluster peers; empty runs the node alone.",
+     "HOST:PORT where a member listens for its peers (the mesh); empty: "
+     "the control address's host, with a free port.",
      0,
      0,
      {},
      true},
     {"cluster", "seeds", vk::string_list, "",
-     "HOST:PORT of peers to join at start."},
-    {"cluster", "heartbeat_interval", vk::duration, "1s",
-     "How often peers exchange heartbeats.", 50, 60'000},
-    {"cluster", "connection_timeout", vk::duration, "5s",
-     "A peer silent this long is declared down; must exceed the heartbeat "
-     "interval.",
+     "HOST:PORT of peers to join at start. Not used: members find each "
+     "other through etcd."},
+    {"cluster", "heartbeat_interval", vk::duration, "200ms",
+     "How often peers exchange heartbeats over the mesh.", 50, 60'000},
+    {"cluster", "connection_timeout", vk::duration, "1s",
+     "A peer silent this long on the mesh becomes suspect (its lease is "
+     "then revoked); must exceed the heartbeat interval.",
      100, 600'000},
     {"cluster", "secret", vk::string, "",
-     "Secret members prove to each other before any peer message "
-     "(TROUPE_CLUSTER_SECRET). Read but not used until the peer mesh."},
+     "The cluster secret every member proves to its peers "
+     "(TROUPE_CLUSTER_SECRET); at least 16 bytes; needed with cluster.name, "
+     "unless cluster.secret_file is set."},
+    {"cluster",
+     "secret_file",
+     vk::path,
+     "",
+     "A file holding the cluster secret (trailing newlines dropped), instead "
+     "of cluster.secret.",
+     0,
+     0,
+     {},
+     true},
+    {"cluster",
+     "tls_cert",
+     vk::path,
+     "",
+     "PEM certificate for mutual TLS between members. Not supported yet: "
+     "must be empty.",
+     0,
+     0,
+     {},
+     true},
+    {"cluster",
+     "tls_key",
+     vk::path,
+     "",
+     "PEM key matching cluster.tls_cert. Not supported yet: must be empty.",
+     0,
+     0,
+     {},
+     true},
+    {"cluster",
+     "tls_ca",
+     vk::path,
+     "",
+     "CA that signs every member's certificate. Not supported yet: must be "
+     "empty.",
+     0,
+     0,
+     {},
+     true},
   };
   return keys;
 }

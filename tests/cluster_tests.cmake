@@ -19,3 +19,9 @@ troupe_add_tests(cluster
 target_compile_definitions(troupe_cluster_tests PRIVATE
   TROUPE_BINARY="$<TARGET_FILE:troupe>")
 add_dependencies(troupe_cluster_tests troupe)
+
+# The cluster secret and its HMAC proofs.
+troupe_add_tests(mesh_secret
+  SOURCES unit/mesh_secret_test.cpp
+  DEPS troupe_cluster_mesh troupe_test_support
+  LABELS unit)

@@ -31,7 +31,8 @@ done
 cluster_parts=(
   "etcd::no"
   "coordination::no"
-  "membership:coordination etcd:no"
+  "mesh:coordination:no"
+  "membership:coordination etcd mesh:no"
   "endpoint::no"
   "control::yes"
   "node:control coordination:yes"

@@ -1391,6 +1391,13 @@ int run_bench(const global_options& g, const bench_options& b) {
     return run_one(g, o);
   }
   std::vector<std::string> names = b.workloads;
+  if (std::find(names.begin(), names.end(), "cluster-detect") != names.end()) {
+    if (names.size() > 1) {
+      std::cerr << "troupe: bench: workload 'cluster-detect' runs alone\n";
+      return exit_bad_input;
+    }
+    return run_bench_cluster_detect(g, b);
+  }
   if (std::find(names.begin(), names.end(), "viewers") != names.end()) {
     if (names.size() > 1) {
       std::cerr << "troupe: bench: workload 'viewers' runs alone\n";

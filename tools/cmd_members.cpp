@@ -45,7 +45,7 @@ void print_table(const json& body) {
               << body.value("member", std::string{}) << "': " << members.size()
               << " member(s)\n";
   std::vector<std::vector<std::string>> rows{
-    {"NAME", "STATE", "ADDRESS", "LABELS", "AGE", "INCARNATION"}};
+    {"NAME", "STATE", "LINK", "ADDRESS", "LABELS", "AGE", "INCARNATION"}};
   for (auto& m : members) {
     std::string labels;
     if (auto l = m.find("labels"); l != m.end() && l->is_object())
@@ -55,11 +55,12 @@ void print_table(const json& body) {
     auto name = m.value("name", std::string{});
     if (m.value("self", false))
       name += " *";
-    rows.push_back({name, m.value("state", std::string{}),
-                    m.value("control_address", std::string{}),
-                    labels.empty() ? "-" : labels,
-                    age(m.value("age_ms", int64_t{0})),
-                    m.value("incarnation", std::string{})});
+    auto link = m.value("link", std::string{});
+    rows.push_back(
+      {name, m.value("state", std::string{}), link.empty() ? "-" : link,
+       m.value("control_address", std::string{}), labels.empty() ? "-" : labels,
+       age(m.value("age_ms", int64_t{0})),
+       m.value("incarnation", std::string{})});
   }
   std::vector<size_t> width(rows[0].size(), 0);
   for (auto& r : rows)

@@ -4,6 +4,9 @@
 #include "cluster/coordination/coordinator.hpp"
 #include "cluster/endpoint/http_endpoint.hpp"
 #include "cluster/membership/etcd_coordinator.hpp"
+#include "cluster/membership/failure_detector.hpp"
+#include "cluster/mesh/mesh.hpp"
+#include "cluster/mesh/secret.hpp"
 #include "cluster/node/node_service.hpp"
 #include "persistence/store_holder.hpp"
 #include "runtime/auth/token.hpp"
@@ -160,6 +163,19 @@ int run_node_start(const global_options& g, const node_start_options& o) {
   }
   auto [host, port] = split_address(listen);
   auto name = settings.get_string("node.name");
+  // A cluster member proves the cluster secret to its peers: without one
+  // (or with one too short to be a secret) it does not start.
+  auto cluster_name = settings.get_string("cluster.name");
+  std::string cluster_secret;
+  if (!cluster_name.empty()) {
+    if (auto why = cluster::resolve_secret(
+          settings.get_string("cluster.secret"),
+          settings.get_string("cluster.secret_file"), cluster_secret);
+        !why.empty()) {
+      std::cerr << "troupe: node start: " << why << "\n";
+      return exit_bad_input;
+    }
+  }
   if (settings.get_bool("auth.enabled")
       && runtime::auth::is_weak_secret(settings.get_string("auth.secret")))
     runtime::log::warn("auth", "auth.secret is shorter than 32 bytes: tokens "
@@ -186,6 +202,17 @@ int run_node_start(const global_options& g, const node_start_options& o) {
   opts.log = [](const std::string& line) { log_line(line); };
   opts.metrics = &metrics;
   opts.tune_store = [](auto& so) { so.holder.command = "node start"; };
+  if (!cluster_name.empty()) {
+    // Only a cluster member loads CAF's middleman (the peer mesh).
+    auto ms = [&](const char* key) {
+      return std::chrono::duration_cast<std::chrono::milliseconds>(
+        settings.get_duration(key));
+    };
+    opts.tune_system = [hb = ms("cluster.heartbeat_interval"),
+                        ct = ms("cluster.connection_timeout")](auto& cfg) {
+      cluster::configure_mesh(cfg, hb, ct);
+    };
+  }
   auto node = actors::embedded_node::open(opts, error);
   if (!node)
     return report_open_failure("node start", opts.data_dir, error);
@@ -250,14 +277,40 @@ int run_node_start(const global_options& g, const node_start_options& o) {
   // its cluster through etcd. Made once the control port is bound.
   std::unique_ptr<cluster::coordinator> coordination;
   cluster::etcd_coordinator* membership = nullptr;
+  // A member's peer mesh and failure detector (the detector is then what
+  // the node knows of its cluster: etcd's members with the mesh's view).
+  std::unique_ptr<cluster::mesh> peers;
+  std::unique_ptr<cluster::failure_detector> detector;
+  std::atomic<const cluster::coordinator*> view{nullptr};
+  metrics.add_collector(
+    runtime::metrics::metric_type::gauge, "troupe_cluster_members",
+    "Members of the cluster by state, as this member sees them.",
+    [&view](runtime::metrics::sample_sink& sink) {
+      auto* c = view.load();
+      if (!c)
+        return;
+      std::map<std::string, double> by_state{
+        {"joining", 0}, {"up", 0}, {"suspect", 0}, {"down", 0}, {"leaving", 0}};
+      for (auto& m : c->members())
+        by_state[m.state] += 1;
+      for (auto& [state, n] : by_state)
+        sink.add({{"state", state}}, n);
+    });
 
   // `drain`: how long clients are given to take their answers (0: none).
   auto shut_down = [&](std::chrono::milliseconds drain) {
     // Leaving first: the others see this member go at once, not after its
     // lease's TTL.
     service.set_cluster(nullptr);
+    view = nullptr;
+    // The detector revokes nothing from here on; then the lease goes, and
+    // the links with the mesh's actors (before the actor system stops).
+    if (detector)
+      detector->stop();
     if (membership)
       membership->leave();
+    if (peers)
+      peers->stop();
     // Nothing new is taken on from here.
     service.drain();
     // Journal writes held for disk space would keep a submission waiting on
@@ -301,11 +354,35 @@ int run_node_start(const global_options& g, const node_start_options& o) {
              + std::to_string(http->port()) + "/metrics");
   }
   auto control_address = host + ":" + std::to_string(server.port());
-  auto cluster_name = settings.get_string("cluster.name");
   auto member = settings.get_string("cluster.member");
   if (member.empty())
     member = cluster_name.empty() ? name : default_member_name(server.port());
   auto me = self_member(settings, member, control_address);
+  if (!cluster_name.empty()) {
+    // The gate for peers: on cluster.listen, else on the control host with
+    // a free port; registered as the peer address (or cluster.advertise).
+    cluster::mesh_options mo;
+    mo.cluster = cluster_name;
+    mo.member = member;
+    mo.secret = cluster_secret;
+    mo.host = host;
+    if (auto l = settings.get_string("cluster.listen"); !l.empty())
+      std::tie(mo.host, mo.port) = split_address(l);
+    mo.info = [](const std::string& line) { runtime::log::info("mesh", line); };
+    mo.warn = [](const std::string& line) { runtime::log::warn("mesh", line); };
+    peers = std::make_unique<cluster::mesh>(node->system(), mo);
+    if (auto e = peers->listen(); !e.empty()) {
+      shut_down({});
+      return listen_failed(e, "cluster.listen", "--set cluster.listen=...");
+    }
+    if (settings.get_string("cluster.advertise").empty())
+      me.peer_address
+        = (mo.host.find(':') != std::string::npos ? "[" + mo.host + "]"
+                                                  : mo.host)
+          + ":" + std::to_string(peers->port());
+    log_line("cluster peers on " + mo.host + ":" + std::to_string(peers->port())
+             + " (advertised as " + me.peer_address + ")");
+  }
   if (cluster_name.empty()) {
     coordination = std::make_unique<cluster::local_coordinator>(me);
   } else {
@@ -337,12 +414,33 @@ int run_node_start(const global_options& g, const node_start_options& o) {
     }
     membership = etcd_member.get();
     coordination = std::move(etcd_member);
+    peers->start([membership] { return membership->members(); },
+                 [membership] { return membership->self().incarnation; });
+    cluster::detector_options dopts;
+    dopts.cluster = cluster_name;
+    dopts.member = member;
+    dopts.etcd = mo.etcd;
+    dopts.info = mo.info;
+    dopts.warn = mo.warn;
+    // Paused longer than half the connection timeout: links may have been
+    // lost because of this member itself.
+    auto timeout = std::chrono::duration_cast<std::chrono::milliseconds>(
+      settings.get_duration("cluster.connection_timeout"));
+    dopts.pause = timeout / 2;
+    dopts.settle = timeout / 2;
+    detector = std::make_unique<cluster::failure_detector>(
+      dopts, *membership, [p = peers.get()] { return p->links(); });
+    detector->start();
     auto joined = coordination->self();
     log_line("joined cluster '" + cluster_name + "' as member '" + member
              + "' (incarnation " + joined.incarnation + ", lease TTL "
              + std::to_string(joined.lease_ttl_s) + "s)");
   }
-  service.set_cluster(coordination.get());
+  const cluster::coordinator* known = coordination.get();
+  if (detector)
+    known = detector.get();
+  service.set_cluster(known);
+  view = known;
 
   // Whoever the data dir refuses now learns where to ask instead.
   (void)persistence::write_store_holder(

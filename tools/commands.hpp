@@ -200,6 +200,11 @@ struct bench_options {
 /// prints runs/s, steps/s, latency percentiles, memory and CPU.
 int run_bench(const global_options& g, const bench_options& b);
 
+/// `troupe bench cluster-detect`: starts etcd (from PATH) and three members
+/// on loopback, and prints how long kill -9 and SIGSTOP of a member take to
+/// be seen as down by every other member (median and max of --n, default 5).
+int run_bench_cluster_detect(const global_options& g, const bench_options& b);
+
 /// `troupe validate FILE...`
 int run_validate(const global_options& g,
                  const std::vector<std::string>& files);

@@ -268,7 +268,8 @@ int main(int argc, char** argv) {
   bench_cmd->add_option(
     "workloads", bench.workloads,
     "seq10 seq10c1 fan10 exec10 sleepers recover idle history timeouts "
-    "chain (default: all); viewers (alone, against --node)");
+    "chain (default: all); viewers (alone, against --node); "
+    "cluster-detect (alone: etcd from PATH and 3 members)");
   bench_cmd
     ->add_option("--durability", bench.durability,
                  "machine (fsync each group commit), process or both")

@@ -102,6 +102,8 @@ std::unique_ptr<embedded_node> embedded_node::open(const options& opts,
     threads = std::max(2u, std::thread::hardware_concurrency());
   cfg.set("scheduler.max-threads", threads);
   runtime::register_message_types(cfg);
+  if (opts.tune_system)
+    opts.tune_system(cfg);
   node->system_ = std::make_unique<caf::actor_system>(cfg);
   if (opts.metrics)
     opts.metrics->add_gauge_callback(

@@ -62,6 +62,9 @@ class embedded_node {
     /// commands), or for tests a fault injection hook or a free-space
     /// reading; may be empty.
     std::function<void(persistence::journal_store::options&)> tune_store;
+    /// Adjusts the actor system's configuration before the system starts:
+    /// a cluster member loads CAF's middleman there; may be empty.
+    std::function<void(caf::actor_system_config&)> tune_system;
   };
 
   /// What recovery found.

@@ -36,6 +36,14 @@ struct member_info {
   /// "joining", "up" or "left" as far as this member knows; the others
   /// are "up" while their key exists.
   std::string state = "up";
+  /// This member's mesh link to it: "self", "connecting", "connected",
+  /// "suspect" or "refused"; empty without a mesh.
+  std::string link;
+  /// Why the link stands so (suspect, refused), or why it left.
+  std::string reason;
+  /// For a member shown "down": when its key was deleted, ms since the
+  /// epoch.
+  int64_t down_at_ms = 0;
 
   /// The registration's JSON (state left out: a reader derives it).
   nlohmann::json to_json() const;
@@ -58,6 +66,9 @@ struct self_status {
   /// The TTL etcd granted its lease (it may exceed the one asked for); 0
   /// for a node alone.
   int64_t lease_ttl_s = 0;
+  /// The member elected to revoke the leases of suspect members, as far as
+  /// this node knows; empty when none or for a node alone.
+  std::string detector;
 };
 
 /// A node's view of its cluster. Every call is quick and never blocks on

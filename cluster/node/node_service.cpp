@@ -343,10 +343,18 @@ struct node_service::impl : std::enable_shared_from_this<impl> {
       auto me = c->self();
       body["cluster"] = me.cluster;
       body["member"] = me.member;
+      if (!me.detector.empty())
+        body["detector"] = me.detector;
       auto now = now_ms();
       for (auto& m : c->members()) {
         auto j = m.to_json();
         j["state"] = m.state;
+        if (!m.link.empty())
+          j["link"] = m.link;
+        if (!m.reason.empty())
+          j["reason"] = m.reason;
+        if (m.down_at_ms > 0)
+          j["down_for_ms"] = now - m.down_at_ms;
         j["age_ms"] = m.joined_at_ms > 0 ? now - m.joined_at_ms : 0;
         j["self"] = m.name == me.member;
         list.push_back(std::move(j));

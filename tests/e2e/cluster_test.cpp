@@ -1,7 +1,9 @@
 // Real `troupe node start --cluster` members on 127.0.0.1 with their own
 // etcd on free ports: joining, `troupe members` on every member, a taken
 // name, etcd out of reach, bad [cluster] configuration, a revoked lease
-// and a member killed with SIGKILL.
+// and a member killed with SIGKILL; and the peer mesh: links between
+// members, the cluster secret, failure detection (kill -9, SIGSTOP) and
+// rejoining after SIGCONT.
 
 #include "cluster/etcd/client.hpp"
 #include "runtime/auth/token.hpp"
@@ -15,9 +17,12 @@
 #include <nlohmann/json.hpp>
 
 #include <csignal>
+#include <filesystem>
+#include <fstream>
 #include <map>
 #include <regex>
 #include <set>
+#include <sstream>
 #include <unistd.h>
 
 using namespace std::chrono_literals;
@@ -32,6 +37,35 @@ bool contains(const std::string& haystack, const std::string& needle) {
   return haystack.find(needle) != std::string::npos;
 }
 
+/// The TCP ports process `pid` listens on (Linux: its socket inodes matched
+/// against /proc/net/tcp and tcp6).
+std::set<uint16_t> listening_ports(int pid) {
+  std::set<std::string> inodes;
+  std::error_code ec;
+  auto fds = "/proc/" + std::to_string(pid) + "/fd";
+  for (auto& fd : std::filesystem::directory_iterator{fds, ec}) {
+    auto target = std::filesystem::read_symlink(fd.path(), ec).string();
+    if (target.starts_with("socket:["))
+      inodes.insert(target.substr(8, target.size() - 9));
+  }
+  std::set<uint16_t> out;
+  for (auto table : {"/proc/net/tcp", "/proc/net/tcp6"}) {
+    std::ifstream in{table};
+    std::string line;
+    std::getline(in, line); // header
+    while (std::getline(in, line)) {
+      std::istringstream fields{line};
+      std::string sl, local, remote, st, queues, timer, retr, uid, tmo, inode;
+      fields >> sl >> local >> remote >> st >> queues >> timer >> retr >> uid
+        >> tmo >> inode;
+      if (st == "0A" && inodes.count(inode))
+        out.insert(static_cast<uint16_t>(
+          std::stoi(local.substr(local.rfind(':') + 1), nullptr, 16)));
+    }
+  }
+  return out;
+}
+
 struct Cluster : troupe::test::troupe_fixture {
   static constexpr const char* secret
     = "test-secret-0123456789abcdef-0123456789";
@@ -43,10 +77,16 @@ struct Cluster : troupe::test::troupe_fixture {
     uint16_t port = 0;
   };
   std::map<std::string, member> members;
+  /// The cluster secret members started from now on are given.
+  std::optional<std::string> cluster_secret
+    = std::string{"cluster-secret-0123456789abcdef"};
+  /// The HTTP endpoint of members started from now on; empty: none.
+  std::string http;
 
   troupe::test::process_options opts() override {
     auto o = troupe_fixture::opts();
     o.env["TROUPE_AUTH_SECRET"] = std::string{secret};
+    o.env["TROUPE_CLUSTER_SECRET"] = cluster_secret;
     o.env["TROUPE_NODE"] = std::nullopt;
     o.env["TROUPE_TOKEN"] = std::nullopt;
     return o;
@@ -65,7 +105,7 @@ struct Cluster : troupe::test::troupe_fixture {
     return {"node",       "start",
             "--data-dir", (dir.path() / ("data-" + name)).string(),
             "--listen",   "127.0.0.1:0",
-            "--http",     "",
+            "--http",     http,
             "--cluster",  "c1",
             "--etcd",     etcd_url,
             "--member",   name,
@@ -109,12 +149,13 @@ struct Cluster : troupe::test::troupe_fixture {
     return j.is_discarded() ? json::object() : j;
   }
 
-  /// The member names `name` lists.
+  /// The member names `name` lists (not those shown down for a while).
   std::set<std::string> seen_by(const std::string& name) {
     std::set<std::string> out;
     auto j = members_of(name);
     for (auto& m : j.value("members", json::array()))
-      out.insert(m.value("name", ""));
+      if (m.value("state", "") != "down")
+        out.insert(m.value("name", ""));
     return out;
   }
 
@@ -298,7 +339,7 @@ TEST_F(Cluster, AMemberWhoseLeaseIsRevokedRejoinsWithANewIncarnation) {
   EXPECT_NE((*again)->lease, (*kv)->lease);
 }
 
-TEST_F(Cluster, AMemberKilledWithSigkillLeavesTheOthersListsAfterItsTtl) {
+TEST_F(Cluster, AMemberKilledWithSigkillLeavesTheOthersLists) {
   start_etcd();
   for (auto name : {"m1", "m2", "m3"})
     join(name, "1s");
@@ -308,7 +349,7 @@ TEST_F(Cluster, AMemberKilledWithSigkillLeavesTheOthersListsAfterItsTtl) {
   members["m3"].proc->signal(SIGKILL);
   ASSERT_TRUE(members["m3"].proc->wait(5s));
   std::set<std::string> rest{"m1", "m2"};
-  // A 1 s TTL: gone within a few seconds, however the lessor rounds.
+  // Revoked at once by the detector, or at worst its 1 s TTL expires.
   EXPECT_TRUE(wait_until([&] { return seen_by("m1") == rest; }, 10s));
   EXPECT_TRUE(wait_until([&] { return seen_by("m2") == rest; }, 10s));
 }
@@ -329,6 +370,8 @@ TEST_F(Cluster, ANodeAloneUsesNoEtcdAndListsItselfAsItsOneMember) {
     << m.proc->err();
   m.port = static_cast<uint16_t>(std::stoi(match[1]));
   EXPECT_FALSE(contains(m.proc->err(), "cluster")) << m.proc->err();
+  // No peer mesh: the node listens on its control port alone.
+  EXPECT_EQ(listening_ports(m.proc->pid()), std::set<uint16_t>{m.port});
   auto j = members_of("solo");
   EXPECT_EQ(j["cluster"], "");
   ASSERT_EQ(j["members"].size(), 1u) << j;
@@ -339,4 +382,309 @@ TEST_F(Cluster, ANodeAloneUsesNoEtcdAndListsItselfAsItsOneMember) {
   auto pong = c.call({{"t", "ping"}}, 1);
   ASSERT_TRUE(pong);
   EXPECT_FALSE((*pong)["body"].contains("cluster")) << *pong;
+}
+
+namespace {
+
+/// The peer mesh and failure detection, on the same fixture.
+struct Mesh : Cluster {
+  /// The state `viewer` lists for `about` ("" when it lists it not).
+  std::string state(const std::string& viewer, const std::string& about) {
+    auto e = entry(viewer, about);
+    return e.is_object() ? e.value("state", std::string{}) : std::string{};
+  }
+
+  /// Polls `viewer`'s view of `about` until it is `last` (at most `limit`),
+  /// and returns the states seen, each once, in order.
+  std::vector<std::string> states_until(const std::string& viewer,
+                                        const std::string& about,
+                                        const std::string& last,
+                                        std::chrono::milliseconds limit) {
+    std::vector<std::string> seen;
+    wait_until(
+      [&] {
+        auto s = state(viewer, about);
+        if (seen.empty() || seen.back() != s)
+          seen.push_back(s);
+        return s == last;
+      },
+      limit);
+    return seen;
+  }
+
+  /// Whether every member in `names` lists every other one as connected.
+  bool all_linked(const std::vector<std::string>& names) {
+    for (auto& a : names)
+      for (auto& b : names) {
+        if (a == b)
+          continue;
+        auto e = entry(a, b);
+        if (!e.is_object() || e.value("link", "") != "connected"
+            || e.value("state", "") != "up")
+          return false;
+      }
+    return true;
+  }
+
+  std::string all_logs() {
+    std::string out;
+    for (auto& [name, m] : members)
+      if (m.proc)
+        out += "== " + name + "\n" + m.proc->err();
+    return out;
+  }
+};
+
+std::string joined(const std::vector<std::string>& v) {
+  std::string out;
+  for (auto& s : v)
+    out += (out.empty() ? "" : " -> ") + (s.empty() ? "(absent)" : s);
+  return out;
+}
+
+} // namespace
+
+TEST_F(Mesh, ThreeMembersLinkToEachOtherAndElectOneDetector) {
+  start_etcd();
+  for (auto name : {"m1", "m2", "m3"})
+    join(name);
+  ASSERT_TRUE(wait_until(
+    [&] {
+      return all_linked({"m1", "m2", "m3"});
+    },
+    10s))
+    << all_logs();
+  // m4 has the HTTP endpoint: /metrics counts the members by state.
+  http = "127.0.0.1:0";
+  join("m4");
+  std::smatch match;
+  auto err = members["m4"].proc->err();
+  ASSERT_TRUE(std::regex_search(
+    err, match, std::regex{"metrics on http://127.0.0.1:(\\d+)/metrics"}))
+    << err;
+  auto metrics_port = static_cast<uint16_t>(std::stoi(match[1]));
+  EXPECT_TRUE(wait_until(
+    [&] {
+      auto body = troupe::test::http_get(metrics_port, "/metrics").second;
+      return contains(body, "troupe_cluster_members{state=\"up\"} 4")
+             && contains(body, "troupe_cluster_members{state=\"suspect\"} 0");
+    },
+    10s))
+    << troupe::test::http_get(metrics_port, "/metrics").second;
+  std::set<std::string> detectors;
+  for (auto name : {"m1", "m2", "m3"}) {
+    auto j = members_of(name);
+    for (auto& m : j["members"]) {
+      if (m["name"] == name) {
+        EXPECT_EQ(m["link"], "self") << m;
+      }
+    }
+    EXPECT_TRUE(
+      wait_until([&] { return members_of(name).contains("detector"); }, 5s));
+    detectors.insert(members_of(name).value("detector", ""));
+  }
+  // One member holds the detector key, and everyone names the same one.
+  ASSERT_EQ(detectors.size(), 1u);
+  EXPECT_TRUE(contains(members[*detectors.begin()].proc->err(),
+                       "elected as the cluster's failure detector"));
+  // A member listens for peers besides its control port (where it
+  // registered it).
+  auto peer = entry("m2", "m1")["peer_address"].get<std::string>();
+  EXPECT_EQ(listening_ports(members["m1"].proc->pid()),
+            (std::set<uint16_t>{members["m1"].port,
+                                static_cast<uint16_t>(std::stoi(
+                                  peer.substr(peer.rfind(':') + 1)))}));
+  // The table shows the links.
+  auto o = opts();
+  o.env["TROUPE_NODE"] = "127.0.0.1:" + std::to_string(members["m2"].port);
+  o.env["TROUPE_TOKEN"] = viewer();
+  auto text = troupe::test::run_process(args({"members"}), o);
+  EXPECT_TRUE(contains(text.out, "LINK")) << text.out;
+  EXPECT_TRUE(contains(text.out, "connected")) << text.out;
+}
+
+TEST_F(Mesh, AMemberKilledWithSigkillTurnsSuspectThenDownBeforeItsTtl) {
+  start_etcd();
+  // A 10 s TTL: down within the bound below only through the mesh and a
+  // revocation, never through the lease's expiry.
+  for (auto name : {"m1", "m2", "m3"})
+    join(name, "10s");
+  ASSERT_TRUE(wait_until(
+    [&] {
+      return all_linked({"m1", "m2", "m3"});
+    },
+    10s))
+    << all_logs();
+  auto incarnation = entry("m1", "m3")["incarnation"].get<std::string>();
+  members["m3"].proc->signal(SIGKILL);
+  ASSERT_TRUE(members["m3"].proc->wait(5s));
+  for (auto viewer : {"m1", "m2"}) {
+    auto seen = states_until(viewer, "m3", "down", 5s);
+    // up, then perhaps suspect (it lasts milliseconds), then down; never
+    // back to up.
+    ASSERT_EQ(seen.back(), "down") << viewer << ": " << joined(seen) << "\n"
+                                   << all_logs();
+    for (size_t i = 1; i < seen.size(); ++i)
+      EXPECT_TRUE(
+        (seen[i - 1] == "up" && (seen[i] == "suspect" || seen[i] == "down"))
+        || (seen[i - 1] == "suspect" && seen[i] == "down"))
+        << viewer << ": " << joined(seen);
+    // It was suspected over the mesh first.
+    EXPECT_TRUE(
+      contains(members[viewer].proc->err(),
+               "member 'm3' (incarnation " + incarnation + ") is suspect"))
+      << members[viewer].proc->err();
+  }
+  // The elected detector revoked exactly that incarnation's lease.
+  EXPECT_TRUE(contains(all_logs(), "revoked the lease of suspect member 'm3' "
+                                   "(incarnation "
+                                     + incarnation + ")"))
+    << all_logs();
+  auto down = entry("m1", "m3");
+  EXPECT_EQ(down["link"], nullptr) << down;
+  EXPECT_TRUE(down.contains("down_for_ms")) << down;
+  // The two others stay linked and up.
+  EXPECT_TRUE(all_linked({"m1", "m2"}));
+}
+
+TEST_F(Mesh, AStoppedMemberIsDeclaredDownAndRejoinsAfterSigcont) {
+  start_etcd();
+  for (auto name : {"m1", "m2", "m3"})
+    join(name, "10s");
+  ASSERT_TRUE(wait_until(
+    [&] {
+      return all_linked({"m1", "m2", "m3"});
+    },
+    10s))
+    << all_logs();
+  auto first = entry("m1", "m3")["incarnation"].get<std::string>();
+  members["m3"].proc->signal(SIGSTOP);
+  // Its heartbeats stop: suspect after the connection timeout (1 s), then
+  // revoked; well before its 10 s TTL.
+  for (auto viewer : {"m1", "m2"}) {
+    auto seen = states_until(viewer, "m3", "down", 6s);
+    EXPECT_EQ(seen.back(), "down") << viewer << ": " << joined(seen) << "\n"
+                                   << all_logs();
+  }
+  EXPECT_TRUE(contains(all_logs(), "revoked the lease of suspect member 'm3' "
+                                   "(incarnation "
+                                     + first + ")"))
+    << all_logs();
+  members["m3"].proc->signal(SIGCONT);
+  // It finds its lease gone, fences itself and rejoins as a new incarnation,
+  // and the others link to it again.
+  ASSERT_TRUE(wait_until(
+    [&] {
+      for (auto viewer : {"m1", "m2"}) {
+        auto e = entry(viewer, "m3");
+        if (!e.is_object() || e["incarnation"] == first || e["state"] != "up"
+            || e["link"] != "connected")
+          return false;
+      }
+      return true;
+    },
+    10s))
+    << all_logs();
+  auto err = members["m3"].proc->err();
+  EXPECT_TRUE(contains(err, "lost its registration")) << err;
+  EXPECT_TRUE(contains(err, "joined cluster 'c1' again")) << err;
+  // The woken member's own lost links revoked nobody: m1 and m2 keep their
+  // first incarnations.
+  EXPECT_TRUE(all_linked({"m1", "m2", "m3"})) << all_logs();
+  EXPECT_FALSE(contains(all_logs(), "member 'm1' lost its registration"));
+  EXPECT_FALSE(contains(all_logs(), "member 'm2' lost its registration"));
+}
+
+TEST_F(Mesh, AMemberWithAnotherSecretIsRefusedAndNeverLinked) {
+  start_etcd();
+  join("m1");
+  join("m2");
+  cluster_secret = "another-secret-0123456789abcdef";
+  join("m3");
+  // m1 and m2 (whose names sort first, so they connect) refuse it, and say
+  // why; it is never linked.
+  for (auto viewer : {"m1", "m2"}) {
+    ASSERT_TRUE(wait_until(
+      [&] {
+        auto e = entry(viewer, "m3");
+        EXPECT_NE(e.value("link", ""), "connected") << viewer << ": " << e;
+        return e.value("link", "") == "refused";
+      },
+      10s))
+      << all_logs();
+    auto e = entry(viewer, "m3");
+    EXPECT_TRUE(contains(e.value("reason", ""), "cluster secret")) << e;
+    EXPECT_TRUE(contains(members[viewer].proc->err(), "refused member 'm3'"))
+      << members[viewer].proc->err();
+  }
+  // m3's side: m1 and m2 sent it no proof; it never counts them linked.
+  for (auto about : {"m1", "m2"})
+    EXPECT_NE(entry("m3", about).value("link", ""), "connected");
+  EXPECT_TRUE(all_linked({"m1", "m2"}));
+  // Neither secret shows in any log.
+  EXPECT_FALSE(contains(all_logs(), "0123456789abcdef")) << all_logs();
+}
+
+TEST_F(Mesh, AMemberWithoutTheSecretSeesTheOthersRefuseItsProof) {
+  start_etcd();
+  join("m2");
+  cluster_secret = "another-secret-0123456789abcdef";
+  // a1 sorts first, so it connects to m2: m2's proof does not match its
+  // secret, and it says so.
+  join("a1");
+  ASSERT_TRUE(wait_until(
+    [&] { return entry("a1", "m2").value("link", "") == "refused"; }, 10s))
+    << all_logs();
+  EXPECT_TRUE(
+    contains(members["a1"].proc->err(), "refused member 'm2' at 127.0.0.1:"))
+    << members["a1"].proc->err();
+  EXPECT_NE(entry("m2", "a1").value("link", ""), "connected");
+}
+
+TEST_F(Mesh, AMissingOrShortSecretOrMeshTlsExitsTwo) {
+  auto url = "http://127.0.0.1:" + std::to_string(troupe::test::free_port());
+  cluster_secret = std::nullopt;
+  auto none = troupe(member_args("m1", url));
+  EXPECT_EQ(none.exit_code, 2) << none.err;
+  EXPECT_TRUE(contains(none.err, "TROUPE_CLUSTER_SECRET")) << none.err;
+  cluster_secret = "short-secret";
+  auto shorter = troupe(member_args("m1", url));
+  EXPECT_EQ(shorter.exit_code, 2) << shorter.err;
+  EXPECT_TRUE(contains(shorter.err, "TROUPE_CLUSTER_SECRET must hold at "
+                                    "least 16"))
+    << shorter.err;
+  EXPECT_FALSE(contains(shorter.err, "short-secret")) << shorter.err;
+  auto missing_file = member_args("m1", url);
+  missing_file.insert(
+    missing_file.end(),
+    {"--set", "cluster.secret_file=" + (dir.path() / "nope").string()});
+  cluster_secret = std::nullopt;
+  auto nofile = troupe(missing_file);
+  EXPECT_EQ(nofile.exit_code, 2) << nofile.err;
+  EXPECT_TRUE(contains(nofile.err, "cannot read cluster.secret_file"))
+    << nofile.err;
+  cluster_secret = "cluster-secret-0123456789abcdef";
+  auto tls = member_args("m1", url);
+  tls.insert(tls.end(), {"--set", "cluster.tls_cert=/x.pem"});
+  auto refused = troupe(tls);
+  EXPECT_EQ(refused.exit_code, 2) << refused.err;
+  EXPECT_TRUE(contains(refused.err, "cluster.tls_cert")) << refused.err;
+  EXPECT_TRUE(contains(refused.err, "not supported yet")) << refused.err;
+}
+
+TEST_F(Mesh, ABadClusterListenAddressExitsTwo) {
+  auto url = "http://127.0.0.1:" + std::to_string(troupe::test::free_port());
+  auto bad = member_args("m1", url);
+  bad.insert(bad.end(), {"--set", "cluster.listen=127.0.0.1:99999"});
+  auto r = troupe(bad);
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_TRUE(contains(r.err, "cluster.listen")) << r.err;
+  // A well-formed address that is not this machine's cannot be listened on.
+  auto foreign = member_args("m1", url);
+  foreign.insert(foreign.end(), {"--set", "cluster.listen=192.0.2.1:0"});
+  auto f = troupe(foreign);
+  EXPECT_EQ(f.exit_code, 2) << f.err;
+  EXPECT_TRUE(contains(f.err, "cannot listen for cluster peers on 192.0.2.1"))
+    << f.err;
+  EXPECT_TRUE(contains(f.err, "(cluster.listen)")) << f.err;
 }

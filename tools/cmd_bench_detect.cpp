@@ -1,0 +1,469 @@
+// `troupe bench cluster-detect`: how fast a cluster sees a member die. It
+// starts an etcd (from PATH) and three members on free loopback ports, then
+// five times kills a member with SIGKILL and five times stops one with
+// SIGSTOP, and measures the time until every other member lists it down.
+
+#include "runtime/auth/token.hpp"
+#include "tools/commands.hpp"
+#include "tools/control_client.hpp"
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <arpa/inet.h>
+#include <chrono>
+#include <csignal>
+#include <cstdlib>
+#include <cstring>
+#include <fcntl.h>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <netinet/in.h>
+#include <optional>
+#include <regex>
+#include <sstream>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <thread>
+#include <unistd.h>
+
+namespace troupe::tools {
+
+namespace {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+using steady = std::chrono::steady_clock;
+using namespace std::chrono_literals;
+
+/// The first `name` on PATH that can be run, or "".
+std::string on_path(const std::string& name) {
+  const char* path = std::getenv("PATH");
+  std::stringstream dirs{path ? path : ""};
+  std::string dir;
+  while (std::getline(dirs, dir, ':'))
+    if (!dir.empty() && access((dir + "/" + name).c_str(), X_OK) == 0)
+      return dir + "/" + name;
+  return {};
+}
+
+uint16_t free_port() {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0)
+    return 0;
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof addr;
+  uint16_t port = 0;
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0
+      && ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0)
+    port = ntohs(addr.sin_port);
+  ::close(fd);
+  return port;
+}
+
+std::string random_hex(size_t bytes) {
+  std::ifstream in{"/dev/urandom", std::ios::binary};
+  std::string out;
+  static constexpr char digits[] = "0123456789abcdef";
+  for (size_t i = 0; i < bytes; ++i) {
+    auto c = static_cast<unsigned char>(in.get());
+    out += digits[c >> 4];
+    out += digits[c & 0xf];
+  }
+  return out;
+}
+
+std::string read_file(const fs::path& p) {
+  std::ifstream in{p};
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+/// A child process with its output in a file; killed by its PID.
+struct child {
+  pid_t pid = -1;
+  fs::path log;
+
+  static child spawn(const std::vector<std::string>& argv,
+                     const std::map<std::string, std::string>& env,
+                     const fs::path& log) {
+    child c;
+    c.log = log;
+    c.pid = ::fork();
+    if (c.pid == 0) {
+      sigset_t none;
+      sigemptyset(&none);
+      pthread_sigmask(SIG_SETMASK, &none, nullptr);
+      for (auto& [k, v] : env)
+        ::setenv(k.c_str(), v.c_str(), 1);
+      int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+      if (fd >= 0) {
+        ::dup2(fd, 1);
+        ::dup2(fd, 2);
+      }
+      std::vector<char*> args;
+      for (auto& a : argv)
+        args.push_back(const_cast<char*>(a.c_str()));
+      args.push_back(nullptr);
+      ::execv(args[0], args.data());
+      ::_exit(127);
+    }
+    return c;
+  }
+
+  bool alive() const {
+    return pid > 0 && ::waitpid(pid, nullptr, WNOHANG) == 0;
+  }
+
+  /// SIGTERM, then SIGKILL after `grace`; reaps it.
+  void stop(std::chrono::milliseconds grace = 5s) {
+    if (pid <= 0)
+      return;
+    ::kill(pid, SIGCONT);
+    ::kill(pid, SIGTERM);
+    auto until = steady::now() + grace;
+    while (steady::now() < until) {
+      if (::waitpid(pid, nullptr, WNOHANG) != 0) {
+        pid = -1;
+        return;
+      }
+      std::this_thread::sleep_for(10ms);
+    }
+    ::kill(pid, SIGKILL);
+    ::waitpid(pid, nullptr, 0);
+    pid = -1;
+  }
+};
+
+template<class Pred>
+bool wait_for(Pred pred, std::chrono::milliseconds limit,
+              std::chrono::milliseconds step = 2ms) {
+  auto until = steady::now() + limit;
+  for (;;) {
+    if (pred())
+      return true;
+    if (steady::now() >= until)
+      return false;
+    std::this_thread::sleep_for(step);
+  }
+}
+
+struct bench_cluster {
+  fs::path dir;
+  std::string self_exe;
+  std::string etcd_url;
+  std::map<std::string, std::string> env;
+  std::string token;
+  child etcd;
+  std::map<std::string, child> members;
+  std::map<std::string, uint16_t> ports;
+  std::map<std::string, std::unique_ptr<control_client>> clients;
+  int restarts = 0;
+  /// Set on a failure: the logs stay, and their folder is named.
+  bool keep = false;
+
+  ~bench_cluster() {
+    clients.clear();
+    for (auto& [name, m] : members)
+      m.stop();
+    etcd.stop();
+    std::error_code ec;
+    if (keep)
+      std::cerr << "troupe: bench: logs kept in " << dir.string() << "\n";
+    else
+      fs::remove_all(dir, ec);
+  }
+
+  std::string start_etcd(const std::string& binary) {
+    auto client = free_port();
+    auto peer = free_port();
+    etcd_url = "http://127.0.0.1:" + std::to_string(client);
+    auto peer_url = "http://127.0.0.1:" + std::to_string(peer);
+    etcd = child::spawn({binary,
+                         "--name",
+                         "bench",
+                         "--data-dir",
+                         (dir / "etcd").string(),
+                         "--listen-client-urls",
+                         etcd_url,
+                         "--advertise-client-urls",
+                         etcd_url,
+                         "--listen-peer-urls",
+                         peer_url,
+                         "--initial-advertise-peer-urls",
+                         peer_url,
+                         "--initial-cluster",
+                         "bench=" + peer_url,
+                         "--heartbeat-interval",
+                         "50",
+                         "--election-timeout",
+                         "500",
+                         "--log-level",
+                         "error"},
+                        {}, dir / "etcd.log");
+    // Up when a member can join: the first member start waits for that.
+    return {};
+  }
+
+  /// Starts member `name` and waits until it is ready; "" or why not.
+  std::string start_member(const std::string& name) {
+    auto log = dir / (name + "-" + std::to_string(restarts++) + ".log");
+    members[name] = child::spawn(
+      {self_exe, "node", "start", "--data-dir", (dir / name).string(),
+       "--listen", "127.0.0.1:0", "--http", "", "--cluster", "bench", "--etcd",
+       etcd_url, "--member", name},
+      env, log);
+    std::smatch match;
+    std::regex listening{"listening on 127.0.0.1:(\\d+)"};
+    std::string text;
+    bool ready = wait_for(
+      [&] {
+        text = read_file(log);
+        return text.find("ready: resumed") != std::string::npos
+               || !members[name].alive();
+      },
+      30s, 20ms);
+    if (!ready || !std::regex_search(text, match, listening))
+      return "member " + name + " did not start:\n" + text;
+    ports[name] = static_cast<uint16_t>(std::stoi(match[1]));
+    clients.erase(name);
+    return {};
+  }
+
+  /// `viewer`'s members list, or null when it does not answer.
+  json view(const std::string& viewer) {
+    try {
+      auto& c = clients[viewer];
+      if (!c) {
+        c = std::make_unique<control_client>();
+        control_client::options o;
+        o.address = "127.0.0.1:" + std::to_string(ports[viewer]);
+        o.token = token;
+        o.connect_timeout = 1s;
+        o.wait_ready = 0ms;
+        c->connect(o);
+      }
+      return c->call({{"t", "members"}}, 1s);
+    } catch (const std::exception&) {
+      clients.erase(viewer);
+      return nullptr;
+    }
+  }
+
+  /// What `viewer` lists about `about`, or null.
+  json entry(const std::string& viewer, const std::string& about) {
+    auto v = view(viewer);
+    if (v.is_object())
+      for (auto& m : v.value("members", json::array()))
+        if (m.value("name", "") == about)
+          return m;
+    return nullptr;
+  }
+
+  bool all_linked() {
+    for (auto& [a, ca] : members)
+      for (auto& [b, cb] : members) {
+        if (a == b)
+          continue;
+        auto e = entry(a, b);
+        if (!e.is_object() || e.value("state", "") != "up"
+            || e.value("link", "") != "connected")
+          return false;
+      }
+    return true;
+  }
+
+  /// Whether `viewer` no longer lists `incarnation` of `victim` as a live
+  /// member (down, absent, or a new incarnation).
+  bool sees_down(const std::string& viewer, const std::string& victim,
+                 const std::string& incarnation) {
+    auto e = entry(viewer, victim);
+    if (e.is_null())
+      return view(viewer).is_object();
+    return e.value("state", "") == "down"
+           || e.value("incarnation", "") != incarnation;
+  }
+
+  /// Signals `victim` with `sig` and returns the ms until every other
+  /// member lists it down; nothing on a timeout.
+  std::optional<double> measure(const std::string& victim, int sig) {
+    auto incarnation = entry("m1" == victim ? "m2" : "m1", victim)
+                         .value("incarnation", std::string{});
+    std::vector<std::string> viewers;
+    for (auto& [name, m] : members)
+      if (name != victim)
+        viewers.push_back(name);
+    // Connected before the clock starts.
+    for (auto& v : viewers)
+      (void)view(v);
+    auto t0 = steady::now();
+    ::kill(members[victim].pid, sig);
+    std::map<std::string, double> seen;
+    wait_for(
+      [&] {
+        for (auto& v : viewers)
+          if (!seen.count(v) && sees_down(v, victim, incarnation))
+            seen[v]
+              = std::chrono::duration<double, std::milli>(steady::now() - t0)
+                  .count();
+        return seen.size() == viewers.size();
+      },
+      20s, 1ms);
+    if (seen.size() != viewers.size())
+      return std::nullopt;
+    double worst = 0;
+    for (auto& [v, ms] : seen)
+      worst = std::max(worst, ms);
+    return worst;
+  }
+};
+
+struct summary {
+  double median = 0;
+  double max = 0;
+};
+
+summary summarize(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  summary s;
+  if (v.empty())
+    return s;
+  s.median = v.size() % 2 ? v[v.size() / 2]
+                          : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
+  s.max = v.back();
+  return s;
+}
+
+} // namespace
+
+int run_bench_cluster_detect(const global_options& g, const bench_options& b) {
+  auto etcd = on_path("etcd");
+  if (etcd.empty()) {
+    std::cerr << "troupe: bench: cluster-detect needs etcd on PATH (Debian's "
+                 "etcd-server; tools/bootstrap.sh installs it), and found "
+                 "none\n";
+    return exit_unreachable;
+  }
+  std::error_code ec;
+  auto self = fs::read_symlink("/proc/self/exe", ec);
+  if (ec) {
+    std::cerr << "troupe: bench: cannot find this program: " << ec.message()
+              << "\n";
+    return exit_failed;
+  }
+  fs::path base
+    = b.data_dir.empty() ? fs::temp_directory_path() : fs::path{b.data_dir};
+  std::string tmpl = (base / "troupe-bench-detect-XXXXXX").string();
+  if (!::mkdtemp(tmpl.data())) {
+    std::cerr << "troupe: bench: cannot make a scratch folder under " << base
+              << ": " << std::strerror(errno) << "\n";
+    return exit_bad_input;
+  }
+  size_t trials = b.n_set ? b.n : 5;
+  auto auth_secret = random_hex(32);
+  bench_cluster c;
+  c.dir = tmpl;
+  c.self_exe = self.string();
+  c.env = {{"TROUPE_AUTH_SECRET", auth_secret},
+           {"TROUPE_CLUSTER_SECRET", random_hex(32)}};
+  c.token = runtime::auth::issue_token(auth_secret, runtime::auth::role::viewer,
+                                       "bench", std::chrono::hours{1},
+                                       runtime::auth::token_clock::now());
+  (void)c.start_etcd(etcd);
+  if (!g.json)
+    std::cerr << "bench: cluster-detect: etcd (" << etcd
+              << ") and 3 members on 127.0.0.1, default timings (heartbeat "
+                 "200ms, connection timeout 1s, lease TTL 5s); "
+              << trials << " x kill -9 and " << trials << " x SIGSTOP ...\n";
+  for (auto name : {"m1", "m2", "m3"})
+    if (auto e = c.start_member(name); !e.empty()) {
+      std::cerr << "troupe: bench: " << e << "\n";
+      c.keep = true;
+      return exit_failed;
+    }
+  auto linked
+    = [&] { return wait_for([&] { return c.all_linked(); }, 20s, 20ms); };
+  if (!linked()) {
+    std::cerr << "troupe: bench: the members did not link to each other\n";
+    c.keep = true;
+    return exit_failed;
+  }
+  std::vector<double> killed, stopped;
+  const char* names[] = {"m1", "m2", "m3"};
+  for (size_t i = 0; i < trials; ++i) {
+    std::string victim = names[(i + 2) % 3];
+    auto ms = c.measure(victim, SIGKILL);
+    ::waitpid(c.members[victim].pid, nullptr, 0);
+    c.members[victim].pid = -1;
+    if (!ms) {
+      std::cerr << "troupe: bench: kill -9 of " << victim
+                << " was not seen within 20s\n";
+      c.keep = true;
+      return exit_failed;
+    }
+    killed.push_back(*ms);
+    if (!g.json)
+      std::cerr << "  kill -9 " << victim << ": " << *ms << " ms\n";
+    if (auto e = c.start_member(victim); !e.empty() || !linked()) {
+      std::cerr << "troupe: bench: " << victim << " did not come back " << e
+                << "\n";
+      c.keep = true;
+      return exit_failed;
+    }
+  }
+  for (size_t i = 0; i < trials; ++i) {
+    std::string victim = names[(i + 2) % 3];
+    auto ms = c.measure(victim, SIGSTOP);
+    ::kill(c.members[victim].pid, SIGCONT);
+    if (!ms) {
+      std::cerr << "troupe: bench: SIGSTOP of " << victim
+                << " was not seen within 20s\n";
+      c.keep = true;
+      return exit_failed;
+    }
+    stopped.push_back(*ms);
+    if (!g.json)
+      std::cerr << "  SIGSTOP " << victim << ": " << *ms << " ms\n";
+    // It rejoins as a new incarnation and is linked again.
+    if (!linked()) {
+      for (auto& [name, m] : c.members)
+        std::cerr << name << " sees " << c.view(name).dump() << "\n";
+      std::cerr << "troupe: bench: " << victim
+                << " did not rejoin after SIGCONT\n";
+      c.keep = true;
+      return exit_failed;
+    }
+  }
+  auto k = summarize(killed);
+  auto s = summarize(stopped);
+  json r{{"workload", "cluster-detect"},
+         {"members", 3},
+         {"trials", trials},
+         {"kill9_down_ms", {{"median", k.median}, {"max", k.max}}},
+         {"sigstop_down_ms", {{"median", s.median}, {"max", s.max}}},
+         {"targets_ms", {{"kill9", 1000}, {"sigstop", 2000}}}};
+  if (g.json) {
+    std::cout << r.dump() << std::endl;
+  } else {
+    auto fmt = [](double v) {
+      std::ostringstream o;
+      o.precision(0);
+      o << std::fixed << v;
+      return o.str();
+    };
+    std::cout << "cluster-detect: kill -9 -> down at every member: median "
+              << fmt(k.median) << " ms, max " << fmt(k.max)
+              << " ms (target <= 1000)\n"
+              << "cluster-detect: SIGSTOP -> down at every member: median "
+              << fmt(s.median) << " ms, max " << fmt(s.max)
+              << " ms (target <= 2000)" << std::endl;
+  }
+  return exit_ok;
+}
+
+} // namespace troupe::tools
