@@ -256,14 +256,18 @@ TEST_F(ClusterLocal, ASecondCtrlCKillsAMemberThatDoesNotStop) {
 
 TEST_F(ClusterLocal, AMemberKilledBeforeAStopIsBackAtTheNextStart) {
   start_local(2);
-  auto m1 = pid_of("m1");
+  // Both at once: no member is left to see the other die and revoke its
+  // lease at once, as the mesh's failure detection would.
+  auto m1 = pid_of("m1"), m2 = pid_of("m2");
   ASSERT_EQ(kill(m1, SIGKILL), 0);
+  ASSERT_EQ(kill(m2, SIGKILL), 0);
   ASSERT_TRUE(
     wait_until([&] { return contains(local->err(), "member 'm1' (pid"); }, 10s))
     << local->err();
   ASSERT_EQ(stop_local(SIGTERM), 0) << local->err();
-  // Its lease outlives it (etcd renews leases when it starts again), so its
-  // name is still held at first: start-local waits for the lease to expire.
+  // Their leases outlive them (etcd renews leases when it starts again), so
+  // the names are still held at first: start-local waits for the leases to
+  // expire.
   start_local(2);
   EXPECT_TRUE(contains(local->out(), "member 'm1': its name is still held"))
     << local->out();
