@@ -535,8 +535,11 @@ void launch(self_ptr self, const std::string& node) {
   a.context = node_context(e, *spec, node);
   a.max_output_bytes = st.svc->options.max_output_bytes;
   a.kill_grace_ms = st.svc->options.kill_grace.count();
-  auto child = self->spawn<caf::linked>(attempt_actor_impl, std::move(a),
-                                        caf::actor{self}, st.svc);
+  // In a cluster, exec, http and plugin kinds may run on another member.
+  auto child = st.svc->place && spec->kind != "fail"
+                 ? st.svc->place(self, std::move(a), *spec)
+                 : self->spawn<caf::linked>(attempt_actor_impl, std::move(a),
+                                            caf::actor{self}, st.svc);
   st.svc->attempts.add(child, self->address());
   st.attempts.emplace(node, child);
   st.attempt_nodes.emplace(child.address(), run_state::attempt_link{node});
