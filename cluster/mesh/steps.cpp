@@ -43,10 +43,13 @@ caf::behavior step_relay_impl(caf::event_based_actor* self,
     if (st->child && msg.source == st->child.address()) {
       if (!st->answered && msg.reason != caf::exit_reason::normal) {
         st->answered = true;
-        st->rp.deliver(
-          attempt_result{st->node, st->attempt, false, "", "crashed",
+        auto r = failure({}, "crashed",
                          "the attempt's actor on member '" + svc->member
-                           + "' ended: " + actors::describe_exit(msg.reason)});
+                           + "' ended: " + actors::describe_exit(msg.reason));
+        r.node = st->node;
+        r.attempt = st->attempt;
+        r.member = svc->member;
+        st->rp.deliver(std::move(r));
       }
       self->quit();
     } else if (msg.reason != caf::exit_reason::normal) {
@@ -74,6 +77,7 @@ caf::behavior step_relay_impl(caf::event_based_actor* self,
     [=](attempt_result& r) {
       if (!st->answered) {
         st->answered = true;
+        r.member = svc->member;
         st->rp.deliver(std::move(r));
       }
       self->quit();
@@ -141,20 +145,24 @@ caf::behavior remote_attempt_impl(caf::event_based_actor* self,
     self->send(parent, std::move(r));
     self->quit();
   };
+  auto answer_from = [=](attempt_result r) {
+    r.member = member;
+    answer(std::move(r));
+  };
   self->set_down_handler([=](caf::down_msg& dm) {
     if (dm.source != target.address())
       return;
-    answer(failure(spec, "member_down",
-                   "member '" + member + "' was lost while it ran attempt "
-                     + std::to_string(spec.attempt) + " ("
-                     + caf::to_string(dm.reason) + ")"));
+    answer_from(failure(spec, "member_down",
+                        "member '" + member + "' was lost while it ran attempt "
+                          + std::to_string(spec.attempt) + " ("
+                          + caf::to_string(dm.reason) + ")"));
   });
   self->monitor(target);
   self->request(target, deadline, step_atom::value, spec, owner, incarnation)
-    .then([=](attempt_result& r) { answer(std::move(r)); },
+    .then([=](attempt_result& r) { answer_from(std::move(r)); },
           [=](caf::error& e) {
             auto timed_out = e == caf::sec::request_timeout;
-            answer(
+            answer_from(
               failure(spec, timed_out ? "member_timeout" : "member_error",
                       "member '" + member + "' did not answer attempt "
                         + std::to_string(spec.attempt)

@@ -761,6 +761,32 @@ TEST_F(Steps, ASpreadFanOutSubmittedToOneMemberRunsOnAllThree) {
   EXPECT_EQ(by_member.size(), 3u);
   for (auto name : {"m1", "m2", "m3"})
     EXPECT_GE(by_member[name], 5) << name;
+  // The journal says who ran each step, and so do history and status.
+  std::smatch id;
+  auto out = r.out;
+  ASSERT_TRUE(
+    std::regex_search(out, id, std::regex{"[0-9a-f]{12}-[0-9a-f]{8}"}))
+    << out;
+  auto run = id[0].str();
+  std::map<std::string, std::string> ran_on;
+  for (auto& l : lines)
+    ran_on[l[1]] = l[0];
+  auto h
+    = json::parse(cli("m1", {"--json", "history", run}).out, nullptr, false);
+  int completed = 0;
+  for (auto& e : h["events"])
+    if (e["type"] == "node_completed") {
+      ++completed;
+      EXPECT_EQ(e.value("member", ""), ran_on[e["node"]]) << e;
+    }
+  EXPECT_EQ(completed, 30);
+  auto text = cli("m1", {"history", run}).out;
+  EXPECT_TRUE(contains(text, "(member m3)")) << text;
+  auto st
+    = json::parse(cli("m1", {"--json", "status", run}).out, nullptr, false);
+  ASSERT_EQ(st["nodes"].size(), 30u) << st;
+  for (auto& n : st["nodes"])
+    EXPECT_EQ(n.value("member", ""), ran_on[n["id"]]) << n;
 }
 
 TEST_F(Steps, AnOnConstraintPlacesStepsOnlyOnMembersWithTheLabel) {
@@ -777,8 +803,8 @@ TEST_F(Steps, AnOnConstraintPlacesStepsOnlyOnMembersWithTheLabel) {
                          "    retry: {max_attempts: 1}\n");
   auto f = cli("m1", {"submit", none, "--wait"});
   EXPECT_NE(f.exit_code, 0) << f.out;
-  EXPECT_TRUE(contains(f.out, "no member that is up and linked has the "
-                              "labels zone=nowhere"))
+  EXPECT_TRUE(contains(f.out + f.err, "no member that is up and linked has the "
+                                      "labels zone=nowhere"))
     << f.out << f.err;
 }
 
@@ -828,12 +854,15 @@ TEST_F(Steps,
   std::map<std::string, int> completed;
   int member_down = 0;
   for (auto& e : events) {
-    if (e["type"] == "node_completed")
+    if (e["type"] == "node_completed") {
       ++completed[e["node"].get<std::string>()];
+      EXPECT_NE(e.value("member", ""), "m3") << e;
+    }
     if (e["type"] == "attempt_failed" && e["error_kind"] == "member_down") {
       ++member_down;
       // Failed at once, not after the 60s timeout.
       EXPECT_TRUE(contains(e["message"].get<std::string>(), "'m3'")) << e;
+      EXPECT_EQ(e.value("member", ""), "m3") << e;
     }
   }
   EXPECT_GE(member_down, 1) << events;
