@@ -292,6 +292,12 @@ caf::actor step_placer::impl::place(caf::event_based_actor* run,
     handles.push_back(handle);
   }
   auto chosen = choose_member(placement, node.on, candidates, turn);
+  // Without label constraints this member always qualifies, listed or not
+  // (between registrations it may not be).
+  if (chosen < 0 && node.on.empty()) {
+    guard.unlock();
+    return local();
+  }
   if (chosen < 0) {
     guard.unlock();
     std::string wanted;
