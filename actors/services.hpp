@@ -5,6 +5,7 @@
 #include "actors/http/http_client.hpp"
 #include "persistence/journal_store.hpp"
 #include "runtime/model/workflow.hpp"
+#include "runtime/protocol/messages.hpp"
 
 #include <caf/actor.hpp>
 #include <caf/error.hpp>
@@ -139,6 +140,17 @@ struct services {
   std::function<void(const std::string&)> log;
   /// The node's metrics; null when nobody scrapes them.
   std::shared_ptr<node_metrics> metrics;
+  /// The name exec children see as TROUPE_MEMBER: the cluster member's
+  /// name, else the node's.
+  std::string member = "local";
+  /// Where a cluster member runs an attempt of exec, http or a plugin kind:
+  /// spawns, from the run actor `run` and linked to it, the actor that
+  /// stands for the attempt (which answers an attempt_result and takes a
+  /// halt_attempt, as an attempt actor does). Null: every attempt runs here.
+  std::function<caf::actor(caf::event_based_actor* run,
+                           runtime::attempt_spec spec,
+                           const runtime::node_spec& node)>
+    place;
 };
 
 using services_ptr = std::shared_ptr<services>;

@@ -234,6 +234,16 @@ const std::vector<key_spec>& table() {
     {"cluster", "capacity", vk::string_list, "",
      "KIND=N: attempts of a node kind this member runs at once, e.g. "
      "exec=8."},
+    {"cluster",
+     "placement",
+     vk::choice,
+     "least_loaded",
+     "Where a node's attempts run when the node says no placement: local "
+     "(on the run's owner), spread (each member in turn) or least_loaded "
+     "(the member with the fewest attempts in flight).",
+     0,
+     0,
+     {"local", "spread", "least_loaded"}},
     {"cluster", "lease_ttl", vk::duration, "5s",
      "TTL of the member's etcd lease, renewed every quarter of it: a member "
      "that stops renewing is gone from the cluster this long after. Whole "

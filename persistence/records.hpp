@@ -56,6 +56,11 @@ struct event_record {
   /// JSON text or source text, depending on the type.
   std::string data;
   std::string data2;
+  /// The cluster member that ran the attempt (node_completed,
+  /// attempt_failed and node_failed of an attempt that ran); empty on a
+  /// node alone and in journals written before clusters. Encoded only when
+  /// set, as a tenth field, so records without it are as before.
+  std::string member;
 
   bool operator==(const event_record&) const = default;
 };

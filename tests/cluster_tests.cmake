@@ -25,3 +25,9 @@ troupe_add_tests(mesh_secret
   SOURCES unit/mesh_secret_test.cpp
   DEPS troupe_cluster_mesh troupe_test_support
   LABELS unit)
+
+# Placement: which member runs an attempt.
+troupe_add_tests(placement
+  SOURCES unit/placement_test.cpp
+  DEPS troupe_cluster_mesh troupe_test_support
+  LABELS unit)

@@ -31,7 +31,7 @@ done
 cluster_parts=(
   "etcd::no"
   "coordination::no"
-  "mesh:coordination:no"
+  "mesh:coordination:yes"
   "membership:coordination etcd mesh:no"
   "endpoint::no"
   "control::yes"

@@ -63,6 +63,10 @@ const std::vector<workload>& workloads() {
      10},
     {"fan10", "10 parallel noop nodes joined by one", 20'000, 1'000, 50, 11},
     {"exec10", "10 sequential exec nodes running /bin/true", 500, 30, 10, 10},
+    {"fanexec10",
+     "10 parallel exec nodes running /bin/true (placement: spread) joined by "
+     "a noop",
+     500, 50, 10, 11},
     {"sleepers", "runs parked in a 1 h sleep: memory per parked run", 100'000,
      2'000, 1'000, 1},
     {"recover", "runs parked mid-way, kill -9, restart: time to resume",
@@ -107,6 +111,16 @@ std::string workflow_source(const std::string& name) {
     s << "  join:\n    kind: noop\n    after: [f1";
     for (int i = 2; i <= 10; ++i)
       s << ", f" << i;
+    s << "]\n";
+  } else if (name == "fanexec10") {
+    // Spread over a cluster's members; a node alone runs them all.
+    for (int i = 1; i <= 10; ++i)
+      s << "  e" << i
+        << ":\n    kind: exec\n    placement: spread\n    command: "
+           "[\"/bin/true\"]\n";
+    s << "  join:\n    kind: noop\n    after: [e1";
+    for (int i = 2; i <= 10; ++i)
+      s << ", e" << i;
     s << "]\n";
   } else if (name == "exec10") {
     for (int i = 1; i <= 10; ++i) {
@@ -1115,7 +1129,7 @@ int run_bench_remote(const global_options& g, const bench_options& b,
       std::cerr << "troupe: bench: workload '" << name
                 << "' measures a node's own process (memory, restart, steps) "
                    "and runs on an embedded node only; against --node give "
-                   "seq10, seq10c1, fan10 or exec10\n";
+                   "seq10, seq10c1, fan10, exec10 or fanexec10\n";
       return exit_bad_input;
     }
   if (b.durability != "machine") {
@@ -1391,6 +1405,13 @@ int run_bench(const global_options& g, const bench_options& b) {
     return run_one(g, o);
   }
   std::vector<std::string> names = b.workloads;
+  if (std::find(names.begin(), names.end(), "cluster-fan") != names.end()) {
+    if (names.size() > 1) {
+      std::cerr << "troupe: bench: workload 'cluster-fan' runs alone\n";
+      return exit_bad_input;
+    }
+    return run_bench_cluster_fan(g, b);
+  }
   if (std::find(names.begin(), names.end(), "cluster-detect") != names.end()) {
     if (names.size() > 1) {
       std::cerr << "troupe: bench: workload 'cluster-detect' runs alone\n";

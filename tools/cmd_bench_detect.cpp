@@ -2,6 +2,8 @@
 // starts an etcd (from PATH) and three members on free loopback ports, then
 // five times kills a member with SIGKILL and five times stops one with
 // SIGSTOP, and measures the time until every other member lists it down.
+// `troupe bench cluster-fan`: on the same cluster, exec steps spread over
+// the members, against the same workload on an embedded node.
 
 #include "runtime/auth/token.hpp"
 #include "tools/commands.hpp"
@@ -164,6 +166,8 @@ struct bench_cluster {
   std::map<std::string, uint16_t> ports;
   std::map<std::string, std::unique_ptr<control_client>> clients;
   int restarts = 0;
+  /// Added to every member's command line.
+  std::vector<std::string> member_args;
   /// Set on a failure: the logs stay, and their folder is named.
   bool keep = false;
 
@@ -213,11 +217,12 @@ struct bench_cluster {
   /// Starts member `name` and waits until it is ready; "" or why not.
   std::string start_member(const std::string& name) {
     auto log = dir / (name + "-" + std::to_string(restarts++) + ".log");
-    members[name] = child::spawn(
-      {self_exe, "node", "start", "--data-dir", (dir / name).string(),
-       "--listen", "127.0.0.1:0", "--http", "", "--cluster", "bench", "--etcd",
-       etcd_url, "--member", name},
-      env, log);
+    std::vector<std::string> argv{
+      self_exe,   "node",        "start",  "--data-dir", (dir / name).string(),
+      "--listen", "127.0.0.1:0", "--http", "",           "--cluster",
+      "bench",    "--etcd",      etcd_url, "--member",   name};
+    argv.insert(argv.end(), member_args.begin(), member_args.end());
+    members[name] = child::spawn(argv, env, log);
     std::smatch match;
     std::regex listening{"listening on 127.0.0.1:(\\d+)"};
     std::string text;
@@ -462,6 +467,123 @@ int run_bench_cluster_detect(const global_options& g, const bench_options& b) {
               << "cluster-detect: SIGSTOP -> down at every member: median "
               << fmt(s.median) << " ms, max " << fmt(s.max)
               << " ms (target <= 2000)" << std::endl;
+  }
+  return exit_ok;
+}
+
+int run_bench_cluster_fan(const global_options& g, const bench_options& b) {
+  auto etcd = on_path("etcd");
+  if (etcd.empty()) {
+    std::cerr << "troupe: bench: cluster-fan needs etcd on PATH (Debian's "
+                 "etcd-server; tools/bootstrap.sh installs it), and found "
+                 "none\n";
+    return exit_unreachable;
+  }
+  std::error_code ec;
+  auto self = fs::read_symlink("/proc/self/exe", ec);
+  if (ec) {
+    std::cerr << "troupe: bench: cannot find this program: " << ec.message()
+              << "\n";
+    return exit_failed;
+  }
+  fs::path base
+    = b.data_dir.empty() ? fs::temp_directory_path() : fs::path{b.data_dir};
+  std::string tmpl = (base / "troupe-bench-fan-XXXXXX").string();
+  if (!::mkdtemp(tmpl.data())) {
+    std::cerr << "troupe: bench: cannot make a scratch folder under " << base
+              << ": " << std::strerror(errno) << "\n";
+    return exit_bad_input;
+  }
+  auto auth_secret = random_hex(32);
+  bench_cluster c;
+  c.dir = tmpl;
+  c.self_exe = self.string();
+  c.env = {{"TROUPE_AUTH_SECRET", auth_secret},
+           {"TROUPE_CLUSTER_SECRET", random_hex(32)}};
+  // Measure the cluster, not the submission limit.
+  c.member_args
+    = {"--set", "auth.submit_rate=100000", "--set", "auth.submit_burst=100000"};
+  c.token = runtime::auth::issue_token(auth_secret, runtime::auth::role::op,
+                                       "bench", std::chrono::hours{1},
+                                       runtime::auth::token_clock::now());
+  (void)c.start_etcd(etcd);
+  if (!g.json)
+    std::cerr << "bench: cluster-fan: etcd (" << etcd
+              << ") and 3 members on 127.0.0.1; fanexec10 (10 exec steps of "
+                 "/bin/true with placement: spread, joined by a noop) "
+                 "submitted to m1, then on an embedded node ...\n";
+  for (auto name : {"m1", "m2", "m3"})
+    if (auto e = c.start_member(name); !e.empty()) {
+      std::cerr << "troupe: bench: " << e << "\n";
+      c.keep = true;
+      return exit_failed;
+    }
+  if (!wait_for([&] { return c.all_linked(); }, 20s, 20ms)) {
+    std::cerr << "troupe: bench: the members did not link to each other\n";
+    c.keep = true;
+    return exit_failed;
+  }
+  c.clients.clear();
+  // Each figure from a `troupe bench fanexec10 --json` of its own: against
+  // m1, then embedded (its scratch data dir under ours).
+  std::vector<std::string> sizing;
+  if (b.n_set)
+    sizing = {"--n", std::to_string(b.n)};
+  else if (b.quick)
+    sizing = {"--quick"};
+  auto measure = [&](const std::string& what, std::vector<std::string> argv,
+                     std::map<std::string, std::string> env) -> json {
+    argv.insert(argv.end(), sizing.begin(), sizing.end());
+    auto log = c.dir / ("bench-" + what + ".out");
+    auto p = child::spawn(argv, env, log);
+    int status = 0;
+    ::waitpid(p.pid, &status, 0);
+    auto text = read_file(log);
+    json found;
+    std::istringstream lines{text};
+    std::string line;
+    while (std::getline(lines, line))
+      if (auto j = json::parse(line, nullptr, false);
+          j.is_object() && j.contains("steps_per_s"))
+        found = j;
+    if (found.is_null() || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+      std::cerr << "troupe: bench: fanexec10 " << what << " failed:\n"
+                << text << "\n";
+      c.keep = true;
+    }
+    return found;
+  };
+  auto cluster = measure("cluster",
+                         {c.self_exe, "--json", "--node",
+                          "127.0.0.1:" + std::to_string(c.ports["m1"]), "bench",
+                          "fanexec10"},
+                         {{"TROUPE_TOKEN", c.token}});
+  auto embedded
+    = measure("embedded",
+              {c.self_exe, "--json", "bench", "fanexec10", "--durability",
+               "machine", "--data-dir", (c.dir / "embedded").string()},
+              {});
+  if (cluster.is_null() || embedded.is_null())
+    return exit_failed;
+  json r{{"workload", "cluster-fan"},
+         {"members", 3},
+         {"cluster", cluster},
+         {"embedded", embedded}};
+  auto cs = cluster.value("steps_per_s", 0.0);
+  auto es = embedded.value("steps_per_s", 0.0);
+  r["ratio"] = es > 0 ? cs / es : 0.0;
+  if (g.json) {
+    std::cout << r.dump() << std::endl;
+  } else {
+    std::ostringstream o;
+    o.precision(0);
+    o << std::fixed << "cluster-fan: fanexec10 over 3 members (submitted to "
+      << "m1): " << cs << " steps/s, p50 " << cluster.value("p50_ms", 0.0)
+      << " ms; embedded, same workload: " << es << " steps/s, p50 "
+      << embedded.value("p50_ms", 0.0) << " ms";
+    o.precision(2);
+    o << "; ratio " << r["ratio"].get<double>();
+    std::cout << o.str() << std::endl;
   }
   return exit_ok;
 }

@@ -97,19 +97,24 @@ std::string describe_event(const event_record& e, int64_t start_ns) {
   std::ostringstream line;
   line << clock_time(e.at_ns) << "  +" << std::fixed << std::setprecision(3)
        << offset << "s  " << what;
+  if (!e.member.empty())
+    line << "  (member " << e.member << ")";
   return line.str();
 }
 
 json event_to_json(const event_record& e) {
-  return json{{"type", persistence::to_string(e.type)},
-              {"at_ns", e.at_ns},
-              {"node", e.node},
-              {"attempt", e.attempt},
-              {"deadline_ns", e.deadline_ns},
-              {"error_kind", e.error_kind},
-              {"message", e.message},
-              {"data", e.data},
-              {"data2", e.data2}};
+  auto j = json{{"type", persistence::to_string(e.type)},
+                {"at_ns", e.at_ns},
+                {"node", e.node},
+                {"attempt", e.attempt},
+                {"deadline_ns", e.deadline_ns},
+                {"error_kind", e.error_kind},
+                {"message", e.message},
+                {"data", e.data},
+                {"data2", e.data2}};
+  if (!e.member.empty())
+    j["member"] = e.member;
+  return j;
 }
 
 event_record event_from_json(const json& j) {
@@ -126,6 +131,7 @@ event_record event_from_json(const json& j) {
   e.message = j.value("message", std::string{});
   e.data = j.value("data", std::string{});
   e.data2 = j.value("data2", std::string{});
+  e.member = j.value("member", std::string{});
   return e;
 }
 

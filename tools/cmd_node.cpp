@@ -7,6 +7,7 @@
 #include "cluster/membership/failure_detector.hpp"
 #include "cluster/mesh/mesh.hpp"
 #include "cluster/mesh/secret.hpp"
+#include "cluster/mesh/steps.hpp"
 #include "cluster/node/node_service.hpp"
 #include "persistence/store_holder.hpp"
 #include "runtime/auth/token.hpp"
@@ -281,6 +282,8 @@ int run_node_start(const global_options& g, const node_start_options& o) {
   // the node knows of its cluster: etcd's members with the mesh's view).
   std::unique_ptr<cluster::mesh> peers;
   std::unique_ptr<cluster::failure_detector> detector;
+  // Where a member's runs place their attempts (here or on the others).
+  std::unique_ptr<cluster::step_placer> placer;
   std::atomic<const cluster::coordinator*> view{nullptr};
   metrics.add_collector(
     runtime::metrics::metric_type::gauge, "troupe_cluster_members",
@@ -305,6 +308,8 @@ int run_node_start(const global_options& g, const node_start_options& o) {
     view = nullptr;
     // The detector revokes nothing from here on; then the lease goes, and
     // the links with the mesh's actors (before the actor system stops).
+    if (placer)
+      placer->stop();
     if (detector)
       detector->stop();
     if (membership)
@@ -358,6 +363,8 @@ int run_node_start(const global_options& g, const node_start_options& o) {
   if (member.empty())
     member = cluster_name.empty() ? name : default_member_name(server.port());
   auto me = self_member(settings, member, control_address);
+  auto svc = node->shared_services();
+  svc->member = member;
   if (!cluster_name.empty()) {
     // The gate for peers: on cluster.listen, else on the control host with
     // a free port; registered as the peer address (or cluster.advertise).
@@ -370,7 +377,14 @@ int run_node_start(const global_options& g, const node_start_options& o) {
       std::tie(mo.host, mo.port) = split_address(l);
     mo.info = [](const std::string& line) { runtime::log::info("mesh", line); };
     mo.warn = [](const std::string& line) { runtime::log::warn("mesh", line); };
+    mo.executor
+      = cluster::spawn_step_executor(node->system(), svc, me.capacity);
     peers = std::make_unique<cluster::mesh>(node->system(), mo);
+    cluster::placer_options po;
+    po.member = member;
+    po.default_placement = settings.get_string("cluster.placement");
+    placer = std::make_unique<cluster::step_placer>(po, svc);
+    svc->place = placer->hook();
     if (auto e = peers->listen(); !e.empty()) {
       shut_down({});
       return listen_failed(e, "cluster.listen", "--set cluster.listen=...");
@@ -416,6 +430,9 @@ int run_node_start(const global_options& g, const node_start_options& o) {
     coordination = std::move(etcd_member);
     peers->start([membership] { return membership->members(); },
                  [membership] { return membership->self().incarnation; });
+    placer->start([membership] { return membership->members(); },
+                  [membership] { return membership->self().incarnation; },
+                  *peers);
     cluster::detector_options dopts;
     dopts.cluster = cluster_name;
     dopts.member = member;

@@ -205,6 +205,11 @@ int run_bench(const global_options& g, const bench_options& b);
 /// be seen as down by every other member (median and max of --n, default 5).
 int run_bench_cluster_detect(const global_options& g, const bench_options& b);
 
+/// `troupe bench cluster-fan`: starts etcd (from PATH) and three members and
+/// measures fanexec10 (exec steps placed with `spread`) submitted to one of
+/// them, beside the same workload on an embedded node in the same run.
+int run_bench_cluster_fan(const global_options& g, const bench_options& b);
+
 /// `troupe validate FILE...`
 int run_validate(const global_options& g,
                  const std::vector<std::string>& files);

@@ -267,9 +267,9 @@ int main(int argc, char** argv) {
              "throughput, latency, memory and CPU");
   bench_cmd->add_option(
     "workloads", bench.workloads,
-    "seq10 seq10c1 fan10 exec10 sleepers recover idle history timeouts "
-    "chain (default: all); viewers (alone, against --node); "
-    "cluster-detect (alone: etcd from PATH and 3 members)");
+    "seq10 seq10c1 fan10 exec10 fanexec10 sleepers recover idle history "
+    "timeouts chain (default: all); viewers (alone, against --node); "
+    "cluster-detect and cluster-fan (alone: etcd from PATH and 3 members)");
   bench_cmd
     ->add_option("--durability", bench.durability,
                  "machine (fsync each group commit), process or both")

@@ -76,6 +76,7 @@ std::optional<json> bind_cli_inputs(const runtime::workflow_spec& spec,
 actors::embedded_node::options node_options(const config::settings& s) {
   actors::embedded_node::options o;
   o.data_dir = s.get_string("node.data_dir");
+  o.member = s.get_string("node.name");
   o.sync = s.get_string("storage.durability") == "machine";
   o.max_batch
     = static_cast<size_t>(s.get_int("storage.group_commit_max_batch"));

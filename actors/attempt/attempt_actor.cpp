@@ -90,13 +90,19 @@ attempt_result run_fail(const runtime::attempt_spec& spec, const json& p) {
                  p.value("message", why));
 }
 
-process_spec make_process(const runtime::attempt_spec& spec, const json& p) {
+process_spec make_process(const runtime::attempt_spec& spec, const json& p,
+                          const std::string& member) {
   process_spec ps;
   for (auto& item : p["command"])
     ps.argv.push_back(as_text(item));
   if (auto e = p.find("env"); e != p.end() && e->is_object())
     for (auto& [k, v] : e->items())
       ps.env[k] = as_text(v);
+  // Who runs it and what, over whatever the node's env says.
+  ps.env["TROUPE_MEMBER"] = member;
+  ps.env["TROUPE_RUN_ID"] = spec.run_id;
+  ps.env["TROUPE_NODE_ID"] = spec.node;
+  ps.env["TROUPE_ATTEMPT"] = std::to_string(spec.attempt);
   if (auto c = p.find("cwd"); c != p.end())
     ps.cwd = as_text(*c);
   if (auto s = p.find("stdin"); s != p.end())
@@ -353,7 +359,7 @@ caf::behavior attempt_actor_impl(caf::event_based_actor* self,
       } else if (spec.kind == "exec") {
         auto actor = caf::actor{self};
         auto* runner = svc->runner;
-        auto process = make_process(spec, params);
+        auto process = make_process(spec, params, svc->member);
         auto heartbeat = process.heartbeat_timeout;
         // The outcome becomes a result on the runner's thread and comes back
         // to this actor as a message.

@@ -92,6 +92,7 @@ std::unique_ptr<embedded_node> embedded_node::open(const options& opts,
   node->svc_->specs.set_limits(opts.engine.spec_cache_entries,
                                opts.engine.spec_cache_bytes);
   node->svc_->log = opts.log;
+  node->svc_->member = opts.member;
   node->svc_->metrics = metrics;
   auto& cfg = *(node->cfg_ = std::make_unique<caf::actor_system_config>());
   // `sharing` avoids the work-stealing scheduler's quadratic cost when one

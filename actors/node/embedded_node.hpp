@@ -65,7 +65,14 @@ class embedded_node {
     /// Adjusts the actor system's configuration before the system starts:
     /// a cluster member loads CAF's middleman there; may be empty.
     std::function<void(caf::actor_system_config&)> tune_system;
+    /// The name exec children see as TROUPE_MEMBER (node.name, or the
+    /// cluster member's name). Default: "local".
+    std::string member = "local";
   };
+
+  /// What the node's actors share: a cluster member sets its placement
+  /// there before it takes work.
+  services_ptr shared_services() const { return svc_; }
 
   /// What recovery found.
   struct recovery {

@@ -250,19 +250,38 @@ void release_slot(self_ptr self, const std::string& node) {
 
 /// `attempt` of `node` succeeded with `output`: journal it with whatever
 /// comes next.
+/// Stamps the events that end an attempt of `node` with the cluster member
+/// that ran it (none: a node alone).
+std::vector<event_record> ran_on(std::vector<event_record> events,
+                                 const std::string& node,
+                                 const std::string& member) {
+  if (!member.empty())
+    for (auto& e : events)
+      if (e.node == node
+          && (e.type == event_type::node_completed
+              || e.type == event_type::attempt_failed
+              || e.type == event_type::node_failed
+              || e.type == event_type::node_fell_back))
+        e.member = member;
+  return events;
+}
+
 void succeed(self_ptr self, const std::string& node, int32_t attempt,
-             json output, const std::string& logs = {}) {
+             json output, const std::string& logs = {},
+             const std::string& member = {}) {
   auto& st = self->state;
   record_attempt(self, node, true);
   report_breaker(self, node, true, true);
   release_slot(self, node);
-  persist(self, st.engine->on_attempt_succeeded(node, attempt, output, now_ns(),
-                                                logs));
+  persist(self, ran_on(st.engine->on_attempt_succeeded(node, attempt, output,
+                                                       now_ns(), logs),
+                       node, member));
 }
 
 void on_failure(self_ptr self, const std::string& node, int32_t attempt,
                 const std::string& kind, const std::string& message,
-                int64_t retry_after_ms = 0, const std::string& logs = {}) {
+                int64_t retry_after_ms = 0, const std::string& logs = {},
+                const std::string& member = {}) {
   auto& st = self->state;
   release_slot(self, node);
   // Failures of our own making say nothing about the service.
@@ -270,9 +289,10 @@ void on_failure(self_ptr self, const std::string& node, int32_t attempt,
                  kind != "bad_template" && kind != "bad_params"
                    && kind != "crash");
   std::uniform_real_distribution<double> dist{0.0, 1.0};
-  persist(self, st.engine->on_attempt_failed(node, attempt, kind, message,
-                                             now_ns(), dist(st.rng),
-                                             retry_after_ms * 1'000'000, logs));
+  persist(self, ran_on(st.engine->on_attempt_failed(
+                         node, attempt, kind, message, now_ns(), dist(st.rng),
+                         retry_after_ms * 1'000'000, logs),
+                       node, member));
 }
 
 /// Stops the attempt of `node` (timeout, cancel, the run's end) and gives
@@ -535,8 +555,11 @@ void launch(self_ptr self, const std::string& node) {
   a.context = node_context(e, *spec, node);
   a.max_output_bytes = st.svc->options.max_output_bytes;
   a.kill_grace_ms = st.svc->options.kill_grace.count();
-  auto child = self->spawn<caf::linked>(attempt_actor_impl, std::move(a),
-                                        caf::actor{self}, st.svc);
+  // In a cluster, exec, http and plugin kinds may run on another member.
+  auto child = st.svc->place && spec->kind != "fail"
+                 ? st.svc->place(self, std::move(a), *spec)
+                 : self->spawn<caf::linked>(attempt_actor_impl, std::move(a),
+                                            caf::actor{self}, st.svc);
   st.svc->attempts.add(child, self->address());
   st.attempts.emplace(node, child);
   st.attempt_nodes.emplace(child.address(), run_state::attempt_link{node});
@@ -887,6 +910,9 @@ caf::behavior run_behavior(self_ptr self) {
       if (i == st.attempts.end()
           || self->current_sender() != i->second.address())
         return; // stale: from an attempt that was stopped
+      // In a cluster, the member that ran it (this one, when it ran here).
+      auto member
+        = !r.member.empty() || !st.svc->place ? r.member : st.svc->member;
       if (!r.ok)
         record_attempt(self, r.node, false);
       // (Its exit, which follows, finds it no longer in `attempts`.)
@@ -895,10 +921,10 @@ caf::behavior run_behavior(self_ptr self) {
         auto output = json::parse(r.output, nullptr, false);
         if (output.is_discarded())
           output = r.output;
-        succeed(self, r.node, r.attempt, std::move(output), r.logs);
+        succeed(self, r.node, r.attempt, std::move(output), r.logs, member);
       } else {
         on_failure(self, r.node, r.attempt, r.error_kind, r.message,
-                   r.retry_after_ms, r.logs);
+                   r.retry_after_ms, r.logs, member);
       }
     },
     [self](runtime::run_timer& t) {

@@ -68,6 +68,8 @@ struct mesh::shared {
   std::set<std::string> proven;
   /// The links as the mesh actor last published them.
   std::map<std::string, peer_link> links;
+  /// The mesh actors of the members linked now.
+  std::map<std::string, caf::actor> handles;
   /// Nodes whose unproven messages were logged once already.
   std::set<std::string> dropped_logged;
   std::function<std::vector<member_info>()> members;
@@ -220,10 +222,15 @@ void set_state(peer_entry& p, std::string state, std::string reason) {
 
 void publish_view(mesh_actor_ptr self, mesh::shared& sh) {
   std::map<std::string, peer_link> view;
-  for (auto& [name, p] : self->state.peers)
+  std::map<std::string, caf::actor> handles;
+  for (auto& [name, p] : self->state.peers) {
     view[name] = {p.incarnation, p.state, p.reason, p.since_ms};
+    if (p.state == "connected" && p.mesh)
+      handles[name] = p.mesh;
+  }
   std::lock_guard guard{sh.mtx};
   sh.links = std::move(view);
+  sh.handles = std::move(handles);
 }
 
 /// Logs `line` once per peer incarnation under `tag`.
@@ -459,6 +466,15 @@ caf::behavior mesh_impl(mesh_actor_ptr self, std::shared_ptr<mesh::shared> sh,
                   + ") linked to us");
       publish_view(self, *sh);
     },
+    [=](step_atom step, runtime::attempt_spec& spec, std::string& owner,
+        std::string& incarnation) {
+      // The executor answers the peer itself (delegate keeps the sender and
+      // the request); nothing from an unproven node gets that far.
+      if (!sh->accept(self, opts) || !opts.executor)
+        return;
+      self->delegate(opts.executor, step, std::move(spec), std::move(owner),
+                     std::move(incarnation));
+    },
     [=](refused_atom, const std::string& name, const std::string& why) {
       // From our own gate only (accept() lets local senders through).
       auto& sender = self->current_sender();
@@ -528,6 +544,9 @@ void mesh::stop() {
     caf::anon_send_exit(gate_, caf::exit_reason::user_shutdown);
   if (actor_)
     caf::anon_send_exit(actor_, caf::exit_reason::user_shutdown);
+  // The executor's attempts for other members end with it.
+  if (opts_.executor)
+    caf::anon_send_exit(opts_.executor, caf::exit_reason::user_shutdown);
   gate_ = nullptr;
   actor_ = nullptr;
 }
@@ -535,6 +554,12 @@ void mesh::stop() {
 std::map<std::string, peer_link> mesh::links() const {
   std::lock_guard guard{shared_->mtx};
   return shared_->links;
+}
+
+caf::actor mesh::peer(const std::string& member) const {
+  std::lock_guard guard{shared_->mtx};
+  auto i = shared_->handles.find(member);
+  return i == shared_->handles.end() ? caf::actor{} : i->second;
 }
 
 } // namespace troupe::cluster

@@ -13,6 +13,7 @@
 // cluster (cluster/membership).
 
 #include "cluster/coordination/coordinator.hpp"
+#include "runtime/protocol/messages.hpp"
 
 #include <caf/actor.hpp>
 #include <caf/actor_system.hpp>
@@ -26,6 +27,12 @@
 #include <vector>
 
 namespace troupe::cluster {
+
+/// Asks a member to run an attempt for a run it does not own:
+/// (step_atom, attempt_spec, owner member, owner incarnation), answered
+/// with an attempt_result. Sent to the member's mesh actor, which passes
+/// it on to its step executor only from a peer that proved the secret.
+using step_atom = caf::atom_constant<caf::atom("m_step")>;
 
 /// Loads CAF's middleman into `cfg` with heartbeats every `heartbeat` and a
 /// link declared lost after `timeout` of silence. Only a cluster member
@@ -48,6 +55,9 @@ struct mesh_options {
   std::chrono::milliseconds poll{50};
   std::function<void(const std::string&)> info;
   std::function<void(const std::string&)> warn;
+  /// Where proven peers' step_atom requests go (cluster/mesh/steps); null:
+  /// they are dropped.
+  caf::actor executor;
 };
 
 /// How this member's link to a peer stands.
@@ -90,6 +100,10 @@ class mesh {
 
   /// The links to the other members now, by member name.
   std::map<std::string, peer_link> links() const;
+
+  /// The mesh actor of `member` while linked to it (send it step_atom
+  /// requests and monitor it), else null.
+  caf::actor peer(const std::string& member) const;
 
   struct shared;
 

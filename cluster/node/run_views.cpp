@@ -46,6 +46,8 @@ json event_json(const event_record& e, int64_t seq, size_t cap) {
     out["error_kind"] = e.error_kind;
   if (!e.message.empty())
     out["message"] = e.message;
+  if (!e.member.empty())
+    out["member"] = e.member;
   // A map's first attempt carries its items (data): say how many, as a
   // live event does, since data may be cut.
   if (e.type == event_type::attempt_started && !e.data.empty()
@@ -85,8 +87,13 @@ std::optional<json> status_view(persistence::journal_store& store,
       auto inputs = parse_or_text(events.front().data2);
       runtime::run_engine engine{run_id, spec,
                                  inputs.is_object() ? inputs : json::object()};
-      for (auto& e : events)
+      // Who ran each node's last attempt that ended (a cluster's member).
+      std::map<std::string, std::string> ran_on;
+      for (auto& e : events) {
         engine.apply(e);
+        if (!e.member.empty())
+          ran_on[e.node] = e.member;
+      }
       for (auto& n : spec->nodes) {
         auto& st = engine.status(n.id);
         json node = {{"id", n.id},
@@ -103,6 +110,8 @@ std::optional<json> status_view(persistence::journal_store& store,
           node["last_error_kind"] = st.last_error_kind;
           node["last_error"] = st.last_error.substr(0, 1024);
         }
+        if (auto m = ran_on.find(n.id); m != ran_on.end())
+          node["member"] = m->second;
         if (auto items = engine.map_items(n.id); items > 0)
           node["items"] = items;
         nodes.push_back(std::move(node));

@@ -196,7 +196,10 @@ class field_reader {
 /// returns the handle owning the objects; otherwise sets `error`.
 std::optional<msgpack::object_handle> unpack_record(std::string_view bytes,
                                                     uint32_t field_count,
-                                                    std::string& error) {
+                                                    std::string& error,
+                                                    uint32_t max_fields = 0) {
+  if (max_fields < field_count)
+    max_fields = field_count;
   if (bytes.empty()) {
     error = "empty record";
     return std::nullopt;
@@ -253,8 +256,10 @@ std::optional<msgpack::object_handle> unpack_record(std::string_view bytes,
             + std::string{type_name(root.type)};
     return std::nullopt;
   }
-  if (root.via.array.size != field_count) {
+  if (root.via.array.size < field_count || root.via.array.size > max_fields) {
     error = "malformed record: expected " + std::to_string(field_count)
+            + (max_fields > field_count ? " to " + std::to_string(max_fields)
+                                        : std::string{})
             + " fields, got " + std::to_string(root.via.array.size);
     return std::nullopt;
   }
@@ -269,7 +274,8 @@ std::optional<std::string> encode(const event_record& e, std::string& error,
                         {"error_kind", e.error_kind},
                         {"message", e.message},
                         {"data", e.data},
-                        {"data2", e.data2}},
+                        {"data2", e.data2},
+                        {"member", e.member}},
                        describe(e), limits);
   if (!error.empty())
     return std::nullopt;
@@ -279,7 +285,9 @@ std::optional<std::string> encode(const event_record& e, std::string& error,
   out.push_back(static_cast<char>(format_version));
   string_writer w{out};
   packer pk{w};
-  pk.pack_array(event_fields);
+  // The member, when there is one, as a tenth field: records without it
+  // are as they always were.
+  pk.pack_array(e.member.empty() ? event_fields : event_fields + 1);
   pk.pack_uint8(static_cast<uint8_t>(e.type));
   pk.pack_int64(e.at_ns);
   pack_string(pk, e.node);
@@ -289,13 +297,15 @@ std::optional<std::string> encode(const event_record& e, std::string& error,
   pack_string(pk, e.message);
   pack_string(pk, e.data);
   pack_string(pk, e.data2);
+  if (!e.member.empty())
+    pack_string(pk, e.member);
   return out;
 }
 
 std::optional<event_record> decode_event(std::string_view bytes,
                                          std::string& error) {
   try {
-    auto handle = unpack_record(bytes, event_fields, error);
+    auto handle = unpack_record(bytes, event_fields, error, event_fields + 1);
     if (!handle)
       return std::nullopt;
     field_reader r{handle->get().via.array.ptr, error};
@@ -311,6 +321,8 @@ std::optional<event_record> decode_event(std::string_view bytes,
     r.str(6, "message", e.message);
     r.str(7, "data", e.data);
     r.str(8, "data2", e.data2);
+    if (handle->get().via.array.size > event_fields)
+      r.str(9, "member", e.member);
     if (!r.ok())
       return std::nullopt;
     e.type = static_cast<event_type>(type);

@@ -5,6 +5,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -96,6 +97,12 @@ struct node_spec {
   std::optional<duration> timeout;
   std::optional<circuit_breaker_spec> circuit_breaker;
   std::optional<concurrency_spec> concurrency;
+  /// Where its attempts run in a cluster: "local", "spread" or
+  /// "least_loaded"; empty: the cluster's default (cluster.placement). A
+  /// node alone runs everything itself.
+  std::string placement;
+  /// Labels a member must have (`on: {label: value}`) to run its attempts.
+  std::map<std::string, std::string> on;
   /// A map node: the list to run over (a template or a list), the node run
   /// once per item, and how many items run at once.
   nlohmann::json map_items;

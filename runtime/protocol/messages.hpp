@@ -74,6 +74,8 @@ struct attempt_result {
   /// JSON {stdout, stderr}: the tails of an exec attempt's output; empty
   /// for other kinds.
   std::string logs;
+  /// The cluster member that ran it; empty on a node alone.
+  std::string member;
 };
 
 /// The journal store made a batch durable (error empty) or failed.
@@ -259,7 +261,7 @@ TROUPE_INSPECT(start_run, x.run_id, x.journal, x.observer, x.restarts,
 TROUPE_INSPECT(attempt_spec, x.run_id, x.node, x.kind, x.attempt, x.params,
                x.context, x.max_output_bytes, x.kill_grace_ms)
 TROUPE_INSPECT(attempt_result, x.node, x.attempt, x.ok, x.output, x.error_kind,
-               x.message, x.retry_after_ms, x.logs)
+               x.message, x.retry_after_ms, x.logs, x.member)
 TROUPE_INSPECT(store_ack, x.tag, x.error)
 TROUPE_INSPECT(run_timer, x.kind, x.node, x.attempt)
 TROUPE_INSPECT(run_progress, x.run_id, x.node, x.event, x.attempt,

@@ -97,7 +97,10 @@ namespace {
 const std::vector<std::string> node_fields
   = {"kind",       "after",           "description", "retry",
      "timeout",    "fallback",        "trigger",     "schedule_to_close",
-     "compensate", "circuit_breaker", "concurrency"};
+     "compensate", "circuit_breaker", "concurrency", "placement",
+     "on"};
+
+const std::vector<std::string> placements = {"local", "spread", "least_loaded"};
 
 /// Names other workflow tools give node fields, for suggestions.
 const std::vector<std::pair<std::string, std::string>> node_field_aliases
@@ -770,6 +773,32 @@ class validator : public kind_check_context {
       n.circuit_breaker = check_breaker(*b, join_path(path, "circuit_breaker"));
     if (auto c = body.find("concurrency"); c != body.end() && !c->is_null())
       n.concurrency = check_concurrency(*c, join_path(path, "concurrency"));
+    if (auto pl = body.find("placement"); pl != body.end() && !pl->is_null()) {
+      auto ppath = join_path(path, "placement");
+      if (expect(*pl, ppath, pl->is_string(), "one of " + join(placements))) {
+        auto v = pl->get<std::string>();
+        if (std::find(placements.begin(), placements.end(), v)
+            == placements.end())
+          report(ppath, "bad_value",
+                 "unknown placement '" + v + "'; allowed: " + join(placements)
+                   + did_you_mean(v, placements));
+        else
+          n.placement = v;
+      }
+    }
+    if (auto o = body.find("on"); o != body.end() && !o->is_null()) {
+      auto opath = join_path(path, "on");
+      if (expect(*o, opath, o->is_object(),
+                 "a map of member labels to values, e.g. {zone: eu-1}"))
+        for (auto& [label, v] : o->items()) {
+          auto lpath = join_path(opath, label);
+          if (label.empty() || label.size() > 256)
+            report(lpath, "bad_value",
+                   "a label name must have 1 to 256 characters");
+          else if (expect(v, lpath, v.is_string(), "a string"))
+            n.on[label] = v.get<std::string>();
+        }
+    }
     if (auto c = body.find("compensate"); c != body.end() && !c->is_null())
       if (expect(*c, join_path(path, "compensate"), c->is_string(),
                  "a node id"))

@@ -16,6 +16,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include <array>
 #include <csignal>
 #include <filesystem>
 #include <fstream>
@@ -687,4 +688,241 @@ TEST_F(Mesh, ABadClusterListenAddressExitsTwo) {
   EXPECT_TRUE(contains(f.err, "cannot listen for cluster peers on 192.0.2.1"))
     << f.err;
   EXPECT_TRUE(contains(f.err, "(cluster.listen)")) << f.err;
+}
+
+namespace {
+
+/// Steps spread across members: placement, `on:` labels and member_down.
+struct Steps : Mesh {
+  /// Runs the CLI against member `name` as an admin.
+  troupe::test::process_result cli(const std::string& name,
+                                   std::vector<std::string> rest) {
+    auto o = opts();
+    o.env["TROUPE_NODE"] = "127.0.0.1:" + std::to_string(members[name].port);
+    o.env["TROUPE_TOKEN"] = auth::issue_token(
+      secret, auth::role::admin, "tester", 1h, auth::token_clock::now());
+    return troupe::test::run_process(args(std::move(rest)), o);
+  }
+
+  std::string ledger = (dir.path() / "ledger").string();
+
+  /// A workflow of `n` exec nodes, each appending $TROUPE_MEMBER (and its
+  /// node id) to the ledger and then running `then`; `extra` is added to
+  /// every node.
+  std::string fan_out(int n, const std::string& extra,
+                      const std::string& then = "true") {
+    auto path = (dir.path() / "fan.yaml").string();
+    std::ofstream out{path};
+    out << "name: fan\nnodes:\n";
+    for (int i = 0; i < n; ++i)
+      out << "  s" << i << ":\n    kind: exec\n"
+          << extra
+          << "    command: [\"sh\", \"-c\", \"echo $TROUPE_MEMBER "
+             "$TROUPE_NODE_ID $TROUPE_ATTEMPT >> "
+          << ledger << "; " << then << "\"]\n";
+    return path;
+  }
+
+  /// The ledger's lines as (member, node id, attempt).
+  std::vector<std::array<std::string, 3>> ledger_lines() {
+    std::vector<std::array<std::string, 3>> out;
+    std::ifstream in{ledger};
+    std::string m, n, a;
+    while (in >> m >> n >> a)
+      out.push_back({m, n, a});
+    return out;
+  }
+
+  void three_linked() {
+    start_etcd();
+    for (auto name : {"m1", "m2", "m3"})
+      join(name);
+    ASSERT_TRUE(wait_until(
+      [&] {
+        return all_linked({"m1", "m2", "m3"});
+      },
+      15s))
+      << all_logs();
+  }
+};
+
+} // namespace
+
+TEST_F(Steps, ASpreadFanOutSubmittedToOneMemberRunsOnAllThree) {
+  three_linked();
+  auto wf = fan_out(30, "    placement: spread\n");
+  auto r = cli("m1", {"submit", wf, "--wait"});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err << all_logs();
+  auto lines = ledger_lines();
+  EXPECT_EQ(lines.size(), 30u);
+  std::map<std::string, int> by_member;
+  for (auto& l : lines)
+    ++by_member[l[0]];
+  EXPECT_EQ(by_member.size(), 3u);
+  for (auto name : {"m1", "m2", "m3"})
+    EXPECT_GE(by_member[name], 5) << name;
+  // The journal says who ran each step, and so do history and status.
+  std::smatch id;
+  auto out = r.out;
+  ASSERT_TRUE(
+    std::regex_search(out, id, std::regex{"[0-9a-f]{12}-[0-9a-f]{8}"}))
+    << out;
+  auto run = id[0].str();
+  std::map<std::string, std::string> ran_on;
+  for (auto& l : lines)
+    ran_on[l[1]] = l[0];
+  auto h
+    = json::parse(cli("m1", {"--json", "history", run}).out, nullptr, false);
+  int completed = 0;
+  for (auto& e : h["events"])
+    if (e["type"] == "node_completed") {
+      ++completed;
+      EXPECT_EQ(e.value("member", ""), ran_on[e["node"]]) << e;
+    }
+  EXPECT_EQ(completed, 30);
+  auto text = cli("m1", {"history", run}).out;
+  EXPECT_TRUE(contains(text, "(member m3)")) << text;
+  auto st
+    = json::parse(cli("m1", {"--json", "status", run}).out, nullptr, false);
+  ASSERT_EQ(st["nodes"].size(), 30u) << st;
+  for (auto& n : st["nodes"])
+    EXPECT_EQ(n.value("member", ""), ran_on[n["id"]]) << n;
+}
+
+TEST_F(Steps, AnOnConstraintPlacesStepsOnlyOnMembersWithTheLabel) {
+  three_linked();
+  auto wf = fan_out(9, "    placement: spread\n    on: {zone: z-m2}\n");
+  auto r = cli("m1", {"submit", wf, "--wait"});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err << all_logs();
+  auto lines = ledger_lines();
+  EXPECT_EQ(lines.size(), 9u);
+  for (auto& l : lines)
+    EXPECT_EQ(l[0], "m2");
+  // No member has the label: the attempt fails as no_member.
+  auto none = fan_out(1, "    on: {zone: nowhere}\n"
+                         "    retry: {max_attempts: 1}\n");
+  auto f = cli("m1", {"submit", none, "--wait"});
+  EXPECT_NE(f.exit_code, 0) << f.out;
+  EXPECT_TRUE(contains(f.out + f.err, "no member that is up and linked has the "
+                                      "labels zone=nowhere"))
+    << f.out << f.err;
+}
+
+TEST_F(Steps,
+       AttemptsOnAMemberKilledWithSigkillFailAsMemberDownAndRunElsewhere) {
+  three_linked();
+  // Long steps with a long timeout: only member_down can end them early.
+  auto wf = fan_out(6,
+                    "    placement: spread\n    timeout: 60s\n"
+                    "    retry: {max_attempts: 3, initial_backoff: 10ms}\n",
+                    "sleep 3");
+  auto submitted = cli("m1", {"submit", wf});
+  ASSERT_EQ(submitted.exit_code, 0) << submitted.err;
+  std::smatch id;
+  auto out = submitted.out;
+  ASSERT_TRUE(
+    std::regex_search(out, id, std::regex{"[0-9a-f]{12}-[0-9a-f]{8}"}))
+    << out;
+  auto run = id[0].str();
+  // Kill m3 once it runs a step.
+  ASSERT_TRUE(wait_until(
+    [&] {
+      for (auto& l : ledger_lines())
+        if (l[0] == "m3")
+          return true;
+      return false;
+    },
+    10s))
+    << all_logs();
+  auto killed_at = std::chrono::steady_clock::now();
+  members["m3"].proc->signal(SIGKILL);
+  members["m3"].proc->wait(5s);
+  // The run completes long before the steps' own 60s timeout.
+  json status;
+  ASSERT_TRUE(wait_until(
+    [&] {
+      auto s = cli("m1", {"--json", "status", run});
+      status = json::parse(s.out, nullptr, false);
+      return !status.is_discarded() && status.value("state", "") != "running";
+    },
+    20s))
+    << all_logs();
+  EXPECT_EQ(status["state"], "completed") << status;
+  EXPECT_LT(std::chrono::steady_clock::now() - killed_at, 20s);
+  auto h = cli("m1", {"--json", "history", run});
+  auto events = json::parse(h.out, nullptr, false)["events"];
+  std::map<std::string, int> completed;
+  int member_down = 0;
+  for (auto& e : events) {
+    if (e["type"] == "node_completed") {
+      ++completed[e["node"].get<std::string>()];
+      EXPECT_NE(e.value("member", ""), "m3") << e;
+    }
+    if (e["type"] == "attempt_failed" && e["error_kind"] == "member_down") {
+      ++member_down;
+      // Failed at once, not after the 60s timeout.
+      EXPECT_TRUE(contains(e["message"].get<std::string>(), "'m3'")) << e;
+      EXPECT_EQ(e.value("member", ""), "m3") << e;
+    }
+  }
+  EXPECT_GE(member_down, 1) << events;
+  EXPECT_EQ(completed.size(), 6u) << events;
+  for (auto& [node, n] : completed)
+    EXPECT_EQ(n, 1) << node;
+}
+
+TEST_F(Steps, ABadPlacementOrOnIsRefusedNamingTheField) {
+  auto path = (dir.path() / "bad.yaml").string();
+  std::ofstream{path} << "name: bad\nnodes:\n"
+                         "  a: {kind: exec, command: [\"true\"], placement: "
+                         "everywhere}\n"
+                         "  b: {kind: exec, command: [\"true\"], on: [x]}\n";
+  auto r = troupe({"validate", path});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_TRUE(contains(r.err + r.out, "nodes.a.placement")) << r.err;
+  EXPECT_TRUE(contains(r.err + r.out, "unknown placement 'everywhere'"))
+    << r.err;
+  EXPECT_TRUE(contains(r.err + r.out, "nodes.b.on")) << r.err;
+}
+
+TEST_F(Steps, ANodeAloneRunsEverythingItselfAndItsChildrenSeeWhoTheyAre) {
+  auto path = (dir.path() / "env.yaml").string();
+  std::ofstream{path}
+    << "name: env\nnodes:\n  a:\n    kind: exec\n    placement: spread\n"
+       "    command: [\"sh\", \"-c\", \"printf '{\\\"m\\\": \\\"%s\\\", "
+       "\\\"r\\\": \\\"%s\\\", \\\"n\\\": \\\"%s\\\", \\\"t\\\": \\\"%s\\\"}' "
+       "$TROUPE_MEMBER $TROUPE_RUN_ID $TROUPE_NODE_ID $TROUPE_ATTEMPT\"]\n"
+       "outputs:\n  out: \"{{ nodes.a.output }}\"\n";
+  auto check = [](const std::string& text, const std::string& member) {
+    auto j = json::parse(text.substr(text.find('{')), nullptr, false);
+    ASSERT_FALSE(j.is_discarded()) << text;
+    EXPECT_EQ(j["out"]["m"], member) << j;
+    EXPECT_EQ(j["out"]["n"], "a") << j;
+    EXPECT_EQ(j["out"]["t"], "1") << j;
+    EXPECT_EQ(j["out"]["r"].get<std::string>().size(), 21u) << j;
+  };
+  // The embedded default.
+  auto r = troupe({"run", path, "--data-dir", (dir.path() / "emb").string(),
+                   "--set", "node.name=solo"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  check(r.out, "solo");
+  // A node started alone.
+  auto& m = members["alone"];
+  m.proc
+    = start({"node", "start", "--data-dir", (dir.path() / "alone").string(),
+             "--listen", "127.0.0.1:0", "--name", "lone"});
+  std::smatch match;
+  ASSERT_TRUE(wait_until(
+    [&] {
+      auto err = m.proc->err();
+      return contains(err, "ready: resumed")
+             && std::regex_search(err, match,
+                                  std::regex{"listening on 127.0.0.1:(\\d+)"});
+    },
+    20s))
+    << m.proc->err();
+  m.port = static_cast<uint16_t>(std::stoi(match[1]));
+  auto s = cli("alone", {"submit", path, "--wait"});
+  ASSERT_EQ(s.exit_code, 0) << s.err;
+  check(s.out, "lone");
 }

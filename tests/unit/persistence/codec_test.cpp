@@ -175,12 +175,35 @@ TEST(Codec, RejectsWrongFieldCount) {
   std::string error;
   // An index entry is an array of 6, an event needs 9.
   EXPECT_FALSE(decode_event(encode(full_index(run_state::running)), error));
-  EXPECT_NE(error.find("expected 9 fields, got 6"), std::string::npos) << error;
+  EXPECT_NE(error.find("expected 9 to 10 fields, got 6"), std::string::npos)
+    << error;
   EXPECT_FALSE(decode_index(encode(event_record{}), error));
   EXPECT_NE(error.find("expected 6 fields, got 9"), std::string::npos) << error;
   // Not an array at all: a lone integer.
   EXPECT_FALSE(decode_event(std::string{"\x01\x05", 2}, error));
   EXPECT_NE(error.find("array"), std::string::npos) << error;
+}
+
+TEST(Codec, AnEventsMemberIsATenthFieldOnlyWhenSet) {
+  // Without a member (a node alone, a journal from before clusters) the
+  // record is the nine fields it always was, and reads back so.
+  auto e = full_event(event_type::node_completed);
+  e.member.clear();
+  auto nine = encode(e);
+  EXPECT_EQ(static_cast<uint8_t>(nine[1]), 0x99); // fixarray of 9
+  std::string error;
+  auto back = decode_event(nine, error);
+  ASSERT_TRUE(back) << error;
+  EXPECT_EQ(*back, e);
+  EXPECT_TRUE(back->member.empty());
+  // With one, a tenth field that round-trips.
+  e.member = "m2";
+  auto ten = encode(e);
+  EXPECT_EQ(static_cast<uint8_t>(ten[1]), 0x9a);
+  back = decode_event(ten, error);
+  ASSERT_TRUE(back) << error;
+  EXPECT_EQ(back->member, "m2");
+  EXPECT_EQ(*back, e);
 }
 
 TEST(Codec, RejectsWrongFieldTypes) {
