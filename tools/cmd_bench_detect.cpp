@@ -344,38 +344,55 @@ summary summarize(std::vector<double> v) {
   return s;
 }
 
-} // namespace
-
-int run_bench_cluster_detect(const global_options& g, const bench_options& b) {
+/// Sets `c` up as both cluster benchmarks start: this program, a scratch
+/// folder and the cluster's secrets; gives the etcd found on PATH, or
+/// nothing (and `rc` set, the cause said) when something is missing.
+std::string prepare_bench_cluster(const bench_options& b,
+                                  const std::string& workload, bench_cluster& c,
+                                  std::string& auth_secret, int& rc) {
   auto etcd = on_path("etcd");
   if (etcd.empty()) {
-    std::cerr << "troupe: bench: cluster-detect needs etcd on PATH (Debian's "
-                 "etcd-server; tools/bootstrap.sh installs it), and found "
-                 "none\n";
-    return exit_unreachable;
+    std::cerr << "troupe: bench: " << workload
+              << " needs etcd on PATH (Debian's etcd-server; "
+                 "tools/bootstrap.sh installs it), and found none\n";
+    rc = exit_unreachable;
+    return {};
   }
   std::error_code ec;
   auto self = fs::read_symlink("/proc/self/exe", ec);
   if (ec) {
     std::cerr << "troupe: bench: cannot find this program: " << ec.message()
               << "\n";
-    return exit_failed;
+    rc = exit_failed;
+    return {};
   }
   fs::path base
     = b.data_dir.empty() ? fs::temp_directory_path() : fs::path{b.data_dir};
-  std::string tmpl = (base / "troupe-bench-detect-XXXXXX").string();
+  std::string tmpl = (base / ("troupe-bench-" + workload + "-XXXXXX")).string();
   if (!::mkdtemp(tmpl.data())) {
     std::cerr << "troupe: bench: cannot make a scratch folder under " << base
               << ": " << std::strerror(errno) << "\n";
-    return exit_bad_input;
+    rc = exit_bad_input;
+    return {};
   }
-  size_t trials = b.n_set ? b.n : 5;
-  auto auth_secret = random_hex(32);
-  bench_cluster c;
+  auth_secret = random_hex(32);
   c.dir = tmpl;
   c.self_exe = self.string();
   c.env = {{"TROUPE_AUTH_SECRET", auth_secret},
            {"TROUPE_CLUSTER_SECRET", random_hex(32)}};
+  return etcd;
+}
+
+} // namespace
+
+int run_bench_cluster_detect(const global_options& g, const bench_options& b) {
+  int rc = exit_ok;
+  std::string auth_secret;
+  bench_cluster c;
+  auto etcd = prepare_bench_cluster(b, "cluster-detect", c, auth_secret, rc);
+  if (etcd.empty())
+    return rc;
+  size_t trials = b.n_set ? b.n : 5;
   c.token = runtime::auth::issue_token(auth_secret, runtime::auth::role::viewer,
                                        "bench", std::chrono::hours{1},
                                        runtime::auth::token_clock::now());
@@ -472,34 +489,12 @@ int run_bench_cluster_detect(const global_options& g, const bench_options& b) {
 }
 
 int run_bench_cluster_fan(const global_options& g, const bench_options& b) {
-  auto etcd = on_path("etcd");
-  if (etcd.empty()) {
-    std::cerr << "troupe: bench: cluster-fan needs etcd on PATH (Debian's "
-                 "etcd-server; tools/bootstrap.sh installs it), and found "
-                 "none\n";
-    return exit_unreachable;
-  }
-  std::error_code ec;
-  auto self = fs::read_symlink("/proc/self/exe", ec);
-  if (ec) {
-    std::cerr << "troupe: bench: cannot find this program: " << ec.message()
-              << "\n";
-    return exit_failed;
-  }
-  fs::path base
-    = b.data_dir.empty() ? fs::temp_directory_path() : fs::path{b.data_dir};
-  std::string tmpl = (base / "troupe-bench-fan-XXXXXX").string();
-  if (!::mkdtemp(tmpl.data())) {
-    std::cerr << "troupe: bench: cannot make a scratch folder under " << base
-              << ": " << std::strerror(errno) << "\n";
-    return exit_bad_input;
-  }
-  auto auth_secret = random_hex(32);
+  int rc = exit_ok;
+  std::string auth_secret;
   bench_cluster c;
-  c.dir = tmpl;
-  c.self_exe = self.string();
-  c.env = {{"TROUPE_AUTH_SECRET", auth_secret},
-           {"TROUPE_CLUSTER_SECRET", random_hex(32)}};
+  auto etcd = prepare_bench_cluster(b, "cluster-fan", c, auth_secret, rc);
+  if (etcd.empty())
+    return rc;
   // Measure the cluster, not the submission limit.
   c.member_args
     = {"--set", "auth.submit_rate=100000", "--set", "auth.submit_burst=100000"};
