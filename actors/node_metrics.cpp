@@ -36,7 +36,11 @@ node_metrics::node_metrics(m::registry& r)
       commit_appends(r.add_histogram("troupe_journal_commit_appends",
                                      "Appends written by one group commit.",
                                      m::exponential_buckets(1, 2, 11))
-                       .with({})) {}
+                       .with({})),
+      fenced_waits(r.add_counter("troupe_fenced_waits_total",
+                                 "Attempts that waited to start because this "
+                                 "cluster member was fenced (not joined).")
+                     .with({})) {}
 
 const node_metrics::kind_series&
 node_metrics::of_kind(const std::string& kind) {

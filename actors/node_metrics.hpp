@@ -31,6 +31,9 @@ struct node_metrics {
   /// (queueing for the group commit included).
   runtime::metrics::histogram& append_seconds;
   runtime::metrics::histogram& commit_appends;
+  /// troupe_fenced_waits_total: attempts that had to wait because this
+  /// cluster member was fenced (not joined to its cluster).
+  runtime::metrics::counter& fenced_waits;
 
   /// The series of one node kind, looked up once: a run actor updates them
   /// on every attempt, and finding a series by its labels takes a sorted

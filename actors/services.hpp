@@ -151,6 +151,12 @@ struct services {
                            runtime::attempt_spec spec,
                            const runtime::node_spec& node)>
     place;
+  /// Why this cluster member must not start work now (it is fenced: not
+  /// joined to its cluster, its lease may have expired), or empty when it
+  /// may. Quick, never blocks. A run actor asks it before it starts an
+  /// attempt that does work; a fenced attempt waits and asks again. Null:
+  /// never fenced (a node alone, `troupe run`).
+  std::function<std::string()> fence;
 };
 
 using services_ptr = std::shared_ptr<services>;

@@ -285,6 +285,10 @@ int run_node_start(const global_options& g, const node_start_options& o) {
   // Where a member's runs place their attempts (here or on the others).
   std::unique_ptr<cluster::step_placer> placer;
   std::atomic<const cluster::coordinator*> view{nullptr};
+  // The membership run actors ask whether this member is fenced; null until
+  // it joined, and again once it leaves.
+  auto fence_of
+    = std::make_shared<std::atomic<const cluster::etcd_coordinator*>>(nullptr);
   metrics.add_collector(
     runtime::metrics::metric_type::gauge, "troupe_cluster_members",
     "Members of the cluster by state, as this member sees them.",
@@ -312,6 +316,7 @@ int run_node_start(const global_options& g, const node_start_options& o) {
       placer->stop();
     if (detector)
       detector->stop();
+    fence_of->store(nullptr);
     if (membership)
       membership->leave();
     if (peers)
@@ -385,6 +390,15 @@ int run_node_start(const global_options& g, const node_start_options& o) {
     po.default_placement = settings.get_string("cluster.placement");
     placer = std::make_unique<cluster::step_placer>(po, svc);
     svc->place = placer->hook();
+    // A member not joined (its lease may have expired) starts no work until
+    // it has joined again: set once it has (before, nothing is fenced: no
+    // member holds this one's runs yet).
+    svc->fence = [fence_of] {
+      auto* m = fence_of->load();
+      if (!m || m->self().joined)
+        return std::string{};
+      return std::string{"member fenced: not joined to the cluster"};
+    };
     if (auto e = peers->listen(); !e.empty()) {
       shut_down({});
       return listen_failed(e, "cluster.listen", "--set cluster.listen=...");
@@ -427,6 +441,7 @@ int run_node_start(const global_options& g, const node_start_options& o) {
       return exit_unreachable;
     }
     membership = etcd_member.get();
+    fence_of->store(membership);
     coordination = std::move(etcd_member);
     peers->start([membership] { return membership->members(); },
                  [membership] { return membership->self().incarnation; });

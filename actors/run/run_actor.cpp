@@ -117,7 +117,15 @@ json describe(self_ptr self, size_t max_text) {
                         + std::to_string(s.attempt + 1) + ")");
     }
     if (s.state == node_state::running) {
-      if (st.awaiting_breaker.count(id))
+      if (auto f = st.fenced.find(id); f != st.fenced.end()
+                                       && f->second == s.attempt
+                                       && !st.attempts.count(id)) {
+        auto why = st.svc->fence ? st.svc->fence() : std::string{};
+        waiting.push_back((why.empty() ? std::string{"member fenced"} : why)
+                          + " (attempt " + std::to_string(s.attempt) + " of '"
+                          + id + "' waits to start)");
+        n["fenced"] = true;
+      } else if (st.awaiting_breaker.count(id))
         waiting.push_back("circuit breaker of '" + id + "'");
       else if (auto slot = st.slots.find(id);
                slot != st.slots.end() && !slot->second.granted)
@@ -473,6 +481,63 @@ void ask_breaker(self_ptr self, const std::string& node, int tries = 0) {
       });
 }
 
+/// How often an attempt that waits while the member is fenced asks again.
+constexpr auto fence_recheck = std::chrono::milliseconds{200};
+
+/// Whether an attempt of `spec` does work that a fenced member must not
+/// start (exec, http, a plugin kind): noop, sleep and fail are the run's own
+/// bookkeeping and go on.
+bool fenced_kind(const runtime::node_spec& spec) {
+  return spec.kind != "noop" && spec.kind != "sleep" && spec.kind != "fail";
+}
+
+/// Whether the running attempt of `node` must wait because the member is
+/// fenced; if so, it waits (asking again every fence_recheck), the wait
+/// counting toward its deadline as a limiter's does. Once the member is
+/// live again, it may start.
+bool wait_if_fenced(self_ptr self, const std::string& node,
+                    const runtime::node_spec& spec) {
+  auto& st = self->state;
+  if (!st.svc->fence || !fenced_kind(spec))
+    return false;
+  auto& status = st.engine->status(node);
+  if (st.svc->fence().empty()) {
+    st.fenced.erase(node);
+    return false;
+  }
+  auto [i, fresh] = st.fenced.try_emplace(node, status.attempt);
+  if (!fresh && i->second != status.attempt) {
+    i->second = status.attempt;
+    fresh = true;
+  }
+  if (fresh) {
+    arm_attempt_timeout(self, node);
+    if (st.svc->metrics)
+      st.svc->metrics->fenced_waits.inc();
+  }
+  arm(
+    self,
+    now_ns()
+      + std::chrono::duration_cast<std::chrono::nanoseconds>(fence_recheck)
+          .count(),
+    runtime::run_timer{runtime::run_timer::fence_check, node, status.attempt});
+  return true;
+}
+
+/// A fenced attempt asks again whether it may start.
+void on_fence_check(self_ptr self, const runtime::run_timer& t) {
+  auto& st = self->state;
+  auto i = st.fenced.find(t.node);
+  if (i == st.fenced.end() || i->second != t.attempt)
+    return; // stale: started, or that attempt ended otherwise
+  auto& status = st.engine->status(t.node);
+  if (status.state != node_state::running || status.attempt != t.attempt) {
+    st.fenced.erase(i);
+    return;
+  }
+  launch(self, t.node);
+}
+
 /// Spawns the attempt actor for the running attempt of `node`.
 void launch(self_ptr self, const std::string& node) {
   auto& st = self->state;
@@ -495,6 +560,10 @@ void launch(self_ptr self, const std::string& node) {
                              status.attempt});
     return;
   }
+  // A fenced member starts no work (not even a slot's wait): its lease may
+  // be gone, and its runs with it.
+  if (wait_if_fenced(self, node, *spec))
+    return;
   if (spec->concurrency) {
     auto i = st.slots.find(node);
     if (i != st.slots.end() && !i->second.granted)
@@ -938,6 +1007,7 @@ caf::behavior run_behavior(self_ptr self) {
         on_attempt_timeout(self, t);
         break;
       case runtime::run_timer::run_deadline: on_run_deadline(self, t); break;
+      case runtime::run_timer::fence_check: on_fence_check(self, t); break;
       default: break;
       }
     },

@@ -154,6 +154,9 @@ struct run_state {
   /// Nodes whose breaker has been asked and has not answered yet: the
   /// breaker and the request's ticket.
   small_map<std::string, std::pair<caf::actor, uint64_t>> awaiting_breaker;
+  /// Attempts waiting to start while the member is fenced (see
+  /// services::fence), by node: the attempt.
+  std::unordered_map<std::string, int32_t> fenced;
   /// The next ticket, which tells a request to a limiter or breaker from
   /// this actor's earlier ones.
   uint64_t next_ticket = 1;

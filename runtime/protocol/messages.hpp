@@ -96,6 +96,8 @@ struct run_timer {
     attempt_timeout,
     /// The run ran past its deadline (no node).
     run_deadline,
+    /// `attempt` of `node` waits while the member is fenced: ask again.
+    fence_check,
   };
   uint8_t kind = retry;
   std::string node;

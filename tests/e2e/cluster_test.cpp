@@ -11,6 +11,7 @@
 #include "tests/support/frame_client.hpp"
 #include "tests/support/net.hpp"
 #include "tests/support/process.hpp"
+#include "tests/support/raw_session.hpp"
 #include "tests/support/troupe_fixture.hpp"
 
 #include <gtest/gtest.h>
@@ -24,6 +25,7 @@
 #include <regex>
 #include <set>
 #include <sstream>
+#include <thread>
 #include <unistd.h>
 
 using namespace std::chrono_literals;
@@ -925,4 +927,110 @@ TEST_F(Steps, ANodeAloneRunsEverythingItselfAndItsChildrenSeeWhoTheyAre) {
   auto s = cli("alone", {"submit", path, "--wait"});
   ASSERT_EQ(s.exit_code, 0) << s.err;
   check(s.out, "lone");
+}
+
+// A member cut off from etcd past its lease's TTL is fenced: attempts it
+// started before go on, but it starts none until it has joined again.
+TEST_F(Steps, AMemberCutOffFromEtcdStartsNoAttemptUntilItRejoins) {
+  start_etcd();
+  join("m1", "1s");
+  auto first = entry("m1", "m1").value("incarnation", std::string{});
+  ASSERT_FALSE(first.empty());
+  // Whether m1 holds a live registration now, as ping says.
+  auto joined = [&]() -> std::optional<bool> {
+    troupe::test::frame_client c{members["m1"].port};
+    if (!c.hello(viewer()))
+      return std::nullopt;
+    auto pong = c.call({{"t", "ping"}}, 1);
+    if (!pong || !(*pong)["body"]["cluster"].is_object())
+      return std::nullopt;
+    return (*pong)["body"]["cluster"].value("joined", true);
+  };
+  auto run_id = [](const std::string& out) {
+    std::smatch id;
+    EXPECT_TRUE(
+      std::regex_search(out, id, std::regex{"[0-9a-f]{12}-[0-9a-f]{8}"}))
+      << out;
+    return id.empty() ? std::string{} : id[0].str();
+  };
+  auto state_of = [&](const std::string& run) {
+    auto s
+      = json::parse(cli("m1", {"--json", "status", run}).out, nullptr, false);
+    return s.is_discarded() ? std::string{} : s.value("state", "");
+  };
+  // An attempt started before the fence: it outlasts etcd's absence.
+  auto before = (dir.path() / "before.yaml").string();
+  auto before_ledger = (dir.path() / "before-ledger").string();
+  std::ofstream{before} << "name: before\nnodes:\n  long:\n    kind: exec\n"
+                           "    timeout: 60s\n"
+                           "    command: [\"sh\", \"-c\", \"echo start >> "
+                        << before_ledger << "; sleep 6; echo end >> "
+                        << before_ledger << "\"]\n";
+  auto b = cli("m1", {"submit", before});
+  ASSERT_EQ(b.exit_code, 0) << b.out << b.err;
+  auto before_run = run_id(b.out);
+  auto read = [](const std::string& path) {
+    std::ifstream in{path};
+    return std::string{std::istreambuf_iterator<char>{in}, {}};
+  };
+  ASSERT_TRUE(
+    wait_until([&] { return contains(read(before_ledger), "start"); }, 10s))
+    << members["m1"].proc->err();
+
+  // etcd goes; once the lease may have expired, m1 says it is not joined.
+  etcd->stop();
+  ASSERT_TRUE(wait_until([&] { return joined() == false; }, 15s))
+    << members["m1"].proc->err();
+  // That attempt spans the fence.
+  EXPECT_FALSE(contains(read(before_ledger), "end"));
+
+  // A submission is taken (the journal is the member's own), but its exec
+  // step does not start while m1 is fenced.
+  auto wf = fan_out(1, "    timeout: 60s\n");
+  auto s = cli("m1", {"submit", wf});
+  ASSERT_EQ(s.exit_code, 0) << s.out << s.err;
+  auto fenced_run = run_id(s.out);
+  // Bounded negative check, paired with the positive one below: nothing
+  // ran for 2 s while fenced (and m1 is still fenced at the end of it).
+  auto until = std::chrono::steady_clock::now() + 2s;
+  while (std::chrono::steady_clock::now() < until) {
+    ASSERT_TRUE(ledger_lines().empty()) << read(ledger);
+    std::this_thread::sleep_for(100ms);
+  }
+  ASSERT_EQ(joined(), false) << "etcd is down: m1 must still be fenced";
+  EXPECT_TRUE(ledger_lines().empty());
+  // inspect run says why it waits.
+  json inspected;
+  ASSERT_TRUE(wait_until(
+    [&] {
+      troupe::test::raw_session viewer_session{members["m1"].port, viewer()};
+      inspected = viewer_session.call(
+        {{"t", "inspect"}, {"what", "run"}, {"run_id", fenced_run}});
+      return contains(inspected.dump(),
+                      "member fenced: not joined to the cluster");
+    },
+    10s))
+    << inspected << members["m1"].proc->err();
+  // The attempt started before the fence ends normally meanwhile.
+  ASSERT_TRUE(
+    wait_until([&] { return state_of(before_run) == "completed"; }, 15s))
+    << state_of(before_run) << members["m1"].proc->err();
+  EXPECT_TRUE(contains(read(before_ledger), "end"));
+
+  // etcd is back: m1 joins again as a new incarnation, and the step runs.
+  ASSERT_TRUE(etcd->restart()) << etcd->log();
+  ASSERT_TRUE(wait_until(
+    [&] {
+      auto me = entry("m1", "m1");
+      return joined() == true && me.is_object()
+             && me.value("incarnation", first) != first;
+    },
+    20s))
+    << members["m1"].proc->err();
+  ASSERT_TRUE(
+    wait_until([&] { return state_of(fenced_run) == "completed"; }, 15s))
+    << state_of(fenced_run) << members["m1"].proc->err();
+  auto lines = ledger_lines();
+  ASSERT_EQ(lines.size(), 1u);
+  EXPECT_EQ(lines[0][0], "m1");
 }
