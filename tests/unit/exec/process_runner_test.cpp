@@ -455,12 +455,16 @@ TEST(ProcessRunner, StartsOfOneKeyNeverOverlap) {
 // the runner tells when the key is idle.
 TEST(ProcessRunner, WaitingStartEndsWhenKilledAndIdleKeysAreTold) {
   process_runner r;
-  scratch_file ran{"key-ran"};
+  scratch_file ran{"key-ran"}, trapped{"key-trapped"};
   std::promise<process_outcome> first, second;
-  auto old = sh("trap '' TERM; exec sleep 30");
+  auto old = sh("trap '' TERM; touch " + trapped.str() + "; exec sleep 30");
   old.key = "k";
   old.kill_grace = 1s;
   r.start(old, [&](process_outcome o) { first.set_value(std::move(o)); });
+  // The next start supersedes it with SIGTERM: only once it ignores that
+  // does it live on through its kill grace.
+  ASSERT_TRUE(
+    eventually([&] { return std::filesystem::exists(trapped.path); }));
   auto next = sh("touch " + ran.str());
   next.key = "k";
   auto h
