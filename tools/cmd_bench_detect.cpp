@@ -8,6 +8,7 @@
 #include "runtime/auth/token.hpp"
 #include "tools/commands.hpp"
 #include "tools/control_client.hpp"
+#include "tools/local_host.hpp"
 
 #include <nlohmann/json.hpp>
 
@@ -39,45 +40,6 @@ namespace fs = std::filesystem;
 using json = nlohmann::json;
 using steady = std::chrono::steady_clock;
 using namespace std::chrono_literals;
-
-/// The first `name` on PATH that can be run, or "".
-std::string on_path(const std::string& name) {
-  const char* path = std::getenv("PATH");
-  std::stringstream dirs{path ? path : ""};
-  std::string dir;
-  while (std::getline(dirs, dir, ':'))
-    if (!dir.empty() && access((dir + "/" + name).c_str(), X_OK) == 0)
-      return dir + "/" + name;
-  return {};
-}
-
-uint16_t free_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0)
-    return 0;
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof addr;
-  uint16_t port = 0;
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0
-      && ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0)
-    port = ntohs(addr.sin_port);
-  ::close(fd);
-  return port;
-}
-
-std::string random_hex(size_t bytes) {
-  std::ifstream in{"/dev/urandom", std::ios::binary};
-  std::string out;
-  static constexpr char digits[] = "0123456789abcdef";
-  for (size_t i = 0; i < bytes; ++i) {
-    auto c = static_cast<unsigned char>(in.get());
-    out += digits[c >> 4];
-    out += digits[c & 0xf];
-  }
-  return out;
-}
 
 std::string read_file(const fs::path& p) {
   std::ifstream in{p};
@@ -184,8 +146,8 @@ struct bench_cluster {
   }
 
   std::string start_etcd(const std::string& binary) {
-    auto client = free_port();
-    auto peer = free_port();
+    auto client = free_loopback_port();
+    auto peer = free_loopback_port();
     etcd_url = "http://127.0.0.1:" + std::to_string(client);
     auto peer_url = "http://127.0.0.1:" + std::to_string(peer);
     etcd = child::spawn({binary,
@@ -350,7 +312,7 @@ summary summarize(std::vector<double> v) {
 std::string prepare_bench_cluster(const bench_options& b,
                                   const std::string& workload, bench_cluster& c,
                                   std::string& auth_secret, int& rc) {
-  auto etcd = on_path("etcd");
+  auto etcd = find_on_path("etcd");
   if (etcd.empty()) {
     std::cerr << "troupe: bench: " << workload
               << " needs etcd on PATH (Debian's etcd-server; "

@@ -14,6 +14,7 @@
 #include "runtime/auth/token.hpp"
 #include "tools/commands.hpp"
 #include "tools/control_client.hpp"
+#include "tools/local_host.hpp"
 
 #include <nlohmann/json.hpp>
 
@@ -75,26 +76,6 @@ void say(const std::string& line) {
   std::cout << line << std::endl;
 }
 
-/// 32 random bytes as 64 hex digits.
-std::string random_secret() {
-  unsigned char bytes[32];
-  size_t got = 0;
-  for (int tries = 0; got < sizeof bytes && tries < 100; ++tries) {
-    auto n = getrandom(bytes + got, sizeof bytes - got, 0);
-    if (n > 0)
-      got += static_cast<size_t>(n);
-  }
-  if (got < sizeof bytes)
-    throw std::runtime_error("cannot read random bytes for a secret");
-  static constexpr char hex[] = "0123456789abcdef";
-  std::string out;
-  for (auto b : bytes) {
-    out += hex[b >> 4];
-    out += hex[b & 15];
-  }
-  return out;
-}
-
 // -- ports ------------------------------------------------------------------
 
 /// Whether 127.0.0.1:`port` can be bound now (as the listeners bind it).
@@ -117,19 +98,10 @@ bool port_free(int port) {
 /// none could be had.
 int pick_port(const std::set<int>& taken) {
   for (int tries = 0; tries < 50; ++tries) {
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
+    int port = free_loopback_port();
+    if (port == 0)
       return 0;
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof a;
-    int port = 0;
-    if (bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0
-        && getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0)
-      port = ntohs(a.sin_port);
-    close(fd);
-    if (port > 0 && !taken.contains(port))
+    if (!taken.contains(port))
       return port;
   }
   return 0;
@@ -266,21 +238,6 @@ int take_lock(const fs::path& file, long& holder, std::string& error) {
     return -1;
   }
   return fd;
-}
-
-/// `etcd` on PATH, or "".
-std::string find_on_path(const std::string& program) {
-  auto* path = std::getenv("PATH");
-  std::stringstream dirs{path ? path : ""};
-  for (std::string dir; std::getline(dirs, dir, ':');) {
-    if (dir.empty())
-      continue;
-    auto p = fs::path{dir} / program;
-    std::error_code ec;
-    if (fs::is_regular_file(p, ec) && access(p.c_str(), X_OK) == 0)
-      return p.string();
-  }
-  return {};
 }
 
 // -- children ---------------------------------------------------------------
@@ -610,8 +567,8 @@ int local_cluster::prepare_dir() {
                       "another --dir");
   } else {
     state_.name = o_.name.empty() ? "local" : o_.name;
-    state_.auth_secret = random_secret();
-    state_.cluster_secret = random_secret();
+    state_.auth_secret = random_hex(32);
+    state_.cluster_secret = random_hex(32);
   }
   for (int k = 1; k <= o_.nodes; ++k)
     names_.push_back("m" + std::to_string(k));
