@@ -6,7 +6,7 @@ troupe_add_tests(etcd_client
   LABELS integration)
 
 troupe_add_tests(membership
-  SOURCES integration/membership_test.cpp
+  SOURCES integration/membership_test.cpp integration/partition_table_test.cpp
   DEPS troupe_cluster_membership troupe_test_support
   LABELS integration)
 

@@ -3,6 +3,7 @@
 // child process (this same executable), so peak memory is its own.
 
 #include "actors/node/embedded_node.hpp"
+#include "runtime/ids/partition.hpp"
 #include "runtime/metrics/registry.hpp"
 #include "runtime/protocol/messages.hpp"
 #include "runtime/spec/workflow_loader.hpp"
@@ -663,7 +664,7 @@ int history_fill(const global_options& g, const one_options& o) {
       return persistence::run_index_entry{id, spec.name, state, at, at, ""};
     };
     for (size_t i = 0; i < o.n + o.concurrency; ++i) {
-      auto id = actors::embedded_node::new_run_id();
+      auto id = actors::embedded_node::new_run_id(runtime::random_partition());
       auto at = actors::now_ns();
       persistence::journal_store::append_op submit;
       submit.run_id = id;

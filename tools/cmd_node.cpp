@@ -11,6 +11,7 @@
 #include "cluster/node/node_service.hpp"
 #include "persistence/store_holder.hpp"
 #include "runtime/auth/token.hpp"
+#include "runtime/ids/partition.hpp"
 #include "runtime/log/log.hpp"
 #include "runtime/log/log_options.hpp"
 #include "runtime/metrics/registry.hpp"
@@ -214,6 +215,18 @@ int run_node_start(const global_options& g, const node_start_options& o) {
       cluster::configure_mesh(cfg, hb, ct);
     };
   }
+  // A member's runs submitted without an idempotency key go to the
+  // partitions it owns, in turn; a node alone owns them all.
+  auto owner_of_runs
+    = std::make_shared<std::atomic<const cluster::etcd_coordinator*>>(nullptr);
+  opts.home_partition = [owner_of_runs,
+                         turn = std::make_shared<std::atomic<uint32_t>>(0)] {
+    auto* m = owner_of_runs->load();
+    auto owned = m ? m->owned_partitions() : std::vector<uint32_t>{};
+    if (owned.empty())
+      return runtime::random_partition();
+    return owned[turn->fetch_add(1, std::memory_order_relaxed) % owned.size()];
+  };
   auto node = actors::embedded_node::open(opts, error);
   if (!node)
     return report_open_failure("node start", opts.data_dir, error);
@@ -317,6 +330,7 @@ int run_node_start(const global_options& g, const node_start_options& o) {
     if (detector)
       detector->stop();
     fence_of->store(nullptr);
+    owner_of_runs->store(nullptr);
     if (membership)
       membership->leave();
     if (peers)
@@ -424,6 +438,8 @@ int run_node_start(const global_options& g, const node_start_options& o) {
     mo.etcd.call_timeout = 3 * mo.etcd.request_timeout;
     mo.lease_ttl = std::chrono::duration_cast<std::chrono::seconds>(
       settings.get_duration("cluster.lease_ttl"));
+    mo.partitions = runtime::partition_count;
+    mo.held_partitions = node->partitions_held();
     mo.info
       = [](const std::string& line) { runtime::log::info("cluster", line); };
     mo.warn
@@ -442,6 +458,7 @@ int run_node_start(const global_options& g, const node_start_options& o) {
     }
     membership = etcd_member.get();
     fence_of->store(membership);
+    owner_of_runs->store(membership);
     coordination = std::move(etcd_member);
     peers->start([membership] { return membership->members(); },
                  [membership] { return membership->self().incarnation; });

@@ -2,15 +2,14 @@
 
 #include "actors/supervisor/run_supervisor.hpp"
 #include "actors/timer/timer_service.hpp"
+#include "runtime/ids/partition.hpp"
 #include "runtime/protocol/messages.hpp"
 #include "runtime/spec/document.hpp"
 
 #include <caf/all.hpp>
 
 #include <atomic>
-#include <cstdio>
 #include <future>
-#include <random>
 #include <thread>
 
 namespace troupe::actors {
@@ -193,21 +192,33 @@ const caf::actor& embedded_node::supervisor_for(const std::string& id) const {
   return supervisors_[std::hash<std::string>{}(id) % supervisors_.size()];
 }
 
-std::string embedded_node::new_run_id() {
-  static std::mt19937_64 rng{std::random_device{}()};
-  static std::mutex mtx;
-  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-              std::chrono::system_clock::now().time_since_epoch())
-              .count();
-  uint32_t r;
-  {
-    std::lock_guard guard{mtx};
-    r = static_cast<uint32_t>(rng());
+std::string embedded_node::new_run_id(uint32_t partition) {
+  return runtime::new_run_id(partition);
+}
+
+uint32_t embedded_node::partition_for(const std::string& key) const {
+  if (!key.empty())
+    return runtime::partition_of_key(key);
+  return opts_.home_partition ? opts_.home_partition()
+                              : runtime::random_partition();
+}
+
+std::vector<uint32_t> embedded_node::partitions_held() {
+  std::vector<bool> seen(runtime::partition_count);
+  std::string after;
+  for (;;) {
+    auto page = store_->list_runs(after, 4096);
+    for (auto& entry : page)
+      seen[runtime::partition_of_run(entry.run_id)] = true;
+    if (page.size() < 4096)
+      break;
+    after = page.back().run_id;
   }
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%012llx-%08x",
-                static_cast<unsigned long long>(ms), r);
-  return buf;
+  std::vector<uint32_t> out;
+  for (uint32_t p = 0; p < seen.size(); ++p)
+    if (seen[p])
+      out.push_back(p);
+  return out;
 }
 
 embedded_node::recovery embedded_node::recover(const caf::actor& observer,
@@ -309,7 +320,7 @@ std::string embedded_node::submit_async(
   const json& inputs, const caf::actor& observer,
   std::function<void(const std::string& run_id, const std::string& error)> done,
   bool progress) {
-  auto id = new_run_id();
+  auto id = new_run_id(partition_for({}));
   auto op = submission(id, source, spec, inputs);
   auto start
     = runtime::start_run{id, op.events, observer, 0, "", false, progress};
@@ -392,7 +403,7 @@ std::string embedded_node::submit(
   };
   if (auto id = held())
     return *id;
-  auto id = new_run_id();
+  auto id = new_run_id(partition_for(idempotency_key));
   op.run_id = id;
   op.index->run_id = id;
   op.idempotency_key = idempotency_key;

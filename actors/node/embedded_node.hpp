@@ -68,6 +68,11 @@ class embedded_node {
     /// The name exec children see as TROUPE_MEMBER (node.name, or the
     /// cluster member's name). Default: "local".
     std::string member = "local";
+    /// The partition of a new run submitted without an idempotency key (a
+    /// run with one lives in its key's partition): a cluster member picks
+    /// one it owns. Called on the submitting thread; must be quick and
+    /// thread-safe. Empty: any partition (a node alone owns them all).
+    std::function<uint32_t()> home_partition;
   };
 
   /// What the node's actors share: a cluster member sets its placement
@@ -212,8 +217,17 @@ class embedded_node {
   /// Stops the actors; later calls do nothing.
   void stop();
 
-  /// Returns a new run id: time-ordered, 21 characters of [0-9a-f-].
-  static std::string new_run_id();
+  /// Returns a new run id in `partition` (runtime/ids/partition.hpp):
+  /// time-ordered, 21 characters of [0-9a-f-].
+  static std::string new_run_id(uint32_t partition);
+
+  /// The partitions the store holds runs of (runtime/ids/partition.hpp), in
+  /// order: one pass over the run index.
+  std::vector<uint32_t> partitions_held();
+
+  /// The partition of a new run: the idempotency key's when it has one,
+  /// else a home partition (options::home_partition).
+  uint32_t partition_for(const std::string& idempotency_key) const;
 
  private:
   embedded_node() = default;

@@ -72,6 +72,18 @@ self_status local_coordinator::self() const {
   return {{}, self_.name, true, self_.incarnation, 0, 0};
 }
 
+std::string local_coordinator::owner_of_partition(uint32_t) const {
+  return self_.name;
+}
+
+std::string local_coordinator::claim_partition(uint32_t) const {
+  return self_.name;
+}
+
+std::vector<uint32_t> local_coordinator::owned_partitions() const {
+  return {};
+}
+
 std::string new_incarnation() {
   static thread_local std::mt19937_64 rng{std::random_device{}()
                                           ^ static_cast<uint64_t>(now_ms())};

@@ -71,8 +71,9 @@ struct self_status {
   std::string detector;
 };
 
-/// A node's view of its cluster. Every call is quick and never blocks on
-/// the network, so it may be called from the node's io_context thread.
+/// A node's view of its cluster. Every call but claim_partition is quick
+/// and never blocks on the network, so it may be called from the node's
+/// io_context thread.
 class coordinator {
  public:
   virtual ~coordinator() = default;
@@ -82,6 +83,21 @@ class coordinator {
 
   /// This node's standing.
   virtual self_status self() const = 0;
+
+  /// The member owning partition `p` of the cluster's runs (see
+  /// runtime/ids/partition.hpp) as far as this node knows now, or "" when
+  /// no member has claimed it. A node alone owns every partition.
+  virtual std::string owner_of_partition(uint32_t p) const = 0;
+
+  /// Claims partition `p` for this node when no member owns it. May block
+  /// on the network: call it off the io_context thread. Returns the owner
+  /// afterwards (this node or another member), or "" when the cluster could
+  /// not be asked.
+  virtual std::string claim_partition(uint32_t p) const = 0;
+
+  /// The partitions this member owns, in order. A node alone lists none:
+  /// it owns them all.
+  virtual std::vector<uint32_t> owned_partitions() const = 0;
 };
 
 /// The coordinator of a node alone: one member, itself, always up.
@@ -91,6 +107,9 @@ class local_coordinator final : public coordinator {
 
   std::vector<member_info> members() const override;
   self_status self() const override;
+  std::string owner_of_partition(uint32_t p) const override;
+  std::string claim_partition(uint32_t p) const override;
+  std::vector<uint32_t> owned_partitions() const override;
 
  private:
   member_info self_;

@@ -39,6 +39,8 @@ struct etcd_coordinator::impl {
 
   std::thread renewer;
   std::thread watcher;
+  /// Who owns which partition; null when opts.partitions is 0.
+  std::unique_ptr<partition_table> partitions;
 
   explicit impl(membership_options o)
       : opts(std::move(o)), client(opts.etcd),
@@ -379,6 +381,22 @@ join_failure etcd_coordinator::join() {
   auto failed = impl_->register_once();
   if (failed)
     return failed;
+  if (impl_->opts.partitions > 0) {
+    partition_options po;
+    po.cluster = impl_->opts.cluster;
+    po.member = impl_->opts.self.name;
+    po.count = impl_->opts.partitions;
+    po.etcd = impl_->opts.etcd;
+    po.resync_interval = impl_->opts.resync_interval;
+    po.info = impl_->opts.info;
+    po.warn = impl_->opts.warn;
+    auto table = std::make_unique<partition_table>(std::move(po));
+    if (auto why = table->start(impl_->opts.held_partitions); !why.empty()) {
+      leave();
+      return {join_failure::kind::refused, why};
+    }
+    impl_->partitions = std::move(table);
+  }
   // The first view of the others, before anyone asks.
   if (auto all = impl_->client.range_prefix(impl_->prefix))
     impl_->load(*all);
@@ -388,6 +406,8 @@ join_failure etcd_coordinator::join() {
 
 void etcd_coordinator::leave() {
   impl_->stop_threads();
+  if (impl_->partitions)
+    impl_->partitions->stop();
   int64_t id = 0;
   {
     std::lock_guard guard{impl_->mtx};
@@ -417,6 +437,19 @@ self_status etcd_coordinator::self() const {
   std::lock_guard guard{impl_->mtx};
   return {impl_->opts.cluster,     impl_->self.name, impl_->live(),
           impl_->self.incarnation, impl_->rejoins,   impl_->granted_ttl_s};
+}
+
+std::string etcd_coordinator::owner_of_partition(uint32_t p) const {
+  return impl_->partitions ? impl_->partitions->owner(p) : std::string{};
+}
+
+std::string etcd_coordinator::claim_partition(uint32_t p) const {
+  return impl_->partitions ? impl_->partitions->claim(p) : std::string{};
+}
+
+std::vector<uint32_t> etcd_coordinator::owned_partitions() const {
+  return impl_->partitions ? impl_->partitions->owned()
+                           : std::vector<uint32_t>{};
 }
 
 int64_t etcd_coordinator::lease_id() const {

@@ -11,6 +11,7 @@
 
 #include "cluster/coordination/coordinator.hpp"
 #include "cluster/etcd/client.hpp"
+#include "cluster/membership/partition_table.hpp"
 
 #include <chrono>
 #include <functional>
@@ -33,6 +34,11 @@ struct membership_options {
   /// read of every member (a silent connection cannot hide changes for
   /// longer). Default: 10 s.
   std::chrono::milliseconds resync_interval{10'000};
+  /// How many partitions the cluster's runs have (runtime::partition_count);
+  /// 0: the member keeps no partition table (owns none, knows no owner).
+  uint32_t partitions = 0;
+  /// Partitions this member's store holds runs of: claimed when it joins.
+  std::vector<uint32_t> held_partitions;
   /// Where notices go (info and warnings); may be empty.
   std::function<void(const std::string&)> info;
   std::function<void(const std::string&)> warn;
@@ -74,6 +80,9 @@ class etcd_coordinator final : public coordinator {
 
   std::vector<member_info> members() const override;
   self_status self() const override;
+  std::string owner_of_partition(uint32_t p) const override;
+  std::string claim_partition(uint32_t p) const override;
+  std::vector<uint32_t> owned_partitions() const override;
 
   /// The key of `member` in `cluster`.
   static std::string member_key(const std::string& cluster,

@@ -277,6 +277,18 @@ void failure_detector::stop() {
     impl_->thread.join();
 }
 
+std::string failure_detector::owner_of_partition(uint32_t p) const {
+  return impl_->membership.owner_of_partition(p);
+}
+
+std::string failure_detector::claim_partition(uint32_t p) const {
+  return impl_->membership.claim_partition(p);
+}
+
+std::vector<uint32_t> failure_detector::owned_partitions() const {
+  return impl_->membership.owned_partitions();
+}
+
 std::vector<member_info> failure_detector::members() const {
   auto list = impl_->membership.members();
   auto links

@@ -70,6 +70,9 @@ class failure_detector final : public coordinator {
 
   std::vector<member_info> members() const override;
   self_status self() const override;
+  std::string owner_of_partition(uint32_t p) const override;
+  std::string claim_partition(uint32_t p) const override;
+  std::vector<uint32_t> owned_partitions() const override;
 
   /// The key of the detector election in `cluster`.
   static std::string detector_key(const std::string& cluster);

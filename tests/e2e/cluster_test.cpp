@@ -1034,3 +1034,65 @@ TEST_F(Steps, AMemberCutOffFromEtcdStartsNoAttemptUntilItRejoins) {
   ASSERT_EQ(lines.size(), 1u);
   EXPECT_EQ(lines[0][0], "m1");
 }
+
+TEST_F(Steps, RunsSubmittedToAMemberLiveInPartitionsItOwns) {
+  start_etcd();
+  join("m1");
+  join("m2");
+  auto wf = fan_out(1, "");
+  std::map<std::string, std::string> submitted_to;
+  for (int i = 0; i < 4; ++i)
+    for (auto name : {"m1", "m2"}) {
+      auto r = cli(name, {"submit", wf});
+      ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+      std::smatch id;
+      ASSERT_TRUE(
+        std::regex_search(r.out, id, std::regex{"[0-9a-f]{12}-[0-9a-f]{8}"}))
+        << r.out;
+      submitted_to[id[0].str()] = name;
+    }
+  // Who owns what, as etcd has it.
+  troupe::cluster::etcd::client c{{{etcd->url()}}};
+  auto owners = [&] {
+    std::map<uint32_t, std::string> out;
+    auto all = c.range_prefix("/troupe/c1/partitions/");
+    EXPECT_TRUE(all) << all.err.message;
+    for (auto& kv :
+         all ? all->kvs : std::vector<troupe::cluster::etcd::key_value>{})
+      out[static_cast<uint32_t>(
+        std::stoul(kv.key.substr(kv.key.rfind('/') + 1)))]
+        = json::parse(kv.value).value("member", "");
+    return out;
+  };
+  auto before = owners();
+  std::map<std::string, int> owned;
+  for (auto& [p, m] : before)
+    ++owned[m];
+  EXPECT_EQ(owned, (std::map<std::string, int>{{"m1", 8}, {"m2", 8}}));
+  auto count = c.get("/troupe/c1/partition_count");
+  ASSERT_TRUE(count && count->has_value());
+  EXPECT_EQ((*count)->value, "256");
+  // Each run's id names a partition its member owns.
+  for (auto& [id, name] : submitted_to) {
+    auto p = static_cast<uint32_t>(std::stoul(id.substr(13, 2), nullptr, 16));
+    EXPECT_EQ(before[p], name) << id;
+  }
+  // Killed and started again on its data dir, m1 owns the same partitions
+  // and claims no more.
+  members["m1"].proc->signal(SIGKILL);
+  members["m1"].proc->wait(10s);
+  join("m1");
+  EXPECT_EQ(owners(), before);
+  for (auto& [id, name] : submitted_to) {
+    if (name != "m1")
+      continue;
+    EXPECT_TRUE(wait_until(
+      [&] {
+        auto s = json::parse(cli("m1", {"--json", "status", id}).out, nullptr,
+                             false);
+        return !s.is_discarded() && s.value("state", "") == "completed";
+      },
+      10s))
+      << id;
+  }
+}
