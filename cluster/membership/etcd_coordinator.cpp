@@ -1,5 +1,7 @@
 #include "cluster/membership/etcd_coordinator.hpp"
 
+#include "cluster/etcd/follow.hpp"
+
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
@@ -283,56 +285,9 @@ struct etcd_coordinator::impl {
     others = std::move(fresh);
   }
 
-  /// Reads every member, then watches for changes from that revision on;
-  /// again after any error, or after resync_interval of silence.
+  /// Reads every member, then watches for changes; until stopped.
   void watch_loop() {
-    auto retry = milliseconds{100};
-    for (;;) {
-      {
-        std::lock_guard guard{mtx};
-        if (stopping)
-          return;
-      }
-      auto all = client.range_prefix(prefix);
-      if (!all) {
-        if (!nap(retry))
-          return;
-        retry = std::min(retry * 2, milliseconds{2000});
-        continue;
-      }
-      retry = milliseconds{100};
-      load(*all);
-      auto w = client.watch_prefix(prefix, all->revision + 1);
-      {
-        std::lock_guard guard{mtx};
-        if (stopping)
-          return;
-        watch = w.get();
-      }
-      auto quiet_since = steady::now();
-      for (;;) {
-        auto got = w->next(milliseconds{250});
-        {
-          std::lock_guard guard{mtx};
-          if (stopping)
-            break;
-        }
-        if (!got)
-          break;
-        if (got->empty()) {
-          if (steady::now() - quiet_since >= opts.resync_interval)
-            break;
-          continue;
-        }
-        quiet_since = steady::now();
-        for (auto& ev : *got)
-          apply(ev);
-      }
-      {
-        std::lock_guard guard{mtx};
-        watch = nullptr;
-      }
-    }
+    etcd::follow_prefix_into(*this, client, prefix, opts.resync_interval);
   }
 
   /// Whether this member's registration surely still lives: joined, and

@@ -1,6 +1,7 @@
 #include "cluster/membership/partition_table.hpp"
 
 #include "cluster/coordination/coordinator.hpp"
+#include "cluster/etcd/follow.hpp"
 
 #include <nlohmann/json.hpp>
 
@@ -86,54 +87,9 @@ struct partition_table::impl {
     return !stopping;
   }
 
-  /// Reads the table, then watches it from that revision on; again after
-  /// an error or resync_interval of silence.
+  /// Reads the table, then watches it; until stopped.
   void watch_loop() {
-    auto retry = milliseconds{100};
-    for (;;) {
-      auto all = client.range_prefix(prefix);
-      if (!all) {
-        if (!nap(retry))
-          return;
-        retry = std::min(retry * 2, milliseconds{2000});
-        continue;
-      }
-      retry = milliseconds{100};
-      load(*all);
-      auto w = client.watch_prefix(prefix, all->revision + 1);
-      {
-        std::lock_guard guard{mtx};
-        if (stopping)
-          return;
-        watch = w.get();
-      }
-      auto quiet_since = std::chrono::steady_clock::now();
-      for (;;) {
-        auto got = w->next(milliseconds{250});
-        {
-          std::lock_guard guard{mtx};
-          if (stopping)
-            break;
-        }
-        if (!got)
-          break;
-        if (got->empty()) {
-          if (std::chrono::steady_clock::now() - quiet_since
-              >= opts.resync_interval)
-            break;
-          continue;
-        }
-        quiet_since = std::chrono::steady_clock::now();
-        for (auto& ev : *got)
-          apply(ev);
-      }
-      {
-        std::lock_guard guard{mtx};
-        watch = nullptr;
-        if (stopping)
-          return;
-      }
-    }
+    etcd::follow_prefix_into(*this, client, prefix, opts.resync_interval);
   }
 
   std::string claim(uint32_t p) {
