@@ -394,6 +394,10 @@ self_status etcd_coordinator::self() const {
           impl_->self.incarnation, impl_->rejoins,   impl_->granted_ttl_s};
 }
 
+uint32_t etcd_coordinator::partition_count() const {
+  return impl_->opts.partitions;
+}
+
 std::string etcd_coordinator::owner_of_partition(uint32_t p) const {
   return impl_->partitions ? impl_->partitions->owner(p) : std::string{};
 }
