@@ -13,9 +13,31 @@ using json = nlohmann::json;
 using steady = std::chrono::steady_clock;
 using std::chrono::milliseconds;
 
+namespace {
+
+/// The etcd options of lease renewals: an attempt on one endpoint may take
+/// at most half the renewal interval and a whole call at most the
+/// interval, so that a renewal stuck on an endpoint that hangs (a stopped
+/// etcd member, or a follower still forwarding to a stopped leader) moves
+/// on to the next one long before the lease's TTL has passed.
+etcd::client_options renewal_options(const membership_options& o) {
+  auto c = o.etcd;
+  auto interval
+    = std::max(milliseconds{100},
+               std::chrono::duration_cast<milliseconds>(o.lease_ttl) / 4);
+  c.request_timeout
+    = std::min(c.request_timeout, std::max(milliseconds{50}, interval / 2));
+  c.call_timeout = std::min(c.call_timeout, interval);
+  return c;
+}
+
+} // namespace
+
 struct etcd_coordinator::impl {
   membership_options opts;
   etcd::client client;
+  /// For lease renewals alone, with shorter deadlines (renewal_options).
+  etcd::client renewals;
   std::string prefix;
   std::string key;
 
@@ -41,7 +63,7 @@ struct etcd_coordinator::impl {
   std::thread watcher;
 
   explicit impl(membership_options o)
-      : opts(std::move(o)), client(opts.etcd),
+      : opts(std::move(o)), client(opts.etcd), renewals(renewal_options(opts)),
         prefix("/troupe/" + opts.cluster + "/members/"),
         key(prefix + opts.self.name) {
     self = opts.self;
@@ -172,7 +194,11 @@ struct etcd_coordinator::impl {
   void renew_loop() {
     auto retry = milliseconds{100};
     bool warned = false;
-    while (nap(renew_interval(), true)) {
+    // After a failed renewal the next one is tried soon, not a whole
+    // interval later: the lease must be renewed within its TTL.
+    bool failing = false;
+    while (nap(failing ? milliseconds{100} : renew_interval(), true)) {
+      failing = false;
       std::string lost;
       int64_t id = 0;
       int64_t ttl_s = 0;
@@ -190,7 +216,7 @@ struct etcd_coordinator::impl {
       }
       if (id != 0) {
         auto asked = steady::now();
-        auto r = client.lease_keepalive(id);
+        auto r = renewals.lease_keepalive(id);
         if (r && *r > 0) {
           std::lock_guard guard{mtx};
           // The lease lives TTL from when the renewal was asked, not
@@ -210,6 +236,7 @@ struct etcd_coordinator::impl {
             warn("cluster: renewing the lease failed (will retry): "
                  + r.err.message);
           warned = true;
+          failing = true;
           continue;
         }
       }
@@ -355,11 +382,13 @@ struct etcd_coordinator::impl {
     }
     // A call in flight (etcd out of reach) ends after its current attempt.
     client.interrupt(true);
+    renewals.interrupt(true);
     if (renewer.joinable())
       renewer.join();
     if (watcher.joinable())
       watcher.join();
     client.interrupt(false);
+    renewals.interrupt(false);
   }
 };
 
