@@ -6,6 +6,7 @@
 
 #include "runtime/auth/token.hpp"
 #include "tests/support/etcd_process.hpp"
+#include "tests/support/net.hpp"
 #include "tests/support/process.hpp"
 #include "tests/support/troupe_fixture.hpp"
 
@@ -47,6 +48,8 @@ struct Quorum : troupe::test::troupe_fixture {
   std::string ledger = (dir.path() / "ledger").string();
   /// The etcd endpoints members are given, in this order.
   std::string etcd_urls;
+  /// The HTTP endpoint of members started from now on; empty: none.
+  std::string http;
 
   troupe::test::process_options opts() override {
     auto o = troupe_fixture::opts();
@@ -66,7 +69,7 @@ struct Quorum : troupe::test::troupe_fixture {
       = {"node",       "start",
          "--data-dir", (dir.path() / ("data-" + name)).string(),
          "--listen",   "127.0.0.1:0",
-         "--http",     "",
+         "--http",     http,
          "--cluster",  "c1",
          "--etcd",     etcd_urls,
          "--member",   name,
@@ -388,4 +391,89 @@ TEST_F(Quorum, AStoppedEtcdFollowerCostsNoMemberAndNoStep) {
 
 TEST_F(Quorum, AStoppedEtcdLeaderCostsNoMemberAndNoStep) {
   ride_out_a_stopped_etcd_member(true);
+}
+
+namespace {
+
+/// A member fenced (cut off from etcd past its TTL) whose waiting attempt
+/// reaches its timeout.
+struct Fencing : Quorum {
+  std::unique_ptr<troupe::test::etcd_process> solo;
+};
+
+} // namespace
+
+// The wait of a fenced attempt counts toward its timeout: cut off from
+// etcd, the member starts nothing, and the attempt fails by its timeout
+// (then the run, with no retry left), counted as a fenced wait.
+TEST_F(Fencing, AFencedAttemptFailsByItsTimeoutAndIsCounted) {
+  solo = std::make_unique<troupe::test::etcd_process>();
+  ASSERT_TRUE(solo->ok()) << solo->error();
+  etcd_urls = solo->url();
+  http = "127.0.0.1:0";
+  join("m1", "1s");
+  if (HasFatalFailure())
+    return;
+  std::smatch match;
+  auto err = members["m1"].proc->err();
+  ASSERT_TRUE(std::regex_search(
+    err, match, std::regex{"metrics on http://127.0.0.1:(\\d+)/metrics"}))
+    << err;
+  auto metrics_port = static_cast<uint16_t>(std::stoi(match[1]));
+  auto fenced_waits = [&]() -> long {
+    auto body = troupe::test::http_get(metrics_port, "/metrics").second;
+    std::smatch m;
+    if (!std::regex_search(body, m,
+                           std::regex{"\ntroupe_fenced_waits_total (\\d+)"}))
+      return -1;
+    return std::stol(m[1]);
+  };
+  ASSERT_EQ(fenced_waits(), 0);
+  auto self_state = [&] {
+    auto e = entry("m1", "m1");
+    return e.is_object() ? e.value("state", "") : std::string{};
+  };
+  ASSERT_EQ(self_state(), "up");
+
+  // etcd goes: once its 1 s lease may have expired, m1 is fenced.
+  solo->stop();
+  ASSERT_TRUE(wait_until([&] { return self_state() == "joining"; }, 15s))
+    << members["m1"].proc->err();
+
+  auto wf = fan_out("short", 1, "true",
+                    "    timeout: 2s\n    retry: {max_attempts: 1}\n");
+  auto started = std::chrono::steady_clock::now();
+  auto s = cli("m1", {"submit", wf});
+  ASSERT_EQ(s.exit_code, 0) << s.out << s.err;
+  auto run = run_id(s.out);
+  ASSERT_FALSE(run.empty()) << s.out;
+  std::string state;
+  ASSERT_TRUE(wait_until(
+    [&] {
+      auto j
+        = json::parse(cli("m1", {"--json", "status", run}).out, nullptr, false);
+      state = j.is_discarded() ? std::string{} : j.value("state", "");
+      return !state.empty() && state != "running";
+    },
+    20s))
+    << members["m1"].proc->err();
+  auto took = std::chrono::steady_clock::now() - started;
+  EXPECT_EQ(state, "failed");
+  // By its own 2 s timeout, counted from the start of the wait.
+  EXPECT_GE(took, 2s);
+  EXPECT_LT(took, 10s);
+  // m1 was fenced all along (etcd is still gone), and nothing ran.
+  EXPECT_EQ(self_state(), "joining");
+  EXPECT_TRUE(ledger_lines().empty());
+  auto h
+    = json::parse(cli("m1", {"--json", "history", run}).out, nullptr, false);
+  int timeouts = 0;
+  for (auto& e : h.value("events", json::array())) {
+    EXPECT_NE(e.value("type", ""), "node_completed") << e;
+    if (e.value("type", "") == "attempt_failed"
+        && e.value("error_kind", "") == "timeout")
+      ++timeouts;
+  }
+  EXPECT_EQ(timeouts, 1) << h;
+  EXPECT_EQ(fenced_waits(), 1);
 }
