@@ -2,7 +2,9 @@
 // whose members is stopped with SIGSTOP (once a follower, once the leader)
 // for longer than the members' lease TTL while spread exec steps run and
 // submissions go on: etcd keeps its quorum, so no member may be declared
-// down or rejoin, and no step may be lost or completed twice.
+// down or rejoin, and no step may be lost or completed twice. Also two
+// paths beside it: a fenced attempt reaching its timeout, and
+// `troupe cluster start-local` replacing a port taken after it chose it.
 
 #include "runtime/auth/token.hpp"
 #include "tests/support/etcd_process.hpp"
@@ -13,14 +15,19 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include <arpa/inet.h>
 #include <array>
 #include <csignal>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <map>
+#include <netinet/in.h>
 #include <regex>
 #include <set>
+#include <sys/socket.h>
 #include <thread>
+#include <unistd.h>
 
 using namespace std::chrono_literals;
 using troupe::test::background_process;
@@ -476,4 +483,148 @@ TEST_F(Fencing, AFencedAttemptFailsByItsTimeoutAndIsCounted) {
   }
   EXPECT_EQ(timeouts, 1) << h;
   EXPECT_EQ(fenced_waits(), 1);
+}
+
+namespace {
+
+/// `troupe cluster start-local` on a folder of the test's.
+struct StartLocal : troupe::test::troupe_fixture {
+  std::unique_ptr<background_process> local;
+
+  troupe::test::process_options opts() override {
+    auto o = troupe_fixture::opts();
+    for (auto name : {"TROUPE_NODE", "TROUPE_TOKEN", "TROUPE_AUTH_SECRET",
+                      "TROUPE_CLUSTER_SECRET"})
+      o.env[name] = std::nullopt;
+    return o;
+  }
+
+  /// The variables `D/env` exports.
+  static std::map<std::string, std::string>
+  env_file(const std::filesystem::path& d) {
+    std::map<std::string, std::string> out;
+    std::ifstream in{d / "env"};
+    std::regex line{"^export ([A-Z_]+)='([^']*)'$"};
+    std::smatch m;
+    for (std::string l; std::getline(in, l);)
+      if (std::regex_match(l, m, line))
+        out[m[1]] = m[2];
+    return out;
+  }
+
+  /// The ports `D/cluster.json` records, by role; empty until it exists.
+  static std::map<std::string, int> ports(const std::filesystem::path& d) {
+    std::ifstream in{d / "cluster.json"};
+    auto j = json::parse(in, nullptr, false);
+    std::map<std::string, int> out;
+    if (!j.is_discarded() && j.contains("ports"))
+      for (auto& [role, port] : j["ports"].items())
+        out[role] = port.get<int>();
+    return out;
+  }
+
+  void TearDown() override {
+    if (local && !local->wait(0ms)) {
+      local->signal(SIGCONT);
+      local->signal(SIGTERM);
+      local->wait(40s);
+    }
+  }
+};
+
+/// A socket listening on 127.0.0.1:`port`, closed when it goes away.
+struct listener {
+  int fd = -1;
+  explicit listener(int port) {
+    fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int one = 1;
+    ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a.sin_port = htons(static_cast<uint16_t>(port));
+    if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0
+        || ::listen(fd, 4) != 0) {
+      ::close(fd);
+      fd = -1;
+    }
+  }
+  ~listener() {
+    if (fd >= 0)
+      ::close(fd);
+  }
+  listener(const listener&) = delete;
+  listener& operator=(const listener&) = delete;
+};
+
+} // namespace
+
+// start-local chooses every port before it starts anything and records
+// them in D/cluster.json. A member's port taken after that (here: while
+// start-local is held with SIGSTOP, after it chose the ports and before it
+// starts the members, which it does once etcd answers) makes that member
+// exit; start-local chooses it other ports and starts it again.
+TEST_F(StartLocal, AMemberPortTakenAfterItWasChosenIsReplacedByAnother) {
+  std::unique_ptr<listener> squatter;
+  std::filesystem::path d;
+  int taken = 0;
+  // Bounded: the hold must come before the members start (etcd takes far
+  // longer to answer than the poll below takes to notice the file).
+  for (int attempt = 0; attempt < 3 && !squatter; ++attempt) {
+    d = dir.path() / ("cluster-" + std::to_string(attempt));
+    local
+      = start({"cluster", "start-local", "--dir", d.string(), "--nodes", "2"});
+    auto until = std::chrono::steady_clock::now() + 20s;
+    while (!std::filesystem::exists(d / "cluster.json")
+           && std::chrono::steady_clock::now() < until && !local->wait(0ms))
+      std::this_thread::sleep_for(1ms);
+    local->signal(SIGSTOP);
+    auto chosen = ports(d);
+    bool early = chosen.count("m1.control") != 0
+                 && !std::filesystem::exists(d / "m1" / "node.log");
+    if (early) {
+      taken = chosen["m1.control"];
+      squatter = std::make_unique<listener>(taken);
+      if (squatter->fd < 0)
+        squatter.reset();
+    }
+    local->signal(SIGCONT);
+    if (!squatter) {
+      local->signal(SIGTERM);
+      local->wait(40s);
+    }
+  }
+  ASSERT_TRUE(squatter) << "start-local was never held before its members "
+                           "started";
+  ASSERT_TRUE(wait_until(
+    [&] {
+      return contains(local->out(), "Ctrl-C stops")
+             || local->wait(0ms).has_value();
+    },
+    60s))
+    << local->out() << local->err();
+  ASSERT_TRUE(contains(local->out(), "is up: 2"))
+    << local->out() << local->err();
+  // m1 listens elsewhere, and D/cluster.json and D/env say where.
+  auto now = ports(d);
+  EXPECT_NE(now["m1.control"], taken);
+  auto env = env_file(d);
+  EXPECT_EQ(env["TROUPE_NODE"],
+            "127.0.0.1:" + std::to_string(now["m1.control"]));
+  EXPECT_TRUE(
+    contains(local->out(), "127.0.0.1:" + std::to_string(now["m1.control"])))
+    << local->out();
+  auto o = opts();
+  for (auto& [k, v] : env)
+    o.env[k] = v;
+  auto r = troupe::test::run_process(args({"members", "--json"}), o);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto j = json::parse(r.out, nullptr, false);
+  std::set<std::string> up;
+  for (auto& m : j.value("members", json::array()))
+    if (m.value("state", "") == "up")
+      up.insert(m.value("name", ""));
+  EXPECT_EQ(up, (std::set<std::string>{"m1", "m2"})) << r.out;
+  local->signal(SIGINT);
+  EXPECT_EQ(local->wait(40s), 0) << local->err();
 }
