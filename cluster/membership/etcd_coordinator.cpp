@@ -309,9 +309,14 @@ struct etcd_coordinator::impl {
   }
 
   /// Reads every member, then watches for changes from that revision on;
-  /// again after any error, or after resync_interval of silence.
+  /// again after any error, or after resync_interval (at most the lease's
+  /// TTL) of silence: a watch on an etcd member that stopped stays open and
+  /// silent, and must not hide a change for longer than a TTL.
   void watch_loop() {
     auto retry = milliseconds{100};
+    auto resync = std::min(opts.resync_interval,
+                           std::chrono::duration_cast<milliseconds>(std::max(
+                             opts.lease_ttl, std::chrono::seconds{1})));
     for (;;) {
       {
         std::lock_guard guard{mtx};
@@ -345,7 +350,7 @@ struct etcd_coordinator::impl {
         if (!got)
           break;
         if (got->empty()) {
-          if (steady::now() - quiet_since >= opts.resync_interval)
+          if (steady::now() - quiet_since >= resync)
             break;
           continue;
         }

@@ -412,6 +412,55 @@ TEST_F(Quorum, AStoppedEtcdLeaderCostsNoMemberAndNoStep) {
   ride_out_a_stopped_etcd_member(true);
 }
 
+// Members watch the members' keys over one HTTP stream to one etcd member.
+// Stopped, that member keeps the stream open and silent: a member that
+// joins meanwhile must still be seen by every other within about a TTL.
+TEST_F(Quorum, AMemberJoiningWhileTheWatchedEtcdMemberIsStoppedIsSeenByAll) {
+  etcd = std::make_unique<troupe::test::etcd_cluster>();
+  ASSERT_TRUE(etcd->ok()) << etcd->error();
+  std::optional<size_t> lead;
+  ASSERT_TRUE(wait_until(
+    [&] {
+      lead = etcd->leader();
+      return lead.has_value();
+    },
+    10s));
+  // Members start with the first endpoint, so their watches live there.
+  size_t victim = (*lead + 1) % 3;
+  for (auto i : {victim, *lead, (*lead + 2) % 3})
+    etcd_urls += (etcd_urls.empty() ? "" : ",") + etcd->url(i);
+  for (auto name : {"m1", "m2", "m3"})
+    join(name, "2s");
+  if (HasFatalFailure())
+    return;
+  ASSERT_TRUE(wait_until([&] { return all_linked(); }, 15s)) << all_logs();
+  etcd->signal(victim, SIGSTOP);
+  join("m4", "2s");
+  if (HasFatalFailure())
+    return;
+  auto joined_at = std::chrono::steady_clock::now();
+  std::map<std::string, std::chrono::milliseconds> seen_after;
+  wait_until(
+    [&] {
+      for (auto viewer : {"m1", "m2", "m3"})
+        if (!seen_after.count(viewer)) {
+          auto e = entry(viewer, "m4");
+          if (e.is_object() && e.value("state", "") == "up")
+            seen_after[viewer]
+              = std::chrono::duration_cast<std::chrono::milliseconds>(
+                std::chrono::steady_clock::now() - joined_at);
+        }
+      return seen_after.size() == 3;
+    },
+    15s);
+  etcd->signal(victim, SIGCONT);
+  for (auto viewer : {"m1", "m2", "m3"}) {
+    ASSERT_TRUE(seen_after.count(viewer)) << viewer << "\n" << all_logs();
+    // The TTL (2 s) and an etcd request's deadline (1 s), with room.
+    EXPECT_LT(seen_after[viewer], 4500ms) << viewer;
+  }
+}
+
 namespace {
 
 /// A member fenced (cut off from etcd past its TTL) whose waiting attempt
