@@ -30,9 +30,10 @@ struct membership_options {
   etcd::client_options etcd;
   /// The lease's TTL. Default: 5 s.
   std::chrono::seconds lease_ttl{5};
-  /// A watch that saw nothing for this long is made again, after a fresh
-  /// read of every member (a silent connection cannot hide changes for
-  /// longer). Default: 10 s.
+  /// A watch that saw nothing for this long (at most lease_ttl) is made
+  /// again, after a fresh read of every member (a silent connection, as to
+  /// an etcd member that was stopped, cannot hide changes for longer).
+  /// Default: 10 s.
   std::chrono::milliseconds resync_interval{10'000};
   /// How many partitions the cluster's runs have (cluster.partitions); 0:
   /// the member keeps no partition table (owns none, knows no owner).
