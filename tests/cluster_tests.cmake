@@ -5,6 +5,13 @@ troupe_add_tests(etcd_client
   DEPS troupe_cluster_etcd troupe_test_support
   LABELS integration)
 
+# The etcd client over TLS and with etcd users (certificates made at test
+# time with the openssl command).
+troupe_add_tests(etcd_tls
+  SOURCES integration/etcd_tls_test.cpp
+  DEPS troupe_cluster_etcd troupe_test_support
+  LABELS integration)
+
 troupe_add_tests(membership
   SOURCES integration/membership_test.cpp
   DEPS troupe_cluster_membership troupe_test_support
