@@ -27,6 +27,17 @@ target_compile_definitions(troupe_cluster_tests PRIVATE
   TROUPE_BINARY="$<TARGET_FILE:troupe>")
 add_dependencies(troupe_cluster_tests troupe)
 
+# Mutual TLS on the mesh, etcd over TLS and with users (real members and
+# etcd; certificates made at test time with the openssl command).
+troupe_add_tests(cluster_tls
+  SOURCES e2e/cluster_tls_test.cpp
+  DEPS troupe_test_support troupe_frame_client troupe_runtime_auth
+       nlohmann_json::nlohmann_json
+  LABELS "e2e;slow")
+target_compile_definitions(troupe_cluster_tls_tests PRIVATE
+  TROUPE_BINARY="$<TARGET_FILE:troupe>")
+add_dependencies(troupe_cluster_tls_tests troupe)
+
 # The cluster secret and its HMAC proofs.
 troupe_add_tests(mesh_secret
   SOURCES unit/mesh_secret_test.cpp
