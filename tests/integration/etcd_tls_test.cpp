@@ -181,6 +181,34 @@ TEST_F(EtcdTls, UnusableTlsFilesMakeTheClientInvalid) {
   EXPECT_EQ(d.get("/t/a").err.what, error::kind::invalid);
 }
 
+TEST_F(EtcdTls, WithAuthOnAClientCertificateWithoutCommonNameAndAUserWork) {
+  // etcd 3.4's gateway refuses a client certificate with a CommonName once
+  // auth is on; one without, plus a user, is the way (docs/cluster.md).
+  for (auto args :
+       {std::vector<std::string>{"user", "add", "root:root-pw-1"},
+        std::vector<std::string>{"user", "grant-role", "root", "root"},
+        std::vector<std::string>{"auth", "enable"}}) {
+    auto r = etcd->etcdctl(args);
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+  }
+  auto named = opts();
+  named.username = "root";
+  named.password = "root-pw-1";
+  client with_cn{named};
+  auto refused = with_cn.put("/t/a", "one");
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.err.what, error::kind::refused);
+  EXPECT_TRUE(contains(refused.err.message, "CommonName"))
+    << refused.err.message;
+  auto anonymous = ca.issue("anonymous", "/O=troupe");
+  auto o = named;
+  o.cert_file = anonymous.cert;
+  o.key_file = anonymous.key;
+  client c{o};
+  auto rev = c.put("/t/a", "one");
+  ASSERT_TRUE(rev) << rev.err.message;
+}
+
 TEST_F(EtcdAuth, AUserAuthenticatesAndAnotherClientWithoutOneIsRefused) {
   // The first endpoint is down: authenticating fails over like any call.
   auto o = opts();
