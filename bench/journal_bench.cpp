@@ -1,7 +1,9 @@
 // How fast the journal store makes appends durable: one at a time (each
 // waiting for the last, so no group commit) and with several in flight (the
 // writer thread commits what queued meanwhile in one batch), with and without
-// fsync.
+// fsync; and, with replicated partitions, through the partition logs (each
+// batch written as records, then applied when committed: here at once, as a
+// partition with no other replica), beside the direct path in the same run.
 
 #include "bench/bench_workloads.hpp"
 #include "persistence/journal_store.hpp"
@@ -17,6 +19,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace {
@@ -34,10 +37,21 @@ struct bench_store {
   std::unique_ptr<journal_store> store;
   std::string error;
 
-  explicit bench_store(bool sync) {
+  explicit bench_store(bool sync, bool replicated = false) {
     journal_store::options opts;
     opts.path = (dir.path() / "db").string();
     opts.sync = sync;
+    if (replicated) {
+      // As a cluster's default: 64 partitions, each committed as soon as it
+      // is recorded.
+      opts.replication.partitions = 64;
+      opts.replication.partition_of
+        = [](std::string_view run_id, std::string_view) {
+            return static_cast<uint32_t>(std::hash<std::string_view>{}(run_id)
+                                         % 64);
+          };
+      opts.replication.commit_on_record = true;
+    }
     opts.on_commit = [this](size_t appends, std::chrono::nanoseconds took) {
       commits.fetch_add(1, std::memory_order_relaxed);
       committed.fetch_add(appends, std::memory_order_relaxed);
@@ -47,7 +61,15 @@ struct bench_store {
   }
 };
 
-bench_store& store_for(bool sync) {
+bench_store& store_for(bool sync, bool replicated = false) {
+  if (replicated) {
+    if (sync) {
+      static bench_store synced{true, true};
+      return synced;
+    }
+    static bench_store unsynced{false, true};
+    return unsynced;
+  }
   if (sync) {
     static bench_store synced{true};
     return synced;
@@ -113,9 +135,9 @@ void report(benchmark::State& state, const bench_store& s,
 }
 
 /// One append at a time: each waits for the previous one's callback, so
-/// every commit holds one append. Arg: sync.
+/// every commit holds one append. Args: sync, replicated.
 void append_serial(benchmark::State& state) {
-  auto& s = store_for(state.range(0) != 0);
+  auto& s = store_for(state.range(0) != 0, state.range(1) != 0);
   if (!s.store) {
     state.SkipWithError(s.error.c_str());
     return;
@@ -134,9 +156,9 @@ void append_serial(benchmark::State& state) {
 /// Keeps `inflight` appends pending from one thread: a new one is queued as
 /// soon as any completes, so the writer commits what queued meanwhile in one
 /// batch. The last iteration waits for all, so every append counted is
-/// durable. Args: sync, inflight.
+/// durable. Args: sync, inflight, replicated.
 void append_group(benchmark::State& state) {
-  auto& s = store_for(state.range(0) != 0);
+  auto& s = store_for(state.range(0) != 0, state.range(2) != 0);
   if (!s.store) {
     state.SkipWithError(s.error.c_str());
     return;
@@ -164,13 +186,12 @@ void append_group(benchmark::State& state) {
 } // namespace
 
 BENCHMARK(append_serial)
-  ->ArgName("sync")
-  ->Arg(0)
-  ->Arg(1)
+  ->ArgNames({"sync", "replicated"})
+  ->ArgsProduct({{0, 1}, {0, 1}})
   ->Unit(benchmark::kMicrosecond)
   ->UseRealTime();
 BENCHMARK(append_group)
-  ->ArgNames({"sync", "inflight"})
-  ->ArgsProduct({{0, 1}, {1, 16, 64}})
+  ->ArgNames({"sync", "inflight", "replicated"})
+  ->ArgsProduct({{0, 1}, {1, 16, 64}, {0, 1}})
   ->Unit(benchmark::kMicrosecond)
   ->UseRealTime();

@@ -12,9 +12,92 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace troupe::persistence {
+
+/// What a partition-log call (journal_store::fence, accept, commit, ...)
+/// answers: ok, or a typed refusal that a replica acts on without parsing
+/// the message.
+enum class plog_errc : uint8_t {
+  ok = 0,
+  /// The store was opened without replicated partitions.
+  not_replicated,
+  /// The partition is not below options::replication.partitions.
+  bad_partition,
+  /// The epoch is older than the highest this partition has seen
+  /// (plog_result::epoch holds that one): the sender was deposed.
+  stale_epoch,
+  /// The record's offset is past the log's end + 1 (plog_result::offset
+  /// holds the offset expected next): records are missing in between.
+  gap,
+  /// The log holds another record at this offset (plog_result::offset): the
+  /// replica's tail diverged from the leader's and must be truncated by
+  /// epoch first (end_offset_for_epoch, truncate).
+  diverged,
+  /// The record's bytes are not a record this build reads.
+  corrupt,
+  /// Truncating would remove committed records (plog_result::offset holds
+  /// the committed offset): never done.
+  committed,
+  /// The offset is past the log's end (plog_result::offset holds the end).
+  beyond_end,
+  /// The records asked for were removed by trim_log (plog_result::offset
+  /// holds the first offset still kept): catch up from a snapshot.
+  trimmed,
+  /// Reading or writing the database failed.
+  io,
+};
+
+/// Returns the code's name, e.g. "stale_epoch".
+std::string_view to_string(plog_errc c);
+
+/// The answer of a partition-log call.
+struct plog_result {
+  plog_errc code = plog_errc::ok;
+  /// Says what was refused and why, naming the partition; empty when ok.
+  std::string message = {};
+  /// gap: the offset expected next; diverged: the offset that differs;
+  /// committed: the committed offset; beyond_end: the log's end; trimmed:
+  /// the first offset kept; end_offset_for_epoch: the answer.
+  uint64_t offset = 0;
+  /// stale_epoch: the highest epoch the partition has seen.
+  uint64_t epoch = 0;
+
+  bool ok() const { return code == plog_errc::ok; }
+};
+
+/// Where one partition's log stands. Offsets start at 1; 0 means none.
+struct partition_log_state {
+  /// The first offset still in the log (trim_log removes those before);
+  /// log_end + 1 when the log is empty.
+  uint64_t log_start = 1;
+  /// The last offset written (0: no record yet).
+  uint64_t log_end = 0;
+  /// The highest epoch seen (fence, accept, or the records themselves).
+  uint64_t epoch = 0;
+  /// The highest offset known to be committed (held by every in-sync
+  /// replica).
+  uint64_t committed = 0;
+  /// The highest offset whose effects are in the journals and indexes;
+  /// at most committed.
+  uint64_t applied = 0;
+  /// The leader-epoch cache: (epoch, first offset written in it), in
+  /// ascending order, as in Kafka's KIP-101.
+  std::vector<std::pair<uint64_t, uint64_t>> epochs = {};
+
+  bool operator==(const partition_log_state&) const = default;
+};
+
+/// One record of a partition log, as shipped to a follower.
+struct log_record {
+  uint64_t offset = 0;
+  /// The epoch of the leader that wrote it.
+  uint64_t epoch = 0;
+  /// Its bytes, as stored; accept() takes them unchanged.
+  std::string bytes = {};
+};
 
 /// The journal of every run and the run index, in one RocksDB database.
 ///
@@ -95,6 +178,36 @@ class journal_store {
     /// open() when the first reading is low) with the new reading; must be
     /// quick. May be empty.
     std::function<void(const disk_space&)> on_space_change = {};
+
+    /// Replicated partitions: every append becomes first a record in its
+    /// partition's log, and takes effect only once committed (see
+    /// "partition logs" below and persistence/README.md).
+    struct replication_options {
+      /// How many partitions (cluster.partitions); 0, the default: off.
+      /// Off, an append is written straight to the journals, as on a node
+      /// alone.
+      uint32_t partitions = 0;
+      /// The partition of an append, from its run id and idempotency key
+      /// (runtime's partition_of_key for a keyed run, else
+      /// partition_of_run). Required when `partitions` is set.
+      std::function<uint32_t(std::string_view run_id,
+                             std::string_view idempotency_key)>
+        partition_of = {};
+      /// Commit each record as soon as it is written, on the writer thread:
+      /// a partition with no other replica. Default: off (commit() is
+      /// called when the in-sync replicas have the record).
+      bool commit_on_record = false;
+      /// Most records applied in one WriteBatch by commit() and recovery.
+      /// Default: 256.
+      size_t apply_batch = 256;
+      /// For tests: called after each WriteBatch that applies records, with
+      /// the partition and its new applied offset; false stops applying
+      /// there, as a crash would (commit() then fails with reason
+      /// "stopped", and the next open applies the rest). May be empty.
+      std::function<bool(uint32_t partition, uint64_t applied)>
+        after_apply_write = {};
+    };
+    replication_options replication = {};
   };
 
   /// Opens (or creates) the store. On failure returns null and sets `error`
@@ -143,6 +256,14 @@ class journal_store {
     return error.starts_with(stale_journal_prefix);
   }
   static constexpr std::string_view stale_journal_prefix = "stale journal: ";
+
+  /// Returns whether `error`, from an append's callback, says that this
+  /// store does not lead the append's partition (see lead()): the run
+  /// belongs to another member now.
+  static bool is_not_leader(std::string_view error) {
+    return error.starts_with(not_leader_prefix);
+  }
+  static constexpr std::string_view not_leader_prefix = "not the leader: ";
 
   /// Queues `op`. The store numbers the run's events itself, in order. `done`
   /// is called on the writer thread with an empty string once the batch that
@@ -267,6 +388,87 @@ class journal_store {
   /// (and its tombstone has not expired yet), or nothing.
   virtual std::optional<run_tombstone> find_tombstone(const std::string& run_id)
     = 0;
+
+  // -- partition logs (options::replication) ---------------------------------
+  //
+  // With replicated partitions an append is not written to the journals
+  // directly: the group commit turns the appends of each partition into one
+  // record of that partition's log (its effects, resolved: journal keys
+  // numbered, index entries and keys as they will be written), at the next
+  // offset, tagged with the partition's epoch, and writes the records
+  // (fsynced with `sync`). The effects reach the journals, the run index
+  // and the idempotency keys only when commit() is called for the record's
+  // offset, on the leader and the followers alike; only then is the
+  // append's callback called, on the thread that calls commit(). Reads
+  // (find_run, read_journal, scan_unfinished, ...) see committed effects
+  // only. Every call below is blocking and thread-safe, and must not be
+  // made from an append's callback on the writer thread. Without
+  // replication each answers plog_errc::not_replicated.
+
+  /// Records that `epoch` is the partition's newest, durably (fsynced).
+  /// Refuses an older epoch (stale_epoch); the same one is a no-op. A
+  /// follower calls it when it learns of a newer leader (accept() does it
+  /// too). A newer epoch ends this store's leadership of the partition.
+  virtual plog_result fence(uint32_t partition, uint64_t epoch) = 0;
+
+  /// Makes this store the partition's leader at `epoch`: fences it (as
+  /// fence()), then records appends of the partition, tagged with it. Until
+  /// then, and once a newer epoch is fenced or accepted, appends of the
+  /// partition are refused with an error for which is_not_leader() holds,
+  /// so that a deposed leader never writes a record under another's epoch.
+  /// A partition never fenced (epoch 0: a store not yet in a cluster) is
+  /// led at epoch 0. Leadership is not persisted: after a restart the
+  /// member is told again.
+  virtual plog_result lead(uint32_t partition, uint64_t epoch) = 0;
+
+  /// A follower's write of record `offset`, shipped by the leader of
+  /// `leader_epoch` (bytes from the leader's read_records). Refuses an
+  /// epoch older than the highest seen (stale_epoch) and a record past the
+  /// end + 1 (gap, naming the offset expected); acknowledges a record it
+  /// already holds, byte for byte, without writing (a retried shipment),
+  /// and refuses a different one there (diverged). Written with the store's
+  /// durability, with the newer epoch if any, in one WriteBatch.
+  virtual plog_result accept(uint32_t partition, uint64_t leader_epoch,
+                             uint64_t offset, std::string_view record)
+    = 0;
+
+  /// Marks the partition committed up to `offset` and applies the records
+  /// not applied yet up to it, in batches (each with its new applied
+  /// offset, unsynced: an open re-applies what a crash lost), then calls
+  /// the callbacks of the appends they hold. An offset at or below the
+  /// applied one is a no-op; past the end it is refused (beyond_end).
+  virtual plog_result commit(uint32_t partition, uint64_t offset) = 0;
+
+  /// Removes the records after `after_offset`: a deposed leader's (or a
+  /// follower's) divergent tail. Never a committed record (committed). The
+  /// appends those records held fail, and their runs' later appends are
+  /// refused until a resync, as after any failed append. Nothing was
+  /// applied from them, so no state is undone.
+  virtual plog_result truncate(uint32_t partition, uint64_t after_offset) = 0;
+
+  /// Returns in `offset` of the answer the last offset of `epoch` in this
+  /// log (KIP-101): the offset before the first record of a newer epoch,
+  /// or the log's end when no newer epoch wrote. A follower truncates
+  /// after it (or after its own end for that epoch, if smaller).
+  virtual plog_result end_offset_for_epoch(uint32_t partition, uint64_t epoch)
+    = 0;
+
+  /// Reads records from `from_offset` on, until the log's end or until
+  /// `max_bytes` are reached (at least one record, whatever its size).
+  /// Before the log's start: trimmed; past its end + 1: beyond_end.
+  virtual plog_result read_records(uint32_t partition, uint64_t from_offset,
+                                   size_t max_bytes,
+                                   std::vector<log_record>& out)
+    = 0;
+
+  /// Removes the records up to `up_to` (at most the applied offset: give
+  /// the smallest offset every replica holds), keeping the leader-epoch
+  /// cache's entry that covers the new start. Retention of the log.
+  virtual plog_result trim_log(uint32_t partition, uint64_t up_to) = 0;
+
+  /// Returns where the partition's log stands, or nothing without
+  /// replication or for a partition out of range.
+  virtual std::optional<partition_log_state> log_state(uint32_t partition) = 0;
 };
 
 } // namespace troupe::persistence

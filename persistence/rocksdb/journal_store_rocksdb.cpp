@@ -14,6 +14,7 @@
 #include "persistence/codec/codec.hpp"
 #include "persistence/journal_store.hpp"
 #include "persistence/rocksdb/key_layout.hpp"
+#include "persistence/rocksdb/partition_log.hpp"
 
 #include <rocksdb/cache.h>
 #include <rocksdb/db.h>
@@ -24,6 +25,7 @@
 #include <rocksdb/table.h>
 #include <rocksdb/utilities/table_properties_collectors.h>
 #include <rocksdb/write_batch.h>
+#include <rocksdb/write_batch_base.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -39,6 +41,7 @@
 #include <exception>
 #include <filesystem>
 #include <limits>
+#include <map>
 #include <mutex>
 #include <sys/statvfs.h>
 #include <thread>
@@ -114,12 +117,16 @@ class rocksdb_journal_store final : public journal_store {
                         rocksdb::ColumnFamilyHandle* journal,
                         rocksdb::ColumnFamilyHandle* runs,
                         rocksdb::ColumnFamilyHandle* unfinished,
-                        rocksdb::ColumnFamilyHandle* finished)
+                        rocksdb::ColumnFamilyHandle* finished,
+                        rocksdb::ColumnFamilyHandle* plog_family)
       : opts_(std::move(opts)), db_(db), handles_(std::move(handles)),
         journal_(journal), runs_(runs), unfinished_(unfinished),
-        finished_(finished) {
+        finished_(finished), plog_(plog_family) {
     max_batch_ = std::max<size_t>(1, opts_.max_batch);
     write_options_.sync = opts_.sync;
+    // Before any thread starts: what a crash left committed but not
+    // applied is applied now (throws with the reason when it cannot be).
+    open_logs();
     if (!opts_.read_space)
       if (const char* file = std::getenv("TROUPE_TEST_FREE_SPACE_FILE"))
         space_file_ = file;
@@ -138,6 +145,7 @@ class rocksdb_journal_store final : public journal_store {
 
   ~rocksdb_journal_store() override {
     stop_threads();
+    fail_waiting();
     // While the lock is still held: the next holder writes its own.
     remove_store_holder(opts_.path);
     // A log that failed to write must not be synced: Debian's RocksDB
@@ -471,7 +479,339 @@ class rocksdb_journal_store final : public journal_store {
     }
   }
 
+  // -- partition logs -------------------------------------------------------
+
+  plog_result fence(uint32_t part, uint64_t epoch) override {
+    std::lock_guard<std::mutex> lk{plog_mu_};
+    return fence_locked(part, epoch);
+  }
+
+  plog_result lead(uint32_t part, uint64_t epoch) override {
+    std::lock_guard<std::mutex> lk{plog_mu_};
+    auto r = fence_locked(part, epoch);
+    if (r.ok())
+      leading_[part] = epoch;
+    return r;
+  }
+
+  plog_result fence_locked(uint32_t part, uint64_t epoch) {
+    if (auto r = check_partition(part); !r.ok())
+      return r;
+    auto& m = metas_[part];
+    if (epoch < m.epoch)
+      return stale_epoch(part, epoch, m.epoch);
+    if (epoch == m.epoch)
+      return {};
+    auto next = m;
+    next.epoch = epoch;
+    rocksdb::WriteOptions synced;
+    synced.sync = true;
+    auto s = db_->Put(synced, db_->DefaultColumnFamily(), plog::meta_key(part),
+                      plog::encode_meta(next));
+    if (!s.ok())
+      return refused(plog_errc::io,
+                     "cannot record epoch " + std::to_string(epoch) + " of "
+                       + partition_name(part) + ": " + s.ToString());
+    m = std::move(next);
+    if (leading_[part] && *leading_[part] < epoch)
+      leading_[part].reset();
+    // A new term: sequence numbers are read again from the log's state.
+    next_seq_.clear();
+    return {};
+  }
+
+  plog_result accept(uint32_t part, uint64_t leader_epoch, uint64_t offset,
+                     std::string_view record) override {
+    std::lock_guard<std::mutex> lk{plog_mu_};
+    if (auto r = check_partition(part); !r.ok())
+      return r;
+    auto& m = metas_[part];
+    if (leader_epoch < m.epoch)
+      return stale_epoch(part, leader_epoch, m.epoch);
+    std::string error;
+    if (!plog::for_each_mutation(
+          record, [](const auto&) {}, error))
+      return refused(plog_errc::corrupt, "record " + std::to_string(offset)
+                                           + " of " + partition_name(part)
+                                           + " is unreadable: " + error);
+    auto record_epoch = *plog::record_epoch(record);
+    if (record_epoch > leader_epoch)
+      return refused(
+        plog_errc::corrupt,
+        "record " + std::to_string(offset) + " of " + partition_name(part)
+          + " is of epoch " + std::to_string(record_epoch)
+          + ", newer than its leader's (" + std::to_string(leader_epoch) + ")");
+    if (offset == 0 || offset > m.log_end + 1)
+      return refused(plog_errc::gap,
+                     "record " + std::to_string(offset) + " of "
+                       + partition_name(part) + " does not follow the log: "
+                       + "expected offset " + std::to_string(m.log_end + 1),
+                     m.log_end + 1);
+    if (offset < m.log_start)
+      return {}; // Held once, and trimmed since.
+    if (offset <= m.log_end) {
+      std::string held;
+      auto s = db_->Get(rocksdb::ReadOptions{}, plog_,
+                        plog::record_key(part, offset), &held);
+      if (!s.ok())
+        return refused(plog_errc::io,
+                       "cannot read record " + std::to_string(offset) + " of "
+                         + partition_name(part) + ": " + s.ToString());
+      if (held == record)
+        return {}; // A shipment retried: held already.
+      return refused(plog_errc::diverged,
+                     "record " + std::to_string(offset) + " of "
+                       + partition_name(part)
+                       + " differs from the one held: truncate by epoch first",
+                     offset);
+    }
+    if (!m.epochs.empty() && record_epoch < m.epochs.back().first)
+      return refused(
+        plog_errc::diverged,
+        "record " + std::to_string(offset) + " of " + partition_name(part)
+          + " is of epoch " + std::to_string(record_epoch)
+          + ", older than epoch " + std::to_string(m.epochs.back().first)
+          + " that wrote from offset " + std::to_string(m.epochs.back().second)
+          + ": truncate by epoch first",
+        m.epochs.back().second);
+    auto next = m;
+    next.epoch = std::max(m.epoch, leader_epoch);
+    next.log_end = offset;
+    if (next.epochs.empty() || next.epochs.back().first < record_epoch)
+      next.epochs.emplace_back(record_epoch, offset);
+    rocksdb::WriteBatch wb;
+    wb.Put(plog_, plog::record_key(part, offset),
+           rocksdb::Slice{record.data(), record.size()})
+      .PermitUncheckedError();
+    wb.Put(db_->DefaultColumnFamily(), plog::meta_key(part),
+           plog::encode_meta(next))
+      .PermitUncheckedError();
+    auto s = db_->Write(write_options_, &wb);
+    if (!s.ok())
+      return refused(plog_errc::io,
+                     "cannot write record " + std::to_string(offset) + " of "
+                       + partition_name(part) + ": " + s.ToString());
+    if (next.epoch != m.epoch)
+      next_seq_.clear();
+    m = std::move(next);
+    // Another leader writes this log: this store follows.
+    leading_[part].reset();
+    note_pending(part, offset, record);
+    // Another leader numbered these runs' events: cached numbers are stale.
+    if (!overlays_[part].records.empty())
+      for (const auto& run : overlays_[part].records.back().runs)
+        next_seq_.erase(run);
+    return {};
+  }
+
+  plog_result commit(uint32_t part, uint64_t offset) override {
+    callbacks ready;
+    plog_result r;
+    {
+      std::lock_guard<std::mutex> lk{plog_mu_};
+      if (r = check_partition(part); !r.ok())
+        return r;
+      r = apply_to(part, offset, ready);
+    }
+    for (auto& done : ready)
+      if (done)
+        call_quietly([&] { done(std::string{}); });
+    return r;
+  }
+
+  plog_result truncate(uint32_t part, uint64_t after) override {
+    std::vector<std::pair<uint64_t, callbacks>> dropped;
+    std::string why;
+    {
+      std::lock_guard<std::mutex> lk{plog_mu_};
+      if (auto r = check_partition(part); !r.ok())
+        return r;
+      auto& m = metas_[part];
+      if (after < m.committed)
+        return refused(plog_errc::committed,
+                       "cannot truncate " + partition_name(part) + " after "
+                         + std::to_string(after) + ": it is committed up to "
+                         + std::to_string(m.committed),
+                       m.committed);
+      if (after >= m.log_end)
+        return {};
+      // The runs whose appends the records held, to refuse their next.
+      std::vector<std::string> runs;
+      if (after + 1 <= m.log_end && part < overlays_.size())
+        for (const auto& t : overlays_[part].records)
+          if (t.offset > after)
+            runs.insert(runs.end(), t.runs.begin(), t.runs.end());
+      rocksdb::WriteBatch wb;
+      wb.DeleteRange(plog_, plog::record_key(part, after + 1),
+                     plog::record_key(part, m.log_end + 1))
+        .PermitUncheckedError();
+      auto next = m;
+      next.log_end = after;
+      next.log_start = std::min(next.log_start, after + 1);
+      while (!next.epochs.empty() && next.epochs.back().second > after)
+        next.epochs.pop_back();
+      wb.Put(db_->DefaultColumnFamily(), plog::meta_key(part),
+             plog::encode_meta(next))
+        .PermitUncheckedError();
+      auto s = db_->Write(write_options_, &wb);
+      if (!s.ok())
+        return refused(plog_errc::io, "cannot truncate " + partition_name(part)
+                                        + ": " + s.ToString());
+      m = std::move(next);
+      rebuild_overlay(part);
+      why = "not committed: its record in " + partition_name(part)
+            + " was truncated after offset " + std::to_string(after)
+            + " (a newer leader's log replaced it)";
+      std::unordered_map<std::string, std::string> failed;
+      for (auto& run : runs) {
+        next_seq_.erase(run);
+        failed.try_emplace(run, why);
+      }
+      hold_back(failed);
+      auto& queue = waiting_[part];
+      while (!queue.empty() && queue.back().first > after) {
+        dropped.push_back(std::move(queue.back()));
+        queue.pop_back();
+      }
+    }
+    for (auto it = dropped.rbegin(); it != dropped.rend(); ++it)
+      for (auto& done : it->second)
+        if (done)
+          call_quietly([&] { done(why); });
+    return {};
+  }
+
+  plog_result end_offset_for_epoch(uint32_t part, uint64_t epoch) override {
+    std::lock_guard<std::mutex> lk{plog_mu_};
+    if (auto r = check_partition(part); !r.ok())
+      return r;
+    const auto& m = metas_[part];
+    if (epoch > m.epoch)
+      return stale_epoch(part, epoch, m.epoch);
+    plog_result out;
+    out.offset = m.log_end;
+    for (auto [e, start] : m.epochs)
+      if (e > epoch) {
+        out.offset = start - 1;
+        break;
+      }
+    return out;
+  }
+
+  plog_result read_records(uint32_t part, uint64_t from, size_t max_bytes,
+                           std::vector<log_record>& out) override {
+    std::lock_guard<std::mutex> lk{plog_mu_};
+    if (auto r = check_partition(part); !r.ok())
+      return r;
+    const auto& m = metas_[part];
+    if (from < m.log_start)
+      return refused(plog_errc::trimmed,
+                     "records of " + partition_name(part) + " before "
+                       + std::to_string(m.log_start) + " were trimmed",
+                     m.log_start);
+    if (from > m.log_end + 1)
+      return refused(plog_errc::beyond_end,
+                     "cannot read " + partition_name(part) + " from offset "
+                       + std::to_string(from) + ": its log ends at "
+                       + std::to_string(m.log_end),
+                     m.log_end);
+    const std::string upper = plog::record_key(part, m.log_end + 1);
+    rocksdb::Slice upper_slice{upper};
+    rocksdb::ReadOptions ro;
+    ro.iterate_upper_bound = &upper_slice;
+    std::unique_ptr<rocksdb::Iterator> it{db_->NewIterator(ro, plog_)};
+    size_t bytes = 0;
+    for (it->Seek(plog::record_key(part, from));
+         it->Valid() && (bytes < max_bytes || bytes == 0); it->Next()) {
+      auto offset = plog::record_offset(it->key().ToStringView(), part);
+      auto value = it->value().ToStringView();
+      if (!offset)
+        break;
+      log_record r;
+      r.offset = *offset;
+      r.epoch = plog::record_epoch(value).value_or(0);
+      r.bytes = std::string{value};
+      bytes += r.bytes.size();
+      out.push_back(std::move(r));
+    }
+    if (!it->status().ok())
+      return refused(plog_errc::io, "cannot read the log of "
+                                      + partition_name(part) + ": "
+                                      + it->status().ToString());
+    return {};
+  }
+
+  plog_result trim_log(uint32_t part, uint64_t up_to) override {
+    std::lock_guard<std::mutex> lk{plog_mu_};
+    if (auto r = check_partition(part); !r.ok())
+      return r;
+    auto& m = metas_[part];
+    up_to = std::min(up_to, m.applied);
+    if (up_to < m.log_start)
+      return {};
+    auto next = m;
+    next.log_start = up_to + 1;
+    // Entries wholly before the new start go, but the one covering it.
+    std::vector<std::pair<uint64_t, uint64_t>> epochs;
+    std::optional<uint64_t> covering;
+    for (auto [e, start] : m.epochs)
+      if (start <= next.log_start)
+        covering = e;
+      else
+        epochs.emplace_back(e, start);
+    if (covering)
+      epochs.insert(epochs.begin(), {*covering, next.log_start});
+    next.epochs = std::move(epochs);
+    rocksdb::WriteBatch wb;
+    wb.DeleteRange(plog_, plog::record_key(part, m.log_start),
+                   plog::record_key(part, up_to + 1))
+      .PermitUncheckedError();
+    wb.Put(db_->DefaultColumnFamily(), plog::meta_key(part),
+           plog::encode_meta(next))
+      .PermitUncheckedError();
+    auto s = db_->Write(write_options_, &wb);
+    if (!s.ok())
+      return refused(plog_errc::io, "cannot trim the log of "
+                                      + partition_name(part) + ": "
+                                      + s.ToString());
+    m = std::move(next);
+    return {};
+  }
+
+  std::optional<partition_log_state> log_state(uint32_t part) override {
+    std::lock_guard<std::mutex> lk{plog_mu_};
+    if (!check_partition(part).ok())
+      return std::nullopt;
+    return metas_[part];
+  }
+
  private:
+  static plog_result stale_epoch(uint32_t part, uint64_t epoch,
+                                 uint64_t highest) {
+    return refused(plog_errc::stale_epoch,
+                   "epoch " + std::to_string(epoch) + " of "
+                     + partition_name(part) + " is stale: it has seen epoch "
+                     + std::to_string(highest),
+                   0, highest);
+  }
+
+  /// Callbacks of appends.
+  using callbacks = std::vector<std::function<void(std::string)>>;
+  /// What the records not applied yet will write, that staging an append
+  /// must see: per partition, each run's next sequence number and each
+  /// claimed idempotency key, with the offset of the record that set it.
+  struct overlay {
+    std::unordered_map<std::string, std::pair<uint32_t, uint64_t>> next_seq;
+    std::unordered_map<std::string, std::pair<std::string, uint64_t>> keys;
+    /// Per record not applied yet: its offset, the runs and keys it set.
+    struct touched {
+      uint64_t offset;
+      std::vector<std::string> runs;
+      std::vector<std::string> keys;
+    };
+    std::deque<touched> records;
+  };
+
   /// One queued append, encoded.
   struct pending {
     std::string run_id;
@@ -657,8 +997,11 @@ class rocksdb_journal_store final : public journal_store {
   void fail_held(std::vector<pending>& batch,
                  const std::string& reason) noexcept {
     std::unordered_map<std::string, std::string> failed;
-    for (auto& p : batch) {
-      std::string error;
+    std::vector<std::string> errors(batch.size());
+    std::unique_lock<std::mutex> plk{plog_mu_};
+    for (size_t i = 0; i < batch.size(); ++i) {
+      auto& p = batch[i];
+      auto& error = errors[i];
       try {
         if (p.resync) {
           refused_.erase(p.run_id);
@@ -676,10 +1019,12 @@ class rocksdb_journal_store final : public journal_store {
       } catch (...) {
         error = reason;
       }
-      if (p.done)
-        call_quietly([&] { p.done(std::move(error)); });
     }
     hold_back(failed);
+    plk.unlock();
+    for (size_t i = 0; i < batch.size(); ++i)
+      if (batch[i].done)
+        call_quietly([&] { batch[i].done(std::move(errors[i])); });
   }
 
   // -- free space -------------------------------------------------------------
@@ -823,7 +1168,8 @@ class rocksdb_journal_store final : public journal_store {
   /// append leaves `wb` as it was. Writer thread only.
   std::string stage(pending& p, rocksdb::WriteBatch& wb,
                     std::unordered_map<std::string, std::string>& claimed,
-                    std::unordered_map<std::string, bool>& touched) {
+                    std::unordered_map<std::string, bool>& touched,
+                    const overlay* ov = nullptr) {
     if (!p.invalid.empty())
       return p.invalid;
     if (p.run_id.empty()) {
@@ -836,7 +1182,7 @@ class rocksdb_journal_store final : public journal_store {
     if (!p.idempotency_key.empty()) {
       auto holder = claimed.count(p.idempotency_key)
                       ? std::optional{claimed[p.idempotency_key]}
-                      : find_idempotency_key(p.idempotency_key);
+                      : key_holder(p.idempotency_key, ov);
       if (holder && *holder != p.run_id)
         return "idempotency key '" + p.idempotency_key
                + "' is already used by run " + *holder;
@@ -849,7 +1195,7 @@ class rocksdb_journal_store final : public journal_store {
       // finished run needs no entry (one is made below when events go in).
       auto cached = next_seq_.find(p.run_id);
       first = cached != next_seq_.end() ? std::optional{cached->second}
-                                        : load_next_seq(p.run_id, error);
+                                        : stored_next_seq(p.run_id, ov, error);
       if (!first)
         return error;
       if (p.expected_seq && *first != *p.expected_seq)
@@ -919,13 +1265,91 @@ class rocksdb_journal_store final : public journal_store {
     if (auto it = next_seq_.find(run_id); it != next_seq_.end())
       return it->second > 1;
     std::string error;
-    auto next = load_next_seq(run_id, error);
+    auto next = stored_next_seq(run_id, overlay_of(run_id), error);
     return !next || *next > 1;
   }
 
+  /// The run holding idempotency key `key`: a record not applied yet (in
+  /// `ov`) first, else the database.
+  std::optional<std::string> key_holder(const std::string& key,
+                                        const overlay* ov) {
+    if (ov && !ov->keys.empty())
+      if (auto it = ov->keys.find(key); it != ov->keys.end())
+        return it->second.first;
+    return find_idempotency_key(key);
+  }
+
+  /// The next sequence number of `run_id` as the records not applied yet
+  /// (in `ov`) leave it, else as the database holds it.
+  std::optional<uint32_t> stored_next_seq(const std::string& run_id,
+                                          const overlay* ov,
+                                          std::string& error) {
+    if (ov && !ov->next_seq.empty())
+      if (auto it = ov->next_seq.find(run_id); it != ov->next_seq.end())
+        return it->second.first;
+    return load_next_seq(run_id, error);
+  }
+
+  /// The overlay of the partition of `run_id`, or null without replication.
+  overlay* overlay_of(const std::string& run_id) {
+    if (overlays_.empty() || run_id.empty())
+      return nullptr;
+    std::string error;
+    auto part = partition_of(run_id, {}, error);
+    return part ? &overlays_[*part] : nullptr;
+  }
+
+  bool replicated() const { return opts_.replication.partitions > 0; }
+
+  /// The partition of an append, checked; nothing with `error` set when
+  /// the mapping fails or answers out of range.
+  std::optional<uint32_t> partition_of(const std::string& run_id,
+                                       const std::string& key,
+                                       std::string& error) {
+    const auto& r = opts_.replication;
+    if (!r.partition_of) {
+      error = "cannot append to run '" + run_id
+              + "': replicated partitions need a partition mapping";
+      return std::nullopt;
+    }
+    uint32_t part = 0;
+    try {
+      part = r.partition_of(run_id, key);
+    } catch (const std::exception& e) {
+      error = "cannot append to run '" + run_id
+              + "': its partition is unknown: " + e.what();
+      return std::nullopt;
+    }
+    if (part >= r.partitions || part >= metas_.size()) {
+      error = "cannot append to run '" + run_id + "': partition "
+              + std::to_string(part) + " is out of range (there are "
+              + std::to_string(r.partitions) + ")";
+      return std::nullopt;
+    }
+    return part;
+  }
+
+  /// One partition's share of a batch: its effects, the appends they hold,
+  /// and once encoded, its record.
+  struct partition_share {
+    rocksdb::WriteBatch effects;
+    std::vector<size_t> appends;
+    /// Appends that wrote nothing (checks, barriers): answered with the
+    /// partition's newest record.
+    std::vector<size_t> checks;
+    std::string record;
+    partition_log_state meta;
+  };
+
   /// Writes `batch` in one WriteBatch and calls its callbacks in order.
+  /// With replicated partitions, the appends of each partition become one
+  /// record of its log instead, and their callbacks wait for its commit.
   void commit(std::vector<pending>& batch) noexcept {
     std::vector<std::string> errors(batch.size());
+    // Appends answered when their record commits, not now.
+    std::vector<bool> deferred(batch.size(), false);
+    // Callbacks of appends committed at once (commit_on_record).
+    callbacks ready;
     // Runs this batch touched -> whether its last index entry is terminal.
     std::unordered_map<std::string, bool> touched;
     // Idempotency keys claimed earlier in this batch.
@@ -933,6 +1357,9 @@ class rocksdb_journal_store final : public journal_store {
     // Runs whose append failed in this batch -> why (the first reason).
     std::unordered_map<std::string, std::string> failed_here;
     rocksdb::WriteBatch wb;
+    // By partition, in partition order: a record per partition touched.
+    std::map<uint32_t, partition_share> shares;
+    std::unique_lock<std::mutex> plk{plog_mu_};
     try {
       for (size_t i = 0; i < batch.size(); ++i) {
         auto& p = batch[i];
@@ -944,13 +1371,44 @@ class rocksdb_journal_store final : public journal_store {
           next_seq_.erase(p.run_id);
         }
         errors[i] = refusal(p.run_id, failed_here);
-        if (errors[i].empty())
-          errors[i] = stage(p, wb, claimed, touched);
+        if (errors[i].empty()) {
+          if (!replicated() || p.run_id.empty() || !p.invalid.empty()) {
+            // Notes alone are the node's own: written at once.
+            errors[i] = stage(p, wb, claimed, touched);
+          } else if (auto part
+                     = partition_of(p.run_id, p.idempotency_key, errors[i]);
+                     part && !leading_[*part]) {
+            errors[i] = std::string{not_leader_prefix} + "run " + p.run_id
+                        + " is in " + partition_name(*part)
+                        + ", which this store does not lead (its epoch is "
+                        + std::to_string(metas_[*part].epoch) + ")";
+          } else if (part) {
+            auto& share = shares[*part];
+            auto before = share.effects.Count();
+            errors[i]
+              = stage(p, share.effects, claimed, touched, &overlays_[*part]);
+            if (errors[i].empty())
+              (share.effects.Count() > before ? share.appends : share.checks)
+                .push_back(i);
+          }
+        }
         // A fence's refusal is no failure of the run: nothing was tried,
         // and the run's own writer goes on.
         if (!errors[i].empty() && !p.run_id.empty() && !is_stale(errors[i]))
           failed_here.try_emplace(p.run_id, errors[i]);
       }
+      for (auto& [part, share] : shares)
+        if (share.effects.Count() > 0) {
+          std::string error;
+          if (!add_record(part, share, wb, error)) {
+            share.record.clear();
+            for (size_t i : share.appends) {
+              errors[i] = error;
+              failed_here.try_emplace(batch[i].run_id, error);
+              next_seq_.erase(batch[i].run_id);
+            }
+          }
+        }
       if (wb.Count() > 0) {
         // After a failed write RocksDB refuses every write until it is
         // told to resume (a full disk stops it so).
@@ -983,14 +1441,23 @@ class rocksdb_journal_store final : public journal_store {
           // RocksDB has recovered from the error.
           if (s.IsNoSpace() || contains(s.ToString(), "No space left"))
             hold_for_space();
+        } else {
+          recorded(batch, shares, errors, deferred);
         }
+      } else {
+        recorded(batch, shares, errors, deferred);
       }
       for (const auto& [run, terminal] : touched)
         if (terminal)
           next_seq_.erase(run);
+      // A failed apply leaves the appends waiting: the next batch's
+      // applies them.
+      if (opts_.replication.commit_on_record)
+        for (auto& [part, share] : shares)
+          (void)apply_to(part, metas_[part].log_end, ready);
     } catch (const std::exception& e) {
       for (size_t i = 0; i < batch.size(); ++i)
-        if (errors[i].empty()) {
+        if (errors[i].empty() && !deferred[i]) {
           errors[i] = std::string{"writing the journal failed: "} + e.what();
           if (!batch[i].run_id.empty())
             failed_here.try_emplace(batch[i].run_id, errors[i]);
@@ -998,9 +1465,387 @@ class rocksdb_journal_store final : public journal_store {
       next_seq_.clear();
     }
     hold_back(failed_here);
+    plk.unlock();
     for (size_t i = 0; i < batch.size(); ++i)
-      if (batch[i].done)
+      if (batch[i].done && !deferred[i])
         call_quietly([&] { batch[i].done(std::move(errors[i])); });
+    for (auto& done : ready)
+      if (done)
+        call_quietly([&] { done(std::string{}); });
+  }
+
+  /// Encodes `share`'s effects as the partition's next record and adds it,
+  /// with the partition's new meta, to `wb`. Under plog_mu_.
+  bool add_record(uint32_t part, partition_share& share,
+                  rocksdb::WriteBatch& wb, std::string& error) {
+    auto meta = metas_[part];
+    share.record = plog::begin_record(*leading_[part]);
+    struct encoder : rocksdb::WriteBatch::Handler {
+      rocksdb_journal_store& store;
+      std::string& out;
+      encoder(rocksdb_journal_store& s, std::string& o) : store(s), out(o) {}
+      rocksdb::Status put(uint32_t cf, const rocksdb::Slice& key,
+                          const rocksdb::Slice& value, plog::kind op) {
+        auto f = store.family_code(cf);
+        if (!f)
+          return rocksdb::Status::InvalidArgument("unknown column family");
+        plog::add(out, *f, op, key.ToStringView(), value.ToStringView());
+        return {};
+      }
+      rocksdb::Status PutCF(uint32_t cf, const rocksdb::Slice& key,
+                            const rocksdb::Slice& value) override {
+        return put(cf, key, value, plog::kind::put);
+      }
+      rocksdb::Status DeleteCF(uint32_t cf,
+                               const rocksdb::Slice& key) override {
+        return put(cf, key, {}, plog::kind::remove);
+      }
+      rocksdb::Status SingleDeleteCF(uint32_t cf,
+                                     const rocksdb::Slice& key) override {
+        return put(cf, key, {}, plog::kind::single_remove);
+      }
+    } enc{*this, share.record};
+    auto s = share.effects.Iterate(&enc);
+    if (!s.ok()) {
+      error = "cannot record the appends of partition " + std::to_string(part)
+              + ": " + s.ToString();
+      return false;
+    }
+    uint64_t offset = meta.log_end + 1;
+    meta.log_end = offset;
+    if (meta.epochs.empty() || meta.epochs.back().first < *leading_[part])
+      meta.epochs.emplace_back(*leading_[part], offset);
+    s = wb.Put(plog_, plog::record_key(part, offset), share.record);
+    if (s.ok())
+      s = wb.Put(db_->DefaultColumnFamily(), plog::meta_key(part),
+                 plog::encode_meta(meta));
+    if (!s.ok()) {
+      error = "cannot record the appends of partition " + std::to_string(part)
+              + ": " + s.ToString();
+      return false;
+    }
+    share.meta = std::move(meta);
+    return true;
+  }
+
+  /// After a batch's write succeeded: takes in the new metas and records,
+  /// and parks the callbacks of their appends until the records commit.
+  /// Under plog_mu_.
+  void recorded(std::vector<pending>& batch,
+                std::map<uint32_t, partition_share>& shares,
+                const std::vector<std::string>& errors,
+                std::vector<bool>& deferred) {
+    for (auto& [part, share] : shares) {
+      auto& queue = waiting_[part];
+      if (!share.record.empty()) {
+        metas_[part] = share.meta;
+        note_pending(part, share.meta.log_end, share.record);
+        callbacks cbs;
+        for (size_t i : share.appends)
+          if (errors[i].empty()) {
+            cbs.push_back(std::move(batch[i].done));
+            deferred[i] = true;
+          }
+        queue.emplace_back(share.meta.log_end, std::move(cbs));
+      }
+      // A check, or a barrier, is answered once everything recorded before
+      // it has committed.
+      if (!queue.empty())
+        for (size_t i : share.checks)
+          if (errors[i].empty()) {
+            queue.back().second.push_back(std::move(batch[i].done));
+            deferred[i] = true;
+          }
+    }
+  }
+
+  /// The stable code of column family `id`, for records.
+  std::optional<plog::family> family_code(uint32_t id) const {
+    if (id == db_->DefaultColumnFamily()->GetID())
+      return plog::family::default_;
+    if (id == journal_->GetID())
+      return plog::family::journal;
+    if (id == runs_->GetID())
+      return plog::family::runs;
+    if (id == unfinished_->GetID())
+      return plog::family::unfinished;
+    if (id == finished_->GetID())
+      return plog::family::finished;
+    return std::nullopt;
+  }
+
+  rocksdb::ColumnFamilyHandle* family_handle(plog::family f) const {
+    switch (f) {
+    case plog::family::default_: return db_->DefaultColumnFamily();
+    case plog::family::journal: return journal_;
+    case plog::family::runs: return runs_;
+    case plog::family::unfinished: return unfinished_;
+    case plog::family::finished: return finished_;
+    }
+    return db_->DefaultColumnFamily();
+  }
+
+  // -- partition logs: applying, the overlay, recovery -----------------------
+
+  static plog_result refused(plog_errc code, std::string message,
+                             uint64_t offset = 0, uint64_t epoch = 0) {
+    return {code, std::move(message), offset, epoch};
+  }
+
+  static std::string partition_name(uint32_t part) {
+    return "partition " + std::to_string(part);
+  }
+
+  /// Whether partition-log calls apply, and `part` is in range.
+  plog_result check_partition(uint32_t part) const {
+    if (!replicated())
+      return refused(plog_errc::not_replicated,
+                     "the journal store has no replicated partitions");
+    if (part >= metas_.size())
+      return refused(plog_errc::bad_partition,
+                     partition_name(part) + " is out of range (there are "
+                       + std::to_string(metas_.size()) + ")");
+    return {};
+  }
+
+  /// Marks `part` committed up to `to` (at most its end) and applies its
+  /// records up to there, apply_batch records per WriteBatch, each with the
+  /// new applied offset; adds the callbacks of the appends applied to
+  /// `ready`. Under plog_mu_ (or before the threads start).
+  plog_result apply_to(uint32_t part, uint64_t to, callbacks& ready) {
+    auto& m = metas_[part];
+    if (to > m.log_end)
+      return refused(plog_errc::beyond_end,
+                     "cannot commit " + partition_name(part) + " up to offset "
+                       + std::to_string(to) + ": its log ends at "
+                       + std::to_string(m.log_end),
+                     m.log_end);
+    if (to <= m.applied)
+      return {};
+    const uint64_t committed = std::max(m.committed, to);
+    const uint64_t chunk = std::max<size_t>(1, opts_.replication.apply_batch);
+    rocksdb::WriteOptions unsynced;
+    while (m.applied < to) {
+      const uint64_t from = m.applied + 1;
+      const uint64_t last = std::min(to, m.applied + chunk);
+      rocksdb::WriteBatch wb;
+      const std::string upper = plog::record_key(part, last + 1);
+      rocksdb::Slice upper_slice{upper};
+      rocksdb::ReadOptions ro;
+      ro.iterate_upper_bound = &upper_slice;
+      std::unique_ptr<rocksdb::Iterator> it{db_->NewIterator(ro, plog_)};
+      uint64_t expected = from;
+      std::string error;
+      for (it->Seek(plog::record_key(part, from)); it->Valid(); it->Next()) {
+        auto offset = plog::record_offset(it->key().ToStringView(), part);
+        if (offset != expected)
+          break;
+        rocksdb::Status s;
+        bool good = plog::for_each_mutation(
+          it->value().ToStringView(),
+          [&](const plog::mutation_view& mv) {
+            if (!s.ok())
+              return;
+            auto* cf = family_handle(mv.cf);
+            switch (mv.op) {
+            case plog::kind::put: s = wb.Put(cf, mv.key, mv.value); break;
+            case plog::kind::remove: s = wb.Delete(cf, mv.key); break;
+            case plog::kind::single_remove:
+              s = wb.SingleDelete(cf, mv.key);
+              break;
+            }
+          },
+          error);
+        if (!good)
+          return refused(plog_errc::corrupt,
+                         "cannot apply record " + std::to_string(expected)
+                           + " of " + partition_name(part) + ": " + error);
+        if (!s.ok())
+          return refused(plog_errc::io, "cannot apply record "
+                                          + std::to_string(expected) + " of "
+                                          + partition_name(part) + ": "
+                                          + s.ToString());
+        ++expected;
+      }
+      if (!it->status().ok())
+        return refused(plog_errc::io, "cannot read the log of "
+                                        + partition_name(part) + ": "
+                                        + it->status().ToString());
+      if (expected != last + 1)
+        return refused(plog_errc::corrupt, "record " + std::to_string(expected)
+                                             + " of " + partition_name(part)
+                                             + " is missing");
+      auto next = m;
+      next.committed = committed;
+      next.applied = last;
+      wb.Put(db_->DefaultColumnFamily(), plog::meta_key(part),
+             plog::encode_meta(next))
+        .PermitUncheckedError();
+      if (db_failed_ && db_->Resume().ok())
+        db_failed_ = false;
+      auto s = db_->Write(unsynced, &wb);
+      if (!s.ok()) {
+        if (s.IsIOError())
+          db_failed_ = true;
+        return refused(plog_errc::io, "cannot apply the log of "
+                                        + partition_name(part) + ": "
+                                        + s.ToString());
+      }
+      m = std::move(next);
+      prune_overlay(part, last);
+      if (part < waiting_.size()) {
+        auto& queue = waiting_[part];
+        while (!queue.empty() && queue.front().first <= last) {
+          for (auto& done : queue.front().second)
+            ready.push_back(std::move(done));
+          queue.pop_front();
+        }
+      }
+      if (opts_.replication.after_apply_write
+          && !opts_.replication.after_apply_write(part, last))
+        return refused(plog_errc::io, "stopped applying the log of "
+                                        + partition_name(part) + " after "
+                                        + std::to_string(last)
+                                        + " (after_apply_write)");
+    }
+    return {};
+  }
+
+  /// Notes what record `offset` of `part` will write that staging must
+  /// see before it is applied. Under plog_mu_.
+  void note_pending(uint32_t part, uint64_t offset, std::string_view record) {
+    if (part >= overlays_.size())
+      return;
+    auto& ov = overlays_[part];
+    overlay::touched t{offset, {}, {}};
+    std::string error;
+    plog::for_each_mutation(
+      record,
+      [&](const plog::mutation_view& mv) {
+        if (mv.op != plog::kind::put)
+          return;
+        if (mv.cf == plog::family::journal && mv.key.size() > kl::seq_size
+            && mv.key[mv.key.size() - kl::seq_size - 1] == '\0') {
+          std::string run{mv.key.substr(0, mv.key.size() - kl::seq_size - 1)};
+          auto seq = plog::read_be32(mv.key.substr(mv.key.size() - 4));
+          ov.next_seq[run] = {seq + 1, offset};
+          if (t.runs.empty() || t.runs.back() != run)
+            t.runs.push_back(std::move(run));
+        } else if (mv.cf == plog::family::default_
+                   && mv.key.starts_with("idem/")) {
+          std::string key{mv.key.substr(5)};
+          ov.keys[key] = {std::string{mv.value}, offset};
+          t.keys.push_back(std::move(key));
+        }
+      },
+      error);
+    ov.records.push_back(std::move(t));
+  }
+
+  /// Forgets what records up to `offset` of `part` set: it is applied now.
+  void prune_overlay(uint32_t part, uint64_t offset) {
+    if (part >= overlays_.size())
+      return;
+    auto& ov = overlays_[part];
+    while (!ov.records.empty() && ov.records.front().offset <= offset) {
+      auto& t = ov.records.front();
+      for (auto& run : t.runs)
+        if (auto it = ov.next_seq.find(run);
+            it != ov.next_seq.end() && it->second.second == t.offset)
+          ov.next_seq.erase(it);
+      for (auto& key : t.keys)
+        if (auto it = ov.keys.find(key);
+            it != ov.keys.end() && it->second.second == t.offset)
+          ov.keys.erase(it);
+      ov.records.pop_front();
+    }
+  }
+
+  /// Builds the overlay of `part` from its records not applied yet.
+  void rebuild_overlay(uint32_t part) {
+    if (part >= overlays_.size())
+      return;
+    overlays_[part] = {};
+    const auto& m = metas_[part];
+    if (m.applied >= m.log_end)
+      return;
+    const std::string upper = plog::record_key(part, m.log_end + 1);
+    rocksdb::Slice upper_slice{upper};
+    rocksdb::ReadOptions ro;
+    ro.iterate_upper_bound = &upper_slice;
+    std::unique_ptr<rocksdb::Iterator> it{db_->NewIterator(ro, plog_)};
+    for (it->Seek(plog::record_key(part, m.applied + 1)); it->Valid();
+         it->Next())
+      if (auto offset = plog::record_offset(it->key().ToStringView(), part))
+        note_pending(part, *offset, it->value().ToStringView());
+  }
+
+  /// Loads the partition metas, and applies what was committed and not
+  /// applied before the store closed (or crashed). Throws with the reason.
+  void open_logs() {
+    std::map<uint32_t, partition_log_state> found;
+    {
+      const std::string prefix{plog::meta_prefix};
+      std::unique_ptr<rocksdb::Iterator> it{
+        db_->NewIterator(rocksdb::ReadOptions{}, db_->DefaultColumnFamily())};
+      for (it->Seek(prefix);
+           it->Valid() && it->key().ToStringView().starts_with(prefix);
+           it->Next()) {
+        auto key = it->key().ToStringView();
+        if (key.size() != prefix.size() + 4)
+          throw std::runtime_error("malformed partition log meta key");
+        auto part = plog::read_be32(key.substr(prefix.size()));
+        std::string error;
+        auto meta = plog::decode_meta(it->value().ToStringView(), error);
+        if (!meta)
+          throw std::runtime_error(partition_name(part) + ": " + error);
+        found.emplace(part, std::move(*meta));
+      }
+      if (!it->status().ok())
+        throw std::runtime_error("cannot read the partition logs: "
+                                 + it->status().ToString());
+    }
+    size_t count = opts_.replication.partitions;
+    if (!replicated() && !found.empty())
+      count = found.rbegin()->first + size_t{1};
+    if (!found.empty() && found.rbegin()->first >= count)
+      throw std::runtime_error(
+        "the store holds the log of " + partition_name(found.rbegin()->first)
+        + ", but replication.partitions is " + std::to_string(count));
+    metas_.assign(count, partition_log_state{});
+    leading_.assign(count, std::nullopt);
+    waiting_.assign(count, {});
+    if (replicated())
+      overlays_.assign(count, overlay{});
+    // A partition never fenced is led at epoch 0: a store not (yet) in a
+    // cluster records and commits on its own.
+    for (size_t part = 0; part < count; ++part)
+      leading_[part] = 0;
+    for (auto& [part, meta] : found) {
+      metas_[part] = meta;
+      if (meta.epoch > 0)
+        leading_[part].reset();
+      callbacks none;
+      auto r = apply_to(part, meta.committed, none);
+      if (!r.ok())
+        throw std::runtime_error(r.message);
+      rebuild_overlay(part);
+    }
+  }
+
+  /// Fails the appends still waiting for their commit: the store closes.
+  void fail_waiting() noexcept {
+    for (size_t part = 0; part < waiting_.size(); ++part)
+      for (auto& [offset, cbs] : waiting_[part])
+        for (auto& done : cbs)
+          if (done)
+            call_quietly([&] {
+              done("not committed: the journal store closed while record "
+                   + std::to_string(offset) + " of "
+                   + partition_name(static_cast<uint32_t>(part))
+                   + " waited for its commit");
+            });
+    waiting_.clear();
   }
 
   /// Adds to `wb` what the indexes beside the run index need for `p`,
@@ -1312,6 +2157,7 @@ class rocksdb_journal_store final : public journal_store {
   rocksdb::ColumnFamilyHandle* runs_;
   rocksdb::ColumnFamilyHandle* unfinished_;
   rocksdb::ColumnFamilyHandle* finished_;
+  rocksdb::ColumnFamilyHandle* plog_;
   /// Held by a collection, so that two run one after the other.
   std::mutex gc_mu_;
 
@@ -1349,6 +2195,19 @@ class rocksdb_journal_store final : public journal_store {
   /// started it; writer thread only.
   std::unordered_map<std::string, std::string> refused_;
   std::thread writer_;
+
+  // Partition logs. plog_mu_ guards them, and is held by the writer while
+  // it stages and writes a batch (so next_seq_ and refused_ are also
+  // guarded by it whenever a partition-log call touches them).
+  std::mutex plog_mu_;
+  /// Each partition's meta, as last written; indexed by partition.
+  std::vector<partition_log_state> metas_;
+  /// The epoch at which this store leads each partition, if it does.
+  std::vector<std::optional<uint64_t>> leading_;
+  /// Appends whose record is written but not committed: per partition, by
+  /// offset, their callbacks.
+  std::vector<std::deque<std::pair<uint64_t, callbacks>>> waiting_;
+  std::vector<overlay> overlays_;
 
   // Reader state.
   std::mutex read_mu_;
@@ -1398,11 +2257,11 @@ int check_format(rocksdb::DB* db, const std::string& path, std::string& error) {
             + " is corrupt: unreadable format version";
     return 0;
   }
-  if (version > kl::store_format_version) {
+  if (version > plog::replicated_format_version) {
     error = "journal store at " + quoted(path)
             + " was written by a newer troupe (format version "
             + std::to_string(version) + "; this build reads up to "
-            + std::to_string(kl::store_format_version) + ")";
+            + std::to_string(plog::replicated_format_version) + ")";
     return 0;
   }
   return version;
@@ -1618,7 +2477,7 @@ std::unique_ptr<journal_store> open_store(const journal_store::options& opts,
   }
   for (std::string_view name :
        {std::string_view{rocksdb::kDefaultColumnFamilyName}, kl::journal_cf,
-        kl::runs_cf, kl::unfinished_cf, kl::finished_cf})
+        kl::runs_cf, kl::unfinished_cf, kl::finished_cf, plog::plog_cf})
     if (std::find(names.begin(), names.end(), name) == names.end())
       names.emplace_back(name);
   std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
@@ -1657,6 +2516,7 @@ std::unique_ptr<journal_store> open_store(const journal_store::options& opts,
   rocksdb::ColumnFamilyHandle* runs = nullptr;
   rocksdb::ColumnFamilyHandle* unfinished = nullptr;
   rocksdb::ColumnFamilyHandle* finished = nullptr;
+  rocksdb::ColumnFamilyHandle* plog_family = nullptr;
   for (size_t i = 0; i < names.size() && i < handles.size(); ++i) {
     if (names[i] == kl::journal_cf)
       journal = handles[i];
@@ -1666,8 +2526,10 @@ std::unique_ptr<journal_store> open_store(const journal_store::options& opts,
       unfinished = handles[i];
     else if (names[i] == kl::finished_cf)
       finished = handles[i];
+    else if (names[i] == plog::plog_cf)
+      plog_family = handles[i];
   }
-  if (!journal || !runs || !unfinished || !finished) {
+  if (!journal || !runs || !unfinished || !finished || !plog_family) {
     rocksdb_journal_store::close_db(db, handles);
     error = "cannot open journal store at " + quoted(path)
             + ": column families missing after open";
@@ -1677,6 +2539,12 @@ std::unique_ptr<journal_store> open_store(const journal_store::options& opts,
   if (version == 1
       && !migrate_from_v1(db, path, runs, unfinished, finished, error))
     version = 0;
+  // A store with replicated partitions is marked so: an older build would
+  // not apply what its logs hold.
+  if (version != 0 && opts.replication.partitions > 0
+      && version < plog::replicated_format_version
+      && !write_format(db, path, plog::replicated_format_version, error))
+    version = 0;
   if (version == 0) {
     rocksdb_journal_store::close_db(db, handles);
     return nullptr;
@@ -1684,8 +2552,8 @@ std::unique_ptr<journal_store> open_store(const journal_store::options& opts,
   // Best effort: it only describes the holder to whoever is refused.
   (void)write_store_holder(path, opts.holder);
   try {
-    return std::make_unique<rocksdb_journal_store>(opts, db, handles, journal,
-                                                   runs, unfinished, finished);
+    return std::make_unique<rocksdb_journal_store>(
+      opts, db, handles, journal, runs, unfinished, finished, plog_family);
   } catch (const std::exception& e) {
     remove_store_holder(path);
     rocksdb_journal_store::close_db(db, handles);
@@ -1695,6 +2563,23 @@ std::unique_ptr<journal_store> open_store(const journal_store::options& opts,
 }
 
 } // namespace
+
+std::string_view to_string(plog_errc c) {
+  switch (c) {
+  case plog_errc::ok: return "ok";
+  case plog_errc::not_replicated: return "not_replicated";
+  case plog_errc::bad_partition: return "bad_partition";
+  case plog_errc::stale_epoch: return "stale_epoch";
+  case plog_errc::gap: return "gap";
+  case plog_errc::diverged: return "diverged";
+  case plog_errc::corrupt: return "corrupt";
+  case plog_errc::committed: return "committed";
+  case plog_errc::beyond_end: return "beyond_end";
+  case plog_errc::trimmed: return "trimmed";
+  case plog_errc::io: return "io";
+  }
+  return "unknown";
+}
 
 std::unique_ptr<journal_store> journal_store::open(const options& opts,
                                                    std::string& error) {

@@ -17,6 +17,8 @@
 //             "goneat/" be64(deleted_at_ns) run_id -> "": the tombstones in
 //                          deletion order, so that expiring them reads only
 //                          the expired ones (format 2).
+//             "plogmeta/" be32(p) -> the meta of partition p's log (format
+//                          3; see partition_log.hpp).
 //   journal   run_id 0x00 seq -> encode(event_record)
 //                          seq is a big-endian uint32, 1 for a run's first
 //                          event, contiguous. Run ids are [0-9a-z-] and never
@@ -34,6 +36,11 @@
 //                          terminal, by the time it did (format 2); retention
 //                          reads only the expired front. A run finishing twice
 //                          leaves a stale key, which retention drops.
+//   plog      be32(p) be64(offset) -> a record of partition p's log: the
+//                          effects of appends not yet applied, or applied and
+//                          not yet trimmed (partition_log.hpp). Created in
+//                          every store; written only with replicated
+//                          partitions.
 //
 // Every value written by the codec carries its version byte, so records can
 // be decoded (and migrated) one by one. be64 is a big-endian uint64.
@@ -43,6 +50,9 @@
 //   2  adds unfinished, finished, idemrun/, gone/ and goneat/. A version-1
 //      store is migrated when opened: the new indexes are built from the run
 //      index and the idempotency keys, then "format" becomes "2".
+//   3  a store opened with replicated partitions: its state is the applied
+//      prefix of the partition logs (plog, plogmeta/), which a build that
+//      reads only format 2 would ignore. Stores without them stay at 2.
 
 #include <cstdint>
 #include <optional>
@@ -63,8 +73,10 @@ inline constexpr std::string_view unfinished_cf = "unfinished";
 /// Name of the column family holding finished runs by finishing time.
 inline constexpr std::string_view finished_cf = "finished";
 
-/// The store layout this build writes and the newest it opens. Independent
-/// of codec's format_version, which versions each record's encoding.
+/// The store layout this build writes into a new store. Independent of
+/// codec's format_version, which versions each record's encoding. A store
+/// with replicated partitions is marked 3 (partition_log.hpp), the newest
+/// this build opens.
 inline constexpr int store_format_version = 2;
 
 /// Key of the format version, in the default column family.

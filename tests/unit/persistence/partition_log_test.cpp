@@ -1,0 +1,572 @@
+// Partition logs of a store with replicated partitions: appends become
+// records, take effect when committed, and replicas fed the same records
+// hold the same bytes (journal_store.hpp, "partition logs").
+
+#include "persistence/journal_store.hpp"
+#include "persistence/rocksdb/partition_log.hpp"
+#include "tests/support/temp_dir.hpp"
+
+#include <gtest/gtest.h>
+#include <rocksdb/db.h>
+
+#include <chrono>
+#include <future>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+using namespace troupe::persistence;
+using namespace std::chrono_literals;
+using troupe::test::temp_dir;
+
+namespace {
+
+constexpr uint32_t partitions = 4;
+
+/// Test run ids name their partition: "r<digit>-...".
+uint32_t test_partition(std::string_view run_id, std::string_view) {
+  if (run_id.size() >= 2 && run_id[0] == 'r' && run_id[1] >= '0'
+      && run_id[1] <= '9')
+    return static_cast<uint32_t>(run_id[1] - '0');
+  return 0;
+}
+
+event_record event(event_type type, int32_t attempt, std::string node = "n") {
+  event_record e;
+  e.type = type;
+  e.at_ns = 1'000 + attempt;
+  e.node = std::move(node);
+  e.attempt = attempt;
+  e.message = "m" + std::to_string(attempt);
+  return e;
+}
+
+run_index_entry index(const std::string& run_id, run_state state,
+                      int64_t updated = 5) {
+  run_index_entry e;
+  e.run_id = run_id;
+  e.workflow = "wf";
+  e.state = state;
+  e.created_at_ns = 1;
+  e.updated_at_ns = updated;
+  return e;
+}
+
+/// An append's answer, which may come long after the append (at commit).
+struct answer {
+  std::shared_ptr<std::promise<std::string>> promise
+    = std::make_shared<std::promise<std::string>>();
+  std::shared_future<std::string> future = promise->get_future().share();
+
+  std::function<void(std::string)> callback() const {
+    return [p = promise](std::string e) { p->set_value(std::move(e)); };
+  }
+  bool ready() const {
+    return future.wait_for(0s) == std::future_status::ready;
+  }
+  std::string get() const {
+    EXPECT_EQ(future.wait_for(10s), std::future_status::ready);
+    return future.get();
+  }
+};
+
+answer append(journal_store& store, journal_store::append_op op) {
+  answer a;
+  store.append(std::move(op), a.callback());
+  return a;
+}
+
+journal_store::append_op submit(const std::string& run_id,
+                                std::string key = {}) {
+  journal_store::append_op op;
+  op.run_id = run_id;
+  op.events = {event(event_type::run_submitted, 0)};
+  op.index = index(run_id, run_state::running);
+  op.idempotency_key = std::move(key);
+  return op;
+}
+
+journal_store::append_op step(const std::string& run_id, int32_t attempt) {
+  journal_store::append_op op;
+  op.run_id = run_id;
+  op.events = {event(event_type::attempt_started, attempt),
+               event(event_type::node_completed, attempt)};
+  return op;
+}
+
+journal_store::append_op finish(const std::string& run_id) {
+  journal_store::append_op op;
+  op.run_id = run_id;
+  op.events = {event(event_type::run_completed, 0)};
+  op.index = index(run_id, run_state::completed, 9);
+  return op;
+}
+
+/// Every key and value of a closed store's applied state: all column
+/// families but the logs, without the partition metas and the format.
+std::map<std::string, std::string> applied_state(const std::string& path) {
+  std::map<std::string, std::string> out;
+  rocksdb::Options o;
+  std::vector<std::string> names;
+  auto s = rocksdb::DB::ListColumnFamilies(o, path, &names);
+  EXPECT_TRUE(s.ok()) << s.ToString();
+  std::vector<rocksdb::ColumnFamilyDescriptor> descs;
+  for (auto& n : names)
+    descs.emplace_back(n, rocksdb::ColumnFamilyOptions{});
+  std::vector<rocksdb::ColumnFamilyHandle*> handles;
+  rocksdb::DB* db = nullptr;
+  s = rocksdb::DB::OpenForReadOnly(o, path, descs, &handles, &db);
+  EXPECT_TRUE(s.ok()) << s.ToString();
+  if (!s.ok())
+    return out;
+  for (size_t i = 0; i < names.size(); ++i) {
+    if (names[i] == plog::plog_cf)
+      continue;
+    std::unique_ptr<rocksdb::Iterator> it{
+      db->NewIterator(rocksdb::ReadOptions{}, handles[i])};
+    for (it->SeekToFirst(); it->Valid(); it->Next()) {
+      auto key = it->key().ToString();
+      if (names[i] == rocksdb::kDefaultColumnFamilyName
+          && (key == "format" || key.starts_with(plog::meta_prefix)))
+        continue;
+      out[names[i] + "|" + key] = it->value().ToString();
+    }
+  }
+  for (auto* h : handles)
+    db->DestroyColumnFamilyHandle(h).PermitUncheckedError();
+  delete db;
+  return out;
+}
+
+struct PartitionLogTest : ::testing::Test {
+  temp_dir dir;
+
+  std::string path(const std::string& name) const {
+    return (dir.path() / name).string();
+  }
+
+  std::unique_ptr<journal_store>
+  open(const std::string& name, bool replicated = true,
+       const std::function<void(journal_store::options&)>& tweak = {}) {
+    journal_store::options opts;
+    opts.path = path(name);
+    if (replicated) {
+      opts.replication.partitions = partitions;
+      opts.replication.partition_of = test_partition;
+    }
+    if (tweak)
+      tweak(opts);
+    std::string error;
+    auto store = journal_store::open(opts, error);
+    EXPECT_TRUE(store) << error;
+    return store;
+  }
+
+  /// Ships partition `p`'s records from `from` on, from `leader` of `epoch`
+  /// to `follower`.
+  static void ship(journal_store& leader, journal_store& follower, uint32_t p,
+                   uint64_t epoch, uint64_t from, uint64_t to = ~uint64_t{0}) {
+    std::vector<log_record> records;
+    auto r = leader.read_records(p, from, 1 << 20, records);
+    ASSERT_TRUE(r.ok()) << r.message;
+    for (auto& rec : records) {
+      if (rec.offset > to)
+        break;
+      auto a = follower.accept(p, epoch, rec.offset, rec.bytes);
+      ASSERT_TRUE(a.ok()) << a.message;
+    }
+  }
+};
+
+TEST_F(PartitionLogTest,
+       AppendsTakeEffectOnlyOnceCommittedAndEqualTheDirectPath) {
+  auto direct = open("direct", /*replicated=*/false);
+  auto store = open("replicated");
+  ASSERT_TRUE(direct && store);
+  std::vector<journal_store::append_op> ops
+    = {submit("r1-a", "key-a"), step("r1-a", 1), submit("r2-b"),
+       step("r1-a", 2),         finish("r1-a"),  step("r2-b", 1)};
+  std::vector<answer> answers;
+  for (auto& op : ops) {
+    answers.push_back(append(*store, op));
+    // One append per record, to see several records before the commit.
+    store->flush();
+    EXPECT_EQ(append(*direct, op).get(), "");
+  }
+  // Recorded, durable, and not in effect: no callback, no run, no key.
+  for (auto& a : answers)
+    EXPECT_FALSE(a.ready());
+  EXPECT_FALSE(store->find_run("r1-a"));
+  EXPECT_FALSE(store->find_idempotency_key("key-a"));
+  std::string error;
+  EXPECT_TRUE(store->read_journal("r1-a", error).empty());
+  auto p1 = store->log_state(1);
+  ASSERT_TRUE(p1);
+  EXPECT_EQ(p1->log_end, 4u);
+  EXPECT_EQ(p1->committed, 0u);
+  EXPECT_EQ(p1->applied, 0u);
+  EXPECT_EQ(store->log_state(2)->log_end, 2u);
+
+  // Committing part of partition 1 answers the appends it holds, in order.
+  ASSERT_TRUE(store->commit(1, 2).ok());
+  EXPECT_EQ(answers[0].get(), "");
+  EXPECT_EQ(answers[1].get(), "");
+  EXPECT_FALSE(answers[3].ready());
+  EXPECT_EQ(store->read_journal("r1-a", error).size(), 3u);
+  EXPECT_EQ(store->find_run("r1-a")->state, run_state::running);
+  EXPECT_EQ(store->find_idempotency_key("key-a"), "r1-a");
+
+  EXPECT_TRUE(store->commit(1, 4).ok());
+  EXPECT_TRUE(store->commit(2, 2).ok());
+  for (auto& a : answers)
+    EXPECT_EQ(a.get(), "");
+  EXPECT_EQ(store->read_journal("r1-a", error).size(), 6u);
+  EXPECT_EQ(store->find_run("r1-a")->state, run_state::completed);
+  p1 = store->log_state(1);
+  EXPECT_EQ(p1->committed, 4u);
+  EXPECT_EQ(p1->applied, 4u);
+  // Past the end is refused, naming the end.
+  auto beyond = store->commit(1, 9);
+  EXPECT_EQ(beyond.code, plog_errc::beyond_end);
+  EXPECT_EQ(beyond.offset, 4u);
+
+  direct.reset();
+  store.reset();
+  auto want = applied_state(path("direct"));
+  EXPECT_GT(want.size(), 10u);
+  EXPECT_EQ(applied_state(path("replicated")), want);
+}
+
+TEST_F(PartitionLogTest, PendingRecordsNumberEventsAndHoldKeys) {
+  auto store = open("db");
+  ASSERT_TRUE(store);
+  auto a = append(*store, submit("r0-a", "k"));
+  store->flush();
+  // The key is claimed by a record not committed yet: another run is
+  // refused it, and the run's next events follow the recorded ones.
+  EXPECT_NE(append(*store, submit("r0-b", "k"))
+              .get()
+              .find("already used by "
+                    "run r0-a"),
+            std::string::npos);
+  journal_store::append_op fenced = step("r0-a", 1);
+  fenced.expected_seq = 2;
+  auto b = append(*store, std::move(fenced));
+  store->flush();
+  ASSERT_TRUE(store->commit(0, store->log_state(0)->log_end).ok());
+  EXPECT_EQ(a.get(), "");
+  EXPECT_EQ(b.get(), "");
+  std::string error;
+  auto journal = store->read_journal("r0-a", error);
+  ASSERT_EQ(journal.size(), 3u) << error;
+  EXPECT_EQ(journal[1].type, event_type::attempt_started);
+  EXPECT_FALSE(store->find_run("r0-b"));
+}
+
+TEST_F(PartitionLogTest, ReopenAfterACrashBetweenRecordAndApplyReapplies) {
+  {
+    auto store = open("db", true, [](journal_store::options& o) {
+      o.replication.apply_batch = 1;
+      // A crash right after the first record's effects were written.
+      o.replication.after_apply_write
+        = [](uint32_t, uint64_t applied) { return applied < 1; };
+    });
+    ASSERT_TRUE(store);
+    std::vector<answer> answers;
+    for (auto& op : {submit("r3-a"), step("r3-a", 1), finish("r3-a")}) {
+      answers.push_back(append(*store, op));
+      store->flush();
+    }
+    auto r = store->commit(3, 3);
+    EXPECT_EQ(r.code, plog_errc::io);
+    EXPECT_NE(r.message.find("stopped"), std::string::npos) << r.message;
+    auto state = store->log_state(3);
+    EXPECT_EQ(state->committed, 3u);
+    EXPECT_EQ(state->applied, 1u);
+    EXPECT_EQ(answers[0].get(), "");
+    EXPECT_FALSE(answers[1].ready());
+    std::string error;
+    EXPECT_EQ(store->read_journal("r3-a", error).size(), 1u);
+    EXPECT_EQ(store->find_run("r3-a")->state, run_state::running);
+  }
+  // The open applies what was committed and not applied.
+  auto store = open("db");
+  ASSERT_TRUE(store);
+  auto state = store->log_state(3);
+  EXPECT_EQ(state->applied, 3u);
+  EXPECT_EQ(state->log_end, 3u);
+  std::string error;
+  EXPECT_EQ(store->read_journal("r3-a", error).size(), 4u) << error;
+  EXPECT_EQ(store->find_run("r3-a")->state, run_state::completed);
+  // Uncommitted records stay records; the next append follows them.
+  auto more = append(*store, step("r3-a", 2));
+  store->flush();
+  EXPECT_EQ(store->log_state(3)->log_end, 4u);
+  EXPECT_TRUE(store->commit(3, 4).ok());
+  EXPECT_EQ(more.get(), "");
+  auto journal = store->read_journal("r3-a", error);
+  ASSERT_EQ(journal.size(), 6u) << error;
+  EXPECT_EQ(journal[5].type, event_type::node_completed);
+}
+
+TEST_F(PartitionLogTest, FollowersRefuseOldEpochsAndGapsAndAckDuplicates) {
+  auto leader = open("leader");
+  auto follower = open("follower");
+  ASSERT_TRUE(leader && follower);
+  // Fenced at a newer epoch, a store leads no more until told to.
+  ASSERT_TRUE(leader->fence(0, 4).ok());
+  EXPECT_TRUE(
+    journal_store::is_not_leader(append(*leader, submit("r0-z")).get()));
+  ASSERT_TRUE(leader->lead(0, 5).ok());
+  EXPECT_EQ(leader->lead(0, 3).code, plog_errc::stale_epoch);
+  auto a = append(*leader, submit("r0-a"));
+  leader->flush();
+  auto b = append(*leader, step("r0-a", 1));
+  leader->flush();
+  std::vector<log_record> records;
+  ASSERT_TRUE(leader->read_records(0, 1, 1 << 20, records).ok());
+  ASSERT_EQ(records.size(), 2u);
+  EXPECT_EQ(records[0].epoch, 5u);
+  EXPECT_EQ(records[1].offset, 2u);
+
+  auto gap = follower->accept(0, 5, 2, records[1].bytes);
+  EXPECT_EQ(gap.code, plog_errc::gap);
+  EXPECT_EQ(gap.offset, 1u);
+  EXPECT_NE(gap.message.find("expected offset 1"), std::string::npos);
+  EXPECT_TRUE(follower->accept(0, 5, 1, records[0].bytes).ok());
+  // The same record again is acknowledged, and written once.
+  EXPECT_TRUE(follower->accept(0, 5, 1, records[0].bytes).ok());
+  EXPECT_EQ(follower->log_state(0)->log_end, 1u);
+  auto diverged = follower->accept(0, 5, 1, records[1].bytes);
+  EXPECT_EQ(diverged.code, plog_errc::diverged);
+  EXPECT_EQ(diverged.offset, 1u);
+  // The epoch is persisted with the first record of a newer leader.
+  EXPECT_EQ(follower->log_state(0)->epoch, 5u);
+
+  ASSERT_TRUE(follower->fence(0, 6).ok());
+  auto stale = follower->accept(0, 5, 2, records[1].bytes);
+  EXPECT_EQ(stale.code, plog_errc::stale_epoch);
+  EXPECT_EQ(stale.epoch, 6u);
+  EXPECT_EQ(follower->fence(0, 4).code, plog_errc::stale_epoch);
+  EXPECT_TRUE(follower->fence(0, 6).ok());
+  // A record of an older epoch, shipped by the newer leader, is taken.
+  EXPECT_TRUE(follower->accept(0, 6, 2, records[1].bytes).ok());
+  EXPECT_EQ(follower->accept(0, 6, 3, "garbage").code, plog_errc::corrupt);
+  EXPECT_EQ(follower->accept(0, 5, 3, plog::begin_record(6)).code,
+            plog_errc::stale_epoch);
+  EXPECT_EQ(follower->accept(0, 6, 3, plog::begin_record(7)).code,
+            plog_errc::corrupt);
+  EXPECT_EQ(follower->accept(9, 6, 1, records[0].bytes).code,
+            plog_errc::bad_partition);
+  auto state = follower->log_state(0);
+  EXPECT_EQ(state->log_end, 2u);
+  EXPECT_EQ(state->epoch, 6u);
+  EXPECT_EQ(state->epochs,
+            (std::vector<std::pair<uint64_t, uint64_t>>{{5, 1}}));
+
+  // The epoch survives a reopen.
+  follower.reset();
+  follower = open("follower");
+  EXPECT_EQ(follower->accept(0, 5, 3, plog::begin_record(5)).code,
+            plog_errc::stale_epoch);
+
+  auto plain = open("plain", /*replicated=*/false);
+  EXPECT_EQ(plain->accept(0, 1, 1, records[0].bytes).code,
+            plog_errc::not_replicated);
+  EXPECT_FALSE(plain->log_state(0));
+  ASSERT_TRUE(leader->commit(0, 2).ok());
+  EXPECT_EQ(a.get(), "");
+  EXPECT_EQ(b.get(), "");
+}
+
+TEST_F(PartitionLogTest, ReplicasFedTheSameRecordsHoldTheSameBytes) {
+  auto leader = open("leader");
+  auto one = open("one");
+  auto two = open("two");
+  ASSERT_TRUE(leader && one && two);
+  std::vector<answer> answers;
+  for (int round = 0; round < 3; ++round) {
+    for (uint32_t p = 0; p < partitions; ++p) {
+      std::string run = "r" + std::to_string(p) + "-" + std::to_string(round);
+      answers.push_back(append(*leader, submit(run, "key-" + run)));
+      answers.push_back(append(*leader, step(run, 1)));
+      if (round != 1)
+        answers.push_back(append(*leader, finish(run)));
+    }
+    leader->flush();
+  }
+  for (uint32_t p = 0; p < partitions; ++p) {
+    ship(*leader, *one, p, 0, 1);
+    // The second follower gets each record twice, as after a lost ack.
+    ship(*leader, *two, p, 0, 1);
+    ship(*leader, *two, p, 0, 1);
+    auto end = leader->log_state(p)->log_end;
+    EXPECT_GE(end, 1u);
+    for (auto* s : {leader.get(), one.get(), two.get()})
+      ASSERT_TRUE(s->commit(p, end).ok());
+  }
+  for (auto& a : answers)
+    EXPECT_EQ(a.get(), "");
+  for (uint32_t p = 0; p < partitions; ++p) {
+    EXPECT_EQ(one->log_state(p), leader->log_state(p));
+    EXPECT_EQ(two->log_state(p), leader->log_state(p));
+  }
+  leader.reset();
+  one.reset();
+  two.reset();
+  auto want = applied_state(path("leader"));
+  EXPECT_GT(want.size(), 40u);
+  EXPECT_EQ(applied_state(path("one")), want);
+  EXPECT_EQ(applied_state(path("two")), want);
+}
+
+TEST_F(PartitionLogTest, TruncationNeverRemovesCommittedRecords) {
+  auto store = open("db");
+  ASSERT_TRUE(store);
+  auto a = append(*store, submit("r2-a"));
+  store->flush();
+  auto b = append(*store, step("r2-a", 1));
+  store->flush();
+  auto c = append(*store, step("r2-a", 2));
+  store->flush();
+  ASSERT_TRUE(store->commit(2, 2).ok());
+  auto refused = store->truncate(2, 1);
+  EXPECT_EQ(refused.code, plog_errc::committed);
+  EXPECT_EQ(refused.offset, 2u);
+  EXPECT_EQ(store->log_state(2)->log_end, 3u);
+
+  ASSERT_TRUE(store->truncate(2, 2).ok());
+  EXPECT_EQ(store->log_state(2)->log_end, 2u);
+  EXPECT_NE(c.get().find("truncated after offset 2"), std::string::npos);
+  // The run lost an append: the next ones are refused until a resync,
+  // which numbers events after the committed ones.
+  EXPECT_NE(append(*store, step("r2-a", 3)).get().find("earlier append"),
+            std::string::npos);
+  auto resync = step("r2-a", 4);
+  resync.resync = true;
+  resync.expected_seq = 4;
+  auto d = append(*store, std::move(resync));
+  store->flush();
+  ASSERT_TRUE(store->commit(2, 3).ok());
+  EXPECT_EQ(d.get(), "");
+  std::string error;
+  auto journal = store->read_journal("r2-a", error);
+  ASSERT_EQ(journal.size(), 5u) << error;
+  EXPECT_EQ(journal[3].attempt, 4);
+  EXPECT_EQ(a.get(), "");
+  EXPECT_EQ(b.get(), "");
+}
+
+// Kafka's KIP-101 case: leader A (epoch 1) wrote 1-5, of which B holds and
+// both committed 1-3. B leads epoch 2 and writes 4'. A learns from B where
+// epoch 1 ended, truncates after it, and follows B.
+TEST_F(PartitionLogTest, DivergentTailIsTruncatedByEpoch) {
+  auto a = open("a");
+  auto b = open("b");
+  ASSERT_TRUE(a && b);
+  ASSERT_TRUE(a->lead(0, 1).ok());
+  std::vector<answer> answers;
+  answers.push_back(append(*a, submit("r0-x", "kx")));
+  a->flush();
+  for (int i = 1; i <= 4; ++i) {
+    answers.push_back(append(*a, step("r0-x", i)));
+    a->flush();
+  }
+  ASSERT_EQ(a->log_state(0)->log_end, 5u);
+  ASSERT_TRUE(b->fence(0, 1).ok());
+  ship(*a, *b, 0, 1, 1, 3);
+  ASSERT_TRUE(a->commit(0, 3).ok());
+  ASSERT_TRUE(b->commit(0, 3).ok());
+  EXPECT_EQ(answers[2].get(), "");
+  EXPECT_FALSE(answers[3].ready());
+
+  // B leads epoch 2: its first record is 4'.
+  ASSERT_TRUE(b->lead(0, 2).ok());
+  journal_store::append_op other = step("r0-x", 40);
+  other.expected_seq = 6;
+  auto b4 = append(*b, std::move(other));
+  b->flush();
+  EXPECT_EQ(b->log_state(0)->epochs,
+            (std::vector<std::pair<uint64_t, uint64_t>>{{1, 1}, {2, 4}}));
+  std::vector<log_record> tail;
+  ASSERT_TRUE(b->read_records(0, 4, 1 << 20, tail).ok());
+  ASSERT_EQ(tail.size(), 1u);
+  EXPECT_EQ(tail[0].epoch, 2u);
+
+  // A, deposed: its record 4 is not B's.
+  EXPECT_EQ(a->accept(0, 2, 4, tail[0].bytes).code, plog_errc::diverged);
+  EXPECT_EQ(a->end_offset_for_epoch(0, 1).offset, 5u);
+  auto end = b->end_offset_for_epoch(0, 1);
+  ASSERT_TRUE(end.ok()) << end.message;
+  EXPECT_EQ(end.offset, 3u);
+  EXPECT_EQ(b->end_offset_for_epoch(0, 2).offset, 4u);
+  EXPECT_EQ(b->end_offset_for_epoch(0, 3).code, plog_errc::stale_epoch);
+  ASSERT_TRUE(a->truncate(0, end.offset).ok());
+  EXPECT_NE(answers[3].get().find("truncated"), std::string::npos);
+  EXPECT_NE(answers[4].get().find("truncated"), std::string::npos);
+  ASSERT_TRUE(a->accept(0, 2, 4, tail[0].bytes).ok());
+  EXPECT_EQ(a->log_state(0)->epochs, b->log_state(0)->epochs);
+  // A follows now: its own appends are refused, not written under epoch 2.
+  EXPECT_TRUE(journal_store::is_not_leader(append(*a, step("r0-y", 1)).get()));
+  EXPECT_EQ(a->log_state(0)->log_end, 4u);
+  ASSERT_TRUE(b->commit(0, 4).ok());
+  ASSERT_TRUE(a->commit(0, 4).ok());
+  EXPECT_EQ(b4.get(), "");
+  std::string error;
+  auto journal = a->read_journal("r0-x", error);
+  ASSERT_EQ(journal.size(), 7u) << error;
+  EXPECT_EQ(journal[6].attempt, 40);
+  EXPECT_EQ(answers[0].get(), "");
+  a.reset();
+  b.reset();
+  EXPECT_EQ(applied_state(path("a")), applied_state(path("b")));
+}
+
+TEST_F(PartitionLogTest, CommitOnRecordAndTrimming) {
+  auto store = open("db", true, [](journal_store::options& o) {
+    o.replication.commit_on_record = true;
+  });
+  ASSERT_TRUE(store);
+  EXPECT_EQ(append(*store, submit("r1-a")).get(), "");
+  EXPECT_EQ(append(*store, step("r1-a", 1)).get(), "");
+  // Notes alone are the node's own, written at once.
+  journal_store::append_op notes;
+  notes.notes = {{"breaker/x", "open"}};
+  EXPECT_EQ(append(*store, std::move(notes)).get(), "");
+  EXPECT_EQ(store->read_notes("breaker/").size(), 1u);
+  auto state = store->log_state(1);
+  EXPECT_EQ(state->log_end, 2u);
+  EXPECT_EQ(state->applied, 2u);
+  std::string error;
+  EXPECT_EQ(store->read_journal("r1-a", error).size(), 3u);
+
+  ASSERT_TRUE(store->trim_log(1, 1).ok());
+  std::vector<log_record> records;
+  auto trimmed = store->read_records(1, 1, 100, records);
+  EXPECT_EQ(trimmed.code, plog_errc::trimmed);
+  EXPECT_EQ(trimmed.offset, 2u);
+  ASSERT_TRUE(store->read_records(1, 2, 1, records).ok());
+  EXPECT_EQ(records.size(), 1u);
+  EXPECT_EQ(store->read_records(1, 4, 1, records).code, plog_errc::beyond_end);
+  // A record held once and trimmed since is acknowledged.
+  EXPECT_TRUE(store->accept(1, 0, 1, plog::begin_record(0)).ok());
+  // Never past what is applied.
+  ASSERT_TRUE(store->trim_log(1, 100).ok());
+  EXPECT_EQ(store->log_state(1)->log_start, 3u);
+  EXPECT_EQ(store->log_state(1)->epochs,
+            (std::vector<std::pair<uint64_t, uint64_t>>{{0, 3}}));
+  store.reset();
+  // A store with logs of more partitions than configured is refused.
+  journal_store::options opts;
+  opts.path = path("db");
+  opts.replication.partitions = 1;
+  opts.replication.partition_of = test_partition;
+  std::string open_error;
+  EXPECT_FALSE(journal_store::open(opts, open_error));
+  EXPECT_NE(open_error.find("replication.partitions is 1"), std::string::npos)
+    << open_error;
+}
+
+} // namespace
