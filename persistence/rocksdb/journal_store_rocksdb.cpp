@@ -808,6 +808,8 @@ class rocksdb_journal_store final : public journal_store {
       uint64_t offset;
       std::vector<std::string> runs;
       std::vector<std::string> keys;
+      /// The record, so that applying it needs no read.
+      std::string bytes;
     };
     std::deque<touched> records;
   };
@@ -1339,6 +1341,9 @@ class rocksdb_journal_store final : public journal_store {
     std::vector<size_t> checks;
     std::string record;
     partition_log_state meta;
+    /// Whether the record's effects went in the batch with it (see
+    /// replication_options::commit_on_record).
+    bool applied_with_record = false;
   };
 
   /// Writes `batch` in one WriteBatch and calls its callbacks in order.
@@ -1512,18 +1517,34 @@ class rocksdb_journal_store final : public journal_store {
       return false;
     }
     uint64_t offset = meta.log_end + 1;
+    // A partition with no other replica, all applied: the record's effects
+    // go in the same batch, committed and applied with it.
+    share.applied_with_record
+      = opts_.replication.commit_on_record && meta.applied == meta.log_end;
     meta.log_end = offset;
     if (meta.epochs.empty() || meta.epochs.back().first < *leading_[part])
       meta.epochs.emplace_back(*leading_[part], offset);
+    wb.SetSavePoint();
+    if (share.applied_with_record) {
+      auto r = add_effects(part, offset, share.record, wb);
+      if (!r.ok()) {
+        wb.RollbackToSavePoint().PermitUncheckedError();
+        error = r.message;
+        return false;
+      }
+      meta.committed = meta.applied = offset;
+    }
     s = wb.Put(plog_, plog::record_key(part, offset), share.record);
     if (s.ok())
       s = wb.Put(db_->DefaultColumnFamily(), plog::meta_key(part),
                  plog::encode_meta(meta));
     if (!s.ok()) {
+      wb.RollbackToSavePoint().PermitUncheckedError();
       error = "cannot record the appends of partition " + std::to_string(part)
               + ": " + s.ToString();
       return false;
     }
+    wb.PopSavePoint().PermitUncheckedError();
     share.meta = std::move(meta);
     return true;
   }
@@ -1537,7 +1558,10 @@ class rocksdb_journal_store final : public journal_store {
                 std::vector<bool>& deferred) {
     for (auto& [part, share] : shares) {
       auto& queue = waiting_[part];
-      if (!share.record.empty()) {
+      if (!share.record.empty() && share.applied_with_record) {
+        // Committed and applied already: answered with the batch.
+        metas_[part] = share.meta;
+      } else if (!share.record.empty()) {
         metas_[part] = share.meta;
         note_pending(part, share.meta.log_end, share.record);
         callbacks cbs;
@@ -1608,6 +1632,35 @@ class rocksdb_journal_store final : public journal_store {
     return {};
   }
 
+  /// Adds the effects of `record` (record `offset` of `part`) to `wb`.
+  plog_result add_effects(uint32_t part, uint64_t offset,
+                          std::string_view record, rocksdb::WriteBatch& wb) {
+    rocksdb::Status s;
+    std::string error;
+    bool good = plog::for_each_mutation(
+      record,
+      [&](const plog::mutation_view& mv) {
+        if (!s.ok())
+          return;
+        auto* cf = family_handle(mv.cf);
+        switch (mv.op) {
+        case plog::kind::put: s = wb.Put(cf, mv.key, mv.value); break;
+        case plog::kind::remove: s = wb.Delete(cf, mv.key); break;
+        case plog::kind::single_remove: s = wb.SingleDelete(cf, mv.key); break;
+        }
+      },
+      error);
+    if (!good)
+      return refused(plog_errc::corrupt,
+                     "cannot apply record " + std::to_string(offset) + " of "
+                       + partition_name(part) + ": " + error);
+    if (!s.ok())
+      return refused(plog_errc::io,
+                     "cannot apply record " + std::to_string(offset) + " of "
+                       + partition_name(part) + ": " + s.ToString());
+    return {};
+  }
+
   /// Marks `part` committed up to `to` (at most its end) and applies its
   /// records up to there, apply_batch records per WriteBatch, each with the
   /// new applied offset; adds the callbacks of the appends applied to
@@ -1629,48 +1682,38 @@ class rocksdb_journal_store final : public journal_store {
       const uint64_t from = m.applied + 1;
       const uint64_t last = std::min(to, m.applied + chunk);
       rocksdb::WriteBatch wb;
-      const std::string upper = plog::record_key(part, last + 1);
-      rocksdb::Slice upper_slice{upper};
-      rocksdb::ReadOptions ro;
-      ro.iterate_upper_bound = &upper_slice;
-      std::unique_ptr<rocksdb::Iterator> it{db_->NewIterator(ro, plog_)};
       uint64_t expected = from;
-      std::string error;
-      for (it->Seek(plog::record_key(part, from)); it->Valid(); it->Next()) {
-        auto offset = plog::record_offset(it->key().ToStringView(), part);
-        if (offset != expected)
-          break;
-        rocksdb::Status s;
-        bool good = plog::for_each_mutation(
-          it->value().ToStringView(),
-          [&](const plog::mutation_view& mv) {
-            if (!s.ok())
-              return;
-            auto* cf = family_handle(mv.cf);
-            switch (mv.op) {
-            case plog::kind::put: s = wb.Put(cf, mv.key, mv.value); break;
-            case plog::kind::remove: s = wb.Delete(cf, mv.key); break;
-            case plog::kind::single_remove:
-              s = wb.SingleDelete(cf, mv.key);
-              break;
-            }
-          },
-          error);
-        if (!good)
-          return refused(plog_errc::corrupt,
-                         "cannot apply record " + std::to_string(expected)
-                           + " of " + partition_name(part) + ": " + error);
-        if (!s.ok())
-          return refused(plog_errc::io, "cannot apply record "
-                                          + std::to_string(expected) + " of "
+      plog_result failed;
+      auto apply_one = [&](std::string_view record) {
+        failed = add_effects(part, expected, record, wb);
+        if (failed.ok())
+          ++expected;
+        return failed.ok();
+      };
+      // The records not applied yet are in the overlay, in order; a store
+      // without one (not replicated, recovering) reads them.
+      const overlay* ov = part < overlays_.size() ? &overlays_[part] : nullptr;
+      if (ov && !ov->records.empty() && ov->records.front().offset == from) {
+        for (const auto& t : ov->records)
+          if (t.offset != expected || t.offset > last || !apply_one(t.bytes))
+            break;
+      } else {
+        const std::string upper = plog::record_key(part, last + 1);
+        rocksdb::Slice upper_slice{upper};
+        rocksdb::ReadOptions ro;
+        ro.iterate_upper_bound = &upper_slice;
+        std::unique_ptr<rocksdb::Iterator> it{db_->NewIterator(ro, plog_)};
+        for (it->Seek(plog::record_key(part, from)); it->Valid(); it->Next())
+          if (plog::record_offset(it->key().ToStringView(), part) != expected
+              || !apply_one(it->value().ToStringView()))
+            break;
+        if (!it->status().ok())
+          return refused(plog_errc::io, "cannot read the log of "
                                           + partition_name(part) + ": "
-                                          + s.ToString());
-        ++expected;
+                                          + it->status().ToString());
       }
-      if (!it->status().ok())
-        return refused(plog_errc::io, "cannot read the log of "
-                                        + partition_name(part) + ": "
-                                        + it->status().ToString());
+      if (!failed.ok())
+        return failed;
       if (expected != last + 1)
         return refused(plog_errc::corrupt, "record " + std::to_string(expected)
                                              + " of " + partition_name(part)
@@ -1717,7 +1760,7 @@ class rocksdb_journal_store final : public journal_store {
     if (part >= overlays_.size())
       return;
     auto& ov = overlays_[part];
-    overlay::touched t{offset, {}, {}};
+    overlay::touched t{offset, {}, {}, std::string{record}};
     std::string error;
     plog::for_each_mutation(
       record,

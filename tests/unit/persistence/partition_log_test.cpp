@@ -15,6 +15,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <tuple>
 #include <vector>
 
 using namespace troupe::persistence;
@@ -522,6 +523,59 @@ TEST_F(PartitionLogTest, DivergentTailIsTruncatedByEpoch) {
   a.reset();
   b.reset();
   EXPECT_EQ(applied_state(path("a")), applied_state(path("b")));
+}
+
+/// The number of keys in column family `cf` of the closed store at `path`,
+/// and its "format".
+std::pair<size_t, std::string> count_keys(const std::string& path,
+                                          std::string_view cf) {
+  rocksdb::Options o;
+  std::vector<std::string> names;
+  EXPECT_TRUE(rocksdb::DB::ListColumnFamilies(o, path, &names).ok());
+  std::vector<rocksdb::ColumnFamilyDescriptor> descs;
+  for (auto& n : names)
+    descs.emplace_back(n, rocksdb::ColumnFamilyOptions{});
+  std::vector<rocksdb::ColumnFamilyHandle*> handles;
+  rocksdb::DB* db = nullptr;
+  EXPECT_TRUE(rocksdb::DB::OpenForReadOnly(o, path, descs, &handles, &db).ok());
+  size_t count = 0;
+  std::string format;
+  for (size_t i = 0; db && i < names.size(); ++i) {
+    if (names[i] == rocksdb::kDefaultColumnFamilyName)
+      db->Get({}, handles[i], "format", &format).PermitUncheckedError();
+    if (names[i] != cf)
+      continue;
+    std::unique_ptr<rocksdb::Iterator> it{db->NewIterator({}, handles[i])};
+    for (it->SeekToFirst(); it->Valid(); it->Next())
+      ++count;
+  }
+  for (auto* h : handles)
+    db->DestroyColumnFamilyHandle(h).PermitUncheckedError();
+  delete db;
+  return {count, format};
+}
+
+TEST_F(PartitionLogTest, WithoutReplicationAppendsAreWrittenDirectly) {
+  {
+    auto store = open("plain", /*replicated=*/false);
+    ASSERT_TRUE(store);
+    EXPECT_EQ(append(*store, submit("r1-a", "k")).get(), "");
+    EXPECT_EQ(append(*store, step("r1-a", 1)).get(), "");
+    EXPECT_EQ(store->find_idempotency_key("k"), "r1-a");
+    EXPECT_EQ(store->commit(1, 1).code, plog_errc::not_replicated);
+  }
+  auto [records, format] = count_keys(path("plain"), plog::plog_cf);
+  EXPECT_EQ(records, 0u);
+  EXPECT_EQ(format, "2");
+  {
+    auto store = open("replicated");
+    ASSERT_TRUE(store);
+    append(*store, submit("r1-a"));
+    store->flush();
+  }
+  std::tie(records, format) = count_keys(path("replicated"), plog::plog_cf);
+  EXPECT_EQ(records, 1u);
+  EXPECT_EQ(format, "3");
 }
 
 TEST_F(PartitionLogTest, CommitOnRecordAndTrimming) {
