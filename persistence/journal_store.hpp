@@ -286,7 +286,9 @@ class journal_store {
 
   /// Blocks until everything queued before the call is durable or has
   /// failed. While appends are held for low disk space, fails those queued
-  /// before the call (with the reason) rather than wait for space.
+  /// before the call (with the reason) rather than wait for space. With
+  /// replicated partitions, durable means recorded in the partition's log:
+  /// flush() does not wait for commits.
   virtual void flush() = 0;
 
   /// Returns the last reading of free space and whether appends are held.
