@@ -184,31 +184,7 @@ TEST_F(EtcdClient, RetriesOnTheNextEndpointWhenOneIsDown) {
   EXPECT_EQ((*c.get("/retry"))->value, "ok");
 }
 
-namespace {
-
-/// A port on 127.0.0.1 that takes connections (the kernel completes them)
-/// and never answers: an etcd that hangs, as under SIGSTOP.
-struct black_hole {
-  int fd = -1;
-  uint16_t port = 0;
-
-  black_hole() {
-    fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof addr;
-    if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0
-        && ::listen(fd, 16) == 0
-        && ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0)
-      port = ntohs(addr.sin_port);
-  }
-  ~black_hole() { ::close(fd); }
-
-  std::string url() const { return "http://127.0.0.1:" + std::to_string(port); }
-};
-
-} // namespace
+using troupe::test::black_hole;
 
 TEST_F(EtcdClient, AnEndpointThatHangsCostsOneDeadlineThenTheNextAnswers) {
   black_hole hang;
