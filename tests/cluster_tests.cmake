@@ -42,3 +42,9 @@ troupe_add_tests(cluster_forward
 target_compile_definitions(troupe_cluster_forward_tests PRIVATE
   TROUPE_BINARY="$<TARGET_FILE:troupe>")
 add_dependencies(troupe_cluster_forward_tests troupe)
+
+# How list pages of several members merge into one.
+troupe_add_tests(list_merge
+  SOURCES unit/list_merge_test.cpp
+  DEPS troupe_cluster_forward troupe_test_support
+  LABELS unit)

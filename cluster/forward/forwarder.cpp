@@ -153,13 +153,6 @@ struct list_merge {
                        refused->value("message", std::string{}),
                        extra.is_object() ? extra : json::object());
     }
-    // Every member listed its runs in id order from the same cursor. A
-    // member whose page stopped early (its `next`) may hold runs past it
-    // that it did not send: the merged page goes no further than the least
-    // such `next`.
-    std::string bound;
-    std::vector<json> all;
-    uint64_t scanned = 0;
     bool known = false;
     for (auto& p : pages)
       known = known || p.value("cursor_known", false);
@@ -169,36 +162,7 @@ struct list_merge {
                        "list: field 'after': '" + after
                          + "' is not a cursor: no member has a run with that "
                            "id (a cursor is the 'next' of an earlier page)");
-    for (auto& p : pages) {
-      auto next = p.value("next", std::string{});
-      if (!next.empty() && (bound.empty() || next < bound))
-        bound = next;
-      scanned += p.value("scanned", uint64_t{0});
-      for (auto& r : p.value("runs", json::array()))
-        all.push_back(std::move(r));
-    }
-    auto id_of = [](const json& r) { return r.value("run_id", std::string{}); };
-    std::sort(all.begin(), all.end(), [&](const json& a, const json& b) {
-      return id_of(a) < id_of(b);
-    });
-    json runs = json::array();
-    size_t used = 0;
-    std::string last;
-    for (; used < all.size() && runs.size() < limit; ++used) {
-      auto id = id_of(all[used]);
-      if (!bound.empty() && id > bound)
-        break;
-      if (id == last)
-        continue; // the same run twice (never expected): once is enough
-      last = id;
-      runs.push_back(std::move(all[used]));
-    }
-    std::string next;
-    if (runs.size() >= limit)
-      next = (used < all.size() || !bound.empty()) ? last : std::string{};
-    else
-      next = bound;
-    json body{{"runs", std::move(runs)}, {"next", next}, {"scanned", scanned}};
+    auto body = merge_list_pages(pages, limit);
     if (!missing.empty())
       body["missing_members"] = std::move(missing);
     req->reply(std::move(body));
@@ -214,8 +178,10 @@ struct forwarder::impl : std::enable_shared_from_this<impl> {
   struct pending {
     request_ptr req;
     std::string type;
-    /// What it is about, for errors: "run X" or "idempotency key 'K'".
+    /// What it is about, for errors: "run X" or "idempotency key 'K'",
+    /// and the fields that say so (run_id, partition).
     std::string about;
+    json fields;
     std::string owner;
     /// The owner's mesh actor.
     caf::actor to;
@@ -292,6 +258,7 @@ struct forwarder::impl : std::enable_shared_from_this<impl> {
     p.req = req;
     p.type = type;
     p.about = about;
+    p.fields = about_fields;
     p.owner = owner;
     p.to = to;
     p.body = text_of(msg);
@@ -386,7 +353,7 @@ struct forwarder::impl : std::enable_shared_from_this<impl> {
       unavailable(p.req, p.type, p.about, p.owner,
                   "which went out of reach before it answered (link lost: "
                     + reason + ")",
-                  json{});
+                  p.fields);
   }
 
   caf::actor_system& sys;
@@ -652,7 +619,7 @@ caf::behavior relay_impl(caf::stateful_actor<relay_state>* self,
       s->unavailable(p->req, p->type, p->about, p->owner,
                      "which did not answer within "
                        + std::to_string(p->timeout.count()) + "ms",
-                     json{});
+                     p->fields);
     },
     [=](drop_atom, uint64_t id) {
       // The client went away: the owner stops serving it.
@@ -667,8 +634,7 @@ caf::behavior relay_impl(caf::stateful_actor<relay_state>* self,
 
 } // namespace
 
-// -- requests
-// ------------------------------------------------------------------
+// -- requests -----------------------------------------------------------------
 
 void forwarder::impl::submit(const request_ptr& req, const json& msg,
                              const coordinator& c) {
@@ -771,8 +737,47 @@ void forwarder::impl::list(const request_ptr& req, const json& msg,
   inner.handle(local, "list", each);
 }
 
-// -- forwarder
-// ------------------------------------------------------------------
+json merge_list_pages(const std::vector<json>& pages, size_t limit) {
+  // Every member listed its runs in id order from the same cursor. A
+  // member whose page stopped early (its `next`) may hold runs past it
+  // that it did not send: the merged page goes no further than the least
+  // such `next`.
+  std::string bound;
+  std::vector<json> all;
+  uint64_t scanned = 0;
+  for (auto& p : pages) {
+    auto next = p.value("next", std::string{});
+    if (!next.empty() && (bound.empty() || next < bound))
+      bound = next;
+    scanned += p.value("scanned", uint64_t{0});
+    for (auto& r : p.value("runs", json::array()))
+      all.push_back(r);
+  }
+  auto id_of = [](const json& r) { return r.value("run_id", std::string{}); };
+  std::stable_sort(all.begin(), all.end(), [&](const json& a, const json& b) {
+    return id_of(a) < id_of(b);
+  });
+  json runs = json::array();
+  size_t used = 0;
+  std::string last;
+  for (; used < all.size() && runs.size() < limit; ++used) {
+    auto id = id_of(all[used]);
+    if (!bound.empty() && id > bound)
+      break;
+    if (!runs.empty() && id == last)
+      continue; // the same run twice (never expected): once is enough
+    last = id;
+    runs.push_back(std::move(all[used]));
+  }
+  std::string next;
+  if (runs.size() >= limit)
+    next = used < all.size() || !bound.empty() ? last : std::string{};
+  else
+    next = bound;
+  return json{{"runs", std::move(runs)}, {"next", next}, {"scanned", scanned}};
+}
+
+// -- forwarder ----------------------------------------------------------------
 
 forwarder::forwarder(caf::actor_system& sys, asio::io_context& io,
                      control_handler& inner, forward_options opts)

@@ -22,6 +22,7 @@
 #include <chrono>
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace boost::asio {
 class io_context;
@@ -41,6 +42,13 @@ struct forward_options {
   /// Where forwarded requests are counted; may be null.
   runtime::metrics::registry* metrics = nullptr;
 };
+
+/// Merges one `list` page of each member (each {runs, next, scanned}, from
+/// the same cursor and filters) into one page of at most `limit` runs in id
+/// order, with the `next` from which every member continues: no further
+/// than the least `next` of a member whose page stopped early.
+nlohmann::json merge_list_pages(const std::vector<nlohmann::json>& pages,
+                                size_t limit);
 
 /// The node's control handler on a cluster member: forwards what another
 /// member owns, hands the rest to `inner` (the node service). Serves the

@@ -392,6 +392,7 @@ TEST_F(ClusterForward, AKilledOwnersRunsSayItIsDownAndTheirWatchesEnd) {
   EXPECT_EQ(end->value("t", ""), "error") << *end;
   EXPECT_EQ(end->value("code", ""), "owner_unavailable") << *end;
   EXPECT_EQ(end->value("owner", ""), "m2") << *end;
+  EXPECT_EQ(end->value("run_id", ""), run) << *end;
 
   // status on m1 says who owns the run and that it cannot answer: exit 3.
   troupe::test::process_result st;
