@@ -244,6 +244,11 @@ const std::vector<key_spec>& table() {
      0,
      0,
      {"local", "spread", "least_loaded"}},
+    {"cluster", "partitions", vk::integer, "64",
+     "Partitions of the cluster's runs: fixed when the cluster is made (its "
+     "first member records it in etcd), and every member must give the "
+     "same.",
+     1, 256},
     {"cluster", "lease_ttl", vk::duration, "5s",
      "TTL of the member's etcd lease, renewed every quarter of it: a member "
      "that stops renewing is gone from the cluster this long after. Whole "

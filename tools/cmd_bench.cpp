@@ -1405,6 +1405,8 @@ int run_bench(const global_options& g, const bench_options& b) {
     one_options o{b.one, b.durability, b.n, b.concurrency, b.data_dir};
     return run_one(g, o);
   }
+  if (b.cluster_set)
+    return run_bench_cluster(g, b);
   std::vector<std::string> names = b.workloads;
   if (std::find(names.begin(), names.end(), "cluster-fan") != names.end()) {
     if (names.size() > 1) {

@@ -4,6 +4,8 @@
 // SIGSTOP, and measures the time until every other member lists it down.
 // `troupe bench cluster-fan`: on the same cluster, exec steps spread over
 // the members, against the same workload on an embedded node.
+// `troupe bench --cluster N`: both on one cluster of N members, in one
+// report.
 
 #include "runtime/auth/token.hpp"
 #include "tools/commands.hpp"
@@ -14,6 +16,7 @@
 
 #include <algorithm>
 #include <arpa/inet.h>
+#include <charconv>
 #include <chrono>
 #include <csignal>
 #include <cstdlib>
@@ -290,6 +293,10 @@ struct bench_cluster {
   }
 };
 
+/// How many members `bench --cluster N` may start.
+constexpr size_t bench_cluster_min = 2;
+constexpr size_t bench_cluster_max = 9;
+
 struct summary {
   double median = 0;
   double max = 0;
@@ -345,42 +352,50 @@ std::string prepare_bench_cluster(const bench_options& b,
   return etcd;
 }
 
-} // namespace
+std::string fixed(double v, int digits) {
+  std::ostringstream o;
+  o.precision(digits);
+  o << std::fixed << v;
+  return o.str();
+}
 
-int run_bench_cluster_detect(const global_options& g, const bench_options& b) {
-  int rc = exit_ok;
-  std::string auth_secret;
-  bench_cluster c;
-  auto etcd = prepare_bench_cluster(b, "cluster-detect", c, auth_secret, rc);
-  if (etcd.empty())
-    return rc;
-  size_t trials = b.n_set ? b.n : 5;
-  c.token = runtime::auth::issue_token(auth_secret, runtime::auth::role::viewer,
-                                       "bench", std::chrono::hours{1},
-                                       runtime::auth::token_clock::now());
+/// The member names of a bench cluster of `n`: m1, m2, ...
+std::vector<std::string> member_names(size_t n) {
+  std::vector<std::string> out;
+  for (size_t i = 1; i <= n; ++i)
+    out.push_back("m" + std::to_string(i));
+  return out;
+}
+
+/// Starts etcd and members `names`, and waits until they are all linked to
+/// each other; "" or why not (the logs are then kept).
+std::string start_bench_cluster(bench_cluster& c, const std::string& etcd,
+                                const std::vector<std::string>& names) {
   (void)c.start_etcd(etcd);
-  if (!g.json)
-    std::cerr << "bench: cluster-detect: etcd (" << etcd
-              << ") and 3 members on 127.0.0.1, default timings (heartbeat "
-                 "200ms, connection timeout 1s, lease TTL 5s); "
-              << trials << " x kill -9 and " << trials << " x SIGSTOP ...\n";
-  for (auto name : {"m1", "m2", "m3"})
+  for (auto& name : names)
     if (auto e = c.start_member(name); !e.empty()) {
-      std::cerr << "troupe: bench: " << e << "\n";
       c.keep = true;
-      return exit_failed;
+      return e;
     }
+  if (!wait_for([&] { return c.all_linked(); }, 20s, 20ms)) {
+    c.keep = true;
+    return "the members did not link to each other";
+  }
+  return {};
+}
+
+/// Kills `trials` members with SIGKILL in turn (each started again), then
+/// stops `trials` with SIGSTOP (each continued and rejoined), and times
+/// how long every other member takes to list the victim down. Gives
+/// {"kill9_down_ms": {median, max}, "sigstop_down_ms": ...}, or null (the
+/// cause said) on a failure.
+json measure_detect(const global_options& g, bench_cluster& c, size_t trials) {
   auto linked
     = [&] { return wait_for([&] { return c.all_linked(); }, 20s, 20ms); };
-  if (!linked()) {
-    std::cerr << "troupe: bench: the members did not link to each other\n";
-    c.keep = true;
-    return exit_failed;
-  }
+  auto names = member_names(c.members.size());
   std::vector<double> killed, stopped;
-  const char* names[] = {"m1", "m2", "m3"};
   for (size_t i = 0; i < trials; ++i) {
-    std::string victim = names[(i + 2) % 3];
+    auto victim = names[(i + names.size() - 1) % names.size()];
     auto ms = c.measure(victim, SIGKILL);
     ::waitpid(c.members[victim].pid, nullptr, 0);
     c.members[victim].pid = -1;
@@ -388,31 +403,31 @@ int run_bench_cluster_detect(const global_options& g, const bench_options& b) {
       std::cerr << "troupe: bench: kill -9 of " << victim
                 << " was not seen within 20s\n";
       c.keep = true;
-      return exit_failed;
+      return nullptr;
     }
     killed.push_back(*ms);
     if (!g.json)
-      std::cerr << "  kill -9 " << victim << ": " << *ms << " ms\n";
+      std::cerr << "  kill -9 " << victim << ": " << fixed(*ms, 0) << " ms\n";
     if (auto e = c.start_member(victim); !e.empty() || !linked()) {
       std::cerr << "troupe: bench: " << victim << " did not come back " << e
                 << "\n";
       c.keep = true;
-      return exit_failed;
+      return nullptr;
     }
   }
   for (size_t i = 0; i < trials; ++i) {
-    std::string victim = names[(i + 2) % 3];
+    auto victim = names[(i + names.size() - 1) % names.size()];
     auto ms = c.measure(victim, SIGSTOP);
     ::kill(c.members[victim].pid, SIGCONT);
     if (!ms) {
       std::cerr << "troupe: bench: SIGSTOP of " << victim
                 << " was not seen within 20s\n";
       c.keep = true;
-      return exit_failed;
+      return nullptr;
     }
     stopped.push_back(*ms);
     if (!g.json)
-      std::cerr << "  SIGSTOP " << victim << ": " << *ms << " ms\n";
+      std::cerr << "  SIGSTOP " << victim << ": " << fixed(*ms, 0) << " ms\n";
     // It rejoins as a new incarnation and is linked again.
     if (!linked()) {
       for (auto& [name, m] : c.members)
@@ -420,69 +435,24 @@ int run_bench_cluster_detect(const global_options& g, const bench_options& b) {
       std::cerr << "troupe: bench: " << victim
                 << " did not rejoin after SIGCONT\n";
       c.keep = true;
-      return exit_failed;
+      return nullptr;
     }
   }
   auto k = summarize(killed);
   auto s = summarize(stopped);
-  json r{{"workload", "cluster-detect"},
-         {"members", 3},
-         {"trials", trials},
-         {"kill9_down_ms", {{"median", k.median}, {"max", k.max}}},
-         {"sigstop_down_ms", {{"median", s.median}, {"max", s.max}}},
-         {"targets_ms", {{"kill9", 1000}, {"sigstop", 2000}}}};
-  if (g.json) {
-    std::cout << r.dump() << std::endl;
-  } else {
-    auto fmt = [](double v) {
-      std::ostringstream o;
-      o.precision(0);
-      o << std::fixed << v;
-      return o.str();
-    };
-    std::cout << "cluster-detect: kill -9 -> down at every member: median "
-              << fmt(k.median) << " ms, max " << fmt(k.max)
-              << " ms (target <= 1000)\n"
-              << "cluster-detect: SIGSTOP -> down at every member: median "
-              << fmt(s.median) << " ms, max " << fmt(s.max)
-              << " ms (target <= 2000)" << std::endl;
-  }
-  return exit_ok;
+  return json{{"trials", trials},
+              {"kill9_down_ms", {{"median", k.median}, {"max", k.max}}},
+              {"sigstop_down_ms", {{"median", s.median}, {"max", s.max}}},
+              {"targets_ms", {{"kill9", 1000}, {"sigstop", 2000}}}};
 }
 
-int run_bench_cluster_fan(const global_options& g, const bench_options& b) {
-  int rc = exit_ok;
-  std::string auth_secret;
-  bench_cluster c;
-  auto etcd = prepare_bench_cluster(b, "cluster-fan", c, auth_secret, rc);
-  if (etcd.empty())
-    return rc;
-  // Measure the cluster, not the submission limit.
-  c.member_args
-    = {"--set", "auth.submit_rate=100000", "--set", "auth.submit_burst=100000"};
-  c.token = runtime::auth::issue_token(auth_secret, runtime::auth::role::op,
-                                       "bench", std::chrono::hours{1},
-                                       runtime::auth::token_clock::now());
-  (void)c.start_etcd(etcd);
-  if (!g.json)
-    std::cerr << "bench: cluster-fan: etcd (" << etcd
-              << ") and 3 members on 127.0.0.1; fanexec10 (10 exec steps of "
-                 "/bin/true with placement: spread, joined by a noop) "
-                 "submitted to m1, then on an embedded node ...\n";
-  for (auto name : {"m1", "m2", "m3"})
-    if (auto e = c.start_member(name); !e.empty()) {
-      std::cerr << "troupe: bench: " << e << "\n";
-      c.keep = true;
-      return exit_failed;
-    }
-  if (!wait_for([&] { return c.all_linked(); }, 20s, 20ms)) {
-    std::cerr << "troupe: bench: the members did not link to each other\n";
-    c.keep = true;
-    return exit_failed;
-  }
+/// fanexec10 (exec steps placed with `spread`) submitted to m1, then the
+/// same workload on an embedded node, each by a `troupe bench fanexec10
+/// --json` of its own, sized by --n or --quick. Gives {"cluster",
+/// "embedded", "ratio"} (steps/s over 3 members against embedded), or null
+/// (the cause said) on a failure.
+json measure_fan(const bench_options& b, bench_cluster& c) {
   c.clients.clear();
-  // Each figure from a `troupe bench fanexec10 --json` of its own: against
-  // m1, then embedded (its scratch data dir under ours).
   std::vector<std::string> sizing;
   if (b.n_set)
     sizing = {"--n", std::to_string(b.n)};
@@ -521,26 +491,192 @@ int run_bench_cluster_fan(const global_options& g, const bench_options& b) {
                "machine", "--data-dir", (c.dir / "embedded").string()},
               {});
   if (cluster.is_null() || embedded.is_null())
-    return exit_failed;
-  json r{{"workload", "cluster-fan"},
-         {"members", 3},
-         {"cluster", cluster},
-         {"embedded", embedded}};
+    return nullptr;
   auto cs = cluster.value("steps_per_s", 0.0);
   auto es = embedded.value("steps_per_s", 0.0);
-  r["ratio"] = es > 0 ? cs / es : 0.0;
+  return json{{"cluster", cluster},
+              {"embedded", embedded},
+              {"ratio", es > 0 ? cs / es : 0.0}};
+}
+
+/// The fan line of a report, after `label`.
+std::string describe_fan(const json& f, size_t members) {
+  auto& cl = f["cluster"];
+  auto& em = f["embedded"];
+  return "fanexec10 (fan10 with spread) over " + std::to_string(members)
+         + " members (submitted to m1): "
+         + fixed(cl.value("steps_per_s", 0.0), 0) + " steps/s, p50 "
+         + fixed(cl.value("p50_ms", 0.0), 0)
+         + " ms; embedded, same workload, same run: "
+         + fixed(em.value("steps_per_s", 0.0), 0) + " steps/s, p50 "
+         + fixed(em.value("p50_ms", 0.0), 0) + " ms; ratio "
+         + fixed(f.value("ratio", 0.0), 2);
+}
+
+/// The two detection lines of a report, each after `label`.
+std::string describe_detect(const json& d, const std::string& label) {
+  auto line = [&](const char* what, const char* key, int target) {
+    auto& v = d[key];
+    return label + what + " -> down at every other member: median "
+           + fixed(v.value("median", 0.0), 0) + " ms, max "
+           + fixed(v.value("max", 0.0), 0) + " ms of "
+           + std::to_string(d.value("trials", size_t{0}))
+           + " (target <= " + std::to_string(target) + ")\n";
+  };
+  return line("kill -9", "kill9_down_ms", 1000)
+         + line("SIGSTOP", "sigstop_down_ms", 2000);
+}
+
+} // namespace
+
+int run_bench_cluster_detect(const global_options& g, const bench_options& b) {
+  int rc = exit_ok;
+  std::string auth_secret;
+  bench_cluster c;
+  auto etcd = prepare_bench_cluster(b, "cluster-detect", c, auth_secret, rc);
+  if (etcd.empty())
+    return rc;
+  size_t trials = b.n_set ? b.n : 5;
+  c.token = runtime::auth::issue_token(auth_secret, runtime::auth::role::viewer,
+                                       "bench", std::chrono::hours{1},
+                                       runtime::auth::token_clock::now());
+  if (!g.json)
+    std::cerr << "bench: cluster-detect: etcd (" << etcd
+              << ") and 3 members on 127.0.0.1, default timings (heartbeat "
+                 "200ms, connection timeout 1s, lease TTL 5s); "
+              << trials << " x kill -9 and " << trials << " x SIGSTOP ...\n";
+  if (auto e = start_bench_cluster(c, etcd, member_names(3)); !e.empty()) {
+    std::cerr << "troupe: bench: " << e << "\n";
+    return exit_failed;
+  }
+  auto d = measure_detect(g, c, trials);
+  if (d.is_null())
+    return exit_failed;
+  json r{{"workload", "cluster-detect"}, {"members", 3}};
+  r.update(d);
+  if (g.json)
+    std::cout << r.dump() << std::endl;
+  else
+    std::cout << describe_detect(d, "cluster-detect: ") << std::flush;
+  return exit_ok;
+}
+
+int run_bench_cluster_fan(const global_options& g, const bench_options& b) {
+  int rc = exit_ok;
+  std::string auth_secret;
+  bench_cluster c;
+  auto etcd = prepare_bench_cluster(b, "cluster-fan", c, auth_secret, rc);
+  if (etcd.empty())
+    return rc;
+  // Measure the cluster, not the submission limit.
+  c.member_args
+    = {"--set", "auth.submit_rate=100000", "--set", "auth.submit_burst=100000"};
+  c.token = runtime::auth::issue_token(auth_secret, runtime::auth::role::op,
+                                       "bench", std::chrono::hours{1},
+                                       runtime::auth::token_clock::now());
+  if (!g.json)
+    std::cerr << "bench: cluster-fan: etcd (" << etcd
+              << ") and 3 members on 127.0.0.1; fanexec10 (10 exec steps of "
+                 "/bin/true with placement: spread, joined by a noop) "
+                 "submitted to m1, then on an embedded node ...\n";
+  if (auto e = start_bench_cluster(c, etcd, member_names(3)); !e.empty()) {
+    std::cerr << "troupe: bench: " << e << "\n";
+    return exit_failed;
+  }
+  auto f = measure_fan(b, c);
+  if (f.is_null())
+    return exit_failed;
+  json r{{"workload", "cluster-fan"}, {"members", 3}};
+  r.update(f);
+  if (g.json)
+    std::cout << r.dump() << std::endl;
+  else
+    std::cout << "cluster-fan: " << describe_fan(f, 3) << std::endl;
+  return exit_ok;
+}
+
+/// The N of `--cluster N`, or nothing with `why` set.
+static std::optional<size_t> parse_bench_cluster_size(const std::string& text,
+                                                      std::string& why) {
+  size_t n = 0;
+  auto [p, ec] = std::from_chars(text.data(), text.data() + text.size(), n);
+  if (text.empty() || ec != std::errc{} || p != text.data() + text.size()) {
+    why = "--cluster takes a number of members from "
+          + std::to_string(bench_cluster_min) + " to "
+          + std::to_string(bench_cluster_max) + ", not '" + text + "'";
+    return std::nullopt;
+  }
+  if (n < bench_cluster_min || n > bench_cluster_max) {
+    why = "--cluster " + text + ": a benchmark cluster has from "
+          + std::to_string(bench_cluster_min) + " to "
+          + std::to_string(bench_cluster_max)
+          + " members (failure detection needs another member to watch)";
+    return std::nullopt;
+  }
+  return n;
+}
+
+int run_bench_cluster(const global_options& g, const bench_options& b) {
+  std::string why;
+  auto n = parse_bench_cluster_size(b.cluster, why);
+  if (!n) {
+    std::cerr << "troupe: bench: " << why << "\n";
+    return exit_bad_input;
+  }
+  if (!b.workloads.empty()) {
+    std::cerr << "troupe: bench: --cluster runs its own workloads (fanexec10 "
+                 "and failure detection): leave out '"
+              << b.workloads.front() << "'\n";
+    return exit_bad_input;
+  }
+  if (!g.node.empty()) {
+    std::cerr << "troupe: bench: --cluster starts its own etcd and members: "
+                 "leave out --node\n";
+    return exit_bad_input;
+  }
+  if (b.n_set && b.n == 0) {
+    std::cerr << "troupe: bench: --n must be at least 1\n";
+    return exit_bad_input;
+  }
+  int rc = exit_ok;
+  std::string auth_secret;
+  bench_cluster c;
+  auto etcd = prepare_bench_cluster(b, "cluster", c, auth_secret, rc);
+  if (etcd.empty())
+    return rc;
+  // Measure the cluster, not the submission limit.
+  c.member_args
+    = {"--set", "auth.submit_rate=100000", "--set", "auth.submit_burst=100000"};
+  c.token = runtime::auth::issue_token(auth_secret, runtime::auth::role::op,
+                                       "bench", std::chrono::hours{1},
+                                       runtime::auth::token_clock::now());
+  const size_t trials = 5;
+  if (!g.json)
+    std::cerr << "bench: cluster: etcd (" << etcd << ") and " << *n
+              << " members on 127.0.0.1, default timings (heartbeat 200ms, "
+                 "connection timeout 1s, lease TTL 5s); fanexec10 (10 exec "
+                 "steps of /bin/true with placement: spread, joined by a "
+                 "noop) submitted to m1, then on an embedded node; then "
+              << trials << " x kill -9 and " << trials << " x SIGSTOP ...\n";
+  if (auto e = start_bench_cluster(c, etcd, member_names(*n)); !e.empty()) {
+    std::cerr << "troupe: bench: " << e << "\n";
+    return exit_failed;
+  }
+  auto f = measure_fan(b, c);
+  if (f.is_null())
+    return exit_failed;
+  if (!g.json)
+    std::cerr << "  " << describe_fan(f, *n) << "\n";
+  auto d = measure_detect(g, c, trials);
+  if (d.is_null())
+    return exit_failed;
+  json r{{"workload", "cluster"}, {"members", *n}, {"fan", f}, {"detect", d}};
   if (g.json) {
     std::cout << r.dump() << std::endl;
   } else {
-    std::ostringstream o;
-    o.precision(0);
-    o << std::fixed << "cluster-fan: fanexec10 over 3 members (submitted to "
-      << "m1): " << cs << " steps/s, p50 " << cluster.value("p50_ms", 0.0)
-      << " ms; embedded, same workload: " << es << " steps/s, p50 "
-      << embedded.value("p50_ms", 0.0) << " ms";
-    o.precision(2);
-    o << "; ratio " << r["ratio"].get<double>();
-    std::cout << o.str() << std::endl;
+    std::cout << "cluster of " << *n << " members (etcd and members on "
+              << "127.0.0.1, one run):\n  " << describe_fan(f, *n) << "\n"
+              << describe_detect(d, "  ") << std::flush;
   }
   return exit_ok;
 }

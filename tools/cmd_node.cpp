@@ -216,18 +216,26 @@ int run_node_start(const global_options& g, const node_start_options& o) {
       cluster::configure_mesh(cfg, hb, ct);
     };
   }
-  // A member's runs submitted without an idempotency key go to the
-  // partitions it owns, in turn; a node alone owns them all.
+  // A member's runs go to their idempotency key's partition, or else to
+  // the partitions it owns, in turn; a node alone owns them all.
+  auto partitions = static_cast<uint32_t>(
+    cluster_name.empty() ? runtime::max_partitions
+                         : settings.get_int("cluster.partitions"));
   auto owner_of_runs
     = std::make_shared<std::atomic<const cluster::etcd_coordinator*>>(nullptr);
-  opts.home_partition = [owner_of_runs,
-                         turn = std::make_shared<std::atomic<uint32_t>>(0)] {
-    auto* m = owner_of_runs->load();
-    auto owned = m ? m->owned_partitions() : std::vector<uint32_t>{};
-    if (owned.empty())
-      return runtime::random_partition();
-    return owned[turn->fetch_add(1, std::memory_order_relaxed) % owned.size()];
-  };
+  if (!cluster_name.empty())
+    opts.partition_for = [owner_of_runs, partitions,
+                          turn = std::make_shared<std::atomic<uint32_t>>(0)](
+                           const std::string& key) {
+      if (!key.empty())
+        return runtime::partition_of_key(key, partitions);
+      auto* m = owner_of_runs->load();
+      auto owned = m ? m->owned_partitions() : std::vector<uint32_t>{};
+      if (owned.empty())
+        return runtime::random_partition() % partitions;
+      return owned[turn->fetch_add(1, std::memory_order_relaxed)
+                   % owned.size()];
+    };
   auto node = actors::embedded_node::open(opts, error);
   if (!node)
     return report_open_failure("node start", opts.data_dir, error);
@@ -434,7 +442,8 @@ int run_node_start(const global_options& g, const node_start_options& o) {
              + " (advertised as " + me.peer_address + ")");
   }
   if (cluster_name.empty()) {
-    coordination = std::make_unique<cluster::local_coordinator>(me);
+    coordination = std::make_unique<cluster::local_coordinator>(
+      me, runtime::max_partitions);
   } else {
     cluster::membership_options mo;
     mo.cluster = cluster_name;
@@ -446,8 +455,8 @@ int run_node_start(const global_options& g, const node_start_options& o) {
     mo.etcd.call_timeout = 3 * mo.etcd.request_timeout;
     mo.lease_ttl = std::chrono::duration_cast<std::chrono::seconds>(
       settings.get_duration("cluster.lease_ttl"));
-    mo.partitions = runtime::partition_count;
-    mo.held_partitions = node->partitions_held();
+    mo.partitions = partitions;
+    mo.held_partitions = node->partitions_held(partitions);
     mo.info
       = [](const std::string& line) { runtime::log::info("cluster", line); };
     mo.warn

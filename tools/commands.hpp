@@ -194,6 +194,9 @@ struct bench_options {
   std::string data_dir;
   /// Internal: measure this one workload here and print one JSON line.
   std::string one;
+  /// `--cluster N`: the members of the cluster benchmark (checked by it).
+  std::string cluster;
+  bool cluster_set = false;
 };
 
 /// `troupe bench [WORKLOAD...]`: runs workloads against an embedded node and
@@ -209,6 +212,11 @@ int run_bench_cluster_detect(const global_options& g, const bench_options& b);
 /// measures fanexec10 (exec steps placed with `spread`) submitted to one of
 /// them, beside the same workload on an embedded node in the same run.
 int run_bench_cluster_fan(const global_options& g, const bench_options& b);
+
+/// `troupe bench --cluster N`: starts etcd (from PATH) and N members, and
+/// prints in one report what cluster-fan and cluster-detect measure, on
+/// that one cluster (5 trials of each kind of failure).
+int run_bench_cluster(const global_options& g, const bench_options& b);
 
 /// `troupe validate FILE...`
 int run_validate(const global_options& g,

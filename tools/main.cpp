@@ -285,12 +285,17 @@ int main(int argc, char** argv) {
   bench_cmd->add_option("--data-dir", bench.data_dir,
                         "Where scratch data dirs are made (default: the "
                         "temp folder); removed after each workload");
+  auto* bench_cluster = bench_cmd->add_option(
+    "--cluster", bench.cluster,
+    "Start etcd (from PATH) and N members (2 to 9), and print fanexec10 "
+    "with spread beside embedded, and kill -9 and SIGSTOP detection times");
   bench_cmd->add_option("--one", bench.one)->group("");
 
   try {
     app.parse(argc, argv);
     bench.n_set = bench_n->count() > 0;
     bench.concurrency_set = bench_c->count() > 0;
+    bench.cluster_set = bench_cluster->count() > 0;
     gc_opts.older_than_given = gc_older->count() > 0;
   } catch (const CLI::ParseError& e) {
     if (e.get_exit_code() == 0)

@@ -8,6 +8,7 @@
 
 #include <caf/all.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <future>
 #include <thread>
@@ -197,19 +198,21 @@ std::string embedded_node::new_run_id(uint32_t partition) {
 }
 
 uint32_t embedded_node::partition_for(const std::string& key) const {
-  if (!key.empty())
-    return runtime::partition_of_key(key);
-  return opts_.home_partition ? opts_.home_partition()
-                              : runtime::random_partition();
+  if (opts_.partition_for)
+    return opts_.partition_for(key);
+  return key.empty() ? runtime::random_partition()
+                     : runtime::partition_of_key(key, runtime::max_partitions);
 }
 
-std::vector<uint32_t> embedded_node::partitions_held() {
-  std::vector<bool> seen(runtime::partition_count);
+std::vector<uint32_t> embedded_node::partitions_held(uint32_t count) {
+  std::vector<bool> seen(std::clamp(count, 1u, runtime::max_partitions));
   std::string after;
   for (;;) {
     auto page = store_->list_runs(after, 4096);
     for (auto& entry : page)
-      seen[runtime::partition_of_run(entry.run_id)] = true;
+      seen[runtime::partition_of_run(entry.run_id,
+                                     static_cast<uint32_t>(seen.size()))]
+        = true;
     if (page.size() < 4096)
       break;
     after = page.back().run_id;

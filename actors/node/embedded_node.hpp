@@ -68,11 +68,13 @@ class embedded_node {
     /// The name exec children see as TROUPE_MEMBER (node.name, or the
     /// cluster member's name). Default: "local".
     std::string member = "local";
-    /// The partition of a new run submitted without an idempotency key (a
-    /// run with one lives in its key's partition): a cluster member picks
-    /// one it owns. Called on the submitting thread; must be quick and
-    /// thread-safe. Empty: any partition (a node alone owns them all).
-    std::function<uint32_t()> home_partition;
+    /// The partition of a new run, given its idempotency key (empty when
+    /// none): a cluster member puts a run with a key in the key's
+    /// partition, and one without in a partition it owns. Called on the
+    /// submitting thread; must be quick and thread-safe. Empty: any
+    /// partition, or the key's among max_partitions (a node alone owns them
+    /// all).
+    std::function<uint32_t(const std::string& key)> partition_for;
   };
 
   /// What the node's actors share: a cluster member sets its placement
@@ -221,12 +223,11 @@ class embedded_node {
   /// time-ordered, 21 characters of [0-9a-f-].
   static std::string new_run_id(uint32_t partition);
 
-  /// The partitions the store holds runs of (runtime/ids/partition.hpp), in
-  /// order: one pass over the run index.
-  std::vector<uint32_t> partitions_held();
+  /// The partitions, of `count`, the store holds runs of
+  /// (runtime/ids/partition.hpp), in order: one pass over the run index.
+  std::vector<uint32_t> partitions_held(uint32_t count);
 
-  /// The partition of a new run: the idempotency key's when it has one,
-  /// else a home partition (options::home_partition).
+  /// The partition of a new run (options::partition_for).
   uint32_t partition_for(const std::string& idempotency_key) const;
 
  private:

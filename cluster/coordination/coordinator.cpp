@@ -57,8 +57,8 @@ bool member_info::from_json(const json& j, member_info& out) {
   return true;
 }
 
-local_coordinator::local_coordinator(member_info self)
-    : self_(std::move(self)) {
+local_coordinator::local_coordinator(member_info self, uint32_t partitions)
+    : self_(std::move(self)), partitions_(partitions) {
   self_.state = "up";
   if (self_.incarnation.empty())
     self_.incarnation = new_incarnation();

@@ -84,6 +84,9 @@ class coordinator {
   /// This node's standing.
   virtual self_status self() const = 0;
 
+  /// How many partitions the cluster's runs have.
+  virtual uint32_t partition_count() const = 0;
+
   /// The member owning partition `p` of the cluster's runs (see
   /// runtime/ids/partition.hpp) as far as this node knows now, or "" when
   /// no member has claimed it. A node alone owns every partition.
@@ -103,16 +106,19 @@ class coordinator {
 /// The coordinator of a node alone: one member, itself, always up.
 class local_coordinator final : public coordinator {
  public:
-  explicit local_coordinator(member_info self);
+  /// `partitions`: runtime::max_partitions (a node alone owns them all).
+  local_coordinator(member_info self, uint32_t partitions);
 
   std::vector<member_info> members() const override;
   self_status self() const override;
+  uint32_t partition_count() const override { return partitions_; }
   std::string owner_of_partition(uint32_t p) const override;
   std::string claim_partition(uint32_t p) const override;
   std::vector<uint32_t> owned_partitions() const override;
 
  private:
   member_info self_;
+  uint32_t partitions_;
 };
 
 /// Returns a new incarnation id: 16 hex digits, random.

@@ -15,9 +15,31 @@ using json = nlohmann::json;
 using steady = std::chrono::steady_clock;
 using std::chrono::milliseconds;
 
+namespace {
+
+/// The etcd options of lease renewals: an attempt on one endpoint may take
+/// at most half the renewal interval and a whole call at most the
+/// interval, so that a renewal stuck on an endpoint that hangs (a stopped
+/// etcd member, or a follower still forwarding to a stopped leader) moves
+/// on to the next one long before the lease's TTL has passed.
+etcd::client_options renewal_options(const membership_options& o) {
+  auto c = o.etcd;
+  auto interval
+    = std::max(milliseconds{100},
+               std::chrono::duration_cast<milliseconds>(o.lease_ttl) / 4);
+  c.request_timeout
+    = std::min(c.request_timeout, std::max(milliseconds{50}, interval / 2));
+  c.call_timeout = std::min(c.call_timeout, interval);
+  return c;
+}
+
+} // namespace
+
 struct etcd_coordinator::impl {
   membership_options opts;
   etcd::client client;
+  /// For lease renewals alone, with shorter deadlines (renewal_options).
+  etcd::client renewals;
   std::string prefix;
   std::string key;
 
@@ -45,7 +67,7 @@ struct etcd_coordinator::impl {
   std::unique_ptr<partition_table> partitions;
 
   explicit impl(membership_options o)
-      : opts(std::move(o)), client(opts.etcd),
+      : opts(std::move(o)), client(opts.etcd), renewals(renewal_options(opts)),
         prefix("/troupe/" + opts.cluster + "/members/"),
         key(prefix + opts.self.name) {
     self = opts.self;
@@ -176,7 +198,11 @@ struct etcd_coordinator::impl {
   void renew_loop() {
     auto retry = milliseconds{100};
     bool warned = false;
-    while (nap(renew_interval(), true)) {
+    // After a failed renewal the next one is tried soon, not a whole
+    // interval later: the lease must be renewed within its TTL.
+    bool failing = false;
+    while (nap(failing ? milliseconds{100} : renew_interval(), true)) {
+      failing = false;
       std::string lost;
       int64_t id = 0;
       int64_t ttl_s = 0;
@@ -194,7 +220,7 @@ struct etcd_coordinator::impl {
       }
       if (id != 0) {
         auto asked = steady::now();
-        auto r = client.lease_keepalive(id);
+        auto r = renewals.lease_keepalive(id);
         if (r && *r > 0) {
           std::lock_guard guard{mtx};
           // The lease lives TTL from when the renewal was asked, not
@@ -214,6 +240,7 @@ struct etcd_coordinator::impl {
             warn("cluster: renewing the lease failed (will retry): "
                  + r.err.message);
           warned = true;
+          failing = true;
           continue;
         }
       }
@@ -285,9 +312,19 @@ struct etcd_coordinator::impl {
     others = std::move(fresh);
   }
 
+  /// How long a watch may stay silent before every key is read again:
+  /// resync_interval, at most the lease's TTL. A watch on an etcd member
+  /// that stopped stays open and silent, and must not hide a change for
+  /// longer than a TTL.
+  milliseconds resync() const {
+    return std::min(opts.resync_interval,
+                    std::chrono::duration_cast<milliseconds>(
+                      std::max(opts.lease_ttl, std::chrono::seconds{1})));
+  }
+
   /// Reads every member, then watches for changes; until stopped.
   void watch_loop() {
-    etcd::follow_prefix_into(*this, client, prefix, opts.resync_interval);
+    etcd::follow_prefix_into(*this, client, prefix, resync());
   }
 
   /// Whether this member's registration surely still lives: joined, and
@@ -312,11 +349,13 @@ struct etcd_coordinator::impl {
     }
     // A call in flight (etcd out of reach) ends after its current attempt.
     client.interrupt(true);
+    renewals.interrupt(true);
     if (renewer.joinable())
       renewer.join();
     if (watcher.joinable())
       watcher.join();
     client.interrupt(false);
+    renewals.interrupt(false);
   }
 };
 
@@ -342,7 +381,7 @@ join_failure etcd_coordinator::join() {
     po.member = impl_->opts.self.name;
     po.count = impl_->opts.partitions;
     po.etcd = impl_->opts.etcd;
-    po.resync_interval = impl_->opts.resync_interval;
+    po.resync_interval = impl_->resync();
     po.info = impl_->opts.info;
     po.warn = impl_->opts.warn;
     auto table = std::make_unique<partition_table>(std::move(po));
@@ -392,6 +431,10 @@ self_status etcd_coordinator::self() const {
   std::lock_guard guard{impl_->mtx};
   return {impl_->opts.cluster,     impl_->self.name, impl_->live(),
           impl_->self.incarnation, impl_->rejoins,   impl_->granted_ttl_s};
+}
+
+uint32_t etcd_coordinator::partition_count() const {
+  return impl_->opts.partitions;
 }
 
 std::string etcd_coordinator::owner_of_partition(uint32_t p) const {

@@ -30,12 +30,13 @@ struct membership_options {
   etcd::client_options etcd;
   /// The lease's TTL. Default: 5 s.
   std::chrono::seconds lease_ttl{5};
-  /// A watch that saw nothing for this long is made again, after a fresh
-  /// read of every member (a silent connection cannot hide changes for
-  /// longer). Default: 10 s.
+  /// A watch that saw nothing for this long (at most lease_ttl) is made
+  /// again, after a fresh read of every member (a silent connection, as to
+  /// an etcd member that was stopped, cannot hide changes for longer).
+  /// Default: 10 s.
   std::chrono::milliseconds resync_interval{10'000};
-  /// How many partitions the cluster's runs have (runtime::partition_count);
-  /// 0: the member keeps no partition table (owns none, knows no owner).
+  /// How many partitions the cluster's runs have (cluster.partitions); 0:
+  /// the member keeps no partition table (owns none, knows no owner).
   uint32_t partitions = 0;
   /// Partitions this member's store holds runs of: claimed when it joins.
   std::vector<uint32_t> held_partitions;
@@ -80,6 +81,7 @@ class etcd_coordinator final : public coordinator {
 
   std::vector<member_info> members() const override;
   self_status self() const override;
+  uint32_t partition_count() const override;
   std::string owner_of_partition(uint32_t p) const override;
   std::string claim_partition(uint32_t p) const override;
   std::vector<uint32_t> owned_partitions() const override;

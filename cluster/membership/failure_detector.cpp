@@ -277,6 +277,10 @@ void failure_detector::stop() {
     impl_->thread.join();
 }
 
+uint32_t failure_detector::partition_count() const {
+  return impl_->membership.partition_count();
+}
+
 std::string failure_detector::owner_of_partition(uint32_t p) const {
   return impl_->membership.owner_of_partition(p);
 }

@@ -70,6 +70,7 @@ class failure_detector final : public coordinator {
 
   std::vector<member_info> members() const override;
   self_status self() const override;
+  uint32_t partition_count() const override;
   std::string owner_of_partition(uint32_t p) const override;
   std::string claim_partition(uint32_t p) const override;
   std::vector<uint32_t> owned_partitions() const override;

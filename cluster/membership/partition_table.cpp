@@ -144,10 +144,10 @@ std::string partition_table::start(const std::vector<uint32_t>& held) {
   if (!counted->succeeded) {
     auto there = counted->current ? counted->current->value : "";
     if (there != std::to_string(m.opts.count))
-      return where + " has " + there
-             + " partitions, and this version of troupe uses "
-             + std::to_string(m.opts.count)
-             + "; its members must all use the same count";
+      return where + " has " + there + " partitions, and this member is "
+             + "configured with " + std::to_string(m.opts.count)
+             + " (cluster.partitions); a cluster's partitions are fixed "
+               "when it is made, and every member must use that count";
   }
   auto all = m.client.range_prefix(m.prefix);
   if (!all)

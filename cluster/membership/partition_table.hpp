@@ -25,8 +25,8 @@ struct partition_options {
   std::string cluster;
   /// This member's name: what its claims record.
   std::string member;
-  /// How many partitions the cluster has (runtime::partition_count); a
-  /// cluster made with another count refuses this member.
+  /// How many partitions the cluster has (cluster.partitions); a cluster
+  /// made with another count refuses this member.
   uint32_t count = 0;
   /// Partitions a member claims for its runs submitted without an
   /// idempotency key, when it joins and owns fewer (fewer when fewer are

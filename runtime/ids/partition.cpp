@@ -1,5 +1,6 @@
 #include "runtime/ids/partition.hpp"
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -46,17 +47,20 @@ uint32_t random_u32() {
 
 } // namespace
 
-uint32_t partition_of_run(std::string_view id) {
+uint32_t partition_of_run(std::string_view id, uint32_t count) {
+  count = std::clamp(count, 1u, max_partitions);
   // "<12 hex>-<2 hex><6 hex>": the partition is the first two after '-'.
   if (id.size() == 21 && id[12] == '-' && is_hex(id.substr(0, 12))
       && is_hex(id.substr(13, 8)))
     return static_cast<uint32_t>(
-      std::stoul(std::string{id.substr(13, 2)}, nullptr, 16));
-  return static_cast<uint32_t>(fnv1a(id) % partition_count);
+             std::stoul(std::string{id.substr(13, 2)}, nullptr, 16))
+           % count;
+  return static_cast<uint32_t>(fnv1a(id) % count);
 }
 
-uint32_t partition_of_key(std::string_view key) {
-  return static_cast<uint32_t>(fnv1a(key) % partition_count);
+uint32_t partition_of_key(std::string_view key, uint32_t count) {
+  return static_cast<uint32_t>(fnv1a(key)
+                               % std::clamp(count, 1u, max_partitions));
 }
 
 std::string new_run_id(uint32_t partition) {
@@ -67,13 +71,13 @@ std::string new_run_id(uint32_t partition) {
   char buf[32];
   std::snprintf(buf, sizeof buf, "%012llx-%02x%06x",
                 static_cast<unsigned long long>(ms) & 0xffffffffffffull,
-                static_cast<unsigned>(partition % partition_count),
+                static_cast<unsigned>(partition % max_partitions),
                 static_cast<unsigned>(n & 0xffffff));
   return buf;
 }
 
 uint32_t random_partition() {
-  return random_u32() % partition_count;
+  return random_u32() % max_partitions;
 }
 
 } // namespace troupe::runtime

@@ -8,9 +8,10 @@
 // then written in one batch of one partition, and a partition's data can
 // be moved (replicated, failed over) as a whole.
 //
-// The count is fixed for the life of a cluster: changing it would move
-// every key. A cluster records it in etcd when its first member joins, and
-// a member built with another count refuses to join.
+// The count is fixed for the life of a cluster (cluster.partitions, at
+// most 256): changing it would move every key. A cluster records it in etcd
+// when its first member joins, and a member configured with another count
+// refuses to join.
 
 #include <cstdint>
 #include <string>
@@ -18,19 +19,25 @@
 
 namespace troupe::runtime {
 
-/// How many partitions a cluster has.
-inline constexpr uint32_t partition_count = 256; // two hex digits
+/// The most partitions a cluster may have: a run id has two hex digits for
+/// its partition.
+inline constexpr uint32_t max_partitions = 256;
 
-/// The partition of run `run_id`: the two hex digits after the '-' of an id
-/// shaped as new_run_id() makes them (as were the ids of runs journaled
-/// before partitions existed, whose digits there were random); any other id
-/// maps by a hash of the whole id.
-uint32_t partition_of_run(std::string_view run_id);
+/// How many partitions a new cluster has unless configured otherwise.
+inline constexpr uint32_t default_partitions = 64;
 
-/// The partition of idempotency key `key`: a hash of the key.
-uint32_t partition_of_key(std::string_view key);
+/// The partition of run `run_id` in a cluster of `count` partitions
+/// (1..max_partitions): the two hex digits after the '-' of an id shaped as
+/// new_run_id() makes them, modulo `count` (ids of runs journaled before
+/// partitions existed have random digits there); any other id maps by a
+/// hash of the whole id.
+uint32_t partition_of_run(std::string_view run_id, uint32_t count);
 
-/// A new run id in `partition` (taken modulo partition_count), 21
+/// The partition of idempotency key `key` among `count`: a hash of the
+/// key.
+uint32_t partition_of_key(std::string_view key, uint32_t count);
+
+/// A new run id in `partition` (taken modulo max_partitions), 21
 /// characters: the time in ms since the epoch (12 hex digits, so ids sort
 /// by age), '-', the partition (2 hex digits) and a counter (6 hex digits)
 /// that starts at a random value in each process. Only a partition's owner
@@ -38,7 +45,8 @@ uint32_t partition_of_key(std::string_view key);
 /// one millisecond.
 std::string new_run_id(uint32_t partition);
 
-/// A partition picked at random, for a node that owns them all.
+/// A partition (of max_partitions) picked at random, for a node that owns
+/// them all.
 uint32_t random_partition();
 
 } // namespace troupe::runtime

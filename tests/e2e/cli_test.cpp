@@ -357,6 +357,27 @@ TEST_F(Cli, BenchNamesBadInputAndExitsTwo) {
   }
 }
 
+TEST_F(Cli, BenchClusterNamesABadMemberCountAndExitsTwo) {
+  // Refused before anything is started: no etcd is needed to check them.
+  for (auto bad : {"0", "1", "10", "1000000", "-3", "three", "3x", ""}) {
+    auto r = troupe({"bench", "--cluster", bad});
+    EXPECT_EQ(r.exit_code, 2) << bad << ": " << r.err;
+    EXPECT_TRUE(contains(r.err, "--cluster")) << bad << ": " << r.err;
+    EXPECT_TRUE(contains(r.err, "from 2 to 9")) << bad << ": " << r.err;
+  }
+  auto r = troupe({"bench", "--cluster", "three"});
+  EXPECT_TRUE(contains(r.err, "not 'three'")) << r.err;
+  r = troupe({"bench", "--cluster", "3", "seq10"});
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_TRUE(contains(r.err, "leave out 'seq10'")) << r.err;
+  r = troupe({"--node", "127.0.0.1:1", "bench", "--cluster", "3"});
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_TRUE(contains(r.err, "leave out --node")) << r.err;
+  r = troupe({"bench", "--cluster", "3", "--n", "0"});
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_TRUE(contains(r.err, "--n must be at least 1")) << r.err;
+}
+
 namespace {
 
 /// The run id in `troupe run`'s "run ID of workflow 'W' started" line.

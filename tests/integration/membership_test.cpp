@@ -170,13 +170,19 @@ TEST_F(Membership, EtcdUnreachableAtJoinIsReported) {
   EXPECT_FALSE(a.self().joined);
 }
 
-TEST(LocalCoordinator, IsOneMemberAlwaysUp) {
+TEST(LocalCoordinator, IsOneMemberAlwaysUpOwningEveryPartition) {
   member_info me;
   me.name = "solo";
-  troupe::cluster::local_coordinator c{me};
+  troupe::cluster::local_coordinator c{me, 256};
   ASSERT_EQ(c.members().size(), 1u);
   EXPECT_EQ(c.members()[0].state, "up");
   EXPECT_TRUE(c.self().joined);
   EXPECT_TRUE(c.self().cluster.empty());
   EXPECT_EQ(c.self().incarnation.size(), 16u);
+  // It owns every partition, without listing them.
+  EXPECT_EQ(c.partition_count(), 256u);
+  EXPECT_EQ(c.owner_of_partition(0), "solo");
+  EXPECT_EQ(c.owner_of_partition(255), "solo");
+  EXPECT_EQ(c.claim_partition(7), "solo");
+  EXPECT_TRUE(c.owned_partitions().empty());
 }

@@ -165,8 +165,8 @@ TEST_F(Partitions, AMemberWithAnotherPartitionCountIsRefused) {
   ASSERT_EQ(a.start({}), "");
   partition_table b{opts("b", 128)};
   auto why = b.start({});
-  EXPECT_NE(why.find("cluster 'c1' has 64 partitions, and this version of "
-                     "troupe uses 128"),
+  EXPECT_NE(why.find("cluster 'c1' has 64 partitions, and this member is "
+                     "configured with 128 (cluster.partitions)"),
             std::string::npos)
     << why;
   EXPECT_TRUE(b.owned().empty());

@@ -11,10 +11,18 @@
 #include "tests/support/process.hpp"
 #include "tests/support/temp_dir.hpp"
 
+#include <algorithm>
+#include <arpa/inet.h>
 #include <csignal>
 #include <filesystem>
 #include <memory>
+#include <netinet/in.h>
+#include <optional>
+#include <poll.h>
+#include <regex>
 #include <string>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <vector>
 
 namespace troupe::test {
@@ -132,6 +140,261 @@ class etcd_process {
   uint16_t peer_port_ = 0;
   std::filesystem::path data_;
   int launches_ = 0;
+  bool ok_ = false;
+  std::string error_;
+};
+
+/// A real 3-member etcd for tests of quorum loss: members "e0", "e1" and
+/// "e2" on free 127.0.0.1 ports (a client and a peer port each), one temp
+/// data dir each, the same tuned timings as etcd_process, started together
+/// with --initial-cluster and ready once every member's /health says so
+/// (which needs an elected leader). Each member is killed by its PID when
+/// the object goes away; a member stopped with SIGSTOP is sent SIGCONT
+/// first.
+class etcd_cluster {
+ public:
+  static constexpr size_t size = 3;
+
+  explicit etcd_cluster(std::chrono::milliseconds ready_limit
+                        = std::chrono::seconds{30}) {
+    std::string binary;
+    for (auto dir : {"/usr/bin", "/usr/local/bin", "/usr/sbin"}) {
+      auto p = std::filesystem::path{dir} / "etcd";
+      std::error_code ec;
+      if (std::filesystem::exists(p, ec)) {
+        binary = p.string();
+        break;
+      }
+    }
+    if (binary.empty()) {
+      error_ = "etcd is not installed: run tools/bootstrap.sh (it installs "
+               "Debian's etcd-server and etcd-client)";
+      return;
+    }
+    // A port taken between free_port() and etcd's bind makes that member
+    // exit: start all three again on other ports, a bounded number of times.
+    for (int attempt = 0; attempt < 3 && !ok_; ++attempt)
+      launch(binary, attempt, ready_limit);
+  }
+
+  ~etcd_cluster() { stop_all(); }
+
+  etcd_cluster(const etcd_cluster&) = delete;
+  etcd_cluster& operator=(const etcd_cluster&) = delete;
+
+  bool ok() const noexcept { return ok_; }
+  const std::string& error() const noexcept { return error_; }
+
+  /// Member `i`'s client URL.
+  std::string url(size_t i) const {
+    return "http://127.0.0.1:" + std::to_string(client_ports_[i]);
+  }
+
+  /// Every client URL, comma-separated, as --etcd takes them.
+  std::string urls() const {
+    std::string out;
+    for (size_t i = 0; i < size; ++i)
+      out += (i ? "," : "") + url(i);
+    return out;
+  }
+
+  int pid(size_t i) const { return procs_[i] ? procs_[i]->pid() : -1; }
+
+  /// Sends `sig` to member `i` (by its PID).
+  void signal(size_t i, int sig) {
+    if (procs_[i]) {
+      procs_[i]->signal(sig);
+      stopped_[i] = sig == SIGSTOP   ? true
+                    : sig == SIGCONT ? false
+                                     : stopped_[i];
+    }
+  }
+
+  /// The index of the member every running member names as its leader, or
+  /// nothing when they do not agree (an election in progress) or one does
+  /// not answer within `limit` (ask only while none is stopped, or expect
+  /// nothing).
+  std::optional<size_t> leader(std::chrono::milliseconds limit
+                               = std::chrono::seconds{2}) const {
+    std::vector<std::string> ids(size);
+    std::optional<std::string> named;
+    for (size_t i = 0; i < size; ++i) {
+      auto body = post(client_ports_[i], "/v3/maintenance/status", "{}", limit);
+      std::smatch m;
+      if (!std::regex_search(body, m, std::regex{"\"member_id\":\"(\\d+)\""}))
+        return std::nullopt;
+      ids[i] = m[1];
+      if (!std::regex_search(body, m, std::regex{"\"leader\":\"(\\d+)\""}))
+        return std::nullopt;
+      if (named && *named != m[1].str())
+        return std::nullopt;
+      named = m[1];
+    }
+    for (size_t i = 0; i < size; ++i)
+      if (ids[i] == named)
+        return i;
+    return std::nullopt;
+  }
+
+  /// Whether member `i` answers /health with a leader known.
+  bool healthy(size_t i) const {
+    auto [status, body] = http_get(client_ports_[i], "/health");
+    return body.find("\"true\"") != std::string::npos;
+  }
+
+  /// What member `i` wrote to stderr so far.
+  std::string log(size_t i) const {
+    return procs_[i] ? procs_[i]->err() : std::string{};
+  }
+
+  /// etcd's version as member 0 reports it, e.g. {3, 4, 23}; empty when
+  /// it does not say.
+  std::vector<int> version() const {
+    auto [status, body] = http_get(client_ports_[0], "/version");
+    std::smatch m;
+    if (!std::regex_search(
+          body, m, std::regex{"\"etcdserver\":\"(\\d+)\\.(\\d+)\\.(\\d+)"}))
+      return {};
+    return {std::stoi(m[1]), std::stoi(m[2]), std::stoi(m[3])};
+  }
+
+  /// Whether this etcd lets a leader that was paused revoke, once it runs
+  /// again, the leases it saw expire while paused, although the new leader
+  /// renewed them (etcd-io/etcd#15247, fixed in 3.4.31 and 3.5.13).
+  bool paused_leader_revokes_leases() const {
+    auto v = version();
+    if (v.size() != 3)
+      return true;
+    if (v[0] != 3)
+      return v[0] < 3;
+    if (v[1] == 4)
+      return v[2] < 31;
+    if (v[1] == 5)
+      return v[2] < 13;
+    return v[1] < 4;
+  }
+
+ private:
+  void stop_all() {
+    for (size_t i = 0; i < size; ++i)
+      if (procs_[i]) {
+        if (stopped_[i])
+          procs_[i]->signal(SIGCONT);
+        procs_[i]->signal(SIGKILL);
+        procs_[i]->wait(std::chrono::seconds{10});
+        procs_[i].reset();
+        stopped_[i] = false;
+      }
+  }
+
+  void launch(const std::string& binary, int attempt,
+              std::chrono::milliseconds ready_limit) {
+    stop_all();
+    std::string initial;
+    // Six ports, all different (free_port may hand out one twice).
+    std::vector<uint16_t> ports;
+    for (int tries = 0; tries < 100 && ports.size() < 2 * size; ++tries)
+      if (auto p = free_port();
+          p != 0 && std::find(ports.begin(), ports.end(), p) == ports.end())
+        ports.push_back(p);
+    ports.resize(2 * size);
+    for (size_t i = 0; i < size; ++i) {
+      client_ports_[i] = ports[2 * i];
+      peer_ports_[i] = ports[2 * i + 1];
+      initial += std::string{i ? "," : ""} + "e" + std::to_string(i)
+                 + "=http://127.0.0.1:" + std::to_string(peer_ports_[i]);
+    }
+    auto token = "troupe-test-" + std::to_string(attempt);
+    for (size_t i = 0; i < size; ++i) {
+      auto name = "e" + std::to_string(i);
+      auto client = url(i);
+      auto peer = "http://127.0.0.1:" + std::to_string(peer_ports_[i]);
+      auto data = dir_.path() / (name + "-" + std::to_string(attempt));
+      std::vector<std::string> argv
+        = {binary,        "--name",
+           name,          "--data-dir",
+           data.string(), "--listen-client-urls",
+           client,        "--advertise-client-urls",
+           client,        "--listen-peer-urls",
+           peer,          "--initial-advertise-peer-urls",
+           peer,          "--initial-cluster",
+           initial,       "--initial-cluster-token",
+           token,         "--initial-cluster-state",
+           "new",         "--heartbeat-interval",
+           "50",          "--election-timeout",
+           "500",         "--log-level",
+           "warn"};
+      process_options o;
+      o.env["ETCDCTL_API"] = std::nullopt;
+      auto n = name + "-" + std::to_string(attempt);
+      procs_[i] = std::make_unique<background_process>(
+        argv, o, (dir_.path() / (n + ".out")).string(),
+        (dir_.path() / (n + ".err")).string());
+    }
+    bool ready = wait_until(
+      [&] {
+        for (size_t i = 0; i < size; ++i)
+          if (procs_[i]->wait(std::chrono::milliseconds{0}) || !healthy(i))
+            return false;
+        return true;
+      },
+      ready_limit);
+    if (ready) {
+      ok_ = true;
+      return;
+    }
+    error_ = "a 3-member etcd did not become ready on " + urls() + ":";
+    for (size_t i = 0; i < size; ++i)
+      error_ += "\n== e" + std::to_string(i) + "\n" + procs_[i]->err();
+    stop_all();
+  }
+
+  /// POSTs `body` to 127.0.0.1:`port` over HTTP/1.0; returns the answer's
+  /// body, or "" when none came within `limit`.
+  static std::string post(uint16_t port, const std::string& path,
+                          const std::string& body,
+                          std::chrono::milliseconds limit) {
+    int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+      return {};
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(port);
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+      ::close(fd);
+      return {};
+    }
+    auto req = "POST " + path
+               + " HTTP/1.0\r\nHost: localhost\r\nContent-Type: "
+                 "application/json\r\nContent-Length: "
+               + std::to_string(body.size()) + "\r\n\r\n" + body;
+    (void)!::send(fd, req.data(), req.size(), MSG_NOSIGNAL);
+    std::string all;
+    char buf[4096];
+    auto until = std::chrono::steady_clock::now() + limit;
+    for (int i = 0; i < 1000; ++i) {
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        until - std::chrono::steady_clock::now());
+      pollfd p{fd, POLLIN, 0};
+      if (left.count() <= 0
+          || ::poll(&p, 1, static_cast<int>(left.count())) <= 0)
+        break;
+      auto n = ::recv(fd, buf, sizeof buf, 0);
+      if (n <= 0)
+        break;
+      all.append(buf, static_cast<size_t>(n));
+    }
+    ::close(fd);
+    auto at = all.find("\r\n\r\n");
+    return at == std::string::npos ? std::string{} : all.substr(at + 4);
+  }
+
+  temp_dir dir_;
+  std::unique_ptr<background_process> procs_[size];
+  bool stopped_[size] = {};
+  uint16_t client_ports_[size] = {};
+  uint16_t peer_ports_[size] = {};
   bool ok_ = false;
   std::string error_;
 };
