@@ -645,7 +645,7 @@ void forwarder::impl::submit(const request_ptr& req, const json& msg,
     // in one of this member's own partitions.
     return inner.handle(req, "submit", msg);
   auto key = k->get<std::string>();
-  auto p = runtime::partition_of_key(key);
+  auto p = runtime::partition_of_key(key, c.partition_count());
   auto about
     = "idempotency key '" + key + "' (partition " + std::to_string(p) + ")";
   auto fields = json{{"partition", p}};
@@ -840,7 +840,8 @@ void forwarder::handle(const request_ptr& req, const std::string& type,
   auto run_id = run_named(type, msg);
   if (run_id.empty())
     return s.inner.handle(req, type, msg);
-  auto owner = c->owner_of_partition(runtime::partition_of_run(run_id));
+  auto owner = c->owner_of_partition(
+    runtime::partition_of_run(run_id, c->partition_count()));
   if (owner.empty() || owner == c->self().member)
     return s.inner.handle(req, type, msg);
   s.forward(req, type, msg, owner, "run " + run_id, json{{"run_id", run_id}},
