@@ -370,6 +370,8 @@ struct forwarder::impl : std::enable_shared_from_this<impl> {
   caf::actor server;
   runtime::metrics::family<runtime::metrics::counter>* counted = nullptr;
 
+  /// Set by stop(): no claims any more.
+  std::atomic<bool> stopping{false};
   std::mutex mtx;
   bool stopped = false;
   uint64_t next_id = 1;
@@ -658,6 +660,9 @@ void forwarder::impl::submit(const request_ptr& req, const json& msg,
                    opts.request_timeout);
   // Unclaimed: claim it (an etcd transaction, off the io thread), then
   // accept here or send it to whoever won the claim.
+  if (stopping)
+    return req->fail(error_code::draining,
+                     "the node is shutting down and takes no submissions");
   asio::post(claims, [w = weak_from_this(), req, msg, p, me, about, fields] {
     auto s = w.lock();
     if (!s)
@@ -788,6 +793,8 @@ forwarder::forwarder(caf::actor_system& sys, asio::io_context& io,
 
 forwarder::~forwarder() {
   stop();
+  impl_->peers = nullptr;
+  impl_->coord = nullptr;
 }
 
 caf::actor forwarder::server() const {
@@ -801,8 +808,9 @@ void forwarder::start(mesh& peers, const coordinator& members) {
 
 void forwarder::stop() {
   auto& s = *impl_;
-  s.peers = nullptr;
-  s.coord = nullptr;
+  // Requests about runs other members own are refused from here on (they
+  // still need the membership to tell which those are).
+  s.stopping = true;
   s.claims.join();
   std::unordered_map<uint64_t, impl::pending> left;
   {

@@ -69,13 +69,15 @@ class forwarder final : public control_handler {
 
   /// Starts forwarding through `peers`, with run ownership and member
   /// states from `members`; until then every request goes to `inner`. Both
-  /// must stay valid until stop().
+  /// must stay valid until the forwarder is destroyed or `io` stops running
+  /// (after stop(), they still tell which runs other members own).
   void start(mesh& peers, const coordinator& members);
 
-  /// Forwards nothing more: requests waiting for another member's answer
-  /// fail with `draining` (those served here for other members are still
-  /// answered, by the node service as it drains). Blocks until a partition
-  /// claim under way has ended. Idempotent.
+  /// Forwards nothing more: requests about runs other members own, and
+  /// those waiting for another member's answer, fail with `draining` (those
+  /// served here for other members are still answered, by the node service
+  /// as it drains). Blocks until a partition claim under way has ended.
+  /// Idempotent.
   void stop();
 
   void handle(const request_ptr& req, const std::string& type,
