@@ -509,6 +509,11 @@ caf::behavior server_impl(caf::stateful_actor<server_state>* self,
       auto relay = caf::actor_cast<caf::actor>(self->current_sender());
       if (!s || !relay)
         return;
+      // The mesh actor passes on only what proven peers send; this actor
+      // may be addressed by id too, so it checks again.
+      auto* m = s->peers.load();
+      if (m && !m->is_proven(relay.node()))
+        return;
       auto& st = self->state;
       // The requester checked the token and role: its node proved the
       // cluster secret. Whatever does not read as a request is refused.

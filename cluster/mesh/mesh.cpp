@@ -577,4 +577,8 @@ caf::actor mesh::peer(const std::string& member) const {
   return i == shared_->handles.end() ? caf::actor{} : i->second;
 }
 
+bool mesh::is_proven(const caf::node_id& n) const {
+  return n == sys_.node() || shared_->is_proven(n);
+}
+
 } // namespace troupe::cluster

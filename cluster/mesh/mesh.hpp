@@ -18,6 +18,7 @@
 #include <caf/actor.hpp>
 #include <caf/actor_system.hpp>
 #include <caf/actor_system_config.hpp>
+#include <caf/node_id.hpp>
 
 #include <chrono>
 #include <functional>
@@ -124,6 +125,9 @@ class mesh {
   /// The mesh actor of `member` while linked to it (send it step_atom
   /// requests and monitor it), else null.
   caf::actor peer(const std::string& member) const;
+
+  /// Whether CAF node `n` proved the cluster secret (or is this node).
+  bool is_proven(const caf::node_id& n) const;
 
   struct shared;
 
