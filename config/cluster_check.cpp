@@ -29,19 +29,26 @@ std::string check_cluster_name(const std::string& name) {
 
 std::string check_etcd_url(const std::string& url) {
   std::string_view rest{url};
+  size_t scheme = 0;
   if (rest.starts_with("https://"))
-    return "https:// (etcd client TLS) is not supported yet; use http://";
-  if (!rest.starts_with("http://"))
-    return "expected a URL such as http://127.0.0.1:2379";
-  rest.remove_prefix(7);
+    scheme = 8;
+  else if (rest.starts_with("http://"))
+    scheme = 7;
+  else
+    return "expected a URL such as http://127.0.0.1:2379 (or https:// for "
+           "etcd client TLS)";
+  auto shown = std::string{rest.substr(0, scheme)};
+  rest.remove_prefix(scheme);
   while (!rest.empty() && rest.back() == '/')
     rest.remove_suffix(1);
   if (rest.find_first_of("/@?#") != std::string_view::npos)
-    return "expected http://HOST:PORT with no path or user";
+    return "expected " + shown
+           + "HOST:PORT with no path or user (the etcd user is "
+             "cluster.etcd_username)";
   auto colon = rest.rfind(':');
   if (colon == std::string_view::npos || colon == 0
       || (rest.front() == '[' && rest[colon - 1] != ']'))
-    return "expected http://HOST:PORT (the port is required)";
+    return "expected " + shown + "HOST:PORT (the port is required)";
   auto port = rest.substr(colon + 1);
   int n = 0;
   auto [p, ec] = std::from_chars(port.data(), port.data() + port.size(), n);
@@ -121,18 +128,71 @@ std::vector<problem> check_cluster(const settings& s) {
     report("cluster.lease_ttl", to_text(s.at("cluster.lease_ttl").v),
            "must be whole seconds (etcd leases count seconds), e.g. \"5s\"");
 
-  for (auto key : {"cluster.etcd_ca", "cluster.etcd_cert", "cluster.etcd_key",
-                   "cluster.etcd_username", "cluster.etcd_password"})
-    if (!s.get_string(key).empty())
-      report(key, "",
-             "etcd client TLS and user/password are not supported yet; "
-             "leave it empty (and reach etcd over http:// on a trusted "
-             "network)");
+  // etcd client TLS: https:// endpoints, all of them or none; the CA (else
+  // the system's) and a client certificate with its key, both or neither.
+  size_t https = 0;
+  for (auto& url : etcd)
+    if (url.starts_with("https://"))
+      ++https;
+  if (https > 0 && https < etcd.size())
+    report("cluster.etcd", "",
+           "mixes http:// and https:// endpoints: reach every etcd endpoint "
+           "the same way");
+  auto& etcd_cert = s.get_string("cluster.etcd_cert");
+  auto& etcd_key = s.get_string("cluster.etcd_key");
+  if (etcd_cert.empty() != etcd_key.empty())
+    report(etcd_cert.empty() ? "cluster.etcd_key" : "cluster.etcd_cert", "",
+           "set both cluster.etcd_cert and cluster.etcd_key (etcd's client "
+           "certificate and its key), or neither");
+  if (https == 0)
+    for (auto key :
+         {"cluster.etcd_ca", "cluster.etcd_cert", "cluster.etcd_key"})
+      if (!s.get_string(key).empty())
+        report(key, "",
+               "is for etcd client TLS, but no cluster.etcd endpoint is "
+               "https://");
+  // etcd user and password: the password from the environment or a file,
+  // never from a config file or a flag (others could read it there).
+  auto& user = s.get_string("cluster.etcd_username");
+  auto& password = s.get_string("cluster.etcd_password");
+  auto& password_file = s.get_string("cluster.etcd_password_file");
+  if (!password.empty()) {
+    auto& source = s.at("cluster.etcd_password").source;
+    if (!source.starts_with("env "))
+      report("cluster.etcd_password", "",
+             "a password may not be written in a config file or given as a "
+             "flag; set TROUPE_CLUSTER_ETCD_PASSWORD or "
+             "cluster.etcd_password_file");
+    if (!password_file.empty())
+      report("cluster.etcd_password_file", "",
+             "give the etcd password once: TROUPE_CLUSTER_ETCD_PASSWORD or "
+             "cluster.etcd_password_file, not both");
+  }
+  bool has_password = !password.empty() || !password_file.empty();
+  if (!user.empty() && !has_password)
+    report("cluster.etcd_username", user,
+           "etcd user '" + user
+             + "' needs a password: set TROUPE_CLUSTER_ETCD_PASSWORD or "
+               "cluster.etcd_password_file");
+  if (user.empty() && has_password)
+    report(password_file.empty() ? "cluster.etcd_password"
+                                 : "cluster.etcd_password_file",
+           "", "an etcd password needs cluster.etcd_username");
+  // Mutual TLS between members: all three files, or none.
+  std::vector<const char*> set_keys, unset_keys;
   for (auto key : {"cluster.tls_cert", "cluster.tls_key", "cluster.tls_ca"})
-    if (!s.get_string(key).empty())
+    (s.get_string(key).empty() ? unset_keys : set_keys).push_back(key);
+  if (!set_keys.empty() && !unset_keys.empty()) {
+    std::string missing;
+    for (auto key : unset_keys)
+      missing += (missing.empty() ? "" : " and ") + std::string{key};
+    for (auto key : set_keys)
       report(key, "",
-             "mutual TLS between members is not supported yet; leave it "
-             "empty (members prove the cluster secret instead)");
+             "mutual TLS between members needs cluster.tls_cert, "
+             "cluster.tls_key and cluster.tls_ca together; "
+               + missing + (unset_keys.size() == 1 ? " is" : " are")
+               + " not set");
+  }
   if (!s.get_string("cluster.secret").empty()
       && !s.get_string("cluster.secret_file").empty())
     report("cluster.secret_file", "",

@@ -8,8 +8,9 @@
 namespace troupe::config {
 
 /// Checks the [cluster] keys together: names, etcd URLs, labels, capacity,
-/// the lease TTL, and the etcd TLS and user settings that are not supported
-/// yet. Returns one problem per mistake, each naming its key and where it
+/// the lease TTL, the etcd TLS and user settings, and the members' TLS files
+/// (which must come together; the files themselves are read when the node
+/// starts). Returns one problem per mistake, each naming its key and where it
 /// was set.
 std::vector<problem> check_cluster(const settings& s);
 

@@ -215,8 +215,9 @@ const std::vector<key_spec>& table() {
      "The cluster this node joins (letters, digits, '_', '-', '.'); empty "
      "runs the node alone, with no etcd and no peers (--cluster)."},
     {"cluster", "etcd", vk::string_list, "",
-     "etcd client URLs (http://HOST:PORT), tried in turn; needed with "
-     "cluster.name (--etcd, comma-separated)."},
+     "etcd client URLs (http://HOST:PORT, or https:// for etcd client "
+     "TLS), tried in turn; needed with cluster.name (--etcd, "
+     "comma-separated)."},
     {"cluster", "member", vk::string, "",
      "This member's name in the cluster; empty: HOSTNAME-PORT, with the "
      "control port (--member)."},
@@ -262,7 +263,8 @@ const std::vector<key_spec>& table() {
      "etcd_ca",
      vk::path,
      "",
-     "CA of etcd's client TLS certificate. Not supported yet: must be empty.",
+     "PEM CA that signed etcd's server certificate, for https:// "
+     "endpoints; empty: the system's CAs.",
      0,
      0,
      {},
@@ -271,7 +273,8 @@ const std::vector<key_spec>& table() {
      "etcd_cert",
      vk::path,
      "",
-     "Client certificate for etcd. Not supported yet: must be empty.",
+     "PEM client certificate this member shows etcd (etcd's "
+     "--client-cert-auth); with cluster.etcd_key.",
      0,
      0,
      {},
@@ -280,15 +283,28 @@ const std::vector<key_spec>& table() {
      "etcd_key",
      vk::path,
      "",
-     "Client key for etcd. Not supported yet: must be empty.",
+     "PEM key of cluster.etcd_cert.",
      0,
      0,
      {},
      true},
     {"cluster", "etcd_username", vk::string, "",
-     "etcd user. Not supported yet: must be empty."},
+     "etcd user this member authenticates as (etcd auth enabled); needs a "
+     "password from TROUPE_CLUSTER_ETCD_PASSWORD or "
+     "cluster.etcd_password_file."},
     {"cluster", "etcd_password", vk::string, "",
-     "etcd user's password. Not supported yet: must be empty."},
+     "Password of cluster.etcd_username; only from the environment "
+     "(TROUPE_CLUSTER_ETCD_PASSWORD), never from a config file or a flag."},
+    {"cluster",
+     "etcd_password_file",
+     vk::path,
+     "",
+     "A file holding the password of cluster.etcd_username (trailing "
+     "newlines dropped), instead of TROUPE_CLUSTER_ETCD_PASSWORD.",
+     0,
+     0,
+     {},
+     true},
     {"cluster",
      "listen",
      vk::address,
@@ -326,8 +342,8 @@ const std::vector<key_spec>& table() {
      "tls_cert",
      vk::path,
      "",
-     "PEM certificate for mutual TLS between members. Not supported yet: "
-     "must be empty.",
+     "PEM certificate this member shows its peers (mutual TLS on the mesh; "
+     "with cluster.tls_key and cluster.tls_ca).",
      0,
      0,
      {},
@@ -336,7 +352,7 @@ const std::vector<key_spec>& table() {
      "tls_key",
      vk::path,
      "",
-     "PEM key matching cluster.tls_cert. Not supported yet: must be empty.",
+     "PEM key matching cluster.tls_cert.",
      0,
      0,
      {},
@@ -345,8 +361,8 @@ const std::vector<key_spec>& table() {
      "tls_ca",
      vk::path,
      "",
-     "CA that signs every member's certificate. Not supported yet: must be "
-     "empty.",
+     "PEM CA that signed every member's certificate: a peer whose "
+     "certificate it did not sign is never linked.",
      0,
      0,
      {},

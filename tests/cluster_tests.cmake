@@ -5,6 +5,13 @@ troupe_add_tests(etcd_client
   DEPS troupe_cluster_etcd troupe_test_support
   LABELS integration)
 
+# The etcd client over TLS and with etcd users (certificates made at test
+# time with the openssl command).
+troupe_add_tests(etcd_tls
+  SOURCES integration/etcd_tls_test.cpp
+  DEPS troupe_cluster_etcd troupe_test_support
+  LABELS integration)
+
 troupe_add_tests(membership
   SOURCES integration/membership_test.cpp integration/partition_table_test.cpp
   DEPS troupe_cluster_membership troupe_test_support
@@ -19,6 +26,17 @@ troupe_add_tests(cluster
 target_compile_definitions(troupe_cluster_tests PRIVATE
   TROUPE_BINARY="$<TARGET_FILE:troupe>")
 add_dependencies(troupe_cluster_tests troupe)
+
+# Mutual TLS on the mesh, etcd over TLS and with users (real members and
+# etcd; certificates made at test time with the openssl command).
+troupe_add_tests(cluster_tls
+  SOURCES e2e/cluster_tls_test.cpp
+  DEPS troupe_test_support troupe_frame_client troupe_runtime_auth
+       nlohmann_json::nlohmann_json
+  LABELS "e2e;slow")
+target_compile_definitions(troupe_cluster_tls_tests PRIVATE
+  TROUPE_BINARY="$<TARGET_FILE:troupe>")
+add_dependencies(troupe_cluster_tls_tests troupe)
 
 # The cluster secret and its HMAC proofs.
 troupe_add_tests(mesh_secret

@@ -9,6 +9,7 @@
 #include "cluster/mesh/mesh.hpp"
 #include "cluster/mesh/secret.hpp"
 #include "cluster/mesh/steps.hpp"
+#include "cluster/mesh/tls.hpp"
 #include "cluster/node/node_service.hpp"
 #include "persistence/store_holder.hpp"
 #include "runtime/auth/token.hpp"
@@ -30,9 +31,12 @@
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <map>
 #include <pthread.h>
+#include <sstream>
 #include <thread>
 #include <unistd.h>
 #include <utility> // before Asio: Boost 1.74 with C++20 needs std::exchange
@@ -122,6 +126,40 @@ bool is_loopback(const std::string& host) {
   return !ec && a.is_loopback();
 }
 
+/// Sets `password` to the etcd user's password: from
+/// TROUPE_CLUSTER_ETCD_PASSWORD (cluster.etcd_password) or the file
+/// cluster.etcd_password_file (trailing newlines dropped). Returns why there
+/// is none, or "" (also when no etcd user is configured). Never says the
+/// password.
+std::string resolve_etcd_password(const config::settings& settings,
+                                  std::string& password) {
+  password.clear();
+  auto& user = settings.get_string("cluster.etcd_username");
+  if (user.empty())
+    return {};
+  auto& file = settings.get_string("cluster.etcd_password_file");
+  if (file.empty()) {
+    password = settings.get_string("cluster.etcd_password");
+  } else {
+    std::error_code ec;
+    std::ifstream in{file, std::ios::binary};
+    if (!in || std::filesystem::is_directory(file, ec))
+      return "cannot read cluster.etcd_password_file " + file
+             + " (the password of etcd user '" + user + "')";
+    std::ostringstream text;
+    text << in.rdbuf();
+    password = text.str();
+    while (!password.empty()
+           && (password.back() == '\n' || password.back() == '\r'))
+      password.pop_back();
+  }
+  if (password.empty())
+    return "etcd user '" + user + "' has an empty password "
+           + (file.empty() ? std::string{"(TROUPE_CLUSTER_ETCD_PASSWORD)"}
+                           : "(cluster.etcd_password_file " + file + ")");
+  return {};
+}
+
 } // namespace
 
 int run_node_start(const global_options& g, const node_start_options& o) {
@@ -179,6 +217,32 @@ int run_node_start(const global_options& g, const node_start_options& o) {
       return exit_bad_input;
     }
   }
+  // TLS files (the mesh's, etcd's) and the etcd password: checked before
+  // anything starts, each problem naming its key and file.
+  cluster::tls_files mesh_tls{settings.get_string("cluster.tls_cert"),
+                              settings.get_string("cluster.tls_key"),
+                              settings.get_string("cluster.tls_ca")};
+  cluster::tls_files etcd_tls{settings.get_string("cluster.etcd_cert"),
+                              settings.get_string("cluster.etcd_key"),
+                              settings.get_string("cluster.etcd_ca"),
+                              "cluster.etcd_cert",
+                              "cluster.etcd_key",
+                              "cluster.etcd_ca",
+                              false};
+  bool mesh_uses_tls = !mesh_tls.cert.empty();
+  std::string etcd_password;
+  if (!cluster_name.empty()) {
+    for (auto* files : {&mesh_tls, &etcd_tls})
+      if (auto why = cluster::check_tls_files(*files); !why.empty()) {
+        std::cerr << "troupe: node start: " << why << "\n";
+        return exit_bad_input;
+      }
+    if (auto why = resolve_etcd_password(settings, etcd_password);
+        !why.empty()) {
+      std::cerr << "troupe: node start: " << why << "\n";
+      return exit_bad_input;
+    }
+  }
   if (settings.get_bool("auth.enabled")
       && runtime::auth::is_weak_secret(settings.get_string("auth.secret")))
     runtime::log::warn("auth", "auth.secret is shorter than 32 bytes: tokens "
@@ -212,8 +276,12 @@ int run_node_start(const global_options& g, const node_start_options& o) {
         settings.get_duration(key));
     };
     opts.tune_system = [hb = ms("cluster.heartbeat_interval"),
-                        ct = ms("cluster.connection_timeout")](auto& cfg) {
+                        ct = ms("cluster.connection_timeout"), mesh_uses_tls,
+                        mesh_tls](auto& cfg) {
       cluster::configure_mesh(cfg, hb, ct);
+      // Mutual TLS on the mesh: libcaf_openssl, for members with the keys.
+      if (mesh_uses_tls)
+        cluster::configure_mesh_tls(cfg, mesh_tls);
     };
   }
   // A member's runs go to their idempotency key's partition, or else to
@@ -406,6 +474,7 @@ int run_node_start(const global_options& g, const node_start_options& o) {
     mo.cluster = cluster_name;
     mo.member = member;
     mo.secret = cluster_secret;
+    mo.tls = mesh_uses_tls;
     mo.host = host;
     if (auto l = settings.get_string("cluster.listen"); !l.empty())
       std::tie(mo.host, mo.port) = split_address(l);
@@ -439,7 +508,8 @@ int run_node_start(const global_options& g, const node_start_options& o) {
                                                   : mo.host)
           + ":" + std::to_string(peers->port());
     log_line("cluster peers on " + mo.host + ":" + std::to_string(peers->port())
-             + " (advertised as " + me.peer_address + ")");
+             + " (advertised as " + me.peer_address
+             + (mesh_uses_tls ? "; mutual TLS" : "") + ")");
   }
   if (cluster_name.empty()) {
     coordination = std::make_unique<cluster::local_coordinator>(
@@ -453,6 +523,11 @@ int run_node_start(const global_options& g, const node_start_options& o) {
       = std::chrono::duration_cast<std::chrono::milliseconds>(
         settings.get_duration("cluster.etcd_timeout"));
     mo.etcd.call_timeout = 3 * mo.etcd.request_timeout;
+    mo.etcd.ca_file = etcd_tls.ca;
+    mo.etcd.cert_file = etcd_tls.cert;
+    mo.etcd.key_file = etcd_tls.key;
+    mo.etcd.username = settings.get_string("cluster.etcd_username");
+    mo.etcd.password = etcd_password;
     mo.lease_ttl = std::chrono::duration_cast<std::chrono::seconds>(
       settings.get_duration("cluster.lease_ttl"));
     mo.partitions = partitions;
@@ -465,12 +540,17 @@ int run_node_start(const global_options& g, const node_start_options& o) {
     if (auto failed = etcd_member->join()) {
       etcd_member.reset();
       shut_down({});
+      // Where to look: the TLS keys, the user, or the endpoints.
+      auto& m = failed.message;
+      std::string hint;
+      if (m.find("TLS with etcd failed") != std::string::npos)
+        hint = " (cluster.etcd, cluster.etcd_ca, cluster.etcd_cert)";
+      else if (m.find("etcd refused user") != std::string::npos)
+        hint = " (cluster.etcd_username and its password)";
+      else if (failed.what == cluster::join_failure::kind::unreachable)
+        hint = " (cluster.etcd); is etcd running there?";
       std::cerr << "troupe: node start: cannot join cluster '" << cluster_name
-                << "': " << failed.message
-                << (failed.what == cluster::join_failure::kind::unreachable
-                      ? " (cluster.etcd); is etcd running there?"
-                      : "")
-                << "\n";
+                << "': " << m << hint << "\n";
       return exit_unreachable;
     }
     membership = etcd_member.get();

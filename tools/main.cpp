@@ -139,7 +139,8 @@ int main(int argc, char** argv) {
                              "Join this cluster through etcd (cluster.name)");
   node_start_cmd->add_option("--etcd", node_start.etcd,
                              "etcd URLs, comma-separated: "
-                             "http://HOST:PORT[,...] (cluster.etcd)");
+                             "http://HOST:PORT[,...] or https:// "
+                             "(cluster.etcd)");
   node_start_cmd->add_option("--member", node_start.member,
                              "This member's name in the cluster "
                              "(cluster.member; default HOSTNAME-PORT)");

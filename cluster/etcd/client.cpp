@@ -4,19 +4,24 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/ssl/context.hpp>
+#include <boost/asio/ssl/host_name_verification.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http/parser.hpp>
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/string_body.hpp>
 #include <boost/beast/http/write.hpp>
+#include <boost/beast/ssl/ssl_stream.hpp>
 #include <nlohmann/json.hpp>
 
 #include <atomic>
 #include <charconv>
 #include <mutex>
+#include <openssl/ssl.h>
 #include <thread>
 #include <utility> // before Asio: Boost 1.74 with C++20 needs std::exchange
+#include <variant>
 
 namespace troupe::cluster::etcd {
 
@@ -24,6 +29,8 @@ namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace http = beast::http;
 using tcp = asio::ip::tcp;
+namespace ssl = asio::ssl;
+using tls_stream = beast::ssl_stream<beast::tcp_stream>;
 using json = nlohmann::json;
 using steady = std::chrono::steady_clock;
 using std::chrono::milliseconds;
@@ -135,33 +142,34 @@ struct endpoint {
   std::string url;
   std::string host;
   std::string port;
+  /// https://: TLS to etcd.
+  bool tls = false;
 };
 
 std::optional<endpoint> parse_endpoint(const std::string& url,
                                        std::string& why) {
   std::string_view rest{url};
+  endpoint ep{url, {}, {}, false};
+  std::string scheme = "http://";
   if (rest.starts_with("https://")) {
-    why = "https:// endpoints (etcd client TLS) are not supported yet; use "
-          "http://";
+    ep.tls = true;
+    scheme = "https://";
+  } else if (!rest.starts_with("http://")) {
+    why = "expected a URL such as http://127.0.0.1:2379 (or https://)";
     return std::nullopt;
   }
-  if (!rest.starts_with("http://")) {
-    why = "expected a URL such as http://127.0.0.1:2379";
-    return std::nullopt;
-  }
-  rest.remove_prefix(7);
+  rest.remove_prefix(scheme.size());
   while (!rest.empty() && rest.back() == '/')
     rest.remove_suffix(1);
   if (rest.find('/') != std::string_view::npos
       || rest.find('@') != std::string_view::npos) {
-    why = "expected http://HOST:PORT with no path or user";
+    why = "expected " + scheme + "HOST:PORT with no path or user";
     return std::nullopt;
   }
-  endpoint ep{url, {}, {}};
   auto colon = rest.rfind(':');
   if (colon == std::string_view::npos || colon == 0
       || (rest.front() == '[' && rest[colon - 1] != ']')) {
-    why = "expected http://HOST:PORT (the port is required)";
+    why = "expected " + scheme + "HOST:PORT (the port is required)";
     return std::nullopt;
   }
   ep.host = std::string{rest.substr(0, colon)};
@@ -179,70 +187,163 @@ std::optional<endpoint> parse_endpoint(const std::string& url,
   return ep;
 }
 
+/// A connection to one endpoint: plain TCP, or TLS over it.
+struct connection {
+  std::variant<std::monostate, beast::tcp_stream, tls_stream> s;
+
+  connection(asio::io_context& io, const endpoint& ep, ssl::context* ctx) {
+    if (ep.tls && ctx) {
+      auto& t = s.emplace<tls_stream>(io, *ctx);
+      // The server's certificate must name the endpoint's host (or IP);
+      // SNI for names.
+      t.set_verify_callback(ssl::host_name_verification{ep.host});
+      boost::system::error_code ec;
+      (void)asio::ip::make_address(ep.host, ec);
+      if (ec)
+        SSL_set_tlsext_host_name(t.native_handle(), ep.host.c_str());
+    } else {
+      s.emplace<beast::tcp_stream>(io);
+    }
+  }
+
+  beast::tcp_stream& tcp() {
+    if (auto* t = std::get_if<tls_stream>(&s))
+      return beast::get_lowest_layer(*t);
+    return std::get<beast::tcp_stream>(s);
+  }
+
+  bool tls() const { return std::holds_alternative<tls_stream>(s); }
+
+  /// Calls `f` with the stream HTTP goes through.
+  template<class F>
+  void visit(F&& f) {
+    if (auto* t = std::get_if<tls_stream>(&s))
+      f(*t);
+    else
+      f(std::get<beast::tcp_stream>(s));
+  }
+
+  void close() {
+    beast::error_code ignored;
+    tcp().socket().shutdown(tcp::socket::shutdown_both, ignored);
+    tcp().socket().close(ignored);
+  }
+};
+
+/// Resolves, connects and (over TLS) shakes hands within the stream's
+/// deadline, then calls `next`; on failure sets `failure` (and `stage`).
+template<class Next>
+void open_connection(connection& conn, tcp::resolver& resolver,
+                     const endpoint& ep, beast::error_code& failure,
+                     const char*& stage, Next next) {
+  stage = "connect";
+  resolver.async_resolve(
+    ep.host, ep.port,
+    [&conn, &failure, &stage, next](beast::error_code ec,
+                                    tcp::resolver::results_type hosts) mutable {
+      if (ec) {
+        failure = ec;
+        return;
+      }
+      conn.tcp().async_connect(
+        hosts, [&conn, &failure, &stage, next](beast::error_code ec,
+                                               const tcp::endpoint&) mutable {
+          if (ec) {
+            failure = ec;
+            return;
+          }
+          if (!conn.tls())
+            return next();
+          stage = "TLS handshake";
+          std::get<tls_stream>(conn.s).async_handshake(
+            ssl::stream_base::client,
+            [&failure, &stage, next](beast::error_code ec) mutable {
+              if (ec) {
+                failure = ec;
+                return;
+              }
+              stage = "request";
+              next();
+            });
+        });
+    });
+}
+
+/// Says why an exchange with `ep` failed: a TLS failure says so, with a
+/// hint about the CA or the client certificate.
+std::string describe_failure(const endpoint& ep, const beast::error_code& ec,
+                             const char* stage, milliseconds timeout) {
+  if (ec == beast::error::timeout || !ec)
+    return ep.url + ": no answer within " + std::to_string(timeout.count())
+           + "ms";
+  auto why = ec.message();
+  if (ec.category() == asio::error::get_ssl_category()
+      || std::string_view{stage} == "TLS handshake") {
+    auto hint = why.find("certificate verify failed") != std::string::npos
+                  ? " (etcd's certificate is not signed by the configured CA, "
+                    "or does not name "
+                      + ep.host + ")"
+                  : std::string{" (does etcd want a client certificate, or "
+                                "not TLS at all?)"};
+    return ep.url + ": TLS with etcd failed: " + why + hint;
+  }
+  return ep.url + ": " + why;
+}
+
 struct http_answer {
   unsigned status = 0;
   std::string body;
 };
 
-/// One POST to one endpoint within `timeout`; an error says why no answer
-/// came.
-result<http_answer> post_once(const endpoint& ep, const std::string& target,
-                              const std::string& body, milliseconds timeout) {
+/// One POST to one endpoint within `timeout`, with `token` (when not
+/// empty) in the Authorization header; an error says why no answer came.
+result<http_answer> post_once(const endpoint& ep, ssl::context* ctx,
+                              const std::string& target,
+                              const std::string& body, const std::string& token,
+                              milliseconds timeout) {
   asio::io_context io{1};
-  beast::tcp_stream stream{io};
+  connection conn{io, ep, ctx};
   tcp::resolver resolver{io};
   http::request<http::string_body> req{http::verb::post, target, 11};
   req.set(http::field::host, ep.host + ":" + ep.port);
   req.set(http::field::content_type, "application/json");
+  if (!token.empty())
+    req.set(http::field::authorization, token);
   req.body() = body;
   req.prepare_payload();
   beast::flat_buffer buf;
   http::response_parser<http::string_body> parser;
   parser.body_limit(64u << 20);
   beast::error_code failure;
+  const char* stage = "connect";
   bool done = false;
-  stream.expires_after(timeout);
-  resolver.async_resolve(
-    ep.host, ep.port,
-    [&](beast::error_code ec, tcp::resolver::results_type hosts) {
-      if (ec) {
-        failure = ec;
-        return;
-      }
-      stream.async_connect(
-        hosts, [&](beast::error_code ec, const tcp::endpoint&) {
-          if (ec) {
-            failure = ec;
-            return;
-          }
-          http::async_write(stream, req, [&](beast::error_code ec, size_t) {
-            if (ec) {
-              failure = ec;
-              return;
-            }
-            http::async_read(stream, buf, parser,
-                             [&](beast::error_code ec, size_t) {
-                               failure = ec;
-                               done = !ec;
-                             });
-          });
-        });
+  conn.tcp().expires_after(timeout);
+  open_connection(conn, resolver, ep, failure, stage, [&] {
+    conn.visit([&](auto& stream) {
+      http::async_write(stream, req, [&](beast::error_code ec, size_t) {
+        if (ec) {
+          failure = ec;
+          return;
+        }
+        http::async_read(stream, buf, parser,
+                         [&](beast::error_code ec, size_t) {
+                           failure = ec;
+                           done = !ec;
+                         });
+      });
     });
-  // The stream's timer bounds connect, write and read; this bounds the
-  // name lookup too.
+  });
+  // The stream's timer bounds connect, handshake, write and read; this
+  // bounds the name lookup too.
   io.run_for(timeout + milliseconds{50});
-  beast::error_code ignored;
-  stream.socket().close(ignored);
+  conn.close();
   // Let what was cut short finish (aborted) while its state still exists.
   resolver.cancel();
   io.restart();
   io.poll();
-  if (!done) {
-    auto why = failure ? failure.message() : std::string{"timed out"};
-    if (failure == beast::error::timeout)
-      why = "no answer within " + std::to_string(timeout.count()) + "ms";
-    return error{error::kind::unreachable, ep.url + ": " + why};
-  }
+  if (!done)
+    return error{error::kind::unreachable,
+                 describe_failure(ep, failure, stage, timeout)};
   auto res = parser.release();
   return http_answer{res.result_int(), std::move(res.body())};
 }
@@ -266,6 +367,16 @@ std::string prefix_end(const std::string& prefix) {
   return std::string(1, '\0');
 }
 
+bool is_token_error(const error& e) {
+  if (e.what != error::kind::refused)
+    return false;
+  for (auto text : {"invalid auth token", "revision of auth store is old",
+                    "user name is empty"})
+    if (e.message.find(text) != std::string::npos)
+      return true;
+  return false;
+}
+
 std::string check_endpoint(const std::string& url) {
   std::string why;
   if (!parse_endpoint(url, why))
@@ -280,19 +391,55 @@ struct client::impl {
   client_options opts;
   std::vector<endpoint> endpoints;
   std::string invalid;
+  /// For https:// endpoints: the CA, and the client certificate if any.
+  std::unique_ptr<ssl::context> tls;
   /// The endpoint that answered last: calls start there.
   std::atomic<size_t> preferred{0};
   std::atomic<bool> interrupted{false};
+  /// The auth token in use (with a user): empty until authenticated.
+  mutable std::mutex token_mtx;
+  std::string token;
 
-  /// POSTs `body` to `target` on the endpoints in turn until one answers,
-  /// within the call's deadline; returns the answer's JSON.
-  result<json> call(const std::string& target, const json& body) {
-    if (!invalid.empty())
-      return error{error::kind::invalid, invalid};
-    if (endpoints.empty())
-      return error{error::kind::invalid, "no etcd endpoints"};
-    auto text = body.dump();
-    auto deadline = steady::now() + opts.call_timeout;
+  /// Sets up TLS for https:// endpoints; returns why it cannot, or "".
+  std::string setup_tls() {
+    bool any = false;
+    for (auto& ep : endpoints)
+      any = any || ep.tls;
+    if (!any)
+      return {};
+    tls = std::make_unique<ssl::context>(ssl::context::tls_client);
+    tls->set_options(ssl::context::default_workarounds | ssl::context::no_sslv2
+                     | ssl::context::no_sslv3 | ssl::context::no_tlsv1
+                     | ssl::context::no_tlsv1_1);
+    tls->set_verify_mode(ssl::verify_peer);
+    beast::error_code ec;
+    if (opts.ca_file.empty())
+      tls->set_default_verify_paths(ec);
+    else
+      tls->load_verify_file(opts.ca_file, ec);
+    if (ec)
+      return "cannot load etcd's CA from "
+             + (opts.ca_file.empty() ? std::string{"the system"} : opts.ca_file)
+             + ": " + ec.message();
+    if (opts.cert_file.empty() != opts.key_file.empty())
+      return "a client certificate needs its key, and a key its certificate";
+    if (!opts.cert_file.empty()) {
+      tls->use_certificate_chain_file(opts.cert_file, ec);
+      if (ec)
+        return "cannot load the client certificate " + opts.cert_file + ": "
+               + ec.message();
+      tls->use_private_key_file(opts.key_file, ssl::context::pem, ec);
+      if (ec)
+        return "cannot load the client key " + opts.key_file + ": "
+               + ec.message();
+    }
+    return {};
+  }
+
+  /// POSTs `text` to `target` on the endpoints in turn until one answers,
+  /// until `deadline`; returns the answer's JSON.
+  result<json> call_raw(const std::string& target, const std::string& text,
+                        const std::string& auth, steady::time_point deadline) {
     std::string last;
     // Bounded: every endpoint at most three times, and the deadline.
     auto attempts = endpoints.size() * 3;
@@ -317,8 +464,8 @@ struct client::impl {
       ++tries;
       auto at = (start + i) % endpoints.size();
       auto& ep = endpoints[at];
-      auto answer
-        = post_once(ep, target, text, std::min(left, opts.request_timeout));
+      auto answer = post_once(ep, tls.get(), target, text, auth,
+                              std::min(left, opts.request_timeout));
       if (!answer) {
         last = answer.err.message;
         continue;
@@ -333,6 +480,13 @@ struct client::impl {
         continue;
       }
       preferred = at;
+      if ((parsed.is_discarded() || !parsed.is_object())
+          && answer->status != 200)
+        // etcd's own words (the gateway refusing a client certificate's
+        // CommonName while auth is on, say).
+        return error{error::kind::refused,
+                     ep.url + " answered " + std::to_string(answer->status)
+                       + ": " + answer->body.substr(0, 200)};
       if (parsed.is_discarded() || !parsed.is_object())
         return error{error::kind::bad_answer,
                      ep.url + ": an answer that is not a JSON object"};
@@ -353,11 +507,69 @@ struct client::impl {
     std::string names;
     for (auto& ep : endpoints)
       names += (names.empty() ? "" : ", ") + ep.url;
+    bool tls_failed = last.find("TLS with etcd failed") != std::string::npos;
     return error{error::kind::unreachable,
-                 "etcd did not answer at " + names + " ("
-                   + std::to_string(tries) + " tries, deadline "
+                 (tls_failed ? "no TLS connection to etcd could be made at "
+                             : "etcd did not answer at ")
+                   + names + " (" + std::to_string(tries) + " tries, deadline "
                    + std::to_string(opts.call_timeout.count())
                    + "ms; last: " + last + ")"};
+  }
+
+  /// The token to send (authenticating first when there is none), or ""
+  /// without a user.
+  result<std::string> current_token(steady::time_point deadline) {
+    if (opts.username.empty())
+      return std::string{};
+    {
+      std::lock_guard guard{token_mtx};
+      if (!token.empty())
+        return token;
+    }
+    json body{{"name", opts.username}, {"password", opts.password}};
+    auto r = call_raw("/v3/auth/authenticate", body.dump(), {}, deadline);
+    if (!r) {
+      if (r.err.what == error::kind::refused)
+        return error{error::kind::refused, "etcd refused user '" + opts.username
+                                             + "': " + r.err.message};
+      return r.err;
+    }
+    auto i = r->find("token");
+    if (i == r->end() || !i->is_string() || i->get<std::string>().empty())
+      return error{error::kind::bad_answer,
+                   "auth/authenticate for user '" + opts.username
+                     + "' gave no token (is auth enabled in etcd?)"};
+    std::lock_guard guard{token_mtx};
+    token = i->get<std::string>();
+    return token;
+  }
+
+  /// Forgets `used` (etcd no longer takes it); the next call authenticates.
+  void drop_token(const std::string& used) {
+    std::lock_guard guard{token_mtx};
+    if (token == used)
+      token.clear();
+  }
+
+  /// POSTs `body` to `target` within the call's deadline, with the auth
+  /// token when there is a user: a token etcd refuses is replaced (at most
+  /// twice) and the request sent again.
+  result<json> call(const std::string& target, const json& body) {
+    if (!invalid.empty())
+      return error{error::kind::invalid, invalid};
+    if (endpoints.empty())
+      return error{error::kind::invalid, "no etcd endpoints"};
+    auto text = body.dump();
+    auto deadline = steady::now() + opts.call_timeout;
+    for (int round = 0;; ++round) {
+      auto auth = current_token(deadline);
+      if (!auth)
+        return auth.err;
+      auto r = call_raw(target, text, *auth, deadline);
+      if (r || auth->empty() || round >= 2 || !is_token_error(r.err))
+        return r;
+      drop_token(*auth);
+    }
   }
 };
 
@@ -372,6 +584,8 @@ client::client(client_options opts) : impl_(std::make_shared<impl>()) {
     }
     impl_->endpoints.push_back(std::move(*ep));
   }
+  if (impl_->invalid.empty())
+    impl_->invalid = impl_->setup_tls();
 }
 
 client::~client() = default;
@@ -547,7 +761,9 @@ struct watch_stream::impl {
   std::atomic<int64_t> revision{0};
 
   asio::io_context io{1};
-  std::unique_ptr<beast::tcp_stream> stream;
+  std::unique_ptr<connection> stream;
+  /// The auth token the watch was opened with (with a user).
+  std::string token;
   beast::flat_buffer buf;
   std::unique_ptr<http::response_parser<http::string_body>> parser;
   http::request<http::string_body> req;
@@ -569,6 +785,10 @@ struct watch_stream::impl {
                 {"prev_kv", true}};
     if (start_revision > 0)
       create["start_revision"] = std::to_string(start_revision);
+    auto auth = c->current_token(steady::now() + c->opts.call_timeout);
+    if (!auth)
+      return error{auth.err.what, "watch: " + auth.err.message};
+    token = *auth;
     std::string last = "no etcd endpoints";
     auto n = c->endpoints.size();
     for (size_t i = 0; i < n && !cancelled; ++i) {
@@ -583,60 +803,52 @@ struct watch_stream::impl {
 
   std::optional<error> open_at(const endpoint& ep, const std::string& body) {
     io.restart();
-    stream = std::make_unique<beast::tcp_stream>(io);
+    stream = std::make_unique<connection>(io, ep, c->tls.get());
     buf.clear();
     parser = std::make_unique<http::response_parser<http::string_body>>();
     parser->body_limit(boost::none);
     req = {http::verb::post, "/v3/watch", 11};
     req.set(http::field::host, ep.host + ":" + ep.port);
     req.set(http::field::content_type, "application/json");
+    if (!token.empty())
+      req.set(http::field::authorization, token);
     req.body() = body;
     req.prepare_payload();
     tcp::resolver resolver{io};
     beast::error_code failure;
+    const char* stage = "connect";
     bool headed = false;
     auto timeout = c->opts.request_timeout;
-    stream->expires_after(timeout);
-    resolver.async_resolve(
-      ep.host, ep.port,
-      [&](beast::error_code ec, tcp::resolver::results_type hosts) {
-        if (ec) {
-          failure = ec;
-          return;
-        }
-        stream->async_connect(
-          hosts, [&](beast::error_code ec, const tcp::endpoint&) {
-            if (ec) {
-              failure = ec;
-              return;
-            }
-            http::async_write(*stream, req, [&](beast::error_code ec, size_t) {
-              if (ec) {
-                failure = ec;
-                return;
-              }
-              http::async_read_header(*stream, buf, *parser,
-                                      [&](beast::error_code ec, size_t) {
-                                        failure = ec;
-                                        headed = !ec;
-                                      });
-            });
-          });
+    stream->tcp().expires_after(timeout);
+    open_connection(*stream, resolver, ep, failure, stage, [&] {
+      stream->visit([&](auto& s) {
+        http::async_write(s, req, [&](beast::error_code ec, size_t) {
+          if (ec) {
+            failure = ec;
+            return;
+          }
+          http::async_read_header(s, buf, *parser,
+                                  [&](beast::error_code ec, size_t) {
+                                    failure = ec;
+                                    headed = !ec;
+                                  });
+        });
       });
+    });
     io.run_for(timeout + milliseconds{50});
     if (!headed) {
-      beast::error_code ignored;
-      stream->socket().close(ignored);
+      stream->close();
+      resolver.cancel();
       io.restart();
       io.poll();
       return error{error::kind::unreachable,
-                   ep.url + ": " + (failure ? failure.message() : "timed out")};
+                   describe_failure(ep, failure, stage, timeout)};
     }
     if (parser->get().result_int() != 200)
       return error{error::kind::refused,
                    ep.url + ": watch answered "
                      + std::to_string(parser->get().result_int())};
-    stream->expires_never();
+    stream->tcp().expires_never();
     // Body bytes that came with the header.
     take_body();
     return std::nullopt;
@@ -675,16 +887,32 @@ struct watch_stream::impl {
       return;
     }
     if (j.contains("error")) {
-      ended = error{error::kind::refused, "watch: " + j["error"].dump()};
+      auto& e = j["error"];
+      error why{
+        error::kind::refused,
+        "watch: "
+          + (e.is_object() && e.contains("message") && e["message"].is_string()
+               ? e["message"].get<std::string>()
+               : e.dump())};
+      // A token etcd no longer takes: the next watch authenticates again.
+      if (!token.empty() && is_token_error(why))
+        c->drop_token(token);
+      ended = std::move(why);
       return;
     }
     auto& r = j.contains("result") ? j["result"] : j;
     if (r.value("canceled", false)) {
-      ended
-        = error{error::kind::refused, "watch canceled by etcd"
-                                        + (int_field(r, "compact_revision") != 0
-                                             ? " (revision compacted)"
-                                             : std::string{})};
+      auto reason = r.value("cancel_reason", std::string{});
+      error why{error::kind::refused,
+                "watch canceled by etcd"
+                  + (int_field(r, "compact_revision") != 0
+                       ? std::string{" (revision compacted)"}
+                       : std::string{})
+                  + (reason.empty() ? std::string{} : ": " + reason)};
+      // A token etcd no longer takes: the next watch authenticates again.
+      if (!token.empty() && is_token_error(why))
+        c->drop_token(token);
+      ended = std::move(why);
       return;
     }
     if (r.value("created", false))
@@ -710,30 +938,29 @@ struct watch_stream::impl {
     if (reading || ended)
       return;
     reading = true;
-    http::async_read_some(
-      *stream, buf, *parser, [this](beast::error_code ec, size_t) {
-        reading = false;
-        if (ec) {
-          ended = error{error::kind::unreachable, "watch: " + ec.message()};
-        } else {
-          take_body();
-          if (parser->is_done())
-            ended
-              = error{error::kind::unreachable, "watch: etcd ended the stream"};
-        }
-        if (!ready.empty() || ended)
-          io.stop();
-        else
-          read_more();
-      });
+    stream->visit([this](auto& s) {
+      http::async_read_some(
+        s, buf, *parser, [this](beast::error_code ec, size_t) {
+          reading = false;
+          if (ec) {
+            ended = error{error::kind::unreachable, "watch: " + ec.message()};
+          } else {
+            take_body();
+            if (parser->is_done())
+              ended = error{error::kind::unreachable,
+                            "watch: etcd ended the stream"};
+          }
+          if (!ready.empty() || ended)
+            io.stop();
+          else
+            read_more();
+        });
+    });
   }
 
   void close() {
-    if (stream) {
-      beast::error_code ignored;
-      stream->socket().shutdown(tcp::socket::shutdown_both, ignored);
-      stream->socket().close(ignored);
-    }
+    if (stream)
+      stream->close();
   }
 };
 

@@ -1,8 +1,8 @@
 #pragma once
 
-// A small etcd v3 client over etcd's JSON gateway (`/v3/...`, plain HTTP
-// with Boost.Beast; no gRPC). Every call is synchronous for its caller but
-// runs its I/O on an io_context of its own, bounded by a deadline per
+// A small etcd v3 client over etcd's JSON gateway (`/v3/...`, HTTP or
+// HTTPS with Boost.Beast; no gRPC). Every call is synchronous for its caller
+// but runs its I/O on an io_context of its own, bounded by a deadline per
 // attempt, and is retried on the next endpoint when one does not answer.
 // Callers must be threads of their own: never a CAF scheduler thread or the
 // node's io_context thread.
@@ -11,6 +11,13 @@
 // compare makes a retried write fail instead of applying twice, and the
 // caller then reads what is there (create_if_absent returns the value found,
 // so a caller can tell its own earlier write from another's).
+//
+// Over https:// endpoints the client checks etcd's certificate against a CA
+// (and the endpoint's host or IP), and may show a client certificate. With
+// a user, it authenticates (POST /v3/auth/authenticate) and sends the token
+// in the Authorization header; a token etcd no longer knows (expired, or
+// from before a restart) is replaced and the request sent again, within
+// the call's deadline. The password and the token are never in an error.
 
 #include <chrono>
 #include <cstdint>
@@ -23,13 +30,24 @@ namespace troupe::cluster::etcd {
 
 /// How to reach etcd.
 struct client_options {
-  /// Base URLs such as "http://127.0.0.1:2379". Only http:// for now.
+  /// Base URLs such as "http://127.0.0.1:2379" or "https://etcd-1:2379";
+  /// all http:// or all https://.
   std::vector<std::string> endpoints;
   /// Deadline of one attempt on one endpoint (connect, send, answer).
   /// Default: 1 s.
   std::chrono::milliseconds request_timeout{1000};
   /// Deadline of a whole call across its retries. Default: 3 s.
   std::chrono::milliseconds call_timeout{3000};
+  /// For https:// endpoints: the PEM CA that signed etcd's server
+  /// certificate; empty: the system's CAs.
+  std::string ca_file;
+  /// A PEM client certificate and its key, for etcd's --client-cert-auth;
+  /// both or neither.
+  std::string cert_file;
+  std::string key_file;
+  /// etcd user and password, when etcd's auth is enabled; empty: no auth.
+  std::string username;
+  std::string password;
 };
 
 /// Why a call failed.
@@ -112,6 +130,10 @@ struct watch_event {
 /// Returns the first key after every key that starts with `prefix`: the
 /// range_end that makes a range cover the prefix.
 std::string prefix_end(const std::string& prefix);
+
+/// Whether `e` says etcd does not accept the auth token sent (expired,
+/// unknown, or older than the auth store): authenticate again and retry.
+bool is_token_error(const error& e);
 
 /// Checks an endpoint URL; returns why it cannot be used, or "".
 std::string check_endpoint(const std::string& url);

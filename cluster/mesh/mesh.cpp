@@ -4,6 +4,7 @@
 
 #include <caf/all.hpp>
 #include <caf/io/all.hpp>
+#include <caf/openssl/all.hpp>
 
 #include <algorithm>
 #include <mutex>
@@ -272,7 +273,9 @@ void attempt_refused(mesh_actor_ptr self, const mesh_options& opts,
   set_state(p, "refused", why);
   log_once(p, "refused:" + p.incarnation, opts.warn,
            "refused member '" + name + "' at " + p.address + ": " + why
-             + " (is TROUPE_CLUSTER_SECRET the same on every member?)");
+             + (why.find("TLS") == std::string::npos
+                  ? " (is TROUPE_CLUSTER_SECRET the same on every member?)"
+                  : ""));
   publish_view(self, sh);
 }
 
@@ -291,7 +294,9 @@ void connect(mesh_actor_ptr self, const mesh_options& opts,
     attempt_failed(self, opts, *sh, name, attempt, why);
   };
   auto deadline = caf::duration{opts.deadline};
-  auto mm = self->system().middleman().actor_handle();
+  // With TLS, libcaf_openssl's middleman actor (also a thread of its own).
+  auto mm = opts.tls ? self->system().openssl_manager().actor_handle()
+                     : self->system().middleman().actor_handle();
   auto address = p.address;
   self->request(mm, deadline, caf::connect_atom::value, host, port)
     .then(
@@ -357,6 +362,13 @@ void connect(mesh_actor_ptr self, const mesh_options& opts,
             [=](const caf::error& e) { fail("hello: " + caf::to_string(e)); });
       },
       [=](const caf::error& e) {
+        // With TLS, a link cut during the handshake is a peer whose
+        // certificate our CA did not sign (or that did not accept ours).
+        if (opts.tls && e == caf::sec::disconnect_during_handshake)
+          return attempt_refused(self, opts, *sh, name, attempt,
+                                 "the TLS handshake failed (is its "
+                                 "certificate signed by cluster.tls_ca, and "
+                                 "ours by its CA?)");
         fail("connect to " + address + ": " + caf::to_string(e));
       });
 }
@@ -530,7 +542,10 @@ std::string mesh::listen() {
     actor_ = sys_.spawn(mesh_impl, shared_, opts_);
   if (!gate_)
     gate_ = sys_.spawn(gate_impl, shared_, opts_, actor_);
-  auto port = caf::io::publish(gate_, opts_.port, opts_.host.c_str(), true);
+  auto port
+    = opts_.tls
+        ? caf::openssl::publish(gate_, opts_.port, opts_.host.c_str(), true)
+        : caf::io::publish(gate_, opts_.port, opts_.host.c_str(), true);
   if (!port)
     return "cannot listen for cluster peers on " + opts_.host + ":"
            + std::to_string(opts_.port) + ": " + sys_.render(port.error());

@@ -67,6 +67,9 @@ struct mesh_options {
   /// Where the gate listens; port 0 picks a free one.
   std::string host = "127.0.0.1";
   uint16_t port = 0;
+  /// Mutual TLS on every link (configure_mesh_tls was called): the gate is
+  /// published and peers are reached through libcaf_openssl.
+  bool tls = false;
   /// Deadline of one connect and of each step of the challenge.
   std::chrono::milliseconds deadline{1000};
   /// How often the membership is read for new members and incarnations.

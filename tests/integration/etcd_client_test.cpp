@@ -257,12 +257,12 @@ TEST_F(EtcdClient, NoEndpointAnsweringFailsWithinTheDeadline) {
   EXPECT_LT(std::chrono::steady_clock::now() - t0, 2000ms);
 }
 
-TEST(EtcdEndpoint, BadUrlsAreNamedAndTlsIsNotSupportedYet) {
+TEST(EtcdEndpoint, BadUrlsAreNamedAndHttpsIsAccepted) {
   using troupe::cluster::etcd::check_endpoint;
   EXPECT_EQ(check_endpoint("http://127.0.0.1:2379"), "");
   EXPECT_EQ(check_endpoint("http://[::1]:2379/"), "");
-  EXPECT_NE(check_endpoint("https://127.0.0.1:2379").find("not supported yet"),
-            std::string::npos);
+  EXPECT_EQ(check_endpoint("https://127.0.0.1:2379"), "");
+  EXPECT_NE(check_endpoint("https://127.0.0.1"), "");
   EXPECT_NE(check_endpoint("127.0.0.1:2379"), "");
   EXPECT_NE(check_endpoint("http://127.0.0.1"), "");
   EXPECT_NE(check_endpoint("http://127.0.0.1:99999"), "");

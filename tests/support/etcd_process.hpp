@@ -5,7 +5,10 @@
 // 500 ms, so a 1 s lease TTL is granted), ready once its /health says so,
 // killed by PID when the object goes away. A missing `etcd` binary is a
 // failure that names the way out (tools/bootstrap.sh installs it), never a
-// skipped test.
+// skipped test. With etcd_options it serves its clients over TLS
+// (--cert-file, --key-file), optionally checking their certificates
+// (--trusted-ca-file, --client-cert-auth); etcdctl() runs etcdctl against
+// it (to add users and enable auth, say).
 
 #include "tests/support/net.hpp"
 #include "tests/support/process.hpp"
@@ -27,11 +30,35 @@
 
 namespace troupe::test {
 
+/// How an etcd_process serves its clients; the default is plain HTTP.
+struct etcd_options {
+  /// Server certificate and key: clients use https://.
+  std::string cert_file;
+  std::string key_file;
+  /// CA of client certificates (--trusted-ca-file); with client_cert_auth,
+  /// a client must show a certificate it signed.
+  std::string trusted_ca_file;
+  bool client_cert_auth = false;
+  /// What etcdctl (the readiness check, etcdctl()) uses: the CA of the
+  /// server's certificate and a client certificate.
+  std::string client_ca;
+  std::string client_cert;
+  std::string client_key;
+  /// --auth-token-ttl in seconds (simple tokens); 0: etcd's default.
+  int auth_token_ttl = 0;
+};
+
 class etcd_process {
  public:
   /// Starts etcd; check ok() (and error()) before using it.
   explicit etcd_process(std::chrono::milliseconds ready_limit
-                        = std::chrono::seconds{20}) {
+                        = std::chrono::seconds{20})
+      : etcd_process(etcd_options{}, ready_limit) {}
+
+  /// Starts etcd as `o` says.
+  explicit etcd_process(etcd_options o, std::chrono::milliseconds ready_limit
+                                        = std::chrono::seconds{20})
+      : o_(std::move(o)) {
     auto binary = find_etcd();
     if (binary.empty()) {
       error_ = "etcd is not installed: run tools/bootstrap.sh (it installs "
@@ -56,9 +83,27 @@ class etcd_process {
   bool ok() const noexcept { return ok_; }
   const std::string& error() const noexcept { return error_; }
 
-  /// The client URL, e.g. "http://127.0.0.1:23791".
+  /// The client URL, e.g. "http://127.0.0.1:23791" (https:// with TLS).
   std::string url() const {
-    return "http://127.0.0.1:" + std::to_string(client_port_);
+    return scheme() + "127.0.0.1:" + std::to_string(client_port_);
+  }
+
+  /// Runs `etcdctl ARGS...` (API 3) against this etcd, with the TLS files
+  /// of etcd_options.
+  process_result etcdctl(const std::vector<std::string>& args) const {
+    std::vector<std::string> argv
+      = {find_program("etcdctl"), "--endpoints", url(), "--dial-timeout", "2s",
+         "--command-timeout",     "5s"};
+    if (!o_.client_ca.empty())
+      argv.insert(argv.end(), {"--cacert", o_.client_ca});
+    if (!o_.client_cert.empty())
+      argv.insert(argv.end(),
+                  {"--cert", o_.client_cert, "--key", o_.client_key});
+    argv.insert(argv.end(), args.begin(), args.end());
+    process_options po;
+    po.env["ETCDCTL_API"] = std::string{"3"};
+    po.time_limit = std::chrono::seconds{15};
+    return run_process(argv, po);
   }
   uint16_t client_port() const noexcept { return client_port_; }
   int pid() const { return proc_ ? proc_->pid() : -1; }
@@ -86,19 +131,28 @@ class etcd_process {
   std::string log() const { return proc_ ? proc_->err() : std::string{}; }
 
  private:
-  static std::string find_etcd() {
+  static std::string find_program(const char* name) {
     for (auto dir : {"/usr/bin", "/usr/local/bin", "/usr/sbin"}) {
-      auto p = std::filesystem::path{dir} / "etcd";
+      auto p = std::filesystem::path{dir} / name;
       std::error_code ec;
       if (std::filesystem::exists(p, ec))
         return p.string();
     }
-    return {};
+    return name;
+  }
+
+  static std::string find_etcd() {
+    auto p = find_program("etcd");
+    return p.starts_with("/") ? p : std::string{};
+  }
+
+  std::string scheme() const {
+    return o_.cert_file.empty() ? "http://" : "https://";
   }
 
   void launch(const std::string& binary,
               std::chrono::milliseconds ready_limit) {
-    auto client = "http://127.0.0.1:" + std::to_string(client_port_);
+    auto client = scheme() + "127.0.0.1:" + std::to_string(client_port_);
     auto peer = "http://127.0.0.1:" + std::to_string(peer_port_);
     std::vector<std::string> argv
       = {binary,         "--name",
@@ -112,6 +166,16 @@ class etcd_process {
          "50",           "--election-timeout",
          "500",          "--log-level",
          "warn"};
+    if (!o_.cert_file.empty())
+      argv.insert(argv.end(),
+                  {"--cert-file", o_.cert_file, "--key-file", o_.key_file});
+    if (!o_.trusted_ca_file.empty())
+      argv.insert(argv.end(), {"--trusted-ca-file", o_.trusted_ca_file});
+    if (o_.client_cert_auth)
+      argv.push_back("--client-cert-auth");
+    if (o_.auth_token_ttl > 0)
+      argv.insert(argv.end(),
+                  {"--auth-token-ttl", std::to_string(o_.auth_token_ttl)});
     process_options o;
     o.env["ETCDCTL_API"] = std::nullopt;
     auto n = std::to_string(launches_++);
@@ -122,6 +186,8 @@ class etcd_process {
       [&] {
         if (proc_->wait(std::chrono::milliseconds{0}))
           return true;
+        if (!o_.cert_file.empty())
+          return etcdctl({"endpoint", "health"}).exit_code == 0;
         auto [status, body] = http_get(client_port_, "/health");
         return body.find("\"true\"") != std::string::npos;
       },
@@ -134,6 +200,7 @@ class etcd_process {
     stop();
   }
 
+  etcd_options o_;
   temp_dir dir_;
   std::unique_ptr<background_process> proc_;
   uint16_t client_port_ = 0;

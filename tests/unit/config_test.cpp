@@ -282,19 +282,20 @@ TEST_F(ConfigTest, ClusterSectionIsCheckedKeyByKey) {
   auto r = load_now();
   auto text = all(r);
   for (auto needle :
-       {"cluster.etcd = \"https://10.0.0.1:2379\": https:// (etcd client TLS) "
-        "is not supported yet",
+       {"cluster.etcd: mixes http:// and https:// endpoints",
         "cluster.etcd = \"127.0.0.1:2379\": expected a URL",
         "cluster.member = \"a/b\": may hold only letters",
         "cluster.labels = \"zone=us\": 'zone' is given twice",
         "cluster.labels = \"bad\": expected NAME=VALUE",
         "cluster.capacity = \"http=-1\": N must be a whole number",
         "cluster.lease_ttl = \"1500ms\": must be whole seconds",
-        "cluster.etcd_password: etcd client TLS and user/password are not "
-        "supported yet",
+        "cluster.etcd_password: a password may not be written in a config "
+        "file or given as a flag; set TROUPE_CLUSTER_ETCD_PASSWORD",
+        "cluster.etcd_password: an etcd password needs "
+        "cluster.etcd_username",
         "cluster.lease: unknown key; [cluster] has"})
     EXPECT_NE(text.find(needle), std::string::npos) << needle << "\n" << text;
-  EXPECT_EQ(r.problems.size(), 9u) << text;
+  EXPECT_EQ(r.problems.size(), 10u) << text;
   EXPECT_EQ(text.find("hunter2"), std::string::npos) << text;
 }
 
@@ -315,4 +316,82 @@ TEST_F(ConfigTest, AClusterNeedsEtcdAndEtcdNeedsACluster) {
   r = load_now();
   ASSERT_TRUE(r.ok()) << all(r);
   EXPECT_EQ(r.effective.get_list("cluster.etcd").size(), 2u);
+}
+
+TEST_F(ConfigTest, ClusterTlsAndEtcdUserKeysComeTogetherAndNamedAlone) {
+  auto base = std::vector<flag_override>{
+    {"--cluster", "cluster.name", "prod"},
+    {"--etcd", "cluster.etcd", "https://127.0.0.1:2379"}};
+  auto with = [&](std::vector<flag_override> more) {
+    opts.flags = base;
+    opts.flags.insert(opts.flags.end(), more.begin(), more.end());
+    return load_now();
+  };
+  // The mesh's three TLS files: each alone is refused, naming it and the
+  // two missing.
+  for (auto key : {"cluster.tls_cert", "cluster.tls_key", "cluster.tls_ca"}) {
+    auto r = with({{"--set", key, "/x.pem"}});
+    ASSERT_EQ(r.problems.size(), 1u) << key << ": " << all(r);
+    EXPECT_EQ(r.problems[0].key, key) << all(r);
+    EXPECT_NE(all(r).find("needs cluster.tls_cert, cluster.tls_key and "
+                          "cluster.tls_ca together"),
+              std::string::npos)
+      << all(r);
+  }
+  auto all_three = with({{"--set", "cluster.tls_cert", "/c.pem"},
+                         {"--set", "cluster.tls_key", "/k.pem"},
+                         {"--set", "cluster.tls_ca", "/ca.pem"}});
+  EXPECT_TRUE(all_three.ok()) << all(all_three);
+  // etcd's client certificate needs its key; CA and certificate need an
+  // https:// endpoint.
+  auto cert_alone = with({{"--set", "cluster.etcd_cert", "/c.pem"}});
+  ASSERT_EQ(cert_alone.problems.size(), 1u) << all(cert_alone);
+  EXPECT_EQ(cert_alone.problems[0].key, "cluster.etcd_cert");
+  auto key_alone = with({{"--set", "cluster.etcd_key", "/k.pem"}});
+  ASSERT_EQ(key_alone.problems.size(), 1u) << all(key_alone);
+  EXPECT_EQ(key_alone.problems[0].key, "cluster.etcd_key");
+  auto ca_only = with({{"--set", "cluster.etcd_ca", "/ca.pem"}});
+  EXPECT_TRUE(ca_only.ok()) << all(ca_only);
+  opts.flags = {{"--cluster", "cluster.name", "prod"},
+                {"--etcd", "cluster.etcd", "http://127.0.0.1:2379"},
+                {"--set", "cluster.etcd_ca", "/ca.pem"}};
+  auto plain = load_now();
+  ASSERT_EQ(plain.problems.size(), 1u) << all(plain);
+  EXPECT_NE(all(plain).find("cluster.etcd_ca: is for etcd client TLS, but no "
+                            "cluster.etcd endpoint is https://"),
+            std::string::npos)
+    << all(plain);
+  // A user needs a password, from the environment or a file; never a flag.
+  auto no_password = with({{"--set", "cluster.etcd_username", "troupe"}});
+  ASSERT_EQ(no_password.problems.size(), 1u) << all(no_password);
+  EXPECT_NE(all(no_password).find("etcd user 'troupe' needs a password"),
+            std::string::npos)
+    << all(no_password);
+  opts.environment = {{"TROUPE_CLUSTER_ETCD_PASSWORD", "s3cret-pw"}};
+  auto from_env = with({{"--set", "cluster.etcd_username", "troupe"}});
+  EXPECT_TRUE(from_env.ok()) << all(from_env);
+  EXPECT_EQ(from_env.effective.get_string("cluster.etcd_password"),
+            "s3cret-pw");
+  auto twice = with({{"--set", "cluster.etcd_username", "troupe"},
+                     {"--set", "cluster.etcd_password_file", "/pw"}});
+  ASSERT_EQ(twice.problems.size(), 1u) << all(twice);
+  EXPECT_EQ(twice.problems[0].key, "cluster.etcd_password_file");
+  opts.environment.clear();
+  auto flag = with({{"--set", "cluster.etcd_username", "troupe"},
+                    {"--set", "cluster.etcd_password", "s3cret-pw"}});
+  ASSERT_EQ(flag.problems.size(), 1u) << all(flag);
+  EXPECT_NE(all(flag).find("cluster.etcd_password: a password may not be "
+                           "written in a config file or given as a flag"),
+            std::string::npos)
+    << all(flag);
+  EXPECT_EQ(all(flag).find("s3cret-pw"), std::string::npos) << all(flag);
+  auto from_file = with({{"--set", "cluster.etcd_username", "troupe"},
+                         {"--set", "cluster.etcd_password_file", "/pw"}});
+  EXPECT_TRUE(from_file.ok()) << all(from_file);
+  // The password is masked wherever settings are shown.
+  opts.environment = {{"TROUPE_CLUSTER_ETCD_PASSWORD", "s3cret-pw"}};
+  auto shown = with({{"--set", "cluster.etcd_username", "troupe"}});
+  ASSERT_TRUE(shown.ok()) << all(shown);
+  EXPECT_EQ(render_toml(shown.effective).find("s3cret-pw"), std::string::npos);
+  EXPECT_EQ(render_json(shown.effective).find("s3cret-pw"), std::string::npos);
 }
