@@ -3,6 +3,7 @@
 #include "cluster/control/control_server.hpp"
 #include "cluster/coordination/coordinator.hpp"
 #include "cluster/endpoint/http_endpoint.hpp"
+#include "cluster/forward/forwarder.hpp"
 #include "cluster/membership/etcd_coordinator.hpp"
 #include "cluster/membership/failure_detector.hpp"
 #include "cluster/mesh/mesh.hpp"
@@ -318,6 +319,11 @@ int run_node_start(const global_options& g, const node_start_options& o) {
   so.submit_rate = static_cast<double>(settings.get_int("auth.submit_rate"));
   so.submit_burst = static_cast<double>(settings.get_int("auth.submit_burst"));
   cluster::node_service service{*node, io, so};
+  // A member forwards requests about runs another member owns to it (once
+  // it has joined); a node alone answers everything itself.
+  cluster::forward_options fo;
+  fo.metrics = &metrics;
+  cluster::forwarder forwarding{node->system(), io, service, fo};
 
   cluster::control_server::options co;
   co.host = host;
@@ -339,7 +345,7 @@ int run_node_start(const global_options& g, const node_start_options& o) {
     settings.get_int("control.max_connections_per_address"));
   co.tls_cert = settings.get_string("tls.cert");
   co.tls_key = settings.get_string("tls.key");
-  cluster::control_server server{io, co, *auth, service};
+  cluster::control_server server{io, co, *auth, forwarding};
 
   std::unique_ptr<cluster::http_endpoint> http;
   if (auto address = settings.get_string("http.listen"); !address.empty()) {
@@ -401,6 +407,7 @@ int run_node_start(const global_options& g, const node_start_options& o) {
     view = nullptr;
     // The detector revokes nothing from here on; then the lease goes, and
     // the links with the mesh's actors (before the actor system stops).
+    forwarding.stop();
     if (placer)
       placer->stop();
     if (detector)
@@ -475,6 +482,7 @@ int run_node_start(const global_options& g, const node_start_options& o) {
     mo.warn = [](const std::string& line) { runtime::log::warn("mesh", line); };
     mo.executor
       = cluster::spawn_step_executor(node->system(), svc, me.capacity);
+    mo.forwarder = forwarding.server();
     peers = std::make_unique<cluster::mesh>(node->system(), mo);
     cluster::placer_options po;
     po.member = member;
@@ -579,6 +587,8 @@ int run_node_start(const global_options& g, const node_start_options& o) {
     known = detector.get();
   service.set_cluster(known);
   view = known;
+  if (peers)
+    forwarding.start(*peers, *known);
 
   // Whoever the data dir refuses now learns where to ask instead.
   (void)persistence::write_store_holder(

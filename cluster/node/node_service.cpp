@@ -540,6 +540,10 @@ void node_service::impl::list(const request_ptr& req, const json& msg) {
   filter.after = f.text("after", false, 256);
   filter.limit = f.count("limit", 50, 1000);
   filter.max_scan = opts.max_list_scan;
+  // A page merged across the members of a cluster continues after a run of
+  // any of them: each member then says whether it knows the cursor
+  // (`cursor_known`), and the merge refuses one that none knows.
+  auto any_cursor = f.flag("any_cursor");
   if (!f.ok())
     return req->fail(error_code::bad_request, "list: " + f.error());
   if (!state.empty() && !(filter.state = parse_run_state(state)))
@@ -547,11 +551,14 @@ void node_service::impl::list(const request_ptr& req, const json& msg) {
                      "list: unknown state '" + state
                        + "'; states: running, paused, completed, failed, "
                          "cancelled");
-  work(req, [self = shared_from_this(), req, filter] {
+  work(req, [self = shared_from_this(), req, filter, any_cursor] {
     auto bad = bad_list_cursor(self->node.store(), filter.after);
-    if (!bad.empty())
+    if (!bad.empty() && !any_cursor)
       return req->fail(error_code::bad_request, "list: field 'after': " + bad);
-    req->reply(list_view(self->node.store(), filter));
+    auto page = list_view(self->node.store(), filter);
+    if (any_cursor)
+      page["cursor_known"] = bad.empty();
+    req->reply(std::move(page));
   });
 }
 
