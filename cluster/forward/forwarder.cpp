@@ -15,6 +15,7 @@
 #include <atomic>
 #include <map>
 #include <mutex>
+#include <random>
 #include <set>
 #include <unordered_map>
 #include <utility> // before Asio: Boost 1.74 with C++20 needs std::exchange
@@ -643,14 +644,54 @@ caf::behavior relay_impl(caf::stateful_actor<relay_state>* self,
 
 // -- requests -----------------------------------------------------------------
 
+namespace {
+
+/// A member, up and linked, that owns partitions (the owner of the first
+/// owned partition from a random one on, so that submissions spread), or ""
+/// when none is.
+std::string partition_holder(const coordinator& c) {
+  std::map<std::string, bool> reachable;
+  for (auto& m : c.members())
+    reachable[m.name] = m.state == "up" && m.link == "connected";
+  auto n = c.partition_count();
+  if (n == 0)
+    return {};
+  static thread_local std::mt19937 rng{std::random_device{}()};
+  auto first = static_cast<uint32_t>(rng() % n);
+  for (uint32_t i = 0; i < n; ++i) {
+    auto owner = c.owner_of_partition((first + i) % n);
+    if (!owner.empty() && reachable[owner])
+      return owner;
+  }
+  return {};
+}
+
+} // namespace
+
 void forwarder::impl::submit(const request_ptr& req, const json& msg,
                              const coordinator& c) {
   auto k = msg.find("idempotency_key");
   if (k == msg.end() || !k->is_string() || k->get<std::string>().empty()
-      || k->get<std::string>().size() > 1024)
+      || k->get<std::string>().size() > 1024) {
     // Without a key (or with one the node service refuses): accepted here,
-    // in one of this member's own partitions.
-    return inner.handle(req, "submit", msg);
+    // in one of this member's own partitions; by a member that owns some
+    // when this one owns none (every partition was claimed before it
+    // joined).
+    if (c.self().cluster.empty() || !c.owned_partitions().empty())
+      return inner.handle(req, "submit", msg);
+    auto to = partition_holder(c);
+    if (to.empty())
+      return req->fail(error_code::not_ready,
+                       "submit: member " + c.self().member
+                         + " owns no partition of the cluster's runs, and no "
+                           "member that owns some is linked now; try again, "
+                           "or submit to another member",
+                       json{{"retry_after_ms", 1000}});
+    return forward(req, "submit", msg, to,
+                   "a run submitted to member " + c.self().member
+                     + " (which owns no partition)",
+                   json::object(), opts.request_timeout);
+  }
   auto key = k->get<std::string>();
   auto p = runtime::partition_of_key(key, c.partition_count());
   auto about

@@ -45,6 +45,8 @@ struct ClusterForward : troupe::test::troupe_fixture {
     uint16_t http = 0;
   };
   std::map<std::string, member> members;
+  /// More arguments for members started from now on.
+  std::vector<std::string> member_args;
 
   troupe::test::process_options opts() override {
     auto o = troupe_fixture::opts();
@@ -59,11 +61,17 @@ struct ClusterForward : troupe::test::troupe_fixture {
   /// and waits until it joined and is ready.
   void join(const std::string& name) {
     auto& m = members[name];
-    m.proc = start({"node", "start", "--data-dir",
-                    (dir.path() / ("data-" + name)).string(), "--listen",
-                    "127.0.0.1:0", "--http", "127.0.0.1:0", "--cluster", "c1",
-                    "--etcd", etcd->url(), "--member", name, "--set",
-                    "cluster.lease_ttl=2s"});
+    std::vector<std::string> a{
+      "node",       "start",
+      "--data-dir", (dir.path() / ("data-" + name)).string(),
+      "--listen",   "127.0.0.1:0",
+      "--http",     "127.0.0.1:0",
+      "--cluster",  "c1",
+      "--etcd",     etcd->url(),
+      "--member",   name,
+      "--set",      "cluster.lease_ttl=2s"};
+    a.insert(a.end(), member_args.begin(), member_args.end());
+    m.proc = start(a);
     std::smatch port, http;
     ASSERT_TRUE(wait_until(
       [&] {
@@ -445,4 +453,46 @@ TEST_F(ClusterForward, AKilledOwnersRunsSayItIsDownAndTheirWatchesEnd) {
   for (auto& m : j["missing_members"])
     missing.insert(m.value("member", ""));
   EXPECT_TRUE(missing.count("m2")) << j;
+}
+
+TEST_F(ClusterForward,
+       AMemberOwningNoPartitionSendsItsSubmissionsToOneThatDoes) {
+  etcd = std::make_unique<troupe::test::etcd_process>();
+  ASSERT_TRUE(etcd->ok()) << etcd->error();
+  // Two partitions: m1 claims both when it joins, and m2 finds none free.
+  member_args = {"--set", "cluster.partitions=2"};
+  join("m1");
+  join("m2");
+  ASSERT_FALSE(HasFatalFailure());
+  ASSERT_TRUE(wait_until([&] { return all_linked(); }, 15s)) << all_logs();
+  EXPECT_TRUE(contains(members["m2"].proc->err(), "this member owns no run"))
+    << all_logs();
+  auto quick = workflow("quick", "true");
+  std::vector<std::string> runs;
+  for (int i = 0; i < 3; ++i)
+    runs.push_back(submit("m2", quick));
+  EXPECT_EQ(metric("m2", forwarded("sent", "submit")), 3);
+  EXPECT_EQ(metric("m1", forwarded("served", "submit")), 3);
+  // Owned by m1, and answered for on either member.
+  for (auto& run : runs)
+    for (auto name : {"m1", "m2"})
+      EXPECT_TRUE(wait_until(
+        [&] {
+          return cli_json(name, {"status", run}).value("state", "")
+                 == "completed";
+        },
+        10s))
+        << name << " " << run << all_logs();
+  // With m1 gone, m2 says it cannot take the submission now (and why).
+  members["m1"].proc->signal(SIGKILL);
+  members["m1"].proc->wait(10s);
+  ASSERT_TRUE(wait_until(
+    [&] {
+      // The CLI waits for a node not ready: not here.
+      auto r = cli("m2", {"--wait-ready", "0s", "submit", quick});
+      return r.exit_code == 3
+             && contains(r.err, "owns no partition of the cluster's runs");
+    },
+    10s))
+    << all_logs();
 }
