@@ -388,7 +388,7 @@ int run_node_start(const global_options& g, const node_start_options& o) {
     cluster::placer_options po;
     po.member = member;
     po.default_placement = settings.get_string("cluster.placement");
-    placer = std::make_unique<cluster::step_placer>(po, svc);
+    placer = std::make_unique<cluster::step_placer>(node->system(), po, svc);
     svc->place = placer->hook();
     // A member not joined (its lease may have expired) starts no work until
     // it has joined again: set once it has (before, nothing is fenced: no

@@ -12,6 +12,16 @@ namespace troupe::cluster {
 
 namespace {
 
+/// Tells a remote attempt that its member was declared down by etcd (its
+/// key went, or it registered again as a new incarnation): a local message.
+using lost_atom = caf::atom_constant<caf::atom("m_lost")>;
+/// The placer's own tick: watches the membership for members declared down.
+using tick_atom = caf::atom_constant<caf::atom("m_ptick")>;
+
+/// How often the placer looks for members declared down under its remote
+/// attempts.
+constexpr auto watch_every = std::chrono::milliseconds{50};
+
 using runtime::attempt_result;
 using runtime::attempt_spec;
 
@@ -105,6 +115,15 @@ caf::behavior step_executor_impl(caf::stateful_actor<executor_state>* self,
   return {
     [=](step_atom step, attempt_spec& spec, std::string& owner,
         std::string& incarnation) {
+      // A member not joined (its lease may be gone, and the owner may have
+      // placed the attempt elsewhere already) takes no work.
+      if (svc->fence)
+        if (auto why = svc->fence(); !why.empty()) {
+          self->make_response_promise().deliver(failure(
+            spec, "member_fenced",
+            "member '" + svc->member + "' takes no attempt now: " + why));
+          return;
+        }
       auto& running = self->state.running[spec.kind];
       if (auto c = capacity.find(spec.kind);
           c != capacity.end() && running >= c->second) {
@@ -173,6 +192,15 @@ caf::behavior remote_attempt_impl(caf::event_based_actor* self,
       *done = true;
       self->quit();
     },
+    [=](lost_atom, std::string& why) {
+      // Its end tells the member's relay (if the link still stands) to halt
+      // the attempt there.
+      answer_from(failure(spec, "member_down",
+                          "member '" + member
+                            + "' was declared down while it "
+                              "ran attempt "
+                            + std::to_string(spec.attempt) + " (" + why + ")"));
+    },
   };
 }
 
@@ -235,15 +263,62 @@ struct step_placer::impl : std::enable_shared_from_this<impl> {
   std::function<std::vector<member_info>()> members;
   std::function<std::string()> incarnation;
   mesh* peers = nullptr;
+  caf::actor_system* sys = nullptr;
+  /// Watches the membership for members declared down under remote
+  /// attempts (spawned by start()).
+  caf::actor watcher;
   /// Attempts in flight by member, then kind, as this owner placed them.
   std::map<std::string, std::map<std::string, int64_t>> in_flight;
   uint64_t turn = 0;
+  /// A remote attempt in flight: the member and incarnation it runs on.
+  struct remote {
+    std::string member;
+    std::string incarnation;
+    caf::actor actor;
+  };
+  std::map<caf::actor_addr, remote> remotes;
 
-  void release(const std::string& member, const std::string& kind) {
+  void release(const std::string& member, const std::string& kind,
+               const caf::actor_addr& addr) {
     std::lock_guard guard{mtx};
     auto& n = in_flight[member][kind];
     if (n > 0)
       --n;
+    remotes.erase(addr);
+  }
+
+  /// Fails, as member_down, every remote attempt whose member etcd no
+  /// longer lists with the incarnation it was placed on: its key was
+  /// deleted (lease expired or revoked) or it registered again. The mesh
+  /// link may still stand (a lease revoked on a false suspicion, a key
+  /// deleted by hand): the membership's word is what counts.
+  void watch(caf::event_based_actor* self) {
+    std::vector<std::pair<caf::actor, std::string>> lost;
+    {
+      std::lock_guard guard{mtx};
+      if (!started || !members || remotes.empty())
+        return;
+      std::map<std::string, std::string> live;
+      for (auto& m : members())
+        if (m.name != opts.member)
+          live[m.name] = m.incarnation;
+      for (auto i = remotes.begin(); i != remotes.end();) {
+        auto l = live.find(i->second.member);
+        if (l != live.end() && l->second == i->second.incarnation) {
+          ++i;
+          continue;
+        }
+        lost.emplace_back(
+          i->second.actor,
+          l == live.end()
+            ? "its key was deleted: its lease expired or was revoked"
+            : "it registered again as incarnation " + l->second + ", not "
+                + i->second.incarnation);
+        i = remotes.erase(i);
+      }
+    }
+    for (auto& [actor, why] : lost)
+      self->send(actor, lost_atom::value, std::move(why));
   }
 
   caf::actor place(caf::event_based_actor* run, attempt_spec spec,
@@ -266,6 +341,7 @@ caf::actor step_placer::impl::place(caf::event_based_actor* run,
   auto listed = members();
   std::vector<placement_candidate> candidates;
   std::vector<caf::actor> handles;
+  std::vector<std::string> incarnations;
   for (auto& m : listed) {
     bool self = m.name == opts.member;
     if (placement == "local" && !self)
@@ -290,6 +366,7 @@ caf::actor step_placer::impl::place(caf::event_based_actor* run,
     c.in_flight_kind = counts[spec.kind];
     candidates.push_back(std::move(c));
     handles.push_back(handle);
+    incarnations.push_back(m.incarnation);
   }
   auto chosen = choose_member(placement, node.on, candidates, turn);
   // Without label constraints this member always qualifies, listed or not
@@ -310,6 +387,7 @@ caf::actor step_placer::impl::place(caf::event_based_actor* run,
   }
   auto& c = candidates[static_cast<size_t>(chosen)];
   auto target = handles[static_cast<size_t>(chosen)];
+  auto target_incarnation = incarnations[static_cast<size_t>(chosen)];
   ++in_flight[c.name][spec.kind];
   auto name = c.name;
   auto kind = spec.kind;
@@ -325,15 +403,41 @@ caf::actor step_placer::impl::place(caf::event_based_actor* run,
     child = run->spawn<caf::linked>(remote_attempt_impl, std::move(spec),
                                     parent, target, name, opts.member,
                                     owner_incarnation, caf::duration{timeout});
+    std::lock_guard again{mtx};
+    remotes.emplace(child.address(), remote{name, target_incarnation, child});
   }
   // Counted out when it ends, however it ends.
   child->attach_functor(
-    [self = shared_from_this(), name, kind] { self->release(name, kind); });
+    [self = shared_from_this(), name, kind, addr = child.address()] {
+      self->release(name, kind, addr);
+    });
   return child;
 }
 
-step_placer::step_placer(placer_options opts, actors::services_ptr svc)
+namespace {
+
+/// The placer's actor: every watch_every, fails the remote attempts on
+/// members declared down.
+caf::behavior placer_watch_impl(caf::event_based_actor* self,
+                                std::weak_ptr<step_placer::impl> placer) {
+  self->send(self, tick_atom::value);
+  return {
+    [=](tick_atom) {
+      auto p = placer.lock();
+      if (!p)
+        return self->quit();
+      p->watch(self);
+      self->delayed_send(self, watch_every, tick_atom::value);
+    },
+  };
+}
+
+} // namespace
+
+step_placer::step_placer(caf::actor_system& sys, placer_options opts,
+                         actors::services_ptr svc)
     : impl_(std::make_shared<impl>()) {
+  impl_->sys = &sys;
   impl_->opts = std::move(opts);
   impl_->svc = std::move(svc);
 }
@@ -350,6 +454,9 @@ void step_placer::start(std::function<std::vector<member_info>()> members,
   impl_->incarnation = std::move(self_incarnation);
   impl_->peers = &peers;
   impl_->started = true;
+  if (!impl_->watcher)
+    impl_->watcher
+      = impl_->sys->spawn(placer_watch_impl, std::weak_ptr<impl>{impl_});
 }
 
 void step_placer::stop() {
@@ -358,6 +465,9 @@ void step_placer::stop() {
   impl_->members = nullptr;
   impl_->incarnation = nullptr;
   impl_->peers = nullptr;
+  if (impl_->watcher)
+    caf::anon_send_exit(impl_->watcher, caf::exit_reason::user_shutdown);
+  impl_->watcher = nullptr;
 }
 
 std::function<caf::actor(caf::event_based_actor*, runtime::attempt_spec,

@@ -7,7 +7,9 @@
 // step_placer: here, or on another member that is up, linked, carries the
 // node's labels and has room; a remote attempt is an actor of the owner
 // that asks the member's executor and watches the member's mesh actor, so
-// that an attempt on a member that is lost fails at once as `member_down`.
+// that an attempt on a member that is lost fails at once as `member_down`;
+// so does one on a member that etcd declares down (its key deleted, or a new
+// incarnation registered) while its link still stands.
 
 #include "actors/services.hpp"
 #include "cluster/coordination/coordinator.hpp"
@@ -30,7 +32,9 @@ class mesh;
 /// Spawns this member's step executor. `capacity` bounds the attempts of
 /// each kind it runs at once for other members (a kind not listed: no
 /// bound); one over it is refused with the retryable error kind
-/// `member_full`.
+/// `member_full`. While this member is fenced (svc->fence: not joined, its
+/// lease may be gone) it refuses every attempt with the retryable
+/// `member_fenced`: the owner may have placed it elsewhere already.
 caf::actor spawn_step_executor(caf::actor_system& sys, actors::services_ptr svc,
                                std::map<std::string, int64_t> capacity);
 
@@ -71,7 +75,8 @@ struct placer_options {
 /// Places the attempts of this member's runs (services::place).
 class step_placer {
  public:
-  step_placer(placer_options opts, actors::services_ptr svc);
+  step_placer(caf::actor_system& sys, placer_options opts,
+              actors::services_ptr svc);
   ~step_placer();
 
   step_placer(const step_placer&) = delete;

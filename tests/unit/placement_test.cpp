@@ -1,8 +1,10 @@
 // Where an attempt runs among the members that qualify: spread's rotation,
-// least_loaded, label constraints and capacity.
+// least_loaded, label constraints and capacity; and the step executor.
 
+#include "cluster/mesh/mesh.hpp"
 #include "cluster/mesh/steps.hpp"
 
+#include <caf/all.hpp>
 #include <gtest/gtest.h>
 
 #include <map>
@@ -67,4 +69,43 @@ TEST(Placement, FullMembersAreSkippedUnlessAllAreFull) {
   m[0].in_flight = 2;
   // All full: the least loaded is asked anyway (it refuses: member_full).
   EXPECT_EQ(choose_member("least_loaded", {}, m, turn), 1);
+}
+
+// A member not joined to its cluster (fenced: its lease may be gone) runs
+// no attempt another member places on it: it answers the retryable
+// member_fenced at once.
+TEST(StepExecutor, AFencedMemberRefusesAttemptsAsMemberFenced) {
+  caf::actor_system_config cfg;
+  caf::actor_system sys{cfg};
+  auto svc = std::make_shared<troupe::actors::services>();
+  svc->member = "m2";
+  bool fenced = true;
+  svc->fence = [&fenced] {
+    return fenced ? std::string{"member fenced: not joined to the cluster"}
+                  : std::string{};
+  };
+  auto executor = troupe::cluster::spawn_step_executor(sys, svc, {});
+  troupe::runtime::attempt_spec spec;
+  spec.run_id = "r1";
+  spec.node = "a";
+  spec.attempt = 1;
+  spec.kind = "exec";
+  caf::scoped_actor self{sys};
+  bool answered = false;
+  self
+    ->request(executor, std::chrono::seconds{5},
+              troupe::cluster::step_atom::value, spec, std::string{"m1"},
+              std::string{"0123456789abcdef"})
+    .receive(
+      [&](troupe::runtime::attempt_result& r) {
+        answered = true;
+        EXPECT_FALSE(r.ok);
+        EXPECT_EQ(r.error_kind, "member_fenced");
+        EXPECT_EQ(r.node, "a");
+        EXPECT_EQ(r.attempt, 1);
+        EXPECT_NE(r.message.find("not joined"), std::string::npos) << r.message;
+      },
+      [&](caf::error& e) { ADD_FAILURE() << sys.render(e); });
+  EXPECT_TRUE(answered);
+  caf::anon_send_exit(executor, caf::exit_reason::user_shutdown);
 }
