@@ -12,6 +12,7 @@
 #include <boost/beast/http/write.hpp>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <charconv>
 #include <mutex>
@@ -284,9 +285,30 @@ struct client::impl {
   std::atomic<size_t> preferred{0};
   std::atomic<bool> interrupted{false};
 
+  /// call_once, told to opts.observe.
+  result<json> call(const std::string& target, const json& body) {
+    if (!opts.observe)
+      return call_once(target, body);
+    auto from = steady::now();
+    auto r = call_once(target, body);
+    // "/v3/kv/put" -> "kv_put"
+    auto op = target.substr(target.rfind("/v3/") == 0 ? 4 : 0);
+    std::replace(op.begin(), op.end(), '/', '_');
+    const char* why = "";
+    switch (r.err.what) {
+    case error::kind::none: break;
+    case error::kind::invalid: why = "invalid"; break;
+    case error::kind::unreachable: why = "unreachable"; break;
+    case error::kind::refused: why = "refused"; break;
+    case error::kind::bad_answer: why = "bad_answer"; break;
+    }
+    opts.observe(op, steady::now() - from, why);
+    return r;
+  }
+
   /// POSTs `body` to `target` on the endpoints in turn until one answers,
   /// within the call's deadline; returns the answer's JSON.
-  result<json> call(const std::string& target, const json& body) {
+  result<json> call_once(const std::string& target, const json& body) {
     if (!invalid.empty())
       return error{error::kind::invalid, invalid};
     if (endpoints.empty())

@@ -34,6 +34,11 @@ namespace troupe::cluster {
 /// it on to its step executor only from a peer that proved the secret.
 using step_atom = caf::atom_constant<caf::atom("m_step")>;
 
+/// A member's load report: (load_atom, member, JSON body), built-in types
+/// only. Sent to the peers' mesh actors, which pass it on to their placer
+/// (mesh_options::loads) only from a peer that proved the secret.
+using load_atom = caf::atom_constant<caf::atom("m_load")>;
+
 /// Loads CAF's middleman into `cfg` with heartbeats every `heartbeat` and a
 /// link declared lost after `timeout` of silence. Only a cluster member
 /// calls it: a node alone loads no middleman.
@@ -58,6 +63,9 @@ struct mesh_options {
   /// Where proven peers' step_atom requests go (cluster/mesh/steps); null:
   /// they are dropped.
   caf::actor executor;
+  /// Where proven peers' load_atom reports go (cluster/mesh/steps); null:
+  /// they are dropped.
+  caf::actor loads;
 };
 
 /// How this member's link to a peer stands.
