@@ -478,7 +478,8 @@ caf::behavior mesh_impl(mesh_actor_ptr self, std::shared_ptr<mesh::shared> sh,
     [=](load_atom load, std::string& member, std::string& body) {
       if (!sh->accept(self, opts) || !opts.loads)
         return;
-      self->send(opts.loads, load, std::move(member), std::move(body));
+      // Delegated: the placer checks that the sender is that member's.
+      self->delegate(opts.loads, load, std::move(member), std::move(body));
     },
     [=](refused_atom, const std::string& name, const std::string& why) {
       // From our own gate only (accept() lets local senders through).

@@ -497,8 +497,10 @@ struct step_placer::impl : std::enable_shared_from_this<impl> {
       self->send(h, load_atom::value, opts.member, body);
   }
 
-  /// Takes a member's load report (from a proven peer, through the mesh).
-  void take_report(const std::string& member, const std::string& body) {
+  /// Takes a member's load report (from a proven peer, through the mesh),
+  /// if it comes from the node this member is linked to as `member`.
+  void take_report(const std::string& member, const std::string& body,
+                   const caf::node_id& from) {
     if (member.empty() || member.size() > 256 || member == opts.member
         || body.size() > max_report_bytes)
       return;
@@ -518,6 +520,9 @@ struct step_placer::impl : std::enable_shared_from_this<impl> {
       r.leaving = l->get<bool>();
     r.at = clock::now();
     std::lock_guard guard{mtx};
+    auto linked = peers ? peers->peer(member) : caf::actor{};
+    if (!linked || linked.node() != from)
+      return;
     reports[member] = std::move(r);
   }
 
@@ -737,9 +742,11 @@ caf::behavior placer_watch_impl(caf::event_based_actor* self,
       self->delayed_send(self, every, tick_atom::value);
     },
     [=](load_atom, const std::string& member, const std::string& body) {
-      // From the mesh actor, which passes only proven peers' reports.
-      if (auto p = placer.lock())
-        p->take_report(member, body);
+      // Through the mesh actor, which passes only proven peers' reports
+      // (delegated: the sender is the peer's).
+      auto& sender = self->current_sender();
+      if (auto p = placer.lock(); p && sender)
+        p->take_report(member, body, sender->node());
     },
   };
 }
