@@ -227,62 +227,87 @@ struct ClusterSteps : troupe::test::troupe_fixture {
 
 } // namespace
 
-// etcd declares m2 down (its key deleted, as `etcdctl del` does) while its
-// process and its mesh links live on: the attempts m1 placed there fail at
-// once as member_down and run elsewhere; none completes twice.
-TEST_F(ClusterSteps, AttemptsOnAMemberWhoseKeyIsDeletedFailAsMemberDown) {
-  linked({"m1", "m2", "m3"});
+namespace {
+
+/// How m2 is declared down by etcd while its process and links live on.
+enum class declared_down { key_deleted, lease_revoked };
+
+} // namespace
+
+/// Three members; m1's run has long attempts on m2, which etcd then declares
+/// down with its mesh links up: they fail at once as member_down and run
+/// elsewhere, and none completes twice.
+static void expect_member_down_with_links_up(ClusterSteps& t,
+                                             declared_down how) {
+  t.linked({"m1", "m2", "m3"});
   // m2's first attempts hang (60 s timeout): only member_down ends them
   // early. Every other attempt is quick.
-  auto wf = fan_out(6,
-                    "    placement: spread\n    timeout: 60s\n"
-                    "    retry: {max_attempts: 3, initial_backoff: 10ms}\n",
-                    "if [ $TROUPE_MEMBER = m2 ] && [ $TROUPE_ATTEMPT = 1 ]; "
-                    "then sleep 30; fi");
-  auto submitted = cli("m1", {"submit", wf});
+  auto wf = t.fan_out(6,
+                      "    placement: spread\n    timeout: 60s\n"
+                      "    retry: {max_attempts: 3, initial_backoff: 10ms}\n",
+                      "if [ $TROUPE_MEMBER = m2 ] && [ $TROUPE_ATTEMPT = 1 ]; "
+                      "then sleep 30; fi");
+  auto submitted = t.cli("m1", {"submit", wf});
   ASSERT_EQ(submitted.exit_code, 0) << submitted.err;
-  auto run = run_id(submitted.out);
+  auto run = t.run_id(submitted.out);
   ASSERT_TRUE(wait_until(
     [&] {
-      for (auto& l : ledger_lines())
+      for (auto& l : t.ledger_lines())
         if (l[0] == "m2")
           return true;
       return false;
     },
     10s))
-    << all_logs();
+    << t.all_logs();
 
   troupe::cluster::etcd::client_options co;
-  co.endpoints = {etcd->url()};
+  co.endpoints = {t.etcd->url()};
   troupe::cluster::etcd::client c{co};
-  auto deleted_at = wall_ns();
-  auto removed = c.remove("/troupe/c1/members/m2");
-  ASSERT_TRUE(removed && *removed == 1) << removed.err.message;
+  auto kv = c.get("/troupe/c1/members/m2");
+  ASSERT_TRUE(kv && kv->has_value()) << kv.err.message;
+  auto down_at = wall_ns();
+  if (how == declared_down::key_deleted) {
+    // As `etcdctl del` does.
+    auto removed = c.remove("/troupe/c1/members/m2");
+    ASSERT_TRUE(removed && *removed == 1) << removed.err.message;
+  } else {
+    // As the detector does on a (here false) suspicion.
+    ASSERT_TRUE(c.lease_revoke((*kv)->lease));
+  }
 
-  auto status = wait_ended("m1", run, 15s);
-  EXPECT_EQ(status.value("state", ""), "completed") << status << all_logs();
+  auto status = t.wait_ended("m1", run, 15s);
+  EXPECT_EQ(status.value("state", ""), "completed") << status << t.all_logs();
   std::map<std::string, int> completed;
   int member_down = 0;
-  for (auto& e : history("m1", run)) {
+  for (auto& e : t.history("m1", run)) {
     if (e["type"] == "node_completed")
       ++completed[e["node"].get<std::string>()];
     if (e["type"] == "attempt_failed" && e["error_kind"] == "member_down") {
       ++member_down;
       EXPECT_EQ(e.value("member", ""), "m2") << e;
       EXPECT_TRUE(contains(e.value("message", ""), "declared down")) << e;
-      // Within a second of the deletion.
-      EXPECT_LT(e.value("at_ns", int64_t{0}) - deleted_at, 1'000'000'000) << e;
+      // Within a second.
+      EXPECT_LT(e.value("at_ns", int64_t{0}) - down_at, 1'000'000'000) << e;
     }
   }
-  EXPECT_GE(member_down, 1) << all_logs();
+  EXPECT_GE(member_down, 1) << t.all_logs();
   EXPECT_EQ(completed.size(), 6u);
   for (auto& [node, n] : completed)
     EXPECT_EQ(n, 1) << node;
   // Nothing dropped a link: m2's process lived on, and registered again.
-  EXPECT_FALSE(contains(members["m1"].proc->err(), "is suspect"))
-    << members["m1"].proc->err();
-  EXPECT_TRUE(contains(members["m2"].proc->err(), "joined cluster 'c1' again"))
-    << members["m2"].proc->err();
+  EXPECT_FALSE(contains(t.members["m1"].proc->err(), "is suspect"))
+    << t.members["m1"].proc->err();
+  EXPECT_TRUE(
+    contains(t.members["m2"].proc->err(), "joined cluster 'c1' again"))
+    << t.members["m2"].proc->err();
+}
+
+TEST_F(ClusterSteps, AttemptsOnAMemberWhoseKeyIsDeletedFailAsMemberDown) {
+  expect_member_down_with_links_up(*this, declared_down::key_deleted);
+}
+
+TEST_F(ClusterSteps, AttemptsOnAMemberWhoseLeaseIsRevokedFailAsMemberDown) {
+  expect_member_down_with_links_up(*this, declared_down::lease_revoked);
 }
 
 namespace {
