@@ -42,6 +42,8 @@ struct load_book {
   bool leaving = false;
   runtime::metrics::family<runtime::metrics::counter>* remote_attempts
     = nullptr;
+  /// Attempts that waited for room (no member that fits had any).
+  runtime::metrics::counter* room_waits = nullptr;
 
   /// Takes a slot of `kind` for `owner` (empty: this member's own run).
   /// Returns -1 when taken, else the capacity that is full.
@@ -719,6 +721,8 @@ caf::actor step_placer::impl::place(caf::event_based_actor* run,
       = std::chrono::duration_cast<std::chrono::milliseconds>(*node.timeout);
   if (auto child = try_place(run, caf::actor{run}, spec, ask))
     return child;
+  if (book->room_waits)
+    book->room_waits->inc();
   return run->spawn<caf::linked>(waiting_attempt_impl, weak_from_this(),
                                  std::move(spec), std::move(ask),
                                  caf::actor{run}, opts.watch);
@@ -766,6 +770,13 @@ step_placer::step_placer(caf::actor_system& sys, placer_options opts,
       "Attempts run on another member: sent by this member for its runs "
       "(direction=sent) or run here for another member's (served), by "
       "outcome (ok, or the error kind).");
+  if (auto* r = impl_->opts.metrics)
+    impl_->book->room_waits
+      = &r->add_counter("troupe_placement_waits_total",
+                        "Attempts that waited for room: every member that "
+                        "fits was at its cluster.capacity for the kind, or "
+                        "this member was leaving.")
+           .with({});
   impl_->executor = sys.spawn(step_executor_impl, impl_->svc, impl_->book);
   impl_->watcher = sys.spawn(placer_watch_impl, std::weak_ptr<impl>{impl_},
                              impl_->opts.watch);

@@ -454,6 +454,9 @@ TEST_F(ClusterSteps, CapacityBoundsAMembersOwnAttemptsToo) {
   auto run = run_id(b.out);
   for (auto& e : history("m1", run))
     EXPECT_NE(e["type"], "attempt_failed") << e;
+  // It waited for room, and /metrics counted it.
+  auto text = troupe::test::http_get(members["m1"].http, "/metrics").second;
+  EXPECT_TRUE(contains(text, "troupe_placement_waits_total 1")) << text;
 }
 
 // A member stopped with SIGTERM first marks itself leaving: the others
