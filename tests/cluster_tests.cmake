@@ -67,3 +67,14 @@ troupe_add_tests(list_merge
   SOURCES unit/list_merge_test.cpp
   DEPS troupe_cluster_forward troupe_test_support
   LABELS unit)
+
+# Steps across real members: members declared down by etcd, load and
+# capacity, leaving, the cluster's metrics.
+troupe_add_tests(cluster_steps
+  SOURCES e2e/cluster_steps_test.cpp
+  DEPS troupe_cluster_etcd troupe_test_support troupe_frame_client
+       troupe_runtime_auth nlohmann_json::nlohmann_json
+  LABELS "e2e;slow")
+target_compile_definitions(troupe_cluster_steps_tests PRIVATE
+  TROUPE_BINARY="$<TARGET_FILE:troupe>")
+add_dependencies(troupe_cluster_steps_tests troupe)

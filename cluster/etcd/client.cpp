@@ -15,6 +15,7 @@
 #include <boost/beast/ssl/ssl_stream.hpp>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <charconv>
 #include <mutex>
@@ -554,7 +555,28 @@ struct client::impl {
   /// POSTs `body` to `target` within the call's deadline, with the auth
   /// token when there is a user: a token etcd refuses is replaced (at most
   /// twice) and the request sent again.
+  /// call_once, told to opts.observe.
   result<json> call(const std::string& target, const json& body) {
+    if (!opts.observe)
+      return call_once(target, body);
+    auto from = steady::now();
+    auto r = call_once(target, body);
+    // "/v3/kv/put" -> "kv_put"
+    auto op = target.substr(target.rfind("/v3/") == 0 ? 4 : 0);
+    std::replace(op.begin(), op.end(), '/', '_');
+    const char* why = "";
+    switch (r.err.what) {
+    case error::kind::none: break;
+    case error::kind::invalid: why = "invalid"; break;
+    case error::kind::unreachable: why = "unreachable"; break;
+    case error::kind::refused: why = "refused"; break;
+    case error::kind::bad_answer: why = "bad_answer"; break;
+    }
+    opts.observe(op, steady::now() - from, why);
+    return r;
+  }
+
+  result<json> call_once(const std::string& target, const json& body) {
     if (!invalid.empty())
       return error{error::kind::invalid, invalid};
     if (endpoints.empty())

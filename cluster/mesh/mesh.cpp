@@ -502,6 +502,12 @@ caf::behavior mesh_impl(mesh_actor_ptr self, std::shared_ptr<mesh::shared> sh,
         return;
       self->delegate(opts.forwarder, close, id);
     },
+    [=](load_atom load, std::string& member, std::string& body) {
+      if (!sh->accept(self, opts) || !opts.loads)
+        return;
+      // Delegated: the placer checks that the sender is that member's.
+      self->delegate(opts.loads, load, std::move(member), std::move(body));
+    },
     [=](refused_atom, const std::string& name, const std::string& why) {
       // From our own gate only (accept() lets local senders through).
       auto& sender = self->current_sender();

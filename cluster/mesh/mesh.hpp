@@ -52,6 +52,11 @@ using forward_close_atom = caf::atom_constant<caf::atom("m_fwd_cls")>;
 /// forwarding server to the requester's relay.
 using forward_answer_atom = caf::atom_constant<caf::atom("m_fwd_ans")>;
 
+/// A member's load report: (load_atom, member, JSON body), built-in types
+/// only. Sent to the peers' mesh actors, which pass it on to their placer
+/// (mesh_options::loads) only from a peer that proved the secret.
+using load_atom = caf::atom_constant<caf::atom("m_load")>;
+
 /// Loads CAF's middleman into `cfg` with heartbeats every `heartbeat` and a
 /// link declared lost after `timeout` of silence. Only a cluster member
 /// calls it: a node alone loads no middleman.
@@ -82,6 +87,9 @@ struct mesh_options {
   /// Where proven peers' forward_atom and forward_close_atom messages go
   /// (cluster/forward); null: they are dropped.
   caf::actor forwarder;
+  /// Where proven peers' load_atom reports go (cluster/mesh/steps); null:
+  /// they are dropped.
+  caf::actor loads;
 };
 
 /// How this member's link to a peer stands.

@@ -336,7 +336,17 @@ struct node_service::impl : std::enable_shared_from_this<impl> {
 
   /// The members the node knows now; quick (a copy under a lock), so it is
   /// answered on the io_context thread.
+  /// Each member's load, by name (node_service::set_loads).
+  mutable std::mutex loads_mtx;
+  std::function<std::map<std::string, json>()> loads;
+
   void members(const request_ptr& req, const coordinator* c) const {
+    std::map<std::string, json> load;
+    {
+      std::lock_guard guard{loads_mtx};
+      if (loads)
+        load = loads();
+    }
     json list = json::array();
     json body{{"cluster", ""}, {"member", ""}};
     if (c) {
@@ -357,6 +367,9 @@ struct node_service::impl : std::enable_shared_from_this<impl> {
           j["down_for_ms"] = now - m.down_at_ms;
         j["age_ms"] = m.joined_at_ms > 0 ? now - m.joined_at_ms : 0;
         j["self"] = m.name == me.member;
+        if (auto l = load.find(m.name); l != load.end() && m.state != "down")
+          for (auto& [k, v] : l->second.items())
+            j[k] = v;
         list.push_back(std::move(j));
       }
     }
@@ -963,6 +976,11 @@ void node_service::stop() {
     caf::anon_send_exit(impl_->hub, caf::exit_reason::user_shutdown);
     impl_->hub = nullptr;
   }
+}
+
+void node_service::set_loads(std::function<std::map<std::string, json>()> f) {
+  std::lock_guard guard{impl_->loads_mtx};
+  impl_->loads = std::move(f);
 }
 
 void node_service::end_watches() {
