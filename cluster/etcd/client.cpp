@@ -439,6 +439,14 @@ struct client::impl {
 
   /// POSTs `text` to `target` on the endpoints in turn until one answers,
   /// until `deadline`; returns the answer's JSON.
+  /// Endpoint `at` did not answer: the next calls start at the one after
+  /// it (unless another answered meanwhile), so that an endpoint that hangs
+  /// costs one attempt's deadline once, not at the start of every call.
+  void pass_over(size_t at) {
+    auto expected = at;
+    preferred.compare_exchange_strong(expected, (at + 1) % endpoints.size());
+  }
+
   result<json> call_raw(const std::string& target, const std::string& text,
                         const std::string& auth, steady::time_point deadline) {
     std::string last;
@@ -469,6 +477,7 @@ struct client::impl {
                               std::min(left, opts.request_timeout));
       if (!answer) {
         last = answer.err.message;
+        pass_over(at);
         continue;
       }
       auto parsed = json::parse(answer->body, nullptr, false);
@@ -478,6 +487,7 @@ struct client::impl {
         last = ep.url + ": " + std::to_string(answer->status) + " "
                + (parsed.is_object() ? parsed.value("message", answer->body)
                                      : answer->body.substr(0, 200));
+        pass_over(at);
         continue;
       }
       preferred = at;

@@ -362,14 +362,21 @@ struct Quorum : troupe::test::troupe_fixture {
       EXPECT_EQ(state, "completed") << owner << " " << run << "\n"
                                     << all_logs();
     }
-    // Each step ran once and completed once; nobody failed over.
+    // Each step ran once and completed once; nobody failed over. A member
+    // whose lease etcd's bug revoked was declared down, so the attempts it
+    // ran then failed as member_down and ran again elsewhere (at least
+    // once, as the docs say): those alone may have run twice.
     std::map<std::pair<std::string, std::string>, int> ran;
-    for (auto& l : ledger_lines())
+    std::map<std::pair<std::string, std::string>, std::string> first_on;
+    for (auto& l : ledger_lines()) {
       ++ran[{l[1], l[2]}];
+      first_on.emplace(std::pair{l[1], l[2]}, l[0]);
+    }
     size_t expected_steps = 24 + 3 * static_cast<size_t>(submitted);
     EXPECT_EQ(ran.size(), expected_steps);
     for (auto& [step, n] : ran)
-      EXPECT_EQ(n, 1) << step.first << " " << step.second;
+      EXPECT_EQ(n, revoked.count(first_on[step]) ? std::min(n, 2) : 1)
+        << step.first << " " << step.second << " first on " << first_on[step];
     for (auto& [owner, run] : runs) {
       auto h = json::parse(cli(owner, {"--json", "history", run}).out, nullptr,
                            false);
@@ -377,6 +384,9 @@ struct Quorum : troupe::test::troupe_fixture {
       for (auto& e : h.value("events", json::array())) {
         if (e.value("type", "") == "node_completed")
           ++completed[e.value("node", "")];
+        if (e.value("type", "") == "attempt_failed" && !revoked.empty()
+            && e.value("error_kind", "") == "member_down")
+          continue;
         EXPECT_NE(e.value("type", ""), "attempt_failed") << e;
       }
       EXPECT_EQ(completed.size(), run == runs.front().second ? 24u : 3u) << run;

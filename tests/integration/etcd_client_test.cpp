@@ -233,6 +233,25 @@ TEST_F(EtcdClient, NoEndpointAnsweringFailsWithinTheDeadline) {
   EXPECT_LT(std::chrono::steady_clock::now() - t0, 2000ms);
 }
 
+TEST_F(EtcdClient, ACallThatFoundAnEndpointHangingStartsTheNextCallPastIt) {
+  // Each call has time for one attempt only (a lease renewal's budget is
+  // like that): the first spends it on the endpoint that hangs; the next
+  // must not start there again.
+  black_hole hang;
+  ASSERT_NE(hang.port, 0);
+  auto o = opts();
+  o.request_timeout = 300ms;
+  o.call_timeout = 300ms;
+  o.endpoints = {hang.url(), etcd.url()};
+  client c{o};
+  auto first = c.put("/rotate", "1");
+  ASSERT_FALSE(first);
+  EXPECT_EQ(first.err.what, error::kind::unreachable);
+  auto second = c.put("/rotate", "2");
+  ASSERT_TRUE(second) << second.err.message;
+  EXPECT_EQ((*c.get("/rotate"))->value, "2");
+}
+
 TEST(EtcdEndpoint, BadUrlsAreNamedAndHttpsIsAccepted) {
   using troupe::cluster::etcd::check_endpoint;
   EXPECT_EQ(check_endpoint("http://127.0.0.1:2379"), "");
