@@ -5,12 +5,10 @@
 // so and their watches end, and a killed requester's watches end on the
 // owner; a bad forwarded request gets the owner's typed error.
 
-#include "runtime/auth/token.hpp"
-#include "tests/support/etcd_process.hpp"
+#include "tests/support/cluster_fixture.hpp"
 #include "tests/support/frame_client.hpp"
 #include "tests/support/net.hpp"
 #include "tests/support/process.hpp"
-#include "tests/support/troupe_fixture.hpp"
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -22,127 +20,15 @@
 #include <set>
 
 using namespace std::chrono_literals;
-using troupe::test::background_process;
+using troupe::test::contains;
 using troupe::test::wait_until;
 using json = nlohmann::json;
-namespace auth = troupe::runtime::auth;
 
 namespace {
 
-bool contains(const std::string& haystack, const std::string& needle) {
-  return haystack.find(needle) != std::string::npos;
-}
-
-struct ClusterForward : troupe::test::troupe_fixture {
-  static constexpr const char* secret
-    = "test-secret-0123456789abcdef-0123456789";
-
-  std::unique_ptr<troupe::test::etcd_process> etcd;
-
-  struct member {
-    std::unique_ptr<background_process> proc;
-    uint16_t port = 0;
-    uint16_t http = 0;
-  };
-  std::map<std::string, member> members;
-  /// More arguments for members started from now on.
-  std::vector<std::string> member_args;
-
-  troupe::test::process_options opts() override {
-    auto o = troupe_fixture::opts();
-    o.env["TROUPE_AUTH_SECRET"] = std::string{secret};
-    o.env["TROUPE_CLUSTER_SECRET"] = "cluster-secret-0123456789abcdef";
-    o.env["TROUPE_NODE"] = std::nullopt;
-    o.env["TROUPE_TOKEN"] = std::nullopt;
-    return o;
-  }
-
-  /// Starts member `name` (lease TTL 2 s, an HTTP endpoint for /metrics)
-  /// and waits until it joined and is ready.
-  void join(const std::string& name) {
-    auto& m = members[name];
-    std::vector<std::string> a{
-      "node",       "start",
-      "--data-dir", (dir.path() / ("data-" + name)).string(),
-      "--listen",   "127.0.0.1:0",
-      "--http",     "127.0.0.1:0",
-      "--cluster",  "c1",
-      "--etcd",     etcd->url(),
-      "--member",   name,
-      "--set",      "cluster.lease_ttl=2s"};
-    a.insert(a.end(), member_args.begin(), member_args.end());
-    m.proc = start(a);
-    std::smatch port, http;
-    ASSERT_TRUE(wait_until(
-      [&] {
-        auto err = m.proc->err();
-        return contains(err, "ready: resumed")
-               && std::regex_search(err, port,
-                                    std::regex{"listening on 127.0.0.1:(\\d+)"})
-               && std::regex_search(
-                 err, http,
-                 std::regex{"metrics on http://127.0.0.1:(\\d+)/metrics"});
-      },
-      20s))
-      << m.proc->err();
-    m.port = static_cast<uint16_t>(std::stoi(port[1]));
-    m.http = static_cast<uint16_t>(std::stoi(http[1]));
-  }
-
-  std::string token(auth::role r = auth::role::admin) {
-    return auth::issue_token(secret, r, "tester", 1h, auth::token_clock::now());
-  }
-
-  /// Runs the CLI against member `name` as an admin.
-  troupe::test::process_result cli(const std::string& name,
-                                   std::vector<std::string> rest) {
-    auto o = opts();
-    o.env["TROUPE_NODE"] = "127.0.0.1:" + std::to_string(members[name].port);
-    o.env["TROUPE_TOKEN"] = token();
-    return troupe::test::run_process(args(std::move(rest)), o);
-  }
-
-  json cli_json(const std::string& name, std::vector<std::string> rest) {
-    rest.insert(rest.begin(), "--json");
-    auto r = cli(name, std::move(rest));
-    auto j = json::parse(r.out, nullptr, false);
-    return j.is_discarded() ? json{{"exit_code", r.exit_code}, {"err", r.err}}
-                            : j;
-  }
-
-  /// Whether every member lists every other one as up and connected.
-  bool all_linked() {
-    for (auto& [a, ma] : members) {
-      auto j = cli_json(a, {"members"});
-      size_t linked = 0;
-      for (auto& m : j.value("members", json::array()))
-        if (m.value("name", "") != a && m.value("state", "") == "up"
-            && m.value("link", "") == "connected")
-          ++linked;
-      if (linked != members.size() - 1)
-        return false;
-    }
-    return true;
-  }
-
-  void three_linked() {
-    etcd = std::make_unique<troupe::test::etcd_process>();
-    ASSERT_TRUE(etcd->ok()) << etcd->error();
-    for (auto name : {"m1", "m2", "m3"}) {
-      join(name);
-      if (HasFatalFailure())
-        return;
-    }
-    ASSERT_TRUE(wait_until([&] { return all_linked(); }, 15s)) << all_logs();
-  }
-
-  std::string all_logs() {
-    std::string out;
-    for (auto& [name, m] : members)
-      if (m.proc)
-        out += "== " + name + "\n" + m.proc->err();
-    return out;
-  }
+/// Members with an HTTP endpoint for /metrics.
+struct ClusterForward : troupe::test::cluster_fixture {
+  ClusterForward() { http = "127.0.0.1:0"; }
 
   /// A workflow file: one exec node running `command` (a shell line).
   std::string workflow(const std::string& name, const std::string& command) {
@@ -162,18 +48,6 @@ struct ClusterForward : troupe::test::troupe_fixture {
     auto j = cli_json(name, a);
     EXPECT_TRUE(j.contains("run_id")) << j << all_logs();
     return j.value("run_id", std::string{});
-  }
-
-  /// The value of the series of `family` with exactly these labels on
-  /// member `name`'s /metrics (0 when absent).
-  double metric(const std::string& name, const std::string& series) {
-    auto body = troupe::test::http_get(members[name].http, "/metrics").second;
-    std::istringstream in{body};
-    std::string line;
-    while (std::getline(in, line))
-      if (line.rfind(series + " ", 0) == 0)
-        return std::stod(line.substr(series.size() + 1));
-    return 0;
   }
 
   static std::string forwarded(const std::string& side, const std::string& type,
@@ -212,15 +86,6 @@ struct ClusterForward : troupe::test::troupe_fixture {
       events.push_back(msg->value("body", json::object()));
     }
     return std::nullopt;
-  }
-
-  void TearDown() override {
-    for (auto& [name, m] : members)
-      if (m.proc)
-        m.proc->signal(SIGTERM);
-    for (auto& [name, m] : members)
-      if (m.proc)
-        m.proc->wait(15s);
   }
 };
 
@@ -460,7 +325,7 @@ TEST_F(ClusterForward,
   etcd = std::make_unique<troupe::test::etcd_process>();
   ASSERT_TRUE(etcd->ok()) << etcd->error();
   // Two partitions: m1 claims both when it joins, and m2 finds none free.
-  member_args = {"--set", "cluster.partitions=2"};
+  extra_args = {"--set", "cluster.partitions=2"};
   join("m1");
   join("m2");
   ASSERT_FALSE(HasFatalFailure());

@@ -5,11 +5,9 @@
 // drains, and the cluster's metrics.
 
 #include "cluster/etcd/client.hpp"
-#include "runtime/auth/token.hpp"
-#include "tests/support/etcd_process.hpp"
+#include "tests/support/cluster_fixture.hpp"
 #include "tests/support/net.hpp"
 #include "tests/support/process.hpp"
-#include "tests/support/troupe_fixture.hpp"
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -26,16 +24,11 @@
 #include <thread>
 
 using namespace std::chrono_literals;
-using troupe::test::background_process;
+using troupe::test::contains;
 using troupe::test::wait_until;
 using json = nlohmann::json;
-namespace auth = troupe::runtime::auth;
 
 namespace {
-
-bool contains(const std::string& haystack, const std::string& needle) {
-  return haystack.find(needle) != std::string::npos;
-}
 
 int64_t wall_ns() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(
@@ -43,147 +36,11 @@ int64_t wall_ns() {
     .count();
 }
 
-struct ClusterSteps : troupe::test::troupe_fixture {
-  static constexpr const char* secret
-    = "test-secret-0123456789abcdef-0123456789";
-
-  std::unique_ptr<troupe::test::etcd_process> etcd;
-
-  struct member {
-    std::unique_ptr<background_process> proc;
-    uint16_t port = 0;
-    uint16_t http = 0;
-  };
-  std::map<std::string, member> members;
-  std::string ledger = (dir.path() / "ledger").string();
-
-  troupe::test::process_options opts() override {
-    auto o = troupe_fixture::opts();
-    o.env["TROUPE_AUTH_SECRET"] = std::string{secret};
-    o.env["TROUPE_CLUSTER_SECRET"]
-      = std::string{"cluster-secret-0123456789abcdef"};
-    o.env["TROUPE_NODE"] = std::nullopt;
-    o.env["TROUPE_TOKEN"] = std::nullopt;
-    return o;
-  }
-
-  void start_etcd() {
-    etcd = std::make_unique<troupe::test::etcd_process>();
-    ASSERT_TRUE(etcd->ok()) << etcd->error();
-  }
-
-  /// Starts member `name` (with an HTTP endpoint, and `extra` --set
-  /// options) and waits until it joined and is ready.
-  void join(const std::string& name, std::vector<std::string> extra = {}) {
-    auto& m = members[name];
-    std::vector<std::string> a{"node",       "start",
-                               "--data-dir", (dir.path() / name).string(),
-                               "--listen",   "127.0.0.1:0",
-                               "--http",     "127.0.0.1:0",
-                               "--cluster",  "c1",
-                               "--etcd",     etcd->url(),
-                               "--member",   name,
-                               "--set",      "cluster.lease_ttl=2s",
-                               "--set",      "cluster.labels=zone=z-" + name};
-    for (auto& e : extra) {
-      a.push_back("--set");
-      a.push_back(e);
-    }
-    m.proc = start(a);
-    std::smatch match, http;
-    ASSERT_TRUE(wait_until(
-      [&] {
-        auto err = m.proc->err();
-        return contains(err, "ready: resumed")
-               && std::regex_search(err, match,
-                                    std::regex{"listening on 127.0.0.1:(\\d+)"})
-               && std::regex_search(
-                 err, http, std::regex{"http://127.0.0.1:(\\d+)/metrics"});
-      },
-      20s))
-      << m.proc->err();
-    m.port = static_cast<uint16_t>(std::stoi(match[1]));
-    m.http = static_cast<uint16_t>(std::stoi(http[1]));
-  }
-
-  /// Runs the CLI against member `name` as an admin.
-  troupe::test::process_result cli(const std::string& name,
-                                   std::vector<std::string> rest) {
-    auto o = opts();
-    o.env["TROUPE_NODE"] = "127.0.0.1:" + std::to_string(members[name].port);
-    o.env["TROUPE_TOKEN"] = auth::issue_token(
-      secret, auth::role::admin, "tester", 1h, auth::token_clock::now());
-    return troupe::test::run_process(args(std::move(rest)), o);
-  }
-
-  json members_of(const std::string& name) {
-    auto r = cli(name, {"members", "--json"});
-    auto j = json::parse(r.out, nullptr, false);
-    return j.is_discarded() ? json::object() : j;
-  }
-
-  /// What `name` lists about `about`, or null.
-  json entry(const std::string& name, const std::string& about) {
-    for (auto& m : members_of(name).value("members", json::array()))
-      if (m.value("name", "") == about)
-        return m;
-    return nullptr;
-  }
-
-  bool all_linked(const std::vector<std::string>& names) {
-    for (auto& a : names)
-      for (auto& b : names) {
-        if (a == b)
-          continue;
-        auto e = entry(a, b);
-        if (!e.is_object() || e.value("link", "") != "connected"
-            || e.value("state", "") != "up")
-          return false;
-      }
-    return true;
-  }
-
-  void linked(const std::vector<std::string>& names,
-              std::vector<std::string> extra = {}) {
-    start_etcd();
-    for (auto& name : names)
-      join(name, extra);
-    ASSERT_TRUE(wait_until([&] { return all_linked(names); }, 15s))
-      << all_logs();
-  }
-
-  std::string all_logs() {
-    std::string out;
-    for (auto& [name, m] : members)
-      if (m.proc)
-        out += "== " + name + "\n" + m.proc->err();
-    return out;
-  }
-
-  /// A workflow of `n` exec nodes, each appending "$TROUPE_MEMBER
-  /// $TROUPE_NODE_ID $TROUPE_ATTEMPT" to the ledger and then running
-  /// `then`; `extra` is added to every node.
-  std::string fan_out(int n, const std::string& extra,
-                      const std::string& then = "true") {
-    auto path = (dir.path() / "fan.yaml").string();
-    std::ofstream out{path};
-    out << "name: fan\nnodes:\n";
-    for (int i = 0; i < n; ++i)
-      out << "  s" << i << ":\n    kind: exec\n"
-          << extra
-          << "    command: [\"sh\", \"-c\", \"echo $TROUPE_MEMBER "
-             "$TROUPE_NODE_ID $TROUPE_ATTEMPT >> "
-          << ledger << "; " << then << "\"]\n";
-    return path;
-  }
-
-  std::vector<std::array<std::string, 3>> ledger_lines() {
-    std::vector<std::array<std::string, 3>> out;
-    std::ifstream in{ledger};
-    std::string m, n, a;
-    while (in >> m >> n >> a)
-      out.push_back({m, n, a});
-    return out;
+/// Members with an HTTP endpoint and the label zone=z-<name>.
+struct ClusterSteps : troupe::test::cluster_fixture {
+  ClusterSteps() {
+    http = "127.0.0.1:0";
+    zone_labels = true;
   }
 
   std::string run_id(const std::string& out) {
@@ -213,15 +70,6 @@ struct ClusterSteps : troupe::test::troupe_fixture {
     auto h
       = json::parse(cli(owner, {"--json", "history", run}).out, nullptr, false);
     return h.is_discarded() ? json::array() : h.value("events", json::array());
-  }
-
-  void TearDown() override {
-    for (auto& [name, m] : members)
-      if (m.proc)
-        m.proc->signal(SIGTERM);
-    for (auto& [name, m] : members)
-      if (m.proc)
-        m.proc->wait(15s);
   }
 };
 
@@ -375,7 +223,7 @@ int most_at_once(const std::vector<span>& spans, const std::string& member) {
 // Every member reports its load (attempts in flight / capacity) and the
 // runs it owns to the others, and `troupe members` shows them.
 TEST_F(ClusterSteps, MembersSeeEachOthersLoadAndRunsOwned) {
-  linked({"m1", "m2"}, {"cluster.capacity=exec=4"});
+  linked({"m1", "m2"}, {"--set", "cluster.capacity=exec=4"});
   auto path = (dir.path() / "long.yaml").string();
   auto marks = (dir.path() / "marks").string();
   std::ofstream{path} << "name: long\nnodes:\n"
@@ -423,7 +271,7 @@ TEST_F(ClusterSteps, MembersSeeEachOthersLoadAndRunsOwned) {
 // included: m1 (capacity exec=1) runs an attempt for m2's run, and its own
 // run's attempt waits for that one to end instead of running beside it.
 TEST_F(ClusterSteps, CapacityBoundsAMembersOwnAttemptsToo) {
-  linked({"m1", "m2"}, {"cluster.capacity=exec=1"});
+  linked({"m1", "m2"}, {"--set", "cluster.capacity=exec=1"});
   auto marks = (dir.path() / "marks").string();
   auto theirs = (dir.path() / "theirs.yaml").string();
   std::ofstream{theirs} << "name: theirs\nnodes:\n"
