@@ -11,6 +11,7 @@
 #include <caf/error.hpp>
 #include <caf/fwd.hpp>
 
+#include <atomic>
 #include <chrono>
 #include <functional>
 #include <list>
@@ -157,6 +158,10 @@ struct services {
   /// attempt that does work; a fenced attempt waits and asks again. Null:
   /// never fenced (a node alone, `troupe run`).
   std::function<std::string()> fence;
+  /// Runs with an actor on this node now: its unfinished runs (running or
+  /// paused), counted by the run supervisors. A cluster member reports it
+  /// as the runs it owns.
+  std::atomic<int64_t> runs_live{0};
 };
 
 using services_ptr = std::shared_ptr<services>;

@@ -14,6 +14,7 @@ troupe_add_tests(etcd_tls
 
 troupe_add_tests(membership
   SOURCES integration/membership_test.cpp integration/partition_table_test.cpp
+          integration/failure_detector_test.cpp
   DEPS troupe_cluster_membership troupe_test_support
   LABELS integration)
 
@@ -49,3 +50,31 @@ troupe_add_tests(placement
   SOURCES unit/placement_test.cpp
   DEPS troupe_cluster_mesh troupe_test_support
   LABELS unit)
+
+# Any member answers: requests about a run owned by another member are
+# forwarded to it over the mesh; list is merged across members.
+troupe_add_tests(cluster_forward
+  SOURCES e2e/cluster_forward_test.cpp
+  DEPS troupe_test_support troupe_frame_client troupe_runtime_auth
+       nlohmann_json::nlohmann_json
+  LABELS "e2e;slow")
+target_compile_definitions(troupe_cluster_forward_tests PRIVATE
+  TROUPE_BINARY="$<TARGET_FILE:troupe>")
+add_dependencies(troupe_cluster_forward_tests troupe)
+
+# How list pages of several members merge into one.
+troupe_add_tests(list_merge
+  SOURCES unit/list_merge_test.cpp
+  DEPS troupe_cluster_forward troupe_test_support
+  LABELS unit)
+
+# Steps across real members: members declared down by etcd, load and
+# capacity, leaving, the cluster's metrics.
+troupe_add_tests(cluster_steps
+  SOURCES e2e/cluster_steps_test.cpp
+  DEPS troupe_cluster_etcd troupe_test_support troupe_frame_client
+       troupe_runtime_auth nlohmann_json::nlohmann_json
+  LABELS "e2e;slow")
+target_compile_definitions(troupe_cluster_steps_tests PRIVATE
+  TROUPE_BINARY="$<TARGET_FILE:troupe>")
+add_dependencies(troupe_cluster_steps_tests troupe)

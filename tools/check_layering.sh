@@ -36,6 +36,7 @@ cluster_parts=(
   "endpoint::no"
   "control::yes"
   "node:control coordination:yes"
+  "forward:control coordination mesh:yes"
 )
 for entry in "${cluster_parts[@]}"; do
   IFS=: read -r part others lower <<<"$entry"

@@ -527,6 +527,24 @@ std::string describe_detect(const json& d, const std::string& label) {
          + line("SIGSTOP", "sigstop_down_ms", 2000);
 }
 
+/// prepare_bench_cluster for submissions: members that take them at any
+/// rate (the cluster is measured, not the submission limit), and an op
+/// token to submit with.
+std::string prepare_fan_cluster(const bench_options& b,
+                                const std::string& workload, bench_cluster& c,
+                                int& rc) {
+  std::string auth_secret;
+  auto etcd = prepare_bench_cluster(b, workload, c, auth_secret, rc);
+  if (etcd.empty())
+    return etcd;
+  c.member_args
+    = {"--set", "auth.submit_rate=100000", "--set", "auth.submit_burst=100000"};
+  c.token = runtime::auth::issue_token(auth_secret, runtime::auth::role::op,
+                                       "bench", std::chrono::hours{1},
+                                       runtime::auth::token_clock::now());
+  return etcd;
+}
+
 } // namespace
 
 int run_bench_cluster_detect(const global_options& g, const bench_options& b) {
@@ -563,17 +581,10 @@ int run_bench_cluster_detect(const global_options& g, const bench_options& b) {
 
 int run_bench_cluster_fan(const global_options& g, const bench_options& b) {
   int rc = exit_ok;
-  std::string auth_secret;
   bench_cluster c;
-  auto etcd = prepare_bench_cluster(b, "cluster-fan", c, auth_secret, rc);
+  auto etcd = prepare_fan_cluster(b, "cluster-fan", c, rc);
   if (etcd.empty())
     return rc;
-  // Measure the cluster, not the submission limit.
-  c.member_args
-    = {"--set", "auth.submit_rate=100000", "--set", "auth.submit_burst=100000"};
-  c.token = runtime::auth::issue_token(auth_secret, runtime::auth::role::op,
-                                       "bench", std::chrono::hours{1},
-                                       runtime::auth::token_clock::now());
   if (!g.json)
     std::cerr << "bench: cluster-fan: etcd (" << etcd
               << ") and 3 members on 127.0.0.1; fanexec10 (10 exec steps of "
@@ -639,17 +650,10 @@ int run_bench_cluster(const global_options& g, const bench_options& b) {
     return exit_bad_input;
   }
   int rc = exit_ok;
-  std::string auth_secret;
   bench_cluster c;
-  auto etcd = prepare_bench_cluster(b, "cluster", c, auth_secret, rc);
+  auto etcd = prepare_fan_cluster(b, "cluster", c, rc);
   if (etcd.empty())
     return rc;
-  // Measure the cluster, not the submission limit.
-  c.member_args
-    = {"--set", "auth.submit_rate=100000", "--set", "auth.submit_burst=100000"};
-  c.token = runtime::auth::issue_token(auth_secret, runtime::auth::role::op,
-                                       "bench", std::chrono::hours{1},
-                                       runtime::auth::token_clock::now());
   const size_t trials = 5;
   if (!g.json)
     std::cerr << "bench: cluster: etcd (" << etcd << ") and " << *n

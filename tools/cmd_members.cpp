@@ -44,8 +44,9 @@ void print_table(const json& body) {
     std::cout << "cluster '" << cluster << "', seen from member '"
               << body.value("member", std::string{}) << "': " << members.size()
               << " member(s)\n";
-  std::vector<std::vector<std::string>> rows{
-    {"NAME", "STATE", "LINK", "ADDRESS", "LABELS", "AGE", "INCARNATION"}};
+  std::vector<std::vector<std::string>> rows{{"NAME", "STATE", "LINK",
+                                              "ADDRESS", "LABELS", "LOAD",
+                                              "RUNS", "AGE", "INCARNATION"}};
   for (auto& m : members) {
     std::string labels;
     if (auto l = m.find("labels"); l != m.end() && l->is_object())
@@ -56,11 +57,26 @@ void print_table(const json& body) {
     if (m.value("self", false))
       name += " *";
     auto link = m.value("link", std::string{});
-    rows.push_back(
-      {name, m.value("state", std::string{}), link.empty() ? "-" : link,
-       m.value("control_address", std::string{}), labels.empty() ? "-" : labels,
-       age(m.value("age_ms", int64_t{0})),
-       m.value("incarnation", std::string{})});
+    // Attempts in flight / capacity (summed over the kinds; "-": no bound),
+    // as the member last reported them; "-" when it has not.
+    std::string load = "-";
+    if (auto l = m.find("load"); l != m.end() && l->is_object()) {
+      auto cap = l->find("capacity");
+      load = std::to_string(l->value("in_flight", int64_t{0})) + "/"
+             + (cap != l->end() && cap->is_number_integer()
+                  ? std::to_string(cap->get<int64_t>())
+                  : std::string{"-"});
+    }
+    auto runs = m.find("runs");
+    rows.push_back({name, m.value("state", std::string{}),
+                    link.empty() ? "-" : link,
+                    m.value("control_address", std::string{}),
+                    labels.empty() ? "-" : labels, load,
+                    runs != m.end() && runs->is_number_integer()
+                      ? std::to_string(runs->get<int64_t>())
+                      : std::string{"-"},
+                    age(m.value("age_ms", int64_t{0})),
+                    m.value("incarnation", std::string{})});
   }
   std::vector<size_t> width(rows[0].size(), 0);
   for (auto& r : rows)

@@ -3,6 +3,7 @@
 #include "cluster/control/control_server.hpp"
 #include "cluster/coordination/coordinator.hpp"
 #include "cluster/endpoint/http_endpoint.hpp"
+#include "cluster/forward/forwarder.hpp"
 #include "cluster/membership/etcd_coordinator.hpp"
 #include "cluster/membership/failure_detector.hpp"
 #include "cluster/mesh/mesh.hpp"
@@ -318,6 +319,11 @@ int run_node_start(const global_options& g, const node_start_options& o) {
   so.submit_rate = static_cast<double>(settings.get_int("auth.submit_rate"));
   so.submit_burst = static_cast<double>(settings.get_int("auth.submit_burst"));
   cluster::node_service service{*node, io, so};
+  // A member forwards requests about runs another member owns to it (once
+  // it has joined); a node alone answers everything itself.
+  cluster::forward_options fo;
+  fo.metrics = &metrics;
+  cluster::forwarder forwarding{node->system(), io, service, fo};
 
   cluster::control_server::options co;
   co.host = host;
@@ -339,7 +345,7 @@ int run_node_start(const global_options& g, const node_start_options& o) {
     settings.get_int("control.max_connections_per_address"));
   co.tls_cert = settings.get_string("tls.cert");
   co.tls_key = settings.get_string("tls.key");
-  cluster::control_server server{io, co, *auth, service};
+  cluster::control_server server{io, co, *auth, forwarding};
 
   std::unique_ptr<cluster::http_endpoint> http;
   if (auto address = settings.get_string("http.listen"); !address.empty()) {
@@ -395,12 +401,40 @@ int run_node_start(const global_options& g, const node_start_options& o) {
 
   // `drain`: how long clients are given to take their answers (0: none).
   auto shut_down = [&](std::chrono::milliseconds drain) {
+    if (membership && placer && drain.count() > 0) {
+      // Leaving: the key says so (the others place nothing new here, and
+      // list this member as leaving), the executor takes no new attempt,
+      // and the attempts running here may finish within the drain window.
+      auto from = std::chrono::steady_clock::now();
+      placer->leave();
+      service.drain();
+      membership->mark_leaving();
+      auto running = placer->running();
+      if (running > 0)
+        log_line("leaving the cluster: waiting up to "
+                 + std::to_string(drain.count()) + "ms for "
+                 + std::to_string(running)
+                 + " attempt(s) running here to finish");
+      while (placer->running() > 0
+             && std::chrono::steady_clock::now() - from < drain)
+        std::this_thread::sleep_for(std::chrono::milliseconds{20});
+      if (auto left = placer->running(); left > 0)
+        log_line("drain window passed with " + std::to_string(left)
+                 + " attempt(s) running here; they are stopped");
+      // What is left of the window is the clients' (at least a little).
+      auto spent = std::chrono::duration_cast<std::chrono::milliseconds>(
+        std::chrono::steady_clock::now() - from);
+      drain = std::max(drain - spent,
+                       std::min(drain, std::chrono::milliseconds{500}));
+    }
     // Leaving first: the others see this member go at once, not after its
     // lease's TTL.
+    service.set_loads(nullptr);
     service.set_cluster(nullptr);
     view = nullptr;
     // The detector revokes nothing from here on; then the lease goes, and
     // the links with the mesh's actors (before the actor system stops).
+    forwarding.stop();
     if (placer)
       placer->stop();
     if (detector)
@@ -473,14 +507,19 @@ int run_node_start(const global_options& g, const node_start_options& o) {
       std::tie(mo.host, mo.port) = split_address(l);
     mo.info = [](const std::string& line) { runtime::log::info("mesh", line); };
     mo.warn = [](const std::string& line) { runtime::log::warn("mesh", line); };
-    mo.executor
-      = cluster::spawn_step_executor(node->system(), svc, me.capacity);
-    peers = std::make_unique<cluster::mesh>(node->system(), mo);
     cluster::placer_options po;
     po.member = member;
     po.default_placement = settings.get_string("cluster.placement");
-    placer = std::make_unique<cluster::step_placer>(po, svc);
+    po.capacity = me.capacity;
+    po.metrics = &metrics;
+    po.runs_owned = [svc] { return svc->runs_live.load(); };
+    placer = std::make_unique<cluster::step_placer>(node->system(), po, svc);
     svc->place = placer->hook();
+    mo.executor = placer->executor();
+    mo.loads = placer->reports();
+    mo.forwarder = forwarding.server();
+    peers = std::make_unique<cluster::mesh>(node->system(), mo);
+    service.set_loads([p = placer.get()] { return p->loads(); });
     // A member not joined (its lease may have expired) starts no work until
     // it has joined again: set once it has (before, nothing is fenced: no
     // member holds this one's runs yet).
@@ -520,6 +559,23 @@ int run_node_start(const global_options& g, const node_start_options& o) {
     mo.etcd.key_file = etcd_tls.key;
     mo.etcd.username = settings.get_string("cluster.etcd_username");
     mo.etcd.password = etcd_password;
+    // etcd's latency and errors by operation, for every client of this
+    // member (membership, detector).
+    auto& etcd_latency = metrics.add_histogram(
+      "troupe_etcd_request_duration_seconds",
+      "etcd calls by operation: time from the first try to the answer, "
+      "retries across endpoints included.");
+    auto& etcd_errors = metrics.add_counter(
+      "troupe_etcd_errors_total",
+      "etcd calls that failed, by operation and kind (unreachable, refused, "
+      "bad_answer, invalid).");
+    mo.etcd.observe = [&etcd_latency, &etcd_errors](
+                        const std::string& op, std::chrono::nanoseconds took,
+                        const std::string& error) {
+      etcd_latency.with({{"op", op}}).observe(took);
+      if (!error.empty())
+        etcd_errors.with({{"op", op}, {"kind", error}}).inc();
+    };
     mo.lease_ttl = std::chrono::duration_cast<std::chrono::seconds>(
       settings.get_duration("cluster.lease_ttl"));
     mo.partitions = partitions;
@@ -579,6 +635,8 @@ int run_node_start(const global_options& g, const node_start_options& o) {
     known = detector.get();
   service.set_cluster(known);
   view = known;
+  if (peers)
+    forwarding.start(*peers, *known);
 
   // Whoever the data dir refuses now learns where to ask instead.
   (void)persistence::write_store_holder(

@@ -433,6 +433,13 @@ int remote(const global_options& g, const std::string& command,
       std::cout << dump(body, 2) << "\n";
     else
       print_list(body, g, o);
+    // A member of a cluster merges every member's runs: say whose are
+    // missing rather than pass over them.
+    for (auto& m : body.value("missing_members", json::array()))
+      std::cerr << "warning: member " << m.value("member", "?") << " ("
+                << m.value("state", "?")
+                << ") did not answer: " << m.value("reason", "")
+                << "; its runs are not listed\n";
     return exit_ok;
   }
   if (command == "result")

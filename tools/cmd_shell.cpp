@@ -151,7 +151,9 @@ struct command_spec {
 
 const std::vector<command_spec>& commands() {
   static const std::vector<command_spec> all = {
-    {"actors", "actors [--tree]", "live actors: kind, id, state, mailbox"},
+    {"actors", "actors [--tree]",
+     "live actors: kind, id, state, mailbox (--tree: a member shows its "
+     "cluster first)"},
     {"inspect",
      "inspect run RUN | node RUN/NODE | actor ID | breaker KEY | limits",
      "one actor's own account of its state"},
@@ -342,6 +344,23 @@ class shell_session {
     return since_ns == 0
              ? std::string{"-"}
              : human(std::max<int64_t>(0, wall_ns() - since_ns) / 1'000'000);
+  }
+
+  /// The members of the node's cluster: name, state and link.
+  void print_members(const json& body) {
+    std::cout << "cluster " << body.value("cluster", std::string{})
+              << ", this member: " << body.value("member", std::string{})
+              << "\n"
+              << pad("MEMBER", 20) << pad("STATE", 10) << pad("LINK", 12)
+              << "NOTE\n";
+    for (auto& m : body.value("members", json::array()))
+      std::cout << pad(m.value("name", std::string{}), 20)
+                << pad(m.value("state", std::string{}), 10)
+                << pad(m.value("link", std::string{"-"}), 12)
+                << (m.value("self", false) ? std::string{"this member"}
+                                           : m.value("reason", std::string{}))
+                << "\n";
+    std::cout << "\n";
   }
 
   void print_actors(const json& tree, bool as_tree) {
@@ -695,7 +714,20 @@ class shell_session {
       auto tree = call({{"t", "inspect"}, {"what", "actors"}, {"limit", 1000}});
       remember(tree);
       bool as_tree = w.size() > 1 && w[1] == "--tree";
-      return out(tree, [&] { print_actors(tree, as_tree); });
+      // A member of a cluster shows the members first: the tree's root.
+      json cluster;
+      if (as_tree) {
+        auto members = call({{"t", "members"}});
+        if (!members.value("cluster", std::string{}).empty()) {
+          cluster = std::move(members);
+          tree["cluster"] = cluster;
+        }
+      }
+      return out(tree, [&] {
+        if (cluster.is_object())
+          print_members(cluster);
+        print_actors(tree, as_tree);
+      });
     }
     if (cmd == "inspect") {
       need(w, 2,

@@ -190,7 +190,8 @@ int control_client::exit_code_for(const std::string& code) {
   // node at all.
   if (code == "draining" || code == "not_ready" || code == "unsupported_version"
       || code == "bad_frame" || code == "frame_too_large" || code == "disk_low"
-      || code == "rate_limited" || code == "too_many_requests")
+      || code == "rate_limited" || code == "too_many_requests"
+      || code == "owner_unavailable")
     return exit_unreachable;
   return exit_failed;
 }

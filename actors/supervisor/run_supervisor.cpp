@@ -28,7 +28,10 @@ void forward(self_ptr self, Command command);
 
 void spawn_run(self_ptr self, runtime::start_run start) {
   auto& st = self->state;
-  auto& [id, c] = *st.runs.try_emplace(start.run_id).first;
+  auto [entry, fresh] = st.runs.try_emplace(start.run_id);
+  auto& [id, c] = *entry;
+  if (fresh)
+    ++st.svc->runs_live;
   // A run has one actor at a time: a second start of a live run (a run
   // submitted while the node recovered, started by both) is dropped.
   if (live(st, c))
@@ -95,7 +98,7 @@ void give_up(self_ptr self, const std::string& run_id, std::string reason) {
   auto observer = st.runs[run_id].observer;
   auto workflow = st.runs[run_id].workflow;
   auto created_at = st.runs[run_id].created_at_ns;
-  st.runs.erase(run_id);
+  st.svc->runs_live -= static_cast<int64_t>(st.runs.erase(run_id));
   auto at = now_ns();
   persistence::journal_store::append_op op;
   op.run_id = run_id;
@@ -128,7 +131,7 @@ caf::behavior run_supervisor_impl(self_ptr self, services_ptr svc) {
     auto id = *i->second;
     st.by_id.erase(i);
     if (msg.reason == caf::exit_reason::normal || st.stopping) {
-      st.runs.erase(id);
+      st.svc->runs_live -= static_cast<int64_t>(st.runs.erase(id));
       return;
     }
     auto& c = st.runs[id];

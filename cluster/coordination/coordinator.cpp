@@ -9,15 +9,20 @@ namespace troupe::cluster {
 using json = nlohmann::json;
 
 json member_info::to_json() const {
-  return json{{"name", name},
-              {"peer_address", peer_address},
-              {"control_address", control_address},
-              {"labels", labels},
-              {"capacity", capacity},
-              {"version", version},
-              {"incarnation", incarnation},
-              {"started_at_ms", started_at_ms},
-              {"joined_at_ms", joined_at_ms}};
+  auto j = json{{"name", name},
+                {"peer_address", peer_address},
+                {"control_address", control_address},
+                {"labels", labels},
+                {"capacity", capacity},
+                {"version", version},
+                {"incarnation", incarnation},
+                {"started_at_ms", started_at_ms},
+                {"joined_at_ms", joined_at_ms}};
+  // The one state a member writes itself: the others then place nothing
+  // new on it.
+  if (state == "leaving")
+    j["leaving"] = true;
+  return j;
 }
 
 bool member_info::from_json(const json& j, member_info& out) {
@@ -44,6 +49,11 @@ bool member_info::from_json(const json& j, member_info& out) {
   text("version", out.version);
   number("started_at_ms", out.started_at_ms);
   number("joined_at_ms", out.joined_at_ms);
+  auto leaving = j.find("leaving");
+  out.state
+    = leaving != j.end() && leaving->is_boolean() && leaving->get<bool>()
+        ? "leaving"
+        : "up";
   out.labels.clear();
   if (auto l = j.find("labels"); l != j.end() && l->is_object())
     for (auto& [k, v] : l->items())

@@ -33,8 +33,9 @@ struct member_info {
   int64_t started_at_ms = 0;
   /// When this incarnation registered, ms since the epoch.
   int64_t joined_at_ms = 0;
-  /// "joining", "up" or "left" as far as this member knows; the others
-  /// are "up" while their key exists.
+  /// "joining", "up", "leaving" or "left" as far as this member knows; the
+  /// others are "up" while their key exists, or "leaving" once their key
+  /// says so (they drain before they go).
   std::string state = "up";
   /// This member's mesh link to it: "self", "connecting", "connected",
   /// "suspect" or "refused"; empty without a mesh.
@@ -45,11 +46,12 @@ struct member_info {
   /// epoch.
   int64_t down_at_ms = 0;
 
-  /// The registration's JSON (state left out: a reader derives it).
+  /// The registration's JSON (state left out: a reader derives it; but
+  /// "leaving": true while the member drains).
   nlohmann::json to_json() const;
 
-  /// Reads a registration; returns false (and leaves `out` partly set) when
-  /// the value is not one.
+  /// Reads a registration, its state "up" or "leaving"; returns false (and
+  /// leaves `out` partly set) when the value is not one.
   static bool from_json(const nlohmann::json& j, member_info& out);
 };
 

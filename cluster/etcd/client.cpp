@@ -15,6 +15,7 @@
 #include <boost/beast/ssl/ssl_stream.hpp>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <charconv>
 #include <mutex>
@@ -438,6 +439,14 @@ struct client::impl {
 
   /// POSTs `text` to `target` on the endpoints in turn until one answers,
   /// until `deadline`; returns the answer's JSON.
+  /// Endpoint `at` did not answer: the next calls start at the one after
+  /// it (unless another answered meanwhile), so that an endpoint that hangs
+  /// costs one attempt's deadline once, not at the start of every call.
+  void pass_over(size_t at) {
+    auto expected = at;
+    preferred.compare_exchange_strong(expected, (at + 1) % endpoints.size());
+  }
+
   result<json> call_raw(const std::string& target, const std::string& text,
                         const std::string& auth, steady::time_point deadline) {
     std::string last;
@@ -468,6 +477,7 @@ struct client::impl {
                               std::min(left, opts.request_timeout));
       if (!answer) {
         last = answer.err.message;
+        pass_over(at);
         continue;
       }
       auto parsed = json::parse(answer->body, nullptr, false);
@@ -477,6 +487,7 @@ struct client::impl {
         last = ep.url + ": " + std::to_string(answer->status) + " "
                + (parsed.is_object() ? parsed.value("message", answer->body)
                                      : answer->body.substr(0, 200));
+        pass_over(at);
         continue;
       }
       preferred = at;
@@ -554,7 +565,28 @@ struct client::impl {
   /// POSTs `body` to `target` within the call's deadline, with the auth
   /// token when there is a user: a token etcd refuses is replaced (at most
   /// twice) and the request sent again.
+  /// call_once, told to opts.observe.
   result<json> call(const std::string& target, const json& body) {
+    if (!opts.observe)
+      return call_once(target, body);
+    auto from = steady::now();
+    auto r = call_once(target, body);
+    // "/v3/kv/put" -> "kv_put"
+    auto op = target.substr(target.rfind("/v3/") == 0 ? 4 : 0);
+    std::replace(op.begin(), op.end(), '/', '_');
+    const char* why = "";
+    switch (r.err.what) {
+    case error::kind::none: break;
+    case error::kind::invalid: why = "invalid"; break;
+    case error::kind::unreachable: why = "unreachable"; break;
+    case error::kind::refused: why = "refused"; break;
+    case error::kind::bad_answer: why = "bad_answer"; break;
+    }
+    opts.observe(op, steady::now() - from, why);
+    return r;
+  }
+
+  result<json> call_once(const std::string& target, const json& body) {
     if (!invalid.empty())
       return error{error::kind::invalid, invalid};
     if (endpoints.empty())

@@ -21,6 +21,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -48,6 +49,15 @@ struct client_options {
   /// etcd user and password, when etcd's auth is enabled; empty: no auth.
   std::string username;
   std::string password;
+  /// Told of the end of every call (not of watches), on the caller's
+  /// thread: the operation ("kv_put", "kv_range", "kv_txn",
+  /// "kv_deleterange", "lease_grant", "lease_keepalive", "lease_revoke",
+  /// "lease_timetolive"), how long it took across its retries, and the
+  /// error: "" when it succeeded, else "unreachable", "refused",
+  /// "bad_answer" or "invalid". For metrics; may be empty; must be quick.
+  std::function<void(const std::string& op, std::chrono::nanoseconds took,
+                     const std::string& error)>
+    observe;
 };
 
 /// Why a call failed.

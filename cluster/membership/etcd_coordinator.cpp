@@ -292,7 +292,6 @@ struct etcd_coordinator::impl {
       return;
     if (name == self.name)
       return;
-    m.state = "up";
     others[name] = std::move(m);
   }
 
@@ -304,7 +303,6 @@ struct etcd_coordinator::impl {
       auto parsed = json::parse(kv.value, nullptr, false);
       if (name.empty() || !member_info::from_json(parsed, m) || m.name != name)
         continue;
-      m.state = "up";
       fresh[name] = std::move(m);
     }
     std::lock_guard guard{mtx};
@@ -396,6 +394,26 @@ join_failure etcd_coordinator::join() {
     impl_->load(*all);
   impl_->start_threads();
   return {};
+}
+
+bool etcd_coordinator::mark_leaving() {
+  member_info me;
+  int64_t id = 0;
+  {
+    std::lock_guard guard{impl_->mtx};
+    if (!impl_->joined)
+      return false;
+    impl_->self.state = "leaving";
+    me = impl_->self;
+    id = impl_->lease;
+  }
+  // Under the same lease: a lease that is gone makes the write fail rather
+  // than leave a key behind.
+  auto put = impl_->client.put(impl_->key, me.to_json().dump(), id);
+  if (!put)
+    impl_->warn("cluster: could not mark member '" + me.name
+                + "' leaving: " + put.err.message);
+  return static_cast<bool>(put);
 }
 
 void etcd_coordinator::leave() {

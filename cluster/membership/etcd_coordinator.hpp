@@ -75,6 +75,12 @@ class etcd_coordinator final : public coordinator {
   /// watching. Call once, from a thread that may block.
   join_failure join();
 
+  /// Marks this member's key "leaving" (under its lease, renewed as
+  /// before): the others place no new attempt on it and list it as leaving
+  /// while it drains. Blocks for at most one etcd call; returns whether
+  /// etcd took it.
+  bool mark_leaving();
+
   /// Stops renewing and watching, and revokes the lease so that the others
   /// see this member leave at once. Blocks for at most one etcd call.
   void leave();

@@ -1,5 +1,6 @@
 #include "cluster/membership/failure_detector.hpp"
 
+#include <atomic>
 #include <condition_variable>
 #include <mutex>
 #include <set>
@@ -31,9 +32,11 @@ struct failure_detector::impl {
   clock::time_point next_check{};
   /// Suspects (name|incarnation) already revoked or found newer.
   std::set<std::string> settled;
-  clock::time_point last_tick{};
-  /// When this member last woke from a pause, ms since the epoch.
-  int64_t woke_at_ms = 0;
+  /// When this member last woke from a pause, ms since the epoch: set by
+  /// the pause clock, a thread that only sleeps, so that an etcd call that
+  /// is slow on the detector's own thread is not taken for a pause.
+  std::atomic<int64_t> woke_at_ms{0};
+  std::thread pause_clock;
 
   impl(detector_options o, const etcd_coordinator& m,
        std::function<std::map<std::string, peer_link>()> l)
@@ -143,18 +146,30 @@ struct failure_detector::impl {
                      + "' (incarnation " + incarnation + ")");
   }
 
-  void tick() {
-    auto at = clock::now();
-    if (last_tick != clock::time_point{} && at - last_tick > opts.pause) {
-      woke_at_ms = now_ms();
-      say(opts.warn, "this member was paused for "
-                       + std::to_string(
-                         std::chrono::duration_cast<std::chrono::milliseconds>(
-                           at - last_tick)
-                           .count())
-                       + "ms: links lost meanwhile are not taken as failures");
+  /// The pause clock: wakes every tick; a wake much later than asked for
+  /// means the whole process stood still (SIGSTOP, a frozen VM, swapping).
+  void watch_pauses() {
+    std::unique_lock lock{mtx};
+    auto last = clock::now();
+    while (running) {
+      wake.wait_for(lock, opts.tick, [this] { return !running; });
+      auto at = clock::now();
+      if (at - last > opts.pause) {
+        woke_at_ms = now_ms();
+        auto paused
+          = std::chrono::duration_cast<std::chrono::milliseconds>(at - last);
+        lock.unlock();
+        say(opts.warn, "this member was paused for "
+                         + std::to_string(paused.count())
+                         + "ms: links lost meanwhile are not taken as "
+                           "failures");
+        lock.lock();
+      }
+      last = at;
     }
-    last_tick = at;
+  }
+
+  void tick() {
     track_downs();
     auto lease = membership.lease_id();
     auto now = clock::now();
@@ -195,7 +210,7 @@ struct failure_detector::impl {
     for (auto& m : membership.members())
       if (m.name == opts.member)
         joined_at = m.joined_at_ms;
-    auto from = std::max(joined_at, woke_at_ms + opts.settle.count());
+    auto from = std::max(joined_at, woke_at_ms.load() + opts.settle.count());
     std::map<std::string, std::string> suspects;
     for (auto& [name, link] : all) {
       if (link.state == "suspect" && joined_at > 0 && link.since_ms >= from)
@@ -264,6 +279,7 @@ void failure_detector::start() {
     return;
   impl_->running = true;
   impl_->thread = std::thread{[i = impl_] { i->run(); }};
+  impl_->pause_clock = std::thread{[i = impl_] { i->watch_pauses(); }};
 }
 
 void failure_detector::stop() {
@@ -275,6 +291,8 @@ void failure_detector::stop() {
   impl_->etcd.interrupt(true);
   if (impl_->thread.joinable())
     impl_->thread.join();
+  if (impl_->pause_clock.joinable())
+    impl_->pause_clock.join();
 }
 
 uint32_t failure_detector::partition_count() const {

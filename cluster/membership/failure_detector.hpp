@@ -39,8 +39,10 @@ struct detector_options {
   std::chrono::milliseconds tick{50};
   /// A member that was itself stopped (SIGSTOP, a stalled VM) sees every
   /// link lost when it wakes, and must not take that for the others'
-  /// death: when its ticks find a gap longer than `pause`, suspicions that
-  /// arise within `settle` after it are ignored. The links it lost while
+  /// death: when a thread that only sleeps finds a gap longer than `pause`
+  /// between its wakes (the detector's own thread may be slow for other
+  /// reasons, such as an etcd call), suspicions that arise within `settle`
+  /// after it are ignored. The links it lost while
   /// stopped are reported as soon as it runs again (the peers closed them,
   /// or its own heartbeat check finds them silent), so `settle` can be
   /// short: half the mesh's connection timeout.

@@ -179,8 +179,8 @@ std::string partition_table::start(const std::vector<uint32_t>& held) {
   }
   if (owned().empty())
     m.warn("every partition of " + where
-           + " is owned by other members: this member accepts no run of its "
-             "own until runs can move between members");
+           + " is owned by other members: this member owns no run; runs "
+             "submitted to it go to members that own partitions");
   m.watcher = std::thread{[&m] { m.watch_loop(); }};
   return {};
 }

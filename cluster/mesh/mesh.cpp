@@ -487,6 +487,27 @@ caf::behavior mesh_impl(mesh_actor_ptr self, std::shared_ptr<mesh::shared> sh,
       self->delegate(opts.executor, step, std::move(spec), std::move(owner),
                      std::move(incarnation));
     },
+    [=](forward_atom fwd, uint64_t id, std::string& type, std::string& body,
+        std::string& subject, std::string& role, int64_t expires_at_s,
+        std::string& from) {
+      // The forwarding server answers the sender (delegate keeps it).
+      if (!sh->accept(self, opts) || !opts.forwarder)
+        return;
+      self->delegate(opts.forwarder, fwd, id, std::move(type), std::move(body),
+                     std::move(subject), std::move(role), expires_at_s,
+                     std::move(from));
+    },
+    [=](forward_close_atom close, uint64_t id) {
+      if (!sh->accept(self, opts) || !opts.forwarder)
+        return;
+      self->delegate(opts.forwarder, close, id);
+    },
+    [=](load_atom load, std::string& member, std::string& body) {
+      if (!sh->accept(self, opts) || !opts.loads)
+        return;
+      // Delegated: the placer checks that the sender is that member's.
+      self->delegate(opts.loads, load, std::move(member), std::move(body));
+    },
     [=](refused_atom, const std::string& name, const std::string& why) {
       // From our own gate only (accept() lets local senders through).
       auto& sender = self->current_sender();
@@ -575,6 +596,10 @@ caf::actor mesh::peer(const std::string& member) const {
   std::lock_guard guard{shared_->mtx};
   auto i = shared_->handles.find(member);
   return i == shared_->handles.end() ? caf::actor{} : i->second;
+}
+
+bool mesh::is_proven(const caf::node_id& n) const {
+  return n == sys_.node() || shared_->is_proven(n);
 }
 
 } // namespace troupe::cluster

@@ -18,6 +18,7 @@
 #include <caf/actor.hpp>
 #include <caf/actor_system.hpp>
 #include <caf/actor_system_config.hpp>
+#include <caf/node_id.hpp>
 
 #include <chrono>
 #include <functional>
@@ -33,6 +34,28 @@ namespace troupe::cluster {
 /// with an attempt_result. Sent to the member's mesh actor, which passes
 /// it on to its step executor only from a peer that proved the secret.
 using step_atom = caf::atom_constant<caf::atom("m_step")>;
+
+/// A control request forwarded to the member that owns its run:
+/// (forward_atom, id, type, body JSON, subject, role, token expiry (s),
+/// requesting member). Sent to the owner's mesh actor, which passes it on
+/// to its forwarding server (cluster/forward) only from a peer that proved
+/// the secret; answers go back to the sender as forward_answer_atom
+/// messages.
+using forward_atom = caf::atom_constant<caf::atom("m_fwd")>;
+
+/// The requester no longer wants the answers to forwarded request `id`
+/// (its client went away): (forward_close_atom, id), through the mesh actor.
+using forward_close_atom = caf::atom_constant<caf::atom("m_fwd_cls")>;
+
+/// One answer to a forwarded request: (forward_answer_atom, id, kind
+/// ("reply", "fail", "event" or "end"), body JSON), from the owner's
+/// forwarding server to the requester's relay.
+using forward_answer_atom = caf::atom_constant<caf::atom("m_fwd_ans")>;
+
+/// A member's load report: (load_atom, member, JSON body), built-in types
+/// only. Sent to the peers' mesh actors, which pass it on to their placer
+/// (mesh_options::loads) only from a peer that proved the secret.
+using load_atom = caf::atom_constant<caf::atom("m_load")>;
 
 /// Loads CAF's middleman into `cfg` with heartbeats every `heartbeat` and a
 /// link declared lost after `timeout` of silence. Only a cluster member
@@ -61,6 +84,12 @@ struct mesh_options {
   /// Where proven peers' step_atom requests go (cluster/mesh/steps); null:
   /// they are dropped.
   caf::actor executor;
+  /// Where proven peers' forward_atom and forward_close_atom messages go
+  /// (cluster/forward); null: they are dropped.
+  caf::actor forwarder;
+  /// Where proven peers' load_atom reports go (cluster/mesh/steps); null:
+  /// they are dropped.
+  caf::actor loads;
 };
 
 /// How this member's link to a peer stands.
@@ -107,6 +136,9 @@ class mesh {
   /// The mesh actor of `member` while linked to it (send it step_atom
   /// requests and monitor it), else null.
   caf::actor peer(const std::string& member) const;
+
+  /// Whether CAF node `n` proved the cluster secret (or is this node).
+  bool is_proven(const caf::node_id& n) const;
 
   struct shared;
 

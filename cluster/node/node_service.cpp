@@ -336,7 +336,17 @@ struct node_service::impl : std::enable_shared_from_this<impl> {
 
   /// The members the node knows now; quick (a copy under a lock), so it is
   /// answered on the io_context thread.
+  /// Each member's load, by name (node_service::set_loads).
+  mutable std::mutex loads_mtx;
+  std::function<std::map<std::string, json>()> loads;
+
   void members(const request_ptr& req, const coordinator* c) const {
+    std::map<std::string, json> load;
+    {
+      std::lock_guard guard{loads_mtx};
+      if (loads)
+        load = loads();
+    }
     json list = json::array();
     json body{{"cluster", ""}, {"member", ""}};
     if (c) {
@@ -357,6 +367,9 @@ struct node_service::impl : std::enable_shared_from_this<impl> {
           j["down_for_ms"] = now - m.down_at_ms;
         j["age_ms"] = m.joined_at_ms > 0 ? now - m.joined_at_ms : 0;
         j["self"] = m.name == me.member;
+        if (auto l = load.find(m.name); l != load.end() && m.state != "down")
+          for (auto& [k, v] : l->second.items())
+            j[k] = v;
         list.push_back(std::move(j));
       }
     }
@@ -540,6 +553,10 @@ void node_service::impl::list(const request_ptr& req, const json& msg) {
   filter.after = f.text("after", false, 256);
   filter.limit = f.count("limit", 50, 1000);
   filter.max_scan = opts.max_list_scan;
+  // A page merged across the members of a cluster continues after a run of
+  // any of them: each member then says whether it knows the cursor
+  // (`cursor_known`), and the merge refuses one that none knows.
+  auto any_cursor = f.flag("any_cursor");
   if (!f.ok())
     return req->fail(error_code::bad_request, "list: " + f.error());
   if (!state.empty() && !(filter.state = parse_run_state(state)))
@@ -547,11 +564,14 @@ void node_service::impl::list(const request_ptr& req, const json& msg) {
                      "list: unknown state '" + state
                        + "'; states: running, paused, completed, failed, "
                          "cancelled");
-  work(req, [self = shared_from_this(), req, filter] {
+  work(req, [self = shared_from_this(), req, filter, any_cursor] {
     auto bad = bad_list_cursor(self->node.store(), filter.after);
-    if (!bad.empty())
+    if (!bad.empty() && !any_cursor)
       return req->fail(error_code::bad_request, "list: field 'after': " + bad);
-    req->reply(list_view(self->node.store(), filter));
+    auto page = list_view(self->node.store(), filter);
+    if (any_cursor)
+      page["cursor_known"] = bad.empty();
+    req->reply(std::move(page));
   });
 }
 
@@ -956,6 +976,11 @@ void node_service::stop() {
     caf::anon_send_exit(impl_->hub, caf::exit_reason::user_shutdown);
     impl_->hub = nullptr;
   }
+}
+
+void node_service::set_loads(std::function<std::map<std::string, json>()> f) {
+  std::lock_guard guard{impl_->loads_mtx};
+  impl_->loads = std::move(f);
 }
 
 void node_service::end_watches() {

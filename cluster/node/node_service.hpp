@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -86,6 +87,10 @@ class node_service final : public control_handler {
   /// the node has joined (until then `members` lists nobody). Null again
   /// before the coordinator goes away.
   void set_cluster(const coordinator* c) { cluster_ = c; }
+
+  /// Where `members` finds each member's load: by member name, JSON fields
+  /// ("load", "runs", ...) added to its entry. Null: none shown.
+  void set_loads(std::function<std::map<std::string, nlohmann::json>()> f);
 
   /// Waits for the worker pool's jobs; call before destroying the node.
   void stop();

@@ -13,12 +13,25 @@ using json = nlohmann::json;
 namespace {
 
 constexpr std::array error_names{
-  "bad_frame",       "frame_too_large",     "unknown_type",
-  "bad_request",     "unsupported_version", "hello_required",
-  "unauthenticated", "token_expired",       "token_invalid",
-  "forbidden",       "rate_limited",        "not_found",
-  "conflict",        "invalid_workflow",    "draining",
-  "not_ready",       "too_many_requests",   "disk_low",
+  "bad_frame",
+  "frame_too_large",
+  "unknown_type",
+  "bad_request",
+  "unsupported_version",
+  "hello_required",
+  "unauthenticated",
+  "token_expired",
+  "token_invalid",
+  "forbidden",
+  "rate_limited",
+  "not_found",
+  "conflict",
+  "invalid_workflow",
+  "draining",
+  "not_ready",
+  "too_many_requests",
+  "disk_low",
+  "owner_unavailable",
   "internal",
 };
 static_assert(error_names.size()

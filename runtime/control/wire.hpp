@@ -54,6 +54,9 @@ enum class error_code {
   too_many_requests, ///< Too many requests of the connection await answers.
   disk_low,          ///< The data dir is low on space; free_bytes and
                      ///< min_free_bytes say how low.
+  owner_unavailable, ///< The run's owner (another member) is down, not
+                     ///< linked or did not answer; `owner` and
+                     ///< `owner_state` say which and how.
   internal,          ///< The node failed; its log says more.
 };
 

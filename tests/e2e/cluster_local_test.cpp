@@ -3,8 +3,8 @@
 // same folder; a member that dies; a second start-local on a folder in use;
 // bad flags and a missing etcd.
 
+#include "tests/support/cluster_fixture.hpp"
 #include "tests/support/process.hpp"
-#include "tests/support/troupe_fixture.hpp"
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -20,49 +20,27 @@
 #include <sys/stat.h>
 
 using namespace std::chrono_literals;
-using troupe::test::background_process;
+using troupe::test::contains;
 using troupe::test::wait_until;
 using json = nlohmann::json;
 namespace fs = std::filesystem;
 
 namespace {
 
-bool contains(const std::string& haystack, const std::string& needle) {
-  return haystack.find(needle) != std::string::npos;
-}
-
 /// Whether no process `pid` exists (ours are reaped by start-local).
 bool gone(int pid) {
   return kill(pid, 0) != 0 && errno == ESRCH;
 }
 
-struct ClusterLocal : troupe::test::troupe_fixture {
+struct ClusterLocal : troupe::test::local_cluster_fixture {
   fs::path cluster_dir = dir.path() / "cluster";
-  std::unique_ptr<background_process> local;
-
-  troupe::test::process_options opts() override {
-    auto o = troupe_fixture::opts();
-    // Nothing of the caller's environment may reach the members or the CLI.
-    for (auto name : {"TROUPE_NODE", "TROUPE_TOKEN", "TROUPE_AUTH_SECRET",
-                      "TROUPE_CLUSTER_SECRET"})
-      o.env[name] = std::nullopt;
-    return o;
-  }
 
   /// Starts `troupe cluster start-local --dir <cluster_dir> --nodes N` and
   /// waits until it says the cluster is up.
   void start_local(int nodes) {
     local = start({"cluster", "start-local", "--dir", cluster_dir.string(),
                    "--nodes", std::to_string(nodes)});
-    ASSERT_TRUE(wait_until(
-      [&] {
-        return contains(local->out(), "Ctrl-C stops")
-               || local->wait(0ms).has_value();
-      },
-      60s))
-      << local->out() << local->err();
-    ASSERT_TRUE(contains(local->out(), "is up: " + std::to_string(nodes)))
-      << local->out() << local->err();
+    wait_until_up(nodes);
   }
 
   /// Stops start-local with `sig` and returns its exit code.
@@ -73,14 +51,7 @@ struct ClusterLocal : troupe::test::troupe_fixture {
 
   /// The variables D/env exports.
   std::map<std::string, std::string> env_file() {
-    std::map<std::string, std::string> out;
-    std::ifstream in{cluster_dir / "env"};
-    std::regex line{"^export ([A-Z_]+)='([^']*)'$"};
-    std::smatch m;
-    for (std::string l; std::getline(in, l);)
-      if (std::regex_match(l, m, line))
-        out[m[1]] = m[2];
-    return out;
+    return read_env_file(cluster_dir);
   }
 
   /// `troupe ARGS` with the environment of `source D/env`.
@@ -103,15 +74,6 @@ struct ClusterLocal : troupe::test::troupe_fixture {
 
   std::string hello() const {
     return (fs::path{TROUPE_SOURCE_DIR} / "examples" / "hello.yaml").string();
-  }
-
-  void TearDown() override {
-    // start-local stops what it started; its children get SIGTERM should it
-    // be killed instead.
-    if (local && !local->wait(0ms)) {
-      local->signal(SIGTERM);
-      local->wait(40s);
-    }
   }
 };
 

@@ -6,7 +6,7 @@
 // rejoining after SIGCONT.
 
 #include "cluster/etcd/client.hpp"
-#include "runtime/auth/token.hpp"
+#include "tests/support/cluster_fixture.hpp"
 #include "tests/support/etcd_process.hpp"
 #include "tests/support/frame_client.hpp"
 #include "tests/support/net.hpp"
@@ -29,16 +29,11 @@
 #include <unistd.h>
 
 using namespace std::chrono_literals;
-using troupe::test::background_process;
+using troupe::test::contains;
 using troupe::test::wait_until;
 using json = nlohmann::json;
-namespace auth = troupe::runtime::auth;
 
 namespace {
-
-bool contains(const std::string& haystack, const std::string& needle) {
-  return haystack.find(needle) != std::string::npos;
-}
 
 /// The TCP ports process `pid` listens on (Linux: its socket inodes matched
 /// against /proc/net/tcp and tcp6).
@@ -69,114 +64,12 @@ std::set<uint16_t> listening_ports(int pid) {
   return out;
 }
 
-struct Cluster : troupe::test::troupe_fixture {
-  static constexpr const char* secret
-    = "test-secret-0123456789abcdef-0123456789";
-
-  std::unique_ptr<troupe::test::etcd_process> etcd;
-
-  struct member {
-    std::unique_ptr<background_process> proc;
-    uint16_t port = 0;
-  };
-  std::map<std::string, member> members;
-  /// The cluster secret members started from now on are given.
-  std::optional<std::string> cluster_secret
-    = std::string{"cluster-secret-0123456789abcdef"};
-  /// The HTTP endpoint of members started from now on; empty: none.
-  std::string http;
-
-  troupe::test::process_options opts() override {
-    auto o = troupe_fixture::opts();
-    o.env["TROUPE_AUTH_SECRET"] = std::string{secret};
-    o.env["TROUPE_CLUSTER_SECRET"] = cluster_secret;
-    o.env["TROUPE_NODE"] = std::nullopt;
-    o.env["TROUPE_TOKEN"] = std::nullopt;
-    return o;
-  }
-
-  void start_etcd() {
-    etcd = std::make_unique<troupe::test::etcd_process>();
-    ASSERT_TRUE(etcd->ok()) << etcd->error();
-  }
-
-  /// `troupe node start --cluster c1` as `name`, with a lease TTL of
-  /// `ttl`, control port picked by the node, no HTTP endpoint.
-  std::vector<std::string> member_args(const std::string& name,
-                                       const std::string& etcd_url,
-                                       const std::string& ttl = "2s") {
-    return {"node",       "start",
-            "--data-dir", (dir.path() / ("data-" + name)).string(),
-            "--listen",   "127.0.0.1:0",
-            "--http",     http,
-            "--cluster",  "c1",
-            "--etcd",     etcd_url,
-            "--member",   name,
-            "--set",      "cluster.lease_ttl=" + ttl,
-            "--set",      "cluster.labels=zone=z-" + name};
-  }
-
-  /// Starts member `name` and waits until it joined and is ready.
-  void join(const std::string& name, const std::string& ttl = "2s") {
-    auto& m = members[name];
-    m.proc = start(member_args(name, etcd->url(), ttl));
-    std::smatch match;
-    ASSERT_TRUE(wait_until(
-      [&] {
-        auto err = m.proc->err();
-        return contains(err, "ready: resumed")
-               && std::regex_search(
-                 err, match, std::regex{"listening on 127.0.0.1:(\\d+)"});
-      },
-      20s))
-      << m.proc->err();
-    ASSERT_TRUE(
-      contains(m.proc->err(), "joined cluster 'c1' as member '" + name + "'"))
-      << m.proc->err();
-    m.port = static_cast<uint16_t>(std::stoi(match[1]));
-  }
-
-  std::string viewer() {
-    return auth::issue_token(secret, auth::role::viewer, "tester", 1h,
-                             auth::token_clock::now());
-  }
-
-  /// `troupe members --json` against member `name`'s control port.
-  json members_of(const std::string& name) {
-    auto o = opts();
-    o.env["TROUPE_NODE"] = "127.0.0.1:" + std::to_string(members[name].port);
-    o.env["TROUPE_TOKEN"] = viewer();
-    auto r = troupe::test::run_process(args({"members", "--json"}), o);
-    EXPECT_EQ(r.exit_code, 0) << r.err;
-    auto j = json::parse(r.out, nullptr, false);
-    return j.is_discarded() ? json::object() : j;
-  }
-
-  /// The member names `name` lists (not those shown down for a while).
-  std::set<std::string> seen_by(const std::string& name) {
-    std::set<std::string> out;
-    auto j = members_of(name);
-    for (auto& m : j.value("members", json::array()))
-      if (m.value("state", "") != "down")
-        out.insert(m.value("name", ""));
-    return out;
-  }
-
-  /// What `name` lists about `about`, or null.
-  json entry(const std::string& name, const std::string& about) {
-    for (auto& m : members_of(name).value("members", json::array()))
-      if (m.value("name", "") == about)
-        return m;
-    return nullptr;
-  }
-
-  void TearDown() override {
-    for (auto& [name, m] : members)
-      if (m.proc)
-        m.proc->signal(SIGTERM);
-    for (auto& [name, m] : members)
-      if (m.proc)
-        m.proc->wait(15s);
+/// Members without an HTTP endpoint (unless a test sets one), labelled
+/// zone=z-<name>; every `troupe members` must answer.
+struct Cluster : troupe::test::cluster_fixture {
+  Cluster() {
+    zone_labels = true;
+    members_must_answer = true;
   }
 };
 
@@ -352,8 +245,9 @@ TEST_F(Cluster, AMemberWhoseLeaseIsRevokedRejoinsWithANewIncarnation) {
 
 TEST_F(Cluster, AMemberKilledWithSigkillLeavesTheOthersLists) {
   start_etcd();
+  lease_ttl = "1s";
   for (auto name : {"m1", "m2", "m3"})
-    join(name, "1s");
+    join(name);
   std::set<std::string> all{"m1", "m2", "m3"};
   ASSERT_TRUE(wait_until([&] { return seen_by("m1") == all; }, 10s));
   ASSERT_TRUE(wait_until([&] { return seen_by("m2") == all; }, 10s));
@@ -421,28 +315,6 @@ struct Mesh : Cluster {
       },
       limit);
     return seen;
-  }
-
-  /// Whether every member in `names` lists every other one as connected.
-  bool all_linked(const std::vector<std::string>& names) {
-    for (auto& a : names)
-      for (auto& b : names) {
-        if (a == b)
-          continue;
-        auto e = entry(a, b);
-        if (!e.is_object() || e.value("link", "") != "connected"
-            || e.value("state", "") != "up")
-          return false;
-      }
-    return true;
-  }
-
-  std::string all_logs() {
-    std::string out;
-    for (auto& [name, m] : members)
-      if (m.proc)
-        out += "== " + name + "\n" + m.proc->err();
-    return out;
   }
 };
 
@@ -518,8 +390,9 @@ TEST_F(Mesh, AMemberKilledWithSigkillTurnsSuspectThenDownBeforeItsTtl) {
   start_etcd();
   // A 10 s TTL: down within the bound below only through the mesh and a
   // revocation, never through the lease's expiry.
+  lease_ttl = "10s";
   for (auto name : {"m1", "m2", "m3"})
-    join(name, "10s");
+    join(name);
   ASSERT_TRUE(wait_until(
     [&] {
       return all_linked({"m1", "m2", "m3"});
@@ -560,8 +433,9 @@ TEST_F(Mesh, AMemberKilledWithSigkillTurnsSuspectThenDownBeforeItsTtl) {
 
 TEST_F(Mesh, AStoppedMemberIsDeclaredDownAndRejoinsAfterSigcont) {
   start_etcd();
+  lease_ttl = "10s";
   for (auto name : {"m1", "m2", "m3"})
-    join(name, "10s");
+    join(name);
   ASSERT_TRUE(wait_until(
     [&] {
       return all_linked({"m1", "m2", "m3"});
@@ -706,58 +580,7 @@ TEST_F(Mesh, ABadClusterListenAddressExitsTwo) {
 namespace {
 
 /// Steps spread across members: placement, `on:` labels and member_down.
-struct Steps : Mesh {
-  /// Runs the CLI against member `name` as an admin.
-  troupe::test::process_result cli(const std::string& name,
-                                   std::vector<std::string> rest) {
-    auto o = opts();
-    o.env["TROUPE_NODE"] = "127.0.0.1:" + std::to_string(members[name].port);
-    o.env["TROUPE_TOKEN"] = auth::issue_token(
-      secret, auth::role::admin, "tester", 1h, auth::token_clock::now());
-    return troupe::test::run_process(args(std::move(rest)), o);
-  }
-
-  std::string ledger = (dir.path() / "ledger").string();
-
-  /// A workflow of `n` exec nodes, each appending $TROUPE_MEMBER (and its
-  /// node id) to the ledger and then running `then`; `extra` is added to
-  /// every node.
-  std::string fan_out(int n, const std::string& extra,
-                      const std::string& then = "true") {
-    auto path = (dir.path() / "fan.yaml").string();
-    std::ofstream out{path};
-    out << "name: fan\nnodes:\n";
-    for (int i = 0; i < n; ++i)
-      out << "  s" << i << ":\n    kind: exec\n"
-          << extra
-          << "    command: [\"sh\", \"-c\", \"echo $TROUPE_MEMBER "
-             "$TROUPE_NODE_ID $TROUPE_ATTEMPT >> "
-          << ledger << "; " << then << "\"]\n";
-    return path;
-  }
-
-  /// The ledger's lines as (member, node id, attempt).
-  std::vector<std::array<std::string, 3>> ledger_lines() {
-    std::vector<std::array<std::string, 3>> out;
-    std::ifstream in{ledger};
-    std::string m, n, a;
-    while (in >> m >> n >> a)
-      out.push_back({m, n, a});
-    return out;
-  }
-
-  void three_linked() {
-    start_etcd();
-    for (auto name : {"m1", "m2", "m3"})
-      join(name);
-    ASSERT_TRUE(wait_until(
-      [&] {
-        return all_linked({"m1", "m2", "m3"});
-      },
-      15s))
-      << all_logs();
-  }
-};
+struct Steps : Mesh {};
 
 } // namespace
 
@@ -944,7 +767,8 @@ TEST_F(Steps, ANodeAloneRunsEverythingItselfAndItsChildrenSeeWhoTheyAre) {
 // started before go on, but it starts none until it has joined again.
 TEST_F(Steps, AMemberCutOffFromEtcdStartsNoAttemptUntilItRejoins) {
   start_etcd();
-  join("m1", "1s");
+  lease_ttl = "1s";
+  join("m1");
   auto first = entry("m1", "m1").value("incarnation", std::string{});
   ASSERT_FALSE(first.empty());
   // Whether m1 holds a live registration now, as ping says.

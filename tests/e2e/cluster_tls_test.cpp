@@ -8,6 +8,7 @@
 // at test time in the test's temp dir.
 
 #include "runtime/auth/token.hpp"
+#include "tests/support/cluster_fixture.hpp"
 #include "tests/support/etcd_process.hpp"
 #include "tests/support/process.hpp"
 #include "tests/support/raw_session.hpp"
@@ -26,8 +27,8 @@
 #include <thread>
 
 using namespace std::chrono_literals;
-using troupe::test::background_process;
 using troupe::test::cert_files;
+using troupe::test::contains;
 using troupe::test::etcd_options;
 using troupe::test::test_ca;
 using troupe::test::wait_until;
@@ -36,24 +37,12 @@ namespace auth = troupe::runtime::auth;
 
 namespace {
 
-bool contains(const std::string& haystack, const std::string& needle) {
-  return haystack.find(needle) != std::string::npos;
-}
-
-struct ClusterTls : troupe::test::troupe_fixture {
-  static constexpr const char* secret
-    = "test-secret-0123456789abcdef-0123456789";
+/// Members without an HTTP endpoint; certificates of two CAs.
+struct ClusterTls : troupe::test::cluster_fixture {
   static constexpr const char* etcd_password = "etcd-pw-5c1e0a7d93b4";
 
   test_ca ca{dir.path(), "cluster"};
   test_ca other{dir.path(), "other"};
-  std::unique_ptr<troupe::test::etcd_process> etcd;
-
-  struct member {
-    std::unique_ptr<background_process> proc;
-    uint16_t port = 0;
-  };
-  std::map<std::string, member> members;
   /// TROUPE_CLUSTER_ETCD_PASSWORD of members started from now on.
   std::optional<std::string> password;
 
@@ -63,19 +52,9 @@ struct ClusterTls : troupe::test::troupe_fixture {
   }
 
   troupe::test::process_options opts() override {
-    auto o = troupe_fixture::opts();
-    o.env["TROUPE_AUTH_SECRET"] = std::string{secret};
-    o.env["TROUPE_CLUSTER_SECRET"]
-      = std::string{"cluster-secret-0123456789abcdef"};
+    auto o = cluster_fixture::opts();
     o.env["TROUPE_CLUSTER_ETCD_PASSWORD"] = password;
-    o.env["TROUPE_NODE"] = std::nullopt;
-    o.env["TROUPE_TOKEN"] = std::nullopt;
     return o;
-  }
-
-  void start_etcd(etcd_options o = {}) {
-    etcd = std::make_unique<troupe::test::etcd_process>(o);
-    ASSERT_TRUE(etcd->ok()) << etcd->error();
   }
 
   /// The flags of mutual TLS on the mesh with `files` and the CA `trust`.
@@ -84,96 +63,6 @@ struct ClusterTls : troupe::test::troupe_fixture {
     return {"--set", "cluster.tls_cert=" + files.cert,
             "--set", "cluster.tls_key=" + files.key,
             "--set", "cluster.tls_ca=" + trust};
-  }
-
-  std::vector<std::string> member_args(const std::string& name,
-                                       const std::string& etcd_url,
-                                       std::vector<std::string> extra = {}) {
-    std::vector<std::string> a
-      = {"node",       "start",
-         "--data-dir", (dir.path() / ("data-" + name)).string(),
-         "--listen",   "127.0.0.1:0",
-         "--http",     "",
-         "--cluster",  "c1",
-         "--etcd",     etcd_url,
-         "--member",   name,
-         "--set",      "cluster.lease_ttl=2s"};
-    a.insert(a.end(), extra.begin(), extra.end());
-    return a;
-  }
-
-  /// Starts member `name` and waits until it joined and is ready.
-  void join(const std::string& name, std::vector<std::string> extra = {}) {
-    auto& m = members[name];
-    m.proc = start(member_args(name, etcd->url(), std::move(extra)));
-    std::smatch match;
-    ASSERT_TRUE(wait_until(
-      [&] {
-        auto err = m.proc->err();
-        return contains(err, "ready: resumed")
-               && std::regex_search(
-                 err, match, std::regex{"listening on 127.0.0.1:(\\d+)"});
-      },
-      20s))
-      << m.proc->err();
-    ASSERT_TRUE(
-      contains(m.proc->err(), "joined cluster 'c1' as member '" + name + "'"))
-      << m.proc->err();
-    m.port = static_cast<uint16_t>(std::stoi(match[1]));
-  }
-
-  std::string token(auth::role r) {
-    return auth::issue_token(secret, r, "tester", 1h, auth::token_clock::now());
-  }
-
-  troupe::test::process_result cli(const std::string& name,
-                                   std::vector<std::string> rest) {
-    auto o = opts();
-    o.env["TROUPE_NODE"] = "127.0.0.1:" + std::to_string(members[name].port);
-    o.env["TROUPE_TOKEN"] = token(auth::role::admin);
-    return troupe::test::run_process(args(std::move(rest)), o);
-  }
-
-  /// What `viewer` lists about `about`, or null.
-  json entry(const std::string& viewer, const std::string& about) {
-    auto r = cli(viewer, {"members", "--json"});
-    auto j = json::parse(r.out, nullptr, false);
-    if (j.is_discarded())
-      return nullptr;
-    for (auto& m : j.value("members", json::array()))
-      if (m.value("name", "") == about)
-        return m;
-    return nullptr;
-  }
-
-  bool all_linked(const std::vector<std::string>& names) {
-    for (auto& a : names)
-      for (auto& b : names) {
-        if (a == b)
-          continue;
-        auto e = entry(a, b);
-        if (!e.is_object() || e.value("link", "") != "connected"
-            || e.value("state", "") != "up")
-          return false;
-      }
-    return true;
-  }
-
-  std::string all_logs() {
-    std::string out;
-    for (auto& [name, m] : members)
-      if (m.proc)
-        out += "== " + name + "\n" + m.proc->err();
-    return out;
-  }
-
-  void TearDown() override {
-    for (auto& [name, m] : members)
-      if (m.proc)
-        m.proc->signal(SIGTERM);
-    for (auto& [name, m] : members)
-      if (m.proc)
-        m.proc->wait(15s);
   }
 };
 

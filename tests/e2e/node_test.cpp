@@ -389,7 +389,16 @@ TEST_F(Node, HealthReadinessAndMetricsPassPromtool) {
   EXPECT_EQ(http_get(http_port, "/health").first, "HTTP/1.0 200 OK");
   auto ready = http_get(http_port, "/ready");
   EXPECT_EQ(ready.first, "HTTP/1.0 200 OK");
-  auto [status, body] = http_get(http_port, "/metrics");
+  // The wait may end from the journal a moment before the node counts the
+  // run as finished: the count follows within the poll.
+  std::string status, body;
+  EXPECT_TRUE(wait_until(
+    [&] {
+      std::tie(status, body) = http_get(http_port, "/metrics");
+      return contains(body, "troupe_runs_finished_total{state=\"completed\","
+                            "workflow=\"quick\"} 1");
+    },
+    5s));
   ASSERT_EQ(status, "HTTP/1.0 200 OK");
   EXPECT_TRUE(
     contains(body, "troupe_runs_submitted_total{workflow=\"quick\"} 1"))

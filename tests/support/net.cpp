@@ -59,4 +59,20 @@ uint16_t free_port() {
   return ntohs(addr.sin_port);
 }
 
+black_hole::black_hole() {
+  fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof addr;
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0
+      && ::listen(fd, 16) == 0
+      && ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0)
+    port = ntohs(addr.sin_port);
+}
+
+black_hole::~black_hole() {
+  ::close(fd);
+}
+
 } // namespace troupe::test

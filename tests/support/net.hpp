@@ -17,4 +17,18 @@ std::pair<std::string, std::string> http_get(uint16_t port,
 /// A port on 127.0.0.1 that was free a moment ago.
 uint16_t free_port();
 
+/// A port on 127.0.0.1 that takes connections (the kernel completes them)
+/// and never answers: a server that hangs, as under SIGSTOP.
+struct black_hole {
+  int fd = -1;
+  uint16_t port = 0;
+
+  black_hole();
+  ~black_hole();
+  black_hole(const black_hole&) = delete;
+  black_hole& operator=(const black_hole&) = delete;
+
+  std::string url() const { return "http://127.0.0.1:" + std::to_string(port); }
+};
+
 } // namespace troupe::test

@@ -1,8 +1,10 @@
 // Where an attempt runs among the members that qualify: spread's rotation,
-// least_loaded, label constraints and capacity.
+// least_loaded, label constraints and capacity; and the step executor.
 
+#include "cluster/mesh/mesh.hpp"
 #include "cluster/mesh/steps.hpp"
 
+#include <caf/all.hpp>
 #include <gtest/gtest.h>
 
 #include <map>
@@ -53,7 +55,7 @@ TEST(Placement, OnlyMembersWithEveryLabelQualify) {
   EXPECT_EQ(choose_member("least_loaded", {{"gpu", "yes"}}, m, turn), -1);
 }
 
-TEST(Placement, FullMembersAreSkippedUnlessAllAreFull) {
+TEST(Placement, FullMembersAreSkippedAndWhenAllAreFullNobodyIsChosen) {
   auto m = three();
   m[0].capacity = 2;
   m[0].in_flight_kind = 2;
@@ -65,6 +67,80 @@ TEST(Placement, FullMembersAreSkippedUnlessAllAreFull) {
   m[2].in_flight_kind = 1;
   m[2].in_flight = 1;
   m[0].in_flight = 2;
-  // All full: the least loaded is asked anyway (it refuses: member_full).
-  EXPECT_EQ(choose_member("least_loaded", {}, m, turn), 1);
+  // All full: nobody is asked; the attempt waits for room.
+  EXPECT_EQ(choose_member("least_loaded", {}, m, turn),
+            troupe::cluster::no_member_has_room);
+  EXPECT_EQ(choose_member("spread", {}, m, turn),
+            troupe::cluster::no_member_has_room);
+  // Labels no member carries: no_member_fits, whatever the room.
+  EXPECT_EQ(choose_member("spread", {{"zone", "c"}}, m, turn),
+            troupe::cluster::no_member_fits);
+}
+
+// A member not joined to its cluster (fenced: its lease may be gone) runs
+// no attempt another member places on it: it answers the retryable
+// member_fenced at once.
+TEST(StepExecutor, AFencedMemberRefusesAttemptsAsMemberFenced) {
+  caf::actor_system_config cfg;
+  caf::actor_system sys{cfg};
+  auto svc = std::make_shared<troupe::actors::services>();
+  svc->member = "m2";
+  bool fenced = true;
+  svc->fence = [&fenced] {
+    return fenced ? std::string{"member fenced: not joined to the cluster"}
+                  : std::string{};
+  };
+  troupe::cluster::placer_options po;
+  po.member = "m2";
+  troupe::cluster::step_placer placer{sys, po, svc};
+  auto executor = placer.executor();
+  troupe::runtime::attempt_spec spec;
+  spec.run_id = "r1";
+  spec.node = "a";
+  spec.attempt = 1;
+  spec.kind = "exec";
+  caf::scoped_actor self{sys};
+  bool answered = false;
+  self
+    ->request(executor, std::chrono::seconds{5},
+              troupe::cluster::step_atom::value, spec, std::string{"m1"},
+              std::string{"0123456789abcdef"})
+    .receive(
+      [&](troupe::runtime::attempt_result& r) {
+        answered = true;
+        EXPECT_FALSE(r.ok);
+        EXPECT_EQ(r.error_kind, "member_fenced");
+        EXPECT_EQ(r.node, "a");
+        EXPECT_EQ(r.attempt, 1);
+        EXPECT_NE(r.message.find("not joined"), std::string::npos) << r.message;
+      },
+      [&](caf::error& e) { ADD_FAILURE() << sys.render(e); });
+  EXPECT_TRUE(answered);
+}
+
+// A member that leaves runs no new attempt either: member_leaving.
+TEST(StepExecutor, ALeavingMemberRefusesAttemptsAsMemberLeaving) {
+  caf::actor_system_config cfg;
+  caf::actor_system sys{cfg};
+  auto svc = std::make_shared<troupe::actors::services>();
+  svc->member = "m2";
+  troupe::cluster::placer_options po;
+  po.member = "m2";
+  troupe::cluster::step_placer placer{sys, po, svc};
+  placer.leave();
+  troupe::runtime::attempt_spec spec;
+  spec.run_id = "r1";
+  spec.node = "a";
+  spec.attempt = 2;
+  spec.kind = "exec";
+  caf::scoped_actor self{sys};
+  std::string kind;
+  self
+    ->request(placer.executor(), std::chrono::seconds{5},
+              troupe::cluster::step_atom::value, spec, std::string{"m1"},
+              std::string{"0123456789abcdef"})
+    .receive([&](troupe::runtime::attempt_result& r) { kind = r.error_kind; },
+             [&](caf::error& e) { ADD_FAILURE() << sys.render(e); });
+  EXPECT_EQ(kind, "member_leaving");
+  EXPECT_EQ(placer.running(), 0);
 }
