@@ -351,7 +351,8 @@ TEST_F(BreakerRuns, CrashedTrialHolderGivesTheTrialBack) {
   node->crash(id);
   ASSERT_TRUE(wait_finished(id, 15s)) << breaker("flaky-svc").dump();
   EXPECT_EQ(finished[id].state, persistence::run_state::completed);
-  EXPECT_TRUE(logged("circuit breaker 'flaky-svc': half-open -> closed"));
+  EXPECT_TRUE(logged_within("circuit breaker 'flaky-svc': half-open -> closed",
+                            std::chrono::seconds{5}));
   int restarted = 0;
   for (auto& e : journal(id))
     restarted += e.type == persistence::event_type::run_restarted;

@@ -123,6 +123,21 @@ struct node_fixture : ::testing::Test {
         return true;
     return false;
   }
+
+  /// Whether a notice contains `text` within `limit`: notices of other
+  /// actors (a breaker's state change) may come a moment after what the
+  /// test waited for.
+  bool logged_within(const std::string& text, std::chrono::milliseconds limit) {
+    auto until = std::chrono::steady_clock::now() + limit;
+    for (int i = 0; i < 10'000; ++i) {
+      if (logged(text))
+        return true;
+      if (std::chrono::steady_clock::now() >= until)
+        return false;
+      std::this_thread::sleep_for(std::chrono::milliseconds{10});
+    }
+    return logged(text);
+  }
 };
 
 } // namespace troupe::test
