@@ -170,14 +170,17 @@ std::string partition_table::start(const std::vector<uint32_t>& held) {
   // race for the same.
   std::mt19937 rng{std::random_device{}()};
   auto first = static_cast<uint32_t>(rng() % std::max(1u, m.opts.count));
-  for (uint32_t i = 0; i < m.opts.count && owned().size() < m.opts.home; ++i) {
+  auto have = owned().size();
+  for (uint32_t i = 0; i < m.opts.count && have < m.opts.home; ++i) {
     auto p = (first + i) % m.opts.count;
     if (!owner(p).empty())
       continue;
-    if (m.claim(p).empty())
+    auto got = m.claim(p);
+    if (got.empty())
       return "cannot claim a partition of " + where + " (etcd did not answer)";
+    have += got == m.opts.member ? 1 : 0;
   }
-  if (owned().empty())
+  if (have == 0)
     m.warn("every partition of " + where
            + " is owned by other members: this member owns no run; runs "
              "submitted to it go to members that own partitions");

@@ -361,3 +361,25 @@ TEST_F(ClusterForward,
     10s))
     << all_logs();
 }
+
+TEST_F(ClusterForward, AKeyedSubmitWhosePartitionCannotBeClaimedIsNotReady) {
+  etcd = std::make_unique<troupe::test::etcd_process>();
+  ASSERT_TRUE(etcd->ok()) << etcd->error();
+  // One member: it owns 8 of the 64 partitions; a key in any other one
+  // must be claimed in etcd first, which cannot be done with etcd gone.
+  join("m1");
+  ASSERT_FALSE(HasFatalFailure());
+  auto quick = workflow("quick", "true");
+  etcd->stop();
+  std::string said;
+  bool refused = false;
+  for (int i = 0; i < 20 && !refused; ++i) {
+    // The CLI waits for a node not ready: not here.
+    auto r = cli("m1", {"--wait-ready", "0s", "submit", quick,
+                        "--idempotency-key", "k-" + std::to_string(i)});
+    said += r.err;
+    refused = r.exit_code == 3 && contains(r.err, "cannot claim partition")
+              && contains(r.err, "etcd is out of reach");
+  }
+  EXPECT_TRUE(refused) << said << all_logs();
+}

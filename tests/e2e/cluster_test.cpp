@@ -131,19 +131,9 @@ TEST_F(Cluster, AMemberWithoutANameIsNamedAfterItsHostAndControlPort) {
   start_etcd();
   auto a = member_args("x", etcd->url());
   a.erase(a.begin() + 12, a.begin() + 14); // --member x
+  launch("unnamed", a);
+  ASSERT_FALSE(HasFatalFailure());
   auto& m = members["unnamed"];
-  m.proc = start(a);
-  std::smatch match;
-  ASSERT_TRUE(wait_until(
-    [&] {
-      auto err = m.proc->err();
-      return contains(err, "ready: resumed")
-             && std::regex_search(err, match,
-                                  std::regex{"listening on 127.0.0.1:(\\d+)"});
-    },
-    20s))
-    << m.proc->err();
-  m.port = static_cast<uint16_t>(std::stoi(match[1]));
   char host[256] = {};
   ASSERT_EQ(gethostname(host, sizeof host - 1), 0);
   auto j = members_of("unnamed");
@@ -260,20 +250,10 @@ TEST_F(Cluster, AMemberKilledWithSigkillLeavesTheOthersLists) {
 }
 
 TEST_F(Cluster, ANodeAloneUsesNoEtcdAndListsItselfAsItsOneMember) {
-  auto& m = members["solo"];
-  m.proc = start({"node", "start", "--data-dir", data, "--listen",
+  launch("solo", {"node", "start", "--data-dir", data, "--listen",
                   "127.0.0.1:0", "--http", "", "--name", "solo"});
-  std::smatch match;
-  ASSERT_TRUE(wait_until(
-    [&] {
-      auto err = m.proc->err();
-      return contains(err, "ready: resumed")
-             && std::regex_search(err, match,
-                                  std::regex{"listening on 127.0.0.1:(\\d+)"});
-    },
-    20s))
-    << m.proc->err();
-  m.port = static_cast<uint16_t>(std::stoi(match[1]));
+  ASSERT_FALSE(HasFatalFailure());
+  auto& m = members["solo"];
   EXPECT_FALSE(contains(m.proc->err(), "cluster")) << m.proc->err();
   // No peer mesh: the node listens on its control port alone.
   EXPECT_EQ(listening_ports(m.proc->pid()), std::set<uint16_t>{m.port});
@@ -743,21 +723,10 @@ TEST_F(Steps, ANodeAloneRunsEverythingItselfAndItsChildrenSeeWhoTheyAre) {
   ASSERT_EQ(r.exit_code, 0) << r.err;
   check(r.out, "solo");
   // A node started alone.
-  auto& m = members["alone"];
-  m.proc
-    = start({"node", "start", "--data-dir", (dir.path() / "alone").string(),
-             "--listen", "127.0.0.1:0", "--name", "lone"});
-  std::smatch match;
-  ASSERT_TRUE(wait_until(
-    [&] {
-      auto err = m.proc->err();
-      return contains(err, "ready: resumed")
-             && std::regex_search(err, match,
-                                  std::regex{"listening on 127.0.0.1:(\\d+)"});
-    },
-    20s))
-    << m.proc->err();
-  m.port = static_cast<uint16_t>(std::stoi(match[1]));
+  launch("alone",
+         {"node", "start", "--data-dir", (dir.path() / "alone").string(),
+          "--listen", "127.0.0.1:0", "--name", "lone"});
+  ASSERT_FALSE(HasFatalFailure());
   auto s = cli("alone", {"submit", path, "--wait"});
   ASSERT_EQ(s.exit_code, 0) << s.err;
   check(s.out, "lone");

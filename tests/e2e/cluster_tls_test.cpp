@@ -231,15 +231,8 @@ TEST_F(ClusterTls, BadTlsFilesOrPasswordFilesExitTwoNamingTheKeyAndFile) {
 TEST_F(ClusterTls, MembersJoinEtcdOverHttpsAndAWrongCaExitsThree) {
   auto server = ca.issue("etcd");
   auto client = ca.issue("client");
-  etcd_options o;
-  o.cert_file = server.cert;
-  o.key_file = server.key;
-  o.trusted_ca_file = ca.cert();
-  o.client_cert_auth = true;
-  o.client_ca = ca.cert();
-  o.client_cert = client.cert;
-  o.client_key = client.key;
-  start_etcd(o);
+  start_etcd(etcd_options::mutual_tls(ca.cert(), server.cert, server.key,
+                                      client.cert, client.key));
   ASSERT_TRUE(etcd->url().starts_with("https://"));
   auto etcd_tls
     = std::vector<std::string>{"--set", "cluster.etcd_ca=" + ca.cert(),

@@ -43,15 +43,8 @@ struct EtcdTls : ::testing::Test {
   void SetUp() override {
     ASSERT_TRUE(ca.ok()) << ca.error();
     ASSERT_TRUE(other.ok()) << other.error();
-    etcd_options o;
-    o.cert_file = server.cert;
-    o.key_file = server.key;
-    o.trusted_ca_file = ca.cert();
-    o.client_cert_auth = true;
-    o.client_ca = ca.cert();
-    o.client_cert = member.cert;
-    o.client_key = member.key;
-    etcd = std::make_unique<etcd_process>(o);
+    etcd = std::make_unique<etcd_process>(etcd_options::mutual_tls(
+      ca.cert(), server.cert, server.key, member.cert, member.key));
     ASSERT_TRUE(etcd->ok()) << etcd->error();
   }
 

@@ -118,10 +118,26 @@ struct cluster_fixture : troupe_fixture {
   /// Starts member `name` (with `extra` arguments) and waits until it
   /// joined and is ready, for its control port and its HTTP port if any.
   void join(const std::string& name, std::vector<std::string> extra = {}) {
+    launch(name,
+           member_args(name, etcd_urls.empty() ? etcd->url() : etcd_urls,
+                       std::move(extra)),
+           !http.empty());
+    if (HasFatalFailure())
+      return;
+    auto& m = members[name];
+    ASSERT_TRUE(
+      contains(m.proc->err(), "joined cluster 'c1' as member '" + name + "'"))
+      << m.proc->err();
+  }
+
+  /// Starts `troupe` with `args` as `name` (a member or a node alone) and
+  /// waits until it is ready, noting its control port and, with `with_http`,
+  /// its HTTP port.
+  void launch(const std::string& name, std::vector<std::string> args,
+              bool with_http = false) {
     using namespace std::chrono_literals;
     auto& m = members[name];
-    m.proc = start(member_args(
-      name, etcd_urls.empty() ? etcd->url() : etcd_urls, std::move(extra)));
+    m.proc = start(std::move(args));
     std::smatch port, http_port;
     ASSERT_TRUE(wait_until(
       [&] {
@@ -129,18 +145,15 @@ struct cluster_fixture : troupe_fixture {
         return contains(err, "ready: resumed")
                && std::regex_search(err, port,
                                     std::regex{"listening on 127.0.0.1:(\\d+)"})
-               && (http.empty()
+               && (!with_http
                    || std::regex_search(
                      err, http_port,
                      std::regex{"metrics on http://127.0.0.1:(\\d+)/metrics"}));
       },
       20s))
       << m.proc->err();
-    ASSERT_TRUE(
-      contains(m.proc->err(), "joined cluster 'c1' as member '" + name + "'"))
-      << m.proc->err();
     m.port = static_cast<uint16_t>(std::stoi(port[1]));
-    m.http = http.empty() ? 0 : static_cast<uint16_t>(std::stoi(http_port[1]));
+    m.http = with_http ? static_cast<uint16_t>(std::stoi(http_port[1])) : 0;
   }
 
   /// Starts members `names` (with `extra` arguments) and waits until all

@@ -15,16 +15,12 @@
 #include "tests/support/temp_dir.hpp"
 
 #include <algorithm>
-#include <arpa/inet.h>
 #include <csignal>
 #include <filesystem>
 #include <memory>
-#include <netinet/in.h>
 #include <optional>
-#include <poll.h>
 #include <regex>
 #include <string>
-#include <sys/socket.h>
 #include <unistd.h>
 #include <vector>
 
@@ -46,6 +42,24 @@ struct etcd_options {
   std::string client_key;
   /// --auth-token-ttl in seconds (simple tokens); 0: etcd's default.
   int auth_token_ttl = 0;
+
+  /// An etcd over https:// whose clients must show a certificate `ca`
+  /// signed: its own `cert` and `key` (signed by `ca` too), and etcdctl's
+  /// `client_cert` and `client_key`.
+  static etcd_options mutual_tls(const std::string& ca, const std::string& cert,
+                                 const std::string& key,
+                                 const std::string& client_cert,
+                                 const std::string& client_key) {
+    etcd_options o;
+    o.cert_file = cert;
+    o.key_file = key;
+    o.trusted_ca_file = ca;
+    o.client_cert_auth = true;
+    o.client_ca = ca;
+    o.client_cert = client_cert;
+    o.client_key = client_key;
+    return o;
+  }
 };
 
 class etcd_process {
@@ -286,7 +300,9 @@ class etcd_cluster {
     std::vector<std::string> ids(size);
     std::optional<std::string> named;
     for (size_t i = 0; i < size; ++i) {
-      auto body = post(client_ports_[i], "/v3/maintenance/status", "{}", limit);
+      auto body
+        = http_post(client_ports_[i], "/v3/maintenance/status", "{}", limit)
+            .second;
       std::smatch m;
       if (!std::regex_search(body, m, std::regex{"\"member_id\":\"(\\d+)\""}))
         return std::nullopt;
@@ -414,47 +430,6 @@ class etcd_cluster {
     for (size_t i = 0; i < size; ++i)
       error_ += "\n== e" + std::to_string(i) + "\n" + procs_[i]->err();
     stop_all();
-  }
-
-  /// POSTs `body` to 127.0.0.1:`port` over HTTP/1.0; returns the answer's
-  /// body, or "" when none came within `limit`.
-  static std::string post(uint16_t port, const std::string& path,
-                          const std::string& body,
-                          std::chrono::milliseconds limit) {
-    int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-      return {};
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_port = htons(port);
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-      ::close(fd);
-      return {};
-    }
-    auto req = "POST " + path
-               + " HTTP/1.0\r\nHost: localhost\r\nContent-Type: "
-                 "application/json\r\nContent-Length: "
-               + std::to_string(body.size()) + "\r\n\r\n" + body;
-    (void)!::send(fd, req.data(), req.size(), MSG_NOSIGNAL);
-    std::string all;
-    char buf[4096];
-    auto until = std::chrono::steady_clock::now() + limit;
-    for (int i = 0; i < 1000; ++i) {
-      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-        until - std::chrono::steady_clock::now());
-      pollfd p{fd, POLLIN, 0};
-      if (left.count() <= 0
-          || ::poll(&p, 1, static_cast<int>(left.count())) <= 0)
-        break;
-      auto n = ::recv(fd, buf, sizeof buf, 0);
-      if (n <= 0)
-        break;
-      all.append(buf, static_cast<size_t>(n));
-    }
-    ::close(fd);
-    auto at = all.find("\r\n\r\n");
-    return at == std::string::npos ? std::string{} : all.substr(at + 4);
   }
 
   temp_dir dir_;

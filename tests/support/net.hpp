@@ -2,6 +2,7 @@
 
 // Plain sockets for tests of a node's ports on 127.0.0.1.
 
+#include <chrono>
 #include <cstdint>
 #include <string>
 #include <utility>
@@ -13,6 +14,13 @@ namespace troupe::test {
 /// cut short or there is none).
 std::pair<std::string, std::string> http_get(uint16_t port,
                                              const std::string& path);
+
+/// POSTs the JSON `json_body` to `path` on 127.0.0.1:`port` over plain
+/// HTTP/1.0, waiting at most `limit`; answers as http_get does.
+std::pair<std::string, std::string> http_post(uint16_t port,
+                                              const std::string& path,
+                                              const std::string& json_body,
+                                              std::chrono::milliseconds limit);
 
 /// A port on 127.0.0.1 that was free a moment ago.
 uint16_t free_port();
