@@ -131,21 +131,31 @@ TEST_F(ClusterTls, AMemberWithAnotherCaOrWithoutTlsIsNeverLinked) {
   // (the same cluster secret, so only TLS keeps them apart).
   join("a0", mesh_tls(other.issue("a0"), other.cert()));
   join("m3");
-  // The TLS members refuse both, saying the handshake failed.
+  // The TLS members refuse the one with another CA, saying the handshake
+  // failed. The one without TLS is never linked either; whether CAF reports
+  // that as a failed handshake or as a failed connect depends on timing, so
+  // it shows as refused or as still connecting.
   for (auto viewer : {"m1", "m2"})
     for (auto about : {"a0", "m3"}) {
+      bool plain = std::string{about} == "m3";
       ASSERT_TRUE(wait_until(
         [&] {
           auto e = entry(viewer, about);
           EXPECT_NE(e.value("link", ""), "connected")
             << viewer << " about " << about << ": " << e;
-          return e.value("link", "") == "refused";
+          auto link = e.value("link", "");
+          return link == "refused"
+                 || (plain && link == "connecting"
+                     && contains(all_logs(), "cannot link to member 'm3'"));
         },
         10s))
         << viewer << " about " << about << "\n"
         << all_logs();
-      EXPECT_TRUE(contains(entry(viewer, about).value("reason", ""),
-                           "TLS handshake failed"));
+      auto e = entry(viewer, about);
+      if (e.value("link", "") == "refused") {
+        EXPECT_TRUE(contains(e.value("reason", ""), "TLS handshake failed"))
+          << e;
+      }
     }
   // Nobody counts the strangers linked, nor they anybody.
   for (auto stranger : {"a0", "m3"})
