@@ -331,10 +331,21 @@ class journal_store {
   /// Calls `visit` for every unfinished run (running or paused), with its
   /// journal (or the error that stopped reading it), in one pass. Reads the
   /// index of unfinished runs only: its cost does not grow with history.
-  virtual void
+  void
   scan_unfinished(const std::function<void(const run_index_entry&,
                                            std::vector<event_record> events,
-                                           const std::string& error)>& visit)
+                                           const std::string& error)>& visit) {
+    scan_unfinished_if({}, visit);
+  }
+
+  /// Like scan_unfinished, for the runs `only` accepts (by id; empty: all):
+  /// a partition's runs when a member comes to lead it. Journals of the
+  /// others are not read.
+  virtual void
+  scan_unfinished_if(const std::function<bool(std::string_view run_id)>& only,
+                     const std::function<void(const run_index_entry&,
+                                              std::vector<event_record> events,
+                                              const std::string& error)>& visit)
     = 0;
 
   /// Reads the journal of `run_id` on a reader thread and calls `done` there.

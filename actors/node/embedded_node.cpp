@@ -226,38 +226,65 @@ std::vector<uint32_t> embedded_node::partitions_held(uint32_t count) {
 
 embedded_node::recovery embedded_node::recover(const caf::actor& observer,
                                                bool announce) {
+  auto out = resume_if({}, observer, announce);
+  start_retention();
+  return out;
+}
+
+embedded_node::recovery
+embedded_node::resume_partition(uint32_t partition, uint32_t count,
+                                const caf::actor& observer, bool announce) {
+  return resume_if(
+    [partition, count](std::string_view id) {
+      return runtime::partition_of_run(id, count) == partition;
+    },
+    observer, announce);
+}
+
+uint64_t embedded_node::release_partition(uint32_t partition, uint32_t count,
+                                          std::chrono::milliseconds timeout) {
+  uint64_t stopped = 0;
+  caf::scoped_actor self{*system_};
+  for (auto& sup : supervisors_)
+    self->request(sup, timeout, runtime::release_runs{partition, count})
+      .receive([&](uint64_t n) { stopped += n; }, [](caf::error&) {});
+  return stopped;
+}
+
+embedded_node::recovery
+embedded_node::resume_if(const std::function<bool(std::string_view)>& only,
+                         const caf::actor& observer, bool announce) {
   recovery out;
-  store_->scan_unfinished([&](const persistence::run_index_entry& entry,
-                              std::vector<event_record> events,
-                              const std::string& error) {
-    if (!error.empty()) {
-      // Journal unreadable: fail this run, keep its records as they are,
-      // and go on with the others.
-      out.problems.push_back(error);
-      auto at = now_ns();
-      persistence::journal_store::append_op op;
-      op.run_id = entry.run_id;
-      op.events.push_back(event_record{event_type::run_failed, at, "", 0, 0,
-                                       "corrupt_journal", error});
-      op.index = persistence::run_index_entry{entry.run_id,
-                                              entry.workflow,
-                                              persistence::run_state::failed,
-                                              entry.created_at_ns,
-                                              at,
-                                              error};
-      store_->append(std::move(op), [](const std::string&) {});
-      return;
-    }
-    out.resumed.push_back(entry.run_id);
-    caf::anon_send(supervisor_for(entry.run_id),
-                   runtime::start_run{entry.run_id, std::move(events), observer,
-                                      0, "", announce});
-  });
+  store_->scan_unfinished_if(
+    only, [&](const persistence::run_index_entry& entry,
+              std::vector<event_record> events, const std::string& error) {
+      if (!error.empty()) {
+        // Journal unreadable: fail this run, keep its records as they are,
+        // and go on with the others.
+        out.problems.push_back(error);
+        auto at = now_ns();
+        persistence::journal_store::append_op op;
+        op.run_id = entry.run_id;
+        op.events.push_back(event_record{event_type::run_failed, at, "", 0, 0,
+                                         "corrupt_journal", error});
+        op.index = persistence::run_index_entry{entry.run_id,
+                                                entry.workflow,
+                                                persistence::run_state::failed,
+                                                entry.created_at_ns,
+                                                at,
+                                                error};
+        store_->append(std::move(op), [](const std::string&) {});
+        return;
+      }
+      out.resumed.push_back(entry.run_id);
+      caf::anon_send(supervisor_for(entry.run_id),
+                     runtime::start_run{entry.run_id, std::move(events),
+                                        observer, 0, "", announce});
+    });
   // On a disk low on space the writes above are held, and a flush would
   // fail them: let them land when space returns instead.
   if (!store_->space().low)
     store_->flush();
-  start_retention();
   return out;
 }
 

@@ -112,6 +112,23 @@ class embedded_node {
   /// thread that is not a CAF worker.
   recovery recover(const caf::actor& observer, bool announce = false);
 
+  /// Resumes the unfinished runs of partition `partition` (of `count`,
+  /// runtime/ids/partition.hpp) that are not live here already: a cluster
+  /// member that has come to lead the partition, whose store holds the
+  /// runs' journals as replicated. Like recover, for one partition.
+  /// Blocking: not from a CAF worker.
+  recovery resume_partition(uint32_t partition, uint32_t count,
+                            const caf::actor& observer, bool announce = false);
+
+  /// Stops the live runs of partition `partition` (of `count`), attempts
+  /// and all, without journaling anything or restarting them: the member
+  /// no longer leads the partition (its store refuses their writes), and
+  /// the new leader resumes them. Returns how many were stopped; waits at
+  /// most `timeout` for each supervisor. Blocking: not from a CAF worker.
+  uint64_t release_partition(uint32_t partition, uint32_t count,
+                             std::chrono::milliseconds timeout
+                             = std::chrono::seconds{5});
+
   /// Journals a new run of `spec` (parsed from `source`, which the run is
   /// pinned to) with `inputs`, then starts it. Blocks until the submission is
   /// durable: call from a thread that is not a CAF worker. Returns the run
@@ -234,6 +251,10 @@ class embedded_node {
   embedded_node() = default;
 
   const caf::actor& supervisor_for(const std::string& run_id) const;
+
+  /// Resumes the unfinished runs `only` accepts (by id; empty: all).
+  recovery resume_if(const std::function<bool(std::string_view)>& only,
+                     const caf::actor& observer, bool announce);
 
   /// Starts the retention thread (once).
   void start_retention();

@@ -959,6 +959,13 @@ caf::behavior run_behavior(self_ptr self) {
         self->quit();
         return;
       }
+      if (persistence::journal_store::is_not_leader(ack.error)) {
+        // The run's partition is led by another member now, which resumes
+        // the run from its copy of the journal: stop here, attempts and
+        // all, without a restart.
+        self->quit(caf::exit_reason::user_shutdown);
+        return;
+      }
       if (!ack.error.empty())
         throw std::runtime_error("journal write failed: " + ack.error);
       if (st.resuming && ack.tag == st.resuming->fence)

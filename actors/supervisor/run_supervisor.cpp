@@ -1,6 +1,7 @@
 #include "actors/supervisor/run_supervisor.hpp"
 
 #include "actors/run/run_actor.hpp"
+#include "runtime/ids/partition.hpp"
 
 #include <caf/all.hpp>
 
@@ -130,7 +131,10 @@ caf::behavior run_supervisor_impl(self_ptr self, services_ptr svc) {
       return;
     auto id = *i->second;
     st.by_id.erase(i);
-    if (msg.reason == caf::exit_reason::normal || st.stopping) {
+    // user_shutdown: the run was handed over (its partition has another
+    // leader now), so it is not restarted here.
+    if (msg.reason == caf::exit_reason::normal
+        || msg.reason == caf::exit_reason::user_shutdown || st.stopping) {
       st.svc->runs_live -= static_cast<int64_t>(st.runs.erase(id));
       return;
     }
@@ -204,6 +208,25 @@ caf::behavior run_supervisor_impl(self_ptr self, services_ptr svc) {
                 runtime::start_run{j.run_id, std::move(j.journal),
                                    i->second.observer, i->second.total_restarts,
                                    j.reason, false, i->second.progress});
+    },
+    [self](const runtime::release_runs& r) -> uint64_t {
+      auto& st = self->state;
+      uint64_t stopped = 0;
+      for (auto i = st.runs.begin(); i != st.runs.end();) {
+        if (runtime::partition_of_run(i->first, r.count) != r.partition) {
+          ++i;
+          continue;
+        }
+        // Forgotten first, so that its end is not taken for a crash.
+        if (i->second.actor) {
+          st.by_id.erase(i->second.actor.id());
+          self->send_exit(i->second.actor, caf::exit_reason::user_shutdown);
+        }
+        ++stopped;
+        --st.svc->runs_live;
+        i = st.runs.erase(i);
+      }
+      return stopped;
     },
     [self](runtime::cancel_run& c) { forward(self, c); },
     [self](runtime::pause_run& c) { forward(self, c); },

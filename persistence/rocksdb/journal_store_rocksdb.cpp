@@ -387,7 +387,8 @@ class rocksdb_journal_store final : public journal_store {
     }
   }
 
-  void scan_unfinished(
+  void scan_unfinished_if(
+    const std::function<bool(std::string_view run_id)>& only,
     const std::function<void(const run_index_entry&,
                              std::vector<event_record> events,
                              const std::string& error)>& visit) override {
@@ -401,6 +402,8 @@ class rocksdb_journal_store final : public journal_store {
     std::unique_ptr<rocksdb::Iterator> journals{db_->NewIterator(ro, journal_)};
     for (it->SeekToFirst(); it->Valid(); it->Next()) {
       std::string key = it->key().ToString();
+      if (only && !only(key))
+        continue;
       std::string value, error;
       auto s = db_->Get(ro, runs_, key, &value);
       if (s.IsNotFound())

@@ -208,6 +208,16 @@ struct restart_run {
   std::string reason;
 };
 
+/// Tells a run supervisor that this node no longer leads partition
+/// `partition` (of `count`): its live runs there are stopped, attempts
+/// and all, without a restart or a journal write, since their journals
+/// now belong to the partition's new leader. The reply is how many runs
+/// were stopped (uint64_t).
+struct release_runs {
+  uint32_t partition = 0;
+  uint32_t count = 0;
+};
+
 /// Asks a circuit breaker whether a call may go through. The reply is
 /// (bool allowed, int64_t retry_at_ns: when to ask again if not, bool probe:
 /// whether the call is one of the half-open state's trial calls). A
@@ -288,6 +298,7 @@ TROUPE_INSPECT(reset_breaker, x.who)
 TROUPE_INSPECT(resume_run, x.run_id, x.who)
 TROUPE_INSPECT(find_actor, x.actor_id)
 TROUPE_INSPECT(halt_attempt, x.reason)
+TROUPE_INSPECT(release_runs, x.partition, x.count)
 
 #undef TROUPE_INSPECT
 
@@ -325,5 +336,6 @@ CAF_BEGIN_TYPE_ID_BLOCK(troupe, caf::first_custom_type_id)
   CAF_ADD_TYPE_ID(troupe, (troupe::runtime::reset_breaker))
   CAF_ADD_TYPE_ID(troupe, (troupe::runtime::find_actor))
   CAF_ADD_TYPE_ID(troupe, (troupe::runtime::halt_attempt))
+  CAF_ADD_TYPE_ID(troupe, (troupe::runtime::release_runs))
 CAF_END_TYPE_ID_BLOCK(troupe)
 // clang-format on
