@@ -155,8 +155,9 @@ const std::vector<command_spec>& commands() {
      "live actors: kind, id, state, mailbox (--tree: a member shows its "
      "cluster first)"},
     {"inspect",
-     "inspect run RUN | node RUN/NODE | actor ID | breaker KEY | limits",
-     "one actor's own account of its state"},
+     "inspect run RUN | node RUN/NODE | actor ID | breaker KEY | limits | "
+     "partition P",
+     "one actor's own account of its state, or a partition's replicas"},
     {"history", "history RUN [--follow]", "a run's journal; --follow: live"},
     {"runs", "runs [--state S] [--workflow W] [--limit N]", "list runs"},
     {"select", "select runs|nodes [where ...] [order by C [desc]] [limit N]",
@@ -248,7 +249,7 @@ class shell_session {
     }
     auto& cmd = words[0];
     if (cmd == "inspect" && words.size() == 1)
-      return {"run", "node", "actor", "breaker", "limits"};
+      return {"run", "node", "actor", "breaker", "limits", "partition"};
     if (cmd == "breaker" && words.size() == 1)
       return {"reset"};
     if (cmd == "crash" && words.size() == 1)
@@ -478,6 +479,20 @@ class shell_session {
                         std::to_string(r.value("restarts", 0)),
                         age_of(r.value("created_at_ns", int64_t{0}))});
       print_table({"RUN", "WORKFLOW", "ACTOR", "RESTARTS", "AGE"}, rows);
+    }
+  }
+
+  /// One partition as its leader and replicas stand (`inspect partition`).
+  void print_partition(const json& body) {
+    if (body.value("cluster", std::string{}).empty()) {
+      std::cout << "this node runs alone: it leads every partition, and its "
+                   "runs are kept in one copy\n";
+      return;
+    }
+    for (auto& p : body.value("partitions", json::array())) {
+      for (auto& [k, v] : p.items())
+        std::cout << pad(k, 14)
+                  << (v.is_string() ? v.get<std::string>() : dump(v)) << "\n";
     }
   }
 
@@ -732,9 +747,26 @@ class shell_session {
     if (cmd == "inspect") {
       need(w, 2,
            "inspect run RUN | node RUN/NODE | actor ID | breaker KEY | "
-           "limits");
+           "limits | partition P");
       auto& what = w[1];
       json req = {{"t", "inspect"}, {"what", what}};
+      if (what == "partition") {
+        need(w, 3, "inspect partition P");
+        size_t used = 0;
+        long long p = -1;
+        try {
+          p = std::stoll(w[2], &used);
+        } catch (const std::exception&) {
+          used = 0;
+        }
+        if (used != w[2].size() || p < 0)
+          throw client_error(exit_bad_input,
+                             "inspect partition: P must be a partition's "
+                             "number (0, 1, ...), got '"
+                               + w[2] + "'");
+        auto body = call({{"t", "partitions"}, {"partition", p}});
+        return out(body, [&] { print_partition(body); });
+      }
       if (what == "run") {
         need(w, 3, "inspect run RUN");
         req["run_id"] = w[2];
@@ -754,8 +786,8 @@ class shell_session {
           exit_bad_input,
           "inspect what? '" + what + "'"
             + config::did_you_mean(
-              what, {"run", "node", "actor", "breaker", "limits"})
-            + "; one of run, node, actor, breaker, limits");
+              what, {"run", "node", "actor", "breaker", "limits", "partition"})
+            + "; one of run, node, actor, breaker, limits, partition");
       }
       auto body = call(req);
       return out(body, [&] {

@@ -157,6 +157,16 @@ persistence::event_record event_from_json(const nlohmann::json& j);
 /// knows them.
 int run_members(const global_options& g);
 
+/// Options of `troupe partitions`.
+struct partitions_options {
+  /// One partition's number; empty: all.
+  std::string partition;
+};
+
+/// `troupe partitions [--json] [PARTITION]`: the partitions of the node's
+/// cluster, with leader, epoch, in-sync replicas and lag.
+int run_partitions(const global_options& g, const partitions_options& o);
+
 /// Options of `troupe cluster start-local`.
 struct cluster_local_options {
   /// Members to start, 1 to 9.

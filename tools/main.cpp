@@ -147,6 +147,13 @@ int main(int argc, char** argv) {
 
   auto* members_cmd
     = app.add_subcommand("members", "List the members of the node's cluster");
+  partitions_options partitions;
+  auto* partitions_cmd = app.add_subcommand(
+    "partitions",
+    "List the partitions of the node's cluster: leader, epoch, in-sync "
+    "replicas, lag");
+  partitions_cmd->add_option("partition", partitions.partition,
+                             "Only this partition (a number)");
 
   cluster_local_options cluster_local;
   auto* cluster_cmd = app.add_subcommand("cluster", "Run a cluster");
@@ -320,6 +327,8 @@ int main(int argc, char** argv) {
       return run_shell(g, shell_commands);
     if (*members_cmd)
       return run_members(g);
+    if (*partitions_cmd)
+      return run_partitions(g, partitions);
     if (*start_local_cmd) {
       cluster_local.base_port_given = base_port_opt->count() > 0;
       return run_cluster_start_local(g, cluster_local);

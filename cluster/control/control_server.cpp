@@ -39,15 +39,25 @@ struct request_type {
 };
 
 constexpr std::array request_types{
-  request_type{"ping", role::viewer},   request_type{"status", role::viewer},
-  request_type{"list", role::viewer},   request_type{"watch", role::viewer},
-  request_type{"result", role::viewer}, request_type{"history", role::viewer},
-  request_type{"logs", role::viewer},   request_type{"inspect", role::viewer},
-  request_type{"retry", role::op},      request_type{"breaker_reset", role::op},
-  request_type{"crash", role::admin},   request_type{"submit", role::op},
-  request_type{"cancel", role::op},     request_type{"cancel_many", role::op},
-  request_type{"pause", role::op},      request_type{"resume", role::op},
-  request_type{"gc", role::admin},      request_type{"members", role::viewer},
+  request_type{"ping", role::viewer},
+  request_type{"status", role::viewer},
+  request_type{"list", role::viewer},
+  request_type{"watch", role::viewer},
+  request_type{"result", role::viewer},
+  request_type{"history", role::viewer},
+  request_type{"logs", role::viewer},
+  request_type{"inspect", role::viewer},
+  request_type{"retry", role::op},
+  request_type{"breaker_reset", role::op},
+  request_type{"crash", role::admin},
+  request_type{"submit", role::op},
+  request_type{"cancel", role::op},
+  request_type{"cancel_many", role::op},
+  request_type{"pause", role::op},
+  request_type{"resume", role::op},
+  request_type{"gc", role::admin},
+  request_type{"members", role::viewer},
+  request_type{"partitions", role::viewer},
 };
 
 int64_t unix_seconds() {

@@ -340,6 +340,49 @@ struct node_service::impl : std::enable_shared_from_this<impl> {
   mutable std::mutex loads_mtx;
   std::function<std::map<std::string, json>()> loads;
 
+  /// The member's partitions (node_service::set_partitions).
+  std::function<json(std::optional<uint32_t>)> partitions_view;
+
+  void partitions(const request_ptr& req, const json& msg,
+                  const coordinator* c) const {
+    std::optional<uint32_t> one;
+    if (auto i = msg.find("partition"); i != msg.end() && !i->is_null()) {
+      auto count = c ? c->partition_count() : 0u;
+      if (!i->is_number_integer() || i->get<int64_t>() < 0
+          || (count > 0 && i->get<int64_t>() >= count))
+        return req->fail(error_code::bad_request,
+                         "partitions: field 'partition' must be a whole number "
+                         "from 0 to "
+                           + std::to_string(count > 0 ? count - 1 : 0)
+                           + ", got " + i->dump());
+      one = static_cast<uint32_t>(i->get<int64_t>());
+    }
+    json body;
+    {
+      std::lock_guard guard{loads_mtx};
+      if (partitions_view)
+        body = partitions_view(one);
+    }
+    auto me = c ? c->self() : self_status{};
+    if (!body.is_object()) {
+      // Alone (or not joined yet): every run is this node's, in one copy.
+      body = json{{"count", c ? c->partition_count() : 0},
+                  {"replication", 1},
+                  {"partitions", json::array()},
+                  {"alone", me.cluster.empty()}};
+    }
+    body["cluster"] = me.cluster;
+    body["member"] = me.member;
+    if (one) {
+      auto& list = body["partitions"];
+      if (!list.is_array() || list.empty())
+        return req->fail(error_code::not_found,
+                         "partition " + std::to_string(*one)
+                           + " has no record yet: no member leads it");
+    }
+    req->reply(std::move(body));
+  }
+
   void members(const request_ptr& req, const coordinator* c) const {
     std::map<std::string, json> load;
     {
@@ -983,6 +1026,12 @@ void node_service::set_loads(std::function<std::map<std::string, json>()> f) {
   impl_->loads = std::move(f);
 }
 
+void node_service::set_partitions(
+  std::function<json(std::optional<uint32_t>)> f) {
+  std::lock_guard guard{impl_->loads_mtx};
+  impl_->partitions_view = std::move(f);
+}
+
 void node_service::end_watches() {
   asio::post(impl_->io, [self = impl_] {
     auto all = std::move(self->watches);
@@ -1070,6 +1119,8 @@ void node_service::handle(const request_ptr& req, const std::string& type,
   }
   if (type == "members")
     return i.members(req, cluster_.load());
+  if (type == "partitions")
+    return i.partitions(req, msg, cluster_.load());
   if (draining_.load() && (changes_state(type, msg) || type == "watch"))
     // Nothing new is taken on while the node stops: safe to send again to
     // the node once it is back (a watch would only be cut).

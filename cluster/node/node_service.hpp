@@ -92,6 +92,15 @@ class node_service final : public control_handler {
   /// ("load", "runs", ...) added to its entry. Null: none shown.
   void set_loads(std::function<std::map<std::string, nlohmann::json>()> f);
 
+  /// Where `partitions` finds the partitions of the member's cluster: with
+  /// the partition asked for (or none: all), a JSON object
+  /// {count, replication, min_insync, partitions: [{partition, leader,
+  /// epoch, isr, replicas, state, ...}]}. Null (a node alone, or before the
+  /// member joined): `partitions` says the node leads every partition
+  /// itself. Called on the io_context thread: must be quick.
+  void set_partitions(
+    std::function<nlohmann::json(std::optional<uint32_t> partition)> f);
+
   /// Waits for the worker pool's jobs; call before destroying the node.
   void stop();
 

@@ -1419,3 +1419,26 @@ TEST_F(Node, ReplayedEventsRetryAndBulkCancelAnswerAsDocumented) {
   EXPECT_EQ((*m)["code"], "bad_frame") << m->dump();
   EXPECT_EQ(r.call({{"t", "ping"}})["t"], "reply");
 }
+
+TEST_F(Node, PartitionsOfANodeAloneSayItLeadsThemAllAndBadNumbersExitTwo) {
+  start_node();
+  auto r = cli({"partitions"}, token("viewer"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(contains(r.out, "runs alone")) << r.out;
+  r = cli({"--json", "partitions"}, token("viewer"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto j = json::parse(r.out);
+  EXPECT_EQ(j["cluster"], "");
+  EXPECT_TRUE(j["partitions"].empty()) << j;
+  // A partition that is no number is refused before the node is asked.
+  r = cli({"partitions", "x7"}, token("viewer"));
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_TRUE(contains(r.err, "'x7'")) << r.err;
+  r = cli({"shell", "-c", "inspect partition -1"}, token("viewer"));
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_TRUE(contains(r.err, "'-1'")) << r.err;
+  // A node alone has no partition records to show one of.
+  r = cli({"partitions", "3"}, token("viewer"));
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_TRUE(contains(r.err, "partition 3")) << r.err;
+}
