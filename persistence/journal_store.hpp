@@ -482,6 +482,21 @@ class journal_store {
   /// Returns where the partition's log stands, or nothing without
   /// replication or for a partition out of range.
   virtual std::optional<partition_log_state> log_state(uint32_t partition) = 0;
+
+  /// A digest of what the records applied so far wrote for the partition's
+  /// runs (their index entries and journals), read at one snapshot with the
+  /// applied offset it matches: replicas that applied the same records
+  /// answer the same digest for the same offset. Reads every run of the
+  /// partition: for checks and tests, not the hot path.
+  struct partition_digest {
+    uint64_t applied = 0;
+    uint64_t runs = 0;
+    uint64_t events = 0;
+    /// 16 hex digits (FNV-1a 64 over keys and values, length-prefixed).
+    std::string digest;
+  };
+  virtual std::optional<partition_digest> digest_partition(uint32_t partition)
+    = 0;
 };
 
 } // namespace troupe::persistence

@@ -788,6 +788,57 @@ class rocksdb_journal_store final : public journal_store {
     return metas_[part];
   }
 
+  std::optional<partition_digest> digest_partition(uint32_t part) override {
+    {
+      std::lock_guard<std::mutex> lk{plog_mu_};
+      if (!check_partition(part).ok())
+        return std::nullopt;
+    }
+    rocksdb::ManagedSnapshot snapshot{db_};
+    rocksdb::ReadOptions ro;
+    ro.snapshot = snapshot.snapshot();
+    partition_digest out;
+    std::string value, error;
+    if (db_->Get(ro, db_->DefaultColumnFamily(), plog::meta_key(part), &value)
+          .ok())
+      if (auto m = plog::decode_meta(value, error))
+        out.applied = m->applied;
+    uint64_t h = 14695981039346656037ull;
+    auto mix = [&h](std::string_view bytes) {
+      std::string len;
+      plog::append_be32(len, static_cast<uint32_t>(bytes.size()));
+      for (auto part : {std::string_view{len}, bytes})
+        for (unsigned char c : part) {
+          h ^= c;
+          h *= 1099511628211ull;
+        }
+    };
+    std::unique_ptr<rocksdb::Iterator> runs{db_->NewIterator(ro, runs_)};
+    std::unique_ptr<rocksdb::Iterator> journal{db_->NewIterator(ro, journal_)};
+    for (runs->SeekToFirst(); runs->Valid(); runs->Next()) {
+      auto id = runs->key().ToString();
+      std::string ignored;
+      auto p = partition_of(id, {}, ignored);
+      if (!p || *p != part)
+        continue;
+      ++out.runs;
+      mix(id);
+      mix(runs->value().ToStringView());
+      auto prefix = kl::journal_prefix(id);
+      for (journal->Seek(prefix);
+           journal->Valid() && journal->key().starts_with(prefix);
+           journal->Next()) {
+        ++out.events;
+        mix(journal->key().ToStringView());
+        mix(journal->value().ToStringView());
+      }
+    }
+    static constexpr char hex[] = "0123456789abcdef";
+    for (int shift = 60; shift >= 0; shift -= 4)
+      out.digest.push_back(hex[(h >> shift) & 0xf]);
+    return out;
+  }
+
  private:
   static plog_result stale_epoch(uint32_t part, uint64_t epoch,
                                  uint64_t highest) {

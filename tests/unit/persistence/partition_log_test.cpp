@@ -417,7 +417,26 @@ TEST_F(PartitionLogTest, ReplicasFedTheSameRecordsHoldTheSameBytes) {
   for (uint32_t p = 0; p < partitions; ++p) {
     EXPECT_EQ(one->log_state(p), leader->log_state(p));
     EXPECT_EQ(two->log_state(p), leader->log_state(p));
+    // The digests agree, and say what they cover.
+    auto d = leader->digest_partition(p);
+    ASSERT_TRUE(d);
+    EXPECT_EQ(d->applied, leader->log_state(p)->applied);
+    EXPECT_EQ(d->digest.size(), 16u);
+    EXPECT_GT(d->runs, 0u);
+    EXPECT_GE(d->events, d->runs);
+    for (auto* s : {one.get(), two.get()}) {
+      auto other = s->digest_partition(p);
+      ASSERT_TRUE(other);
+      EXPECT_EQ(other->digest, d->digest) << p;
+      EXPECT_EQ(other->applied, d->applied);
+      EXPECT_EQ(other->events, d->events);
+    }
   }
+  // Partitions hold different runs, so different digests; none is asked
+  // past the count.
+  EXPECT_NE(leader->digest_partition(0)->digest,
+            leader->digest_partition(1)->digest);
+  EXPECT_FALSE(leader->digest_partition(partitions));
   leader.reset();
   one.reset();
   two.reset();
