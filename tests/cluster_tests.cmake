@@ -51,6 +51,12 @@ troupe_add_tests(placement
   DEPS troupe_cluster_mesh troupe_test_support
   LABELS unit)
 
+# A member taking over or handing over a partition's runs.
+troupe_add_tests(partition_agent
+  SOURCES unit/partition_agent_test.cpp
+  DEPS troupe_node troupe_runtime_metrics
+  LABELS unit)
+
 # Any member answers: requests about a run owned by another member are
 # forwarded to it over the mesh; list is merged across members.
 troupe_add_tests(cluster_forward
