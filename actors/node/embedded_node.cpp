@@ -224,9 +224,10 @@ std::vector<uint32_t> embedded_node::partitions_held(uint32_t count) {
   return out;
 }
 
-embedded_node::recovery embedded_node::recover(const caf::actor& observer,
-                                               bool announce) {
-  auto out = resume_if({}, observer, announce);
+embedded_node::recovery
+embedded_node::recover(const caf::actor& observer, bool announce,
+                       const std::function<bool(std::string_view)>& only) {
+  auto out = resume_if(only, observer, announce);
   start_retention();
   return out;
 }

@@ -108,9 +108,12 @@ class embedded_node {
 
   /// Resumes every unfinished run in the store; `observer` (may be invalid)
   /// receives their progress, and with `announce` a run_progress of event
-  /// "resumed" from each run once its actor has rebuilt it. Call once, from a
-  /// thread that is not a CAF worker.
-  recovery recover(const caf::actor& observer, bool announce = false);
+  /// "resumed" from each run once its actor has rebuilt it. With `only`,
+  /// just the runs it accepts (by id). Starts the retention thread. Call
+  /// once, from a thread that is not a CAF worker.
+  recovery recover(const caf::actor& observer, bool announce = false,
+                   const std::function<bool(std::string_view run_id)>& only
+                   = {});
 
   /// Resumes the unfinished runs of partition `partition` (of `count`,
   /// runtime/ids/partition.hpp) that are not live here already: a cluster

@@ -1050,8 +1050,14 @@ void node_service::end_watches() {
   });
 }
 
-actors::embedded_node::recovery node_service::recover() {
-  auto r = impl_->node.recover(impl_->hub);
+actors::embedded_node::recovery
+node_service::resume_partition(uint32_t partition, uint32_t count) {
+  return impl_->node.resume_partition(partition, count, impl_->hub);
+}
+
+actors::embedded_node::recovery
+node_service::recover(const std::function<bool(std::string_view)>& only) {
+  auto r = impl_->node.recover(impl_->hub, false, only);
   // Every resumed run's start is queued at its supervisor now, ahead of any
   // request acted on from here on.
   recovered_ = true;

@@ -54,8 +54,18 @@ class node_service final : public control_handler {
   node_service(const node_service&) = delete;
   node_service& operator=(const node_service&) = delete;
 
-  /// Resumes the store's unfinished runs; blocking, before serving.
-  actors::embedded_node::recovery recover();
+  /// Resumes the store's unfinished runs; blocking, before serving. With
+  /// `only`, just the runs it accepts (by id): a member with replicated
+  /// partitions resumes none here, but each partition's when it comes to
+  /// lead it (resume_partition).
+  actors::embedded_node::recovery
+  recover(const std::function<bool(std::string_view run_id)>& only = {});
+
+  /// Resumes the unfinished runs of `partition` (of `count`) that are not
+  /// live here, their progress going to the node's watches; blocking, not
+  /// from the io_context thread.
+  actors::embedded_node::recovery resume_partition(uint32_t partition,
+                                                   uint32_t count);
 
   /// Why the node may not act on state-changing requests yet (submit,
   /// cancel, pause, ...), or nothing when it may. Requests are refused
