@@ -1,12 +1,15 @@
 // `troupe members`: the members of a node's cluster, as that node knows
 // them (any member answers).
 
+#include "config/duration.hpp"
 #include "tools/commands.hpp"
 #include "tools/control_client.hpp"
 
 #include <algorithm>
+#include <chrono>
 #include <iostream>
 #include <string>
+#include <thread>
 
 namespace troupe::tools {
 
@@ -112,6 +115,66 @@ int run_members(const global_options& g) {
     std::cerr << "troupe: members: " << e.what() << "\n";
     return e.exit_code;
   }
+}
+
+int run_leave(const global_options& g, const leave_options& o) {
+  const char* what = o.member.empty() ? "leave" : "drain";
+  std::string error;
+  auto wait = config::parse_duration(o.wait, &error);
+  if (!wait) {
+    std::cerr << "troupe: " << what << ": --wait '" << o.wait << "': " << error
+              << "\n";
+    return exit_bad_input;
+  }
+  config::settings settings;
+  if (!load_config(g, {}, settings))
+    return exit_bad_input;
+  std::string member;
+  try {
+    control_client client;
+    client.connect(client_options(g, settings));
+    json request{{"t", "leave"}};
+    if (!o.member.empty())
+      request["member"] = o.member;
+    auto body = client.call(request);
+    member = body.value("member", o.member);
+    if (!g.json)
+      std::cerr << "member '" << member
+                << "' is leaving: it hands its partitions over and lets its "
+                   "attempts finish\n";
+  } catch (const client_error& e) {
+    std::cerr << "troupe: " << what << ": " << e.what() << "\n";
+    return e.exit_code;
+  }
+  // Gone: a drained member is no longer listed up by the node asked (or,
+  // for `leave`, the node asked no longer answers).
+  auto deadline = std::chrono::steady_clock::now() + *wait;
+  bool gone = wait->count() == 0;
+  for (int i = 0; i < 100'000 && !gone; ++i) {
+    try {
+      control_client client;
+      client.connect(client_options(g, settings));
+      auto body = client.call({{"t", "members"}}, std::chrono::seconds{5});
+      gone = true;
+      for (auto& m : body.value("members", json::array()))
+        if (m.value("name", "") == member
+            && (m.value("state", "") == "up"
+                || m.value("state", "") == "leaving"))
+          gone = false;
+    } catch (const client_error&) {
+      gone = o.member.empty();
+    }
+    if (gone || std::chrono::steady_clock::now() >= deadline)
+      break;
+    std::this_thread::sleep_for(std::chrono::milliseconds{200});
+  }
+  if (g.json)
+    std::cout << json{{"member", member}, {"left", gone}}.dump() << "\n";
+  else if (wait->count() > 0)
+    std::cerr << (gone ? "member '" + member + "' has left\n"
+                       : "member '" + member + "' has not left within " + o.wait
+                           + "; it is still draining\n");
+  return gone || wait->count() == 0 ? exit_ok : exit_failed;
 }
 
 } // namespace troupe::tools

@@ -634,6 +634,14 @@ int run_node_start(const global_options& g, const node_start_options& o) {
   if (detector)
     known = detector.get();
   service.set_cluster(known);
+  if (membership)
+    // `troupe leave`, `troupe drain MEMBER`: leaving as on SIGTERM, which
+    // this process's main thread waits for.
+    service.set_leave([](const std::string& who) {
+      log_line("asked to leave the cluster by " + who);
+      ::kill(::getpid(), SIGTERM);
+      return std::string{};
+    });
   view = known;
   if (peers)
     forwarding.start(*peers, *known);

@@ -157,6 +157,19 @@ persistence::event_record event_from_json(const nlohmann::json& j);
 /// knows them.
 int run_members(const global_options& g);
 
+/// Options of `troupe drain` and `troupe leave`.
+struct leave_options {
+  /// The member to drain; empty (`troupe leave`): the node talked to.
+  std::string member;
+  /// How long to wait until it is gone (a duration; "0s": do not wait).
+  std::string wait = "60s";
+};
+
+/// `troupe drain MEMBER` / `troupe leave`: the member hands its partitions
+/// over, lets its attempts finish and leaves the cluster; waits (bounded)
+/// until it is gone.
+int run_leave(const global_options& g, const leave_options& o);
+
 /// Options of `troupe partitions`.
 struct partitions_options {
   /// One partition's number; empty: all.

@@ -147,6 +147,22 @@ int main(int argc, char** argv) {
 
   auto* members_cmd
     = app.add_subcommand("members", "List the members of the node's cluster");
+  leave_options drain;
+  auto* drain_cmd = app.add_subcommand(
+    "drain", "Make a member of the node's cluster hand its partitions over, "
+             "finish its attempts and leave");
+  drain_cmd->add_option("member", drain.member, "The member's name")
+    ->required();
+  drain_cmd->add_option("--wait", drain.wait,
+                        "How long to wait until it has left (default 60s; 0s: "
+                        "do not wait)");
+  leave_options leave;
+  auto* leave_cmd = app.add_subcommand(
+    "leave", "Make the member the CLI talks to hand its partitions over, "
+             "finish its attempts and leave the cluster");
+  leave_cmd->add_option("--wait", leave.wait,
+                        "How long to wait until it has left (default 60s; 0s: "
+                        "do not wait)");
   partitions_options partitions;
   auto* partitions_cmd = app.add_subcommand(
     "partitions",
@@ -329,6 +345,10 @@ int main(int argc, char** argv) {
       return run_members(g);
     if (*partitions_cmd)
       return run_partitions(g, partitions);
+    if (*drain_cmd)
+      return run_leave(g, drain);
+    if (*leave_cmd)
+      return run_leave(g, leave);
     if (*start_local_cmd) {
       cluster_local.base_port_given = base_port_opt->count() > 0;
       return run_cluster_start_local(g, cluster_local);

@@ -891,6 +891,19 @@ void forwarder::handle(const request_ptr& req, const std::string& type,
     return s.list(req, msg, *c);
   if (type == "submit")
     return s.submit(req, msg, *c);
+  if (type == "leave") {
+    // `troupe drain MEMBER` through any member: the member named leaves.
+    auto m = msg.find("member");
+    if (m != msg.end() && m->is_string() && !m->get<std::string>().empty()
+        && *m != c->self().member) {
+      auto name = m->get<std::string>();
+      for (auto& known : c->members())
+        if (known.name == name && known.state != "down")
+          return s.forward(req, type, msg, name, "member " + name, json{},
+                           s.opts.request_timeout);
+    }
+    return s.inner.handle(req, type, msg);
+  }
   auto run_id = run_named(type, msg);
   if (run_id.empty())
     return s.inner.handle(req, type, msg);

@@ -340,6 +340,36 @@ struct node_service::impl : std::enable_shared_from_this<impl> {
   mutable std::mutex loads_mtx;
   std::function<std::map<std::string, json>()> loads;
 
+  /// What `leave` does (node_service::set_leave).
+  std::function<std::string(const std::string&)> leave_hook;
+
+  void leave(const request_ptr& req, const json& msg,
+             const coordinator* c) const {
+    control::fields f{msg};
+    auto member = f.text("member", false, 256);
+    if (!f.ok())
+      return req->fail(error_code::bad_request, "leave: " + f.error());
+    auto me = c ? c->self() : self_status{};
+    std::function<std::string(const std::string&)> hook;
+    {
+      std::lock_guard guard{loads_mtx};
+      hook = leave_hook;
+    }
+    if (me.cluster.empty() || !hook)
+      return req->fail(error_code::bad_request,
+                       "leave: this node runs alone, not in a cluster: stop "
+                       "it with SIGTERM (its runs resume at its next start)");
+    if (!member.empty() && member != me.member)
+      return req->fail(error_code::not_found,
+                       "leave: no member '" + member + "' in cluster '"
+                         + me.cluster + "' is linked to member '" + me.member
+                         + "'; `troupe members` lists them");
+    if (auto why = hook(req->who().subject); !why.empty())
+      return req->fail(error_code::not_ready, "leave: " + why);
+    req->reply(
+      json{{"member", me.member}, {"cluster", me.cluster}, {"leaving", true}});
+  }
+
   /// The member's partitions (node_service::set_partitions).
   std::function<json(std::optional<uint32_t>)> partitions_view;
 
@@ -1032,6 +1062,11 @@ void node_service::set_partitions(
   impl_->partitions_view = std::move(f);
 }
 
+void node_service::set_leave(std::function<std::string(const std::string&)> f) {
+  std::lock_guard guard{impl_->loads_mtx};
+  impl_->leave_hook = std::move(f);
+}
+
 void node_service::end_watches() {
   asio::post(impl_->io, [self = impl_] {
     auto all = std::move(self->watches);
@@ -1127,6 +1162,8 @@ void node_service::handle(const request_ptr& req, const std::string& type,
     return i.members(req, cluster_.load());
   if (type == "partitions")
     return i.partitions(req, msg, cluster_.load());
+  if (type == "leave")
+    return i.leave(req, msg, cluster_.load());
   if (draining_.load() && (changes_state(type, msg) || type == "watch"))
     // Nothing new is taken on while the node stops: safe to send again to
     // the node once it is back (a watch would only be cut).

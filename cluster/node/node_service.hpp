@@ -111,6 +111,12 @@ class node_service final : public control_handler {
   void set_partitions(
     std::function<nlohmann::json(std::optional<uint32_t> partition)> f);
 
+  /// What `leave` does: starts the member's leaving (it drains, hands its
+  /// partitions over and goes, as on SIGTERM) and returns "", or returns
+  /// why it cannot. Null (a node alone): `leave` is refused. Called on the
+  /// io_context thread: must be quick.
+  void set_leave(std::function<std::string(const std::string& who)> f);
+
   /// Waits for the worker pool's jobs; call before destroying the node.
   void stop();
 

@@ -361,6 +361,47 @@ TEST_F(ClusterSteps, ADrainedMemberIsLeavingFinishesItsAttemptsThenGoes) {
     << entry("m1", "m2");
 }
 
+TEST_F(ClusterSteps, DrainThroughAnyMemberAndLeaveEndMembersAsTheyAsk) {
+  linked({"m1", "m2", "m3"});
+  // An unknown member, a bad wait, and no member at all are refused.
+  auto r = cli("m1", {"drain", "ghost"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_TRUE(contains(r.err, "no member 'ghost'")) << r.err;
+  r = cli("m1", {"drain", "m3", "--wait", "soon"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_TRUE(contains(r.err, "--wait 'soon'")) << r.err;
+  r = cli("m1", {"drain"});
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  // Only an admin drains.
+  r = cli("m1", {"drain", "m3"}, troupe::runtime::auth::role::op);
+  EXPECT_EQ(r.exit_code, 4) << r.err;
+  EXPECT_FALSE(members["m3"].proc->wait(0ms));
+
+  // m3, asked through m1, leaves; the CLI waits until it has.
+  r = cli("m1", {"drain", "m3", "--wait", "20s"});
+  EXPECT_EQ(r.exit_code, 0) << r.err << all_logs();
+  EXPECT_TRUE(contains(r.err, "member 'm3' has left")) << r.err;
+  auto code = members["m3"].proc->wait(15s);
+  ASSERT_TRUE(code);
+  EXPECT_EQ(*code, 0);
+  EXPECT_TRUE(
+    contains(members["m3"].proc->err(), "asked to leave the cluster by"))
+    << members["m3"].proc->err();
+  // m2 leaves itself.
+  r = cli("m2", {"leave", "--wait", "20s"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  code = members["m2"].proc->wait(15s);
+  ASSERT_TRUE(code);
+  EXPECT_EQ(*code, 0);
+  EXPECT_TRUE(wait_until(
+    [&] {
+      auto e = entry("m1", "m2");
+      return e.is_null() || e.value("state", "") == "down";
+    },
+    5s))
+    << entry("m1", "m2");
+}
+
 namespace {
 
 /// The value of series `name` with (at least) `labels` in a /metrics text,

@@ -1441,4 +1441,8 @@ TEST_F(Node, PartitionsOfANodeAloneSayItLeadsThemAllAndBadNumbersExitTwo) {
   r = cli({"partitions", "3"}, token("viewer"));
   EXPECT_NE(r.exit_code, 0);
   EXPECT_TRUE(contains(r.err, "partition 3")) << r.err;
+  // Nor a cluster to leave.
+  r = cli({"leave"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_TRUE(contains(r.err, "runs alone")) << r.err;
 }
