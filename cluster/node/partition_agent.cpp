@@ -29,7 +29,7 @@ struct change {
 
 /// How the member stands in one partition.
 struct standing {
-  enum role_t { none, resuming, leader, follower } role = none;
+  enum role_t { none, resuming, waiting, leader, follower } role = none;
   /// The newest epoch heard of (queued or carried out).
   uint64_t epoch = 0;
   size_t resumed = 0;
@@ -38,6 +38,7 @@ struct standing {
 const char* role_name(standing::role_t r) {
   switch (r) {
   case standing::resuming: return "resuming";
+  case standing::waiting: return "waiting";
   case standing::leader: return "leader";
   case standing::follower: return "follower";
   default: return "none";
@@ -98,19 +99,27 @@ struct partition_agent::impl {
                   + " run(s) here; its new leader resumes them");
       return;
     }
-    auto resumed = opts.resume ? opts.resume(c.partition) : 0;
+    auto ready = opts.resume ? opts.resume(c.partition) : size_t{0};
+    auto resumed = ready.value_or(0);
     bool current = false;
     {
       std::lock_guard lk{mtx};
       auto& s = partitions[c.partition];
       current = s.epoch == c.epoch;
       if (current) {
-        s.role = standing::leader;
+        s.role = ready ? standing::leader : standing::waiting;
         s.resumed = resumed;
       }
     }
     if (!current)
       return;
+    if (!ready) {
+      if (opts.warn)
+        opts.warn("partition " + std::to_string(c.partition) + " at epoch "
+                  + std::to_string(c.epoch)
+                  + " is led here but not ready to resume its runs yet");
+      return;
+    }
     if (c.since_ms > 0) {
       auto took = std::max<int64_t>(0, wall_ms() - c.since_ms);
       if (failovers)
@@ -137,7 +146,10 @@ struct partition_agent::impl {
       auto& s = partitions[c.partition];
       // Epoch 0 is a partition never fenced (a store not yet in a cluster);
       // an epoch seen already changes nothing.
-      if (c.epoch < s.epoch || (c.epoch == s.epoch && s.role != standing::none))
+      // (But a lead that found the partition not ready is tried again.)
+      if (c.epoch < s.epoch
+          || (c.epoch == s.epoch && s.role != standing::none
+              && !(c.lead && s.role == standing::waiting)))
         return;
       s.epoch = c.epoch;
       s.role = c.lead ? standing::resuming : standing::follower;

@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -24,8 +25,11 @@ struct partition_agent_options {
   /// How many partitions the cluster has.
   uint32_t count = 0;
   /// Resumes the partition's unfinished runs (embedded_node::
-  /// resume_partition); returns how many. Blocking.
-  std::function<size_t(uint32_t partition)> resume;
+  /// resume_partition); returns how many, or nothing when the partition is
+  /// not ready to be resumed yet (its store has not committed what it
+  /// holds: its in-sync replicas are too few): a later lead() of the same
+  /// epoch tries again. Blocking.
+  std::function<std::optional<size_t>(uint32_t partition)> resume;
   /// Stops the partition's live runs (embedded_node::release_partition);
   /// returns how many. Blocking.
   std::function<uint64_t(uint32_t partition)> release;
@@ -49,7 +53,8 @@ class partition_agent {
   /// here. `failover_since_ms` (ms since the epoch), when not 0, is when
   /// the previous leader was found gone: the failover's duration is
   /// measured from it. A call for an epoch not newer than the last one
-  /// seen for the partition does nothing. Quick: queued.
+  /// seen for the partition does nothing, unless the last try found the
+  /// partition not ready. Quick: queued.
   void lead(uint32_t partition, uint64_t epoch, int64_t failover_since_ms = 0);
 
   /// This member does not lead `partition` (another leads it at `epoch`, or
@@ -67,7 +72,8 @@ class partition_agent {
   std::vector<uint32_t> led() const;
 
   /// How the member stands in `partition`: {role: "leader", "resuming",
-  /// "follower" or "none", epoch, resumed (runs, at the last lead)}.
+  /// "waiting" (not ready to resume yet), "follower" or "none", epoch,
+  /// resumed (runs, at the last lead)}.
   nlohmann::json describe(uint32_t partition) const;
 
   /// Blocks until every change queued before the call is carried out

@@ -9,6 +9,7 @@
 
 #include <chrono>
 #include <mutex>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -19,13 +20,16 @@ namespace {
 struct recorder {
   std::mutex mtx;
   std::vector<std::string> calls;
+  std::set<uint32_t> not_ready;
 
   cluster::partition_agent_options options() {
     cluster::partition_agent_options o;
     o.count = 8;
-    o.resume = [this](uint32_t p) {
+    o.resume = [this](uint32_t p) -> std::optional<size_t> {
       std::lock_guard lk{mtx};
       calls.push_back("resume " + std::to_string(p));
+      if (not_ready.count(p) != 0)
+        return std::nullopt;
       return size_t{p};
     };
     o.release = [this](uint32_t p) {
@@ -115,4 +119,25 @@ TEST(PartitionAgent, ATakeoverCountsAFailoverAndItsDuration) {
   agent.stop();
   agent.lead(7, 30); // stopped: nothing more is carried out
   EXPECT_FALSE(agent.leads(7));
+}
+
+TEST(PartitionAgent, APartitionNotReadyIsTriedAgainAtTheSameEpoch) {
+  recorder r;
+  r.not_ready.insert(2);
+  cluster::partition_agent agent{r.options()};
+  agent.lead(2, 5);
+  agent.settle();
+  EXPECT_FALSE(agent.leads(2));
+  EXPECT_EQ(agent.describe(2)["role"], "waiting");
+  {
+    std::lock_guard lk{r.mtx};
+    r.not_ready.clear();
+  }
+  agent.lead(2, 5);
+  agent.settle();
+  EXPECT_TRUE(agent.leads(2));
+  agent.lead(2, 5); // resumed: the same epoch again does nothing
+  agent.settle();
+  std::lock_guard lk{r.mtx};
+  EXPECT_EQ(r.calls, (std::vector<std::string>{"resume 2", "resume 2"}));
 }
