@@ -340,6 +340,9 @@ struct node_service::impl : std::enable_shared_from_this<impl> {
   mutable std::mutex loads_mtx;
   std::function<std::map<std::string, json>()> loads;
 
+  /// Whether a submission may be taken here now (node_service::set_admit).
+  std::function<std::string(const std::string&)> admit;
+
   /// What `leave` does (node_service::set_leave).
   std::function<std::string(const std::string&)> leave_hook;
 
@@ -371,10 +374,10 @@ struct node_service::impl : std::enable_shared_from_this<impl> {
   }
 
   /// The member's partitions (node_service::set_partitions).
-  std::function<json(std::optional<uint32_t>)> partitions_view;
+  std::function<json(std::optional<uint32_t>, bool)> partitions_view;
 
   void partitions(const request_ptr& req, const json& msg,
-                  const coordinator* c) const {
+                  const coordinator* c) {
     std::optional<uint32_t> one;
     if (auto i = msg.find("partition"); i != msg.end() && !i->is_null()) {
       auto count = c ? c->partition_count() : 0u;
@@ -387,12 +390,27 @@ struct node_service::impl : std::enable_shared_from_this<impl> {
                            + ", got " + i->dump());
       one = static_cast<uint32_t>(i->get<int64_t>());
     }
-    json body;
+    control::fields f{msg};
+    auto digest = f.flag("digest");
+    if (!f.ok())
+      return req->fail(error_code::bad_request, "partitions: " + f.error());
+    std::function<json(std::optional<uint32_t>, bool)> view;
     {
       std::lock_guard guard{loads_mtx};
-      if (partitions_view)
-        body = partitions_view(one);
+      view = partitions_view;
     }
+    // A digest reads every run of a partition: off the io thread.
+    work(req, [req, view, one, digest, c] {
+      json body;
+      if (view)
+        body = view(one, digest);
+      answer_partitions(req, std::move(body), one, c);
+    });
+  }
+
+  static void answer_partitions(const request_ptr& req, json body,
+                                std::optional<uint32_t> one,
+                                const coordinator* c) {
     auto me = c ? c->self() : self_status{};
     if (!body.is_object()) {
       // Alone (or not joined yet): every run is this node's, in one copy.
@@ -525,6 +543,17 @@ void node_service::impl::submit(const request_ptr& req, const json& msg) {
                      "too many submissions from '" + req->who().subject
                        + "'; retry in " + std::to_string(wait) + "ms",
                      json{{"retry_after_ms", wait}});
+  {
+    std::function<std::string(const std::string&)> check;
+    {
+      std::lock_guard guard{loads_mtx};
+      check = admit;
+    }
+    if (check)
+      if (auto why = check(key); !why.empty())
+        return req->fail(error_code::not_ready, "submit: " + why,
+                         json{{"retry_after_ms", 500}});
+  }
   quick(req, [self = shared_from_this(), req, source = std::move(source),
               file = file.empty() ? std::string{"workflow"} : file,
               inputs = std::move(inputs), key = std::move(key)] {
@@ -1057,9 +1086,14 @@ void node_service::set_loads(std::function<std::map<std::string, json>()> f) {
 }
 
 void node_service::set_partitions(
-  std::function<json(std::optional<uint32_t>)> f) {
+  std::function<json(std::optional<uint32_t>, bool digest)> f) {
   std::lock_guard guard{impl_->loads_mtx};
   impl_->partitions_view = std::move(f);
+}
+
+void node_service::set_admit(std::function<std::string(const std::string&)> f) {
+  std::lock_guard guard{impl_->loads_mtx};
+  impl_->admit = std::move(f);
 }
 
 void node_service::set_leave(std::function<std::string(const std::string&)> f) {

@@ -107,9 +107,19 @@ class node_service final : public control_handler {
   /// {count, replication, min_insync, partitions: [{partition, leader,
   /// epoch, isr, replicas, state, ...}]}. Null (a node alone, or before the
   /// member joined): `partitions` says the node leads every partition
-  /// itself. Called on the io_context thread: must be quick.
-  void set_partitions(
-    std::function<nlohmann::json(std::optional<uint32_t> partition)> f);
+  /// itself. With `digest`, each partition also says what this member
+  /// applied of it. Called on a worker thread.
+  void
+  set_partitions(std::function<nlohmann::json(std::optional<uint32_t> partition,
+                                              bool digest)>
+                   f);
+
+  /// Why a submission with idempotency key `key` ("" for none) cannot be
+  /// taken here now, or "": a member whose partitions lack in-sync
+  /// replicas refuses new runs (not_ready, saying why) rather than keep
+  /// them in fewer copies. Null: every submission may be taken. Called on
+  /// the io_context thread: must be quick.
+  void set_admit(std::function<std::string(const std::string& key)> f);
 
   /// What `leave` does: starts the member's leaving (it drains, hands its
   /// partitions over and goes, as on SIGTERM) and returns "", or returns
