@@ -58,6 +58,9 @@ void print_table(const json& body) {
                     number(p, "epoch"), joined(p.value("isr", json::array())),
                     joined(p.value("replicas", json::array())),
                     number(p, "committed"), number(p, "lag"), state});
+    if (auto d = p.find("digest"); d != p.end() && d->is_object())
+      rows.back().back() += "  applied " + number(*d, "applied") + " digest "
+                            + d->value("digest", std::string{});
   }
   std::vector<size_t> width(rows[0].size(), 0);
   for (auto& r : rows)
@@ -78,6 +81,8 @@ int run_partitions(const global_options& g, const partitions_options& o) {
   if (!load_config(g, {}, settings))
     return exit_bad_input;
   json request{{"t", "partitions"}};
+  if (o.digest)
+    request["digest"] = true;
   if (!o.partition.empty()) {
     // A partition number, checked against the cluster's count by the node.
     size_t used = 0;

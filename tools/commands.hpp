@@ -174,6 +174,9 @@ int run_leave(const global_options& g, const leave_options& o);
 struct partitions_options {
   /// One partition's number; empty: all.
   std::string partition;
+  /// Also what the member asked applied of each partition it replicates
+  /// (to compare replicas).
+  bool digest = false;
 };
 
 /// `troupe partitions [--json] [PARTITION]`: the partitions of the node's

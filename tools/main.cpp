@@ -170,6 +170,10 @@ int main(int argc, char** argv) {
     "replicas, lag");
   partitions_cmd->add_option("partition", partitions.partition,
                              "Only this partition (a number)");
+  partitions_cmd->add_flag("--digest", partitions.digest,
+                           "Also a digest of what the member applied of each "
+                           "partition it replicates: replicas that agree "
+                           "show the same digest at the same offset");
 
   cluster_local_options cluster_local;
   auto* cluster_cmd = app.add_subcommand("cluster", "Run a cluster");
