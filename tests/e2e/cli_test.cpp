@@ -643,7 +643,8 @@ TEST_F(Cli, ShellHelpIsInAlignedColumns) {
   }
   EXPECT_EQ(commands, 16u) << r.out;
   EXPECT_EQ(columns.size(), 1u) << r.out;
-  EXPECT_TRUE(contains(r.out, "limits\n")) << r.out;
-  EXPECT_TRUE(contains(r.out, "  one actor's own account of its state\n"))
+  EXPECT_TRUE(contains(r.out, "limits | partition P\n")) << r.out;
+  EXPECT_TRUE(contains(r.out, "  one actor's own account of its state, or a "
+                              "partition's replicas\n"))
     << r.out;
 }
