@@ -13,7 +13,7 @@ troupe_add_tests(etcd_tls
   LABELS integration)
 
 troupe_add_tests(membership
-  SOURCES integration/membership_test.cpp integration/partition_table_test.cpp
+  SOURCES integration/membership_test.cpp integration/partition_map_test.cpp
           integration/failure_detector_test.cpp
   DEPS troupe_cluster_membership troupe_test_support
   LABELS integration)
