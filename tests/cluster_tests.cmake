@@ -55,7 +55,7 @@ troupe_add_tests(placement
 # forwarded to it over the mesh; list is merged across members.
 troupe_add_tests(cluster_forward
   SOURCES e2e/cluster_forward_test.cpp
-  DEPS troupe_test_support troupe_frame_client troupe_runtime_auth
+  DEPS troupe_cluster_etcd troupe_test_support troupe_frame_client troupe_runtime_auth
        nlohmann_json::nlohmann_json
   LABELS "e2e;slow")
 target_compile_definitions(troupe_cluster_forward_tests PRIVATE
