@@ -36,6 +36,8 @@ struct slot {
   std::vector<std::string> isr;
   std::vector<std::string> replicas;
   std::string note;
+  /// For a state written by a failover: when the old leader was seen gone.
+  int64_t failover_since_ms = 0;
   /// The state key's mod_revision; 0 when absent.
   int64_t state_mod = 0;
 };
@@ -59,14 +61,19 @@ std::string listed(const std::vector<std::string>& xs) {
 
 std::string state_value(const std::vector<std::string>& isr,
                         const std::vector<std::string>& replicas,
-                        const std::string& note) {
-  return json{{"isr", isr}, {"replicas", replicas}, {"note", note}}.dump();
+                        const std::string& note,
+                        int64_t failover_since_ms = 0) {
+  json j{{"isr", isr}, {"replicas", replicas}, {"note", note}};
+  if (failover_since_ms != 0)
+    j["failover_since_ms"] = failover_since_ms;
+  return j.dump();
 }
 
 void read_state(const std::string& value, slot& s) {
   s.isr.clear();
   s.replicas.clear();
   s.note.clear();
+  s.failover_since_ms = 0;
   auto j = json::parse(value, nullptr, false);
   if (!j.is_object())
     return;
@@ -80,6 +87,9 @@ void read_state(const std::string& value, slot& s) {
   names("replicas", s.replicas);
   if (auto n = j.find("note"); n != j.end() && n->is_string())
     s.note = n->get<std::string>();
+  if (auto f = j.find("failover_since_ms");
+      f != j.end() && f->is_number_integer())
+    s.failover_since_ms = f->get<int64_t>();
 }
 
 etcd::compare mod_is(const std::string& key, int64_t rev) {
@@ -119,6 +129,9 @@ struct partition_map::impl {
   // Guarded by mtx:
   std::vector<slot> slots;
   std::map<std::string, member_view> members;
+  /// When a member's key was seen deleted, ms since the epoch (dropped when
+  /// it registers again).
+  std::map<std::string, int64_t> gone_at_ms;
   /// The controller key's value; "" when absent.
   std::string controller_value;
   /// The newest revision the view holds.
@@ -208,9 +221,11 @@ struct partition_map::impl {
       return;
     case key_kind::member: {
       if (deleted) {
-        members.erase(name);
+        if (members.erase(name))
+          gone_at_ms[name] = now_ms();
         return;
       }
+      gone_at_ms.erase(name);
       member_info m;
       auto j = json::parse(kv.value, nullptr, false);
       if (!member_info::from_json(j, m) || m.name != name) {
@@ -252,6 +267,7 @@ struct partition_map::impl {
     r.replicas = s.replicas;
     r.state_revision = s.state_mod;
     r.note = s.note;
+    r.failover_since_ms = s.failover_since_ms;
     return r;
   }
 
@@ -625,7 +641,10 @@ struct partition_map::impl {
       auto isr = without(s.isr, s.leader);
       auto note = "failover: leader '" + s.leader + "' is down; '" + next
                   + "' leads (controller " + opts.member + ")";
-      c.ops = {put(lk, next), put(sk, state_value(isr, s.replicas, note))};
+      auto gone = gone_at_ms.find(s.leader);
+      auto since = gone != gone_at_ms.end() ? gone->second : now_ms();
+      c.ops
+        = {put(lk, next), put(sk, state_value(isr, s.replicas, note, since))};
       c.what = tag + note + ", isr " + listed(isr);
       return c;
     }

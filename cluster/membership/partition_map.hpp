@@ -8,8 +8,9 @@
 //   Only a change of leader writes it, so its mod_revision is the epoch:
 //   the etcd revision of the transaction that installed the leader.
 // - /troupe/<cluster>/partition/<pppp>/state: {"isr": [...], "replicas":
-//   [...], "note": "..."}, the in-sync replicas (the leader always among
-//   them) and every assigned replica.
+//   [...], "note": "...", "failover_since_ms": N}: the in-sync replicas
+//   (the leader always among them), every assigned replica, why it last
+//   changed, and after a failover when the old leader was seen gone.
 // Every change is one transaction guarded by the mod_revisions of both keys
 // (and by a member key's version or create_revision where it depends on a
 // member being gone or still the same), so a writer working from a stale
@@ -73,6 +74,10 @@ struct partition_record {
   int64_t state_revision = 0;
   /// Why the state last changed (who changed it, and why).
   std::string note;
+  /// When the state was written by a failover: when the controller saw
+  /// the old leader's key gone, ms since the epoch (a failover's duration
+  /// runs from it); else 0.
+  int64_t failover_since_ms = 0;
 
   bool exists() const noexcept { return epoch != 0; }
   bool operator==(const partition_record&) const = default;

@@ -334,6 +334,9 @@ TEST_F(PartitionMap, ALeaderWhoseKeyGoesFailsOverToAnInSyncReplica) {
   EXPECT_EQ(after.epoch, static_cast<uint64_t>(leader_rev));
   EXPECT_EQ(leader_rev, state_rev);
   EXPECT_EQ(map("a").unavailable(p), "");
+  // When the old leader was seen gone, for the failover's duration.
+  EXPECT_GT(after.failover_since_ms, troupe::cluster::now_ms() - 10'000);
+  EXPECT_LE(after.failover_since_ms, troupe::cluster::now_ms());
   // a's callback was told of it.
   std::lock_guard guard{members["a"]->mtx};
   bool told = false;
