@@ -252,12 +252,17 @@ TEST_F(PartitionMap, FirstUseMakesTheTopRankedLeaderWithRReplicasInSync) {
     total += map(name).leaders_of(name).size();
   EXPECT_EQ(total, count);
   EXPECT_EQ(map("b").led(), map("a").leaders_of("b"));
-  // Each change was told once per partition on every member.
-  std::lock_guard guard{members["d"]->mtx};
-  std::set<uint32_t> told;
-  for (auto& r : members["d"]->told)
-    told.insert(r.partition);
-  EXPECT_EQ(told.size(), count);
+  // Each record was told to every member's callback.
+  EXPECT_TRUE(wait_until(
+    [&] {
+      std::lock_guard guard{members["d"]->mtx};
+      std::set<uint32_t> told;
+      for (auto& r : members["d"]->told)
+        if (r.exists())
+          told.insert(r.partition);
+      return told.size() == count;
+    },
+    5s));
 }
 
 TEST_F(PartitionMap, ExactlyOneControllerAndAnotherTakesOverWhenItDies) {
@@ -338,11 +343,15 @@ TEST_F(PartitionMap, ALeaderWhoseKeyGoesFailsOverToAnInSyncReplica) {
   EXPECT_GT(after.failover_since_ms, troupe::cluster::now_ms() - 10'000);
   EXPECT_LE(after.failover_since_ms, troupe::cluster::now_ms());
   // a's callback was told of it.
-  std::lock_guard guard{members["a"]->mtx};
-  bool told = false;
-  for (auto& r : members["a"]->told)
-    told |= r.partition == p && r.leader == expected && r.epoch == after.epoch;
-  EXPECT_TRUE(told);
+  EXPECT_TRUE(wait_until(
+    [&] {
+      std::lock_guard guard{members["a"]->mtx};
+      for (auto& r : members["a"]->told)
+        if (r.partition == p && r.leader == expected && r.epoch == after.epoch)
+          return true;
+      return false;
+    },
+    5s));
 }
 
 TEST_F(PartitionMap, NoUncleanElectionWhenTheWholeIsrIsGoneUntilOneReturns) {
@@ -409,6 +418,7 @@ TEST_F(PartitionMap, StaleIsrChangesAreRefused) {
   ASSERT_EQ(map("a").claim(p), "a");
   auto r = map("a").record(p);
   auto other = r.isr[1] == "a" ? r.isr[2] : r.isr[1];
+  ASSERT_TRUE(wait_until([&] { return map(other).record(p) == r; }, 5s));
   // Only the leader changes the ISR.
   EXPECT_EQ(map(other).shrink_isr(p, r.epoch, "a", "x").what,
             isr_result::kind::not_leader);
@@ -442,6 +452,8 @@ TEST_F(PartitionMap, StaleIsrChangesAreRefused) {
     wait_until([&] { return map("b").record(p).epoch > r.epoch; }, 5s));
   auto next = map("b").record(p);
   auto& leader = map(next.leader);
+  ASSERT_TRUE(
+    wait_until([&] { return leader.record(p).epoch == next.epoch; }, 5s));
   auto follower = next.isr[0] == next.leader ? next.isr[1] : next.isr[0];
   EXPECT_EQ(leader.shrink_isr(p, r.epoch, follower, "x").what,
             isr_result::kind::stale_epoch);
