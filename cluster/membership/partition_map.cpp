@@ -149,6 +149,8 @@ struct partition_map::impl {
 
   std::thread watcher;
   std::thread controller;
+  /// Whether the controller's last write failed (controller thread only).
+  bool failing = false;
 
   explicit impl(partition_map_options o)
       : opts(std::move(o)), client(opts.etcd), control_client(opts.etcd),
@@ -778,9 +780,14 @@ struct partition_map::impl {
         break;
       auto r = control_client.txn(c.cmp, c.ops, {});
       if (!r) {
-        warn("controller: " + c.what + ": not written: " + r.err.message);
+        // Once per outage: the pass is tried again every second.
+        if (!failing)
+          warn("controller: " + c.what
+               + ": not written (will retry): " + r.err.message);
+        failing = true;
         break;
       }
+      failing = false;
       if (!r->succeeded)
         continue; // the view was stale: the next pass sees it anew
       wrote = std::max(wrote, r->revision);
