@@ -9,9 +9,9 @@
 #include <algorithm>
 #include <condition_variable>
 #include <cstdio>
+#include <map>
 #include <mutex>
 #include <optional>
-#include <set>
 #include <thread>
 
 namespace troupe::cluster {
