@@ -198,6 +198,14 @@ std::vector<problem> check_cluster(const settings& s) {
     report("cluster.secret_file", "",
            "give the cluster secret once: cluster.secret "
            "(TROUPE_CLUSTER_SECRET) or cluster.secret_file, not both");
+  // A partition cannot have more in-sync copies than copies.
+  auto replication = s.get_int("cluster.replication");
+  auto min_insync = s.get_int("cluster.min_insync");
+  if (min_insync > replication)
+    report("cluster.min_insync", std::to_string(min_insync),
+           "must not exceed cluster.replication (" + std::to_string(replication)
+             + "): a partition cannot have more in-sync copies than "
+               "copies");
   return out;
 }
 

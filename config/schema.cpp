@@ -250,6 +250,19 @@ const std::vector<key_spec>& table() {
      "first member records it in etcd), and every member must give the "
      "same.",
      1, 256},
+    {"cluster", "replication", vk::integer, "3",
+     "Copies of each partition's journal, on as many members (fewer while "
+     "fewer members are up): its leader and followers.",
+     1, 7},
+    {"cluster", "min_insync", vk::integer, "2",
+     "In-sync copies a partition needs to take new submissions and "
+     "attempts; with fewer it refuses them and says why. At most "
+     "cluster.replication.",
+     1, 7},
+    {"cluster", "replica_lag", vk::duration, "2s",
+     "A follower this far behind its leader is dropped from the in-sync "
+     "replicas, and added back once it has caught up.",
+     50, 600'000},
     {"cluster", "lease_ttl", vk::duration, "5s",
      "TTL of the member's etcd lease, renewed every quarter of it: a member "
      "that stops renewing is gone from the cluster this long after. Whole "

@@ -13,7 +13,7 @@ troupe_add_tests(etcd_tls
   LABELS integration)
 
 troupe_add_tests(membership
-  SOURCES integration/membership_test.cpp integration/partition_table_test.cpp
+  SOURCES integration/membership_test.cpp integration/partition_map_test.cpp
           integration/failure_detector_test.cpp
   DEPS troupe_cluster_membership troupe_test_support
   LABELS integration)
@@ -61,7 +61,7 @@ troupe_add_tests(partition_agent
 # forwarded to it over the mesh; list is merged across members.
 troupe_add_tests(cluster_forward
   SOURCES e2e/cluster_forward_test.cpp
-  DEPS troupe_test_support troupe_frame_client troupe_runtime_auth
+  DEPS troupe_cluster_etcd troupe_test_support troupe_frame_client troupe_runtime_auth
        nlohmann_json::nlohmann_json
   LABELS "e2e;slow")
 target_compile_definitions(troupe_cluster_forward_tests PRIVATE

@@ -580,6 +580,10 @@ int run_node_start(const global_options& g, const node_start_options& o) {
       settings.get_duration("cluster.lease_ttl"));
     mo.partitions = partitions;
     mo.held_partitions = node->partitions_held(partitions);
+    // One replica, the leader's own store, until records are shipped to
+    // followers: a failover to a member without the runs would lose them.
+    // cluster.replication applies once the replicator is wired in.
+    mo.replication = 1;
     mo.info
       = [](const std::string& line) { runtime::log::info("cluster", line); };
     mo.warn

@@ -89,19 +89,19 @@ class coordinator {
   /// How many partitions the cluster's runs have.
   virtual uint32_t partition_count() const = 0;
 
-  /// The member owning partition `p` of the cluster's runs (see
+  /// The member owning (leading) partition `p` of the cluster's runs (see
   /// runtime/ids/partition.hpp) as far as this node knows now, or "" when
-  /// no member has claimed it. A node alone owns every partition.
+  /// it has no record yet. A node alone owns every partition.
   virtual std::string owner_of_partition(uint32_t p) const = 0;
 
-  /// Claims partition `p` for this node when no member owns it. May block
-  /// on the network: call it off the io_context thread. Returns the owner
-  /// afterwards (this node or another member), or "" when the cluster could
-  /// not be asked.
+  /// The owner of partition `p`, making its record first when it has none
+  /// (its leader is then the member rendezvous hashing ranks first). May
+  /// block on the network: call it off the io_context thread. Returns ""
+  /// when the cluster could not be asked.
   virtual std::string claim_partition(uint32_t p) const = 0;
 
-  /// The partitions this member owns, in order. A node alone lists none:
-  /// it owns them all.
+  /// The partitions this member owns (leads), in order. A node alone lists
+  /// none: it owns them all.
   virtual std::vector<uint32_t> owned_partitions() const = 0;
 };
 

@@ -726,6 +726,72 @@ result<txn_result> client::put_if_mod_revision(const std::string& key,
   return guarded_put(*impl_, compare, key, value, lease_id);
 }
 
+result<txn_reply> client::txn(const std::vector<compare>& compares,
+                              const std::vector<txn_op>& success,
+                              const std::vector<txn_op>& failure) {
+  auto cmp = json::array();
+  for (auto& c : compares) {
+    json j{{"key", b64_encode(c.key)}, {"result", "EQUAL"}};
+    auto v = std::to_string(c.value);
+    switch (c.what) {
+    case compare::target::mod:
+      j["target"] = "MOD";
+      j["mod_revision"] = v;
+      break;
+    case compare::target::version:
+      j["target"] = "VERSION";
+      j["version"] = v;
+      break;
+    case compare::target::create:
+      j["target"] = "CREATE";
+      j["create_revision"] = v;
+      break;
+    }
+    cmp.push_back(std::move(j));
+  }
+  auto ops = [](const std::vector<txn_op>& list) {
+    auto out = json::array();
+    for (auto& op : list) {
+      json k{{"key", b64_encode(op.key)}};
+      switch (op.what) {
+      case txn_op::type::put:
+        k["value"] = b64_encode(op.value);
+        if (op.lease != 0)
+          k["lease"] = std::to_string(op.lease);
+        out.push_back({{"request_put", k}});
+        break;
+      case txn_op::type::del:
+        out.push_back({{"request_delete_range", k}});
+        break;
+      case txn_op::type::get: out.push_back({{"request_range", k}}); break;
+      }
+    }
+    return out;
+  };
+  json body{
+    {"compare", cmp}, {"success", ops(success)}, {"failure", ops(failure)}};
+  auto r = impl_->call("/v3/kv/txn", body);
+  if (!r)
+    return r.err;
+  txn_reply out;
+  out.revision = header_revision(*r);
+  out.succeeded = r->value("succeeded", false);
+  auto& ran = out.succeeded ? success : failure;
+  out.got.resize(ran.size());
+  auto responses = r->find("responses");
+  if (responses != r->end() && responses->is_array())
+    for (size_t i = 0; i < ran.size() && i < responses->size(); ++i) {
+      if (ran[i].what != txn_op::type::get)
+        continue;
+      auto& one = (*responses)[i];
+      if (auto rr = one.find("response_range"); rr != one.end())
+        if (auto kvs = rr->find("kvs");
+            kvs != rr->end() && kvs->is_array() && !kvs->empty())
+          out.got[i] = to_kv(kvs->front());
+    }
+  return out;
+}
+
 result<lease> client::lease_grant(int64_t ttl_s) {
   auto r = impl_->call("/v3/lease/grant", {{"TTL", std::to_string(ttl_s)}});
   if (!r)

@@ -120,6 +120,36 @@ struct txn_result {
   std::optional<key_value> current;
 };
 
+/// One condition of a transaction: a key's mod revision, version or
+/// create revision equals `value` (0 for the latter two: the key is
+/// absent).
+struct compare {
+  enum class target { mod, version, create };
+  std::string key;
+  target what = target::mod;
+  int64_t value = 0;
+};
+
+/// One operation of a transaction: put (with a lease when not 0), delete,
+/// or read one key.
+struct txn_op {
+  enum class type { put, del, get };
+  type what = type::put;
+  std::string key;
+  std::string value;
+  int64_t lease = 0;
+};
+
+/// What a transaction did: whether every compare held (the success
+/// operations ran) or not (the failure ones did), the revision after it,
+/// and for each operation that ran, the key a get found (nothing for puts,
+/// deletes and absent keys).
+struct txn_reply {
+  bool succeeded = false;
+  int64_t revision = 0;
+  std::vector<std::optional<key_value>> got;
+};
+
 /// A granted lease.
 struct lease {
   int64_t id = 0;
@@ -191,6 +221,13 @@ class client {
                                          const std::string& value,
                                          int64_t mod_revision,
                                          int64_t lease_id = 0);
+
+  /// Runs `success` if every compare holds, else `failure`, atomically.
+  /// Retried across endpoints like every call: guard its writes with
+  /// compares so that a retry cannot apply them twice.
+  result<txn_reply> txn(const std::vector<compare>& compares,
+                        const std::vector<txn_op>& success,
+                        const std::vector<txn_op>& failure);
 
   /// Grants a lease of `ttl_s` seconds.
   result<lease> lease_grant(int64_t ttl_s);

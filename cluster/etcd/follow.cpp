@@ -35,6 +35,8 @@ void follow_prefix(client& c, const std::string& prefix, milliseconds resync,
       quiet_since = std::chrono::steady_clock::now();
       for (auto& ev : *got)
         h.apply(ev);
+      if (h.settled)
+        h.settled();
     }
     if (!h.watching(nullptr))
       return;

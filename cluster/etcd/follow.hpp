@@ -18,6 +18,10 @@ struct follow_handlers {
   std::function<void(const range_result&)> load;
   /// One change after the last load.
   std::function<void(const watch_event&)> apply;
+  /// After the changes of one watch answer were applied (etcd never splits
+  /// one revision's changes across answers, so a transaction's are all
+  /// applied by then); may be empty.
+  std::function<void()> settled;
   /// Told of the watch in use, so that another thread can cancel it, and
   /// of null once it ended. Returns false when the caller stops.
   std::function<bool(watch_stream*)> watching;
@@ -37,13 +41,15 @@ void follow_prefix(client& c, const std::string& prefix,
 /// follow_prefix for a follower that keeps, under its `mtx`, a `stopping`
 /// flag and the `watch` in use (cancelled by whoever sets `stopping`), and
 /// has `load(range_result)`, `apply(watch_event)` and `nap(d)` (false once
-/// stopping).
+/// stopping), and may have `settled()`.
 template<class Follower>
 void follow_prefix_into(Follower& f, client& c, const std::string& prefix,
                         std::chrono::milliseconds resync) {
   follow_handlers h;
   h.load = [&f](const range_result& r) { f.load(r); };
   h.apply = [&f](const watch_event& ev) { f.apply(ev); };
+  if constexpr (requires { f.settled(); })
+    h.settled = [&f] { f.settled(); };
   h.watching = [&f](watch_stream* w) {
     std::lock_guard guard{f.mtx};
     f.watch = f.stopping ? nullptr : w;

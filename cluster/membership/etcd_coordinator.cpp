@@ -63,8 +63,9 @@ struct etcd_coordinator::impl {
 
   std::thread renewer;
   std::thread watcher;
-  /// Who owns which partition; null when opts.partitions is 0.
-  std::unique_ptr<partition_table> partitions;
+  /// The partitions' records and the controller; null when
+  /// opts.partitions is 0. Last, so that it stops first.
+  std::unique_ptr<partition_map> partitions;
 
   explicit impl(membership_options o)
       : opts(std::move(o)), client(opts.etcd), renewals(renewal_options(opts)),
@@ -374,20 +375,27 @@ join_failure etcd_coordinator::join() {
   if (failed)
     return failed;
   if (impl_->opts.partitions > 0) {
-    partition_options po;
+    partition_map_options po;
     po.cluster = impl_->opts.cluster;
     po.member = impl_->opts.self.name;
     po.count = impl_->opts.partitions;
+    po.replication = impl_->opts.replication;
+    po.held = impl_->opts.held_partitions;
     po.etcd = impl_->opts.etcd;
     po.resync_interval = impl_->resync();
+    po.lease = [i = impl_.get()] {
+      std::lock_guard guard{i->mtx};
+      return i->live() ? i->lease : int64_t{0};
+    };
+    po.on_change = impl_->opts.on_partition_change;
     po.info = impl_->opts.info;
     po.warn = impl_->opts.warn;
-    auto table = std::make_unique<partition_table>(std::move(po));
-    if (auto why = table->start(impl_->opts.held_partitions); !why.empty()) {
+    auto map = std::make_unique<partition_map>(std::move(po));
+    if (auto why = map->start(); !why.empty()) {
       leave();
       return {join_failure::kind::refused, why};
     }
-    impl_->partitions = std::move(table);
+    impl_->partitions = std::move(map);
   }
   // The first view of the others, before anyone asks.
   if (auto all = impl_->client.range_prefix(impl_->prefix))
@@ -456,7 +464,7 @@ uint32_t etcd_coordinator::partition_count() const {
 }
 
 std::string etcd_coordinator::owner_of_partition(uint32_t p) const {
-  return impl_->partitions ? impl_->partitions->owner(p) : std::string{};
+  return impl_->partitions ? impl_->partitions->leader(p) : std::string{};
 }
 
 std::string etcd_coordinator::claim_partition(uint32_t p) const {
@@ -464,8 +472,11 @@ std::string etcd_coordinator::claim_partition(uint32_t p) const {
 }
 
 std::vector<uint32_t> etcd_coordinator::owned_partitions() const {
-  return impl_->partitions ? impl_->partitions->owned()
-                           : std::vector<uint32_t>{};
+  return impl_->partitions ? impl_->partitions->led() : std::vector<uint32_t>{};
+}
+
+partition_map* etcd_coordinator::partitions() const {
+  return impl_->partitions.get();
 }
 
 int64_t etcd_coordinator::lease_id() const {

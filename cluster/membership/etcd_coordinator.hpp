@@ -11,7 +11,7 @@
 
 #include "cluster/coordination/coordinator.hpp"
 #include "cluster/etcd/client.hpp"
-#include "cluster/membership/partition_table.hpp"
+#include "cluster/membership/partition_map.hpp"
 
 #include <chrono>
 #include <functional>
@@ -36,10 +36,16 @@ struct membership_options {
   /// Default: 10 s.
   std::chrono::milliseconds resync_interval{10'000};
   /// How many partitions the cluster's runs have (cluster.partitions); 0:
-  /// the member keeps no partition table (owns none, knows no owner).
+  /// the member keeps no partition map (leads none, knows no leader).
   uint32_t partitions = 0;
-  /// Partitions this member's store holds runs of: claimed when it joins.
+  /// Partitions this member's store holds runs of: led by it when they
+  /// have no record yet.
   std::vector<uint32_t> held_partitions;
+  /// Replicas per partition (cluster.replication).
+  uint32_t replication = 3;
+  /// Told of each partition whose record changed, on the partition map's
+  /// watch thread (see partition_map_options::on_change); may be empty.
+  std::function<void(const partition_record&)> on_partition_change;
   /// Where notices go (info and warnings); may be empty.
   std::function<void(const std::string&)> info;
   std::function<void(const std::string&)> warn;
@@ -91,6 +97,10 @@ class etcd_coordinator final : public coordinator {
   std::string owner_of_partition(uint32_t p) const override;
   std::string claim_partition(uint32_t p) const override;
   std::vector<uint32_t> owned_partitions() const override;
+
+  /// The partition records and the controller; null before join() or
+  /// without partitions.
+  partition_map* partitions() const;
 
   /// The key of `member` in `cluster`.
   static std::string member_key(const std::string& cluster,

@@ -1,5 +1,7 @@
 #include "cluster/membership/failure_detector.hpp"
 
+#include "cluster/membership/lease_election.hpp"
+
 #include <atomic>
 #include <condition_variable>
 #include <mutex>
@@ -23,11 +25,10 @@ struct failure_detector::impl {
   /// Members seen in the last look, and those whose key went since.
   std::map<std::string, member_info> last_seen;
   std::map<std::string, member_info> down;
-  std::string holder;
+  /// The detector's office: /troupe/<cluster>/detector.
+  lease_election election;
 
   // Only the thread touches these.
-  bool held = false;
-  int64_t held_lease = 0;
   clock::time_point next_elect{};
   clock::time_point next_check{};
   /// Suspects (name|incarnation) already revoked or found newer.
@@ -40,8 +41,8 @@ struct failure_detector::impl {
 
   impl(detector_options o, const etcd_coordinator& m,
        std::function<std::map<std::string, peer_link>()> l)
-      : opts(std::move(o)), membership(m), links(std::move(l)),
-        etcd(opts.etcd) {}
+      : opts(std::move(o)), membership(m), links(std::move(l)), etcd(opts.etcd),
+        election(detector_key(opts.cluster), opts.member) {}
 
   void say(const std::function<void(const std::string&)>& sink,
            const std::string& line) {
@@ -76,48 +77,9 @@ struct failure_detector::impl {
   /// Takes the detector key if nobody holds it and `contend`; learns who
   /// holds it either way.
   void elect(int64_t lease, bool contend) {
-    auto key = detector_key(opts.cluster);
-    if (!contend) {
-      auto r = etcd.get(key);
-      if (!r)
-        return;
-      held = false;
-      std::lock_guard guard{mtx};
-      holder = *r ? (*r)->value : std::string{};
-      return;
-    }
-    auto r = etcd.create_if_absent(key, opts.member, lease);
-    if (!r)
-      return;
-    std::string who;
-    if (r->succeeded) {
-      who = opts.member;
-    } else if (r->current) {
-      who = r->current->value;
-      if (who == opts.member && r->current->lease != lease)
-        who.clear(); // our old lease's key, about to go with that lease
-    }
-    bool now_held = who == opts.member;
-    if (now_held && !held)
-      say(opts.info,
-          "elected as the cluster's failure detector (key " + key + ")");
-    held = now_held;
-    held_lease = now_held ? lease : 0;
-    std::lock_guard guard{mtx};
-    holder = who;
-  }
-
-  /// Checks that the detector key is still ours.
-  void check_held() {
-    auto r = etcd.get(detector_key(opts.cluster));
-    if (!r)
-      return;
-    bool ours = *r && (*r)->value == opts.member && (*r)->lease == held_lease;
-    if (!ours) {
-      held = false;
-      std::lock_guard guard{mtx};
-      holder = *r ? (*r)->value : std::string{};
-    }
+    if (election.elect(etcd, lease, contend))
+      say(opts.info, "elected as the cluster's failure detector (key "
+                       + election.key() + ")");
   }
 
   /// Revokes `name`'s lease if its key still holds `incarnation`.
@@ -174,7 +136,7 @@ struct failure_detector::impl {
     auto lease = membership.lease_id();
     auto now = clock::now();
     if (lease == 0) {
-      held = false;
+      election.drop();
       return;
     }
     // Only a member linked to another (or alone) stands for detector: one
@@ -185,15 +147,11 @@ struct failure_detector::impl {
     for (auto& [name, link] : all)
       connected += link.state == "connected" ? 1 : 0;
     bool contend = connected > 0 || all.empty();
-    if (!held || held_lease != lease) {
+    if (!election.held(lease)) {
       if (now >= next_elect) {
         // Often while nobody is known to hold the key; else once a second
         // (a holder that died is revoked or expires, and the key with it).
-        std::string who;
-        {
-          std::lock_guard guard{mtx};
-          who = holder;
-        }
+        auto who = election.holder();
         next_elect = now
                      + (who.empty() ? std::chrono::milliseconds{250}
                                     : std::chrono::milliseconds{1000});
@@ -201,7 +159,7 @@ struct failure_detector::impl {
       }
     } else if (now >= next_check) {
       next_check = now + std::chrono::seconds{1};
-      check_held();
+      election.check(etcd);
     }
     // Suspicions count when they arose while this registration was held
     // and not just after this member was paused; none while every link is
@@ -226,21 +184,17 @@ struct failure_detector::impl {
     }
     if (suspects.empty())
       return;
-    if (held) {
+    if (election.held(lease)) {
       for (auto& [name, incarnation] : suspects)
         revoke(name, incarnation);
       return;
     }
-    std::string who;
-    {
-      std::lock_guard guard{mtx};
-      who = holder;
-    }
+    auto who = election.holder();
     if (who.empty() && now >= next_elect) {
       // Nobody seems to hold the key: it may have gone with a dead holder.
       next_elect = now + std::chrono::milliseconds{250};
       elect(lease, contend);
-      if (held) {
+      if (election.held(lease)) {
         for (auto& [name, incarnation] : suspects)
           revoke(name, incarnation);
         return;
@@ -358,8 +312,7 @@ std::vector<member_info> failure_detector::members() const {
 
 self_status failure_detector::self() const {
   auto s = impl_->membership.self();
-  std::lock_guard guard{impl_->mtx};
-  s.detector = impl_->holder;
+  s.detector = impl_->election.holder();
   return s;
 }
 

@@ -5,6 +5,7 @@
 // so and their watches end, and a killed requester's watches end on the
 // owner; a bad forwarded request gets the owner's typed error.
 
+#include "cluster/etcd/client.hpp"
 #include "tests/support/cluster_fixture.hpp"
 #include "tests/support/frame_client.hpp"
 #include "tests/support/net.hpp"
@@ -254,6 +255,40 @@ TEST_F(ClusterForward, AKeyedSubmitGoesToTheMemberOwningItsKeysPartition) {
     EXPECT_EQ(metric(name, forwarded("sent", "submit")), 1) << name;
   }
   EXPECT_EQ(metric("m2", forwarded("served", "submit")), 2);
+}
+
+TEST_F(ClusterForward, EveryMemberSendsAKeyedSubmitToTheLeaderEtcdRecords) {
+  three_linked();
+  if (HasFatalFailure())
+    return;
+  auto quick = workflow("quick", "true");
+  troupe::cluster::etcd::client c{{{etcd->url()}}};
+  std::set<std::string> leaders_seen;
+  for (int i = 0; i < 6; ++i) {
+    auto key = "invoice-" + std::to_string(i);
+    // Made on first use, through m1.
+    auto run = submit("m1", quick, {"--idempotency-key", key});
+    ASSERT_FALSE(run.empty());
+    auto p = std::stoul(run.substr(13, 2), nullptr, 16) % 64;
+    char digits[8];
+    std::snprintf(digits, sizeof digits, "%04lu", p);
+    auto leader
+      = c.get(std::string{"/troupe/c1/partition/"} + digits + "/leader");
+    ASSERT_TRUE(leader && leader->has_value()) << p;
+    auto owner = (*leader)->value;
+    leaders_seen.insert(owner);
+    // Every member agrees: the leader serves it itself, the others send it
+    // there, and all answer the same run.
+    for (auto name : {"m1", "m2", "m3"}) {
+      auto sent = metric(name, forwarded("sent", "submit"));
+      auto j = cli_json(name, {"submit", quick, "--idempotency-key", key});
+      EXPECT_EQ(j.value("run_id", ""), run) << name << ": " << j;
+      EXPECT_EQ(metric(name, forwarded("sent", "submit")),
+                sent + (name == owner ? 0 : 1))
+        << name << " for " << key << " led by " << owner;
+    }
+  }
+  EXPECT_GE(leaders_seen.size(), 2u);
 }
 
 TEST_F(ClusterForward, AKilledOwnersRunsSayItIsDownAndTheirWatchesEnd) {

@@ -191,6 +191,17 @@ TEST_F(Cluster, BadClusterConfigurationExitsTwoNamingTheKey) {
   EXPECT_TRUE(contains(partitions.err, "cluster.partitions = \"300\": must "
                                        "be from 1 to 256"))
     << partitions.err;
+  auto insync
+    = troupe({"node", "start", "--data-dir", data, "--listen", "127.0.0.1:0",
+              "--cluster", "c1", "--etcd", "http://127.0.0.1:2379", "--set",
+              "cluster.min_insync=4", "--set", "cluster.replica_lag=1h"});
+  EXPECT_EQ(insync.exit_code, 2) << insync.err;
+  EXPECT_TRUE(contains(insync.err, "cluster.min_insync = \"4\": must not "
+                                   "exceed cluster.replication (3)"))
+    << insync.err;
+  EXPECT_TRUE(contains(insync.err, "cluster.replica_lag = \"1h\": must be "
+                                   "from"))
+    << insync.err;
   // Nothing was started or created.
   EXPECT_FALSE(std::filesystem::exists(data));
 }
@@ -855,17 +866,25 @@ TEST_F(Steps, RunsSubmittedToAMemberLiveInPartitionsItOwns) {
         << r.out;
       submitted_to[id[0].str()] = name;
     }
-  // Who owns what, as etcd has it.
+  // Who leads what, as etcd has it: the partitions' leader keys, and
+  // their mod_revisions (the epochs).
   troupe::cluster::etcd::client c{{{etcd->url()}}};
-  auto owners = [&] {
-    std::map<uint32_t, std::string> out;
-    auto all = c.range_prefix("/troupe/c1/partitions/");
+  auto leaders = [&] {
+    std::map<uint32_t, std::pair<std::string, int64_t>> out;
+    auto all = c.range_prefix("/troupe/c1/partition/");
     EXPECT_TRUE(all) << all.err.message;
     for (auto& kv :
          all ? all->kvs : std::vector<troupe::cluster::etcd::key_value>{})
-      out[static_cast<uint32_t>(
-        std::stoul(kv.key.substr(kv.key.rfind('/') + 1)))]
-        = json::parse(kv.value).value("member", "");
+      if (kv.key.ends_with("/leader"))
+        out[static_cast<uint32_t>(std::stoul(
+          kv.key.substr(std::string{"/troupe/c1/partition/"}.size(), 4)))]
+          = {kv.value, kv.mod_revision};
+    return out;
+  };
+  auto owners = [&] {
+    std::map<uint32_t, std::string> out;
+    for (auto& [p, leader] : leaders())
+      out[p] = leader.first;
     return out;
   };
   auto before = owners();
@@ -882,12 +901,24 @@ TEST_F(Steps, RunsSubmittedToAMemberLiveInPartitionsItOwns) {
       = static_cast<uint32_t>(std::stoul(id.substr(13, 2), nullptr, 16)) % 64;
     EXPECT_EQ(before[p], name) << id;
   }
-  // Killed and started again on its data dir, m1 owns the same partitions
-  // and claims no more.
+  // Killed and started again on its data dir, m1 leads the same partitions
+  // and takes no more; nobody else took them meanwhile (one replica: no
+  // in-sync copy elsewhere), and it leads them at a new epoch.
+  auto epochs = leaders();
   members["m1"].proc->signal(SIGKILL);
   members["m1"].proc->wait(10s);
   join("m1");
   EXPECT_EQ(owners(), before);
+  EXPECT_TRUE(wait_until(
+    [&] {
+      auto now = leaders();
+      for (auto& [p, leader] : now)
+        if (leader.first == "m1" && leader.second <= epochs[p].second)
+          return false;
+      return true;
+    },
+    10s))
+    << all_logs();
   for (auto& [id, name] : submitted_to) {
     if (name != "m1")
       continue;

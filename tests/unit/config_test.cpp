@@ -299,6 +299,35 @@ TEST_F(ConfigTest, ClusterSectionIsCheckedKeyByKey) {
   EXPECT_EQ(text.find("hunter2"), std::string::npos) << text;
 }
 
+TEST_F(ConfigTest, ReplicationKeysAreCheckedAndMinInsyncNeverExceedsR) {
+  auto r = load_now();
+  ASSERT_TRUE(r.ok()) << all(r);
+  EXPECT_EQ(r.effective.get_int("cluster.replication"), 3);
+  EXPECT_EQ(r.effective.get_int("cluster.min_insync"), 2);
+  EXPECT_EQ(r.effective.get_duration("cluster.replica_lag"),
+            std::chrono::milliseconds{2000});
+  opts.flags = {{"--set", "cluster.replication", "8"},
+                {"--set", "cluster.min_insync", "0"},
+                {"--set", "cluster.replica_lag", "10ms"}};
+  r = load_now();
+  auto text = all(r);
+  for (auto needle : {"cluster.replication = \"8\": must be from 1 to 7",
+                      "cluster.min_insync = \"0\": must be from 1 to 7",
+                      "cluster.replica_lag = \"10ms\": must be from"})
+    EXPECT_NE(text.find(needle), std::string::npos) << needle << "\n" << text;
+  opts.flags = {{"--set", "cluster.replication", "2"},
+                {"--set", "cluster.min_insync", "3"}};
+  r = load_now();
+  ASSERT_EQ(r.problems.size(), 1u) << all(r);
+  EXPECT_NE(all(r).find("cluster.min_insync = \"3\": must not exceed "
+                        "cluster.replication (2)"),
+            std::string::npos)
+    << all(r);
+  opts.flags = {{"--set", "cluster.replication", "1"},
+                {"--set", "cluster.min_insync", "1"}};
+  EXPECT_TRUE(load_now().ok());
+}
+
 TEST_F(ConfigTest, AClusterNeedsEtcdAndEtcdNeedsACluster) {
   opts.flags = {{"--cluster", "cluster.name", "prod"}};
   auto r = load_now();
