@@ -3,11 +3,15 @@
 // partition's record {leader, epoch, isr, replicas} and tells the members,
 // as the controller in etcd does; it acts on the ISR changes they ask for.
 
+#include "cluster/mesh/mesh.hpp"
+#include "cluster/replication/mesh_transport.hpp"
 #include "cluster/replication/replicator.hpp"
 #include "persistence/journal_store.hpp"
 #include "persistence/rocksdb/partition_log.hpp"
 #include "tests/support/temp_dir.hpp"
 
+#include <caf/actor_system.hpp>
+#include <caf/actor_system_config.hpp>
 #include <gtest/gtest.h>
 #include <rocksdb/db.h>
 
@@ -561,6 +565,122 @@ TEST_F(ReplicatorTest, MalformedMessagesAreDroppedWithAWarning) {
   }
   // The partition still replicates.
   EXPECT_EQ(append("a", submit("r1-a")).get(), "");
+}
+
+/// One member of a two-member cluster in this process: its own actor
+/// system with the middleman, the mesh, a store and a replicator on the
+/// mesh transport.
+struct mesh_member {
+  std::string name;
+  caf::actor_system_config cfg;
+  std::unique_ptr<caf::actor_system> sys;
+  std::unique_ptr<journal_store> store;
+  records_hook hook;
+  std::unique_ptr<mesh_transport> transport;
+  std::unique_ptr<troupe::cluster::mesh> mesh;
+  std::unique_ptr<replicator> repl;
+
+  mesh_member(std::string n, const std::string& path) : name(std::move(n)) {
+    troupe::cluster::configure_mesh(cfg, 200ms, 2s);
+    cfg.set("scheduler.max-threads", 2);
+    sys = std::make_unique<caf::actor_system>(cfg);
+    journal_store::options opts;
+    opts.path = path;
+    opts.replication.partitions = partitions;
+    opts.replication.partition_of = test_partition;
+    opts.replication.on_records = hook.callback();
+    std::string error;
+    store = journal_store::open(opts, error);
+    EXPECT_TRUE(store) << error;
+    transport = std::make_unique<mesh_transport>(
+      *sys, name, [this](const std::string& member) {
+        return mesh ? mesh->peer(member) : caf::actor{};
+      });
+    troupe::cluster::mesh_options mo;
+    mo.cluster = "c1";
+    mo.member = name;
+    mo.secret = "replication test secret";
+    mo.replicator = transport->actor();
+    mesh = std::make_unique<troupe::cluster::mesh>(*sys, mo);
+    auto why = mesh->listen();
+    EXPECT_EQ(why, "");
+  }
+
+  void replicate() {
+    replicator_options ro;
+    ro.member = name;
+    ro.min_insync = 2;
+    ro.heartbeat = 20ms;
+    ro.retry = 100ms;
+    repl = std::make_unique<replicator>(*store, *transport, ro);
+    hook.attach(repl.get());
+    transport->attach(repl.get());
+  }
+
+  void close() {
+    hook.attach(nullptr);
+    if (transport)
+      transport->attach(nullptr);
+    repl.reset();
+    if (mesh)
+      mesh->stop();
+    store.reset();
+  }
+
+  ~mesh_member() {
+    close();
+    transport.reset();
+    mesh.reset();
+    sys.reset();
+  }
+};
+
+TEST(ReplicationMesh, TwoMembersReplicateThroughTheMeshOfTwoActorSystems) {
+  temp_dir dir;
+  auto a = std::make_unique<mesh_member>("a", (dir.path() / "a").string());
+  auto b = std::make_unique<mesh_member>("b", (dir.path() / "b").string());
+  auto info = [](const mesh_member& m) {
+    troupe::cluster::member_info i;
+    i.name = m.name;
+    i.incarnation = m.name + "-1";
+    i.peer_address = "127.0.0.1:" + std::to_string(m.mesh->port());
+    return i;
+  };
+  std::vector<troupe::cluster::member_info> listed = {info(*a), info(*b)};
+  for (auto* m : {a.get(), b.get()})
+    m->mesh->start([listed] { return listed; }, [m] { return m->name + "-1"; });
+  ASSERT_TRUE(eventually([&] {
+    auto la = a->mesh->links(), lb = b->mesh->links();
+    return la["b"].state == "connected" && lb["a"].state == "connected";
+  }))
+    << "the two members did not link";
+  a->replicate();
+  b->replicate();
+  for (auto* m : {a.get(), b.get()})
+    m->repl->assign(1, "a", 1, {"a", "b"}, {"a", "b"});
+  ASSERT_TRUE(eventually([&] { return a->repl->writable(1).writable; }))
+    << a->repl->writable(1).reason;
+  std::vector<answer> answers;
+  for (int i = 0; i < 10; ++i) {
+    answer x;
+    a->store->append(i == 0 ? submit("r1-m") : step("r1-m", i), x.callback());
+    answers.push_back(x);
+  }
+  for (auto& x : answers)
+    EXPECT_EQ(x.get(), "");
+  EXPECT_EQ(b->store->log_state(1)->log_end, a->store->log_state(1)->log_end);
+  EXPECT_TRUE(eventually([&] {
+    return b->store->log_state(1)->committed
+           == a->store->log_state(1)->committed;
+  }));
+  EXPECT_GT(b->repl->counters().messages_received, 0u);
+  a->close();
+  b->close();
+  auto want = applied_state((dir.path() / "a").string());
+  EXPECT_GT(want.size(), 3u);
+  EXPECT_EQ(applied_state((dir.path() / "b").string()), want);
+  a.reset();
+  b.reset();
 }
 
 } // namespace
