@@ -309,6 +309,17 @@ class engine {
     if (!contains(replicas, self)) {
       if (epoch > ps.epoch)
         (void)store_.fence(p, epoch);
+      // No longer a replica: what this member recorded and did not see
+      // committed is not its to keep (the replicas hold what was), and the
+      // appends waiting on it fail rather than wait for ever.
+      if (auto ls = store_.log_state(p); ls && ls->log_end > ls->committed) {
+        auto r = store_.truncate(p, ls->committed);
+        if (r.ok())
+          st_.counters.truncated += ls->log_end - ls->committed;
+        else
+          warn("cannot truncate partition " + std::to_string(p) + ": "
+               + r.message);
+      }
       auto deposed = ps.deposed;
       ps = state::partition{};
       ps.deposed = deposed;
@@ -370,6 +381,9 @@ class engine {
     warn(ps.deposed);
     ps.as = role::none;
     ps.epoch = newer;
+    // Who leads now is for the controller (or the new leader's first
+    // shipment) to say.
+    ps.leader.clear();
     ps.followers.clear();
     ps.written.clear();
     ++st_.counters.deposed;
@@ -603,8 +617,9 @@ class engine {
       return;
     }
     if (ps.synced_epoch != s.epoch) {
-      // Not truncated yet: the answer to our question comes first.
-      if (!ps.asking)
+      // Not truncated yet: the answer to our question comes first (asked
+      // again if the leader did not lead yet when first asked).
+      if (!ps.asking || clock::now() - ps.asked_at >= opts_.heartbeat)
         ask_end(p, ps);
       return;
     }

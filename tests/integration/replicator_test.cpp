@@ -547,6 +547,34 @@ TEST_F(ReplicatorTest, ADeposedLeaderIsRefusedStopsAndLosesItsTail) {
   expect_identical(1, "b");
 }
 
+TEST_F(ReplicatorTest, ADeposedLeaderNoLongerAReplicaFailsItsPendingAppends) {
+  three(1, "a", 1);
+  act_on_isr = false;
+  EXPECT_EQ(append("a", submit("r1-a")).get(), "");
+  net.isolate("a");
+  {
+    std::lock_guard lock{mu};
+    members["a"].blind = true;
+  }
+  auto lost = append("a", submit("r1-lost"));
+  EXPECT_TRUE(eventually([&] { return log_end("a", 1) == 2; }));
+  // The partition moves to b and c alone.
+  set(1, {"b", 2, {"b", "c"}, {"b", "c"}});
+  EXPECT_FALSE(lost.ready());
+  {
+    std::lock_guard lock{mu};
+    members["a"].blind = false;
+  }
+  publish(1);
+  auto why = lost.get();
+  EXPECT_NE(why, "");
+  EXPECT_NE(why, "(no answer)");
+  EXPECT_EQ(log_end("a", 1), 1u);
+  EXPECT_TRUE(eventually([&] { return !repl("a").writable(1).writable; }));
+  EXPECT_TRUE(
+    journal_store::is_not_leader(append("a", submit("r1-refused")).get()));
+}
+
 TEST_F(ReplicatorTest, MalformedMessagesAreDroppedWithAWarning) {
   three();
   auto before = repl("b").counters().malformed;
