@@ -169,8 +169,10 @@ struct replicator::state {
     clock::time_point last_sent{};
     /// When it last answered.
     clock::time_point acked_at{};
-    /// When log_end last grew (or the follower was first heard of).
-    clock::time_point progress_at{};
+    /// Whether a shipment of records is on its way, unanswered: one at a
+    /// time per partition and follower (what was written meanwhile goes in
+    /// the next), so that a slow follower is never flooded.
+    bool in_flight = false;
     clock::time_point shrink_asked{};
     clock::time_point expand_asked{};
     bool shrink_pending = false;
@@ -289,14 +291,11 @@ class engine {
         if (m != self && !ps.followers.contains(m)) {
           auto& f = ps.followers[m];
           f.next = ps.log_end + 1;
-          f.progress_at = now;
         }
       for (auto& [m, f] : ps.followers) {
         // The controller answered: ask again only if still needed.
         f.shrink_pending = f.shrink_pending && contains(ps.isr, m);
         f.expand_pending = f.expand_pending && !contains(ps.isr, m);
-        if (contains(ps.isr, m) && f.log_end < ps.log_end)
-          f.progress_at = std::max(f.progress_at, now);
       }
       // Heartbeats now: followers learn the epoch and truncate.
       for (const auto& [m, f] : ps.followers)
@@ -417,10 +416,7 @@ class engine {
             state::follower& f) {
     // Records go only to a follower that answered at this epoch: its log is
     // then a prefix of ours, truncated by KIP-101. Others get heartbeats.
-    if (!f.known || f.next > ps.log_end)
-      return;
-    uint64_t limit = f.log_end + opts_.max_in_flight;
-    if (f.next > limit)
+    if (!f.known || f.in_flight || f.next > ps.log_end)
       return;
     if (st_.outbox[m].record_bytes >= opts_.max_message_bytes)
       flush(m);
@@ -435,8 +431,6 @@ class engine {
              + std::to_string(f.next) + " for " + m + ": " + r.message);
       return;
     }
-    while (!records.empty() && records.back().offset > limit)
-      records.pop_back();
     if (records.empty())
       return;
     auto& w = entry(m, kind::ship);
@@ -454,6 +448,7 @@ class engine {
     st_.counters.records_shipped += records.size();
     f.next = records.back().offset + 1;
     f.shipped_at = f.last_sent = clock::now();
+    f.in_flight = true;
     st_.shipped.emplace(m, p);
   }
 
@@ -533,10 +528,21 @@ class engine {
     st_.dirty.insert(a.partition);
     switch (a.code) {
     case plog_errc::ok:
-      if (!fs.known || a.log_end > fs.log_end)
-        fs.progress_at = now;
-      if (!fs.known)
+      if (!fs.known) {
+        // Its first answer at this epoch (after its truncation): ship from
+        // its end.
         fs.next = a.log_end + 1;
+        fs.in_flight = false;
+      } else if (a.log_end + 1 >= fs.next) {
+        // It has all that was shipped.
+        fs.in_flight = false;
+      } else if (!fs.in_flight) {
+        // Nothing on its way, and it lacks what it was sent (it lost an
+        // unsynced tail): ship again from its end. While a shipment is on
+        // its way, an answer to an earlier message says nothing of it
+        // (messages keep their order); the retry timer covers its loss.
+        fs.next = a.log_end + 1;
+      }
       fs.known = true;
       fs.log_end = a.log_end;
       if (fs.next <= a.log_end)
@@ -545,17 +551,21 @@ class engine {
     case plog_errc::gap:
       // Records were lost on the way: ship again from what it expects.
       fs.known = true;
+      fs.in_flight = false;
       fs.log_end = a.log_end;
       fs.next = a.offset;
       break;
     case plog_errc::diverged:
       // It truncates again (it asked already): wait for its answer.
       fs.known = false;
+      fs.in_flight = false;
       break;
     default:
       warn("member " + from + " refused partition "
            + std::to_string(a.partition)
            + "'s records: " + std::string{persistence::to_string(a.code)});
+      fs.in_flight = false;
+      fs.next = fs.log_end + 1;
       break;
     }
     ship(a.partition, ps, from, fs);
@@ -706,10 +716,12 @@ class engine {
       if (ps.as != role::leader)
         continue;
       for (auto& [m, f] : ps.followers) {
-        // A shipment that made no progress: lost; ship again.
-        if (f.known && f.next > f.log_end + 1
-            && now - std::max(f.progress_at, f.shipped_at) >= opts_.retry)
+        // A shipment not answered in time: lost; ship again from what the
+        // follower acknowledged.
+        if (f.in_flight && now - f.shipped_at >= opts_.retry) {
+          f.in_flight = false;
           f.next = f.log_end + 1;
+        }
         ship(p, ps, m, f);
         if (now - f.last_sent >= opts_.heartbeat)
           heartbeat(p, ps, m);
@@ -770,15 +782,20 @@ class engine {
     return out.body;
   }
 
-  void flush(const std::string& to) {
+  /// Sends what is queued for `to`. By value: `to` may be the outbox's own
+  /// key, which goes with its entry.
+  void flush(std::string to) {
     auto i = st_.outbox.find(to);
-    if (i == st_.outbox.end() || i->second.count == 0)
+    if (i == st_.outbox.end())
       return;
+    auto count = i->second.count;
     writer msg;
     msg.u8(wire_version);
-    msg.u32(i->second.count);
+    msg.u32(count);
     msg.out += i->second.body.out;
     st_.outbox.erase(i);
+    if (count == 0)
+      return;
     ++st_.counters.messages_sent;
     net_.send(to, std::move(msg.out));
   }

@@ -62,11 +62,10 @@ struct replicator_options {
   /// again (a lost message). Default: 300 ms.
   std::chrono::milliseconds retry{300};
   /// Most record bytes in one message to one member; a batch over it goes
-  /// in several. Default: 1 MiB.
+  /// in several. A follower has at most one shipment per partition on its
+  /// way (what is written meanwhile goes in the next), so this also bounds
+  /// what a slow follower is sent ahead. Default: 1 MiB.
   size_t max_message_bytes = size_t{1} << 20;
-  /// Most records shipped to a follower ahead of what it acknowledged,
-  /// per partition. Default: 4096.
-  uint64_t max_in_flight = 4096;
 
   /// Asks the controller to drop `member` from partition `partition`'s
   /// ISR at `epoch` (a guarded transaction), saying why. Called on the
