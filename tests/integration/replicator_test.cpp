@@ -420,6 +420,14 @@ TEST_F(ReplicatorTest, AFollowerThatLagsMoreThanReplicaLagIsShrunk) {
   net.cut("a", "c");
   auto began = std::chrono::steady_clock::now();
   auto a = append("a", step("r1-a", 1));
+  // The lag shows, in records and time, before c is dropped.
+  EXPECT_TRUE(eventually([&] {
+    auto m = repl("a").metrics(1);
+    for (const auto& f : m ? m->followers : std::vector<follower_metrics>{})
+      if (f.member == "c" && f.lag_records == 1 && f.lag_ms >= 100)
+        return m->max_lag_records == 1 && m->waiting == 1;
+    return false;
+  }));
   // Not answered while c is in the ISR; answered once it is dropped.
   EXPECT_EQ(a.get(), "");
   EXPECT_GE(std::chrono::steady_clock::now() - began, 300ms);
