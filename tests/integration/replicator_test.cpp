@@ -583,6 +583,21 @@ TEST_F(ReplicatorTest, ADeposedLeaderNoLongerAReplicaFailsItsPendingAppends) {
     journal_store::is_not_leader(append("a", submit("r1-refused")).get()));
 }
 
+TEST_F(ReplicatorTest, DelayedMessagesStillReplicateInOrder) {
+  three();
+  // Everything a sends b arrives 150 ms late (and in order).
+  net.delay("a", "b", 150ms);
+  std::vector<answer> answers;
+  answers.push_back(append("a", submit("r1-a")));
+  for (int i = 1; i < 30; ++i)
+    answers.push_back(append("a", step("r1-a", i)));
+  for (auto& x : answers)
+    EXPECT_EQ(x.get(), "");
+  EXPECT_EQ(log_end("b", 1), log_end("a", 1));
+  EXPECT_EQ(net.dropped(), 0u);
+  expect_identical(1, "a");
+}
+
 TEST_F(ReplicatorTest, MalformedMessagesAreDroppedWithAWarning) {
   three();
   auto before = repl("b").counters().malformed;
