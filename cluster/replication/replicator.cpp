@@ -36,8 +36,9 @@ enum class kind : uint8_t {
   /// Follower -> leader: u32 partition, u64 leader epoch, u64 the
   /// follower's last epoch (KIP-101's question).
   ask_end = 3,
-  /// Leader -> follower: u32 partition, u64 leader epoch, u8 code, u64 end
-  /// offset of the asked epoch in the leader's log.
+  /// Leader -> follower: u32 partition, u64 leader epoch, u8 code, u64 the
+  /// largest epoch of the leader's log not newer than the one asked, u64
+  /// the end offset of that epoch in the leader's log (KIP-279's answer).
   end = 4,
 };
 
@@ -123,6 +124,7 @@ struct end_entry {
   uint32_t partition = 0;
   uint64_t epoch = 0;
   plog_errc code = plog_errc::ok;
+  uint64_t answer_epoch = 0;
   uint64_t end_offset = 0;
 };
 
@@ -577,11 +579,21 @@ class engine {
     if (i == st_.parts.end() || i->second.as != role::leader
         || i->second.epoch != q.epoch)
       return;
-    auto r = store_.end_offset_for_epoch(q.partition, q.last_epoch);
+    // The largest epoch we wrote in that is not newer than the follower's
+    // last: an epoch only the follower has (it led alone) is answered with
+    // the one before it, and the follower truncates to the smaller end of
+    // that epoch in both logs (KIP-279).
+    uint64_t answer = 0;
+    if (auto ls = store_.log_state(q.partition))
+      for (const auto& [epoch, first] : ls->epochs)
+        if (epoch <= q.last_epoch)
+          answer = epoch;
+    auto r = store_.end_offset_for_epoch(q.partition, answer);
     auto& w = entry(from, kind::end);
     w.u32(q.partition);
     w.u64(q.epoch);
     w.u8(static_cast<uint8_t>(r.code));
+    w.u64(answer);
     w.u64(r.offset);
   }
 
@@ -644,7 +656,10 @@ class engine {
           ask_end(p, ps);
         }
         ack(from, p, s.epoch, r.code, r.offset, r.epoch);
-        commit_to(p, s.committed);
+        // A prefix of the leader's log is committed as far as it goes; a
+        // diverged one waits for its truncation.
+        if (r.code != plog_errc::diverged)
+          commit_to(p, s.committed);
         return;
       }
       log_end = std::max(log_end, offset);
@@ -685,8 +700,21 @@ class engine {
     auto ls = store_.log_state(e.partition);
     if (!ls)
       return;
-    // KIP-101: keep what the leader has of our last epoch, drop the rest.
+    // KIP-101: keep what the leader has of our last epoch, drop the rest;
+    // if the leader answered for an older epoch (ours it never had), keep
+    // only what both logs hold of that one.
     auto cut = std::min(e.end_offset, ls->log_end);
+    uint64_t ours = ls->epochs.empty() ? 0 : ls->epochs.back().first;
+    if (e.answer_epoch < ours) {
+      auto own = store_.end_offset_for_epoch(e.partition, e.answer_epoch);
+      if (!own.ok()) {
+        warn("cannot find where epoch " + std::to_string(e.answer_epoch)
+             + " ends in partition " + std::to_string(e.partition) + ": "
+             + own.message);
+        return;
+      }
+      cut = std::min(cut, own.offset);
+    }
     if (cut < ls->log_end) {
       auto r = store_.truncate(e.partition, cut);
       if (!r.ok()) {
@@ -865,6 +893,7 @@ class engine {
           e.partition = r.u32("partition");
           e.epoch = r.u64("epoch");
           e.code = code_of(r.u8("code"));
+          e.answer_epoch = r.u64("answer epoch");
           e.end_offset = r.u64("end offset");
           ends.push_back(e);
           break;

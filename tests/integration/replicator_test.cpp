@@ -555,6 +555,47 @@ TEST_F(ReplicatorTest, ADeposedLeaderIsRefusedStopsAndLosesItsTail) {
   expect_identical(1, "b");
 }
 
+TEST_F(ReplicatorTest, AnEpochOnlyOneReplicaHadIsTruncatedToTheEpochBefore) {
+  three(1, "a", 1);
+  act_on_isr = false;
+  EXPECT_EQ(append("a", submit("r1-a")).get(), "");
+  EXPECT_TRUE(eventually([&] { return committed("b", 1) == 1; }));
+  auto blind = [&](const std::string& m, bool on) {
+    std::lock_guard lock{mu};
+    members[m].blind = on;
+    net.isolate(m, on);
+  };
+  // c gets record 2 of epoch 1 (x), b does not.
+  net.cut("a", "b");
+  auto x = append("a", step("r1-a", 1));
+  EXPECT_TRUE(eventually([&] { return log_end("c", 1) == 2; }));
+  // b leads epoch 2 alone, cut off: it records y at offset 2.
+  blind("a", true);
+  blind("c", true);
+  set(1, {"b", 2, {"b", "c"}, {"a", "b", "c"}});
+  ASSERT_TRUE(eventually([&] { return repl("b").writable(1).writable; }));
+  auto y = append("b", step("r1-a", 1));
+  EXPECT_TRUE(eventually([&] { return log_end("b", 1) == 2; }));
+  // c leads epoch 3 with a; b is away.
+  blind("b", true);
+  blind("a", false);
+  blind("c", false);
+  net.cut("a", "b", false);
+  set(1, {"c", 3, {"c", "a"}, {"a", "b", "c"}});
+  ASSERT_TRUE(eventually([&] { return repl("c").writable(1).writable; }));
+  EXPECT_EQ(append("c", step("r1-a", 2)).get(), "");
+  EXPECT_EQ(x.get(), "") << "x was held by c and a, and committed with them";
+  // b comes back: c never had epoch 2, so b keeps only what both logs hold
+  // of epoch 1 (offset 1), and y fails.
+  blind("b", false);
+  publish(1);
+  auto why = y.get();
+  EXPECT_NE(why, "");
+  EXPECT_NE(why, "(no answer)");
+  EXPECT_TRUE(eventually([&] { return log_end("b", 1) == log_end("c", 1); }));
+  expect_identical(1, "c");
+}
+
 TEST_F(ReplicatorTest, ADeposedLeaderNoLongerAReplicaFailsItsPendingAppends) {
   three(1, "a", 1);
   act_on_isr = false;
