@@ -3,9 +3,13 @@
 // writer thread commits what queued meanwhile in one batch), with and without
 // fsync; and, with replicated partitions, through the partition logs (each
 // batch written as records, then applied when committed: here at once, as a
-// partition with no other replica), beside the direct path in the same run.
+// partition with no other replica), beside the direct path in the same run;
+// and replicated to two followers (replicated:3): a leader and two followers
+// in one process, each with its own store, linked by memory, so that each
+// append is answered once all three have its record (cluster/replication).
 
 #include "bench/bench_workloads.hpp"
+#include "cluster/replication/replicator.hpp"
 #include "persistence/journal_store.hpp"
 #include "tests/support/temp_dir.hpp"
 
@@ -20,11 +24,37 @@
 #include <mutex>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 namespace {
 
 using namespace troupe::persistence;
+
+namespace repl = troupe::cluster::replication;
+
+constexpr uint32_t bench_partitions = 64;
+
+uint32_t bench_partition(std::string_view run_id, std::string_view) {
+  return static_cast<uint32_t>(std::hash<std::string_view>{}(run_id)
+                               % bench_partitions);
+}
+
+/// Two followers of every partition of a leader's store, with their own
+/// stores and replicators, linked to the leader's by memory.
+struct followers {
+  repl::memory_network net;
+  repl::records_hook hook;
+  std::vector<std::unique_ptr<journal_store>> stores;
+  std::vector<std::unique_ptr<repl::replicator>> replicators;
+
+  /// Stops replicating before the stores close.
+  void stop() {
+    hook.attach(nullptr);
+    for (auto& r : replicators)
+      r->stop();
+  }
+};
 
 /// One store per durability mode, in its own temp folder, opened on first
 /// use and shared by every benchmark run (opening RocksDB costs more than a
@@ -34,23 +64,26 @@ struct bench_store {
   std::atomic<uint64_t> commits{0};
   std::atomic<uint64_t> committed{0};
   std::atomic<int64_t> commit_ns{0};
+  std::unique_ptr<followers> others;
   std::unique_ptr<journal_store> store;
   std::string error;
 
-  explicit bench_store(bool sync, bool replicated = false) {
+  /// `replicas`: 0, appends written directly; 1, replicated partitions
+  /// with no other replica; 3, a leader (this store) and two followers.
+  explicit bench_store(bool sync, int replicas = 0) {
     journal_store::options opts;
     opts.path = (dir.path() / "db").string();
     opts.sync = sync;
-    if (replicated) {
+    if (replicas > 0) {
       // As a cluster's default: 64 partitions, each committed as soon as it
-      // is recorded.
-      opts.replication.partitions = 64;
-      opts.replication.partition_of
-        = [](std::string_view run_id, std::string_view) {
-            return static_cast<uint32_t>(std::hash<std::string_view>{}(run_id)
-                                         % 64);
-          };
-      opts.replication.commit_on_record = true;
+      // is recorded when it has no other replica.
+      opts.replication.partitions = bench_partitions;
+      opts.replication.partition_of = bench_partition;
+      opts.replication.commit_on_record = replicas == 1;
+    }
+    if (replicas == 3) {
+      others = std::make_unique<followers>();
+      opts.replication.on_records = others->hook.callback();
     }
     opts.on_commit = [this](size_t appends, std::chrono::nanoseconds took) {
       commits.fetch_add(1, std::memory_order_relaxed);
@@ -58,16 +91,70 @@ struct bench_store {
       commit_ns.fetch_add(took.count(), std::memory_order_relaxed);
     };
     store = journal_store::open(opts, error);
+    if (store && others)
+      replicate(sync);
+  }
+
+  ~bench_store() {
+    if (others)
+      others->stop();
+  }
+
+  /// Opens the followers, and makes this store lead every partition at
+  /// epoch 1 with all three in sync (min_insync 2).
+  void replicate(bool sync) {
+    const std::vector<std::string> names = {"leader", "f1", "f2"};
+    auto& o = *others;
+    for (size_t i = 1; i < names.size(); ++i) {
+      journal_store::options fo;
+      fo.path = (dir.path() / names[i]).string();
+      fo.sync = sync;
+      fo.replication.partitions = bench_partitions;
+      fo.replication.partition_of = bench_partition;
+      o.stores.push_back(journal_store::open(fo, error));
+      if (!o.stores.back())
+        return;
+    }
+    for (size_t i = 0; i < names.size(); ++i) {
+      repl::replicator_options ro;
+      ro.member = names[i];
+      auto& s = i == 0 ? *store : *o.stores[i - 1];
+      o.replicators.push_back(
+        std::make_unique<repl::replicator>(s, o.net.endpoint(names[i]), ro));
+      o.net.join(names[i], o.replicators.back().get());
+    }
+    o.hook.attach(o.replicators.front().get());
+    for (uint32_t p = 0; p < bench_partitions; ++p)
+      for (auto& r : o.replicators)
+        r->assign(p, "leader", 1, names, names);
+    auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    for (uint32_t p = 0; p < bench_partitions; ++p)
+      while (!o.replicators.front()->writable(p).writable) {
+        if (std::chrono::steady_clock::now() > until) {
+          error = o.replicators.front()->writable(p).reason;
+          store.reset();
+          return;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      }
   }
 };
 
-bench_store& store_for(bool sync, bool replicated = false) {
-  if (replicated) {
+bench_store& store_for(bool sync, int replicas = 0) {
+  if (replicas == 3) {
     if (sync) {
-      static bench_store synced{true, true};
+      static bench_store synced{true, 3};
       return synced;
     }
-    static bench_store unsynced{false, true};
+    static bench_store unsynced{false, 3};
+    return unsynced;
+  }
+  if (replicas == 1) {
+    if (sync) {
+      static bench_store synced{true, 1};
+      return synced;
+    }
+    static bench_store unsynced{false, 1};
     return unsynced;
   }
   if (sync) {
@@ -135,9 +222,10 @@ void report(benchmark::State& state, const bench_store& s,
 }
 
 /// One append at a time: each waits for the previous one's callback, so
-/// every commit holds one append. Args: sync, replicated.
+/// every commit holds one append. Args: sync, replicated (0: no; 1: one
+/// replica; 3: a leader and two followers).
 void append_serial(benchmark::State& state) {
-  auto& s = store_for(state.range(0) != 0, state.range(1) != 0);
+  auto& s = store_for(state.range(0) != 0, static_cast<int>(state.range(1)));
   if (!s.store) {
     state.SkipWithError(s.error.c_str());
     return;
@@ -156,9 +244,10 @@ void append_serial(benchmark::State& state) {
 /// Keeps `inflight` appends pending from one thread: a new one is queued as
 /// soon as any completes, so the writer commits what queued meanwhile in one
 /// batch. The last iteration waits for all, so every append counted is
-/// durable. Args: sync, inflight, replicated.
+/// durable (with followers: committed on all three). Args: sync, inflight,
+/// replicated.
 void append_group(benchmark::State& state) {
-  auto& s = store_for(state.range(0) != 0, state.range(2) != 0);
+  auto& s = store_for(state.range(0) != 0, static_cast<int>(state.range(2)));
   if (!s.store) {
     state.SkipWithError(s.error.c_str());
     return;
@@ -187,11 +276,11 @@ void append_group(benchmark::State& state) {
 
 BENCHMARK(append_serial)
   ->ArgNames({"sync", "replicated"})
-  ->ArgsProduct({{0, 1}, {0, 1}})
+  ->ArgsProduct({{0, 1}, {0, 1, 3}})
   ->Unit(benchmark::kMicrosecond)
   ->UseRealTime();
 BENCHMARK(append_group)
   ->ArgNames({"sync", "inflight", "replicated"})
-  ->ArgsProduct({{0, 1}, {1, 16, 64}, {0, 1}})
+  ->ArgsProduct({{0, 1}, {1, 16, 64}, {0, 1, 3}})
   ->Unit(benchmark::kMicrosecond)
   ->UseRealTime();

@@ -206,6 +206,15 @@ class journal_store {
       /// "stopped", and the next open applies the rest). May be empty.
       std::function<bool(uint32_t partition, uint64_t applied)>
         after_apply_write = {};
+      /// Called on the writer thread after each group commit that wrote
+      /// records, with (partition, its new log end) for each partition it
+      /// wrote a record of, in partition order: what a replicator ships to
+      /// the followers (cluster/replication). Called after the write, before
+      /// the batch's other callbacks, outside the store's locks; must be
+      /// quick (queue the work elsewhere). May be empty.
+      std::function<void(
+        const std::vector<std::pair<uint32_t, uint64_t>>& records)>
+        on_records = {};
     };
     replication_options replication = {};
   };

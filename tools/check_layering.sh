@@ -37,6 +37,7 @@ cluster_parts=(
   "control::yes"
   "node:control coordination:yes"
   "forward:control coordination mesh:yes"
+  "replication:mesh:yes"
 )
 for entry in "${cluster_parts[@]}"; do
   IFS=: read -r part others lower <<<"$entry"

@@ -508,6 +508,13 @@ caf::behavior mesh_impl(mesh_actor_ptr self, std::shared_ptr<mesh::shared> sh,
       // Delegated: the placer checks that the sender is that member's.
       self->delegate(opts.loads, load, std::move(member), std::move(body));
     },
+    [=](repl_atom repl, std::string& from, std::string& bytes) {
+      if (!sh->accept(self, opts) || !opts.replicator)
+        return;
+      // Delegated: the replication actor checks that the sender is that
+      // member's.
+      self->delegate(opts.replicator, repl, std::move(from), std::move(bytes));
+    },
     [=](refused_atom, const std::string& name, const std::string& why) {
       // From our own gate only (accept() lets local senders through).
       auto& sender = self->current_sender();

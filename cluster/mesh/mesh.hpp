@@ -57,6 +57,13 @@ using forward_answer_atom = caf::atom_constant<caf::atom("m_fwd_ans")>;
 /// (mesh_options::loads) only from a peer that proved the secret.
 using load_atom = caf::atom_constant<caf::atom("m_load")>;
 
+/// A replication message: (repl_atom, sending member, bytes), built-in
+/// types only (cluster/replication encodes the bytes). Sent by the
+/// sender's replication actor to the peers' mesh actors, which pass it on
+/// to their replication actor (mesh_options::replicator) only from a peer
+/// that proved the secret.
+using repl_atom = caf::atom_constant<caf::atom("m_repl")>;
+
 /// Loads CAF's middleman into `cfg` with heartbeats every `heartbeat` and a
 /// link declared lost after `timeout` of silence. Only a cluster member
 /// calls it: a node alone loads no middleman.
@@ -90,6 +97,9 @@ struct mesh_options {
   /// Where proven peers' load_atom reports go (cluster/mesh/steps); null:
   /// they are dropped.
   caf::actor loads;
+  /// Where proven peers' repl_atom messages go (cluster/replication);
+  /// null: they are dropped.
+  caf::actor replicator;
 };
 
 /// How this member's link to a peer stands.

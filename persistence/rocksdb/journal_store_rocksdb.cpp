@@ -1418,6 +1418,8 @@ class rocksdb_journal_store final : public journal_store {
     rocksdb::WriteBatch wb;
     // By partition, in partition order: a record per partition touched.
     std::map<uint32_t, partition_share> shares;
+    // (partition, new log end) of each record written, for on_records.
+    std::vector<std::pair<uint32_t, uint64_t>> written;
     std::unique_lock<std::mutex> plk{plog_mu_};
     try {
       for (size_t i = 0; i < batch.size(); ++i) {
@@ -1502,6 +1504,9 @@ class rocksdb_journal_store final : public journal_store {
             hold_for_space();
         } else {
           recorded(batch, shares, errors, deferred);
+          for (const auto& [part, share] : shares)
+            if (!share.record.empty())
+              written.emplace_back(part, share.meta.log_end);
         }
       } else {
         recorded(batch, shares, errors, deferred);
@@ -1525,6 +1530,8 @@ class rocksdb_journal_store final : public journal_store {
     }
     hold_back(failed_here);
     plk.unlock();
+    if (!written.empty() && opts_.replication.on_records)
+      call_quietly([&] { opts_.replication.on_records(written); });
     for (size_t i = 0; i < batch.size(); ++i)
       if (batch[i].done && !deferred[i])
         call_quietly([&] { batch[i].done(std::move(errors[i])); });

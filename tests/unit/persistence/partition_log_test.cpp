@@ -647,3 +647,41 @@ TEST_F(PartitionLogTest, CommitOnRecordAndTrimming) {
 }
 
 } // namespace
+
+TEST_F(PartitionLogTest, OnRecordsNamesEachPartitionWrittenAndItsNewEnd) {
+  std::mutex mu;
+  std::vector<std::vector<std::pair<uint32_t, uint64_t>>> calls;
+  auto store = open("db", true, [&](journal_store::options& o) {
+    o.replication.on_records
+      = [&](const std::vector<std::pair<uint32_t, uint64_t>>& written) {
+          std::lock_guard lock{mu};
+          calls.push_back(written);
+        };
+  });
+  ASSERT_TRUE(store);
+  // One group commit over partitions 2 and 1: one call, in partition order.
+  // A note is written directly: no record, no call. Its callback holds the
+  // writer thread until the next three appends are queued.
+  std::promise<void> hold, entered;
+  auto held = hold.get_future().share();
+  journal_store::append_op blocker;
+  blocker.notes = {{"n", "v"}};
+  store->append(blocker, [&entered, held](std::string) {
+    entered.set_value();
+    held.wait();
+  });
+  ASSERT_EQ(entered.get_future().wait_for(10s), std::future_status::ready);
+  auto a = append(*store, submit("r2-a"));
+  auto b = append(*store, submit("r1-b"));
+  auto c = append(*store, step("r2-a", 1));
+  hold.set_value();
+  store->flush();
+  auto d = append(*store, step("r1-b", 1));
+  store->flush();
+  std::lock_guard lock{mu};
+  ASSERT_EQ(calls.size(), 2u);
+  using pairs = std::vector<std::pair<uint32_t, uint64_t>>;
+  EXPECT_EQ(calls[0], (pairs{{1, 1}, {2, 1}}));
+  EXPECT_EQ(calls[1], (pairs{{1, 2}}));
+  EXPECT_FALSE(a.ready() || b.ready() || c.ready() || d.ready());
+}
