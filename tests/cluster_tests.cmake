@@ -84,3 +84,13 @@ troupe_add_tests(cluster_steps
 target_compile_definitions(troupe_cluster_steps_tests PRIVATE
   TROUPE_BINARY="$<TARGET_FILE:troupe>")
 add_dependencies(troupe_cluster_steps_tests troupe)
+
+# Replicated partitions with real members: failover after a kill -9.
+troupe_add_tests(cluster_failover
+  SOURCES e2e/cluster_failover_test.cpp
+  DEPS troupe_test_support troupe_frame_client troupe_runtime_auth
+       nlohmann_json::nlohmann_json
+  LABELS "e2e;slow")
+target_compile_definitions(troupe_cluster_failover_tests PRIVATE
+  TROUPE_BINARY="$<TARGET_FILE:troupe>")
+add_dependencies(troupe_cluster_failover_tests troupe)

@@ -687,9 +687,14 @@ int local_cluster::start_member(child& m) {
   std::vector<std::string> argv = {"troupe"};
   // The cluster's own settings first: the user's --config and --set come
   // after them and win, except for what makes the member this member.
+  // Three copies of each partition (two with two members, one alone) and
+  // two needed in sync, unless the user's settings say otherwise.
   argv.insert(argv.end(),
               {"--set", std::string{"cluster.lease_ttl="} + member_lease_ttl,
-               "--set", "cluster.listen=" + address(m.name, "peer")});
+               "--set", "cluster.listen=" + address(m.name, "peer"), "--set",
+               "cluster.replication=" + std::to_string(std::min(3, o_.nodes)),
+               "--set",
+               "cluster.min_insync=" + std::to_string(std::min(2, o_.nodes))});
   if (!g_.config_file.empty())
     argv.insert(argv.end(), {"--config", g_.config_file});
   for (auto& s : g_.sets)

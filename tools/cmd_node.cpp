@@ -19,6 +19,7 @@
 #include "runtime/metrics/registry.hpp"
 #include "tools/commands.hpp"
 #include "tools/data_dir.hpp"
+#include "tools/member_partitions.hpp"
 #include "tools/node_auth.hpp"
 #include "tools/node_setup.hpp"
 
@@ -291,7 +292,44 @@ int run_node_start(const global_options& g, const node_start_options& o) {
                          : settings.get_int("cluster.partitions"));
   auto owner_of_runs
     = std::make_shared<std::atomic<const cluster::etcd_coordinator*>>(nullptr);
-  if (!cluster_name.empty())
+  // Replicated partitions (cluster.replication above 1): the store records
+  // each partition's appends in its log, the replicator ships them to the
+  // followers, and a partition's runs live where it is led.
+  auto replication = static_cast<uint32_t>(
+    cluster_name.empty() ? 1 : settings.get_int("cluster.replication"));
+  std::unique_ptr<member_partitions> replicated;
+  if (replication > 1) {
+    member_partitions_options rpo;
+    rpo.count = partitions;
+    rpo.replication = replication;
+    rpo.min_insync
+      = static_cast<uint32_t>(settings.get_int("cluster.min_insync"));
+    rpo.replica_lag = std::chrono::duration_cast<std::chrono::milliseconds>(
+      settings.get_duration("cluster.replica_lag"));
+    rpo.metrics = &metrics;
+    replicated = std::make_unique<member_partitions>(std::move(rpo));
+    opts.tune_store
+      = [partitions, on_records = replicated->records_callback()](auto& so) {
+          so.holder.command = "node start";
+          so.replication.partitions = partitions;
+          so.replication.partition_of
+            = [partitions](std::string_view id, std::string_view key) {
+                return key.empty() ? runtime::partition_of_run(id, partitions)
+                                   : runtime::partition_of_key(key, partitions);
+              };
+          so.replication.on_records = on_records;
+        };
+    // Deleting finished runs does not go through the partitions' logs yet:
+    // replicas would differ. Runs are kept until it does.
+    if (opts.retention.count() > 0)
+      runtime::log::warn("cluster",
+                         "storage.retention is not applied with replicated "
+                         "partitions yet: finished runs are kept");
+    opts.retention = std::chrono::nanoseconds{0};
+    opts.partition_for = [r = replicated.get()](const std::string& key) {
+      return r->partition_for(key);
+    };
+  } else if (!cluster_name.empty())
     opts.partition_for = [owner_of_runs, partitions,
                           turn = std::make_shared<std::atomic<uint32_t>>(0)](
                            const std::string& key) {
@@ -409,6 +447,23 @@ int run_node_start(const global_options& g, const node_start_options& o) {
       placer->leave();
       service.drain();
       membership->mark_leaving();
+      if (replicated) {
+        // The controller moves the partitions this member leads to other
+        // in-sync replicas; their runs go with them (stopped here, resumed
+        // there from the copies).
+        auto* map = membership->partitions();
+        auto self = membership->self().member;
+        while (map && !map->leaders_of(self).empty()
+               && std::chrono::steady_clock::now() - from < drain)
+          std::this_thread::sleep_for(std::chrono::milliseconds{20});
+        if (auto left = map ? map->leaders_of(self).size() : 0; left > 0)
+          log_line("leaving the cluster with " + std::to_string(left)
+                   + " partition(s) still led here: no in-sync replica took "
+                     "them within the drain window");
+        else
+          log_line("leaving the cluster: every partition led here was "
+                   "handed over");
+      }
       auto running = placer->running();
       if (running > 0)
         log_line("leaving the cluster: waiting up to "
@@ -441,6 +496,10 @@ int run_node_start(const global_options& g, const node_start_options& o) {
       detector->stop();
     fence_of->store(nullptr);
     owner_of_runs->store(nullptr);
+    if (replicated) {
+      replicated->set_map(nullptr);
+      replicated->stop();
+    }
     if (membership)
       membership->leave();
     if (peers)
@@ -518,7 +577,20 @@ int run_node_start(const global_options& g, const node_start_options& o) {
     mo.executor = placer->executor();
     mo.loads = placer->reports();
     mo.forwarder = forwarding.server();
+    if (replicated) {
+      replicated->start(*node, service, member);
+      service.set_admit([r = replicated.get()](const std::string& key) {
+        return r->admit(key);
+      });
+      service.set_partitions(
+        [r = replicated.get()](std::optional<uint32_t> one, bool digest) {
+          return r->view(one, digest);
+        });
+      mo.replicator = replicated->transport_actor();
+    }
     peers = std::make_unique<cluster::mesh>(node->system(), mo);
+    if (replicated)
+      replicated->set_mesh(peers.get());
     service.set_loads([p = placer.get()] { return p->loads(); });
     // A member not joined (its lease may have expired) starts no work until
     // it has joined again: set once it has (before, nothing is fenced: no
@@ -580,10 +652,15 @@ int run_node_start(const global_options& g, const node_start_options& o) {
       settings.get_duration("cluster.lease_ttl"));
     mo.partitions = partitions;
     mo.held_partitions = node->partitions_held(partitions);
-    // One replica, the leader's own store, until records are shipped to
-    // followers: a failover to a member without the runs would lose them.
-    // cluster.replication applies once the replicator is wired in.
-    mo.replication = 1;
+    // With one replica a partition stays with the member whose store holds
+    // its runs; with more, its leader moves to an in-sync replica when it
+    // is lost, and the records tell the replicator who leads what.
+    mo.replication = replication;
+    if (replicated)
+      mo.on_partition_change
+        = [r = replicated.get()](const cluster::partition_record& rec) {
+            r->on_change(rec);
+          };
     mo.info
       = [](const std::string& line) { runtime::log::info("cluster", line); };
     mo.warn
@@ -606,6 +683,8 @@ int run_node_start(const global_options& g, const node_start_options& o) {
       return exit_unreachable;
     }
     membership = etcd_member.get();
+    if (replicated)
+      replicated->set_map(membership->partitions());
     fence_of->store(membership);
     owner_of_runs->store(membership);
     coordination = std::move(etcd_member);
@@ -661,7 +740,11 @@ int run_node_start(const global_options& g, const node_start_options& o) {
            + settings.get_string("node.data_dir") + ", durability "
            + settings.get_string("storage.durability"));
 
-  auto recovered = service.recover();
+  // With replicated partitions a member resumes a partition's runs when it
+  // comes to lead it (and its store has committed what it holds), not here.
+  auto recovered = replicated
+                     ? service.recover([](std::string_view) { return false; })
+                     : service.recover();
   for (auto& p : recovered.problems)
     log_line("not resumed: " + p);
   auto took = std::chrono::duration_cast<std::chrono::milliseconds>(

@@ -62,6 +62,11 @@ struct cluster_fixture : troupe_fixture {
     = std::string{"cluster-secret-0123456789abcdef"};
   /// The HTTP endpoint; empty: none. With one, joining waits for its port.
   std::string http;
+  /// Replicas per partition and the in-sync replicas a partition needs
+  /// (cluster.replication, cluster.min_insync). One by default here: the
+  /// suites of part 1 test a run staying with the member that took it.
+  int replication = 1;
+  int min_insync = 1;
   /// The lease TTL (cluster.lease_ttl).
   std::string lease_ttl = "2s";
   /// Whether each member gets the label zone=z-<its name>.
@@ -105,7 +110,9 @@ struct cluster_fixture : troupe_fixture {
          "--cluster",  "c1",
          "--etcd",     etcd_url,
          "--member",   name,
-         "--set",      "cluster.lease_ttl=" + lease_ttl};
+         "--set",      "cluster.lease_ttl=" + lease_ttl,
+         "--set",      "cluster.replication=" + std::to_string(replication),
+         "--set",      "cluster.min_insync=" + std::to_string(min_insync)};
     if (zone_labels) {
       a.push_back("--set");
       a.push_back("cluster.labels=zone=z-" + name);
