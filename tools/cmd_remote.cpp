@@ -23,6 +23,7 @@
 #include <iostream>
 #include <map>
 #include <sstream>
+#include <thread>
 #include <unistd.h>
 
 namespace troupe::tools {
@@ -220,6 +221,25 @@ progress::event progress_event(const json& e, const std::string& run_id) {
 int follow(const global_options& g, control_client& client,
            const std::string& run_id) {
   auto id = client.start(json{{"t", "watch"}, {"run_id", run_id}});
+  // In a cluster the run's leader may be lost while it is watched: the
+  // watch ends with owner_unavailable, and is made again (at most for 30s)
+  // through the same member, which forwards it to the new leader once one
+  // took the run over. Events seen already are not shown again.
+  int64_t last_seq = 0;
+  bool rewatched = false;
+  auto lost_since = std::chrono::steady_clock::time_point{};
+  auto rewatch = [&](const client_error& e) {
+    auto now = std::chrono::steady_clock::now();
+    if (e.code != "owner_unavailable"
+        || (lost_since != decltype(lost_since){}
+            && now - lost_since > std::chrono::seconds{30}))
+      throw e;
+    if (lost_since == decltype(lost_since){})
+      lost_since = now;
+    std::this_thread::sleep_for(std::chrono::milliseconds{250});
+    id = client.start(json{{"t", "watch"}, {"run_id", run_id}});
+    rewatched = true;
+  };
   progress::view::options vo{progress::view::mode_for_stderr(g.json)};
   vo.prefix = [](const progress::event& e) {
     return clock_time(e.at_ns != 0 ? e.at_ns : wall_ns());
@@ -229,9 +249,15 @@ int follow(const global_options& g, control_client& client,
   // next_alive(), where each counts as a sign of life, however long the run
   // is quiet); silence past the limit means it hangs or the path is gone.
   auto quiet = client.quiet_limit();
-  while (true) {
-    auto msg = quiet.count() > 0 ? client.next_alive(quiet)
-                                 : client.next(std::chrono::hours{1});
+  for (int turn = 0; turn < 100'000'000; ++turn) {
+    std::optional<json> msg;
+    try {
+      msg = quiet.count() > 0 ? client.next_alive(quiet)
+                              : client.next(std::chrono::hours{1});
+    } catch (const client_error& e) {
+      rewatch(e);
+      continue;
+    }
     if (!msg && quiet.count() > 0)
       throw client_error(exit_unreachable,
                          "lost the connection to the node: nothing from it for "
@@ -243,6 +269,21 @@ int follow(const global_options& g, control_client& client,
       continue;
     auto t = msg->value("t", std::string{});
     auto body = msg->value("body", json::object());
+    if (t == "event") {
+      auto seq = body.value("seq", int64_t{0});
+      if (seq > 0 && seq <= last_seq)
+        continue; // replayed by a watch made again
+      if (seq > 0) {
+        last_seq = seq;
+        lost_since = {};
+      }
+      if (rewatched && body.value("type", "") == "watching") {
+        if (!g.json)
+          view.print(std::cerr, "the run's leader was lost; following it at "
+                                "its new leader\n");
+        continue;
+      }
+    }
     if (t == "event" && g.json) {
       std::cout << dump(body) << "\n" << std::flush;
     } else if (t == "event" && body.value("type", "") == "watching") {
@@ -256,6 +297,8 @@ int follow(const global_options& g, control_client& client,
       return print_end(g, body);
     }
   }
+  throw client_error(exit_failed,
+                     "the watch of run " + run_id + " never ended");
 }
 
 /// status, list, history and logs read straight from a data dir.

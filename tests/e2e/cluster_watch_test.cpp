@@ -1,0 +1,93 @@
+// `troupe watch` across a failover: a run watched through one member while
+// its leader is killed goes on being followed at its new leader, without
+// showing an event twice, until it ends.
+
+#include "tests/support/cluster_fixture.hpp"
+
+#include <gtest/gtest.h>
+
+#include <csignal>
+#include <fstream>
+#include <map>
+#include <regex>
+#include <sstream>
+
+using namespace std::chrono_literals;
+using json = nlohmann::json;
+using troupe::test::wait_until;
+
+namespace {
+
+struct WatchFailover : troupe::test::cluster_fixture {
+  WatchFailover() {
+    replication = 3;
+    min_insync = 2;
+  }
+};
+
+} // namespace
+
+TEST_F(WatchFailover, AWatchFollowsItsRunToItsNewLeader) {
+  linked({"m1", "m2", "m3"});
+  auto wf = (dir.path() / "chain.yaml").string();
+  {
+    std::ofstream out{wf};
+    out << "name: chain\nnodes:\n";
+    for (int i = 0; i < 5; ++i) {
+      out << "  s" << i << ":\n    kind: exec\n";
+      if (i > 0)
+        out << "    after: [s" << i - 1 << "]\n";
+      out << "    command: [\"sh\", \"-c\", \"echo $TROUPE_NODE_ID >> "
+          << ledger << "; sleep 0.4\"]\n";
+    }
+  }
+  auto r = cli("m1", {"submit", wf});
+  ASSERT_EQ(r.exit_code, 0) << r.err << all_logs();
+  std::smatch id;
+  ASSERT_TRUE(
+    std::regex_search(r.out, id, std::regex{"[0-9a-f]{12}-[0-9a-f]{8}"}));
+  auto run = id[0].str();
+
+  // Watched through m2 (the run is led by m1), as JSON lines.
+  auto o = opts();
+  o.env["TROUPE_NODE"] = "127.0.0.1:" + std::to_string(members["m2"].port);
+  o.env["TROUPE_TOKEN"] = viewer();
+  troupe::test::background_process watch{args({"--json", "watch", run}), o,
+                                         (dir.path() / "watch.out").string(),
+                                         (dir.path() / "watch.err").string()};
+  ASSERT_TRUE(wait_until(
+    [&] { return watch.out().find("node_completed") != std::string::npos; },
+    20s))
+    << watch.out() << watch.err();
+  members["m1"].proc->signal(SIGKILL);
+  members["m1"].proc->wait(5s);
+
+  auto code = watch.wait(40s);
+  ASSERT_TRUE(code) << watch.out() << watch.err() << all_logs();
+  EXPECT_EQ(*code, 0) << watch.out() << watch.err();
+  // Every event once, in order, and the run's end.
+  std::istringstream in{watch.out()};
+  std::string line;
+  int64_t last = 0;
+  std::map<std::string, int> completed;
+  bool ended = false;
+  for (int i = 0; i < 100'000 && std::getline(in, line); ++i) {
+    auto e = json::parse(line, nullptr, false);
+    if (e.is_discarded())
+      continue;
+    if (e.contains("state") && e.contains("outputs"))
+      ended = true;
+    auto seq = e.value("seq", int64_t{0});
+    if (seq > 0) {
+      EXPECT_GT(seq, last) << line;
+      last = seq;
+    }
+    if (e.value("type", "") == "node_completed")
+      ++completed[e.value("node", "")];
+  }
+  EXPECT_EQ(completed.size(), 5u) << watch.out();
+  for (auto& [node, n] : completed)
+    EXPECT_EQ(n, 1) << node;
+  EXPECT_TRUE(ended || watch.out().find("completed") != std::string::npos)
+    << watch.out();
+}
