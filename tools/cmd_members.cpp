@@ -91,6 +91,16 @@ void print_table(const json& body) {
       line += pad(r[i], width[i]);
     std::cout << line << r.back() << "\n";
   }
+  // Partitions no member can lead now: their runs wait.
+  if (auto d = body.find("unavailable_partitions");
+      d != body.end() && d->is_array() && !d->empty()) {
+    std::cout << d->size()
+              << " partition(s) unavailable; their runs wait for an in-sync "
+                 "replica to come back:\n";
+    for (auto& p : *d)
+      std::cout << "  partition " << p.value("partition", 0) << ": "
+                << p.value("reason", std::string{}) << "\n";
+  }
 }
 
 } // namespace

@@ -103,6 +103,13 @@ class coordinator {
   /// The partitions this member owns (leads), in order. A node alone lists
   /// none: it owns them all.
   virtual std::vector<uint32_t> owned_partitions() const = 0;
+
+  /// The partitions no member can lead now, each with why (its leader is
+  /// down and no in-sync replica is up: their runs wait for one to come
+  /// back). Quick. None for a node alone.
+  virtual std::map<uint32_t, std::string> unavailable_partitions() const {
+    return {};
+  }
 };
 
 /// The coordinator of a node alone: one member, itself, always up.

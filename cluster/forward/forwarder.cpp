@@ -234,6 +234,20 @@ struct forwarder::impl : std::enable_shared_from_this<impl> {
     else
       how = "which this member cannot reach now (it is " + state
             + (link.empty() ? std::string{} : ", link " + link) + ")";
+    // With replicated partitions a lost leader is replaced by an in-sync
+    // replica; a partition with none up says so.
+    if (auto* c = coord.load();
+        c && extra.contains("run_id") && extra["run_id"].is_string()) {
+      auto p = runtime::partition_of_run(extra["run_id"].get<std::string>(),
+                                         c->partition_count());
+      auto down = c->unavailable_partitions();
+      if (auto i = down.find(p); i != down.end()) {
+        extra["partition"] = p;
+        extra["partition_reason"] = i->second;
+        how += "; its partition " + std::to_string(p)
+               + " is unavailable: " + i->second;
+      }
+    }
     extra["owner"] = owner;
     extra["owner_state"] = state;
     if (!link.empty())

@@ -475,6 +475,12 @@ std::vector<uint32_t> etcd_coordinator::owned_partitions() const {
   return impl_->partitions ? impl_->partitions->led() : std::vector<uint32_t>{};
 }
 
+std::map<uint32_t, std::string>
+etcd_coordinator::unavailable_partitions() const {
+  return impl_->partitions ? impl_->partitions->availability()
+                           : std::map<uint32_t, std::string>{};
+}
+
 partition_map* etcd_coordinator::partitions() const {
   return impl_->partitions.get();
 }

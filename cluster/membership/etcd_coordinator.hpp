@@ -97,6 +97,7 @@ class etcd_coordinator final : public coordinator {
   std::string owner_of_partition(uint32_t p) const override;
   std::string claim_partition(uint32_t p) const override;
   std::vector<uint32_t> owned_partitions() const override;
+  std::map<uint32_t, std::string> unavailable_partitions() const override;
 
   /// The partition records and the controller; null before join() or
   /// without partitions.

@@ -261,6 +261,11 @@ std::string failure_detector::claim_partition(uint32_t p) const {
   return impl_->membership.claim_partition(p);
 }
 
+std::map<uint32_t, std::string>
+failure_detector::unavailable_partitions() const {
+  return impl_->membership.unavailable_partitions();
+}
+
 std::vector<uint32_t> failure_detector::owned_partitions() const {
   return impl_->membership.owned_partitions();
 }

@@ -76,6 +76,7 @@ class failure_detector final : public coordinator {
   std::string owner_of_partition(uint32_t p) const override;
   std::string claim_partition(uint32_t p) const override;
   std::vector<uint32_t> owned_partitions() const override;
+  std::map<uint32_t, std::string> unavailable_partitions() const override;
 
   /// The key of the detector election in `cluster`.
   static std::string detector_key(const std::string& cluster);

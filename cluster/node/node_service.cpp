@@ -465,6 +465,13 @@ struct node_service::impl : std::enable_shared_from_this<impl> {
       }
     }
     body["members"] = std::move(list);
+    if (c) {
+      json down = json::array();
+      for (auto& [p, why] : c->unavailable_partitions())
+        down.push_back(json{{"partition", p}, {"reason", why}});
+      if (!down.empty())
+        body["unavailable_partitions"] = std::move(down);
+    }
     req->reply(std::move(body));
   }
   void list(const request_ptr& req, const json& msg);

@@ -10,6 +10,7 @@
 #include <fstream>
 #include <map>
 #include <regex>
+#include <set>
 #include <sstream>
 
 using namespace std::chrono_literals;
@@ -90,4 +91,101 @@ TEST_F(WatchFailover, AWatchFollowsItsRunToItsNewLeader) {
     EXPECT_EQ(n, 1) << node;
   EXPECT_TRUE(ended || watch.out().find("completed") != std::string::npos)
     << watch.out();
+}
+
+namespace {
+
+/// Three members, two copies of each partition, one needed in sync.
+struct Unavailable : troupe::test::cluster_fixture {
+  Unavailable() {
+    replication = 2;
+    min_insync = 1;
+  }
+};
+
+} // namespace
+
+TEST_F(Unavailable, APartitionWithNoInSyncReplicaUpWaitsAndSaysSo) {
+  linked({"m1", "m2", "m3"});
+  auto wf = (dir.path() / "nap.yaml").string();
+  std::ofstream{wf} << "name: nap\nnodes:\n  a: {kind: noop}\n  b: {kind: "
+                       "sleep, duration: 3s, after: [a]}\n";
+  auto r = cli("m1", {"submit", wf});
+  ASSERT_EQ(r.exit_code, 0) << r.err << all_logs();
+  std::smatch id;
+  ASSERT_TRUE(
+    std::regex_search(r.out, id, std::regex{"[0-9a-f]{12}-[0-9a-f]{8}"}));
+  auto run = id[0].str();
+  // Its partition (the two hex digits after the id's dash, modulo the
+  // cluster's 64) and that partition's in-sync replicas, once both copies
+  // are in sync.
+  auto partition
+    = static_cast<int>(std::stoul(run.substr(13, 2), nullptr, 16) % 64);
+  json record;
+  ASSERT_TRUE(wait_until(
+    [&] {
+      auto j = cli_json("m1", {"partitions"});
+      for (auto& p : j.value("partitions", json::array()))
+        if (p.value("partition", -1) == partition
+            && p.value("isr", json::array()).size() == 2)
+          record = p;
+      return record.is_object();
+    },
+    15s))
+    << cli("m1", {"--json", "partitions"}).out;
+  std::set<std::string> isr;
+  for (auto& m : record["isr"])
+    isr.insert(m.get<std::string>());
+  std::string survivor;
+  for (auto name : {"m1", "m2", "m3"})
+    if (!isr.count(name))
+      survivor = name;
+  ASSERT_FALSE(survivor.empty()) << record;
+  // Both copies lost: no unclean election; the survivor says why it waits.
+  for (auto& name : isr) {
+    members[name].proc->signal(SIGKILL);
+    members[name].proc->wait(5s);
+  }
+  json listed;
+  EXPECT_TRUE(wait_until(
+    [&] {
+      listed = cli_json(survivor, {"members"});
+      for (auto& p : listed.value("unavailable_partitions", json::array()))
+        if (p.value("partition", -1) == partition)
+          return true;
+      return false;
+    },
+    15s))
+    << listed;
+  troupe::test::process_result status;
+  EXPECT_TRUE(wait_until(
+    [&] {
+      status = cli(survivor, {"status", run});
+      return status.exit_code == 3
+             && troupe::test::contains(status.err, "partition "
+                                                     + std::to_string(partition)
+                                                     + " is unavailable");
+    },
+    10s))
+    << status.out << status.err;
+  // An in-sync replica back (the first one lost may have fallen out of the
+  // ISR when the other took over): it leads the partition again, and the
+  // run finishes.
+  std::string back;
+  for (auto& p :
+       cli_json(survivor, {"partitions"}).value("partitions", json::array()))
+    if (p.value("partition", -1) == partition
+        && !p.value("isr", json::array()).empty())
+      back = p["isr"][0].get<std::string>();
+  ASSERT_TRUE(isr.count(back)) << back;
+  join(back);
+  ASSERT_FALSE(HasFatalFailure());
+  json s;
+  EXPECT_TRUE(wait_until(
+    [&] {
+      s = cli_json(survivor, {"status", run});
+      return s.value("state", "") == "completed";
+    },
+    30s))
+    << s << all_logs();
 }
