@@ -21,6 +21,7 @@ namespace {
 
 struct WatchFailover : troupe::test::cluster_fixture {
   WatchFailover() {
+    http = "127.0.0.1:0";
     replication = 3;
     min_insync = 2;
   }
@@ -91,6 +92,24 @@ TEST_F(WatchFailover, AWatchFollowsItsRunToItsNewLeader) {
     EXPECT_EQ(n, 1) << node;
   EXPECT_TRUE(ended || watch.out().find("completed") != std::string::npos)
     << watch.out();
+  // The members that took partitions over count it, and show their
+  // partitions' replication.
+  double failovers = 0;
+  for (auto name : {"m2", "m3"})
+    failovers += metric(name, "troupe_partition_failovers_total");
+  EXPECT_GE(failovers, 1.0);
+  auto text = troupe::test::http_get(members["m2"].http, "/metrics").second;
+  for (auto series :
+       {"troupe_failover_duration_seconds_count", "troupe_partition_isr_size{",
+        "troupe_replication_lag_records{",
+        "troupe_replication_commits_waiting{",
+        "troupe_replication_records_total{", "troupe_partitions_led "})
+    EXPECT_NE(text.find(series), std::string::npos) << series << "\n" << text;
+  auto file = dir.path() / "metrics.prom";
+  std::ofstream{file} << text;
+  auto check = troupe::test::run_process(
+    {"/bin/sh", "-c", "promtool check metrics < '" + file.string() + "'"});
+  EXPECT_EQ(check.exit_code, 0) << check.out << check.err;
 }
 
 namespace {
