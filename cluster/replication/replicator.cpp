@@ -200,6 +200,9 @@ struct replicator::state {
     bool committed_news = false;
     /// Why this member stopped leading, if it did (for writable()).
     std::string deposed;
+    /// When this member began to lead at this epoch: a follower that has
+    /// not answered since is silent from then.
+    clock::time_point led_since{};
     // Follower.
     /// The leader epoch whose KIP-101 truncation is done: records of it
     /// are accepted.
@@ -283,6 +286,7 @@ class engine {
         ps.log_end = ls ? ls->log_end : 0;
         ps.committed = ls ? ls->committed : 0;
         ps.written.emplace_back(ps.log_end, now);
+        ps.led_since = now;
       }
       ps.isr = std::move(isr);
       ps.replicas = std::move(replicas);
@@ -775,17 +779,27 @@ class engine {
     bool in = contains(ps.isr, m);
     if (in && opts_.shrink_isr) {
       auto lag = lag_ms(ps, f, now);
-      if (lag > opts_.replica_lag.count()
+      // A follower silent that long is out too, records or not (Kafka's
+      // replica.lag.time.max.ms): an idle partition's ISR then says who
+      // really holds it, and its next write does not wait on the silent.
+      auto silent = ms_between(std::max(f.acked_at, ps.led_since), now);
+      if ((lag > opts_.replica_lag.count()
+           || silent > opts_.replica_lag.count())
           && (!f.shrink_pending || now - f.shrink_asked >= opts_.replica_lag)) {
         f.shrink_pending = true;
         f.shrink_asked = now;
         uint64_t behind = ps.log_end - std::min(ps.log_end, f.log_end);
         opts_.shrink_isr(
           p, ps.epoch, m,
-          "member " + m + " is " + std::to_string(behind) + " records and "
-            + std::to_string(lag) + " ms behind in partition "
-            + std::to_string(p) + " (cluster.replica_lag is "
-            + std::to_string(opts_.replica_lag.count()) + " ms)");
+          lag > opts_.replica_lag.count()
+            ? "member " + m + " is " + std::to_string(behind) + " records and "
+                + std::to_string(lag) + " ms behind in partition "
+                + std::to_string(p) + " (cluster.replica_lag is "
+                + std::to_string(opts_.replica_lag.count()) + " ms)"
+            : "member " + m + " has not answered for " + std::to_string(silent)
+                + " ms in partition " + std::to_string(p)
+                + " (cluster.replica_lag is "
+                + std::to_string(opts_.replica_lag.count()) + " ms)");
       }
     } else if (!in && opts_.expand_isr
                && f.known

@@ -92,6 +92,28 @@ TEST_F(WatchFailover, AWatchFollowsItsRunToItsNewLeader) {
     EXPECT_EQ(n, 1) << node;
   EXPECT_TRUE(ended || watch.out().find("completed") != std::string::npos)
     << watch.out();
+  // `troupe partitions` and the shell show the partitions, led by the
+  // members left.
+  auto table = cli("m2", {"partitions"}, troupe::runtime::auth::role::viewer);
+  EXPECT_EQ(table.exit_code, 0) << table.err;
+  for (auto word : {"cluster 'c1'", "replication 3", "min_insync 2",
+                    "PARTITION", "LEADER", "EPOCH", "ISR", "REPLICAS"})
+    EXPECT_TRUE(troupe::test::contains(table.out, word)) << word << table.out;
+  {
+    // No partition is led by the member killed.
+    std::istringstream rows{table.out};
+    std::string row, partition_no, leader;
+    for (int i = 0; i < 1000 && std::getline(rows, row); ++i) {
+      std::istringstream words{row};
+      words >> partition_no >> leader;
+      EXPECT_NE(leader, "m1") << row;
+    }
+  }
+  auto one = cli("m3", {"shell", "-c", "inspect partition 0"},
+                 troupe::runtime::auth::role::viewer);
+  EXPECT_EQ(one.exit_code, 0) << one.err;
+  EXPECT_TRUE(troupe::test::contains(one.out, "leader")) << one.out;
+  EXPECT_TRUE(troupe::test::contains(one.out, "isr")) << one.out;
   // The members that took partitions over count it, and show their
   // partitions' replication.
   double failovers = 0;

@@ -441,6 +441,25 @@ TEST_F(ReplicatorTest, AFollowerThatLagsMoreThanReplicaLagIsShrunk) {
   EXPECT_TRUE(eventually([&] { return repl("a").metrics(1)->isr_size == 2; }));
 }
 
+TEST_F(ReplicatorTest,
+       AFollowerSilentLongerThanReplicaLagIsShrunkWithoutWrites) {
+  replica_lag = 300ms;
+  three();
+  EXPECT_EQ(append("a", submit("r1-a")).get(), "");
+  // Nothing is written from here on: only c's silence can tell.
+  net.isolate("c");
+  EXPECT_TRUE(eventually([&] {
+    std::lock_guard lock{mu};
+    return records[1].isr == std::vector<std::string>{"a", "b"};
+  }));
+  std::lock_guard lock{mu};
+  ASSERT_FALSE(shrinks.empty());
+  EXPECT_EQ(std::get<1>(shrinks.front()), "c");
+  EXPECT_NE(std::get<2>(shrinks.front()).find("has not answered"),
+            std::string::npos)
+    << std::get<2>(shrinks.front());
+}
+
 TEST_F(ReplicatorTest, AFollowerThatWasDownCatchesUpAndIsExpandedBack) {
   replica_lag = 300ms;
   three();
