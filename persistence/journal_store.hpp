@@ -454,6 +454,22 @@ class journal_store {
                              uint64_t offset, std::string_view record)
     = 0;
 
+  /// One record of accept_many.
+  struct accept_item {
+    uint32_t partition = 0;
+    uint64_t leader_epoch = 0;
+    uint64_t offset = 0;
+    std::string_view record = {};
+  };
+
+  /// accept() for several records (of one partition or many, each
+  /// partition's in offset order), written in one WriteBatch with one sync:
+  /// a follower's whole shipment for the cost of one write. Answers each;
+  /// after a refusal, the partition's later records are refused too (gap)
+  /// and nothing of them is written.
+  virtual std::vector<plog_result>
+  accept_many(const std::vector<accept_item>& items) = 0;
+
   /// Marks the partition committed up to `offset` and applies the records
   /// not applied yet up to it, in batches (each with its new applied
   /// offset, unsynced: an open re-applies what a crash lost), then calls

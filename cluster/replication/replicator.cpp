@@ -615,17 +615,40 @@ class engine {
     w.u64(seen ? seen : (ls ? ls->epoch : 0));
   }
 
-  void on_ship(const std::string& from, ship_entry& s) {
+  /// A message's shipments: each checked, then every record of those that
+  /// may be accepted written at once (one write, one sync: accept_many),
+  /// then each answered.
+  void on_ships(const std::string& from, std::vector<ship_entry>& ships) {
+    std::vector<persistence::journal_store::accept_item> items;
+    std::vector<size_t> first_item(ships.size(), 0);
+    std::vector<bool> ready(ships.size(), false);
+    for (size_t i = 0; i < ships.size(); ++i) {
+      ready[i] = ship_ready(from, ships[i]);
+      first_item[i] = items.size();
+      if (ready[i])
+        for (auto& [offset, bytes] : ships[i].records)
+          items.push_back({ships[i].partition, ships[i].epoch, offset, bytes});
+    }
+    auto results = items.empty() ? std::vector<persistence::plog_result>{}
+                                 : store_.accept_many(items);
+    for (size_t i = 0; i < ships.size(); ++i)
+      if (ready[i])
+        ship_accepted(from, ships[i], results, first_item[i]);
+  }
+
+  /// Whether shipment `s`'s records may be accepted now; when not, it was
+  /// answered (or a question was asked) already.
+  bool ship_ready(const std::string& from, ship_entry& s) {
     auto p = s.partition;
     auto ls = store_.log_state(p);
     if (!ls) {
       ack(from, p, s.epoch, plog_errc::bad_partition, 0, 0);
-      return;
+      return false;
     }
     if (s.epoch < ls->epoch) {
       // A deposed leader: refuse, and say which epoch exists.
       ack(from, p, s.epoch, plog_errc::stale_epoch, 0, ls->epoch);
-      return;
+      return false;
     }
     auto& ps = st_.parts[p];
     if (ps.as == role::leader) {
@@ -633,26 +656,35 @@ class engine {
         warn("member " + from + " shipped partition " + std::to_string(p)
              + " at epoch " + std::to_string(s.epoch)
              + ", which this member leads");
-        return;
+        return false;
       }
       depose(p, ps, s.epoch, "member " + from + " leads it");
     }
     if (ps.as != role::follower || ps.leader != from || ps.epoch != s.epoch) {
       // A newer leader than we were told of: follow it.
       follow(p, ps, from, s.epoch);
-      return;
+      return false;
     }
     if (ps.synced_epoch != s.epoch) {
       // Not truncated yet: the answer to our question comes first (asked
       // again if the leader did not lead yet when first asked).
       if (!ps.asking || clock::now() - ps.asked_at >= opts_.heartbeat)
         ask_end(p, ps);
-      return;
+      return false;
     }
     st_.dirty.insert(p);
-    auto log_end = ls->log_end;
-    for (auto& [offset, bytes] : s.records) {
-      auto r = store_.accept(p, s.epoch, offset, bytes);
+    return true;
+  }
+
+  /// Answers shipment `s`, whose records' results start at `at` in
+  /// `results`.
+  void ship_accepted(const std::string& from, ship_entry& s,
+                     const std::vector<persistence::plog_result>& results,
+                     size_t at) {
+    auto p = s.partition;
+    auto& ps = st_.parts[p];
+    for (size_t k = 0; k < s.records.size(); ++k) {
+      const auto& r = results[at + k];
       if (!r.ok()) {
         if (r.code == plog_errc::diverged) {
           // Our tail is not the leader's: truncate by epoch again.
@@ -666,7 +698,6 @@ class engine {
           commit_to(p, s.committed);
         return;
       }
-      log_end = std::max(log_end, offset);
       ++st_.counters.records_accepted;
     }
     commit_to(p, s.committed);
@@ -931,8 +962,7 @@ class engine {
       on_ack(from, a);
     for (auto& q : asks)
       on_ask(from, q);
-    for (auto& s : ships)
-      on_ship(from, s);
+    on_ships(from, ships);
   }
 
   // -- views ------------------------------------------------------------------

@@ -43,6 +43,7 @@
 #include <limits>
 #include <map>
 #include <mutex>
+#include <set>
 #include <sys/statvfs.h>
 #include <thread>
 #include <unistd.h>
@@ -525,86 +526,95 @@ class rocksdb_journal_store final : public journal_store {
 
   plog_result accept(uint32_t part, uint64_t leader_epoch, uint64_t offset,
                      std::string_view record) override {
+    auto out = accept_many({accept_item{part, leader_epoch, offset, record}});
+    return out.front();
+  }
+
+  std::vector<plog_result>
+  accept_many(const std::vector<accept_item>& items) override {
+    std::vector<plog_result> out(items.size());
     std::lock_guard<std::mutex> lk{plog_mu_};
-    if (auto r = check_partition(part); !r.ok())
-      return r;
-    auto& m = metas_[part];
-    if (leader_epoch < m.epoch)
-      return stale_epoch(part, leader_epoch, m.epoch);
-    std::string error;
-    if (!plog::for_each_mutation(
-          record, [](const auto&) {}, error))
-      return refused(plog_errc::corrupt, "record " + std::to_string(offset)
-                                           + " of " + partition_name(part)
-                                           + " is unreadable: " + error);
-    auto record_epoch = *plog::record_epoch(record);
-    if (record_epoch > leader_epoch)
-      return refused(
-        plog_errc::corrupt,
-        "record " + std::to_string(offset) + " of " + partition_name(part)
-          + " is of epoch " + std::to_string(record_epoch)
-          + ", newer than its leader's (" + std::to_string(leader_epoch) + ")");
-    if (offset == 0 || offset > m.log_end + 1)
-      return refused(plog_errc::gap,
-                     "record " + std::to_string(offset) + " of "
-                       + partition_name(part) + " does not follow the log: "
-                       + "expected offset " + std::to_string(m.log_end + 1),
-                     m.log_end + 1);
-    if (offset < m.log_start)
-      return {}; // Held once, and trimmed since.
-    if (offset <= m.log_end) {
-      std::string held;
-      auto s = db_->Get(rocksdb::ReadOptions{}, plog_,
-                        plog::record_key(part, offset), &held);
-      if (!s.ok())
-        return refused(plog_errc::io,
-                       "cannot read record " + std::to_string(offset) + " of "
-                         + partition_name(part) + ": " + s.ToString());
-      if (held == record)
-        return {}; // A shipment retried: held already.
-      return refused(plog_errc::diverged,
-                     "record " + std::to_string(offset) + " of "
-                       + partition_name(part)
-                       + " differs from the one held: truncate by epoch first",
-                     offset);
-    }
-    if (!m.epochs.empty() && record_epoch < m.epochs.back().first)
-      return refused(
-        plog_errc::diverged,
-        "record " + std::to_string(offset) + " of " + partition_name(part)
-          + " is of epoch " + std::to_string(record_epoch)
-          + ", older than epoch " + std::to_string(m.epochs.back().first)
-          + " that wrote from offset " + std::to_string(m.epochs.back().second)
-          + ": truncate by epoch first",
-        m.epochs.back().second);
-    auto next = m;
-    next.epoch = std::max(m.epoch, leader_epoch);
-    next.log_end = offset;
-    if (next.epochs.empty() || next.epochs.back().first < record_epoch)
-      next.epochs.emplace_back(record_epoch, offset);
+    // Metas as the records staged so far leave them, and the records
+    // staged, by partition and offset: a later item sees the earlier ones.
+    std::map<uint32_t, partition_log_state> staged;
+    std::map<std::pair<uint32_t, uint64_t>, std::string_view> staged_records;
+    std::set<uint32_t> refused_parts;
+    std::vector<size_t> written;
     rocksdb::WriteBatch wb;
-    wb.Put(plog_, plog::record_key(part, offset),
-           rocksdb::Slice{record.data(), record.size()})
-      .PermitUncheckedError();
-    wb.Put(db_->DefaultColumnFamily(), plog::meta_key(part),
-           plog::encode_meta(next))
-      .PermitUncheckedError();
+    for (size_t i = 0; i < items.size(); ++i) {
+      const auto& it = items[i];
+      auto part = it.partition;
+      if (auto r = check_partition(part); !r.ok()) {
+        out[i] = r;
+        continue;
+      }
+      if (refused_parts.count(part) != 0) {
+        // After a refusal, nothing more of the partition in this call.
+        out[i] = refused(plog_errc::gap,
+                         "record " + std::to_string(it.offset) + " of "
+                           + partition_name(part)
+                           + " follows one refused in the same shipment",
+                         staged.count(part) ? staged[part].log_end + 1
+                                            : metas_[part].log_end + 1);
+        continue;
+      }
+      auto& m = staged.try_emplace(part, metas_[part]).first->second;
+      bool write = false;
+      out[i] = check_accept(part, m, it.leader_epoch, it.offset, it.record,
+                            staged_records, write);
+      if (!out[i].ok()) {
+        refused_parts.insert(part);
+        continue;
+      }
+      if (!write)
+        continue;
+      auto record_epoch = *plog::record_epoch(it.record);
+      m.epoch = std::max(m.epoch, it.leader_epoch);
+      m.log_end = it.offset;
+      if (m.epochs.empty() || m.epochs.back().first < record_epoch)
+        m.epochs.emplace_back(record_epoch, it.offset);
+      wb.Put(plog_, plog::record_key(part, it.offset),
+             rocksdb::Slice{it.record.data(), it.record.size()})
+        .PermitUncheckedError();
+      staged_records[{part, it.offset}] = it.record;
+      written.push_back(i);
+    }
+    if (written.empty())
+      return out;
+    for (auto& [part, m] : staged)
+      if (m != metas_[part])
+        wb.Put(db_->DefaultColumnFamily(), plog::meta_key(part),
+               plog::encode_meta(m))
+          .PermitUncheckedError();
+    // One write, with the store's durability, for the whole shipment.
     auto s = db_->Write(write_options_, &wb);
-    if (!s.ok())
-      return refused(plog_errc::io,
-                     "cannot write record " + std::to_string(offset) + " of "
-                       + partition_name(part) + ": " + s.ToString());
-    if (next.epoch != m.epoch)
-      next_seq_.clear();
-    m = std::move(next);
-    // Another leader writes this log: this store follows.
-    leading_[part].reset();
-    note_pending(part, offset, record);
-    // Another leader numbered these runs' events: cached numbers are stale.
-    if (!overlays_[part].records.empty())
-      for (const auto& run : overlays_[part].records.back().runs)
-        next_seq_.erase(run);
-    return {};
+    if (!s.ok()) {
+      for (auto i : written)
+        out[i] = refused(
+          plog_errc::io,
+          "cannot write record " + std::to_string(items[i].offset) + " of "
+            + partition_name(items[i].partition) + ": " + s.ToString());
+      return out;
+    }
+    for (auto& [part, m] : staged) {
+      if (m == metas_[part])
+        continue;
+      if (m.epoch != metas_[part].epoch)
+        next_seq_.clear();
+      metas_[part] = m;
+      // Another leader writes this log: this store follows.
+      leading_[part].reset();
+    }
+    for (auto i : written) {
+      auto part = items[i].partition;
+      note_pending(part, items[i].offset, items[i].record);
+      // Another leader numbered these runs' events: cached numbers are
+      // stale.
+      if (!overlays_[part].records.empty())
+        for (const auto& run : overlays_[part].records.back().runs)
+          next_seq_.erase(run);
+    }
+    return out;
   }
 
   plog_result commit(uint32_t part, uint64_t offset) override {
@@ -1812,6 +1822,72 @@ class rocksdb_journal_store final : public journal_store {
                                         + std::to_string(last)
                                         + " (after_apply_write)");
     }
+    return {};
+  }
+
+  /// Checks a follower's record `offset` of `part` against `m`, the
+  /// partition's meta with what this shipment staged already (in
+  /// `staged`): a refusal, or ok with `write` set when the record is new
+  /// (false: held already, byte for byte). Under plog_mu_.
+  plog_result check_accept(
+    uint32_t part, const partition_log_state& m, uint64_t leader_epoch,
+    uint64_t offset, std::string_view record,
+    const std::map<std::pair<uint32_t, uint64_t>, std::string_view>& staged,
+    bool& write) {
+    write = false;
+    if (leader_epoch < m.epoch)
+      return stale_epoch(part, leader_epoch, m.epoch);
+    std::string error;
+    if (!plog::for_each_mutation(
+          record, [](const auto&) {}, error))
+      return refused(plog_errc::corrupt, "record " + std::to_string(offset)
+                                           + " of " + partition_name(part)
+                                           + " is unreadable: " + error);
+    auto record_epoch = *plog::record_epoch(record);
+    if (record_epoch > leader_epoch)
+      return refused(
+        plog_errc::corrupt,
+        "record " + std::to_string(offset) + " of " + partition_name(part)
+          + " is of epoch " + std::to_string(record_epoch)
+          + ", newer than its leader's (" + std::to_string(leader_epoch) + ")");
+    if (offset == 0 || offset > m.log_end + 1)
+      return refused(plog_errc::gap,
+                     "record " + std::to_string(offset) + " of "
+                       + partition_name(part) + " does not follow the log: "
+                       + "expected offset " + std::to_string(m.log_end + 1),
+                     m.log_end + 1);
+    if (offset < m.log_start)
+      return {}; // Held once, and trimmed since.
+    if (offset <= m.log_end) {
+      std::string held;
+      if (auto i = staged.find({part, offset}); i != staged.end()) {
+        held = std::string{i->second};
+      } else {
+        auto s = db_->Get(rocksdb::ReadOptions{}, plog_,
+                          plog::record_key(part, offset), &held);
+        if (!s.ok())
+          return refused(plog_errc::io,
+                         "cannot read record " + std::to_string(offset) + " of "
+                           + partition_name(part) + ": " + s.ToString());
+      }
+      if (held == record)
+        return {}; // A shipment retried: held already.
+      return refused(plog_errc::diverged,
+                     "record " + std::to_string(offset) + " of "
+                       + partition_name(part)
+                       + " differs from the one held: truncate by epoch first",
+                     offset);
+    }
+    if (!m.epochs.empty() && record_epoch < m.epochs.back().first)
+      return refused(
+        plog_errc::diverged,
+        "record " + std::to_string(offset) + " of " + partition_name(part)
+          + " is of epoch " + std::to_string(record_epoch)
+          + ", older than epoch " + std::to_string(m.epochs.back().first)
+          + " that wrote from offset " + std::to_string(m.epochs.back().second)
+          + ": truncate by epoch first",
+        m.epochs.back().second);
+    write = true;
     return {};
   }
 

@@ -685,3 +685,60 @@ TEST_F(PartitionLogTest, OnRecordsNamesEachPartitionWrittenAndItsNewEnd) {
   EXPECT_EQ(calls[1], (pairs{{1, 2}}));
   EXPECT_FALSE(a.ready() || b.ready() || c.ready() || d.ready());
 }
+
+TEST_F(PartitionLogTest, AShipmentOfManyRecordsIsAcceptedInOneCall) {
+  auto leader = open("leader");
+  auto one = open("one");
+  auto two = open("two");
+  ASSERT_TRUE(leader && one && two);
+  std::vector<answer> answers;
+  for (int round = 0; round < 3; ++round) {
+    for (uint32_t p = 0; p < partitions; ++p) {
+      std::string run = "r" + std::to_string(p) + "-" + std::to_string(round);
+      answers.push_back(append(*leader, submit(run, "key-" + run)));
+      answers.push_back(append(*leader, step(run, 1)));
+    }
+    leader->flush();
+  }
+  // Every partition's records, in one call; `two` gets them one by one.
+  std::vector<std::vector<log_record>> held(partitions);
+  std::vector<journal_store::accept_item> items;
+  for (uint32_t p = 0; p < partitions; ++p) {
+    ASSERT_TRUE(leader->read_records(p, 1, 1 << 20, held[p]).ok());
+    ASSERT_GE(held[p].size(), 2u);
+    for (auto& rec : held[p])
+      items.push_back({p, 0, rec.offset, rec.bytes});
+    ship(*leader, *two, p, 0, 1);
+  }
+  auto results = one->accept_many(items);
+  ASSERT_EQ(results.size(), items.size());
+  for (auto& r : results)
+    EXPECT_TRUE(r.ok()) << r.message;
+  for (uint32_t p = 0; p < partitions; ++p)
+    EXPECT_EQ(one->log_state(p), two->log_state(p)) << p;
+  // Again: held already, acknowledged, nothing written twice.
+  for (auto& r : one->accept_many(items))
+    EXPECT_TRUE(r.ok()) << r.message;
+  // A gap in partition 0 refuses it and what follows it there, and
+  // nothing of partition 0 is written; partition 1's record still is.
+  auto end0 = one->log_state(0)->log_end;
+  auto end1 = one->log_state(1)->log_end;
+  auto rec0 = held[0].back().bytes;
+  auto rec1 = held[1].back().bytes;
+  auto mixed = one->accept_many(
+    {{0, 0, end0 + 2, rec0}, {0, 0, end0 + 3, rec0}, {1, 0, end1 + 1, rec1}});
+  EXPECT_EQ(mixed[0].code, plog_errc::gap);
+  EXPECT_EQ(mixed[0].offset, end0 + 1);
+  EXPECT_EQ(mixed[1].code, plog_errc::gap);
+  EXPECT_TRUE(mixed[2].ok()) << mixed[2].message;
+  EXPECT_EQ(one->log_state(0)->log_end, end0);
+  EXPECT_EQ(one->log_state(1)->log_end, end1 + 1);
+  // A stale epoch is refused as such.
+  ASSERT_TRUE(one->fence(2, 5).ok());
+  auto stale = one->accept_many({{2, 3, 99, held[2].back().bytes}});
+  EXPECT_EQ(stale[0].code, plog_errc::stale_epoch);
+  for (uint32_t p = 0; p < partitions; ++p)
+    ASSERT_TRUE(leader->commit(p, leader->log_state(p)->log_end).ok());
+  for (auto& a : answers)
+    EXPECT_EQ(a.get(), "");
+}
