@@ -222,12 +222,13 @@ const fmtX = (v) => (num(v) === null ? "n/a" : `${fmt(v)}x`);
 // A row: metric, Troupe value, Restate value, ratio (or "–" when not comparable), target, met?
 const rows = [];
 const section = (title) => rows.push({ section: title });
-const row = (metric, t, r, { ratio = true, target = "", met = null } = {}) => {
+const row = (metric, t, r, { ratio = true, target = "", met = null, count = false } = {}) => {
   t = num(t); r = num(r);
   const q = ratio ? div(t, r) : null;
   let m = "";
   if (met) { const v = met(t, q); m = v === null ? "n/a" : v ? "yes" : "no"; }
-  rows.push({ cells: [metric, fmt(t), fmt(r), ratio ? fmtX(q) : "–", target, m] });
+  const f = count ? (v) => (v === null ? "n/a" : String(Math.round(v))) : fmt;
+  rows.push({ cells: [metric, f(t), f(r), ratio ? fmtX(q) : "–", target, m] });
 };
 const when = (x, f) => (x === null ? null : f(x));
 // A Troupe-only row: Restate has no such measurement.
@@ -277,9 +278,9 @@ if (E.CMP_CLUSTER === "1") {
   row("  same, worst kill ms", get(fo, "all_progress_ms", "max"), rf.killToAllStalledProgressMs, { target: "≤ 3,000", met: (t) => when(t, (t) => t <= 3000) });
   row("  runs of the killed leader's partitions only: max ms (Troupe: median of kills)", get(fo, "victim_resumed_ms", "median"), get(rf, "onVictimPartitions", "gapMs", "max"));
   row("kill -9 of a leader → all done ms (Troupe: median of kills)", get(fo, "all_done_ms", "median"), rf.killToAllDoneMs);
-  row("runs lost (Troupe: all kills)", fo.lost, rf.lost, { ratio: false, target: "0", met: (t) => when(t, (t) => t === 0) });
-  row("completed steps run again (Troupe: all kills) ⁸", fo.completed_rerun, null, { ratio: false, target: "0", met: (t) => when(t, (t) => t === 0) });
-  row("steps re-executed, in-flight included (Troupe: all kills) ⁸", fo.attempts_rerun, rf.dupSteps, { ratio: false });
+  row("runs lost (Troupe: all kills)", fo.lost, rf.lost, { ratio: false, count: true, target: "0", met: (t) => when(t, (t) => t === 0) });
+  row("completed steps run again (Troupe: all kills) ⁸", fo.completed_rerun, null, { ratio: false, count: true, target: "0", met: (t) => when(t, (t) => t === 0) });
+  row("steps re-executed, in-flight included (Troupe: all kills) ⁸", fo.attempts_rerun, rf.dupSteps, { ratio: false, count: true });
 }
 
 // ---------- print ----------
