@@ -4,6 +4,7 @@
 #   bench/compare.sh                 full sizes
 #   QUICK=1 bench/compare.sh         smoke sizes (troupe bench --quick, Restate QUICK=1)
 #   SKIP_RESTATE=1 bench/compare.sh  Troupe only (Restate columns say n/a)
+#   SKIP_CLUSTER=1 bench/compare.sh  without the cluster section (both sides)
 #
 # Environment (all optional):
 #   TROUPE=PATH          troupe binary (default: build/release/bin/troupe; `make build` makes it)
@@ -14,8 +15,9 @@
 #   RESTATE_TIMEOUT=S    bound on the Restate run, npm install included (default 1800, QUICK 900)
 #
 # Troupe runs first (`troupe bench ... --durability machine --json`, then seq10 with
-# --durability process), Restate after it (ONLY=seq10,seq10c1,fan10,crash), never both at
-# once. Progress goes to stderr; the report (machine, versions, table, notes) goes to stdout
+# --durability process, then `troupe bench --cluster 3 --json`: etcd and 3 members, R=3,
+# min_insync 2), Restate after it (ONLY=seq10,seq10c1,fan10,crash, then its 3-node cluster
+# cases cseq10,chttp10,cfail with R=2, in the same run.sh), never both at once. Progress goes to stderr; the report (machine, versions, table, notes) goes to stdout
 # and to $OUT/table.md. Every figure in the table comes from the JSON the two runs write.
 # Exit status: 0 when both sides ran cleanly, 1 when either failed (the table still prints).
 set -euo pipefail
@@ -26,6 +28,12 @@ RESTATE_PEER="${RESTATE_PEER:-$REPO/../shared/peers/restate/run.sh}"
 RESTATE_ONLY="seq10,seq10c1,fan10,crash"
 QUICK="${QUICK:-0}"
 SKIP_RESTATE="${SKIP_RESTATE:-0}"
+SKIP_CLUSTER="${SKIP_CLUSTER:-0}"
+cluster=1
+case "$SKIP_CLUSTER" in "" | 0 | no | false) ;; *) cluster=0 ;; esac
+# Each side's cluster survives one of three nodes dying and keeps two copies: Troupe R=3 with
+# min_insync 2 (its defaults), Restate R=2 (its R=3 stalls when a node dies).
+[ "$cluster" = 1 ] && RESTATE_ONLY="$RESTATE_ONLY,cseq10,chttp10,cfail"
 quick=0
 case "$QUICK" in "" | 0 | no | false) ;; *) quick=1 ;; esac
 if [ "$quick" = 1 ]; then
@@ -127,6 +135,7 @@ run_troupe() {
 T0=$SECONDS
 run_troupe seq10 seq10c1 fan10 sleepers recover idle --durability machine
 run_troupe seq10 --durability process
+[ "$cluster" = 1 ] && run_troupe --cluster 3
 TROUPE_WALL=$((SECONDS - T0))
 say "troupe done in ${TROUPE_WALL} s"
 
@@ -170,7 +179,7 @@ CMP_TROUPE_JSONL="$OUT/troupe.jsonl" CMP_RESTATE_JSON="$OUT/restate/results.json
   CMP_RESTATE_VERSIONS="$OUT/restate/versions.txt" CMP_RESTATE_NOTE="$RESTATE_NOTE" \
   CMP_TROUPE_NOTE="$TROUPE_NOTE" CMP_QUICK="$quick" CMP_NPROC="$(nproc)" CMP_KERNEL="$(uname -r)" \
   CMP_DATE="$(date -u '+%Y-%m-%d %H:%M:%S UTC')" CMP_LOADAVG="$LOADAVG_START" CMP_OUT="$OUT" \
-  CMP_TROUPE_WALL="$TROUPE_WALL" CMP_RESTATE_WALL="$RESTATE_WALL" \
+  CMP_TROUPE_WALL="$TROUPE_WALL" CMP_RESTATE_WALL="$RESTATE_WALL" CMP_CLUSTER="$cluster" \
   CMP_TROUPE_REV="$(git -C "$REPO" describe --always --dirty 2>/dev/null || echo unknown)" \
   node - <<'JS' | tee "$OUT/table.md"
 const fs = require("fs");
@@ -213,12 +222,13 @@ const fmtX = (v) => (num(v) === null ? "n/a" : `${fmt(v)}x`);
 // A row: metric, Troupe value, Restate value, ratio (or "–" when not comparable), target, met?
 const rows = [];
 const section = (title) => rows.push({ section: title });
-const row = (metric, t, r, { ratio = true, target = "", met = null } = {}) => {
+const row = (metric, t, r, { ratio = true, target = "", met = null, count = false } = {}) => {
   t = num(t); r = num(r);
   const q = ratio ? div(t, r) : null;
   let m = "";
   if (met) { const v = met(t, q); m = v === null ? "n/a" : v ? "yes" : "no"; }
-  rows.push({ cells: [metric, fmt(t), fmt(r), ratio ? fmtX(q) : "–", target, m] });
+  const f = count ? (v) => (v === null ? "n/a" : String(Math.round(v))) : fmt;
+  rows.push({ cells: [metric, f(t), f(r), ratio ? fmtX(q) : "–", target, m] });
 };
 const when = (x, f) => (x === null ? null : f(x));
 // A Troupe-only row: Restate has no such measurement.
@@ -232,6 +242,11 @@ const c1 = tm("seq10c1"), c1r = rc("seq10c1");
 const f10 = tm("fan10"), f10r = rc("fan10");
 const idle = tm("idle"), park = tm("sleepers"), rec = tm("recover");
 const p10 = tp("seq10");
+const tc = T["cluster/?"] || {};
+const rcl = (R && R.cluster) || null;
+const rcc = (name) => ((rcl && rcl.cases) || []).find((c) => c.case === name) || {};
+const rf = (rcl && rcl.fail) || {};
+const get = (o, ...path) => path.reduce((x, k) => (x && typeof x === "object" ? x[k] : undefined), o);
 
 section("Throughput and latency: Troupe `machine` durability vs Restate");
 row("seq10 steps/s", s10.steps_per_s, s10r.stepsPerS, { target: "≥ 20x", met: (t, q) => when(q, (q) => q >= 20) });
@@ -250,6 +265,23 @@ row("restart → ready s (Restate: restartToHealthyMs)", rec.ready_s, div(b1.res
 row("restart → runs resumed s (Restate: startToAllLeadersMs)", rec.resumed_s, div(b1.startToAllLeadersMs, 1000), { ratio: false, target: "≤ 3 s", met: (t) => when(t, (t) => t <= 3) });
 section("Troupe `process` durability (no fsync per step; Restate has no counterpart)");
 troupeOnly("seq10 steps/s (process durability)", p10.steps_per_s, { target: "≥ 100,000", ok: (t) => t >= 100000 });
+if (E.CMP_CLUSTER === "1") {
+  const cs = get(tc, "seq10", "cluster") || {}, fo = tc.failover || {};
+  const ch = rcc("chttp10"), cq = rcc("cseq10");
+  section(`Cluster of 3 on 127.0.0.1 ⁶ (Troupe: R=${tc.replication ?? "n/a"}, min_insync ${tc.min_insync ?? "n/a"}; Restate: R=${rcl ? rcl.replication : "n/a"})`);
+  row("replicated seq10 steps/s", cs.steps_per_s, cq.stepsPerS, { target: "≥ 20x", met: (t, q) => when(q, (q) => q >= 20) });
+  row("replicated seq10 p99 run latency ms", cs.p99_ms, cq.p99);
+  troupeOnly("replicated seq10 / embedded `machine` seq10, same run", get(tc, "seq10", "ratio"), { target: "≥ 0.5", ok: (t) => t >= 0.5 });
+  row("replicated http10 steps/s ⁷", null, ch.stepsPerS);
+  row("replicated http10 p99 run latency ms ⁷", null, ch.p99);
+  row("kill -9 of a leader → every stalled run progressing again ms (Troupe: median of kills)", get(fo, "all_progress_ms", "median"), rf.killToAllStalledProgressMs, { target: "≤ 1,000", met: (t) => when(t, (t) => t <= 1000) });
+  row("  same, worst kill ms", get(fo, "all_progress_ms", "max"), rf.killToAllStalledProgressMs, { target: "≤ 3,000", met: (t) => when(t, (t) => t <= 3000) });
+  row("  runs of the killed leader's partitions only: max ms (Troupe: median of kills)", get(fo, "victim_resumed_ms", "median"), get(rf, "onVictimPartitions", "gapMs", "max"));
+  row("kill -9 of a leader → all done ms (Troupe: median of kills)", get(fo, "all_done_ms", "median"), rf.killToAllDoneMs);
+  row("runs lost (Troupe: all kills)", fo.lost, rf.lost, { ratio: false, count: true, target: "0", met: (t) => when(t, (t) => t === 0) });
+  row("completed steps run again (Troupe: all kills) ⁸", fo.completed_rerun, null, { ratio: false, count: true, target: "0", met: (t) => when(t, (t) => t === 0) });
+  row("steps re-executed, in-flight included (Troupe: all kills) ⁸", fo.attempts_rerun, rf.dupSteps, { ratio: false, count: true });
+}
 
 // ---------- print ----------
 const out = [];
@@ -279,6 +311,13 @@ p("2. Restate: server peak RSS in seq10 (bench.mjs has no idle measurement), so 
 p(`3. Restate: the restate-server process only${num(s10r.servicePeakRssMiB) !== null ? `; its SDK service (node) peaked at ${fmt(s10r.servicePeakRssMiB)} MiB on top` : " (its SDK service, a separate node process, comes on top)"}. Troupe: the one node process.`);
 p(`4. Restate's crash test has only ${crash ? crash.cfg.m : "200 (50 with QUICK=1)"} workflows of ${crash ? crash.cfg.k : 20} steps (step + ${crash ? crash.cfg.sleepMs : 50} ms durable sleep), restate-server killed with SIGKILL at ~30% progress and restarted (batch b1${num(b1.killToFirstNewStepMs) !== null ? `; kill → first re-executed step ${fmt(b1.killToFirstNewStepMs)} ms` : ""}); restartToHealthyMs is restart → admin and ingress healthy, startToAllLeadersMs is server start → all partition processors leader (from its log). Troupe's recover restarts a node with its parked runs (ready_s: accepting work, resumed_s: all runs resumed). Different sizes, so no ratio.`);
 p("5. Troupe makes every step durable before the next starts: one group commit (a RocksDB write with fsync) per step, plus one for the submission and one for the first step's start, so a step cannot take less than this mean commit time measured in the same run.");
+if (E.CMP_CLUSTER === "1") {
+  const fo = tc.failover || {};
+  p(`6. Both clusters run on this one machine, requests round-robin over the 3 members (Restate: ingresses). Troupe: \`troupe bench --cluster 3\` (etcd and 3 members; seq10 N=${get(tc, "seq10", "cluster", "n") ?? "n/a"} C=${get(tc, "seq10", "cluster", "concurrency") ?? "n/a"}, beside seq10 on an embedded node with \`machine\` durability in the same run; then ${fo.trials ?? "n/a"} kills of a partition leader, each with ${fo.runs ?? "n/a"} runs of ${fo.steps ?? 20} steps each followed by a 50 ms durable sleep in flight, killed at about 30% of their steps, the member restarted between kills). Restate: one kill -9 of the node leading most partitions in its cfail (${rf.cfg ? `${rf.cfg.m} workflows of ${rf.cfg.k} steps + ${rf.cfg.sleepMs} ms sleeps` : "n/a"}). Troupe's "progressing again" is each run's second journal event after the kill (a run writes its next event only once the one before is committed on its in-sync replicas); Restate's is each stalled workflow's first lasting side effect.`);
+  p("7. Troupe's bench has no http10 workload yet (a step that calls a service, against the echo service): n/a, not measured.");
+  p("8. Troupe: journal events of each run read back through the survivors; a completed node run again would show a second node_completed, an attempt started again a second attempt_started. Restate: step side effects executed more than once (dupSteps), in-flight ones included.");
+  if (rcl && rcl.error) p(`**Restate cluster:** failed: ${String(rcl.error).split("\n")[0]}`);
+}
 // sizes and errors, so that a reader can tell what was measured
 const tsize = (o) => (o.workload ? `${o.workload} n=${o.n}${o.concurrency !== undefined ? ` c=${o.concurrency}` : ""}${o.failed ? ` **failed=${o.failed}**` : ""}` : null);
 const rsize = (c) => (c.case ? `${c.case} N=${c.n} C=${c.c} ok=${c.ok}${c.errs ? ` **errors=${c.errs}**` : ""}` : null);

@@ -8,6 +8,7 @@
 // report.
 
 #include "runtime/auth/token.hpp"
+#include "runtime/ids/partition.hpp"
 #include "tools/commands.hpp"
 #include "tools/control_client.hpp"
 #include "tools/local_host.hpp"
@@ -29,6 +30,7 @@
 #include <netinet/in.h>
 #include <optional>
 #include <regex>
+#include <set>
 #include <sstream>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -545,6 +547,569 @@ std::string prepare_fan_cluster(const bench_options& b,
   return etcd;
 }
 
+/// What a closed loop of runs over the members measured.
+struct cluster_load {
+  size_t ok = 0;
+  size_t failed = 0;
+  double wall_s = 0;
+  /// Run latencies (submission to end), sorted, in ms.
+  std::vector<double> latencies_ms;
+};
+
+double quantile(const std::vector<double>& sorted, double q) {
+  if (sorted.empty())
+    return 0;
+  auto i = static_cast<size_t>(q * static_cast<double>(sorted.size()));
+  return sorted[std::min(sorted.size() - 1, i)];
+}
+
+// ---- replicated seq10 and failover (`bench --cluster N`) ----
+
+/// Calls `request` on member `name` with the cluster's token, through the
+/// cached client; null when it does not answer or refuses.
+json call_member(bench_cluster& c, const std::string& name, const json& request,
+                 std::chrono::milliseconds timeout = 5s) {
+  try {
+    auto& cl = c.clients[name];
+    if (!cl) {
+      cl = std::make_unique<control_client>();
+      control_client::options o;
+      o.address = "127.0.0.1:" + std::to_string(c.ports[name]);
+      o.token = c.token;
+      o.connect_timeout = 1s;
+      o.wait_ready = 0ms;
+      cl->connect(o);
+    }
+    return cl->call(request, timeout);
+  } catch (const std::exception&) {
+    c.clients.erase(name);
+    return nullptr;
+  }
+}
+
+/// A live member other than `but`, taking turns.
+std::string some_member(bench_cluster& c, const std::string& but = {}) {
+  static size_t turn = 0;
+  std::vector<std::string> alive;
+  for (auto& [name, m] : c.members)
+    if (name != but && m.pid > 0)
+      alive.push_back(name);
+  if (alive.empty())
+    return {};
+  return alive[turn++ % alive.size()];
+}
+
+/// The partitions as a live member sees them, or null.
+json partition_view(bench_cluster& c, const std::string& but = {}) {
+  auto v = call_member(c, some_member(c, but), {{"t", "partitions"}});
+  if (!v.is_object() || !v.contains("partitions"))
+    return nullptr;
+  return v;
+}
+
+/// Whether every partition that has a record has a leader and its full set
+/// of replicas in sync (and takes runs), as a live member sees them.
+bool partitions_whole(bench_cluster& c, size_t replication) {
+  auto v = partition_view(c);
+  if (v.is_null())
+    return false;
+  auto& list = v["partitions"];
+  if (list.empty())
+    return false;
+  for (auto& p : list)
+    if (p.value("state", "") != "ok"
+        || p.value("isr", json::array()).size() != replication
+        || p.value("leader", "").empty())
+      return false;
+  return true;
+}
+
+/// Partitions each member leads, by the view `v`.
+std::map<std::string, size_t> leaders(const json& v) {
+  std::map<std::string, size_t> out;
+  for (auto& p : v.value("partitions", json::array()))
+    if (p.value("state", "") == "ok")
+      ++out[p.value("leader", "")];
+  return out;
+}
+
+/// The connection options of member `name`.
+control_client::options member_options(bench_cluster& c,
+                                       const std::string& name) {
+  control_client::options o;
+  o.address = "127.0.0.1:" + std::to_string(c.ports[name]);
+  o.token = c.token;
+  o.connect_timeout = 2s;
+  o.wait_ready = 0ms;
+  return o;
+}
+
+/// seq10 submitted round-robin over the members (one connection each,
+/// `concurrency` runs in flight in all), each run watched on the member
+/// that took it: {ok, failed, wall_s, latencies}. Throws on a failure.
+cluster_load seq10_over(bench_cluster& c, const std::vector<std::string>& names,
+                        size_t n, size_t concurrency) {
+  std::string source;
+  {
+    std::ostringstream s;
+    s << "name: bench-seq10\nnodes:\n";
+    for (int i = 1; i <= 10; ++i) {
+      s << "  s" << i << ":\n    kind: noop\n";
+      if (i > 1)
+        s << "    after: [s" << i - 1 << "]\n";
+    }
+    source = s.str();
+  }
+  json submit = {{"t", "submit"},
+                 {"workflow", source},
+                 {"file", "bench-seq10.yaml"},
+                 {"inputs", json::object()}};
+  std::vector<cluster_load> parts(names.size());
+  std::vector<std::string> errors(names.size());
+  auto began = steady::now();
+  std::vector<std::thread> threads;
+  for (size_t k = 0; k < names.size(); ++k)
+    threads.emplace_back([&, k] {
+      auto count = n / names.size() + (k < n % names.size() ? 1 : 0);
+      auto in_flight
+        = std::max<size_t>(1, concurrency / names.size()
+                                + (k < concurrency % names.size() ? 1 : 0));
+      auto& r = parts[k];
+      try {
+        control_client client;
+        client.connect(member_options(c, names[k]));
+        std::map<uint64_t, steady::time_point> submitting, watching;
+        size_t submitted = 0, ended = 0;
+        auto next = [&] {
+          if (submitted < count) {
+            ++submitted;
+            submitting.emplace(client.start(submit), steady::now());
+          }
+        };
+        for (size_t i = 0; i < in_flight; ++i)
+          next();
+        while (ended < count) {
+          auto msg = client.next(120s);
+          if (!msg)
+            throw std::runtime_error("no answer from " + names[k]
+                                     + " in 120 s");
+          auto t = msg->value("t", std::string{});
+          auto id = msg->value("id", uint64_t{0});
+          if (t == "reply") {
+            auto i = submitting.find(id);
+            if (i == submitting.end())
+              continue;
+            auto run_id = (*msg)["body"].value("run_id", std::string{});
+            watching.emplace(client.start({{"t", "watch"}, {"run_id", run_id}}),
+                             i->second);
+            submitting.erase(i);
+          } else if (t == "end") {
+            auto i = watching.find(id);
+            if (i == watching.end())
+              continue;
+            r.latencies_ms.push_back(std::chrono::duration<double, std::milli>(
+                                       steady::now() - i->second)
+                                       .count());
+            watching.erase(i);
+            ++ended;
+            if ((*msg)["body"].value("state", std::string{}) == "completed")
+              ++r.ok;
+            else
+              ++r.failed;
+            next();
+          }
+        }
+      } catch (const std::exception& e) {
+        errors[k] = names[k] + ": " + e.what();
+      }
+    });
+  for (auto& t : threads)
+    t.join();
+  cluster_load all;
+  all.wall_s = std::chrono::duration<double>(steady::now() - began).count();
+  for (size_t k = 0; k < names.size(); ++k) {
+    if (!errors[k].empty())
+      throw std::runtime_error(errors[k]);
+    all.ok += parts[k].ok;
+    all.failed += parts[k].failed;
+    all.latencies_ms.insert(all.latencies_ms.end(),
+                            parts[k].latencies_ms.begin(),
+                            parts[k].latencies_ms.end());
+  }
+  std::sort(all.latencies_ms.begin(), all.latencies_ms.end());
+  return all;
+}
+
+/// Runs `argv` (a `troupe ... bench ... --json`) to its end and gives the
+/// last JSON line that has steps_per_s, or null (its output said).
+json child_bench(bench_cluster& c, const std::string& what,
+                 const std::vector<std::string>& argv,
+                 const std::map<std::string, std::string>& env) {
+  auto log = c.dir / ("bench-" + what + ".out");
+  auto p = child::spawn(argv, env, log);
+  int status = 0;
+  ::waitpid(p.pid, &status, 0);
+  auto text = read_file(log);
+  json found;
+  std::istringstream lines{text};
+  std::string line;
+  while (std::getline(lines, line))
+    if (auto j = json::parse(line, nullptr, false);
+        j.is_object() && j.contains("steps_per_s"))
+      found = j;
+  if (found.is_null() || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    std::cerr << "troupe: bench: " << what << " failed:\n" << text << "\n";
+    c.keep = true;
+    return nullptr;
+  }
+  return found;
+}
+
+/// Replicated seq10 over every member, then seq10 on an embedded node with
+/// `machine` durability, sized alike: {"cluster", "embedded", "ratio"}, or
+/// null (the cause said).
+json measure_replicated(const bench_options& b, bench_cluster& c,
+                        size_t replication) {
+  auto names = member_names(c.members.size());
+  size_t n = b.n_set ? b.n : (b.quick ? 1'000 : 20'000);
+  size_t concurrency = b.concurrency_set ? b.concurrency : 50;
+  // Every member leads partitions that take runs.
+  if (!wait_for(
+        [&] {
+          if (!partitions_whole(c, replication))
+            return false;
+          auto led = leaders(partition_view(c));
+          for (auto& name : names)
+            if (led[name] == 0)
+              return false;
+          return true;
+        },
+        60s, 50ms)) {
+    std::cerr << "troupe: bench: the partitions did not all get a leader and "
+                 "their replicas in sync within 60 s: "
+              << partition_view(c).dump() << "\n";
+    c.keep = true;
+    return nullptr;
+  }
+  cluster_load r;
+  try {
+    (void)seq10_over(c, names, std::max<size_t>(names.size(), n / 10),
+                     concurrency);
+    r = seq10_over(c, names, n, concurrency);
+  } catch (const std::exception& e) {
+    std::cerr << "troupe: bench: replicated seq10: " << e.what() << "\n";
+    c.keep = true;
+    return nullptr;
+  }
+  json cluster{{"workload", "seq10"},
+               {"n", n},
+               {"concurrency", concurrency},
+               {"ok", r.ok},
+               {"failed", r.failed},
+               {"wall_s", r.wall_s},
+               {"runs_per_s", static_cast<double>(r.ok) / r.wall_s},
+               {"steps_per_s", static_cast<double>(r.ok * 10) / r.wall_s},
+               {"p50_ms", quantile(r.latencies_ms, 0.5)},
+               {"p99_ms", quantile(r.latencies_ms, 0.99)},
+               {"replication", replication}};
+  std::vector<std::string> argv{c.self_exe,      "--json",
+                                "bench",         "seq10",
+                                "--durability",  "machine",
+                                "--data-dir",    (c.dir / "embedded").string(),
+                                "--n",           std::to_string(n),
+                                "--concurrency", std::to_string(concurrency)};
+  auto embedded = child_bench(c, "seq10-embedded", argv, {});
+  if (embedded.is_null())
+    return nullptr;
+  auto es = embedded.value("steps_per_s", 0.0);
+  auto cs = cluster.value("steps_per_s", 0.0);
+  return json{{"cluster", cluster},
+              {"embedded", embedded},
+              {"ratio", es > 0 ? cs / es : 0.0}};
+}
+
+/// The failover workload: `steps` noop steps, each followed by a durable
+/// sleep of 50 ms (as the Restate peer's crash test).
+std::string failover_source(int steps) {
+  std::ostringstream s;
+  s << "name: bench-failover\nnodes:\n";
+  for (int i = 1; i <= steps; ++i) {
+    s << "  s" << i << ":\n    kind: noop\n";
+    if (i > 1)
+      s << "    after: [z" << i - 1 << "]\n";
+    s << "  z" << i << ":\n    kind: sleep\n    duration: 50ms\n    after: [s"
+      << i << "]\n";
+  }
+  return s.str();
+}
+
+/// A run's journal through a live member other than `but`, or null.
+json run_history(bench_cluster& c, const std::string& run,
+                 const std::string& but) {
+  json events = json::array();
+  uint64_t after = 0;
+  std::string state;
+  for (int page = 0; page < 1000; ++page) {
+    auto body
+      = call_member(c, some_member(c, but),
+                    {{"t", "history"}, {"run_id", run}, {"after", after}});
+    if (!body.is_object())
+      return nullptr;
+    for (auto& e : body.value("events", json::array()))
+      events.push_back(e);
+    state = body.value("state", "");
+    after = body.value("next", uint64_t{0});
+    if (after == 0)
+      break;
+  }
+  return json{{"state", state}, {"events", events}};
+}
+
+/// Kills, `trials` times, the member that leads partitions with runs in
+/// flight (`runs` runs of failover_source(20) submitted round-robin over
+/// the members, killed at about 30% of their steps), then reads every
+/// run's journal through the survivors: how soon each run unfinished at
+/// the kill wrote again, how soon all were done, runs lost, completed
+/// nodes run again. The victim is started again on its data dir, and the
+/// partitions are whole again, before the next trial. Null on a failure.
+json measure_failover(const global_options& g, bench_cluster& c, size_t trials,
+                      size_t runs, size_t replication) {
+  auto names = member_names(c.members.size());
+  const int steps = 20;
+  json submit = {{"t", "submit"},
+                 {"workflow", failover_source(steps)},
+                 {"file", "bench-failover.yaml"},
+                 {"inputs", json::object()}};
+  std::vector<double> victim_ms, all_ms, done_ms;
+  size_t lost = 0, completed_rerun = 0, attempts_rerun = 0, stalled_total = 0;
+  json per_trial = json::array();
+  auto fail = [&](const std::string& why) {
+    std::cerr << "troupe: bench: failover: " << why << "\n";
+    c.keep = true;
+    return json(nullptr);
+  };
+  for (size_t trial = 0; trial < trials; ++trial) {
+    if (!wait_for([&] { return c.all_linked(); }, 30s, 20ms)
+        || !wait_for([&] { return partitions_whole(c, replication); }, 60s,
+                     50ms))
+      return fail("the partitions were not whole again within 60 s");
+    auto view = partition_view(c);
+    auto led = leaders(view);
+    std::vector<std::string> writers;
+    for (auto& name : names)
+      if (led[name] > 0)
+        writers.push_back(name);
+    if (writers.empty())
+      return fail("no member leads a partition");
+    // Members take turns, among those that lead partitions.
+    auto victim = writers[trial % writers.size()];
+    std::map<uint32_t, std::string> leader_of;
+    for (auto& p : view["partitions"])
+      leader_of[p.value("partition", 0u)] = p.value("leader", "");
+    auto count = view.value("count", uint32_t{0});
+    // Submit, pipelined on one connection per member.
+    std::vector<std::string> ids;
+    std::vector<std::string> victim_runs;
+    try {
+      std::vector<std::unique_ptr<control_client>> cl;
+      for (auto& w : writers) {
+        cl.push_back(std::make_unique<control_client>());
+        cl.back()->connect(member_options(c, w));
+      }
+      std::vector<size_t> owed(writers.size(), 0);
+      for (size_t i = 0; i < runs; ++i) {
+        cl[i % writers.size()]->start(submit);
+        ++owed[i % writers.size()];
+      }
+      for (size_t k = 0; k < writers.size(); ++k)
+        while (owed[k] > 0) {
+          auto msg = cl[k]->next(30s);
+          if (!msg)
+            return fail("no answer to a submission from " + writers[k]);
+          if (msg->value("t", "") != "reply")
+            continue;
+          --owed[k];
+          auto id = (*msg)["body"].value("run_id", std::string{});
+          ids.push_back(id);
+          if (leader_of[runtime::partition_of_run(id, count)] == victim)
+            victim_runs.push_back(id);
+        }
+    } catch (const std::exception& e) {
+      return fail(std::string{"submitting: "} + e.what());
+    }
+    if (victim_runs.empty())
+      return fail("no run went to a partition " + victim + " leads");
+    // Kill at about 30% of the steps of a run of the victim's.
+    size_t completed = 0;
+    wait_for(
+      [&] {
+        auto h = call_member(c, victim,
+                             {{"t", "history"}, {"run_id", victim_runs[0]}});
+        completed = 0;
+        if (h.is_object())
+          for (auto& e : h.value("events", json::array()))
+            completed += e.value("type", "") == "node_completed";
+        return completed >= static_cast<size_t>(steps * 2 * 3 / 10);
+      },
+      30s, 10ms);
+    auto kill_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                     std::chrono::system_clock::now().time_since_epoch())
+                     .count();
+    ::kill(c.members[victim].pid, SIGKILL);
+    ::waitpid(c.members[victim].pid, nullptr, 0);
+    c.members[victim].pid = -1;
+    c.clients.erase(victim);
+    // Until every run ended, asked through the survivors.
+    std::set<std::string> open(ids.begin(), ids.end());
+    wait_for(
+      [&] {
+        for (auto it = open.begin(); it != open.end();) {
+          auto s = call_member(c, some_member(c),
+                               {{"t", "status"}, {"run_id", *it}});
+          auto st = s.is_object() ? s.value("state", "") : "";
+          if (st == "completed" || st == "failed" || st == "cancelled")
+            it = open.erase(it);
+          else
+            ++it;
+        }
+        return open.empty();
+      },
+      120s, 100ms);
+    // Each run's journal, read back.
+    double victim_worst = 0, all_worst = 0, done_worst = 0;
+    size_t stalled = 0, trial_lost = 0, trial_rerun = 0, trial_attempts = 0;
+    for (auto& id : ids) {
+      auto h = run_history(c, id, "");
+      if (h.is_null() || h.value("state", "") != "completed") {
+        ++trial_lost;
+        if (!g.json)
+          std::cerr << "  run " << id << " did not complete: "
+                    << (h.is_null() ? "no history" : h.value("state", ""))
+                    << "\n";
+        continue;
+      }
+      std::map<std::string, int> done_nodes, started;
+      std::vector<int64_t> after_kill;
+      int64_t end_ns = 0;
+      for (auto& e : h["events"]) {
+        auto type = e.value("type", "");
+        auto at = e.value("at_ns", int64_t{0});
+        if (type == "node_completed")
+          ++done_nodes[e.value("node", "")];
+        if (type == "attempt_started")
+          ++started[e.value("node", "")];
+        if (at > kill_ns)
+          after_kill.push_back(at);
+        if (type == "run_completed")
+          end_ns = at;
+      }
+      for (auto& [node, k] : done_nodes)
+        trial_rerun += static_cast<size_t>(k - 1);
+      for (auto& [node, k] : started)
+        trial_attempts += static_cast<size_t>(k - 1);
+      if (end_ns <= kill_ns || after_kill.empty())
+        continue; // finished before the kill
+      ++stalled;
+      std::sort(after_kill.begin(), after_kill.end());
+      // The second event after the kill: a run writes its next event only
+      // once the one before is committed on its in-sync replicas, so this
+      // one shows the run moving again (a first one may wait uncommitted).
+      auto moved = after_kill[std::min<size_t>(1, after_kill.size() - 1)];
+      auto ms = static_cast<double>(moved - kill_ns) / 1e6;
+      all_worst = std::max(all_worst, ms);
+      if (leader_of[runtime::partition_of_run(id, count)] == victim)
+        victim_worst = std::max(victim_worst, ms);
+      done_worst
+        = std::max(done_worst, static_cast<double>(end_ns - kill_ns) / 1e6);
+    }
+    victim_ms.push_back(victim_worst);
+    all_ms.push_back(all_worst);
+    done_ms.push_back(done_worst);
+    lost += trial_lost;
+    completed_rerun += trial_rerun;
+    attempts_rerun += trial_attempts;
+    stalled_total += stalled;
+    per_trial.push_back(json{{"victim", victim},
+                             {"runs", ids.size()},
+                             {"victim_runs", victim_runs.size()},
+                             {"stalled", stalled},
+                             {"victim_resumed_ms", victim_worst},
+                             {"all_progress_ms", all_worst},
+                             {"all_done_ms", done_worst},
+                             {"lost", trial_lost},
+                             {"completed_rerun", trial_rerun},
+                             {"attempts_rerun", trial_attempts}});
+    if (!g.json)
+      std::cerr << "  kill -9 " << victim << " (leads " << led[victim]
+                << " partitions, " << victim_runs.size() << " of " << ids.size()
+                << " runs): its runs moving again after "
+                << fixed(victim_worst, 0) << " ms, every run after "
+                << fixed(all_worst, 0) << " ms, all done after "
+                << fixed(done_worst, 0) << " ms; lost " << trial_lost
+                << ", completed nodes run again " << trial_rerun << "\n";
+    if (auto e = c.start_member(victim); !e.empty())
+      return fail(victim + " did not come back: " + e);
+  }
+  if (!wait_for([&] { return c.all_linked(); }, 30s, 20ms)
+      || !wait_for([&] { return partitions_whole(c, replication); }, 60s, 50ms))
+    return fail("the partitions were not whole again within 60 s");
+  auto v = summarize(victim_ms);
+  auto a = summarize(all_ms);
+  auto d = summarize(done_ms);
+  return json{
+    {"trials", trials},
+    {"runs", runs},
+    {"steps", steps},
+    {"stalled", stalled_total},
+    {"victim_resumed_ms", {{"median", v.median}, {"max", v.max}}},
+    {"all_progress_ms", {{"median", a.median}, {"max", a.max}}},
+    {"all_done_ms", {{"median", d.median}, {"max", d.max}}},
+    {"lost", lost},
+    {"completed_rerun", completed_rerun},
+    {"attempts_rerun", attempts_rerun},
+    {"per_trial", per_trial},
+    {"targets_ms", {{"resumed_median", 1000}, {"resumed_max", 3000}}}};
+}
+
+/// The replicated seq10 line of a report.
+std::string describe_replicated(const json& r, size_t members) {
+  auto& cl = r["cluster"];
+  auto& em = r["embedded"];
+  return "seq10 replicated (R=" + std::to_string(cl.value("replication", 0))
+         + ") over " + std::to_string(members)
+         + " members (submitted round-robin): "
+         + fixed(cl.value("steps_per_s", 0.0), 0) + " steps/s, p99 "
+         + fixed(cl.value("p99_ms", 0.0), 1)
+         + " ms; embedded (machine durability), same run: "
+         + fixed(em.value("steps_per_s", 0.0), 0) + " steps/s, p99 "
+         + fixed(em.value("p99_ms", 0.0), 1) + " ms; ratio "
+         + fixed(r.value("ratio", 0.0), 2) + " (target >= 0.50)";
+}
+
+/// The failover lines of a report.
+std::string describe_failover(const json& f, const std::string& label) {
+  auto mm = [&](const char* key) {
+    auto& v = f[key];
+    return "median " + fixed(v.value("median", 0.0), 0) + " ms, max "
+           + fixed(v.value("max", 0.0), 0) + " ms";
+  };
+  auto trials = std::to_string(f.value("trials", size_t{0}));
+  return label + "kill -9 of a partition leader with runs in flight ("
+         + std::to_string(f.value("runs", size_t{0})) + " runs of "
+         + std::to_string(f.value("steps", 0))
+         + " steps + 50 ms durable sleeps) -> its partitions' runs moving "
+           "again: "
+         + mm("victim_resumed_ms") + " of " + trials
+         + " (target median <= 1000, max <= 3000)\n" + label
+         + "  -> every run unfinished at the kill moving again: "
+         + mm("all_progress_ms") + "; -> all done: " + mm("all_done_ms") + "\n"
+         + label + "  runs lost: " + std::to_string(f.value("lost", size_t{0}))
+         + " (must be 0), completed nodes run again: "
+         + std::to_string(f.value("completed_rerun", size_t{0}))
+         + " (must be 0), in-flight attempts started again: "
+         + std::to_string(f.value("attempts_rerun", size_t{0})) + "\n";
+}
+
 } // namespace
 
 int run_bench_cluster_detect(const global_options& g, const bench_options& b) {
@@ -635,8 +1200,9 @@ int run_bench_cluster(const global_options& g, const bench_options& b) {
     return exit_bad_input;
   }
   if (!b.workloads.empty()) {
-    std::cerr << "troupe: bench: --cluster runs its own workloads (fanexec10 "
-                 "and failure detection): leave out '"
+    std::cerr << "troupe: bench: --cluster runs its own workloads (fanexec10, "
+                 "replicated seq10, failover and failure detection): leave "
+                 "out '"
               << b.workloads.front() << "'\n";
     return exit_bad_input;
   }
@@ -654,14 +1220,27 @@ int run_bench_cluster(const global_options& g, const bench_options& b) {
   auto etcd = prepare_fan_cluster(b, "cluster", c, rc);
   if (etcd.empty())
     return rc;
-  const size_t trials = 5;
+  // Each member keeps a copy of every partition (at most 3), two in sync at
+  // the least: the cluster survives one member dying and keeps two copies.
+  const size_t replication = std::min<size_t>(3, *n);
+  const size_t min_insync = std::min<size_t>(2, replication);
+  c.member_args.insert(
+    c.member_args.end(),
+    {"--set", "cluster.replication=" + std::to_string(replication), "--set",
+     "cluster.min_insync=" + std::to_string(min_insync)});
+  const size_t trials = b.quick ? 2 : 5;
+  const size_t failover_runs = b.quick ? 60 : 300;
   if (!g.json)
     std::cerr << "bench: cluster: etcd (" << etcd << ") and " << *n
-              << " members on 127.0.0.1, default timings (heartbeat 200ms, "
-                 "connection timeout 1s, lease TTL 5s); fanexec10 (10 exec "
-                 "steps of /bin/true with placement: spread, joined by a "
-                 "noop) submitted to m1, then on an embedded node; then "
-              << trials << " x kill -9 and " << trials << " x SIGSTOP ...\n";
+              << " members on 127.0.0.1, replication " << replication
+              << ", min_insync " << min_insync
+              << ", default timings (heartbeat 200ms, connection timeout 1s, "
+                 "lease TTL 5s); fanexec10 (10 exec steps of /bin/true with "
+                 "placement: spread, joined by a noop) submitted to m1, then "
+                 "on an embedded node; seq10 replicated, then embedded; "
+              << trials << " x kill -9 of a partition leader with "
+              << failover_runs << " runs in flight; then " << trials
+              << " x kill -9 and " << trials << " x SIGSTOP detection ...\n";
   if (auto e = start_bench_cluster(c, etcd, member_names(*n)); !e.empty()) {
     std::cerr << "troupe: bench: " << e << "\n";
     return exit_failed;
@@ -671,17 +1250,34 @@ int run_bench_cluster(const global_options& g, const bench_options& b) {
     return exit_failed;
   if (!g.json)
     std::cerr << "  " << describe_fan(f, *n) << "\n";
+  auto s = measure_replicated(b, c, replication);
+  if (s.is_null())
+    return exit_failed;
+  if (!g.json)
+    std::cerr << "  " << describe_replicated(s, *n) << "\n";
+  auto fo = measure_failover(g, c, trials, failover_runs, replication);
+  if (fo.is_null())
+    return exit_failed;
   auto d = measure_detect(g, c, trials);
   if (d.is_null())
     return exit_failed;
-  json r{{"workload", "cluster"}, {"members", *n}, {"fan", f}, {"detect", d}};
+  json r{
+    {"workload", "cluster"},    {"members", *n}, {"replication", replication},
+    {"min_insync", min_insync}, {"fan", f},      {"seq10", s},
+    {"failover", fo},           {"detect", d}};
   if (g.json) {
     std::cout << r.dump() << std::endl;
   } else {
     std::cout << "cluster of " << *n << " members (etcd and members on "
-              << "127.0.0.1, one run):\n  " << describe_fan(f, *n) << "\n"
-              << describe_detect(d, "  ") << std::flush;
+              << "127.0.0.1, one run):\n  " << describe_fan(f, *n) << "\n  "
+              << describe_replicated(s, *n) << "\n"
+              << describe_failover(fo, "  ") << describe_detect(d, "  ")
+              << std::flush;
   }
+  // A run that was lost or a completed node run again fails the command.
+  if (fo.value("lost", size_t{0}) > 0
+      || fo.value("completed_rerun", size_t{0}) > 0)
+    return exit_failed;
   return exit_ok;
 }
 

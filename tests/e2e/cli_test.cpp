@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include <csignal>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -355,6 +356,55 @@ TEST_F(Cli, BenchNamesBadInputAndExitsTwo) {
     EXPECT_EQ(r.exit_code, 2) << w << r.err;
     EXPECT_TRUE(contains(r.err, "leave out --durability")) << w << r.err;
   }
+}
+
+TEST_F(Cli, BenchClusterQuickPrintsReplicatedSeq10AndFailoverFigures) {
+  // A smoke run of `bench --cluster 3 --quick`: figures only, no speed is
+  // checked; but no run may be lost and no completed node run again.
+  bool have_etcd = false;
+  if (const char* path = std::getenv("PATH")) {
+    std::istringstream dirs{path};
+    for (std::string d; std::getline(dirs, d, ':');)
+      have_etcd = have_etcd || std::filesystem::exists(d + "/etcd");
+  }
+  if (!have_etcd)
+    GTEST_SKIP() << "etcd is not on PATH";
+  auto args = std::vector<std::string>{
+    TROUPE_BINARY, "--json",  "bench",      "--cluster",
+    "3",           "--quick", "--data-dir", dir.path().string()};
+  process_options opts;
+  opts.cwd = dir.path().string();
+  opts.env = {{"TROUPE_CONFIG_DIR", (dir.path() / "config").string()},
+              {"TROUPE_ENV", std::nullopt},
+              {"TROUPE_AUTH_SECRET", std::nullopt}};
+  opts.time_limit = std::chrono::seconds{240};
+  auto r = run_process(args, opts);
+  ASSERT_FALSE(r.timed_out) << r.err;
+  ASSERT_EQ(r.exit_code, 0) << r.err << r.out;
+  auto j = nlohmann::json::parse(r.out, nullptr, false);
+  ASSERT_TRUE(j.is_object()) << r.out;
+  EXPECT_EQ(j.value("workload", ""), "cluster") << j;
+  EXPECT_EQ(j.value("replication", 0), 3) << j;
+  EXPECT_EQ(j.value("min_insync", 0), 2) << j;
+  auto& s = j["seq10"];
+  EXPECT_GT(s["cluster"].value("steps_per_s", 0.0), 0.0) << s;
+  EXPECT_GT(s["cluster"].value("p99_ms", 0.0), 0.0) << s;
+  EXPECT_EQ(s["cluster"].value("failed", -1), 0) << s;
+  EXPECT_GT(s["embedded"].value("steps_per_s", 0.0), 0.0) << s;
+  EXPECT_EQ(s["embedded"].value("durability", ""), "machine") << s;
+  EXPECT_GT(s.value("ratio", 0.0), 0.0) << s;
+  auto& f = j["failover"];
+  EXPECT_EQ(f.value("trials", 0), 2) << f;
+  EXPECT_EQ(f["per_trial"].size(), 2u) << f;
+  EXPECT_GT(f.value("stalled", 0), 0) << f;
+  for (auto key : {"victim_resumed_ms", "all_progress_ms", "all_done_ms"}) {
+    EXPECT_GT(f[key].value("median", 0.0), 0.0) << key << " " << f;
+    EXPECT_GE(f[key].value("max", 0.0), f[key].value("median", 1e9))
+      << key << " " << f;
+  }
+  EXPECT_EQ(f.value("lost", -1), 0) << f;
+  EXPECT_EQ(f.value("completed_rerun", -1), 0) << f;
+  EXPECT_TRUE(j.contains("fan") && j.contains("detect")) << j;
 }
 
 TEST_F(Cli, BenchClusterNamesABadMemberCountAndExitsTwo) {
