@@ -675,6 +675,24 @@ struct partition_map::impl {
       c.what = tag + "state made for leader '" + s.leader + "'";
       return c;
     }
+    // An in-sync follower whose member key is gone leaves the ISR at once
+    // (as Kafka's controller does when a broker dies), rather than after
+    // cluster.replica_lag: the leader's commits stop waiting for it. It is
+    // added back once it has caught up again.
+    for (auto& m : s.isr)
+      if (m != s.leader && !present(m)) {
+        change c;
+        c.p = p;
+        c.urgent = true;
+        c.cmp = guard_both();
+        c.cmp.push_back(
+          {etcd_member_key(m), etcd::compare::target::version, 0});
+        auto note = "in-sync replica '" + m + "' is down: out of the ISR "
+                    + "(controller " + opts.member + ")";
+        c.ops = {put(sk, state_value(without(s.isr, m), s.replicas, note))};
+        c.what = tag + note + ", isr " + listed(without(s.isr, m));
+        return c;
+      }
     auto r_eff
       = std::min<size_t>(std::max<uint32_t>(1, opts.replication), up.size());
     if (r_eff == 0)
