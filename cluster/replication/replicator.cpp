@@ -190,6 +190,9 @@ struct replicator::state {
     std::vector<std::string> isr;
     std::vector<std::string> replicas;
     // Leader.
+    /// When this member came to lead it at this epoch: a follower silent
+    /// since then for longer than cluster.replica_lag is out of sync.
+    clock::time_point led_since{};
     uint64_t log_end = 0;
     uint64_t committed = 0;
     std::map<std::string, follower> followers;
@@ -280,6 +283,7 @@ class engine {
         ps.as = role::leader;
         ps.epoch = epoch;
         ps.leader = self;
+        ps.led_since = now;
         ps.log_end = ls ? ls->log_end : 0;
         ps.committed = ls ? ls->committed : 0;
         ps.written.emplace_back(ps.log_end, now);
@@ -775,17 +779,28 @@ class engine {
     bool in = contains(ps.isr, m);
     if (in && opts_.shrink_isr) {
       auto lag = lag_ms(ps, f, now);
-      if (lag > opts_.replica_lag.count()
+      // A follower that answers nothing (not even heartbeats) is out of
+      // sync too, though no record waits for it: else a partition with no
+      // writes keeps a dead member in its ISR, and takes writes that can
+      // never commit.
+      auto silent = ms_between(std::max(f.acked_at, ps.led_since), now);
+      if ((lag > opts_.replica_lag.count()
+           || silent > opts_.replica_lag.count())
           && (!f.shrink_pending || now - f.shrink_asked >= opts_.replica_lag)) {
         f.shrink_pending = true;
         f.shrink_asked = now;
         uint64_t behind = ps.log_end - std::min(ps.log_end, f.log_end);
         opts_.shrink_isr(
           p, ps.epoch, m,
-          "member " + m + " is " + std::to_string(behind) + " records and "
-            + std::to_string(lag) + " ms behind in partition "
-            + std::to_string(p) + " (cluster.replica_lag is "
-            + std::to_string(opts_.replica_lag.count()) + " ms)");
+          lag > opts_.replica_lag.count()
+            ? "member " + m + " is " + std::to_string(behind) + " records and "
+                + std::to_string(lag) + " ms behind in partition "
+                + std::to_string(p) + " (cluster.replica_lag is "
+                + std::to_string(opts_.replica_lag.count()) + " ms)"
+            : "member " + m + " has not answered for " + std::to_string(silent)
+                + " ms in partition " + std::to_string(p)
+                + " (cluster.replica_lag is "
+                + std::to_string(opts_.replica_lag.count()) + " ms)");
       }
     } else if (!in && opts_.expand_isr
                && f.known
