@@ -416,6 +416,12 @@ TEST_F(Failover, ALeaderStoppedPastItsTtlIsDeposedAndRejoinsAsAFollower) {
   all_complete("m1", runs);
   each_node_once("m1", runs, 5);
   copies_agree({"m1", "m2", "m3"});
+  // Going on, it learnt that newer epochs deposed it.
+  if (!exited) {
+    EXPECT_TRUE(troupe::test::contains(members["m1"].proc->err(),
+                                       "was deposed as leader"))
+      << members["m1"].proc->err();
+  }
   std::cerr << "m1 " << (exited ? "exited and was restarted" : "went on")
             << " after SIGCONT\n";
 }
