@@ -336,6 +336,17 @@ TEST_F(Failover, BothFollowersDownRefusesNewRunsAndLosesNoneAccepted) {
     members[name].proc->signal(SIGKILL);
   for (auto name : {"m2", "m3"})
     members[name].proc->wait(5s);
+  // A submission in the middle of it: taken while its partition still
+  // counts the dead members in sync, it waits for copies that cannot be
+  // made, or it is refused; either way it says so, and a run it took is
+  // not lost.
+  auto o = opts();
+  o.env["TROUPE_NODE"] = "127.0.0.1:" + std::to_string(members["m1"].port);
+  o.env["TROUPE_TOKEN"] = token();
+  auto pending = std::make_unique<troupe::test::background_process>(
+    args({"--wait-ready", "1s", "submit", wf}), o,
+    (dir.path() / "out-pending").string(),
+    (dir.path() / "err-pending").string());
   // m1 leads every partition, alone in sync: it drops the silent members
   // from the ISR of every partition, written to or not.
   ASSERT_TRUE(wait_until([&] { return isr_full("m1", 1); }, 30s))
@@ -369,6 +380,14 @@ TEST_F(Failover, BothFollowersDownRefusesNewRunsAndLosesNoneAccepted) {
       return;
   }
   ASSERT_TRUE(wait_until([&] { return all_linked(); }, 30s)) << all_logs();
+  auto pending_code = pending->wait(60s);
+  ASSERT_TRUE(pending_code.has_value())
+    << "a submission in the middle is still waiting: " << pending->err();
+  EXPECT_TRUE(*pending_code == 0 || *pending_code == 3) << pending->err();
+  if (*pending_code == 0)
+    runs.push_back(run_id(pending->out()));
+  std::cerr << "the submission in the middle exited " << *pending_code << ": "
+            << pending->err() << "\n";
   all_complete("m2", runs, 60s);
   each_node_once("m2", runs, 4);
   ASSERT_TRUE(wait_until([&] { return isr_full("m1"); }, 30s))
