@@ -13,6 +13,7 @@
 #include <regex>
 #include <set>
 #include <sstream>
+#include <thread>
 
 using namespace std::chrono_literals;
 using json = nlohmann::json;
@@ -28,6 +29,10 @@ int64_t wall_ns() {
 
 /// Three members, R=3, min_insync 2.
 struct Failover : troupe::test::cluster_fixture {
+  /// A 3-member etcd, for the tests that take its quorum away (in place of
+  /// the fixture's single etcd). A member: it outlives TearDown's stop of
+  /// the members.
+  std::unique_ptr<troupe::test::etcd_cluster> etcd3;
   Failover() {
     http = "127.0.0.1:0";
     replication = 3;
@@ -511,5 +516,67 @@ TEST_F(Failover, AMemberRejoiningWithAWipedDiskCatchesUpFromTheStream) {
     return;
   all_complete("m3", runs);
   each_node_once("m3", runs, 4);
+  copies_agree({"m1", "m2", "m3"});
+}
+
+TEST_F(Failover, EtcdLosingQuorumFencesMembersWhoResumeOnceItIsBack) {
+  etcd3 = std::make_unique<troupe::test::etcd_cluster>();
+  ASSERT_TRUE(etcd3->ok()) << etcd3->error();
+  etcd_urls = etcd3->urls();
+  join_linked({"m1", "m2", "m3"});
+  if (HasFatalFailure())
+    return;
+  ASSERT_TRUE(wait_until([&] { return isr_full("m1"); }, 30s))
+    << partitions("m1").dump();
+  auto wf = chain(6, "0.3");
+  auto runs = submit("m1", wf, 3);
+  for (auto& id : submit("m2", wf, 2))
+    runs.push_back(id);
+  ASSERT_TRUE(wait_until([&] { return lines().size() >= 4; }, 20s))
+    << all_logs();
+  // Two of three etcd members stopped: no quorum, no lease renewed.
+  auto stopped_at = wall_ns();
+  etcd3->signal(0, SIGSTOP);
+  etcd3->signal(1, SIGSTOP);
+  // Every member gives its registration up, fenced, within its TTL and a
+  // margin.
+  bool fenced = wait_until(
+    [&] {
+      for (auto& [name, m] : members)
+        if (!troupe::test::contains(m.proc->err(), "lost its registration"))
+          return false;
+      return true;
+    },
+    15s);
+  auto fenced_at = wall_ns();
+  if (!fenced) {
+    etcd3->signal(0, SIGCONT);
+    etcd3->signal(1, SIGCONT);
+  }
+  ASSERT_TRUE(fenced) << all_logs();
+  // Fenced, they start no step: nothing in the ledger started after the
+  // leases may have expired (TTL 2 s after the stop, with a margin for a
+  // renewal that succeeded just before it), while etcd stays away 2 s more.
+  const int64_t ttl_ns = 2'000'000'000, margin_ns = 1'000'000'000;
+  auto until = std::chrono::steady_clock::now() + 2s;
+  std::this_thread::sleep_until(until);
+  auto continued_at = wall_ns();
+  etcd3->signal(0, SIGCONT);
+  etcd3->signal(1, SIGCONT);
+  for (auto& l : lines()) {
+    auto at = std::stoll(l[4]);
+    EXPECT_FALSE(at > stopped_at + ttl_ns + margin_ns && at < continued_at)
+      << l[0] << " " << l[1] << " started " << (at - stopped_at) / 1'000'000
+      << " ms after etcd lost its quorum, while fenced (fenced by "
+      << (fenced_at - stopped_at) / 1'000'000 << " ms)";
+  }
+  // Back: they join again, and every run finishes, once per node.
+  ASSERT_TRUE(wait_until([&] { return all_linked(); }, 40s)) << all_logs();
+  ASSERT_TRUE(wait_until([&] { return isr_full("m1"); }, 40s))
+    << partitions("m1").dump() << all_logs();
+  for (auto& id : submit("m3", wf, 2))
+    runs.push_back(id);
+  all_complete("m1", runs, 60s);
+  each_node_once("m1", runs, 6);
   copies_agree({"m1", "m2", "m3"});
 }
