@@ -314,9 +314,23 @@ TEST_F(Failover, AFollowerKilledMidLoadCatchesUpAndRejoinsTheIsr) {
   // m3 follows every partition m1 leads (R=3 on three members).
   members["m3"].proc->signal(SIGKILL);
   members["m3"].proc->wait(5s);
-  // Load goes on without it: m1's partitions drop it from their ISR.
+  // Load goes on without it, and every partition drops it from its ISR
+  // (those written to or not).
   for (auto& id : submit("m1", wf, 3))
     runs.push_back(id);
+  EXPECT_TRUE(wait_until(
+    [&] {
+      auto body = partitions("m1");
+      if (body.is_discarded() || !body.contains("partitions"))
+        return false;
+      for (auto& p : body["partitions"])
+        for (auto& m : p.value("isr", json::array()))
+          if (m == "m3")
+            return false;
+      return true;
+    },
+    20s))
+    << partitions("m1").dump();
   all_complete("m1", runs);
   // Back on its data dir, it catches up and is in every ISR again.
   restart("m3");

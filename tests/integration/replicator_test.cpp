@@ -441,6 +441,27 @@ TEST_F(ReplicatorTest, AFollowerThatLagsMoreThanReplicaLagIsShrunk) {
   EXPECT_TRUE(eventually([&] { return repl("a").metrics(1)->isr_size == 2; }));
 }
 
+TEST_F(ReplicatorTest,
+       AFollowerSilentLongerThanReplicaLagIsShrunkWithNoWrites) {
+  replica_lag = 300ms;
+  three();
+  EXPECT_EQ(append("a", submit("r1-a")).get(), "");
+  // c goes away while nothing is written: no record waits for it, but it
+  // answers no heartbeat either, so it leaves the ISR all the same (else a
+  // write taken later could never commit should b go too).
+  close("c");
+  EXPECT_TRUE(eventually([&] {
+    std::lock_guard lock{mu};
+    return records[1].isr == std::vector<std::string>{"a", "b"};
+  }));
+  std::lock_guard lock{mu};
+  ASSERT_FALSE(shrinks.empty());
+  EXPECT_EQ(std::get<1>(shrinks.front()), "c");
+  EXPECT_NE(std::get<2>(shrinks.front()).find("has not answered"),
+            std::string::npos)
+    << std::get<2>(shrinks.front());
+}
+
 TEST_F(ReplicatorTest, AFollowerThatWasDownCatchesUpAndIsExpandedBack) {
   replica_lag = 300ms;
   three();
