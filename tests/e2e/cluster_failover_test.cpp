@@ -1,7 +1,10 @@
 // Replicated partitions with real members: a leader killed with SIGKILL in
 // the middle of its runs, whose runs resume on the members that held
 // copies of their journals, losing none and running no completed node
-// again; the copies end identical.
+// again; the copies end identical. Then the same checks around a follower
+// killed and restarted, both followers down (new runs refused), a leader
+// stopped past its TTL, a drain and a rolling restart under load, a member
+// back with a wiped disk, and etcd losing its quorum.
 
 #include "tests/support/cluster_fixture.hpp"
 
