@@ -448,6 +448,8 @@ json measure_detect(const global_options& g, bench_cluster& c, size_t trials) {
               {"targets_ms", {{"kill9", 1000}, {"sigstop", 2000}}}};
 }
 
+bool partitions_whole(bench_cluster& c, size_t replication);
+
 /// fanexec10 (exec steps placed with `spread`) submitted to m1, then the
 /// same workload on an embedded node, each by a `troupe bench fanexec10
 /// --json` of its own, sized by --n or --quick. Gives {"cluster",
@@ -455,6 +457,16 @@ json measure_detect(const global_options& g, bench_cluster& c, size_t trials) {
 /// (the cause said) on a failure.
 json measure_fan(const bench_options& b, bench_cluster& c) {
   c.clients.clear();
+  // Members that join one after the other make partitions with fewer
+  // copies, which take runs once their replicas have caught up.
+  if (!wait_for(
+        [&] {
+          return partitions_whole(c, std::min<size_t>(3, c.members.size()));
+        },
+        60s, 50ms)) {
+    std::cerr << "troupe: bench: the partitions were not whole within 60 s\n";
+    return nullptr;
+  }
   std::vector<std::string> sizing;
   if (b.n_set)
     sizing = {"--n", std::to_string(b.n)};
