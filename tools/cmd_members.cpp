@@ -81,16 +81,7 @@ void print_table(const json& body) {
                     age(m.value("age_ms", int64_t{0})),
                     m.value("incarnation", std::string{})});
   }
-  std::vector<size_t> width(rows[0].size(), 0);
-  for (auto& r : rows)
-    for (size_t i = 0; i < r.size(); ++i)
-      width[i] = std::max(width[i], r[i].size());
-  for (auto& r : rows) {
-    std::string line;
-    for (size_t i = 0; i + 1 < r.size(); ++i)
-      line += pad(r[i], width[i]);
-    std::cout << line << r.back() << "\n";
-  }
+  print_columns(std::cout, rows);
   // Partitions no member can lead now: their runs wait.
   if (auto d = body.find("unavailable_partitions");
       d != body.end() && d->is_array() && !d->empty()) {
@@ -104,6 +95,24 @@ void print_table(const json& body) {
 }
 
 } // namespace
+
+void print_columns(std::ostream& out,
+                   const std::vector<std::vector<std::string>>& rows) {
+  if (rows.empty())
+    return;
+  std::vector<size_t> width(rows[0].size(), 0);
+  for (auto& r : rows)
+    for (size_t i = 0; i < r.size() && i < width.size(); ++i)
+      width[i] = std::max(width[i], r[i].size());
+  for (auto& r : rows) {
+    if (r.empty())
+      continue;
+    std::string line;
+    for (size_t i = 0; i + 1 < r.size(); ++i)
+      line += pad(r[i], i < width.size() ? width[i] : 0);
+    out << line << r.back() << "\n";
+  }
+}
 
 int run_members(const global_options& g) {
   config::settings settings;

@@ -62,16 +62,7 @@ void print_table(const json& body) {
       rows.back().back() += "  applied " + number(*d, "applied") + " digest "
                             + d->value("digest", std::string{});
   }
-  std::vector<size_t> width(rows[0].size(), 0);
-  for (auto& r : rows)
-    for (size_t i = 0; i < r.size(); ++i)
-      width[i] = std::max(width[i], r[i].size());
-  for (auto& r : rows) {
-    std::string line;
-    for (size_t i = 0; i + 1 < r.size(); ++i)
-      line += r[i] + std::string(width[i] - r[i].size() + 2, ' ');
-    std::cout << line << r.back() << "\n";
-  }
+  print_columns(std::cout, rows);
 }
 
 } // namespace

@@ -5,6 +5,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <iosfwd>
 #include <string>
 #include <vector>
 
@@ -156,6 +157,11 @@ persistence::event_record event_from_json(const nlohmann::json& j);
 /// `troupe members [--json]`: the members of the node's cluster as the node
 /// knows them.
 int run_members(const global_options& g);
+
+/// Prints `rows` (the first one the header) in columns two spaces apart,
+/// each as wide as its widest cell; the last column is not padded.
+void print_columns(std::ostream& out,
+                   const std::vector<std::vector<std::string>>& rows);
 
 /// Options of `troupe drain` and `troupe leave`.
 struct leave_options {
