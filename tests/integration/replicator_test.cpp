@@ -8,6 +8,7 @@
 #include "cluster/replication/replicator.hpp"
 #include "persistence/journal_store.hpp"
 #include "persistence/rocksdb/partition_log.hpp"
+#include "tests/support/applied_state.hpp"
 #include "tests/support/temp_dir.hpp"
 
 #include <caf/actor_system.hpp>
@@ -30,6 +31,7 @@
 using namespace troupe::persistence;
 using namespace troupe::cluster::replication;
 using namespace std::chrono_literals;
+using troupe::test::applied_state;
 using troupe::test::temp_dir;
 
 namespace {
@@ -108,42 +110,6 @@ bool eventually(F&& pred, std::chrono::milliseconds within = 10s) {
       return false;
     std::this_thread::sleep_for(10ms);
   }
-}
-
-/// Every key and value of a closed store's applied state: all column
-/// families but the logs, without the partition metas and the format.
-std::map<std::string, std::string> applied_state(const std::string& path) {
-  std::map<std::string, std::string> out;
-  rocksdb::Options o;
-  std::vector<std::string> names;
-  auto s = rocksdb::DB::ListColumnFamilies(o, path, &names);
-  EXPECT_TRUE(s.ok()) << s.ToString();
-  std::vector<rocksdb::ColumnFamilyDescriptor> descs;
-  for (auto& n : names)
-    descs.emplace_back(n, rocksdb::ColumnFamilyOptions{});
-  std::vector<rocksdb::ColumnFamilyHandle*> handles;
-  rocksdb::DB* db = nullptr;
-  s = rocksdb::DB::OpenForReadOnly(o, path, descs, &handles, &db);
-  EXPECT_TRUE(s.ok()) << s.ToString();
-  if (!s.ok())
-    return out;
-  for (size_t i = 0; i < names.size(); ++i) {
-    if (names[i] == plog::plog_cf)
-      continue;
-    std::unique_ptr<rocksdb::Iterator> it{
-      db->NewIterator(rocksdb::ReadOptions{}, handles[i])};
-    for (it->SeekToFirst(); it->Valid(); it->Next()) {
-      auto key = it->key().ToString();
-      if (names[i] == rocksdb::kDefaultColumnFamilyName
-          && (key == "format" || key.starts_with(plog::meta_prefix)))
-        continue;
-      out[names[i] + "|" + key] = it->value().ToString();
-    }
-  }
-  for (auto* h : handles)
-    db->DestroyColumnFamilyHandle(h).PermitUncheckedError();
-  delete db;
-  return out;
 }
 
 struct ReplicatorTest : ::testing::Test {
