@@ -13,10 +13,13 @@
 #   OUT=DIR              where raw results and table.md go (default: a new mktemp -d folder)
 #   TROUPE_TIMEOUT=S     bound on each `troupe bench` invocation (default 1800, QUICK 600)
 #   RESTATE_TIMEOUT=S    bound on the Restate run, npm install included (default 1800, QUICK 900)
+#   ECHO_SERVER=PATH     the echo service http10's steps call (default: ../echo/server.mjs next
+#                        to the Restate peer, which its chttp10 calls too; run with node)
 #
 # Troupe runs first (`troupe bench ... --durability machine --json`, then seq10 with
 # --durability process, then `troupe bench --cluster 3 --json`: etcd and 3 members, R=3,
-# min_insync 2), Restate after it (ONLY=seq10,seq10c1,fan10,crash, then its 3-node cluster
+# min_insync 2, its http10 steps calling the echo service that Restate's chttp10 calls, started
+# here with node for that run), Restate after it (ONLY=seq10,seq10c1,fan10,crash, then its 3-node cluster
 # cases cseq10,chttp10,cfail with R=2, in the same run.sh), never both at once. Progress goes to stderr; the report (machine, versions, table, notes) goes to stdout
 # and to $OUT/table.md. Every figure in the table comes from the JSON the two runs write.
 # Exit status: 0 when both sides ran cleanly, 1 when either failed (the table still prints).
@@ -25,6 +28,7 @@ set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TROUPE="${TROUPE:-$REPO/build/release/bin/troupe}"
 RESTATE_PEER="${RESTATE_PEER:-$REPO/../shared/peers/restate/run.sh}"
+ECHO_SERVER="${ECHO_SERVER:-$(dirname "$RESTATE_PEER")/../echo/server.mjs}"
 RESTATE_ONLY="seq10,seq10c1,fan10,crash"
 QUICK="${QUICK:-0}"
 SKIP_RESTATE="${SKIP_RESTATE:-0}"
@@ -68,6 +72,7 @@ status=0
 # reach; so after every run whatever is left in that session (and only that) is stopped.
 SESSION_FILE="$OUT/.session"
 RUN_PID=""
+ECHO_PID=""
 sweep_session() {
   local sid
   sid="$(cat "$SESSION_FILE" 2>/dev/null || true)"
@@ -91,6 +96,7 @@ on_signal() {
     wait "$RUN_PID" 2>/dev/null || true
   fi
   sweep_session
+  stop_echo
   exit 130
 }
 trap on_signal INT TERM
@@ -117,6 +123,49 @@ run_bounded() {
   return "$rc"
 }
 
+# ---------- the echo service of http10 ----------
+# The peers' echo service (node server.mjs PORT: GET any path -> 200 {"ok":true,...}), on a
+# free port of 127.0.0.1, so that Troupe's http10 steps call the very service Restate's chttp10
+# calls. Without it, `troupe bench` answers them with an echo service of its own.
+ECHO_URL=""
+ECHO_NOTE=""
+start_echo() {
+  if [ ! -f "$ECHO_SERVER" ]; then
+    ECHO_NOTE="echo service $ECHO_SERVER not found: Troupe's http10 steps called troupe bench's own echo service."
+    say "$ECHO_NOTE"
+    return 0
+  fi
+  : >"$OUT/echo.log"
+  node "$ECHO_SERVER" 0 >>"$OUT/echo.log" 2>&1 &
+  ECHO_PID=$!
+  local port=""
+  for _ in $(seq 1 100); do
+    port="$(sed -n 's/^listening \([0-9][0-9]*\)$/\1/p' "$OUT/echo.log" | head -n 1)"
+    [ -n "$port" ] && break
+    kill -0 "$ECHO_PID" 2>/dev/null || break
+    sleep 0.1
+  done
+  if [ -z "$port" ]; then
+    ECHO_NOTE="the echo service ($ECHO_SERVER) did not start, see echo.log: Troupe's http10 steps called troupe bench's own echo service."
+    say "$ECHO_NOTE"
+    stop_echo
+    return 0
+  fi
+  ECHO_URL="http://127.0.0.1:$port/step"
+  say "echo service $ECHO_SERVER listening at $ECHO_URL (pid $ECHO_PID)"
+}
+stop_echo() {
+  [ -n "$ECHO_PID" ] || return 0
+  kill -TERM "$ECHO_PID" 2>/dev/null || true
+  for _ in 1 2 3 4 5 6 7 8 9 10; do
+    kill -0 "$ECHO_PID" 2>/dev/null || break
+    sleep 0.2
+  done
+  kill -KILL "$ECHO_PID" 2>/dev/null || true
+  wait "$ECHO_PID" 2>/dev/null || true
+  ECHO_PID=""
+}
+
 # ---------- Troupe ----------
 troupe_flags=(--json)
 [ "$quick" = 1 ] && troupe_flags+=(--quick)
@@ -135,7 +184,11 @@ run_troupe() {
 T0=$SECONDS
 run_troupe seq10 seq10c1 fan10 sleepers recover idle --durability machine
 run_troupe seq10 --durability process
-[ "$cluster" = 1 ] && run_troupe --cluster 3
+if [ "$cluster" = 1 ]; then
+  start_echo
+  if [ -n "$ECHO_URL" ]; then run_troupe --cluster 3 --echo-url "$ECHO_URL"; else run_troupe --cluster 3; fi
+  stop_echo
+fi
 TROUPE_WALL=$((SECONDS - T0))
 say "troupe done in ${TROUPE_WALL} s"
 
@@ -180,6 +233,7 @@ CMP_TROUPE_JSONL="$OUT/troupe.jsonl" CMP_RESTATE_JSON="$OUT/restate/results.json
   CMP_TROUPE_NOTE="$TROUPE_NOTE" CMP_QUICK="$quick" CMP_NPROC="$(nproc)" CMP_KERNEL="$(uname -r)" \
   CMP_DATE="$(date -u '+%Y-%m-%d %H:%M:%S UTC')" CMP_LOADAVG="$LOADAVG_START" CMP_OUT="$OUT" \
   CMP_TROUPE_WALL="$TROUPE_WALL" CMP_RESTATE_WALL="$RESTATE_WALL" CMP_CLUSTER="$cluster" \
+  CMP_ECHO_NOTE="$ECHO_NOTE" \
   CMP_TROUPE_REV="$(git -C "$REPO" describe --always --dirty 2>/dev/null || echo unknown)" \
   node - <<'JS' | tee "$OUT/table.md"
 const fs = require("fs");
@@ -272,8 +326,10 @@ if (E.CMP_CLUSTER === "1") {
   row("replicated seq10 steps/s", cs.steps_per_s, cq.stepsPerS, { target: "≥ 20x", met: (t, q) => when(q, (q) => q >= 20) });
   row("replicated seq10 p99 run latency ms", cs.p99_ms, cq.p99);
   troupeOnly("replicated seq10 / embedded `machine` seq10, same run", get(tc, "seq10", "ratio"), { target: "≥ 0.5", ok: (t) => t >= 0.5 });
-  row("replicated http10 steps/s ⁷", null, ch.stepsPerS);
-  row("replicated http10 p99 run latency ms ⁷", null, ch.p99);
+  const th = get(tc, "http10", "cluster") || {};
+  row("replicated http10 steps/s ⁷", th.steps_per_s, ch.stepsPerS);
+  row("replicated http10 p99 run latency ms ⁷", th.p99_ms, ch.p99);
+  rows.push({ cells: ["replicated http10 / embedded `machine` http10, same run", fmt(num(get(tc, "http10", "ratio"))), "–", "–", "", ""] });
   row("kill -9 of a leader → every stalled run progressing again ms (Troupe: median of kills)", get(fo, "all_progress_ms", "median"), rf.killToAllStalledProgressMs, { target: "≤ 1,000", met: (t) => when(t, (t) => t <= 1000) });
   row("  same, worst kill ms", get(fo, "all_progress_ms", "max"), rf.killToAllStalledProgressMs, { target: "≤ 3,000", met: (t) => when(t, (t) => t <= 3000) });
   row("  runs of the killed leader's partitions only: max ms (Troupe: median of kills)", get(fo, "victim_resumed_ms", "median"), get(rf, "onVictimPartitions", "gapMs", "max"));
@@ -314,7 +370,10 @@ p("5. Troupe makes every step durable before the next starts: one group commit (
 if (E.CMP_CLUSTER === "1") {
   const fo = tc.failover || {};
   p(`6. Both clusters run on this one machine, requests round-robin over the 3 members (Restate: ingresses). Troupe: \`troupe bench --cluster 3\` (etcd and 3 members; seq10 N=${get(tc, "seq10", "cluster", "n") ?? "n/a"} C=${get(tc, "seq10", "cluster", "concurrency") ?? "n/a"}, beside seq10 on an embedded node with \`machine\` durability in the same run; then ${fo.trials ?? "n/a"} kills of a partition leader, each with ${fo.runs ?? "n/a"} runs of ${fo.steps ?? 20} steps each followed by a 50 ms durable sleep in flight, killed at about 30% of their steps, the member restarted between kills). Restate: one kill -9 of the node leading most partitions in its cfail (${rf.cfg ? `${rf.cfg.m} workflows of ${rf.cfg.k} steps + ${rf.cfg.sleepMs} ms sleeps` : "n/a"}). Troupe's "progressing again" is each run's second journal event after the kill (a run writes its next event only once the one before is committed on its in-sync replicas); Restate's is each stalled workflow's first lasting side effect.`);
-  p("7. Troupe's bench has no http10 workload yet (a step that calls a service, against the echo service): n/a, not measured.");
+  const th = get(tc, "http10", "cluster") || {}, ch = rcc("chttp10");
+  const failed = th.failed ? `, **${th.failed} failed**` : "";
+  const echo = E.CMP_ECHO_NOTE ? `Troupe's steps did not call it: ${E.CMP_ECHO_NOTE.replace(/\.$/, "")}` : `both sides' steps called the same echo service (${get(tc, "http10", "echo") ?? "n/a"}), started once for each side's run`;
+  p(`7. http10: seq10 whose 10 steps each GET the echo service (../echo/server.mjs, node) with ?i=K and take its JSON answer; Troupe: a step is an \`http\` node, N=${th.n ?? "n/a"} C=${th.concurrency ?? "n/a"}${failed}; Restate: ctx.run(fetch), N=${ch.n ?? "n/a"} C=${ch.c ?? "n/a"}. ${echo}. Troupe's http node opens a connection per request (Connection: close) and sends an Idempotency-Key header; Restate's fetch keeps its connections alive.`);
   p("8. Troupe: journal events of each run read back through the survivors; a completed node run again would show a second node_completed, an attempt started again a second attempt_started. Restate: step side effects executed more than once (dupSteps), in-flight ones included.");
   if (rcl && rcl.error) p(`**Restate cluster:** failed: ${String(rcl.error).split("\n")[0]}`);
 }

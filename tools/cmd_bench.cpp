@@ -7,6 +7,7 @@
 #include "runtime/metrics/registry.hpp"
 #include "runtime/protocol/messages.hpp"
 #include "runtime/spec/workflow_loader.hpp"
+#include "tools/bench_common.hpp"
 #include "tools/commands.hpp"
 #include "tools/control_client.hpp"
 #include "tools/node_setup.hpp"
@@ -39,6 +40,10 @@ namespace troupe::tools {
 
 using json = nlohmann::json;
 using clock_type = std::chrono::steady_clock;
+using bench::fixed;
+using bench::load_result;
+using bench::percentile;
+using bench::workflow_source;
 
 // jemalloc's control interface; null when another allocator is in use.
 extern "C" int mallctl(const char*, void*, size_t*, void*, size_t)
@@ -62,6 +67,10 @@ const std::vector<workload>& workloads() {
     {"seq10", "10 sequential noop nodes", 20'000, 1'000, 50, 10},
     {"seq10c1", "10 sequential noop nodes, one run at a time", 2'000, 100, 1,
      10},
+    {"http10",
+     "10 sequential http nodes, each a GET of an echo service (--echo-url, "
+     "else one of the bench's own on 127.0.0.1)",
+     2'000, 300, 50, 10},
     {"fan10", "10 parallel noop nodes joined by one", 20'000, 1'000, 50, 11},
     {"exec10", "10 sequential exec nodes running /bin/true", 500, 30, 10, 10},
     {"fanexec10",
@@ -94,55 +103,6 @@ const workload* find_workload(const std::string& name) {
     if (w.name == name)
       return &w;
   return nullptr;
-}
-
-/// The workflow source of a workload.
-std::string workflow_source(const std::string& name) {
-  std::ostringstream s;
-  s << "name: bench-" << name << "\nnodes:\n";
-  if (name == "seq10" || name == "seq10c1") {
-    for (int i = 1; i <= 10; ++i) {
-      s << "  s" << i << ":\n    kind: noop\n";
-      if (i > 1)
-        s << "    after: [s" << i - 1 << "]\n";
-    }
-  } else if (name == "fan10") {
-    for (int i = 1; i <= 10; ++i)
-      s << "  f" << i << ":\n    kind: noop\n";
-    s << "  join:\n    kind: noop\n    after: [f1";
-    for (int i = 2; i <= 10; ++i)
-      s << ", f" << i;
-    s << "]\n";
-  } else if (name == "fanexec10") {
-    // Spread over a cluster's members; a node alone runs them all.
-    for (int i = 1; i <= 10; ++i)
-      s << "  e" << i
-        << ":\n    kind: exec\n    placement: spread\n    command: "
-           "[\"/bin/true\"]\n";
-    s << "  join:\n    kind: noop\n    after: [e1";
-    for (int i = 2; i <= 10; ++i)
-      s << ", e" << i;
-    s << "]\n";
-  } else if (name == "exec10") {
-    for (int i = 1; i <= 10; ++i) {
-      s << "  e" << i << ":\n    kind: exec\n    command: [\"/bin/true\"]\n";
-      if (i > 1)
-        s << "    after: [e" << i - 1 << "]\n";
-    }
-  } else if (name == "sleepers") {
-    s << "  nap:\n    kind: sleep\n    duration: 1h\n";
-  } else if (name == "timeouts") {
-    // A run timeout, and a node timeout on an attempt actor's node: both
-    // arm timers that outlive the run by an hour.
-    s << "  work:\n    kind: fail\n    times: 0\n    timeout: 1h\n"
-         "  last:\n    kind: noop\n    after: [work]\n"
-         "timeout: 1h\n";
-  } else if (name == "recover" || name == "history") {
-    s << "  first:\n    kind: noop\n"
-         "  nap:\n    kind: sleep\n    duration: 1h\n    after: [first]\n"
-         "  last:\n    kind: noop\n    after: [nap]\n";
-  }
-  return s.str();
 }
 
 /// A chain of `nodes` noop nodes, each after the one before and passing its
@@ -179,23 +139,6 @@ double cpu_seconds() {
 double seconds_since(clock_type::time_point t) {
   return std::chrono::duration<double>(clock_type::now() - t).count();
 }
-
-double percentile(const std::vector<double>& sorted, double q) {
-  if (sorted.empty())
-    return 0;
-  auto i = static_cast<size_t>(q * static_cast<double>(sorted.size()));
-  return sorted[std::min(sorted.size() - 1, i)];
-}
-
-/// What a closed loop of runs measured.
-struct load_result {
-  size_t ok = 0;
-  size_t failed = 0;
-  std::string first_error;
-  double wall_s = 0;
-  /// End-to-end run latencies (submission to finish), sorted, in ms.
-  std::vector<double> latencies_ms;
-};
 
 /// Keeps `concurrency` runs of one workflow going until `n` have finished
 /// (or, with `park_node`, until `n` have started that node), submitting a
@@ -296,6 +239,8 @@ struct one_options {
   size_t n = 0;
   size_t concurrency = 0;
   std::string data_dir;
+  /// http10's echo service.
+  std::string echo_url;
 };
 
 /// Group commits of the store: how many, of how many appends, how long.
@@ -396,7 +341,7 @@ json throughput_json(const workload& w, json where, size_t n,
 /// A throughput workload: a warm-up, then `n` runs at `concurrency`.
 int measure_throughput(const global_options& g, const one_options& o,
                        const workload& w) {
-  auto source = workflow_source(w.name);
+  auto source = workflow_source(w.name, o.echo_url);
   auto spec = parse_or_die(source);
   auto node = open_node(g, o);
   run_load(*node, source, spec, warm_up_runs(o.n), o.concurrency);
@@ -734,6 +679,10 @@ int run_one(const global_options& g, const one_options& o) {
                  "--concurrency of at least 1\n";
     return exit_bad_input;
   }
+  if (o.workload == "http10" && o.echo_url.empty()) {
+    std::cerr << "troupe: bench: --one http10 needs --echo-url\n";
+    return exit_bad_input;
+  }
   if (o.workload == "idle")
     return measure_idle(g, o);
   if (o.workload == "sleepers")
@@ -774,6 +723,8 @@ class child {
                 {"bench", "--one", o.workload, "--durability", o.durability,
                  "--n", std::to_string(o.n), "--concurrency",
                  std::to_string(o.concurrency), "--data-dir", o.data_dir});
+    if (!o.echo_url.empty())
+      args.insert(args.end(), {"--echo-url", o.echo_url});
     started_ = clock_type::now();
     pid_ = fork();
     if (pid_ < 0) {
@@ -1058,67 +1009,28 @@ std::string describe(const json& r);
 /// connection: `concurrency` runs each submitted and then watched to their
 /// end, a new one submitted as soon as one ends.
 json measure_remote(control_client& client, const workload& w, size_t n,
-                    size_t concurrency) {
-  auto source = workflow_source(w.name);
-  json submit = {{"t", "submit"},
-                 {"workflow", source},
-                 {"file", "bench-" + w.name + ".yaml"},
-                 {"inputs", json::object()}};
+                    size_t concurrency, const std::string& echo_url) {
+  auto submit
+    = bench::submit_request(w.name, workflow_source(w.name, echo_url));
   auto run = [&](size_t count) {
-    load_result r;
-    std::unordered_map<uint64_t, clock_type::time_point> submitting, watching;
-    size_t submitted = 0, ended = 0;
-    auto began = clock_type::now();
-    auto submit_next = [&] {
-      if (submitted < count) {
-        ++submitted;
-        submitting.emplace(client.start(submit), clock_type::now());
-      }
-    };
-    for (size_t i = 0; i < concurrency; ++i)
-      submit_next();
-    while (ended < count) {
-      auto msg = client.next(std::chrono::seconds{120});
-      if (!msg)
-        throw client_error(exit_failed, "no answer from the node in 120 s");
-      auto t = msg->value("t", std::string{});
-      auto id = msg->value("id", uint64_t{0});
-      if (t == "reply") {
-        auto i = submitting.find(id);
-        if (i == submitting.end())
-          continue;
-        auto run_id = (*msg)["body"].value("run_id", std::string{});
-        watching.emplace(client.start({{"t", "watch"}, {"run_id", run_id}}),
-                         i->second);
-        submitting.erase(i);
-      } else if (t == "end") {
-        auto i = watching.find(id);
-        if (i == watching.end())
-          continue;
-        r.latencies_ms.push_back(std::chrono::duration<double, std::milli>(
-                                   clock_type::now() - i->second)
-                                   .count());
-        watching.erase(i);
-        ++ended;
-        auto state = (*msg)["body"].value("state", std::string{});
-        if (state == "completed") {
-          ++r.ok;
-        } else {
-          ++r.failed;
-          if (r.first_error.empty())
-            r.first_error = "a run ended " + state + ": "
-                            + (*msg)["body"].value("reason", std::string{});
-        }
-        submit_next();
-      }
-    }
-    r.wall_s = seconds_since(began);
-    std::sort(r.latencies_ms.begin(), r.latencies_ms.end());
-    return r;
+    return bench::closed_loop(client, submit, count, concurrency, "the node");
   };
   run(warm_up_runs(n));
   return throughput_json(w, {{"node", client.node_name()}}, n, concurrency,
                          run(n));
+}
+
+/// http10's echo service: --echo-url, else (when `names` has http10) one
+/// the bench starts in `own` on 127.0.0.1; "" when none is needed.
+std::string echo_url_for(const bench_options& b,
+                         const std::vector<std::string>& names,
+                         std::unique_ptr<bench::echo_service>& own) {
+  if (!b.echo_url.empty())
+    return b.echo_url;
+  if (std::find(names.begin(), names.end(), "http10") == names.end())
+    return {};
+  own = std::make_unique<bench::echo_service>();
+  return own->url();
 }
 
 /// `troupe --node ADDR bench`: the throughput workloads against that node.
@@ -1130,7 +1042,7 @@ int run_bench_remote(const global_options& g, const bench_options& b,
       std::cerr << "troupe: bench: workload '" << name
                 << "' measures a node's own process (memory, restart, steps) "
                    "and runs on an embedded node only; against --node give "
-                   "seq10, seq10c1, fan10, exec10 or fanexec10\n";
+                   "seq10, seq10c1, http10, fan10, exec10 or fanexec10\n";
       return exit_bad_input;
     }
   if (b.durability != "machine") {
@@ -1141,6 +1053,8 @@ int run_bench_remote(const global_options& g, const bench_options& b,
   config::settings settings;
   if (!load_config(g, {}, settings))
     return exit_bad_input;
+  std::unique_ptr<bench::echo_service> own_echo;
+  auto echo_url = echo_url_for(b, names, own_echo);
   control_client client;
   int rc = exit_ok;
   try {
@@ -1152,7 +1066,7 @@ int run_bench_remote(const global_options& g, const bench_options& b,
       if (!g.json)
         std::cerr << "bench: " << name << " against " << client.node_name()
                   << ": " << w.description << ", N=" << n << " ...\n";
-      auto r = measure_remote(client, w, n, c);
+      auto r = measure_remote(client, w, n, c, echo_url);
       if (r.value("failed", 0) > 0)
         rc = exit_failed;
       if (g.json)
@@ -1307,12 +1221,6 @@ int run_bench_viewers(const global_options& g, const bench_options& b) {
   return exit_ok;
 }
 
-std::string fixed(double v, int digits) {
-  std::ostringstream s;
-  s << std::fixed << std::setprecision(digits) << v;
-  return s.str();
-}
-
 /// One readable line for a result.
 std::string describe(const json& r) {
   auto w = r.value("workload", std::string{});
@@ -1402,9 +1310,15 @@ std::string describe(const json& r) {
 
 int run_bench(const global_options& g, const bench_options& b) {
   if (!b.one.empty()) {
-    one_options o{b.one, b.durability, b.n, b.concurrency, b.data_dir};
+    one_options o{b.one,         b.durability, b.n,
+                  b.concurrency, b.data_dir,   b.echo_url};
     return run_one(g, o);
   }
+  if (!b.echo_url.empty())
+    if (auto why = bench::check_echo_url(b.echo_url); !why.empty()) {
+      std::cerr << "troupe: bench: " << why << "\n";
+      return exit_bad_input;
+    }
   if (b.cluster_set)
     return run_bench_cluster(g, b);
   std::vector<std::string> names = b.workloads;
@@ -1472,6 +1386,8 @@ int run_bench(const global_options& g, const bench_options& b) {
   }
   if (!g.node.empty())
     return run_bench_remote(g, b, names);
+  std::unique_ptr<bench::echo_service> own_echo;
+  auto echo_url = echo_url_for(b, names, own_echo);
   int rc = exit_ok;
   for (auto& mode : modes)
     for (auto& name : names) {
@@ -1481,6 +1397,7 @@ int run_bench(const global_options& g, const bench_options& b) {
       o.durability = mode;
       o.n = b.n_set ? b.n : (b.quick ? w.quick_n : w.n);
       o.concurrency = b.concurrency_set ? b.concurrency : w.concurrency;
+      o.echo_url = echo_url;
       if (!g.json)
         std::cerr << "bench: " << name << " (" << mode << "): " << w.description
                   << ", N=" << o.n << " ...\n";

@@ -9,6 +9,7 @@
 
 #include "runtime/auth/token.hpp"
 #include "runtime/ids/partition.hpp"
+#include "tools/bench_common.hpp"
 #include "tools/commands.hpp"
 #include "tools/control_client.hpp"
 #include "tools/local_host.hpp"
@@ -45,6 +46,7 @@ namespace fs = std::filesystem;
 using json = nlohmann::json;
 using steady = std::chrono::steady_clock;
 using namespace std::chrono_literals;
+using bench::fixed;
 
 std::string read_file(const fs::path& p) {
   std::ifstream in{p};
@@ -354,13 +356,6 @@ std::string prepare_bench_cluster(const bench_options& b,
   return etcd;
 }
 
-std::string fixed(double v, int digits) {
-  std::ostringstream o;
-  o.precision(digits);
-  o << std::fixed << v;
-  return o.str();
-}
-
 /// The member names of a bench cluster of `n`: m1, m2, ...
 std::vector<std::string> member_names(size_t n) {
   std::vector<std::string> out;
@@ -449,6 +444,9 @@ json measure_detect(const global_options& g, bench_cluster& c, size_t trials) {
 }
 
 bool partitions_whole(bench_cluster& c, size_t replication);
+json child_bench(bench_cluster& c, const std::string& what,
+                 const std::string& label, const std::vector<std::string>& argv,
+                 const std::map<std::string, std::string>& env);
 
 /// fanexec10 (exec steps placed with `spread`) submitted to m1, then the
 /// same workload on an embedded node, each by a `troupe bench fanexec10
@@ -473,26 +471,9 @@ json measure_fan(const bench_options& b, bench_cluster& c) {
   else if (b.quick)
     sizing = {"--quick"};
   auto measure = [&](const std::string& what, std::vector<std::string> argv,
-                     std::map<std::string, std::string> env) -> json {
+                     const std::map<std::string, std::string>& env) {
     argv.insert(argv.end(), sizing.begin(), sizing.end());
-    auto log = c.dir / ("bench-" + what + ".out");
-    auto p = child::spawn(argv, env, log);
-    int status = 0;
-    ::waitpid(p.pid, &status, 0);
-    auto text = read_file(log);
-    json found;
-    std::istringstream lines{text};
-    std::string line;
-    while (std::getline(lines, line))
-      if (auto j = json::parse(line, nullptr, false);
-          j.is_object() && j.contains("steps_per_s"))
-        found = j;
-    if (found.is_null() || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-      std::cerr << "troupe: bench: fanexec10 " << what << " failed:\n"
-                << text << "\n";
-      c.keep = true;
-    }
-    return found;
+    return child_bench(c, what, "fanexec10 " + what, argv, env);
   };
   auto cluster = measure("cluster",
                          {c.self_exe, "--json", "--node",
@@ -557,22 +538,6 @@ std::string prepare_fan_cluster(const bench_options& b,
                                        "bench", std::chrono::hours{1},
                                        runtime::auth::token_clock::now());
   return etcd;
-}
-
-/// What a closed loop of runs over the members measured.
-struct cluster_load {
-  size_t ok = 0;
-  size_t failed = 0;
-  double wall_s = 0;
-  /// Run latencies (submission to end), sorted, in ms.
-  std::vector<double> latencies_ms;
-};
-
-double quantile(const std::vector<double>& sorted, double q) {
-  if (sorted.empty())
-    return 0;
-  auto i = static_cast<size_t>(q * static_cast<double>(sorted.size()));
-  return sorted[std::min(sorted.size() - 1, i)];
 }
 
 // ---- replicated seq10 and failover (`bench --cluster N`) ----
@@ -656,27 +621,13 @@ control_client::options member_options(bench_cluster& c,
   return o;
 }
 
-/// seq10 submitted round-robin over the members (one connection each,
-/// `concurrency` runs in flight in all), each run watched on the member
-/// that took it: {ok, failed, wall_s, latencies}. Throws on a failure.
-cluster_load seq10_over(bench_cluster& c, const std::vector<std::string>& names,
-                        size_t n, size_t concurrency) {
-  std::string source;
-  {
-    std::ostringstream s;
-    s << "name: bench-seq10\nnodes:\n";
-    for (int i = 1; i <= 10; ++i) {
-      s << "  s" << i << ":\n    kind: noop\n";
-      if (i > 1)
-        s << "    after: [s" << i - 1 << "]\n";
-    }
-    source = s.str();
-  }
-  json submit = {{"t", "submit"},
-                 {"workflow", source},
-                 {"file", "bench-seq10.yaml"},
-                 {"inputs", json::object()}};
-  std::vector<cluster_load> parts(names.size());
+/// `submit` (one workload's submission) round-robin over the members, one
+/// connection each, `concurrency` runs in flight in all, each run watched
+/// on the member that took it, until `n` have ended. Throws on a failure.
+bench::load_result runs_over(bench_cluster& c,
+                             const std::vector<std::string>& names,
+                             const json& submit, size_t n, size_t concurrency) {
+  std::vector<bench::load_result> parts(names.size());
   std::vector<std::string> errors(names.size());
   auto began = steady::now();
   std::vector<std::thread> threads;
@@ -686,76 +637,33 @@ cluster_load seq10_over(bench_cluster& c, const std::vector<std::string>& names,
       auto in_flight
         = std::max<size_t>(1, concurrency / names.size()
                                 + (k < concurrency % names.size() ? 1 : 0));
-      auto& r = parts[k];
       try {
         control_client client;
         client.connect(member_options(c, names[k]));
-        std::map<uint64_t, steady::time_point> submitting, watching;
-        size_t submitted = 0, ended = 0;
-        auto next = [&] {
-          if (submitted < count) {
-            ++submitted;
-            submitting.emplace(client.start(submit), steady::now());
-          }
-        };
-        for (size_t i = 0; i < in_flight; ++i)
-          next();
-        while (ended < count) {
-          auto msg = client.next(120s);
-          if (!msg)
-            throw std::runtime_error("no answer from " + names[k]
-                                     + " in 120 s");
-          auto t = msg->value("t", std::string{});
-          auto id = msg->value("id", uint64_t{0});
-          if (t == "reply") {
-            auto i = submitting.find(id);
-            if (i == submitting.end())
-              continue;
-            auto run_id = (*msg)["body"].value("run_id", std::string{});
-            watching.emplace(client.start({{"t", "watch"}, {"run_id", run_id}}),
-                             i->second);
-            submitting.erase(i);
-          } else if (t == "end") {
-            auto i = watching.find(id);
-            if (i == watching.end())
-              continue;
-            r.latencies_ms.push_back(std::chrono::duration<double, std::milli>(
-                                       steady::now() - i->second)
-                                       .count());
-            watching.erase(i);
-            ++ended;
-            if ((*msg)["body"].value("state", std::string{}) == "completed")
-              ++r.ok;
-            else
-              ++r.failed;
-            next();
-          }
-        }
+        parts[k]
+          = bench::closed_loop(client, submit, count, in_flight, names[k]);
       } catch (const std::exception& e) {
         errors[k] = names[k] + ": " + e.what();
       }
     });
   for (auto& t : threads)
     t.join();
-  cluster_load all;
+  bench::load_result all;
   all.wall_s = std::chrono::duration<double>(steady::now() - began).count();
   for (size_t k = 0; k < names.size(); ++k) {
     if (!errors[k].empty())
       throw std::runtime_error(errors[k]);
-    all.ok += parts[k].ok;
-    all.failed += parts[k].failed;
-    all.latencies_ms.insert(all.latencies_ms.end(),
-                            parts[k].latencies_ms.begin(),
-                            parts[k].latencies_ms.end());
+    all.merge(parts[k]);
   }
-  std::sort(all.latencies_ms.begin(), all.latencies_ms.end());
+  all.sort();
   return all;
 }
 
-/// Runs `argv` (a `troupe ... bench ... --json`) to its end and gives the
-/// last JSON line that has steps_per_s, or null (its output said).
+/// Runs `argv` (a `troupe ... bench ... --json`) to its end, its output in
+/// bench-WHAT.out, and gives the last JSON line that has steps_per_s, or
+/// null (its output said, after `label`).
 json child_bench(bench_cluster& c, const std::string& what,
-                 const std::vector<std::string>& argv,
+                 const std::string& label, const std::vector<std::string>& argv,
                  const std::map<std::string, std::string>& env) {
   auto log = c.dir / ("bench-" + what + ".out");
   auto p = child::spawn(argv, env, log);
@@ -770,23 +678,18 @@ json child_bench(bench_cluster& c, const std::string& what,
         j.is_object() && j.contains("steps_per_s"))
       found = j;
   if (found.is_null() || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-    std::cerr << "troupe: bench: " << what << " failed:\n" << text << "\n";
+    std::cerr << "troupe: bench: " << label << " failed:\n" << text << "\n";
     c.keep = true;
     return nullptr;
   }
   return found;
 }
 
-/// Replicated seq10 over every member, then seq10 on an embedded node with
-/// `machine` durability, sized alike: {"cluster", "embedded", "ratio"}, or
-/// null (the cause said).
-json measure_replicated(const bench_options& b, bench_cluster& c,
-                        size_t replication) {
+/// Waits until every member leads partitions that take runs; false (the
+/// cause said) when that does not come within 60 s.
+bool every_member_leads(bench_cluster& c, size_t replication) {
   auto names = member_names(c.members.size());
-  size_t n = b.n_set ? b.n : (b.quick ? 1'000 : 20'000);
-  size_t concurrency = b.concurrency_set ? b.concurrency : 50;
-  // Every member leads partitions that take runs.
-  if (!wait_for(
+  if (wait_for(
         [&] {
           if (!partitions_whole(c, replication))
             return false;
@@ -796,41 +699,68 @@ json measure_replicated(const bench_options& b, bench_cluster& c,
               return false;
           return true;
         },
-        60s, 50ms)) {
-    std::cerr << "troupe: bench: the partitions did not all get a leader and "
-                 "their replicas in sync within 60 s: "
-              << partition_view(c).dump() << "\n";
-    c.keep = true;
+        60s, 50ms))
+    return true;
+  std::cerr << "troupe: bench: the partitions did not all get a leader and "
+               "their replicas in sync within 60 s: "
+            << partition_view(c).dump() << "\n";
+  c.keep = true;
+  return false;
+}
+
+/// One replicated throughput measurement: `workload` (seq10, or http10
+/// whose steps call `echo_url`), `n` runs at `concurrency`.
+struct replicated_load {
+  std::string workload;
+  size_t n = 0;
+  size_t concurrency = 0;
+  std::string echo_url;
+};
+
+/// `w` replicated over every member (after a warm-up of a tenth), then the
+/// same workload on an embedded node with `machine` durability, sized
+/// alike: {"cluster", "embedded", "ratio"}, or null (the cause said).
+json measure_replicated(bench_cluster& c, size_t replication,
+                        const replicated_load& w) {
+  auto names = member_names(c.members.size());
+  if (!every_member_leads(c, replication))
     return nullptr;
-  }
-  cluster_load r;
+  auto submit = bench::submit_request(
+    w.workload, bench::workflow_source(w.workload, w.echo_url));
+  bench::load_result r;
   try {
-    (void)seq10_over(c, names, std::max<size_t>(names.size(), n / 10),
-                     concurrency);
-    r = seq10_over(c, names, n, concurrency);
+    (void)runs_over(c, names, submit, std::max<size_t>(names.size(), w.n / 10),
+                    w.concurrency);
+    r = runs_over(c, names, submit, w.n, w.concurrency);
   } catch (const std::exception& e) {
-    std::cerr << "troupe: bench: replicated seq10: " << e.what() << "\n";
+    std::cerr << "troupe: bench: replicated " << w.workload << ": " << e.what()
+              << "\n";
     c.keep = true;
     return nullptr;
   }
-  json cluster{{"workload", "seq10"},
-               {"n", n},
-               {"concurrency", concurrency},
+  json cluster{{"workload", w.workload},
+               {"n", w.n},
+               {"concurrency", w.concurrency},
                {"ok", r.ok},
                {"failed", r.failed},
                {"wall_s", r.wall_s},
                {"runs_per_s", static_cast<double>(r.ok) / r.wall_s},
                {"steps_per_s", static_cast<double>(r.ok * 10) / r.wall_s},
-               {"p50_ms", quantile(r.latencies_ms, 0.5)},
-               {"p99_ms", quantile(r.latencies_ms, 0.99)},
+               {"p50_ms", bench::percentile(r.latencies_ms, 0.5)},
+               {"p99_ms", bench::percentile(r.latencies_ms, 0.99)},
                {"replication", replication}};
+  if (!r.first_error.empty())
+    cluster["first_error"] = r.first_error;
   std::vector<std::string> argv{c.self_exe,      "--json",
-                                "bench",         "seq10",
+                                "bench",         w.workload,
                                 "--durability",  "machine",
                                 "--data-dir",    (c.dir / "embedded").string(),
-                                "--n",           std::to_string(n),
-                                "--concurrency", std::to_string(concurrency)};
-  auto embedded = child_bench(c, "seq10-embedded", argv, {});
+                                "--n",           std::to_string(w.n),
+                                "--concurrency", std::to_string(w.concurrency)};
+  if (!w.echo_url.empty())
+    argv.insert(argv.end(), {"--echo-url", w.echo_url});
+  auto embedded = child_bench(c, w.workload + "-embedded",
+                              w.workload + "-embedded", argv, {});
   if (embedded.is_null())
     return nullptr;
   auto es = embedded.value("steps_per_s", 0.0);
@@ -1083,19 +1013,29 @@ json measure_failover(const global_options& g, bench_cluster& c, size_t trials,
     {"targets_ms", {{"resumed_median", 1000}, {"resumed_max", 3000}}}};
 }
 
-/// The replicated seq10 line of a report.
+/// The line of a report for a replicated workload (seq10 or http10).
 std::string describe_replicated(const json& r, size_t members) {
   auto& cl = r["cluster"];
   auto& em = r["embedded"];
-  return "seq10 replicated (R=" + std::to_string(cl.value("replication", 0))
-         + ") over " + std::to_string(members)
-         + " members (submitted round-robin): "
-         + fixed(cl.value("steps_per_s", 0.0), 0) + " steps/s, p99 "
-         + fixed(cl.value("p99_ms", 0.0), 1)
-         + " ms; embedded (machine durability), same run: "
-         + fixed(em.value("steps_per_s", 0.0), 0) + " steps/s, p99 "
-         + fixed(em.value("p99_ms", 0.0), 1) + " ms; ratio "
-         + fixed(r.value("ratio", 0.0), 2) + " (target >= 0.50)";
+  auto workload = cl.value("workload", std::string{});
+  auto line = workload + " replicated (R="
+              + std::to_string(cl.value("replication", 0)) + ") over "
+              + std::to_string(members) + " members (submitted round-robin): "
+              + fixed(cl.value("steps_per_s", 0.0), 0) + " steps/s, p99 "
+              + fixed(cl.value("p99_ms", 0.0), 1)
+              + " ms; embedded (machine durability), same run: "
+              + fixed(em.value("steps_per_s", 0.0), 0) + " steps/s, p99 "
+              + fixed(em.value("p99_ms", 0.0), 1) + " ms; ratio "
+              + fixed(r.value("ratio", 0.0), 2);
+  if (workload == "seq10")
+    return line + " (target >= 0.50)";
+  // http10: runs that did not complete, and the service its steps called.
+  line += "; " + std::to_string(cl.value("failed", size_t{0})) + " runs failed";
+  if (r.contains("echo_requests"))
+    return line + ", the bench's echo service answered "
+           + std::to_string(r.value("echo_requests", uint64_t{0}))
+           + " requests";
+  return line + ", echo service " + r.value("echo", std::string{});
 }
 
 /// The failover lines of a report.
@@ -1213,8 +1153,8 @@ int run_bench_cluster(const global_options& g, const bench_options& b) {
   }
   if (!b.workloads.empty()) {
     std::cerr << "troupe: bench: --cluster runs its own workloads (fanexec10, "
-                 "replicated seq10, failover and failure detection): leave "
-                 "out '"
+                 "replicated seq10 and http10, failover and failure "
+                 "detection): leave out '"
               << b.workloads.front() << "'\n";
     return exit_bad_input;
   }
@@ -1249,7 +1189,8 @@ int run_bench_cluster(const global_options& g, const bench_options& b) {
               << ", default timings (heartbeat 200ms, connection timeout 1s, "
                  "lease TTL 5s); fanexec10 (10 exec steps of /bin/true with "
                  "placement: spread, joined by a noop) submitted to m1, then "
-                 "on an embedded node; seq10 replicated, then embedded; "
+                 "on an embedded node; seq10 and http10 replicated, then "
+                 "embedded; "
               << trials << " x kill -9 of a partition leader with "
               << failover_runs << " runs in flight; then " << trials
               << " x kill -9 and " << trials << " x SIGSTOP detection ...\n";
@@ -1262,27 +1203,57 @@ int run_bench_cluster(const global_options& g, const bench_options& b) {
     return exit_failed;
   if (!g.json)
     std::cerr << "  " << describe_fan(f, *n) << "\n";
-  auto s = measure_replicated(b, c, replication);
+  size_t concurrency = b.concurrency_set ? b.concurrency : 50;
+  auto s = measure_replicated(
+    c, replication,
+    {"seq10", b.n_set ? b.n : (b.quick ? 1'000 : 20'000), concurrency, {}});
   if (s.is_null())
     return exit_failed;
   if (!g.json)
     std::cerr << "  " << describe_replicated(s, *n) << "\n";
+  // http10's steps call --echo-url, else an echo service of the bench's
+  // own (its requests counted from here).
+  std::unique_ptr<bench::echo_service> own_echo;
+  if (b.echo_url.empty())
+    own_echo = std::make_unique<bench::echo_service>();
+  auto echo_before = own_echo ? own_echo->requests() : 0;
+  auto h = measure_replicated(
+    c, replication,
+    {"http10", b.n_set ? b.n : (b.quick ? 300 : 2'000), concurrency,
+     own_echo ? own_echo->url() : b.echo_url});
+  if (h.is_null())
+    return exit_failed;
+  if (own_echo) {
+    h["echo"] = "built-in";
+    h["echo_requests"] = own_echo->requests() - echo_before;
+    own_echo.reset();
+  } else {
+    h["echo"] = b.echo_url;
+  }
+  if (!g.json)
+    std::cerr << "  " << describe_replicated(h, *n) << "\n";
   auto fo = measure_failover(g, c, trials, failover_runs, replication);
   if (fo.is_null())
     return exit_failed;
   auto d = measure_detect(g, c, trials);
   if (d.is_null())
     return exit_failed;
-  json r{
-    {"workload", "cluster"},    {"members", *n}, {"replication", replication},
-    {"min_insync", min_insync}, {"fan", f},      {"seq10", s},
-    {"failover", fo},           {"detect", d}};
+  json r{{"workload", "cluster"},
+         {"members", *n},
+         {"replication", replication},
+         {"min_insync", min_insync},
+         {"fan", f},
+         {"seq10", s},
+         {"http10", h},
+         {"failover", fo},
+         {"detect", d}};
   if (g.json) {
     std::cout << r.dump() << std::endl;
   } else {
     std::cout << "cluster of " << *n << " members (etcd and members on "
               << "127.0.0.1, one run):\n  " << describe_fan(f, *n) << "\n  "
-              << describe_replicated(s, *n) << "\n"
+              << describe_replicated(s, *n) << "\n  "
+              << describe_replicated(h, *n) << "\n"
               << describe_failover(fo, "  ") << describe_detect(d, "  ")
               << std::flush;
   }

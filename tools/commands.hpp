@@ -229,6 +229,9 @@ struct bench_options {
   /// `--cluster N`: the members of the cluster benchmark (checked by it).
   std::string cluster;
   bool cluster_set = false;
+  /// `--echo-url URL`: the service http10's steps call; empty: the bench
+  /// starts one of its own on 127.0.0.1.
+  std::string echo_url;
 };
 
 /// `troupe bench [WORKLOAD...]`: runs workloads against an embedded node and

@@ -295,9 +295,10 @@ int main(int argc, char** argv) {
              "throughput, latency, memory and CPU");
   bench_cmd->add_option(
     "workloads", bench.workloads,
-    "seq10 seq10c1 fan10 exec10 fanexec10 sleepers recover idle history "
-    "timeouts chain (default: all); viewers (alone, against --node); "
-    "cluster-detect and cluster-fan (alone: etcd from PATH and 3 members)");
+    "seq10 seq10c1 http10 fan10 exec10 fanexec10 sleepers recover idle "
+    "history timeouts chain (default: all); viewers (alone, against "
+    "--node); cluster-detect and cluster-fan (alone: etcd from PATH and 3 "
+    "members)");
   bench_cmd
     ->add_option("--durability", bench.durability,
                  "machine (fsync each group commit), process or both")
@@ -317,6 +318,9 @@ int main(int argc, char** argv) {
     "--cluster", bench.cluster,
     "Start etcd (from PATH) and N members (2 to 9), and print fanexec10 "
     "with spread beside embedded, and kill -9 and SIGSTOP detection times");
+  bench_cmd->add_option("--echo-url", bench.echo_url,
+                        "The service http10's steps GET (with ?i=1..10); "
+                        "default: one the bench starts on 127.0.0.1");
   bench_cmd->add_option("--one", bench.one)->group("");
 
   try {

@@ -358,7 +358,7 @@ TEST_F(Cli, BenchNamesBadInputAndExitsTwo) {
   }
 }
 
-TEST_F(Cli, BenchClusterQuickPrintsReplicatedSeq10AndFailoverFigures) {
+TEST_F(Cli, BenchClusterQuickPrintsReplicatedSeq10Http10AndFailoverFigures) {
   // A smoke run of `bench --cluster 3 --quick`: figures only, no speed is
   // checked; but no run may be lost and no completed node run again.
   bool have_etcd = false;
@@ -393,6 +393,23 @@ TEST_F(Cli, BenchClusterQuickPrintsReplicatedSeq10AndFailoverFigures) {
   EXPECT_GT(s["embedded"].value("steps_per_s", 0.0), 0.0) << s;
   EXPECT_EQ(s["embedded"].value("durability", ""), "machine") << s;
   EXPECT_GT(s.value("ratio", 0.0), 0.0) << s;
+  // http10: the same over the members, each step a GET of the bench's own
+  // echo service (no --echo-url): every run completes, and every step of
+  // every run (warm-ups and the embedded run included) called it.
+  auto& h = j["http10"];
+  auto& hc = h["cluster"];
+  EXPECT_EQ(hc.value("workload", ""), "http10") << h;
+  EXPECT_EQ(hc.value("ok", 0), hc.value("n", -1)) << h;
+  EXPECT_EQ(hc.value("failed", -1), 0) << h;
+  EXPECT_GT(hc.value("steps_per_s", 0.0), 0.0) << h;
+  EXPECT_GT(hc.value("p99_ms", 0.0), 0.0) << h;
+  EXPECT_EQ(h["embedded"].value("workload", ""), "http10") << h;
+  EXPECT_EQ(h["embedded"].value("failed", -1), 0) << h;
+  EXPECT_GT(h["embedded"].value("steps_per_s", 0.0), 0.0) << h;
+  EXPECT_EQ(h.value("echo", ""), "built-in") << h;
+  EXPECT_GE(h.value("echo_requests", 0),
+            10 * (hc.value("ok", 0) + h["embedded"].value("ok", 0)))
+    << h;
   auto& f = j["failover"];
   EXPECT_EQ(f.value("trials", 0), 2) << f;
   EXPECT_EQ(f["per_trial"].size(), 2u) << f;
@@ -417,6 +434,11 @@ TEST_F(Cli, BenchClusterNamesABadMemberCountAndExitsTwo) {
   }
   auto r = troupe({"bench", "--cluster", "three"});
   EXPECT_TRUE(contains(r.err, "not 'three'")) << r.err;
+  r = troupe({"bench", "--cluster", "3", "--echo-url", "127.0.0.1:1/step"});
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_TRUE(contains(r.err, "--echo-url '127.0.0.1:1/step' must start with "
+                              "http:// or https://"))
+    << r.err;
   r = troupe({"bench", "--cluster", "3", "seq10"});
   EXPECT_EQ(r.exit_code, 2) << r.err;
   EXPECT_TRUE(contains(r.err, "leave out 'seq10'")) << r.err;

@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <csignal>
+#include <map>
 #include <set>
 
 using namespace std::chrono_literals;
@@ -335,4 +336,51 @@ TEST_F(HttpNode, BadUrlOrMethodIsRefusedAtValidation) {
   r = troupe({"run", wf, "--data-dir", data});
   EXPECT_EQ(r.exit_code, 2) << r.err;
   EXPECT_TRUE(contains(r.err, "nodes.call.method")) << r.err;
+}
+
+TEST_F(HttpNode, BenchHttp10StepsEachGetTheEchoUrlGiven) {
+  // Figures only: the speed is the benchmark's to show. What is checked is
+  // the work: every step of every run (a warm-up run included) is one GET
+  // of the URL given, with ?i=K for step K, and every run completes.
+  http_server server{[](const http_seen_request& s) {
+    return http_reply::json(
+      200, json{{"ok", true}, {"n", s.index + 1}, {"path", s.target}}.dump());
+  }};
+  auto r = troupe({"bench", "http10", "--durability", "process", "--n", "6",
+                   "--concurrency", "3", "--data-dir", dir.path().string(),
+                   "--echo-url", server.url("/step"), "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto j = json::parse(r.out, nullptr, false);
+  ASSERT_TRUE(j.is_object()) << r.out;
+  EXPECT_EQ(j.value("workload", ""), "http10") << j;
+  EXPECT_EQ(j.value("ok", 0), 6) << j;
+  EXPECT_EQ(j.value("failed", -1), 0) << j;
+  EXPECT_EQ(j.value("steps_per_run", 0), 10) << j;
+  EXPECT_GT(j.value("steps_per_s", 0.0), 0.0) << j;
+  // 6 runs and a warm-up of one, 10 steps each, none failed: 70 requests.
+  auto seen = server.requests();
+  ASSERT_EQ(seen.size(), 70u);
+  std::map<std::string, int> per_target;
+  for (auto& s : seen) {
+    EXPECT_EQ(s.method, "GET");
+    ++per_target[s.target];
+  }
+  ASSERT_EQ(per_target.size(), 10u);
+  for (int i = 1; i <= 10; ++i)
+    EXPECT_EQ(per_target["/step?i=" + std::to_string(i)], 7) << i;
+  // Without --echo-url the bench answers the steps itself.
+  r = troupe({"bench", "http10", "--durability", "process", "--n", "4",
+              "--data-dir", dir.path().string(), "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  j = json::parse(r.out, nullptr, false);
+  EXPECT_EQ(j.value("ok", 0), 4) << r.out;
+  EXPECT_EQ(j.value("failed", -1), 0) << r.out;
+  EXPECT_EQ(server.request_count(), 70u);
+  // A URL that cannot be one is refused before anything runs.
+  for (auto bad : {"ftp://127.0.0.1/step", "http://", "http:///step",
+                   "http://127.0.0.1/a b", "http://127.0.0.1/{{ x }}"}) {
+    r = troupe({"bench", "http10", "--echo-url", bad});
+    EXPECT_EQ(r.exit_code, 2) << bad << ": " << r.err;
+    EXPECT_TRUE(contains(r.err, "--echo-url")) << bad << ": " << r.err;
+  }
 }
