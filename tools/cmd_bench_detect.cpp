@@ -448,6 +448,17 @@ json child_bench(bench_cluster& c, const std::string& what,
                  const std::string& label, const std::vector<std::string>& argv,
                  const std::map<std::string, std::string>& env);
 
+/// A cluster's figures beside an embedded node's for the same workload:
+/// {"cluster", "embedded", "ratio"} (steps/s over the cluster against
+/// embedded).
+json beside_embedded(json cluster, json embedded) {
+  auto cs = cluster.value("steps_per_s", 0.0);
+  auto es = embedded.value("steps_per_s", 0.0);
+  return json{{"cluster", std::move(cluster)},
+              {"embedded", std::move(embedded)},
+              {"ratio", es > 0 ? cs / es : 0.0}};
+}
+
 /// fanexec10 (exec steps placed with `spread`) submitted to m1, then the
 /// same workload on an embedded node, each by a `troupe bench fanexec10
 /// --json` of its own, sized by --n or --quick. Gives {"cluster",
@@ -487,11 +498,7 @@ json measure_fan(const bench_options& b, bench_cluster& c) {
               {});
   if (cluster.is_null() || embedded.is_null())
     return nullptr;
-  auto cs = cluster.value("steps_per_s", 0.0);
-  auto es = embedded.value("steps_per_s", 0.0);
-  return json{{"cluster", cluster},
-              {"embedded", embedded},
-              {"ratio", es > 0 ? cs / es : 0.0}};
+  return beside_embedded(std::move(cluster), std::move(embedded));
 }
 
 /// The fan line of a report, after `label`.
@@ -763,11 +770,7 @@ json measure_replicated(bench_cluster& c, size_t replication,
                               w.workload + "-embedded", argv, {});
   if (embedded.is_null())
     return nullptr;
-  auto es = embedded.value("steps_per_s", 0.0);
-  auto cs = cluster.value("steps_per_s", 0.0);
-  return json{{"cluster", cluster},
-              {"embedded", embedded},
-              {"ratio", es > 0 ? cs / es : 0.0}};
+  return beside_embedded(std::move(cluster), std::move(embedded));
 }
 
 /// The failover workload: `steps` noop steps, each followed by a durable

@@ -43,14 +43,6 @@ struct ClusterSteps : troupe::test::cluster_fixture {
     zone_labels = true;
   }
 
-  std::string run_id(const std::string& out) {
-    std::smatch id;
-    EXPECT_TRUE(
-      std::regex_search(out, id, std::regex{"[0-9a-f]{12}-[0-9a-f]{8}"}))
-      << out;
-    return id.empty() ? std::string{} : id[0].str();
-  }
-
   /// Waits (at most `limit`) until `run` on `owner` ended; returns its
   /// status.
   json wait_ended(const std::string& owner, const std::string& run,

@@ -761,13 +761,6 @@ TEST_F(Steps, AMemberCutOffFromEtcdStartsNoAttemptUntilItRejoins) {
       return std::nullopt;
     return (*pong)["body"]["cluster"].value("joined", true);
   };
-  auto run_id = [](const std::string& out) {
-    std::smatch id;
-    EXPECT_TRUE(
-      std::regex_search(out, id, std::regex{"[0-9a-f]{12}-[0-9a-f]{8}"}))
-      << out;
-    return id.empty() ? std::string{} : id[0].str();
-  };
   auto state_of = [&](const std::string& run) {
     auto s
       = json::parse(cli("m1", {"--json", "status", run}).out, nullptr, false);

@@ -2,7 +2,7 @@
 // its leader is killed goes on being followed at its new leader, without
 // showing an event twice, until it ends.
 
-#include "tests/support/cluster_fixture.hpp"
+#include "tests/support/replicated_fixture.hpp"
 
 #include <gtest/gtest.h>
 
@@ -19,36 +19,17 @@ using troupe::test::wait_until;
 
 namespace {
 
-struct WatchFailover : troupe::test::cluster_fixture {
-  WatchFailover() {
-    http = "127.0.0.1:0";
-    replication = 3;
-    min_insync = 2;
-  }
-};
+struct WatchFailover : troupe::test::replicated_fixture {};
 
 } // namespace
 
 TEST_F(WatchFailover, AWatchFollowsItsRunToItsNewLeader) {
   linked({"m1", "m2", "m3"});
-  auto wf = (dir.path() / "chain.yaml").string();
-  {
-    std::ofstream out{wf};
-    out << "name: chain\nnodes:\n";
-    for (int i = 0; i < 5; ++i) {
-      out << "  s" << i << ":\n    kind: exec\n";
-      if (i > 0)
-        out << "    after: [s" << i - 1 << "]\n";
-      out << "    command: [\"sh\", \"-c\", \"echo $TROUPE_NODE_ID >> "
-          << ledger << "; sleep 0.4\"]\n";
-    }
-  }
+  auto wf = chain(5, "0.4");
   auto r = cli("m1", {"submit", wf});
   ASSERT_EQ(r.exit_code, 0) << r.err << all_logs();
-  std::smatch id;
-  ASSERT_TRUE(
-    std::regex_search(r.out, id, std::regex{"[0-9a-f]{12}-[0-9a-f]{8}"}));
-  auto run = id[0].str();
+  auto run = run_id(r.out);
+  ASSERT_FALSE(run.empty());
 
   // Watched through m2 (the run is led by m1), as JSON lines.
   auto o = opts();
@@ -61,8 +42,7 @@ TEST_F(WatchFailover, AWatchFollowsItsRunToItsNewLeader) {
     [&] { return watch.out().find("node_completed") != std::string::npos; },
     20s))
     << watch.out() << watch.err();
-  members["m1"].proc->signal(SIGKILL);
-  members["m1"].proc->wait(5s);
+  kill("m1");
 
   auto code = watch.wait(40s);
   ASSERT_TRUE(code) << watch.out() << watch.err() << all_logs();
@@ -153,10 +133,8 @@ TEST_F(Unavailable, APartitionWithNoInSyncReplicaUpWaitsAndSaysSo) {
                        "sleep, duration: 3s, after: [a]}\n";
   auto r = cli("m1", {"submit", wf});
   ASSERT_EQ(r.exit_code, 0) << r.err << all_logs();
-  std::smatch id;
-  ASSERT_TRUE(
-    std::regex_search(r.out, id, std::regex{"[0-9a-f]{12}-[0-9a-f]{8}"}));
-  auto run = id[0].str();
+  auto run = run_id(r.out);
+  ASSERT_FALSE(run.empty());
   // Its partition (the two hex digits after the id's dash, modulo the
   // cluster's 64) and that partition's in-sync replicas, once both copies
   // are in sync.

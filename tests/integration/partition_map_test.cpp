@@ -17,6 +17,7 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <functional>
 #include <iostream>
 #include <map>
 #include <mutex>
@@ -170,13 +171,35 @@ struct PartitionMap : ::testing::Test {
     return who;
   }
 
-  /// A partition whose first-ranked member among `up` is `leader`.
-  uint32_t led_by(const std::string& leader, std::vector<std::string> up) {
+  /// Registers `names`, starts the map of `controller` first and waits
+  /// until it is the controller, then starts the others' maps in order.
+  void controlled_by(const std::string& controller,
+                     const std::vector<std::string>& names) {
+    for (auto& name : names)
+      join(name);
+    start(controller);
+    ASSERT_TRUE(
+      wait_until([&] { return map(controller).is_controller(); }, 5s));
+    for (auto& name : names)
+      if (name != controller)
+        start(name);
+  }
+
+  /// The first partition whose ranking of `up` (rendezvous order) `fits`.
+  uint32_t
+  ranked(const std::vector<std::string>& up,
+         const std::function<bool(const std::vector<std::string>&)>& fits) {
     for (uint32_t p = 0; p < count; ++p)
-      if (partition_map::rank(up, p).front() == leader)
+      if (fits(partition_map::rank(up, p)))
         return p;
-    ADD_FAILURE() << "no partition ranks " << leader << " first";
+    ADD_FAILURE() << "no partition of " << count << " ranks as wanted";
     return 0;
+  }
+
+  /// A partition whose first-ranked member among `up` is `leader`.
+  uint32_t led_by(const std::string& leader,
+                  const std::vector<std::string>& up) {
+    return ranked(up, [&](auto& r) { return r.front() == leader; });
   }
 
   /// The leader key's mod_revision and the state key's, as etcd has them.
@@ -297,13 +320,8 @@ TEST_F(PartitionMap, ExactlyOneControllerAndAnotherTakesOverWhenItDies) {
 }
 
 TEST_F(PartitionMap, ALeaderWhoseKeyGoesFailsOverToAnInSyncReplica) {
-  for (auto name : {"a", "b", "c"})
-    join(name);
   // c is the controller (started first); b leads p.
-  start("c");
-  ASSERT_TRUE(wait_until([&] { return map("c").is_controller(); }, 5s));
-  start("a");
-  start("b");
+  ASSERT_NO_FATAL_FAILURE(controlled_by("c", {"a", "b", "c"}));
   auto p = led_by("b", {"a", "b", "c"});
   ASSERT_EQ(map("a").claim(p), "b");
   auto before = map("a").record(p);
@@ -356,20 +374,10 @@ TEST_F(PartitionMap, ALeaderWhoseKeyGoesFailsOverToAnInSyncReplica) {
 
 TEST_F(PartitionMap, NoUncleanElectionWhenTheWholeIsrIsGoneUntilOneReturns) {
   replication = 2;
-  for (auto name : {"a", "b", "c"})
-    join(name);
-  start("c");
-  ASSERT_TRUE(wait_until([&] { return map("c").is_controller(); }, 5s));
-  start("a");
-  start("b");
+  ASSERT_NO_FATAL_FAILURE(controlled_by("c", {"a", "b", "c"}));
   // A partition a leads with b as its other replica.
-  uint32_t p = count;
-  for (uint32_t q = 0; q < count && p == count; ++q) {
-    auto r = partition_map::rank({"a", "b", "c"}, q);
-    if (r[0] == "a" && r[1] == "b")
-      p = q;
-  }
-  ASSERT_LT(p, count);
+  auto p = ranked({"a", "b", "c"},
+                  [](auto& r) { return r[0] == "a" && r[1] == "b"; });
   ASSERT_EQ(map("a").claim(p), "a");
   auto r = map("a").record(p);
   ASSERT_EQ(r.isr, (std::vector<std::string>{"a", "b"}));
@@ -408,12 +416,7 @@ TEST_F(PartitionMap, NoUncleanElectionWhenTheWholeIsrIsGoneUntilOneReturns) {
 }
 
 TEST_F(PartitionMap, StaleIsrChangesAreRefused) {
-  for (auto name : {"a", "b", "c"})
-    join(name);
-  start("c");
-  ASSERT_TRUE(wait_until([&] { return map("c").is_controller(); }, 5s));
-  start("a");
-  start("b");
+  ASSERT_NO_FATAL_FAILURE(controlled_by("c", {"a", "b", "c"}));
   auto p = led_by("a", {"a", "b", "c"});
   ASSERT_EQ(map("a").claim(p), "a");
   auto r = map("a").record(p);
@@ -461,12 +464,7 @@ TEST_F(PartitionMap, StaleIsrChangesAreRefused) {
 }
 
 TEST_F(PartitionMap, ALeavingMemberIsReplacedStepByStep) {
-  for (auto name : {"a", "b", "c"})
-    join(name);
-  start("a");
-  ASSERT_TRUE(wait_until([&] { return map("a").is_controller(); }, 5s));
-  start("b");
-  start("c");
+  ASSERT_NO_FATAL_FAILURE(controlled_by("a", {"a", "b", "c"}));
   // c leads p, with a and b.
   auto p = led_by("c", {"a", "b", "c"});
   ASSERT_EQ(map("a").claim(p), "c");
@@ -508,21 +506,10 @@ TEST_F(PartitionMap, ALeavingMemberIsReplacedStepByStep) {
 }
 
 TEST_F(PartitionMap, ADownReplicaStaysAndIsReplacedThenTrimmedOnceRAreInSync) {
-  for (auto name : {"a", "b", "c", "d"})
-    join(name);
   // d is the controller; p ranks a first and d last.
-  start("d");
-  ASSERT_TRUE(wait_until([&] { return map("d").is_controller(); }, 5s));
-  uint32_t p = count;
-  for (uint32_t q = 0; q < count && p == count; ++q) {
-    auto r = partition_map::rank({"a", "b", "c", "d"}, q);
-    if (r[3] == "d" && r[0] == "a")
-      p = q;
-  }
-  ASSERT_LT(p, count);
-  start("a");
-  start("b");
-  start("c");
+  ASSERT_NO_FATAL_FAILURE(controlled_by("d", {"a", "b", "c", "d"}));
+  auto p = ranked({"a", "b", "c", "d"},
+                  [](auto& r) { return r[3] == "d" && r[0] == "a"; });
   ASSERT_EQ(map("a").claim(p), "a");
   auto r = map("a").record(p);
   ASSERT_EQ(as_set(r.replicas), (std::set<std::string>{"a", "b", "c"}));

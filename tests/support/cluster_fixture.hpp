@@ -326,6 +326,15 @@ struct cluster_fixture : troupe_fixture {
     return out;
   }
 
+  /// The run id in `out` (what submit and run print), or "" (a failure).
+  std::string run_id(const std::string& out) {
+    std::smatch id;
+    EXPECT_TRUE(
+      std::regex_search(out, id, std::regex{"[0-9a-f]{12}-[0-9a-f]{8}"}))
+      << out;
+    return id.empty() ? std::string{} : id[0].str();
+  }
+
   /// The value of `series` (a family with exactly these labels) on member
   /// `name`'s /metrics (0 when absent).
   double metric(const std::string& name, const std::string& series) {
