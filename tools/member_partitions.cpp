@@ -6,6 +6,8 @@
 #include "runtime/metrics/registry.hpp"
 
 #include <algorithm>
+#include <cstdlib>
+#include <filesystem>
 
 namespace troupe::tools {
 
@@ -13,7 +15,10 @@ using json = nlohmann::json;
 namespace repl = cluster::replication;
 
 member_partitions::member_partitions(member_partitions_options opts)
-    : opts_(std::move(opts)) {}
+    : opts_(std::move(opts)) {
+  if (const char* file = std::getenv("TROUPE_TEST_HOLD_RESUME_FILE"))
+    hold_file_ = file;
+}
 
 member_partitions::~member_partitions() {
   stop();
@@ -30,6 +35,11 @@ void member_partitions::start(actors::embedded_node& node,
   opts_.member = member;
   node_ = &node;
   service_ = &service;
+  if (!hold_file_.empty())
+    runtime::log::warn(
+      "partitions", "TROUPE_TEST_HOLD_RESUME_FILE is set: while '" + hold_file_
+                      + "' exists, no partition this member comes to lead "
+                        "is ready to resume its runs (for tests)");
   transport_ = std::make_unique<repl::mesh_transport>(
     node.system(), opts_.member, [this](const std::string& m) {
       auto* peers = mesh_.load();
@@ -186,12 +196,23 @@ void member_partitions::tick() {
   if (!map || !agent_)
     return;
   // Partitions led here whose runs wait to be resumed (too few in-sync
-  // replicas at the last try) are tried again; the rest is a no-op.
-  for (auto p : map->led())
-    agent_->lead(p, map->record(p).epoch);
+  // replicas at the last try) are tried again; the rest is a no-op. A
+  // takeover resumed on a later try is still one, timed from when its old
+  // leader was found gone.
+  for (auto p : map->led()) {
+    auto r = map->record(p);
+    agent_->lead(p, r.epoch, r.failover_since_ms);
+  }
 }
 
 std::optional<size_t> member_partitions::resume(uint32_t p) {
+  // A test holding takeovers back: not ready, as a store that has not
+  // committed what it holds.
+  if (!hold_file_.empty()) {
+    std::error_code ec;
+    if (std::filesystem::exists(hold_file_, ec))
+      return std::nullopt;
+  }
   // Its runs' journals are whole once the store has committed every record
   // it held when it came to lead the partition (those of the old leader's
   // that it accepted): only then are they read.

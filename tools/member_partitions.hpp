@@ -115,6 +115,10 @@ class member_partitions {
   std::atomic<uint32_t> turn_{0};
   std::atomic<bool> stopping_{false};
   std::thread ticker_;
+  /// TROUPE_TEST_HOLD_RESUME_FILE (tests): while this file exists, resume()
+  /// finds every partition not ready, so that a takeover can be held at
+  /// the point where its leader waits to resume. Empty: none.
+  std::string hold_file_;
 };
 
 } // namespace troupe::tools

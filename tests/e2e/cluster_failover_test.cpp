@@ -11,6 +11,7 @@
 #include <gtest/gtest.h>
 
 #include <csignal>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <regex>
@@ -319,4 +320,133 @@ TEST_F(Failover, EtcdLosingQuorumFencesMembersWhoResumeOnceItIsBack) {
   for (auto& id : submit("m3", wf, 2))
     runs.push_back(id);
   all_done_once_and_agree("m1", runs, 6, {"m1", "m2", "m3"}, 60s);
+}
+
+namespace {
+
+/// Failover whose takeovers can be held back: every member is started with
+/// TROUPE_TEST_HOLD_RESUME_FILE, and while that file exists a member that
+/// comes to lead a partition finds it not ready to resume its runs (as
+/// when its store has not committed what it holds yet), and tries again
+/// every second.
+struct HeldTakeover : Failover {
+  std::filesystem::path hold = dir.path() / "hold";
+
+  troupe::test::process_options opts() override {
+    auto o = Failover::opts();
+    o.env["TROUPE_TEST_HOLD_RESUME_FILE"] = hold.string();
+    return o;
+  }
+
+  /// The record of partition `p` as `via` sees it; empty when it has none.
+  json record(const std::string& via, int p) {
+    auto body = partitions(via);
+    if (body.is_object())
+      for (auto& r : body.value("partitions", json::array()))
+        if (r.value("partition", -1) == p)
+          return r;
+    return json::object();
+  }
+
+  /// The partition a run id names: the two hex digits after its dash,
+  /// modulo the cluster's 64.
+  static int partition_of(const std::string& run) {
+    return static_cast<int>(std::stoul(run.substr(13, 2), nullptr, 16) % 64);
+  }
+};
+
+} // namespace
+
+TEST_F(HeldTakeover, AKeyedSubmissionIsRefusedUntilItsNewLeaderResumesIt) {
+  ASSERT_NO_FATAL_FAILURE(three_in_sync());
+  // Keyed runs, each at its key's partition's leader, until one is in a
+  // partition m1 leads.
+  auto wf = chain(6, "0.3");
+  std::vector<std::string> runs;
+  std::string key, run;
+  int p = -1;
+  for (int i = 0; i < 40 && p < 0; ++i) {
+    auto k = "order-" + std::to_string(i);
+    auto r = cli("m1", {"submit", "--idempotency-key", k, wf});
+    ASSERT_EQ(r.exit_code, 0) << r.err << all_logs();
+    runs.push_back(run_id(r.out));
+    auto in = partition_of(runs.back());
+    if (record("m1", in).value("leader", "") == "m1") {
+      key = k;
+      run = runs.back();
+      p = in;
+    }
+  }
+  ASSERT_GE(p, 0) << partitions("m1").dump();
+  auto where = "partition " + std::to_string(p);
+  // Its copies are in sync, and it is under way.
+  ASSERT_TRUE(wait_until([&] { return isr_full("m2"); }, 30s))
+    << partitions("m2").dump();
+  ASSERT_TRUE(wait_until(
+    [&] {
+      for (auto& l : lines())
+        if (l[0] == run)
+          return true;
+      return false;
+    },
+    20s))
+    << all_logs();
+
+  // Takeovers held; m1 killed. Its partition fails over to m2 or m3,
+  // which leads it but waits to resume its runs.
+  std::ofstream{hold} << "held\n";
+  kill("m1");
+  std::string leader;
+  ASSERT_TRUE(wait_until(
+    [&] {
+      for (auto via : {"m2", "m3"}) {
+        auto r = record(via, p);
+        if (r.value("leader", "") == via
+            && r.value("here", json::object()).value("role", "") == "waiting")
+          leader = via;
+      }
+      return !leader.empty();
+    },
+    20s))
+    << partitions("m2").dump() << all_logs();
+  // A submission with a key of that partition is refused meanwhile, through
+  // either member, saying why; it starts no run.
+  for (auto via : {"m2", "m3"}) {
+    auto r = cli(
+      via, {"--wait-ready", "1s", "submit", "--idempotency-key", key, wf});
+    EXPECT_EQ(r.exit_code, 3) << via << ": " << r.out << r.err;
+    EXPECT_TRUE(troupe::test::contains(
+      r.err, where
+               + " of this key is not led here yet (it is being taken "
+                 "over); retry shortly"))
+      << via << ": " << r.err;
+  }
+  EXPECT_EQ(record(leader, p).value("here", json::object()).value("role", ""),
+            "waiting");
+
+  // Released: the member tries the partition again, resumes its runs, and
+  // the key is taken again: it is the same run, not a new one.
+  std::filesystem::remove(hold);
+  ASSERT_TRUE(wait_until(
+    [&] {
+      return record(leader, p).value("here", json::object()).value("role", "")
+             == "leader";
+    },
+    10s))
+    << partitions(leader).dump() << all_logs();
+  auto again = cli("m2", {"submit", "--idempotency-key", key, wf});
+  EXPECT_EQ(again.exit_code, 0) << again.out << again.err;
+  EXPECT_EQ(run_id(again.out), run) << again.out << again.err;
+  all_done_once_and_agree("m2", runs, 6, {"m2", "m3"});
+  // The member said it waited, and counts the takeover once it resumed,
+  // timed from when m1 was found gone.
+  auto log = members[leader].proc->err();
+  EXPECT_TRUE(troupe::test::contains(
+    log, where + " at epoch "
+           + std::to_string(record(leader, p).value("epoch", uint64_t{0}))
+           + " is led here but not ready to resume its runs yet"))
+    << log;
+  EXPECT_TRUE(troupe::test::contains(log, "took over " + where + " at epoch"))
+    << log;
+  EXPECT_GE(metric(leader, "troupe_partition_failovers_total"), 1.0);
 }
