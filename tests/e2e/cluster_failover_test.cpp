@@ -10,10 +10,12 @@
 // from etcd.
 
 #include "tests/support/cluster_fixture.hpp"
+#include "tests/support/frame_client.hpp"
 #include "tests/support/netns.hpp"
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <csignal>
 #include <fstream>
 #include <map>
@@ -692,21 +694,83 @@ TEST_F(SplitBrain, ALeaderCutOffFromEtcdButNotItsPeersFencesItselfAndFollows) {
   auto runs = submit("m1", wf, 4);
   ASSERT_TRUE(wait_until([&] { return lines().size() >= 6; }, 20s))
     << all_logs();
+  // What m1 says of itself (ping's cluster.joined), asked every 20 ms
+  // over one connection from a thread of the test's in the switch's
+  // namespace: when each ask was sent, and the answer.
+  using steady = std::chrono::steady_clock;
+  std::vector<std::pair<steady::time_point, bool>> pings;
+  std::atomic<bool> pinging{true};
+  // How many pings were answered, or -1 once pinging failed (ping_error
+  // says why); pings and ping_error are read once the thread has ended.
+  std::atomic<int> answered{0};
+  std::string ping_error;
+  std::thread pinger{
+    [&, port = members["m1"].port, host = lab->address("m1"), tok = viewer()] {
+      if (!lab->enter("switch")) {
+        ping_error = "cannot enter the switch's namespace";
+        answered = -1;
+        return;
+      }
+      troupe::test::frame_client c{port, host};
+      if (!c.connected() || !c.hello(tok)) {
+        ping_error = "cannot say hello to m1";
+        answered = -1;
+        return;
+      }
+      for (uint64_t id = 1; pinging && id < 10'000; ++id) {
+        auto asked = steady::now();
+        auto pong = c.call({{"t", "ping"}}, id, 2s);
+        if (!pong) {
+          ping_error = "m1 did not answer a ping";
+          answered = -1;
+          return;
+        }
+        pings.emplace_back(asked,
+                           (*pong)["body"]["cluster"].value("joined", true));
+        ++answered;
+        std::this_thread::sleep_for(20ms);
+      }
+    }};
+  auto stop_pinging = [&] {
+    pinging = false;
+    if (pinger.joinable())
+      pinger.join();
+  };
+  wait_until([&] { return answered >= 2 || answered < 0; }, 5s);
   auto cut_at = wall_ns();
-  auto cut_steady = std::chrono::steady_clock::now();
-  ASSERT_TRUE(lab->cut("m1", {"etcd"})) << lab->error();
+  auto cut_steady = steady::now();
+  if (!lab->cut("m1", {"etcd"})) {
+    stop_pinging();
+    FAIL() << lab->error();
+  }
 
-  // It fences itself within its TTL of the cut (by then its last renewal
-  // that succeeded is a TTL old: its lease may expire).
+  // It fences itself within its TTL of the cut, by its monotonic clock (a
+  // renewal asked after the cut cannot succeed, so by then the last one
+  // that did is a TTL old: its lease may expire): every ping sent from a
+  // TTL after the cut on finds it not joined.
+  const auto ttl = 2s;
   const int64_t ttl_ns = 2'000'000'000;
-  ASSERT_TRUE(wait_until(
-    [&] {
-      return troupe::test::contains(members["m1"].proc->err(),
-                                    "lost its registration");
-    },
-    15s))
+  wait_until([&] { return steady::now() > cut_steady + ttl + 1s; }, 5s);
+  stop_pinging();
+  ASSERT_TRUE(ping_error.empty()) << ping_error;
+  std::optional<steady::duration> fenced_after;
+  size_t after_ttl = 0;
+  for (auto& [asked, joined] : pings) {
+    if (!joined && asked > cut_steady && !fenced_after)
+      fenced_after = asked - cut_steady;
+    if (asked >= cut_steady + ttl) {
+      ++after_ttl;
+      EXPECT_FALSE(joined)
+        << "m1 still counted itself joined "
+        << std::chrono::duration<double>(asked - cut_steady).count()
+        << " s after it was cut off from etcd (lease TTL 2 s)";
+    }
+  }
+  EXPECT_GT(after_ttl, 0u) << "no ping after the TTL";
+  ASSERT_TRUE(fenced_after.has_value()) << all_logs();
+  EXPECT_TRUE(
+    troupe::test::contains(members["m1"].proc->err(), "lost its registration"))
     << all_logs();
-  auto fenced_after = std::chrono::steady_clock::now() - cut_steady;
   // Its partitions fail over to m2 and m3.
   ASSERT_TRUE(wait_until([&] { return leads_none("m2", "m1"); }, 20s))
     << partitions("m2").dump() << all_logs();
@@ -752,7 +816,7 @@ TEST_F(SplitBrain, ALeaderCutOffFromEtcdButNotItsPeersFencesItselfAndFollows) {
   each_node_once("m1", runs, 6);
   copies_agree({"m1", "m2", "m3"});
   std::cerr << "m1 fenced "
-            << std::chrono::duration<double>(fenced_after).count()
+            << std::chrono::duration<double>(*fenced_after).count()
             << " s after the cut; its partitions moved "
             << std::chrono::duration<double>(moved_after).count()
             << " s after it; a submission to it meanwhile exited "

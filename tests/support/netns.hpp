@@ -19,8 +19,10 @@
 #include <algorithm>
 #include <cerrno>
 #include <csignal>
+#include <fcntl.h>
 #include <filesystem>
 #include <map>
+#include <sched.h>
 #include <set>
 #include <sstream>
 #include <string>
@@ -133,6 +135,19 @@ class netns_lab {
     for (auto& o : others)
       cut_[name].erase(address(o));
     return apply(name);
+  }
+
+  /// Moves the calling thread (alone) into host `name`'s namespace
+  /// ("switch": the switch's), so that sockets it makes from now on live
+  /// there; returns whether it could.
+  bool enter(const std::string& name) const {
+    auto path = "/run/netns/" + tag_ + (name == "switch" ? "sw" : name);
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+      return false;
+    bool ok = ::setns(fd, CLONE_NEWNET) == 0;
+    ::close(fd);
+    return ok;
   }
 
   /// Takes host `name`'s link to the switch down (`up`: back up).
