@@ -826,8 +826,10 @@ TEST_F(SplitBrain, ALeaderCutOffFromEtcdButNotItsPeersFencesItselfAndFollows) {
 // A leader that reaches etcd but not its followers: it drops them from the
 // ISR after cluster.replica_lag, and then, below cluster.min_insync, takes
 // no writes and says why; the followers' own partitions go on without it.
-// Healed, the ISR grows back and everything finishes, once. The mesh's
-// connection timeout is longer than the cut here, so the failure detector
+// It still says why once it has lost its registration for a while and
+// been installed again at a new epoch, its runs not resumed. Healed, the
+// ISR grows back and everything finishes, once. The mesh's connection
+// timeout is longer than the cut here, so the failure detector
 // does not revoke m1 first (which would fail its partitions over, as when
 // it is cut off from etcd).
 TEST_F(SplitBrain, ALeaderCutOffFromItsPeersButNotEtcdShrinksItsIsrAndStops) {
@@ -878,6 +880,34 @@ TEST_F(SplitBrain, ALeaderCutOffFromItsPeersButNotEtcdShrinksItsIsrAndStops) {
   // m2 and m3 still take runs, and finish them.
   auto theirs = submit("m2", wf, 2);
   all_complete("m3", theirs);
+  // Cut off from etcd too for a while, m1 loses its registration; its
+  // partitions stay with it (only it is in sync: no unclean election).
+  // Back on etcd, it registers again and the controller installs it again
+  // at a new epoch, where it cannot resume their runs (nothing commits
+  // below min_insync): it still refuses new runs, saying why.
+  ASSERT_TRUE(lab->cut("m1", {"etcd"})) << lab->error();
+  ASSERT_TRUE(wait_until(
+    [&] {
+      return troupe::test::contains(members["m1"].proc->err(),
+                                    "lost its registration");
+    },
+    15s))
+    << all_logs();
+  ASSERT_TRUE(lab->heal("m1", {"etcd"})) << lab->error();
+  ASSERT_TRUE(wait_until(
+    [&] {
+      return troupe::test::contains(all_logs(), "leader 'm1' registered "
+                                                "again: installed again");
+    },
+    15s))
+    << all_logs();
+  auto refused_again = cli("m1", {"--wait-ready", "1s", "submit", wf});
+  if (refused_again.exit_code == 0)
+    runs.push_back(run_id(refused_again.out));
+  EXPECT_EQ(refused_again.exit_code, 3)
+    << refused_again.out << refused_again.err;
+  EXPECT_TRUE(troupe::test::contains(refused_again.err, "min_insync"))
+    << refused_again.err;
   auto healed_at = wall_ns();
   ASSERT_TRUE(lab->heal("m1")) << lab->error();
   // Below min_insync, m1 started no attempt (its runs waited for copies;
