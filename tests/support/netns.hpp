@@ -16,7 +16,6 @@
 
 #include "tests/support/process.hpp"
 
-#include <algorithm>
 #include <cerrno>
 #include <csignal>
 #include <fcntl.h>
@@ -67,7 +66,6 @@ class netns_lab {
                  "dev", "br0"})
         || !run({ip(), "-n", sw, "link", "set", "br0", "up"}))
       return;
-    namespaces_.push_back(sw);
     ok_ = true;
   }
 
@@ -91,7 +89,6 @@ class netns_lab {
     auto address = std::string{subnet} + "." + std::to_string(n);
     if (!run({ip(), "netns", "add", ns}))
       return {};
-    namespaces_.push_back(ns);
     if (!run({ip(), "-n", ns, "link", "set", "lo", "up"})
         || !run({ip(), "-n", sw, "link", "add", port, "type", "veth", "peer",
                  "name", "eth0", "netns", ns})
@@ -234,7 +231,6 @@ class netns_lab {
   void remove_ours() {
     for (auto& ns : listed(tag_))
       run_process({ip(), "netns", "del", ns});
-    namespaces_.clear();
   }
 
   /// Deletes the namespaces of labs whose process is gone.
@@ -259,7 +255,6 @@ class netns_lab {
   std::string tag_;
   bool ok_ = false;
   std::string error_;
-  std::vector<std::string> namespaces_;
   std::map<std::string, std::string> hosts_;
   std::map<std::string, std::set<std::string>> cut_;
 };
