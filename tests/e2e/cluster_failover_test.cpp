@@ -817,7 +817,7 @@ TEST_F(SplitBrain, ALeaderCutOffFromEtcdButNotItsPeersFencesItselfAndFollows) {
   copies_agree({"m1", "m2", "m3"});
   std::cerr << "m1 fenced "
             << std::chrono::duration<double>(*fenced_after).count()
-            << " s after the cut; its partitions moved "
+            << " s after the cut; its partitions were seen moved "
             << std::chrono::duration<double>(moved_after).count()
             << " s after it; a submission to it meanwhile exited "
             << probe.exit_code << ": " << probe.err << "\n";
