@@ -14,8 +14,9 @@ packages=(
   libcpp-jwt-dev libyaml-dev libedit-dev libjemalloc-dev
   # tests and benchmarks (prometheus for promtool, which lints /metrics)
   libgtest-dev libgmock-dev libbenchmark-dev prometheus
-  # test helpers: processes, ptys, network namespaces
-  procps tmux iproute2 util-linux openssl
+  # test helpers: processes, ptys, network namespaces (and nftables, for
+  # the partitions cut inside them)
+  procps tmux iproute2 nftables util-linux openssl
   # the cluster's coordinator (tests start their own etcd on free ports)
   etcd-server etcd-client
 )

@@ -264,9 +264,19 @@ std::string member_partitions::admit(const std::string& key) const {
     return w.writable ? std::string{} : w.reason;
   }
   auto led_here = led();
-  if (led_here.empty())
+  if (led_here.empty()) {
+    // A partition led here whose runs wait to resume because it takes no
+    // writes (too few in-sync replicas to commit what it holds): that is
+    // why, not a takeover about to end.
+    for (auto& m : replicator_->metrics())
+      if (m.role == "leader")
+        if (auto w = replicator_->writable(m.partition); !w.writable)
+          return "member '" + opts_.member
+                 + "' leads no partition with its runs resumed yet: "
+                 + w.reason;
     return "member '" + opts_.member
            + "' leads no partition with its runs resumed yet; retry shortly";
+  }
   std::string reason;
   for (auto p : led_here) {
     auto w = replicator_->writable(p);

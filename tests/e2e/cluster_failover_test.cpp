@@ -4,12 +4,18 @@
 // again; the copies end identical. Then the same checks around a follower
 // killed and restarted, both followers down (new runs refused), a leader
 // stopped past its TTL, a drain and a rolling restart under load, a member
-// back with a wiped disk, and etcd losing its quorum.
+// back with a wiped disk, and etcd losing its quorum. Last, with members,
+// etcd and the CLI in network namespaces (as root): a leader cut off from
+// etcd but not from its peers, and one cut off from its peers but not
+// from etcd.
 
+#include "tests/support/frame_client.hpp"
+#include "tests/support/netns.hpp"
 #include "tests/support/replicated_fixture.hpp"
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <csignal>
 #include <filesystem>
 #include <fstream>
@@ -449,4 +455,333 @@ TEST_F(HeldTakeover, AKeyedSubmissionIsRefusedUntilItsNewLeaderResumesIt) {
   EXPECT_TRUE(troupe::test::contains(log, "took over " + where + " at epoch"))
     << log;
   EXPECT_GE(metric(leader, "troupe_partition_failovers_total"), 1.0);
+}
+
+namespace {
+
+/// The Failover cluster with every member, etcd and the CLI in network
+/// namespaces of their own (tests/support/netns.hpp): m1, m2 and m3 at
+/// 10.213.0.1-3, etcd at .100, the CLI on the switch (.254), which reaches
+/// them all. Steps run on their run's owner (cluster.placement = local), so
+/// the ledger's member is the member that started the attempt.
+struct SplitBrain : Failover {
+  std::unique_ptr<troupe::test::netns_lab> lab;
+
+  void SetUp() override {
+    if (auto why = troupe::test::netns_lab::unavailable(); !why.empty())
+      GTEST_SKIP() << why;
+    ASSERT_TRUE(troupe::test::netns_lab::no_nft().empty())
+      << troupe::test::netns_lab::no_nft();
+    lab = std::make_unique<troupe::test::netns_lab>();
+    if (!lab->ok())
+      GTEST_SKIP() << "cannot make network namespaces here: " << lab->error();
+    int n = 0;
+    for (auto name : {"m1", "m2", "m3"})
+      ASSERT_FALSE(lab->add(name, ++n).empty()) << lab->error();
+    ASSERT_FALSE(lab->add("etcd", 100).empty()) << lab->error();
+    http.clear();
+    extra_args = {"--set", "cluster.placement=local"};
+  }
+
+  std::string host_of(const std::string& name) override {
+    return lab->address(name);
+  }
+  std::vector<std::string> prefix_of(const std::string& name) override {
+    return lab->prefix(name);
+  }
+  std::vector<std::string> cli_prefix() override {
+    return lab->prefix("switch");
+  }
+
+  /// etcd in its namespace, and members `names` linked.
+  void start(const std::vector<std::string>& names) {
+    troupe::test::etcd_options o;
+    o.host = lab->address("etcd");
+    o.prefix = lab->prefix("etcd");
+    start_etcd(o);
+    if (HasFatalFailure())
+      return;
+    join_linked(names);
+  }
+
+  void TearDown() override {
+    if (!lab)
+      return;
+    // Healed first, so the members leave as usual; gone before their
+    // namespaces are.
+    for (auto name : {"m1", "m2", "m3"})
+      lab->heal(name);
+    Failover::TearDown();
+    for (auto& [name, m] : members)
+      m.proc.reset();
+    etcd.reset();
+    lab.reset();
+  }
+
+  /// The partitions `body` (`troupe partitions --json`) lists led by `who`.
+  static std::vector<json> led_by(const json& body, const std::string& who) {
+    std::vector<json> out;
+    if (body.is_discarded() || !body.contains("partitions"))
+      return out;
+    for (auto& p : body["partitions"])
+      if (p.value("leader", "") == who)
+        out.push_back(p);
+    return out;
+  }
+};
+
+} // namespace
+
+// A leader that cannot reach etcd but still reaches its followers: it
+// fences itself before its lease can have expired, its partitions fail
+// over to its in-sync followers, which refuse its writes at the old epoch;
+// healed, it registers again and follows.
+TEST_F(SplitBrain, ALeaderCutOffFromEtcdButNotItsPeersFencesItselfAndFollows) {
+  start({"m1", "m2", "m3"});
+  if (HasFatalFailure())
+    return;
+  ASSERT_TRUE(wait_until([&] { return isr_full("m1"); }, 30s))
+    << partitions("m1").dump();
+  auto wf = chain(6, "0.3");
+  // Runs submitted to m1 without a key go to partitions m1 leads.
+  auto runs = submit("m1", wf, 4);
+  ASSERT_TRUE(wait_until([&] { return lines().size() >= 6; }, 20s))
+    << all_logs();
+  // What m1 says of itself (ping's cluster.joined), asked every 20 ms
+  // over one connection from a thread of the test's in the switch's
+  // namespace: when each ask was sent, and the answer.
+  using steady = std::chrono::steady_clock;
+  std::vector<std::pair<steady::time_point, bool>> pings;
+  std::atomic<bool> pinging{true};
+  // How many pings were answered, or -1 once pinging failed (ping_error
+  // says why); pings and ping_error are read once the thread has ended.
+  std::atomic<int> answered{0};
+  std::string ping_error;
+  std::thread pinger{
+    [&, port = members["m1"].port, host = lab->address("m1"), tok = viewer()] {
+      if (!lab->enter("switch")) {
+        ping_error = "cannot enter the switch's namespace";
+        answered = -1;
+        return;
+      }
+      troupe::test::frame_client c{port, host};
+      if (!c.connected() || !c.hello(tok)) {
+        ping_error = "cannot say hello to m1";
+        answered = -1;
+        return;
+      }
+      for (uint64_t id = 1; pinging && id < 10'000; ++id) {
+        auto asked = steady::now();
+        auto pong = c.call({{"t", "ping"}}, id, 2s);
+        if (!pong) {
+          ping_error = "m1 did not answer a ping";
+          answered = -1;
+          return;
+        }
+        pings.emplace_back(asked,
+                           (*pong)["body"]["cluster"].value("joined", true));
+        ++answered;
+        std::this_thread::sleep_for(20ms);
+      }
+    }};
+  auto stop_pinging = [&] {
+    pinging = false;
+    if (pinger.joinable())
+      pinger.join();
+  };
+  wait_until([&] { return answered >= 2 || answered < 0; }, 5s);
+  auto cut_at = wall_ns();
+  auto cut_steady = steady::now();
+  if (!lab->cut("m1", {"etcd"})) {
+    stop_pinging();
+    FAIL() << lab->error();
+  }
+
+  // It fences itself within its TTL of the cut, by its monotonic clock (a
+  // renewal asked after the cut cannot succeed, so by then the last one
+  // that did is a TTL old: its lease may expire): every ping sent from a
+  // TTL after the cut on finds it not joined.
+  const auto ttl = 2s;
+  const int64_t ttl_ns = 2'000'000'000;
+  wait_until([&] { return steady::now() > cut_steady + ttl + 1s; }, 5s);
+  stop_pinging();
+  ASSERT_TRUE(ping_error.empty()) << ping_error;
+  std::optional<steady::duration> fenced_after;
+  size_t after_ttl = 0;
+  for (auto& [asked, joined] : pings) {
+    if (!joined && asked > cut_steady && !fenced_after)
+      fenced_after = asked - cut_steady;
+    if (asked >= cut_steady + ttl) {
+      ++after_ttl;
+      EXPECT_FALSE(joined)
+        << "m1 still counted itself joined "
+        << std::chrono::duration<double>(asked - cut_steady).count()
+        << " s after it was cut off from etcd (lease TTL 2 s)";
+    }
+  }
+  EXPECT_GT(after_ttl, 0u) << "no ping after the TTL";
+  ASSERT_TRUE(fenced_after.has_value()) << all_logs();
+  EXPECT_TRUE(
+    troupe::test::contains(members["m1"].proc->err(), "lost its registration"))
+    << all_logs();
+  // Its partitions fail over to m2 and m3.
+  ASSERT_TRUE(wait_until([&] { return leads_none("m2", "m1"); }, 20s))
+    << partitions("m2").dump() << all_logs();
+  auto moved_after = std::chrono::steady_clock::now() - cut_steady;
+  // A submission to it now is not taken behind the new leaders' backs:
+  // refused, or taken by a partition it can still write (then it is a
+  // run like the others, which must finish).
+  cli_limit = 15s;
+  auto probe = cli("m1", {"--wait-ready", "1s", "submit", wf});
+  cli_limit = 60s;
+  if (probe.exit_code == 0)
+    runs.push_back(run_id(probe.out));
+  // Its runs finish on the new leaders while it is still cut off.
+  all_complete("m2", runs, 60s);
+  // It learnt that a newer epoch deposed it: its followers refused it.
+  EXPECT_TRUE(wait_until(
+    [&] {
+      return troupe::test::contains(members["m1"].proc->err(),
+                                    "was deposed as leader");
+    },
+    10s))
+    << members["m1"].proc->err();
+  auto healed_at = wall_ns();
+  ASSERT_TRUE(lab->heal("m1")) << lab->error();
+
+  // Fenced, it started no attempt after its lease may have expired (a TTL
+  // after the cut; 300 ms for an attempt started just before to write its
+  // line), until it was healed.
+  for (auto& l : lines()) {
+    auto at = std::stoll(l[4]);
+    EXPECT_FALSE(l[3] == "m1" && at > cut_at + ttl_ns + 300'000'000
+                 && at < healed_at)
+      << l[0] << " " << l[1] << " started on m1 " << (at - cut_at) / 1'000'000
+      << " ms after it was cut off from etcd";
+  }
+  // Healed, it joins again, catches up and is in every ISR.
+  ASSERT_TRUE(wait_until([&] { return all_linked(); }, 30s)) << all_logs();
+  ASSERT_TRUE(wait_until([&] { return isr_full("m2"); }, 30s))
+    << partitions("m2").dump() << all_logs();
+  for (auto& id : submit("m2", wf, 2))
+    runs.push_back(id);
+  all_complete("m1", runs);
+  each_node_once("m1", runs, 6);
+  copies_agree({"m1", "m2", "m3"});
+  std::cerr << "m1 fenced "
+            << std::chrono::duration<double>(*fenced_after).count()
+            << " s after the cut; its partitions were seen moved "
+            << std::chrono::duration<double>(moved_after).count()
+            << " s after it; a submission to it meanwhile exited "
+            << probe.exit_code << ": " << probe.err << "\n";
+}
+
+// A leader that reaches etcd but not its followers: it drops them from the
+// ISR after cluster.replica_lag, and then, below cluster.min_insync, takes
+// no writes and says why; the followers' own partitions go on without it.
+// It still says why once it has lost its registration for a while and
+// been installed again at a new epoch, its runs not resumed. Healed, the
+// ISR grows back and everything finishes, once. The mesh's connection
+// timeout is longer than the cut here, so the failure detector
+// does not revoke m1 first (which would fail its partitions over, as when
+// it is cut off from etcd).
+TEST_F(SplitBrain, ALeaderCutOffFromItsPeersButNotEtcdShrinksItsIsrAndStops) {
+  extra_args.insert(extra_args.end(),
+                    {"--set", "cluster.connection_timeout=60s"});
+  start({"m1", "m2", "m3"});
+  if (HasFatalFailure())
+    return;
+  ASSERT_TRUE(wait_until([&] { return isr_full("m1"); }, 30s))
+    << partitions("m1").dump();
+  auto wf = chain(6, "0.3");
+  auto runs = submit("m1", wf, 4);
+  for (auto& id : submit("m2", wf, 2))
+    runs.push_back(id);
+  ASSERT_TRUE(wait_until([&] { return lines().size() >= 6; }, 20s))
+    << all_logs();
+  auto cut_steady = std::chrono::steady_clock::now();
+  ASSERT_TRUE(lab->cut("m1", {"m2", "m3"})) << lab->error();
+
+  // m1 drops m2 and m3 from the ISR of the partitions it leads, and they
+  // drop m1 from theirs.
+  ASSERT_TRUE(wait_until(
+    [&] {
+      auto body = partitions("m1");
+      if (body.is_discarded() || !body.contains("partitions")
+          || led_by(body, "m1").empty())
+        return false;
+      for (auto& p : body["partitions"]) {
+        auto isr = p.value("isr", json::array());
+        bool alone = isr.size() == 1 && isr[0] == "m1";
+        bool without = std::find(isr.begin(), isr.end(), "m1") == isr.end();
+        if (p.value("leader", "") == "m1" ? !alone : !without)
+          return false;
+      }
+      return true;
+    },
+    20s))
+    << partitions("m1").dump() << all_logs();
+  auto shrunk_after = std::chrono::steady_clock::now() - cut_steady;
+  auto shrunk_at = wall_ns();
+  EXPECT_GE(shrunk_after, 1500ms) << "the ISR shrank before replica_lag";
+  // Below min_insync, it refuses new runs and says why.
+  auto refused = cli("m1", {"--wait-ready", "1s", "submit", wf});
+  if (refused.exit_code == 0)
+    runs.push_back(run_id(refused.out));
+  EXPECT_EQ(refused.exit_code, 3) << refused.out << refused.err;
+  EXPECT_TRUE(troupe::test::contains(refused.err, "min_insync")) << refused.err;
+  // m2 and m3 still take runs, and finish them.
+  auto theirs = submit("m2", wf, 2);
+  all_complete("m3", theirs);
+  // Cut off from etcd too for a while, m1 loses its registration; its
+  // partitions stay with it (only it is in sync: no unclean election).
+  // Back on etcd, it registers again and the controller installs it again
+  // at a new epoch, where it cannot resume their runs (nothing commits
+  // below min_insync): it still refuses new runs, saying why.
+  ASSERT_TRUE(lab->cut("m1", {"etcd"})) << lab->error();
+  ASSERT_TRUE(wait_until(
+    [&] {
+      return troupe::test::contains(members["m1"].proc->err(),
+                                    "lost its registration");
+    },
+    15s))
+    << all_logs();
+  ASSERT_TRUE(lab->heal("m1", {"etcd"})) << lab->error();
+  ASSERT_TRUE(wait_until(
+    [&] {
+      return troupe::test::contains(all_logs(), "leader 'm1' registered "
+                                                "again: installed again");
+    },
+    15s))
+    << all_logs();
+  auto refused_again = cli("m1", {"--wait-ready", "1s", "submit", wf});
+  if (refused_again.exit_code == 0)
+    runs.push_back(run_id(refused_again.out));
+  EXPECT_EQ(refused_again.exit_code, 3)
+    << refused_again.out << refused_again.err;
+  EXPECT_TRUE(troupe::test::contains(refused_again.err, "min_insync"))
+    << refused_again.err;
+  auto healed_at = wall_ns();
+  ASSERT_TRUE(lab->heal("m1")) << lab->error();
+  // Below min_insync, m1 started no attempt (its runs waited for copies;
+  // 300 ms for one started just before to write its line).
+  for (auto& l : lines()) {
+    auto at = std::stoll(l[4]);
+    EXPECT_FALSE(l[3] == "m1" && at > shrunk_at + 300'000'000 && at < healed_at)
+      << l[0] << " " << l[1] << " started on m1 below min_insync";
+  }
+  for (auto& id : theirs)
+    runs.push_back(id);
+  // Healed: the ISR grows back, m1's runs go on, nothing is lost or run
+  // twice, and the copies agree.
+  ASSERT_TRUE(wait_until([&] { return isr_full("m1"); }, 30s))
+    << partitions("m1").dump() << all_logs();
+  all_complete("m1", runs, 60s);
+  each_node_once("m1", runs, 6);
+  copies_agree({"m1", "m2", "m3"});
+  auto later = cli("m1", {"submit", wf});
+  EXPECT_EQ(later.exit_code, 0) << later.err;
+  std::cerr << "the ISRs shrank "
+            << std::chrono::duration<double>(shrunk_after).count()
+            << " s after the cut\n";
 }

@@ -80,6 +80,21 @@ struct cluster_fixture : troupe_fixture {
   /// Whether members_of() expects every `troupe members` to exit 0.
   bool members_must_answer = false;
 
+  /// The address member `name` listens on (its control port, the mesh's
+  /// and HTTP's when `http` is "HOST:0"), and the CLI reaches it at.
+  virtual std::string host_of(const std::string& /*name*/) {
+    return "127.0.0.1";
+  }
+
+  /// What member `name` runs under, before its argv (`ip netns exec NS`,
+  /// say); nothing by default.
+  virtual std::vector<std::string> prefix_of(const std::string& /*name*/) {
+    return {};
+  }
+
+  /// What the CLI runs under, before its argv; nothing by default.
+  virtual std::vector<std::string> cli_prefix() { return {}; }
+
   /// The file fan_out() workflows append to.
   std::string ledger = (dir.path() / "ledger").string();
 
@@ -105,7 +120,7 @@ struct cluster_fixture : troupe_fixture {
     std::vector<std::string> a
       = {"node",       "start",
          "--data-dir", (dir.path() / ("data-" + name)).string(),
-         "--listen",   "127.0.0.1:0",
+         "--listen",   host_of(name) + ":0",
          "--http",     http,
          "--cluster",  "c1",
          "--etcd",     etcd_url,
@@ -144,18 +159,19 @@ struct cluster_fixture : troupe_fixture {
               bool with_http = false) {
     using namespace std::chrono_literals;
     auto& m = members[name];
-    m.proc = start(std::move(args));
+    m.proc = start(std::move(args), prefix_of(name));
+    auto host = std::regex_replace(host_of(name), std::regex{"\\."}, "\\.");
     std::smatch port, http_port;
     ASSERT_TRUE(wait_until(
       [&] {
         auto err = m.proc->err();
         return contains(err, "ready: resumed")
-               && std::regex_search(err, port,
-                                    std::regex{"listening on 127.0.0.1:(\\d+)"})
+               && std::regex_search(
+                 err, port, std::regex{"listening on " + host + ":(\\d+)"})
                && (!with_http
-                   || std::regex_search(
-                     err, http_port,
-                     std::regex{"metrics on http://127.0.0.1:(\\d+)/metrics"}));
+                   || std::regex_search(err, http_port,
+                                        std::regex{"metrics on http://" + host
+                                                   + ":(\\d+)/metrics"}));
       },
       20s))
       << m.proc->err();
@@ -201,10 +217,14 @@ struct cluster_fixture : troupe_fixture {
   process_result cli(const std::string& name, std::vector<std::string> rest,
                      runtime::auth::role r = runtime::auth::role::admin) {
     auto o = opts();
-    o.env["TROUPE_NODE"] = "127.0.0.1:" + std::to_string(members[name].port);
+    o.env["TROUPE_NODE"]
+      = host_of(name) + ":" + std::to_string(members[name].port);
     o.env["TROUPE_TOKEN"] = token(r);
     o.time_limit = cli_limit;
-    return run_process(args(std::move(rest)), o);
+    auto argv = args(std::move(rest));
+    auto prefix = cli_prefix();
+    argv.insert(argv.begin(), prefix.begin(), prefix.end());
+    return run_process(argv, o);
   }
 
   /// The CLI's answer with --json; when it is no JSON, its exit code and

@@ -42,6 +42,11 @@ struct etcd_options {
   std::string client_key;
   /// --auth-token-ttl in seconds (simple tokens); 0: etcd's default.
   int auth_token_ttl = 0;
+  /// The address etcd listens on and advertises.
+  std::string host = "127.0.0.1";
+  /// What etcd and etcdctl run under, before their argv (`ip netns exec
+  /// NS`, say); with one, readiness is asked through etcdctl.
+  std::vector<std::string> prefix;
 
   /// An etcd over https:// whose clients must show a certificate `ca`
   /// signed: its own `cert` and `key` (signed by `ca` too), and etcdctl's
@@ -99,15 +104,16 @@ class etcd_process {
 
   /// The client URL, e.g. "http://127.0.0.1:23791" (https:// with TLS).
   std::string url() const {
-    return scheme() + "127.0.0.1:" + std::to_string(client_port_);
+    return scheme() + o_.host + ":" + std::to_string(client_port_);
   }
 
   /// Runs `etcdctl ARGS...` (API 3) against this etcd, with the TLS files
   /// of etcd_options.
   process_result etcdctl(const std::vector<std::string>& args) const {
-    std::vector<std::string> argv
-      = {find_program("etcdctl"), "--endpoints", url(), "--dial-timeout", "2s",
-         "--command-timeout",     "5s"};
+    std::vector<std::string> argv = o_.prefix;
+    argv.insert(argv.end(),
+                {find_program("etcdctl"), "--endpoints", url(),
+                 "--dial-timeout", "2s", "--command-timeout", "5s"});
     if (!o_.client_ca.empty())
       argv.insert(argv.end(), {"--cacert", o_.client_ca});
     if (!o_.client_cert.empty())
@@ -166,20 +172,20 @@ class etcd_process {
 
   void launch(const std::string& binary,
               std::chrono::milliseconds ready_limit) {
-    auto client = scheme() + "127.0.0.1:" + std::to_string(client_port_);
-    auto peer = "http://127.0.0.1:" + std::to_string(peer_port_);
-    std::vector<std::string> argv
-      = {binary,         "--name",
-         "test",         "--data-dir",
-         data_.string(), "--listen-client-urls",
-         client,         "--advertise-client-urls",
-         client,         "--listen-peer-urls",
-         peer,           "--initial-advertise-peer-urls",
-         peer,           "--initial-cluster",
-         "test=" + peer, "--heartbeat-interval",
-         "50",           "--election-timeout",
-         "500",          "--log-level",
-         "warn"};
+    auto client = url();
+    auto peer = "http://" + o_.host + ":" + std::to_string(peer_port_);
+    std::vector<std::string> argv = o_.prefix;
+    argv.insert(argv.end(), {binary,         "--name",
+                             "test",         "--data-dir",
+                             data_.string(), "--listen-client-urls",
+                             client,         "--advertise-client-urls",
+                             client,         "--listen-peer-urls",
+                             peer,           "--initial-advertise-peer-urls",
+                             peer,           "--initial-cluster",
+                             "test=" + peer, "--heartbeat-interval",
+                             "50",           "--election-timeout",
+                             "500",          "--log-level",
+                             "warn"});
     if (!o_.cert_file.empty())
       argv.insert(argv.end(),
                   {"--cert-file", o_.cert_file, "--key-file", o_.key_file});
@@ -200,7 +206,7 @@ class etcd_process {
       [&] {
         if (proc_->wait(std::chrono::milliseconds{0}))
           return true;
-        if (!o_.cert_file.empty())
+        if (!o_.cert_file.empty() || !o_.prefix.empty())
           return etcdctl({"endpoint", "health"}).exit_code == 0;
         auto [status, body] = http_get(client_port_, "/health");
         return body.find("\"true\"") != std::string::npos;

@@ -15,8 +15,9 @@ namespace troupe::test {
 
 class frame_client {
  public:
-  /// Connects to 127.0.0.1:`port`; check connected().
-  explicit frame_client(uint16_t port);
+  /// Connects to `host` (an IPv4 address, 127.0.0.1 by default):`port`;
+  /// check connected().
+  explicit frame_client(uint16_t port, const std::string& host = "127.0.0.1");
   ~frame_client();
 
   frame_client(const frame_client&) = delete;

@@ -44,11 +44,16 @@ struct troupe_fixture : ::testing::Test {
     return r;
   }
 
-  /// Starts troupe in the background; its output goes to files in the dir.
-  std::unique_ptr<background_process> start(std::vector<std::string> rest) {
+  /// Starts troupe in the background (after `prefix`, when a command such
+  /// as `ip netns exec NS` is to run it); its output goes to files in the
+  /// dir.
+  std::unique_ptr<background_process>
+  start(std::vector<std::string> rest, std::vector<std::string> prefix = {}) {
     auto n = std::to_string(spawned++);
+    auto argv = args(std::move(rest));
+    argv.insert(argv.begin(), prefix.begin(), prefix.end());
     return std::make_unique<background_process>(
-      args(std::move(rest)), opts(), (dir.path() / ("out" + n)).string(),
+      argv, opts(), (dir.path() / ("out" + n)).string(),
       (dir.path() / ("err" + n)).string());
   }
 };
