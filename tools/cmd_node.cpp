@@ -656,6 +656,8 @@ int run_node_start(const global_options& g, const node_start_options& o) {
     // its runs; with more, its leader moves to an in-sync replica when it
     // is lost, and the records tell the replicator who leads what.
     mo.replication = replication;
+    mo.rebalance_concurrency = static_cast<uint32_t>(
+      settings.get_int("cluster.rebalance_concurrency"));
     if (replicated)
       mo.on_partition_change
         = [r = replicated.get()](const cluster::partition_record& rec) {

@@ -4,7 +4,9 @@
 // member is the controller and another takes over when it dies; a leader
 // whose key goes fails over to an in-sync replica at the transaction's
 // revision, never to one outside the ISR; stale ISR changes are refused; a
-// leaving member is replaced step by step; part 1's claims become records.
+// leaving member is replaced step by step; part 1's claims become records;
+// a joining member gets its replicas and leaderships step by step, a few
+// partitions at a time.
 
 #include "cluster/etcd/client.hpp"
 #include "cluster/membership/etcd_coordinator.hpp"
@@ -78,6 +80,9 @@ struct PartitionMap : ::testing::Test {
   std::map<std::string, std::unique_ptr<member>> members;
   uint32_t count = 16;
   uint32_t replication = 3;
+  /// cluster.rebalance_concurrency: off unless a test turns it on, so that
+  /// the other tests see the other rules alone.
+  uint32_t rebalance = 0;
 
   void SetUp() override { ASSERT_TRUE(etcd.ok()) << etcd.error(); }
 
@@ -111,6 +116,7 @@ struct PartitionMap : ::testing::Test {
     o.member = name;
     o.count = count;
     o.replication = replication;
+    o.rebalance_concurrency = rebalance;
     o.home = 0;
     o.etcd = etcd_opts();
     o.tick = 50ms;
@@ -693,4 +699,166 @@ TEST_F(PartitionMap, AJoinedMemberAnswersWhoLeadsWhatAndClaimsOnDemand) {
             partition_map::rank({"a", "b"}, unused));
   a->leave();
   b->leave();
+}
+
+TEST_F(PartitionMap,
+       AJoiningMemberGetsItsReplicasThenItsLeadershipsStepByStep) {
+  rebalance = 2;
+  for (auto name : {"a", "b", "c"})
+    join(name);
+  start("a");
+  ASSERT_TRUE(wait_until([&] { return map("a").is_controller(); }, 5s));
+  start("b");
+  start("c");
+  for (uint32_t p = 0; p < count; ++p)
+    ASSERT_FALSE(map("a").claim(p).empty()) << p;
+  std::vector<partition_record> before;
+  for (uint32_t p = 0; p < count; ++p)
+    before.push_back(map("a").record(p));
+  // At their targets over three members: nothing moves.
+  std::this_thread::sleep_for(300ms);
+  for (uint32_t p = 0; p < count; ++p) {
+    EXPECT_EQ(map("a").record(p), before[p]) << p;
+    EXPECT_EQ(map("a").balance(p).next, "") << p;
+  }
+  join("f");
+  start("f");
+  std::vector<std::string> up{"a", "b", "c", "f"};
+  // The leaders' part, played here: a replica that is not in the ISR has
+  // caught up (an empty log) once it was seen added, and is added.
+  size_t most_moving = 0, most_replicas = 0;
+  std::set<uint32_t> seen_moving;
+  bool balanced = poll_until(
+    [&] {
+      size_t moving = 0;
+      bool all_there = true;
+      for (uint32_t p = 0; p < count; ++p) {
+        auto r = map("a").record(p);
+        auto t = partition_map::rank(up, p);
+        t.resize(3);
+        most_replicas = std::max(most_replicas, r.replicas.size());
+        if (r.replicas.size() > 3) {
+          ++moving;
+          seen_moving.insert(p);
+          EXPECT_NE(map("a").balance(p).next, "") << p;
+        }
+        for (auto& m : r.replicas)
+          if (!has(r.isr, m))
+            (void)map(r.leader).expand_isr(p, r.epoch, m);
+        all_there = all_there && r.leader == t[0]
+                    && as_set(r.replicas) == as_set(t)
+                    && as_set(r.isr) == as_set(t);
+      }
+      most_moving = std::max(most_moving, moving);
+      return all_there;
+    },
+    20s);
+  std::string now;
+  for (uint32_t p = 0; p < count; ++p) {
+    auto r = map("a").record(p);
+    now += std::to_string(p) + ": " + r.leader + " " + r.note + "\n";
+  }
+  ASSERT_TRUE(balanced) << now;
+  // Step by step: R+1 replicas at most, two partitions at a time at most.
+  EXPECT_EQ(most_replicas, 4u);
+  EXPECT_GE(most_moving, 1u);
+  EXPECT_LE(most_moving, 2u);
+  // f leads the partitions it ranks first in, each at a new epoch, and
+  // holds a replica of those whose target it is in; the others were not
+  // touched.
+  uint64_t leads = 0, holds = 0;
+  for (uint32_t p = 0; p < count; ++p) {
+    auto r = map("a").record(p);
+    auto t = partition_map::rank(up, p);
+    t.resize(3);
+    if (r.leader == "f") {
+      ++leads;
+      EXPECT_GT(r.epoch, before[p].epoch) << p;
+    }
+    if (has(t, "f")) {
+      ++holds;
+      EXPECT_TRUE(seen_moving.count(p) || r.leader == "f") << p;
+    } else {
+      EXPECT_EQ(r.epoch, before[p].epoch) << p;
+      EXPECT_EQ(r.replicas, before[p].replicas) << p;
+    }
+    EXPECT_EQ(map("f").balance(p).next, "") << p;
+    EXPECT_EQ(map("f").balance(p).target, t) << p;
+  }
+  EXPECT_GE(leads, 1u);
+  EXPECT_EQ(map("f").led().size(), leads);
+  // The controller counted its moves (once each transaction returned).
+  EXPECT_TRUE(wait_until(
+    [&] {
+      auto moves = map("a").moves();
+      return moves.leader_rebalance == leads && moves.replicas_added == holds
+             && moves.replicas_removed == holds && moves.leader_leaving == 0;
+    },
+    5s));
+  std::cout << "f leads " << leads << " and holds " << holds << " of " << count
+            << " partitions\n";
+}
+
+TEST_F(PartitionMap,
+       NoMoveForBalanceWhileAMemberIsLeavingAndANewControllerGoesOn) {
+  rebalance = 1;
+  for (auto name : {"a", "b", "c", "e"})
+    join(name);
+  start("e");
+  ASSERT_TRUE(wait_until([&] { return map("e").is_controller(); }, 5s));
+  start("a");
+  start("b");
+  start("c");
+  for (uint32_t p = 0; p < count; ++p)
+    ASSERT_FALSE(map("a").claim(p).empty()) << p;
+  // e leaves: its partitions are handed over and replaced by the other
+  // rules (played to the end here), and nothing moves for balance.
+  ASSERT_TRUE(members["e"]->coord->mark_leaving());
+  std::vector<std::string> rest{"a", "b", "c"};
+  ASSERT_TRUE(poll_until(
+    [&] {
+      bool done = true;
+      for (uint32_t p = 0; p < count; ++p) {
+        auto r = map("a").record(p);
+        for (auto& m : r.replicas)
+          if (!has(r.isr, m))
+            (void)map(r.leader).expand_isr(p, r.epoch, m);
+        done = done && !has(r.replicas, "e");
+      }
+      return done;
+    },
+    10s));
+  EXPECT_EQ(map("e").moves().leader_rebalance, 0u);
+  EXPECT_EQ(map("e").moves().replicas_added, 0u);
+  // A partition whose leadership went to an in-sync member other than its
+  // preferred one (that one was still catching up) waits, and says why.
+  std::this_thread::sleep_for(300ms);
+  for (uint32_t p = 0; p < count; ++p) {
+    auto b = map("a").balance(p);
+    if (!b.next.empty()) {
+      EXPECT_EQ(b.waiting, "member 'e' is leaving") << p << " " << b.next;
+    }
+  }
+  EXPECT_EQ(map("e").moves().leader_rebalance, 0u);
+  // e goes (its lease with it): another member is the controller, and it
+  // moves what is left to move: every partition ends at its target over
+  // a, b and c, led by its preferred leader.
+  members["e"]->kill();
+  ASSERT_TRUE(wait_until(
+    [&] {
+      auto who = one_controller();
+      return !who.empty() && who != "e";
+    },
+    5s));
+  EXPECT_TRUE(poll_until(
+    [&] {
+      for (uint32_t p = 0; p < count; ++p) {
+        auto r = map("a").record(p);
+        auto t = partition_map::rank(rest, p);
+        if (r.leader != t[0] || as_set(r.replicas) != as_set(t))
+          return false;
+      }
+      return true;
+    },
+    5s));
 }
