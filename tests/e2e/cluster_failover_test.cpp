@@ -167,7 +167,8 @@ struct Failover : troupe::test::cluster_fixture {
 
   /// Whether every partition `via` lists is at its rendezvous target over
   /// `up` (R=3): led by the first, replicated and in sync on the first
-  /// three, and nothing about it is moving; `count` records at least.
+  /// three, said to be its target, and nothing about it is moving; `count`
+  /// records at least.
   bool balanced(const std::string& via, const std::vector<std::string>& up,
                 size_t count) {
     auto body = partitions(via);
@@ -187,7 +188,7 @@ struct Failover : troupe::test::cluster_fixture {
       };
       if (p.value("leader", "") != t[0] || names("replicas") != want
           || names("isr") != want || p.value("state", "") != "ok"
-          || p.contains("moving"))
+          || p.contains("moving") || p.value("target", json::array()) != t)
         return false;
     }
     return true;
