@@ -239,6 +239,16 @@ std::optional<size_t> member_partitions::resume(uint32_t p) {
   return std::nullopt;
 }
 
+bool member_partitions::holds(uint32_t p) const {
+  auto* map = map_.load();
+  if (!map)
+    return true;
+  auto r = map->record(p);
+  return !r.exists()
+         || std::find(r.replicas.begin(), r.replicas.end(), opts_.member)
+              != r.replicas.end();
+}
+
 std::vector<uint32_t> member_partitions::led() const {
   return agent_ ? agent_->led() : std::vector<uint32_t>{};
 }

@@ -742,6 +742,14 @@ TEST_F(Failover, JoiningMembersGetTheirReplicasThenTheirLeadershipsUnderLoad) {
   all_complete("m4", runs, 60s);
   each_node_once("m4", runs, 6);
   copies_agree(four);
+  for (auto& name : four) {
+    auto listed = cli_json(name, {"list", "--limit", "1000"});
+    std::map<std::string, std::string> state_of;
+    for (auto& r : listed.value("runs", json::array()))
+      state_of[r.value("run_id", "")] = r.value("state", "");
+    for (auto& id : runs)
+      EXPECT_EQ(state_of[id], "completed") << name << " lists " << id;
+  }
   std::cerr << "m4 joined: balanced " << took.count() << " ms later; it leads "
             << leads << " and holds " << holds << " of 8 partitions; "
             << during.size() << " run(s) submitted meanwhile, " << refusals
