@@ -259,6 +259,12 @@ const std::vector<key_spec>& table() {
      "attempts; with fewer it refuses them and says why. At most "
      "cluster.replication.",
      1, 7},
+    {"cluster", "rebalance_concurrency", vk::integer, "2",
+     "Partitions moved at once toward their place by rendezvous hashing "
+     "when members join or come back (a replica added, then leadership "
+     "moved, then the replica no longer wanted removed); 0: none is moved "
+     "for balance.",
+     0, 64},
     {"cluster", "replica_lag", vk::duration, "2s",
      "A follower this far behind its leader is dropped from the in-sync "
      "replicas, and added back once it has caught up.",

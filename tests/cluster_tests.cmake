@@ -14,7 +14,7 @@ troupe_add_tests(etcd_tls
 
 troupe_add_tests(membership
   SOURCES integration/membership_test.cpp integration/partition_map_test.cpp
-          integration/failure_detector_test.cpp
+          integration/failure_detector_test.cpp unit/rebalance_test.cpp
   DEPS troupe_cluster_membership troupe_test_support
   LABELS integration)
 
@@ -89,7 +89,7 @@ add_dependencies(troupe_cluster_steps_tests troupe)
 troupe_add_tests(cluster_failover
   SOURCES e2e/cluster_failover_test.cpp e2e/cluster_watch_test.cpp
   DEPS troupe_test_support troupe_frame_client troupe_runtime_auth
-       nlohmann_json::nlohmann_json
+       troupe_cluster_membership nlohmann_json::nlohmann_json
   LABELS "e2e;slow")
 target_compile_definitions(troupe_cluster_failover_tests PRIVATE
   TROUPE_BINARY="$<TARGET_FILE:troupe>")

@@ -582,6 +582,10 @@ int run_node_start(const global_options& g, const node_start_options& o) {
       service.set_admit([r = replicated.get()](const std::string& key) {
         return r->admit(key);
       });
+      service.set_list_scope(
+        [r = replicated.get(), partitions](std::string_view run_id) {
+          return r->holds(runtime::partition_of_run(run_id, partitions));
+        });
       service.set_partitions(
         [r = replicated.get()](std::optional<uint32_t> one, bool digest) {
           return r->view(one, digest);
@@ -656,6 +660,8 @@ int run_node_start(const global_options& g, const node_start_options& o) {
     // its runs; with more, its leader moves to an in-sync replica when it
     // is lost, and the records tell the replicator who leads what.
     mo.replication = replication;
+    mo.rebalance_concurrency = static_cast<uint32_t>(
+      settings.get_int("cluster.rebalance_concurrency"));
     if (replicated)
       mo.on_partition_change
         = [r = replicated.get()](const cluster::partition_record& rec) {

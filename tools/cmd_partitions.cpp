@@ -53,6 +53,10 @@ void print_table(const json& body) {
     auto state = p.value("state", std::string{"-"});
     if (auto why = p.value("reason", std::string{}); !why.empty())
       state += " (" + why + ")";
+    // A move toward its rendezvous target that is due but waits.
+    if (auto next = p.value("moving", std::string{});
+        !next.empty() && p.value("state", "") != "moving")
+      state += "; rebalance due: " + next;
     auto leader = p.value("leader", std::string{});
     rows.push_back({number(p, "partition"), leader.empty() ? "-" : leader,
                     number(p, "epoch"), joined(p.value("isr", json::array())),

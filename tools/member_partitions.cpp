@@ -151,6 +151,33 @@ void member_partitions::start(actors::embedded_node& node,
                  static_cast<double>(c.records_accepted));
       });
     m->add_collector(
+      metric_type::counter, "troupe_partition_leader_moves_total",
+      "Leaderships this member, as the partition controller, moved to "
+      "another live member: for balance, or away from a leaving member.",
+      [this](sample_sink& sink) {
+        auto* map = map_.load();
+        if (!map || stopping_.load())
+          return;
+        auto c = map->moves();
+        sink.add({{"reason", "rebalance"}},
+                 static_cast<double>(c.leader_rebalance));
+        sink.add({{"reason", "leaving"}},
+                 static_cast<double>(c.leader_leaving));
+      });
+    m->add_collector(
+      metric_type::counter, "troupe_rebalance_replicas_total",
+      "Replicas this member, as the partition controller, added and "
+      "removed to move partitions toward their rendezvous targets.",
+      [this](sample_sink& sink) {
+        auto* map = map_.load();
+        if (!map || stopping_.load())
+          return;
+        auto c = map->moves();
+        sink.add({{"change", "added"}}, static_cast<double>(c.replicas_added));
+        sink.add({{"change", "removed"}},
+                 static_cast<double>(c.replicas_removed));
+      });
+    m->add_collector(
       metric_type::counter, "troupe_replication_deposed_total",
       "Times this member learnt a newer epoch deposed it as a "
       "partition's leader.",
@@ -231,6 +258,16 @@ std::optional<size_t> member_partitions::resume(uint32_t p) {
     std::this_thread::sleep_for(std::chrono::milliseconds{2});
   }
   return std::nullopt;
+}
+
+bool member_partitions::holds(uint32_t p) const {
+  auto* map = map_.load();
+  if (!map)
+    return true;
+  auto r = map->record(p);
+  return !r.exists()
+         || std::find(r.replicas.begin(), r.replicas.end(), opts_.member)
+              != r.replicas.end();
 }
 
 std::vector<uint32_t> member_partitions::led() const {
@@ -320,6 +357,20 @@ json member_partitions::view(std::optional<uint32_t> one, bool digest) const {
                       + ": it takes no new runs or attempts";
       } else if (r.isr.size() < r.replicas.size()) {
         state = "under_replicated";
+      }
+      // Toward its rendezvous target: where it goes, and the step under
+      // way or due.
+      auto b = map->balance(r.partition);
+      if (!b.target.empty())
+        e["target"] = b.target;
+      if (!b.next.empty()) {
+        e["moving"]
+          = b.next + (b.waiting.empty() ? "" : " (waits: " + b.waiting + ")");
+        if ((b.moving || b.waiting.empty())
+            && (state == "ok" || state == "under_replicated")) {
+          state = "moving";
+          e["reason"] = b.next;
+        }
       }
       e["state"] = state;
       if (replicator_)

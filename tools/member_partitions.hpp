@@ -92,6 +92,10 @@ class member_partitions {
   /// Partitions led here and resumed.
   std::vector<uint32_t> led() const;
 
+  /// Whether this member is a replica of `p` (or `p` has no record yet,
+  /// or the member has not joined): whether its copy of `p` is kept.
+  bool holds(uint32_t p) const;
+
   /// Stops the agent, the replicator and the transport, in that order.
   /// Idempotent.
   void stop();

@@ -380,6 +380,7 @@ join_failure etcd_coordinator::join() {
     po.member = impl_->opts.self.name;
     po.count = impl_->opts.partitions;
     po.replication = impl_->opts.replication;
+    po.rebalance_concurrency = impl_->opts.rebalance_concurrency;
     po.held = impl_->opts.held_partitions;
     po.etcd = impl_->opts.etcd;
     po.resync_interval = impl_->resync();

@@ -43,6 +43,9 @@ struct membership_options {
   std::vector<uint32_t> held_partitions;
   /// Replicas per partition (cluster.replication).
   uint32_t replication = 3;
+  /// Partitions the controller moves toward their rendezvous targets at
+  /// once (cluster.rebalance_concurrency); 0: none.
+  uint32_t rebalance_concurrency = 2;
   /// Told of each partition whose record changed, on the partition map's
   /// watch thread (see partition_map_options::on_change); may be empty.
   std::function<void(const partition_record&)> on_partition_change;

@@ -3,6 +3,7 @@
 #include "cluster/coordination/coordinator.hpp"
 #include "cluster/etcd/follow.hpp"
 #include "cluster/membership/lease_election.hpp"
+#include "cluster/membership/rebalance.hpp"
 
 #include <nlohmann/json.hpp>
 
@@ -12,6 +13,7 @@
 #include <map>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <thread>
 
 namespace troupe::cluster {
@@ -151,6 +153,12 @@ struct partition_map::impl {
   std::thread controller;
   /// Whether the controller's last write failed (controller thread only).
   bool failing = false;
+  // Guarded by mtx too:
+  /// Partitions whose leadership the controller moved for balance, and
+  /// when: moving for rebalance_settle.
+  std::map<uint32_t, steady::time_point> recent_moves;
+  /// What the controller moved.
+  move_counts counts;
 
   explicit impl(partition_map_options o)
       : opts(std::move(o)), client(opts.etcd), control_client(opts.etcd),
@@ -580,6 +588,14 @@ struct partition_map::impl {
 
   /// One change the controller makes: a guarded transaction.
   struct change {
+    /// What kind of move it is, for move_counts.
+    enum class kind {
+      other,
+      leader_rebalance,
+      leader_leaving,
+      replica_added,
+      replica_removed
+    };
     uint32_t p = 0;
     std::vector<etcd::compare> cmp;
     std::vector<etcd::txn_op> ops;
@@ -587,7 +603,173 @@ struct partition_map::impl {
     std::string what;
     /// Failovers go first.
     bool urgent = false;
+    kind counts_as = kind::other;
   };
+
+  /// The change that hands `p`'s leadership over to `to`, an up member in
+  /// its ISR (the old leader stays a replica): a new epoch, in one
+  /// transaction guarded by both keys and by `to`'s registration, so that
+  /// it goes only to the incarnation seen in sync. The old leader stops
+  /// the partition's runs when it sees the record; the new one resumes
+  /// them once its store committed what it holds. Used when the leader is
+  /// leaving (a drain) and to move leadership for balance. Under mtx.
+  /// With a `note`, the state is written again with it (the same ISR and
+  /// replicas) in the same transaction.
+  change hand_over(uint32_t p, const std::string& to, const std::string& why,
+                   const std::string& note = {}) const {
+    auto& s = slots[p];
+    auto lk = leader_key(opts.cluster, p);
+    auto sk = state_key(opts.cluster, p);
+    change c;
+    c.p = p;
+    c.cmp = {mod_is(lk, s.leader_mod),
+             mod_is(sk, s.state_mod),
+             {etcd_member_key(to), etcd::compare::target::create,
+              members.at(to).create_revision}};
+    c.ops = {put(lk, to)};
+    if (!note.empty())
+      c.ops.push_back(put(sk, state_value(s.isr, s.replicas, note)));
+    c.what
+      = "partition " + std::to_string(p) + ": " + why + ": '" + to + "' leads";
+    return c;
+  }
+
+  // -- rebalancing ------------------------------------------------------------
+
+  /// The records and members as the rebalancer sees them. Under mtx.
+  std::pair<std::vector<rebalance::partition_view>, rebalance::members_view>
+  balance_inputs() const {
+    rebalance::members_view mv;
+    mv.replication = opts.replication;
+    for (auto& [name, m] : members)
+      (m.leaving ? mv.leaving : mv.up).push_back(name);
+    std::vector<rebalance::partition_view> pv;
+    for (uint32_t p = 0; p < opts.count; ++p) {
+      auto& s = slots[p];
+      if (s.leader_mod == 0 && s.state_mod == 0)
+        continue; // unused: made on first use
+      pv.push_back(
+        {p, s.leader_mod != 0 ? s.leader : std::string{}, s.isr, s.replicas});
+    }
+    return {std::move(pv), std::move(mv)};
+  }
+
+  /// Partitions whose leadership moved for balance less than
+  /// rebalance_settle ago; drops the older ones. Under mtx.
+  std::set<uint32_t> settling() {
+    std::set<uint32_t> out;
+    auto now = steady::now();
+    for (auto i = recent_moves.begin(); i != recent_moves.end();)
+      if (now - i->second >= opts.rebalance_settle) {
+        i = recent_moves.erase(i);
+      } else {
+        out.insert(i->first);
+        ++i;
+      }
+    return out;
+  }
+
+  /// The transaction of rebalance step `st` of `p`. Under mtx.
+  std::optional<change>
+  balance_change(uint32_t p, const rebalance::step& st,
+                 const std::vector<std::string>& target) const {
+    auto& s = slots[p];
+    auto lk = leader_key(opts.cluster, p);
+    auto sk = state_key(opts.cluster, p);
+    auto by = " (controller " + opts.member + ")";
+    auto state_change
+      = [&](std::vector<std::string> isr, std::vector<std::string> replicas,
+            const std::string& note, change::kind k) {
+          change c;
+          c.p = p;
+          c.cmp = {mod_is(lk, s.leader_mod), mod_is(sk, s.state_mod)};
+          c.ops = {put(sk, state_value(isr, replicas, note))};
+          c.what = "partition " + std::to_string(p) + ": " + note + ": isr "
+                   + listed(isr) + ", replicas " + listed(replicas);
+          c.counts_as = k;
+          return c;
+        };
+    switch (st.what) {
+    case rebalance::action::move_leader: {
+      if (!members.count(st.member))
+        return std::nullopt;
+      auto c = hand_over(
+        p, st.member,
+        "rebalance toward " + listed(target) + ": leadership moves from '"
+          + s.leader + "' to its preferred leader",
+        "rebalance: leadership moved from '" + s.leader + "' to '" + st.member
+          + "', its preferred leader" + by);
+      c.counts_as = change::kind::leader_rebalance;
+      return c;
+    }
+    case rebalance::action::add_replica: {
+      auto replicas = s.replicas;
+      replicas.push_back(st.member);
+      return state_change(s.isr, replicas,
+                          "rebalance: replica '" + st.member + "' added toward "
+                            + listed(target)
+                            + "; it joins the ISR once caught up" + by,
+                          change::kind::replica_added);
+    }
+    case rebalance::action::remove_replica:
+      return state_change(without(s.isr, st.member),
+                          without(s.replicas, st.member),
+                          "rebalance: replica '" + st.member
+                            + "' removed: not in " + listed(target) + by,
+                          change::kind::replica_removed);
+    default: return std::nullopt;
+    }
+  }
+
+  /// The moves for balance of one pass, once nothing else is to be done.
+  /// Under mtx.
+  std::vector<change> balance_changes() {
+    auto [pv, mv] = balance_inputs();
+    auto planned
+      = rebalance::plan(pv, mv, opts.rebalance_concurrency, settling());
+    std::vector<change> out;
+    for (auto& [p, st] : planned.steps)
+      if (auto c
+          = balance_change(p, st, rebalance::target(mv.up, p, mv.replication)))
+        out.push_back(std::move(*c));
+    return out;
+  }
+
+  partition_balance balance(uint32_t p) const {
+    std::lock_guard guard{mtx};
+    partition_balance out;
+    auto [pv, mv] = balance_inputs();
+    auto at = std::find_if(pv.begin(), pv.end(),
+                           [p](auto& v) { return v.partition == p; });
+    if (at == pv.end())
+      return out;
+    out.target = rebalance::target(mv.up, p, mv.replication);
+    auto st = rebalance::next_step(*at, mv);
+    out.next = st.describe();
+    auto now = steady::now();
+    std::set<uint32_t> just_moved;
+    for (auto& [q, when] : recent_moves)
+      if (now - when < opts.rebalance_settle)
+        just_moved.insert(q);
+    out.moving = rebalance::moving(*at, mv) || just_moved.count(p) > 0;
+    if (st.what == rebalance::action::none)
+      return out;
+    if (opts.rebalance_concurrency == 0) {
+      out.waiting = "cluster.rebalance_concurrency is 0";
+    } else if (auto why = rebalance::blocked(pv, mv); !why.empty()) {
+      out.waiting = why;
+    } else if (st.starts) {
+      size_t busy = just_moved.size();
+      for (auto& v : pv)
+        busy += rebalance::moving(v, mv) && !just_moved.count(v.partition);
+      if (busy >= opts.rebalance_concurrency)
+        out.waiting = std::to_string(busy)
+                      + " partition(s) moving, cluster.rebalance_concurrency "
+                        "is "
+                      + std::to_string(opts.rebalance_concurrency);
+    }
+    return out;
+  }
 
   /// Decides the one change partition `p` needs now, if any. Under mtx.
   std::optional<change> plan(uint32_t p) const {
@@ -731,15 +913,9 @@ struct partition_map::impl {
     if (leaving(s.leader))
       for (auto& m : ranked_up)
         if (contains(s.isr, m)) {
-          change c;
-          c.p = p;
+          auto c = hand_over(p, m, "leader '" + s.leader + "' is leaving");
           c.urgent = true;
-          c.cmp = guard_both();
-          c.cmp.push_back({etcd_member_key(m), etcd::compare::target::create,
-                           members.at(m).create_revision});
-          c.ops = {put(lk, m)};
-          c.what
-            = tag + "leader '" + s.leader + "' is leaving: '" + m + "' leads";
+          c.counts_as = change::kind::leader_leaving;
           return c;
         }
     // With as many up members in sync as can be, a leaving replica (not
@@ -784,6 +960,9 @@ struct partition_map::impl {
       for (uint32_t p = 0; p < opts.count; ++p)
         if (auto c = plan(p))
           todo.push_back(std::move(*c));
+      // Moves for balance only once the records need nothing else.
+      if (todo.empty())
+        todo = balance_changes();
     }
     std::stable_partition(todo.begin(), todo.end(),
                           [](auto& c) { return c.urgent; });
@@ -811,6 +990,17 @@ struct partition_map::impl {
       wrote = std::max(wrote, r->revision);
       info("controller: " + c.what + " (epoch " + std::to_string(r->revision)
            + ")");
+      std::lock_guard guard{mtx};
+      switch (c.counts_as) {
+      case change::kind::leader_rebalance:
+        ++counts.leader_rebalance;
+        recent_moves[c.p] = steady::now();
+        break;
+      case change::kind::leader_leaving: ++counts.leader_leaving; break;
+      case change::kind::replica_added: ++counts.replicas_added; break;
+      case change::kind::replica_removed: ++counts.replicas_removed; break;
+      case change::kind::other: break;
+      }
     }
     return wrote;
   }
@@ -1133,6 +1323,15 @@ std::string partition_map::controller() const {
 
 std::string partition_map::unavailable(uint32_t p) const {
   return impl_->unavailable(p);
+}
+
+partition_balance partition_map::balance(uint32_t p) const {
+  return impl_->balance(p);
+}
+
+move_counts partition_map::moves() const {
+  std::lock_guard guard{impl_->mtx};
+  return impl_->counts;
 }
 
 std::map<uint32_t, std::string> partition_map::availability() const {

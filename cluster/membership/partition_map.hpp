@@ -35,7 +35,10 @@
 //   ISR), installs a leader again (a new epoch) when it registered again
 //   since it was installed, grows the replica set to R one member at a
 //   time, replaces `leaving` members, and trims replicas beyond R once R
-//   are in sync. It never moves leadership for balance.
+//   are in sync. When none of that is due, it moves partitions toward
+//   their rendezvous targets step by step, a few at a time (rebalance.hpp):
+//   a member that joins gets its replicas, then the leadership of the
+//   partitions it ranks first in.
 // - The leader changes the ISR: shrink_isr and expand_isr, guarded by its
 //   epoch and the state's mod_revision.
 //
@@ -81,6 +84,32 @@ struct partition_record {
 
   bool exists() const noexcept { return epoch != 0; }
   bool operator==(const partition_record&) const = default;
+};
+
+/// How a partition stands toward its rendezvous target.
+struct partition_balance {
+  /// The first min(R, up) up members by rendezvous rank; the first is the
+  /// preferred leader. Empty when no member is up.
+  std::vector<std::string> target;
+  /// Whether a move is under way (a replica was added and another is to
+  /// go, or leadership moved a moment ago).
+  bool moving = false;
+  /// The next step toward the target ("moving leader to 'm4'"), "" when
+  /// it is there.
+  std::string next;
+  /// Why the cluster's moves wait now, "" when they do not.
+  std::string waiting;
+};
+
+/// Moves the controller made on this member, since it started.
+struct move_counts {
+  /// Leaderships moved to another live member: for balance, and away from
+  /// a leaving member.
+  uint64_t leader_rebalance = 0;
+  uint64_t leader_leaving = 0;
+  /// Replicas added and removed for balance.
+  uint64_t replicas_added = 0;
+  uint64_t replicas_removed = 0;
 };
 
 /// What an ISR change did.
@@ -134,6 +163,14 @@ struct partition_map_options {
   /// replicas), on the watch thread: must be quick and must not call back
   /// into a blocking method. The first read reports every record.
   std::function<void(const partition_record&)> on_change;
+  /// Partitions the controller moves toward their targets at once
+  /// (cluster.rebalance_concurrency); 0: it never moves one for balance.
+  uint32_t rebalance_concurrency = 2;
+  /// How long a partition whose leadership the controller moved for balance
+  /// counts as moving: time for the new leader to commit what it holds and
+  /// resume the partition's runs (tens of ms measured) before the next move
+  /// starts in its place.
+  std::chrono::milliseconds rebalance_settle{1000};
   /// How often the controller looks when nothing wakes it.
   std::chrono::milliseconds tick{100};
   /// A watch that saw nothing this long is made again after a fresh read.
@@ -206,6 +243,13 @@ class partition_map {
 
   /// Every partition unavailable now, with the reason.
   std::map<uint32_t, std::string> availability() const;
+
+  /// How `p` stands toward its rendezvous target, as this member's view
+  /// and the controller's rules see it (any member can tell).
+  partition_balance balance(uint32_t p) const;
+
+  /// The moves this member made as the controller.
+  move_counts moves() const;
 
   /// The rendezvous score of `member` for partition `p`: the higher, the
   /// earlier it ranks. Stable across builds and machines (FNV-1a of the

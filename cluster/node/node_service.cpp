@@ -343,6 +343,9 @@ struct node_service::impl : std::enable_shared_from_this<impl> {
   /// Whether a submission may be taken here now (node_service::set_admit).
   std::function<std::string(const std::string&)> admit;
 
+  /// Which runs `list` shows (node_service::set_list_scope).
+  std::function<bool(std::string_view)> list_scope;
+
   /// What `leave` does (node_service::set_leave).
   std::function<std::string(const std::string&)> leave_hook;
 
@@ -662,6 +665,10 @@ void node_service::impl::list(const request_ptr& req, const json& msg) {
   filter.after = f.text("after", false, 256);
   filter.limit = f.count("limit", 50, 1000);
   filter.max_scan = opts.max_list_scan;
+  {
+    std::lock_guard guard{loads_mtx};
+    filter.keep = list_scope;
+  }
   // A page merged across the members of a cluster continues after a run of
   // any of them: each member then says whether it knows the cursor
   // (`cursor_known`), and the merge refuses one that none knows.
@@ -1101,6 +1108,11 @@ void node_service::set_partitions(
 void node_service::set_admit(std::function<std::string(const std::string&)> f) {
   std::lock_guard guard{impl_->loads_mtx};
   impl_->admit = std::move(f);
+}
+
+void node_service::set_list_scope(std::function<bool(std::string_view)> f) {
+  std::lock_guard guard{impl_->loads_mtx};
+  impl_->list_scope = std::move(f);
 }
 
 void node_service::set_leave(std::function<std::string(const std::string&)> f) {

@@ -121,6 +121,10 @@ class node_service final : public control_handler {
   /// the io_context thread: must be quick.
   void set_admit(std::function<std::string(const std::string& key)> f);
 
+  /// Which runs of the store `list` shows (list_filter::keep); null: all.
+  /// Called on a worker thread.
+  void set_list_scope(std::function<bool(std::string_view run_id)> f);
+
   /// What `leave` does: starts the member's leaving (it drains, hands its
   /// partitions over and goes, as on SIGTERM) and returns "", or returns
   /// why it cannot. Null (a node alone): `leave` is refused. Called on the

@@ -151,7 +151,8 @@ std::string bad_list_cursor(persistence::journal_store& store,
 json list_view(persistence::journal_store& store, const list_filter& f) {
   auto matches = [&](const persistence::run_index_entry& e) {
     return (!f.state || e.state == *f.state)
-           && (f.workflow.empty() || e.workflow == f.workflow);
+           && (f.workflow.empty() || e.workflow == f.workflow)
+           && (!f.keep || f.keep(e.run_id));
   };
   constexpr size_t batch_size = 1000;
   json runs = json::array();

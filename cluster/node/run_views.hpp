@@ -9,6 +9,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <functional>
 #include <optional>
 #include <string>
 
@@ -52,6 +53,10 @@ struct list_filter {
   size_t limit = 50;
   /// Most entries scanned; a page may end early, with a cursor.
   size_t max_scan = 100'000;
+  /// Which runs of the store are listed; null: all. A cluster member lists
+  /// only the runs of partitions it is a replica of: a copy it no longer
+  /// keeps (its partition moved away) is not shown.
+  std::function<bool(std::string_view run_id)> keep;
 };
 
 /// Why `after` is no cursor `list_view` can continue after: empty when it is

@@ -4,11 +4,13 @@
 // again; the copies end identical. Then the same checks around a follower
 // killed and restarted, both followers down (new runs refused), a leader
 // stopped past its TTL, a drain and a rolling restart under load, a member
-// back with a wiped disk, and etcd losing its quorum. Last, with members,
+// back with a wiped disk, etcd losing its quorum, and members joining under
+// load, who get their replicas and then their leaderships. Last, with members,
 // etcd and the CLI in network namespaces (as root): a leader cut off from
 // etcd but not from its peers, and one cut off from its peers but not
 // from etcd.
 
+#include "cluster/membership/partition_map.hpp"
 #include "tests/support/frame_client.hpp"
 #include "tests/support/netns.hpp"
 #include "tests/support/replicated_fixture.hpp"
@@ -38,6 +40,58 @@ struct Failover : troupe::test::replicated_fixture {
   /// the fixture's single etcd). A member: it outlives TearDown's stop of
   /// the members.
   std::unique_ptr<troupe::test::etcd_cluster> etcd3;
+
+  /// Whether every partition `via` lists is at its rendezvous target over
+  /// `up` (R=3): led by the first, replicated and in sync on the first
+  /// three, said to be its target, and nothing about it is moving; `count`
+  /// records at least.
+  bool balanced(const std::string& via, const std::vector<std::string>& up,
+                size_t count) {
+    auto body = partitions(via);
+    if (body.is_discarded() || !body.contains("partitions")
+        || body["partitions"].size() < count)
+      return false;
+    for (auto& p : body["partitions"]) {
+      auto t = troupe::cluster::partition_map::rank(
+        up, p.value("partition", uint32_t{0}));
+      t.resize(std::min<size_t>(3, t.size()));
+      std::set<std::string> want{t.begin(), t.end()};
+      auto names = [&](const char* field) {
+        std::set<std::string> out;
+        for (auto& m : p.value(field, json::array()))
+          out.insert(m.get<std::string>());
+        return out;
+      };
+      if (p.value("leader", "") != t[0] || names("replicas") != want
+          || names("isr") != want || p.value("state", "") != "ok"
+          || p.contains("moving") || p.value("target", json::array()) != t)
+        return false;
+    }
+    return true;
+  }
+
+  /// Submits `n` runs of `wf` through `via`, each tried again (at most 30
+  /// times) while it is refused: a partition moving between members may
+  /// refuse a submission for a moment. Their ids; `refusals` counts the
+  /// refusals.
+  std::vector<std::string> submit_retrying(const std::string& via,
+                                           const std::string& wf, int n,
+                                           int& refusals) {
+    std::vector<std::string> out;
+    for (int i = 0; i < n; ++i)
+      for (int attempt = 0; attempt < 30; ++attempt) {
+        auto r = cli(via, {"--wait-ready", "1s", "submit", wf});
+        if (r.exit_code == 0) {
+          out.push_back(run_id(r.out));
+          break;
+        }
+        ++refusals;
+        std::cerr << via << " refused a submission: " << r.err;
+        std::this_thread::sleep_for(100ms);
+      }
+    return out;
+  }
+
 };
 
 } // namespace
@@ -784,4 +838,109 @@ TEST_F(SplitBrain, ALeaderCutOffFromItsPeersButNotEtcdShrinksItsIsrAndStops) {
   std::cerr << "the ISRs shrank "
             << std::chrono::duration<double>(shrunk_after).count()
             << " s after the cut\n";
+}
+
+TEST_F(Failover, JoiningMembersGetTheirReplicasThenTheirLeadershipsUnderLoad) {
+  // Eight partitions, all made by m1 (it joins first, alone): without
+  // rebalancing m1 would lead them all, and m4 would hold nothing, since
+  // every partition already has its three replicas when it joins.
+  extra_args = {"--set", "cluster.partitions=8"};
+  linked({"m1", "m2", "m3"});
+  ASSERT_TRUE(wait_until(
+    [&] {
+      return balanced("m1", {"m1", "m2", "m3"}, 8);
+    },
+    30s))
+    << partitions("m1").dump(1) << all_logs();
+  // Load on every member's partitions, m3's in particular: m4 is to take
+  // the lead of one of them.
+  auto wf = chain(6, "0.4");
+  auto runs = submit("m3", wf, 4);
+  for (auto name : {"m1", "m2"})
+    for (auto& id : submit(name, wf, 2))
+      runs.push_back(id);
+  ASSERT_TRUE(wait_until([&] { return lines().size() >= 6; }, 20s))
+    << all_logs();
+  auto joined_at = std::chrono::steady_clock::now();
+  join("m4");
+  if (HasFatalFailure())
+    return;
+  // More load while partitions move: submissions through m3, whose
+  // partitions move, until every partition is where it belongs (at most
+  // 40).
+  int refusals = 0;
+  std::atomic<bool> done{false};
+  std::vector<std::string> during;
+  std::thread load{[&] {
+    for (int i = 0; i < 40 && !done.load(); ++i)
+      for (auto& id : submit_retrying("m3", wf, 1, refusals))
+        during.push_back(id);
+  }};
+  std::vector<std::string> four{"m1", "m2", "m3", "m4"};
+  bool there = wait_until([&] { return balanced("m2", four, 8); }, 40s);
+  done = true;
+  load.join();
+  ASSERT_TRUE(there) << partitions("m2").dump(1) << all_logs();
+  runs.insert(runs.end(), during.begin(), during.end());
+  auto took = std::chrono::duration_cast<std::chrono::milliseconds>(
+    std::chrono::steady_clock::now() - joined_at);
+  // m4 leads the partitions it ranks first in and holds a replica of those
+  // whose first three it is in, as every member sees it.
+  size_t leads = 0, holds = 0;
+  for (uint32_t p = 0; p < 8; ++p) {
+    auto t = troupe::cluster::partition_map::rank(four, p);
+    leads += t[0] == "m4";
+    holds += t[0] == "m4" || t[1] == "m4" || t[2] == "m4";
+  }
+  ASSERT_GE(leads, 1u);
+  ASSERT_GE(holds, 2u);
+  auto mine = [&](const json& body, const char* field) {
+    size_t n = 0;
+    for (auto& p : body.value("partitions", json::array()))
+      if (field == std::string{"leader"})
+        n += p.value("leader", "") == "m4";
+      else
+        for (auto& m : p.value(field, json::array()))
+          n += m == "m4";
+    return n;
+  };
+  for (auto& name : four) {
+    auto body = partitions(name);
+    EXPECT_EQ(mine(body, "leader"), leads) << name << body.dump(1);
+    EXPECT_EQ(mine(body, "replicas"), holds) << name << body.dump(1);
+  }
+  EXPECT_EQ(partitions("m4").value("partitions", json::array()).size(), 8u);
+  // Step by step, through the controller's records: a replica added, then
+  // leadership moved, then the replica no longer wanted removed.
+  auto logs = all_logs();
+  EXPECT_TRUE(troupe::test::contains(logs, "rebalance: replica 'm4' added"))
+    << logs;
+  EXPECT_TRUE(
+    troupe::test::contains(logs, "to its preferred leader: 'm4' leads"))
+    << logs;
+  EXPECT_TRUE(troupe::test::contains(logs, "rebalance: replica 'm3' removed"))
+    << logs;
+  double moved = 0;
+  for (auto& name : four)
+    moved += metric(
+      name, "troupe_partition_leader_moves_total{reason=\"rebalance\"}");
+  EXPECT_GE(moved, static_cast<double>(leads));
+  // Every run accepted finishes, no completed node ran again, and the
+  // copies agree, m4's included.
+  all_complete("m4", runs, 60s);
+  each_node_once("m4", runs, 6);
+  copies_agree(four);
+  for (auto& name : four) {
+    auto listed = cli_json(name, {"list", "--limit", "1000"});
+    std::map<std::string, std::string> state_of;
+    for (auto& r : listed.value("runs", json::array()))
+      state_of[r.value("run_id", "")] = r.value("state", "");
+    for (auto& id : runs)
+      EXPECT_EQ(state_of[id], "completed") << name << " lists " << id;
+  }
+  std::cerr << "m4 joined: balanced " << took.count() << " ms later; it leads "
+            << leads << " and holds " << holds << " of 8 partitions; "
+            << during.size() << " run(s) submitted meanwhile, " << refusals
+            << " refusal(s); " << moved
+            << " leadership move(s) for balance in all\n";
 }

@@ -4,7 +4,9 @@
 // member is the controller and another takes over when it dies; a leader
 // whose key goes fails over to an in-sync replica at the transaction's
 // revision, never to one outside the ISR; stale ISR changes are refused; a
-// leaving member is replaced step by step; part 1's claims become records.
+// leaving member is replaced step by step; part 1's claims become records;
+// a joining member gets its replicas and leaderships step by step, a few
+// partitions at a time.
 
 #include "cluster/etcd/client.hpp"
 #include "cluster/membership/etcd_coordinator.hpp"
@@ -79,6 +81,9 @@ struct PartitionMap : ::testing::Test {
   std::map<std::string, std::unique_ptr<member>> members;
   uint32_t count = 16;
   uint32_t replication = 3;
+  /// cluster.rebalance_concurrency: off unless a test turns it on, so that
+  /// the other tests see the other rules alone.
+  uint32_t rebalance = 0;
 
   void SetUp() override { ASSERT_TRUE(etcd.ok()) << etcd.error(); }
 
@@ -112,6 +117,7 @@ struct PartitionMap : ::testing::Test {
     o.member = name;
     o.count = count;
     o.replication = replication;
+    o.rebalance_concurrency = rebalance;
     o.home = 0;
     o.etcd = etcd_opts();
     o.tick = 50ms;
@@ -680,4 +686,212 @@ TEST_F(PartitionMap, AJoinedMemberAnswersWhoLeadsWhatAndClaimsOnDemand) {
             partition_map::rank({"a", "b"}, unused));
   a->leave();
   b->leave();
+}
+
+TEST_F(PartitionMap,
+       AJoiningMemberGetsItsReplicasThenItsLeadershipsStepByStep) {
+  rebalance = 2;
+  for (auto name : {"a", "b", "c"})
+    join(name);
+  start("a");
+  ASSERT_TRUE(wait_until([&] { return map("a").is_controller(); }, 5s));
+  start("b");
+  start("c");
+  for (uint32_t p = 0; p < count; ++p)
+    ASSERT_FALSE(map("a").claim(p).empty()) << p;
+  std::vector<partition_record> before;
+  for (uint32_t p = 0; p < count; ++p)
+    before.push_back(map("a").record(p));
+  // At their targets over three members: nothing moves.
+  std::this_thread::sleep_for(300ms);
+  for (uint32_t p = 0; p < count; ++p) {
+    EXPECT_EQ(map("a").record(p), before[p]) << p;
+    EXPECT_EQ(map("a").balance(p).next, "") << p;
+  }
+  join("f");
+  start("f");
+  std::vector<std::string> up{"a", "b", "c", "f"};
+  // The leaders' part, played here: a replica that is not in the ISR has
+  // caught up (an empty log) once it was seen added, and is added.
+  size_t most_moving = 0, most_replicas = 0;
+  std::set<uint32_t> seen_moving;
+  bool balanced = poll_until(
+    [&] {
+      size_t moving = 0;
+      bool all_there = true;
+      for (uint32_t p = 0; p < count; ++p) {
+        auto r = map("a").record(p);
+        auto t = partition_map::rank(up, p);
+        t.resize(3);
+        most_replicas = std::max(most_replicas, r.replicas.size());
+        if (r.replicas.size() > 3) {
+          ++moving;
+          seen_moving.insert(p);
+          EXPECT_NE(map("a").balance(p).next, "") << p;
+        }
+        for (auto& m : r.replicas)
+          if (!has(r.isr, m))
+            (void)map(r.leader).expand_isr(p, r.epoch, m);
+        all_there = all_there && r.leader == t[0]
+                    && as_set(r.replicas) == as_set(t)
+                    && as_set(r.isr) == as_set(t);
+      }
+      most_moving = std::max(most_moving, moving);
+      return all_there;
+    },
+    20s);
+  std::string now;
+  for (uint32_t p = 0; p < count; ++p) {
+    auto r = map("a").record(p);
+    now += std::to_string(p) + ": " + r.leader + " " + r.note + "\n";
+  }
+  ASSERT_TRUE(balanced) << now;
+  // Step by step: R+1 replicas at most, two partitions at a time at most.
+  EXPECT_EQ(most_replicas, 4u);
+  EXPECT_GE(most_moving, 1u);
+  EXPECT_LE(most_moving, 2u);
+  // f leads the partitions it ranks first in, each at a new epoch, and
+  // holds a replica of those whose target it is in; the others were not
+  // touched.
+  uint64_t leads = 0, holds = 0;
+  for (uint32_t p = 0; p < count; ++p) {
+    auto r = map("a").record(p);
+    auto t = partition_map::rank(up, p);
+    t.resize(3);
+    if (r.leader == "f") {
+      ++leads;
+      EXPECT_GT(r.epoch, before[p].epoch) << p;
+    }
+    if (has(t, "f")) {
+      ++holds;
+      EXPECT_TRUE(seen_moving.count(p) || r.leader == "f") << p;
+    } else {
+      EXPECT_EQ(r.epoch, before[p].epoch) << p;
+      EXPECT_EQ(r.replicas, before[p].replicas) << p;
+    }
+    EXPECT_EQ(map("f").balance(p).next, "") << p;
+    EXPECT_EQ(map("f").balance(p).target, t) << p;
+  }
+  EXPECT_GE(leads, 1u);
+  EXPECT_EQ(map("f").led().size(), leads);
+  // The controller counted its moves (once each transaction returned).
+  EXPECT_TRUE(wait_until(
+    [&] {
+      auto moves = map("a").moves();
+      return moves.leader_rebalance == leads && moves.replicas_added == holds
+             && moves.replicas_removed == holds && moves.leader_leaving == 0;
+    },
+    5s));
+  std::cout << "f leads " << leads << " and holds " << holds << " of " << count
+            << " partitions\n";
+}
+
+TEST_F(PartitionMap, NothingMovesForBalanceWhileAPartitionIsShortOfCopies) {
+  rebalance = 2;
+  for (auto name : {"a", "b", "c"})
+    join(name);
+  start("a");
+  ASSERT_TRUE(wait_until([&] { return map("a").is_controller(); }, 5s));
+  start("b");
+  start("c");
+  for (uint32_t p = 0; p < count; ++p)
+    ASSERT_FALSE(map("a").claim(p).empty()) << p;
+  // A follower of partition 0 fell behind: out of its ISR.
+  auto r0 = map("a").record(0);
+  auto behind = r0.isr.back();
+  ASSERT_TRUE(map(r0.leader).shrink_isr(0, r0.epoch, behind, "lag 3s").took());
+  join("f");
+  start("f");
+  // f ranks in the first three of most partitions, but nothing moves while
+  // partition 0 lacks a copy, and each partition that has a move due says
+  // why it waits.
+  std::this_thread::sleep_for(1s);
+  size_t due = 0;
+  for (uint32_t p = 0; p < count; ++p) {
+    EXPECT_FALSE(has(map("f").record(p).replicas, "f")) << p;
+    auto b = map("f").balance(p);
+    if (!b.next.empty()) {
+      ++due;
+      EXPECT_NE(b.waiting.find("partition 0 has 2 in-sync replica(s) up of "
+                               "the 3 it should have"),
+                std::string::npos)
+        << p << ": " << b.waiting;
+    }
+  }
+  EXPECT_GE(due, 1u);
+  EXPECT_EQ(map("a").moves().replicas_added, 0u);
+  // Caught up again: the moves begin.
+  auto now0 = map("a").record(0);
+  ASSERT_TRUE(map(now0.leader)
+                .expand_isr(0, now0.epoch, behind, now0.state_revision)
+                .took());
+  EXPECT_TRUE(wait_until(
+    [&] {
+      for (uint32_t p = 0; p < count; ++p)
+        if (has(map("f").record(p).replicas, "f"))
+          return true;
+      return false;
+    },
+    5s));
+}
+
+TEST_F(PartitionMap, ANewControllerGoesOnWithTheMovesTheLastOneStarted) {
+  rebalance = 1;
+  for (auto name : {"a", "b", "c", "e"})
+    join(name);
+  start("e");
+  ASSERT_TRUE(wait_until([&] { return map("e").is_controller(); }, 5s));
+  start("a");
+  start("b");
+  start("c");
+  for (uint32_t p = 0; p < count; ++p)
+    ASSERT_FALSE(map("a").claim(p).empty()) << p;
+  join("f");
+  start("f");
+  // e, the controller, starts a move (f added to one partition, R+1)...
+  uint32_t moving = count;
+  ASSERT_TRUE(poll_until(
+    [&] {
+      for (uint32_t p = 0; p < count; ++p)
+        if (map("a").record(p).replicas.size() > 3)
+          moving = p;
+      return moving < count;
+    },
+    5s));
+  EXPECT_TRUE(map("a").balance(moving).moving);
+  // ... and dies before it ends. Another member is elected, and goes on
+  // from the records: every partition ends at its target over the members
+  // left (the leaders' part played here as above).
+  members["e"]->kill();
+  std::vector<std::string> rest{"a", "b", "c", "f"};
+  bool there = poll_until(
+    [&] {
+      bool all_there = true;
+      for (uint32_t p = 0; p < count; ++p) {
+        auto r = map("a").record(p);
+        if (r.leader != "e")
+          for (auto& m : r.replicas)
+            if (!has(r.isr, m) && m != "e")
+              (void)map(r.leader).expand_isr(p, r.epoch, m);
+        auto t = partition_map::rank(rest, p);
+        t.resize(3);
+        all_there = all_there && r.leader == t[0]
+                    && as_set(r.replicas) == as_set(t)
+                    && as_set(r.isr) == as_set(t);
+      }
+      return all_there;
+    },
+    20s);
+  std::string now;
+  for (uint32_t p = 0; p < count; ++p) {
+    auto r = map("a").record(p);
+    now += std::to_string(p) + ": " + r.leader + " " + r.note + "\n";
+  }
+  EXPECT_TRUE(there) << now;
+  auto who = one_controller();
+  EXPECT_NE(who, "");
+  EXPECT_NE(who, "e");
+  if (!who.empty() && who != "e") {
+    EXPECT_GE(map(who).moves().leader_rebalance, 1u);
+  }
 }

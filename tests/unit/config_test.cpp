@@ -306,14 +306,18 @@ TEST_F(ConfigTest, ReplicationKeysAreCheckedAndMinInsyncNeverExceedsR) {
   EXPECT_EQ(r.effective.get_int("cluster.min_insync"), 2);
   EXPECT_EQ(r.effective.get_duration("cluster.replica_lag"),
             std::chrono::milliseconds{2000});
+  EXPECT_EQ(r.effective.get_int("cluster.rebalance_concurrency"), 2);
   opts.flags = {{"--set", "cluster.replication", "8"},
                 {"--set", "cluster.min_insync", "0"},
-                {"--set", "cluster.replica_lag", "10ms"}};
+                {"--set", "cluster.replica_lag", "10ms"},
+                {"--set", "cluster.rebalance_concurrency", "65"}};
   r = load_now();
   auto text = all(r);
-  for (auto needle : {"cluster.replication = \"8\": must be from 1 to 7",
-                      "cluster.min_insync = \"0\": must be from 1 to 7",
-                      "cluster.replica_lag = \"10ms\": must be from"})
+  for (auto needle :
+       {"cluster.replication = \"8\": must be from 1 to 7",
+        "cluster.min_insync = \"0\": must be from 1 to 7",
+        "cluster.replica_lag = \"10ms\": must be from",
+        "cluster.rebalance_concurrency = \"65\": must be from 0 to 64"})
     EXPECT_NE(text.find(needle), std::string::npos) << needle << "\n" << text;
   opts.flags = {{"--set", "cluster.replication", "2"},
                 {"--set", "cluster.min_insync", "3"}};
@@ -324,8 +328,15 @@ TEST_F(ConfigTest, ReplicationKeysAreCheckedAndMinInsyncNeverExceedsR) {
             std::string::npos)
     << all(r);
   opts.flags = {{"--set", "cluster.replication", "1"},
-                {"--set", "cluster.min_insync", "1"}};
+                {"--set", "cluster.min_insync", "1"},
+                {"--set", "cluster.rebalance_concurrency", "0"}};
   EXPECT_TRUE(load_now().ok());
+  opts.flags = {{"--set", "cluster.rebalance_concurrency", "two"}};
+  r = load_now();
+  ASSERT_EQ(r.problems.size(), 1u) << all(r);
+  EXPECT_NE(all(r).find("cluster.rebalance_concurrency = \"two\""),
+            std::string::npos)
+    << all(r);
 }
 
 TEST_F(ConfigTest, AClusterNeedsEtcdAndEtcdNeedsACluster) {
