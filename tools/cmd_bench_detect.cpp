@@ -182,13 +182,27 @@ struct bench_cluster {
   }
 
   /// Starts member `name` and waits until it is ready; "" or why not.
-  std::string start_member(const std::string& name) {
+  /// With `alone`, a node of its own (no cluster, no etcd) started with
+  /// `alone`'s arguments instead of member_args.
+  std::string start_member(const std::string& name,
+                           const std::vector<std::string>* alone = nullptr) {
     auto log = dir / (name + "-" + std::to_string(restarts++) + ".log");
-    std::vector<std::string> argv{
-      self_exe,   "node",        "start",  "--data-dir", (dir / name).string(),
-      "--listen", "127.0.0.1:0", "--http", "",           "--cluster",
-      "bench",    "--etcd",      etcd_url, "--member",   name};
-    argv.insert(argv.end(), member_args.begin(), member_args.end());
+    std::vector<std::string> argv{self_exe,
+                                  "node",
+                                  "start",
+                                  "--data-dir",
+                                  (dir / name).string(),
+                                  "--listen",
+                                  "127.0.0.1:0",
+                                  "--http",
+                                  ""};
+    if (alone) {
+      argv.insert(argv.end(), alone->begin(), alone->end());
+    } else {
+      argv.insert(argv.end(),
+                  {"--cluster", "bench", "--etcd", etcd_url, "--member", name});
+      argv.insert(argv.end(), member_args.begin(), member_args.end());
+    }
     members[name] = child::spawn(argv, env, log);
     std::smatch match;
     std::regex listening{"listening on 127.0.0.1:(\\d+)"};
@@ -777,6 +791,42 @@ json child_bench(bench_cluster& c, const std::string& what,
   return found;
 }
 
+/// seq10 on a node of its own (no cluster, `machine` durability), driven
+/// through the same client as the cluster's: what replication costs with
+/// nothing else different. {steps_per_s, p99_ms}, or null (the cause said).
+json seq10_alone(bench_cluster& c, size_t n, size_t concurrency) {
+  const std::string name = "alone";
+  const std::vector<std::string> args{"--set", "storage.durability=machine",
+                                      "--set", "auth.submit_rate=100000",
+                                      "--set", "auth.submit_burst=100000"};
+  json out;
+  if (auto e = c.start_member(name, &args); !e.empty()) {
+    std::cerr << "troupe: bench: " << e << "\n";
+    c.keep = true;
+    return nullptr;
+  }
+  try {
+    (void)seq10_over(c, {name}, std::max<size_t>(1, n / 10), concurrency);
+    auto r = seq10_over(c, {name}, n, concurrency);
+    out = json{{"ok", r.ok},
+               {"failed", r.failed},
+               {"steps_per_s", static_cast<double>(r.ok * 10) / r.wall_s},
+               {"p50_ms", quantile(r.latencies_ms, 0.5)},
+               {"p99_ms", quantile(r.latencies_ms, 0.99)}};
+  } catch (const std::exception& e) {
+    std::cerr << "troupe: bench: seq10 on one node: " << e.what() << "\n";
+    c.keep = true;
+    out = nullptr;
+  }
+  c.clients.erase(name);
+  c.members[name].stop();
+  c.members.erase(name);
+  c.ports.erase(name);
+  std::error_code ec;
+  fs::remove_all(c.dir / name, ec);
+  return out;
+}
+
 /// Replicated seq10 over every member, then seq10 on an embedded node with
 /// `machine` durability, sized alike: {"cluster", "embedded", "ratio"}, or
 /// null (the cause said).
@@ -833,11 +883,17 @@ json measure_replicated(const bench_options& b, bench_cluster& c,
   auto embedded = child_bench(c, "seq10-embedded", argv, {});
   if (embedded.is_null())
     return nullptr;
+  auto alone = seq10_alone(c, n, concurrency);
+  if (alone.is_null())
+    return nullptr;
   auto es = embedded.value("steps_per_s", 0.0);
   auto cs = cluster.value("steps_per_s", 0.0);
+  auto as = alone.value("steps_per_s", 0.0);
   return json{{"cluster", cluster},
               {"embedded", embedded},
-              {"ratio", es > 0 ? cs / es : 0.0}};
+              {"ratio", es > 0 ? cs / es : 0.0},
+              {"alone", alone},
+              {"ratio_alone", as > 0 ? cs / as : 0.0}};
 }
 
 /// The failover workload: `steps` noop steps, each followed by a durable
@@ -1087,6 +1143,7 @@ json measure_failover(const global_options& g, bench_cluster& c, size_t trials,
 std::string describe_replicated(const json& r, size_t members) {
   auto& cl = r["cluster"];
   auto& em = r["embedded"];
+  auto al = r.value("alone", json::object());
   return "seq10 replicated (R=" + std::to_string(cl.value("replication", 0))
          + ") over " + std::to_string(members)
          + " members (submitted round-robin): "
@@ -1095,7 +1152,12 @@ std::string describe_replicated(const json& r, size_t members) {
          + " ms; embedded (machine durability), same run: "
          + fixed(em.value("steps_per_s", 0.0), 0) + " steps/s, p99 "
          + fixed(em.value("p99_ms", 0.0), 1) + " ms; ratio "
-         + fixed(r.value("ratio", 0.0), 2) + " (target >= 0.50)";
+         + fixed(r.value("ratio", 0.0), 2)
+         + " (target >= 0.50); one node through the same client (machine "
+           "durability): "
+         + fixed(al.value("steps_per_s", 0.0), 0) + " steps/s, p99 "
+         + fixed(al.value("p99_ms", 0.0), 1) + " ms; ratio "
+         + fixed(r.value("ratio_alone", 0.0), 2);
 }
 
 /// The failover lines of a report.
