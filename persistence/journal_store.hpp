@@ -477,6 +477,13 @@ class journal_store {
   /// applied one is a no-op; past the end it is refused (beyond_end).
   virtual plog_result commit(uint32_t partition, uint64_t offset) = 0;
 
+  /// commit() for several partitions (each at most once), applied together
+  /// in one unsynced WriteBatch where their records fit in apply_batch:
+  /// a replicator's commits of one round for the cost of one write.
+  /// Answers each, in order.
+  virtual std::vector<plog_result>
+  commit_many(const std::vector<std::pair<uint32_t, uint64_t>>& items) = 0;
+
   /// Removes the records after `after_offset`: a deposed leader's (or a
   /// follower's) divergent tail. Never a committed record (committed). The
   /// appends those records held fail, and their runs' later appends are

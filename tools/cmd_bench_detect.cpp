@@ -184,13 +184,27 @@ struct bench_cluster {
   }
 
   /// Starts member `name` and waits until it is ready; "" or why not.
-  std::string start_member(const std::string& name) {
+  /// With `alone`, a node of its own (no cluster, no etcd) started with
+  /// `alone`'s arguments instead of member_args.
+  std::string start_member(const std::string& name,
+                           const std::vector<std::string>* alone = nullptr) {
     auto log = dir / (name + "-" + std::to_string(restarts++) + ".log");
-    std::vector<std::string> argv{
-      self_exe,   "node",        "start",  "--data-dir", (dir / name).string(),
-      "--listen", "127.0.0.1:0", "--http", "",           "--cluster",
-      "bench",    "--etcd",      etcd_url, "--member",   name};
-    argv.insert(argv.end(), member_args.begin(), member_args.end());
+    std::vector<std::string> argv{self_exe,
+                                  "node",
+                                  "start",
+                                  "--data-dir",
+                                  (dir / name).string(),
+                                  "--listen",
+                                  "127.0.0.1:0",
+                                  "--http",
+                                  ""};
+    if (alone) {
+      argv.insert(argv.end(), alone->begin(), alone->end());
+    } else {
+      argv.insert(argv.end(),
+                  {"--cluster", "bench", "--etcd", etcd_url, "--member", name});
+      argv.insert(argv.end(), member_args.begin(), member_args.end());
+    }
     members[name] = child::spawn(argv, env, log);
     std::smatch match;
     std::regex listening{"listening on 127.0.0.1:(\\d+)"};
@@ -724,6 +738,45 @@ struct replicated_load {
   std::string echo_url;
 };
 
+/// `w` on a node of its own (no cluster, `machine` durability), driven
+/// through the same client as the cluster's, after the same warm-up: what
+/// replication costs with nothing else different. {ok, failed,
+/// steps_per_s, p50_ms, p99_ms}, or null (the cause said).
+json alone_run(bench_cluster& c, const json& submit, const replicated_load& w) {
+  const std::string name = "alone";
+  const std::vector<std::string> args{"--set", "storage.durability=machine",
+                                      "--set", "auth.submit_rate=100000",
+                                      "--set", "auth.submit_burst=100000"};
+  json out;
+  if (auto e = c.start_member(name, &args); !e.empty()) {
+    std::cerr << "troupe: bench: " << e << "\n";
+    c.keep = true;
+    return nullptr;
+  }
+  try {
+    (void)runs_over(c, {name}, submit, std::max<size_t>(1, w.n / 10),
+                    w.concurrency);
+    auto r = runs_over(c, {name}, submit, w.n, w.concurrency);
+    out = json{{"ok", r.ok},
+               {"failed", r.failed},
+               {"steps_per_s", static_cast<double>(r.ok * 10) / r.wall_s},
+               {"p50_ms", bench::percentile(r.latencies_ms, 0.5)},
+               {"p99_ms", bench::percentile(r.latencies_ms, 0.99)}};
+  } catch (const std::exception& e) {
+    std::cerr << "troupe: bench: " << w.workload << " on one node: " << e.what()
+              << "\n";
+    c.keep = true;
+    out = nullptr;
+  }
+  c.clients.erase(name);
+  c.members[name].stop();
+  c.members.erase(name);
+  c.ports.erase(name);
+  std::error_code ec;
+  fs::remove_all(c.dir / name, ec);
+  return out;
+}
+
 /// `w` replicated over every member (after a warm-up of a tenth), then the
 /// same workload on an embedded node with `machine` durability, sized
 /// alike: {"cluster", "embedded", "ratio"}, or null (the cause said).
@@ -770,7 +823,15 @@ json measure_replicated(bench_cluster& c, size_t replication,
                               w.workload + "-embedded", argv, {});
   if (embedded.is_null())
     return nullptr;
-  return beside_embedded(std::move(cluster), std::move(embedded));
+  auto alone = alone_run(c, submit, w);
+  if (alone.is_null())
+    return nullptr;
+  auto out = beside_embedded(std::move(cluster), std::move(embedded));
+  auto as = alone.value("steps_per_s", 0.0);
+  out["ratio_alone"]
+    = as > 0 ? out["cluster"].value("steps_per_s", 0.0) / as : 0.0;
+  out["alone"] = std::move(alone);
+  return out;
 }
 
 /// The failover workload: `steps` noop steps, each followed by a durable
@@ -1031,7 +1092,16 @@ std::string describe_replicated(const json& r, size_t members) {
               + fixed(em.value("p99_ms", 0.0), 1) + " ms; ratio "
               + fixed(r.value("ratio", 0.0), 2);
   if (workload == "seq10")
-    return line + " (target >= 0.50)";
+    line += " (target >= 0.50)";
+  if (r.contains("alone")) {
+    auto& al = r["alone"];
+    line += "; one node through the same client (machine durability): "
+            + fixed(al.value("steps_per_s", 0.0), 0) + " steps/s, p99 "
+            + fixed(al.value("p99_ms", 0.0), 1) + " ms; ratio "
+            + fixed(r.value("ratio_alone", 0.0), 2);
+  }
+  if (workload == "seq10")
+    return line;
   // http10: runs that did not complete, and the service its steps called.
   line += "; " + std::to_string(cl.value("failed", size_t{0})) + " runs failed";
   if (r.contains("echo_requests"))

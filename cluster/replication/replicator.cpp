@@ -165,16 +165,20 @@ struct replicator::state {
     /// truncation, so its log is a prefix of ours).
     uint64_t log_end = 0;
     bool known = false;
-    /// When records were last shipped to it.
+    /// When the oldest shipment of records on its way was sent (or the
+    /// follower last made progress on them).
     clock::time_point shipped_at{};
     /// When anything (records or a heartbeat) was last sent to it.
     clock::time_point last_sent{};
     /// When it last answered.
     clock::time_point acked_at{};
-    /// Whether a shipment of records is on its way, unanswered: one at a
-    /// time per partition and follower (what was written meanwhile goes in
-    /// the next), so that a slow follower is never flooded.
+    /// Whether a shipment of records is on its way, unanswered.
     bool in_flight = false;
+    /// The last offset of each shipment on its way, oldest first: at most
+    /// max_in_flight per partition and follower (what is written meanwhile
+    /// waits for the next), so that records go out without waiting for
+    /// the previous answer, yet a slow follower is never flooded.
+    std::deque<uint64_t> on_way;
     clock::time_point shrink_asked{};
     clock::time_point expand_asked{};
     bool shrink_pending = false;
@@ -222,6 +226,10 @@ struct replicator::state {
   std::map<std::string, outgoing> outbox;
   /// (destination, partition) given an entry of kind ship this round.
   std::set<std::pair<std::string, uint32_t>> shipped;
+  /// Commits decided this round, by partition: the offset to commit up to
+  /// (a leader's high watermark, a follower's leader's committed offset).
+  /// All go to the store in one commit_many at the round's end.
+  std::map<uint32_t, uint64_t> to_commit;
 
   /// Published for the other threads, under replicator::mu_.
   std::map<uint32_t, partition_metrics> views;
@@ -257,6 +265,9 @@ class engine {
 
   void assign(uint32_t p, const std::string& leader, uint64_t epoch,
               std::vector<std::string> isr, std::vector<std::string> replicas) {
+    // What this round decided to commit is applied before the partition
+    // changes hands.
+    commit_pending();
     auto& ps = st_.parts[p];
     st_.dirty.insert(p);
     auto now = clock::now();
@@ -422,7 +433,8 @@ class engine {
             state::follower& f) {
     // Records go only to a follower that answered at this epoch: its log is
     // then a prefix of ours, truncated by KIP-101. Others get heartbeats.
-    if (!f.known || f.in_flight || f.next > ps.log_end)
+    if (!f.known || f.on_way.size() >= std::max<size_t>(1, opts_.max_in_flight)
+        || f.next > ps.log_end)
       return;
     if (st_.outbox[m].record_bytes >= opts_.max_message_bytes)
       flush(m);
@@ -453,7 +465,10 @@ class engine {
     st_.outbox[m].record_bytes += bytes;
     st_.counters.records_shipped += records.size();
     f.next = records.back().offset + 1;
-    f.shipped_at = f.last_sent = clock::now();
+    f.last_sent = clock::now();
+    if (f.on_way.empty())
+      f.shipped_at = f.last_sent;
+    f.on_way.push_back(records.back().offset);
     f.in_flight = true;
     st_.shipped.emplace(m, p);
   }
@@ -489,12 +504,8 @@ class engine {
     }
     if (hw <= ps.committed)
       return;
-    auto r = store_.commit(p, hw);
-    if (!r.ok()) {
-      warn("cannot commit partition " + std::to_string(p) + " up to "
-           + std::to_string(hw) + ": " + r.message);
-      return;
-    }
+    auto& to = st_.to_commit[p];
+    to = std::max(to, hw);
     ps.committed = hw;
     ps.committed_news = true;
     st_.dirty.insert(p);
@@ -538,17 +549,25 @@ class engine {
         // Its first answer at this epoch (after its truncation): ship from
         // its end.
         fs.next = a.log_end + 1;
-        fs.in_flight = false;
+        fs.on_way.clear();
       } else if (a.log_end + 1 >= fs.next) {
         // It has all that was shipped.
-        fs.in_flight = false;
-      } else if (!fs.in_flight) {
+        fs.on_way.clear();
+      } else {
+        // Shipments it answered: gone from the way.
+        if (!fs.on_way.empty() && fs.on_way.front() <= a.log_end) {
+          while (!fs.on_way.empty() && fs.on_way.front() <= a.log_end)
+            fs.on_way.pop_front();
+          fs.shipped_at = now;
+        }
         // Nothing on its way, and it lacks what it was sent (it lost an
         // unsynced tail): ship again from its end. While a shipment is on
         // its way, an answer to an earlier message says nothing of it
         // (messages keep their order); the retry timer covers its loss.
-        fs.next = a.log_end + 1;
+        if (fs.on_way.empty())
+          fs.next = a.log_end + 1;
       }
+      fs.in_flight = !fs.on_way.empty();
       fs.known = true;
       fs.log_end = a.log_end;
       if (fs.next <= a.log_end)
@@ -558,6 +577,7 @@ class engine {
       // Records were lost on the way: ship again from what it expects.
       fs.known = true;
       fs.in_flight = false;
+      fs.on_way.clear();
       fs.log_end = a.log_end;
       fs.next = a.offset;
       break;
@@ -565,12 +585,14 @@ class engine {
       // It truncates again (it asked already): wait for its answer.
       fs.known = false;
       fs.in_flight = false;
+      fs.on_way.clear();
       break;
     default:
       warn("member " + from + " refused partition "
            + std::to_string(a.partition)
            + "'s records: " + std::string{persistence::to_string(a.code)});
       fs.in_flight = false;
+      fs.on_way.clear();
       fs.next = fs.log_end + 1;
       break;
     }
@@ -704,21 +726,50 @@ class engine {
     ack(from, p, s.epoch, plog_errc::ok, 0, 0);
   }
 
-  /// Commits what the leader committed, as far as this log reaches.
+  /// Commits what the leader committed, as far as this log reaches (at
+  /// the round's end).
   void commit_to(uint32_t p, uint64_t leader_committed) {
-    auto ls = store_.log_state(p);
-    if (!ls)
+    auto& to = st_.to_commit[p];
+    to = std::max(to, leader_committed);
+  }
+
+  /// Applies the commits decided this round, in one store write. A leader
+  /// whose commit failed goes back to what its store has committed, so
+  /// that the next round tries again.
+  void commit_pending() {
+    if (st_.to_commit.empty())
       return;
-    auto to = std::min(leader_committed, ls->log_end);
-    if (to <= ls->committed)
+    std::vector<std::pair<uint32_t, uint64_t>> items;
+    items.reserve(st_.to_commit.size());
+    for (auto [p, to] : st_.to_commit) {
+      auto ls = store_.log_state(p);
+      if (!ls)
+        continue;
+      // A follower commits what it holds of what the leader committed.
+      to = std::min(to, ls->log_end);
+      if (to > ls->committed)
+        items.emplace_back(p, to);
+    }
+    st_.to_commit.clear();
+    if (items.empty())
       return;
-    auto r = store_.commit(p, to);
-    if (!r.ok())
+    auto results = store_.commit_many(items);
+    for (size_t k = 0; k < items.size(); ++k) {
+      if (results[k].ok())
+        continue;
+      auto [p, to] = items[k];
       warn("cannot commit partition " + std::to_string(p) + " up to "
-           + std::to_string(to) + ": " + r.message);
+           + std::to_string(to) + ": " + results[k].message);
+      if (auto i = st_.parts.find(p);
+          i != st_.parts.end() && i->second.as == role::leader)
+        if (auto ls = store_.log_state(p))
+          i->second.committed = std::min(i->second.committed, ls->committed);
+    }
   }
 
   void on_end(const std::string& from, const end_entry& e) {
+    // Commits come before a truncation.
+    commit_pending();
     auto i = st_.parts.find(e.partition);
     if (i == st_.parts.end())
       return;
@@ -783,6 +834,7 @@ class engine {
         // follower acknowledged.
         if (f.in_flight && now - f.shipped_at >= opts_.retry) {
           f.in_flight = false;
+          f.on_way.clear();
           f.next = f.log_end + 1;
         }
         ship(p, ps, m, f);
@@ -1105,10 +1157,12 @@ void replicator::run() {
         e.warn(std::string{"a task failed: "} + ex.what());
       }
     }
+    e.commit_pending();
     if (clock::now() >= next_tick) {
       e.tick();
       next_tick = clock::now() + opts_.heartbeat;
     }
+    e.commit_pending();
     e.flush_all();
     e.publish();
   }

@@ -66,6 +66,10 @@ struct replicator_options {
   /// way (what is written meanwhile goes in the next), so this also bounds
   /// what a slow follower is sent ahead. Default: 1 MiB.
   size_t max_message_bytes = size_t{1} << 20;
+  /// Most shipments of one partition on their way to one follower,
+  /// unanswered: records written while earlier ones travel go out at once
+  /// rather than a round trip later. Default: 4.
+  size_t max_in_flight = 4;
 
   /// Asks the controller to drop `member` from partition `partition`'s
   /// ISR at `epoch` (a guarded transaction), saying why. Called on the

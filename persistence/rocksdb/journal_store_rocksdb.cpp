@@ -632,6 +632,74 @@ class rocksdb_journal_store final : public journal_store {
     return r;
   }
 
+  std::vector<plog_result> commit_many(
+    const std::vector<std::pair<uint32_t, uint64_t>>& items) override {
+    std::vector<plog_result> out(items.size());
+    callbacks ready;
+    {
+      std::lock_guard<std::mutex> lk{plog_mu_};
+      const uint64_t chunk = std::max<size_t>(1, opts_.replication.apply_batch);
+      rocksdb::WriteBatch wb;
+      // (item, the partition's meta once written) of those staged in wb.
+      std::vector<std::pair<size_t, partition_log_state>> staged;
+      uint64_t records = 0;
+      for (size_t i = 0; i < items.size(); ++i) {
+        auto [part, to] = items[i];
+        if (out[i] = check_partition(part); !out[i].ok())
+          continue;
+        if (out[i] = check_apply(part, to); !out[i].ok())
+          continue;
+        const auto& m = metas_[part];
+        if (to <= m.applied)
+          continue;
+        bool twice = false;
+        for (auto& [j, next] : staged)
+          twice = twice || items[j].first == part;
+        if (twice || records + (to - m.applied) > chunk) {
+          // Too much for the shared write (or named twice): on its own.
+          out[i] = apply_to(part, to, ready);
+          continue;
+        }
+        partition_log_state next;
+        out[i] = stage_apply(part, to, std::max(m.committed, to), wb, next);
+        if (!out[i].ok()) {
+          // Its effects may be half in wb: start the batch again without it.
+          wb.Clear();
+          auto earlier = std::move(staged);
+          staged.clear();
+          records = 0;
+          for (auto& [j, n] : earlier) {
+            auto r = stage_apply(items[j].first, items[j].second, n.committed,
+                                 wb, n);
+            if (!r.ok())
+              out[j] = r;
+            else {
+              staged.emplace_back(j, std::move(n));
+              records += items[j].second - metas_[items[j].first].applied;
+            }
+          }
+          continue;
+        }
+        records += to - m.applied;
+        staged.emplace_back(i, std::move(next));
+      }
+      if (!staged.empty()) {
+        if (auto r = write_applied(items[staged.front().first].first, wb);
+            !r.ok()) {
+          for (auto& [j, next] : staged)
+            out[j] = r;
+        } else {
+          for (auto& [j, next] : staged)
+            out[j] = applied(items[j].first, std::move(next), ready);
+        }
+      }
+    }
+    for (auto& done : ready)
+      if (done)
+        call_quietly([&] { done(std::string{}); });
+    return out;
+  }
+
   plog_result truncate(uint32_t part, uint64_t after) override {
     std::vector<std::pair<uint64_t, callbacks>> dropped;
     std::string why;
@@ -728,12 +796,32 @@ class rocksdb_journal_store final : public journal_store {
                        + std::to_string(from) + ": its log ends at "
                        + std::to_string(m.log_end),
                      m.log_end);
+    size_t bytes = 0;
+    // A leader ships mostly records not committed yet: those not applied
+    // are in the overlay, in order, and need no read.
+    if (part < overlays_.size()) {
+      const auto& recs = overlays_[part].records;
+      if (!recs.empty() && recs.front().offset <= from
+          && recs.back().offset == m.log_end
+          && recs.back().offset - recs.front().offset + 1 == recs.size()) {
+        for (auto i = recs.begin()
+                      + static_cast<ptrdiff_t>(from - recs.front().offset);
+             i != recs.end() && (bytes < max_bytes || bytes == 0); ++i) {
+          log_record r;
+          r.offset = i->offset;
+          r.epoch = plog::record_epoch(i->bytes).value_or(0);
+          r.bytes = i->bytes;
+          bytes += r.bytes.size();
+          out.push_back(std::move(r));
+        }
+        return {};
+      }
+    }
     const std::string upper = plog::record_key(part, m.log_end + 1);
     rocksdb::Slice upper_slice{upper};
     rocksdb::ReadOptions ro;
     ro.iterate_upper_bound = &upper_slice;
     std::unique_ptr<rocksdb::Iterator> it{db_->NewIterator(ro, plog_)};
-    size_t bytes = 0;
     for (it->Seek(plog::record_key(part, from));
          it->Valid() && (bytes < max_bytes || bytes == 0); it->Next()) {
       auto offset = plog::record_offset(it->key().ToStringView(), part);
@@ -1738,90 +1826,127 @@ class rocksdb_journal_store final : public journal_store {
   /// `ready`. Under plog_mu_ (or before the threads start).
   plog_result apply_to(uint32_t part, uint64_t to, callbacks& ready) {
     auto& m = metas_[part];
+    if (auto r = check_apply(part, to); !r.ok() || to <= m.applied)
+      return r;
+    const uint64_t committed = std::max(m.committed, to);
+    const uint64_t chunk = std::max<size_t>(1, opts_.replication.apply_batch);
+    rocksdb::WriteOptions unsynced;
+    while (m.applied < to) {
+      const uint64_t last = std::min(to, m.applied + chunk);
+      rocksdb::WriteBatch wb;
+      partition_log_state next;
+      if (auto r = stage_apply(part, last, committed, wb, next); !r.ok())
+        return r;
+      if (auto r = write_applied(part, wb); !r.ok())
+        return r;
+      if (auto r = applied(part, std::move(next), ready); !r.ok())
+        return r;
+    }
+    return {};
+  }
+
+  /// Whether `part` may be committed up to `to`: not past its end.
+  plog_result check_apply(uint32_t part, uint64_t to) const {
+    const auto& m = metas_[part];
     if (to > m.log_end)
       return refused(plog_errc::beyond_end,
                      "cannot commit " + partition_name(part) + " up to offset "
                        + std::to_string(to) + ": its log ends at "
                        + std::to_string(m.log_end),
                      m.log_end);
-    if (to <= m.applied)
-      return {};
-    const uint64_t committed = std::max(m.committed, to);
-    const uint64_t chunk = std::max<size_t>(1, opts_.replication.apply_batch);
-    rocksdb::WriteOptions unsynced;
-    while (m.applied < to) {
-      const uint64_t from = m.applied + 1;
-      const uint64_t last = std::min(to, m.applied + chunk);
-      rocksdb::WriteBatch wb;
-      uint64_t expected = from;
-      plog_result failed;
-      auto apply_one = [&](std::string_view record) {
-        failed = add_effects(part, expected, record, wb);
-        if (failed.ok())
-          ++expected;
-        return failed.ok();
-      };
-      // The records not applied yet are in the overlay, in order; a store
-      // without one (not replicated, recovering) reads them.
-      const overlay* ov = part < overlays_.size() ? &overlays_[part] : nullptr;
-      if (ov && !ov->records.empty() && ov->records.front().offset == from) {
-        for (const auto& t : ov->records)
-          if (t.offset != expected || t.offset > last || !apply_one(t.bytes))
-            break;
-      } else {
-        const std::string upper = plog::record_key(part, last + 1);
-        rocksdb::Slice upper_slice{upper};
-        rocksdb::ReadOptions ro;
-        ro.iterate_upper_bound = &upper_slice;
-        std::unique_ptr<rocksdb::Iterator> it{db_->NewIterator(ro, plog_)};
-        for (it->Seek(plog::record_key(part, from)); it->Valid(); it->Next())
-          if (plog::record_offset(it->key().ToStringView(), part) != expected
-              || !apply_one(it->value().ToStringView()))
-            break;
-        if (!it->status().ok())
-          return refused(plog_errc::io, "cannot read the log of "
-                                          + partition_name(part) + ": "
-                                          + it->status().ToString());
-      }
-      if (!failed.ok())
-        return failed;
-      if (expected != last + 1)
-        return refused(plog_errc::corrupt, "record " + std::to_string(expected)
-                                             + " of " + partition_name(part)
-                                             + " is missing");
-      auto next = m;
-      next.committed = committed;
-      next.applied = last;
-      wb.Put(db_->DefaultColumnFamily(), plog::meta_key(part),
-             plog::encode_meta(next))
-        .PermitUncheckedError();
-      if (db_failed_ && db_->Resume().ok())
-        db_failed_ = false;
-      auto s = db_->Write(unsynced, &wb);
-      if (!s.ok()) {
-        if (s.IsIOError())
-          db_failed_ = true;
-        return refused(plog_errc::io, "cannot apply the log of "
+    return {};
+  }
+
+  /// Adds to `wb` the effects of `part`'s records after its applied offset
+  /// up to `last`, and its meta as they leave it (`next`: committed up to
+  /// `committed`, applied up to `last`). Under plog_mu_.
+  plog_result stage_apply(uint32_t part, uint64_t last, uint64_t committed,
+                          rocksdb::WriteBatch& wb, partition_log_state& next) {
+    const auto& m = metas_[part];
+    const uint64_t from = m.applied + 1;
+    uint64_t expected = from;
+    plog_result failed;
+    auto apply_one = [&](std::string_view record) {
+      failed = add_effects(part, expected, record, wb);
+      if (failed.ok())
+        ++expected;
+      return failed.ok();
+    };
+    // The records not applied yet are in the overlay, in order; a store
+    // without one (not replicated, recovering) reads them.
+    const overlay* ov = part < overlays_.size() ? &overlays_[part] : nullptr;
+    if (ov && !ov->records.empty() && ov->records.front().offset == from) {
+      for (const auto& t : ov->records)
+        if (t.offset != expected || t.offset > last || !apply_one(t.bytes))
+          break;
+    } else {
+      const std::string upper = plog::record_key(part, last + 1);
+      rocksdb::Slice upper_slice{upper};
+      rocksdb::ReadOptions ro;
+      ro.iterate_upper_bound = &upper_slice;
+      std::unique_ptr<rocksdb::Iterator> it{db_->NewIterator(ro, plog_)};
+      for (it->Seek(plog::record_key(part, from)); it->Valid(); it->Next())
+        if (plog::record_offset(it->key().ToStringView(), part) != expected
+            || !apply_one(it->value().ToStringView()))
+          break;
+      if (!it->status().ok())
+        return refused(plog_errc::io, "cannot read the log of "
                                         + partition_name(part) + ": "
-                                        + s.ToString());
-      }
-      m = std::move(next);
-      prune_overlay(part, last);
-      if (part < waiting_.size()) {
-        auto& queue = waiting_[part];
-        while (!queue.empty() && queue.front().first <= last) {
-          for (auto& done : queue.front().second)
-            ready.push_back(std::move(done));
-          queue.pop_front();
-        }
-      }
-      if (opts_.replication.after_apply_write
-          && !opts_.replication.after_apply_write(part, last))
-        return refused(plog_errc::io, "stopped applying the log of "
-                                        + partition_name(part) + " after "
-                                        + std::to_string(last)
-                                        + " (after_apply_write)");
+                                        + it->status().ToString());
     }
+    if (!failed.ok())
+      return failed;
+    if (expected != last + 1)
+      return refused(plog_errc::corrupt, "record " + std::to_string(expected)
+                                           + " of " + partition_name(part)
+                                           + " is missing");
+    next = m;
+    next.committed = committed;
+    next.applied = last;
+    wb.Put(db_->DefaultColumnFamily(), plog::meta_key(part),
+           plog::encode_meta(next))
+      .PermitUncheckedError();
+    return {};
+  }
+
+  /// Writes staged applies, unsynced (an open re-applies what a crash
+  /// lost). `part` names the partition in the error (one of them).
+  plog_result write_applied(uint32_t part, rocksdb::WriteBatch& wb) {
+    if (db_failed_ && db_->Resume().ok())
+      db_failed_ = false;
+    rocksdb::WriteOptions unsynced;
+    auto s = db_->Write(unsynced, &wb);
+    if (!s.ok()) {
+      if (s.IsIOError())
+        db_failed_ = true;
+      return refused(plog_errc::io, "cannot apply the log of "
+                                      + partition_name(part) + ": "
+                                      + s.ToString());
+    }
+    return {};
+  }
+
+  /// After the write of a staged apply: `part`'s meta becomes `next`, and
+  /// the callbacks of the appends applied go to `ready`.
+  plog_result applied(uint32_t part, partition_log_state next,
+                      callbacks& ready) {
+    const uint64_t last = next.applied;
+    metas_[part] = std::move(next);
+    prune_overlay(part, last);
+    if (part < waiting_.size()) {
+      auto& queue = waiting_[part];
+      while (!queue.empty() && queue.front().first <= last) {
+        for (auto& done : queue.front().second)
+          ready.push_back(std::move(done));
+        queue.pop_front();
+      }
+    }
+    if (opts_.replication.after_apply_write
+        && !opts_.replication.after_apply_write(part, last))
+      return refused(plog_errc::io, "stopped applying the log of "
+                                      + partition_name(part) + " after "
+                                      + std::to_string(last)
+                                      + " (after_apply_write)");
     return {};
   }
 

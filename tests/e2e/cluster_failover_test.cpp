@@ -91,7 +91,6 @@ struct Failover : troupe::test::replicated_fixture {
       }
     return out;
   }
-
 };
 
 } // namespace

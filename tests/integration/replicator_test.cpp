@@ -142,6 +142,8 @@ struct ReplicatorTest : ::testing::Test {
   bool act_on_isr = true;
   std::chrono::milliseconds replica_lag = 10s;
   uint32_t min_insync = 2;
+  std::chrono::milliseconds retry = 100ms;
+  size_t max_in_flight = 4;
   std::vector<std::string> warnings;
 
   ~ReplicatorTest() override {
@@ -171,7 +173,8 @@ struct ReplicatorTest : ::testing::Test {
     ro.min_insync = min_insync;
     ro.replica_lag = replica_lag;
     ro.heartbeat = 20ms;
-    ro.retry = 100ms;
+    ro.retry = retry;
+    ro.max_in_flight = max_in_flight;
     ro.shrink_isr = [this](uint32_t p, uint64_t epoch, const std::string& who,
                            const std::string& why) {
       std::lock_guard lock{mu};
@@ -307,6 +310,44 @@ TEST_F(ReplicatorTest, AppendsAreAnsweredOnlyOnceEveryInSyncReplicaHasThem) {
   EXPECT_EQ(committed("a", 1), 2u);
   for (int i = 2; i < 20; ++i)
     EXPECT_EQ(append("a", step("r1-a", i)).get(), "");
+  expect_identical(1, "a");
+}
+
+TEST_F(ReplicatorTest, RecordsGoOutBeforeEarlierOnesAreAnsweredUpToALimit) {
+  // No shipment is sent again in this test's time: only the limit of
+  // shipments on their way decides what the followers get.
+  retry = 1h;
+  max_in_flight = 3;
+  three();
+  EXPECT_EQ(append("a", submit("r1-a")).get(), "");
+  // The followers' answers are lost from here on: nothing commits.
+  net.cut("b", "a");
+  net.cut("c", "a");
+  std::vector<answer> pending;
+  for (int i = 1; i <= 3; ++i) {
+    pending.push_back(append("a", step("r1-a", i)));
+    // Each append its own record, shipped while the earlier ones wait.
+    EXPECT_TRUE(eventually(
+      [&] { return log_end("b", 1) == 1u + i && log_end("c", 1) == 1u + i; }))
+      << "record " << 1 + i << " did not reach the followers";
+  }
+  // A fourth record waits for an answer: three shipments are on their way.
+  pending.push_back(append("a", step("r1-a", 4)));
+  EXPECT_TRUE(eventually([&] { return log_end("a", 1) == 5u; }));
+  ASSERT_TRUE(repl("a").drain(5s));
+  ASSERT_TRUE(repl("b").drain(5s));
+  ASSERT_TRUE(repl("c").drain(5s));
+  EXPECT_EQ(log_end("b", 1), 4u);
+  EXPECT_EQ(log_end("c", 1), 4u);
+  for (auto& a : pending)
+    EXPECT_FALSE(a.ready());
+  EXPECT_EQ(committed("a", 1), 1u);
+  // Answers again: what waited goes out, and all commit.
+  net.cut("b", "a", false);
+  net.cut("c", "a", false);
+  EXPECT_EQ(append("a", step("r1-a", 5)).get(), "");
+  for (auto& a : pending)
+    EXPECT_EQ(a.get(), "");
   expect_identical(1, "a");
 }
 

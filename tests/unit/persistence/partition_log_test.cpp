@@ -708,3 +708,55 @@ TEST_F(PartitionLogTest, AShipmentOfManyRecordsIsAcceptedInOneCall) {
   for (auto& a : answers)
     EXPECT_EQ(a.get(), "");
 }
+
+TEST_F(PartitionLogTest, CommitManyAppliesSeveralPartitionsInOneCall) {
+  auto direct = open("direct", /*replicated=*/false);
+  auto store = open("replicated", true, [](journal_store::options& o) {
+    // Partition 1's records do not fit the shared write: applied alone.
+    o.replication.apply_batch = 2;
+  });
+  ASSERT_TRUE(direct && store);
+  std::vector<journal_store::append_op> ops
+    = {submit("r1-a", "key-a"), step("r1-a", 1), submit("r2-b"),
+       step("r1-a", 2),         finish("r1-a"),  step("r2-b", 1)};
+  std::vector<answer> answers;
+  for (auto& op : ops) {
+    answers.push_back(append(*store, op));
+    store->flush();
+    EXPECT_EQ(append(*direct, op).get(), "");
+  }
+  ASSERT_EQ(store->log_state(1)->log_end, 4u);
+  ASSERT_EQ(store->log_state(2)->log_end, 2u);
+  // The records not applied yet are read from memory, as from the disk.
+  std::vector<log_record> records;
+  ASSERT_TRUE(store->read_records(1, 2, 1 << 20, records).ok());
+  ASSERT_EQ(records.size(), 3u);
+  EXPECT_EQ(records.front().offset, 2u);
+  EXPECT_EQ(records.back().offset, 4u);
+
+  // Partition 2 in full, partition 1 in part; one past its end is
+  // refused without stopping the others; 7 is out of range.
+  auto r = store->commit_many({{2, 2}, {1, 3}, {3, 1}, {7, 1}});
+  ASSERT_EQ(r.size(), 4u);
+  EXPECT_TRUE(r[0].ok()) << r[0].message;
+  EXPECT_TRUE(r[1].ok()) << r[1].message;
+  EXPECT_EQ(r[2].code, plog_errc::beyond_end);
+  EXPECT_EQ(r[3].code, plog_errc::bad_partition);
+  EXPECT_EQ(store->log_state(2)->applied, 2u);
+  EXPECT_EQ(store->log_state(1)->applied, 3u);
+  EXPECT_EQ(store->log_state(1)->committed, 3u);
+  for (size_t i : {0, 1, 2, 3, 5})
+    EXPECT_EQ(answers[i].get(), "") << "append " << i;
+  EXPECT_FALSE(answers[4].ready());
+  // Committing again at or below the applied offset is a no-op.
+  r = store->commit_many({{2, 1}, {1, 4}});
+  EXPECT_TRUE(r[0].ok() && r[1].ok());
+  EXPECT_EQ(answers[4].get(), "");
+  EXPECT_EQ(store->log_state(1)->applied, 4u);
+
+  direct.reset();
+  store.reset();
+  auto want = applied_state(path("direct"));
+  EXPECT_GT(want.size(), 10u);
+  EXPECT_EQ(applied_state(path("replicated")), want);
+}
