@@ -135,6 +135,25 @@ struct PartitionLogTest : ::testing::Test {
     return store;
   }
 
+  /// Appends two runs' submissions and steps (r1-a in partition 1, with
+  /// key-a, and r2-b in partition 2) to `store`, one record per append, and
+  /// the same to `direct`, whose appends must succeed: `store`'s answers,
+  /// in order (partition 1's records: 0, 1, 3, 4; partition 2's: 2, 5).
+  static std::vector<answer> two_runs(journal_store& store,
+                                      journal_store& direct) {
+    std::vector<journal_store::append_op> ops
+      = {submit("r1-a", "key-a"), step("r1-a", 1), submit("r2-b"),
+         step("r1-a", 2),         finish("r1-a"),  step("r2-b", 1)};
+    std::vector<answer> answers;
+    for (auto& op : ops) {
+      answers.push_back(append(store, op));
+      // One append per record, to see several records before the commit.
+      store.flush();
+      EXPECT_EQ(append(direct, op).get(), "");
+    }
+    return answers;
+  }
+
   /// Ships partition `p`'s records from `from` on, from `leader` of `epoch`
   /// to `follower`.
   static void ship(journal_store& leader, journal_store& follower, uint32_t p,
@@ -156,16 +175,7 @@ TEST_F(PartitionLogTest,
   auto direct = open("direct", /*replicated=*/false);
   auto store = open("replicated");
   ASSERT_TRUE(direct && store);
-  std::vector<journal_store::append_op> ops
-    = {submit("r1-a", "key-a"), step("r1-a", 1), submit("r2-b"),
-       step("r1-a", 2),         finish("r1-a"),  step("r2-b", 1)};
-  std::vector<answer> answers;
-  for (auto& op : ops) {
-    answers.push_back(append(*store, op));
-    // One append per record, to see several records before the commit.
-    store->flush();
-    EXPECT_EQ(append(*direct, op).get(), "");
-  }
+  auto answers = two_runs(*store, *direct);
   // Recorded, durable, and not in effect: no callback, no run, no key.
   for (auto& a : answers)
     EXPECT_FALSE(a.ready());
@@ -716,15 +726,7 @@ TEST_F(PartitionLogTest, CommitManyAppliesSeveralPartitionsInOneCall) {
     o.replication.apply_batch = 2;
   });
   ASSERT_TRUE(direct && store);
-  std::vector<journal_store::append_op> ops
-    = {submit("r1-a", "key-a"), step("r1-a", 1), submit("r2-b"),
-       step("r1-a", 2),         finish("r1-a"),  step("r2-b", 1)};
-  std::vector<answer> answers;
-  for (auto& op : ops) {
-    answers.push_back(append(*store, op));
-    store->flush();
-    EXPECT_EQ(append(*direct, op).get(), "");
-  }
+  auto answers = two_runs(*store, *direct);
   ASSERT_EQ(store->log_state(1)->log_end, 4u);
   ASSERT_EQ(store->log_state(2)->log_end, 2u);
   // The records not applied yet are read from memory, as from the disk.
