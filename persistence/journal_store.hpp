@@ -480,7 +480,8 @@ class journal_store {
   /// commit() for several partitions (each at most once), applied together
   /// in one unsynced WriteBatch where their records fit in apply_batch:
   /// a replicator's commits of one round for the cost of one write.
-  /// Answers each, in order.
+  /// Answers each, in order; a partition named again is refused
+  /// (bad_partition).
   virtual std::vector<plog_result>
   commit_many(const std::vector<std::pair<uint32_t, uint64_t>>& items) = 0;
 

@@ -172,8 +172,6 @@ struct replicator::state {
     clock::time_point last_sent{};
     /// When it last answered.
     clock::time_point acked_at{};
-    /// Whether a shipment of records is on its way, unanswered.
-    bool in_flight = false;
     /// The last offset of each shipment on its way, oldest first: at most
     /// max_in_flight per partition and follower (what is written meanwhile
     /// waits for the next), so that records go out without waiting for
@@ -469,7 +467,6 @@ class engine {
     if (f.on_way.empty())
       f.shipped_at = f.last_sent;
     f.on_way.push_back(records.back().offset);
-    f.in_flight = true;
     st_.shipped.emplace(m, p);
   }
 
@@ -567,7 +564,6 @@ class engine {
         if (fs.on_way.empty())
           fs.next = a.log_end + 1;
       }
-      fs.in_flight = !fs.on_way.empty();
       fs.known = true;
       fs.log_end = a.log_end;
       if (fs.next <= a.log_end)
@@ -576,7 +572,6 @@ class engine {
     case plog_errc::gap:
       // Records were lost on the way: ship again from what it expects.
       fs.known = true;
-      fs.in_flight = false;
       fs.on_way.clear();
       fs.log_end = a.log_end;
       fs.next = a.offset;
@@ -584,14 +579,12 @@ class engine {
     case plog_errc::diverged:
       // It truncates again (it asked already): wait for its answer.
       fs.known = false;
-      fs.in_flight = false;
       fs.on_way.clear();
       break;
     default:
       warn("member " + from + " refused partition "
            + std::to_string(a.partition)
            + "'s records: " + std::string{persistence::to_string(a.code)});
-      fs.in_flight = false;
       fs.on_way.clear();
       fs.next = fs.log_end + 1;
       break;
@@ -832,8 +825,7 @@ class engine {
       for (auto& [m, f] : ps.followers) {
         // A shipment not answered in time: lost; ship again from what the
         // follower acknowledged.
-        if (f.in_flight && now - f.shipped_at >= opts_.retry) {
-          f.in_flight = false;
+        if (!f.on_way.empty() && now - f.shipped_at >= opts_.retry) {
           f.on_way.clear();
           f.next = f.log_end + 1;
         }

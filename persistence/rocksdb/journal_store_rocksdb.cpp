@@ -642,6 +642,7 @@ class rocksdb_journal_store final : public journal_store {
       rocksdb::WriteBatch wb;
       // (item, the partition's meta once written) of those staged in wb.
       std::vector<std::pair<size_t, partition_log_state>> staged;
+      std::set<uint32_t> named;
       uint64_t records = 0;
       for (size_t i = 0; i < items.size(); ++i) {
         auto [part, to] = items[i];
@@ -649,37 +650,30 @@ class rocksdb_journal_store final : public journal_store {
           continue;
         if (out[i] = check_apply(part, to); !out[i].ok())
           continue;
+        if (!named.insert(part).second) {
+          // Its staged meta would be written over the other's.
+          out[i] = refused(plog_errc::bad_partition,
+                           partition_name(part)
+                             + " is named twice in one commit_many");
+          continue;
+        }
         const auto& m = metas_[part];
         if (to <= m.applied)
           continue;
-        bool twice = false;
-        for (auto& [j, next] : staged)
-          twice = twice || items[j].first == part;
-        if (twice || records + (to - m.applied) > chunk) {
-          // Too much for the shared write (or named twice): on its own.
+        if (records + (to - m.applied) > chunk) {
+          // Too much for the shared write: on its own.
           out[i] = apply_to(part, to, ready);
           continue;
         }
         partition_log_state next;
+        wb.SetSavePoint();
         out[i] = stage_apply(part, to, std::max(m.committed, to), wb, next);
         if (!out[i].ok()) {
-          // Its effects may be half in wb: start the batch again without it.
-          wb.Clear();
-          auto earlier = std::move(staged);
-          staged.clear();
-          records = 0;
-          for (auto& [j, n] : earlier) {
-            auto r = stage_apply(items[j].first, items[j].second, n.committed,
-                                 wb, n);
-            if (!r.ok())
-              out[j] = r;
-            else {
-              staged.emplace_back(j, std::move(n));
-              records += items[j].second - metas_[items[j].first].applied;
-            }
-          }
+          // Its effects may be half in wb: take them out again.
+          wb.RollbackToSavePoint().PermitUncheckedError();
           continue;
         }
+        wb.PopSavePoint().PermitUncheckedError();
         records += to - m.applied;
         staged.emplace_back(i, std::move(next));
       }

@@ -750,6 +750,12 @@ TEST_F(PartitionLogTest, CommitManyAppliesSeveralPartitionsInOneCall) {
   for (size_t i : {0, 1, 2, 3, 5})
     EXPECT_EQ(answers[i].get(), "") << "append " << i;
   EXPECT_FALSE(answers[4].ready());
+  // A partition named twice: the second is refused, naming it.
+  r = store->commit_many({{2, 2}, {2, 2}});
+  EXPECT_TRUE(r[0].ok());
+  EXPECT_EQ(r[1].code, plog_errc::bad_partition);
+  EXPECT_NE(r[1].message.find("named twice"), std::string::npos)
+    << r[1].message;
   // Committing again at or below the applied offset is a no-op.
   r = store->commit_many({{2, 1}, {1, 4}});
   EXPECT_TRUE(r[0].ok() && r[1].ok());
