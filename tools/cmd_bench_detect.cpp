@@ -1217,6 +1217,30 @@ static std::optional<size_t> parse_bench_cluster_size(const std::string& text,
   return n;
 }
 
+/// Replicated http10 over `c`, its steps calling --echo-url or an echo
+/// service of the bench's own (whose requests it counts); null on failure
+/// (the cause said).
+json measure_http10(const bench_options& b, bench_cluster& c,
+                    size_t replication, size_t concurrency) {
+  std::unique_ptr<bench::echo_service> own_echo;
+  if (b.echo_url.empty())
+    own_echo = std::make_unique<bench::echo_service>();
+  auto echo_before = own_echo ? own_echo->requests() : 0;
+  auto h = measure_replicated(
+    c, replication,
+    {"http10", b.n_set ? b.n : (b.quick ? 300 : 2'000), concurrency,
+     own_echo ? own_echo->url() : b.echo_url});
+  if (h.is_null())
+    return h;
+  if (own_echo) {
+    h["echo"] = "built-in";
+    h["echo_requests"] = own_echo->requests() - echo_before;
+  } else {
+    h["echo"] = b.echo_url;
+  }
+  return h;
+}
+
 int run_bench_cluster(const global_options& g, const bench_options& b) {
   std::string why;
   auto n = parse_bench_cluster_size(b.cluster, why);
@@ -1224,13 +1248,22 @@ int run_bench_cluster(const global_options& g, const bench_options& b) {
     std::cerr << "troupe: bench: " << why << "\n";
     return exit_bad_input;
   }
-  if (!b.workloads.empty()) {
-    std::cerr << "troupe: bench: --cluster runs its own workloads (fanexec10, "
-                 "replicated seq10 and http10, failover and failure "
-                 "detection): leave out '"
-              << b.workloads.front() << "'\n";
-    return exit_bad_input;
-  }
+  // The parts to run: every one by default, else those named.
+  static const std::vector<std::string> parts{"fanexec10", "seq10", "http10",
+                                              "failover", "detect"};
+  for (auto& w : b.workloads)
+    if (std::find(parts.begin(), parts.end(), w) == parts.end()) {
+      std::cerr << "troupe: bench: --cluster runs fanexec10, seq10, http10, "
+                   "failover and detect (all by default, else those named): "
+                   "leave out '"
+                << w << "'\n";
+      return exit_bad_input;
+    }
+  auto wanted = [&](const std::string& part) {
+    return b.workloads.empty()
+           || std::find(b.workloads.begin(), b.workloads.end(), part)
+                != b.workloads.end();
+  };
   if (!g.node.empty()) {
     std::cerr << "troupe: bench: --cluster starts its own etcd and members: "
                  "leave out --node\n";
@@ -1266,75 +1299,74 @@ int run_bench_cluster(const global_options& g, const bench_options& b) {
                  "embedded; "
               << trials << " x kill -9 of a partition leader with "
               << failover_runs << " runs in flight; then " << trials
-              << " x kill -9 and " << trials << " x SIGSTOP detection ...\n";
+              << " x kill -9 and " << trials << " x SIGSTOP detection"
+              << (b.workloads.empty() ? "" : "; only the parts named")
+              << " ...\n";
   if (auto e = start_bench_cluster(c, etcd, member_names(*n)); !e.empty()) {
     std::cerr << "troupe: bench: " << e << "\n";
     return exit_failed;
   }
-  auto f = measure_fan(b, c);
-  if (f.is_null())
-    return exit_failed;
-  if (!g.json)
-    std::cerr << "  " << describe_fan(f, *n) << "\n";
-  size_t concurrency = b.concurrency_set ? b.concurrency : 50;
-  auto s = measure_replicated(
-    c, replication,
-    {"seq10", b.n_set ? b.n : (b.quick ? 1'000 : 20'000), concurrency, {}});
-  if (s.is_null())
-    return exit_failed;
-  if (!g.json)
-    std::cerr << "  " << describe_replicated(s, *n) << "\n";
-  // http10's steps call --echo-url, else an echo service of the bench's
-  // own (its requests counted from here).
-  std::unique_ptr<bench::echo_service> own_echo;
-  if (b.echo_url.empty())
-    own_echo = std::make_unique<bench::echo_service>();
-  auto echo_before = own_echo ? own_echo->requests() : 0;
-  auto h = measure_replicated(
-    c, replication,
-    {"http10", b.n_set ? b.n : (b.quick ? 300 : 2'000), concurrency,
-     own_echo ? own_echo->url() : b.echo_url});
-  if (h.is_null())
-    return exit_failed;
-  if (own_echo) {
-    h["echo"] = "built-in";
-    h["echo_requests"] = own_echo->requests() - echo_before;
-    own_echo.reset();
-  } else {
-    h["echo"] = b.echo_url;
-  }
-  if (!g.json)
-    std::cerr << "  " << describe_replicated(h, *n) << "\n";
-  auto fo = measure_failover(g, c, trials, failover_runs, replication);
-  if (fo.is_null())
-    return exit_failed;
-  auto d = measure_detect(g, c, trials);
-  if (d.is_null())
-    return exit_failed;
   json r{{"workload", "cluster"},
          {"members", *n},
          {"replication", replication},
-         {"min_insync", min_insync},
-         {"fan", f},
-         {"seq10", s},
-         {"http10", h},
-         {"failover", fo},
-         {"detect", d}};
-  if (g.json) {
-    std::cout << r.dump() << std::endl;
-  } else {
-    std::cout << "cluster of " << *n << " members (etcd and members on "
-              << "127.0.0.1, one run):\n  " << describe_fan(f, *n) << "\n  "
-              << describe_replicated(s, *n) << "\n  "
-              << describe_replicated(h, *n) << "\n"
-              << describe_failover(fo, "  ") << describe_detect(d, "  ")
-              << std::flush;
+         {"min_insync", min_insync}};
+  std::string report;
+  if (wanted("fanexec10")) {
+    auto f = measure_fan(b, c);
+    if (f.is_null())
+      return exit_failed;
+    if (!g.json)
+      std::cerr << "  " << describe_fan(f, *n) << "\n";
+    r["fan"] = f;
+    report += "  " + describe_fan(f, *n) + "\n";
   }
+  size_t concurrency = b.concurrency_set ? b.concurrency : 50;
+  if (wanted("seq10")) {
+    auto s = measure_replicated(
+      c, replication,
+      {"seq10", b.n_set ? b.n : (b.quick ? 1'000 : 20'000), concurrency, {}});
+    if (s.is_null())
+      return exit_failed;
+    if (!g.json)
+      std::cerr << "  " << describe_replicated(s, *n) << "\n";
+    r["seq10"] = s;
+    report += "  " + describe_replicated(s, *n) + "\n";
+  }
+  if (wanted("http10")) {
+    auto h = measure_http10(b, c, replication, concurrency);
+    if (h.is_null())
+      return exit_failed;
+    if (!g.json)
+      std::cerr << "  " << describe_replicated(h, *n) << "\n";
+    r["http10"] = h;
+    report += "  " + describe_replicated(h, *n) + "\n";
+  }
+  json fo;
+  if (wanted("failover")) {
+    fo = measure_failover(g, c, trials, failover_runs, replication);
+    if (fo.is_null())
+      return exit_failed;
+    r["failover"] = fo;
+    report += describe_failover(fo, "  ");
+  }
+  if (wanted("detect")) {
+    auto d = measure_detect(g, c, trials);
+    if (d.is_null())
+      return exit_failed;
+    r["detect"] = d;
+    report += describe_detect(d, "  ");
+  }
+  if (g.json)
+    std::cout << r.dump() << std::endl;
+  else
+    std::cout << "cluster of " << *n << " members (etcd and members on "
+              << "127.0.0.1, one run):\n"
+              << report << std::flush;
   // A run that was lost or a completed node run again fails the command.
-  if (fo.value("lost", size_t{0}) > 0
-      || fo.value("completed_rerun", size_t{0}) > 0)
+  if (fo.is_object()
+      && (fo.value("lost", size_t{0}) > 0
+          || fo.value("completed_rerun", size_t{0}) > 0))
     return exit_failed;
   return exit_ok;
 }
-
 } // namespace troupe::tools

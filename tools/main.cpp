@@ -317,7 +317,9 @@ int main(int argc, char** argv) {
   auto* bench_cluster = bench_cmd->add_option(
     "--cluster", bench.cluster,
     "Start etcd (from PATH) and N members (2 to 9), and print fanexec10 "
-    "with spread beside embedded, and kill -9 and SIGSTOP detection times");
+    "with spread beside embedded, replicated seq10 and http10, failover, "
+    "and kill -9 and SIGSTOP detection times (parts: fanexec10 seq10 "
+    "http10 failover detect; default: all)");
   bench_cmd->add_option("--echo-url", bench.echo_url,
                         "The service http10's steps GET (with ?i=1..10); "
                         "default: one the bench starts on 127.0.0.1");

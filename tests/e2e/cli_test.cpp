@@ -424,6 +424,35 @@ TEST_F(Cli, BenchClusterQuickPrintsReplicatedSeq10Http10AndFailoverFigures) {
   EXPECT_TRUE(j.contains("fan") && j.contains("detect")) << j;
 }
 
+TEST_F(Cli, BenchClusterRunsOnlyThePartsNamed) {
+  bool have_etcd = false;
+  if (const char* path = std::getenv("PATH")) {
+    std::istringstream dirs{path};
+    for (std::string d; std::getline(dirs, d, ':');)
+      have_etcd = have_etcd || std::filesystem::exists(d + "/etcd");
+  }
+  if (!have_etcd)
+    GTEST_SKIP() << "etcd is not on PATH";
+  auto args = std::vector<std::string>{
+    TROUPE_BINARY, "--json", "bench",      "--cluster",        "2",
+    "--quick",     "detect", "--data-dir", dir.path().string()};
+  process_options opts;
+  opts.cwd = dir.path().string();
+  opts.env = {{"TROUPE_CONFIG_DIR", (dir.path() / "config").string()},
+              {"TROUPE_ENV", std::nullopt},
+              {"TROUPE_AUTH_SECRET", std::nullopt}};
+  opts.time_limit = std::chrono::seconds{120};
+  auto r = run_process(args, opts);
+  ASSERT_FALSE(r.timed_out) << r.err;
+  ASSERT_EQ(r.exit_code, 0) << r.err << r.out;
+  auto j = nlohmann::json::parse(r.out, nullptr, false);
+  ASSERT_TRUE(j.is_object()) << r.out;
+  EXPECT_EQ(j.value("members", 0), 2) << j;
+  EXPECT_TRUE(j.contains("detect")) << j;
+  for (auto part : {"fan", "seq10", "http10", "failover"})
+    EXPECT_FALSE(j.contains(part)) << part << " " << j;
+}
+
 TEST_F(Cli, BenchClusterNamesABadMemberCountAndExitsTwo) {
   // Refused before anything is started: no etcd is needed to check them.
   for (auto bad : {"0", "1", "10", "1000000", "-3", "three", "3x", ""}) {
@@ -439,9 +468,9 @@ TEST_F(Cli, BenchClusterNamesABadMemberCountAndExitsTwo) {
   EXPECT_TRUE(contains(r.err, "--echo-url '127.0.0.1:1/step' must start with "
                               "http:// or https://"))
     << r.err;
-  r = troupe({"bench", "--cluster", "3", "seq10"});
+  r = troupe({"bench", "--cluster", "3", "seq10", "fan10"});
   EXPECT_EQ(r.exit_code, 2) << r.err;
-  EXPECT_TRUE(contains(r.err, "leave out 'seq10'")) << r.err;
+  EXPECT_TRUE(contains(r.err, "leave out 'fan10'")) << r.err;
   r = troupe({"--node", "127.0.0.1:1", "bench", "--cluster", "3"});
   EXPECT_EQ(r.exit_code, 2) << r.err;
   EXPECT_TRUE(contains(r.err, "leave out --node")) << r.err;
