@@ -12,6 +12,16 @@ namespace troupe::actors {
 
 std::shared_ptr<const runtime::workflow_spec>
 spec_cache::get(const std::string& source, std::string& error) {
+  runtime::diagnostics errors;
+  auto spec = get(source, errors);
+  if (!spec)
+    error
+      = errors.empty() ? "invalid workflow" : errors.front().to_string("spec");
+  return spec;
+}
+
+std::shared_ptr<const runtime::workflow_spec>
+spec_cache::get(const std::string& source, runtime::diagnostics& errors) {
   {
     std::lock_guard guard{mtx_};
     if (auto i = specs_.find(source); i != specs_.end()) {
@@ -22,8 +32,7 @@ spec_cache::get(const std::string& source, std::string& error) {
   // Parsed outside the lock: a big workflow must not hold up the others.
   auto outcome = runtime::parse_workflow(source);
   if (!outcome.ok()) {
-    error = outcome.errors.empty() ? "invalid workflow"
-                                   : outcome.errors.front().to_string("spec");
+    errors = std::move(outcome.errors);
     return nullptr;
   }
   auto spec = std::make_shared<const runtime::workflow_spec>(

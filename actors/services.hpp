@@ -6,6 +6,7 @@
 #include "persistence/journal_store.hpp"
 #include "runtime/model/workflow.hpp"
 #include "runtime/protocol/messages.hpp"
+#include "runtime/spec/diagnostic.hpp"
 
 #include <caf/actor.hpp>
 #include <caf/error.hpp>
@@ -59,6 +60,12 @@ class spec_cache {
   /// Returns the spec parsed from `source`, or null with `error` set.
   std::shared_ptr<const runtime::workflow_spec> get(const std::string& source,
                                                     std::string& error);
+
+  /// As above, with every problem of an invalid workflow in `errors` (in
+  /// file order), for callers that report them all. Only valid specs are
+  /// kept: invalid text is parsed again on each call.
+  std::shared_ptr<const runtime::workflow_spec>
+  get(const std::string& source, runtime::diagnostics& errors);
 
   /// Sets the bounds (each at least 1) and drops what no longer fits.
   void set_limits(size_t max_entries, size_t max_bytes);

@@ -567,11 +567,14 @@ void node_service::impl::submit(const request_ptr& req, const json& msg) {
   quick(req, [self = shared_from_this(), req, source = std::move(source),
               file = file.empty() ? std::string{"workflow"} : file,
               inputs = std::move(inputs), key = std::move(key)] {
-    auto outcome = runtime::parse_workflow(source);
-    if (!outcome.ok()) {
+    // Parsed once per text: a client submitting the same workflow again
+    // and again hits the node's spec cache (which its runs share).
+    runtime::diagnostics diagnostics;
+    auto spec = self->node.specs().get(source, diagnostics);
+    if (!spec) {
       json errors = json::array();
       std::string text;
-      for (auto& d : outcome.errors) {
+      for (auto& d : diagnostics) {
         errors.push_back(d.to_string(file));
         text += (text.empty() ? "" : "\n") + d.to_string(file);
       }
@@ -579,7 +582,7 @@ void node_service::impl::submit(const request_ptr& req, const json& msg) {
                        json{{"errors", errors}});
     }
     std::vector<std::string> problems;
-    auto bound = runtime::bind_inputs(*outcome.workflow, inputs, problems);
+    auto bound = runtime::bind_inputs(*spec, inputs, problems);
     if (!bound) {
       std::string text;
       for (auto& p : problems)
@@ -587,13 +590,13 @@ void node_service::impl::submit(const request_ptr& req, const json& msg) {
       return req->fail(error_code::invalid_workflow, text,
                        json{{"errors", problems}});
     }
-    auto& workflow = outcome.workflow->name;
+    auto& workflow = spec->name;
     if (key.empty()) {
       // Without a key nothing needs looking up: journal the run without
       // holding this worker, and answer once it is durable (on the store's
       // writer thread; answers are safe from any thread).
       self->node.submit_async(
-        source, *outcome.workflow, *bound, self->hub,
+        source, *spec, *bound, self->hub,
         [self, req, workflow](const std::string& id, const std::string& error) {
           // On the store's writer thread: hand the rest (logs, metrics, the
           // answer) to the pool, so that nothing here slows the journal.
@@ -608,8 +611,8 @@ void node_service::impl::submit(const request_ptr& req, const json& msg) {
     }
     std::string error, conflict;
     bool existing = false;
-    auto id = self->node.submit(source, *outcome.workflow, *bound, self->hub,
-                                error, key, &existing, &conflict);
+    auto id = self->node.submit(source, *spec, *bound, self->hub, error, key,
+                                &existing, &conflict);
     if (!conflict.empty())
       return req->fail(error_code::conflict, "submit: " + error,
                        json{{"run_id", conflict}});

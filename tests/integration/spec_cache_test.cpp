@@ -65,3 +65,23 @@ TEST(SpecCache, DropsTheLeastRecentlyUsedByCountAndBytes) {
   EXPECT_FALSE(cache.get("name: [", error));
   EXPECT_FALSE(error.empty());
 }
+
+TEST(SpecCache, GivesEveryProblemOfAnInvalidWorkflowAndKeepsOnlyValidOnes) {
+  actors::spec_cache cache;
+  runtime::diagnostics errors;
+  // Two problems, on two lines: both come back, in file order.
+  const std::string bad = "name: wf\nnodes:\n  a: {kind: nosuchkind}\n"
+                          "  b: {kind: noop, after: [zz]}\n";
+  EXPECT_FALSE(cache.get(bad, errors));
+  ASSERT_GE(errors.size(), 2u);
+  EXPECT_LT(errors[0].line, errors[1].line);
+  EXPECT_EQ(cache.size(), 0u);
+  // A valid one is kept and shared: the submission path and the runs
+  // parse each text once.
+  errors.clear();
+  auto spec = cache.get(source(1), errors);
+  ASSERT_TRUE(spec);
+  EXPECT_TRUE(errors.empty());
+  EXPECT_EQ(cache.get(source(1), errors), spec);
+  EXPECT_EQ(cache.size(), 1u);
+}
