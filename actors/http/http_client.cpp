@@ -47,9 +47,10 @@ constexpr uint32_t max_header_bytes = 64 * 1024;
 constexpr const char* user_agent = "troupe/0.1";
 
 /// Idle connections kept per (scheme, host, port): enough for the requests
-/// a node keeps in flight to one service at a time, bounded so that a burst
-/// does not leave sockets open for long.
-constexpr size_t max_idle_per_host = 8;
+/// a node keeps in flight to one service at a time (with 8, fifty runs
+/// calling one service made a new connection for about every second
+/// request), bounded so that a burst does not leave many sockets open.
+constexpr size_t max_idle_per_host = 64;
 
 /// How long an idle connection is kept before it is closed: under the
 /// limits servers commonly close idle ones after (which a request that

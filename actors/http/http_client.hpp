@@ -54,7 +54,7 @@ struct http_outcome {
 ///
 /// Connections are kept open and used again (HTTP/1.1 keep-alive): after a
 /// response that allows it, a connection waits idle for the next request to
-/// the same scheme, host and port, at most 8 per such place, for at most
+/// the same scheme, host and port, at most 64 per such place, for at most
 /// 30 s, and is closed when the server closes it meanwhile. A request sent
 /// on a kept connection that fails before any byte of the response came
 /// back (the server had closed it just then) is sent once more on a fresh

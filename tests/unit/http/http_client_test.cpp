@@ -1009,7 +1009,7 @@ TEST(HttpClient, ARequestIsNeverSentAgainAfterPartOfAResponse) {
   EXPECT_EQ(server.accepted(), 1u);
 }
 
-TEST(HttpClient, KeepsAtMostEightIdleConnectionsPerHost) {
+TEST(HttpClient, KeepsAtMost64IdleConnectionsPerHost) {
   test_server server{[](const seen_request& s) {
                        auto r = echo(s);
                        r.delay = 300ms;
@@ -1018,22 +1018,22 @@ TEST(HttpClient, KeepsAtMostEightIdleConnectionsPerHost) {
                      server_mode{false, true}};
   http_client client;
   std::vector<std::future<http_outcome>> fs;
-  for (int i = 0; i < 12; ++i)
+  for (int i = 0; i < 70; ++i)
     fs.push_back(start(client, get(server.url("/" + std::to_string(i)))));
   for (auto& f : fs) {
     ASSERT_EQ(f.wait_for(20s), std::future_status::ready);
     EXPECT_EQ(f.get().error_kind, "");
   }
-  EXPECT_EQ(server.accepted(), 12u);
-  // The four beyond eight are closed by the client.
-  EXPECT_TRUE(eventually([&] { return server.open_connections() == 8; }))
+  EXPECT_EQ(server.accepted(), 70u);
+  // The six beyond 64 are closed by the client.
+  EXPECT_TRUE(eventually([&] { return server.open_connections() == 64; }))
     << server.open_connections();
-  // The eight kept serve the next requests.
-  for (int i = 0; i < 8; ++i)
+  // The 64 kept serve the next requests.
+  for (int i = 0; i < 64; ++i)
     fs[i] = start(client, get(server.url("/again")));
-  for (int i = 0; i < 8; ++i) {
+  for (int i = 0; i < 64; ++i) {
     ASSERT_EQ(fs[i].wait_for(20s), std::future_status::ready);
     EXPECT_EQ(fs[i].get().error_kind, "");
   }
-  EXPECT_EQ(server.accepted(), 12u);
+  EXPECT_EQ(server.accepted(), 70u);
 }
