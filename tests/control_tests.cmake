@@ -35,3 +35,10 @@ troupe_add_tests(node_control
 target_compile_definitions(troupe_node_control_tests PRIVATE
   TROUPE_BINARY="$<TARGET_FILE:troupe>")
 add_dependencies(troupe_node_control_tests troupe)
+
+# The node's answers to the control protocol over an embedded node, in one
+# process, with requests through a fake connection.
+troupe_add_tests(node_service
+  SOURCES integration/node_service_test.cpp
+  DEPS troupe_node troupe_test_support Boost::headers
+  LABELS integration)

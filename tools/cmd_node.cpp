@@ -422,6 +422,9 @@ int run_node_start(const global_options& g, const node_start_options& o) {
   // it joined, and again once it leaves.
   auto fence_of
     = std::make_shared<std::atomic<const cluster::etcd_coordinator*>>(nullptr);
+  // The mesh the partition controller asks for links; null until it is
+  // made, and again once the member leaves.
+  auto mesh_of = std::make_shared<std::atomic<const cluster::mesh*>>(nullptr);
   metrics.add_collector(
     runtime::metrics::metric_type::gauge, "troupe_cluster_members",
     "Members of the cluster by state, as this member sees them.",
@@ -495,6 +498,7 @@ int run_node_start(const global_options& g, const node_start_options& o) {
     if (detector)
       detector->stop();
     fence_of->store(nullptr);
+    mesh_of->store(nullptr);
     owner_of_runs->store(nullptr);
     if (replicated) {
       replicated->set_map(nullptr);
@@ -595,6 +599,7 @@ int run_node_start(const global_options& g, const node_start_options& o) {
     peers = std::make_unique<cluster::mesh>(node->system(), mo);
     if (replicated)
       replicated->set_mesh(peers.get());
+    mesh_of->store(peers.get());
     service.set_loads([p = placer.get()] { return p->loads(); });
     // A member not joined (its lease may have expired) starts no work until
     // it has joined again: set once it has (before, nothing is fenced: no
@@ -667,6 +672,16 @@ int run_node_start(const global_options& g, const node_start_options& o) {
         = [r = replicated.get()](const cluster::partition_record& rec) {
             r->on_change(rec);
           };
+    // The controller moves a partition away from a leader that registered
+    // again while it has no link to it (see partition_map_options::linked).
+    mo.linked = [mesh_of](const std::string& name) {
+      auto* m = mesh_of->load();
+      if (!m)
+        return true;
+      auto links = m->links();
+      auto i = links.find(name);
+      return i != links.end() && i->second.state == "connected";
+    };
     mo.info
       = [](const std::string& line) { runtime::log::info("cluster", line); };
     mo.warn

@@ -17,12 +17,16 @@
 #include <boost/beast/http/string_body.hpp>
 #include <boost/beast/http/write.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <cctype>
+#include <cerrno>
+#include <deque>
 #include <openssl/ssl.h>
 #include <openssl/x509_vfy.h>
 #include <optional>
 #include <string_view>
+#include <sys/socket.h>
 #include <thread>
 #include <unordered_map>
 
@@ -41,6 +45,17 @@ namespace {
 constexpr uint32_t max_header_bytes = 64 * 1024;
 
 constexpr const char* user_agent = "troupe/0.1";
+
+/// Idle connections kept per (scheme, host, port): enough for the requests
+/// a node keeps in flight to one service at a time (with 8, fifty runs
+/// calling one service made a new connection for about every second
+/// request), bounded so that a burst does not leave many sockets open.
+constexpr size_t max_idle_per_host = 64;
+
+/// How long an idle connection is kept before it is closed: under the
+/// limits servers commonly close idle ones after (which a request that
+/// finds its connection closed survives anyway, see can_resend).
+constexpr std::chrono::seconds idle_timeout{30};
 
 /// What a request URL says, once checked.
 struct parsed_url {
@@ -206,6 +221,13 @@ std::string check_request(const http_request& req) {
   return {};
 }
 
+/// Whether `method` may be sent twice with the effect of once (RFC 9110
+/// 9.2.2).
+bool idempotent(std::string_view method) {
+  return method == "GET" || method == "HEAD" || method == "OPTIONS"
+         || method == "TRACE" || method == "PUT" || method == "DELETE";
+}
+
 /// "2s" for whole seconds, "1500ms" otherwise.
 std::string format_duration(std::chrono::milliseconds d) {
   if (d.count() % 1000 == 0)
@@ -216,28 +238,26 @@ std::string format_duration(std::chrono::milliseconds d) {
 } // namespace
 
 struct http_client::impl {
-  /// One request in flight. Touched on the io thread only (start() fills it
-  /// in before posting it there).
-  struct call {
-    handle id = 0;
-    http_request req;
-    std::function<void(http_outcome)> done;
-    bool finished = false;
-    parsed_url url;
-    /// "GET http://host:port/path", the start of every message.
-    std::string what;
-    tcp::resolver resolver;
+  /// One connection to a server. Kept after a response that allows it, idle
+  /// in `idle_conns` until a request to the same place takes it again.
+  /// Touched on the io thread only.
+  struct link {
+    /// Where it goes: scheme, host and port (and, for https, whether the
+    /// server's certificate was verified).
+    std::string key;
     /// The connection of an http URL, unused for https.
     tcp::socket plain;
     /// The connection of an https URL.
     std::optional<ssl::stream<tcp::socket>> tls;
-    asio::steady_timer deadline;
-    http::request<http::string_body> message;
     beast::flat_buffer buffer;
-    std::optional<http::response_parser<http::string_body>> parser;
+    /// Closes it once it has been idle for idle_timeout.
+    asio::steady_timer idle_timer;
+    bool idle = false;
+    /// Counts its turns in the pool and out: a handler of an idle timer or
+    /// watch from an earlier turn finds another number and does nothing.
+    uint64_t turn = 0;
 
-    explicit call(asio::io_context& io)
-        : resolver(io), plain(io), deadline(io) {}
+    explicit link(asio::io_context& io) : plain(io), idle_timer(io) {}
 
     tcp::socket& socket() { return tls ? tls->next_layer() : plain; }
 
@@ -250,6 +270,37 @@ struct http_client::impl {
         f(plain);
     }
   };
+  using link_ptr = std::shared_ptr<link>;
+
+  /// One request in flight. Touched on the io thread only (start() fills it
+  /// in before posting it there).
+  struct call {
+    handle id = 0;
+    http_request req;
+    std::function<void(http_outcome)> done;
+    bool finished = false;
+    parsed_url url;
+    /// "GET http://host:port/path", the start of every message.
+    std::string what;
+    tcp::resolver resolver;
+    /// The connection it goes over; null once it has been given back to the
+    /// pool or closed.
+    link_ptr conn;
+    /// The connection it was sent on before, closed, kept until the call
+    /// ends: its handler may still be on the stack when it is replaced.
+    link_ptr closed_conn;
+    /// Whether `conn` served an earlier request (taken from the pool).
+    bool reused = false;
+    /// Whether the request has been sent again on a fresh connection.
+    bool resent = false;
+    asio::steady_timer deadline;
+    http::request<http::string_body> message;
+    std::optional<http::response_parser<http::string_body>> parser;
+
+    explicit call(asio::io_context& io) : resolver(io), deadline(io) {}
+
+    tcp::socket& socket() { return conn->socket(); }
+  };
   using call_ptr = std::shared_ptr<call>;
 
   // Declared before io: the TLS streams destroyed with io's pending handlers
@@ -261,6 +312,8 @@ struct http_client::impl {
   std::atomic<uint64_t> next_id{1};
   // Touched on the io thread only.
   std::unordered_map<handle, call_ptr> calls;
+  /// Idle connections by link::key, the most recently used last.
+  std::unordered_map<std::string, std::deque<link_ptr>> idle_conns;
 
   impl() : work(io.get_executor()) {
     error_code ignored;
@@ -275,6 +328,7 @@ struct http_client::impl {
   }
 
   void begin(const call_ptr& c);
+  void open(const call_ptr& c);
   bool setup_tls(const call_ptr& c);
   void resolve(const call_ptr& c);
   void connect(const call_ptr& c, const tcp::resolver::results_type& results);
@@ -282,6 +336,12 @@ struct http_client::impl {
   void send(const call_ptr& c);
   void receive(const call_ptr& c);
   void received(const call_ptr& c, error_code ec);
+  bool can_resend(const call_ptr& c, bool nothing_written) const;
+  void resend(const call_ptr& c);
+  link_ptr take_idle(const std::string& key);
+  void keep_idle(link_ptr l);
+  void drop_idle(const link_ptr& l);
+  static void close(const link_ptr& l);
   void fail(const call_ptr& c, std::string kind, std::string error);
   void finish(const call_ptr& c, http_outcome outcome);
   void abort(handle h);
@@ -326,9 +386,8 @@ void http_client::impl::begin(const call_ptr& c) {
                       || req.method == "PUT" || req.method == "PATCH";
   if (wants_length && !has_length && !has_encoding)
     m.insert(http::field::content_length, std::to_string(req.body.size()));
-  // One connection per request: no pooling.
-  if (!has_connection)
-    m.insert(http::field::connection, "close");
+  // HTTP/1.1 keeps the connection open unless either side says
+  // "Connection: close" (the caller may).
   m.body() = std::move(req.body);
   calls.emplace(c->id, c);
   c->deadline.expires_after(req.timeout);
@@ -338,14 +397,29 @@ void http_client::impl::begin(const call_ptr& c) {
     fail(c, "timeout",
          c->what + ": no response within " + format_duration(c->req.timeout));
   });
+  auto key = std::string{c->url.tls ? "https://" : "http://"} + c->url.host_port
+             + (c->url.tls && !req.verify_tls ? " unverified" : "");
+  if (auto l = take_idle(key)) {
+    c->conn = std::move(l);
+    c->reused = true;
+    send(c);
+    return;
+  }
+  c->conn = std::make_shared<link>(io);
+  c->conn->key = std::move(key);
+  open(c);
+}
+
+void http_client::impl::open(const call_ptr& c) {
   if (c->url.tls && !setup_tls(c))
     return;
   resolve(c);
 }
 
 bool http_client::impl::setup_tls(const call_ptr& c) {
-  c->tls.emplace(io, tls_context);
-  SSL* ssl = c->tls->native_handle();
+  auto& tls = c->conn->tls;
+  tls.emplace(io, tls_context);
+  SSL* ssl = tls->native_handle();
   const auto& host = c->url.host;
   // SNI carries host names only, never IP addresses (RFC 6066).
   if (!c->url.ip_literal && SSL_set_tlsext_host_name(ssl, host.c_str()) != 1) {
@@ -354,10 +428,10 @@ bool http_client::impl::setup_tls(const call_ptr& c) {
   }
   error_code ec;
   if (!c->req.verify_tls) {
-    c->tls->set_verify_mode(ssl::verify_none, ec);
+    tls->set_verify_mode(ssl::verify_none, ec);
     return true;
   }
-  c->tls->set_verify_mode(ssl::verify_peer, ec);
+  tls->set_verify_mode(ssl::verify_peer, ec);
   // OpenSSL checks the name (or address) along with the chain.
   auto* param = SSL_get0_param(ssl);
   int ok = 0;
@@ -412,7 +486,7 @@ void http_client::impl::connect(const call_ptr& c,
       }
       error_code ignored;
       c->socket().set_option(tcp::no_delay{true}, ignored);
-      if (c->tls)
+      if (c->conn->tls)
         handshake(c);
       else
         send(c);
@@ -420,12 +494,13 @@ void http_client::impl::connect(const call_ptr& c,
 }
 
 void http_client::impl::handshake(const call_ptr& c) {
-  c->tls->async_handshake(ssl::stream_base::client, [this, c](error_code ec) {
+  auto& tls = *c->conn->tls;
+  tls.async_handshake(ssl::stream_base::client, [this, c](error_code ec) {
     if (c->finished)
       return;
     if (ec) {
       std::string why = ec.message();
-      auto verify = SSL_get_verify_result(c->tls->native_handle());
+      auto verify = SSL_get_verify_result(c->conn->tls->native_handle());
       if (verify != X509_V_OK)
         why += std::string{" ("} + X509_verify_cert_error_string(verify) + ")";
       fail(c, "tls",
@@ -438,10 +513,14 @@ void http_client::impl::handshake(const call_ptr& c) {
 }
 
 void http_client::impl::send(const call_ptr& c) {
-  c->with_stream([this, c](auto& stream) {
-    http::async_write(stream, c->message, [this, c](error_code ec, size_t) {
+  c->conn->with_stream([this, c](auto& stream) {
+    http::async_write(stream, c->message, [this, c](error_code ec, size_t n) {
       if (c->finished)
         return;
+      if (ec && can_resend(c, n == 0)) {
+        resend(c);
+        return;
+      }
       if (ec) {
         fail(c, "io",
              c->what + ": sending the request failed: " + ec.message());
@@ -459,9 +538,10 @@ void http_client::impl::receive(const call_ptr& c) {
   // A response to HEAD announces a body it does not have.
   if (c->req.method == "HEAD")
     parser.skip(true);
-  c->with_stream([this, c](auto& stream) {
+  c->conn->with_stream([this, c](auto& stream) {
     http::async_read_header(
-      stream, c->buffer, *c->parser, [this, c, &stream](error_code ec, size_t) {
+      stream, c->conn->buffer, *c->parser,
+      [this, c, &stream](error_code ec, size_t) {
         if (c->finished)
           return;
         auto& parser = *c->parser;
@@ -476,7 +556,7 @@ void http_client::impl::receive(const call_ptr& c) {
           received(c, http::error::body_limit);
           return;
         }
-        http::async_read(stream, c->buffer, parser,
+        http::async_read(stream, c->conn->buffer, parser,
                          [this, c](error_code ec, size_t) { received(c, ec); });
       });
   });
@@ -486,6 +566,14 @@ void http_client::impl::received(const call_ptr& c, error_code ec) {
   if (c->finished)
     return;
   auto& parser = *c->parser;
+  // A connection kept from an earlier request that the server had closed
+  // (it may close an idle one at any time) fails before any byte of the
+  // response: send the request again on a fresh one, if that is safe.
+  if (ec && !parser.got_some() && c->conn->buffer.size() == 0
+      && can_resend(c, false)) {
+    resend(c);
+    return;
+  }
   // A TLS server may close without close_notify; for a body that ends with
   // the connection, that is its end.
   if (ec == ssl::error::stream_truncated && parser.is_header_done()) {
@@ -524,7 +612,14 @@ void http_client::impl::received(const call_ptr& c, error_code ec) {
     fail(c, "io", c->what + ": reading the response failed: " + ec.message());
     return;
   }
+  // Kept for the next request to the same place unless either side said
+  // "Connection: close", the body ended with the connection, or the server
+  // sent more than the response.
+  bool reusable = parser.keep_alive() && c->message.keep_alive()
+                  && c->conn->buffer.size() == 0;
   auto response = parser.release();
+  if (reusable)
+    keep_idle(std::move(c->conn));
   http_outcome outcome;
   outcome.status = static_cast<int>(response.result_int());
   for (const auto& field : response)
@@ -532,6 +627,107 @@ void http_client::impl::received(const call_ptr& c, error_code ec) {
                                  std::string{field.value()});
   outcome.body = std::move(response.body());
   finish(c, std::move(outcome));
+}
+
+bool http_client::impl::can_resend(const call_ptr& c,
+                                   bool nothing_written) const {
+  if (!c->reused || c->resent)
+    return false;
+  // Nothing of it reached the server; else only a request that may be sent
+  // twice: the server may have read it before it closed.
+  if (nothing_written || idempotent(c->req.method))
+    return true;
+  for (const auto& [name, value] : c->req.headers)
+    if (iequals(name, "Idempotency-Key"))
+      return true;
+  return false;
+}
+
+void http_client::impl::resend(const call_ptr& c) {
+  close(c->conn);
+  auto key = c->conn->key;
+  c->closed_conn = std::move(c->conn);
+  c->conn = std::make_shared<link>(io);
+  c->conn->key = std::move(key);
+  c->parser.reset();
+  c->reused = false;
+  c->resent = true;
+  open(c);
+}
+
+http_client::impl::link_ptr
+http_client::impl::take_idle(const std::string& key) {
+  auto i = idle_conns.find(key);
+  if (i == idle_conns.end())
+    return nullptr;
+  auto& pool = i->second;
+  link_ptr found;
+  while (!found && !pool.empty()) {
+    auto l = std::move(pool.back());
+    pool.pop_back();
+    l->idle = false;
+    ++l->turn;
+    l->idle_timer.cancel();
+    error_code ignored;
+    l->socket().cancel(ignored);
+    // A server that closed the connection (or sent anything unasked) since:
+    // its FIN or bytes are waiting. Looked at without blocking or reading.
+    char byte;
+    auto n
+      = ::recv(l->socket().native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+      found = std::move(l);
+    else
+      close(l);
+  }
+  if (pool.empty())
+    idle_conns.erase(i);
+  return found;
+}
+
+void http_client::impl::keep_idle(link_ptr l) {
+  l->idle = true;
+  auto turn = ++l->turn;
+  auto& pool = idle_conns[l->key];
+  pool.push_back(l);
+  if (pool.size() > max_idle_per_host) {
+    auto oldest = std::move(pool.front());
+    pool.pop_front();
+    oldest->idle = false;
+    ++oldest->turn;
+    close(oldest);
+  }
+  l->idle_timer.expires_after(idle_timeout);
+  l->idle_timer.async_wait([this, l, turn](error_code ec) {
+    if (!ec && l->idle && l->turn == turn)
+      drop_idle(l);
+  });
+  // The server closing it (or sending anything) while it is idle: dropped
+  // at once rather than found closed by the next request.
+  l->socket().async_wait(tcp::socket::wait_read,
+                         [this, l, turn](error_code ec) {
+                           if (!ec && l->idle && l->turn == turn)
+                             drop_idle(l);
+                         });
+}
+
+void http_client::impl::drop_idle(const link_ptr& l) {
+  l->idle = false;
+  ++l->turn;
+  auto i = idle_conns.find(l->key);
+  if (i != idle_conns.end()) {
+    auto& pool = i->second;
+    pool.erase(std::remove(pool.begin(), pool.end(), l), pool.end());
+    if (pool.empty())
+      idle_conns.erase(i);
+  }
+  close(l);
+}
+
+void http_client::impl::close(const link_ptr& l) {
+  error_code ignored;
+  l->idle_timer.cancel();
+  l->socket().close(ignored);
 }
 
 void http_client::impl::fail(const call_ptr& c, std::string kind,
@@ -549,8 +745,11 @@ void http_client::impl::finish(const call_ptr& c, http_outcome outcome) {
   // Whatever is still pending completes with operation_aborted and returns.
   c->deadline.cancel();
   c->resolver.cancel();
-  error_code ignored;
-  c->socket().close(ignored);
+  // A connection not given back to the pool: closed, whatever is pending on
+  // it ends.
+  if (c->conn)
+    close(c->conn);
+  c->conn.reset();
   calls.erase(c->id);
   auto done = std::move(c->done);
   c->done = nullptr;
@@ -570,6 +769,13 @@ void http_client::impl::abort_all() {
   calls.clear();
   for (auto& [id, c] : pending)
     fail(c, "cancelled", c->what + ": cancelled (the HTTP client shut down)");
+  auto pools = std::move(idle_conns);
+  idle_conns.clear();
+  for (auto& [key, pool] : pools)
+    for (auto& l : pool) {
+      l->idle = false;
+      close(l);
+    }
 }
 
 http_client::http_client() : impl_(std::make_unique<impl>()) {

@@ -16,9 +16,10 @@ struct http_request {
   std::string method = "GET";
   /// http:// or https:// URL; the query string, if any, is part of it.
   std::string url;
-  /// Sent as given, in order; Host, User-Agent ("troupe/0.1"), Content-Length
-  /// (for a body, and for POST, PUT and PATCH) and Connection: close are added
-  /// unless present (names compared case-insensitively).
+  /// Sent as given, in order; Host, User-Agent ("troupe/0.1") and
+  /// Content-Length (for a body, and for POST, PUT and PATCH) are added
+  /// unless present (names compared case-insensitively). "Connection: close"
+  /// here keeps the connection from being used again.
   std::vector<std::pair<std::string, std::string>> headers;
   std::string body;
   /// Whole exchange: resolve, connect, TLS handshake, write and read.
@@ -50,6 +51,16 @@ struct http_outcome {
 
 /// Runs HTTP(S) requests asynchronously on its own Asio thread (Boost.Beast,
 /// OpenSSL): no thread per request, no blocking wait.
+///
+/// Connections are kept open and used again (HTTP/1.1 keep-alive): after a
+/// response that allows it, a connection waits idle for the next request to
+/// the same scheme, host and port, at most 64 per such place, for at most
+/// 30 s, and is closed when the server closes it meanwhile. A request sent
+/// on a kept connection that fails before any byte of the response came
+/// back (the server had closed it just then) is sent once more on a fresh
+/// connection, if that is safe: nothing of it was written, or its method is
+/// idempotent (GET, HEAD, OPTIONS, TRACE, PUT, DELETE), or it carries an
+/// Idempotency-Key header. It never is after part of a response.
 class http_client {
  public:
   using handle = uint64_t;

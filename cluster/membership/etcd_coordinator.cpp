@@ -389,6 +389,7 @@ join_failure etcd_coordinator::join() {
       return i->live() ? i->lease : int64_t{0};
     };
     po.on_change = impl_->opts.on_partition_change;
+    po.linked = impl_->opts.linked;
     po.info = impl_->opts.info;
     po.warn = impl_->opts.warn;
     auto map = std::make_unique<partition_map>(std::move(po));

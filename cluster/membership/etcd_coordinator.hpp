@@ -49,6 +49,10 @@ struct membership_options {
   /// Told of each partition whose record changed, on the partition map's
   /// watch thread (see partition_map_options::on_change); may be empty.
   std::function<void(const partition_record&)> on_partition_change;
+  /// Whether this member has a mesh link to member `name` now, for the
+  /// partition controller (see partition_map_options::linked); may be
+  /// empty.
+  std::function<bool(const std::string& name)> linked;
   /// Where notices go (info and warnings); may be empty.
   std::function<void(const std::string&)> info;
   std::function<void(const std::string&)> warn;

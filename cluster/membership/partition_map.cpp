@@ -835,6 +835,38 @@ struct partition_map::impl {
     // The leader registered again since it was installed (a new
     // incarnation): installed again, so that it leads at a new epoch.
     if (members.at(s.leader).create_revision > s.leader_mod) {
+      // Unless this controller has no link to it (it was likely cut off
+      // from its peers too, and could not reach a follower): then an
+      // in-sync follower that is up and linked leads instead, as on a
+      // failover, the old leader out of the ISR until it has caught up
+      // again. Only then: after an etcd outage every leader registers again,
+      // and the links that carried on keep each where it is.
+      if (opts.linked && !opts.linked(s.leader)) {
+        std::string next;
+        for (auto& m : ranked_up)
+          if (m != s.leader && contains(s.isr, m)
+              && (m == opts.member || opts.linked(m))) {
+            next = m;
+            break;
+          }
+        if (!next.empty()) {
+          change c;
+          c.p = p;
+          c.urgent = true;
+          c.cmp = guard_both();
+          c.cmp.push_back({etcd_member_key(s.leader),
+                           etcd::compare::target::create,
+                           members.at(s.leader).create_revision});
+          auto isr = without(s.isr, s.leader);
+          auto note = "leader '" + s.leader
+                      + "' registered again but the controller has no link "
+                        "to it; '"
+                      + next + "' leads (controller " + opts.member + ")";
+          c.ops = {put(lk, next), put(sk, state_value(isr, s.replicas, note))};
+          c.what = tag + note + ", isr " + listed(isr);
+          return c;
+        }
+      }
       change c;
       c.p = p;
       c.urgent = true;

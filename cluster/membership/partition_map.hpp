@@ -163,6 +163,14 @@ struct partition_map_options {
   /// replicas), on the watch thread: must be quick and must not call back
   /// into a blocking method. The first read reports every record.
   std::function<void(const partition_record&)> on_change;
+  /// Whether this member has a mesh link to member `name` now. The
+  /// controller asks it of a leader that registered again (a new
+  /// incarnation) before installing it again at a new epoch: a leader it
+  /// cannot reach was likely cut off from its peers too, and is not
+  /// installed again while an in-sync follower that is up can lead instead.
+  /// Called from the controller's thread; must be quick and thread-safe.
+  /// Empty: every member counts as linked.
+  std::function<bool(const std::string& name)> linked;
   /// Partitions the controller moves toward their targets at once
   /// (cluster.rebalance_concurrency); 0: it never moves one for balance.
   uint32_t rebalance_concurrency = 2;

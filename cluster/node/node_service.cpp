@@ -70,6 +70,32 @@ json finished_json(const runtime::run_finished& f) {
   return out;
 }
 
+/// Refuses a submission whose journal write failed with `error`. A store
+/// that no longer leads the run's partition refused it before writing
+/// anything: the partition's leadership moved (a drain or a rebalance)
+/// after the submission was admitted. That is not_ready, which clients
+/// retry (a retry lands in a partition led here, or is refused by admission
+/// until the move is over); any other failure is internal.
+void journal_failed(const request_ptr& req, const std::string& error) {
+  if (!persistence::journal_store::is_not_leader(error))
+    return req->fail(error_code::internal, "cannot journal the run: " + error);
+  // The store names the partition: "... is in partition N, ...".
+  std::string partition = "the run's partition";
+  if (auto at = error.find("partition "); at != std::string::npos) {
+    auto digits = at + 10;
+    auto end = digits;
+    while (end < error.size() && error[end] >= '0' && error[end] <= '9')
+      ++end;
+    if (end > digits)
+      partition = error.substr(at, end - at);
+  }
+  req->fail(error_code::not_ready,
+            "submit: " + partition
+              + " is no longer led by this member: its leadership is moving "
+                "(a drain or a rebalance); retry shortly",
+            json{{"retry_after_ms", 200}});
+}
+
 } // namespace
 
 /// One open watch: the journal is read after subscribing, and live events
@@ -602,8 +628,7 @@ void node_service::impl::submit(const request_ptr& req, const json& msg) {
           // answer) to the pool, so that nothing here slows the journal.
           asio::post(self->submit_pool, [self, req, workflow, id, error] {
             if (!error.empty())
-              return req->fail(error_code::internal,
-                               "cannot journal the run: " + error);
+              return journal_failed(req, error);
             self->submitted_run(req, id, workflow, false);
           });
         });
@@ -617,8 +642,7 @@ void node_service::impl::submit(const request_ptr& req, const json& msg) {
       return req->fail(error_code::conflict, "submit: " + error,
                        json{{"run_id", conflict}});
     if (id.empty())
-      return req->fail(error_code::internal,
-                       "cannot journal the run: " + error);
+      return journal_failed(req, error);
     self->submitted_run(req, id, workflow, existing);
   });
 }

@@ -421,6 +421,73 @@ TEST_F(PartitionMap, NoUncleanElectionWhenTheWholeIsrIsGoneUntilOneReturns) {
   EXPECT_TRUE(map("c").availability().empty());
 }
 
+TEST_F(PartitionMap,
+       ARegisteredAgainLeaderWithoutALinkIsReplacedByAnInSyncFollower) {
+  // c alone runs a map (the controller); a and b are registered. b leads p.
+  // The controller asks `unlinked` which members it has no mesh link to.
+  auto unlinked = std::make_shared<std::set<std::string>>();
+  auto unlinked_mtx = std::make_shared<std::mutex>();
+  auto linked = [&](partition_map_options& o) {
+    o.linked = [unlinked, unlinked_mtx](const std::string& name) {
+      std::lock_guard guard{*unlinked_mtx};
+      return unlinked->count(name) == 0;
+    };
+  };
+  join("a");
+  join("b");
+  join("c");
+  start("c", linked);
+  ASSERT_TRUE(wait_until([&] { return map("c").is_controller(); }, 5s));
+  auto p = led_by("b", {"a", "b", "c"});
+  ASSERT_EQ(map("c").claim(p), "b");
+  auto first = map("c").record(p);
+  ASSERT_EQ(first.isr.size(), 3u);
+
+  // b registers again (a new incarnation) while no controller looks, so
+  // that it is never seen gone; `then` sets what the controller is linked
+  // to, and the controller starts again.
+  auto reregister_b = [&](const std::function<void()>& then) {
+    map("c").stop();
+    members["b"]->coord->leave();
+    join("b");
+    then();
+    start("c", linked);
+  };
+
+  // Linked to b (after an etcd outage, say): b is installed again, at a
+  // new epoch, and keeps its lead.
+  reregister_b([] {});
+  ASSERT_TRUE(
+    wait_until([&] { return map("c").record(p).epoch > first.epoch; }, 5s));
+  auto again = map("c").record(p);
+  EXPECT_EQ(again.leader, "b");
+  EXPECT_EQ(again.isr, first.isr);
+
+  // No link to b (cut off from its peers): the first in-sync follower up
+  // in rank order leads instead, and b is out of the ISR until it has
+  // caught up.
+  reregister_b([&] {
+    std::lock_guard guard{*unlinked_mtx};
+    unlinked->insert("b");
+  });
+  ASSERT_TRUE(
+    wait_until([&] { return map("c").record(p).epoch > again.epoch; }, 5s));
+  auto moved = map("c").record(p);
+  std::string expected;
+  for (auto& m : partition_map::rank({"a", "b", "c"}, p))
+    if (m != "b") {
+      expected = m;
+      break;
+    }
+  EXPECT_EQ(moved.leader, expected) << moved.note;
+  auto isr = again.isr;
+  isr.erase(std::find(isr.begin(), isr.end(), "b"));
+  EXPECT_EQ(moved.isr, isr);
+  EXPECT_EQ(moved.replicas, again.replicas);
+  EXPECT_EQ(moved.epoch, static_cast<uint64_t>(revisions(p).first));
+  EXPECT_NE(moved.note.find("no link"), std::string::npos) << moved.note;
+}
+
 TEST_F(PartitionMap, StaleIsrChangesAreRefused) {
   ASSERT_NO_FATAL_FAILURE(controlled_by("c", {"a", "b", "c"}));
   auto p = led_by("a", {"a", "b", "c"});

@@ -17,6 +17,7 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <functional>
 #include <future>
 #include <mutex>
 #include <openssl/evp.h>
@@ -41,6 +42,8 @@ using header_list = std::vector<std::pair<std::string, std::string>>;
 
 /// A request as the test server read it.
 struct seen_request {
+  /// 0 for the first request read on its connection, then 1, 2, ...
+  size_t on_connection = 0;
   std::string method;
   std::string target;
   header_list headers;
@@ -76,6 +79,21 @@ struct reply {
   /// trickle_every.
   size_t trickle_bytes = 0;
   std::chrono::milliseconds trickle_every{0};
+  /// Wait this long before answering.
+  std::chrono::milliseconds delay{0};
+};
+
+/// How the test server treats connections.
+struct server_mode {
+  bool tls = false;
+  /// Serve further requests on a connection after a response made of the
+  /// reply's fields (HTTP/1.1 keep-alive), until the client or a
+  /// "Connection: close" of either side ends it. Off: the server closes
+  /// each connection after its first response, without saying so.
+  bool keep_alive = false;
+  /// With keep_alive: after each response, close the connection once it has
+  /// been idle this long (0: never).
+  std::chrono::milliseconds idle_close{0};
 };
 
 /// Accepts and never answers.
@@ -134,8 +152,12 @@ class test_server {
  public:
   using handler = std::function<reply(const seen_request&)>;
 
-  explicit test_server(handler h, bool tls = false) : handler_(std::move(h)) {
-    if (tls) {
+  explicit test_server(handler h, bool tls = false)
+      : test_server(std::move(h), server_mode{tls}) {}
+
+  test_server(handler h, server_mode mode)
+      : handler_(std::move(h)), mode_(mode) {
+    if (mode.tls) {
       tls_.emplace(ssl::context::tls_server);
       const auto& c = test_cert::get();
       SSL_CTX_use_certificate(tls_->native_handle(), c.cert.get());
@@ -165,15 +187,48 @@ class test_server {
     return requests_;
   }
 
+  /// Connections accepted so far.
+  size_t accepted() const {
+    std::lock_guard<std::mutex> guard{mtx_};
+    return accepted_;
+  }
+
+  /// Connections accepted and not yet closed by either side (as the server
+  /// saw it).
+  size_t open_connections() const {
+    std::lock_guard<std::mutex> guard{mtx_};
+    return open_;
+  }
+
  private:
   awaitable<void> accept_loop() {
     for (;;) {
       auto socket = co_await acceptor_.async_accept(use_awaitable);
+      {
+        std::lock_guard<std::mutex> guard{mtx_};
+        ++accepted_;
+      }
       asio::co_spawn(io_, session(std::move(socket)), asio::detached);
     }
   }
 
+  /// Counts a connection as open while its coroutine lives.
+  struct open_guard {
+    test_server* owner;
+    explicit open_guard(test_server* o) : owner(o) {
+      std::lock_guard<std::mutex> guard{owner->mtx_};
+      ++owner->open_;
+    }
+    ~open_guard() {
+      std::lock_guard<std::mutex> guard{owner->mtx_};
+      --owner->open_;
+    }
+    open_guard(const open_guard&) = delete;
+    open_guard& operator=(const open_guard&) = delete;
+  };
+
   awaitable<void> session(tcp::socket socket) {
+    open_guard counted{this};
     if (tls_) {
       ssl::stream<tcp::socket> stream{std::move(socket), *tls_};
       co_await stream.async_handshake(ssl::stream_base::server, use_awaitable);
@@ -186,9 +241,33 @@ class test_server {
   template<class Stream>
   awaitable<void> serve(Stream& stream) {
     beast::flat_buffer buffer;
+    for (size_t n = 0;; ++n)
+      if (!co_await serve_one(stream, buffer, n))
+        break;
+  }
+
+  /// Serves the `n`th request of a connection; returns whether to serve
+  /// another on it.
+  template<class Stream>
+  awaitable<bool> serve_one(Stream& stream, beast::flat_buffer& buffer,
+                            size_t n) {
+    if (n > 0 && mode_.idle_close.count() > 0) {
+      // Closes the connection unless a request has begun by then.
+      asio::steady_timer idle{io_, mode_.idle_close};
+      bool began = false;
+      idle.async_wait([&stream, &began](boost::system::error_code ec) {
+        if (!ec && !began)
+          beast::get_lowest_layer(stream).close();
+      });
+      co_await beast::get_lowest_layer(stream).async_wait(
+        tcp::socket::wait_read, use_awaitable);
+      began = true;
+      idle.cancel();
+    }
     http::request<http::string_body> req;
     co_await http::async_read(stream, buffer, req, use_awaitable);
     seen_request seen;
+    seen.on_connection = n;
     seen.method = std::string{req.method_string()};
     seen.target = std::string{req.target()};
     for (const auto& f : req)
@@ -200,6 +279,11 @@ class test_server {
       requests_.push_back(seen);
     }
     auto r = handler_(seen);
+    if (r.delay.count() > 0) {
+      asio::steady_timer timer{io_, r.delay};
+      co_await timer.async_wait(use_awaitable);
+    }
+    bool again = false;
     if (r.raw) {
       co_await asio::async_write(stream, asio::buffer(*r.raw), use_awaitable);
     } else if (r.trickle_bytes > 0) {
@@ -223,6 +307,7 @@ class test_server {
       res.body() = r.body;
       res.prepare_payload();
       co_await http::async_write(stream, res, use_awaitable);
+      again = mode_.keep_alive && req.keep_alive() && res.keep_alive();
     }
     if (r.hang) {
       // Ends (with an exception) when the client closes the connection.
@@ -230,15 +315,19 @@ class test_server {
       for (;;)
         co_await stream.async_read_some(asio::buffer(&c, 1), use_awaitable);
     }
+    co_return again;
   }
 
   handler handler_;
+  server_mode mode_;
   std::optional<ssl::context> tls_;
   asio::io_context io_;
   tcp::acceptor acceptor_{io_};
   std::thread thread_;
   mutable std::mutex mtx_;
   std::vector<seen_request> requests_;
+  size_t accepted_ = 0;
+  size_t open_ = 0;
 };
 
 /// Starts `req`; the future gets the outcome. The promise outlives the test
@@ -749,4 +838,202 @@ TEST(HttpClient, CallsBackOnItsOwnThreadEvenForABadUrl) {
                [p](http_outcome) { p->set_value(std::this_thread::get_id()); });
   ASSERT_EQ(f.wait_for(20s), std::future_status::ready);
   EXPECT_NE(f.get(), std::this_thread::get_id());
+}
+
+namespace {
+
+/// Waits (bounded, 10s) until `done` holds; returns whether it did.
+bool eventually(const std::function<bool()>& done) {
+  for (int i = 0; i < 1000; ++i) {
+    if (done())
+      return true;
+    std::this_thread::sleep_for(10ms);
+  }
+  return done();
+}
+
+/// Echoes method, target and body.
+reply echo(const seen_request& s) {
+  reply r;
+  r.body = s.method + " " + s.target + " " + s.body;
+  return r;
+}
+
+} // namespace
+
+TEST(HttpClient, SequentialRequestsUseOneConnection) {
+  test_server server{echo, server_mode{false, true}};
+  http_client client;
+  for (int i = 0; i < 10; ++i) {
+    http_request req = get(server.url("/" + std::to_string(i)));
+    if (i % 2 == 1) {
+      req.method = "POST";
+      req.body = "b" + std::to_string(i);
+    }
+    auto o = run(client, req);
+    EXPECT_EQ(o.error_kind, "") << o.error;
+    EXPECT_EQ(o.body, req.method + " /" + std::to_string(i) + " " + req.body);
+  }
+  EXPECT_EQ(server.accepted(), 1u);
+  auto seen = server.requests();
+  ASSERT_EQ(seen.size(), 10u);
+  EXPECT_EQ(seen[9].on_connection, 9u);
+  EXPECT_EQ(seen[9].count("Connection"), 0u);
+}
+
+TEST(HttpClient, HttpsRequestsUseOneConnection) {
+  test_server server{echo, server_mode{true, true}};
+  http_client client;
+  for (int i = 0; i < 5; ++i) {
+    auto req = get(server.url("/" + std::to_string(i)));
+    req.verify_tls = false;
+    auto o = run(client, req);
+    EXPECT_EQ(o.error_kind, "") << o.error;
+    EXPECT_EQ(o.body, "GET /" + std::to_string(i) + " ");
+  }
+  EXPECT_EQ(server.accepted(), 1u);
+}
+
+TEST(HttpClient, ConnectionCloseOfEitherSideIsHonoured) {
+  test_server server{[](const seen_request& s) {
+                       auto r = echo(s);
+                       if (s.target == "/closing")
+                         r.headers = {{"Connection", "close"}};
+                       return r;
+                     },
+                     server_mode{false, true}};
+  http_client client;
+  // The server says close: each request on a connection of its own.
+  for (int i = 0; i < 3; ++i) {
+    auto o = run(client, get(server.url("/closing")));
+    EXPECT_EQ(o.error_kind, "") << o.error;
+  }
+  EXPECT_EQ(server.accepted(), 3u);
+  // The caller says close: the same.
+  for (int i = 0; i < 2; ++i) {
+    auto req = get(server.url("/"));
+    req.headers = {{"Connection", "close"}};
+    auto o = run(client, req);
+    EXPECT_EQ(o.error_kind, "") << o.error;
+  }
+  EXPECT_EQ(server.accepted(), 5u);
+  EXPECT_TRUE(eventually([&] { return server.open_connections() == 0; }));
+}
+
+TEST(HttpClient, RequestsSucceedWhenTheServerClosesIdleConnections) {
+  // Each connection serves one request, then is closed by the server,
+  // without a word, once idle for 50ms; and a server that closes each
+  // connection right after its first response.
+  test_server idle_closing{echo, server_mode{false, true, 50ms}};
+  test_server one_shot{echo};
+  http_client client;
+  for (auto* server : {&idle_closing, &one_shot}) {
+    for (int i = 0; i < 4; ++i) {
+      // The server has closed the connection the last request left idle.
+      ASSERT_TRUE(eventually([&] { return server->open_connections() == 0; }));
+      http_request req = get(server->url("/" + std::to_string(i)));
+      if (i % 2 == 1) {
+        req.method = "POST";
+        req.body = "b";
+      }
+      auto o = run(client, req);
+      EXPECT_EQ(o.error_kind, "") << o.error;
+      EXPECT_EQ(o.status, 200);
+    }
+    EXPECT_EQ(server->requests().size(), 4u);
+    EXPECT_EQ(server->accepted(), 4u);
+  }
+}
+
+TEST(HttpClient, ARequestTheServerDroppedOnAKeptConnectionIsSentAgainIfSafe) {
+  // The second request on each connection is read, then the connection is
+  // closed without an answer: a server closing an idle connection just as
+  // the request arrived.
+  test_server server{[](const seen_request& s) {
+                       if (s.on_connection == 1) {
+                         reply r;
+                         r.raw = "";
+                         return r;
+                       }
+                       return echo(s);
+                     },
+                     server_mode{false, true}};
+  http_client client;
+  auto first = run(client, get(server.url("/a")));
+  EXPECT_EQ(first.error_kind, "") << first.error;
+  // GET: sent again on a fresh connection.
+  auto again = run(client, get(server.url("/b")));
+  EXPECT_EQ(again.error_kind, "") << again.error;
+  EXPECT_EQ(again.body, "GET /b ");
+  EXPECT_EQ(server.accepted(), 2u);
+  // POST: the server may have acted on it; not sent again.
+  http_request post = get(server.url("/c"));
+  post.method = "POST";
+  post.body = "once";
+  auto dropped = run(client, post);
+  EXPECT_EQ(dropped.error_kind, "io") << dropped.error;
+  EXPECT_TRUE(contains(dropped.error, "without a response")) << dropped.error;
+  // POST with an idempotency key: sent again.
+  post.url = server.url("/d");
+  post.headers = {{"Idempotency-Key", "k1"}};
+  ASSERT_EQ(run(client, get(server.url("/warm"))).error_kind, "");
+  auto keyed = run(client, post);
+  EXPECT_EQ(keyed.error_kind, "") << keyed.error;
+  EXPECT_EQ(keyed.body, "POST /d once");
+  size_t c = 0, d = 0;
+  for (const auto& s : server.requests()) {
+    c += s.target == "/c" ? 1 : 0;
+    d += s.target == "/d" ? 1 : 0;
+  }
+  EXPECT_EQ(c, 1u);
+  EXPECT_EQ(d, 2u);
+}
+
+TEST(HttpClient, ARequestIsNeverSentAgainAfterPartOfAResponse) {
+  test_server server{[](const seen_request& s) {
+                       if (s.on_connection == 1) {
+                         reply r;
+                         r.raw = "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n"
+                                 "abc";
+                         return r;
+                       }
+                       return echo(s);
+                     },
+                     server_mode{false, true}};
+  http_client client;
+  ASSERT_EQ(run(client, get(server.url("/a"))).error_kind, "");
+  auto o = run(client, get(server.url("/b")));
+  EXPECT_EQ(o.error_kind, "io") << o.error;
+  EXPECT_TRUE(contains(o.error, "in the middle of the response")) << o.error;
+  EXPECT_EQ(server.requests().size(), 2u);
+  EXPECT_EQ(server.accepted(), 1u);
+}
+
+TEST(HttpClient, KeepsAtMost64IdleConnectionsPerHost) {
+  test_server server{[](const seen_request& s) {
+                       auto r = echo(s);
+                       r.delay = 300ms;
+                       return r;
+                     },
+                     server_mode{false, true}};
+  http_client client;
+  std::vector<std::future<http_outcome>> fs;
+  for (int i = 0; i < 70; ++i)
+    fs.push_back(start(client, get(server.url("/" + std::to_string(i)))));
+  for (auto& f : fs) {
+    ASSERT_EQ(f.wait_for(20s), std::future_status::ready);
+    EXPECT_EQ(f.get().error_kind, "");
+  }
+  EXPECT_EQ(server.accepted(), 70u);
+  // The six beyond 64 are closed by the client.
+  EXPECT_TRUE(eventually([&] { return server.open_connections() == 64; }))
+    << server.open_connections();
+  // The 64 kept serve the next requests.
+  for (int i = 0; i < 64; ++i)
+    fs[i] = start(client, get(server.url("/again")));
+  for (int i = 0; i < 64; ++i) {
+    ASSERT_EQ(fs[i].wait_for(20s), std::future_status::ready);
+    EXPECT_EQ(fs[i].get().error_kind, "");
+  }
+  EXPECT_EQ(server.accepted(), 70u);
 }
