@@ -15,6 +15,7 @@
 #include <atomic>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <set>
 #include <unordered_map>
@@ -170,6 +171,84 @@ struct list_merge {
   }
 };
 
+/// The answers of every member to `gc`, summed once all have answered:
+/// each member deletes the finished runs of the partitions it leads.
+struct gc_sum {
+  request_ptr req;
+  std::mutex mtx;
+  size_t waiting = 0;
+  uint64_t runs = 0, events = 0, keys = 0, tombstones = 0;
+  /// Whether every member answered that its retention keeps every run.
+  bool kept_all = true;
+  std::optional<json> older_than_ms;
+  /// Per member that answered: {member, runs, events, keys, tombstones}.
+  json each = json::array();
+  /// Per member that did not: {member, state, reason}.
+  json failed = json::array();
+  std::optional<json> refused;
+
+  /// Takes member `name`'s answer; the last one answers the client.
+  void take(const std::string& name, bool ok, json answer) {
+    {
+      std::lock_guard guard{mtx};
+      if (ok) {
+        auto n = [&](const char* f) { return answer.value(f, uint64_t{0}); };
+        runs += n("runs");
+        events += n("events");
+        keys += n("keys");
+        tombstones += n("tombstones");
+        kept_all = kept_all && answer.value("kept_all", false);
+        if (answer.contains("older_than_ms"))
+          older_than_ms = answer["older_than_ms"];
+        each.push_back(json{{"member", name},
+                            {"runs", n("runs")},
+                            {"events", n("events")},
+                            {"keys", n("keys")},
+                            {"tombstones", n("tombstones")}});
+      } else if (answer.value("code", "") == "bad_request") {
+        // The request itself is wrong: the client hears why.
+        if (!refused)
+          refused = std::move(answer);
+      } else {
+        auto extra = answer.value("extra", json::object());
+        auto state = extra.is_object() && extra.contains("owner_state")
+                       ? extra.value("owner_state", std::string{})
+                       : std::string{"up"};
+        failed.push_back(
+          json{{"member", name},
+               {"state", state},
+               {"reason", answer.value("code", std::string{"internal"}) + ": "
+                            + answer.value("message", std::string{})}});
+      }
+      if (--waiting > 0)
+        return;
+    }
+    finish();
+  }
+
+  void finish() {
+    if (refused) {
+      auto code = control::parse_error_code(refused->value("code", ""));
+      auto extra = refused->value("extra", json::object());
+      return req->fail(code.value_or(error_code::internal),
+                       refused->value("message", std::string{}),
+                       extra.is_object() ? extra : json::object());
+    }
+    json body{{"runs", runs},
+              {"events", events},
+              {"keys", keys},
+              {"tombstones", tombstones},
+              {"members", std::move(each)}};
+    if (older_than_ms)
+      body["older_than_ms"] = *older_than_ms;
+    if (kept_all && failed.empty())
+      body["kept_all"] = true;
+    if (!failed.empty())
+      body["failed_members"] = std::move(failed);
+    req->reply(std::move(body));
+  }
+};
+
 } // namespace
 
 // -- the forwarder's state ----------------------------------------------------
@@ -300,6 +379,7 @@ struct forwarder::impl : std::enable_shared_from_this<impl> {
 
   void submit(const request_ptr& req, const json& msg, const coordinator& c);
   void list(const request_ptr& req, const json& msg, const coordinator& c);
+  void gc(const request_ptr& req, const json& msg, const coordinator& c);
 
   // -- requester side (the relay) ---------------------------------------------
 
@@ -802,6 +882,48 @@ void forwarder::impl::list(const request_ptr& req, const json& msg,
   inner.handle(local, "list", each);
 }
 
+void forwarder::impl::gc(const request_ptr& req, const json& msg,
+                         const coordinator& c) {
+  auto me = c.self().member;
+  auto sum = std::make_shared<gc_sum>();
+  sum->req = req;
+  auto* m = peers.load();
+  std::vector<std::pair<std::string, caf::actor>> asked;
+  for (auto& o : c.members()) {
+    if (o.name == me)
+      continue;
+    auto to = o.state == "down" || !m ? caf::actor{} : m->peer(o.name);
+    if (!to) {
+      sum->failed.push_back(json{
+        {"member", o.name},
+        {"state", o.state},
+        {"reason", o.state == "down"
+                     ? std::string{"down: the partitions it still leads keep "
+                                   "their finished runs"}
+                     : "not linked to this member (link "
+                         + (o.link.empty() ? std::string{"none"} : o.link)
+                         + (o.reason.empty() ? "" : ": " + o.reason) + ")"}});
+      continue;
+    }
+    asked.emplace_back(o.name, to);
+  }
+  sum->waiting = asked.size() + 1;
+  // Each member collects the partitions it leads; it is asked as a member
+  // is (through its node service), so nothing is asked twice.
+  for (auto& [name, to] : asked) {
+    auto collect = std::make_shared<collect_context>(
+      req, [sum, name = name](bool ok, json answer) {
+        sum->take(name, ok, std::move(answer));
+      });
+    forward(collect, "gc", msg, name, {}, json::object(), opts.gc_timeout);
+  }
+  auto local
+    = std::make_shared<collect_context>(req, [sum, me](bool ok, json answer) {
+        sum->take(me, ok, std::move(answer));
+      });
+  inner.handle(local, "gc", msg);
+}
+
 json merge_list_pages(const std::vector<json>& pages, size_t limit) {
   // Every member listed its runs in id order from the same cursor. A
   // member whose page stopped early (its `next`) may hold runs past it
@@ -903,6 +1025,8 @@ void forwarder::handle(const request_ptr& req, const std::string& type,
     return s.inner.handle(req, type, msg);
   if (type == "list")
     return s.list(req, msg, *c);
+  if (type == "gc")
+    return s.gc(req, msg, *c);
   if (type == "submit")
     return s.submit(req, msg, *c);
   if (type == "leave") {
