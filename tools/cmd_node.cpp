@@ -582,6 +582,10 @@ int run_node_start(const global_options& g, const node_start_options& o) {
         [r = replicated.get(), partitions](std::string_view run_id) {
           return r->holds(runtime::partition_of_run(run_id, partitions));
         });
+      service.set_cancel_scope(
+        [r = replicated.get(), partitions](std::string_view run_id) {
+          return r->leads(runtime::partition_of_run(run_id, partitions));
+        });
       service.set_partitions(
         [r = replicated.get()](std::optional<uint32_t> one, bool digest) {
           return r->view(one, digest);

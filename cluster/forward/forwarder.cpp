@@ -171,17 +171,22 @@ struct list_merge {
   }
 };
 
-/// The answers of every member to `gc`, summed once all have answered:
-/// each member deletes the finished runs of the partitions it leads.
-struct gc_sum {
+/// The answers of every member to a request each answers for the runs of
+/// the partitions it leads (`gc`, `cancel_many`), summed once all have
+/// answered.
+struct member_sum {
   request_ptr req;
+  /// The fields summed: {runs, events, keys, tombstones} or {count}.
+  std::vector<std::string> counts;
   std::mutex mtx;
   size_t waiting = 0;
-  uint64_t runs = 0, events = 0, keys = 0, tombstones = 0;
-  /// Whether every member answered that its retention keeps every run.
+  /// The sums, `run_ids` joined (at most 100), and the other fields as
+  /// the first member to answer gave them (older_than_ms, dry_run).
+  json body = json::object();
+  /// Whether every member answered `kept_all` (gc: its retention keeps
+  /// every run).
   bool kept_all = true;
-  std::optional<json> older_than_ms;
-  /// Per member that answered: {member, runs, events, keys, tombstones}.
+  /// Per member that answered: its counts.
   json each = json::array();
   /// Per member that did not: {member, state, reason}.
   json failed = json::array();
@@ -192,19 +197,26 @@ struct gc_sum {
     {
       std::lock_guard guard{mtx};
       if (ok) {
-        auto n = [&](const char* f) { return answer.value(f, uint64_t{0}); };
-        runs += n("runs");
-        events += n("events");
-        keys += n("keys");
-        tombstones += n("tombstones");
+        json mine{{"member", name}};
+        for (auto& f : counts) {
+          auto n = answer.value(f, uint64_t{0});
+          body[f] = body.value(f, uint64_t{0}) + n;
+          mine[f] = n;
+        }
         kept_all = kept_all && answer.value("kept_all", false);
-        if (answer.contains("older_than_ms"))
-          older_than_ms = answer["older_than_ms"];
-        each.push_back(json{{"member", name},
-                            {"runs", n("runs")},
-                            {"events", n("events")},
-                            {"keys", n("keys")},
-                            {"tombstones", n("tombstones")}});
+        for (auto& [k, v] : answer.items()) {
+          if (k == "run_ids" && v.is_array()) {
+            auto& ids = body["run_ids"];
+            if (!ids.is_array())
+              ids = json::array();
+            for (auto& id : v)
+              if (ids.size() < 100)
+                ids.push_back(id);
+          } else if (k != "kept_all" && !body.contains(k)) {
+            body[k] = v;
+          }
+        }
+        each.push_back(std::move(mine));
       } else if (answer.value("code", "") == "bad_request") {
         // The request itself is wrong: the client hears why.
         if (!refused)
@@ -234,13 +246,10 @@ struct gc_sum {
                        refused->value("message", std::string{}),
                        extra.is_object() ? extra : json::object());
     }
-    json body{{"runs", runs},
-              {"events", events},
-              {"keys", keys},
-              {"tombstones", tombstones},
-              {"members", std::move(each)}};
-    if (older_than_ms)
-      body["older_than_ms"] = *older_than_ms;
+    for (auto& f : counts)
+      if (!body.contains(f))
+        body[f] = 0;
+    body["members"] = std::move(each);
     if (kept_all && failed.empty())
       body["kept_all"] = true;
     if (!failed.empty())
@@ -379,7 +388,11 @@ struct forwarder::impl : std::enable_shared_from_this<impl> {
 
   void submit(const request_ptr& req, const json& msg, const coordinator& c);
   void list(const request_ptr& req, const json& msg, const coordinator& c);
-  void gc(const request_ptr& req, const json& msg, const coordinator& c);
+  /// `gc` or `cancel_many`: asked of every member, summed.
+  void each_member(const request_ptr& req, const std::string& type,
+                   const json& msg, const coordinator& c,
+                   std::vector<std::string> counts,
+                   std::chrono::milliseconds timeout);
 
   // -- requester side (the relay) ---------------------------------------------
 
@@ -882,11 +895,15 @@ void forwarder::impl::list(const request_ptr& req, const json& msg,
   inner.handle(local, "list", each);
 }
 
-void forwarder::impl::gc(const request_ptr& req, const json& msg,
-                         const coordinator& c) {
+void forwarder::impl::each_member(const request_ptr& req,
+                                  const std::string& type, const json& msg,
+                                  const coordinator& c,
+                                  std::vector<std::string> counts,
+                                  std::chrono::milliseconds timeout) {
   auto me = c.self().member;
-  auto sum = std::make_shared<gc_sum>();
+  auto sum = std::make_shared<member_sum>();
   sum->req = req;
+  sum->counts = std::move(counts);
   auto* m = peers.load();
   std::vector<std::pair<std::string, caf::actor>> asked;
   for (auto& o : c.members()) {
@@ -898,8 +915,8 @@ void forwarder::impl::gc(const request_ptr& req, const json& msg,
         {"member", o.name},
         {"state", o.state},
         {"reason", o.state == "down"
-                     ? std::string{"down: the partitions it still leads keep "
-                                   "their finished runs"}
+                     ? std::string{"down: the partitions it still leads are "
+                                   "not reached"}
                      : "not linked to this member (link "
                          + (o.link.empty() ? std::string{"none"} : o.link)
                          + (o.reason.empty() ? "" : ": " + o.reason) + ")"}});
@@ -908,20 +925,20 @@ void forwarder::impl::gc(const request_ptr& req, const json& msg,
     asked.emplace_back(o.name, to);
   }
   sum->waiting = asked.size() + 1;
-  // Each member collects the partitions it leads; it is asked as a member
+  // Each member acts on the partitions it leads; it is asked as a member
   // is (through its node service), so nothing is asked twice.
   for (auto& [name, to] : asked) {
     auto collect = std::make_shared<collect_context>(
       req, [sum, name = name](bool ok, json answer) {
         sum->take(name, ok, std::move(answer));
       });
-    forward(collect, "gc", msg, name, {}, json::object(), opts.gc_timeout);
+    forward(collect, type, msg, name, {}, json::object(), timeout);
   }
   auto local
     = std::make_shared<collect_context>(req, [sum, me](bool ok, json answer) {
         sum->take(me, ok, std::move(answer));
       });
-  inner.handle(local, "gc", msg);
+  inner.handle(local, type, msg);
 }
 
 json merge_list_pages(const std::vector<json>& pages, size_t limit) {
@@ -1026,7 +1043,11 @@ void forwarder::handle(const request_ptr& req, const std::string& type,
   if (type == "list")
     return s.list(req, msg, *c);
   if (type == "gc")
-    return s.gc(req, msg, *c);
+    return s.each_member(req, type, msg, *c,
+                         {"runs", "events", "keys", "tombstones"},
+                         s.opts.gc_timeout);
+  if (type == "cancel_many")
+    return s.each_member(req, type, msg, *c, {"count"}, s.opts.request_timeout);
   if (type == "submit")
     return s.submit(req, msg, *c);
   if (type == "leave") {

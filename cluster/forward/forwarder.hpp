@@ -5,10 +5,10 @@
 // another member owns) is forwarded over the peer mesh to that member,
 // whose node service answers it; its answers travel back over the mesh to
 // the client's connection here, so the client is never redirected. `list`
-// asks every member and merges their pages; `gc` asks every member to
-// delete the finished runs of the partitions it leads, and sums. A request that
-// names no run, or a run this member owns, goes to the node service here
-// unchanged.
+// asks every member and merges their pages; `gc` and `cancel_many` ask
+// every member to act on the runs of the partitions it leads, and sum. A
+// request that names no run, or a run this member owns, goes to the node
+// service here unchanged.
 //
 // On the wire (CAF's middleman), only built-in types travel: atoms,
 // integers and strings holding JSON (cluster/mesh/mesh.hpp), so no message

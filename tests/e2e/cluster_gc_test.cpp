@@ -122,3 +122,34 @@ TEST_F(Retention, GcThroughOneMemberCoversTheClusterAndNamesAMemberLost) {
   EXPECT_NE(r.err.find("member m3"), std::string::npos) << r.err;
   EXPECT_NE(r.out.find("2 of 3 collected"), std::string::npos) << r.out;
 }
+
+TEST_F(Retention, CancelManyThroughOneMemberCancelsTheRunsOfEveryLeaderOnce) {
+  ASSERT_NO_FATAL_FAILURE(three_in_sync());
+  auto slow_wf = (dir.path() / "slow.yaml").string();
+  {
+    std::ofstream out{slow_wf};
+    out << "name: slow\nnodes:\n  s:\n    kind: exec\n    command: [\"sleep\", "
+           "\"120\"]\n";
+  }
+  std::vector<std::string> runs;
+  for (auto via : {"m1", "m2", "m3"})
+    for (auto& id : submit(via, slow_wf, 2))
+      runs.push_back(id);
+  ASSERT_EQ(runs.size(), 6u);
+  for (auto& id : runs)
+    ASSERT_TRUE(wait_until(
+      [&] { return status("m1", id).value("state", "") == "running"; }, 20s))
+      << id;
+  // Asked of m2 alone, each run is counted once, by its leader.
+  auto r = cli("m2", {"--json", "cancel", "--state", "running", "--yes"});
+  ASSERT_EQ(r.exit_code, 0) << r.err << r.out;
+  auto body = json::parse(r.out, nullptr, false);
+  ASSERT_FALSE(body.is_discarded()) << r.out;
+  EXPECT_EQ(body.value("count", 0), 6) << body;
+  EXPECT_EQ(body.value("members", json::array()).size(), 3u) << body;
+  EXPECT_EQ(body.value("run_ids", json::array()).size(), 6u) << body;
+  for (auto& id : runs)
+    EXPECT_TRUE(wait_until(
+      [&] { return status("m3", id).value("state", "") == "cancelled"; }, 20s))
+      << id << ": " << status("m3", id);
+}
