@@ -17,6 +17,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <tuple>
 #include <vector>
 
@@ -931,4 +932,46 @@ TEST_F(PartitionLogTest, RetentionLeavesTheRunsOfPartitionsLedElsewhere) {
   EXPECT_TRUE(follower->find_run("r1-a"));
   EXPECT_EQ(follower->digest_partition(1)->digest, before->digest);
   EXPECT_EQ(follower->log_state(1)->log_end, end);
+}
+
+TEST_F(PartitionLogTest,
+       RetentionLeavesAFinishedRunThatARecordNotAppliedWrites) {
+  auto leader = open("leader");
+  ASSERT_TRUE(leader);
+  ASSERT_TRUE(leader->lead(1, 1).ok());
+  auto a = append(*leader, submit("r1-a"));
+  auto b = append(*leader, finish("r1-a"));
+  leader->flush();
+  ASSERT_TRUE(leader->commit(1, leader->log_state(1)->log_end).ok());
+  ASSERT_EQ(b.get(), "");
+  // The run is retried: recorded, not committed yet.
+  journal_store::append_op retry = step("r1-a", 2);
+  retry.index = index("r1-a", run_state::running, 20);
+  auto c = append(*leader, retry);
+  leader->flush();
+  EXPECT_FALSE(c.ready());
+  auto end = leader->log_state(1)->log_end;
+  journal_store::gc_options o;
+  o.runs_before_ns = std::numeric_limits<int64_t>::max();
+  auto report
+    = std::async(std::launch::async, [&] { return leader->collect(o); });
+  // The deletion is not recorded: the collection waits for the retry's
+  // record to commit, and then finds the run running. (A deletion recorded
+  // would show within milliseconds.)
+  auto until = std::chrono::steady_clock::now() + 1s;
+  while (leader->log_state(1)->log_end == end
+         && std::chrono::steady_clock::now() < until)
+    std::this_thread::sleep_for(5ms);
+  EXPECT_EQ(leader->log_state(1)->log_end, end);
+  EXPECT_NE(report.wait_for(0s), std::future_status::ready);
+  ASSERT_TRUE(leader->commit(1, leader->log_state(1)->log_end).ok());
+  ASSERT_EQ(report.wait_for(10s), std::future_status::ready);
+  auto r = report.get();
+  EXPECT_EQ(r.error, "");
+  EXPECT_EQ(r.runs, 0u);
+  EXPECT_EQ(c.get(), "");
+  ASSERT_TRUE(leader->find_run("r1-a"));
+  EXPECT_EQ(leader->find_run("r1-a")->state, run_state::running);
+  std::string error;
+  EXPECT_EQ(leader->read_journal("r1-a", error).size(), 4u) << error;
 }
