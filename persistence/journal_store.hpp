@@ -382,6 +382,11 @@ class journal_store {
     /// Compact what was deleted, so that the space is freed now and later
     /// reads skip no deletion markers. Default: true.
     bool compact = true;
+    /// With replicated partitions: how long a batch of deletions may wait
+    /// for its records to commit (every in-sync replica holds them) before
+    /// the collection gives up with an error; deletions recorded by then
+    /// still take effect once they commit. Default: 30 s.
+    std::chrono::milliseconds commit_wait{30'000};
   };
 
   /// What one collection removed.
@@ -398,12 +403,27 @@ class journal_store {
     std::string error = {};
     /// Whether `stop` ended it before it was done.
     bool stopped = false;
+    /// With replicated partitions: finished runs (and expired tombstones)
+    /// past the time that were left alone because this store does not lead
+    /// their partition; its leader deletes them, for every replica.
+    uint64_t not_led = 0;
   };
 
   /// Deletes finished runs and tombstones older than `o` says, in batches,
   /// leaving a tombstone per deleted run; unfinished runs are never deleted.
   /// Blocking, on the caller's thread (which must not be the writer's);
   /// concurrent calls run one after the other.
+  ///
+  /// With replicated partitions the deletions go through the partitions'
+  /// logs, so that every replica deletes the same: only the runs of the
+  /// partitions this store leads are deleted (the others are counted in
+  /// gc_report::not_led), each batch is queued to the writer like appends
+  /// and becomes a record of each partition it touches (point deletions of
+  /// the run's journal, index entries and keys, and the tombstone's puts),
+  /// and takes effect when that record commits; the call waits for it, at
+  /// most gc_options::commit_wait per batch. A store that holds partition
+  /// logs but was opened without replication refuses to collect (its
+  /// replicas would differ).
   virtual gc_report collect(const gc_options& o) = 0;
 
   /// Returns the tombstone of `run_id` if it was deleted after retention

@@ -88,6 +88,7 @@ add_dependencies(troupe_cluster_steps_tests troupe)
 # Replicated partitions with real members: failover after a kill -9.
 troupe_add_tests(cluster_failover
   SOURCES e2e/cluster_failover_test.cpp e2e/cluster_watch_test.cpp
+          e2e/cluster_gc_test.cpp
   DEPS troupe_test_support troupe_frame_client troupe_runtime_auth
        troupe_cluster_membership nlohmann_json::nlohmann_json
   LABELS "e2e;slow")

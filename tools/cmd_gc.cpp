@@ -102,8 +102,24 @@ int gc_remote(const global_options& g, const config::settings& settings,
                 << client.node_name() << ", " << kept_all_hint;
       return exit_ok;
     }
-    print_report(g, std::move(body), "node", client.node_name());
-    return exit_ok;
+    // A cluster member asks every member, each for the partitions it
+    // leads: one that could not collect is named.
+    auto failed = body.value("failed_members", json::array());
+    if (!g.json)
+      for (auto& m : failed)
+        std::cerr << "troupe: gc: member " << m.value("member", "?") << " ("
+                  << m.value("state", "?")
+                  << ") did not collect: " << m.value("reason", "")
+                  << "; the finished runs of the partitions it leads are "
+                     "kept\n";
+    auto members = body.value("members", json::array()).size();
+    auto where = client.node_name();
+    if (members > 1 || !failed.empty())
+      where += " and the other members (" + std::to_string(members) + " of "
+               + std::to_string(members + failed.size()) + " collected)";
+    print_report(g, std::move(body), "node",
+                 g.json ? client.node_name() : where);
+    return failed.empty() ? exit_ok : exit_unreachable;
   } catch (const client_error& e) {
     std::cerr << "troupe: gc: " << e.what() << "\n";
     if (e.exit_code == exit_unreachable && e.code.empty())

@@ -319,13 +319,9 @@ int run_node_start(const global_options& g, const node_start_options& o) {
               };
           so.replication.on_records = on_records;
         };
-    // Deleting finished runs does not go through the partitions' logs yet:
-    // replicas would differ. Runs are kept until it does.
-    if (opts.retention.count() > 0)
-      runtime::log::warn("cluster",
-                         "storage.retention is not applied with replicated "
-                         "partitions yet: finished runs are kept");
-    opts.retention = std::chrono::nanoseconds{0};
+    // Retention (storage.retention, `troupe gc`) deletes the finished runs
+    // of the partitions this member leads, through their logs, so that
+    // every replica deletes the same (journal_store::collect).
     opts.partition_for = [r = replicated.get()](const std::string& key) {
       return r->partition_for(key);
     };
@@ -589,6 +585,10 @@ int run_node_start(const global_options& g, const node_start_options& o) {
       service.set_list_scope(
         [r = replicated.get(), partitions](std::string_view run_id) {
           return r->holds(runtime::partition_of_run(run_id, partitions));
+        });
+      service.set_cancel_scope(
+        [r = replicated.get(), partitions](std::string_view run_id) {
+          return r->leads(runtime::partition_of_run(run_id, partitions));
         });
       service.set_partitions(
         [r = replicated.get()](std::optional<uint32_t> one, bool digest) {

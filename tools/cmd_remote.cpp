@@ -561,7 +561,17 @@ int remote(const global_options& g, const std::string& command,
     else
       std::cout << "cancelling " << body.value("count", size_t{0})
                 << " run(s)\n";
-    return exit_ok;
+    // On a cluster every member cancels the runs of the partitions it
+    // leads: one that could not be asked is named.
+    auto failed = body.value("failed_members", json::array());
+    if (!g.json)
+      for (auto& m : failed)
+        std::cerr
+          << "troupe: cancel: member " << m.value("member", "?") << " ("
+          << m.value("state", "?")
+          << ") did not answer: " << m.value("reason", "")
+          << "; the runs of the partitions it leads are not cancelled\n";
+    return failed.empty() ? exit_ok : exit_unreachable;
   }
   // cancel, pause, resume of one run.
   json req = {{"t", command}, {"run_id", o.run_id}};

@@ -270,6 +270,10 @@ bool member_partitions::holds(uint32_t p) const {
               != r.replicas.end();
 }
 
+bool member_partitions::leads(uint32_t p) const {
+  return agent_ && agent_->leads(p);
+}
+
 std::vector<uint32_t> member_partitions::led() const {
   return agent_ ? agent_->led() : std::vector<uint32_t>{};
 }

@@ -92,6 +92,9 @@ class member_partitions {
   /// Partitions led here and resumed.
   std::vector<uint32_t> led() const;
 
+  /// Whether this member leads `p` now.
+  bool leads(uint32_t p) const;
+
   /// Whether this member is a replica of `p` (or `p` has no record yet,
   /// or the member has not joined): whether its copy of `p` is kept.
   bool holds(uint32_t p) const;

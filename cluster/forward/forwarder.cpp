@@ -15,6 +15,7 @@
 #include <atomic>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <set>
 #include <unordered_map>
@@ -170,6 +171,93 @@ struct list_merge {
   }
 };
 
+/// The answers of every member to a request each answers for the runs of
+/// the partitions it leads (`gc`, `cancel_many`), summed once all have
+/// answered.
+struct member_sum {
+  request_ptr req;
+  /// The fields summed: {runs, events, keys, tombstones} or {count}.
+  std::vector<std::string> counts;
+  std::mutex mtx;
+  size_t waiting = 0;
+  /// The sums, `run_ids` joined (at most 100), and the other fields as
+  /// the first member to answer gave them (older_than_ms, dry_run).
+  json body = json::object();
+  /// Whether every member answered `kept_all` (gc: its retention keeps
+  /// every run).
+  bool kept_all = true;
+  /// Per member that answered: its counts.
+  json each = json::array();
+  /// Per member that did not: {member, state, reason}.
+  json failed = json::array();
+  std::optional<json> refused;
+
+  /// Takes member `name`'s answer; the last one answers the client.
+  void take(const std::string& name, bool ok, json answer) {
+    {
+      std::lock_guard guard{mtx};
+      if (ok) {
+        json mine{{"member", name}};
+        for (auto& f : counts) {
+          auto n = answer.value(f, uint64_t{0});
+          body[f] = body.value(f, uint64_t{0}) + n;
+          mine[f] = n;
+        }
+        kept_all = kept_all && answer.value("kept_all", false);
+        for (auto& [k, v] : answer.items()) {
+          if (k == "run_ids" && v.is_array()) {
+            auto& ids = body["run_ids"];
+            if (!ids.is_array())
+              ids = json::array();
+            for (auto& id : v)
+              if (ids.size() < 100)
+                ids.push_back(id);
+          } else if (k != "kept_all" && !body.contains(k)) {
+            body[k] = v;
+          }
+        }
+        each.push_back(std::move(mine));
+      } else if (answer.value("code", "") == "bad_request") {
+        // The request itself is wrong: the client hears why.
+        if (!refused)
+          refused = std::move(answer);
+      } else {
+        auto extra = answer.value("extra", json::object());
+        auto state = extra.is_object() && extra.contains("owner_state")
+                       ? extra.value("owner_state", std::string{})
+                       : std::string{"up"};
+        failed.push_back(
+          json{{"member", name},
+               {"state", state},
+               {"reason", answer.value("code", std::string{"internal"}) + ": "
+                            + answer.value("message", std::string{})}});
+      }
+      if (--waiting > 0)
+        return;
+    }
+    finish();
+  }
+
+  void finish() {
+    if (refused) {
+      auto code = control::parse_error_code(refused->value("code", ""));
+      auto extra = refused->value("extra", json::object());
+      return req->fail(code.value_or(error_code::internal),
+                       refused->value("message", std::string{}),
+                       extra.is_object() ? extra : json::object());
+    }
+    for (auto& f : counts)
+      if (!body.contains(f))
+        body[f] = 0;
+    body["members"] = std::move(each);
+    if (kept_all && failed.empty())
+      body["kept_all"] = true;
+    if (!failed.empty())
+      body["failed_members"] = std::move(failed);
+    req->reply(std::move(body));
+  }
+};
+
 } // namespace
 
 // -- the forwarder's state ----------------------------------------------------
@@ -300,6 +388,11 @@ struct forwarder::impl : std::enable_shared_from_this<impl> {
 
   void submit(const request_ptr& req, const json& msg, const coordinator& c);
   void list(const request_ptr& req, const json& msg, const coordinator& c);
+  /// `gc` or `cancel_many`: asked of every member, summed.
+  void each_member(const request_ptr& req, const std::string& type,
+                   const json& msg, const coordinator& c,
+                   std::vector<std::string> counts,
+                   std::chrono::milliseconds timeout);
 
   // -- requester side (the relay) ---------------------------------------------
 
@@ -802,6 +895,52 @@ void forwarder::impl::list(const request_ptr& req, const json& msg,
   inner.handle(local, "list", each);
 }
 
+void forwarder::impl::each_member(const request_ptr& req,
+                                  const std::string& type, const json& msg,
+                                  const coordinator& c,
+                                  std::vector<std::string> counts,
+                                  std::chrono::milliseconds timeout) {
+  auto me = c.self().member;
+  auto sum = std::make_shared<member_sum>();
+  sum->req = req;
+  sum->counts = std::move(counts);
+  auto* m = peers.load();
+  std::vector<std::pair<std::string, caf::actor>> asked;
+  for (auto& o : c.members()) {
+    if (o.name == me)
+      continue;
+    auto to = o.state == "down" || !m ? caf::actor{} : m->peer(o.name);
+    if (!to) {
+      sum->failed.push_back(json{
+        {"member", o.name},
+        {"state", o.state},
+        {"reason", o.state == "down"
+                     ? std::string{"down: the partitions it still leads are "
+                                   "not reached"}
+                     : "not linked to this member (link "
+                         + (o.link.empty() ? std::string{"none"} : o.link)
+                         + (o.reason.empty() ? "" : ": " + o.reason) + ")"}});
+      continue;
+    }
+    asked.emplace_back(o.name, to);
+  }
+  sum->waiting = asked.size() + 1;
+  // Each member acts on the partitions it leads; it is asked as a member
+  // is (through its node service), so nothing is asked twice.
+  for (auto& [name, to] : asked) {
+    auto collect = std::make_shared<collect_context>(
+      req, [sum, name = name](bool ok, json answer) {
+        sum->take(name, ok, std::move(answer));
+      });
+    forward(collect, type, msg, name, {}, json::object(), timeout);
+  }
+  auto local
+    = std::make_shared<collect_context>(req, [sum, me](bool ok, json answer) {
+        sum->take(me, ok, std::move(answer));
+      });
+  inner.handle(local, type, msg);
+}
+
 json merge_list_pages(const std::vector<json>& pages, size_t limit) {
   // Every member listed its runs in id order from the same cursor. A
   // member whose page stopped early (its `next`) may hold runs past it
@@ -903,6 +1042,12 @@ void forwarder::handle(const request_ptr& req, const std::string& type,
     return s.inner.handle(req, type, msg);
   if (type == "list")
     return s.list(req, msg, *c);
+  if (type == "gc")
+    return s.each_member(req, type, msg, *c,
+                         {"runs", "events", "keys", "tombstones"},
+                         s.opts.gc_timeout);
+  if (type == "cancel_many")
+    return s.each_member(req, type, msg, *c, {"count"}, s.opts.request_timeout);
   if (type == "submit")
     return s.submit(req, msg, *c);
   if (type == "leave") {

@@ -5,8 +5,10 @@
 // another member owns) is forwarded over the peer mesh to that member,
 // whose node service answers it; its answers travel back over the mesh to
 // the client's connection here, so the client is never redirected. `list`
-// asks every member and merges their pages. A request that names no run,
-// or a run this member owns, goes to the node service here unchanged.
+// asks every member and merges their pages; `gc` and `cancel_many` ask
+// every member to act on the runs of the partitions it leads, and sum. A
+// request that names no run, or a run this member owns, goes to the node
+// service here unchanged.
 //
 // On the wire (CAF's middleman), only built-in types travel: atoms,
 // integers and strings holding JSON (cluster/mesh/mesh.hpp), so no message
@@ -39,6 +41,9 @@ struct forward_options {
   /// How long `list` waits for each other member's page; one that did not
   /// answer by then is reported in `missing_members`. Default: 5 s.
   std::chrono::milliseconds list_timeout{5'000};
+  /// How long `gc` waits for each other member's collection; one that did
+  /// not answer by then is reported in `failed_members`. Default: 5 min.
+  std::chrono::milliseconds gc_timeout{300'000};
   /// Where forwarded requests are counted; may be null.
   runtime::metrics::registry* metrics = nullptr;
 };

@@ -372,6 +372,9 @@ struct node_service::impl : std::enable_shared_from_this<impl> {
   /// Which runs `list` shows (node_service::set_list_scope).
   std::function<bool(std::string_view)> list_scope;
 
+  /// Which runs `cancel_many` acts on (node_service::set_cancel_scope).
+  std::function<bool(std::string_view)> cancel_scope;
+
   /// What `leave` does (node_service::set_leave).
   std::function<std::string(const std::string&)> leave_hook;
 
@@ -829,7 +832,13 @@ void node_service::impl::cancel_many(const request_ptr& req, const json& msg) {
     return req->fail(error_code::bad_request,
                      "cancel_many: state must be running or paused, not '"
                        + state_text + "'");
-  work(req, [self = shared_from_this(), req, workflow, state, dry_run, reason] {
+  std::function<bool(std::string_view)> scope;
+  {
+    std::lock_guard guard{loads_mtx};
+    scope = cancel_scope;
+  }
+  work(req, [self = shared_from_this(), req, workflow, state, dry_run, reason,
+             scope] {
     auto& store = self->node.store();
     std::vector<std::string> ids;
     std::string cursor;
@@ -838,7 +847,8 @@ void node_service::impl::cancel_many(const request_ptr& req, const json& msg) {
       for (auto& e : batch) {
         cursor = e.run_id;
         if (persistence::is_terminal(e.state) || (state && e.state != *state)
-            || (!workflow.empty() && e.workflow != workflow))
+            || (!workflow.empty() && e.workflow != workflow)
+            || (scope && !scope(e.run_id)))
           continue;
         ids.push_back(e.run_id);
       }
@@ -1140,6 +1150,11 @@ void node_service::set_admit(std::function<std::string(const std::string&)> f) {
 void node_service::set_list_scope(std::function<bool(std::string_view)> f) {
   std::lock_guard guard{impl_->loads_mtx};
   impl_->list_scope = std::move(f);
+}
+
+void node_service::set_cancel_scope(std::function<bool(std::string_view)> f) {
+  std::lock_guard guard{impl_->loads_mtx};
+  impl_->cancel_scope = std::move(f);
 }
 
 void node_service::set_leave(std::function<std::string(const std::string&)> f) {

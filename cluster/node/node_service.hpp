@@ -125,6 +125,12 @@ class node_service final : public control_handler {
   /// Called on a worker thread.
   void set_list_scope(std::function<bool(std::string_view run_id)> f);
 
+  /// Which runs of the store `cancel_many` acts on; null: all. A member
+  /// with replicated partitions cancels the runs of the partitions it
+  /// leads (the forwarder asks every member). Called on the io_context
+  /// thread.
+  void set_cancel_scope(std::function<bool(std::string_view run_id)> f);
+
   /// What `leave` does: starts the member's leaving (it drains, hands its
   /// partitions over and goes, as on SIGTERM) and returns "", or returns
   /// why it cannot. Null (a node alone): `leave` is refused. Called on the

@@ -451,10 +451,23 @@ class rocksdb_journal_store final : public journal_store {
   gc_report collect(const gc_options& o) override {
     std::lock_guard<std::mutex> lk{gc_mu_};
     gc_report out;
+    if (!replicated() && !metas_.empty()) {
+      // Opened without replication (a tool on a member's data dir): a
+      // direct deletion would make this replica differ from the others.
+      out.error = "the store at " + quoted(std::as_const(opts_.path))
+                  + " holds the logs of " + std::to_string(metas_.size())
+                  + " replicated partition(s): its finished runs are deleted "
+                    "by their partitions' leaders, through the logs (ask the "
+                    "member that runs on it), never directly";
+      return out;
+    }
     collected_range range;
     try {
-      collect_runs(o, out, range);
-      if (out.error.empty() && !out.stopped)
+      if (replicated())
+        collect_through_logs(o, out, range);
+      else
+        collect_runs(o, out, range);
+      if (out.error.empty() && !out.stopped && !replicated())
         expire_tombstones(o, out);
       if (o.compact && (out.runs > 0 || out.tombstones > 0))
         compact_collected(o, range);
@@ -956,8 +969,28 @@ class rocksdb_journal_store final : public journal_store {
       std::vector<std::string> keys;
       /// The record, so that applying it needs no read.
       std::string bytes;
+      /// Runs whose index entry or tombstone it writes (a deletion of
+      /// retention does both): retention leaves them to a later collection.
+      std::vector<std::string> others = {};
     };
     std::deque<touched> records;
+  };
+
+  /// A deletion of retention, queued to the writer like an append so that
+  /// it becomes part of a record of the run's partition.
+  struct removal_op {
+    enum class what : uint8_t { run, tombstone };
+    what kind = what::run;
+    /// run: the key of `finished` that named the run; tombstone: the key
+    /// of the tombstones' time index.
+    std::string key;
+    /// run: when it is deleted (its tombstone's time); tombstone: the time
+    /// in `key`.
+    int64_t at_ns = 0;
+    /// What its staging deleted; set by the writer.
+    gc_report counted = {};
+    /// Whether it committed (set by its callback).
+    bool committed = false;
   };
 
   /// One queued append, encoded.
@@ -978,6 +1011,9 @@ class rocksdb_journal_store final : public journal_store {
     /// Why the append is refused before reaching the database.
     std::string invalid;
     std::function<void(std::string)> done;
+    /// Set for a deletion of retention on a store with replicated
+    /// partitions (see collect_through_logs); nothing else is then.
+    std::shared_ptr<removal_op> removal = {};
   };
 
   struct read_request {
@@ -1320,6 +1356,8 @@ class rocksdb_journal_store final : public journal_store {
                     const overlay* ov = nullptr) {
     if (!p.invalid.empty())
       return p.invalid;
+    if (p.removal)
+      return stage_removal(p, wb, touched, ov);
     if (p.run_id.empty()) {
       // Notes only.
       for (auto& [name, value] : p.notes)
@@ -1547,7 +1585,9 @@ class rocksdb_journal_store final : public journal_store {
         }
         // A fence's refusal is no failure of the run: nothing was tried,
         // and the run's own writer goes on.
-        if (!errors[i].empty() && !p.run_id.empty() && !is_stale(errors[i]))
+        // Nor is a deletion's (of a finished run, by retention).
+        if (!errors[i].empty() && !p.run_id.empty() && !is_stale(errors[i])
+            && !p.removal)
           failed_here.try_emplace(p.run_id, errors[i]);
       }
       for (auto& [part, share] : shares)
@@ -2021,6 +2061,14 @@ class rocksdb_journal_store final : public journal_store {
     plog::for_each_mutation(
       record,
       [&](const plog::mutation_view& mv) {
+        std::string_view other;
+        if (mv.cf == plog::family::runs)
+          other = mv.key;
+        else if (mv.cf == plog::family::default_ && mv.op != plog::kind::put
+                 && mv.key.starts_with(kl::tombstone_prefix))
+          other = mv.key.substr(kl::tombstone_prefix.size());
+        if (!other.empty() && (t.others.empty() || t.others.back() != other))
+          t.others.emplace_back(other);
         if (mv.op != plog::kind::put)
           return;
         if (mv.cf == plog::family::journal && mv.key.size() > kl::seq_size
@@ -2320,6 +2368,250 @@ class rocksdb_journal_store final : public journal_store {
       wb.Delete(db_->DefaultColumnFamily(), it->key()).PermitUncheckedError();
     }
     return released;
+  }
+
+  // -- retention through the partition logs --------------------------------
+
+  /// Whether a record of `ov` (not applied yet) writes `run_id`'s journal,
+  /// index entry or tombstone.
+  static bool writes_run(const overlay& ov, const std::string& run_id) {
+    if (ov.next_seq.count(run_id) != 0)
+      return true;
+    for (const auto& t : ov.records)
+      for (const auto& other : t.others)
+        if (other == run_id)
+          return true;
+    return false;
+  }
+
+  /// Adds to `wb` the deletions of `p.removal`, as the applied state has
+  /// them now: a finished run's journal (a point deletion per record, so
+  /// that a record holds nothing but puts and deletions), index entries,
+  /// idempotency keys, and its tombstone; or an expired tombstone. Adds
+  /// nothing for a run no longer due (its entry changed, or it is gone) or
+  /// one that a record not applied yet, or an append of this batch, writes:
+  /// a later collection sees it again. Writer thread, under plog_mu_.
+  std::string stage_removal(pending& p, rocksdb::WriteBatch& wb,
+                            std::unordered_map<std::string, bool>& touched,
+                            const overlay* ov) {
+    auto& r = *p.removal;
+    if (touched.count(p.run_id) != 0 || (ov && writes_run(*ov, p.run_id)))
+      return {};
+    auto* def = db_->DefaultColumnFamily();
+    gc_report counted;
+    rocksdb::Status s;
+    wb.SetSavePoint();
+    if (r.kind == removal_op::what::tombstone) {
+      s = wb.Delete(def, r.key);
+      // A run deleted again since keeps its newer tombstone.
+      if (auto t = find_tombstone(p.run_id);
+          s.ok() && t
+          && kl::time_part(t->deleted_at_ns) == kl::time_part(r.at_ns)) {
+        s = wb.Delete(def, kl::tombstone_key(p.run_id));
+        counted.tombstones = 1;
+      }
+    } else {
+      s = wb.Delete(finished_, r.key);
+      auto entry = find_run(p.run_id);
+      // As in collect_runs: only the key of the run's current, terminal
+      // entry counts.
+      if (s.ok() && entry && is_terminal(entry->state)
+          && kl::finished_key(entry->updated_at_ns, p.run_id) == r.key) {
+        std::unique_ptr<rocksdb::Iterator> journal{
+          db_->NewIterator(rocksdb::ReadOptions{}, journal_)};
+        uint64_t n = journal_length(*journal, p.run_id);
+        for (uint64_t seq = 1; s.ok() && seq <= n; ++seq)
+          s = wb.Delete(journal_,
+                        kl::journal_key(p.run_id, static_cast<uint32_t>(seq)));
+        if (s.ok())
+          s = wb.Delete(runs_, p.run_id);
+        if (s.ok())
+          counted.keys = release_keys(wb, p.run_id);
+        entry->reason.clear();
+        std::string tombstone;
+        kl::append_be64(tombstone, kl::time_part(r.at_ns));
+        tombstone += encode(*entry);
+        if (s.ok())
+          s = wb.Put(def, kl::tombstone_key(p.run_id), tombstone);
+        if (s.ok())
+          s = wb.Put(def, kl::tombstone_time_key(r.at_ns, p.run_id),
+                     rocksdb::Slice{});
+        counted.runs = 1;
+        counted.events = n;
+        touched[p.run_id] = true;
+      }
+    }
+    if (!s.ok()) {
+      wb.RollbackToSavePoint().PermitUncheckedError();
+      touched.erase(p.run_id);
+      return "cannot delete run " + p.run_id + ": " + s.ToString();
+    }
+    wb.PopSavePoint().PermitUncheckedError();
+    r.counted = counted;
+    return {};
+  }
+
+  /// What collect_through_logs waits for: the answers of one batch of
+  /// deletions, which may come after the collection gave up waiting.
+  struct removal_wait {
+    std::mutex mu;
+    std::condition_variable cv;
+    size_t left = 0;
+    uint64_t not_led = 0;
+    std::string error;
+  };
+
+  /// Retention with replicated partitions: the finished runs past the time,
+  /// then the expired tombstones, of the partitions this store leads, each
+  /// batch queued to the writer as deletions (one record per partition)
+  /// and waited for until committed.
+  void collect_through_logs(const gc_options& o, gc_report& out,
+                            collected_range& range) {
+    range.finished_before_ns = o.runs_before_ns;
+    if (!sweep_through_logs(o, removal_op::what::run, out, range))
+      return;
+    sweep_through_logs(o, removal_op::what::tombstone, out, range);
+  }
+
+  /// One kind of collect_through_logs' deletions; false when it stopped
+  /// early (out.error or out.stopped set).
+  bool sweep_through_logs(const gc_options& o, removal_op::what kind,
+                          gc_report& out, collected_range& range) {
+    const bool runs = kind == removal_op::what::run;
+    auto* cf = runs ? finished_ : db_->DefaultColumnFamily();
+    const std::string prefix{runs ? std::string_view{}
+                                  : kl::tombstone_time_prefix};
+    const std::string upper
+      = runs ? kl::finished_key(o.runs_before_ns, "")
+             : kl::tombstone_time_key(o.tombstones_before_ns, "");
+    const size_t batch_size = std::max<size_t>(1, o.batch);
+    std::string resume = prefix;
+    for (;;) {
+      if (stop_requested(o)) {
+        out.stopped = true;
+        return false;
+      }
+      std::vector<std::string> keys;
+      {
+        rocksdb::ReadOptions ro;
+        rocksdb::Slice upper_slice{upper};
+        ro.iterate_upper_bound = &upper_slice;
+        std::unique_ptr<rocksdb::Iterator> it{db_->NewIterator(ro, cf)};
+        for (it->Seek(resume); it->Valid() && keys.size() < batch_size;
+             it->Next())
+          keys.push_back(it->key().ToString());
+        if (!it->status().ok()) {
+          out.error = std::string{runs ? "cannot read the index of finished "
+                                         "runs: "
+                                       : "cannot read the tombstones: "}
+                      + it->status().ToString();
+          return false;
+        }
+      }
+      if (keys.empty())
+        return true;
+      resume = keys.back() + '\0';
+      auto deleted_at = wall_now_ns();
+      auto wait = std::make_shared<removal_wait>();
+      std::vector<pending> queued;
+      std::vector<std::shared_ptr<removal_op>> ops;
+      std::vector<std::string> ids;
+      for (auto& key : keys) {
+        // Malformed keys (no run id) are left: they map to no partition.
+        const size_t head = prefix.size() + 8;
+        if (key.size() <= head)
+          continue;
+        std::string run_id = key.substr(head);
+        std::string ignored;
+        auto part = partition_of(run_id, {}, ignored);
+        if (!part)
+          continue;
+        {
+          std::lock_guard<std::mutex> plk{plog_mu_};
+          if (!leading_[*part]) {
+            ++out.not_led;
+            continue;
+          }
+        }
+        auto op = std::make_shared<removal_op>();
+        op->kind = kind;
+        op->key = key;
+        op->at_ns = runs ? deleted_at
+                         : static_cast<int64_t>(kl::read_be64(
+                           std::string_view{key}.substr(prefix.size())));
+        pending p;
+        ids.push_back(run_id);
+        p.run_id = std::move(run_id);
+        p.removal = op;
+        p.done = [wait, op](std::string error) {
+          std::lock_guard<std::mutex> lk{wait->mu};
+          if (error.empty())
+            op->committed = true;
+          else if (is_not_leader(error))
+            ++wait->not_led;
+          else if (wait->error.empty())
+            wait->error = std::move(error);
+          if (--wait->left == 0)
+            wait->cv.notify_all();
+        };
+        ops.push_back(std::move(op));
+        queued.push_back(std::move(p));
+      }
+      if (!queued.empty()) {
+        wait->left = queued.size();
+        {
+          std::lock_guard<std::mutex> lk{mu_};
+          for (auto& p : queued) {
+            queue_.push_back(std::move(p));
+            ++enqueued_;
+          }
+        }
+        work_cv_.notify_one();
+        bool timed_out = false;
+        {
+          std::unique_lock<std::mutex> lk{wait->mu};
+          auto deadline = std::chrono::steady_clock::now() + o.commit_wait;
+          while (wait->left > 0 && !stop_requested(o)) {
+            auto now = std::chrono::steady_clock::now();
+            if (now >= deadline) {
+              timed_out = true;
+              break;
+            }
+            wait->cv.wait_for(
+              lk, std::min<std::chrono::steady_clock::duration>(
+                    deadline - now, std::chrono::milliseconds{100}));
+          }
+          for (auto& op : ops)
+            if (op->committed) {
+              out.runs += op->counted.runs;
+              out.events += op->counted.events;
+              out.keys += op->counted.keys;
+              out.tombstones += op->counted.tombstones;
+            }
+          out.not_led += wait->not_led;
+          if (!wait->error.empty())
+            out.error
+              = "cannot delete "
+                + std::string{runs ? "finished runs" : "expired tombstones"}
+                + ": " + wait->error;
+          else if (timed_out)
+            out.error = std::to_string(wait->left)
+                        + " deletion(s) were not committed within "
+                        + std::to_string(o.commit_wait.count())
+                        + " ms: their partitions wait for their in-sync "
+                          "replicas (they take effect if they commit)";
+          if (wait->left > 0 && out.error.empty())
+            out.stopped = true;
+        }
+        for (size_t i = 0; i < ops.size(); ++i)
+          if (ops[i]->committed && ops[i]->counted.runs > 0)
+            range.add(ids[i]);
+        if (!out.error.empty() || out.stopped)
+          return false;
+      }
+      if (keys.size() < batch_size)
+        return true;
+    }
   }
 
   /// Removes tombstones of runs deleted before `o.tombstones_before_ns`.

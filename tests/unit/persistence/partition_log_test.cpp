@@ -12,10 +12,12 @@
 
 #include <chrono>
 #include <future>
+#include <limits>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <tuple>
 #include <vector>
 
@@ -767,4 +769,209 @@ TEST_F(PartitionLogTest, CommitManyAppliesSeveralPartitionsInOneCall) {
   auto want = applied_state(path("direct"));
   EXPECT_GT(want.size(), 10u);
   EXPECT_EQ(applied_state(path("replicated")), want);
+}
+
+namespace {
+
+/// Runs `store.collect(o)` on a thread of its own while doing for it what
+/// the replicator does: every record `leader` writes is shipped to
+/// `followers` (at `epoch`) and committed on all of them. Returns the
+/// report, or fails the test when the collection does not end within 10 s.
+journal_store::gc_report
+collect_replicated(journal_store& leader,
+                   const std::vector<journal_store*>& followers, uint64_t epoch,
+                   const journal_store::gc_options& o) {
+  auto report
+    = std::async(std::launch::async, [&] { return leader.collect(o); });
+  auto until = std::chrono::steady_clock::now() + 10s;
+  auto replicate = [&] {
+    for (uint32_t p = 0; p < partitions; ++p) {
+      auto end = leader.log_state(p)->log_end;
+      for (auto* f : followers) {
+        auto have = f->log_state(p)->log_end;
+        if (have < end) {
+          std::vector<log_record> records;
+          ASSERT_TRUE(leader.read_records(p, have + 1, 1 << 20, records).ok());
+          for (auto& rec : records)
+            ASSERT_TRUE(f->accept(p, epoch, rec.offset, rec.bytes).ok());
+        }
+      }
+      if (leader.log_state(p)->committed < end) {
+        ASSERT_TRUE(leader.commit(p, end).ok());
+        for (auto* f : followers)
+          ASSERT_TRUE(f->commit(p, end).ok());
+      }
+    }
+  };
+  while (report.wait_for(5ms) != std::future_status::ready
+         && std::chrono::steady_clock::now() < until)
+    replicate();
+  if (report.wait_for(0s) != std::future_status::ready) {
+    ADD_FAILURE() << "the collection did not end within 10 s";
+    return report.get();
+  }
+  replicate();
+  return report.get();
+}
+
+} // namespace
+
+TEST_F(PartitionLogTest, RetentionOnTheLeaderIsARecordFollowersApplyAlike) {
+  auto leader = open("leader");
+  auto follower = open("follower");
+  ASSERT_TRUE(leader && follower);
+  for (uint32_t p = 0; p < partitions; ++p) {
+    ASSERT_TRUE(leader->lead(p, 1).ok());
+    ASSERT_TRUE(follower->fence(p, 1).ok());
+  }
+  // r1-a (with key-a) and r1-c finished; r2-b still runs.
+  std::vector<answer> answers;
+  for (auto& op :
+       {submit("r1-a", "key-a"), step("r1-a", 1), finish("r1-a"),
+        submit("r2-b"), step("r2-b", 1), submit("r1-c"), finish("r1-c")})
+    answers.push_back(append(*leader, op));
+  leader->flush();
+  for (uint32_t p = 0; p < partitions; ++p) {
+    ship(*leader, *follower, p, 1, 1);
+    auto end = leader->log_state(p)->log_end;
+    ASSERT_TRUE(leader->commit(p, end).ok());
+    ASSERT_TRUE(follower->commit(p, end).ok());
+  }
+  for (auto& a : answers)
+    ASSERT_EQ(a.get(), "");
+  auto ends_before = leader->log_state(1)->log_end;
+
+  journal_store::gc_options o;
+  o.runs_before_ns = 1'000'000; // After every run finished (at 9).
+  o.tombstones_before_ns = 0;
+  auto r = collect_replicated(*leader, {follower.get()}, 1, o);
+  EXPECT_EQ(r.error, "");
+  EXPECT_EQ(r.runs, 2u);
+  EXPECT_EQ(r.keys, 1u);
+  EXPECT_EQ(r.events, 6u);
+  EXPECT_EQ(r.not_led, 0u);
+  // The deletions are a record of partition 1, and nothing of partition 2.
+  EXPECT_GT(leader->log_state(1)->log_end, ends_before);
+  for (auto* s : {leader.get(), follower.get()}) {
+    EXPECT_FALSE(s->find_run("r1-a"));
+    EXPECT_FALSE(s->find_run("r1-c"));
+    EXPECT_FALSE(s->find_idempotency_key("key-a"));
+    ASSERT_TRUE(s->find_tombstone("r1-a"));
+    EXPECT_EQ(s->find_tombstone("r1-a")->last.state, run_state::completed);
+    std::string error;
+    EXPECT_TRUE(s->read_journal("r1-a", error).empty());
+    ASSERT_TRUE(s->find_run("r2-b"));
+    EXPECT_EQ(s->read_journal("r2-b", error).size(), 3u);
+  }
+  for (uint32_t p = 0; p < partitions; ++p) {
+    EXPECT_EQ(follower->log_state(p), leader->log_state(p));
+    EXPECT_EQ(follower->digest_partition(p)->digest,
+              leader->digest_partition(p)->digest)
+      << p;
+  }
+  // A follower leaves the partitions it does not lead to their leader.
+  auto f = follower->collect([] {
+    journal_store::gc_options all;
+    all.runs_before_ns = std::numeric_limits<int64_t>::max();
+    all.tombstones_before_ns = std::numeric_limits<int64_t>::max();
+    return all;
+  }());
+  EXPECT_EQ(f.error, "");
+  EXPECT_EQ(f.runs + f.tombstones, 0u);
+  EXPECT_EQ(f.not_led, 2u); // the tombstones of r1-a and r1-c
+
+  // Expired tombstones go through the log too.
+  o.runs_before_ns = 0;
+  o.tombstones_before_ns = std::numeric_limits<int64_t>::max();
+  r = collect_replicated(*leader, {follower.get()}, 1, o);
+  EXPECT_EQ(r.error, "");
+  EXPECT_EQ(r.tombstones, 2u);
+  for (auto* s : {leader.get(), follower.get()})
+    EXPECT_FALSE(s->find_tombstone("r1-a"));
+
+  leader.reset();
+  follower.reset();
+  auto want = applied_state(path("leader"));
+  EXPECT_EQ(applied_state(path("follower")), want);
+  // Opened without replication (a tool on a member's data dir), the store
+  // refuses to delete on its own.
+  auto plain = open("follower", /*replicated=*/false);
+  ASSERT_TRUE(plain);
+  auto refused = plain->collect([] {
+    journal_store::gc_options all;
+    all.runs_before_ns = std::numeric_limits<int64_t>::max();
+    return all;
+  }());
+  EXPECT_NE(refused.error.find("replicated partition"), std::string::npos)
+    << refused.error;
+}
+
+TEST_F(PartitionLogTest, RetentionLeavesTheRunsOfPartitionsLedElsewhere) {
+  auto leader = open("leader");
+  auto follower = open("follower");
+  ASSERT_TRUE(leader && follower);
+  for (uint32_t p = 0; p < partitions; ++p) {
+    ASSERT_TRUE(leader->lead(p, 1).ok());
+    ASSERT_TRUE(follower->fence(p, 1).ok());
+  }
+  auto a = append(*leader, submit("r1-a"));
+  auto b = append(*leader, finish("r1-a"));
+  leader->flush();
+  ship(*leader, *follower, 1, 1, 1);
+  auto end = leader->log_state(1)->log_end;
+  ASSERT_TRUE(leader->commit(1, end).ok());
+  ASSERT_TRUE(follower->commit(1, end).ok());
+  ASSERT_EQ(b.get(), "");
+  auto before = follower->digest_partition(1);
+  journal_store::gc_options o;
+  o.runs_before_ns = std::numeric_limits<int64_t>::max();
+  auto r = follower->collect(o);
+  EXPECT_EQ(r.error, "");
+  EXPECT_EQ(r.runs, 0u);
+  EXPECT_EQ(r.not_led, 1u);
+  EXPECT_TRUE(follower->find_run("r1-a"));
+  EXPECT_EQ(follower->digest_partition(1)->digest, before->digest);
+  EXPECT_EQ(follower->log_state(1)->log_end, end);
+}
+
+TEST_F(PartitionLogTest,
+       RetentionLeavesAFinishedRunThatARecordNotAppliedWrites) {
+  auto leader = open("leader");
+  ASSERT_TRUE(leader);
+  ASSERT_TRUE(leader->lead(1, 1).ok());
+  auto a = append(*leader, submit("r1-a"));
+  auto b = append(*leader, finish("r1-a"));
+  leader->flush();
+  ASSERT_TRUE(leader->commit(1, leader->log_state(1)->log_end).ok());
+  ASSERT_EQ(b.get(), "");
+  // The run is retried: recorded, not committed yet.
+  journal_store::append_op retry = step("r1-a", 2);
+  retry.index = index("r1-a", run_state::running, 20);
+  auto c = append(*leader, retry);
+  leader->flush();
+  EXPECT_FALSE(c.ready());
+  auto end = leader->log_state(1)->log_end;
+  journal_store::gc_options o;
+  o.runs_before_ns = std::numeric_limits<int64_t>::max();
+  auto report
+    = std::async(std::launch::async, [&] { return leader->collect(o); });
+  // The deletion is not recorded: the collection waits for the retry's
+  // record to commit, and then finds the run running. (A deletion recorded
+  // would show within milliseconds.)
+  auto until = std::chrono::steady_clock::now() + 1s;
+  while (leader->log_state(1)->log_end == end
+         && std::chrono::steady_clock::now() < until)
+    std::this_thread::sleep_for(5ms);
+  EXPECT_EQ(leader->log_state(1)->log_end, end);
+  EXPECT_NE(report.wait_for(0s), std::future_status::ready);
+  ASSERT_TRUE(leader->commit(1, leader->log_state(1)->log_end).ok());
+  ASSERT_EQ(report.wait_for(10s), std::future_status::ready);
+  auto r = report.get();
+  EXPECT_EQ(r.error, "");
+  EXPECT_EQ(r.runs, 0u);
+  EXPECT_EQ(c.get(), "");
+  ASSERT_TRUE(leader->find_run("r1-a"));
+  EXPECT_EQ(leader->find_run("r1-a")->state, run_state::running);
+  std::string error;
+  EXPECT_EQ(leader->read_journal("r1-a", error).size(), 4u) << error;
 }
