@@ -322,6 +322,40 @@ TEST_F(Failover, AMemberRejoiningWithAWipedDiskCatchesUpFromTheStream) {
   all_done_once_and_agree("m3", runs, 4, {"m1", "m2", "m3"});
 }
 
+TEST_F(Failover, AWipedMemberRejoiningAfterTheLogsWereTrimmedGetsSnapshots) {
+  // Each log keeps one record below what every replica that counts holds:
+  // while m3 is away, the leaders trim what it would need to catch up
+  // from the stream.
+  extra_args = {"--set", "cluster.log_retain_records=1"};
+  ASSERT_NO_FATAL_FAILURE(three_in_sync());
+  auto wf = chain(4, "0.2");
+  auto runs = submit("m1", wf, 3);
+  for (auto& id : submit("m2", wf, 2))
+    runs.push_back(id);
+  ASSERT_NO_FATAL_FAILURE(until_started(4));
+  kill("m3");
+  std::filesystem::remove_all(dir.path() / "data-m3");
+  for (auto& id : submit("m1", wf, 2))
+    runs.push_back(id);
+  all_complete("m1", runs);
+  EXPECT_EQ(metric("m1", "troupe_snapshots_sent_total")
+              + metric("m2", "troupe_snapshots_sent_total"),
+            0.0);
+  // Back with nothing: its partitions' leaders send it snapshots of their
+  // state, then the stream, and it joins every ISR again.
+  restart("m3");
+  if (HasFatalFailure())
+    return;
+  EXPECT_GE(metric("m3", "troupe_snapshots_installed_total"), 1.0);
+  EXPECT_GE(metric("m1", "troupe_snapshots_sent_total")
+              + metric("m2", "troupe_snapshots_sent_total"),
+            1.0);
+  for (auto& id : submit("m2", wf, 2))
+    runs.push_back(id);
+  // Its copies, from snapshots and the stream, equal the others'.
+  all_done_once_and_agree("m3", runs, 4, {"m1", "m2", "m3"});
+}
+
 TEST_F(Failover, EtcdLosingQuorumFencesMembersWhoResumeOnceItIsBack) {
   etcd3 = std::make_unique<troupe::test::etcd_cluster>();
   ASSERT_TRUE(etcd3->ok()) << etcd3->error();
