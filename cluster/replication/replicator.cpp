@@ -1136,9 +1136,20 @@ class engine {
       if (ps.as != role::leader)
         continue;
       for (auto& [m, f] : ps.followers) {
-        // A snapshot chunk not answered in time: sent again.
-        if (f.snapshot && now - f.snapshot->sent_at >= opts_.retry)
+        // A snapshot chunk not answered in time: sent again; a follower
+        // silent for long is given up on, so that its RocksDB snapshot is
+        // not held for ever (it gets a new one once it answers again).
+        if (f.snapshot
+            && now - f.acked_at
+                 >= std::max(5 * opts_.replica_lag, 10 * opts_.retry)) {
+          warn("gave up sending a snapshot of partition " + std::to_string(p)
+               + " to " + m + ": it has not answered for "
+               + std::to_string(ms_between(f.acked_at, now)) + " ms");
+          f.snapshot.reset();
+          f.known = false;
+        } else if (f.snapshot && now - f.snapshot->sent_at >= opts_.retry) {
           send_chunk(p, ps, m, f);
+        }
         // A shipment not answered in time: lost; ship again from what the
         // follower acknowledged.
         if (!f.on_way.empty() && now - f.shipped_at >= opts_.retry) {
