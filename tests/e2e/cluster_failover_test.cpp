@@ -4,10 +4,11 @@
 // again; the copies end identical. Then the same checks around a follower
 // killed and restarted, both followers down (new runs refused), a leader
 // stopped past its TTL, a drain and a rolling restart under load, a member
-// back with a wiped disk, etcd losing its quorum, and members joining under
-// load, who get their replicas and then their leaderships. Last, with members,
-// etcd and the CLI in network namespaces (as root): a leader cut off from
-// etcd but not from its peers, and one cut off from its peers but not
+// back with a wiped disk (from the stream, and from snapshots once the logs
+// were trimmed), etcd losing its quorum, and members joining under load, who
+// get their replicas and then their leaderships (from snapshots too). Last,
+// with members, etcd and the CLI in network namespaces (as root): a leader cut
+// off from etcd but not from its peers, and one cut off from its peers but not
 // from etcd.
 
 #include "cluster/membership/partition_map.hpp"
