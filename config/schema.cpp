@@ -265,6 +265,11 @@ const std::vector<key_spec>& table() {
      "moved, then the replica no longer wanted removed); 0: none is moved "
      "for balance.",
      0, 64},
+    {"cluster", "log_retain_records", vk::integer, "10000",
+     "Records each partition's log keeps below what all its replicas hold: "
+     "older ones are trimmed, and a replica that lacks trimmed records "
+     "catches up from a snapshot of the leader's state instead.",
+     0, 1'000'000'000},
     {"cluster", "replica_lag", vk::duration, "2s",
      "A follower this far behind its leader is dropped from the in-sync "
      "replicas, and added back once it has caught up.",

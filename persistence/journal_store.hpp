@@ -550,6 +550,86 @@ class journal_store {
   };
   virtual std::optional<partition_digest> digest_partition(uint32_t partition)
     = 0;
+
+  // -- snapshots of a partition ----------------------------------------------
+  //
+  // A replica whose log lacks records the leader has trimmed cannot catch up
+  // from the stream: it installs the leader's applied state of the
+  // partition instead (a snapshot), then follows the stream from the
+  // snapshot's offset. A partition's applied state is what its records
+  // wrote for the runs whose id maps to it: their index entries, journals,
+  // unfinished and finished entries, idempotency keys (both ways) and
+  // tombstones. Node notes are the member's own and are not part of it.
+
+  /// One piece of a snapshot, at most about max_bytes (one run at least).
+  struct snapshot_chunk {
+    /// Puts, encoded as a partition-log record (partition_log.hpp) of the
+    /// snapshot's epoch: install_snapshot_chunk() writes them.
+    std::string bytes = {};
+    /// Where the next chunk starts; empty when this one is the last.
+    std::string next = {};
+  };
+
+  /// A partition's applied state held at one RocksDB snapshot, with the
+  /// applied offset and the epoch of the record at it, read in chunks. It
+  /// holds the RocksDB snapshot until destroyed, and must not outlive its
+  /// store.
+  class partition_snapshot {
+   public:
+    virtual ~partition_snapshot() = default;
+    virtual uint32_t partition() const = 0;
+    /// The applied offset the state stands at (0: nothing applied).
+    virtual uint64_t offset() const = 0;
+    /// The epoch of the record at offset() (0 when offset() is 0).
+    virtual uint64_t epoch() const = 0;
+    /// Reads the chunk starting at `cursor` (empty: the first), the runs
+    /// and entries up to about `max_bytes`. Resumable: the same cursor
+    /// reads the same chunk again.
+    virtual plog_result read(const std::string& cursor, size_t max_bytes,
+                             snapshot_chunk& out)
+      = 0;
+  };
+
+  /// Opens a snapshot of `partition`'s applied state, or returns null with
+  /// `result` saying why.
+  virtual std::unique_ptr<partition_snapshot> open_snapshot(uint32_t partition,
+                                                            plog_result& result)
+    = 0;
+
+  /// Starts replacing what this store holds for `partition` by a snapshot
+  /// of `leader_epoch`'s leader: records that epoch (refusing an older
+  /// one, stale_epoch), marks the partition's install incomplete, empties
+  /// its log (log_end 0) and deletes its applied state, durably. Until
+  /// finish_snapshot_install(), accept() refuses its records. A crash (or
+  /// an abandoned install) before the finish leaves the mark, and the next
+  /// open (or abort_snapshot_install) deletes the half-written state
+  /// again, so that the install is redone from its start: half a snapshot
+  /// is never taken for the whole. The appends waiting on the partition's
+  /// records fail.
+  virtual plog_result begin_snapshot_install(uint32_t partition,
+                                             uint64_t leader_epoch)
+    = 0;
+
+  /// Writes one chunk of the snapshot being installed (bytes from
+  /// partition_snapshot::read, puts of the partition's keys only: anything
+  /// else is refused as corrupt and nothing of the chunk is written).
+  virtual plog_result install_snapshot_chunk(uint32_t partition,
+                                             std::string_view bytes)
+    = 0;
+
+  /// Ends the install: the partition's log starts after `offset`, with
+  /// committed = applied = `offset`, and `epoch` (that of the snapshot's
+  /// record at `offset`) in its leader-epoch cache; the mark goes, durably.
+  virtual plog_result finish_snapshot_install(uint32_t partition,
+                                              uint64_t offset, uint64_t epoch)
+    = 0;
+
+  /// Gives up an install begun and not finished: deletes what it wrote and
+  /// leaves the partition empty (log_end 0), unmarked. A no-op without one.
+  virtual plog_result abort_snapshot_install(uint32_t partition) = 0;
+
+  /// Whether an install of `partition` was begun and not finished.
+  virtual bool snapshot_install_incomplete(uint32_t partition) = 0;
 };
 
 } // namespace troupe::persistence

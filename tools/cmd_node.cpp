@@ -306,6 +306,8 @@ int run_node_start(const global_options& g, const node_start_options& o) {
       = static_cast<uint32_t>(settings.get_int("cluster.min_insync"));
     rpo.replica_lag = std::chrono::duration_cast<std::chrono::milliseconds>(
       settings.get_duration("cluster.replica_lag"));
+    rpo.log_retain_records
+      = static_cast<uint64_t>(settings.get_int("cluster.log_retain_records"));
     rpo.metrics = &metrics;
     replicated = std::make_unique<member_partitions>(std::move(rpo));
     opts.tune_store

@@ -49,6 +49,7 @@ void member_partitions::start(actors::embedded_node& node,
   ro.member = opts_.member;
   ro.min_insync = opts_.min_insync;
   ro.replica_lag = opts_.replica_lag;
+  ro.log_retain_records = opts_.log_retain_records;
   ro.shrink_isr = [this](uint32_t p, uint64_t epoch, const std::string& member,
                          const std::string& reason) {
     if (auto* map = map_.load()) {
@@ -176,6 +177,26 @@ void member_partitions::start(actors::embedded_node& node,
         sink.add({{"change", "added"}}, static_cast<double>(c.replicas_added));
         sink.add({{"change", "removed"}},
                  static_cast<double>(c.replicas_removed));
+      });
+    m->add_collector(
+      metric_type::counter, "troupe_snapshots_sent_total",
+      "Snapshots of a partition's state this member, as its leader, sent "
+      "whole to a follower that lacked records trimmed from the log.",
+      [this](sample_sink& sink) {
+        if (!replicator_ || stopping_.load())
+          return;
+        sink.add({},
+                 static_cast<double>(replicator_->counters().snapshots_sent));
+      });
+    m->add_collector(
+      metric_type::counter, "troupe_snapshots_installed_total",
+      "Snapshots of a partition's state this member, as a follower, "
+      "installed whole in place of its own.",
+      [this](sample_sink& sink) {
+        if (!replicator_ || stopping_.load())
+          return;
+        sink.add(
+          {}, static_cast<double>(replicator_->counters().snapshots_installed));
       });
     m->add_collector(
       metric_type::counter, "troupe_replication_deposed_total",

@@ -41,6 +41,8 @@ struct member_partitions_options {
   uint32_t replication = 3;
   uint32_t min_insync = 2;
   std::chrono::milliseconds replica_lag{2000};
+  /// cluster.log_retain_records.
+  uint64_t log_retain_records = 10'000;
   runtime::metrics::registry* metrics = nullptr;
 };
 

@@ -40,6 +40,18 @@ enum class kind : uint8_t {
   /// largest epoch of the leader's log not newer than the one asked, u64
   /// the end offset of that epoch in the leader's log (KIP-279's answer).
   end = 4,
+  /// Leader -> follower, for a follower that lacks records trimmed from
+  /// the leader's log: one chunk of a snapshot of the partition's applied
+  /// state. u32 partition, u64 leader epoch, u64 snapshot id (the leader's,
+  /// new for each snapshot), u64 snapshot offset, u64 snapshot epoch, u32
+  /// chunk index (0 for the first), u8 last (1 for the last chunk), string
+  /// chunk (journal_store::snapshot_chunk::bytes).
+  snap_chunk = 5,
+  /// Follower -> leader: u32 partition, u64 leader epoch, u64 snapshot id,
+  /// u32 the chunk index it expects next (past the last: installed), u8
+  /// code (plog_errc; not ok: the install failed, start again), u64 its
+  /// log end.
+  snap_ack = 6,
 };
 
 struct writer {
@@ -120,6 +132,26 @@ struct ask_entry {
   uint64_t last_epoch = 0;
 };
 
+struct snap_chunk_entry {
+  uint32_t partition = 0;
+  uint64_t epoch = 0;
+  uint64_t id = 0;
+  uint64_t offset = 0;
+  uint64_t snap_epoch = 0;
+  uint32_t index = 0;
+  bool last = false;
+  std::string bytes;
+};
+
+struct snap_ack_entry {
+  uint32_t partition = 0;
+  uint64_t epoch = 0;
+  uint64_t id = 0;
+  uint32_t next = 0;
+  plog_errc code = plog_errc::ok;
+  uint64_t log_end = 0;
+};
+
 struct end_entry {
   uint32_t partition = 0;
   uint64_t epoch = 0;
@@ -177,6 +209,19 @@ struct replicator::state {
     /// waits for the next), so that records go out without waiting for
     /// the previous answer, yet a slow follower is never flooded.
     std::deque<uint64_t> on_way;
+    /// A snapshot being sent to it (it lacks records trimmed from our
+    /// log): no records are shipped until it is installed.
+    struct snapshot_out {
+      std::shared_ptr<persistence::journal_store::partition_snapshot> snap;
+      uint64_t id = 0;
+      /// The chunk on its way, and where it and the next start.
+      uint32_t index = 0;
+      std::string cursor;
+      std::string next_cursor;
+      bool last = false;
+      clock::time_point sent_at{};
+    };
+    std::optional<snapshot_out> snapshot;
     clock::time_point shrink_asked{};
     clock::time_point expand_asked{};
     bool shrink_pending = false;
@@ -211,6 +256,13 @@ struct replicator::state {
     uint64_t synced_epoch = 0;
     bool asking = false;
     clock::time_point asked_at{};
+    /// The snapshot being installed from the leader (id 0: none), and the
+    /// chunk it expects next.
+    uint64_t snap_id = 0;
+    uint32_t snap_next = 0;
+    /// The last snapshot installed from this leader, whose last chunk may
+    /// come again (its answer was lost).
+    uint64_t snap_done = 0;
   };
 
   std::map<uint32_t, partition> parts;
@@ -228,6 +280,10 @@ struct replicator::state {
   /// (a leader's high watermark, a follower's leader's committed offset).
   /// All go to the store in one commit_many at the round's end.
   std::map<uint32_t, uint64_t> to_commit;
+  /// Ids of the snapshots this member sends, as a leader.
+  uint64_t snapshot_ids = 0;
+  /// When the logs were last trimmed (retention).
+  clock::time_point trimmed_at{};
 
   /// Published for the other threads, under replicator::mu_.
   std::map<uint32_t, partition_metrics> views;
@@ -278,6 +334,7 @@ class engine {
     const auto& self = opts_.member;
     if (leader == self) {
       if (ps.as != role::leader || ps.epoch != epoch) {
+        abandon_install(p, ps);
         auto r = store_.lead(p, epoch);
         if (!r.ok()) {
           warn("cannot lead partition " + std::to_string(p) + " at epoch "
@@ -334,6 +391,7 @@ class engine {
           warn("cannot truncate partition " + std::to_string(p) + ": "
                + r.message);
       }
+      abandon_install(p, ps);
       auto deposed = ps.deposed;
       ps = state::partition{};
       ps.deposed = deposed;
@@ -360,6 +418,9 @@ class engine {
            + " at epoch " + std::to_string(epoch) + ": " + r.message);
       return;
     }
+    // A snapshot install of another leader or epoch will not be finished:
+    // what it wrote goes, and the partition starts empty.
+    abandon_install(p, ps);
     auto deposed = ps.deposed;
     ps = state::partition{};
     ps.deposed = deposed;
@@ -431,7 +492,8 @@ class engine {
             state::follower& f) {
     // Records go only to a follower that answered at this epoch: its log is
     // then a prefix of ours, truncated by KIP-101. Others get heartbeats.
-    if (!f.known || f.on_way.size() >= std::max<size_t>(1, opts_.max_in_flight)
+    if (!f.known || f.snapshot
+        || f.on_way.size() >= std::max<size_t>(1, opts_.max_in_flight)
         || f.next > ps.log_end)
       return;
     if (st_.outbox[m].record_bytes >= opts_.max_message_bytes)
@@ -442,6 +504,8 @@ class engine {
     if (!r.ok()) {
       if (r.code == plog_errc::beyond_end)
         f.next = ps.log_end + 1;
+      else if (r.code == plog_errc::trimmed)
+        start_snapshot(p, ps, m, f);
       else
         warn("cannot read partition " + std::to_string(p) + " from offset "
              + std::to_string(f.next) + " for " + m + ": " + r.message);
@@ -540,6 +604,10 @@ class engine {
     auto now = clock::now();
     fs.acked_at = now;
     st_.dirty.insert(a.partition);
+    // Its log is being replaced by a snapshot: its answers to heartbeats
+    // say nothing until the snapshot's last chunk is answered.
+    if (fs.snapshot)
+      return;
     switch (a.code) {
     case plog_errc::ok:
       if (!fs.known) {
@@ -810,10 +878,255 @@ class engine {
     ack(from, e.partition, ps.epoch, plog_errc::ok, 0, 0);
   }
 
+  // -- snapshots
+  // ----------------------------------------------------------------
+
+  /// Starts sending follower `m` a snapshot of the partition: it lacks
+  /// records trimmed from our log.
+  void start_snapshot(uint32_t p, state::partition& ps, const std::string& m,
+                      state::follower& f) {
+    persistence::plog_result r;
+    std::shared_ptr<persistence::journal_store::partition_snapshot> snap
+      = store_.open_snapshot(p, r);
+    if (!snap) {
+      warn("cannot take a snapshot of partition " + std::to_string(p) + " for "
+           + m + ": " + r.message);
+      return;
+    }
+    f.on_way.clear();
+    f.snapshot.emplace();
+    f.snapshot->snap = std::move(snap);
+    f.snapshot->id = ++st_.snapshot_ids;
+    send_chunk(p, ps, m, f);
+  }
+
+  /// Sends the snapshot's chunk on its way (again, if it was lost).
+  void send_chunk(uint32_t p, state::partition& ps, const std::string& m,
+                  state::follower& f) {
+    auto& so = *f.snapshot;
+    persistence::journal_store::snapshot_chunk chunk;
+    auto r = so.snap->read(so.cursor, opts_.snapshot_chunk_bytes, chunk);
+    if (!r.ok()) {
+      warn("cannot read the snapshot of partition " + std::to_string(p)
+           + " for " + m + ": " + r.message);
+      f.snapshot.reset();
+      return;
+    }
+    if (st_.outbox[m].record_bytes >= opts_.max_message_bytes)
+      flush(m);
+    so.next_cursor = chunk.next;
+    so.last = chunk.next.empty();
+    auto& w = entry(m, kind::snap_chunk);
+    w.u32(p);
+    w.u64(ps.epoch);
+    w.u64(so.id);
+    w.u64(so.snap->offset());
+    w.u64(so.snap->epoch());
+    w.u32(so.index);
+    w.u8(so.last ? 1 : 0);
+    w.str(chunk.bytes);
+    st_.outbox[m].record_bytes += chunk.bytes.size();
+    so.sent_at = f.last_sent = clock::now();
+  }
+
+  void on_snap_ack(const std::string& from, const snap_ack_entry& a) {
+    auto i = st_.parts.find(a.partition);
+    if (i == st_.parts.end() || i->second.as != role::leader
+        || i->second.epoch != a.epoch)
+      return;
+    auto& ps = i->second;
+    auto f = ps.followers.find(from);
+    if (f == ps.followers.end() || !f->second.snapshot
+        || f->second.snapshot->id != a.id)
+      return;
+    auto& fs = f->second;
+    auto& so = *fs.snapshot;
+    fs.acked_at = clock::now();
+    st_.dirty.insert(a.partition);
+    if (a.code != plog_errc::ok) {
+      warn("member " + from + " could not install a snapshot of partition "
+           + std::to_string(a.partition) + ": "
+           + std::string{persistence::to_string(a.code)}
+           + "; a new one is sent");
+      fs.snapshot.reset();
+      start_snapshot(a.partition, ps, from, fs);
+      return;
+    }
+    if (a.next == so.index + 1 && so.last) {
+      // Installed: the stream goes on from the snapshot's offset.
+      ++st_.counters.snapshots_sent;
+      fs.known = true;
+      fs.log_end = a.log_end;
+      fs.next = a.log_end + 1;
+      fs.on_way.clear();
+      fs.shipped_at = clock::now();
+      fs.snapshot.reset();
+      ship(a.partition, ps, from, fs);
+      advance(a.partition, ps);
+    } else if (a.next == so.index + 1) {
+      so.index = a.next;
+      so.cursor = so.next_cursor;
+      send_chunk(a.partition, ps, from, fs);
+    } else if (a.next != so.index) {
+      // It lost its place (it restarted, say): from the start again.
+      fs.snapshot.reset();
+      start_snapshot(a.partition, ps, from, fs);
+    }
+    // a.next == so.index: an answer to an earlier copy; the retry timer
+    // resends if the chunk was lost.
+  }
+
+  void snap_ack(const std::string& to, uint32_t p, const snap_chunk_entry& c,
+                uint32_t next, plog_errc code) {
+    auto ls = store_.log_state(p);
+    auto& w = entry(to, kind::snap_ack);
+    w.u32(p);
+    w.u64(c.epoch);
+    w.u64(c.id);
+    w.u32(next);
+    w.u8(static_cast<uint8_t>(code));
+    w.u64(ls ? ls->log_end : 0);
+  }
+
+  /// Gives up the snapshot install under way in the store, if any.
+  void abandon_install(uint32_t p, state::partition& ps) {
+    ps.snap_id = 0;
+    ps.snap_next = 0;
+    if (!store_.snapshot_install_incomplete(p))
+      return;
+    auto r = store_.abort_snapshot_install(p);
+    if (!r.ok())
+      warn("cannot undo the snapshot install of partition " + std::to_string(p)
+           + ": " + r.message);
+  }
+
+  void on_snap_chunk(const std::string& from, snap_chunk_entry& c) {
+    auto p = c.partition;
+    auto ls = store_.log_state(p);
+    if (!ls)
+      return;
+    if (c.epoch < ls->epoch) {
+      // A deposed leader: refuse, and say which epoch exists.
+      ack(from, p, c.epoch, plog_errc::stale_epoch, 0, ls->epoch);
+      return;
+    }
+    auto& ps = st_.parts[p];
+    if (ps.as == role::leader && c.epoch <= ps.epoch) {
+      warn("member " + from + " sent a snapshot of partition "
+           + std::to_string(p) + " at epoch " + std::to_string(c.epoch)
+           + ", which this member leads");
+      return;
+    }
+    if (ps.as == role::leader)
+      depose(p, ps, c.epoch, "member " + from + " leads it");
+    if (ps.as != role::follower || ps.leader != from || ps.epoch != c.epoch) {
+      // A newer leader than we were told of: follow it; it sends again.
+      follow(p, ps, from, c.epoch);
+      return;
+    }
+    st_.dirty.insert(p);
+    if (c.id == ps.snap_done) {
+      // Installed already: its last chunk again, our answer was lost.
+      snap_ack(from, p, c, c.index + 1, plog_errc::ok);
+      return;
+    }
+    if (c.index == 0 && (ps.snap_id != c.id || ps.snap_next == 0)) {
+      // A new snapshot: what this member holds of the partition goes.
+      auto r = store_.begin_snapshot_install(p, c.epoch);
+      if (!r.ok()) {
+        warn("cannot install a snapshot of partition " + std::to_string(p)
+             + " from " + from + ": " + r.message);
+        snap_ack(from, p, c, 0, r.code);
+        return;
+      }
+      ps.snap_id = c.id;
+      ps.snap_next = 0;
+    }
+    if (ps.snap_id != c.id || c.index != ps.snap_next) {
+      // Another snapshot's chunk, or one out of turn: say where we are.
+      snap_ack(from, p, c, ps.snap_id == c.id ? ps.snap_next : 0,
+               plog_errc::ok);
+      return;
+    }
+    auto r = store_.install_snapshot_chunk(p, c.bytes);
+    if (r.ok() && c.last)
+      r = store_.finish_snapshot_install(p, c.offset, c.snap_epoch);
+    if (!r.ok()) {
+      warn("cannot install chunk " + std::to_string(c.index)
+           + " of a snapshot of partition " + std::to_string(p) + " from "
+           + from + ": " + r.message);
+      abandon_install(p, ps);
+      snap_ack(from, p, c, 0, r.code);
+      return;
+    }
+    ++ps.snap_next;
+    if (c.last) {
+      ++st_.counters.snapshots_installed;
+      // The log now stands where the leader's state did: a prefix of the
+      // leader's, so its records are accepted from here on.
+      ps.snap_done = c.id;
+      ps.snap_id = 0;
+      ps.snap_next = 0;
+      ps.asking = false;
+      ps.synced_epoch = ps.epoch;
+      snap_ack(from, p, c, c.index + 1, plog_errc::ok);
+      return;
+    }
+    snap_ack(from, p, c, ps.snap_next, plog_errc::ok);
+  }
+
+  // -- retention
+  // ---------------------------------------------------------------
+
+  static constexpr std::chrono::milliseconds trim_interval{500};
+
+  /// Trims each log up to what every replica that counts holds, less
+  /// log_retain_records (replicator_options).
+  void trim_logs(clock::time_point now) {
+    const uint64_t margin = opts_.log_retain_records;
+    for (auto& [p, ps] : st_.parts) {
+      if (ps.as == role::none || ps.snap_id != 0)
+        continue;
+      auto ls = store_.log_state(p);
+      if (!ls)
+        continue;
+      uint64_t bound = std::min(ls->applied, ls->committed);
+      if (ps.as == role::leader)
+        for (const auto& [m, f] : ps.followers) {
+          if (f.snapshot)
+            bound = std::min(bound, f.snapshot->snap->offset());
+          else if (contains(ps.isr, m))
+            bound = std::min(bound, f.known ? f.log_end : 0);
+          else if (f.known && now - f.acked_at < opts_.replica_lag)
+            // Catching up from the stream, and answering.
+            bound = std::min(bound, f.log_end);
+        }
+      if (bound <= margin)
+        continue;
+      uint64_t up_to = bound - margin;
+      // In steps, not a write per record.
+      uint64_t step = std::max<uint64_t>(1, margin / 4);
+      if (up_to + 1 < ls->log_start + step)
+        continue;
+      auto r = store_.trim_log(p, up_to);
+      if (!r.ok()) {
+        warn("cannot trim the log of partition " + std::to_string(p) + ": "
+             + r.message);
+        continue;
+      }
+      st_.counters.trimmed += up_to + 1 - ls->log_start;
+      st_.dirty.insert(p);
+    }
+  }
+
   // -- timers -----------------------------------------------------------------
 
   void tick() {
     auto now = clock::now();
+    if (now - st_.trimmed_at >= trim_interval) {
+      st_.trimmed_at = now;
+      trim_logs(now);
+    }
     for (auto& [p, ps] : st_.parts) {
       if (ps.as == role::follower) {
         if (ps.asking && now - ps.asked_at >= opts_.retry)
@@ -823,6 +1136,20 @@ class engine {
       if (ps.as != role::leader)
         continue;
       for (auto& [m, f] : ps.followers) {
+        // A snapshot chunk not answered in time: sent again; a follower
+        // silent for long is given up on, so that its RocksDB snapshot is
+        // not held for ever (it gets a new one once it answers again).
+        if (f.snapshot
+            && now - f.acked_at
+                 >= std::max(5 * opts_.replica_lag, 10 * opts_.retry)) {
+          warn("gave up sending a snapshot of partition " + std::to_string(p)
+               + " to " + m + ": it has not answered for "
+               + std::to_string(ms_between(f.acked_at, now)) + " ms");
+          f.snapshot.reset();
+          f.known = false;
+        } else if (f.snapshot && now - f.snapshot->sent_at >= opts_.retry) {
+          send_chunk(p, ps, m, f);
+        }
         // A shipment not answered in time: lost; ship again from what the
         // follower acknowledged.
         if (!f.on_way.empty() && now - f.shipped_at >= opts_.retry) {
@@ -936,6 +1263,8 @@ class engine {
     std::vector<ack_entry> acks;
     std::vector<ask_entry> asks;
     std::vector<end_entry> ends;
+    std::vector<snap_chunk_entry> chunks;
+    std::vector<snap_ack_entry> snap_acks;
     try {
       reader r{bytes};
       auto v = r.u8("version");
@@ -977,6 +1306,33 @@ class engine {
           asks.push_back(q);
           break;
         }
+        case kind::snap_chunk: {
+          snap_chunk_entry c;
+          c.partition = r.u32("partition");
+          c.epoch = r.u64("epoch");
+          c.id = r.u64("snapshot id");
+          c.offset = r.u64("snapshot offset");
+          c.snap_epoch = r.u64("snapshot epoch");
+          c.index = r.u32("chunk index");
+          auto last = r.u8("last flag");
+          if (last > 1)
+            throw std::runtime_error("bad last flag " + std::to_string(last));
+          c.last = last == 1;
+          c.bytes = r.str("snapshot chunk");
+          chunks.push_back(std::move(c));
+          break;
+        }
+        case kind::snap_ack: {
+          snap_ack_entry a;
+          a.partition = r.u32("partition");
+          a.epoch = r.u64("epoch");
+          a.id = r.u64("snapshot id");
+          a.next = r.u32("next chunk index");
+          a.code = code_of(r.u8("code"));
+          a.log_end = r.u64("log end");
+          snap_acks.push_back(a);
+          break;
+        }
         case kind::end: {
           end_entry e;
           e.partition = r.u32("partition");
@@ -1004,8 +1360,13 @@ class engine {
       on_end(from, e);
     for (auto& a : acks)
       on_ack(from, a);
+    for (auto& a : snap_acks)
+      on_snap_ack(from, a);
     for (auto& q : asks)
       on_ask(from, q);
+    // Chunks before shipments: the records after a snapshot follow it.
+    for (auto& c : chunks)
+      on_snap_chunk(from, c);
     on_ships(from, ships);
   }
 

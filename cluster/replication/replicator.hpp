@@ -70,6 +70,16 @@ struct replicator_options {
   /// unanswered: records written while earlier ones travel go out at once
   /// rather than a round trip later. Default: 4.
   size_t max_in_flight = 4;
+  /// Records a partition's log keeps below what every replica that counts
+  /// has (cluster.log_retain_records): a leader trims its log up to the
+  /// smallest offset held by itself, its in-sync followers, followers
+  /// catching up and answering, and followers being sent a snapshot, less
+  /// this margin; a follower trims its own up to its committed offset less
+  /// it. Never a record not applied here. A follower that lacks trimmed
+  /// records is sent a snapshot instead. Default: 10000.
+  uint64_t log_retain_records = 10'000;
+  /// Most bytes of one snapshot chunk (one run at least). Default: 256 KiB.
+  size_t snapshot_chunk_bytes = size_t{256} << 10;
 
   /// Asks the controller to drop `member` from partition `partition`'s
   /// ISR at `epoch` (a guarded transaction), saying why. Called on the
@@ -150,6 +160,12 @@ struct replicator_counters {
   uint64_t deposed = 0;
   /// Records truncated from this member's logs (divergent tails).
   uint64_t truncated = 0;
+  /// Snapshots this member sent whole to a follower, as a leader.
+  uint64_t snapshots_sent = 0;
+  /// Snapshots this member installed whole, as a follower.
+  uint64_t snapshots_installed = 0;
+  /// Records trimmed from this member's logs (retention).
+  uint64_t trimmed = 0;
 };
 
 class replicator {

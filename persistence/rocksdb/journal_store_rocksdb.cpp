@@ -571,6 +571,16 @@ class rocksdb_journal_store final : public journal_store {
                                             : metas_[part].log_end + 1);
         continue;
       }
+      if (installing_[part]) {
+        out[i] = refused(plog_errc::gap,
+                         "record " + std::to_string(it.offset) + " of "
+                           + partition_name(part)
+                           + " waits: a snapshot of the partition is being "
+                             "installed",
+                         metas_[part].log_end + 1);
+        refused_parts.insert(part);
+        continue;
+      }
       auto& m = staged.try_emplace(part, metas_[part]).first->second;
       bool write = false;
       out[i] = check_accept(part, m, it.leader_epoch, it.offset, it.record,
@@ -942,6 +952,241 @@ class rocksdb_journal_store final : public journal_store {
     for (int shift = 60; shift >= 0; shift -= 4)
       out.digest.push_back(hex[(h >> shift) & 0xf]);
     return out;
+  }
+
+  // -- snapshots of a partition ---------------------------------------------
+
+  /// A partition's applied state at one RocksDB snapshot (journal_store.hpp).
+  class snapshot_reader final : public partition_snapshot {
+   public:
+    snapshot_reader(rocksdb_journal_store& store, uint32_t part)
+        : store_(store), part_(part), snap_(store.db_->GetSnapshot()) {}
+    ~snapshot_reader() override { store_.db_->ReleaseSnapshot(snap_); }
+
+    uint32_t partition() const override { return part_; }
+    uint64_t offset() const override { return offset_; }
+    uint64_t epoch() const override { return epoch_; }
+
+    plog_result read(const std::string& cursor, size_t max_bytes,
+                     snapshot_chunk& out) override {
+      rocksdb::ReadOptions ro;
+      ro.snapshot = snap_;
+      out = {};
+      out.bytes = plog::begin_record(epoch_);
+      return store_.visit_partition(
+        part_, ro, cursor,
+        [&](plog::family f, std::string_view key, std::string_view value) {
+          plog::add(out.bytes, f, plog::kind::put, key, value);
+        },
+        [&](const std::string&) { return out.bytes.size() < max_bytes; },
+        out.next);
+    }
+
+    /// Reads the applied offset and its epoch from the snapshot's meta.
+    plog_result load() {
+      rocksdb::ReadOptions ro;
+      ro.snapshot = snap_;
+      std::string value, error;
+      auto s = store_.db_->Get(ro, store_.db_->DefaultColumnFamily(),
+                               plog::meta_key(part_), &value);
+      if (s.IsNotFound())
+        return {};
+      if (!s.ok())
+        return refused(plog_errc::io, "cannot read the meta of "
+                                        + partition_name(part_) + ": "
+                                        + s.ToString());
+      auto m = plog::decode_meta(value, error);
+      if (!m)
+        return refused(plog_errc::corrupt,
+                       partition_name(part_) + ": " + error);
+      offset_ = m->applied;
+      if (offset_ == 0)
+        return {};
+      // The epoch of the record at the applied offset: the cache's entry
+      // that covers it. A trim moves the entry covering the log's new start
+      // to that start, which may be just after the applied offset: then
+      // that entry's epoch, never older than the record's, is given (a
+      // follower's KIP-101 question with it finds an end at or after the
+      // offset, so nothing applied is ever asked to be truncated).
+      epoch_ = m->epoch;
+      if (!m->epochs.empty()) {
+        epoch_ = m->epochs.front().first;
+        for (auto [e, start] : m->epochs)
+          if (start <= offset_)
+            epoch_ = e;
+      }
+      return {};
+    }
+
+   private:
+    rocksdb_journal_store& store_;
+    uint32_t part_;
+    const rocksdb::Snapshot* snap_;
+    uint64_t offset_ = 0;
+    uint64_t epoch_ = 0;
+  };
+
+  std::unique_ptr<partition_snapshot> open_snapshot(uint32_t part,
+                                                    plog_result& r) override {
+    std::unique_ptr<snapshot_reader> out;
+    {
+      // Under the lock: no apply is half-way (each writes its state and
+      // meta in one batch anyway).
+      std::lock_guard<std::mutex> lk{plog_mu_};
+      if (r = check_partition(part); !r.ok())
+        return nullptr;
+      out = std::make_unique<snapshot_reader>(*this, part);
+    }
+    if (r = out->load(); !r.ok())
+      return nullptr;
+    return out;
+  }
+
+  plog_result begin_snapshot_install(uint32_t part,
+                                     uint64_t leader_epoch) override {
+    std::vector<std::pair<uint64_t, callbacks>> dropped;
+    std::string why;
+    plog_result r;
+    {
+      std::lock_guard<std::mutex> lk{plog_mu_};
+      if (r = check_partition(part); !r.ok())
+        return r;
+      auto& m = metas_[part];
+      if (leader_epoch < m.epoch)
+        return stale_epoch(part, leader_epoch, m.epoch);
+      partition_log_state next;
+      next.epoch = leader_epoch;
+      rocksdb::WriteBatch wb;
+      wb.Put(db_->DefaultColumnFamily(), plog::install_key(part), "")
+        .PermitUncheckedError();
+      wb.Put(db_->DefaultColumnFamily(), plog::meta_key(part),
+             plog::encode_meta(next))
+        .PermitUncheckedError();
+      wb.DeleteRange(plog_, plog::record_key(part, 0),
+                     plog::record_key(part + 1, 0))
+        .PermitUncheckedError();
+      rocksdb::WriteOptions synced;
+      synced.sync = true;
+      // The mark first, durably: from now on a crash redoes the install.
+      auto s = db_->Write(synced, &wb);
+      if (!s.ok())
+        return refused(plog_errc::io, "cannot begin installing a snapshot of "
+                                        + partition_name(part) + ": "
+                                        + s.ToString());
+      if (m.epoch != leader_epoch)
+        next_seq_.clear();
+      m = std::move(next);
+      leading_[part].reset();
+      installing_[part] = true;
+      if (part < overlays_.size()) {
+        for (const auto& t : overlays_[part].records)
+          for (const auto& run : t.runs)
+            next_seq_.erase(run);
+        overlays_[part] = {};
+      }
+      why = "not committed: " + partition_name(part)
+            + " is replaced by a snapshot of its leader's state";
+      while (!waiting_[part].empty()) {
+        dropped.push_back(std::move(waiting_[part].back()));
+        waiting_[part].pop_back();
+      }
+      r = delete_partition_state(part);
+    }
+    for (auto& [offset, cbs] : dropped)
+      for (auto& done : cbs)
+        if (done)
+          call_quietly([&] { done(why); });
+    return r;
+  }
+
+  plog_result install_snapshot_chunk(uint32_t part,
+                                     std::string_view bytes) override {
+    std::lock_guard<std::mutex> lk{plog_mu_};
+    if (auto r = check_partition(part); !r.ok())
+      return r;
+    if (!installing_[part])
+      return refused(plog_errc::bad_partition, "no snapshot install of "
+                                                 + partition_name(part)
+                                                 + " is under way");
+    rocksdb::WriteBatch wb;
+    std::string error, wrong;
+    bool good = plog::for_each_mutation(
+      bytes,
+      [&](const plog::mutation_view& mv) {
+        if (!wrong.empty())
+          return;
+        auto run = plog::snapshot_key_run(mv.cf, mv.key, mv.value);
+        std::string ignored;
+        auto p
+          = run ? partition_of(std::string{*run}, {}, ignored) : std::nullopt;
+        if (mv.op != plog::kind::put || !p || *p != part) {
+          wrong = "a chunk of a snapshot of " + partition_name(part)
+                  + " writes a key that is not the partition's (family "
+                  + std::to_string(static_cast<int>(mv.cf)) + ", "
+                  + std::to_string(mv.key.size()) + " bytes)";
+          return;
+        }
+        wb.Put(family_handle(mv.cf), mv.key, mv.value).PermitUncheckedError();
+      },
+      error);
+    if (!good)
+      return refused(plog_errc::corrupt, "a chunk of a snapshot of "
+                                           + partition_name(part)
+                                           + " is unreadable: " + error);
+    if (!wrong.empty())
+      return refused(plog_errc::corrupt, wrong);
+    if (auto r = write_applied(part, wb); !r.ok())
+      return r;
+    return {};
+  }
+
+  plog_result finish_snapshot_install(uint32_t part, uint64_t offset,
+                                      uint64_t epoch) override {
+    std::lock_guard<std::mutex> lk{plog_mu_};
+    if (auto r = check_partition(part); !r.ok())
+      return r;
+    if (!installing_[part])
+      return refused(plog_errc::bad_partition, "no snapshot install of "
+                                                 + partition_name(part)
+                                                 + " is under way");
+    auto next = metas_[part];
+    next.log_start = offset + 1;
+    next.log_end = next.committed = next.applied = offset;
+    next.epoch = std::max(next.epoch, epoch);
+    next.epochs.clear();
+    if (epoch > 0)
+      next.epochs.emplace_back(epoch, offset + 1);
+    rocksdb::WriteBatch wb;
+    wb.Put(db_->DefaultColumnFamily(), plog::meta_key(part),
+           plog::encode_meta(next))
+      .PermitUncheckedError();
+    wb.Delete(db_->DefaultColumnFamily(), plog::install_key(part))
+      .PermitUncheckedError();
+    rocksdb::WriteOptions synced;
+    synced.sync = true;
+    // Synced: the chunks' unsynced writes are in the log before it.
+    auto s = db_->Write(synced, &wb);
+    if (!s.ok())
+      return refused(plog_errc::io, "cannot finish installing a snapshot of "
+                                      + partition_name(part) + ": "
+                                      + s.ToString());
+    metas_[part] = std::move(next);
+    installing_[part] = false;
+    return {};
+  }
+
+  plog_result abort_snapshot_install(uint32_t part) override {
+    std::lock_guard<std::mutex> lk{plog_mu_};
+    if (auto r = check_partition(part); !r.ok())
+      return r;
+    if (!installing_[part])
+      return {};
+    return redo_install(part);
+  }
+
+  bool snapshot_install_incomplete(uint32_t part) override {
+    std::lock_guard<std::mutex> lk{plog_mu_};
+    return check_partition(part).ok() && installing_[part];
   }
 
  private:
@@ -2127,6 +2372,174 @@ class rocksdb_journal_store final : public journal_store {
         note_pending(part, *offset, it->value().ToStringView());
   }
 
+  // -- partition state, for snapshots --------------------------------------
+
+  /// Calls `emit(family, key, value)` for each key of `part`'s applied
+  /// state read with `ro`, from `cursor` on (empty: the start), unit by
+  /// unit: a run (its index entry, unfinished entry, journal, idempotency
+  /// keys), then each finished entry and tombstone of the partition's runs.
+  /// After each unit calls `more(cursor after it)`; false stops there, with
+  /// `next` set to that cursor. At the end `next` is empty. A cursor is a
+  /// phase letter and the last key visited in it.
+  plog_result visit_partition(
+    uint32_t part, const rocksdb::ReadOptions& ro, const std::string& cursor,
+    const std::function<void(plog::family, std::string_view, std::string_view)>&
+      emit,
+    const std::function<bool(const std::string&)>& more, std::string& next) {
+    struct phase {
+      char tag;
+      rocksdb::ColumnFamilyHandle* cf;
+      plog::family family;
+      std::string_view prefix;
+    };
+    const phase phases[] = {
+      {'r', runs_, plog::family::runs, {}},
+      {'f', finished_, plog::family::finished, {}},
+      {'g', db_->DefaultColumnFamily(), plog::family::default_,
+       kl::tombstone_prefix},
+      {'t', db_->DefaultColumnFamily(), plog::family::default_,
+       kl::tombstone_time_prefix},
+    };
+    next.clear();
+    size_t first = 0;
+    std::string after;
+    if (!cursor.empty()) {
+      while (first < std::size(phases) && phases[first].tag != cursor[0])
+        ++first;
+      if (first == std::size(phases))
+        return refused(plog_errc::corrupt,
+                       "unknown snapshot cursor of " + partition_name(part));
+      after = cursor.substr(1);
+    }
+    std::unique_ptr<rocksdb::Iterator> journal{db_->NewIterator(ro, journal_)};
+    std::unique_ptr<rocksdb::Iterator> keys{
+      db_->NewIterator(ro, db_->DefaultColumnFamily())};
+    auto failed = [&](const rocksdb::Status& s) {
+      return refused(plog_errc::io, "cannot read the state of "
+                                      + partition_name(part) + ": "
+                                      + s.ToString());
+    };
+    for (size_t i = first; i < std::size(phases); ++i) {
+      const auto& ph = phases[i];
+      std::unique_ptr<rocksdb::Iterator> it{db_->NewIterator(ro, ph.cf)};
+      if (after.empty())
+        it->Seek(rocksdb::Slice{ph.prefix.data(), ph.prefix.size()});
+      else
+        it->Seek(after);
+      if (!after.empty() && it->Valid() && it->key().ToStringView() == after)
+        it->Next();
+      after.clear();
+      for (; it->Valid() && it->key().ToStringView().starts_with(ph.prefix);
+           it->Next()) {
+        auto key = it->key().ToStringView();
+        auto value = it->value().ToStringView();
+        auto run = plog::snapshot_key_run(ph.family, key, value);
+        std::string ignored;
+        if (!run || partition_of(std::string{*run}, {}, ignored) != part)
+          continue;
+        emit(ph.family, key, value);
+        if (ph.tag == 'r') {
+          std::string id{*run}, held;
+          auto s = db_->Get(ro, unfinished_, id, &held);
+          if (s.ok())
+            emit(plog::family::unfinished, id, held);
+          else if (!s.IsNotFound())
+            return failed(s);
+          auto prefix = kl::journal_prefix(id);
+          for (journal->Seek(prefix);
+               journal->Valid()
+               && journal->key().ToStringView().starts_with(prefix);
+               journal->Next())
+            emit(plog::family::journal, journal->key().ToStringView(),
+                 journal->value().ToStringView());
+          if (!journal->status().ok())
+            return failed(journal->status());
+          auto reverse = kl::idempotency_reverse_prefix_of(id);
+          for (keys->Seek(reverse);
+               keys->Valid() && keys->key().ToStringView().starts_with(reverse);
+               keys->Next()) {
+            auto rk = keys->key().ToStringView();
+            emit(plog::family::default_, rk, keys->value().ToStringView());
+            auto ik = kl::idempotency_key(rk.substr(reverse.size()));
+            s = db_->Get(ro, db_->DefaultColumnFamily(), ik, &held);
+            if (s.ok() && held == id)
+              emit(plog::family::default_, ik, held);
+            else if (!s.ok() && !s.IsNotFound())
+              return failed(s);
+          }
+          if (!keys->status().ok())
+            return failed(keys->status());
+        }
+        std::string here = std::string(1, ph.tag) + std::string{key};
+        if (!more(here)) {
+          next = std::move(here);
+          return {};
+        }
+      }
+      if (!it->status().ok())
+        return failed(it->status());
+    }
+    return {};
+  }
+
+  /// Deletes `part`'s applied state, in batches (unsynced: what a crash
+  /// loses is deleted again by the next open, while the mark stays). Under
+  /// plog_mu_ (or before the threads start).
+  plog_result delete_partition_state(uint32_t part) {
+    rocksdb::WriteBatch wb;
+    plog_result failed;
+    auto flush = [&] {
+      if (wb.Count() == 0)
+        return true;
+      failed = write_applied(part, wb);
+      wb.Clear();
+      return failed.ok();
+    };
+    std::string next;
+    auto r = visit_partition(
+      part, rocksdb::ReadOptions{}, {},
+      [&](plog::family f, std::string_view key, std::string_view) {
+        wb.Delete(family_handle(f), key).PermitUncheckedError();
+      },
+      [&](const std::string&) { return wb.Count() < 4096 || flush(); }, next);
+    if (!r.ok())
+      return r;
+    if (!failed.ok() || !flush())
+      return failed;
+    return {};
+  }
+
+  /// Puts `part` back to empty after an install that did not finish:
+  /// deletes its log and what the install wrote, then the mark (its epoch
+  /// is kept). Under plog_mu_ (or before the threads start).
+  plog_result redo_install(uint32_t part) {
+    if (auto r = delete_partition_state(part); !r.ok())
+      return r;
+    partition_log_state next;
+    next.epoch = metas_[part].epoch;
+    rocksdb::WriteBatch wb;
+    wb.DeleteRange(plog_, plog::record_key(part, 0),
+                   plog::record_key(part + 1, 0))
+      .PermitUncheckedError();
+    wb.Put(db_->DefaultColumnFamily(), plog::meta_key(part),
+           plog::encode_meta(next))
+      .PermitUncheckedError();
+    wb.Delete(db_->DefaultColumnFamily(), plog::install_key(part))
+      .PermitUncheckedError();
+    rocksdb::WriteOptions synced;
+    synced.sync = true;
+    auto s = db_->Write(synced, &wb);
+    if (!s.ok())
+      return refused(plog_errc::io, "cannot undo the snapshot install of "
+                                      + partition_name(part) + ": "
+                                      + s.ToString());
+    metas_[part] = std::move(next);
+    installing_[part] = false;
+    if (part < overlays_.size())
+      overlays_[part] = {};
+    return {};
+  }
+
   /// Loads the partition metas, and applies what was committed and not
   /// applied before the store closed (or crashed). Throws with the reason.
   void open_logs() {
@@ -2160,6 +2573,7 @@ class rocksdb_journal_store final : public journal_store {
         "the store holds the log of " + partition_name(found.rbegin()->first)
         + ", but replication.partitions is " + std::to_string(count));
     metas_.assign(count, partition_log_state{});
+    installing_.assign(count, false);
     leading_.assign(count, std::nullopt);
     waiting_.assign(count, {});
     if (replicated())
@@ -2168,10 +2582,32 @@ class rocksdb_journal_store final : public journal_store {
     // cluster records and commits on its own.
     for (size_t part = 0; part < count; ++part)
       leading_[part] = 0;
+    std::set<uint32_t> unfinished_installs;
+    {
+      const std::string prefix{plog::install_prefix};
+      std::unique_ptr<rocksdb::Iterator> it{
+        db_->NewIterator(rocksdb::ReadOptions{}, db_->DefaultColumnFamily())};
+      for (it->Seek(prefix);
+           it->Valid() && it->key().ToStringView().starts_with(prefix);
+           it->Next()) {
+        auto key = it->key().ToStringView();
+        if (key.size() == prefix.size() + 4)
+          unfinished_installs.insert(
+            plog::read_be32(key.substr(prefix.size())));
+      }
+    }
     for (auto& [part, meta] : found) {
       metas_[part] = meta;
       if (meta.epoch > 0)
         leading_[part].reset();
+      if (unfinished_installs.count(part) != 0 && part < count) {
+        // A snapshot install that did not finish: what it wrote is deleted
+        // and the partition is empty again, to be installed anew.
+        installing_[part] = true;
+        if (auto r = redo_install(part); !r.ok())
+          throw std::runtime_error(r.message);
+        continue;
+      }
       callbacks none;
       auto r = apply_to(part, meta.committed, none);
       if (!r.ok())
@@ -2799,6 +3235,9 @@ class rocksdb_journal_store final : public journal_store {
   /// offset, their callbacks.
   std::vector<std::deque<std::pair<uint64_t, callbacks>>> waiting_;
   std::vector<overlay> overlays_;
+  /// Per partition: a snapshot install was begun and not finished (its
+  /// mark is in the database).
+  std::vector<bool> installing_;
 
   // Reader state.
   std::mutex read_mu_;

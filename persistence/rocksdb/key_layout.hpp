@@ -19,6 +19,9 @@
 //                          the expired ones (format 2).
 //             "plogmeta/" be32(p) -> the meta of partition p's log (format
 //                          3; see partition_log.hpp).
+//             "plogsnap/" be32(p) -> "": partition p's snapshot install was
+//                          begun and not finished; the next open deletes
+//                          what it wrote (format 3).
 //   journal   run_id 0x00 seq -> encode(event_record)
 //                          seq is a big-endian uint32, 1 for a run's first
 //                          event, contiguous. Run ids are [0-9a-z-] and never

@@ -108,6 +108,61 @@ inline std::string meta_key(uint32_t p) {
   return out;
 }
 
+/// Prefix of the marks of snapshot installs begun and not finished, in the
+/// default column family: "plogsnap/" be32(p) -> "".
+inline constexpr std::string_view install_prefix = "plogsnap/";
+
+/// Key, in the default column family, of the mark that partition `p`'s
+/// snapshot install is incomplete.
+inline std::string install_key(uint32_t p) {
+  std::string out{install_prefix};
+  append_be32(out, p);
+  return out;
+}
+
+/// The run whose state `key` (of family `cf`, with `value`) is part of, for
+/// the keys of a partition's snapshot: a run's index entry, unfinished
+/// entry, journal records, finished entries, idempotency keys (both ways)
+/// and tombstones. Nothing for any other key.
+inline std::optional<std::string_view>
+snapshot_key_run(family cf, std::string_view key, std::string_view value) {
+  switch (cf) {
+  case family::runs:
+  case family::unfinished:
+    if (key.empty())
+      return std::nullopt;
+    return key;
+  case family::journal:
+    if (key.size() <= kl::seq_size + 1
+        || key[key.size() - kl::seq_size - 1] != '\0')
+      return std::nullopt;
+    return key.substr(0, key.size() - kl::seq_size - 1);
+  case family::finished:
+    if (key.size() <= 8)
+      return std::nullopt;
+    return key.substr(8);
+  case family::default_: {
+    if (key.starts_with("idem/"))
+      return value.empty() ? std::nullopt : std::optional{value};
+    if (key.starts_with(kl::idempotency_reverse_prefix)) {
+      auto rest = key.substr(kl::idempotency_reverse_prefix.size());
+      auto nul = rest.find('\0');
+      if (nul == std::string_view::npos || nul == 0)
+        return std::nullopt;
+      return rest.substr(0, nul);
+    }
+    if (key.starts_with(kl::tombstone_prefix)
+        && key.size() > kl::tombstone_prefix.size())
+      return key.substr(kl::tombstone_prefix.size());
+    if (key.starts_with(kl::tombstone_time_prefix)
+        && key.size() > kl::tombstone_time_prefix.size() + 8)
+      return key.substr(kl::tombstone_time_prefix.size() + 8);
+    return std::nullopt;
+  }
+  }
+  return std::nullopt;
+}
+
 /// Starts a record of `epoch`; mutations are appended with add().
 inline std::string begin_record(uint64_t epoch) {
   std::string out;

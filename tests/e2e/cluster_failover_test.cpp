@@ -4,10 +4,11 @@
 // again; the copies end identical. Then the same checks around a follower
 // killed and restarted, both followers down (new runs refused), a leader
 // stopped past its TTL, a drain and a rolling restart under load, a member
-// back with a wiped disk, etcd losing its quorum, and members joining under
-// load, who get their replicas and then their leaderships. Last, with members,
-// etcd and the CLI in network namespaces (as root): a leader cut off from
-// etcd but not from its peers, and one cut off from its peers but not
+// back with a wiped disk (from the stream, and from snapshots once the logs
+// were trimmed), etcd losing its quorum, and members joining under load, who
+// get their replicas and then their leaderships (from snapshots too). Last,
+// with members, etcd and the CLI in network namespaces (as root): a leader cut
+// off from etcd but not from its peers, and one cut off from its peers but not
 // from etcd.
 
 #include "cluster/membership/partition_map.hpp"
@@ -319,6 +320,42 @@ TEST_F(Failover, AMemberRejoiningWithAWipedDiskCatchesUpFromTheStream) {
   restart("m3");
   if (HasFatalFailure())
     return;
+  all_done_once_and_agree("m3", runs, 4, {"m1", "m2", "m3"});
+}
+
+TEST_F(Failover, AWipedMemberRejoiningAfterTheLogsWereTrimmedGetsSnapshots) {
+  // Each log keeps one record below what every replica that counts holds:
+  // while m3 is away, the leaders trim what it would need to catch up
+  // from the stream.
+  extra_args = {"--set", "cluster.log_retain_records=1"};
+  ASSERT_NO_FATAL_FAILURE(three_in_sync());
+  auto wf = chain(4, "0.2");
+  auto runs = submit("m1", wf, 3);
+  for (auto& id : submit("m2", wf, 2))
+    runs.push_back(id);
+  ASSERT_NO_FATAL_FAILURE(until_started(4));
+  kill("m3");
+  std::filesystem::remove_all(dir.path() / "data-m3");
+  for (auto& id : submit("m1", wf, 2))
+    runs.push_back(id);
+  all_complete("m1", runs);
+  EXPECT_EQ(metric("m1", "troupe_snapshots_sent_total")
+              + metric("m2", "troupe_snapshots_sent_total"),
+            0.0);
+  // Back with nothing: its partitions' leaders send it snapshots of their
+  // state, then the stream, and it joins every ISR again.
+  restart("m3");
+  if (HasFatalFailure())
+    return;
+  auto installed = metric("m3", "troupe_snapshots_installed_total");
+  EXPECT_GE(installed, 1.0);
+  std::cerr << "m3 installed " << installed << " snapshot(s)\n";
+  EXPECT_GE(metric("m1", "troupe_snapshots_sent_total")
+              + metric("m2", "troupe_snapshots_sent_total"),
+            1.0);
+  for (auto& id : submit("m2", wf, 2))
+    runs.push_back(id);
+  // Its copies, from snapshots and the stream, equal the others'.
   all_done_once_and_agree("m3", runs, 4, {"m1", "m2", "m3"});
 }
 
@@ -942,4 +979,39 @@ TEST_F(Failover, JoiningMembersGetTheirReplicasThenTheirLeadershipsUnderLoad) {
             << during.size() << " run(s) submitted meanwhile, " << refusals
             << " refusal(s); " << moved
             << " leadership move(s) for balance in all\n";
+}
+
+TEST_F(Failover, AJoiningMemberCatchesUpFromSnapshotsWhereTheLogsWereTrimmed) {
+  // Eight partitions, logs that keep one record below what every replica
+  // holds: the new replicas rebalancing gives m4 lack trimmed records.
+  extra_args = {"--set", "cluster.partitions=8", "--set",
+                "cluster.log_retain_records=1"};
+  linked({"m1", "m2", "m3"});
+  ASSERT_TRUE(wait_until(
+    [&] {
+      return balanced("m1", {"m1", "m2", "m3"}, 8);
+    },
+    30s))
+    << partitions("m1").dump(1) << all_logs();
+  auto wf = chain(3, "0.1");
+  std::vector<std::string> runs;
+  for (auto name : {"m1", "m2", "m3"})
+    for (auto& id : submit(name, wf, 3))
+      runs.push_back(id);
+  all_complete("m1", runs);
+  join("m4");
+  if (HasFatalFailure())
+    return;
+  std::vector<std::string> four{"m1", "m2", "m3", "m4"};
+  ASSERT_TRUE(wait_until([&] { return balanced("m2", four, 8); }, 40s))
+    << partitions("m2").dump(1) << all_logs();
+  auto installed = metric("m4", "troupe_snapshots_installed_total");
+  EXPECT_GE(installed, 1.0) << all_logs();
+  std::cerr << "m4 installed " << installed << " snapshot(s)\n";
+  // Runs go on, led by m4 where it leads, from the state it installed.
+  for (auto& id : submit("m4", wf, 2))
+    runs.push_back(id);
+  all_complete("m4", runs, 60s);
+  each_node_once("m4", runs, 3);
+  copies_agree(four);
 }

@@ -18,6 +18,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <filesystem>
 #include <future>
 #include <iostream>
 #include <map>
@@ -144,6 +145,9 @@ struct ReplicatorTest : ::testing::Test {
   uint32_t min_insync = 2;
   std::chrono::milliseconds retry = 100ms;
   size_t max_in_flight = 4;
+  /// replicator_options::log_retain_records and snapshot_chunk_bytes.
+  uint64_t log_retain = 10'000;
+  size_t chunk_bytes = size_t{256} << 10;
   std::vector<std::string> warnings;
 
   ~ReplicatorTest() override {
@@ -175,6 +179,8 @@ struct ReplicatorTest : ::testing::Test {
     ro.heartbeat = 20ms;
     ro.retry = retry;
     ro.max_in_flight = max_in_flight;
+    ro.log_retain_records = log_retain;
+    ro.snapshot_chunk_bytes = chunk_bytes;
     ro.shrink_isr = [this](uint32_t p, uint64_t epoch, const std::string& who,
                            const std::string& why) {
       std::lock_guard lock{mu};
@@ -682,6 +688,130 @@ TEST_F(ReplicatorTest, MalformedMessagesAreDroppedWithAWarning) {
     EXPECT_TRUE(named);
   }
   // The partition still replicates.
+  EXPECT_EQ(append("a", submit("r1-a")).get(), "");
+}
+
+TEST_F(ReplicatorTest, LogsAreTrimmedToWhatEveryReplicaHoldsLessTheMargin) {
+  log_retain = 10;
+  three();
+  EXPECT_EQ(append("a", submit("r1-a")).get(), "");
+  for (int i = 1; i < 30; ++i)
+    EXPECT_EQ(append("a", step("r1-a", i)).get(), "");
+  // Every replica has all 30: each log keeps the last 10 and a few more
+  // (trimmed in steps of a quarter of the margin).
+  for (auto n : {"a", "b", "c"})
+    EXPECT_TRUE(eventually([&] {
+      auto s = store(n).log_state(1);
+      return s->committed == 30 && s->log_start > 15 && s->log_start <= 21;
+    }))
+      << n << "'s log starts at " << store(n).log_state(1)->log_start;
+  // A follower in the ISR that lacks records holds the leader's trimming
+  // back: nothing it needs is trimmed.
+  act_on_isr = false;
+  net.cut("a", "c");
+  std::vector<answer> waiting;
+  for (int i = 30; i < 60; ++i)
+    waiting.push_back(append("a", step("r1-a", i)));
+  // (Appends made at once may share a record.)
+  EXPECT_TRUE(eventually([&] {
+    return log_end("a", 1) > 30 && log_end("b", 1) == log_end("a", 1);
+  }));
+  std::this_thread::sleep_for(700ms);
+  EXPECT_LE(store("a").log_state(1)->log_start, 21u);
+  EXPECT_FALSE(waiting.back().ready());
+  net.cut("a", "c", false);
+  for (auto& a : waiting)
+    EXPECT_EQ(a.get(), "");
+  EXPECT_EQ(repl("c").counters().snapshots_installed, 0u);
+  EXPECT_GT(repl("a").counters().trimmed, 0u);
+  expect_identical(1, "a");
+}
+
+TEST_F(ReplicatorTest, AFollowerBehindATrimmedLogGetsASnapshotThenTheStream) {
+  replica_lag = 300ms;
+  log_retain = 5;
+  // Several chunks per snapshot.
+  chunk_bytes = 200;
+  three();
+  for (auto run : {"r1-a", "r1-b", "r1-c"})
+    EXPECT_EQ(append("a", submit(run)).get(), "");
+  close("c");
+  // Without c: its records go, and are trimmed from a's and b's logs.
+  for (int i = 1; i < 40; ++i)
+    EXPECT_EQ(append("a", step(i % 2 ? "r1-a" : "r1-b", i)).get(), "");
+  EXPECT_TRUE(
+    eventually([&] { return store("a").log_state(1)->log_start > 10; }))
+    << "a's log was not trimmed";
+  std::vector<log_record> kept;
+  EXPECT_EQ(store("a").read_records(1, 4, 1 << 20, kept).code,
+            plog_errc::trimmed);
+  // c comes back: what it lacks is gone from the log, so it gets a
+  // snapshot, then the stream, and joins the ISR again.
+  open("c");
+  EXPECT_TRUE(eventually([&] {
+    std::lock_guard lock{mu};
+    return records[1].isr.size() == 3;
+  }))
+    << "c was not added back to the ISR";
+  EXPECT_GE(repl("a").counters().snapshots_sent, 1u);
+  EXPECT_GE(repl("c").counters().snapshots_installed, 1u);
+  for (int i = 40; i < 50; ++i)
+    EXPECT_EQ(append("a", step("r1-c", i)).get(), "");
+  EXPECT_TRUE(eventually([&] {
+    return store("c").digest_partition(1)->digest
+           == store("a").digest_partition(1)->digest;
+  }));
+  expect_identical(1, "a");
+}
+
+TEST_F(ReplicatorTest, AWipedFollowerIsBroughtUpFromASnapshot) {
+  replica_lag = 300ms;
+  log_retain = 3;
+  three();
+  EXPECT_EQ(append("a", submit("r1-a")).get(), "");
+  for (int i = 1; i < 20; ++i)
+    EXPECT_EQ(append("a", step("r1-a", i)).get(), "");
+  EXPECT_TRUE(
+    eventually([&] { return store("a").log_state(1)->log_start > 5; }));
+  close("c");
+  std::filesystem::remove_all(path("c"));
+  open("c");
+  EXPECT_TRUE(eventually([&] {
+    return committed("c", 1) == committed("a", 1)
+           && repl("c").counters().snapshots_installed == 1;
+  }))
+    << "c committed " << committed("c", 1);
+  EXPECT_EQ(append("a", step("r1-a", 20)).get(), "");
+  expect_identical(1, "a");
+}
+
+TEST_F(ReplicatorTest, MalformedSnapshotMessagesAreDroppedWithAWarning) {
+  three();
+  auto before = repl("b").counters().malformed;
+  // A snapshot chunk cut short, and one whose last flag is neither 0 nor 1.
+  std::string chunk{"\x01\x01\x00\x00\x00\x05\x01\x00\x00\x00", 10};
+  repl("b").on_message("a", chunk);
+  std::string flag{"\x01\x01\x00\x00\x00\x05", 6};
+  flag += std::string(4 + 8 * 4 + 4, '\0');
+  flag += '\x07';
+  flag += std::string(4, '\0');
+  repl("b").on_message("a", flag);
+  // A snapshot answer cut short.
+  repl("a").on_message("b", std::string{"\x01\x01\x00\x00\x00\x06\x01", 7});
+  ASSERT_TRUE(repl("b").drain(5s));
+  ASSERT_TRUE(repl("a").drain(5s));
+  EXPECT_EQ(repl("b").counters().malformed, before + 2);
+  EXPECT_GE(repl("a").counters().malformed, 1u);
+  {
+    std::lock_guard lock{mu};
+    int named = 0;
+    for (auto& w : warnings)
+      if (w.find("malformed message from member a") != std::string::npos
+          && (w.find("truncated epoch") != std::string::npos
+              || w.find("bad last flag 7") != std::string::npos))
+        ++named;
+    EXPECT_EQ(named, 2);
+  }
   EXPECT_EQ(append("a", submit("r1-a")).get(), "");
 }
 

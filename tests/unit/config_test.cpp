@@ -299,6 +299,27 @@ TEST_F(ConfigTest, ClusterSectionIsCheckedKeyByKey) {
   EXPECT_EQ(text.find("hunter2"), std::string::npos) << text;
 }
 
+TEST_F(ConfigTest, LogRetainRecordsIsCheckedAndDefaultsToTenThousand) {
+  auto r = load_now();
+  ASSERT_TRUE(r.ok()) << all(r);
+  EXPECT_EQ(r.effective.get_int("cluster.log_retain_records"), 10000);
+  opts.flags = {{"--set", "cluster.log_retain_records", "-1"}};
+  r = load_now();
+  EXPECT_NE(all(r).find("cluster.log_retain_records = \"-1\": must be from 0 "
+                        "to 1000000000"),
+            std::string::npos)
+    << all(r);
+  opts.flags = {{"--set", "cluster.log_retain_records", "lots"}};
+  r = load_now();
+  EXPECT_NE(all(r).find("cluster.log_retain_records"), std::string::npos)
+    << all(r);
+  EXPECT_FALSE(r.ok());
+  opts.flags = {{"--set", "cluster.log_retain_records", "0"}};
+  r = load_now();
+  ASSERT_TRUE(r.ok()) << all(r);
+  EXPECT_EQ(r.effective.get_int("cluster.log_retain_records"), 0);
+}
+
 TEST_F(ConfigTest, ReplicationKeysAreCheckedAndMinInsyncNeverExceedsR) {
   auto r = load_now();
   ASSERT_TRUE(r.ok()) << all(r);

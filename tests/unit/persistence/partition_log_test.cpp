@@ -814,6 +814,38 @@ collect_replicated(journal_store& leader,
   return report.get();
 }
 
+/// Copies partition `p`'s snapshot from `leader` into `follower`, chunk by
+/// chunk (`max_bytes` each: 1 makes a chunk per run or entry), and
+/// finishes the install unless `chunks` is reached first. Returns the
+/// chunks copied.
+size_t copy_snapshot(journal_store& leader, journal_store& follower, uint32_t p,
+                     uint64_t epoch, size_t max_bytes = 1,
+                     size_t chunks = ~size_t{0}) {
+  plog_result r;
+  auto snap = leader.open_snapshot(p, r);
+  EXPECT_TRUE(snap) << r.message;
+  if (!snap)
+    return 0;
+  r = follower.begin_snapshot_install(p, epoch);
+  EXPECT_TRUE(r.ok()) << r.message;
+  std::string cursor;
+  size_t copied = 0;
+  do {
+    if (copied == chunks)
+      return copied;
+    journal_store::snapshot_chunk chunk;
+    r = snap->read(cursor, max_bytes, chunk);
+    EXPECT_TRUE(r.ok()) << r.message;
+    r = follower.install_snapshot_chunk(p, chunk.bytes);
+    EXPECT_TRUE(r.ok()) << r.message;
+    ++copied;
+    cursor = chunk.next;
+  } while (!cursor.empty() && copied < 10'000);
+  r = follower.finish_snapshot_install(p, snap->offset(), snap->epoch());
+  EXPECT_TRUE(r.ok()) << r.message;
+  return copied;
+}
+
 } // namespace
 
 TEST_F(PartitionLogTest, RetentionOnTheLeaderIsARecordFollowersApplyAlike) {
@@ -974,4 +1006,139 @@ TEST_F(PartitionLogTest,
   EXPECT_EQ(leader->find_run("r1-a")->state, run_state::running);
   std::string error;
   EXPECT_EQ(leader->read_journal("r1-a", error).size(), 4u) << error;
+}
+
+TEST_F(PartitionLogTest, ASnapshotReplacesAReplicasStateAndTheStreamFollowsIt) {
+  auto direct = open("direct", /*replicated=*/false);
+  auto leader = open("leader");
+  auto follower = open("follower");
+  ASSERT_TRUE(direct && leader && follower);
+  ASSERT_TRUE(leader->lead(1, 3).ok());
+  ASSERT_TRUE(leader->lead(2, 3).ok());
+  // State of its own on the follower, which the snapshot must replace: a
+  // run of partition 1 the leader never had, and a key.
+  auto junk = append(*follower, submit("r1-z", "key-z"));
+  follower->flush();
+  ASSERT_TRUE(follower->commit(1, 1).ok());
+  EXPECT_EQ(junk.get(), "");
+  two_runs(*leader, *direct);
+  // A second run in partition 1 that is still running.
+  append(*leader, submit("r1-b", "key-b"));
+  leader->flush();
+  ASSERT_TRUE(leader->commit(1, leader->log_state(1)->log_end).ok());
+  ASSERT_TRUE(leader->commit(2, leader->log_state(2)->log_end).ok());
+  // The leader trims what the follower would need to catch up.
+  ASSERT_TRUE(leader->trim_log(1, 5).ok());
+  ASSERT_TRUE(leader->trim_log(2, 2).ok());
+  std::vector<log_record> records;
+  EXPECT_EQ(leader->read_records(1, 1, 1 << 20, records).code,
+            plog_errc::trimmed);
+
+  EXPECT_GT(copy_snapshot(*leader, *follower, 1, 3), 3u);
+  copy_snapshot(*leader, *follower, 2, 3, /*max_bytes=*/1 << 20);
+  for (uint32_t p : {1u, 2u}) {
+    auto want = leader->digest_partition(p);
+    auto got = follower->digest_partition(p);
+    ASSERT_TRUE(want && got);
+    EXPECT_EQ(got->digest, want->digest) << "partition " << p;
+    EXPECT_EQ(got->runs, want->runs);
+    EXPECT_EQ(got->applied, want->applied);
+  }
+  auto state = follower->log_state(1);
+  EXPECT_EQ(state->log_start, 6u);
+  EXPECT_EQ(state->log_end, 5u);
+  EXPECT_EQ(state->committed, 5u);
+  EXPECT_EQ(state->applied, 5u);
+  EXPECT_EQ(state->epoch, 3u);
+  EXPECT_FALSE(follower->snapshot_install_incomplete(1));
+  EXPECT_FALSE(follower->find_run("r1-z"));
+  EXPECT_FALSE(follower->find_idempotency_key("key-z"));
+  EXPECT_EQ(follower->find_idempotency_key("key-a"), "r1-a");
+  EXPECT_EQ(follower->find_idempotency_key("key-b"), "r1-b");
+
+  // The stream goes on from the snapshot's offset.
+  auto more = append(*leader, step("r1-b", 1));
+  leader->flush();
+  ship(*leader, *follower, 1, 3, 6);
+  ASSERT_TRUE(leader->commit(1, 6).ok());
+  ASSERT_TRUE(follower->commit(1, 6).ok());
+  EXPECT_EQ(more.get(), "");
+  EXPECT_EQ(follower->digest_partition(1)->digest,
+            leader->digest_partition(1)->digest);
+  // KIP-101 after the install: the follower's last epoch ends at or after
+  // what it applied in the leader's log.
+  EXPECT_GE(leader->end_offset_for_epoch(1, 3).offset, 5u);
+  leader.reset();
+  follower.reset();
+  EXPECT_EQ(applied_state(path("follower")), applied_state(path("leader")));
+}
+
+TEST_F(PartitionLogTest, ASnapshotInstallCutShortByACrashIsRedoneFromItsStart) {
+  auto direct = open("direct", /*replicated=*/false);
+  auto leader = open("leader");
+  ASSERT_TRUE(direct && leader);
+  ASSERT_TRUE(leader->lead(1, 2).ok());
+  two_runs(*leader, *direct);
+  append(*leader, submit("r1-b"));
+  leader->flush();
+  ASSERT_TRUE(leader->commit(1, leader->log_state(1)->log_end).ok());
+  {
+    auto follower = open("follower");
+    ASSERT_TRUE(follower);
+    // One chunk of several, then the process dies.
+    EXPECT_EQ(copy_snapshot(*leader, *follower, 1, 2, 1, /*chunks=*/1), 1u);
+    EXPECT_TRUE(follower->snapshot_install_incomplete(1));
+    EXPECT_TRUE(follower->find_run("r1-a"));
+    // Records wait while the install is under way.
+    std::vector<log_record> records;
+    ASSERT_TRUE(leader->read_records(1, 1, 1 << 20, records).ok());
+    EXPECT_EQ(follower->accept(1, 2, 1, records[0].bytes).code, plog_errc::gap);
+  }
+  auto follower = open("follower");
+  ASSERT_TRUE(follower);
+  // Half a snapshot is not taken for the whole: the partition is empty
+  // again, and installed anew.
+  EXPECT_FALSE(follower->snapshot_install_incomplete(1));
+  auto state = follower->log_state(1);
+  EXPECT_EQ(state->log_end, 0u);
+  EXPECT_EQ(state->applied, 0u);
+  EXPECT_EQ(state->epoch, 2u);
+  EXPECT_EQ(follower->digest_partition(1)->runs, 0u);
+  EXPECT_FALSE(follower->find_run("r1-a"));
+  copy_snapshot(*leader, *follower, 1, 2);
+  EXPECT_EQ(follower->digest_partition(1)->digest,
+            leader->digest_partition(1)->digest);
+  EXPECT_EQ(follower->log_state(1)->applied, leader->log_state(1)->applied);
+  // An install given up is undone the same way.
+  copy_snapshot(*leader, *follower, 1, 2, 1, /*chunks=*/2);
+  ASSERT_TRUE(follower->abort_snapshot_install(1).ok());
+  EXPECT_EQ(follower->digest_partition(1)->runs, 0u);
+  EXPECT_EQ(follower->log_state(1)->log_end, 0u);
+}
+
+TEST_F(PartitionLogTest, ASnapshotChunkOfAnotherPartitionIsRefusedWhole) {
+  auto direct = open("direct", /*replicated=*/false);
+  auto leader = open("leader");
+  auto follower = open("follower");
+  ASSERT_TRUE(direct && leader && follower);
+  two_runs(*leader, *direct);
+  ASSERT_TRUE(leader->commit(2, leader->log_state(2)->log_end).ok());
+  plog_result r;
+  auto snap = leader->open_snapshot(2, r);
+  ASSERT_TRUE(snap) << r.message;
+  journal_store::snapshot_chunk chunk;
+  ASSERT_TRUE(snap->read({}, 1 << 20, chunk).ok());
+  EXPECT_TRUE(chunk.next.empty());
+  // Partition 2's state offered as partition 1's.
+  ASSERT_TRUE(follower->begin_snapshot_install(1, 0).ok());
+  r = follower->install_snapshot_chunk(1, chunk.bytes);
+  EXPECT_EQ(r.code, plog_errc::corrupt);
+  EXPECT_NE(r.message.find("not the partition's"), std::string::npos)
+    << r.message;
+  EXPECT_EQ(follower->install_snapshot_chunk(1, "junk").code,
+            plog_errc::corrupt);
+  EXPECT_FALSE(follower->find_run("r2-b"));
+  // No install under way: refused.
+  EXPECT_EQ(follower->install_snapshot_chunk(2, chunk.bytes).code,
+            plog_errc::bad_partition);
 }
