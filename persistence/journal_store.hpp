@@ -274,6 +274,17 @@ class journal_store {
   }
   static constexpr std::string_view not_leader_prefix = "not the leader: ";
 
+  /// Returns whether `error`, from an append's callback, says that the
+  /// append's record was written but will never take effect: a newer
+  /// leader's log replaced it (truncated), or a snapshot replaced the
+  /// partition. Nothing of the append exists or ever will: resending it
+  /// is safe.
+  static bool is_discarded(std::string_view error) {
+    return error.starts_with(discarded_prefix);
+  }
+  static constexpr std::string_view discarded_prefix
+    = "not committed, discarded: ";
+
   /// Queues `op`. The store numbers the run's events itself, in order. `done`
   /// is called on the writer thread with an empty string once the batch that
   /// holds `op` is durable, or with the reason it failed.

@@ -76,8 +76,18 @@ json finished_json(const runtime::run_finished& f) {
 /// after the submission was admitted. That is not_ready, which clients
 /// retry (a retry lands in a partition led here, or is refused by admission
 /// until the move is over); any other failure is internal.
+///
+/// A submission whose record was written but discarded (a newer leader's
+/// log replaced it while it waited for the in-sync replicas) does not
+/// exist anywhere and never will: not_ready too, with the store's reason.
 void journal_failed(const request_ptr& req, const std::string& error) {
-  if (!persistence::journal_store::is_not_leader(error))
+  using store = persistence::journal_store;
+  if (store::is_discarded(error))
+    return req->fail(error_code::not_ready,
+                     "submit: the run was not recorded, retry: "
+                       + error.substr(store::discarded_prefix.size()),
+                     json{{"retry_after_ms", 200}});
+  if (!store::is_not_leader(error))
     return req->fail(error_code::internal, "cannot journal the run: " + error);
   // The store names the partition: "... is in partition N, ...".
   std::string partition = "the run's partition";

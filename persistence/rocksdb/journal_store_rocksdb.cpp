@@ -757,9 +757,9 @@ class rocksdb_journal_store final : public journal_store {
                                         + ": " + s.ToString());
       m = std::move(next);
       rebuild_overlay(part);
-      why = "not committed: its record in " + partition_name(part)
-            + " was truncated after offset " + std::to_string(after)
-            + " (a newer leader's log replaced it)";
+      why = std::string{discarded_prefix} + "its record in "
+            + partition_name(part) + " was truncated after offset "
+            + std::to_string(after) + " (a newer leader's log replaced it)";
       std::unordered_map<std::string, std::string> failed;
       for (auto& run : runs) {
         next_seq_.erase(run);
@@ -1084,7 +1084,7 @@ class rocksdb_journal_store final : public journal_store {
             next_seq_.erase(run);
         overlays_[part] = {};
       }
-      why = "not committed: " + partition_name(part)
+      why = std::string{discarded_prefix} + partition_name(part)
             + " is replaced by a snapshot of its leader's state";
       while (!waiting_[part].empty()) {
         dropped.push_back(std::move(waiting_[part].back()));

@@ -16,6 +16,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <thread>
 
 using namespace troupe;
 using namespace troupe::cluster;
@@ -74,6 +75,9 @@ class fake_request : public request_context {
 /// each committed as soon as it is recorded (no other replica), new runs
 /// without a key going to partition 0.
 struct NodeService : ::testing::Test {
+  /// Whether a record commits as soon as it is written; false: records
+  /// wait for the test to commit (or truncate) them, as for a replica.
+  bool commit_on_record = true;
   test::temp_dir dir;
   std::unique_ptr<actors::embedded_node> node;
   boost::asio::io_context io;
@@ -85,9 +89,9 @@ struct NodeService : ::testing::Test {
     o.partition_for = [](const std::string& key) {
       return key.empty() ? 0u : runtime::partition_of_key(key, partitions);
     };
-    o.tune_store = [](persistence::journal_store::options& so) {
+    o.tune_store = [this](persistence::journal_store::options& so) {
       so.replication.partitions = partitions;
-      so.replication.commit_on_record = true;
+      so.replication.commit_on_record = commit_on_record;
       so.replication.partition_of
         = [](std::string_view id, std::string_view key) {
             return key.empty() ? runtime::partition_of_run(id, partitions)
@@ -111,14 +115,20 @@ struct NodeService : ::testing::Test {
     node.reset();
   }
 
-  /// Submits a one-node workflow, with idempotency key `key` if any.
-  fake_request::answer submit(const std::string& key = {}) {
+  /// Sends a submission of a one-node workflow, with idempotency key `key`
+  /// if any; its answer is the request's.
+  std::shared_ptr<fake_request> send_submit(const std::string& key = {}) {
     json msg{{"workflow", "name: one\nnodes:\n  a:\n    kind: noop\n"}};
     if (!key.empty())
       msg["idempotency_key"] = key;
     auto req = std::make_shared<fake_request>();
     service->handle(req, "submit", msg);
-    auto a = req->wait();
+    return req;
+  }
+
+  /// Submits a one-node workflow, with idempotency key `key` if any.
+  fake_request::answer submit(const std::string& key = {}) {
+    auto a = send_submit(key)->wait();
     EXPECT_TRUE(a) << "no answer to submit";
     return a ? *a : fake_request::answer{};
   }
@@ -164,6 +174,37 @@ TEST_F(NodeService, ASubmissionRacingALeadershipMoveIsNotReady) {
   auto again = submit(key);
   EXPECT_TRUE(again.ok) << again.message;
   EXPECT_TRUE(node->store().find_idempotency_key(key));
+}
+
+struct NodeServiceWaiting : NodeService {
+  NodeServiceWaiting() { commit_on_record = false; }
+};
+
+// A submission whose record was written but then truncated (a newer
+// leader's log replaced it before the in-sync replicas had it) exists
+// nowhere: it is refused with not_ready, which clients retry, saying why.
+TEST_F(NodeServiceWaiting, ASubmissionWhoseRecordIsTruncatedIsNotReady) {
+  ASSERT_TRUE(node->store().lead(0, 1).ok());
+  auto req = send_submit();
+  // Its record is written, not committed: the submission waits.
+  auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (node->store().log_state(0)->log_end == 0
+         && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(5ms);
+  auto state = *node->store().log_state(0);
+  ASSERT_EQ(state.log_end, 1u);
+  ASSERT_EQ(state.committed, 0u);
+  // A newer leader's log replaces it.
+  ASSERT_TRUE(node->store().fence(0, 2).ok());
+  ASSERT_TRUE(node->store().truncate(0, 0).ok());
+  auto a = req->wait();
+  ASSERT_TRUE(a);
+  EXPECT_FALSE(a->ok);
+  EXPECT_EQ(a->code, control::error_code::not_ready)
+    << control::to_string(a->code) << ": " << a->message;
+  EXPECT_NE(a->message.find("truncated"), std::string::npos) << a->message;
+  EXPECT_GT(a->body.value("retry_after_ms", 0), 0);
+  EXPECT_TRUE(node->store().list_runs("", 10).empty());
 }
 
 } // namespace
