@@ -122,6 +122,40 @@ TEST_F(Failover, AKilledLeadersRunsResumeElsewhereLosingNothing) {
   }
 }
 
+// Five members, R=3: a killed leader's partitions are led again and
+// replicated back to three copies on the members left; then a second
+// leader is killed under load. Nothing accepted is lost, no completed node
+// runs again, and the members left agree on every partition they share.
+TEST_F(Failover, FiveMembersLoseTwoLeadersOneAfterTheOtherLosingNothing) {
+  const std::vector<std::string> five{"m1", "m2", "m3", "m4", "m5"};
+  linked(five);
+  if (HasFatalFailure())
+    return;
+  ASSERT_TRUE(wait_until([&] { return isr_full("m3"); }, 30s))
+    << partitions("m3").dump();
+  auto wf = chain(5, "0.2");
+  // Runs without a key live in partitions their member leads.
+  auto runs = submit("m1", wf, 4);
+  for (auto& id : submit("m2", wf, 3))
+    runs.push_back(id);
+  ASSERT_EQ(runs.size(), 7u) << all_logs();
+  ASSERT_NO_FATAL_FAILURE(until_started(8));
+  kill("m1");
+  // m1's partitions are led by others and have three in-sync copies again
+  // on the four members left.
+  ASSERT_TRUE(
+    wait_until([&] { return leads_none("m3", "m1") && isr_full("m3"); }, 45s))
+    << partitions("m3").dump() << all_logs();
+  for (auto& id : submit("m2", wf, 3))
+    runs.push_back(id);
+  ASSERT_NO_FATAL_FAILURE(until_started(lines().size() + 2));
+  kill("m2");
+  all_done_once_and_agree("m4", runs, 5, {"m3", "m4", "m5"}, 60s);
+  // m2's partitions moved too.
+  EXPECT_TRUE(wait_until([&] { return leads_none("m4", "m2"); }, 20s))
+    << partitions("m4").dump();
+}
+
 TEST_F(Failover, AFollowerKilledMidLoadCatchesUpAndRejoinsTheIsr) {
   ASSERT_NO_FATAL_FAILURE(three_in_sync());
   auto wf = chain(4, "0.2");
