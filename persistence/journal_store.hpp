@@ -276,9 +276,9 @@ class journal_store {
 
   /// Returns whether `error`, from an append's callback, says that the
   /// append's record was written but will never take effect: a newer
-  /// leader's log replaced it (truncated), or a snapshot replaced the
-  /// partition. Nothing of the append exists or ever will: resending it
-  /// is safe.
+  /// leader's log replaced it (truncated). Nothing of the append exists or
+  /// ever will: resending it is safe. (Appends waiting when a snapshot
+  /// replaces their partition fail otherwise: they may be in the snapshot.)
   static bool is_discarded(std::string_view error) {
     return error.starts_with(discarded_prefix);
   }

@@ -48,6 +48,7 @@
 #include <thread>
 #include <unistd.h>
 #include <unordered_map>
+#include <unordered_set>
 #include <utility>
 
 namespace troupe::persistence {
@@ -1084,8 +1085,12 @@ class rocksdb_journal_store final : public journal_store {
             next_seq_.erase(run);
         overlays_[part] = {};
       }
-      why = std::string{discarded_prefix} + partition_name(part)
-            + " is replaced by a snapshot of its leader's state";
+      // Not "discarded": a waiting record may be in the new leader's log,
+      // and so in the snapshot or the records after it. Its outcome is
+      // unknown here.
+      why = "not committed: " + partition_name(part)
+            + " is replaced by a snapshot of its leader's state (the append "
+              "may have taken effect there)";
       while (!waiting_[part].empty()) {
         dropped.push_back(std::move(waiting_[part].back()));
         waiting_[part].pop_back();
@@ -1603,6 +1608,11 @@ class rocksdb_journal_store final : public journal_store {
       return p.invalid;
     if (p.removal)
       return stage_removal(p, wb, touched, ov);
+    // A run this batch deletes takes no append after its deletion (its
+    // journal would start again from a number the deletion removed).
+    if (!p.run_id.empty() && removed_in_batch_.count(p.run_id) != 0)
+      return "run " + p.run_id + " is being deleted (finished, past "
+             + "retention)";
     if (p.run_id.empty()) {
       // Notes only.
       for (auto& [name, value] : p.notes)
@@ -1786,6 +1796,7 @@ class rocksdb_journal_store final : public journal_store {
     callbacks ready;
     // Runs this batch touched -> whether its last index entry is terminal.
     std::unordered_map<std::string, bool> touched;
+    removed_in_batch_.clear();
     // Idempotency keys claimed earlier in this batch.
     std::unordered_map<std::string, std::string> claimed;
     // Runs whose append failed in this batch -> why (the first reason).
@@ -2499,7 +2510,12 @@ class rocksdb_journal_store final : public journal_store {
     auto r = visit_partition(
       part, rocksdb::ReadOptions{}, {},
       [&](plog::family f, std::string_view key, std::string_view) {
-        wb.Delete(family_handle(f), key).PermitUncheckedError();
+        // `unfinished` keys are written once and only ever SingleDelete'd
+        // (key_layout.hpp): mixing in a Delete is undefined for RocksDB.
+        if (f == plog::family::unfinished)
+          wb.SingleDelete(family_handle(f), key).PermitUncheckedError();
+        else
+          wb.Delete(family_handle(f), key).PermitUncheckedError();
       },
       [&](const std::string&) { return wb.Count() < 4096 || flush(); }, next);
     if (!r.ok())
@@ -2875,11 +2891,13 @@ class rocksdb_journal_store final : public journal_store {
         counted.runs = 1;
         counted.events = n;
         touched[p.run_id] = true;
+        removed_in_batch_.insert(p.run_id);
       }
     }
     if (!s.ok()) {
       wb.RollbackToSavePoint().PermitUncheckedError();
       touched.erase(p.run_id);
+      removed_in_batch_.erase(p.run_id);
       return "cannot delete run " + p.run_id + ": " + s.ToString();
     }
     wb.PopSavePoint().PermitUncheckedError();
@@ -3038,10 +3056,12 @@ class rocksdb_journal_store final : public journal_store {
                           "replicas (they take effect if they commit)";
           if (wait->left > 0 && out.error.empty())
             out.stopped = true;
+          // Under the lock: removals given up on may still be committed by
+          // the writer thread.
+          for (size_t i = 0; i < ops.size(); ++i)
+            if (ops[i]->committed && ops[i]->counted.runs > 0)
+              range.add(ids[i]);
         }
-        for (size_t i = 0; i < ops.size(); ++i)
-          if (ops[i]->committed && ops[i]->counted.runs > 0)
-            range.add(ids[i]);
         if (!out.error.empty() || out.stopped)
           return false;
       }
@@ -3238,6 +3258,9 @@ class rocksdb_journal_store final : public journal_store {
   /// Per partition: a snapshot install was begun and not finished (its
   /// mark is in the database).
   std::vector<bool> installing_;
+  /// Runs the batch being staged deletes (retention through the logs): no
+  /// append to them is staged after. Writer thread only.
+  std::unordered_set<std::string> removed_in_batch_;
 
   // Reader state.
   std::mutex read_mu_;
