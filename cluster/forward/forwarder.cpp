@@ -63,6 +63,30 @@ std::string run_named(const std::string& type, const json& msg) {
   return id;
 }
 
+/// How member `name` failed a request sent to every member, from its error
+/// `answer`: {member, state (as this member sees it when it could not be
+/// asked, else "up"), reason}.
+json member_failure(const std::string& name, const json& answer) {
+  auto extra = answer.value("extra", json::object());
+  auto state = extra.is_object() && extra.contains("owner_state")
+                 ? extra.value("owner_state", std::string{})
+                 : std::string{"up"};
+  return json{{"member", name},
+              {"state", state},
+              {"reason", answer.value("code", std::string{"internal"}) + ": "
+                           + answer.value("message", std::string{})}};
+}
+
+/// Fails `req` as a member's error answer `refused` did: the request
+/// itself was wrong, and the client hears why, as from a node alone.
+void fail_as(const request_ptr& req, const json& refused) {
+  auto code = control::parse_error_code(refused.value("code", ""));
+  auto extra = refused.value("extra", json::object());
+  req->fail(code.value_or(error_code::internal),
+            refused.value("message", std::string{}),
+            extra.is_object() ? extra : json::object());
+}
+
 /// Answers to a request served by someone else, delivered to a callback:
 /// how `list` collects the pages of every member.
 class collect_context final : public request_context {
@@ -131,15 +155,7 @@ struct list_merge {
       } else {
         // Its state as this member sees it when it could not be asked;
         // else it answered with an error.
-        auto extra = answer.value("extra", json::object());
-        auto state = extra.is_object() && extra.contains("owner_state")
-                       ? extra.value("owner_state", std::string{})
-                       : std::string{"up"};
-        missing.push_back(
-          json{{"member", name},
-               {"state", state},
-               {"reason", answer.value("code", std::string{"internal"}) + ": "
-                            + answer.value("message", std::string{})}});
+        missing.push_back(member_failure(name, answer));
       }
       if (--waiting > 0)
         return;
@@ -148,13 +164,8 @@ struct list_merge {
   }
 
   void finish() {
-    if (refused) {
-      auto code = control::parse_error_code(refused->value("code", ""));
-      auto extra = refused->value("extra", json::object());
-      return req->fail(code.value_or(error_code::internal),
-                       refused->value("message", std::string{}),
-                       extra.is_object() ? extra : json::object());
-    }
+    if (refused)
+      return fail_as(req, *refused);
     bool known = false;
     for (auto& p : pages)
       known = known || p.value("cursor_known", false);
@@ -222,15 +233,7 @@ struct member_sum {
         if (!refused)
           refused = std::move(answer);
       } else {
-        auto extra = answer.value("extra", json::object());
-        auto state = extra.is_object() && extra.contains("owner_state")
-                       ? extra.value("owner_state", std::string{})
-                       : std::string{"up"};
-        failed.push_back(
-          json{{"member", name},
-               {"state", state},
-               {"reason", answer.value("code", std::string{"internal"}) + ": "
-                            + answer.value("message", std::string{})}});
+        failed.push_back(member_failure(name, answer));
       }
       if (--waiting > 0)
         return;
@@ -239,13 +242,8 @@ struct member_sum {
   }
 
   void finish() {
-    if (refused) {
-      auto code = control::parse_error_code(refused->value("code", ""));
-      auto extra = refused->value("extra", json::object());
-      return req->fail(code.value_or(error_code::internal),
-                       refused->value("message", std::string{}),
-                       extra.is_object() ? extra : json::object());
-    }
+    if (refused)
+      return fail_as(req, *refused);
     for (auto& f : counts)
       if (!body.contains(f))
         body[f] = 0;

@@ -1161,7 +1161,17 @@ class rocksdb_journal_store final : public journal_store {
     next.epochs.clear();
     if (epoch > 0)
       next.epochs.emplace_back(epoch, offset + 1);
+    // Synced: the chunks' unsynced writes are in the log before it.
     rocksdb::WriteBatch wb;
+    return end_install(part, std::move(next), wb,
+                       "cannot finish installing a snapshot of ");
+  }
+
+  /// Ends `part`'s snapshot install with `wb` and, in the same synced
+  /// write, the partition's meta `next` and the removal of its mark; on a
+  /// failure, says why after `what`. Under plog_mu_.
+  plog_result end_install(uint32_t part, partition_log_state next,
+                          rocksdb::WriteBatch& wb, const std::string& what) {
     wb.Put(db_->DefaultColumnFamily(), plog::meta_key(part),
            plog::encode_meta(next))
       .PermitUncheckedError();
@@ -1169,12 +1179,10 @@ class rocksdb_journal_store final : public journal_store {
       .PermitUncheckedError();
     rocksdb::WriteOptions synced;
     synced.sync = true;
-    // Synced: the chunks' unsynced writes are in the log before it.
     auto s = db_->Write(synced, &wb);
     if (!s.ok())
-      return refused(plog_errc::io, "cannot finish installing a snapshot of "
-                                      + partition_name(part) + ": "
-                                      + s.ToString());
+      return refused(plog_errc::io,
+                     what + partition_name(part) + ": " + s.ToString());
     metas_[part] = std::move(next);
     installing_[part] = false;
     return {};
@@ -2537,23 +2545,11 @@ class rocksdb_journal_store final : public journal_store {
     wb.DeleteRange(plog_, plog::record_key(part, 0),
                    plog::record_key(part + 1, 0))
       .PermitUncheckedError();
-    wb.Put(db_->DefaultColumnFamily(), plog::meta_key(part),
-           plog::encode_meta(next))
-      .PermitUncheckedError();
-    wb.Delete(db_->DefaultColumnFamily(), plog::install_key(part))
-      .PermitUncheckedError();
-    rocksdb::WriteOptions synced;
-    synced.sync = true;
-    auto s = db_->Write(synced, &wb);
-    if (!s.ok())
-      return refused(plog_errc::io, "cannot undo the snapshot install of "
-                                      + partition_name(part) + ": "
-                                      + s.ToString());
-    metas_[part] = std::move(next);
-    installing_[part] = false;
-    if (part < overlays_.size())
+    auto r = end_install(part, std::move(next), wb,
+                         "cannot undo the snapshot install of ");
+    if (r.ok() && part < overlays_.size())
       overlays_[part] = {};
-    return {};
+    return r;
   }
 
   /// Loads the partition metas, and applies what was committed and not
