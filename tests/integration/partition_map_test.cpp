@@ -797,7 +797,11 @@ TEST_F(PartitionMap,
         if (r.replicas.size() > 3) {
           ++moving;
           seen_moving.insert(p);
-          EXPECT_NE(map("a").balance(p).next, "") << p;
+          // A next step while it has a replica too many; the move may
+          // have ended since `all` was read, and then the record says so.
+          if (map("a").balance(p).next.empty()) {
+            EXPECT_LE(map("a").record(p).replicas.size(), 3u) << p;
+          }
         }
         for (auto& m : r.replicas)
           if (!has(r.isr, m))
