@@ -303,6 +303,15 @@ class checker {
       w.count = integer(*count, "workload.count", 1, 1'000'000);
     else
       w.length = span(*length, "workload.duration");
+    // A count at a slow rate could last longer than a duration may.
+    if (w.count
+        && static_cast<double>(*w.count) / w.runs_per_second
+             > std::chrono::duration<double>{max_span}.count()) {
+      error("workload.count", "out_of_range",
+            "the runs would take longer than 24h at "
+              + nlohmann::json(w.runs_per_second).dump() + " per second");
+      w.count.reset();
+    }
   }
 
   void read_workflows(const json& v, workload_spec& w) {
