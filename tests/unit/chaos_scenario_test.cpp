@@ -245,6 +245,23 @@ TEST(ChaosScenario, BadScenariosNameThePathAndLine) {
   }
 }
 
+TEST(ChaosScenario, ListsProblemsInFileOrder) {
+  // The cluster is read before the faults, yet reported after them.
+  auto o = parse("faults:\n  - at: 1s\n    action: melt\nworkload:\n"
+                 "  workflows: [steps.yaml]\n  count: 10\ndeadline: 60s\n"
+                 "cluster:\n  members: 0\n");
+  ASSERT_EQ(o.errors.size(), 2u) << describe(o);
+  EXPECT_EQ(o.errors[0].path, "faults[0].action");
+  EXPECT_EQ(o.errors[1].path, "cluster.members");
+}
+
+TEST(ChaosScenario, AnEmptyFileAsksForAScenario) {
+  auto o = parse("# nothing yet\n");
+  ASSERT_EQ(o.errors.size(), 1u) << describe(o);
+  EXPECT_NE(o.errors[0].message.find("expected a scenario"), std::string::npos)
+    << describe(o);
+}
+
 TEST(ChaosScenario, ReportsEveryProblemAtOnce) {
   auto o = parse(scenario_with("12", "[nope.yaml]", "duration: soon", "at: 5s",
                                "explode", "m1", "deadline: 60s"));

@@ -10,6 +10,7 @@
 #include <initializer_list>
 #include <set>
 #include <sstream>
+#include <tuple>
 
 namespace troupe::chaos {
 
@@ -78,6 +79,12 @@ class checker {
 
  private:
   scenario_outcome finish(scenario s) {
+    // In the order they stand in the file, as an editor would list them.
+    std::stable_sort(
+      errors_.begin(), errors_.end(),
+      [](const runtime::diagnostic& a, const runtime::diagnostic& b) {
+        return std::tie(a.line, a.column) < std::tie(b.line, b.column);
+      });
     scenario_outcome out;
     if (errors_.empty())
       out.value = std::move(s);
@@ -689,6 +696,10 @@ scenario_outcome parse_scenario(std::string_view text,
                                 const std::filesystem::path& base) {
   scenario_outcome out;
   auto doc = runtime::parse_document(text, out.errors);
+  for (auto& d : out.errors)
+    if (d.code == "empty")
+      d.message = "the file is empty; expected a scenario with a workload, "
+                  "faults and a deadline";
   if (!doc)
     return out;
   return checker{*doc, base}.run();
