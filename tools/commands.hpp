@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include <iosfwd>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -256,6 +257,18 @@ int run_bench_cluster(const global_options& g, const bench_options& b);
 /// `troupe validate FILE...`
 int run_validate(const global_options& g,
                  const std::vector<std::string>& files);
+
+/// Options of `troupe chaos`.
+struct chaos_options {
+  std::string scenario;
+  /// `--seed`; the default seed when not given.
+  std::optional<uint64_t> seed;
+  bool dry_run = false;
+};
+
+/// `troupe chaos SCENARIO --dry-run`: validates a scenario and prints its
+/// schedule. Running one is not built yet.
+int run_chaos(const global_options& g, const chaos_options& c);
 
 /// `troupe config show`
 int run_config_show(const global_options& g);

@@ -72,6 +72,17 @@ int main(int argc, char** argv) {
   validate->add_option("files", files, "Workflow files (YAML or JSON)")
     ->required();
 
+  chaos_options chaos;
+  auto* chaos_cmd = app.add_subcommand(
+    "chaos", "Check a failover scenario and print its fault schedule "
+             "(--dry-run; running scenarios is not built yet)");
+  chaos_cmd->add_option("scenario", chaos.scenario, "Scenario file (YAML)")
+    ->required();
+  chaos_cmd->add_option("--seed", chaos.seed,
+                        "Seed of the schedule's random choices");
+  chaos_cmd->add_flag("--dry-run", chaos.dry_run,
+                      "Validate and print the schedule without running");
+
   auto* config = app.add_subcommand("config", "Inspect configuration");
   config->require_subcommand(1);
   auto* config_show = config->add_subcommand(
@@ -370,6 +381,8 @@ int main(int argc, char** argv) {
         return run_remote(g, name, ro);
     if (*validate)
       return run_validate(g, files);
+    if (*chaos_cmd)
+      return run_chaos(g, chaos);
     if (*config_show)
       return run_config_show(g);
     if (*config_keys)

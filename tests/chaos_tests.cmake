@@ -1,0 +1,16 @@
+# Chaos scenarios: the parser and the seeded schedule, then `troupe chaos
+# --dry-run` as a child process.
+troupe_add_tests(chaos
+  SOURCES unit/chaos_scenario_test.cpp
+  DEPS troupe_chaos)
+target_compile_definitions(troupe_chaos_tests PRIVATE
+  TROUPE_SOURCE_DIR="${PROJECT_SOURCE_DIR}")
+
+troupe_add_tests(chaos_cli
+  SOURCES e2e/chaos_cli_test.cpp
+  DEPS troupe_test_support nlohmann_json::nlohmann_json
+  LABELS e2e)
+target_compile_definitions(troupe_chaos_cli_tests PRIVATE
+  TROUPE_BINARY="$<TARGET_FILE:troupe>"
+  TROUPE_SOURCE_DIR="${PROJECT_SOURCE_DIR}")
+add_dependencies(troupe_chaos_cli_tests troupe)
