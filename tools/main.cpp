@@ -78,8 +78,16 @@ int main(int argc, char** argv) {
              "(--dry-run; running scenarios is not built yet)");
   chaos_cmd->add_option("scenario", chaos.scenario, "Scenario file (YAML)")
     ->required();
-  chaos_cmd->add_option("--seed", chaos.seed,
-                        "Seed of the schedule's random choices");
+  chaos_cmd
+    ->add_option("--seed", chaos.seed, "Seed of the schedule's random choices")
+    ->check(CLI::Validator(
+      [](std::string& v) {
+        return !v.empty()
+                   && v.find_first_not_of("0123456789") == std::string::npos
+                 ? std::string{}
+                 : "--seed must be a whole number from 0, not '" + v + "'";
+      },
+      "UINT"));
   chaos_cmd->add_flag("--dry-run", chaos.dry_run,
                       "Validate and print the schedule without running");
 

@@ -115,3 +115,12 @@ TEST_F(ChaosCli, RunningIsRefusedUntilItIsBuilt) {
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_TRUE(contains(r.err, "not built yet")) << r.err;
 }
+
+TEST_F(ChaosCli, ASeedThatIsNotAWholeNumberExitsTwo) {
+  for (std::string bad : {"-1", "x", "1.5"}) {
+    auto r = troupe({"chaos", chaos_examples + "kill-leader.yaml", "--dry-run",
+                     "--seed", bad});
+    EXPECT_EQ(r.exit_code, 2) << bad << ": " << r.err;
+    EXPECT_TRUE(contains(r.err, "--seed")) << bad << ": " << r.err;
+  }
+}
