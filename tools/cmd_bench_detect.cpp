@@ -33,6 +33,7 @@
 #include <regex>
 #include <set>
 #include <sstream>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <thread>
@@ -55,7 +56,10 @@ std::string read_file(const fs::path& p) {
   return s.str();
 }
 
-/// A child process with its output in a file; killed by its PID.
+/// A child process with its output in a file; killed by its PID, and by
+/// the kernel when the bench's thread that started it ends (a bench killed
+/// with SIGKILL leaves no etcd or member behind). Children are started from
+/// the bench's main thread only.
 struct child {
   pid_t pid = -1;
   fs::path log;
@@ -65,8 +69,12 @@ struct child {
                      const fs::path& log) {
     child c;
     c.log = log;
+    auto parent = ::getpid();
     c.pid = ::fork();
     if (c.pid == 0) {
+      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+      if (::getppid() != parent)
+        ::_exit(127);
       sigset_t none;
       sigemptyset(&none);
       pthread_sigmask(SIG_SETMASK, &none, nullptr);

@@ -15,6 +15,8 @@
 #include <regex>
 #include <set>
 #include <sstream>
+#include <thread>
+#include <vector>
 
 using troupe::test::background_process;
 using troupe::test::process_options;
@@ -451,6 +453,69 @@ TEST_F(Cli, BenchClusterRunsOnlyThePartsNamed) {
   EXPECT_TRUE(j.contains("detect")) << j;
   for (auto part : {"fan", "seq10", "http10", "failover"})
     EXPECT_FALSE(j.contains(part)) << part << " " << j;
+}
+
+namespace {
+
+/// PIDs of the processes whose command line mentions `text`.
+std::vector<int> processes_mentioning(const std::string& text) {
+  std::vector<int> out;
+  std::error_code ec;
+  for (auto& e : std::filesystem::directory_iterator{"/proc", ec}) {
+    auto name = e.path().filename().string();
+    if (name.empty()
+        || name.find_first_not_of("0123456789") != std::string::npos)
+      continue;
+    std::ifstream in{e.path() / "cmdline", std::ios::binary};
+    std::string cmdline{std::istreambuf_iterator<char>{in}, {}};
+    if (cmdline.find(text) != std::string::npos)
+      out.push_back(std::stoi(name));
+  }
+  return out;
+}
+
+} // namespace
+
+TEST_F(Cli, ABenchClusterKilledWithSigkillLeavesNoProcessBehind) {
+  bool have_etcd = false;
+  if (const char* path = std::getenv("PATH")) {
+    std::istringstream dirs{path};
+    for (std::string d; std::getline(dirs, d, ':');)
+      have_etcd = have_etcd || std::filesystem::exists(d + "/etcd");
+  }
+  if (!have_etcd)
+    GTEST_SKIP() << "etcd is not on PATH";
+  auto scratch = dir.path() / "scratch";
+  std::filesystem::create_directories(scratch);
+  process_options opts;
+  opts.cwd = dir.path().string();
+  opts.env = {{"TROUPE_CONFIG_DIR", (dir.path() / "config").string()},
+              {"TROUPE_ENV", std::nullopt},
+              {"TROUPE_AUTH_SECRET", std::nullopt}};
+  background_process bench({TROUPE_BINARY, "bench", "--cluster", "2", "--quick",
+                            "detect", "--data-dir", scratch.string()},
+                           opts, (dir.path() / "bench.out").string(),
+                           (dir.path() / "bench.err").string());
+  // Its etcd and two members run (each found by its scratch folder).
+  auto ours = [&] {
+    auto pids = processes_mentioning(scratch.string());
+    std::erase(pids, bench.pid());
+    return pids;
+  };
+  auto until = std::chrono::steady_clock::now() + std::chrono::seconds{60};
+  while (ours().size() < 3 && std::chrono::steady_clock::now() < until)
+    std::this_thread::sleep_for(std::chrono::milliseconds{20});
+  ASSERT_GE(ours().size(), 3u) << bench.err();
+  bench.signal(SIGKILL);
+  ASSERT_TRUE(bench.wait(std::chrono::seconds{5}));
+  // The kernel ends them with it.
+  until = std::chrono::steady_clock::now() + std::chrono::seconds{10};
+  while (!ours().empty() && std::chrono::steady_clock::now() < until)
+    std::this_thread::sleep_for(std::chrono::milliseconds{20});
+  auto left = ours();
+  EXPECT_TRUE(left.empty()) << left.size() << " process(es) left";
+  for (int pid : left) // the test's own leftovers, by PID
+    ::kill(pid, SIGKILL);
 }
 
 TEST_F(Cli, BenchClusterNamesABadMemberCountAndExitsTwo) {
