@@ -19,13 +19,7 @@ int run_chaos(const global_options& g, const chaos_options& c) {
   }
   if (!outcome.errors.empty()) {
     if (g.json) {
-      nlohmann::json errors = nlohmann::json::array();
-      for (auto& d : outcome.errors)
-        errors.push_back({{"path", d.path},
-                          {"line", d.line},
-                          {"column", d.column},
-                          {"code", d.code},
-                          {"message", d.message}});
+      auto errors = diagnostics_json(outcome.errors);
       std::cout << nlohmann::json{{"file", c.scenario},
                                   {"valid", false},
                                   {"errors", errors}}

@@ -7,6 +7,17 @@
 
 namespace troupe::tools {
 
+nlohmann::json diagnostics_json(const runtime::diagnostics& errors) {
+  auto out = nlohmann::json::array();
+  for (auto& d : errors)
+    out.push_back({{"path", d.path},
+                   {"line", d.line},
+                   {"column", d.column},
+                   {"code", d.code},
+                   {"message", d.message}});
+  return out;
+}
+
 int run_validate(const global_options& g,
                  const std::vector<std::string>& files) {
   bool all_valid = true;
@@ -15,13 +26,7 @@ int run_validate(const global_options& g,
     auto outcome = runtime::load_workflow_file(file);
     all_valid = all_valid && outcome.ok();
     if (g.json) {
-      nlohmann::json errors = nlohmann::json::array();
-      for (auto& d : outcome.errors)
-        errors.push_back({{"path", d.path},
-                          {"line", d.line},
-                          {"column", d.column},
-                          {"code", d.code},
-                          {"message", d.message}});
+      auto errors = diagnostics_json(outcome.errors);
       nlohmann::json entry
         = {{"file", file}, {"valid", outcome.ok()}, {"errors", errors}};
       if (outcome.ok()) {

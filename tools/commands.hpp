@@ -2,6 +2,7 @@
 
 #include "config/loader.hpp"
 #include "persistence/records.hpp"
+#include "runtime/spec/diagnostic.hpp"
 
 #include <nlohmann/json.hpp>
 
@@ -253,6 +254,10 @@ int run_bench_cluster_fan(const global_options& g, const bench_options& b);
 /// prints in one report what cluster-fan and cluster-detect measure, on
 /// that one cluster (5 trials of each kind of failure).
 int run_bench_cluster(const global_options& g, const bench_options& b);
+
+/// `errors` as a JSON array of {path, line, column, code, message}: how
+/// `validate --json` and `chaos --json` give the problems of a file.
+nlohmann::json diagnostics_json(const runtime::diagnostics& errors);
 
 /// `troupe validate FILE...`
 int run_validate(const global_options& g,

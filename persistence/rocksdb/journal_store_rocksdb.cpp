@@ -1104,15 +1104,23 @@ class rocksdb_journal_store final : public journal_store {
     return r;
   }
 
-  plog_result install_snapshot_chunk(uint32_t part,
-                                     std::string_view bytes) override {
-    std::lock_guard<std::mutex> lk{plog_mu_};
+  /// Whether `part` is in range and a snapshot install of it is under way.
+  /// Under plog_mu_.
+  plog_result check_installing(uint32_t part) {
     if (auto r = check_partition(part); !r.ok())
       return r;
     if (!installing_[part])
       return refused(plog_errc::bad_partition, "no snapshot install of "
                                                  + partition_name(part)
                                                  + " is under way");
+    return {};
+  }
+
+  plog_result install_snapshot_chunk(uint32_t part,
+                                     std::string_view bytes) override {
+    std::lock_guard<std::mutex> lk{plog_mu_};
+    if (auto r = check_installing(part); !r.ok())
+      return r;
     rocksdb::WriteBatch wb;
     std::string error, wrong;
     bool good = plog::for_each_mutation(
@@ -1148,12 +1156,8 @@ class rocksdb_journal_store final : public journal_store {
   plog_result finish_snapshot_install(uint32_t part, uint64_t offset,
                                       uint64_t epoch) override {
     std::lock_guard<std::mutex> lk{plog_mu_};
-    if (auto r = check_partition(part); !r.ok())
+    if (auto r = check_installing(part); !r.ok())
       return r;
-    if (!installing_[part])
-      return refused(plog_errc::bad_partition, "no snapshot install of "
-                                                 + partition_name(part)
-                                                 + " is under way");
     auto next = metas_[part];
     next.log_start = offset + 1;
     next.log_end = next.committed = next.applied = offset;

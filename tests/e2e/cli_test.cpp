@@ -360,16 +360,25 @@ TEST_F(Cli, BenchNamesBadInputAndExitsTwo) {
   }
 }
 
-TEST_F(Cli, BenchClusterQuickPrintsReplicatedSeq10Http10AndFailoverFigures) {
-  // A smoke run of `bench --cluster 3 --quick`: figures only, no speed is
-  // checked; but no run may be lost and no completed node run again.
-  bool have_etcd = false;
+namespace {
+
+/// Whether an `etcd` binary is on PATH (`bench --cluster` starts one).
+bool etcd_on_path() {
   if (const char* path = std::getenv("PATH")) {
     std::istringstream dirs{path};
     for (std::string d; std::getline(dirs, d, ':');)
-      have_etcd = have_etcd || std::filesystem::exists(d + "/etcd");
+      if (std::filesystem::exists(d + "/etcd"))
+        return true;
   }
-  if (!have_etcd)
+  return false;
+}
+
+} // namespace
+
+TEST_F(Cli, BenchClusterQuickPrintsReplicatedSeq10Http10AndFailoverFigures) {
+  // A smoke run of `bench --cluster 3 --quick`: figures only, no speed is
+  // checked; but no run may be lost and no completed node run again.
+  if (!etcd_on_path())
     GTEST_SKIP() << "etcd is not on PATH";
   auto args = std::vector<std::string>{
     TROUPE_BINARY, "--json",  "bench",      "--cluster",
@@ -427,13 +436,7 @@ TEST_F(Cli, BenchClusterQuickPrintsReplicatedSeq10Http10AndFailoverFigures) {
 }
 
 TEST_F(Cli, BenchClusterRunsOnlyThePartsNamed) {
-  bool have_etcd = false;
-  if (const char* path = std::getenv("PATH")) {
-    std::istringstream dirs{path};
-    for (std::string d; std::getline(dirs, d, ':');)
-      have_etcd = have_etcd || std::filesystem::exists(d + "/etcd");
-  }
-  if (!have_etcd)
+  if (!etcd_on_path())
     GTEST_SKIP() << "etcd is not on PATH";
   auto args = std::vector<std::string>{
     TROUPE_BINARY, "--json", "bench",      "--cluster",        "2",
@@ -477,13 +480,7 @@ std::vector<int> processes_mentioning(const std::string& text) {
 } // namespace
 
 TEST_F(Cli, ABenchClusterKilledWithSigkillLeavesNoProcessBehind) {
-  bool have_etcd = false;
-  if (const char* path = std::getenv("PATH")) {
-    std::istringstream dirs{path};
-    for (std::string d; std::getline(dirs, d, ':');)
-      have_etcd = have_etcd || std::filesystem::exists(d + "/etcd");
-  }
-  if (!have_etcd)
+  if (!etcd_on_path())
     GTEST_SKIP() << "etcd is not on PATH";
   auto scratch = dir.path() / "scratch";
   std::filesystem::create_directories(scratch);
