@@ -12,6 +12,7 @@
 #include "tools/bench_common.hpp"
 #include "tools/commands.hpp"
 #include "tools/control_client.hpp"
+#include "tools/local_cluster.hpp"
 #include "tools/local_host.hpp"
 
 #include <nlohmann/json.hpp>
@@ -49,231 +50,8 @@ using steady = std::chrono::steady_clock;
 using namespace std::chrono_literals;
 using bench::fixed;
 
-std::string read_file(const fs::path& p) {
-  std::ifstream in{p};
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
-/// A child process with its output in a file; killed by its PID, and by
-/// the kernel when the bench's thread that started it ends (a bench killed
-/// with SIGKILL leaves no etcd or member behind). Children are started from
-/// the bench's main thread only.
-struct child {
-  pid_t pid = -1;
-  fs::path log;
-
-  static child spawn(const std::vector<std::string>& argv,
-                     const std::map<std::string, std::string>& env,
-                     const fs::path& log) {
-    child c;
-    c.log = log;
-    auto parent = ::getpid();
-    c.pid = ::fork();
-    if (c.pid == 0) {
-      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-      if (::getppid() != parent)
-        ::_exit(127);
-      sigset_t none;
-      sigemptyset(&none);
-      pthread_sigmask(SIG_SETMASK, &none, nullptr);
-      for (auto& [k, v] : env)
-        ::setenv(k.c_str(), v.c_str(), 1);
-      int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-      if (fd >= 0) {
-        ::dup2(fd, 1);
-        ::dup2(fd, 2);
-      }
-      std::vector<char*> args;
-      for (auto& a : argv)
-        args.push_back(const_cast<char*>(a.c_str()));
-      args.push_back(nullptr);
-      ::execv(args[0], args.data());
-      ::_exit(127);
-    }
-    return c;
-  }
-
-  bool alive() const {
-    return pid > 0 && ::waitpid(pid, nullptr, WNOHANG) == 0;
-  }
-
-  /// SIGTERM, then SIGKILL after `grace`; reaps it.
-  void stop(std::chrono::milliseconds grace = 5s) {
-    if (pid <= 0)
-      return;
-    ::kill(pid, SIGCONT);
-    ::kill(pid, SIGTERM);
-    auto until = steady::now() + grace;
-    while (steady::now() < until) {
-      if (::waitpid(pid, nullptr, WNOHANG) != 0) {
-        pid = -1;
-        return;
-      }
-      std::this_thread::sleep_for(10ms);
-    }
-    ::kill(pid, SIGKILL);
-    ::waitpid(pid, nullptr, 0);
-    pid = -1;
-  }
-};
-
-template<class Pred>
-bool wait_for(Pred pred, std::chrono::milliseconds limit,
-              std::chrono::milliseconds step = 2ms) {
-  auto until = steady::now() + limit;
-  for (;;) {
-    if (pred())
-      return true;
-    if (steady::now() >= until)
-      return false;
-    std::this_thread::sleep_for(step);
-  }
-}
-
-struct bench_cluster {
-  fs::path dir;
-  std::string self_exe;
-  std::string etcd_url;
-  std::map<std::string, std::string> env;
-  std::string token;
-  child etcd;
-  std::map<std::string, child> members;
-  std::map<std::string, uint16_t> ports;
-  std::map<std::string, std::unique_ptr<control_client>> clients;
-  int restarts = 0;
-  /// Added to every member's command line.
-  std::vector<std::string> member_args;
-  /// Set on a failure: the logs stay, and their folder is named.
-  bool keep = false;
-
-  ~bench_cluster() {
-    clients.clear();
-    for (auto& [name, m] : members)
-      m.stop();
-    etcd.stop();
-    std::error_code ec;
-    if (keep)
-      std::cerr << "troupe: bench: logs kept in " << dir.string() << "\n";
-    else
-      fs::remove_all(dir, ec);
-  }
-
-  std::string start_etcd(const std::string& binary) {
-    auto client = free_loopback_port();
-    auto peer = free_loopback_port();
-    etcd_url = "http://127.0.0.1:" + std::to_string(client);
-    auto peer_url = "http://127.0.0.1:" + std::to_string(peer);
-    etcd = child::spawn({binary,
-                         "--name",
-                         "bench",
-                         "--data-dir",
-                         (dir / "etcd").string(),
-                         "--listen-client-urls",
-                         etcd_url,
-                         "--advertise-client-urls",
-                         etcd_url,
-                         "--listen-peer-urls",
-                         peer_url,
-                         "--initial-advertise-peer-urls",
-                         peer_url,
-                         "--initial-cluster",
-                         "bench=" + peer_url,
-                         "--heartbeat-interval",
-                         "50",
-                         "--election-timeout",
-                         "500",
-                         "--log-level",
-                         "error"},
-                        {}, dir / "etcd.log");
-    // Up when a member can join: the first member start waits for that.
-    return {};
-  }
-
-  /// Starts member `name` and waits until it is ready; "" or why not.
-  /// With `alone`, a node of its own (no cluster, no etcd) started with
-  /// `alone`'s arguments instead of member_args.
-  std::string start_member(const std::string& name,
-                           const std::vector<std::string>* alone = nullptr) {
-    auto log = dir / (name + "-" + std::to_string(restarts++) + ".log");
-    std::vector<std::string> argv{self_exe,
-                                  "node",
-                                  "start",
-                                  "--data-dir",
-                                  (dir / name).string(),
-                                  "--listen",
-                                  "127.0.0.1:0",
-                                  "--http",
-                                  ""};
-    if (alone) {
-      argv.insert(argv.end(), alone->begin(), alone->end());
-    } else {
-      argv.insert(argv.end(),
-                  {"--cluster", "bench", "--etcd", etcd_url, "--member", name});
-      argv.insert(argv.end(), member_args.begin(), member_args.end());
-    }
-    members[name] = child::spawn(argv, env, log);
-    std::smatch match;
-    std::regex listening{"listening on 127.0.0.1:(\\d+)"};
-    std::string text;
-    bool ready = wait_for(
-      [&] {
-        text = read_file(log);
-        return text.find("ready: resumed") != std::string::npos
-               || !members[name].alive();
-      },
-      30s, 20ms);
-    if (!ready || !std::regex_search(text, match, listening))
-      return "member " + name + " did not start:\n" + text;
-    ports[name] = static_cast<uint16_t>(std::stoi(match[1]));
-    clients.erase(name);
-    return {};
-  }
-
-  /// `viewer`'s members list, or null when it does not answer.
-  json view(const std::string& viewer) {
-    try {
-      auto& c = clients[viewer];
-      if (!c) {
-        c = std::make_unique<control_client>();
-        control_client::options o;
-        o.address = "127.0.0.1:" + std::to_string(ports[viewer]);
-        o.token = token;
-        o.connect_timeout = 1s;
-        o.wait_ready = 0ms;
-        c->connect(o);
-      }
-      return c->call({{"t", "members"}}, 1s);
-    } catch (const std::exception&) {
-      clients.erase(viewer);
-      return nullptr;
-    }
-  }
-
-  /// What `viewer` lists about `about`, or null.
-  json entry(const std::string& viewer, const std::string& about) {
-    auto v = view(viewer);
-    if (v.is_object())
-      for (auto& m : v.value("members", json::array()))
-        if (m.value("name", "") == about)
-          return m;
-    return nullptr;
-  }
-
-  bool all_linked() {
-    for (auto& [a, ca] : members)
-      for (auto& [b, cb] : members) {
-        if (a == b)
-          continue;
-        auto e = entry(a, b);
-        if (!e.is_object() || e.value("state", "") != "up"
-            || e.value("link", "") != "connected")
-          return false;
-      }
-    return true;
-  }
-
+/// The cluster of the benchmarks, and how they watch a member die.
+struct bench_cluster : local_cluster {
   /// Whether `viewer` no longer lists `incarnation` of `victim` as a live
   /// member (down, absent, or a new incarnation).
   bool sees_down(const std::string& viewer, const std::string& victim,
@@ -390,7 +168,7 @@ std::vector<std::string> member_names(size_t n) {
 /// each other; "" or why not (the logs are then kept).
 std::string start_bench_cluster(bench_cluster& c, const std::string& etcd,
                                 const std::vector<std::string>& names) {
-  (void)c.start_etcd(etcd);
+  c.start_etcd(etcd);
   for (auto& name : names)
     if (auto e = c.start_member(name); !e.empty()) {
       c.keep = true;
@@ -575,22 +353,7 @@ std::string prepare_fan_cluster(const bench_options& b,
 /// cached client; null when it does not answer or refuses.
 json call_member(bench_cluster& c, const std::string& name, const json& request,
                  std::chrono::milliseconds timeout = 5s) {
-  try {
-    auto& cl = c.clients[name];
-    if (!cl) {
-      cl = std::make_unique<control_client>();
-      control_client::options o;
-      o.address = "127.0.0.1:" + std::to_string(c.ports[name]);
-      o.token = c.token;
-      o.connect_timeout = 1s;
-      o.wait_ready = 0ms;
-      cl->connect(o);
-    }
-    return cl->call(request, timeout);
-  } catch (const std::exception&) {
-    c.clients.erase(name);
-    return nullptr;
-  }
+  return c.call(name, request, timeout);
 }
 
 /// A live member other than `but`, taking turns.
@@ -698,7 +461,7 @@ json child_bench(bench_cluster& c, const std::string& what,
   auto p = child::spawn(argv, env, log);
   int status = 0;
   ::waitpid(p.pid, &status, 0);
-  auto text = read_file(log);
+  auto text = read_text_file(log);
   json found;
   std::istringstream lines{text};
   std::string line;

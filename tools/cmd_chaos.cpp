@@ -8,6 +8,10 @@
 
 namespace troupe::tools {
 
+/// Runs scenario `s` on its schedule `plan` (tools/cmd_chaos_run.cpp).
+int run_chaos_scenario(const global_options& g, const chaos_options& c,
+                       const chaos::scenario& s, const chaos::schedule& plan);
+
 int run_chaos(const global_options& g, const chaos_options& c) {
   auto outcome = chaos::load_scenario_file(c.scenario);
   chaos::schedule plan;
@@ -33,13 +37,9 @@ int run_chaos(const global_options& g, const chaos_options& c) {
     }
     return exit_bad_input;
   }
-  if (!c.dry_run) {
-    std::cerr << "troupe chaos: running scenarios is not built yet; "
-                 "--dry-run validates "
-              << c.scenario << " and prints its schedule\n";
-    return exit_bad_input;
-  }
   auto& s = *outcome.value;
+  if (!c.dry_run)
+    return run_chaos_scenario(g, c, s, plan);
   if (g.json) {
     auto out = chaos::to_json(plan);
     out["file"] = c.scenario;

@@ -269,10 +269,13 @@ struct chaos_options {
   /// `--seed`; the default seed when not given.
   std::optional<uint64_t> seed;
   bool dry_run = false;
+  /// `--report FILE`: the report as JSON, written there too.
+  std::string report;
 };
 
-/// `troupe chaos SCENARIO --dry-run`: validates a scenario and prints its
-/// schedule. Running one is not built yet.
+/// `troupe chaos SCENARIO`: validates a scenario, then prints its schedule
+/// (`--dry-run`) or runs it and reports (exit 0 when every invariant holds,
+/// 1 when one is violated).
 int run_chaos(const global_options& g, const chaos_options& c);
 
 /// `troupe config show`

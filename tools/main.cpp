@@ -74,8 +74,8 @@ int main(int argc, char** argv) {
 
   chaos_options chaos;
   auto* chaos_cmd = app.add_subcommand(
-    "chaos", "Check a failover scenario and print its fault schedule "
-             "(--dry-run; running scenarios is not built yet)");
+    "chaos", "Run a failover scenario on a local cluster and check that no "
+             "run was lost or ran a completed step again");
   chaos_cmd->add_option("scenario", chaos.scenario, "Scenario file (YAML)")
     ->required();
   chaos_cmd
@@ -90,6 +90,8 @@ int main(int argc, char** argv) {
       "UINT"));
   chaos_cmd->add_flag("--dry-run", chaos.dry_run,
                       "Validate and print the schedule without running");
+  chaos_cmd->add_option("--report", chaos.report,
+                        "Write the report (JSON) to this file too");
 
   auto* config = app.add_subcommand("config", "Inspect configuration");
   config->require_subcommand(1);

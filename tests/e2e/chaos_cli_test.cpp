@@ -110,10 +110,17 @@ TEST_F(ChaosCli, MissingFileExitsTwoNamingIt) {
   EXPECT_TRUE(contains(r.err, "no-such-scenario.yaml")) << r.err;
 }
 
-TEST_F(ChaosCli, RunningIsRefusedUntilItIsBuilt) {
-  auto r = troupe({"chaos", chaos_examples + "kill-leader.yaml"});
-  EXPECT_EQ(r.exit_code, 2);
-  EXPECT_TRUE(contains(r.err, "not built yet")) << r.err;
+TEST_F(ChaosCli, ABadScenarioIsNotRun) {
+  // Without --dry-run too, a bad scenario is refused before anything starts.
+  dir.write("steps.yaml", "name: s\nnodes:\n  a:\n    kind: noop\n");
+  auto file = dir.write("bad.yaml",
+                        "workload:\n  workflows: [steps.yaml]\n  count: 10\n"
+                        "faults:\n  - at: 1s\n    action: kill\n"
+                        "    target: m8\ndeadline: 60s\n");
+  auto r = troupe({"chaos", file.string()});
+  EXPECT_EQ(r.exit_code, 2) << r.out << r.err;
+  EXPECT_TRUE(contains(r.err, "faults[0].target")) << r.err;
+  EXPECT_FALSE(contains(r.err, "starting")) << r.err;
 }
 
 TEST_F(ChaosCli, ASeedThatIsNotAWholeNumberExitsTwo) {
