@@ -741,6 +741,20 @@ int runner::run() {
     wfs.push_back({p.filename().string(), read_text_file(p)});
   if (auto rc = setup(); rc != exit_ok)
     return rc;
+  if (!o_.break_hook.empty()) {
+    // Armed once per member: the next node each completes runs again.
+    for (auto& m : s_.cluster.member_names()) {
+      auto a = ask(m, {{"t", "fault"}, {"hook", o_.break_hook}});
+      if (!a.ok()) {
+        std::cerr << "troupe: chaos: " << m << " refused --break "
+                  << o_.break_hook << ": " << a.code << " " << a.message
+                  << "\n";
+        cluster_.keep = true;
+        return exit_unreachable;
+      }
+    }
+    say("armed " + o_.break_hook + " on every member (--break)");
+  }
   auto prefix = "chaos-" + random_hex(4) + "-";
   driver_
     = std::make_unique<workload_driver>(s_, wfs, prefix, cluster_.token, book_);

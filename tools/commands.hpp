@@ -271,6 +271,10 @@ struct chaos_options {
   bool dry_run = false;
   /// `--report FILE`: the report as JSON, written there too.
   std::string report;
+  /// `--break HOOK`: a fault hook that breaks a promise, armed on every
+  /// member at the start, to see the invariant it breaks fail (a check of
+  /// the checks): `rerun_completed`.
+  std::string break_hook;
 };
 
 /// `troupe chaos SCENARIO`: validates a scenario, then prints its schedule

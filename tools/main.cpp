@@ -92,6 +92,11 @@ int main(int argc, char** argv) {
                       "Validate and print the schedule without running");
   chaos_cmd->add_option("--report", chaos.report,
                         "Write the report (JSON) to this file too");
+  chaos_cmd
+    ->add_option("--break", chaos.break_hook,
+                 "Arm a fault hook that breaks a promise on every member, to "
+                 "see its invariant fail: rerun_completed")
+    ->check(CLI::IsMember({"rerun_completed"}));
 
   auto* config = app.add_subcommand("config", "Inspect configuration");
   config->require_subcommand(1);

@@ -1,0 +1,154 @@
+// `troupe chaos SCENARIO` run for real: its own etcd and members, the
+// workload, the faults, the invariants and the report. One example scenario
+// of 60 s runs whole; a build broken on purpose (--break rerun_completed)
+// must fail the invariant it breaks and name the run.
+
+#include "tests/support/process.hpp"
+#include "tests/support/temp_dir.hpp"
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <string>
+#include <vector>
+
+using nlohmann::json;
+using troupe::test::process_options;
+using troupe::test::process_result;
+using troupe::test::run_process;
+using troupe::test::temp_dir;
+
+namespace {
+
+const std::string chaos_examples
+  = std::string{TROUPE_SOURCE_DIR} + "/examples/chaos/";
+
+/// Whether an `etcd` binary is on PATH (a scenario starts one).
+bool etcd_on_path() {
+  if (const char* path = std::getenv("PATH")) {
+    std::istringstream dirs{path};
+    for (std::string d; std::getline(dirs, d, ':');)
+      if (std::filesystem::exists(d + "/etcd"))
+        return true;
+  }
+  return false;
+}
+
+struct ChaosRun : ::testing::Test {
+  temp_dir dir;
+
+  void SetUp() override {
+    if (!etcd_on_path())
+      GTEST_SKIP() << "etcd is not on PATH: run tools/bootstrap.sh";
+  }
+
+  /// Runs `troupe ARGS` with its scratch folders in this test's folder.
+  process_result troupe(std::vector<std::string> args,
+                        std::chrono::milliseconds limit) {
+    args.insert(args.begin(), TROUPE_BINARY);
+    process_options opts;
+    opts.cwd = dir.path().string();
+    opts.env = {{"TROUPE_CONFIG_DIR", (dir.path() / "config").string()},
+                {"TROUPE_ENV", std::nullopt},
+                {"TMPDIR", dir.path().string()}};
+    opts.time_limit = limit;
+    auto r = run_process(args, opts);
+    EXPECT_FALSE(r.timed_out) << r.err;
+    return r;
+  }
+
+  /// The invariant named `name` in a JSON report.
+  static json invariant(const json& report, const std::string& name) {
+    for (auto& i : report.value("invariants", json::array()))
+      if (i.value("name", "") == name)
+        return i;
+    return nullptr;
+  }
+};
+
+bool contains(const std::string& haystack, const std::string& needle) {
+  return haystack.find(needle) != std::string::npos;
+}
+
+} // namespace
+
+TEST_F(ChaosRun, KillLeaderExampleHoldsEveryInvariant) {
+  // examples/chaos/kill-leader.yaml: 600 runs over 60 s while the leader of
+  // partition 0 is killed every 5 s and restarted 2 s later.
+  auto report_file = (dir.path() / "report.json").string();
+  auto r = troupe({"--json", "chaos", chaos_examples + "kill-leader.yaml",
+                   "--report", report_file},
+                  std::chrono::minutes{4});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  auto report = json::parse(r.out);
+  EXPECT_TRUE(report.at("passed").get<bool>());
+  // Every invariant was checked (the members wrote their ledgers).
+  ASSERT_EQ(report.at("invariants").size(), 6u) << report.dump(2);
+  for (auto& i : report["invariants"])
+    EXPECT_EQ(i.at("result"), "pass") << i.dump(2);
+  // The faults were injected and seen.
+  size_t injected = 0, detected = 0;
+  for (auto& f : report.at("faults")) {
+    injected += f.at("outcome") == "injected";
+    detected += f.at("detected_after_ms").is_number();
+  }
+  EXPECT_GE(injected, 8u) << report["faults"].dump(2);
+  EXPECT_GE(detected, 8u) << report["faults"].dump(2);
+  auto& runs = report.at("runs");
+  EXPECT_EQ(runs.at("planned"), 600);
+  EXPECT_GE(runs.at("accepted").get<int64_t>(), 500) << runs.dump(2);
+  EXPECT_GT(report.at("ledger").at("lines").get<int64_t>(),
+            runs.at("accepted").get<int64_t>());
+  // --report wrote the same report.
+  std::ifstream in{report_file};
+  ASSERT_TRUE(in.good());
+  EXPECT_EQ(json::parse(in), report);
+}
+
+TEST_F(ChaosRun, ABrokenBuildFailsTheRerunInvariantNamingTheRun) {
+  // A fault hook that runs a completed node again, armed on every member:
+  // the checks must catch it, exit 1, and name the run.
+  dir.write("steps.yaml", "name: two\nnodes:\n  a:\n    kind: noop\n"
+                          "  b:\n    kind: noop\n    after: [a]\n");
+  auto file = dir.write("broken.yaml",
+                        "name: broken\ncluster:\n  members: 3\n  config:\n"
+                        "    cluster.partitions: 4\nworkload:\n"
+                        "  workflows: [steps.yaml]\n  runs_per_second: 5\n"
+                        "  count: 10\nfaults: []\ndeadline: 60s\n");
+  auto r = troupe({"--json", "chaos", file.string(), "--break",
+                   "rerun_completed"},
+                  std::chrono::minutes{3});
+  ASSERT_EQ(r.exit_code, 1) << r.out << r.err;
+  auto report = json::parse(r.out);
+  EXPECT_FALSE(report.at("passed").get<bool>());
+  auto rerun = invariant(report, "no_completed_node_rerun");
+  ASSERT_TRUE(rerun.is_object()) << report.dump(2);
+  EXPECT_EQ(rerun.at("result"), "fail") << rerun.dump(2);
+  ASSERT_FALSE(rerun.at("offenders").empty());
+  // The run named is one the workload submitted, and the text says which
+  // node ran again.
+  auto named = rerun["offenders"][0].at("run").get<std::string>();
+  EXPECT_FALSE(named.empty());
+  EXPECT_TRUE(contains(rerun["offenders"][0].at("seen"), "after it completed"))
+    << rerun.dump(2);
+  // The other promises still hold: it is this one that broke.
+  for (auto name : {"final_by_deadline", "none_lost", "one_run_per_key",
+                    "replicas_identical"})
+    EXPECT_EQ(invariant(report, name).value("result", ""), "pass")
+      << name << ": " << report.dump(2);
+  // The logs are kept for a failed run, and their folder named.
+  EXPECT_TRUE(report.contains("logs_kept_in")) << report.dump(2);
+}
+
+TEST_F(ChaosRun, ABreakHookItDoesNotKnowExitsTwo) {
+  auto r = troupe({"chaos", chaos_examples + "kill-leader.yaml", "--break",
+                   "melt_cpu"},
+                  std::chrono::seconds{30});
+  EXPECT_EQ(r.exit_code, 2) << r.out << r.err;
+  EXPECT_TRUE(contains(r.err, "--break")) << r.err;
+}
