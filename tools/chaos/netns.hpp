@@ -38,7 +38,26 @@ namespace troupe::chaos {
 /// process is gone are deleted when a lab is made. Commands (`ip`, `nft`)
 /// each run for at most 10 s; an error names the command that failed and
 /// what it printed on stderr. A lab is used from one thread (enter() and
-/// enter_path() may be called from any).
+/// enter_path() may be called from any). It reaps the commands it runs by
+/// their PID, so its user must not reap with waitpid(-1).
+///
+/// A member runs in its host's namespace when its forked child enters it
+/// before exec; the path is taken before fork(), as the child may only make
+/// async-signal-safe calls:
+///
+///     netns_lab lab{"troupe-c"};                // check lab.error()
+///     lab.add_host("m1");                       // SUBNET.1; check the error
+///     auto where = lab.path("m1");
+///     auto listen = lab.address("m1") + ":7400";
+///     pid_t pid = fork();
+///     if (pid == 0) {
+///       prctl(PR_SET_PDEATHSIG, SIGTERM);
+///       if (!netns_lab::enter_path(where.c_str()))
+///         _exit(126);
+///       execv(...);                              // troupe node ... --listen
+///     }
+///     lab.cut("m1", {"etcd"});                   // m1 and etcd lose each
+///     lab.heal("m1");                            // other, not the runner
 class netns_lab {
  public:
   // -- availability ---------------------------------------------------------
