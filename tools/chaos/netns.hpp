@@ -39,7 +39,8 @@ namespace troupe::chaos {
 /// each run for at most 10 s; an error names the command that failed and
 /// what it printed on stderr. A lab is used from one thread (enter() and
 /// enter_path() may be called from any). It reaps the commands it runs by
-/// their PID, so its user must not reap with waitpid(-1).
+/// their PID, so its user must not reap with waitpid(-1) nor ignore
+/// SIGCHLD.
 ///
 /// A member runs in its host's namespace when its forked child enters it
 /// before exec; the path is taken before fork(), as the child may only make
