@@ -14,3 +14,14 @@ target_compile_definitions(troupe_chaos_cli_tests PRIVATE
   TROUPE_BINARY="$<TARGET_FILE:troupe>"
   TROUPE_SOURCE_DIR="${PROJECT_SOURCE_DIR}")
 add_dependencies(troupe_chaos_cli_tests troupe)
+
+# The network namespaces `troupe chaos` runs members in (as root; skipped
+# otherwise): a troupe node and etcd in them, cut, healed, reached from the
+# root namespace.
+troupe_add_tests(chaos_netns
+  SOURCES e2e/chaos_netns_test.cpp
+  DEPS troupe_chaos troupe_test_support
+  LABELS e2e)
+target_compile_definitions(troupe_chaos_netns_tests PRIVATE
+  TROUPE_BINARY="$<TARGET_FILE:troupe>")
+add_dependencies(troupe_chaos_netns_tests troupe)

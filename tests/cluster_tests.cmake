@@ -90,7 +90,7 @@ troupe_add_tests(cluster_failover
   SOURCES e2e/cluster_failover_test.cpp e2e/cluster_watch_test.cpp
           e2e/cluster_gc_test.cpp
   DEPS troupe_test_support troupe_frame_client troupe_runtime_auth
-       troupe_cluster_membership nlohmann_json::nlohmann_json
+       troupe_cluster_membership troupe_chaos nlohmann_json::nlohmann_json
   LABELS "e2e;slow")
 target_compile_definitions(troupe_cluster_failover_tests PRIVATE
   TROUPE_BINARY="$<TARGET_FILE:troupe>")

@@ -15,7 +15,7 @@ packages=(
   # tests and benchmarks (prometheus for promtool, which lints /metrics)
   libgtest-dev libgmock-dev libbenchmark-dev prometheus
   # test helpers: processes, ptys, network namespaces (and nftables, for
-  # the partitions cut inside them)
+  # the partitions cut inside them; `troupe chaos` uses both as root)
   procps tmux iproute2 nftables util-linux openssl
   # the cluster's coordinator (tests start their own etcd on free ports)
   etcd-server etcd-client

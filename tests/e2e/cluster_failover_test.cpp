@@ -585,9 +585,9 @@ namespace {
 
 /// The Failover cluster with every member, etcd and the CLI in network
 /// namespaces of their own (tests/support/netns.hpp): m1, m2 and m3 at
-/// 10.213.0.1-3, etcd at .100, the CLI on the switch (.254), which reaches
-/// them all. Steps run on their run's owner (cluster.placement = local), so
-/// the ledger's member is the member that started the attempt.
+/// .1-3 of the lab's subnet, etcd at .100, the CLI on the switch (.253),
+/// which reaches them all. Steps run on their run's owner (cluster.placement =
+/// local), so the ledger's member is the member that started the attempt.
 struct SplitBrain : Failover {
   std::unique_ptr<troupe::test::netns_lab> lab;
 
