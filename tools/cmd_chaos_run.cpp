@@ -7,6 +7,7 @@
 
 #include "runtime/auth/token.hpp"
 #include "runtime/ids/partition.hpp"
+#include "tools/chaos/netns.hpp"
 #include "tools/chaos/report.hpp"
 #include "tools/chaos/scenario.hpp"
 #include "tools/chaos/schedule.hpp"
@@ -270,6 +271,7 @@ struct timed_step {
   enum class kind {
     fault,
     restart_member,
+    heal,
     restart_etcd,
     cont
   } what
@@ -293,6 +295,8 @@ class runner {
   void poll_members();
   void poll_detection();
   void heal_all();
+  std::string make_namespaces();
+  std::vector<std::string> hosts_of(const std::vector<std::string>& set) const;
   void settle_runs(int64_t deadline_ns);
   void check(chaos::report& r);
   std::string any_member(const std::string& but = {});
@@ -319,6 +323,17 @@ class runner {
   std::set<std::string> killed_, stopped_, starting_, etcd_down_;
   std::map<size_t, std::string> watch_incarnation_;
   std::map<std::string, fs::path> ledgers_;
+  /// The network namespaces, as root; loopback without.
+  std::unique_ptr<chaos::netns_lab> lab_;
+  /// Per fault record: the members that may tell whether the target is
+  /// seen down, and the cuts to heal when it ends.
+  std::map<size_t, std::vector<std::string>> watchers_;
+  std::map<size_t,
+           std::vector<std::pair<std::string, std::vector<std::string>>>>
+    cuts_;
+  /// The member a `stop` stopped, by its target as written, for the `cont`
+  /// of the same target (its owner may have moved since).
+  std::map<std::string, std::string> stopped_by_target_;
   uint32_t partitions_ = runtime::default_partitions;
 };
 
@@ -379,6 +394,39 @@ std::vector<int64_t> runner::led_by(const std::string& member) {
   return out;
 }
 
+std::string runner::make_namespaces() {
+  lab_ = std::make_unique<chaos::netns_lab>("troupe-c");
+  if (!lab_->error().empty())
+    return lab_->error();
+  auto names = s_.cluster.member_names();
+  auto etcds = s_.cluster.etcd_names();
+  names.insert(names.end(), etcds.begin(), etcds.end());
+  for (auto& n : names) {
+    if (auto e = lab_->add_host(n); !e.empty())
+      return e;
+    auto path = lab_->path(n);
+    cluster_.hosts[n]
+      = local_host{lab_->address(n), [path] {
+                     return chaos::netns_lab::enter_path(path.c_str());
+                   }};
+  }
+  report_.namespaces = true;
+  return {};
+}
+
+std::vector<std::string>
+runner::hosts_of(const std::vector<std::string>& set) const {
+  std::vector<std::string> out;
+  for (auto& n : set)
+    if (n == "etcd") {
+      for (auto& e : s_.cluster.etcd_names())
+        out.push_back(e);
+    } else {
+      out.push_back(n);
+    }
+  return out;
+}
+
 int runner::setup() {
   auto etcd = find_on_path("etcd");
   if (etcd.empty()) {
@@ -423,6 +471,13 @@ int runner::setup() {
   for (auto& m : s_.cluster.member_names()) {
     ledgers_[m] = cluster_.dir / ("ledger-" + m);
     cluster_.member_env[m] = {{"TROUPE_CHAOS_LEDGER", ledgers_[m].string()}};
+  }
+  if (o_.loopback || !chaos::netns_lab::unavailable().empty()) {
+    report_.namespaces = false;
+  } else if (auto e = make_namespaces(); !e.empty()) {
+    std::cerr << "troupe: chaos: cannot set the network namespaces up: " << e
+              << "\n";
+    return exit_unreachable;
   }
   say("starting " + std::to_string(s_.cluster.etcd_members)
       + " etcd member(s) and " + std::to_string(s_.cluster.members)
@@ -492,6 +547,15 @@ void runner::inject(const timed_step& step) {
   }
   case chaos::target::kind::none: break;
   }
+  if (sf.action == action::cont) {
+    // The member an earlier stop of the same target stopped, though its
+    // runs may have moved since.
+    auto by = stopped_by_target_.find(rec.target);
+    if (by != stopped_by_target_.end() && stopped_.count(by->second)) {
+      who = by->second;
+      rec.outcome.clear();
+    }
+  }
   rec.resolved = who;
   if (!rec.outcome.empty()) {
     rec.injected_ns = 0;
@@ -537,6 +601,7 @@ void runner::inject(const timed_step& step) {
     }
     cluster_.members[who].signal(SIGSTOP);
     stopped_.insert(who);
+    stopped_by_target_[rec.target] = who;
     if (spec.lasts)
       later(timed_step::kind::cont, *spec.lasts);
     break;
@@ -622,10 +687,53 @@ void runner::inject(const timed_step& step) {
       rec.outcome = "failed: crash answered " + c.code;
     break;
   }
-  case action::partition:
-    rec.outcome = "skipped: partitions need network namespaces";
-    rec.injected_ns = 0;
+  case action::partition: {
+    // Each host of one set is cut from every host of the sets after it (a
+    // cut drops both ways); a target is cut from everyone.
+    std::vector<std::vector<std::string>> sets;
+    if (!who.empty()) {
+      std::vector<std::string> rest;
+      for (auto& [h, _] : cluster_.hosts)
+        if (h != who)
+          rest.push_back(h);
+      sets = {{who}, rest};
+    } else {
+      for (auto& set : spec.members)
+        sets.push_back(hosts_of(set));
+      std::string first;
+      for (auto& h : sets.front())
+        if (cluster_.members.count(h)) {
+          if (first.empty())
+            first = h;
+          auto led = led_by(h);
+          rec.partitions.insert(rec.partitions.end(), led.begin(), led.end());
+        }
+      rec.resolved = first;
+      if (!first.empty() && sets.size() > 1) {
+        for (auto& v : sets[1])
+          if (cluster_.members.count(v))
+            watchers_[step.record].push_back(v);
+        auto e = watchers_[step.record].empty()
+                   ? json{}
+                   : cluster_.entry(watchers_[step.record].front(), first);
+        watch_incarnation_[step.record]
+          = e.is_object() ? e.value("incarnation", std::string{})
+                          : std::string{};
+      }
+    }
+    std::string failed;
+    for (size_t i = 0; i < sets.size(); ++i)
+      for (size_t j = i + 1; j < sets.size(); ++j)
+        for (auto& a : sets[i]) {
+          if (auto e = lab_->cut(a, sets[j]); !e.empty())
+            failed = e;
+          cuts_[step.record].emplace_back(a, sets[j]);
+        }
+    if (!failed.empty())
+      rec.outcome = "failed: " + failed;
+    later(timed_step::kind::heal, spec.lasts.value_or(chaos::duration{1s}));
     break;
+  }
   }
 }
 
@@ -649,6 +757,13 @@ void runner::end_step(const timed_step& step) {
     cluster_.members[step.member].signal(SIGCONT);
     stopped_.erase(step.member);
     rec.ended = "SIGCONT";
+    rec.ended_ns = now_ns();
+    break;
+  case timed_step::kind::heal:
+    for (auto& [a, others] : cuts_[step.record])
+      (void)lab_->heal(a, others);
+    cuts_.erase(step.record);
+    rec.ended = "healed";
     rec.ended_ns = now_ns();
     break;
   case timed_step::kind::fault: break;
@@ -677,7 +792,14 @@ void runner::poll_detection() {
     auto& rec = report_.faults[record];
     if (rec.detected_ns || now_ns() - rec.injected_ns > 30'000'000'000)
       continue;
-    auto viewer = any_member(rec.resolved);
+    std::string viewer;
+    if (auto w = watchers_.find(record); w != watchers_.end()) {
+      for (auto& m : w->second)
+        if (!killed_.count(m) && !stopped_.count(m) && !starting_.count(m))
+          viewer = m;
+    } else {
+      viewer = any_member(rec.resolved);
+    }
     if (viewer.empty())
       continue;
     auto v = cluster_.view(viewer);
@@ -694,6 +816,11 @@ void runner::poll_detection() {
 }
 
 void runner::heal_all() {
+  if (lab_) {
+    cuts_.clear();
+    if (auto e = lab_->heal_all(); !e.empty())
+      say("healing the network: " + e);
+  }
   for (auto& m : std::set<std::string>{stopped_}) {
     cluster_.members[m].signal(SIGCONT);
     stopped_.erase(m);
@@ -729,12 +856,17 @@ int runner::run() {
   report_.runs_planned = s_.workload.total_runs();
   report_.workload_ms = ms_of(s_.workload.end());
   report_.deadline_ms = ms_of(s_.deadline);
-  for (auto& f : s_.faults)
-    if (f.action == action::partition) {
-      std::cerr << "troupe: chaos: " << o_.scenario
-                << ": a partition fault needs network namespaces, which "
-                   "this build does not set up yet\n";
-      return exit_bad_input;
+  for (size_t i = 0; i < s_.faults.size(); ++i)
+    if (s_.faults[i].action == action::partition) {
+      auto why = o_.loopback ? std::string{"--loopback was given"}
+                             : chaos::netns_lab::unavailable();
+      if (!why.empty()) {
+        std::cerr << "troupe: chaos: " << o_.scenario << ": faults[" << i
+                  << "]: a partition cuts network namespaces apart, and "
+                     "they cannot be used here: "
+                  << why << "\n";
+        return exit_bad_input;
+      }
     }
   std::vector<workflow_text> wfs;
   for (auto& p : s_.workload.workflows)

@@ -275,6 +275,9 @@ struct chaos_options {
   /// member at the start, to see the invariant it breaks fail (a check of
   /// the checks): `rerun_completed`.
   std::string break_hook;
+  /// `--loopback`: members on 127.0.0.1 even as root (no network
+  /// namespaces; no partition faults).
+  bool loopback = false;
 };
 
 /// `troupe chaos SCENARIO`: validates a scenario, then prints its schedule

@@ -97,6 +97,9 @@ int main(int argc, char** argv) {
                  "Arm a fault hook that breaks a promise on every member, to "
                  "see its invariant fail: rerun_completed")
     ->check(CLI::IsMember({"rerun_completed"}));
+  chaos_cmd->add_flag("--loopback", chaos.loopback,
+                      "Run the members on 127.0.0.1 even as root, without "
+                      "network namespaces (no partition faults)");
 
   auto* config = app.add_subcommand("config", "Inspect configuration");
   config->require_subcommand(1);

@@ -120,9 +120,9 @@ TEST_F(ChaosRun, ABrokenBuildFailsTheRerunInvariantNamingTheRun) {
                         "    cluster.partitions: 4\nworkload:\n"
                         "  workflows: [steps.yaml]\n  runs_per_second: 5\n"
                         "  count: 10\nfaults: []\ndeadline: 60s\n");
-  auto r = troupe({"--json", "chaos", file.string(), "--break",
-                   "rerun_completed"},
-                  std::chrono::minutes{3});
+  auto r
+    = troupe({"--json", "chaos", file.string(), "--break", "rerun_completed"},
+             std::chrono::minutes{3});
   ASSERT_EQ(r.exit_code, 1) << r.out << r.err;
   auto report = json::parse(r.out);
   EXPECT_FALSE(report.at("passed").get<bool>());
@@ -146,9 +146,9 @@ TEST_F(ChaosRun, ABrokenBuildFailsTheRerunInvariantNamingTheRun) {
 }
 
 TEST_F(ChaosRun, ABreakHookItDoesNotKnowExitsTwo) {
-  auto r = troupe({"chaos", chaos_examples + "kill-leader.yaml", "--break",
-                   "melt_cpu"},
-                  std::chrono::seconds{30});
+  auto r = troupe(
+    {"chaos", chaos_examples + "kill-leader.yaml", "--break", "melt_cpu"},
+    std::chrono::seconds{30});
   EXPECT_EQ(r.exit_code, 2) << r.out << r.err;
   EXPECT_TRUE(contains(r.err, "--break")) << r.err;
 }

@@ -452,8 +452,9 @@ std::string to_text(const report& r, int64_t t0) {
                                               "DETECTED", "RESUMED", "ENDED",
                                               "RUNS", "RETRIES", "NOTE"}};
   for (auto& f : r.faults) {
-    auto target = f.resolved.empty() || f.resolved == f.target
-                    ? f.target
+    auto target = f.resolved.empty() ? f.target
+                  : f.resolved == f.target || f.target == "-"
+                    ? f.resolved
                     : f.resolved + " (" + f.target + ")";
     auto note = f.outcome == "injected" ? f.params : f.outcome;
     rows.push_back(
