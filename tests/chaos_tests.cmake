@@ -1,7 +1,8 @@
-# Chaos scenarios: the parser and the seeded schedule, then `troupe chaos
-# --dry-run` as a child process.
+# Chaos scenarios: the parser and the seeded schedule, and the invariants and
+# report over hand-made ledgers; then `troupe chaos --dry-run` as a child
+# process.
 troupe_add_tests(chaos
-  SOURCES unit/chaos_scenario_test.cpp
+  SOURCES unit/chaos_scenario_test.cpp unit/chaos_report_test.cpp
   DEPS troupe_chaos)
 target_compile_definitions(troupe_chaos_tests PRIVATE
   TROUPE_SOURCE_DIR="${PROJECT_SOURCE_DIR}")
