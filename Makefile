@@ -3,7 +3,7 @@ PRESET ?= release
 BUILD  := build/$(PRESET)
 TROUPE := $(BUILD)/bin/troupe
 
-.PHONY: all bootstrap configure build run test format clean
+.PHONY: all bootstrap configure build run test chaos format clean
 
 all: build
 
@@ -23,6 +23,19 @@ run: build
 
 test: build
 	@ctest --preset $(PRESET)
+
+# Every example scenario of examples/chaos/ with each seed of SEEDS; stops at
+# the first that breaks an invariant (its report says which, and keeps the
+# logs).
+SEEDS ?= 1 2 3
+chaos: build
+	@set -e; for f in examples/chaos/*.yaml; do \
+	  grep -q '^faults:' $$f || continue; \
+	  for seed in $(SEEDS); do \
+	    echo "== $$f, seed $$seed"; \
+	    $(TROUPE) chaos $$f --seed $$seed; \
+	  done; \
+	done
 
 format: bootstrap
 	@tools/format.sh --fix

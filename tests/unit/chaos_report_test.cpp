@@ -395,6 +395,15 @@ TEST(ChaosReport, CopiesDoNotCompareASingleCopy) {
   EXPECT_NE(r.detail.find("did not settle"), std::string::npos) << r.detail;
 }
 
+TEST(ChaosReport, CopiesOfOneReplicaEachAreNotChecked) {
+  // Replication 1: nothing to compare, which is not a pass.
+  json d{{"digest", "abc"}};
+  auto r = check_copies({{0, {{"m1", d}}}, {1, {{"m2", d}}}}, {}, true);
+  EXPECT_EQ(r.outcome, verdict::not_checked);
+  EXPECT_NE(r.detail.find("0 partition(s) compared"), std::string::npos)
+    << r.detail;
+}
+
 // -- check_fencing ------------------------------------------------------------
 
 TEST(ChaosReport, FencingFailsOnStartUnderAnOldEpoch) {

@@ -244,12 +244,12 @@ check_copies(const std::map<int64_t, std::map<std::string, json>>& digests,
       }
   }
   r.detail = std::to_string(compared) + " partition(s) compared";
-  if (!unreachable.empty()) {
+  if (!unreachable.empty())
     r.detail += "; " + std::to_string(unreachable.size())
                 + " partition(s) had replicas that did not answer";
-    if (compared == 0)
-      r.outcome = verdict::not_checked;
-  }
+  // One copy of each (replication 1), or none answered: nothing to compare.
+  if (compared == 0)
+    r.outcome = verdict::not_checked;
   if (!settled)
     r.detail += "; the copies did not settle to the same applied offset in "
                 "time, the last digests are shown";
