@@ -8,8 +8,8 @@ target_compile_definitions(troupe_chaos_tests PRIVATE
   TROUPE_SOURCE_DIR="${PROJECT_SOURCE_DIR}")
 
 troupe_add_tests(chaos_cli
-  SOURCES e2e/chaos_cli_test.cpp
-  DEPS troupe_test_support nlohmann_json::nlohmann_json
+  SOURCES e2e/chaos_cli_test.cpp e2e/chaos_run_test.cpp
+  DEPS troupe_test_support troupe_runtime_auth nlohmann_json::nlohmann_json
   LABELS e2e)
 target_compile_definitions(troupe_chaos_cli_tests PRIVATE
   TROUPE_BINARY="$<TARGET_FILE:troupe>"

@@ -290,6 +290,7 @@ class runner {
 
  private:
   int setup();
+  int setup_target();
   void inject(const timed_step& step);
   void end_step(const timed_step& step);
   void poll_members();
@@ -335,6 +336,11 @@ class runner {
   /// of the same target (its owner may have moved since).
   std::map<std::string, std::string> stopped_by_target_;
   uint32_t partitions_ = runtime::default_partitions;
+  /// The members' names: the scenario's m1..mN, or the target cluster's.
+  std::vector<std::string> names_;
+  /// With --target: the scenario's mK to the K-th member of the cluster,
+  /// by name.
+  std::map<std::string, std::string> alias_;
 };
 
 void runner::say(const std::string& line) {
@@ -377,6 +383,10 @@ json runner::partitions_view() {
 
 std::string runner::leader_of(int64_t partition) {
   auto v = partitions_view();
+  // A node alone leads every partition.
+  if (v.is_object() && v.value("cluster", std::string{}).empty()
+      && names_.size() == 1)
+    return names_.front();
   if (v.is_object())
     for (auto& p : v["partitions"])
       if (p.value("partition", int64_t{-1}) == partition)
@@ -427,6 +437,65 @@ runner::hosts_of(const std::vector<std::string>& set) const {
   return out;
 }
 
+int runner::setup_target() {
+  cluster_.token = g_.token;
+  if (cluster_.token.empty())
+    if (const char* t = std::getenv("TROUPE_TOKEN"))
+      cluster_.token = t;
+  pool_ = client_pool{cluster_.token};
+  auto a = pool_.ask(o_.target, {{"t", "members"}}, 5s);
+  if (!a.ok()) {
+    std::cerr << "troupe: chaos: --target " << o_.target << " answered "
+              << a.code << ": " << a.message << "\n";
+    return a.code == "unauthenticated" || a.code == "token_invalid"
+               || a.code == "token_expired"
+             ? exit_auth
+             : exit_unreachable;
+  }
+  for (auto& m : a.body.value("members", json::array())) {
+    auto name = m.value("name", std::string{});
+    auto address = m.value("control_address", std::string{});
+    auto colon = address.rfind(':');
+    if (name.empty() || colon == std::string::npos
+        || m.value("state", "") != "up")
+      continue;
+    names_.push_back(name);
+    cluster_.hosts[name].address = address.substr(0, colon);
+    cluster_.ports[name]
+      = static_cast<uint16_t>(std::stoi(address.substr(colon + 1)));
+    cluster_.members[name] = child{};
+  }
+  std::sort(names_.begin(), names_.end());
+  if (static_cast<int>(names_.size()) < s_.cluster.members) {
+    std::cerr << "troupe: chaos: " << o_.scenario << ": cluster.members is "
+              << s_.cluster.members << ", and the cluster at " << o_.target
+              << " has " << names_.size() << " member(s) up\n";
+    return exit_bad_input;
+  }
+  for (size_t i = 0; i < names_.size(); ++i)
+    alias_["m" + std::to_string(i + 1)] = names_[i];
+  auto v = partitions_view();
+  if (v.is_object())
+    partitions_ = v.value("count", runtime::default_partitions);
+  if (partitions_ == 0)
+    partitions_ = runtime::default_partitions;
+  if (!o_.ledger_dir.empty()) {
+    std::error_code ec;
+    for (auto& f : fs::directory_iterator{o_.ledger_dir, ec})
+      if (f.is_regular_file())
+        ledgers_[f.path().filename().string()] = f.path();
+    if (ec) {
+      std::cerr << "troupe: chaos: --ledger-dir " << o_.ledger_dir << ": "
+                << ec.message() << "\n";
+      return exit_bad_input;
+    }
+  }
+  for (auto& n : names_)
+    book_.set(n, cluster_.address(n));
+  report_.target = o_.target;
+  return exit_ok;
+}
+
 int runner::setup() {
   auto etcd = find_on_path("etcd");
   if (etcd.empty()) {
@@ -468,7 +537,8 @@ int runner::setup() {
     cluster_.member_args.insert(cluster_.member_args.end(),
                                 {"--set", key + "=" + value});
   partitions_ = static_cast<uint32_t>(s_.cluster.partitions);
-  for (auto& m : s_.cluster.member_names()) {
+  names_ = s_.cluster.member_names();
+  for (auto& m : names_) {
     ledgers_[m] = cluster_.dir / ("ledger-" + m);
     cluster_.member_env[m] = {{"TROUPE_CHAOS_LEDGER", ledgers_[m].string()}};
   }
@@ -483,7 +553,7 @@ int runner::setup() {
       + " etcd member(s) and " + std::to_string(s_.cluster.members)
       + " member(s) in " + cluster_.dir.string());
   cluster_.start_etcd(etcd, s_.cluster.etcd_names());
-  for (auto& m : s_.cluster.member_names())
+  for (auto& m : names_)
     if (auto e = cluster_.start_member(m); !e.empty()) {
       std::cerr << "troupe: chaos: " << e << "\n";
       cluster_.keep = true;
@@ -512,7 +582,7 @@ int runner::setup() {
     cluster_.keep = true;
     return exit_unreachable;
   }
-  for (auto& m : s_.cluster.member_names())
+  for (auto& m : names_)
     book_.set(m, cluster_.address(m));
   return exit_ok;
 }
@@ -526,7 +596,10 @@ void runner::inject(const timed_step& step) {
   std::string who;
   switch (sf.target.what) {
   case chaos::target::kind::member:
-  case chaos::target::kind::random: who = sf.target.name; break;
+  case chaos::target::kind::random:
+    who
+      = alias_.count(sf.target.name) ? alias_[sf.target.name] : sf.target.name;
+    break;
   case chaos::target::kind::leader_of:
     who = leader_of(sf.target.number);
     if (who.empty())
@@ -834,7 +907,7 @@ void runner::heal_all() {
     cluster_.restart_etcd(e);
     etcd_down_.erase(e);
   }
-  for (auto& m : s_.cluster.member_names())
+  for (auto& m : names_)
     if (!starting_.count(m))
       (void)ask(m, {{"t", "fault"}, {"hook", "clear"}}, 2s);
   wait_for(
@@ -843,7 +916,7 @@ void runner::heal_all() {
       return starting_.empty();
     },
     60s, 50ms);
-  for (auto& m : s_.cluster.member_names())
+  for (auto& m : names_)
     (void)ask(m, {{"t", "fault"}, {"hook", "clear"}}, 2s);
 }
 
@@ -871,11 +944,29 @@ int runner::run() {
   std::vector<workflow_text> wfs;
   for (auto& p : s_.workload.workflows)
     wfs.push_back({p.filename().string(), read_text_file(p)});
-  if (auto rc = setup(); rc != exit_ok)
+  if (!o_.ledger_dir.empty() && o_.target.empty()) {
+    std::cerr << "troupe: chaos: --ledger-dir is for --target: a cluster "
+                 "troupe chaos starts writes its ledgers itself\n";
+    return exit_bad_input;
+  }
+  if (!o_.target.empty())
+    for (size_t i = 0; i < s_.faults.size(); ++i) {
+      auto act = s_.faults[i].action;
+      if (act == action::kill || act == action::stop || act == action::cont
+          || act == action::kill_etcd || act == action::partition) {
+        std::cerr << "troupe: chaos: " << o_.scenario << ": faults[" << i
+                  << "]: " << chaos::to_string(act)
+                  << " acts on processes troupe chaos started itself, and "
+                     "--target names a cluster it did not start (there: "
+                     "crash_actor, slow_disk, fail_disk, clock_jump)\n";
+        return exit_bad_input;
+      }
+    }
+  if (auto rc = o_.target.empty() ? setup() : setup_target(); rc != exit_ok)
     return rc;
   if (!o_.break_hook.empty()) {
     // Armed once per member: the next node each completes runs again.
-    for (auto& m : s_.cluster.member_names()) {
+    for (auto& m : names_) {
       auto a = ask(m, {{"t", "fault"}, {"hook", o_.break_hook}});
       if (!a.ok()) {
         std::cerr << "troupe: chaos: " << m << " refused --break "
@@ -943,7 +1034,7 @@ int runner::run() {
   settle_runs(deadline_ns);
   check(report_);
   report_.elapsed_ms = (now_ns() - t0_) / 1'000'000;
-  if (!report_.passed())
+  if (!report_.passed() && !cluster_.dir.empty())
     cluster_.keep = true;
   if (cluster_.keep)
     report_.kept = cluster_.dir.string();
@@ -1052,7 +1143,7 @@ void runner::check(chaos::report& r) {
       digests.clear();
       unreachable.clear();
       std::map<int64_t, std::set<std::string>> replicas;
-      for (auto& m : s_.cluster.member_names()) {
+      for (auto& m : names_) {
         auto a = ask(m, {{"t", "partitions"}, {"digest", true}}, 5s);
         if (!a.ok())
           continue;

@@ -278,6 +278,11 @@ struct chaos_options {
   /// `--loopback`: members on 127.0.0.1 even as root (no network
   /// namespaces; no partition faults).
   bool loopback = false;
+  /// `--target ADDR`: a running cluster (a member's control address)
+  /// instead of a local one; `--ledger-dir`: the folder its members write
+  /// their ledgers in (TROUPE_CHAOS_LEDGER), when they do.
+  std::string target;
+  std::string ledger_dir;
 };
 
 /// `troupe chaos SCENARIO`: validates a scenario, then prints its schedule

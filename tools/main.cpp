@@ -100,6 +100,12 @@ int main(int argc, char** argv) {
   chaos_cmd->add_flag("--loopback", chaos.loopback,
                       "Run the members on 127.0.0.1 even as root, without "
                       "network namespaces (no partition faults)");
+  chaos_cmd->add_option("--target", chaos.target,
+                        "A running cluster to use (a member's HOST:PORT, "
+                        "with --token) instead of starting one");
+  chaos_cmd->add_option("--ledger-dir", chaos.ledger_dir,
+                        "With --target: the folder where its members write "
+                        "their ledgers (TROUPE_CHAOS_LEDGER)");
 
   auto* config = app.add_subcommand("config", "Inspect configuration");
   config->require_subcommand(1);

@@ -3,6 +3,7 @@
 // of 60 s runs whole; a build broken on purpose (--break rerun_completed)
 // must fail the invariant it breaks and name the run.
 
+#include "tests/support/node_process.hpp"
 #include "tests/support/process.hpp"
 #include "tests/support/temp_dir.hpp"
 
@@ -151,4 +152,72 @@ TEST_F(ChaosRun, ABreakHookItDoesNotKnowExitsTwo) {
     std::chrono::seconds{30});
   EXPECT_EQ(r.exit_code, 2) << r.out << r.err;
   EXPECT_TRUE(contains(r.err, "--break")) << r.err;
+}
+
+namespace {
+
+/// A node of its own, started with the fault hooks on and a ledger, for
+/// `troupe chaos --target`.
+struct ChaosTarget : troupe::test::node_process_fixture {
+  process_options opts() override {
+    auto o = node_process_fixture::opts();
+    o.env["TROUPE_CHAOS_HOOKS"] = "1";
+    o.env["TROUPE_CHAOS_LEDGER"] = (dir.path() / "ledgers" / "node").string();
+    o.env["TMPDIR"] = dir.path().string();
+    return o;
+  }
+};
+
+} // namespace
+
+TEST_F(ChaosTarget, RunsOnARunningClusterWithTheFaultsItCanInject) {
+  std::filesystem::create_directories(dir.path() / "ledgers");
+  start_node();
+  dir.write("slow.yaml", "name: slow\nnodes:\n  a:\n    kind: noop\n"
+                         "  b:\n    kind: sleep\n    after: [a]\n"
+                         "    duration: 2s\n  c:\n    kind: noop\n"
+                         "    after: [b]\n");
+  auto file = dir.write(
+    "target.yaml",
+    "name: on-target\ncluster:\n  members: 1\n  replication: 1\n"
+    "  min_insync: 1\nworkload:\n  workflows: [slow.yaml]\n"
+    "  runs_per_second: 5\n  count: 10\nfaults:\n  - at: 1500ms\n"
+    "    action: crash_actor\n    target: {owner_of: 5}\n  - at: 1600ms\n"
+    "    action: slow_disk\n    target: m1\n    delay: 20ms\n"
+    "    duration: 1s\ndeadline: 60s\n");
+  time_limit = std::chrono::minutes{2};
+  auto r = cli({"--json", "chaos", file.string(), "--target", address(),
+                "--ledger-dir", (dir.path() / "ledgers").string()},
+               token("admin"));
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  auto report = json::parse(r.out);
+  EXPECT_EQ(report.at("target"), address());
+  ASSERT_EQ(report.at("faults").size(), 2u);
+  for (auto& f : report["faults"])
+    EXPECT_EQ(f.at("outcome"), "injected") << f.dump(2);
+  // The crash restarted the run's actor from its journal, and the run
+  // still completed once per node.
+  EXPECT_EQ(report["runs"]["accepted"], 10);
+  EXPECT_EQ(report["runs"]["final_states"]["completed"], 10);
+  EXPECT_GE(report["ledger"]["lines"].get<int64_t>(), 30);
+  for (auto& i : report["invariants"]) {
+    if (i["name"] == "replicas_identical")
+      EXPECT_EQ(i["result"], "not checked") << i.dump(2); // one copy
+    else
+      EXPECT_EQ(i["result"], "pass") << i.dump(2);
+  }
+}
+
+TEST_F(ChaosTarget, RefusesFaultsOnProcessesItDidNotStart) {
+  start_node();
+  dir.write("one.yaml", "name: one\nnodes:\n  a:\n    kind: noop\n");
+  auto file = dir.write("kill.yaml",
+                        "cluster:\n  members: 1\n  replication: 1\n"
+                        "  min_insync: 1\nworkload:\n  workflows: [one.yaml]\n"
+                        "  count: 1\nfaults:\n  - at: 1s\n    action: kill\n"
+                        "    target: m1\ndeadline: 30s\n");
+  auto r = cli({"chaos", file.string(), "--target", address()}, token("admin"));
+  EXPECT_EQ(r.exit_code, 2) << r.out << r.err;
+  EXPECT_TRUE(contains(r.err, "faults[0]")) << r.err;
+  EXPECT_TRUE(contains(r.err, "--target")) << r.err;
 }
