@@ -6,7 +6,6 @@
 #include "actors/node_metrics.hpp"
 #include "actors/timer/timer_service.hpp"
 #include "persistence/chaos_hooks.hpp"
-#include "runtime/log/log.hpp"
 
 #include <caf/all.hpp>
 
@@ -685,10 +684,9 @@ void rerun_completed(self_ptr self, const std::string& node, int32_t attempt) {
   auto* spec = e.node_spec_of(node);
   std::string error;
   auto params = spec ? e.resolve_params_for(node, error) : std::nullopt;
-  runtime::log::warn("run",
-                     "rerun_completed fault hook: running a completed node "
-                     "again",
-                     {{"run_id", e.run_id()}, {"node_id", node}});
+  if (st.svc->log)
+    st.svc->log("rerun_completed fault hook: running node '" + node
+                + "' of run " + e.run_id() + " again");
   if (!spec || !params || spec->map_node || spec->kind == "noop"
       || spec->kind == "sleep") {
     persistence::chaos::record("start", e.run_id(), node, attempt + 1);
