@@ -54,6 +54,10 @@ struct ledger_state {
   std::string member = "-";
   std::function<uint32_t(std::string_view)> partition_of;
   std::array<std::atomic<uint64_t>, 256> epochs{};
+  /// The member lost its lease and has not registered again.
+  std::atomic<bool> fenced{false};
+  /// Serialises leadership changes with fencing (not the run lines).
+  std::mutex fence_mtx;
 };
 
 ledger_state& ledger() {
@@ -218,22 +222,42 @@ void set_ledger_member(std::string member,
 
 void note_leading(uint32_t partition, std::optional<uint64_t> epoch,
                   std::optional<uint64_t> was) {
-  if (!ledger_on() || partition >= ledger().epochs.size())
+  auto& l = ledger();
+  if (!ledger_on() || partition >= l.epochs.size())
     return;
   auto now = epoch.value_or(0);
   auto before = was.value_or(0);
   if (now == before)
     return;
+  // Serialised with note_member_fenced. A fenced member resigned already,
+  // and says lead once it is back.
+  std::lock_guard guard{l.fence_mtx};
+  bool fenced = l.fenced.load();
   auto p = std::to_string(partition);
   if (before != 0) {
-    ledger().epochs[partition].store(0);
-    write_line("resign", "", "", "", p, std::to_string(before));
+    l.epochs[partition].store(0);
+    if (!fenced)
+      write_line("resign", "", "", "", p, std::to_string(before));
   }
   if (now != 0) {
     // Before the store records anything as the partition's leader.
-    write_line("lead", "", "", "", p, std::to_string(now));
-    ledger().epochs[partition].store(now);
+    if (!fenced)
+      write_line("lead", "", "", "", p, std::to_string(now));
+    l.epochs[partition].store(now);
   }
+}
+
+void note_member_fenced(bool fenced) {
+  auto& l = ledger();
+  if (!ledger_on())
+    return;
+  std::lock_guard guard{l.fence_mtx};
+  if (l.fenced.exchange(fenced) == fenced)
+    return;
+  for (size_t p = 0; p < l.epochs.size(); ++p)
+    if (auto e = l.epochs[p].load(); e != 0)
+      write_line(fenced ? "resign" : "lead", "", "", "", std::to_string(p),
+                 std::to_string(e));
 }
 
 void record(std::string_view event, std::string_view run_id,
@@ -255,7 +279,7 @@ void record(std::string_view event, std::string_view run_id,
   std::string p = "-", e = "-";
   if (part) {
     p = std::to_string(*part);
-    if (*part < ledger().epochs.size())
+    if (*part < ledger().epochs.size() && !ledger().fenced.load())
       if (auto epoch = ledger().epochs[*part].load(); epoch != 0)
         e = std::to_string(epoch);
   }

@@ -118,6 +118,13 @@ void set_ledger_member(std::string member,
 void note_leading(uint32_t partition, std::optional<uint64_t> epoch,
                   std::optional<uint64_t> was);
 
+/// The member lost its lease (`fenced`: it starts no work, and may no
+/// longer lead anything) or registered again after it: writes a `resign`
+/// line for each partition its store leads, or a `lead` line for each it
+/// still leads then (until the store learns of a newer epoch). While
+/// fenced, run lines carry no epoch.
+void note_member_fenced(bool fenced);
+
 /// Writes a run line: `event` (start, done) of `node`'s attempt `attempt`
 /// of run `run_id`, with the run's partition and the epoch this member
 /// leads it at (`-` for each when unknown). No-op without a ledger.

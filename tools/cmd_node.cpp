@@ -698,6 +698,10 @@ int run_node_start(const global_options& g, const node_start_options& o) {
       = [](const std::string& line) { runtime::log::info("cluster", line); };
     mo.warn
       = [](const std::string& line) { runtime::log::warn("cluster", line); };
+    // The chaos ledger (tests only): a lost lease fences this member.
+    if (persistence::chaos::ledger_on())
+      mo.on_joined
+        = [](bool joined) { persistence::chaos::note_member_fenced(!joined); };
     auto etcd_member = std::make_unique<cluster::etcd_coordinator>(mo);
     if (auto failed = etcd_member->join()) {
       etcd_member.reset();

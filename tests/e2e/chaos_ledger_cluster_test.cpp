@@ -7,12 +7,14 @@
 // once it is back and its partitions move to it again, by their resign
 // lines.
 
+#include "tests/support/raw_session.hpp"
 #include "tests/support/replicated_fixture.hpp"
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
 #include <csignal>
+#include <ctime>
 #include <fstream>
 #include <map>
 #include <set>
@@ -88,6 +90,13 @@ struct ChaosLedgerCluster : troupe::test::replicated_fixture {
 TEST_F(ChaosLedgerCluster, LeadLinesMatchTheLeadersAndRunLinesCarryEpochs) {
   three_in_sync();
   ASSERT_FALSE(HasFatalFailure());
+  // A member answers a fault request itself (no run to forward it for):
+  // without TROUPE_CHAOS_HOOKS=1, hooks_off.
+  {
+    troupe::test::raw_session admin{members["m2"].port, token()};
+    auto a = admin.call({{"t", "fault"}, {"hook", "clear"}});
+    EXPECT_EQ(a.value("code", ""), "hooks_off") << a;
+  }
   // Every partition's newest lead line names the leader and epoch etcd
   // says (the ledger's lines are written before the member acts as leader,
   // so they are there once the partitions list shows it).
@@ -186,5 +195,113 @@ TEST_F(ChaosLedgerCluster, LeadLinesMatchTheLeadersAndRunLinesCarryEpochs) {
     EXPECT_EQ(l.run, "-");
     EXPECT_EQ(l.epoch, std::to_string(took_over[l.partition].second))
       << l.partition;
+  }
+}
+
+// A leader stopped (SIGSTOP) past its lease's TTL notices, once it runs
+// again, that it lost its lease: it writes a resign line for each partition
+// it led, with the epoch it led at, before it registers again; the others
+// lead its partitions at newer epochs.
+TEST_F(ChaosLedgerCluster, ALeaderThatLostItsLeaseResigns) {
+  three_in_sync();
+  ASSERT_FALSE(HasFatalFailure());
+  std::map<std::string, std::pair<std::string, uint64_t>> want;
+  ASSERT_TRUE(wait_until(
+    [&] {
+      want = listed("m1");
+      return !want.empty() && leaders() == want;
+    },
+    20s));
+  std::map<std::string, uint64_t> of_m2;
+  for (auto& [p, who] : want)
+    if (who.first == "m2")
+      of_m2[p] = who.second;
+  ASSERT_FALSE(of_m2.empty());
+  auto& m2 = *members["m2"].proc;
+  m2.signal(SIGSTOP);
+  // Past the 2 s lease: the others take its partitions over.
+  auto taken = wait_until(
+    [&] {
+      auto now = leaders();
+      for (auto& [p, e] : of_m2)
+        if (now[p].first == "m2")
+          return false;
+      return true;
+    },
+    30s);
+  m2.signal(SIGCONT);
+  ASSERT_TRUE(taken) << json(leaders()).dump() << all_logs();
+  std::map<std::string, std::string> resigned;
+  ASSERT_TRUE(wait_until(
+    [&] {
+      resigned.clear();
+      for (auto& l : read())
+        if (l.event == "resign" && l.member == "m2")
+          resigned.emplace(l.partition, l.epoch);
+      return resigned.size() >= of_m2.size();
+    },
+    30s))
+    << all_logs();
+  for (auto& [p, e] : of_m2) {
+    ASSERT_TRUE(resigned.count(p)) << p;
+    EXPECT_EQ(resigned[p], std::to_string(e)) << p;
+  }
+  // After it resigned, m2 writes no line under its old epoch of those
+  // partitions: it neither leads them again at it nor starts work there.
+  int64_t resigned_at = 0;
+  for (auto& l : read())
+    if (l.event == "resign" && l.member == "m2")
+      resigned_at = std::max(resigned_at, l.ns);
+  for (auto& l : read()) {
+    if (l.member != "m2" || l.ns <= resigned_at || !of_m2.count(l.partition)
+        || l.epoch == "-")
+      continue;
+    EXPECT_GT(std::stoull(l.epoch), of_m2[l.partition])
+      << l.event << " " << l.partition << " " << l.epoch;
+  }
+}
+
+// etcd stopped past the lease TTL: no partition can move (nothing can be
+// written), yet every leader notices, while etcd is still stopped, that it
+// lost its lease, and writes a resign line for each partition it led with
+// the epoch it led at; back in the cluster, it says lead again for those
+// its store still leads.
+TEST_F(ChaosLedgerCluster, LeadersResignWhenTheirLeaseIsLostWithEtcdAway) {
+  three_in_sync();
+  ASSERT_FALSE(HasFatalFailure());
+  std::map<std::string, std::pair<std::string, uint64_t>> want;
+  ASSERT_TRUE(wait_until(
+    [&] {
+      want = listed("m1");
+      return !want.empty() && leaders() == want;
+    },
+    20s));
+  auto monotonic = [] {
+    timespec ts{};
+    ::clock_gettime(CLOCK_MONOTONIC, &ts);
+    return int64_t{ts.tv_sec} * 1'000'000'000 + ts.tv_nsec;
+  };
+  auto stopped_at = monotonic();
+  ASSERT_EQ(::kill(etcd->pid(), SIGSTOP), 0);
+  // Every leader resigns every partition it led, while etcd is away.
+  auto all_resigned = wait_until(
+    [&] {
+      std::set<std::string> resigned;
+      for (auto& l : read())
+        if (l.event == "resign" && l.ns > stopped_at
+            && want[l.partition]
+                 == std::pair<std::string, uint64_t>{l.member,
+                                                     std::stoull(l.epoch)})
+          resigned.insert(l.partition);
+      return resigned.size() == want.size();
+    },
+    20s);
+  auto continued_at = monotonic();
+  ::kill(etcd->pid(), SIGCONT);
+  ASSERT_TRUE(all_resigned) << all_logs();
+  for (auto& l : read()) {
+    if (l.event == "resign" && l.ns > stopped_at) {
+      EXPECT_LT(l.ns, continued_at);
+    }
   }
 }
