@@ -1,6 +1,7 @@
 #include "actors/services.hpp"
 
 #include "actors/breaker/breaker_actor.hpp"
+#include "persistence/chaos_hooks.hpp"
 #include "runtime/spec/workflow_loader.hpp"
 
 #include <caf/all.hpp>
@@ -84,9 +85,11 @@ void spec_cache::trim() {
 }
 
 int64_t now_ns() {
+  // Plus clock_jump's offset (0 unless the chaos fault hooks are on).
   return std::chrono::duration_cast<std::chrono::nanoseconds>(
            std::chrono::system_clock::now().time_since_epoch())
-    .count();
+           .count()
+         + persistence::chaos::clock_offset_ns();
 }
 
 std::string work_key(const std::string& run_id, const std::string& node) {

@@ -11,6 +11,7 @@
 #include "cluster/mesh/steps.hpp"
 #include "cluster/mesh/tls.hpp"
 #include "cluster/node/node_service.hpp"
+#include "persistence/chaos_hooks.hpp"
 #include "persistence/store_holder.hpp"
 #include "runtime/auth/token.hpp"
 #include "runtime/ids/partition.hpp"
@@ -555,6 +556,15 @@ int run_node_start(const global_options& g, const node_start_options& o) {
   auto me = self_member(settings, member, control_address);
   auto svc = node->shared_services();
   svc->member = member;
+  // Test-only switches of `troupe chaos` (docs/chaos.md), from the
+  // environment alone: no configuration turns them on.
+  if (persistence::chaos::hooks_enabled())
+    log_line("TROUPE_CHAOS_HOOKS=1: fault hooks are on (for tests only)");
+  if (persistence::chaos::ledger_on() && !cluster_name.empty())
+    persistence::chaos::set_ledger_member(
+      member, [partitions](std::string_view id) {
+        return runtime::partition_of_run(id, partitions);
+      });
   if (!cluster_name.empty()) {
     // The gate for peers: on cluster.listen, else on the control host with
     // a free port; registered as the peer address (or cluster.advertise).
@@ -688,6 +698,10 @@ int run_node_start(const global_options& g, const node_start_options& o) {
       = [](const std::string& line) { runtime::log::info("cluster", line); };
     mo.warn
       = [](const std::string& line) { runtime::log::warn("cluster", line); };
+    // The chaos ledger (tests only): a lost lease fences this member.
+    if (persistence::chaos::ledger_on())
+      mo.on_joined
+        = [](bool joined) { persistence::chaos::note_member_fenced(!joined); };
     auto etcd_member = std::make_unique<cluster::etcd_coordinator>(mo);
     if (auto failed = etcd_member->join()) {
       etcd_member.reset();

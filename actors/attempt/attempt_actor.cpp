@@ -2,6 +2,7 @@
 
 #include "actors/plugin/plugin_attempt.hpp"
 #include "config/duration.hpp"
+#include "persistence/chaos_hooks.hpp"
 #include "runtime/engine/backoff.hpp"
 
 #include <caf/all.hpp>
@@ -354,6 +355,11 @@ caf::behavior attempt_actor_impl(caf::event_based_actor* self,
   return {
     [=](caf::ok_atom) mutable {
       // (noop and sleep nodes run in their run actor, not here.)
+      // The attempt starts here, on the member that runs it: a test-only
+      // ledger line for `troupe chaos` (nothing without the ledger).
+      if (persistence::chaos::ledger_on())
+        persistence::chaos::record("start", spec.run_id, spec.node,
+                                   spec.attempt);
       if (spec.kind == "fail") {
         finish(run_fail(spec, params));
       } else if (spec.kind == "exec") {

@@ -5,6 +5,7 @@
 #include "actors/limiter/limiter_actor.hpp"
 #include "actors/node_metrics.hpp"
 #include "actors/timer/timer_service.hpp"
+#include "persistence/chaos_hooks.hpp"
 
 #include <caf/all.hpp>
 
@@ -554,6 +555,8 @@ void launch(self_ptr self, const std::string& node) {
   auto* spec = e.node_spec_of(node);
   if (spec->map_node) {
     // A map runs as its items; its own attempt only has a deadline.
+    if (persistence::chaos::ledger_on())
+      persistence::chaos::record("start", e.run_id(), node, status.attempt);
     if (status.attempt_deadline_ns != 0)
       arm(self, status.attempt_deadline_ns,
           runtime::run_timer{runtime::run_timer::attempt_timeout, node,
@@ -601,11 +604,15 @@ void launch(self_ptr self, const std::string& node) {
   }
   if (spec->kind == "noop") {
     // Nothing to wait for: it succeeds here, without an attempt actor.
+    if (persistence::chaos::ledger_on())
+      persistence::chaos::record("start", e.run_id(), node, status.attempt);
     succeed(self, node, status.attempt, std::move(*params));
     return;
   }
   if (spec->kind == "sleep") {
     // A timer of this actor; it fires as a run_timer of kind sleep.
+    if (persistence::chaos::ledger_on())
+      persistence::chaos::record("start", e.run_id(), node, status.attempt);
     st.timers.emplace(node, status.attempt);
     arm(self, status.timer_deadline_ns,
         runtime::run_timer{runtime::run_timer::sleep, node, status.attempt});
@@ -665,6 +672,40 @@ void finish(self_ptr self) {
   self->quit();
 }
 
+/// The rerun_completed fault hook (`troupe chaos`'s deliberately broken
+/// build): runs `node`, completed in attempt `attempt`, once more, here and
+/// beside the run, whose engine never hears of it. Its result comes back
+/// to the run actor as a stale attempt_result (the node has no attempt),
+/// which it drops. noop, sleep and map nodes do nothing when run: only
+/// their ledger line is written.
+void rerun_completed(self_ptr self, const std::string& node, int32_t attempt) {
+  auto& st = self->state;
+  auto& e = *st.engine;
+  auto* spec = e.node_spec_of(node);
+  std::string error;
+  auto params = spec ? e.resolve_params_for(node, error) : std::nullopt;
+  if (st.svc->log)
+    st.svc->log("rerun_completed fault hook: running node '" + node
+                + "' of run " + e.run_id() + " again");
+  if (!spec || !params || spec->map_node || spec->kind == "noop"
+      || spec->kind == "sleep") {
+    persistence::chaos::record("start", e.run_id(), node, attempt + 1);
+    return;
+  }
+  runtime::attempt_spec a;
+  a.run_id = e.run_id();
+  a.node = node;
+  a.kind = spec->kind;
+  a.attempt = attempt + 1;
+  a.params = params->dump(-1, ' ', false, json::error_handler_t::replace);
+  a.context = node_context(e, *spec, node);
+  a.max_output_bytes = st.svc->options.max_output_bytes;
+  a.kill_grace_ms = st.svc->options.kill_grace.count();
+  // Not linked: it outlives the run if need be, and ends with its work.
+  self->system().spawn(attempt_actor_impl, std::move(a), caf::actor{self},
+                       st.svc);
+}
+
 /// Carries out what durable events call for.
 void act_on(self_ptr self, const std::vector<event_record>& events,
             int64_t first_seq) {
@@ -684,6 +725,14 @@ void act_on(self_ptr self, const std::vector<event_record>& events,
             runtime::run_timer{runtime::run_timer::retry, e.node, e.attempt});
       break;
     case event_type::node_cancelled: stop_attempt(self, e.node); break;
+    case event_type::node_completed:
+      // Test-only hooks of `troupe chaos`; off, two relaxed loads.
+      if (persistence::chaos::ledger_on())
+        persistence::chaos::record("done", st.engine->run_id(), e.node,
+                                   e.attempt);
+      if (persistence::chaos::take_rerun())
+        rerun_completed(self, e.node, e.attempt);
+      break;
     default: break;
     }
   }

@@ -59,6 +59,7 @@ constexpr std::array request_types{
   request_type{"members", role::viewer},
   request_type{"partitions", role::viewer},
   request_type{"leave", role::admin},
+  request_type{"fault", role::admin},
 };
 
 int64_t unix_seconds() {

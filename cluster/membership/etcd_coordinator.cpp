@@ -190,6 +190,8 @@ struct etcd_coordinator::impl {
     }
     warn("cluster: member '" + opts.self.name + "' lost its registration ("
          + why + "): not joined; registering again with a new incarnation");
+    if (opts.on_joined)
+      opts.on_joined(false);
     // If the lease still lives (etcd was out of reach), end it, so that no
     // registration of the old incarnation lingers.
     (void)client.lease_revoke(old_lease);
@@ -257,6 +259,8 @@ struct etcd_coordinator::impl {
         retry = milliseconds{100};
         info("cluster: member '" + opts.self.name + "' joined cluster '"
              + opts.cluster + "' again (incarnation " + incarnation + ")");
+        if (opts.on_joined)
+          opts.on_joined(true);
         continue;
       }
       warn("cluster: registering again failed (will retry in "

@@ -56,6 +56,11 @@ struct membership_options {
   /// Where notices go (info and warnings); may be empty.
   std::function<void(const std::string&)> info;
   std::function<void(const std::string&)> warn;
+  /// Told when this member loses its registration (false: its lease
+  /// expired or was revoked, or etcd was out of reach past its TTL) and
+  /// when it has registered again after that (true), on the renewer
+  /// thread; quick. May be empty.
+  std::function<void(bool joined)> on_joined;
 };
 
 /// Why joining failed.

@@ -1,5 +1,6 @@
 #include "cluster/node/node_service.hpp"
 
+#include "cluster/node/fault_request.hpp"
 #include "cluster/node/run_views.hpp"
 #include "runtime/auth/rate_limiter.hpp"
 #include "runtime/engine/run_engine.hpp"
@@ -1269,6 +1270,9 @@ void node_service::handle(const request_ptr& req, const std::string& type,
     return i.partitions(req, msg, cluster_.load());
   if (type == "leave")
     return i.leave(req, msg, cluster_.load());
+  if (type == "fault")
+    // The chaos fault hooks: answered at once, whatever the node's state.
+    return answer_fault(req, msg);
   if (draining_.load() && (changes_state(type, msg) || type == "watch"))
     // Nothing new is taken on while the node stops: safe to send again to
     // the node once it is back (a watch would only be cut).

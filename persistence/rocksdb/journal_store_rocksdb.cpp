@@ -11,6 +11,7 @@
 // min_free (or after a write found the disk full) the writer holds appends
 // until space returns, so that the journal never fills the disk.
 
+#include "persistence/chaos_hooks.hpp"
 #include "persistence/codec/codec.hpp"
 #include "persistence/journal_store.hpp"
 #include "persistence/rocksdb/key_layout.hpp"
@@ -497,6 +498,31 @@ class rocksdb_journal_store final : public journal_store {
     }
   }
 
+  /// Every write of the store after it opened goes through here, on the
+  /// store's own threads: the chaos fault hooks (off unless the process
+  /// was started with TROUPE_CHAOS_HOOKS=1) may delay it or fail it as
+  /// RocksDB would (IOError, NoSpace).
+  rocksdb::Status write_db(const rocksdb::WriteOptions& o,
+                           rocksdb::WriteBatch* wb) {
+    switch (chaos::before_store_write()) {
+    case chaos::disk_fault::none: break;
+    case chaos::disk_fault::io_error:
+      return rocksdb::Status::IOError("injected by the fail_disk fault hook");
+    case chaos::disk_fault::no_space:
+      return rocksdb::Status::NoSpace("injected by the fail_disk fault hook: "
+                                      "No space left on device");
+    }
+    return db_->Write(o, wb);
+  }
+
+  /// Sets whether (and at which epoch) this store leads `part`, telling
+  /// the chaos ledger when it has one. Under plog_mu_.
+  void set_leading(uint32_t part, std::optional<uint64_t> epoch) {
+    if (chaos::ledger_on())
+      chaos::note_leading(part, epoch, leading_[part]);
+    leading_[part] = epoch;
+  }
+
   // -- partition logs -------------------------------------------------------
 
   plog_result fence(uint32_t part, uint64_t epoch) override {
@@ -508,7 +534,7 @@ class rocksdb_journal_store final : public journal_store {
     std::lock_guard<std::mutex> lk{plog_mu_};
     auto r = fence_locked(part, epoch);
     if (r.ok())
-      leading_[part] = epoch;
+      set_leading(part, epoch);
     return r;
   }
 
@@ -524,15 +550,17 @@ class rocksdb_journal_store final : public journal_store {
     next.epoch = epoch;
     rocksdb::WriteOptions synced;
     synced.sync = true;
-    auto s = db_->Put(synced, db_->DefaultColumnFamily(), plog::meta_key(part),
-                      plog::encode_meta(next));
+    rocksdb::WriteBatch wb;
+    wb.Put(db_->DefaultColumnFamily(), plog::meta_key(part),
+           plog::encode_meta(next));
+    auto s = write_db(synced, &wb);
     if (!s.ok())
       return refused(plog_errc::io,
                      "cannot record epoch " + std::to_string(epoch) + " of "
                        + partition_name(part) + ": " + s.ToString());
     m = std::move(next);
     if (leading_[part] && *leading_[part] < epoch)
-      leading_[part].reset();
+      set_leading(part, std::nullopt);
     // A new term: sequence numbers are read again from the log's state.
     next_seq_.clear();
     return {};
@@ -611,7 +639,7 @@ class rocksdb_journal_store final : public journal_store {
                plog::encode_meta(m))
           .PermitUncheckedError();
     // One write, with the store's durability, for the whole shipment.
-    auto s = db_->Write(write_options_, &wb);
+    auto s = write_db(write_options_, &wb);
     if (!s.ok()) {
       for (auto i : written)
         out[i] = refused(
@@ -627,7 +655,7 @@ class rocksdb_journal_store final : public journal_store {
         next_seq_.clear();
       metas_[part] = m;
       // Another leader writes this log: this store follows.
-      leading_[part].reset();
+      set_leading(part, std::nullopt);
     }
     for (auto i : written) {
       auto part = items[i].partition;
@@ -752,7 +780,7 @@ class rocksdb_journal_store final : public journal_store {
       wb.Put(db_->DefaultColumnFamily(), plog::meta_key(part),
              plog::encode_meta(next))
         .PermitUncheckedError();
-      auto s = db_->Write(write_options_, &wb);
+      auto s = write_db(write_options_, &wb);
       if (!s.ok())
         return refused(plog_errc::io, "cannot truncate " + partition_name(part)
                                         + ": " + s.ToString());
@@ -888,7 +916,7 @@ class rocksdb_journal_store final : public journal_store {
     wb.Put(db_->DefaultColumnFamily(), plog::meta_key(part),
            plog::encode_meta(next))
       .PermitUncheckedError();
-    auto s = db_->Write(write_options_, &wb);
+    auto s = write_db(write_options_, &wb);
     if (!s.ok())
       return refused(plog_errc::io, "cannot trim the log of "
                                       + partition_name(part) + ": "
@@ -1069,7 +1097,7 @@ class rocksdb_journal_store final : public journal_store {
       rocksdb::WriteOptions synced;
       synced.sync = true;
       // The mark first, durably: from now on a crash redoes the install.
-      auto s = db_->Write(synced, &wb);
+      auto s = write_db(synced, &wb);
       if (!s.ok())
         return refused(plog_errc::io, "cannot begin installing a snapshot of "
                                         + partition_name(part) + ": "
@@ -1077,7 +1105,7 @@ class rocksdb_journal_store final : public journal_store {
       if (m.epoch != leader_epoch)
         next_seq_.clear();
       m = std::move(next);
-      leading_[part].reset();
+      set_leading(part, std::nullopt);
       installing_[part] = true;
       if (part < overlays_.size()) {
         for (const auto& t : overlays_[part].records)
@@ -1183,7 +1211,7 @@ class rocksdb_journal_store final : public journal_store {
       .PermitUncheckedError();
     rocksdb::WriteOptions synced;
     synced.sync = true;
-    auto s = db_->Write(synced, &wb);
+    auto s = write_db(synced, &wb);
     if (!s.ok())
       return refused(plog_errc::io,
                      what + partition_name(part) + ": " + s.ToString());
@@ -1876,7 +1904,7 @@ class rocksdb_journal_store final : public journal_store {
         if (db_failed_ && db_->Resume().ok())
           db_failed_ = false;
         auto began = std::chrono::steady_clock::now();
-        auto s = db_->Write(write_options_, &wb);
+        auto s = write_db(write_options_, &wb);
         last_commit_ = std::chrono::steady_clock::now() - began;
         if (opts_.on_commit)
           call_quietly([&] {
@@ -2217,7 +2245,7 @@ class rocksdb_journal_store final : public journal_store {
     if (db_failed_ && db_->Resume().ok())
       db_failed_ = false;
     rocksdb::WriteOptions unsynced;
-    auto s = db_->Write(unsynced, &wb);
+    auto s = write_db(unsynced, &wb);
     if (!s.ok()) {
       if (s.IsIOError())
         db_failed_ = true;
@@ -2785,7 +2813,7 @@ class rocksdb_journal_store final : public journal_store {
         ++counted.runs;
         deleted.push_back(run_id);
       }
-      auto s = db_->Write(write_options_, &wb);
+      auto s = write_db(write_options_, &wb);
       if (!s.ok()) {
         out.error = "cannot delete finished runs: " + s.ToString();
         return;
@@ -3115,7 +3143,7 @@ class rocksdb_journal_store final : public journal_store {
       }
       if (seen == 0)
         return;
-      auto s = db_->Write(write_options_, &wb);
+      auto s = write_db(write_options_, &wb);
       if (!s.ok()) {
         out.error = "cannot remove expired tombstones: " + s.ToString();
         return;

@@ -13,26 +13,13 @@ using json = nlohmann::json;
 namespace {
 
 constexpr std::array error_names{
-  "bad_frame",
-  "frame_too_large",
-  "unknown_type",
-  "bad_request",
-  "unsupported_version",
-  "hello_required",
-  "unauthenticated",
-  "token_expired",
-  "token_invalid",
-  "forbidden",
-  "rate_limited",
-  "not_found",
-  "conflict",
-  "invalid_workflow",
-  "draining",
-  "not_ready",
-  "too_many_requests",
-  "disk_low",
-  "owner_unavailable",
-  "internal",
+  "bad_frame",         "frame_too_large",     "unknown_type",
+  "bad_request",       "unsupported_version", "hello_required",
+  "unauthenticated",   "token_expired",       "token_invalid",
+  "forbidden",         "rate_limited",        "not_found",
+  "conflict",          "invalid_workflow",    "draining",
+  "not_ready",         "too_many_requests",   "disk_low",
+  "owner_unavailable", "hooks_off",           "internal",
 };
 static_assert(error_names.size()
               == static_cast<size_t>(error_code::internal) + 1);

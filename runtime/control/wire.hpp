@@ -57,6 +57,8 @@ enum class error_code {
   owner_unavailable, ///< The run's owner (another member) is down, not
                      ///< linked or did not answer; `owner` and
                      ///< `owner_state` say which and how.
+  hooks_off,         ///< A fault request to a node whose fault hooks are
+                     ///< off (not started with TROUPE_CHAOS_HOOKS=1).
   internal,          ///< The node failed; its log says more.
 };
 
