@@ -99,6 +99,7 @@ void give_up(self_ptr self, const std::string& run_id, std::string reason) {
   auto observer = st.runs[run_id].observer;
   auto workflow = st.runs[run_id].workflow;
   auto created_at = st.runs[run_id].created_at_ns;
+  auto progress = st.runs[run_id].progress;
   st.svc->runs_live -= static_cast<int64_t>(st.runs.erase(run_id));
   auto at = now_ns();
   persistence::journal_store::append_op op;
@@ -113,11 +114,30 @@ void give_up(self_ptr self, const std::string& run_id, std::string reason) {
   // The observer hears of it once it is durable, like any other change.
   runtime::run_finished finished{
     run_id, workflow, persistence::run_state::failed, "null", reason, ""};
-  st.svc->store->append(std::move(op),
-                        [observer, finished](const std::string&) {
-                          if (observer)
-                            caf::anon_send(observer, finished);
-                        });
+  auto me = caf::actor{self};
+  auto* store = st.svc->store;
+  store->append(std::move(op), [observer, finished, me, store, run_id,
+                                progress](const std::string& error) {
+    if (error.empty()) {
+      if (observer)
+        caf::anon_send(observer, finished);
+      return;
+    }
+    // The store refused the failure (a disk error, say): the run is started
+    // again from its journal a little later, as a node does at its start,
+    // rather than left unfinished with no actor.
+    store->read_journal_async(run_id, [me, run_id, observer, progress,
+                                       error](std::vector<event_record> events,
+                                              std::string read_error) {
+      if (!read_error.empty() || events.empty())
+        return;
+      caf::delayed_anon_send(
+        me, std::chrono::seconds{2},
+        runtime::start_run{run_id, std::move(events), observer, 0,
+                           "its failure could not be journaled: " + error,
+                           false, progress});
+    });
+  });
 }
 
 } // namespace

@@ -196,6 +196,34 @@ TEST_F(ChaosHooks, SlowDiskDelaysEveryStoreWrite) {
 // recovers by itself, and runs submitted then complete with whole
 // journals; a run in flight through it ends (its actor is restarted from
 // its journal) and nothing is corrupt.
+TEST_F(ChaosHooks, ARunWhoseFailureCannotBeJournaledIsStartedAgain) {
+  // Writes fail longer than the supervisor's restarts last: it gives the
+  // run up, and the store refuses that too. Once the disk is back, the run
+  // is started again from its journal and ends; it is not left running
+  // with no actor.
+  start_node();
+  auto run = submit(sleeper("1s"));
+  ASSERT_TRUE(wait_until(
+    [&] {
+      for (auto& e : events(run))
+        if (e.value("type", "") == "timer_set")
+          return true;
+      return false;
+    },
+    10s));
+  auto a
+    = fault({{"hook", "fail_disk"}, {"error", "io_error"}, {"for_ms", 6000}});
+  ASSERT_EQ(a.value("t", ""), "reply") << a;
+  std::string s;
+  EXPECT_TRUE(wait_until(
+    [&] {
+      s = state_of(run);
+      return s == "completed" || s == "failed";
+    },
+    40s))
+    << s;
+}
+
 TEST_F(ChaosHooks, FailDiskFailsWritesThenTheNodeRecovers) {
   start_node();
   auto before = submit(sleeper("1500ms"));
