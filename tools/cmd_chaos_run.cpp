@@ -29,6 +29,7 @@
 #include <optional>
 #include <set>
 #include <thread>
+#include <tuple>
 
 namespace troupe::tools {
 
@@ -196,9 +197,23 @@ class workload_driver {
         std::this_thread::sleep_for(100ms);
         continue;
       }
-      auto& [name, address] = members[turn++ % members.size()];
+      // A member that did not answer is passed over for a while, as a
+      // client with a breaker would, unless every one is.
+      std::string name, address;
+      for (size_t k = 0; k < members.size() && name.empty(); ++k) {
+        auto& m = members[turn++ % members.size()];
+        std::lock_guard<std::mutex> guard{mu_};
+        if (avoid_until_[m.first] <= now_ns())
+          std::tie(name, address) = m;
+      }
+      if (name.empty())
+        std::tie(name, address) = members[turn++ % members.size()];
       ++sub.tries;
       auto a = pool.ask(address, request, 3s);
+      if (a.code == "lost" || a.code == "unreachable") {
+        std::lock_guard<std::mutex> guard{mu_};
+        avoid_until_[name] = now_ns() + 2'000'000'000;
+      }
       if (a.ok()) {
         auto id = a.body.value("run_id", std::string{});
         if (!id.empty()) {
@@ -258,6 +273,8 @@ class workload_driver {
   std::thread thread_;
   std::mutex mu_;
   std::vector<chaos::submission> subs_;
+  /// Members passed over until then (steady ns), having not answered.
+  std::map<std::string, int64_t> avoid_until_;
   std::atomic<bool> stop_{false};
   std::atomic<bool> finished_{false};
 };
