@@ -1220,7 +1220,8 @@ void runner::check(chaos::report& r) {
         f.resumed_ns = l.ns;
     }
     f.affected.assign(hit.begin(), hit.end());
-    f.retries = chaos::count_retries(ledger, hit, f.injected_ns);
+    f.retries
+      = hit.empty() ? 0 : chaos::count_retries(ledger, hit, f.injected_ns);
   }
   r.retries = chaos::count_retries(ledger, {});
 }
