@@ -1,8 +1,7 @@
 // `troupe chaos --dry-run` as a child process: exit codes, the schedule as a
 // table and as JSON, and errors with file, line and path.
 
-#include "tests/support/process.hpp"
-#include "tests/support/temp_dir.hpp"
+#include "tests/e2e/chaos_fixture.hpp"
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -10,34 +9,12 @@
 #include <string>
 #include <vector>
 
-using troupe::test::process_options;
-using troupe::test::process_result;
-using troupe::test::run_process;
-using troupe::test::temp_dir;
+using troupe::test::chaos_examples;
+using troupe::test::contains;
 
 namespace {
 
-const std::string chaos_examples
-  = std::string{TROUPE_SOURCE_DIR} + "/examples/chaos/";
-
-struct ChaosCli : ::testing::Test {
-  temp_dir dir;
-
-  process_result troupe(std::vector<std::string> args) {
-    args.insert(args.begin(), TROUPE_BINARY);
-    process_options opts;
-    opts.cwd = dir.path().string();
-    opts.env = {{"TROUPE_CONFIG_DIR", (dir.path() / "config").string()},
-                {"TROUPE_ENV", std::nullopt}};
-    auto r = run_process(args, opts);
-    EXPECT_FALSE(r.timed_out);
-    return r;
-  }
-};
-
-bool contains(const std::string& haystack, const std::string& needle) {
-  return haystack.find(needle) != std::string::npos;
-}
+using ChaosCli = troupe::test::chaos_fixture;
 
 } // namespace
 

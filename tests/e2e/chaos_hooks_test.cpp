@@ -79,6 +79,28 @@ struct ChaosHooks : troupe::test::node_process_fixture {
     return j.is_discarded() ? json::array() : j["events"];
   }
 
+  /// Waits until `run` has set its sleep's timer (it is mid-run).
+  bool sleeping(const std::string& run) {
+    return wait_until(
+      [&] {
+        for (auto& e : events(run))
+          if (e.value("type", "") == "timer_set")
+            return true;
+        return false;
+      },
+      std::chrono::seconds{10});
+  }
+
+  /// Waits until `run` has ended, completed or failed; false after `limit`.
+  bool ends(const std::string& run, std::chrono::milliseconds limit) {
+    return wait_until(
+      [&] {
+        auto s = state_of(run);
+        return s == "completed" || s == "failed";
+      },
+      limit);
+  }
+
   /// noop, sleep and exec nodes in a chain.
   std::string chain() {
     return workflow("chain", "nodes:\n  a: {kind: noop}\n  nap: {kind: sleep, "
@@ -203,38 +225,17 @@ TEST_F(ChaosHooks, ARunWhoseFailureCannotBeJournaledIsStartedAgain) {
   // with no actor.
   start_node();
   auto run = submit(sleeper("1s"));
-  ASSERT_TRUE(wait_until(
-    [&] {
-      for (auto& e : events(run))
-        if (e.value("type", "") == "timer_set")
-          return true;
-      return false;
-    },
-    10s));
+  ASSERT_TRUE(sleeping(run));
   auto a
     = fault({{"hook", "fail_disk"}, {"error", "io_error"}, {"for_ms", 6000}});
   ASSERT_EQ(a.value("t", ""), "reply") << a;
-  std::string s;
-  EXPECT_TRUE(wait_until(
-    [&] {
-      s = state_of(run);
-      return s == "completed" || s == "failed";
-    },
-    40s))
-    << s;
+  EXPECT_TRUE(ends(run, 40s)) << state_of(run);
 }
 
 TEST_F(ChaosHooks, FailDiskFailsWritesThenTheNodeRecovers) {
   start_node();
   auto before = submit(sleeper("1500ms"));
-  ASSERT_TRUE(wait_until(
-    [&] {
-      for (auto& e : events(before))
-        if (e.value("type", "") == "timer_set")
-          return true;
-      return false;
-    },
-    10s));
+  ASSERT_TRUE(sleeping(before));
   auto a
     = fault({{"hook", "fail_disk"}, {"error", "io_error"}, {"for_ms", 2000}});
   ASSERT_EQ(a.value("t", ""), "reply") << a;
@@ -273,13 +274,7 @@ TEST_F(ChaosHooks, FailDiskFailsWritesThenTheNodeRecovers) {
       << evs;
   }
   // The run in flight ended (its restarts may have run out in the window).
-  EXPECT_TRUE(wait_until(
-    [&] {
-      auto s = state_of(before);
-      return s == "completed" || s == "failed";
-    },
-    30s))
-    << state_of(before);
+  EXPECT_TRUE(ends(before, 30s)) << state_of(before);
   // The node restarts on its data dir: nothing it wrote is corrupt.
   node->signal(SIGTERM);
   node->wait(30s);

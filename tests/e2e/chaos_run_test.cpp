@@ -3,64 +3,28 @@
 // of 60 s runs whole; a build broken on purpose (--break rerun_completed)
 // must fail the invariant it breaks and name the run.
 
+#include "tests/e2e/chaos_fixture.hpp"
 #include "tests/support/node_process.hpp"
-#include "tests/support/process.hpp"
-#include "tests/support/temp_dir.hpp"
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
-#include <cstdlib>
 #include <filesystem>
 #include <fstream>
-#include <set>
-#include <sstream>
 #include <string>
 #include <vector>
 
 using nlohmann::json;
+using troupe::test::chaos_examples;
+using troupe::test::contains;
 using troupe::test::process_options;
-using troupe::test::process_result;
-using troupe::test::run_process;
-using troupe::test::temp_dir;
 
 namespace {
 
-const std::string chaos_examples
-  = std::string{TROUPE_SOURCE_DIR} + "/examples/chaos/";
-
-/// Whether an `etcd` binary is on PATH (a scenario starts one).
-bool etcd_on_path() {
-  if (const char* path = std::getenv("PATH")) {
-    std::istringstream dirs{path};
-    for (std::string d; std::getline(dirs, d, ':');)
-      if (std::filesystem::exists(d + "/etcd"))
-        return true;
-  }
-  return false;
-}
-
-struct ChaosRun : ::testing::Test {
-  temp_dir dir;
-
+struct ChaosRun : troupe::test::chaos_fixture {
   void SetUp() override {
-    if (!etcd_on_path())
+    if (!troupe::test::etcd_on_path())
       GTEST_SKIP() << "etcd is not on PATH: run tools/bootstrap.sh";
-  }
-
-  /// Runs `troupe ARGS` with its scratch folders in this test's folder.
-  process_result troupe(std::vector<std::string> args,
-                        std::chrono::milliseconds limit) {
-    args.insert(args.begin(), TROUPE_BINARY);
-    process_options opts;
-    opts.cwd = dir.path().string();
-    opts.env = {{"TROUPE_CONFIG_DIR", (dir.path() / "config").string()},
-                {"TROUPE_ENV", std::nullopt},
-                {"TMPDIR", dir.path().string()}};
-    opts.time_limit = limit;
-    auto r = run_process(args, opts);
-    EXPECT_FALSE(r.timed_out) << r.err;
-    return r;
   }
 
   /// The invariant named `name` in a JSON report.
@@ -71,10 +35,6 @@ struct ChaosRun : ::testing::Test {
     return nullptr;
   }
 };
-
-bool contains(const std::string& haystack, const std::string& needle) {
-  return haystack.find(needle) != std::string::npos;
-}
 
 } // namespace
 

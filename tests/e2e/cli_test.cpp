@@ -360,20 +360,7 @@ TEST_F(Cli, BenchNamesBadInputAndExitsTwo) {
   }
 }
 
-namespace {
-
-/// Whether an `etcd` binary is on PATH (`bench --cluster` starts one).
-bool etcd_on_path() {
-  if (const char* path = std::getenv("PATH")) {
-    std::istringstream dirs{path};
-    for (std::string d; std::getline(dirs, d, ':');)
-      if (std::filesystem::exists(d + "/etcd"))
-        return true;
-  }
-  return false;
-}
-
-} // namespace
+using troupe::test::etcd_on_path;
 
 TEST_F(Cli, BenchClusterQuickPrintsReplicatedSeq10Http10AndFailoverFigures) {
   // A smoke run of `bench --cluster 3 --quick`: figures only, no speed is

@@ -1,9 +1,12 @@
 #pragma once
 
 #include <chrono>
+#include <cstdlib>
+#include <filesystem>
 #include <functional>
 #include <map>
 #include <optional>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -67,5 +70,17 @@ bool wait_until(const std::function<bool()>& pred,
 /// past the time limit) and returns what it printed and its exit code.
 process_result run_process(const std::vector<std::string>& argv,
                            const process_options& opts = {});
+
+/// Whether an `etcd` binary is on PATH (tests that start a cluster of
+/// their own skip without one).
+inline bool etcd_on_path() {
+  if (const char* path = std::getenv("PATH")) {
+    std::istringstream dirs{path};
+    for (std::string d; std::getline(dirs, d, ':');)
+      if (std::filesystem::exists(d + "/etcd"))
+        return true;
+  }
+  return false;
+}
 
 } // namespace troupe::test
