@@ -223,6 +223,13 @@ class workload_driver {
             sub.run_id = id;
             sub.accepted_ns = now_ns();
           }
+          // Published at once, for owner_of targets.
+          if (sub.index >= 1 && sub.index <= static_cast<int64_t>(subs_.size())
+              && subs_[sub.index - 1].key == sub.key
+              && subs_[sub.index - 1].run_id.empty()) {
+            subs_[sub.index - 1].run_id = sub.run_id;
+            subs_[sub.index - 1].accepted_ns = sub.accepted_ns;
+          }
           sub.refused.clear();
           return;
         }
@@ -304,6 +311,15 @@ class runner {
       : g_(g), o_(o), s_(s), plan_(plan), pool_({}) {}
 
   int run();
+  /// Stops the workload's thread after a failure, keeping the logs.
+  void abandon() {
+    if (driver_) {
+      driver_->cancel();
+      driver_->join();
+    }
+    if (!cluster_.dir.empty())
+      cluster_.keep = true;
+  }
 
  private:
   int setup();
@@ -329,6 +345,9 @@ class runner {
   const chaos_options& o_;
   const chaos::scenario& s_;
   const chaos::schedule& plan_;
+  /// The network namespaces, as root; loopback without. Declared before
+  /// the cluster, so its members stop before their network goes.
+  std::unique_ptr<chaos::netns_lab> lab_;
   local_cluster cluster_;
   address_book book_;
   client_pool pool_;
@@ -336,13 +355,14 @@ class runner {
   chaos::report report_;
   std::vector<timed_step> steps_;
   int64_t t0_ = 0;
+  /// The wall clock a second before the start (runs made since are the
+  /// workload's).
+  int64_t wall_start_ns_ = 0;
   /// Members down (killed, not yet restarted) or stopped; members starting
   /// again, and the incarnation each fault's target had.
   std::set<std::string> killed_, stopped_, starting_, etcd_down_;
   std::map<size_t, std::string> watch_incarnation_;
   std::map<std::string, fs::path> ledgers_;
-  /// The network namespaces, as root; loopback without.
-  std::unique_ptr<chaos::netns_lab> lab_;
   /// Per fault record: the members that may tell whether the target is
   /// seen down, and the cuts to heal when it ends.
   std::map<size_t, std::vector<std::string>> watchers_;
@@ -660,12 +680,17 @@ void runner::inject(const timed_step& step) {
   }
   if (is_member)
     rec.partitions = led_by(who);
-  if (is_member) {
+  // Detection is watched for the faults that take a member away.
+  if (is_member
+      && (sf.action == action::kill || sf.action == action::stop
+          || sf.action == action::partition)) {
     auto viewer = any_member(who);
     auto e = viewer.empty() ? json{} : cluster_.entry(viewer, who);
     watch_incarnation_[step.record]
       = e.is_object() ? e.value("incarnation", std::string{}) : std::string{};
   }
+  // Stamped after the lookups above, just before the fault acts.
+  rec.injected_ns = now_ns();
   auto later = [&](timed_step::kind k, const chaos::duration& d) {
     timed_step t;
     t.at_ns = rec.injected_ns + ms_of(d) * 1'000'000;
@@ -895,7 +920,8 @@ void runner::poll_detection() {
     auto v = cluster_.view(viewer);
     if (!v.is_object())
       continue;
-    bool seen = true;
+    // Absent from the list counts as down.
+    bool seen = false;
     for (auto& m : v.value("members", json::array()))
       if (m.value("name", "") == rec.resolved)
         seen = m.value("state", "") == "up"
@@ -958,6 +984,15 @@ int runner::run() {
         return exit_bad_input;
       }
     }
+  if (!o_.report.empty()) {
+    // Found out now, not after the whole run.
+    std::ofstream probe{o_.report, std::ios::app};
+    if (!probe) {
+      std::cerr << "troupe: chaos: --report " << o_.report
+                << ": cannot write there: " << std::strerror(errno) << "\n";
+      return exit_bad_input;
+    }
+  }
   std::vector<workflow_text> wfs;
   for (auto& p : s_.workload.workflows)
     wfs.push_back({p.filename().string(), read_text_file(p)});
@@ -989,7 +1024,7 @@ int runner::run() {
         std::cerr << "troupe: chaos: " << m << " refused --break "
                   << o_.break_hook << ": " << a.code << " " << a.message
                   << "\n";
-        cluster_.keep = true;
+        cluster_.keep = !cluster_.dir.empty();
         return exit_unreachable;
       }
     }
@@ -999,6 +1034,10 @@ int runner::run() {
   driver_
     = std::make_unique<workload_driver>(s_, wfs, prefix, cluster_.token, book_);
   t0_ = now_ns();
+  wall_start_ns_ = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                     std::chrono::system_clock::now().time_since_epoch())
+                     .count()
+                   - 1'000'000'000;
   for (size_t i = 0; i < plan_.faults.size(); ++i) {
     auto& sf = plan_.faults[i];
     chaos::fault_record rec;
@@ -1044,6 +1083,8 @@ int runner::run() {
     poll_detection();
     std::this_thread::sleep_for(20ms);
   }
+  // Past the deadline, the runs not yet submitted are not.
+  driver_->cancel();
   driver_->join();
   steps_.clear();
   say("workload done; ending every fault");
@@ -1110,6 +1151,20 @@ void runner::settle_runs(int64_t deadline_ns) {
       break;
     std::this_thread::sleep_for(250ms);
   }
+  // A run is lost only once members said three times they do not know it.
+  for (auto& s : subs)
+    for (int i = not_found[s.run_id]; s.final_state == "unknown" && i < 3;
+         ++i) {
+      std::this_thread::sleep_for(300ms);
+      auto via = any_member();
+      auto a = via.empty()
+                 ? answer{{}, "unreachable", {}}
+                 : ask(via, {{"t", "status"}, {"run_id", s.run_id}}, 3s);
+      if (a.ok())
+        s.final_state = a.body.value("state", std::string{});
+      else if (a.code != "not_found")
+        s.final_state = "";
+    }
   report_.runs = subs;
 }
 
@@ -1122,35 +1177,44 @@ void runner::check(chaos::report& r) {
   auto ledger = chaos::parse_ledger(text, &bad);
   r.ledger_lines = ledger.size();
   r.ledger_bad_lines = bad;
-  // Each key sent again: it must name the same run.
+  // Each key sent again: it must name the same run (for two minutes at
+  // most; keys not sent again by then are not checked that way).
   std::map<std::string, std::string> again;
+  auto again_until = now_ns() + 120'000'000'000;
   for (auto& s : r.runs) {
-    if (s.run_id.empty())
+    if (s.run_id.empty() || now_ns() > again_until)
       continue;
     auto via = any_member();
     auto a = via.empty() ? answer{{}, "unreachable", {}}
                          : ask(via, driver_->request_for(s), 5s);
     again[s.key] = a.ok() ? a.body.value("run_id", std::string{}) : "";
   }
-  // Every run the cluster lists.
-  std::optional<std::set<std::string>> listed{std::set<std::string>{}};
-  std::string after;
-  for (int page = 0; page < 10'000; ++page) {
-    auto via = any_member();
-    json request{{"t", "list"}, {"limit", 1000}};
-    if (!after.empty())
-      request["after"] = after;
-    auto a
-      = via.empty() ? answer{{}, "unreachable", {}} : ask(via, request, 10s);
-    if (!a.ok() || a.body.contains("missing_members")) {
-      listed.reset();
-      break;
+  // Every run the cluster lists that was made since the start (a target
+  // cluster may hold older ones), the list had whole: tried three times.
+  std::optional<std::set<std::string>> listed;
+  for (int attempt = 0; attempt < 3 && !listed; ++attempt) {
+    if (attempt > 0)
+      std::this_thread::sleep_for(2s);
+    listed.emplace();
+    std::string after;
+    for (int page = 0; page < 10'000; ++page) {
+      auto via = any_member();
+      json request{{"t", "list"}, {"limit", 1000}};
+      if (!after.empty())
+        request["after"] = after;
+      auto a
+        = via.empty() ? answer{{}, "unreachable", {}} : ask(via, request, 10s);
+      if (!a.ok() || a.body.contains("missing_members")) {
+        listed.reset();
+        break;
+      }
+      for (auto& run : a.body.value("runs", json::array()))
+        if (run.value("created_at_ns", int64_t{0}) >= wall_start_ns_)
+          listed->insert(run.value("run_id", std::string{}));
+      after = a.body.value("next", std::string{});
+      if (after.empty())
+        break;
     }
-    for (auto& run : a.body.value("runs", json::array()))
-      listed->insert(run.value("run_id", std::string{}));
-    after = a.body.value("next", std::string{});
-    if (after.empty())
-      break;
   }
   // The replicas' digests, until they agree (bounded).
   std::map<int64_t, std::map<std::string, json>> digests;
@@ -1204,7 +1268,9 @@ void runner::check(chaos::report& r) {
     std::set<int64_t> parts(f.partitions.begin(), f.partitions.end());
     std::set<std::string> hit;
     for (auto& l : ledger) {
-      if (l.ns <= f.injected_ns || !by_run.count(l.run) || hit.count(l.run))
+      // The target's own lines are not others taking over.
+      if (l.ns <= f.injected_ns || !by_run.count(l.run) || hit.count(l.run)
+          || l.member == f.resolved)
         continue;
       auto* s = by_run[l.run];
       if (s->accepted_ns == 0 || s->accepted_ns > f.injected_ns)
@@ -1231,7 +1297,13 @@ void runner::check(chaos::report& r) {
 int run_chaos_scenario(const global_options& g, const chaos_options& c,
                        const chaos::scenario& s, const chaos::schedule& plan) {
   runner r{g, c, s, plan};
-  return r.run();
+  try {
+    return r.run();
+  } catch (const std::exception& e) {
+    r.abandon();
+    std::cerr << "troupe: chaos: the run stopped: " << e.what() << "\n";
+    return exit_unreachable;
+  }
 }
 
 } // namespace troupe::tools

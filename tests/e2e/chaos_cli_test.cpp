@@ -108,3 +108,22 @@ TEST_F(ChaosCli, ASeedThatIsNotAWholeNumberExitsTwo) {
     EXPECT_TRUE(contains(r.err, "--seed")) << bad << ": " << r.err;
   }
 }
+
+TEST_F(ChaosCli, OptionsThatCannotWorkExitTwoBeforeAnythingStarts) {
+  // A report that cannot be written is found out before the run, not after.
+  auto r = troupe({"chaos", chaos_examples + "kill-leader.yaml", "--report",
+                   (dir.path() / "no-such-folder" / "r.json").string()});
+  EXPECT_EQ(r.exit_code, 2) << r.out << r.err;
+  EXPECT_TRUE(contains(r.err, "--report")) << r.err;
+  EXPECT_FALSE(contains(r.err, "starting")) << r.err;
+  // --ledger-dir is for a cluster troupe chaos did not start.
+  auto l = troupe({"chaos", chaos_examples + "kill-leader.yaml", "--ledger-dir",
+                   dir.path().string()});
+  EXPECT_EQ(l.exit_code, 2) << l.out << l.err;
+  EXPECT_TRUE(contains(l.err, "--ledger-dir")) << l.err;
+  // A partition needs network namespaces, which --loopback gives up.
+  auto p = troupe(
+    {"chaos", chaos_examples + "partition-minority.yaml", "--loopback"});
+  EXPECT_EQ(p.exit_code, 2) << p.out << p.err;
+  EXPECT_TRUE(contains(p.err, "faults[0]")) << p.err;
+}

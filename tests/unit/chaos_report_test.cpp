@@ -322,14 +322,6 @@ TEST(ChaosReport, OneRunPerKeyFailsOnAListedRunNoKeyMade) {
   EXPECT_NE(r.detail.find("3 run(s) listed"), std::string::npos) << r.detail;
 }
 
-TEST(ChaosReport, OneRunPerKeyPassesWithoutTheList) {
-  auto r = check_one_run_per_key({sub("r1", "k1", "completed")}, {{"k1", "r1"}},
-                                 std::nullopt);
-  EXPECT_EQ(r.outcome, verdict::pass);
-  EXPECT_TRUE(r.offenders.empty());
-  EXPECT_NE(r.detail.find("could not be had"), std::string::npos) << r.detail;
-}
-
 TEST(ChaosReport, OneRunPerKeyPassesWhenAllIsWell) {
   auto r = check_one_run_per_key(
     {sub("r1", "k1", "completed"), sub("r2", "k2", "failed"),
@@ -451,7 +443,8 @@ TEST(ChaosReport, FencingDoesNotCheckRemoteSteps) {
     line(300, "mC", "start", "r1", "a", 1, 0, 1),
   };
   auto r = check_fencing(ledger);
-  EXPECT_EQ(r.outcome, verdict::pass);
+  // Nothing checked is not a pass.
+  EXPECT_EQ(r.outcome, verdict::not_checked);
   EXPECT_TRUE(r.offenders.empty());
   EXPECT_EQ(r.detail, "0 attempt(s) run by their partition's leader checked");
 }
@@ -632,4 +625,43 @@ TEST(ChaosReport, ReportOfNothing) {
   EXPECT_NE(text.find("0 submitted, 0 accepted\n"), std::string::npos) << text;
   EXPECT_NE(text.find("final states: none"), std::string::npos) << text;
   EXPECT_NE(text.find("every invariant holds"), std::string::npos) << text;
+}
+
+TEST(ChaosReport, NoRerunWithNoLineOfAnAcceptedRunIsNotChecked) {
+  std::vector<ledger_line> ledger{
+    line(300, "m1", "start", "r9", "a", 1, 0, 1),
+  };
+  auto r = check_no_rerun(ledger, {sub("r1", "k1", "completed")});
+  EXPECT_EQ(r.outcome, verdict::not_checked);
+}
+
+TEST(ChaosReport, OneRunPerKeyWithoutTheWholeListIsNotChecked) {
+  auto r = check_one_run_per_key({sub("r1", "k1", "completed")}, {{"k1", "r1"}},
+                                 std::nullopt);
+  EXPECT_EQ(r.outcome, verdict::not_checked);
+  EXPECT_TRUE(r.offenders.empty());
+  EXPECT_NE(r.detail.find("could not be had"), std::string::npos) << r.detail;
+  // A listed entry without an id names no run.
+  auto whole
+    = check_one_run_per_key({sub("r1", "k1", "completed")}, {{"k1", "r1"}},
+                            std::set<std::string>{"r1", ""});
+  EXPECT_EQ(whole.outcome, verdict::pass);
+}
+
+TEST(ChaosReport, CopiesAtDifferentAppliedOffsetsAreBehindNotDifferent) {
+  json ahead{{"applied", 12}, {"digest", "abc"}};
+  json behind{{"applied", 10}, {"digest", "xyz"}};
+  json same{{"applied", 7}, {"digest", "d"}};
+  auto r = check_copies(
+    {{0, {{"m1", ahead}, {"m2", behind}}}, {1, {{"m1", same}, {"m2", same}}}},
+    {}, false);
+  EXPECT_EQ(r.outcome, verdict::pass);
+  EXPECT_TRUE(r.offenders.empty());
+  EXPECT_NE(r.detail.find("partition(s) 0 had copies at different applied"),
+            std::string::npos)
+    << r.detail;
+  // At the same offset, different digests are a divergence.
+  json twin{{"applied", 12}, {"digest", "abd"}};
+  auto bad = check_copies({{0, {{"m1", ahead}, {"m2", twin}}}}, {}, true);
+  EXPECT_EQ(bad.outcome, verdict::fail);
 }

@@ -177,6 +177,8 @@ invariant_result check_no_rerun(const std::vector<ledger_line>& ledger,
   }
   r.detail = std::to_string(starts) + " attempt(s) and "
              + std::to_string(done.size()) + " completion(s) in the ledger";
+  if (starts == 0 && done.empty())
+    r.outcome = verdict::not_checked;
   settle(r);
   return r;
 }
@@ -209,7 +211,7 @@ check_one_run_per_key(const std::vector<submission>& subs,
     auto ids = accepted(subs);
     size_t extra = 0;
     for (auto& id : *listed)
-      if (!ids.count(id)) {
+      if (!id.empty() && !ids.count(id)) {
         ++extra;
         r.offenders.emplace_back(id, "a run no key of the workload made");
       }
@@ -217,6 +219,7 @@ check_one_run_per_key(const std::vector<submission>& subs,
   } else {
     r.detail += "; the cluster's list of runs could not be had whole, so "
                 "runs made by no key were not looked for";
+    r.outcome = verdict::not_checked;
   }
   settle(r);
   return r;
@@ -228,9 +231,20 @@ check_copies(const std::map<int64_t, std::map<std::string, json>>& digests,
   auto r = make("replicas_identical",
                 "the replicas' committed journals are identical");
   size_t compared = 0;
+  std::vector<std::string> lagging;
   for (auto& [p, copies] : digests) {
     if (copies.size() < 2)
       continue;
+    // Copies that applied different amounts are behind, not different:
+    // only copies at the same applied offset can disagree.
+    std::set<std::string> applied;
+    for (auto& [member, d] : copies)
+      applied.insert(d.is_object() ? d.value("applied", json{}).dump()
+                                   : std::string{});
+    if (applied.size() > 1) {
+      lagging.push_back(std::to_string(p));
+      continue;
+    }
     ++compared;
     auto& first = copies.begin()->second;
     for (auto& [member, d] : copies)
@@ -250,9 +264,15 @@ check_copies(const std::map<int64_t, std::map<std::string, json>>& digests,
   // One copy of each (replication 1), or none answered: nothing to compare.
   if (compared == 0)
     r.outcome = verdict::not_checked;
+  if (!lagging.empty()) {
+    std::string list;
+    for (auto& p : lagging)
+      list += (list.empty() ? "" : ", ") + p;
+    r.detail += "; partition(s) " + list
+                + " had copies at different applied offsets (not caught up)";
+  }
   if (!settled)
-    r.detail += "; the copies did not settle to the same applied offset in "
-                "time, the last digests are shown";
+    r.detail += "; the copies did not settle in time";
   settle(r);
   return r;
 }
@@ -297,6 +317,10 @@ invariant_result check_fencing(const std::vector<ledger_line>& ledger) {
   }
   r.detail = std::to_string(checked)
              + " attempt(s) run by their partition's leader checked";
+  // No attempt under a leader's epoch (one copy of each partition writes
+  // none): nothing was checked, which is not a pass.
+  if (checked == 0)
+    r.outcome = verdict::not_checked;
   settle(r);
   return r;
 }
