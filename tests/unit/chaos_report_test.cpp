@@ -665,3 +665,32 @@ TEST(ChaosReport, CopiesAtDifferentAppliedOffsetsAreBehindNotDifferent) {
   auto bad = check_copies({{0, {{"m1", ahead}, {"m2", twin}}}}, {}, true);
   EXPECT_EQ(bad.outcome, verdict::fail);
 }
+
+TEST(ChaosReport, NoRerunUsesTheJournalsWhereTheLedgerHasNoDone) {
+  // The `done` line of r1's node a was never written (its member was
+  // killed after the ack); the journal says attempt 1 completed it, so an
+  // attempt 2 ran it again.
+  std::vector<ledger_line> ledger{
+    line(100, "m1", "start", "r1", "a", 1, 0, 1),
+    line(900, "m2", "start", "r1", "a", 2, 0, 2),
+  };
+  journal_completions journals{{{"r1", "a"}, {1, 1}}};
+  auto subs = std::vector<submission>{sub("r1", "k1", "completed")};
+  auto r = check_no_rerun(ledger, subs, &journals);
+  EXPECT_EQ(r.outcome, verdict::fail);
+  ASSERT_EQ(r.offenders.size(), 1u);
+  EXPECT_NE(r.offenders[0].second.find("completed by attempt 1"),
+            std::string::npos)
+    << r.offenders[0].second;
+  // Without the journals, the ledger alone cannot see it.
+  EXPECT_EQ(check_no_rerun(ledger, subs).outcome, verdict::pass);
+  // The attempt that completed it, and those before, are no rerun.
+  journal_completions second{{{"r1", "a"}, {2, 1}}};
+  EXPECT_EQ(check_no_rerun(ledger, subs, &second).outcome, verdict::pass);
+  // A node completed twice in its journal is.
+  journal_completions twice{{{"r1", "a"}, {2, 2}}};
+  auto t = check_no_rerun(ledger, subs, &twice);
+  EXPECT_EQ(t.outcome, verdict::fail);
+  EXPECT_NE(t.offenders[0].second.find("2 times in its journal"),
+            std::string::npos);
+}

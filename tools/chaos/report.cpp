@@ -143,7 +143,8 @@ invariant_result check_not_lost(const std::vector<submission>& subs) {
 }
 
 invariant_result check_no_rerun(const std::vector<ledger_line>& ledger,
-                                const std::vector<submission>& subs) {
+                                const std::vector<submission>& subs,
+                                const journal_completions* journals) {
   auto r
     = make("no_completed_node_rerun", "no completed node was executed again");
   if (ledger.empty()) {
@@ -168,15 +169,37 @@ invariant_result check_no_rerun(const std::vector<ledger_line>& ledger,
     } else if (l.event == "start") {
       ++starts;
       auto it = done.find(key);
-      if (it != done.end() && named.insert(l.run).second)
+      if (it != done.end() && named.insert(l.run).second) {
         r.offenders.emplace_back(
           l.run, "node '" + l.node + "' started again (attempt "
                    + std::to_string(l.attempt) + " on " + l.member + ") "
                    + ms_text(l.ns - it->second) + " after it completed");
+        continue;
+      }
+      if (!journals)
+        continue;
+      auto j = journals->find(key);
+      if (j != journals->end() && j->second.count > 0
+          && l.attempt > j->second.attempt && named.insert(l.run).second)
+        r.offenders.emplace_back(
+          l.run, "node '" + l.node + "' started attempt "
+                   + std::to_string(l.attempt) + " on " + l.member
+                   + ", though its journal has it completed by attempt "
+                   + std::to_string(j->second.attempt));
     }
   }
+  if (journals)
+    for (auto& [key, j] : *journals)
+      if (runs.count(key.first) && j.count > 1
+          && named.insert(key.first).second)
+        r.offenders.emplace_back(
+          key.first, "node '" + key.second + "' completed "
+                       + std::to_string(j.count) + " times in its journal");
   r.detail = std::to_string(starts) + " attempt(s) and "
              + std::to_string(done.size()) + " completion(s) in the ledger";
+  if (journals)
+    r.detail += ", " + std::to_string(journals->size())
+                + " completion(s) in the journals";
   if (starts == 0 && done.empty())
     r.outcome = verdict::not_checked;
   settle(r);

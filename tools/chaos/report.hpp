@@ -116,8 +116,25 @@ invariant_result check_not_lost(const std::vector<submission>& subs);
 
 /// No completed node was executed again: no `start` of a node of an
 /// accepted run after that node's `done`, and no node `done` twice.
+/// What the journals say of a run's node: the attempt that completed it,
+/// and how many `node_completed` events it has.
+struct journal_completion {
+  int64_t attempt = 0;
+  int count = 0;
+};
+
+/// (run, node) to what its run's journal says of its completion.
+using journal_completions
+  = std::map<std::pair<std::string, std::string>, journal_completion>;
+
+/// `journals`, when given, also checks, whatever the ledger's `done` lines
+/// (a member killed between a completion's ack and its `done` line, or a
+/// completion committed while its leader was cut off, leaves none): no
+/// `start` of a node with an attempt above the one its journal completed
+/// it with, and no node completed twice in its journal.
 invariant_result check_no_rerun(const std::vector<ledger_line>& ledger,
-                                const std::vector<submission>& subs);
+                                const std::vector<submission>& subs,
+                                const journal_completions* journals = nullptr);
 
 /// Each idempotency key made one run: every answer for a key named the
 /// same run, sending each key again at the end named it too (`again`: key
