@@ -337,6 +337,8 @@ class runner {
   json partitions_view();
   std::string leader_of(int64_t partition);
   std::vector<int64_t> led_by(const std::string& member);
+  /// Asks `member`; one that is down, starting, or none ("") answers
+  /// `unreachable` at once.
   answer ask(const std::string& member, const json& request,
              std::chrono::milliseconds timeout = 5s);
   void say(const std::string& line);
@@ -1128,10 +1130,7 @@ void runner::settle_runs(int64_t deadline_ns) {
     for (auto& s : subs) {
       if (s.run_id.empty() || is_final(s.final_state))
         continue;
-      auto via = any_member();
-      auto a = via.empty()
-                 ? answer{{}, "unreachable", {}}
-                 : ask(via, {{"t", "status"}, {"run_id", s.run_id}}, 3s);
+      auto a = ask(any_member(), {{"t", "status"}, {"run_id", s.run_id}}, 3s);
       if (a.ok()) {
         s.final_state = a.body.value("state", std::string{});
         if (is_final(s.final_state))
@@ -1156,10 +1155,7 @@ void runner::settle_runs(int64_t deadline_ns) {
     for (int i = not_found[s.run_id]; s.final_state == "unknown" && i < 3;
          ++i) {
       std::this_thread::sleep_for(300ms);
-      auto via = any_member();
-      auto a = via.empty()
-                 ? answer{{}, "unreachable", {}}
-                 : ask(via, {{"t", "status"}, {"run_id", s.run_id}}, 3s);
+      auto a = ask(any_member(), {{"t", "status"}, {"run_id", s.run_id}}, 3s);
       if (a.ok())
         s.final_state = a.body.value("state", std::string{});
       else if (a.code != "not_found")
@@ -1184,9 +1180,7 @@ void runner::check(chaos::report& r) {
   for (auto& s : r.runs) {
     if (s.run_id.empty() || now_ns() > again_until)
       continue;
-    auto via = any_member();
-    auto a = via.empty() ? answer{{}, "unreachable", {}}
-                         : ask(via, driver_->request_for(s), 5s);
+    auto a = ask(any_member(), driver_->request_for(s), 5s);
     again[s.key] = a.ok() ? a.body.value("run_id", std::string{}) : "";
   }
   // Every run the cluster lists that was made since the start (a target
@@ -1198,12 +1192,10 @@ void runner::check(chaos::report& r) {
     listed.emplace();
     std::string after;
     for (int page = 0; page < 10'000; ++page) {
-      auto via = any_member();
       json request{{"t", "list"}, {"limit", 1000}};
       if (!after.empty())
         request["after"] = after;
-      auto a
-        = via.empty() ? answer{{}, "unreachable", {}} : ask(via, request, 10s);
+      auto a = ask(any_member(), request, 10s);
       if (!a.ok() || a.body.contains("missing_members")) {
         listed.reset();
         break;
@@ -1262,12 +1254,10 @@ void runner::check(chaos::report& r) {
       continue;
     int64_t after = 0;
     for (int page = 0; page < 100; ++page) {
-      auto via = any_member();
       json request{{"t", "history"}, {"run_id", s.run_id}, {"limit", 1000}};
       if (after > 0)
         request["after"] = after;
-      auto a
-        = via.empty() ? answer{{}, "unreachable", {}} : ask(via, request, 5s);
+      auto a = ask(any_member(), request, 5s);
       if (!a.ok())
         break;
       for (auto& e : a.body.value("events", json::array()))

@@ -71,6 +71,18 @@ struct ChaosLedgerCluster : troupe::test::replicated_fixture {
     return out;
   }
 
+  /// Waits until the ledger's newest lead lines name the leaders and
+  /// epochs m1 lists (`want`, then); false after 20 s.
+  bool
+  ledger_agrees(std::map<std::string, std::pair<std::string, uint64_t>>& want) {
+    return wait_until(
+      [&] {
+        want = listed("m1");
+        return !want.empty() && leaders() == want;
+      },
+      std::chrono::seconds{20});
+  }
+
   /// Each partition's leader and epoch as `via` lists them.
   std::map<std::string, std::pair<std::string, uint64_t>>
   listed(const std::string& via) {
@@ -101,14 +113,8 @@ TEST_F(ChaosLedgerCluster, LeadLinesMatchTheLeadersAndRunLinesCarryEpochs) {
   // says (the ledger's lines are written before the member acts as leader,
   // so they are there once the partitions list shows it).
   std::map<std::string, std::pair<std::string, uint64_t>> want;
-  ASSERT_TRUE(wait_until(
-    [&] {
-      want = listed("m1");
-      return !want.empty() && leaders() == want;
-    },
-    20s))
-    << "listed: " << json(listed("m1")).dump()
-    << "\nledger: " << json(leaders()).dump();
+  ASSERT_TRUE(ledger_agrees(want)) << "listed: " << json(listed("m1")).dump()
+                                   << "\nledger: " << json(leaders()).dump();
   std::set<std::string> leading;
   for (auto& [p, who] : want) {
     leading.insert(who.first);
@@ -206,12 +212,7 @@ TEST_F(ChaosLedgerCluster, ALeaderThatLostItsLeaseResigns) {
   three_in_sync();
   ASSERT_FALSE(HasFatalFailure());
   std::map<std::string, std::pair<std::string, uint64_t>> want;
-  ASSERT_TRUE(wait_until(
-    [&] {
-      want = listed("m1");
-      return !want.empty() && leaders() == want;
-    },
-    20s));
+  ASSERT_TRUE(ledger_agrees(want));
   std::map<std::string, uint64_t> of_m2;
   for (auto& [p, who] : want)
     if (who.first == "m2")
@@ -270,12 +271,7 @@ TEST_F(ChaosLedgerCluster, LeadersResignWhenTheirLeaseIsLostWithEtcdAway) {
   three_in_sync();
   ASSERT_FALSE(HasFatalFailure());
   std::map<std::string, std::pair<std::string, uint64_t>> want;
-  ASSERT_TRUE(wait_until(
-    [&] {
-      want = listed("m1");
-      return !want.empty() && leaders() == want;
-    },
-    20s));
+  ASSERT_TRUE(ledger_agrees(want));
   auto monotonic = [] {
     timespec ts{};
     ::clock_gettime(CLOCK_MONOTONIC, &ts);
