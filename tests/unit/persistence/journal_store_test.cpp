@@ -1585,6 +1585,8 @@ TEST_F(SpaceTest, LowSpaceHoldsAppendsUntilSpaceReturns) {
     append_wait(*store, "r", {make_event(event_type::run_submitted, 1)}), "");
   disk.free = 50;
   ASSERT_TRUE(eventually([&] { return store->space().low; }));
+  // The store says so after it set the flag: wait for its call.
+  EXPECT_TRUE(eventually([&] { return disk.changes.load() >= 1; }));
   EXPECT_EQ(disk.changes.load(), 1);
   answers got;
   store->append({"r", {make_event(event_type::attempt_started, 2)}, {}},
@@ -1612,6 +1614,7 @@ TEST_F(SpaceTest, LowSpaceHoldsAppendsUntilSpaceReturns) {
   EXPECT_EQ(got.by_name["a"], "");
   EXPECT_EQ(got.by_name["b"], "");
   EXPECT_FALSE(store->space().low);
+  EXPECT_TRUE(eventually([&] { return disk.changes.load() >= 2; }));
   EXPECT_EQ(disk.changes.load(), 2);
   std::string error;
   EXPECT_EQ(attempts(store->read_journal("r", error)), iota(1, 4));
